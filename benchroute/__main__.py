@@ -1,0 +1,3 @@
+from benchroute.cli import main
+
+raise SystemExit(main())

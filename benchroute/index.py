@@ -1,0 +1,180 @@
+"""FAISS index over the benchmark inputs, with per-dataset exclusion for leave-one-task-out.
+
+Exclusion uses FAISS's search-time ID selectors, so one index serves every held-out task: no
+rebuild, no over-fetch-and-filter heuristics, and exact results for the flat index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchroute.exceptions import BenchrouteError, FormatVersionError
+
+INDEX_FORMAT_VERSION = 1
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+class VectorIndex:
+    """Inner-product index of unit vectors; distances come back as cosine distances.
+
+    Parameters
+    ----------
+    factory : str
+        A FAISS index-factory string: ``"Flat"`` (exact, the default), ``"IVF1024,Flat"``,
+        ``"HNSW32"``, ... The metric is always inner product.
+    nprobe, ef_search : int, optional
+        Search-time knobs for IVF and HNSW indexes.
+    """
+
+    def __init__(self, factory: str = "Flat", nprobe: int | None = None,
+                 ef_search: int | None = None) -> None:
+        self.factory = factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.index_: Any = None
+        self.datasets_: np.ndarray = np.array([], dtype=object)
+        self.instance_ids_: np.ndarray = np.array([], dtype=object)
+        self.encoder_id: str | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.index_ is None else int(self.index_.ntotal)
+
+    @property
+    def dimension(self) -> int:
+        return 0 if self.index_ is None else int(self.index_.d)
+
+    # ------------------------------------------------------------------ building
+    def add(self, vectors: np.ndarray, datasets: Sequence[str],
+            instance_ids: Sequence[str] | None = None) -> VectorIndex:
+        """Append rows; the first call creates (and for IVF trains) the index."""
+        faiss = _faiss()
+        x = np.ascontiguousarray(vectors, dtype="float32")
+        if x.ndim != 2:
+            raise BenchrouteError(f"vectors must be 2-D (n, d), got shape {x.shape}")
+        if len(datasets) != len(x):
+            raise BenchrouteError(f"{len(x)} vectors but {len(datasets)} dataset labels")
+        ids = list(instance_ids) if instance_ids is not None else [str(len(self) + i) for i in range(len(x))]
+        if self.index_ is None:
+            self.index_ = faiss.index_factory(x.shape[1], self.factory, faiss.METRIC_INNER_PRODUCT)
+        elif x.shape[1] != self.dimension:
+            raise BenchrouteError(f"vectors have dimension {x.shape[1]}, the index {self.dimension}")
+        if not self.index_.is_trained:
+            self.index_.train(x)
+        self.index_.add(x)
+        self.datasets_ = np.concatenate([self.datasets_, np.asarray(datasets, dtype=object)])
+        self.instance_ids_ = np.concatenate([self.instance_ids_, np.asarray(ids, dtype=object)])
+        return self
+
+    def rows_of(self, datasets: Iterable[str]) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.datasets_, list(datasets)))
+
+    # ------------------------------------------------------------------ searching
+    def _params(self, exclude_rows: np.ndarray | None) -> Any:
+        faiss = _faiss()
+        sel = None
+        if exclude_rows is not None and len(exclude_rows):
+            self._keep_alive = faiss.IDSelectorBatch(np.ascontiguousarray(exclude_rows, dtype="int64"))
+            sel = faiss.IDSelectorNot(self._keep_alive)
+        inner = faiss.downcast_index(self.index_)
+        if "IVF" in type(inner).__name__:
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe or 1)
+        elif "HNSW" in type(inner).__name__:
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=self.ef_search or 16)
+        elif sel is not None:
+            params = faiss.SearchParameters(sel=sel)
+        else:
+            params = None
+        self._keep_sel = sel
+        return params
+
+    def search(self, queries: np.ndarray, k: int, exclude_datasets: Iterable[str] | None = None,
+               exclude_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest pool rows of each query.
+
+        Returns
+        -------
+        distances : ndarray (n, k)
+            Cosine distances ``1 - <q, x>``, ascending; ``inf`` where fewer than k rows qualify.
+        rows : ndarray (n, k), int64
+            Pool row numbers, ``-1`` where fewer than k rows qualify.
+        """
+        if self.index_ is None:
+            raise BenchrouteError("the index is empty; add vectors first")
+        if k < 1:
+            raise BenchrouteError(f"k == {k}, must be >= 1")
+        q = np.ascontiguousarray(queries, dtype="float32")
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.shape[1] != self.dimension:
+            raise BenchrouteError(f"queries have dimension {q.shape[1]}, the index {self.dimension}")
+        excl = exclude_rows
+        if exclude_datasets is not None:
+            rows = self.rows_of(exclude_datasets)
+            excl = rows if excl is None else np.union1d(excl, rows)
+        params = self._params(excl)
+        sims, rows_out = self.index_.search(q, k, params=params) if params is not None \
+            else self.index_.search(q, k)
+        dist = 1.0 - sims.astype(np.float64)
+        dist[rows_out < 0] = np.inf
+        return dist, rows_out.astype(np.int64)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """FAISS's own ``write_index`` plus a JSON sidecar with the row map."""
+        faiss = _faiss()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self.index_, str(folder / "index.faiss"))
+        sidecar = {
+            "format_version": INDEX_FORMAT_VERSION, "encoder": self.encoder_id,
+            "dimension": self.dimension, "factory": self.factory, "nprobe": self.nprobe,
+            "ef_search": self.ef_search,
+            "rows": [[str(d), str(i)] for d, i in zip(self.datasets_, self.instance_ids_)],
+        }
+        tmp = folder / "index.json.tmp"
+        tmp.write_text(json.dumps(sidecar))
+        os.replace(tmp, folder / "index.json")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> VectorIndex:
+        faiss = _faiss()
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "index.json").read_text())
+        except FileNotFoundError as exc:
+            raise BenchrouteError(f"{folder}: no index.json; not a saved benchroute index") from exc
+        except json.JSONDecodeError as exc:
+            raise BenchrouteError(f"{folder / 'index.json'}: invalid JSON ({exc.msg})") from exc
+        version = int(meta.get("format_version", 0))
+        if version > INDEX_FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{folder}: index format {version} is newer than this benchroute reads "
+                f"({INDEX_FORMAT_VERSION}); upgrade benchroute"
+            )
+        out = cls(meta.get("factory", "Flat"), meta.get("nprobe"), meta.get("ef_search"))
+        try:
+            out.index_ = faiss.read_index(str(folder / "index.faiss"))
+        except RuntimeError as exc:
+            raise BenchrouteError(f"{folder / 'index.faiss'}: unreadable FAISS index ({exc})") from exc
+        rows = meta.get("rows", [])
+        if len(rows) != out.index_.ntotal or out.index_.d != meta.get("dimension"):
+            raise BenchrouteError(
+                f"{folder}: index.json describes {len(rows)} rows of dimension "
+                f"{meta.get('dimension')}, index.faiss holds {out.index_.ntotal} of {out.index_.d}"
+            )
+        out.datasets_ = np.array([r[0] for r in rows], dtype=object)
+        out.instance_ids_ = np.array([r[1] for r in rows], dtype=object)
+        out.encoder_id = meta.get("encoder")
+        return out

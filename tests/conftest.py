@@ -1,0 +1,59 @@
+"""Shared fixtures: the real data in ../shared (unpacked once per session) and a fast encoder."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BENCHROUTE_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data"
+EMBEDDINGS = SHARED / "embeddings"
+
+
+def _unpack(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"shared data {folder} is not available (set BENCHROUTE_SHARED)")
+    dest = tmp_path_factory.mktemp(name)
+    for archive in sorted(folder.glob("*.tar.xz")):
+        with tarfile.open(archive, "r:xz") as tar:
+            tar.extractall(dest, filter="data")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def helm_mmlu_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _unpack("helm_mmlu_llama3", tmp_path_factory) / "runs"
+
+
+@pytest.fixture(scope="session")
+def helm_fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _unpack("helm_offline_fixtures", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def routerdc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _unpack("routerdc", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def routellm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _unpack("routellm_evals", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def helm_mmlu(helm_mmlu_dir: Path):
+    from benchroute import load_helm
+
+    return load_helm(helm_mmlu_dir)
+
+
+@pytest.fixture(scope="session")
+def shared_embeddings() -> Path:
+    if not EMBEDDINGS.is_dir():
+        pytest.skip(f"shared embeddings {EMBEDDINGS} are not available")
+    return EMBEDDINGS

@@ -1,0 +1,38 @@
+"""The real all-mpnet-base-v2 on a few dozen texts, against the shared precomputed vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchroute.embedding import EmbeddingCache, text_key
+from benchroute.embedding.install import installed_model
+from benchroute.exceptions import ModelNotInstalledError
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    try:
+        installed_model()
+    except ModelNotInstalledError as exc:
+        pytest.skip(f"{exc} (CI installs it; run `benchroute model install`)")
+    from benchroute.embedding.sentence import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder()
+
+
+def test_matches_shared_embeddings(encoder, helm_mmlu, shared_embeddings, tmp_path):
+    texts = helm_mmlu.instances()["text"].drop_duplicates().iloc[::40].tolist()[:28]
+    shared = np.load(shared_embeddings / "helm_mmlu_llama3.npz")
+    row = {str(k): i for i, k in enumerate(shared["sha256"])}
+    ref = shared["embedding"][[row[text_key(t)] for t in texts]].astype(np.float32)
+    cache = EmbeddingCache(tmp_path, encoder.identifier, encoder.dimension)
+    got = cache.embed(texts, encoder)
+    assert got.shape == (len(texts), 768) and cache.misses == len(texts)
+    cos = np.sum(got * ref, axis=1)
+    assert cos.min() > 0.999
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    # a lone string is one text
+    np.testing.assert_allclose(encoder.encode(texts[0])[0], got[0], atol=1e-5)

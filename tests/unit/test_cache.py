@@ -1,0 +1,110 @@
+"""The content-addressed embedding cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchroute.embedding import EmbeddingCache, HashingEncoder, text_key
+from benchroute.exceptions import CacheError, FormatVersionError
+
+
+class CountingEncoder(HashingEncoder):
+    def __init__(self, fail_after: int | None = None) -> None:
+        super().__init__(dimension=16)
+        self.encoded: list[str] = []
+        self.fail_after = fail_after
+
+    def encode(self, texts, batch_size=32):
+        if self.fail_after is not None and len(self.encoded) >= self.fail_after:
+            raise RuntimeError("injected crash")
+        self.encoded.extend(texts)
+        return super().encode(texts, batch_size)
+
+
+TEXTS = [f"question number {i} about topic {i % 7}" for i in range(50)]
+
+
+def test_hits_misses_and_dedup(tmp_path):
+    enc = CountingEncoder()
+    cache = EmbeddingCache(tmp_path, enc.identifier)
+    texts = TEXTS + TEXTS[:10]  # repeated texts are embedded once
+    out = cache.embed(texts, enc, chunk_size=16)
+    assert out.shape == (60, 16) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(out[50:], out[:10])
+    assert len(enc.encoded) == 50 and (cache.hits, cache.misses) == (10, 50)
+
+    again = EmbeddingCache(tmp_path, enc.identifier)  # a second run embeds nothing
+    enc2 = CountingEncoder()
+    np.testing.assert_array_equal(again.embed(texts, enc2), out)
+    assert enc2.encoded == [] and (again.hits, again.misses) == (60, 0)
+    assert TEXTS[3] in again and "never seen" not in again
+
+
+def test_resume_after_crash(tmp_path):
+    enc = CountingEncoder(fail_after=32)
+    cache = EmbeddingCache(tmp_path, enc.identifier)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        cache.embed(TEXTS, enc, chunk_size=16)
+    assert len(EmbeddingCache(tmp_path, enc.identifier)) == 32  # two whole chunks were kept
+    enc2 = CountingEncoder()
+    out = EmbeddingCache(tmp_path, enc.identifier).embed(TEXTS, enc2, chunk_size=16)
+    assert enc2.encoded == TEXTS[32:]
+    np.testing.assert_allclose(out, HashingEncoder(16).encode(TEXTS), rtol=1e-6)
+
+
+def test_corrupt_shard_detected_and_reembedded(tmp_path, caplog):
+    enc = CountingEncoder()
+    cache = EmbeddingCache(tmp_path, enc.identifier)
+    cache.embed(TEXTS[:20], enc, chunk_size=10)
+    shards = sorted(cache.folder.glob("shard-*.npz"))
+    assert len(shards) == 2
+    shards[0].write_bytes(shards[0].read_bytes()[:100])  # truncated, as by a disk fault
+    reopened = EmbeddingCache(tmp_path, enc.identifier)
+    assert reopened.corrupt_shards == [shards[0]]
+    assert "corrupt" in caplog.text
+    enc2 = CountingEncoder()
+    reopened.embed(TEXTS[:20], enc2)
+    assert len(enc2.encoded) == 10
+
+
+def test_partial_temp_files_are_invisible(tmp_path):
+    enc = CountingEncoder()
+    cache = EmbeddingCache(tmp_path, enc.identifier)
+    cache.embed(TEXTS[:5], enc)
+    (cache.folder / ".shard-deadbeef.npz.tmp").write_bytes(b"half written")
+    assert len(EmbeddingCache(tmp_path, enc.identifier)) == 5
+
+
+def test_import_npz_found_by_text(tmp_path):
+    enc = HashingEncoder(16)
+    vecs = enc.encode(TEXTS[:10]).astype(np.float16)
+    npz = tmp_path / "pre.npz"
+    np.savez(npz, sha256=np.array([text_key(t) for t in TEXTS[:10]]), embedding=vecs)
+    cache = EmbeddingCache(tmp_path / "c", enc.identifier)
+    assert cache.import_npz(npz) == 10
+    assert cache.import_npz(npz) == 0
+    got, found = cache.get([TEXTS[3], "absent"])
+    assert found.tolist() == [True, False]
+    np.testing.assert_array_equal(got[0], vecs[3].astype(np.float32))
+
+
+def test_bad_inputs(tmp_path):
+    enc = HashingEncoder(16)
+    cache = EmbeddingCache(tmp_path, enc.identifier)
+    with pytest.raises(CacheError, match="does not match"):
+        cache.embed(["x"], HashingEncoder(8))
+    cache.put(["a"], np.ones((1, 16), dtype=np.float32))
+    with pytest.raises(CacheError, match="dimension 8, cache holds 16"):
+        cache.put(["b"], np.ones((1, 8), dtype=np.float32))
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, keys=np.array(["x"]))
+    with pytest.raises(CacheError, match="not an embeddings file"):
+        cache.import_npz(bad)
+    meta = cache.folder / "meta.json"
+    meta.write_text(json.dumps({"format_version": 7, "encoder": enc.identifier, "dimension": 16}))
+    with pytest.raises(FormatVersionError, match="cache format 7"):
+        EmbeddingCache(tmp_path, enc.identifier)

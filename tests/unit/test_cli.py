@@ -1,0 +1,44 @@
+"""The CLI, called in-process: exit codes and output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from benchroute.cli import main
+from benchroute.embedding import text_key
+
+
+def test_inspect_pack(capsys):
+    assert main(["inspect", "pack:helm_mmlu_llama3"]) == 0
+    out = capsys.readouterr().out
+    assert "5 models x 57 datasets x 1140 instances" in out
+    assert "groq/llama3-70b-8192: 40 instances in 2 datasets" in out
+
+
+def test_inspect_json(capsys, tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("text,a,b\nq1,1,0\nq2,1,1\n")
+    assert main(["inspect", str(f), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["n_models"] == 2 and s["models"][0] == {"model": "a", "accuracy": 1.0, "datasets": 1, "results": 2}
+
+
+def test_errors_are_one_line_exit_2(capsys, tmp_path):
+    assert main(["inspect", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("benchroute: error:") and "no such file" in err
+    assert "Traceback" not in err
+
+
+def test_embed_uses_imported_vectors(capsys, tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("text,a,b\nq1,1,0\nq2,1,1\n")
+    npz = tmp_path / "pre.npz"
+    np.savez(npz, sha256=np.array([text_key("q1"), text_key("q2")]),
+             embedding=np.eye(2, 768, dtype=np.float16))
+    code = main(["-q", "embed", str(f), "--store", str(tmp_path / "store"), "--import", str(npz)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "imported 2 new embeddings" in out and "2 inputs: 2 cached, 0 embedded" in out

@@ -1,0 +1,97 @@
+"""The FAISS wrapper: exact search equals brute force, exclusion, persistence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchroute.exceptions import BenchrouteError, FormatVersionError
+from benchroute.index import VectorIndex
+
+
+def _unit(rng, n, d):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def pool():
+    rng = np.random.default_rng(1)
+    x = _unit(rng, 600, 24)
+    ds = np.repeat(["a", "b", "c"], 200)
+    return x, ds, _unit(rng, 40, 24)
+
+
+def _brute(x, q, k, mask=None):
+    sims = q.astype(np.float64) @ x.T.astype(np.float64)
+    if mask is not None:
+        sims[:, ~mask] = -np.inf
+    rows = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return 1 - np.take_along_axis(sims, rows, axis=1), rows
+
+
+@pytest.mark.parametrize("exclude", [None, ["a"], ["a", "c"]])
+@pytest.mark.parametrize("k", [1, 5, 19])
+def test_flat_equals_brute_force(pool, exclude, k):
+    x, ds, q = pool
+    idx = VectorIndex().add(x, ds)
+    dist, rows = idx.search(q, k, exclude_datasets=exclude)
+    mask = None if exclude is None else ~np.isin(ds, exclude)
+    ref_d, ref_r = _brute(x, q, k, mask)
+    np.testing.assert_array_equal(rows, ref_r)
+    np.testing.assert_allclose(dist, ref_d, atol=1e-5)
+
+
+def test_fewer_rows_than_k(pool):
+    x, ds, q = pool
+    idx = VectorIndex().add(x[:3], ds[:3])
+    dist, rows = idx.search(q[:2], 5)
+    assert (rows[:, 3:] == -1).all() and np.isinf(dist[:, 3:]).all()
+
+
+@pytest.mark.parametrize(("factory", "kw"), [("HNSW32", {"ef_search": 128}),
+                                             ("IVF8,Flat", {"nprobe": 8})])
+def test_approximate_indexes_match_flat(pool, factory, kw):
+    x, ds, q = pool
+    flat = VectorIndex().add(x, ds).search(q, 10, exclude_datasets=["b"])[1]
+    approx = VectorIndex(factory, **kw).add(x, ds).search(q, 10, exclude_datasets=["b"])[1]
+    recall = np.mean([len(set(a) & set(f)) / 10 for a, f in zip(approx, flat)])
+    assert recall >= 0.95
+    assert not np.isin(approx, np.flatnonzero(ds == "b")).any()
+
+
+def test_incremental_add_and_roundtrip(pool, tmp_path):
+    x, ds, q = pool
+    idx = VectorIndex().add(x[:300], ds[:300], [f"i{i}" for i in range(300)])
+    idx.add(x[300:], ds[300:], [f"i{i}" for i in range(300, 600)])
+    idx.encoder_id = "test-encoder"
+    before = idx.search(q, 7, exclude_datasets=["b"])
+    idx.save(tmp_path / "ix")
+    back = VectorIndex.load(tmp_path / "ix")
+    after = back.search(q, 7, exclude_datasets=["b"])
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(before[0], after[0])
+    assert back.encoder_id == "test-encoder" and back.instance_ids_[599] == "i599"
+
+
+def test_errors(pool, tmp_path):
+    x, ds, q = pool
+    with pytest.raises(BenchrouteError, match="index is empty"):
+        VectorIndex().search(q, 3)
+    idx = VectorIndex().add(x, ds)
+    with pytest.raises(BenchrouteError, match="k == 0, must be >= 1"):
+        idx.search(q, 0)
+    with pytest.raises(BenchrouteError, match="queries have dimension 5"):
+        idx.search(q[:, :5], 3)
+    with pytest.raises(BenchrouteError, match="600 vectors but 2 dataset labels"):
+        VectorIndex().add(x, ds[:2])
+    idx.save(tmp_path / "ix")
+    meta = json.loads((tmp_path / "ix" / "index.json").read_text())
+    meta["format_version"] = 9
+    (tmp_path / "ix" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(FormatVersionError, match="index format 9"):
+        VectorIndex.load(tmp_path / "ix")
+    with pytest.raises(BenchrouteError, match="not a saved benchroute index"):
+        VectorIndex.load(tmp_path / "nothing")

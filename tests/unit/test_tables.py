@@ -1,0 +1,85 @@
+"""Table and MixInstruct loaders on small hand-made files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchroute import load, load_mixinstruct, load_table
+
+
+def test_wide_csv_with_true_false(tmp_path):
+    f = tmp_path / "mmlu_x.csv"
+    f.write_text("prompt,gpt,mix,gpt_response\nq1,True,False,blah\nq2,False,False,blah\n")
+    data = load_table(f, text="prompt", models=["gpt", "mix"])
+    assert data.datasets == ["mmlu_x"]
+    assert data.frame.groupby("model")["correct"].sum().to_dict() == {"gpt": 1.0, "mix": 0.0}
+    auto = load(f)  # prompt column detected, *_response text column ignored
+    assert auto.models == ["gpt", "mix"]
+
+
+def test_long_table_ids_from_text(tmp_path):
+    f = tmp_path / "long.jsonl"
+    rows = [{"dataset": "d", "text": "q1", "model": "a", "score": 0.9},
+            {"dataset": "d", "text": "q1", "model": "b", "score": 0.2},
+            {"dataset": "d", "text": "q2", "model": "a", "score": 0.4}]
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    data = load_table(f)
+    assert data.n_instances == 2
+    assert data.frame["correct"].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_custom_rule_and_threshold(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("text,a,b\nq1,0.3,0.7\n")
+    data = load_table(f, threshold=0.25)
+    assert data.frame["correct"].tolist() == [1.0, 1.0]
+    data = load_table(f, correct=lambda s: (s > 0.5).astype(float))
+    assert data.frame["correct"].tolist() == [0.0, 1.0]
+    data = load_table(f, correct="as_is")
+    assert data.frame["correct"].tolist() == [0.3, 0.7]
+
+
+def test_routerbench_preset(tmp_path):
+    f = tmp_path / "routerbench.csv"
+    f.write_text(
+        "sample_id,prompt,eval_name,gpt-4,llama,gpt-4|model_response,gpt-4|total_cost,"
+        "llama|total_cost,oracle_model_to_route_to\n"
+        "s1,q1,mmlu,1.0,0.0,A,0.01,0.001,gpt-4\n"
+        "s2,q2,gsm8k,0.0,1.0,B,0.02,0.002,llama\n"
+    )
+    data = load_table(f, preset="routerbench")
+    assert data.models == ["gpt-4", "llama"] and data.datasets == ["gsm8k", "mmlu"]
+    cost = data.frame.set_index(["instance_id", "model"])["cost"]
+    assert cost[("s2", "llama")] == pytest.approx(0.002)
+
+
+MIX = [
+    {"id": "dolly_15k/1", "instruction": "Add", "input": "2 and 3",
+     "candidates": [{"model": "a", "scores": {"bertscore": 0.70}},
+                    {"model": "b", "scores": {"bertscore": 0.90}}]},
+    {"id": "dolly_15k/2", "instruction": "Hi", "input": "",
+     "candidates": [{"model": "a", "scores": {"bertscore": 0.80}},
+                    {"model": "b", "scores": {"bertscore": None}}]},
+    {"id": "sharegpt/9", "instruction": "Solo", "input": "",
+     "candidates": [{"model": "a", "scores": {"bertscore": 0.5}}]},
+]
+
+
+def test_mixinstruct_rescaled_and_binarised(tmp_path):
+    f = tmp_path / "mix.jsonl"
+    f.write_text("\n".join(json.dumps(x) for x in MIX))
+    data = load_mixinstruct(f)
+    assert data.datasets == ["dolly_15k", "sharegpt"]
+    texts = data.instances().set_index("instance_id")["text"]
+    assert texts["dolly_15k/1"] == "Add\n2 and 3" and texts["dolly_15k/2"] == "Hi"
+    c = data.frame.set_index(["instance_id", "model"])["correct"]
+    assert c[("dolly_15k/1", "a")] == pytest.approx(0.0)
+    assert c[("dolly_15k/1", "b")] == pytest.approx(1.0)
+    assert c[("dolly_15k/2", "a")] == pytest.approx(0.5)
+    assert c[("sharegpt/9", "a")] == 0.5  # a constant dataset carries no ranking
+    assert data.report.counts == {"nan_dropped": 1}
+    binary = load_mixinstruct(f, threshold=0.75)
+    assert binary.frame.set_index(["instance_id", "model"])["correct"][("dolly_15k/2", "a")] == 1.0
+    assert load(f).n_instances == 3
