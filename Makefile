@@ -20,7 +20,7 @@ model: setup
 	$(BIN)/benchroute model install
 
 demo: model
-	$(BIN)/benchroute inspect pack:helm_mmlu_llama3
+	$(BIN)/benchroute select --holdout abstract_algebra
 
 test: model
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -19,6 +19,10 @@ _EXPORTS = {
     "load_mixinstruct": "benchroute.data.mixinstruct",
     "load_table": "benchroute.data.tables",
     "BenchrouteError": "benchroute.exceptions",
+    "Router": "benchroute.router",
+    "Selection": "benchroute.router",
+    "select_model": "benchroute.router",
+    "route": "benchroute.router",
     "DataError": "benchroute.exceptions",
 }
 
@@ -27,11 +31,15 @@ __all__ = [
     "BenchrouteError",
     "DataError",
     "LoadReport",
+    "Router",
+    "Selection",
     "__version__",
     "load",
     "load_helm",
     "load_mixinstruct",
     "load_table",
+    "route",
+    "select_model",
 ]
 
 if TYPE_CHECKING:
@@ -41,6 +49,7 @@ if TYPE_CHECKING:
     from benchroute.data.store import BenchmarkData, LoadReport
     from benchroute.data.tables import load_table
     from benchroute.exceptions import BenchrouteError, DataError
+    from benchroute.router import Router, Selection, route, select_model
 
 
 def __getattr__(name: str) -> Any:

@@ -87,6 +87,168 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _router_options(p: Any) -> None:
+    g = p.add_argument_group("router parameters (SPEC.md defaults)")
+    g.add_argument("--k", type=int, default=5, help="neighbours per correctness predictor")
+    g.add_argument("--repeats", type=int, default=3, help="random draws per few-shot fraction")
+    g.add_argument("--alphas", type=float, nargs="+", help="few-shot fractions of the reference pass")
+    g.add_argument("--model", default="all-mpnet-base-v2", help="sentence encoder")
+    g.add_argument("--store", type=Path, help="embedding cache folder")
+
+
+def _make_router(args: argparse.Namespace) -> Any:
+    from benchroute.router import Router
+
+    kwargs: dict[str, Any] = {"k": args.k, "repeats": args.repeats, "encoder": args.model,
+                              "cache_dir": str(args.store) if args.store else None}
+    if args.alphas:
+        kwargs["alphas"] = tuple(args.alphas)
+    return Router(**kwargs)
+
+
+def _add_fit(sub: Any) -> None:
+    p = sub.add_parser("fit", help="fit a router on benchmark results and save it")
+    p.add_argument("data", nargs="+", help="benchmark sources (as for inspect)")
+    p.add_argument("--out", type=Path, required=True, help="router folder to write")
+    p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
+                   metavar="NPZ", help="precomputed embeddings to import into the cache first")
+    _router_options(p)
+    p.set_defaults(func=_cmd_fit)
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from benchroute.data.detect import load
+    from benchroute.data.store import BenchmarkData
+    from benchroute.embedding import EmbeddingCache, get_encoder
+
+    parts = [load(d) for d in args.data]
+    data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
+    router = _make_router(args)
+    if args.imports:
+        enc = get_encoder(args.model)
+        cache = EmbeddingCache(args.store, enc.identifier, enc.dimension if enc.dimension > 0 else None)
+        for npz in args.imports:
+            cache.import_npz(npz)
+    router.fit(data)
+    router.save(args.out)
+    print(f"fitted on {data}; best model on average: {router.bma_}; saved to {args.out}")
+    return 0
+
+
+def _load_router(path: Path | None) -> Any:
+    from benchroute.router import Router, default_router
+
+    return default_router() if path is None else Router.load(path)
+
+
+def _add_select(sub: Any) -> None:
+    p = sub.add_parser("select", help="choose the best model for a task from its input texts")
+    p.add_argument("texts", nargs="?", help="one text per line, or JSONL with a 'text' field")
+    p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
+    p.add_argument("--labeled", help='JSONL lines {"text": ..., "labels": {model: 0/1}}')
+    p.add_argument("--method", default="S3", choices=["S1", "S2", "S3"])
+    p.add_argument("--candidates", help="comma-separated models that may be chosen")
+    p.add_argument("--holdout", help="demo: hold this dataset of a bundled pack out, fit on the "
+                   "rest, and select for its inputs")
+    p.add_argument("--pack", default="helm_mmlu_llama3", help="pack for --holdout")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_select)
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from benchroute.exceptions import BenchrouteError
+
+    candidates = args.candidates.split(",") if args.candidates else None
+    truth = None
+    if args.holdout:
+        router, texts, truth = _holdout_demo(args.pack, args.holdout)
+    else:
+        if not args.texts:
+            raise BenchrouteError("give a file of input texts (or --holdout DATASET for the demo)")
+        router = _load_router(args.router)
+        texts = _read_texts(args.texts)
+    labeled = _read_labeled(args.labeled) if args.labeled else None
+    sel = router.select_model(texts, labeled=labeled, candidates=candidates, method=args.method)
+    if args.json:
+        out = sel.to_dict()
+        if truth is not None:
+            out["true_accuracy"] = truth
+        print(json.dumps(out, indent=2))
+        return 0
+    table = sel.scores.drop(columns=["chosen"]).copy()
+    if truth is not None:
+        table["true_acc"] = [truth.get(m) for m in table.index]
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"\nchosen: {sel.summary()}")
+    if truth is not None:
+        best = max(truth, key=lambda m: truth[m])
+        print(f"held-out truth: chosen model scores {truth[sel.model]:.3f}; "
+              f"oracle {best} {truth[best]:.3f}")
+    return 0
+
+
+def _holdout_demo(pack: str, holdout: str) -> tuple[Any, list[str], dict[str, float]]:
+    from benchroute.data.store import BenchmarkData
+    from benchroute.exceptions import BenchrouteError
+    from benchroute.packs import pack_files
+    from benchroute.router import Router, pack_embeddings
+
+    data = BenchmarkData.load(pack_files(pack)["data"])
+    matches = [d for d in data.datasets if d == holdout or f"={holdout}," in d or holdout in d]
+    if len(matches) != 1:
+        raise BenchrouteError(f"--holdout {holdout!r} matches {len(matches)} datasets; "
+                              f"choose one of {data.datasets[:5]} ...")
+    name = matches[0]
+    train = data.exclude([name])
+    router = Router().fit(train, embeddings=pack_embeddings(train, pack))
+    test = data.subset([name])
+    truth = test.dataset_accuracy().loc[name].dropna().to_dict()
+    print(f"held out {name!r} ({test.n_instances} inputs); router fitted on the other "
+          f"{len(train.datasets)} datasets; embedding the held-out inputs ...", file=sys.stderr)
+    return router, test.instances()["text"].tolist(), {str(k): float(v) for k, v in truth.items()}
+
+
+def _read_labeled(path: str) -> list[dict[str, Any]]:
+    from benchroute.exceptions import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    records = []
+    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}: line {lineno} is not valid JSON: {exc.msg}") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) \
+                or not isinstance(obj.get("labels"), dict):
+            raise DataError(f'{p}: line {lineno} must be {{"text": ..., "labels": {{model: 0/1}}}}')
+        records.append(obj)
+    if not records:
+        raise DataError(f"{p}: no labelled lines")
+    return records
+
+
+def _add_route(sub: Any) -> None:
+    p = sub.add_parser("route", help="route each input text to a model")
+    p.add_argument("texts", help="one text per line, or JSONL with a 'text' field")
+    p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
+    p.add_argument("--candidates", help="comma-separated models that may be chosen")
+    p.add_argument("--json", action="store_true", help="JSONL output: text, model")
+    p.set_defaults(func=_cmd_route)
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    router = _load_router(args.router)
+    texts = _read_texts(args.texts)
+    candidates = args.candidates.split(",") if args.candidates else None
+    for text, model in zip(texts, router.route(texts, candidates=candidates)):
+        print(json.dumps({"text": text, "model": model}) if args.json else f"{model}\t{text[:80]!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="benchroute",
@@ -100,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = [_add_inspect, _add_model, _add_embed]
+_COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

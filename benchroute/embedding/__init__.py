@@ -14,7 +14,20 @@ __all__ = ["Encoder", "EmbeddingCache", "HashingEncoder", "embed_texts", "get_en
 
 
 def get_encoder(encoder: Encoder | str | None = None, device: str | None = None) -> Encoder:
-    """An encoder object from a name (sentence-transformers model or local folder) or None."""
+    """An encoder object from a name (sentence-transformers model or local folder) or None.
+
+    ``"hashing-<dim>-<ngram lo><ngram hi>"`` names a :class:`HashingEncoder`, so routers fitted
+    with one (in tests, say) can be saved and loaded by name.
+    """
+    if isinstance(encoder, str) and encoder.startswith("hashing-"):
+        try:
+            _, dim, grams = encoder.split("-")
+            return HashingEncoder(int(dim), (int(grams[0]), int(grams[1])))
+        except ValueError as exc:
+            from benchroute.exceptions import BenchrouteError
+
+            raise BenchrouteError(f"bad hashing encoder name {encoder!r}; "
+                                  "expected hashing-<dim>-<lo><hi>, e.g. hashing-256-12") from exc
     if encoder is None or isinstance(encoder, str):
         from benchroute.embedding.sentence import SentenceTransformerEncoder
 

@@ -95,3 +95,15 @@ def test_errors(pool, tmp_path):
         VectorIndex.load(tmp_path / "ix")
     with pytest.raises(BenchrouteError, match="not a saved benchroute index"):
         VectorIndex.load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("n_excluded", [1, 40, 300])
+def test_scattered_row_exclusion_equals_brute_force(pool, n_excluded):
+    x, ds, q = pool
+    rows = np.random.default_rng(n_excluded).choice(len(x), n_excluded, replace=False)
+    dist, got = VectorIndex().add(x, ds).search(q, 9, exclude_rows=rows)
+    mask = np.ones(len(x), dtype=bool)
+    mask[rows] = False
+    ref_d, ref_r = _brute(x, q, 9, mask)
+    np.testing.assert_array_equal(got, ref_r)
+    np.testing.assert_allclose(dist, ref_d, atol=1e-5)

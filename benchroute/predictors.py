@@ -1,0 +1,209 @@
+"""Per-model kNN correctness predictors g_m(x) (SPEC.md §2).
+
+One neighbour search serves every model: the labels of the k nearest pool inputs are gathered
+as an (n, k, M) tensor and averaged per model, ignoring neighbours without a label for that model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from benchroute.exceptions import BenchrouteError, NotFittedError
+from benchroute.index import VectorIndex
+
+_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The K nearest pool (or extra) inputs of each query.
+
+    ``distances`` (n, K) are cosine distances, ascending, ``inf`` past the pool's end;
+    ``labels`` (n, K, M) are the neighbours' labels, NaN where missing.
+    """
+
+    distances: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.distances)
+
+    def head(self, k: int) -> Neighbours:
+        return Neighbours(self.distances[:, :k], self.labels[:, :k])
+
+    def take(self, rows: np.ndarray) -> Neighbours:
+        return Neighbours(self.distances[rows], self.labels[rows])
+
+    def merge(self, extra_dist: np.ndarray, extra_labels: np.ndarray, K: int) -> Neighbours:
+        """The K nearest among these neighbours and extra points at distances ``extra_dist``
+        (n, L) with labels ``extra_labels`` (L, M): how labelled inputs join the pool without
+        touching the index."""
+        dist = np.concatenate([self.distances, extra_dist], axis=1)
+        labels = np.concatenate(
+            [self.labels, np.broadcast_to(extra_labels, (len(dist), *extra_labels.shape))], axis=1)
+        order = np.argsort(dist, axis=1, kind="stable")[:, :K]
+        return Neighbours(np.take_along_axis(dist, order, axis=1),
+                          np.take_along_axis(labels, order[:, :, None], axis=1))
+
+
+def check_is_fitted(obj: Any, attribute: str) -> None:
+    if not hasattr(obj, attribute):
+        raise NotFittedError(
+            f"This {type(obj).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+            "arguments before using this estimator."
+        )
+
+
+class KNNCorrectnessPredictor:
+    """g_m(x) = mean label of model m over the k nearest pool inputs of x.
+
+    Parameters
+    ----------
+    k : int
+        Neighbours per prediction (the paper's 5).
+    weights : {"uniform", "distance"}
+        "distance" weights each neighbour by 1 / (cosine distance + 1e-6), as scikit-learn does.
+    index_factory, nprobe, ef_search
+        FAISS configuration of the pool index (see :class:`~benchroute.index.VectorIndex`).
+    """
+
+    def __init__(self, k: int = 5, weights: str = "uniform", index_factory: str = "Flat",
+                 nprobe: int | None = None, ef_search: int | None = None) -> None:
+        self.k = k
+        self.weights = weights
+        self.index_factory = index_factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+
+    # scikit-learn's parameter protocol, so that grid search over k works
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"k": self.k, "weights": self.weights, "index_factory": self.index_factory,
+                "nprobe": self.nprobe, "ef_search": self.ef_search}
+
+    def set_params(self, **params: Any) -> KNNCorrectnessPredictor:
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; "
+                                 f"valid parameters: {sorted(valid)}")
+            setattr(self, key, value)
+        return self
+
+    def _validate_params(self) -> None:
+        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise BenchrouteError(f"k == {self.k}, must be >= 1")
+        if self.weights not in ("uniform", "distance"):
+            raise BenchrouteError(f"weights == {self.weights!r}, must be 'uniform' or 'distance'")
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, datasets: Iterable[str] | None = None,
+            instance_ids: Iterable[str] | None = None) -> KNNCorrectnessPredictor:
+        """Index the pool.
+
+        Parameters
+        ----------
+        X : ndarray (N, d)
+            Unit-norm embeddings of the benchmark inputs.
+        Y : ndarray (N, M)
+            Labels in [0, 1] (0/1 correctness, or a continuous quality); NaN = no result.
+        datasets : sequence of str (N,), optional
+            The benchmark task of each input, for leave-task-out searches.
+        """
+        self._validate_params()
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        Y = np.asarray(Y, dtype=np.float32)
+        if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
+            raise BenchrouteError(f"X (N, d) and Y (N, M) must have the same N; got {X.shape}, {Y.shape}")
+        if len(X) == 0:
+            raise BenchrouteError("the pool is empty")
+        ds = np.asarray(list(datasets) if datasets is not None else ["pool"] * len(X), dtype=object)
+        index = VectorIndex(self.index_factory, self.nprobe, self.ef_search)
+        index.add(X, ds, list(instance_ids) if instance_ids is not None else None)
+        return self.attach(index, Y)
+
+    def attach(self, index: VectorIndex, Y: np.ndarray) -> KNNCorrectnessPredictor:
+        """Use an already built index (e.g. one read from disk) as the fitted pool."""
+        self._validate_params()
+        Y = np.asarray(Y, dtype=np.float32)
+        if len(index) != len(Y):
+            raise BenchrouteError(f"the index holds {len(index)} inputs but Y has {len(Y)} rows")
+        self.index_ = index
+        self.labels_ = Y
+        self.datasets_ = index.datasets_
+        counts = (~np.isnan(Y)).sum(axis=0)
+        # a model with no label at all gets an uninformative 0.5
+        self.model_means_ = np.where(counts > 0, np.nansum(Y, axis=0) / np.maximum(counts, 1), 0.5)
+        self.n_models_ = Y.shape[1]
+        return self
+
+    # ------------------------------------------------------------------ neighbours
+    def neighbours(self, Q: np.ndarray, K: int, exclude_datasets: Iterable[str] | None = None,
+                   extra_X: np.ndarray | None = None, extra_Y: np.ndarray | None = None,
+                   exclude_rows: np.ndarray | None = None) -> Neighbours:
+        """K nearest inputs of each query among the pool (minus excluded tasks) and ``extra_X``.
+
+        Extra points (few-shot labelled inputs of the new task) are compared by brute force and
+        merged with the pool's neighbours, so the pool index is never modified.
+        """
+        check_is_fitted(self, "index_")
+        Q = np.ascontiguousarray(Q, dtype=np.float32)
+        if Q.ndim == 1:
+            Q = Q[None, :]
+        K = min(K, len(self.index_) + (0 if extra_X is None else len(extra_X)))
+        excl = list(exclude_datasets) if exclude_datasets is not None else None
+        dist, rows = self.index_.search(Q, K, exclude_datasets=excl, exclude_rows=exclude_rows)
+        padded = np.vstack([self.labels_, np.full((1, self.n_models_), np.nan, np.float32)])
+        nb = Neighbours(dist, padded[rows])  # row -1 picks the NaN padding row
+        if extra_X is not None and len(extra_X):
+            ex = np.ascontiguousarray(extra_X, dtype=np.float32)
+            d_extra = 1.0 - (Q @ ex.T).astype(np.float64)
+            nb = nb.merge(d_extra, np.asarray(extra_Y, dtype=np.float32), K)
+        return nb
+
+    def fallback_means(self, exclude_datasets: Iterable[str] | None = None) -> np.ndarray:
+        """Each model's mean label over the pool without the excluded tasks (0.5 if none), so a
+        held-out task's labels never leak in through the fallback."""
+        check_is_fitted(self, "index_")
+        if not exclude_datasets:
+            return np.asarray(self.model_means_)
+        Y = self.labels_[~np.isin(self.datasets_, list(exclude_datasets))]
+        counts = (~np.isnan(Y)).sum(axis=0)
+        return np.where(counts > 0, np.nansum(Y, axis=0) / np.maximum(counts, 1), 0.5)
+
+    def aggregate(self, nb: Neighbours, means: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """g (n, M) from the first k neighbours, and a mask of (input, model) cells that had no
+        labelled neighbour and fell back to the model's mean label (``means``, default over the
+        whole pool)."""
+        head = nb.head(self.k)
+        lab = head.labels
+        has = ~np.isnan(lab)
+        if self.weights == "distance":
+            w = 1.0 / (np.where(np.isfinite(head.distances), head.distances, np.inf) + 1e-6)
+        else:
+            w = np.where(np.isfinite(head.distances), 1.0, 0.0)
+        w = w[:, :, None] * has
+        num = np.einsum("nkm,nkm->nm", w, np.nan_to_num(lab))
+        den = w.sum(axis=1)
+        fallback = den <= 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g = num / den
+        means = self.model_means_ if means is None else means
+        g[fallback] = np.broadcast_to(means, g.shape)[fallback]
+        return g, fallback
+
+    def predict_proba(self, Q: np.ndarray, exclude_datasets: Iterable[str] | None = None
+                      ) -> np.ndarray:
+        """g_m(x) for every query and model, shape (n, M)."""
+        check_is_fitted(self, "index_")
+        Q = np.asarray(Q, dtype=np.float32)
+        if Q.ndim == 1:
+            Q = Q[None, :]
+        excl = list(exclude_datasets) if exclude_datasets is not None else None
+        means = self.fallback_means(excl)
+        parts = [self.aggregate(self.neighbours(Q[s:s + _CHUNK], self.k, excl), means)[0]
+                 for s in range(0, len(Q), _CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.n_models_))

@@ -1,0 +1,84 @@
+"""fit / select / route on the command line, in-process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchroute.cli import main
+from benchroute.router import Router
+from tests.unit.test_router import synthetic
+
+
+@pytest.fixture
+def router_dir(tmp_path):
+    data, _ = synthetic(11)
+    Router(alphas=(0.0, 0.2), encoder="hashing-64-12", cache_dir=str(tmp_path / "cache")).fit(data).save(tmp_path / "r")
+    return tmp_path / "r"
+
+
+def test_select_and_route(router_dir, tmp_path, capsys):
+    texts = tmp_path / "task.txt"
+    texts.write_text("task 1 input 1\n\ntask 1 input 2\n" + json.dumps({"text": "task 1 input 3"}) + "\n")
+    assert main(["select", str(texts), "--router", str(router_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_examples"] == 3 and out["model"] in ("m0", "m1", "m2")
+    assert set(out["scores"]["m0"]) >= {"S1", "S2", "S3", "p_hat", "bma"}
+
+    labeled = tmp_path / "lab.jsonl"
+    labeled.write_text(json.dumps({"text": "task 1 input 9", "labels": {"m0": 1, "m2": 0}}) + "\n")
+    assert main(["select", str(texts), "--router", str(router_dir), "--labeled", str(labeled)]) == 0
+    out = capsys.readouterr().out
+    assert "p_labeled" in out and "chosen:" in out and "1 labelled" in out
+
+    assert main(["route", str(texts), "--router", str(router_dir), "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["text"] for x in lines] == ["task 1 input 1", "task 1 input 2", "task 1 input 3"]
+    assert main(["route", str(texts), "--router", str(router_dir), "--candidates", "m1"]) == 0
+    assert all(line.startswith("m1\t") for line in capsys.readouterr().out.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("setup", "match"),
+    [
+        ("empty", "no input texts"),
+        ("badjson", "line 1 has no string field 'text'"),
+        ("unknown_label", r"unknown model\(s\) \['gpt-9'\]"),
+        ("not_router", "not a saved router"),
+        ("bad_candidate", r"unknown model\(s\) \['zz'\]"),
+    ],
+)
+def test_cli_errors(router_dir, tmp_path, capsys, setup, match):
+    texts = tmp_path / "t.txt"
+    texts.write_text("task 0 input 1\n")
+    args = ["select", str(texts), "--router", str(router_dir)]
+    if setup == "empty":
+        texts.write_text("\n\n")
+    elif setup == "badjson":
+        texts.write_text('{"txt": "x"}\n')
+    elif setup == "unknown_label":
+        lab = tmp_path / "l.jsonl"
+        lab.write_text(json.dumps({"text": "x", "labels": {"gpt-9": 1}}))
+        args += ["--labeled", str(lab)]
+    elif setup == "not_router":
+        args = ["select", str(texts), "--router", str(tmp_path)]
+    elif setup == "bad_candidate":
+        args += ["--candidates", "zz"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("benchroute: error:")
+    import re
+    assert re.search(match, err)
+
+
+def test_fit_command(tmp_path, capsys):
+    f = tmp_path / "t.csv"
+    rows = ["text,dataset,a,b"] + [f"question {i} about {'cats' if i < 6 else 'dogs'},{'c' if i < 6 else 'd'},{i % 2},{1 - i % 2}" for i in range(12)]
+    f.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r"
+    assert main(["fit", str(f), "--out", str(out), "--model", "hashing-32-12", "--store",
+                 str(tmp_path / "c"), "--alphas", "0", "0.2"]) == 0
+    assert "saved to" in capsys.readouterr().out
+    back = Router.load(out)
+    assert back.models_ == ["a", "b"] and back.alphas == [0.0, 0.2]

@@ -1,0 +1,316 @@
+"""Router: equivalence with a brute-force numpy reference of SPEC.md §2, few-shot adaptation,
+candidates, routing, persistence and errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchroute import BenchmarkData
+from benchroute.embedding import HashingEncoder
+from benchroute.exceptions import BenchrouteError, FormatVersionError, NotFittedError
+from benchroute.router import Router
+from benchroute.scoring import few_shot_count
+
+MODELS = ["m0", "m1", "m2"]
+
+
+def synthetic(seed: int, n_tasks: int = 4, per_task: int = 30, d: int = 8, missing: float = 0.15):
+    """Tasks as clusters on the sphere; each model is good on some clusters; some labels missing."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_tasks, d))
+    rows, vecs = [], []
+    for t in range(n_tasks):
+        skill = rng.uniform(0.1, 0.9, size=len(MODELS))
+        for i in range(per_task):
+            v = centres[t] + 0.6 * rng.normal(size=d)
+            vecs.append(v / np.linalg.norm(v))
+            for m, name in enumerate(MODELS):
+                if rng.random() < missing:
+                    continue
+                y = float(rng.random() < skill[m])
+                rows.append((f"t{t}", f"{i:03d}", f"task {t} input {i}", name, y, y))
+    frame = pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model", "score", "correct"])
+    data = BenchmarkData(frame)
+    inst = data.instances()
+    order = {(f"t{t}", f"{i:03d}"): t * per_task + i for t in range(n_tasks) for i in range(per_task)}
+    X = np.asarray(vecs, dtype=np.float32)[[order[k] for k in zip(inst["dataset"], inst["instance_id"])]]
+    return data, X
+
+
+# ---------------------------------------------------------------------------- brute-force reference
+def bf_neighbours(q, pool_X, pool_Y, K):
+    d = 1.0 - q.astype(np.float64) @ pool_X.T.astype(np.float64)
+    order = np.argsort(d, kind="stable")[:K]
+    return d[order], pool_Y[order]
+
+
+def bf_g(dists, labels, k):
+    lab = labels[:k]
+    g = np.empty(lab.shape[1])
+    for m in range(lab.shape[1]):
+        vals = lab[:, m][~np.isnan(lab[:, m])]
+        g[m] = vals.mean() if len(vals) else np.nan
+    return g
+
+
+def bf_task(Q, pool_X, pool_Y, k, n_nb, model_means):
+    G, us = [], []
+    for q in Q:
+        d, lab = bf_neighbours(q, pool_X, pool_Y, max(k, n_nb))
+        g = bf_g(d, lab, k)
+        G.append(np.where(np.isnan(g), model_means, g))
+        us.append(d[:n_nb].mean())
+    return np.array(G), float(np.mean(us))
+
+
+def bf_reference(X, Y, ds, k, n_nb, alphas, repeats, seed):
+    rng = np.random.default_rng(seed)
+    us, ps = [], []
+    for task in sorted(set(ds)):
+        rows = np.flatnonzero(ds == task)
+        others = np.flatnonzero(ds != task)
+        means = np.nanmean(Y[others], axis=0)  # fallback: mean label without the held-out task
+        for alpha in alphas:
+            n_lab = few_shot_count(len(rows), alpha)
+            for _ in range(1 if n_lab == 0 else repeats):
+                lab = rng.choice(len(rows), n_lab, replace=False) if n_lab else np.array([], int)
+                test = np.setdiff1d(np.arange(len(rows)), lab)
+                pool = np.concatenate([others, rows[lab]])
+                G, u = bf_task(X[rows[test]], X[pool], Y[pool], k, n_nb, means)
+                y = Y[rows[test]]
+                has = ~np.isnan(y)
+                acc = (((G > 0.5) == (y >= 0.5)) & has).sum(0) / np.maximum(has.sum(0), 1)
+                us.append(u)
+                ps.append(np.where(has.sum(0) > 0, acc, np.nan))
+    return np.array(us), np.array(ps)
+
+
+def bf_select(Q, X, Y, k, n_nb, ref_u, ref_p, h, means):
+    G, u = bf_task(Q, X, Y, k, n_nb, means)
+    w = np.exp(-((u - ref_u) ** 2) / (2 * h * h))
+    p_hat = np.array([np.nansum(w * ref_p[:, m]) / np.sum(w[~np.isnan(ref_p[:, m])])
+                      for m in range(ref_p.shape[1])])
+    S1 = G.mean(0)
+    S2 = (G > 0.5).mean(0)
+    return S1, S2, p_hat * S2 + (1 - p_hat) * (1 - S2), p_hat, u
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k", [1, 5])
+def test_equivalent_to_brute_force(seed, k):
+    data, X = synthetic(seed)
+    alphas, repeats, n_nb = (0.0, 0.1, 0.2), 2, 7
+    held = "t3"
+    train = data.exclude([held])
+    keep = (data.instances()["dataset"] != held).to_numpy()
+    router = Router(k=k, n_neighbours=n_nb, alphas=alphas, repeats=repeats, seed=seed,
+                    encoder=HashingEncoder(8)).fit(train, embeddings=X[keep])
+    Y = train.correctness_matrix().to_numpy(dtype=float)
+    means = np.nanmean(Y, axis=0)
+    ds = train.instances()["dataset"].to_numpy()
+    ref_u, ref_p = bf_reference(X[keep], Y, ds, k, n_nb, alphas, repeats, seed)
+    np.testing.assert_allclose(router.reference_.u, ref_u, atol=1e-5)
+    np.testing.assert_allclose(router.reference_.p, ref_p, atol=1e-9)
+
+    Q = X[~keep]
+    S1, S2, S3, p_hat, u = bf_select(Q, X[keep], Y, k, n_nb, ref_u, ref_p, 0.09, means)
+    sel = router.select_embedded(Q)
+    np.testing.assert_allclose(sel.scores["S1"], S1, atol=1e-6)
+    np.testing.assert_allclose(sel.scores["S2"], S2)
+    np.testing.assert_allclose(sel.scores["p_hat"], p_hat, atol=1e-5)
+    np.testing.assert_allclose(sel.scores["S3"], S3, atol=1e-5)
+    assert sel.task_distance == pytest.approx(u, abs=1e-6)
+    # excluding the task inside one router equals fitting without it (for the pool part)
+    full = Router(k=k, n_neighbours=n_nb, alphas=(0.0,), encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    ex = full.select_embedded(Q, exclude_datasets=[held])
+    np.testing.assert_allclose(ex.scores["S1"], S1, atol=1e-6)
+    assert ex.task_distance == pytest.approx(u, abs=1e-6)
+
+
+def test_few_shot_lowers_u_and_leaves_router_unchanged():
+    data, X = synthetic(5, per_task=40)
+    held = "t2"
+    keep = (data.instances()["dataset"] != held).to_numpy()
+    router = Router(alphas=(0.0, 0.1, 0.2, 0.28), repeats=2,
+                    encoder=HashingEncoder(8)).fit(data.exclude([held]), embeddings=X[keep])
+    snapshot = (router.X_.copy(), router.Y_.copy(), len(router.predictor_.index_),
+                router.reference_.u.copy())
+    Qall = X[~keep]
+    Yall = data.subset([held]).correctness_matrix().reindex(columns=router.models_).to_numpy()
+    zero = router.select_embedded(Qall[10:])
+    shot = router.select_embedded(Qall[10:], labeled_X=Qall[:10], labeled_Y=Yall[:10])
+    assert shot.task_distance < zero.task_distance
+    # p_hat follows the reference curve at the new, smaller u
+    from benchroute.scoring import kernel_smooth
+    np.testing.assert_allclose(
+        shot.scores["p_hat"], kernel_smooth(shot.task_distance, router.reference_.u,
+                                            router.reference_.p, 0.09), atol=1e-9)
+    assert not np.allclose(shot.scores["p_hat"], zero.scores["p_hat"])
+    assert shot.n_labeled == 10 and "p_labeled" in shot.scores
+    assert shot.scores["p_labeled"].between(0, 1).all()
+    assert (snapshot[0] == router.X_).all() and np.array_equal(router.Y_, snapshot[1], equal_nan=True)
+    assert len(router.predictor_.index_) == snapshot[2]
+    assert (router.reference_.u == snapshot[3]).all()
+
+
+def _angles(degs):
+    return np.array([[np.cos(np.radians(a)), np.sin(np.radians(a))] for a in degs], dtype=np.float32)
+
+
+def test_golden_two_tasks_two_models():
+    """k = 1 and u over 1 neighbour on 2-D unit vectors, every number derived by hand.
+
+    Task A at 0° and 20° (m0 right on both, m1 wrong on both); task B at 60° and 90°
+    (m0 wrong then right, m1 right on both). BMA = m0 (mean task accuracy 0.75 vs 0.5).
+    """
+    rows = [("A", "0", "a0", "m0", 1), ("A", "0", "a0", "m1", 0),
+            ("A", "1", "a1", "m0", 1), ("A", "1", "a1", "m1", 0),
+            ("B", "0", "b0", "m0", 0), ("B", "0", "b0", "m1", 1),
+            ("B", "1", "b1", "m0", 1), ("B", "1", "b1", "m1", 1)]
+    frame = pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model", "correct"])
+    data = BenchmarkData(frame.assign(score=frame["correct"].astype(float)))
+    router = Router(k=1, n_neighbours=1, alphas=(0.0,), encoder=HashingEncoder(2))
+    router.fit(data, embeddings=_angles([0, 20, 60, 90]))
+    cos = lambda a: np.cos(np.radians(a))  # noqa: E731
+    # held-out A, pool B: both A inputs take b0's labels (0, 1): u = mean(1-cos60, 1-cos40)
+    # held-out B, pool A: both B inputs take a1's labels (1, 0): u = mean(1-cos40, 1-cos70)
+    u_a = ((1 - cos(60)) + (1 - cos(40))) / 2
+    u_b = ((1 - cos(40)) + (1 - cos(70))) / 2
+    np.testing.assert_allclose(router.reference_.u, [u_a, u_b], atol=1e-6)
+    # p_A: m0 predicts 0 on two 1s -> 0, m1 predicts 1 on two 0s -> 0
+    # p_B: m0 predicts 1 on (0, 1) -> .5, m1 predicts 0 on (1, 1) -> 0
+    np.testing.assert_allclose(router.reference_.p, [[0.0, 0.0], [0.5, 0.0]])
+    assert router.bma_ == "m0"
+
+    # new task at 65° and 85°: nearest b0 then b1 -> g = (0, 1) and (1, 1)
+    sel = router.select_embedded(_angles([65, 85]))
+    u = 1 - cos(5)
+    assert sel.task_distance == pytest.approx(u, abs=1e-6)
+    np.testing.assert_allclose(sel.scores["S1"], [0.5, 1.0])
+    np.testing.assert_allclose(sel.scores["S2"], [0.5, 1.0])
+    w_a = np.exp(-((u - u_a) ** 2) / (2 * 0.09**2))
+    w_b = np.exp(-((u - u_b) ** 2) / (2 * 0.09**2))
+    p0 = (0.0 * w_a + 0.5 * w_b) / (w_a + w_b)
+    np.testing.assert_allclose(sel.scores["p_hat"], [p0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(sel.scores["S3"], [p0 * 0.5 + (1 - p0) * 0.5, 0.0], atol=1e-6)
+    assert sel.model == "m0" and sel.bma == "m0" and not sel.fell_back
+    # S1 alone prefers m1, the model that is right on task B
+    assert router.select_embedded(_angles([65, 85]), method="S1").model == "m1"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_fallback_decision_follows_eta(seed):
+    """Whenever S3's choice differs from BMA, the η rule compares P(win) with eta, seeded."""
+    from benchroute.scoring import fallback_probability
+
+    data, X = synthetic(seed, n_tasks=3)
+    decided = 0
+    for eta in (0.0, 0.6, 1.0):
+        router = Router(alphas=(0.0,), eta=eta, seed=seed, encoder=HashingEncoder(8)).fit(data, embeddings=X)
+        for start in range(0, 90, 6):
+            sel = router.select_embedded(X[start:start + 6])
+            s3_best = sel.scores["S3"].idxmax()
+            if np.isclose(sel.scores["S3"].max(), sel.scores.loc[sel.bma, "S3"]):
+                assert sel.model == sel.bma and sel.win_probability is None
+                continue
+            g = router.predictor_.predict_proba(X[start:start + 6])
+            n_plus = (g > 0.5).sum(0)
+            idx = router.models_.index
+            p = sel.scores["p_hat"].to_numpy()
+            want = fallback_probability(idx(s3_best), idx(sel.bma), n_plus, 6 - n_plus, p, 1000, seed)
+            assert sel.win_probability == pytest.approx(want)
+            assert sel.fell_back == (want < eta)
+            assert sel.model == (sel.bma if want < eta else s3_best)
+            decided += 1
+    assert decided > 0
+
+
+def test_candidates_route_and_errors():
+    data, X = synthetic(3)
+    router = Router(alphas=(0.0,), encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    sel = router.select_embedded(X[:5], candidates=["m1", "m2"])
+    assert sel.model in ("m1", "m2") and list(sel.scores.index) == ["m1", "m2"]
+    assert sel.bma in ("m1", "m2")
+    with pytest.raises(BenchrouteError, match=r"unknown model\(s\) \['gpt-9'\]; known models: \['m0'"):
+        router.select_embedded(X[:5], candidates=["gpt-9"])
+    with pytest.raises(BenchrouteError, match="unknown method 'S4'"):
+        router.select_embedded(X[:5], method="S4")
+    routed = router.route_embedded(X[:20])
+    g = router.predictor_.predict_proba(X[:20])
+    for r, row in zip(routed, g):
+        assert row[MODELS.index(r)] == pytest.approx(row.max())
+    assert set(router.route_embedded(X[:20], candidates=["m2"])) == {"m2"}
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        Router().select_embedded(X[:2])
+    with pytest.raises(BenchrouteError, match="k == 0, must be >= 1"):
+        Router(k=0).fit(data, embeddings=X)
+    with pytest.raises(BenchrouteError, match="bandwidth == -1"):
+        Router(bandwidth=-1).fit(data, embeddings=X)
+    with pytest.raises(BenchrouteError, match=r"embeddings must have shape \(120, d\)"):
+        Router().fit(data, embeddings=X[:3])
+
+
+def test_params_protocol():
+    r = Router(k=7)
+    assert r.get_params()["k"] == 7
+    assert r.set_params(k=3, eta=0.5) is r and r.k == 3
+    with pytest.raises(ValueError, match="invalid parameter 'kk'"):
+        r.set_params(kk=1)
+    assert "k=3" in repr(r)
+
+
+def test_texts_and_labeled_through_encoder(tmp_path):
+    data, _ = synthetic(4)
+    enc = HashingEncoder(64)
+    router = Router(alphas=(0.0, 0.2), encoder=enc, cache_dir=str(tmp_path)).fit(data)
+    texts = [f"task 1 input {i}" for i in range(5)]
+    sel = router.select_model(texts)
+    assert sel.n_examples == 5 and sel.model in MODELS
+    labeled = [{"text": "task 1 input 7", "labels": {"m0": 1, "m1": 0}},
+               {"text": "task 1 input 8", "labels": {"m2": 1}}]
+    shot = router.select_model(texts, labeled=labeled)
+    assert shot.n_labeled == 2 and shot.n_examples == 5
+    df = pd.DataFrame({"text": ["task 1 input 7"], "m0": [1], "m1": [0]})
+    assert router.select_model(texts, labeled=df).n_labeled == 1
+    with pytest.raises(BenchrouteError, match=r"names unknown model\(s\) \['zz'\]"):
+        router.select_model(texts, labeled=[{"text": "x", "labels": {"zz": 1}}])
+    with pytest.raises(BenchrouteError, match="label for 'm0' is 3"):
+        router.select_model(texts, labeled=[{"text": "x", "labels": {"m0": 3}}])
+    with pytest.raises(BenchrouteError, match="task_examples is empty"):
+        router.select_model([])
+    proba = router.predict_proba(texts)
+    assert list(proba.columns) == MODELS and proba.shape == (5, 3)
+    assert len(router.route(texts)) == 5
+
+
+def test_save_load_roundtrip_and_tampering(tmp_path):
+    data, X = synthetic(6)
+    router = Router(alphas=(0.0, 0.2), repeats=2, encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    before = router.select_embedded(X[:9], labeled_X=X[9:12], labeled_Y=router.Y_[9:12])
+    router.save(tmp_path / "r")
+    back = Router.load(tmp_path / "r")
+    after = back.select_embedded(X[:9], labeled_X=X[9:12], labeled_Y=router.Y_[9:12])
+    pd.testing.assert_frame_equal(before.scores, after.scores)
+    assert (before.model, before.fell_back, before.task_distance) == \
+        (after.model, after.fell_back, after.task_distance)
+    assert back.route_embedded(X[:30]) == router.route_embedded(X[:30])
+    assert not list((tmp_path / "r").rglob("*.pkl"))
+
+    meta = json.loads((tmp_path / "r" / "router.json").read_text())
+    meta["format_version"] = 42
+    (tmp_path / "r2").mkdir()
+    router.save(tmp_path / "r2")
+    (tmp_path / "r2" / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(FormatVersionError, match="router format 42"):
+        Router.load(tmp_path / "r2")
+    router.save(tmp_path / "r3")
+    pool = tmp_path / "r3" / "pool.npz"
+    pool.write_bytes(pool.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(BenchrouteError, match="checksum mismatch"):
+        Router.load(tmp_path / "r3")
+    with pytest.raises(BenchrouteError, match="not a saved router"):
+        Router.load(tmp_path / "nowhere")
