@@ -249,6 +249,63 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_reproduce(sub: Any) -> None:
+    p = sub.add_parser("reproduce", help="run the leave-one-task-out protocol and write tables/plots")
+    p.add_argument("source", nargs="?", help="HELM benchmark_output root (or any source inspect reads)")
+    p.add_argument("--name", help="results/<name> (default: the source's folder name)")
+    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--repeats-alpha", dest="alpha_repeats", type=int, default=10,
+                   help="random draws per few-shot fraction of the held-out task")
+    p.add_argument("--sweep", type=float, nargs="+", metavar="ALPHA",
+                   help="few-shot fractions (default 0, 0.02, ..., 0.28)")
+    p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
+                   metavar="NPZ", help="precomputed embeddings to import into the cache first")
+    p.add_argument("--fetch", metavar="BASE_URL", help="download HELM runs from BASE_URL first "
+                   "(e.g. https://storage.googleapis.com/crfm-helm-public/lite/benchmark_output)")
+    p.add_argument("--release", help="with --fetch: the release whose runs to download")
+    p.add_argument("--runs", type=Path, help="with --fetch: runs_to_run_suites.json to download")
+    p.add_argument("--no-plots", action="store_true")
+    _router_options(p)
+    p.set_defaults(func=_cmd_reproduce)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from benchroute.data.detect import load
+    from benchroute.embedding import EmbeddingCache, get_encoder
+    from benchroute.exceptions import BenchrouteError
+    from benchroute.experiments.reproduce import run_protocol
+    from benchroute.scoring import DEFAULT_ALPHAS
+
+    source = args.source
+    if args.fetch:
+        from benchroute.experiments.fetch import fetch_helm_runs, release_runs
+
+        if args.runs:
+            runs = json.loads(args.runs.read_text())
+        elif args.release:
+            runs = release_runs(args.fetch, args.release)
+        else:
+            raise BenchrouteError("--fetch needs --release NAME or --runs runs_to_run_suites.json")
+        source = source or str(args.out / "downloads")
+        counts = fetch_helm_runs(args.fetch, runs, source, progress=not args.quiet)
+        print(f"fetched into {source}: {counts}", file=sys.stderr)
+    if not source:
+        raise BenchrouteError("give a source folder (or --fetch BASE_URL)")
+    data = load(source)
+    router = _make_router(args)
+    enc = get_encoder(args.model)
+    cache = EmbeddingCache(args.store, enc.identifier, enc.dimension if enc.dimension > 0 else None)
+    for npz in args.imports:
+        cache.import_npz(npz)
+    params = {k: v for k, v in router.get_params().items()}
+    name = args.name or Path(source).resolve().name
+    paths = run_protocol(data, name, args.out, alphas=tuple(args.sweep or DEFAULT_ALPHAS),
+                         repeats=args.alpha_repeats, router_params=params, plots=not args.no_plots)
+    print(Path(paths["table_md"]).read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="benchroute",
@@ -262,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route]
+_COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route, _add_reproduce]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

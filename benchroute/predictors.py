@@ -28,6 +28,7 @@ class Neighbours:
 
     distances: np.ndarray
     labels: np.ndarray
+    tasks: frozenset[str] | None = None  # pool tasks among these neighbours, when known
 
     def __len__(self) -> int:
         return len(self.distances)
@@ -36,7 +37,7 @@ class Neighbours:
         return Neighbours(self.distances[:, :k], self.labels[:, :k])
 
     def take(self, rows: np.ndarray) -> Neighbours:
-        return Neighbours(self.distances[rows], self.labels[rows])
+        return Neighbours(self.distances[rows], self.labels[rows], self.tasks)
 
     def merge(self, extra_dist: np.ndarray, extra_labels: np.ndarray, K: int) -> Neighbours:
         """The K nearest among these neighbours and extra points at distances ``extra_dist``
@@ -47,7 +48,7 @@ class Neighbours:
             [self.labels, np.broadcast_to(extra_labels, (len(dist), *extra_labels.shape))], axis=1)
         order = np.argsort(dist, axis=1, kind="stable")[:, :K]
         return Neighbours(np.take_along_axis(dist, order, axis=1),
-                          np.take_along_axis(labels, order[:, :, None], axis=1))
+                          np.take_along_axis(labels, order[:, :, None], axis=1), self.tasks)
 
 
 def check_is_fitted(obj: Any, attribute: str) -> None:
@@ -156,7 +157,9 @@ class KNNCorrectnessPredictor:
         excl = list(exclude_datasets) if exclude_datasets is not None else None
         dist, rows = self.index_.search(Q, K, exclude_datasets=excl, exclude_rows=exclude_rows)
         padded = np.vstack([self.labels_, np.full((1, self.n_models_), np.nan, np.float32)])
-        nb = Neighbours(dist, padded[rows])  # row -1 picks the NaN padding row
+        found = rows[rows >= 0]
+        nb = Neighbours(dist, padded[rows],  # row -1 picks the NaN padding row
+                        frozenset(self.datasets_[np.unique(found)].tolist()))
         if extra_X is not None and len(extra_X):
             ex = np.ascontiguousarray(extra_X, dtype=np.float32)
             d_extra = 1.0 - (Q @ ex.T).astype(np.float64)

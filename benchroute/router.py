@@ -27,7 +27,7 @@ from benchroute.predictors import KNNCorrectnessPredictor, Neighbours, check_is_
 from benchroute.scoring import (
     DEFAULT_ALPHAS,
     ReferencePairs,
-    fallback_probability,
+    decide,
     kernel_smooth,
     predictor_accuracy,
     reference_pairs,
@@ -365,17 +365,9 @@ class Router:
         if labeled_X is not None and labeled_Y is not None and n_lab:
             table["p_labeled"] = self._labeled_accuracy(labeled_X, labeled_Y, exclude)
         bma = self._bma_among(cand, exclude)
-        score = table[method].to_numpy()
-        best = cand[np.argmax(score[cand])]
-        if np.isclose(score[best], score[bma]):
-            best = bma  # ties go to the best model on average
-        win_prob, fell_back = None, False
-        if method == "S3" and fallback and best != bma:
-            n_plus = (g > self.threshold).sum(axis=0)
-            win_prob = fallback_probability(best, bma, n_plus, len(g) - n_plus, p_hat,
-                                            self.n_draws, self.seed)
-            fell_back = win_prob < self.eta
-        chosen = bma if fell_back else best
+        chosen, fell_back, win_prob = decide(
+            table[method].to_numpy(), cand, bma, g, p_hat if method == "S3" and fallback else None,
+            self.threshold, self.eta, self.n_draws, self.seed)
         table["bma"] = [i == bma for i in range(len(self.models_))]
         table["chosen"] = [i == chosen for i in range(len(self.models_))]
         table = table.iloc[cand]

@@ -7,6 +7,7 @@ implementation in the tests can be compared line by line with SPEC.md §2.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -36,8 +37,11 @@ def s3(s2_scores: np.ndarray, p: np.ndarray) -> np.ndarray:
 def task_distance(nb: Neighbours, n_neighbours: int = 19) -> float:
     """u = mean over inputs of the mean cosine distance to their ``n_neighbours`` nearest."""
     d = nb.distances[:, :n_neighbours]
-    d = np.where(np.isfinite(d), d, np.nan)
-    return float(np.nanmean(np.nanmean(d, axis=1)))
+    ok = np.isfinite(d)
+    if ok.all():
+        return float(d.mean())
+    per_input = np.where(ok, d, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+    return float(per_input[ok.any(axis=1)].mean())
 
 
 def predictor_accuracy(g: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -93,6 +97,25 @@ def fallback_probability(
     return float(np.mean(count(chosen) > count(bma)))
 
 
+def decide(
+    score: np.ndarray, cand: np.ndarray, bma: int, g: np.ndarray, p: np.ndarray | None,
+    threshold: float = 0.5, eta: float = 0.6, draws: int = 1000, seed: int = 0,
+) -> tuple[int, bool, float | None]:
+    """The model to choose: argmax of ``score`` among ``cand`` (ties to BMA), then, when ``p`` is
+    given (S3), the η rule: fall back to BMA if P(chosen beats BMA) < eta.
+
+    Returns (chosen index, fell back, win probability or None when no test was needed).
+    """
+    best = int(cand[np.argmax(score[cand])])
+    if np.isclose(score[best], score[bma]):
+        best = bma  # ties go to the best model on average
+    if p is None or best == bma:
+        return best, False, None
+    n_plus = (g > threshold).sum(axis=0)
+    win = fallback_probability(best, bma, n_plus, len(g) - n_plus, p, draws, seed)
+    return (bma, True, win) if win < eta else (best, False, win)
+
+
 @dataclass(frozen=True)
 class ReferencePairs:
     """(u_i, p_i,m) pairs from the leave-one-task-out pass: one row per (task, α, repeat)."""
@@ -112,47 +135,94 @@ def few_shot_count(n: int, alpha: float, cap: int = FEW_SHOT_CAP) -> int:
     return int(min(np.floor(alpha * n), cap, max(n - 1, 0)))
 
 
+def task_seed(seed: int, task: str) -> list[int]:
+    """Seed of one task's draws: independent of which other tasks are in the pass, so a task's
+    reference pairs can be reused across held-out targets."""
+    return [seed, zlib.crc32(task.encode("utf-8"))]
+
+
+@dataclass(frozen=True)
+class TaskPairs:
+    """One task's reference pairs, with what they depended on."""
+
+    u: np.ndarray          # (R_i,)
+    p: np.ndarray          # (R_i, M)
+    alpha: np.ndarray      # (R_i,)
+    touched: frozenset[str]  # tasks among the neighbours used
+    used_fallback: bool    # whether any prediction fell back to the pool's mean label
+
+
+def task_pairs(
+    predictor: KNNCorrectnessPredictor, X: np.ndarray, Y: np.ndarray, datasets: np.ndarray,
+    task: str, alphas: Sequence[float] = (0.0,), repeats: int = 1, seed: int = 0,
+    n_neighbours: int = 19, threshold: float = 0.5, also_exclude: Sequence[str] = (),
+) -> TaskPairs:
+    """Reference pairs of one held-out task (see :func:`reference_pairs`)."""
+    rng = np.random.default_rng(task_seed(seed, task))
+    K = max(predictor.k, n_neighbours)
+    rows = np.flatnonzero(datasets == task)
+    Xt, Yt = X[rows], Y[rows]
+    excluded = [task, *also_exclude]
+    base = predictor.neighbours(Xt, K, exclude_datasets=excluded)
+    means = predictor.fallback_means(excluded)
+    sims = None
+    us, ps, als = [], [], []
+    fell = False
+    for alpha in alphas:
+        n_lab = few_shot_count(len(rows), alpha)
+        for _ in range(1 if n_lab == 0 else repeats):
+            if n_lab == 0:
+                nb, test = base, np.arange(len(rows))
+            else:
+                if sims is None:
+                    sims = Xt @ Xt.T
+                lab = rng.choice(len(rows), n_lab, replace=False)
+                keep = np.ones(len(rows), dtype=bool)
+                keep[lab] = False
+                test = np.flatnonzero(keep)
+                nb = base.take(test).merge(1.0 - sims[np.ix_(test, lab)], Yt[lab], K)
+            g, flag = predictor.aggregate(nb, means)
+            fell = fell or bool(flag.any())
+            us.append(task_distance(nb, n_neighbours))
+            ps.append(predictor_accuracy(g, Yt[test], threshold))
+            als.append(alpha)
+    return TaskPairs(np.asarray(us, dtype=float),
+                     np.asarray(ps, dtype=float).reshape(-1, predictor.n_models_),
+                     np.asarray(als, dtype=float), frozenset(base.tasks or ()), fell)
+
+
 def reference_pairs(
     predictor: KNNCorrectnessPredictor, X: np.ndarray, Y: np.ndarray, datasets: np.ndarray,
     tasks: Sequence[str] | None = None, alphas: Sequence[float] = (0.0,), repeats: int = 1,
     seed: int = 0, n_neighbours: int = 19, threshold: float = 0.5,
-    also_exclude: Sequence[str] = (),
+    also_exclude: Sequence[str] = (), cache: dict[str, TaskPairs] | None = None,
 ) -> ReferencePairs:
     """The leave-one-task-out pass of SPEC.md §2 over the pool's own tasks.
 
     For each task i: one index search of its inputs with task i (and ``also_exclude``) left out;
     then for each α and repeat, α·n_i random labelled inputs of task i join the pool by brute-force
     merging (they leave the test set), and (u_i, p_i,m) are recorded. α = 0 needs one repeat only.
-    """
-    rng = np.random.default_rng(seed)
-    tasks = sorted(set(datasets.tolist()) - set(also_exclude)) if tasks is None else list(tasks)
-    K = max(predictor.k, n_neighbours)
-    us, ps, ts, als = [], [], [], []
-    for task in tasks:
-        rows = np.flatnonzero(datasets == task)
-        if len(rows) < 2:
-            continue
-        Xt, Yt = X[rows], Y[rows]
-        base = predictor.neighbours(Xt, K, exclude_datasets=[task, *also_exclude])
-        means = predictor.fallback_means([task, *also_exclude])
-        sims = None
-        for alpha in alphas:
-            n_lab = few_shot_count(len(rows), alpha)
-            for _ in range(1 if n_lab == 0 else repeats):
-                if n_lab == 0:
-                    nb, test = base, np.arange(len(rows))
-                else:
-                    if sims is None:
-                        sims = Xt @ Xt.T
-                    lab = rng.choice(len(rows), n_lab, replace=False)
-                    test = np.setdiff1d(np.arange(len(rows)), lab)
-                    nb = base.take(test).merge(1.0 - sims[np.ix_(test, lab)], Yt[lab], K)
-                g, _ = predictor.aggregate(nb, means)
-                us.append(task_distance(nb, n_neighbours))
-                ps.append(predictor_accuracy(g, Yt[test], threshold))
-                ts.append(task)
-                als.append(alpha)
-    m = predictor.n_models_
-    return ReferencePairs(np.asarray(us, dtype=float), np.asarray(ps, dtype=float).reshape(-1, m),
-                          np.asarray(ts, dtype=object), np.asarray(als, dtype=float))
 
+    ``cache`` holds pairs computed without ``also_exclude``; a task's cached pairs are reused when
+    none of its neighbours came from the excluded tasks and no prediction used the fallback mean
+    (which depends on the pool), because the pairs are then provably the same.
+    """
+    tasks = sorted(set(datasets.tolist()) - set(also_exclude)) if tasks is None else list(tasks)
+    parts: list[tuple[str, TaskPairs]] = []
+    for task in tasks:
+        if (datasets == task).sum() < 2:
+            continue
+        hit = cache.get(task) if cache is not None else None
+        if hit is None or hit.used_fallback or hit.touched & set(also_exclude):
+            hit = task_pairs(predictor, X, Y, datasets, task, alphas, repeats, seed,
+                             n_neighbours, threshold, also_exclude)
+        parts.append((task, hit))
+    m = predictor.n_models_
+    if not parts:
+        return ReferencePairs(np.zeros(0), np.zeros((0, m)), np.zeros(0, dtype=object), np.zeros(0))
+    return ReferencePairs(
+        np.concatenate([tp.u for _, tp in parts]),
+        np.concatenate([tp.p for _, tp in parts]).reshape(-1, m),
+        np.concatenate([np.full(len(tp.u), t, dtype=object) for t, tp in parts]),
+        np.concatenate([tp.alpha for _, tp in parts]),
+    )

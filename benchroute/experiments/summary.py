@@ -1,0 +1,80 @@
+"""The paper-style table from the protocol's tidy results, with bootstrap intervals over tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from benchroute.experiments.sizes import MODEL_SIZES_B
+
+ORDER = ("S1", "S2", "S3", "S3-true-p", "BMA", "BMA-incl", "LL", "Oracle")
+
+
+def _boot(values: np.ndarray, oracle: np.ndarray, n_boot: int, rng: np.random.Generator
+          ) -> tuple[tuple[float, float], tuple[float, float]]:
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    means = values[idx].mean(axis=1)
+    ratios = means / oracle[idx].mean(axis=1)
+    return (tuple(np.percentile(means, [2.5, 97.5])),
+            tuple(np.percentile(ratios, [2.5, 97.5])))
+
+
+def summarize(results: pd.DataFrame, sizes: Mapping[str, float] | None = None,
+              n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per (alpha, method).
+
+    Columns: ``accuracy`` (mean over tasks of the chosen model's accuracy, repeats averaged
+    within a task first) with ``acc_lo``/``acc_hi`` (95% bootstrap over tasks), ``ratio`` to the
+    Oracle with ``ratio_lo``/``ratio_hi``, ``mean_size_b`` over chosen models of known size with
+    ``size_known`` (share of choices with a known size), ``bma_share`` (share of choices equal to
+    the held-out-free BMA), and for S3 ``p_mae`` (mean |p̂ − p| over tasks and models) with an
+    interval and ``predictor_acc`` (mean true accuracy of the correctness predictors).
+    """
+    sizes = dict(MODEL_SIZES_B if sizes is None else sizes)
+    rng = np.random.default_rng(seed)
+    res = results.copy()
+    res["size"] = res["model"].map(sizes)
+    res["is_bma"] = res["model"] == res["bma"]
+    out = []
+    for (alpha, method), grp in res.groupby(["alpha", "method"], sort=False):
+        per_task = grp.groupby("task").agg(acc=("accuracy", "mean"), oracle=("oracle_accuracy", "mean"))
+        acc, orc = per_task["acc"].to_numpy(), per_task["oracle"].to_numpy()
+        (alo, ahi), (rlo, rhi) = _boot(acc, orc, n_boot, rng)
+        row = {"alpha": alpha, "method": method, "tasks": len(per_task),
+               "accuracy": acc.mean(), "acc_lo": alo, "acc_hi": ahi,
+               "ratio": acc.mean() / orc.mean(), "ratio_lo": rlo, "ratio_hi": rhi,
+               "mean_size_b": grp["size"].mean(), "size_known": grp["size"].notna().mean(),
+               "bma_share": grp["is_bma"].mean()}
+        if method == "S3" and "p_hat" in grp:
+            err = grp.apply(lambda r: np.mean([abs(r["p_hat"][m] - r["p_true"][m])
+                                               for m in r["p_hat"] if not np.isnan(r["p_true"][m])]),
+                            axis=1)
+            per_task_err = err.groupby(grp["task"]).mean().to_numpy()
+            b = per_task_err[rng.integers(0, len(per_task_err), size=(n_boot, len(per_task_err)))].mean(axis=1)
+            row.update(p_mae=per_task_err.mean(), p_mae_lo=np.percentile(b, 2.5),
+                       p_mae_hi=np.percentile(b, 97.5),
+                       predictor_acc=grp.groupby("task")["predictor_accuracy"].mean().mean())
+        out.append(row)
+    table = pd.DataFrame(out)
+    table["method"] = pd.Categorical(table["method"], [m for m in ORDER if m in set(table["method"])])
+    return table.sort_values(["alpha", "method"]).reset_index(drop=True)
+
+
+def to_markdown(table: pd.DataFrame, alpha: float = 0.0) -> str:
+    """The paper's table for one α as Markdown: accuracy [95% CI], ratio to Oracle [CI], size,
+    BMA share, p̂ MAE, predictor accuracy."""
+    t = table[np.isclose(table["alpha"], alpha)]
+    lines = ["| method | accuracy [95% CI] | ratio to Oracle [95% CI] | mean size (B) | chose BMA | MAE of p̂ | predictor acc. |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in t.iterrows():
+        size = "" if pd.isna(r["mean_size_b"]) else f"{r['mean_size_b']:.1f}" + \
+            ("" if r["size_known"] == 1 else f" ({r['size_known']:.0%} known)")
+        mae = f"{r['p_mae']:.3f} [{r['p_mae_lo']:.3f}, {r['p_mae_hi']:.3f}]" if "p_mae" in r and pd.notna(r.get("p_mae")) else ""
+        pacc = f"{r['predictor_acc']:.3f}" if "predictor_acc" in r and pd.notna(r.get("predictor_acc")) else ""
+        lines.append(
+            f"| {r['method']} | {r['accuracy']:.3f} [{r['acc_lo']:.3f}, {r['acc_hi']:.3f}] | "
+            f"{r['ratio']:.3f} [{r['ratio_lo']:.3f}, {r['ratio_hi']:.3f}] | {size} | "
+            f"{r['bma_share']:.0%} | {mae} | {pacc} |")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Fetching HELM runs over HTTP, against a local server on 127.0.0.1 serving a fixture tree."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import threading
+
+import pytest
+
+from benchroute import load_helm
+from benchroute.exceptions import BenchrouteError
+from benchroute.experiments.fetch import fetch_helm_runs, release_runs
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def server(helm_fixtures_dir, tmp_path):
+    """benchmark_output/{runs/fake-v1/..., releases/r1/runs_to_run_suites.json} on loopback."""
+    root = tmp_path / "www" / "benchmark_output"
+    suite = helm_fixtures_dir / "fake-v1_benchmark_output" / "runs" / "fake-v1"
+    shutil.copytree(suite, root / "runs" / "fake-v1")
+    for run in (root / "runs" / "fake-v1").iterdir():  # like the public bucket: no scenario_state
+        if run.is_dir():
+            (run / "scenario_state.json").unlink(missing_ok=True)
+    runs = {p.name: "fake-v1" for p in (root / "runs" / "fake-v1").iterdir() if (p / "run_spec.json").is_file()}
+    (root / "releases" / "r1").mkdir(parents=True)
+    (root / "releases" / "r1" / "runs_to_run_suites.json").write_text(json.dumps(runs))
+    handler = functools.partial(_Quiet, directory=str(tmp_path / "www"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/benchmark_output", runs
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_fetch_release_then_load(server, helm_fixtures_dir, tmp_path):
+    base, runs = server
+    assert release_runs(base, "r1") == runs
+    counts = fetch_helm_runs(base, runs, tmp_path / "dl", progress=False)
+    assert counts == {"downloaded": 3 * len(runs), "skipped": 0, "missing": 0}
+    fetched = load_helm(tmp_path / "dl")
+    local = load_helm(helm_fixtures_dir / "fake-v1_benchmark_output")
+    assert fetched.frame.sort_values(["model", "instance_id"]).reset_index(drop=True)[
+        ["instance_id", "model", "correct", "text"]].equals(
+        local.frame.sort_values(["model", "instance_id"]).reset_index(drop=True)[
+            ["instance_id", "model", "correct", "text"]])
+    # resumable: a second pass downloads nothing; a lost file is fetched again
+    assert fetch_helm_runs(base, runs, tmp_path / "dl", progress=False)["downloaded"] == 0
+    victim = next((tmp_path / "dl" / "runs" / "fake-v1").iterdir()) / "per_instance_stats.json"
+    victim.unlink()
+    (victim.parent / "per_instance_stats.json.part").write_text("half")
+    again = fetch_helm_runs(base, runs, tmp_path / "dl", progress=False)
+    assert again["downloaded"] == 1 and victim.is_file()
+
+
+def test_fetch_errors(server, tmp_path):
+    base, _ = server
+    with pytest.raises(BenchrouteError, match="not found"):
+        release_runs(base, "nope")
+    with pytest.raises(BenchrouteError, match="must start with http"):
+        release_runs("ftp://x", "r1")
+    counts = fetch_helm_runs(base, {"no_such_run": "fake-v1"}, tmp_path / "dl", progress=False)
+    assert counts["missing"] == 3

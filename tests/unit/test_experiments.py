@@ -1,0 +1,110 @@
+"""The leave-one-task-out protocol, its summary, per-instance routing and the reproduce CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchroute.cli import main
+from benchroute.experiments import leave_one_task_out, per_instance_routing, summarize, to_markdown
+from benchroute.router import Router
+from tests.unit.test_router import synthetic
+
+PARAMS = {"encoder": "hashing-8-12", "alphas": (0.0, 0.2), "repeats": 2}
+
+
+@pytest.fixture(scope="module")
+def run():
+    data, X = synthetic(21, n_tasks=5, per_task=24)
+    return data, X, leave_one_task_out(data, PARAMS, alphas=(0.0, 0.25), repeats=3, embeddings=X)
+
+
+def test_protocol_rows(run):
+    data, _, res = run
+    assert set(res["method"]) == {"S1", "S2", "S3", "S3-true-p", "BMA", "BMA-incl", "Oracle"}
+    a0 = res[res["alpha"] == 0.0]
+    assert len(a0) == 5 * 7 and set(a0["repeat"]) == {0}
+    a25 = res[res["alpha"] == 0.25]
+    assert set(a25["repeat"]) == {0, 1, 2} and (a25["n_labeled"] == 6).all()
+    assert (a25["n_test"] == 18).all()
+    assert (res["accuracy"] <= res["oracle_accuracy"] + 1e-12).all()
+    oracle = res[res["method"] == "Oracle"]
+    np.testing.assert_allclose(oracle["accuracy"], oracle["oracle_accuracy"])
+    s3 = res[res["method"] == "S3"]
+    assert s3["p_hat"].map(len).eq(3).all() and s3["predictor_accuracy"].between(0, 1).all()
+
+
+def test_protocol_equals_router_fitted_without_the_task(run):
+    """The shared-index protocol gives exactly what a router fitted on the other tasks gives."""
+    data, X, res = run
+    inst = data.instances()
+    for task in data.datasets:
+        keep = (inst["dataset"] != task).to_numpy()
+        router = Router(**PARAMS).fit(data.exclude([task]), embeddings=X[keep])
+        for method in ("S1", "S2", "S3"):
+            sel = router.select_embedded(X[~keep], method=method)
+            row = res[(res["task"] == task) & (res["alpha"] == 0.0) & (res["method"] == method)].iloc[0]
+            assert row["model"] == sel.model, (task, method)
+            if method == "S3":
+                for m, v in row["p_hat"].items():
+                    assert v == pytest.approx(sel.scores.loc[m, "p_hat"], abs=1e-9)
+                assert row["u"] == pytest.approx(sel.task_distance, abs=1e-9)
+
+
+def test_summary_table(run):
+    _, _, res = run
+    table = summarize(res, sizes={"m0": 7.0, "m1": 70.0})
+    row = table[(table["alpha"] == 0.0) & (table["method"] == "Oracle")].iloc[0]
+    assert row["ratio"] == pytest.approx(1.0) and row["tasks"] == 5
+    for _, r in table.iterrows():
+        assert r["acc_lo"] <= r["accuracy"] <= r["acc_hi"]
+        assert 0 <= r["size_known"] <= 1
+    s3 = table[(table["alpha"] == 0.0) & (table["method"] == "S3")].iloc[0]
+    assert s3["p_mae_lo"] <= s3["p_mae"] <= s3["p_mae_hi"]
+    md = to_markdown(table, 0.0)
+    assert md.count("\n") == 1 + 7 and "| S3 |" in md
+
+
+def test_per_instance_routing_beats_random():
+    rng = np.random.default_rng(0)
+    # two clusters; model a is good on cluster 0, model b on cluster 1
+    rows, X = [], []
+    for i in range(200):
+        c = i % 2
+        v = np.zeros(8)
+        v[c] = 1.0
+        v += 0.1 * rng.normal(size=8)
+        X.append(v / np.linalg.norm(v))
+        rows += [("d", str(i), f"t{i}", "a", 0.9 if c == 0 else 0.2),
+                 ("d", str(i), f"t{i}", "b", 0.1 if c == 0 else 0.8)]
+    df = pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model", "score"])
+    from benchroute import BenchmarkData
+
+    data = BenchmarkData(df.assign(correct=df["score"]))
+    order = data.instances()["instance_id"].astype(int).to_numpy()
+    out = per_instance_routing(data, embeddings=np.asarray(X, dtype=np.float32)[order],
+                               router_params={"encoder": "hashing-8-12"})
+    r = out.set_index("dataset").loc["ALL"]
+    assert r["routed"] == pytest.approx(0.85) and r["oracle"] == pytest.approx(0.85)
+    assert r["random"] == pytest.approx(0.5) and r["best_single_hindsight"] == pytest.approx(0.55)
+    assert r["calls_routed"] == 1 and r["calls_rank_all"] == 2
+
+
+def test_reproduce_cli(tmp_path, capsys):
+    rows = ["text,dataset,a,b"]
+    for i in range(36):
+        task = ["cats", "dogs", "fish"][i % 3]
+        rows.append(f"question {i} about {task} and {task} food,{task},{int(i % 3 == 0 or i % 5 == 0)},{int(i % 3 != 0)}")
+    f = tmp_path / "t.csv"
+    f.write_text("\n".join(rows) + "\n")
+    code = main(["-q", "reproduce", str(f), "--name", "toy", "--out", str(tmp_path / "res"),
+                 "--model", "hashing-32-12", "--store", str(tmp_path / "c"), "--sweep", "0", "0.2",
+                 "--repeats-alpha", "2", "--alphas", "0", "--repeats", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| S3 |" in out
+    folder = tmp_path / "res" / "toy"
+    for name in ("table.md", "table.csv", "results.csv", "alpha_curve.png", "p_scatter.png"):
+        assert (folder / name).stat().st_size > 0
+    assert pd.read_csv(folder / "table.csv")["method"].nunique() == 7
