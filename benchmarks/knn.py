@@ -12,10 +12,9 @@ IVF and HNSW against flat.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-from _common import SHARED, peak_rss_mb
+from _common import SHARED, peak_rss_mb, timed
 
 from benchroute.index import VectorIndex
 
@@ -35,12 +34,6 @@ def numpy_knn(pool: np.ndarray, q: np.ndarray, k: int, block: int = 250) -> np.n
         order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
         out[s:s + block] = np.take_along_axis(part, order, axis=1)
     return out
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 def main() -> None:

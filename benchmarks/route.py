@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import tarfile
 import tempfile
-import time
 
 import numpy as np
-from _common import SHARED, peak_rss_mb
+from _common import SHARED, peak_rss_mb, timed
 
 from benchroute import load_table
 from benchroute.data.store import BenchmarkData
@@ -47,12 +46,6 @@ def routerdc_with_vectors() -> tuple[BenchmarkData, np.ndarray]:
 def noisy(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     q = x[rng.integers(0, len(x), n)] + rng.normal(scale=0.05, size=(n, x.shape[1])).astype(np.float32)
     return q / np.linalg.norm(q, axis=1, keepdims=True)
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 def main() -> None:

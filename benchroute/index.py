@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from benchroute.exceptions import BenchrouteError, FormatVersionError
+from benchroute._persist import read_versioned_json
+from benchroute.exceptions import BenchrouteError
 
 INDEX_FORMAT_VERSION = 1
 
@@ -199,18 +200,7 @@ class VectorIndex:
     def load(cls, folder: str | os.PathLike[str]) -> VectorIndex:
         faiss = _faiss()
         folder = Path(folder)
-        try:
-            meta = json.loads((folder / "index.json").read_text())
-        except FileNotFoundError as exc:
-            raise BenchrouteError(f"{folder}: no index.json; not a saved benchroute index") from exc
-        except json.JSONDecodeError as exc:
-            raise BenchrouteError(f"{folder / 'index.json'}: invalid JSON ({exc.msg})") from exc
-        version = int(meta.get("format_version", 0))
-        if version > INDEX_FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{folder}: index format {version} is newer than this benchroute reads "
-                f"({INDEX_FORMAT_VERSION}); upgrade benchroute"
-            )
+        meta = read_versioned_json(folder / "index.json", INDEX_FORMAT_VERSION, "index")
         out = cls(meta.get("factory", "Flat"), meta.get("nprobe"), meta.get("ef_search"))
         try:
             out.index_ = faiss.read_index(str(folder / "index.faiss"))

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchroute._persist import read_versioned_json
 from benchroute.data.store import BenchmarkData
-from benchroute.exceptions import BenchrouteError, DataError, FormatVersionError
+from benchroute.exceptions import BenchrouteError, DataError
 from benchroute.index import VectorIndex
 from benchroute.predictors import KNNCorrectnessPredictor, Neighbours, check_is_fitted
 from benchroute.scoring import (
@@ -446,17 +447,7 @@ class Router:
     def load(cls, folder: str | os.PathLike[str]) -> Router:
         folder = Path(folder)
         meta_path = folder / "router.json"
-        if not meta_path.is_file():
-            raise BenchrouteError(f"{folder}: not a saved router (no router.json)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise BenchrouteError(f"{meta_path}: invalid JSON ({exc.msg})") from exc
-        version = int(meta.get("format_version", 0))
-        if version > ROUTER_FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{folder}: router format {version} is newer than this benchroute reads "
-                f"({ROUTER_FORMAT_VERSION}); upgrade benchroute")
+        meta = read_versioned_json(meta_path, ROUTER_FORMAT_VERSION, "router")
         for name, digest in meta.get("checksums", {}).items():
             path = folder / name
             if not path.is_file():

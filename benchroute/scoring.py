@@ -156,39 +156,90 @@ def task_pairs(
     predictor: KNNCorrectnessPredictor, X: np.ndarray, Y: np.ndarray, datasets: np.ndarray,
     task: str, alphas: Sequence[float] = (0.0,), repeats: int = 1, seed: int = 0,
     n_neighbours: int = 19, threshold: float = 0.5, also_exclude: Sequence[str] = (),
+    max_batch: int = 4_000_000,
 ) -> TaskPairs:
-    """Reference pairs of one held-out task (see :func:`reference_pairs`)."""
+    """Reference pairs of one held-out task (see :func:`reference_pairs`).
+
+    All (α, repeat) draws of the task are evaluated in one batch: each draw's labelled inputs are
+    padded to the largest draw and merged with the pool's top K at once, which removes the
+    per-draw Python overhead that dominates on small tasks. Large tasks go draw by draw
+    (``max_batch`` bounds the batch's label tensor).
+    """
     rng = np.random.default_rng(task_seed(seed, task))
     K = max(predictor.k, n_neighbours)
     rows = np.flatnonzero(datasets == task)
+    n = len(rows)
     Xt, Yt = X[rows], Y[rows]
     excluded = [task, *also_exclude]
     base = predictor.neighbours(Xt, K, exclude_datasets=excluded)
     means = predictor.fallback_means(excluded)
-    sims = None
-    us, ps, als = [], [], []
-    fell = False
+    draws: list[tuple[float, np.ndarray]] = []
     for alpha in alphas:
-        n_lab = few_shot_count(len(rows), alpha)
+        n_lab = few_shot_count(n, alpha)
         for _ in range(1 if n_lab == 0 else repeats):
-            if n_lab == 0:
-                nb, test = base, np.arange(len(rows))
-            else:
-                if sims is None:
-                    sims = Xt @ Xt.T
-                lab = rng.choice(len(rows), n_lab, replace=False)
-                keep = np.ones(len(rows), dtype=bool)
-                keep[lab] = False
-                test = np.flatnonzero(keep)
-                nb = base.take(test).merge(1.0 - sims[np.ix_(test, lab)], Yt[lab], K)
-            g, flag = predictor.aggregate(nb, means)
-            fell = fell or bool(flag.any())
-            us.append(task_distance(nb, n_neighbours))
-            ps.append(predictor_accuracy(g, Yt[test], threshold))
-            als.append(alpha)
-    return TaskPairs(np.asarray(us, dtype=float),
-                     np.asarray(ps, dtype=float).reshape(-1, predictor.n_models_),
-                     np.asarray(als, dtype=float), frozenset(base.tasks or ()), fell)
+            lab = rng.choice(n, n_lab, replace=False) if n_lab else np.zeros(0, dtype=np.int64)
+            draws.append((float(alpha), lab))
+    n_max = max(len(lab) for _, lab in draws)
+    sims = Xt @ Xt.T if n_max else None
+    m = Y.shape[1]
+    per_batch = max(1, max_batch // max(1, n * (K + n_max) * m))
+    us: list[float] = []
+    ps: list[np.ndarray] = []
+    fell = False
+    for start in range(0, len(draws), per_batch):
+        chunk = draws[start:start + per_batch]
+        u, p, f = _pairs_batch(predictor, base, Yt, sims, chunk, means, K, n_neighbours, threshold)
+        us.extend(u)
+        ps.extend(p)
+        fell = fell or f
+    return TaskPairs(np.asarray(us, dtype=float), np.asarray(ps, dtype=float).reshape(-1, m),
+                     np.asarray([a for a, _ in draws], dtype=float), frozenset(base.tasks or ()),
+                     fell)
+
+
+def _pairs_batch(predictor: KNNCorrectnessPredictor, base: Neighbours, Yt: np.ndarray,
+                 sims: np.ndarray | None, draws: list[tuple[float, np.ndarray]],
+                 means: np.ndarray, K: int, n_neighbours: int, threshold: float
+                 ) -> tuple[list[float], list[np.ndarray], bool]:
+    """(u, p) of several draws at once; inputs used as labels are masked out of the test set."""
+    C, n = len(draws), len(base)
+    Kb = base.distances.shape[1]  # fewer than K when the pool is small
+    L = max(len(lab) for _, lab in draws)
+    m = Yt.shape[1]
+    test = np.ones((C, n), dtype=bool)
+    if L:
+        assert sims is not None
+        ext_d = np.full((C, n, L), np.inf)
+        ext_y = np.full((C, L, m), np.nan, dtype=np.float32)
+        for c, (_, lab) in enumerate(draws):
+            test[c, lab] = False
+            ext_d[c, :, :len(lab)] = 1.0 - sims[:, lab]
+            ext_y[c, :len(lab)] = Yt[lab]
+        dist = np.concatenate([np.broadcast_to(base.distances, (C, n, Kb)), ext_d], axis=2)
+        labels = np.concatenate([np.broadcast_to(base.labels, (C, n, Kb, m)),
+                                 np.broadcast_to(ext_y[:, None], (C, n, L, m))], axis=2)
+        order = np.argsort(dist, axis=2, kind="stable")[:, :, :K]
+        dist = np.take_along_axis(dist, order, axis=2)
+        labels = np.take_along_axis(labels, order[..., None], axis=2)
+    else:
+        dist = np.broadcast_to(base.distances, (C, n, Kb))
+        labels = np.broadcast_to(base.labels, (C, n, Kb, m))
+    Kc = dist.shape[2]
+    nb = Neighbours(dist.reshape(C * n, Kc), labels.reshape(C * n, Kc, m))
+    g, flag = predictor.aggregate(nb, means)
+    g = g.reshape(C, n, m)
+    d = dist[:, :, :n_neighbours]
+    finite = np.isfinite(d)
+    per_input = np.where(finite, d, 0.0).sum(axis=2) / np.maximum(finite.sum(axis=2), 1)
+    ok = test & finite.any(axis=2)
+    u = (per_input * ok).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+    y = np.where(test[:, :, None], Yt[None], np.nan)
+    has = ~np.isnan(y)
+    hit = ((g > threshold) == (y >= threshold)) & has
+    cnt = has.sum(axis=1)
+    p = np.where(cnt > 0, hit.sum(axis=1) / np.maximum(cnt, 1), np.nan)
+    fell = bool((flag.reshape(C, n, m) & test[:, :, None]).any())
+    return u.tolist(), list(p), fell
 
 
 def reference_pairs(

@@ -14,4 +14,6 @@ import sys
 from benchroute.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["reproduce", *sys.argv[1:]]))
+    args = sys.argv[1:]
+    globals_ = [a for a in args if a in ("-q", "--quiet", "-v", "--verbose")]
+    raise SystemExit(main([*globals_, "reproduce", *[a for a in args if a not in globals_]]))

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchroute._persist import read_versioned_json
 from benchroute.embedding.base import Encoder, as_texts
-from benchroute.exceptions import CacheError, FormatVersionError
+from benchroute.exceptions import CacheError
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +73,7 @@ class EmbeddingCache:
     def _open(self) -> None:
         meta_path = self.folder / "meta.json"
         if meta_path.is_file():
-            try:
-                meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise CacheError(f"{meta_path}: invalid JSON ({exc.msg})") from exc
-            if int(meta.get("format_version", 0)) > CACHE_FORMAT_VERSION:
-                raise FormatVersionError(
-                    f"{meta_path}: cache format {meta['format_version']} is newer than this "
-                    f"benchroute reads ({CACHE_FORMAT_VERSION}); upgrade benchroute"
-                )
+            meta = read_versioned_json(meta_path, CACHE_FORMAT_VERSION, "cache", CacheError)
             if meta.get("encoder") != self.encoder_id:
                 raise CacheError(f"{meta_path}: holds {meta.get('encoder')!r}, not {self.encoder_id!r}")
             stored = int(meta["dimension"])

@@ -27,7 +27,7 @@ def run_protocol(data: BenchmarkData, name: str, out: str | os.PathLike[str] = "
     results = leave_one_task_out(data, router_params, alphas=alphas, repeats=repeats, seed=seed,
                                  embeddings=embeddings)
     table = summarize(results, seed=seed)
-    paths = {"table_csv": folder / "table.csv", "results_csv": folder / "results.csv",
+    paths = {"table_csv": folder / "table.csv", "results_csv": folder / "results.csv.gz",
              "table_md": folder / "table.md"}
     table.to_csv(paths["table_csv"], index=False, float_format="%.4f")
     tidy = results.copy()

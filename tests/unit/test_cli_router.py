@@ -45,7 +45,7 @@ def test_select_and_route(router_dir, tmp_path, capsys):
         ("empty", "no input texts"),
         ("badjson", "line 1 has no string field 'text'"),
         ("unknown_label", r"unknown model\(s\) \['gpt-9'\]"),
-        ("not_router", "not a saved router"),
+        ("not_router", "not a saved benchroute router"),
         ("bad_candidate", r"unknown model\(s\) \['zz'\]"),
     ],
 )

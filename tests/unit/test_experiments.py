@@ -105,6 +105,6 @@ def test_reproduce_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| S3 |" in out
     folder = tmp_path / "res" / "toy"
-    for name in ("table.md", "table.csv", "results.csv", "alpha_curve.png", "p_scatter.png"):
+    for name in ("table.md", "table.csv", "results.csv.gz", "alpha_curve.png", "p_scatter.png"):
         assert (folder / name).stat().st_size > 0
     assert pd.read_csv(folder / "table.csv")["method"].nunique() == 7

@@ -102,9 +102,10 @@ def bf_select(Q, X, Y, k, n_nb, ref_u, ref_p, h, means):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("k", [1, 5])
-def test_equivalent_to_brute_force(seed, k):
-    data, X = synthetic(seed)
-    alphas, repeats, n_nb = (0.0, 0.1, 0.2), 2, 7
+@pytest.mark.parametrize(("per_task", "n_nb"), [(30, 7), (5, 19)])  # (5, 19): pool smaller than K
+def test_equivalent_to_brute_force(seed, k, per_task, n_nb):
+    data, X = synthetic(seed, per_task=per_task)
+    alphas, repeats = (0.0, 0.1, 0.2, 0.4), 2
     held = "t3"
     train = data.exclude([held])
     keep = (data.instances()["dataset"] != held).to_numpy()
@@ -313,5 +314,5 @@ def test_save_load_roundtrip_and_tampering(tmp_path):
     pool.write_bytes(pool.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(BenchrouteError, match="checksum mismatch"):
         Router.load(tmp_path / "r3")
-    with pytest.raises(BenchrouteError, match="not a saved router"):
+    with pytest.raises(BenchrouteError, match="not a saved benchroute router"):
         Router.load(tmp_path / "nowhere")

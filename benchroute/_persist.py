@@ -1,0 +1,29 @@
+"""Reading the JSON sidecars of saved stores, indexes, routers and caches, with one set of
+messages for missing, malformed and too-new files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchroute.exceptions import BenchrouteError, FormatVersionError
+
+
+def read_versioned_json(path: Path, supported: int, what: str,
+                        error: type[BenchrouteError] = BenchrouteError) -> dict[str, Any]:
+    """The JSON object at ``path``; refuses files written by a newer format than ``supported``."""
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise error(f"{path.parent}: not a saved benchroute {what} (no {path.name})") from exc
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: invalid JSON ({exc.msg})") from exc
+    if not isinstance(meta, dict):
+        raise error(f"{path}: expected a JSON object")
+    version = int(meta.get("format_version", 0))
+    if version > supported:
+        raise FormatVersionError(
+            f"{path.parent}: {what} format {version} is newer than this benchroute reads "
+            f"({supported}); upgrade benchroute")
+    return meta
