@@ -99,13 +99,18 @@ def main() -> None:
             t = per_instance_routing(alpaca, column="score", embeddings=cached_vectors(alpaca),
                                      router_params=params)
             tables.append(t.assign(source="alpaca_eval (score = preference - 1)", k=k))
-            t = per_instance_routing(rdc, column="score", embeddings=cached_vectors(rdc),
+            # RouterDC's multiple-choice score is a confidence, so route on correctness
+            t = per_instance_routing(rdc, column="correct", embeddings=cached_vectors(rdc),
                                      router_params=params)
-            tables.append(t.assign(source="routerdc capped (raw score)", k=k))
+            tables.append(t.assign(source="routerdc capped (correct)", k=k))
         out = pd.concat(tables, ignore_index=True)
         (OUT / "per_instance").mkdir(parents=True, exist_ok=True)
         out.to_csv(OUT / "per_instance" / "table.csv", index=False, float_format="%.4f")
-        print(out.to_string())
+        cols = ["source", "k", "dataset", "n", "models", "routed", "best_single",
+                "best_single_hindsight", "oracle", "random", "calls_routed", "calls_rank_all"]
+        (OUT / "per_instance" / "table.md").write_text(
+            out[cols].to_markdown(index=False, floatfmt=".3f") + "\n")
+        print(out[cols].to_string())
 
 
 if __name__ == "__main__":
