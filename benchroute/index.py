@@ -85,6 +85,7 @@ class VectorIndex:
         faiss = _faiss()
         sel = None
         if exclude_rows is not None and len(exclude_rows):
+            # SWIG does not own the selectors: keep references until the search returns
             self._keep_alive = faiss.IDSelectorBatch(np.ascontiguousarray(exclude_rows, dtype="int64"))
             sel = faiss.IDSelectorNot(self._keep_alive)
         inner = faiss.downcast_index(self.index_)

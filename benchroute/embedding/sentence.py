@@ -65,7 +65,3 @@ class SentenceTransformerEncoder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
-
-
-def default_encoder() -> SentenceTransformerEncoder:
-    return SentenceTransformerEncoder()

@@ -9,8 +9,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from benchroute.data.store import BenchmarkData
 from benchroute.experiments.protocol import leave_one_task_out
 from benchroute.experiments.summary import summarize, to_markdown
@@ -60,7 +58,3 @@ def _has_tabulate() -> bool:
     except ImportError:
         return False
     return True
-
-
-def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    return pd.read_csv(path)
