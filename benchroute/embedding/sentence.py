@@ -45,6 +45,12 @@ class SentenceTransformerEncoder:
         if self._st is None:
             from sentence_transformers import SentenceTransformer
 
+            if not logger.isEnabledFor(logging.INFO):
+                # the weight-loading bar of transformers follows our logger, as ours do
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+
             if self.model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
                 path = str(installed_model())
                 self._st = SentenceTransformer(path, device=self.device, local_files_only=True)
