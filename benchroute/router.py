@@ -317,7 +317,8 @@ class Router:
         labeled : DataFrame or list of records, optional
             A few labelled inputs of the task: ``{"text": ..., "labels": {model: 0/1}}`` records,
             or a DataFrame with ``text`` and one column per model. They join the kNN pool for
-            this call only (the router is not changed) and leave the examples to score.
+            this call only (the router is not changed) and leave the examples to score (if
+            every example is labelled, all are scored, each next to its own label).
         candidates : list of str, optional
             Only these models may be chosen; BMA is then the best of them.
         method : {"S3", "S1", "S2"}
