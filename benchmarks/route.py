@@ -85,8 +85,8 @@ def main() -> None:
     task = noisy(X[data.instances()["dataset"].to_numpy() == "mmlu"], args.task, rng)
     sel, t_sel = timed(lambda: router.select_embedded(task))
     print(f"select_model on a {args.task}-input task: {1000 * t_sel:.0f} ms -> {sel.model}")
-    mem = router.X_.nbytes + router.Y_.nbytes + len(router.predictor_.index_) * router.X_.shape[1] * 4
-    print(f"fitted router arrays: {mem / 2**20:.0f} MiB (pool vectors twice: X_ and the flat index); "
+    mem = router.Y_.nbytes + len(router.predictor_.index_) * router.predictor_.index_.dimension * 4
+    print(f"fitted router arrays: {mem / 2**20:.0f} MiB (flat index vectors + labels); "
           f"peak RSS {peak_rss_mb():.0f} MiB (before fit {rss0:.0f} MiB)")
 
     # scale target

@@ -71,8 +71,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     data = load(args.data)
     encoder = get_encoder(args.model)
-    cache = EmbeddingCache(args.store, encoder.identifier,
-                           encoder.dimension if encoder.dimension > 0 else None)
+    cache = EmbeddingCache.for_encoder(encoder, args.store)
     for npz in args.imports:
         print(f"imported {cache.import_npz(npz)} new embeddings from {npz}")
     texts = data.instances()["text"].tolist()
@@ -125,8 +124,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
     router = _make_router(args)
     if args.imports:
-        enc = get_encoder(args.model)
-        cache = EmbeddingCache(args.store, enc.identifier, enc.dimension if enc.dimension > 0 else None)
+        cache = EmbeddingCache.for_encoder(get_encoder(args.model), args.store)
         for npz in args.imports:
             cache.import_npz(npz)
     router.fit(data)
@@ -209,25 +207,13 @@ def _holdout_demo(pack: str, holdout: str) -> tuple[Any, list[str], dict[str, fl
 
 
 def _read_labeled(path: str) -> list[dict[str, Any]]:
+    from benchroute.data._io import read_json_records
     from benchroute.exceptions import DataError
 
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    records = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}: line {lineno} is not valid JSON: {exc.msg}") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) \
-                or not isinstance(obj.get("labels"), dict):
-            raise DataError(f'{p}: line {lineno} must be {{"text": ..., "labels": {{model: 0/1}}}}')
-        records.append(obj)
-    if not records:
-        raise DataError(f"{p}: no labelled lines")
+    records = read_json_records(Path(path))
+    for i, obj in enumerate(records, start=1):
+        if not isinstance(obj.get("text"), str) or not isinstance(obj.get("labels"), dict):
+            raise DataError(f'{path}: record {i} must be {{"text": ..., "labels": {{model: 0/1}}}}')
     return records
 
 
@@ -293,8 +279,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise BenchrouteError("give a source folder (or --fetch BASE_URL)")
     data = load(source)
     router = _make_router(args)
-    enc = get_encoder(args.model)
-    cache = EmbeddingCache(args.store, enc.identifier, enc.dimension if enc.dimension > 0 else None)
+    cache = EmbeddingCache.for_encoder(get_encoder(args.model), args.store)
     for npz in args.imports:
         cache.import_npz(npz)
     params = {k: v for k, v in router.get_params().items()}

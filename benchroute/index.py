@@ -136,6 +136,19 @@ class VectorIndex:
         dist[rows_out < 0] = np.inf
         return dist, rows_out.astype(np.int64)
 
+    def vectors(self) -> np.ndarray:
+        """The indexed vectors (n, d): a zero-copy view for flat indexes, a copy otherwise."""
+        if self.index_ is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        view = self._flat_view()
+        if view is not None:
+            return view
+        faiss = _faiss()
+        ivf = faiss.try_extract_index_ivf(self.index_)
+        if ivf is not None:
+            ivf.make_direct_map()
+        return np.asarray(self.index_.reconstruct_n(0, len(self)), dtype=np.float32)
+
     def _flat_view(self) -> np.ndarray | None:
         """Zero-copy (n, d) view of a flat index's vectors, or None for other index types."""
         faiss = _faiss()

@@ -51,6 +51,13 @@ class Neighbours:
                           np.take_along_axis(labels, order[:, :, None], axis=1), self.tasks)
 
 
+def column_means(Y: np.ndarray, empty: float = 0.5) -> np.ndarray:
+    """Per-column mean over the non-NaN entries; ``empty`` where a column has none."""
+    Y = np.asarray(Y)
+    counts = (~np.isnan(Y)).sum(axis=0)
+    return np.where(counts > 0, np.nansum(Y, axis=0) / np.maximum(counts, 1), empty)
+
+
 def check_is_fitted(obj: Any, attribute: str) -> None:
     if not hasattr(obj, attribute):
         raise NotFittedError(
@@ -132,11 +139,12 @@ class KNNCorrectnessPredictor:
         if len(index) != len(Y):
             raise BenchrouteError(f"the index holds {len(index)} inputs but Y has {len(Y)} rows")
         self.index_ = index
-        self.labels_ = Y
+        # one extra all-NaN row, so that FAISS's "no neighbour" row id -1 gathers missing labels
+        self._padded = np.vstack([Y, np.full((1, Y.shape[1]), np.nan, np.float32)])
+        self.labels_ = self._padded[:-1]
         self.datasets_ = index.datasets_
-        counts = (~np.isnan(Y)).sum(axis=0)
         # a model with no label at all gets an uninformative 0.5
-        self.model_means_ = np.where(counts > 0, np.nansum(Y, axis=0) / np.maximum(counts, 1), 0.5)
+        self.model_means_ = column_means(Y, 0.5)
         self.n_models_ = Y.shape[1]
         return self
 
@@ -156,9 +164,8 @@ class KNNCorrectnessPredictor:
         K = min(K, len(self.index_) + (0 if extra_X is None else len(extra_X)))
         excl = list(exclude_datasets) if exclude_datasets is not None else None
         dist, rows = self.index_.search(Q, K, exclude_datasets=excl, exclude_rows=exclude_rows)
-        padded = np.vstack([self.labels_, np.full((1, self.n_models_), np.nan, np.float32)])
         found = rows[rows >= 0]
-        nb = Neighbours(dist, padded[rows],  # row -1 picks the NaN padding row
+        nb = Neighbours(dist, self._padded[rows],
                         frozenset(self.datasets_[np.unique(found)].tolist()))
         if extra_X is not None and len(extra_X):
             ex = np.ascontiguousarray(extra_X, dtype=np.float32)
@@ -172,9 +179,7 @@ class KNNCorrectnessPredictor:
         check_is_fitted(self, "index_")
         if not exclude_datasets:
             return np.asarray(self.model_means_)
-        Y = self.labels_[~np.isin(self.datasets_, list(exclude_datasets))]
-        counts = (~np.isnan(Y)).sum(axis=0)
-        return np.where(counts > 0, np.nansum(Y, axis=0) / np.maximum(counts, 1), 0.5)
+        return column_means(self.labels_[~np.isin(self.datasets_, list(exclude_datasets))], 0.5)
 
     def aggregate(self, nb: Neighbours, means: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:

@@ -179,18 +179,30 @@ class Router:
 
     # ------------------------------------------------------------------ fitting
     def _encoder(self) -> Any:
+        """The encoder object, kept across calls so that its weights load once."""
         from benchroute.embedding import get_encoder
 
-        return get_encoder(self.encoder)
+        held = getattr(self, "_held_encoder", None)
+        if held is None or held[0] != self.encoder:
+            held = (self.encoder, get_encoder(self.encoder))
+            self._held_encoder = held
+        return held[1]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts with the router's encoder, through the on-disk cache."""
+        """Embed texts with the router's encoder, through the on-disk cache.
+
+        The cache is opened once (reading its shard keys) and only refreshed on later calls.
+        """
         from benchroute.embedding import EmbeddingCache
 
         enc = self._encoder()
-        cache = EmbeddingCache(self.cache_dir, enc.identifier,
-                               enc.dimension if enc.dimension > 0 else None)
-        return cache.embed(list(texts), enc)
+        held = getattr(self, "_held_cache", None)
+        if held is None or held[0] != (enc.identifier, self.cache_dir):
+            held = ((enc.identifier, self.cache_dir), EmbeddingCache.for_encoder(enc, self.cache_dir))
+            self._held_cache = held
+        else:
+            held[1].refresh()  # pick up shards other processes wrote meanwhile
+        return held[1].embed(list(texts), enc)
 
     def fit(self, data: BenchmarkData, embeddings: np.ndarray | None = None) -> Router:
         """Fit the correctness predictors and the reference pairs of the p̂ smoother.
@@ -205,26 +217,11 @@ class Router:
         self._validate_params()
         if not isinstance(data, BenchmarkData):
             raise BenchrouteError(f"fit expects a BenchmarkData, got {type(data).__name__}")
-        inst = data.instances()
-        mat = data.correctness_matrix()
-        keys = list(zip(inst["dataset"], inst["instance_id"]))
-        if list(mat.index) != keys:
-            raise BenchrouteError("internal: correctness matrix and instances are misaligned")
-        X = self.embed(inst["text"].tolist()) if embeddings is None else np.asarray(embeddings)
-        if X.ndim != 2 or len(X) != len(inst):
-            raise BenchrouteError(f"embeddings must have shape ({len(inst)}, d), got {X.shape}")
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        Y = mat.to_numpy(dtype=np.float32)
-        datasets = inst["dataset"].to_numpy(dtype=object)
-        self.predictor_ = KNNCorrectnessPredictor(
-            self.k, self.weights, self.index_factory, self.nprobe, self.ef_search
-        ).fit(X, Y, datasets, inst["instance_id"].tolist())
-        self.X_, self.Y_, self.datasets_ = X, Y, datasets
-        self.models_ = list(mat.columns)
-        self.tasks_ = sorted(set(datasets.tolist()))
-        acc = data.dataset_accuracy()
-        self.task_accuracy_ = acc.reindex(columns=self.models_)
-        self.model_accuracy_ = self.task_accuracy_.mean(axis=0).reindex(self.models_)
+        pool = pool_arrays(data, embeddings, self.embed)
+        X, Y, datasets = pool.X, pool.Y, pool.datasets
+        self.predictor_ = self._new_predictor().fit(X, Y, datasets, pool.instance_ids)
+        self.models_ = pool.models
+        self.task_accuracy_ = data.dataset_accuracy().reindex(columns=self.models_)
         self.encoder_id_ = self._encoder().identifier  # weights load lazily: this is cheap
         self.reference_ = reference_pairs(
             self.predictor_, X, Y, datasets, alphas=self.alphas, repeats=self.repeats,
@@ -234,10 +231,38 @@ class Router:
                     len(X), len(self.models_), len(self.tasks_), len(self.reference_.u))
         return self
 
-    # ------------------------------------------------------------------ selection helpers
+    def _new_predictor(self) -> KNNCorrectnessPredictor:
+        return KNNCorrectnessPredictor(self.k, self.weights, self.index_factory, self.nprobe,
+                                       self.ef_search)
+
+    # ------------------------------------------------------------------ fitted views
+    # derived from the predictor rather than stored twice (the flat index holds the vectors)
+    @property
+    def X_(self) -> np.ndarray:
+        check_is_fitted(self, "predictor_")
+        return self.predictor_.index_.vectors()
+
+    @property
+    def Y_(self) -> np.ndarray:
+        check_is_fitted(self, "predictor_")
+        return self.predictor_.labels_
+
+    @property
+    def datasets_(self) -> np.ndarray:
+        check_is_fitted(self, "predictor_")
+        return self.predictor_.datasets_
+
+    @property
+    def tasks_(self) -> list[str]:
+        return sorted(set(self.datasets_.tolist()))
+
+    @property
+    def model_accuracy_(self) -> pd.Series:
+        check_is_fitted(self, "predictor_")
+        return self.task_accuracy_.mean(axis=0)
+
     @property
     def bma_(self) -> str:
-        check_is_fitted(self, "predictor_")
         return str(self.model_accuracy_.idxmax())
 
     def _candidate_idx(self, candidates: Iterable[str] | None) -> np.ndarray:
@@ -419,9 +444,8 @@ class Router:
         check_is_fitted(self, "predictor_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / "pool.npz", X=self.X_, Y=self.Y_,
-                 datasets=np.asarray(self.datasets_, dtype=str),
-                 instance_ids=np.asarray(self.predictor_.index_.instance_ids_, dtype=str))
+        # the vectors and the row -> (dataset, instance) map live in the index and its sidecar
+        np.savez(folder / "pool.npz", Y=self.Y_)
         self.predictor_.index_.encoder_id = self.encoder_id_
         self.predictor_.index_.save(folder / "index")
         ref = self.reference_
@@ -461,23 +485,15 @@ class Router:
         try:
             router = cls(**meta["params"])
             with np.load(folder / "pool.npz", allow_pickle=False) as z:
-                X, Y = z["X"], z["Y"]
-                datasets = z["datasets"].astype(object)
-                ids = z["instance_ids"].astype(object)
-            index = VectorIndex.load(folder / "index")
-            if len(index) != len(X) or list(index.instance_ids_) != list(ids) \
-                    or list(index.datasets_) != list(datasets):
-                raise BenchrouteError(f"{folder}: the index and pool.npz disagree")
-            pred = KNNCorrectnessPredictor(router.k, router.weights, router.index_factory,
-                                           router.nprobe, router.ef_search).attach(index, Y)
-            router.predictor_ = pred
-            router.X_, router.Y_, router.datasets_ = X, Y, datasets
+                Y = z["Y"]
             router.models_ = list(meta["models"])
-            router.tasks_ = sorted(set(datasets.tolist()))
+            if Y.ndim != 2 or Y.shape[1] != len(router.models_):
+                raise BenchrouteError(f"{folder}: pool.npz labels have shape {Y.shape}, expected "
+                                      f"(n, {len(router.models_)})")
+            router.predictor_ = router._new_predictor().attach(VectorIndex.load(folder / "index"), Y)
             split = meta["task_accuracy"]
             router.task_accuracy_ = pd.DataFrame(split["data"], index=split["index"],
                                                  columns=split["columns"], dtype=float)
-            router.model_accuracy_ = router.task_accuracy_.mean(axis=0)
             router.encoder_id_ = meta["encoder"]
             r = meta["reference"]
             router.reference_ = ReferencePairs(
@@ -491,6 +507,33 @@ class Router:
 
 
 _DATA_FILES = ("pool.npz", "index/index.faiss", "index/index.json")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A store's inputs as arrays, rows in ``data.instances()`` order."""
+
+    X: np.ndarray            # (N, d) float32 unit vectors
+    Y: np.ndarray            # (N, M) float32 labels, NaN = no result
+    datasets: np.ndarray     # (N,) object
+    instance_ids: list[str]
+    models: list[str]
+
+
+def pool_arrays(data: BenchmarkData, embeddings: np.ndarray | None,
+                embed: Any, column: str = "correct") -> Pool:
+    """Vectors and labels of every input of ``data``; ``embed(texts)`` runs when no embeddings
+    are given, and given ones are checked against the number of inputs."""
+    inst = data.instances()
+    mat = data.correctness_matrix(column=column)
+    if list(mat.index) != list(zip(inst["dataset"], inst["instance_id"])):
+        raise BenchrouteError("internal: correctness matrix and instances are misaligned")
+    X = embed(inst["text"].tolist()) if embeddings is None else np.asarray(embeddings)
+    if X.ndim != 2 or len(X) != len(inst):
+        raise BenchrouteError(f"embeddings must have shape ({len(inst)}, d), got {X.shape}")
+    return Pool(np.ascontiguousarray(X, dtype=np.float32), mat.to_numpy(dtype=np.float32),
+                inst["dataset"].to_numpy(dtype=object), inst["instance_id"].tolist(),
+                list(mat.columns))
 
 
 def _sha256(path: Path) -> str:

@@ -34,28 +34,34 @@ def s3(s2_scores: np.ndarray, p: np.ndarray) -> np.ndarray:
     return p * s2_scores + (1.0 - p) * (1.0 - s2_scores)
 
 
+def mean_distance(distances: np.ndarray, n_neighbours: int = 19,
+                  inputs: np.ndarray | None = None) -> np.ndarray:
+    """Mean over inputs (axis −2) of each input's mean cosine distance to its ``n_neighbours``
+    nearest (axis −1), skipping missing (infinite) neighbours; ``inputs`` masks which inputs
+    count. Leading axes are batches (e.g. several few-shot draws)."""
+    d = distances[..., :n_neighbours]
+    finite = np.isfinite(d)
+    per_input = np.where(finite, d, 0.0).sum(axis=-1) / np.maximum(finite.sum(axis=-1), 1)
+    ok = finite.any(axis=-1) if inputs is None else finite.any(axis=-1) & inputs
+    return (per_input * ok).sum(axis=-1) / np.maximum(ok.sum(axis=-1), 1)
+
+
 def task_distance(nb: Neighbours, n_neighbours: int = 19) -> float:
     """u = mean over inputs of the mean cosine distance to their ``n_neighbours`` nearest."""
-    d = nb.distances[:, :n_neighbours]
-    ok = np.isfinite(d)
-    if ok.all():
-        return float(d.mean())
-    per_input = np.where(ok, d, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
-    return float(per_input[ok.any(axis=1)].mean())
+    return float(mean_distance(nb.distances, n_neighbours))
 
 
 def predictor_accuracy(g: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Per model, mean(ĝ == y) over inputs with a label; NaN for a model with no label.
+    """Per model, mean(ĝ == y) over inputs (axis −2) with a label; NaN for a model with none.
 
     Continuous labels are binarised at ``threshold`` too, so p stays the probability that the
-    binary prediction is right.
+    binary prediction is right. Leading axes are batches.
     """
     y = np.asarray(y, dtype=float)
     has = ~np.isnan(y)
     hit = ((g > threshold) == (y >= threshold)) & has
-    n = has.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, hit.sum(axis=0) / np.maximum(n, 1), np.nan)
+    n = has.sum(axis=-2)
+    return np.where(n > 0, hit.sum(axis=-2) / np.maximum(n, 1), np.nan)
 
 
 def kernel_smooth(u: float, ref_u: np.ndarray, ref_p: np.ndarray, bandwidth: float = 0.09
@@ -228,16 +234,8 @@ def _pairs_batch(predictor: KNNCorrectnessPredictor, base: Neighbours, Yt: np.nd
     nb = Neighbours(dist.reshape(C * n, Kc), labels.reshape(C * n, Kc, m))
     g, flag = predictor.aggregate(nb, means)
     g = g.reshape(C, n, m)
-    d = dist[:, :, :n_neighbours]
-    finite = np.isfinite(d)
-    per_input = np.where(finite, d, 0.0).sum(axis=2) / np.maximum(finite.sum(axis=2), 1)
-    ok = test & finite.any(axis=2)
-    u = (per_input * ok).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
-    y = np.where(test[:, :, None], Yt[None], np.nan)
-    has = ~np.isnan(y)
-    hit = ((g > threshold) == (y >= threshold)) & has
-    cnt = has.sum(axis=1)
-    p = np.where(cnt > 0, hit.sum(axis=1) / np.maximum(cnt, 1), np.nan)
+    u = mean_distance(dist, n_neighbours, inputs=test)
+    p = predictor_accuracy(g, np.where(test[:, :, None], Yt[None], np.nan), threshold)
     fell = bool((flag.reshape(C, n, m) & test[:, :, None]).any())
     return u.tolist(), list(p), fell
 

@@ -41,5 +41,4 @@ def embed_texts(
 ) -> np.ndarray:
     """Embed through the on-disk cache: (n, d) float32 unit vectors in input order."""
     enc = get_encoder(encoder)
-    cache = EmbeddingCache(cache_dir, enc.identifier, enc.dimension if enc.dimension > 0 else None)
-    return cache.embed(texts, enc, progress=progress)
+    return EmbeddingCache.for_encoder(enc, cache_dir).embed(texts, enc, progress=progress)

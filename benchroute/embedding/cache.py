@@ -69,6 +69,13 @@ class EmbeddingCache:
         self._loaded: dict[int, np.ndarray] = {}
         self._open()
 
+    @classmethod
+    def for_encoder(cls, encoder: Encoder, root: str | os.PathLike[str] | None = None
+                    ) -> EmbeddingCache:
+        """The cache of one encoder; its dimension is checked when the encoder knows it."""
+        dim = encoder.dimension if encoder.dimension > 0 else None
+        return cls(root, encoder.identifier, dim)
+
     # ------------------------------------------------------------------ opening
     def _open(self) -> None:
         meta_path = self.folder / "meta.json"

@@ -16,8 +16,8 @@ import pandas as pd
 
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
-from benchroute.predictors import KNNCorrectnessPredictor
-from benchroute.router import Router
+from benchroute.predictors import KNNCorrectnessPredictor, column_means
+from benchroute.router import Router, pool_arrays
 from benchroute.scoring import (
     decide,
     few_shot_count,
@@ -34,17 +34,6 @@ from benchroute.scoring import (
 logger = logging.getLogger(__name__)
 
 METHODS = ("S1", "S2", "S3", "S3-true-p", "BMA", "BMA-incl", "Oracle", "LL")
-
-
-def _pool(data: BenchmarkData, router: Router, embeddings: np.ndarray | None
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    inst = data.instances()
-    mat = data.correctness_matrix()
-    X = router.embed(inst["text"].tolist()) if embeddings is None else np.asarray(embeddings)
-    if X.shape[0] != len(inst):
-        raise BenchrouteError(f"embeddings must have {len(inst)} rows (data.instances()), got {X.shape[0]}")
-    return (np.ascontiguousarray(X, dtype=np.float32), mat.to_numpy(dtype=np.float32),
-            inst["dataset"].to_numpy(dtype=object), list(mat.columns))
 
 
 def leave_one_task_out(
@@ -81,11 +70,11 @@ def leave_one_task_out(
     """
     router = Router(**dict(router_params or {}))
     router._validate_params()
-    X, Y, ds, models = _pool(data, router, embeddings)
+    pool = pool_arrays(data, embeddings, router.embed)
+    X, Y, ds, models = pool.X, pool.Y, pool.datasets, pool.models
     all_tasks = sorted(set(ds.tolist()))
     run_tasks = list(tasks) if tasks is not None else all_tasks
-    pred = KNNCorrectnessPredictor(router.k, router.weights, router.index_factory, router.nprobe,
-                                   router.ef_search).fit(X, Y, ds)
+    pred = router._new_predictor().fit(X, Y, ds)
     task_acc = data.dataset_accuracy().reindex(columns=models)
     logprob = None
     if "logprob" in data.frame.columns and data.frame["logprob"].notna().any():
@@ -136,8 +125,7 @@ def _select_all(router: Router, pred: KNNCorrectnessPredictor, nb: Any, means: n
                 ) -> list[dict[str, Any]]:
     g, _ = pred.aggregate(nb, means)
     u = task_distance(nb, router.n_neighbours)
-    has = ~np.isnan(y)
-    true_acc = np.where(has.any(axis=0), np.nansum(y, axis=0) / np.maximum(has.sum(axis=0), 1), np.nan)
+    true_acc = column_means(y, np.nan)
     cand = np.flatnonzero(~np.isnan(true_acc))
     if len(cand) == 0:
         return []
@@ -157,8 +145,7 @@ def _select_all(router: Router, pred: KNNCorrectnessPredictor, nb: Any, means: n
     choices["BMA-incl"] = (bma_incl, False)
     choices["Oracle"] = (int(cand[np.argmax(true_acc[cand])]), False)
     if logprob is not None:
-        known = ~np.isnan(logprob)
-        ll = np.where(known.any(axis=0), np.nansum(logprob, axis=0) / np.maximum(known.sum(axis=0), 1), np.nan)
+        ll = column_means(logprob, np.nan)
         if np.isfinite(ll[cand]).any():
             choices["LL"] = (int(cand[np.nanargmax(np.where(np.isfinite(ll[cand]), ll[cand], -np.inf))]), False)
     out = []
@@ -190,16 +177,12 @@ def per_instance_routing(
     """
     router = Router(**dict(router_params or {}))
     router._validate_params()
-    inst = data.instances()
-    mat = data.correctness_matrix(column=column)
-    Q = mat.to_numpy(dtype=np.float64)
-    X = router.embed(inst["text"].tolist()) if embeddings is None else np.asarray(embeddings, dtype=np.float32)
-    ds = inst["dataset"].to_numpy(dtype=object)
-    models = list(mat.columns)
+    pool = pool_arrays(data, embeddings, router.embed, column=column)
+    X, ds, models = pool.X, pool.datasets, pool.models
+    Q = pool.Y.astype(np.float64)
     lo, hi = np.nanmin(Q), np.nanmax(Q)
     Y = ((Q - lo) / (hi - lo) if hi > lo else np.full_like(Q, 0.5)).astype(np.float32)
-    pred = KNNCorrectnessPredictor(router.k, router.weights, router.index_factory, router.nprobe,
-                                   router.ef_search).fit(X, Y, ds)
+    pred = router._new_predictor().fit(X, Y, ds)
     fold = np.random.default_rng(seed).permutation(len(X)) % folds
     routed = np.empty(len(X), dtype=int)
     single = np.empty(len(X), dtype=int)
@@ -207,9 +190,8 @@ def per_instance_routing(
         test = np.flatnonzero(fold == f)
         train = np.flatnonzero(fold != f)
         nb = pred.neighbours(X[test], router.k, exclude_rows=test)
-        means = np.nan_to_num(np.nanmean(Y[train], axis=0), nan=0.0)
-        g, _ = pred.aggregate(nb, means)
-        best = int(np.nanargmax(np.nanmean(Q[train], axis=0)))
+        g, _ = pred.aggregate(nb, column_means(Y[train], 0.0))
+        best = int(np.nanargmax(column_means(Q[train], np.nan)))
         pick = np.argmax(np.where(np.isnan(Q[test]), -np.inf, g), axis=1)  # only models with a result
         tie = np.isclose(g[np.arange(len(test)), best], g[np.arange(len(test)), pick]) & ~np.isnan(Q[test, best])
         pick[tie] = best

@@ -316,3 +316,16 @@ def test_save_load_roundtrip_and_tampering(tmp_path):
         Router.load(tmp_path / "r3")
     with pytest.raises(BenchrouteError, match="not a saved benchroute router"):
         Router.load(tmp_path / "nowhere")
+
+
+def test_encoder_and_cache_are_reused(tmp_path):
+    """Weights load once per router, the cache is opened once; both follow set_params."""
+    data, _ = synthetic(9)
+    router = Router(alphas=(0.0,), encoder="hashing-32-12", cache_dir=str(tmp_path)).fit(data)
+    enc = router._encoder()
+    router.select_model(["task 0 input 1"])
+    cache = router._held_cache[1]
+    router.route(["task 0 input 2"])
+    assert router._encoder() is enc and router._held_cache[1] is cache
+    router.set_params(encoder="hashing-16-12")
+    assert router._encoder() is not enc and router._encoder().dimension == 16
