@@ -17,15 +17,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchroute.data.text import normalize_text
 from benchroute.exceptions import DataError, FormatVersionError
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("dataset", "instance_id", "text", "model", "score", "correct")
-OPTIONAL_COLUMNS = ("metric", "split", "cost", "logprob")
+# cost: USD per call; prompt_tokens / completion_tokens: token counts of that call.
+OPTIONAL_COLUMNS = ("metric", "split", "cost", "prompt_tokens", "completion_tokens", "logprob")
 STORE_FORMAT_VERSION = 1
 _STRING_COLUMNS = ("dataset", "instance_id", "text", "model", "metric", "split")
-_FLOAT_COLUMNS = ("score", "correct", "cost", "logprob")
+_FLOAT_COLUMNS = ("score", "correct", "cost", "prompt_tokens", "completion_tokens", "logprob")
 
 
 @dataclass
@@ -33,13 +35,25 @@ class LoadReport:
     """What a loader read, dropped and skipped, so that nothing is lost silently.
 
     ``skipped`` holds ``(what, why)`` pairs (a run directory, a file, a record); ``counts``
-    holds counted drops such as ``perturbed_skipped`` or ``nan_dropped``.
+    holds counted drops such as ``perturbed_skipped`` or ``nan_dropped``. ``metrics`` maps each
+    dataset to the metric its labels come from, ``scales`` each dataset to where that metric's
+    range came from (``"declared"``, ``"known"``, ``"caller"``, ``"binary"`` or ``"guessed"``), and
+    ``warnings`` holds what the user must act on (degenerate labels, guessed scales, conflicts).
     """
 
     sources: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    metrics: dict[str, str] = field(default_factory=dict)
+    scales: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Record a warning in the report and the log, once."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            logger.warning("%s", message)
 
     def count(self, key: str, n: int = 1) -> None:
         if n:
@@ -51,6 +65,9 @@ class LoadReport:
             skipped=self.skipped + other.skipped,
             counts=dict(self.counts),
             notes=self.notes + other.notes,
+            metrics={**self.metrics, **other.metrics},
+            scales={**self.scales, **other.scales},
+            warnings=self.warnings + [w for w in other.warnings if w not in self.warnings],
         )
         for key, n in other.counts.items():
             out.count(key, n)
@@ -66,6 +83,9 @@ class LoadReport:
             skipped=[(str(a), str(b)) for a, b in d.get("skipped", [])],
             counts={str(k): int(v) for k, v in d.get("counts", {}).items()},
             notes=list(d.get("notes", [])),
+            metrics={str(k): str(v) for k, v in d.get("metrics", {}).items()},
+            scales={str(k): str(v) for k, v in d.get("scales", {}).items()},
+            warnings=[str(w) for w in d.get("warnings", [])],
         )
 
 
@@ -90,20 +110,28 @@ class BenchmarkData:
         What the loader dropped or skipped; extended here with the rows dropped on validation.
     source : str, optional
         Named in error messages so that a user knows which file was bad.
+    strict : bool, default False
+        Texts are compared after :func:`~benchroute.data.text.normalize_text` (line endings,
+        surrounding whitespace). An instance whose models still disagree on its text is skipped
+        and counted (``text_conflict_skipped``, with an example in ``report.skipped``); with
+        ``strict=True`` it is an error.
 
     Raises
     ------
     DataError
-        Missing columns, duplicate (dataset, instance_id, model) rows, a text that differs between
-        models for the same instance, or ``correct`` outside [0, 1]. Rows with a NaN score or
-        correctness, or no text, are dropped and counted in ``report.counts`` instead.
+        Missing columns, duplicate (dataset, instance_id, model) rows, ``correct`` outside [0, 1],
+        or (``strict``) a text that differs between models for the same instance. Rows with a NaN
+        score or correctness, or no text, are dropped and counted in ``report.counts`` instead.
     """
 
     def __init__(
-        self, frame: pd.DataFrame, report: LoadReport | None = None, source: str = "<frame>"
+        self, frame: pd.DataFrame, report: LoadReport | None = None, source: str = "<frame>",
+        strict: bool = False,
     ) -> None:
         self.report = report if report is not None else LoadReport(sources=[source])
+        self.strict = strict
         self.frame = self._validate(frame, source)
+        _warn_degenerate(self.frame, self.report)
 
     # ------------------------------------------------------------------ validation
     def _validate(self, frame: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -166,16 +194,35 @@ class BenchmarkData:
                 f"model={row['model']!r}; each model may have one result per instance"
             )
 
-        texts = df.groupby(["dataset", "instance_id"], sort=False)["text"].nunique()
-        if (texts > 1).any():
-            (ds, iid) = texts[texts > 1].index[0]
-            variants = df.loc[(df["dataset"] == ds) & (df["instance_id"] == iid), "text"].unique()
-            raise DataError(
-                f"{source}: instance dataset={ds!r} instance_id={iid!r} has {len(variants)} "
-                f"different texts across models (e.g. {variants[0][:60]!r} vs "
-                f"{variants[1][:60]!r}); one instance must have one input text"
-            )
+        df["text"] = df["text"].map(normalize_text)
+        df = self._drop_text_conflicts(df, source)
         return df.reset_index(drop=True)
+
+    def _drop_text_conflicts(self, df: pd.DataFrame, source: str) -> pd.DataFrame:
+        texts = df.groupby(["dataset", "instance_id"], sort=False)["text"].nunique()
+        conflicts = texts[texts > 1]
+        if conflicts.empty:
+            return df
+        (ds, iid) = conflicts.index[0]
+        variants = df.loc[(df["dataset"] == ds) & (df["instance_id"] == iid), "text"].unique()
+        where = describe_difference(str(variants[0]), str(variants[1]))
+        message = (
+            f"instance dataset={ds!r} instance_id={iid!r} has {len(variants)} different texts "
+            f"across models ({where})"
+        )
+        if self.strict:
+            raise DataError(f"{source}: {message}; one instance must have one input text")
+        self.report.count("text_conflict_skipped", len(conflicts))
+        self.report.skipped.append((f"{source}: {len(conflicts)} instance(s)", message))
+        self.report.warn(
+            f"{source}: skipped {len(conflicts)} instance(s) whose text differs between models, "
+            f"e.g. {message}; pass strict=True to make this an error"
+        )
+        keys = pd.MultiIndex.from_frame(df[["dataset", "instance_id"]])
+        df = df.loc[~keys.isin(conflicts.index)]
+        if df.empty:
+            raise DataError(f"{source}: every instance's text differs between models; {message}")
+        return df
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -324,6 +371,37 @@ class BenchmarkData:
                 )
             report = LoadReport.from_dict(meta.get("report", {}))
         return cls(table.to_pandas(), report=report, source=str(path))
+
+
+def describe_difference(a: str, b: str, context: int = 30) -> str:
+    """Where two texts first differ, with a little context: the first 60 characters of two
+    few-shot prompts are usually identical, so showing them says nothing."""
+    n = 0
+    limit = min(len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    lo = max(0, n - context)
+    return (
+        f"first difference at character {n}: {a[lo:n + context]!r} vs {b[lo:n + context]!r}"
+    )
+
+
+def _warn_degenerate(df: pd.DataFrame, report: LoadReport) -> None:
+    """Warn when a dataset's labels are all 0 or all 1 across every model: no selection can
+    tell the models apart there, and the usual cause (a ROUGE-like metric binarised at 0.5, or a
+    wrong metric) has a fix the user should hear about."""
+    for ds, labels in df.groupby("dataset", sort=True)["correct"]:
+        values = labels.to_numpy(dtype=float)
+        if len(values) < 2 or not np.all((values == 0) | (values == 1)):
+            continue
+        if values.min() == values.max():
+            metric = report.metrics.get(str(ds), "its metric")
+            report.warn(
+                f"dataset {ds!r}: every label is {int(values[0])} across all models "
+                f"({len(values)} results, {metric}); labels this degenerate cannot separate "
+                f"models. Choose another metric (metric={{{str(ds)!r}: ...}}) or a per-dataset "
+                f"threshold (threshold={{{str(ds)!r}: ...}})"
+            )
 
 
 def _check_known(names: list[str], known: list[str], what: str) -> None:

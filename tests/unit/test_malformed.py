@@ -137,8 +137,6 @@ def test_malformed_mixinstruct(tmp_path, content, match):
         ("nomodels.csv", "text,comment\nq,hello\n", {}, "no model columns"),
         ("dup.csv", "dataset,instance_id,text,model,score\nd,1,q,m,1\nd,1,q,m,0\n",
          {"instance_id": "instance_id"}, "share a \\(dataset, instance_id, model\\) key"),
-        ("texts.csv", "dataset,instance_id,text,model,score\nd,1,q,m,1\nd,1,Q,n,0\n",
-         {"instance_id": "instance_id"}, "different texts across models"),
         ("range.csv", "text,m1\nq,1.5\n", {"correct": "as_is"}, r"must lie in \[0, 1\]; got 1.5"),
         ("x.pkl", "junk", {}, "pickle files are not loaded"),
         ("x.xlsx", "junk", {}, "unknown table format"),

@@ -71,7 +71,6 @@ def test_nan_rows_dropped_and_counted():
         (lambda d: d.assign(correct=[1.0, 0.0, 2.0, 1.0, 1.0]), r"'correct' must lie in \[0, 1\]; got 2 for"),
         (lambda d: d.assign(score=["1", "x", "0", "1", "1"]), r"column 'score' must be numeric; found 'x'"),
         (lambda d: pd.concat([d, d.iloc[[0]]]), r"2 rows share a \(dataset, instance_id, model\) key"),
-        (lambda d: d.assign(text=["x one", "x ONE", "x two", "y one", "y one"]), "different texts across models"),
         (lambda d: d.iloc[0:0], r"no benchmark results \(0 rows\)"),
         (lambda d: d.assign(score=np.nan), "every row had a NaN score"),
     ],
@@ -108,3 +107,37 @@ def test_not_parquet(tmp_path):
     bad.write_text("not parquet")
     with pytest.raises(DataError, match="not a readable parquet file"):
         BenchmarkData.load(bad)
+
+
+def _rows_frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model", "score", "correct"])
+
+
+def test_text_identity_normalises_and_skips_conflicts():
+    from benchroute.data.store import BenchmarkData
+    from benchroute.exceptions import DataError
+
+    rows = [
+        ("d", "1", "What?\r\nA. x\r\n", "m", 1, 1), ("d", "1", "What?\nA. x", "n", 0, 0),
+        ("d", "2", "Shared prefix then one", "m", 1, 1), ("d", "2", "Shared prefix then two", "n", 0, 0),
+        ("d", "3", "ok", "m", 1, 1), ("d", "3", "ok", "n", 1, 1),
+    ]
+    data = BenchmarkData(_rows_frame(rows))
+    assert data.n_instances == 2 and data.report.counts == {"text_conflict_skipped": 1}
+    assert "first difference at character 19" in data.report.skipped[0][1]
+    assert data.instances()["text"].tolist() == ["What?\nA. x", "ok"]
+    with pytest.raises(DataError, match="first difference at character 19: 'Shared prefix then one' vs 'Shared prefix then two'"):
+        BenchmarkData(_rows_frame(rows), strict=True)
+
+
+def test_degenerate_labels_warn_with_the_fix():
+    from benchroute.data.store import BenchmarkData
+
+    rows = [("rouge", str(i), f"q{i}", m, 0.2, 0) for i in range(3) for m in ("a", "b")]
+    rows += [("ok", str(i), f"p{i}", m, float(i % 2), i % 2) for i in range(3) for m in ("a", "b")]
+    data = BenchmarkData(_rows_frame(rows))
+    assert len(data.report.warnings) == 1
+    assert "dataset 'rouge': every label is 0" in data.report.warnings[0]
+    assert "threshold={'rouge': ...}" in data.report.warnings[0]
