@@ -509,7 +509,8 @@ def _default_metric(run: _Run) -> tuple[str | None, str]:
             return m, "schema"
     fallback = next((m for m in METRIC_PRIORITY if m in present), None)
     if fallback is None:
-        judged = sorted(m for m in present if m not in LOWER_IS_BETTER and m.endswith("_score")
+        # Then any metric the package's table knows (rubrics, judge ``*_score``s).
+        judged = sorted(m for m in present if m not in LOWER_IS_BETTER
                         and known_scale(m) is not None)
         fallback = judged[0] if judged else None
     how = (f"schema main metric {declared[0]!r} is not a per-instance stat; fallback"
