@@ -328,7 +328,7 @@ def _read(path: Path, expect: type) -> Any:
     except DataError:
         raise
     except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
-        raise DataError(f"{path}: unreadable JSON ({short_repr(str(exc), 120)})") from exc
+        raise DataError(f"{path}: unreadable JSON ({_short_text(str(exc), 120)})") from exc
 
 
 def _shown(run: Path, root: Path) -> str:

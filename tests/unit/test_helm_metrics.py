@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from benchroute import DataError, load_helm
-from tests.helm_builder import stat, write_run, write_schema
+from tests.helm_builder import write_run, write_schema
 
 IDS = ["id1", "id2", "id3", "id4"]
 
