@@ -204,6 +204,9 @@ def load_helm(
     dup = frame.duplicated(["dataset", "instance_id", "model"], keep="first")
     report.count("duplicate_rows_merged", int(dup.sum()))
     frame = frame.loc[~dup]
+    # Token columns only where HELM counted tokens: an all-empty column says nothing.
+    frame = frame.drop(columns=[c for c in ("prompt_tokens", "completion_tokens")
+                                if frame[c].isna().all()])
     if price_table is not None:
         _report_prices(frame, price_table, report)
     return BenchmarkData(frame, report=report, source=str(root), strict=strict)
@@ -735,6 +738,10 @@ def _price_of(run: _Run, prices: dict[str, Price] | None) -> Price | None:
 
 
 def _report_prices(frame: pd.DataFrame, prices: dict[str, Price], report: LoadReport) -> None:
+    if "prompt_tokens" not in frame.columns:
+        report.warn("prices were given but these HELM runs have no token counts "
+                    "(num_prompt_tokens); no cost can be computed")
+        return
     unpriced = sorted(frame.loc[frame["cost"].isna() & frame["prompt_tokens"].notna(),
                                 "model"].unique())
     if unpriced:

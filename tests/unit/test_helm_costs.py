@@ -103,3 +103,19 @@ def test_bad_price_mappings(tmp_path, bad):
     suite = _token_suite(tmp_path)
     with pytest.raises(DataError, match="prices"):
         load_helm(suite, prices=bad)
+
+
+def test_no_token_stats_no_token_columns(tmp_path):
+    write_run(tmp_path / "s", "qa", "org/a", {"id1": {"exact_match": 1}})
+    data = load_helm(tmp_path / "s")
+    assert not {"prompt_tokens", "completion_tokens", "cost"} & set(data.frame.columns)
+    priced = load_helm(tmp_path / "s", prices={"org/a": (1, 1)})
+    assert priced.frame["cost"].isna().all()
+    assert any("no token counts" in w for w in priced.report.warnings)
+
+
+def test_costs_survive_save_and_load(tmp_path):
+    data = load_helm(_token_suite(tmp_path), prices={"org/a": (1, 2), "org/b": (1, 2)})
+    again = benchroute.BenchmarkData.load(data.save(tmp_path / "store.parquet"))
+    assert again.frame["cost"].tolist() == pytest.approx(data.frame["cost"].tolist())
+    assert again.report.metrics == {"qa": "exact_match"}
