@@ -172,7 +172,7 @@ def load_helm(
         )
     report = LoadReport(sources=[str(root)])
     schema_cache: dict[Path, HelmSchema | None] = {}
-    schema_problems: list[str] = []
+    schema_problems: list[tuple[str, str]] = []
     parsed: list[_Run] = []
     for run in runs:
         try:
@@ -180,7 +180,7 @@ def load_helm(
         except DataError as exc:
             report.skipped.append((_shown(run, root), str(exc)))
     _warn_grouped(report, "schema problems (main metrics fall back where they matter)",
-                  [(p, p) for p in dict.fromkeys(schema_problems)])
+                  list(dict.fromkeys(schema_problems)))
     if parsed:
         _check_mapping_keys(parsed, metric, threshold, score_range)
     by_dataset: dict[str, list[_Run]] = defaultdict(list)
@@ -290,7 +290,8 @@ class _Run:
 
 
 def _parse_run(run: Path, root: Path, report: LoadReport,
-               schema_cache: dict[Path, HelmSchema | None], schema_problems: list[str]) -> _Run:
+               schema_cache: dict[Path, HelmSchema | None],
+               schema_problems: list[tuple[str, str]]) -> _Run:
     for required in ("run_spec.json", "per_instance_stats.json"):
         if not (run / required).is_file():
             raise DataError(f"incomplete run: {required} is missing")
@@ -760,8 +761,9 @@ def _warn_grouped(report: LoadReport, what: str, items: Sequence[tuple[str, str]
     for where, why in items:
         groups[_reason_key(why)].append((where, why))
     for members in sorted(groups.values(), key=len, reverse=True):
-        examples = ", ".join(_short_text(Path(w).name, 100) for w, _ in members[:3])
-        more = f" and {len(members) - 3} more" if len(members) > 3 else ""
+        shown = list(dict.fromkeys(_short_text(Path(w).name, 100) for w, _ in members))
+        examples = ", ".join(shown[:3])
+        more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
         report.warn(f"{len(members)} {what}: {_short_text(members[0][1], 300)} "
                     f"(e.g. {examples}{more})")
 

@@ -192,19 +192,19 @@ def _schema_files_in(folder: Path) -> Iterable[Path]:
 
 
 def schema_for(files: Sequence[Path], cache: dict[Path, HelmSchema | None],
-               problems: list[str]) -> HelmSchema | None:
+               problems: list[tuple[str, str]]) -> HelmSchema | None:
     """The schemas in ``files`` merged, nearest first; unreadable files are skipped into
-    ``problems`` (the runs still load, with the fallback metric rule)."""
+    ``problems`` as ``(file, message)`` (the runs still load, with the fallback metric rule)."""
     out: HelmSchema | None = None
     for f in files:
         if f not in cache:
             try:
                 schema, bad = read_schema(f)
             except DataError as exc:
-                problems.append(f"{exc}; this schema is ignored")
+                problems.append((str(f), f"{exc}; this schema is ignored"))
                 cache[f] = None
                 continue
-            problems.extend(bad)
+            problems.extend((str(f), b) for b in bad)
             cache[f] = schema
         s = cache[f]
         if s is not None:
