@@ -189,13 +189,14 @@ def load_helm(
     rows: list[dict[str, Any]] = []
     for ds in sorted(by_dataset):
         rows.extend(_dataset_rows(ds, by_dataset[ds], metric, threshold, score_range,
-                                  include_perturbed, price_table, root, report))
+                                  include_perturbed, price_table, report))
     if report.skipped:
         _warn_grouped(report, f"of {len(runs)} HELM runs skipped", report.skipped)
     if not rows:
         raise DataError(
             f"{root}: none of {len(runs)} HELM runs could be read: "
-            + "; ".join(f"{Path(r).name}: {why}" for r, why in report.skipped[:3])
+            + "; ".join(f"{Path(r).name}: {_short_text(why, 600)}"
+                        for r, why in report.skipped[:3])
             + (f"; and {len(report.skipped) - 3} more" if len(report.skipped) > 3 else "")
         )
     frame = pd.DataFrame(rows)
@@ -548,7 +549,7 @@ def _dataset_rows(
     ds: str, runs: list[_Run], metric: str | Mapping[str, str],
     threshold: float | Mapping[str, float],
     score_range: tuple[float, float] | Mapping[str, tuple[float, float]] | None,
-    include_perturbed: bool, prices: dict[str, Price] | None, root: Path, report: LoadReport,
+    include_perturbed: bool, prices: dict[str, Price] | None, report: LoadReport,
 ) -> list[dict[str, Any]]:
     """Rows of one dataset: one metric and one scale for all its models."""
     names = _names(runs)

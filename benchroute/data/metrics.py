@@ -18,7 +18,8 @@ import numpy as np
 
 from benchroute.exceptions import DataError
 
-__all__ = ["MetricScale", "known_scale", "guess_scale", "check_range", "to_unit"]
+__all__ = ["LOWER_IS_BETTER", "MetricScale", "check_range", "guess_scale", "known_scale",
+           "parse_range", "short_repr", "to_unit"]
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,9 @@ _RUBRIC_METRICS: dict[str, tuple[float, float]] = {
     "mtsamples_procedures_accuracy": (1.0, 5.0),
 }
 # Lower is better; their range has no upper bound, so a caller's score_range is needed.
-_LOWER_IS_BETTER = frozenset(
+LOWER_IS_BETTER = frozenset(
     {"wer_score", "cer_score", "mer_score", "absolute_value_difference", "toxic_frac"}
 )
-LOWER_IS_BETTER = _LOWER_IS_BETTER
 # Suffixes of judge scores on [0, 1] (HELM's safety and judge metrics: ``<name>_score``).
 _JUDGE_SUFFIX = "_score"
 
@@ -82,16 +82,12 @@ def known_scale(metric: str) -> MetricScale | None:
         lo, hi = _RUBRIC_METRICS[metric]
         return MetricScale(lo, hi)
     if metric in _UNIT_METRICS:
-        return MetricScale(0.0, 1.0, lower_is_better=metric in _LOWER_IS_BETTER)
-    if metric in _LOWER_IS_BETTER:
+        return MetricScale(0.0, 1.0, lower_is_better=metric in LOWER_IS_BETTER)
+    if metric in LOWER_IS_BETTER:
         return None  # direction known, range not: the caller must give one
     if metric.endswith(_JUDGE_SUFFIX):
         return MetricScale(0.0, 1.0)
     return None
-
-
-def is_lower_better(metric: str) -> bool:
-    return metric in _LOWER_IS_BETTER
 
 
 def guess_scale(values: np.ndarray) -> MetricScale | None:
