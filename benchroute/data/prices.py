@@ -75,22 +75,24 @@ def load_prices(path: str | os.PathLike[str]) -> dict[str, Price]:
 
 
 def _from_csv(path: Path, text: str) -> dict[str, Price]:
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    lines = list(csv.reader(text.splitlines()))
+    header = [h.strip() for h in lines[0]]
     in_col = next((c for c in _INPUT if c in header), None)
     out_col = next((c for c in _OUTPUT if c in header), None)
     if "model" not in header or in_col is None or out_col is None:
         raise DataError(
             f"{path}: the header must name 'model', an input price column (one of {list(_INPUT)}) "
-            f"and an output price column (one of {list(_OUTPUT)}); got {header}"
+            f"and an output price column (one of {list(_OUTPUT)}); got {short_repr(header, 200)}"
         )
-    rows = []
-    for lineno, row in enumerate(reader, start=2):
-        row = {(k or "").strip(): v for k, v in row.items()}
-        if None in row.values() or "" in row:
-            raise DataError(f"{path}: line {lineno} has {len(row)} fields, the header "
+    rows: list[tuple[str, object, object, object]] = []
+    for lineno, fields in enumerate(lines[1:], start=2):
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise DataError(f"{path}: line {lineno} has {len(fields)} fields, the header "
                             f"{len(header)}")
-        rows.append((f"line {lineno}", row.get("model"), row.get(in_col), row.get(out_col)))
+        row = dict(zip(header, fields))
+        rows.append((f"line {lineno}", row["model"], row[in_col], row[out_col]))
     return _build(path, rows, in_col, out_col)
 
 
@@ -145,15 +147,13 @@ def _build(path: Path, rows: list[tuple[str, object, object, object]], in_col: s
 
 def _usd(path: Path | str, where: str, field: str, value: object) -> float:
     """A price: a finite, non-negative number (a numeric string from CSV too)."""
-    if isinstance(value, bool) or value is None:
-        bad = True
-    else:
+    num = math.nan
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
-            num = float(value) if isinstance(value, (int, float, str)) else math.nan
-            bad = not math.isfinite(num) or num < 0
+            num = float(value)
         except (ValueError, OverflowError):
-            bad = True
-    if bad:
+            num = math.nan
+    if not math.isfinite(num) or num < 0:
         raise DataError(f"{path}: {where} field {field!r} must be a non-negative number of USD "
                         f"per 1M tokens, got {short_repr(value)}")
     return num
