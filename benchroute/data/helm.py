@@ -12,7 +12,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -171,16 +171,15 @@ def load_helm(
             "per_instance_stats.json below it)"
         )
     report = LoadReport(sources=[str(root)])
-    schema_cache: dict[Path, HelmSchema | None] = {}
-    schema_problems: list[tuple[str, str]] = []
+    schemas = _Schemas()
     parsed: list[_Run] = []
     for run in runs:
         try:
-            parsed.append(_parse_run(run, root, report, schema_cache, schema_problems))
+            parsed.append(_parse_run(run, root, report, schemas))
         except DataError as exc:
             report.skipped.append((_shown(run, root), str(exc)))
     _warn_grouped(report, "schema problems (main metrics fall back where they matter)",
-                  list(dict.fromkeys(schema_problems)))
+                  list(dict.fromkeys(schemas.problems)))
     if parsed:
         _check_mapping_keys(parsed, metric, threshold, score_range)
     by_dataset: dict[str, list[_Run]] = defaultdict(list)
@@ -290,9 +289,22 @@ class _Run:
     schema: HelmSchema | None
 
 
-def _parse_run(run: Path, root: Path, report: LoadReport,
-               schema_cache: dict[Path, HelmSchema | None],
-               schema_problems: list[tuple[str, str]]) -> _Run:
+@dataclass
+class _Schemas:
+    """Schema files read once per load: per file, and the files that apply per suite folder."""
+
+    parsed: dict[Path, HelmSchema | None] = field(default_factory=dict)
+    files: dict[Path, list[Path]] = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def for_run(self, run: Path, root: Path) -> HelmSchema | None:
+        files = self.files.get(run.parent)
+        if files is None:
+            files = self.files[run.parent] = find_schema_files(run, root)
+        return schema_for(files, self.parsed, self.problems)
+
+
+def _parse_run(run: Path, root: Path, report: LoadReport, schemas: _Schemas) -> _Run:
     for required in ("run_spec.json", "per_instance_stats.json"):
         if not (run / required).is_file():
             raise DataError(f"incomplete run: {required} is missing")
@@ -314,7 +326,7 @@ def _parse_run(run: Path, root: Path, report: LoadReport,
                         f"{short_repr(groups)}")
     stats = _merged_stats(run / "per_instance_stats.json")
     texts, splits, logprobs = _instance_texts(run, report)
-    schema = schema_for(find_schema_files(run, root), schema_cache, schema_problems)
+    schema = schemas.for_run(run, root)
     return _Run(
         path=run, shown=_shown(run, root), dataset=dataset_key(name),
         scenario=name.partition(":")[0], groups=tuple(_clean(g) for g in groups),
@@ -352,7 +364,7 @@ def _model_from_run_name(name: str) -> str | None:
 def _clean(text: str) -> str:
     """Lone surrogates (from ``\\udXXX`` escapes in JSON) cannot be encoded, hashed or saved:
     each becomes U+FFFD, the replacement character."""
-    return _SURROGATE.sub("\ufffd", text)
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def _pert_key(p: Any, where: str) -> str:
@@ -407,14 +419,14 @@ def _merged_stats(path: Path) -> dict[Key, dict[str, float]]:
             if count == 0 or stat.get("mean") is None:
                 continue
             mean = stat["mean"]
-            label = short_repr(_clean(name["name"]), 60)
             if not isinstance(mean, (int, float)) or isinstance(mean, bool):
-                raise DataError(f"{where} stat {label} has a non-numeric mean {short_repr(mean)}")
+                raise DataError(f"{where} stat {short_repr(_clean(name['name']), 60)} has a "
+                                f"non-numeric mean {short_repr(mean)}")
             try:
                 merged[key][_clean(name["name"])] = float(mean)
             except OverflowError as exc:
-                raise DataError(f"{where} stat {label} has a mean too large for a float "
-                                f"({short_repr(mean)})") from exc
+                raise DataError(f"{where} stat {short_repr(_clean(name['name']), 60)} has a mean "
+                                f"too large for a float ({short_repr(mean)})") from exc
     return dict(merged)
 
 
@@ -688,7 +700,7 @@ def _run_rows(run: _Run, metric: str, scale: MetricScale, threshold: float,
             raise DataError(f"metric {metric!r} is present only on perturbed instances")
     report.count("trials_averaged", sum(len(v) - 1 for v in scores.values()))
 
-    values = np.array([float(np.mean(v)) for v in scores.values()])
+    values = np.array([_mean(v) for v in scores.values()])
     check_range(values, scale, metric)
     correct = binarize(to_unit(values, scale), threshold)
     price = _price_of(run, prices)
@@ -700,8 +712,8 @@ def _run_rows(run: _Run, metric: str, scale: MetricScale, threshold: float,
         if text is None:
             missing_text += 1
             continue
-        p_tok = float(np.mean(prompt[(iid, pert)])) if prompt.get((iid, pert)) else np.nan
-        c_tok = float(np.mean(completion[(iid, pert)])) if completion.get((iid, pert)) else np.nan
+        p_tok = _mean(prompt[(iid, pert)]) if prompt.get((iid, pert)) else np.nan
+        c_tok = _mean(completion[(iid, pert)]) if completion.get((iid, pert)) else np.nan
         row = {
             "dataset": run.dataset,
             "instance_id": f"{iid}|{_pert_label(pert)}" if pert else iid,
@@ -782,3 +794,7 @@ def _short_text(text: str, limit: int) -> str:
 
 def _is_hidden(text: str) -> bool:
     return text == "[redacted]" or text.startswith("[encrypted_text_")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
