@@ -19,8 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchroute.data._io import read_json
-from benchroute.data.helm_schema import HelmSchema, find_schema_files, schema_for
+from benchroute.data.helm_schema import (
+    HelmSchema,
+    find_schema_files,
+    read_helm_json,
+    schema_for,
+)
 from benchroute.data.metrics import (
     LOWER_IS_BETTER,
     MetricScale,
@@ -309,7 +313,7 @@ def _parse_run(run: Path, root: Path, report: LoadReport, schemas: _Schemas) -> 
         if not (run / required).is_file():
             raise DataError(f"incomplete run: {required} is missing")
     spec_path = run / "run_spec.json"
-    spec = _read(spec_path, dict)
+    spec = read_helm_json(spec_path, dict)
     adapter = spec.get("adapter_spec")
     if not isinstance(adapter, dict):
         raise DataError(f"{spec_path}: field 'adapter_spec' is missing or not an object")
@@ -334,18 +338,6 @@ def _parse_run(run: Path, root: Path, report: LoadReport, schemas: _Schemas) -> 
         augmented="data_augmentation=" in name, stats=stats, texts=texts, splits=splits,
         logprobs=logprobs, schema=schema,
     )
-
-
-def _read(path: Path, expect: type) -> Any:
-    """:func:`read_json`, with the two ways json itself fails on hostile files made errors."""
-    try:
-        return read_json(path, expect)
-    except RecursionError as exc:
-        raise DataError(f"{path}: JSON nested too deeply to read") from exc
-    except DataError:
-        raise
-    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
-        raise DataError(f"{path}: unreadable JSON ({_short_text(str(exc), 120)})") from exc
 
 
 def _shown(run: Path, root: Path) -> str:
@@ -399,7 +391,7 @@ def _instance_id(value: Any, where: str, field: str) -> str:
 
 def _merged_stats(path: Path) -> dict[Key, dict[str, float]]:
     """Per-instance stats merged by key: one key appears once per Metric class in HELM."""
-    entries = _read(path, list)
+    entries = read_helm_json(path, list)
     merged: dict[Key, dict[str, float]] = defaultdict(dict)
     for i, entry in enumerate(entries):
         where = f"{path}: entry {i}"
@@ -458,7 +450,7 @@ def _instance_texts(run: Path, report: LoadReport) -> tuple[
     instances: list[tuple[str, Any]] = []
     if (run / "scenario_state.json").is_file():
         path = run / "scenario_state.json"
-        states = _read(path, dict).get("request_states")
+        states = read_helm_json(path, dict).get("request_states")
         if not isinstance(states, list):
             raise DataError(f"{path}: field 'request_states' is not a list")
         for i, rs in enumerate(states):
@@ -482,10 +474,10 @@ def _instance_texts(run: Path, report: LoadReport) -> tuple[
     elif (run / "instances.json").is_file():
         path = run / "instances.json"
         instances = [(f"{path}: instance {i}", inst)
-                     for i, inst in enumerate(_read(path, list))]
+                     for i, inst in enumerate(read_helm_json(path, list))]
     elif (run / "display_requests.json").is_file():
         path = run / "display_requests.json"
-        for i, req in enumerate(_read(path, list)):
+        for i, req in enumerate(read_helm_json(path, list)):
             where = f"{path}: entry {i}"
             req = _object(req, where, "entry", required=True)
             if req.get("instance_id") is None:

@@ -66,6 +66,21 @@ class HelmSchema:
         )
 
 
+def read_helm_json(path: Path, expect: type) -> Any:
+    """:func:`read_json`, with the two ways json itself fails on hostile files (nesting deeper
+    than the recursion limit, integers over Python's 4,300-digit limit) made ``DataError``."""
+    try:
+        return read_json(path, expect)
+    except RecursionError as exc:
+        raise DataError(f"{path}: JSON nested too deeply to read") from exc
+    except DataError:
+        raise
+    except ValueError as exc:
+        text = str(exc)
+        raise DataError(f"{path}: unreadable JSON ({text[:117] + '…' if len(text) > 120 else text})"
+                        ) from exc
+
+
 def read_schema(path: Path) -> tuple[HelmSchema, list[str]]:
     """Parse one schema file; malformed entries are left out and described in the second value.
 
@@ -74,28 +89,15 @@ def read_schema(path: Path) -> tuple[HelmSchema, list[str]]:
     DataError
         The file is not JSON, not an object, or nests too deeply to parse.
     """
-    try:
-        raw = read_json(path, dict)
-    except RecursionError as exc:
-        raise DataError(f"{path}: JSON nested too deeply to read") from exc
-    except ValueError as exc:  # json's int-digit limit, outside read_json's own handling
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{path}: unreadable JSON ({exc})") from exc
+    raw = read_helm_json(path, dict)
     problems: list[str] = []
     main: dict[str, str] = {}
     splits: dict[str, str] = {}
-    groups = raw.get("run_groups", [])
-    if not isinstance(groups, list):
-        problems.append(f"{path}: field 'run_groups' is not a list")
-        groups = []
-    for i, g in enumerate(groups):
-        if not isinstance(g, dict) or not isinstance(g.get("name"), str):
-            problems.append(f"{path}: run_groups[{i}] has no string 'name'")
-            continue
+    for i, g in _named_entries(raw, "run_groups", path, problems):
         env = g.get("environment", {})
         if not isinstance(env, dict):
-            problems.append(f"{path}: run_groups[{i}] ({g['name']}) field 'environment' is not an object")
+            problems.append(f"{path}: run_groups[{i}] ({g['name']}) field 'environment' is not "
+                            "an object")
             continue
         name = _resolve(env.get("main_name"), env)
         if name is not None:
@@ -111,14 +113,7 @@ def read_schema(path: Path) -> tuple[HelmSchema, list[str]]:
                 main[g["name"]] = named
     scales: dict[str, MetricScale] = {}
     lower: dict[str, bool] = {}
-    metrics = raw.get("metrics", [])
-    if not isinstance(metrics, list):
-        problems.append(f"{path}: field 'metrics' is not a list")
-        metrics = []
-    for i, m in enumerate(metrics):
-        if not isinstance(m, dict) or not isinstance(m.get("name"), str):
-            problems.append(f"{path}: metrics[{i}] has no string 'name'")
-            continue
+    for i, m in _named_entries(raw, "metrics", path, problems):
         lib = m.get("lower_is_better")
         if isinstance(lib, bool):
             lower[m["name"]] = lib
@@ -130,6 +125,22 @@ def read_schema(path: Path) -> tuple[HelmSchema, list[str]]:
                 continue
             scales[m["name"]] = MetricScale(lo, hi, bool(lib), source="declared")
     return HelmSchema(main, splits, scales, lower, (str(path),)), problems
+
+
+def _named_entries(raw: dict[str, Any], field: str, path: Path,
+                   problems: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    """The objects with a string ``name`` in the list ``raw[field]``; the others are problems."""
+    items = raw.get(field, [])
+    if not isinstance(items, list):
+        problems.append(f"{path}: field {field!r} is not a list")
+        return []
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            out.append((i, item))
+        else:
+            problems.append(f"{path}: {field}[{i}] has no string 'name'")
+    return out
 
 
 def _resolve(value: Any, env: dict[str, Any]) -> str | None:
