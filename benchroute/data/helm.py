@@ -181,7 +181,7 @@ def load_helm(
         try:
             parsed.append(_parse_run(run, root, report, schemas))
         except DataError as exc:
-            report.skipped.append((_shown(run, root), str(exc)))
+            _skip(report, _shown(run, root), str(exc))
     _warn_grouped(report, "schema problems (main metrics fall back where they matter)",
                   list(dict.fromkeys(schemas.problems)))
     if parsed:
@@ -342,7 +342,7 @@ def _parse_run(run: Path, root: Path, report: LoadReport, schemas: _Schemas) -> 
 
 def _shown(run: Path, root: Path) -> str:
     """The run as the user would name it: relative to the path they passed."""
-    return str(Path(root.name) / run.relative_to(root)) if run != root else str(run)
+    return _clean(str(Path(root.name) / run.relative_to(root)) if run != root else str(run))
 
 
 def _model_from_run_name(name: str) -> str | None:
@@ -587,7 +587,7 @@ def _dataset_rows(
         try:
             rows.extend(_run_rows(r, chosen, scale, t, include_perturbed, prices, report))
         except DataError as exc:
-            report.skipped.append((r.shown, str(exc)))
+            _skip(report, r.shown, str(exc))
     if rows:
         report.metrics[ds] = chosen
         report.scales[ds] = scale.source
@@ -661,8 +661,11 @@ def _scale(ds: str, metric: str, runs: list[_Run], score_range: Any, names: list
     return guess
 
 
-def _skip(report: LoadReport, run: _Run, why: str) -> None:
-    report.skipped.append((run.shown, why))
+def _skip(report: LoadReport, run: _Run | str, why: str) -> None:
+    """Record a skipped run; folder names that are not UTF-8 (surrogate escapes) are made
+    printable, so that the CLI and the log can show the reason."""
+    shown = run.shown if isinstance(run, _Run) else run
+    report.skipped.append((_clean(shown), _clean(why)))
 
 
 def _run_rows(run: _Run, metric: str, scale: MetricScale, threshold: float,

@@ -356,3 +356,25 @@ def test_bad_arguments(tmp_path, kwargs, match):
 def test_corpus_size():
     # issue 9 asks for 50+ generated HELM cases; each SKIP case runs two loads
     assert len(SKIP) + len(OK) + len(SCHEMA_CASES) >= 50
+
+
+def test_run_folder_name_not_utf8_is_printable(tmp_path):
+    import os
+
+    _good_run(tmp_path / "suite")
+    bad = os.path.join(os.fsencode(str(tmp_path / "suite")), b"bad\xff:model=x")
+    os.mkdir(bad)
+    with open(os.path.join(bad, b"run_spec.json"), "w") as fh:
+        fh.write("{}")
+    data = load_helm(tmp_path / "suite")
+    (where, why), = data.report.skipped
+    assert where == "suite/bad\ufffd:model=x" and why.startswith("incomplete run")
+    for line in data.report.warnings:
+        line.encode("utf-8")  # printable: no lone surrogates left
+
+
+@pytest.mark.parametrize("metric", [None, "main", {"toy": "main"}])
+def test_metric_main_spellings(tmp_path, metric):
+    _good_run(tmp_path / "suite")
+    data = load_helm(tmp_path / "suite", metric=metric)
+    assert data.report.metrics == {"toy": "exact_match"}
