@@ -114,7 +114,7 @@ def dataset_key(run_name: str) -> str:
 def load_helm(
     path: str | os.PathLike[str],
     metric: str | Mapping[str, str] | None = "main",
-    threshold: float | Mapping[str, float] = 0.5,
+    threshold: float | Mapping[str, float] | None = 0.5,
     include_perturbed: bool = False,
     *,
     score_range: tuple[float, float] | Mapping[str, tuple[float, float]] | None = None,
@@ -135,7 +135,7 @@ def load_helm(
         (or ``"main"``) sets it per dataset. Every model of one dataset is scored by one metric.
     threshold : float or mapping, default 0.5
         Binarisation threshold in (0, 1] on the metric's range mapped to [0, 1] (1 the best);
-        a mapping sets it per dataset, scenario or run group (others keep 0.5).
+        a mapping sets it per dataset, scenario or run group (others keep 0.5); None is 0.5.
     include_perturbed : bool
         Keep perturbed copies (robustness/fairness augmentations) as extra instances with ids
         ``"<id>|<perturbation>"``. They are skipped, and counted, by default.
@@ -164,6 +164,7 @@ def load_helm(
     if not root.is_dir():
         raise DataError(f"{root}: a HELM path must be a directory (a run, a suite or a runs root)")
     metric = "main" if metric is None else metric
+    threshold = 0.5 if threshold is None else threshold
     _check_metric_arg(metric, score_range)
     _check_threshold_arg(threshold)
     _check_range_arg(score_range)
@@ -233,7 +234,8 @@ def _check_metric_arg(metric: object, score_range: object) -> None:
 def _check_threshold_arg(threshold: object) -> None:
     values = list(threshold.values()) if isinstance(threshold, Mapping) else [threshold]
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < float(v) <= 1.0:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+        if not ok:
             raise DataError(f"threshold must be a number in (0, 1] (or a mapping of dataset to "
                             f"such numbers), got {short_repr(v)}")
 

@@ -197,7 +197,7 @@ def test_lower_is_better_from_schema_with_caller_range(tmp_path):
     assert data.frame.set_index("instance_id")["correct"].to_dict() == {"id1": 1.0, "id2": 0.0}
 
 
-@pytest.mark.parametrize("bad", [0, -0.1, 1.5, float("nan"), "0.5", True, {"t": 2.0}])
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5, float("nan"), "0.5", True, {"t": 2.0}, 10**400])
 def test_threshold_outside_unit_interval(tmp_path, bad):
     write_run(tmp_path / "s", "t", "org/a", {"id1": {"exact_match": 1}})
     with pytest.raises(DataError, match=r"threshold must be a number in \(0, 1\]"):
