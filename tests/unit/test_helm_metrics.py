@@ -249,3 +249,16 @@ def test_shared_like_mmlu_keeps_exact_match(tmp_path):
     data = load_helm(tmp_path / "runs")
     assert data.report.metrics == {"mmlu:subject=anatomy,method=multiple_choice_joint": "exact_match"}
     assert len(data) == 10 and data.frame["correct"].sum() == 4
+
+
+def test_shared_helm_suites_report_metrics_and_scales(helm_fixtures_dir, helm_mmlu):
+    fake = load_helm(helm_fixtures_dir / "fake-v1_benchmark_output")
+    assert fake.report.metrics == {"simple_mcqa": "exact_match"}  # schema main_name
+    assert fake.report.scales == {"simple_mcqa": "known"}
+    assert fake.frame["prompt_tokens"].notna().all()
+    two = load_helm(helm_fixtures_dir / "offline-test2")
+    assert two.report.metrics == {"dyck_language_np=2": "exact_match_indicator",
+                                  "synthetic_reasoning:mode=pattern_match": "exact_match",
+                                  "synthetic_reasoning_natural:difficulty=easy": "exact_set_match"}
+    assert set(helm_mmlu.report.metrics.values()) == {"exact_match"}
+    assert len(helm_mmlu.report.metrics) == 57 and helm_mmlu.report.warnings == []
