@@ -331,6 +331,9 @@ def _parse_run(run: Path, root: Path, report: LoadReport, schemas: _Schemas) -> 
         raise DataError(f"{spec_path}: field 'groups' must be a list of strings, got "
                         f"{short_repr(groups)}")
     stats = _merged_stats(run / "per_instance_stats.json")
+    if not stats:
+        raise DataError(f"{run / 'per_instance_stats.json'}: no per-instance entries (an empty "
+                        "list)")
     texts, splits, logprobs = _instance_texts(run, report)
     schema = schemas.for_run(run, root)
     return _Run(
