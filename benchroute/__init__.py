@@ -17,6 +17,7 @@ _EXPORTS = {
     "load": "benchroute.data.detect",
     "load_helm": "benchroute.data.helm",
     "load_mixinstruct": "benchroute.data.mixinstruct",
+    "load_prices": "benchroute.data.prices",
     "load_table": "benchroute.data.tables",
     "BenchrouteError": "benchroute.exceptions",
     "Router": "benchroute.router",
@@ -37,6 +38,7 @@ __all__ = [
     "load",
     "load_helm",
     "load_mixinstruct",
+    "load_prices",
     "load_table",
     "route",
     "select_model",
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from benchroute.data.detect import load
     from benchroute.data.helm import load_helm
     from benchroute.data.mixinstruct import load_mixinstruct
+    from benchroute.data.prices import load_prices
     from benchroute.data.store import BenchmarkData, LoadReport
     from benchroute.data.tables import load_table
     from benchroute.exceptions import BenchrouteError, DataError

@@ -9,15 +9,33 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from benchroute.data._io import read_json
+from benchroute.data.helm_schema import (
+    HelmSchema,
+    find_schema_files,
+    read_helm_json,
+    schema_for,
+)
+from benchroute.data.metrics import (
+    LOWER_IS_BETTER,
+    MetricScale,
+    check_range,
+    guess_scale,
+    known_scale,
+    parse_range,
+    short_repr,
+    to_unit,
+)
+from benchroute.data.prices import Price, PricesLike, resolve_prices
 from benchroute.data.store import BenchmarkData, LoadReport, binarize
 from benchroute.exceptions import DataError
 
@@ -49,11 +67,12 @@ METRIC_PRIORITY = (
     "rouge_l",
     "bleu_4",
 )
-# Metrics on a fixed non-unit scale, rescaled to [0, 1] before binarisation.
-METRIC_RANGES: dict[str, tuple[float, float]] = {"wildbench_score": (1.0, 10.0)}
-LOWER_IS_BETTER = frozenset(
-    {"wer_score", "cer_score", "mer_score", "absolute_value_difference", "toxic_frac"}
-)
+# Stats that are never correctness (listed last in error messages).
+_NOT_METRICS = frozenset({"logprob", "max_prob", "predicted_index", "inference_runtime",
+                          "batch_size", "prompt_truncated", "training_co2_cost",
+                          "training_energy_cost"})
+_MAX_TRIALS = 1_000_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Run-name components that vary with the model, not with the scenario (HELM_FORMAT.md §1.1).
 _MODEL_SPECIFIC_ARGS = frozenset(
     {"model", "model_deployment", "data_augmentation", "stop", "num_output_tokens",
@@ -65,12 +84,6 @@ _NOT_RUNS = frozenset({"eval_cache", "scenarios", "scenario_instances", "groups"
                        "prod_env"})
 
 Key = tuple[str, str, int]  # (instance id, perturbation as canonical JSON or "", trial)
-
-
-@dataclass
-class _RunRows:
-    rows: list[dict[str, Any]]
-    augmented: bool
 
 
 def find_runs(path: Path) -> list[Path]:
@@ -100,9 +113,13 @@ def dataset_key(run_name: str) -> str:
 
 def load_helm(
     path: str | os.PathLike[str],
-    metric: str | None = None,
-    threshold: float = 0.5,
+    metric: str | Mapping[str, str] | None = "main",
+    threshold: float | Mapping[str, float] | None = 0.5,
     include_perturbed: bool = False,
+    *,
+    score_range: tuple[float, float] | Mapping[str, tuple[float, float]] | None = None,
+    prices: PricesLike | None = None,
+    strict: bool = False,
 ) -> BenchmarkData:
     """Load per-instance correctness from HELM runs.
 
@@ -110,29 +127,48 @@ def load_helm(
     ----------
     path : path-like
         A run directory, a suite directory, or a ``runs/`` / ``benchmark_output/`` root.
-    metric : str, optional
-        The per-instance stat to use. By default the first of :data:`METRIC_PRIORITY` present in
-        each run.
-    threshold : float
-        Binarisation threshold on [0, 1]; 1–5 and 1–10 metrics are rescaled first.
+    metric : str or mapping, default "main"
+        ``"main"``: each run's main metric from the suite's ``schema.json`` (its run groups'
+        ``environment.main_name``), falling back to the first of :data:`METRIC_PRIORITY` present
+        when there is no schema or its main metric is not among the per-instance stats. A metric
+        name applies to every run; a mapping from dataset, scenario or run-group name to a metric
+        (or ``"main"``) sets it per dataset. Every model of one dataset is scored by one metric.
+    threshold : float or mapping, default 0.5
+        Binarisation threshold in (0, 1] on the metric's range mapped to [0, 1] (1 the best);
+        a mapping sets it per dataset, scenario or run group (others keep 0.5); None is 0.5.
     include_perturbed : bool
         Keep perturbed copies (robustness/fairness augmentations) as extra instances with ids
         ``"<id>|<perturbation>"``. They are skipped, and counted, by default.
+    score_range : (min, max) or mapping, optional
+        The raw range of the metric, overriding the schema and the package's table of known
+        metrics; needed for a metric none of them declares (otherwise the range is guessed from
+        the values, with a warning).
+    prices : path or mapping, optional
+        A price table (see :func:`benchroute.load_prices`) or ``{model: (input, output)}`` in
+        USD per 1M tokens; adds a ``cost`` column from HELM's token counts.
+    strict : bool
+        Make an instance whose text differs between models an error instead of a reported skip.
 
     Returns
     -------
     BenchmarkData
         One row per (dataset, instance, model); ``dataset`` is the run name without its
-        model-specific parts. Runs that are incomplete or unreadable are skipped with one warning
-        and listed in ``report.skipped``.
+        model-specific parts; ``score`` is the raw metric value, ``correct`` its binary label;
+        ``prompt_tokens``/``completion_tokens`` (and ``cost``) where HELM counted tokens.
+        ``report.metrics`` and ``report.scales`` name each dataset's metric and where its range
+        came from. Runs that cannot be read are skipped and listed in ``report.skipped``.
     """
     root = Path(path)
     if not root.exists():
         raise DataError(f"{root}: no such file or directory")
     if not root.is_dir():
         raise DataError(f"{root}: a HELM path must be a directory (a run, a suite or a runs root)")
-    if metric is not None and metric in LOWER_IS_BETTER:
-        raise DataError(f"metric {metric!r} is lower-is-better; pick a correctness metric")
+    metric = "main" if metric is None else metric
+    threshold = 0.5 if threshold is None else threshold
+    _check_metric_arg(metric, score_range)
+    _check_threshold_arg(threshold)
+    _check_range_arg(score_range)
+    price_table = resolve_prices(prices)
     runs = find_runs(root)
     if not runs:
         raise DataError(
@@ -140,113 +176,178 @@ def load_helm(
             "per_instance_stats.json below it)"
         )
     report = LoadReport(sources=[str(root)])
-    parsed: list[_RunRows] = []
+    schemas = _Schemas()
+    parsed: list[_Run] = []
     for run in runs:
         try:
-            parsed.append(_load_run(run, metric, threshold, include_perturbed, report))
+            parsed.append(_parse_run(run, root, report, schemas))
         except DataError as exc:
-            report.skipped.append((_shown(run, root), str(exc)))
+            _skip(report, _shown(run, root), str(exc))
+    _warn_grouped(report, "schema problems (main metrics fall back where they matter)",
+                  list(dict.fromkeys(schemas.problems)))
+    if parsed:
+        _check_mapping_keys(parsed, metric, threshold, score_range)
+    by_dataset: dict[str, list[_Run]] = defaultdict(list)
+    for r in parsed:
+        by_dataset[r.dataset].append(r)
+    rows: list[dict[str, Any]] = []
+    for ds in sorted(by_dataset):
+        rows.extend(_dataset_rows(ds, by_dataset[ds], metric, threshold, score_range,
+                                  include_perturbed, price_table, report))
     if report.skipped:
-        logger.warning(
-            "skipped %d of %d HELM runs: %s", len(report.skipped), len(runs),
-            "; ".join(f"{Path(r).name}: {why}" for r, why in report.skipped),
-        )
-    rows = [r for p in sorted(parsed, key=lambda p: p.augmented) for r in p.rows]
+        _warn_grouped(report, f"of {len(runs)} HELM runs skipped", report.skipped)
     if not rows:
         raise DataError(
             f"{root}: none of {len(runs)} HELM runs could be read: "
-            + "; ".join(f"{Path(r).name}: {why}" for r, why in report.skipped)
+            + "; ".join(f"{Path(r).name}: {_short_text(why, 600)}"
+                        for r, why in report.skipped[:3])
+            + (f"; and {len(report.skipped) - 3} more" if len(report.skipped) > 3 else "")
         )
     frame = pd.DataFrame(rows)
     # An augmented run repeats the unperturbed instances of its base run: keep the base copy.
+    frame = frame.sort_values("_augmented", kind="stable").drop(columns="_augmented")
     dup = frame.duplicated(["dataset", "instance_id", "model"], keep="first")
     report.count("duplicate_rows_merged", int(dup.sum()))
     frame = frame.loc[~dup]
-    return BenchmarkData(frame, report=report, source=str(root))
+    # Token columns only where HELM counted tokens: an all-empty column says nothing.
+    frame = frame.drop(columns=[c for c in ("prompt_tokens", "completion_tokens")
+                                if frame[c].isna().all()])
+    if price_table is not None:
+        _report_prices(frame, price_table, report)
+    return BenchmarkData(frame, report=report, source=str(root), strict=strict)
 
 
-def _load_run(
-    run: Path, metric: str | None, threshold: float, include_perturbed: bool, report: LoadReport
-) -> _RunRows:
+# ---------------------------------------------------------------------------- arguments
+def _check_metric_arg(metric: object, score_range: object) -> None:
+    values = list(metric.values()) if isinstance(metric, Mapping) else [metric]
+    if not isinstance(metric, (str, Mapping)):
+        raise DataError(f"metric must be a name, 'main' or a mapping of dataset to metric, got "
+                        f"{type(metric).__name__}")
+    for v in values:
+        if not isinstance(v, str) or not v:
+            raise DataError(f"metric mapping values must be metric names, got {short_repr(v)}")
+        if v in LOWER_IS_BETTER and known_scale(v) is None and score_range is None:
+            raise DataError(f"metric {v!r} is lower-is-better with no known range; pick a "
+                            "correctness metric or pass score_range=(min, max)")
+
+
+def _check_threshold_arg(threshold: object) -> None:
+    values = list(threshold.values()) if isinstance(threshold, Mapping) else [threshold]
+    for v in values:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+        if not ok:
+            raise DataError(f"threshold must be a number in (0, 1] (or a mapping of dataset to "
+                            f"such numbers), got {short_repr(v)}")
+
+
+def _check_range_arg(score_range: object) -> None:
+    if score_range is None:
+        return
+    if isinstance(score_range, Mapping):
+        for k, v in score_range.items():
+            parse_range(v, f"score_range[{short_repr(k)}]")
+    else:
+        parse_range(score_range, "score_range")
+
+
+def _names(runs: Sequence[_Run]) -> list[str]:
+    """The names a caller's mapping may use for these runs, most specific first."""
+    out = [runs[0].dataset, runs[0].scenario]
+    for r in runs:
+        out.extend(g for g in reversed(r.groups) if g not in out)
+    return out
+
+
+def _lookup(arg: object, names: Sequence[str]) -> Any:
+    if not isinstance(arg, Mapping):
+        return arg
+    return next((arg[n] for n in names if n in arg), None)
+
+
+def _check_mapping_keys(runs: Sequence[_Run], *args: object) -> None:
+    """A mapping key that names no dataset, scenario or run group is a typo, not a no-op."""
+    known = {n for r in runs for n in (r.dataset, r.scenario, *r.groups)}
+    for arg, what in zip(args, ("metric", "threshold", "score_range")):
+        if isinstance(arg, Mapping):
+            unknown = sorted(str(k) for k in arg if k not in known)
+            if unknown:
+                raise DataError(
+                    f"{what} mapping names {short_repr(unknown)}, which match no dataset, scenario or "
+                    f"run group here; known: {short_repr(sorted(known), 400)}"
+                )
+
+
+# ---------------------------------------------------------------------------- one run
+@dataclass
+class _Run:
+    path: Path
+    shown: str
+    dataset: str
+    scenario: str
+    groups: tuple[str, ...]
+    model: str
+    deployment: str
+    augmented: bool
+    stats: dict[Key, dict[str, float]]
+    texts: dict[tuple[str, str], str]
+    splits: dict[str, str]
+    logprobs: dict[tuple[str, str], float]
+    schema: HelmSchema | None
+
+
+@dataclass
+class _Schemas:
+    """Schema files read once per load: per file, and the files that apply per suite folder."""
+
+    parsed: dict[Path, HelmSchema | None] = field(default_factory=dict)
+    files: dict[Path, list[Path]] = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def for_run(self, run: Path, root: Path) -> HelmSchema | None:
+        files = self.files.get(run.parent)
+        if files is None:
+            files = self.files[run.parent] = find_schema_files(run, root)
+        return schema_for(files, self.parsed, self.problems)
+
+
+def _parse_run(run: Path, root: Path, report: LoadReport, schemas: _Schemas) -> _Run:
     for required in ("run_spec.json", "per_instance_stats.json"):
         if not (run / required).is_file():
             raise DataError(f"incomplete run: {required} is missing")
-    spec = read_json(run / "run_spec.json", dict)
+    spec_path = run / "run_spec.json"
+    spec = read_helm_json(spec_path, dict)
     adapter = spec.get("adapter_spec")
     if not isinstance(adapter, dict):
-        raise DataError(f"{run / 'run_spec.json'}: field 'adapter_spec' is missing or not an object")
-    name = spec.get("name") if isinstance(spec.get("name"), str) else run.name
+        raise DataError(f"{spec_path}: field 'adapter_spec' is missing or not an object")
+    name = _clean(spec["name"]) if isinstance(spec.get("name"), str) else _clean(run.name)
     model = adapter.get("model")
     if not isinstance(model, str) or not model:
         model = _model_from_run_name(name)
         if model is None:
-            raise DataError(f"{run / 'run_spec.json'}: no 'adapter_spec.model' and no model= in name")
-    dataset = dataset_key(name)
-    augmented = "data_augmentation=" in name
-
+            raise DataError(f"{spec_path}: no 'adapter_spec.model' and no model= in name")
+    deployment = adapter.get("model_deployment")
+    groups = spec.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise DataError(f"{spec_path}: field 'groups' must be a list of strings, got "
+                        f"{short_repr(groups)}")
     stats = _merged_stats(run / "per_instance_stats.json")
-    texts, splits = _instance_texts(run)
-    logprobs = _logprobs(run)
-    plain_keys = [k for k in stats if not k[1]]
-    chosen = metric or _pick_metric(stats, plain_keys or list(stats))
-    if chosen is None:
-        names = sorted({n for s in stats.values() for n in s})
-        raise DataError(f"no correctness metric among per-instance stats (has: {names[:12]}...)")
-
-    # Average trials of one (instance, perturbation) before binarising.
-    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for (iid, pert, _trial), by_name in stats.items():
-        if chosen in by_name:
-            scores[(iid, pert)].append(by_name[chosen])
-    if not scores:
-        raise DataError(f"metric {chosen!r} is not among this run's per-instance stats")
-    n_perturbed = sum(1 for _, p in scores if p)
-    if include_perturbed:
-        report.count("perturbed_included", n_perturbed)
-    else:
-        report.count("perturbed_skipped", n_perturbed)
-        scores = {k: v for k, v in scores.items() if not k[1]}
-    report.count("trials_averaged", sum(len(v) - 1 for v in scores.values()))
-
-    values = np.array([float(np.mean(v)) for v in scores.values()])
-    lo, hi = _metric_range(chosen, values, run)
-    scaled = (values - lo) / (hi - lo)
-    correct = binarize(scaled, threshold)
-
-    rows: list[dict[str, Any]] = []
-    missing_text = 0
-    for ((iid, pert), val), ok in zip(zip(scores, values), correct):
-        text = texts.get((iid, pert))
-        if text is None:
-            missing_text += 1
-            continue
-        rows.append({
-            "dataset": dataset,
-            "instance_id": f"{iid}|{_pert_label(pert)}" if pert else iid,
-            "text": text,
-            "model": model,
-            "score": float(val),
-            "correct": float(ok),
-            "metric": chosen,
-            "split": splits.get(iid, ""),
-            "logprob": logprobs.get((iid, pert), np.nan),
-        })
-    if not rows:
-        raise DataError(
-            "per_instance_stats.json and the instance files share no instance ids "
-            f"({len(scores)} scored instances, none with an input text)"
-        )
-    if missing_text:
-        report.count("instances_without_text", missing_text)
-        report.notes.append(f"{run.name}: {missing_text} scored instances had no input text")
-    if any(_is_hidden(r["text"]) for r in rows):
-        raise DataError("input texts are redacted or encrypted; nothing to embed")
-    return _RunRows(rows=rows, augmented=augmented)
+    if not stats:
+        raise DataError(f"{run / 'per_instance_stats.json'}: no per-instance entries (an empty "
+                        "list)")
+    texts, splits, logprobs = _instance_texts(run, report)
+    schema = schemas.for_run(run, root)
+    return _Run(
+        path=run, shown=_shown(run, root), dataset=dataset_key(name),
+        scenario=name.partition(":")[0], groups=tuple(_clean(g) for g in groups),
+        model=_clean(model), deployment=deployment if isinstance(deployment, str) else "",
+        augmented="data_augmentation=" in name, stats=stats, texts=texts, splits=splits,
+        logprobs=logprobs, schema=schema,
+    )
 
 
 def _shown(run: Path, root: Path) -> str:
     """The run as the user would name it: relative to the path they passed."""
-    return str(Path(root.name) / run.relative_to(root)) if run != root else str(run)
+    return _clean(str(Path(root.name) / run.relative_to(root)) if run != root else str(run))
 
 
 def _model_from_run_name(name: str) -> str | None:
@@ -257,40 +358,72 @@ def _model_from_run_name(name: str) -> str | None:
     return None
 
 
-def _pert_key(p: Any) -> str:
+def _clean(text: str) -> str:
+    """Lone surrogates (from ``\\udXXX`` escapes in JSON) cannot be encoded, hashed or saved:
+    each becomes U+FFFD, the replacement character."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def _pert_key(p: Any, where: str) -> str:
+    if p is None:
+        return ""
+    if not isinstance(p, dict):
+        raise DataError(f"{where} field 'perturbation' must be an object, got {short_repr(p)}")
     return json.dumps(p, sort_keys=True) if p else ""
 
 
 def _pert_label(pert: str) -> str:
     p = json.loads(pert)
-    label = str(p.get("name", "perturbed"))
-    return f"{label}:{p['seed']}" if "seed" in p else label
+    label = _clean(str(p.get("name", "perturbed")))[:80]
+    return f"{label}:{short_repr(p['seed'], 40)}" if "seed" in p else label
+
+
+def _trial(value: Any, where: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_TRIALS:
+        raise DataError(f"{where} field 'train_trial_index' must be an integer in "
+                        f"[0, {_MAX_TRIALS}), got {short_repr(value)}")
+    return value
+
+
+def _instance_id(value: Any, where: str, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise DataError(f"{where} field {field!r} must be a non-empty string, got "
+                        f"{short_repr(value)}")
+    return _clean(value)
 
 
 def _merged_stats(path: Path) -> dict[Key, dict[str, float]]:
     """Per-instance stats merged by key: one key appears once per Metric class in HELM."""
-    entries = read_json(path, list)
+    entries = read_helm_json(path, list)
     merged: dict[Key, dict[str, float]] = defaultdict(dict)
     for i, entry in enumerate(entries):
+        where = f"{path}: entry {i}"
         if not isinstance(entry, dict) or not isinstance(entry.get("instance_id"), str):
-            raise DataError(f"{path}: entry {i} has no string 'instance_id'")
+            raise DataError(f"{where} has no string 'instance_id'")
         stats = entry.get("stats")
         if not isinstance(stats, list):
-            raise DataError(f"{path}: entry {i} field 'stats' is not a list")
-        key = (entry["instance_id"], _pert_key(entry.get("perturbation")),
-               int(entry.get("train_trial_index", 0)))
+            raise DataError(f"{where} field 'stats' is not a list")
+        key = (_instance_id(entry["instance_id"], where, "instance_id"),
+               _pert_key(entry.get("perturbation"), where),
+               _trial(entry.get("train_trial_index"), where))
         for stat in stats:
             name = stat.get("name") if isinstance(stat, dict) else None
-            if not isinstance(name, dict) or "name" not in name:
-                raise DataError(f"{path}: entry {i} has a stat without 'name.name'")
-            if stat.get("count", 1) == 0 or stat.get("mean") is None:
+            if not isinstance(name, dict) or not isinstance(name.get("name"), str):
+                raise DataError(f"{where} has a stat without a string 'name.name'")
+            count = stat.get("count", 1)
+            if count == 0 or stat.get("mean") is None:
                 continue
             mean = stat["mean"]
             if not isinstance(mean, (int, float)) or isinstance(mean, bool):
-                raise DataError(
-                    f"{path}: entry {i} stat {name['name']!r} has a non-numeric mean {mean!r}"
-                )
-            merged[key][name["name"]] = float(mean)
+                raise DataError(f"{where} stat {short_repr(_clean(name['name']), 60)} has a "
+                                f"non-numeric mean {short_repr(mean)}")
+            try:
+                merged[key][_clean(name["name"])] = float(mean)
+            except OverflowError as exc:
+                raise DataError(f"{where} stat {short_repr(_clean(name['name']), 60)} has a mean "
+                                f"too large for a float ({short_repr(mean)})") from exc
     return dict(merged)
 
 
@@ -302,76 +435,366 @@ def _text_of(value: Any) -> str | None:
     return None
 
 
-def _instance_texts(run: Path) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
-    """(instance id, perturbation) → input text, and id → split, from the richest file there."""
+def _object(value: Any, where: str, field: str, required: bool = False) -> dict[str, Any]:
+    """``value`` when it is an object; ``{}`` when absent and optional; else an error naming
+    the file and field (HELM leaves out None fields but never writes a non-object there)."""
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise DataError(f"{where} field {field!r} must be an object, got {short_repr(value)}")
+    return value
+
+
+def _instance_texts(run: Path, report: LoadReport) -> tuple[
+        dict[tuple[str, str], str], dict[str, str], dict[tuple[str, str], float]]:
+    """(id, perturbation) → input text, id → split, and (id, perturbation) → first completion's
+    log-probability (joint/generation runs), from the richest instance file there."""
     texts: dict[tuple[str, str], str] = {}
     splits: dict[str, str] = {}
-    instances: list[Any] = []
+    logprobs: dict[tuple[str, str], float] = {}
+    instances: list[tuple[str, Any]] = []
     if (run / "scenario_state.json").is_file():
-        state = read_json(run / "scenario_state.json", dict)
-        states = state.get("request_states")
+        path = run / "scenario_state.json"
+        states = read_helm_json(path, dict).get("request_states")
         if not isinstance(states, list):
-            raise DataError(f"{run / 'scenario_state.json'}: field 'request_states' is not a list")
-        instances = [rs.get("instance") for rs in states if isinstance(rs, dict)]
-    elif (run / "instances.json").is_file():
-        instances = read_json(run / "instances.json", list)
-    elif (run / "display_requests.json").is_file():
-        for req in read_json(run / "display_requests.json", list):
-            if not isinstance(req, dict) or not isinstance(req.get("instance_id"), str):
+            raise DataError(f"{path}: field 'request_states' is not a list")
+        for i, rs in enumerate(states):
+            where = f"{path}: request_states[{i}]"
+            rs = _object(rs, where, "request_states[]", required=True)
+            inst = _object(rs.get("instance"), where, "instance", required=True)
+            instances.append((where, inst))
+            result = _object(rs.get("result"), where, "result")
+            comps = result.get("completions", [])
+            if not isinstance(comps, list):
+                raise DataError(f"{where} field 'result.completions' must be a list, got "
+                                f"{short_repr(comps)}")
+            if not comps or rs.get("reference_index") is not None:
                 continue
-            prompt = _text_of((req.get("request") or {}).get("prompt"))
+            first = _object(comps[0], where, "result.completions[0]", required=True)
+            lp = first.get("logprob")
+            if isinstance(lp, (int, float)) and not isinstance(lp, bool) and isinstance(
+                    inst.get("id"), str):
+                key = (_clean(inst["id"]), _pert_key(inst.get("perturbation"), where))
+                logprobs.setdefault(key, float(lp))
+    elif (run / "instances.json").is_file():
+        path = run / "instances.json"
+        instances = [(f"{path}: instance {i}", inst)
+                     for i, inst in enumerate(read_helm_json(path, list))]
+    elif (run / "display_requests.json").is_file():
+        path = run / "display_requests.json"
+        for i, req in enumerate(read_helm_json(path, list)):
+            where = f"{path}: entry {i}"
+            req = _object(req, where, "entry", required=True)
+            if req.get("instance_id") is None:
+                continue
+            iid = _instance_id(req.get("instance_id"), where, "instance_id")
+            prompt = _text_of(_object(req.get("request"), where, "request").get("prompt"))
             if prompt is not None:
-                texts.setdefault((req["instance_id"], _pert_key(req.get("perturbation"))), prompt)
-        return texts, splits
+                texts.setdefault((iid, _pert_key(req.get("perturbation"), where)), _clean(prompt))
+        return texts, splits, logprobs
     else:
         raise DataError("no scenario_state.json, instances.json or display_requests.json")
-    for inst in instances:
-        if not isinstance(inst, dict) or not isinstance(inst.get("id"), str):
+    for where, inst in instances:
+        inst = _object(inst, where, "instance", required=True)
+        if inst.get("id") is None:
+            report.count("instances_without_id")
             continue
+        iid = _instance_id(inst.get("id"), where, "id")
         text = _text_of(inst.get("input"))
         if text is not None:
-            texts.setdefault((inst["id"], _pert_key(inst.get("perturbation"))), text)
-            splits.setdefault(inst["id"], str(inst.get("split", "")))
-    return texts, splits
+            texts.setdefault((iid, _pert_key(inst.get("perturbation"), where)), _clean(text))
+            split = inst.get("split", "")
+            splits.setdefault(iid, _clean(split) if isinstance(split, str) else "")
+    return texts, splits, logprobs
 
 
-def _logprobs(run: Path) -> dict[tuple[str, str], float]:
-    """Log-probability of the first completion, for the LL baseline (joint/generation only)."""
-    out: dict[tuple[str, str], float] = {}
-    path = run / "scenario_state.json"
-    if not path.is_file():
-        return out
-    for rs in read_json(path, dict).get("request_states") or []:
-        if not isinstance(rs, dict) or rs.get("reference_index") is not None:
+# ---------------------------------------------------------------------------- metric choice
+def _plain_names(run: _Run) -> set[str]:
+    keys = [k for k in run.stats if not k[1]] or list(run.stats)
+    return {n for k in keys for n in run.stats[k]}
+
+
+def _default_metric(run: _Run) -> tuple[str | None, str]:
+    """The run's main metric from its schema, else the fallback list; and how it was chosen."""
+    present = _plain_names(run)
+    declared = run.schema.main_metrics(run.groups) if run.schema is not None else []
+    for m in declared:
+        if m in present:
+            return m, "schema"
+    fallback = next((m for m in METRIC_PRIORITY if m in present), None)
+    if fallback is None:
+        # Then any metric the package's table knows (rubrics, judge ``*_score``s).
+        judged = sorted(m for m in present if m not in LOWER_IS_BETTER
+                        and known_scale(m) is not None)
+        fallback = judged[0] if judged else None
+    how = (f"schema main metric {declared[0]!r} is not a per-instance stat; fallback"
+           if declared else "fallback")
+    return fallback, how
+
+
+def _available(run: _Run) -> str:
+    """Every stat of the run, likely correctness metrics (declared, known or in [0, 1]) first."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for by_name in run.stats.values():
+        for n, v in by_name.items():
+            values[n].append(v)
+    declared = set(run.schema.main.values()) | set(run.schema.scales) if run.schema else set()
+
+    def likely(n: str) -> bool:
+        if n in _NOT_METRICS or n.startswith(("num_", "finish_reason_")):
+            return False
+        vals = np.array(values[n])
+        return n in declared or known_scale(n) is not None or bool(
+            np.all((vals >= 0) & (vals <= 1)))
+
+    names = sorted(values)
+    first = [n for n in names if likely(n)]
+    rest = [n for n in names if not likely(n)]
+    likely_part = ", ".join(first) if first else "no likely correctness metric"
+    return likely_part + (f"; other stats: {', '.join(rest)}" if rest else "")
+
+
+def _dataset_rows(
+    ds: str, runs: list[_Run], metric: str | Mapping[str, str],
+    threshold: float | Mapping[str, float],
+    score_range: tuple[float, float] | Mapping[str, tuple[float, float]] | None,
+    include_perturbed: bool, prices: dict[str, Price] | None, report: LoadReport,
+) -> list[dict[str, Any]]:
+    """Rows of one dataset: one metric and one scale for all its models."""
+    names = _names(runs)
+    wanted = _lookup(metric, names) or "main"
+    choices: dict[str, tuple[str | None, str]] = {}
+    for r in runs:
+        choices[r.shown] = (wanted, "caller") if wanted != "main" else _default_metric(r)
+    chosen = _agree(runs, choices)
+    keep: list[_Run] = []
+    for r in runs:
+        own = choices[r.shown][0]
+        if chosen is None or chosen not in {n for s in r.stats.values() for n in s}:
+            _skip(report, r, _no_metric_reason(r, own, chosen, runs, choices))
             continue
-        inst = rs.get("instance") or {}
-        comps = (rs.get("result") or {}).get("completions") or []
-        if comps and isinstance(comps[0], dict) and isinstance(comps[0].get("logprob"), (int, float)):
-            out.setdefault((str(inst.get("id")), _pert_key(inst.get("perturbation"))),
-                           float(comps[0]["logprob"]))
-    return out
+        if own != chosen:
+            report.count("runs_rescored_to_dataset_metric")
+            report.notes.append(f"{r.shown}: scored by {chosen!r} like the other models of {ds!r} "
+                                f"(its own choice was {own!r})")
+        elif choices[r.shown][1].startswith("schema main metric"):
+            report.notes.append(f"{r.shown}: {choices[r.shown][1]} to {chosen!r}")
+        keep.append(r)
+    if not keep or chosen is None:
+        return []
+    scale = _scale(ds, chosen, keep, score_range, names, report)
+    if scale is None:
+        return []
+    t = _lookup(threshold, names)
+    t = 0.5 if t is None else float(t)
+    rows: list[dict[str, Any]] = []
+    for r in keep:
+        try:
+            rows.extend(_run_rows(r, chosen, scale, t, include_perturbed, prices, report))
+        except DataError as exc:
+            _skip(report, r.shown, str(exc))
+    if rows:
+        report.metrics[ds] = chosen
+        report.scales[ds] = scale.source
+    return rows
 
 
-def _pick_metric(stats: dict[Key, dict[str, float]], keys: list[Key]) -> str | None:
-    present = {n for k in keys for n in stats[k]}
-    return next((m for m in METRIC_PRIORITY if m in present), None)
+def _agree(runs: list[_Run], choices: dict[str, tuple[str | None, str]]) -> str | None:
+    """The dataset's metric: the choice that most runs can be scored by, then the most common."""
+    counts: dict[str, int] = defaultdict(int)
+    for c, _ in choices.values():
+        if c is not None:
+            counts[c] += 1
+    if not counts:
+        return None
+    every = [{n for s in r.stats.values() for n in s} for r in runs]
+    return max(counts, key=lambda m: (sum(m in e for e in every), counts[m]))
 
 
-def _metric_range(metric: str, values: np.ndarray, run: Path) -> tuple[float, float]:
-    if metric in METRIC_RANGES:
-        return METRIC_RANGES[metric]
-    lo, hi = float(values.min()), float(values.max())
-    if lo >= 0.0 and hi <= 1.0:
-        return 0.0, 1.0
-    if lo >= 1.0 and hi <= 5.0:
-        return 1.0, 5.0
-    if lo >= 1.0 and hi <= 10.0:
-        return 1.0, 10.0
-    raise DataError(
-        f"metric {metric!r} has values in [{lo:g}, {hi:g}], outside [0, 1], 1–5 and 1–10; "
-        "name another metric"
+def _no_metric_reason(run: _Run, own: str | None, chosen: str | None, runs: list[_Run],
+                      choices: dict[str, tuple[str | None, str]]) -> str:
+    has = f"has: {_available(run)}"
+    if own is None:
+        also = f"; the other models of this dataset use {chosen!r}" if chosen else ""
+        return f"no correctness metric among per-instance stats ({has}){also}"
+    others = sorted({r.model for r in runs if choices[r.shown][0] == chosen})
+    if own == chosen or not others:
+        return f"metric {chosen!r} is not among this run's per-instance stats ({has})"
+    return (f"dataset {run.dataset!r} is scored by {chosen!r} (models {short_repr(others, 200)}); "
+            f"this run has no {chosen!r} (it would use {own!r}); {has}")
+
+
+def _scale(ds: str, metric: str, runs: list[_Run], score_range: Any, names: list[str],
+           report: LoadReport) -> MetricScale | None:
+    """The metric's range: the caller's, the schema's, the package's table, or (last) a guess
+    from all models' values of this dataset, which is warned about."""
+    rng = _lookup(score_range, names)
+    lower = next((r.schema.lower_is_better[metric] for r in runs
+                  if r.schema is not None and metric in r.schema.lower_is_better), None)
+    known = known_scale(metric)
+    if lower is None:
+        lower = known.lower_is_better if known is not None else metric in LOWER_IS_BETTER
+    if rng is not None:
+        lo, hi = parse_range(rng, f"score_range for {ds!r}")
+        return MetricScale(lo, hi, lower, source="caller")
+    declared = next((r.schema.scales[metric] for r in runs
+                     if r.schema is not None and metric in r.schema.scales), None)
+    if declared is not None:
+        return declared
+    if known is not None:
+        return MetricScale(known.lo, known.hi, lower, source="known")
+    if lower:
+        for r in runs:
+            _skip(report, r, f"metric {metric!r} is lower-is-better and no range is known; pass "
+                             "score_range=(min, max)")
+        return None
+    values = np.array([v for r in runs for s in r.stats.values() for n, v in s.items()
+                       if n == metric])
+    guess = guess_scale(values)
+    if guess is None:
+        finite = values[np.isfinite(values)]
+        for r in runs:
+            _skip(report, r, f"metric {metric!r} has values in [{finite.min():g}, "
+                             f"{finite.max():g}], outside [0, 1], 1–5 and 1–10 and no range is "
+                             "declared; name another metric or pass score_range=(min, max)")
+        return None
+    report.warn(
+        f"dataset {ds!r}: the range of metric {metric!r} is declared nowhere (schema, the "
+        f"package's table of HELM metrics, score_range=); guessed {guess.describe()} from the "
+        "values. Pass score_range= to make it explicit"
     )
+    return guess
+
+
+def _skip(report: LoadReport, run: _Run | str, why: str) -> None:
+    """Record a skipped run; folder names that are not UTF-8 (surrogate escapes) are made
+    printable, so that the CLI and the log can show the reason."""
+    shown = run.shown if isinstance(run, _Run) else run
+    report.skipped.append((_clean(shown), _clean(why)))
+
+
+def _run_rows(run: _Run, metric: str, scale: MetricScale, threshold: float,
+              include_perturbed: bool, prices: dict[str, Price] | None,
+              report: LoadReport) -> list[dict[str, Any]]:
+    # Average trials of one (instance, perturbation) before binarising.
+    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
+    prompt: dict[tuple[str, str], list[float]] = defaultdict(list)
+    completion: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (iid, pert, _trial_index), by_name in run.stats.items():
+        if metric in by_name:
+            scores[(iid, pert)].append(by_name[metric])
+            if "num_prompt_tokens" in by_name:
+                prompt[(iid, pert)].append(by_name["num_prompt_tokens"])
+            out = by_name.get("num_completion_tokens", by_name.get("num_output_tokens"))
+            if out is not None:
+                completion[(iid, pert)].append(out)
+    if not scores:
+        raise DataError(f"metric {metric!r} is not among this run's per-instance stats")
+    n_perturbed = sum(1 for _, p in scores if p)
+    if include_perturbed:
+        report.count("perturbed_included", n_perturbed)
+    else:
+        report.count("perturbed_skipped", n_perturbed)
+        scores = {k: v for k, v in scores.items() if not k[1]}
+        if not scores:
+            raise DataError(f"metric {metric!r} is present only on perturbed instances")
+    report.count("trials_averaged", sum(len(v) - 1 for v in scores.values()))
+
+    values = np.array([_mean(v) for v in scores.values()])
+    check_range(values, scale, metric)
+    correct = binarize(to_unit(values, scale), threshold)
+    price = _price_of(run, prices)
+
+    rows: list[dict[str, Any]] = []
+    missing_text = 0
+    for ((iid, pert), val), ok in zip(zip(scores, values), correct):
+        text = run.texts.get((iid, pert))
+        if text is None:
+            missing_text += 1
+            continue
+        p_tok = _mean(prompt[(iid, pert)]) if prompt.get((iid, pert)) else np.nan
+        c_tok = _mean(completion[(iid, pert)]) if completion.get((iid, pert)) else np.nan
+        row = {
+            "dataset": run.dataset,
+            "instance_id": f"{iid}|{_pert_label(pert)}" if pert else iid,
+            "text": text,
+            "model": run.model,
+            "score": float(val),
+            "correct": float(ok),
+            "metric": metric,
+            "split": run.splits.get(iid, ""),
+            "logprob": run.logprobs.get((iid, pert), np.nan),
+            "prompt_tokens": p_tok,
+            "completion_tokens": c_tok,
+            "_augmented": run.augmented,
+        }
+        if prices is not None:
+            row["cost"] = float(price.cost(np.array(p_tok), np.array(c_tok))) if price else np.nan
+        rows.append(row)
+    if not rows:
+        raise DataError(
+            "per_instance_stats.json and the instance files share no instance ids "
+            f"({len(scores)} scored instances, none with an input text)"
+        )
+    if missing_text:
+        report.count("instances_without_text", missing_text)
+        report.notes.append(f"{run.shown}: {missing_text} scored instances had no input text")
+    if any(_is_hidden(r["text"]) for r in rows):
+        raise DataError("input texts are redacted or encrypted; nothing to embed")
+    return rows
+
+
+def _price_of(run: _Run, prices: dict[str, Price] | None) -> Price | None:
+    """A price table entry by model name, else by deployment name (``together/…``)."""
+    if prices is None:
+        return None
+    return prices.get(run.model) or (prices.get(run.deployment) if run.deployment else None)
+
+
+def _report_prices(frame: pd.DataFrame, prices: dict[str, Price], report: LoadReport) -> None:
+    if "prompt_tokens" not in frame.columns:
+        report.warn("prices were given but these HELM runs have no token counts "
+                    "(num_prompt_tokens); no cost can be computed")
+        return
+    unpriced = sorted(frame.loc[frame["cost"].isna() & frame["prompt_tokens"].notna(),
+                                "model"].unique())
+    if unpriced:
+        report.warn(f"no price for model(s) {short_repr(unpriced, 300)} in the price table "
+                    f"({len(prices)} models); their cost is left empty")
+    no_tokens = sorted(frame.loc[frame["prompt_tokens"].isna(), "model"].unique())
+    if no_tokens:
+        report.warn(f"HELM has no token counts for some results of model(s) "
+                    f"{short_repr(no_tokens, 300)}; their cost is left empty")
+
+
+def _warn_grouped(report: LoadReport, what: str, items: Sequence[tuple[str, str]]) -> None:
+    """One warning line per reason, with a count and at most three examples, so that 283
+    skipped runs make a few readable lines instead of one 10 kB line."""
+    groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for where, why in items:
+        groups[_reason_key(why)].append((where, why))
+    for members in sorted(groups.values(), key=len, reverse=True):
+        shown = list(dict.fromkeys(_short_text(Path(w).name, 100) for w, _ in members))
+        examples = ", ".join(shown[:3])
+        more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+        report.warn(f"{len(members)} {what}: {_short_text(members[0][1], 300)} "
+                    f"(e.g. {examples}{more})")
+
+
+def _reason_key(why: str) -> str:
+    """A skip reason without what differs per run (paths, numbers, quoted names)."""
+    why = re.sub(r"\S*/", "", why)  # path components
+    why = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", why)
+    return re.sub(r"\d+", "N", why)[:120]
+
+
+def _short_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 1]}…"
 
 
 def _is_hidden(text: str) -> bool:
     return text == "[redacted]" or text.startswith("[encrypted_text_")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)

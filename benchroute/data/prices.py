@@ -1,0 +1,184 @@
+"""Price tables: USD per million input and output tokens, per model.
+
+Benchmarks record token counts, not money (HELM's ``num_prompt_tokens`` and
+``num_completion_tokens``), and prices change more often than results; so the user passes the
+prices they pay and the loader computes ``cost = prompt_tokens × input/1e6 + completion_tokens ×
+output/1e6`` per call.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from benchroute.data.metrics import short_repr
+from benchroute.exceptions import DataError
+
+__all__ = ["Price", "load_prices", "resolve_prices", "PricesLike"]
+
+_INPUT = ("input_usd_per_1m", "input_per_1m", "input", "prompt")
+_OUTPUT = ("output_usd_per_1m", "output_per_1m", "output", "completion")
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per one million input (prompt) and output (completion) tokens."""
+
+    input_per_1m: float
+    output_per_1m: float
+
+    def cost(self, prompt_tokens: np.ndarray, completion_tokens: np.ndarray) -> np.ndarray:
+        """USD per call; NaN where a token count is missing."""
+        return (np.asarray(prompt_tokens, dtype=float) * self.input_per_1m
+                + np.asarray(completion_tokens, dtype=float) * self.output_per_1m) / 1e6
+
+
+PricesLike = Union[str, "os.PathLike[str]", Mapping[str, "Price | tuple[float, float]"]]
+
+
+def load_prices(path: str | os.PathLike[str]) -> dict[str, Price]:
+    """Read a price table from CSV or JSON.
+
+    CSV: a header with ``model`` and one input and one output column (``input_usd_per_1m`` /
+    ``output_usd_per_1m``; ``input``/``output`` and ``prompt``/``completion`` are accepted too),
+    one row per model. JSON: ``{"<model>": {"input": x, "output": y}}``, ``{"<model>": [x, y]}``,
+    or a list of row objects like the CSV's.
+
+    Raises
+    ------
+    DataError
+        Unreadable file, missing columns, a non-numeric, negative or infinite price, or a model
+        listed twice; the message names the file, the row and the field.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: price table not found (expected a CSV or JSON file)")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read the price table ({exc.strerror})") from exc
+    if not text.strip():
+        raise DataError(f"{p}: price table is empty")
+    if p.suffix.lower() == ".json" or text.lstrip()[:1] in "[{":
+        return _from_json(p, text)
+    return _from_csv(p, text)
+
+
+def _from_csv(path: Path, text: str) -> dict[str, Price]:
+    lines = list(csv.reader(text.splitlines()))
+    header = [h.strip() for h in lines[0]]
+    in_col = next((c for c in _INPUT if c in header), None)
+    out_col = next((c for c in _OUTPUT if c in header), None)
+    if "model" not in header or in_col is None or out_col is None:
+        raise DataError(
+            f"{path}: the header must name 'model', an input price column (one of {list(_INPUT)}) "
+            f"and an output price column (one of {list(_OUTPUT)}); got {short_repr(header, 200)}"
+        )
+    rows: list[tuple[str, object, object, object]] = []
+    for lineno, fields in enumerate(lines[1:], start=2):
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise DataError(f"{path}: line {lineno} has {len(fields)} fields, the header "
+                            f"{len(header)}")
+        row = dict(zip(header, fields))
+        rows.append((f"line {lineno}", row["model"], row[in_col], row[out_col]))
+    return _build(path, rows, in_col, out_col)
+
+
+def _from_json(path: Path, text: str) -> dict[str, Price]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
+                        f"{exc.msg}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: unreadable JSON ({type(exc).__name__})") from exc
+    rows: list[tuple[str, object, object, object]] = []
+    if isinstance(obj, dict):
+        for model, v in obj.items():
+            where = f"entry {model!r}"[:100]
+            if isinstance(v, dict):
+                rows.append((where, model, _pick(v, _INPUT), _pick(v, _OUTPUT)))
+            elif isinstance(v, list) and len(v) == 2:
+                rows.append((where, model, v[0], v[1]))
+            else:
+                raise DataError(f"{path}: {where} must be {{'input': x, 'output': y}} or [x, y], "
+                                f"got {short_repr(v)}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            if not isinstance(v, dict):
+                raise DataError(f"{path}: row {i} must be an object, got {short_repr(v)}")
+            rows.append((f"row {i}", v.get("model"), _pick(v, _INPUT), _pick(v, _OUTPUT)))
+    else:
+        raise DataError(f"{path}: expected a JSON object or list, got {type(obj).__name__}")
+    return _build(path, rows, "input", "output")
+
+
+def _pick(obj: dict[str, object], names: tuple[str, ...]) -> object:
+    return next((obj[n] for n in names if n in obj), None)
+
+
+def _build(path: Path, rows: list[tuple[str, object, object, object]], in_col: str,
+           out_col: str) -> dict[str, Price]:
+    if not rows:
+        raise DataError(f"{path}: price table has no rows")
+    prices: dict[str, Price] = {}
+    for where, model, inp, out in rows:
+        if not isinstance(model, str) or not model.strip():
+            raise DataError(f"{path}: {where} field 'model' must be a non-empty string, "
+                            f"got {short_repr(model)}")
+        model = model.strip()
+        if model in prices:
+            raise DataError(f"{path}: {where}: model {model!r} is listed twice")
+        prices[model] = Price(_usd(path, where, in_col, inp), _usd(path, where, out_col, out))
+    return prices
+
+
+def _usd(path: Path | str, where: str, field: str, value: object) -> float:
+    """A price: a finite, non-negative number (a numeric string from CSV too)."""
+    num = math.nan
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            num = float(value)
+        except (ValueError, OverflowError):
+            num = math.nan
+    if not math.isfinite(num) or num < 0:
+        raise DataError(f"{path}: {where} field {field!r} must be a non-negative number of USD "
+                        f"per 1M tokens, got {short_repr(value)}")
+    return num
+
+
+def resolve_prices(prices: PricesLike | None) -> dict[str, Price] | None:
+    """A price table from a path (read with :func:`load_prices`) or a mapping of model to
+    :class:`Price` or ``(input, output)``; ``None`` stays ``None``."""
+    if prices is None:
+        return None
+    if isinstance(prices, (str, os.PathLike)):
+        return load_prices(prices)
+    if not isinstance(prices, Mapping):
+        raise DataError(f"prices must be a path or a mapping of model to (input, output) USD per "
+                        f"1M tokens, got {type(prices).__name__}")
+    out: dict[str, Price] = {}
+    for model, v in prices.items():
+        where = f"prices[{model!r}]"[:100]
+        if not isinstance(model, str):
+            raise DataError(f"{where}: model names must be strings")
+        if isinstance(v, Price):
+            out[model] = v
+        elif isinstance(v, (tuple, list)) and len(v) == 2:
+            out[model] = Price(_usd("prices", where, "input", v[0]),
+                               _usd("prices", where, "output", v[1]))
+        else:
+            raise DataError(f"{where} must be a Price or (input, output), got {short_repr(v)}")
+    return out
