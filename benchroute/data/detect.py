@@ -37,6 +37,7 @@ def load(
     prices: str | os.PathLike[str] | None = None,
     strict: bool = False,
     strip_common_prefix: bool | Sequence[str] = False,
+    check_inputs: bool = False,
 ) -> BenchmarkData:
     """Load benchmark results from any supported source, guessing the layout.
 
@@ -63,13 +64,18 @@ def load(
     strip_common_prefix : bool or list of dataset names
         Drop the prefix shared by all inputs of each (or each named) dataset after loading; see
         :meth:`BenchmarkData.strip_common_prefix`.
+    check_inputs : bool
+        Warn in the report about inputs the encoder would cut or map to one vector
+        (:func:`benchroute.data.encoder_check.check_inputs`; needs the installed model's
+        tokenizer, skipped without it). Off by default because it tokenizes every input; the
+        CLI's inspect, embed and fit turn it on.
     """
     options = _Options(preset, metric, threshold, prices, strict)
     if isinstance(path, str) and path.startswith("pack:"):
         from benchroute.packs import pack_files
 
         data = BenchmarkData.load(pack_files(path.removeprefix("pack:"))["data"])
-        return _strip(data, strip_common_prefix)
+        return _finish(data, strip_common_prefix, check_inputs)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
@@ -81,8 +87,8 @@ def load(
             data = _load_plain(Path(tmp), options)
         _hide_folder(data.report, tmp, str(path))
         data.report.sources = [str(path)]
-        return _strip(data, strip_common_prefix)
-    return _strip(_load_plain(path, options), strip_common_prefix)
+        return _finish(data, strip_common_prefix, check_inputs)
+    return _finish(_load_plain(path, options), strip_common_prefix, check_inputs)
 
 
 @dataclass(frozen=True)
@@ -124,16 +130,21 @@ def _call(loader: Callable[..., BenchmarkData], name: str, path: Path, options: 
     return loader(path, **fixed, **kwargs)
 
 
-def _strip(data: BenchmarkData, which: bool | Sequence[str]) -> BenchmarkData:
-    if which is False:
-        return data
-    return data.strip_common_prefix(None if which is True else list(which))
+def _finish(data: BenchmarkData, strip: bool | Sequence[str], check: bool) -> BenchmarkData:
+    if strip is not False:
+        data = data.strip_common_prefix(None if strip is True else list(strip))
+    if check:
+        from benchroute.data.encoder_check import check_inputs
+
+        check_inputs(data)
+    return data
 
 
 def _hide_folder(report: LoadReport, folder: str, shown: str) -> None:
     """Replace the temporary extraction folder by the archive's path in every report string."""
     def fix(text: str) -> str:
-        return text.replace(folder, shown)
+        # Paths may be absolute or relative to the folder's parent (the folder's name remains).
+        return text.replace(folder, shown).replace(Path(folder).name, Path(shown).name)
 
     report.skipped = [(fix(a), fix(b)) for a, b in report.skipped]
     report.notes = [fix(n) for n in report.notes]
@@ -180,12 +191,11 @@ def _load_plain(path: Path, options: _Options) -> BenchmarkData:
             "folder)"
         )
     name = path.name.lower()
-    if name.endswith(".parquet"):
-        if _is_store(path):
-            if options != _Options(None, None, None, None, False):
-                raise DataError(f"{path}: a saved store is loaded as saved; metric, threshold, "
-                                "prices and strict apply when reading the original results")
-            return BenchmarkData.load(path)
+    if name.endswith(".parquet") and _is_store(path):
+        if options != _Options(None, None, None, None, False):
+            raise DataError(f"{path}: a saved store is loaded as saved; metric, threshold, "
+                            "prices and strict apply when reading the original results")
+        return BenchmarkData.load(path)
     if name.endswith((".json", ".jsonl", ".json.xz", ".jsonl.xz")):
         records = read_json_records(path)
         if not records:

@@ -103,9 +103,9 @@ def load_mixinstruct(
     rescaled = ((frame["score"] - lo) / span).fillna(0.5).where(frame["score"].notna())
     binary = pd.Series(binarize(frame["score"], cut.fillna(0.0).to_numpy()), index=frame.index)
     frame["correct"] = binary.where(cut.notna(), rescaled)
-    for ds, part in frame.groupby("dataset", sort=True):
-        report.metrics[str(ds)] = str(part["metric"].iloc[0])
-        report.scales[str(ds)] = "caller" if cut[part.index].notna().all() else "guessed"
+    for name_ds, part in frame.groupby("dataset", sort=True):
+        report.metrics[str(name_ds)] = str(part["metric"].iloc[0])
+        report.scales[str(name_ds)] = "caller" if cut[part.index].notna().all() else "guessed"
     rescaled_ds = sorted(d for d, s in report.scales.items() if s == "guessed")
     if rescaled_ds:
         report.notes.append(f"correct = score min-max rescaled per dataset for {rescaled_ds}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Union
 
 import numpy as np
 import pandas as pd
@@ -19,8 +18,8 @@ import pandas as pd
 from benchroute.data.store import LoadReport
 from benchroute.exceptions import DataError
 
-Threshold = Union[float, Mapping[str, float]]
-Metric = Union[str, Mapping[str, str]]
+Threshold = float | Mapping[str, float]
+Metric = str | Mapping[str, str]
 
 
 def check_threshold(value: object, where: str = "threshold", unit: bool = True) -> float:
@@ -56,15 +55,30 @@ def per_dataset(
 
 
 def thresholds_for(
-    threshold: object, frame: pd.DataFrame, unit: bool = True, default: float | None = 0.5
+    threshold: object, frame: pd.DataFrame, unit: bool = True, default: float | None = 0.5,
+    known: Iterable[str] | None = None,
 ) -> pd.Series:
-    """One checked threshold per row of ``frame`` (by its ``dataset``); NaN where none applies."""
+    """One checked threshold per row of ``frame`` (by its ``dataset``); NaN where none applies.
+    ``known``: all datasets of the load, when ``frame`` holds only some of them."""
     if threshold is None:
         return pd.Series(np.nan, index=frame.index)
-    table = per_dataset(threshold, frame["dataset"].astype(str), "threshold", default)
+    names = frame["dataset"].astype(str)
+    table = per_dataset(threshold, list(names.unique()) + list(known or []), "threshold", default)
     checked = {d: (np.nan if t is None else check_threshold(t, f"threshold for {d!r}", unit))
                for d, t in table.items()}
-    return frame["dataset"].astype(str).map(checked).astype(float)
+    return names.map(checked).astype(float)
+
+
+def parse_threshold_option(text: str) -> Threshold:
+    """``--threshold``: a number, or per-dataset numbers (see :func:`parse_mapping_option`)."""
+    value = parse_mapping_option(text, "threshold", numeric=True)
+    return value if isinstance(value, dict) else float(value)  # type: ignore[arg-type]
+
+
+def parse_metric_option(text: str) -> Metric:
+    """``--metric``: a metric name, or per-dataset names (see :func:`parse_mapping_option`)."""
+    value = parse_mapping_option(text, "metric", numeric=False)
+    return value if isinstance(value, dict) else str(value)
 
 
 def parse_mapping_option(text: str, what: str, numeric: bool) -> object:

@@ -92,8 +92,9 @@ class LoadReport:
         )
 
 
-def binarize(scores: np.ndarray | pd.Series, threshold: float) -> np.ndarray:
-    """0/1 correctness from a score on [0, 1]; NaN stays NaN so missing results stay missing."""
+def binarize(scores: np.ndarray | pd.Series, threshold: float | np.ndarray) -> np.ndarray:
+    """0/1 correctness from a score on [0, 1]; NaN stays NaN so missing results stay missing.
+    ``threshold`` may be one value per score (per-dataset thresholds)."""
     arr = np.asarray(scores, dtype=float)
     out = (arr >= threshold).astype(float)
     out[np.isnan(arr)] = np.nan
@@ -361,8 +362,8 @@ class BenchmarkData:
             rows = frame["dataset"] == ds
             prefix = common_prefix(frame.loc[rows, "text"].unique().tolist())
             if prefix:
-                frame.loc[rows, "text"] = frame.loc[rows, "text"].map(
-                    lambda t, n=len(prefix): normalize_text(t[n:]))
+                frame.loc[rows, "text"] = [normalize_text(t[len(prefix):])
+                                           for t in frame.loc[rows, "text"]]
                 report.notes.append(
                     f"dataset {ds!r}: stripped a common prefix of {len(prefix)} characters")
                 report.count("common_prefix_stripped")
@@ -438,7 +439,8 @@ def resolve_repeated(
             continue
         ds, iid = sorted(bad)[0]
         variants = rep.loc[(rep["dataset"] == ds) & (rep["instance_id"] == iid)]
-        detail = (describe_difference(*map(str, variants["_norm"].unique()[:2]))
+        first, second = (str(t) for t in variants["_norm"].unique()[:2])
+        detail = (describe_difference(first, second)
                   if key == "text_conflict_skipped"
                   else f"scores {sorted(map(float, variants['score'].dropna().unique()))[:3]}")
         message = (f"dataset={ds!r} instance_id={iid!r} appears more than once and its {why} "

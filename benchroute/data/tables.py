@@ -73,12 +73,13 @@ def load_table(
     if preset is not None:
         if preset not in PRESETS:
             raise DataError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
-        loader = {
+        loaders: dict[str, Callable[..., BenchmarkData]] = {
             "routerdc": _load_routerdc,
             "routellm": _load_routellm,
             "routerbench": _load_routerbench,
             "alpaca_eval": _load_alpaca_eval,
-        }[preset]
+        }
+        loader = loaders[preset]
         return loader(Path(path), threshold=threshold, strict=strict, **preset_options)
     if preset_options:
         raise DataError(f"unexpected options {sorted(preset_options)} without a preset")
@@ -367,8 +368,8 @@ def _long_frame(
     return out
 
 
-def _apply_rule(rule: CorrectRule, long: pd.DataFrame, threshold: Threshold, path: Path
-                ) -> np.ndarray:
+def _apply_rule(rule: CorrectRule, long: pd.DataFrame, threshold: Threshold, path: Path,
+                known: Sequence[str] = ()) -> np.ndarray:
     scores = long["score"]
     if callable(rule):
         out = np.asarray(rule(scores), dtype=float)
@@ -389,7 +390,7 @@ def _apply_rule(rule: CorrectRule, long: pd.DataFrame, threshold: Threshold, pat
                 f"instance_id={row['instance_id']!r} ({int(outside.sum())} such cells); rescale "
                 "them, or pass correct='positive', 'as_is' or a function"
             )
-        return binarize(values, thresholds_for(threshold, long).to_numpy())
+        return binarize(values, thresholds_for(threshold, long, known=known).to_numpy())
     if rule == "positive":
         out = (scores.to_numpy() > 0).astype(float)
         out[scores.isna().to_numpy()] = np.nan
@@ -435,11 +436,12 @@ def _load_routerdc(path: Path, threshold: Threshold = 0.5, strict: bool = False)
     """
     report = LoadReport(sources=[str(path)])
     parts = []
-    for file in _routerdc_files(path):
+    files = _routerdc_files(path)
+    names = [_routerdc_name(f.stem) for f in files]
+    for file in files:
         records = read_json_records(file)
         stem = file.stem
-        split = _split_of(stem)
-        name = stem[: -len(split) - 1] if split else stem
+        split, name = _split_of(stem), _routerdc_name(stem)
         for i, rec in enumerate(records):
             if not isinstance(rec.get("question"), str) or not isinstance(rec.get("scores"), dict):
                 raise DataError(f"{file}: record {i} needs a string 'question' and a 'scores' object")
@@ -452,12 +454,18 @@ def _load_routerdc(path: Path, threshold: Threshold = 0.5, strict: bool = False)
         for m in scores.columns:
             part = frame.assign(dataset=name, split=split, model=str(m))
             part["score"] = _as_scores(scores[m], f"{file}: scores.{m}")
-            part["correct"] = _apply_rule("positive" if mc else "threshold", part, threshold, file)
+            part["correct"] = _apply_rule("positive" if mc else "threshold", part, threshold,
+                                          file, names)
             part["metric"] = "p_gold_if_correct" if mc else "accuracy"
             parts.append(part)
     long = pd.concat(parts, ignore_index=True)
     _record(report, long, long["metric"], "known")
     return BenchmarkData(long, report=report, source=str(path), strict=strict)
+
+
+def _routerdc_name(stem: str) -> str:
+    split = _split_of(stem)
+    return stem[: -len(split) - 1] if split else stem
 
 
 def _split_of(stem: str) -> str:
