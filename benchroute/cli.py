@@ -360,7 +360,11 @@ def _read_texts(path: str) -> list[str]:
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     texts: list[str] = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        content = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the text
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not UTF-8 text ({exc})") from exc
+    for lineno, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):

@@ -42,7 +42,7 @@ def load_mixinstruct(
     present: dict[str, set[str]] = {}
     empty_items: list[str] = []
     infinite: list[str] = []
-    items = read_json_records(path)
+    items = read_json_records(path, lambda n: report.count("lone_surrogates_replaced", n))
     if not items:
         raise DataError(f"{path}: no items (an empty JSON list)")
     for i, item in enumerate(items):

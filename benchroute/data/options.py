@@ -45,7 +45,7 @@ def per_dataset(
     """``value`` for each dataset: a single value for all, or a mapping (datasets it does not
     name get ``default``). A mapping key that names no dataset is an error listing the datasets,
     since a typo would otherwise be ignored silently."""
-    known = sorted(set(datasets))
+    known = sorted({d for d in datasets if isinstance(d, str)})
     if isinstance(value, Mapping):
         unknown = sorted(str(k) for k in value if k not in known)
         if unknown:
@@ -62,7 +62,7 @@ def thresholds_for(
     ``known``: all datasets of the load, when ``frame`` holds only some of them."""
     if threshold is None:
         return pd.Series(np.nan, index=frame.index)
-    names = frame["dataset"].astype(str)
+    names = frame["dataset"]
     table = per_dataset(threshold, list(names.unique()) + list(known or []), "threshold", default)
     checked = {d: (np.nan if t is None else check_threshold(t, f"threshold for {d!r}", unit))
                for d, t in table.items()}

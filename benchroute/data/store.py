@@ -166,7 +166,8 @@ class BenchmarkData:
         if no_key.any():
             self.report.count("missing_key_dropped", int(no_key.sum()))
             df = df.loc[~no_key]
-        no_text = df["text"].isna()
+        # A blank input is no input: there is nothing to embed or route.
+        no_text = df["text"].isna() | df["text"].map(lambda t: isinstance(t, str) and not t.strip())
         if no_text.any():
             self.report.count("missing_text_dropped", int(no_text.sum()))
         nan_rows = df["score"].isna() | df["correct"].isna()
@@ -182,10 +183,10 @@ class BenchmarkData:
         if df.empty:
             raise DataError(f"{source}: every row had a NaN score or no text; nothing is left")
 
+        _replace_lone_surrogates(df, self.report)
         for col in _STRING_COLUMNS:
             if col in df.columns:
                 df[col] = df[col].where(df[col].notna(), "").astype(str)
-        _replace_lone_surrogates(df, self.report)
 
         bad = (df["correct"] < 0) | (df["correct"] > 1)
         if bad.any():
@@ -439,9 +440,8 @@ def resolve_repeated(
             continue
         ds, iid = sorted(bad)[0]
         variants = rep.loc[(rep["dataset"] == ds) & (rep["instance_id"] == iid)]
-        first, second = (str(t) for t in variants["_norm"].unique()[:2])
-        detail = (describe_difference(first, second)
-                  if key == "text_conflict_skipped"
+        texts = [str(t) for t in variants["_norm"].unique()[:2]]
+        detail = (describe_difference(texts[0], texts[1]) if len(texts) > 1
                   else f"scores {sorted(map(float, variants['score'].dropna().unique()))[:3]}")
         message = (f"dataset={ds!r} instance_id={iid!r} appears more than once and its {why} "
                    f"({detail})")
@@ -464,17 +464,12 @@ def _replace_lone_surrogates(df: pd.DataFrame, report: LoadReport) -> None:
     """Texts with lone surrogates (from JSON ``\\ud800`` escapes) cannot be written as UTF-8 by
     parquet or read by a tokenizer: replace them with U+FFFD and count the texts."""
 
-    def bad(t: str) -> bool:
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
+    from benchroute.data._io import replace_lone_surrogates
 
-    mask = df["text"].map(bad)
+    fixed = df["text"].map(lambda t: replace_lone_surrogates(t)[0])
+    mask = (fixed != df["text"]) & df["text"].notna()
     if mask.any():
-        df.loc[mask, "text"] = df.loc[mask, "text"].map(
-            lambda t: t.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+        df["text"] = fixed
         report.count("lone_surrogates_replaced", int(mask.sum()))
 
 

@@ -86,8 +86,8 @@ def load_table(
     path = Path(path)
     if layout not in ("auto", "wide", "long"):
         raise DataError(f"layout must be 'auto', 'wide' or 'long', got {layout!r}")
-    frame = read_table(path, keep=(text, dataset, instance_id, model))
     report = LoadReport(sources=[str(path)])
+    frame = read_table(path, keep=(text, dataset, instance_id, model), report=report)
     if layout == "auto":
         layout = "long" if {model, score} <= set(frame.columns) else "wide"
     name = dataset_name or _stem(path)
@@ -106,7 +106,8 @@ def load_table(
 _NA_STRINGS = frozenset({"", "nan", "na", "n/a", "null", "none", "#n/a"})
 
 
-def read_table(path: Path, keep: Sequence[str | None] = ()) -> pd.DataFrame:
+def read_table(path: Path, keep: Sequence[str | None] = (), report: LoadReport | None = None
+               ) -> pd.DataFrame:
     """A table from CSV/TSV (optionally gzipped), JSON/JSONL or parquet, with clear errors.
 
     CSV/TSV cells are read as text and a column becomes numeric only when every filled cell is a
@@ -121,7 +122,8 @@ def read_table(path: Path, keep: Sequence[str | None] = ()) -> pd.DataFrame:
         if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
             frame = _read_delimited(path, "\t" if ".tsv" in name else ",", keep)
         elif name.endswith((".json", ".jsonl", ".json.xz", ".jsonl.xz")):
-            records = read_json_records(path)
+            records = read_json_records(
+                path, None if report is None else lambda n: report.count("lone_surrogates_replaced", n))
             if not records:
                 raise DataError(f"{path}: the table has no rows (an empty JSON list)")
             frame = pd.DataFrame(records)
