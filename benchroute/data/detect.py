@@ -84,7 +84,10 @@ def load(
         with tempfile.TemporaryDirectory(prefix="benchroute-") as tmp:
             for archive in archives:
                 _extract(archive, Path(tmp))
-            data = _load_plain(Path(tmp), options)
+            try:
+                data = _load_plain(Path(tmp), options)
+            except DataError as exc:
+                raise DataError(_hide(str(exc), tmp, str(path))) from exc
         _hide_folder(data.report, tmp, str(path))
         data.report.sources = [str(path)]
         return _finish(data, strip_common_prefix, check_inputs)
@@ -142,13 +145,14 @@ def _finish(data: BenchmarkData, strip: bool | Sequence[str], check: bool) -> Be
 
 def _hide_folder(report: LoadReport, folder: str, shown: str) -> None:
     """Replace the temporary extraction folder by the archive's path in every report string."""
-    def fix(text: str) -> str:
-        # Paths may be absolute or relative to the folder's parent (the folder's name remains).
-        return text.replace(folder, shown).replace(Path(folder).name, Path(shown).name)
+    report.skipped = [(_hide(a, folder, shown), _hide(b, folder, shown)) for a, b in report.skipped]
+    report.notes = [_hide(n, folder, shown) for n in report.notes]
+    report.warnings = [_hide(w, folder, shown) for w in report.warnings]
 
-    report.skipped = [(fix(a), fix(b)) for a, b in report.skipped]
-    report.notes = [fix(n) for n in report.notes]
-    report.warnings = [fix(w) for w in report.warnings]
+
+def _hide(text: str, folder: str, shown: str) -> str:
+    # Paths may be absolute or relative to the folder's parent (the folder's name remains).
+    return text.replace(folder, shown).replace(Path(folder).name, Path(shown).name)
 
 
 def _archives(path: Path) -> list[Path]:
@@ -186,6 +190,9 @@ def _load_plain(path: Path, options: _Options) -> BenchmarkData:
                         and p.name.lower().endswith((".csv", ".csv.gz", ".parquet")))
         if tables and all(routerbench_columns(_columns(t)) for t in tables):
             return _call(load_table, "routerbench", path, options, preset="routerbench")
+        children = [p for p in path.iterdir() if not p.name.startswith(".")]
+        if len(children) == 1 and children[0].is_dir():  # an archive's top folder
+            return _load_plain(children[0], options)
         raise DataError(
             f"{path}: no known layout (HELM runs, RouterDC, RouteLLM, RouterBench or AlpacaEval "
             "folder)"

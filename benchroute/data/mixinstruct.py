@@ -131,5 +131,5 @@ def _report_skips(report: LoadReport, path: Path, what: list[str], key: str, why
     if what:
         report.count(key, len(what))
         examples = ", ".join(what[:3]) + (" ..." if len(what) > 3 else "")
-        report.skipped.append((f"{path}: {len(what)} item(s)", f"{why}: {examples}"))
+        report.skipped.append((f"{path}: {len(what)} item(s): {examples}", why))
         report.warn(f"{path}: skipped {len(what)} item(s) with {why}, e.g. {examples}")
