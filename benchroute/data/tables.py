@@ -126,7 +126,10 @@ def read_table(path: Path, keep: Sequence[str | None] = (), report: LoadReport |
                 path, None if report is None else lambda n: report.count("lone_surrogates_replaced", n))
             if not records:
                 raise DataError(f"{path}: the table has no rows (an empty JSON list)")
-            frame = pd.DataFrame(records)
+            try:
+                frame = pd.DataFrame(records)
+            except OverflowError:  # pandas 2 on a 400-digit integer: keep the cells as they are
+                frame = pd.DataFrame(records, dtype=object)
         elif name.endswith(".parquet"):
             frame = _read_parquet(path)
         elif name.endswith((".pkl", ".pickle")):

@@ -59,6 +59,8 @@ CASES = {
     "ragged_short_row": Case({"t.csv": "text,m1,m2\nq,1,0\nr,1\n"}, t(),
                              Err("line 3 has 2 fields, the header has 3")),
     "numeric_text_kept": Case({"t.csv": "text,m1\n1,1\n2,0\n"}, t(), Ok(texts=["1", "2"])),
+    "numeric_text_with_blank": Case({"t.csv": "text,m1\n1,1\n,0\n2,1\n"}, t(),
+                                    Ok(texts=["1", "2"], counts={"missing_text_dropped": 1})),
     "decimal_text_kept": Case({"t.csv": "text,m1\n1.50,1\n2,0\n"}, t(), Ok(texts=["1.50", "2"])),
     "na_text_kept": Case({"t.csv": "text,m1\nNA,1\nNone,0\n"}, t(), Ok(texts=["NA", "None"])),
     "bom_csv": Case({"t.csv": "\ufefftext,m1\nq,1\n"}, t(), Ok(models=["m1"], texts=["q"])),
