@@ -193,8 +193,7 @@ class BenchmarkData:
             row = df.loc[bad].iloc[0]
             raise DataError(
                 f"{source}: field 'correct' must lie in [0, 1]; got {float(row['correct']):g} for "
-                f"dataset={row['dataset']!r} instance_id={row['instance_id']!r} "
-                f"model={row['model']!r} ({int(bad.sum())} such rows)"
+                f"{row_key(row)} ({int(bad.sum())} such rows)"
             )
 
         dup = df.duplicated(["dataset", "instance_id", "model"], keep=False)
@@ -410,6 +409,12 @@ class BenchmarkData:
                 )
             report = LoadReport.from_dict(meta.get("report", {}))
         return cls(table.to_pandas(), report=report, source=str(path))
+
+
+def row_key(row: pd.Series) -> str:
+    """``dataset=... instance_id=... model=...`` of one result, for error messages."""
+    return (f"dataset={row['dataset']!r} instance_id={row['instance_id']!r} "
+            f"model={row['model']!r}")
 
 
 def resolve_repeated(

@@ -17,7 +17,7 @@ import pandas as pd
 
 from benchroute.data._io import read_json_records
 from benchroute.data.options import Threshold, thresholds_for
-from benchroute.data.store import BenchmarkData, LoadReport, binarize, resolve_repeated
+from benchroute.data.store import BenchmarkData, LoadReport, binarize, resolve_repeated, row_key
 from benchroute.exceptions import DataError
 
 PRESETS = ("routerdc", "routellm", "routerbench", "alpaca_eval")
@@ -390,10 +390,9 @@ def _apply_rule(rule: CorrectRule, long: pd.DataFrame, threshold: Threshold, pat
         if outside.any():
             row = long.loc[outside].iloc[0]
             raise DataError(
-                f"{path}: correct='threshold' needs scores in [0, 1]; model {row['model']!r} has "
-                f"{float(row['score'])!r} for dataset={row['dataset']!r} "
-                f"instance_id={row['instance_id']!r} ({int(outside.sum())} such cells); rescale "
-                "them, or pass correct='positive', 'as_is' or a function"
+                f"{path}: correct='threshold' needs scores in [0, 1]; got {float(row['score'])!r} "
+                f"for {row_key(row)} ({int(outside.sum())} such cells); rescale them, or pass "
+                "correct='positive', 'as_is' or a function"
             )
         return binarize(values, thresholds_for(threshold, long, known=known).to_numpy())
     if rule == "positive":
@@ -605,9 +604,12 @@ def _load_alpaca_eval(
     ``score`` = preference − 1 in [0, 1] (P(beats the reference)); a 0 preference is a draw and
     becomes 0.5; empty preferences (judge failures) are dropped and counted. ``correct`` =
     1[preference > 1.5], the binary reading of SOURCE.md; use ``score`` for per-instance routing.
-    ``threshold`` is not used (the cut is fixed at a win).
+    ``threshold`` does not apply (the cut is fixed at a win): another value is an error rather
+    than ignored.
     """
-    del threshold
+    if not (isinstance(threshold, (int, float)) and threshold == 0.5):
+        raise DataError(f"{path}: AlpacaEval's correct is fixed at a win (preference > 1.5); "
+                        f"threshold={threshold!r} does not apply (use the score column instead)")
     root = path if path.is_dir() else path.parent
     instr = read_table(root / "alpaca_eval_instructions.csv", keep=("instruction", "dataset"))
     prefs = read_table(root / "alpaca_eval_preferences.csv.gz", keep=("model", "annotator"))

@@ -225,6 +225,8 @@ CASES = {
     "load_unknown_preset": Case({"t.csv": "text,m\nq,1\n"}, d(preset="nope"), Err("unknown preset 'nope'")),
     "load_threshold_table": Case({"t.csv": "text,m1,m2\nq,0.3,0.2\n"}, d(threshold=0.25),
                                  Ok(correct=[1.0, 0.0])),
+    "alpaca_threshold": Case({"a/alpaca_eval_preferences.csv.gz": b""}, t("a", preset="alpaca_eval", threshold=0.7),
+                             Err("threshold=0.7 does not apply")),
     "load_prompt_table": Case({"t.csv": "prompt,m1,m2\nq,1,0\n"}, d(), Ok(models=["m1", "m2"])),
 }
 

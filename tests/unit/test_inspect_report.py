@@ -14,21 +14,13 @@ from benchroute.data.encoder_check import check_inputs
 from benchroute.data.inspect import format_summary, skipped_by_reason, summarize
 from benchroute.data.options import parse_mapping_option, parse_threshold_option
 from benchroute.exceptions import DataError
-from tests.unit.test_tables_routerbench import MIX, TEST, TRAIN
+from tests.unit.test_tables_routerbench import MIX, write_routerbench
 
 LONG_NAME = "mmlu:subject=abstract_algebra,method=multiple_choice_joint,groups=a_very_long_group"
 
 
-def _routerbench(tmp_path: Path) -> Path:
-    folder = tmp_path / "rb"
-    folder.mkdir()
-    (folder / "rb_train.csv").write_text(TRAIN)
-    (folder / "rb_test.csv").write_text(TEST)
-    return folder
-
-
 def test_summary_shows_costs_metrics_and_warnings(tmp_path: Path) -> None:
-    s = summarize(load(_routerbench(tmp_path)))
+    s = summarize(load(write_routerbench(tmp_path, "rb")))
     assert s["usage_columns"] == ["mean_cost"]
     cost = {m["model"]: m["mean_cost"] for m in s["models"]}
     assert cost["gpt-4"] == pytest.approx(0.015) and cost["llama"] == pytest.approx(0.0015)
@@ -55,7 +47,7 @@ def test_summary_dataset_names_whole_and_grouped_skips(tmp_path: Path) -> None:
 
 
 def test_archive_folder_never_shown(tmp_path: Path) -> None:
-    folder = _routerbench(tmp_path)
+    folder = write_routerbench(tmp_path, "rb")
     archive = tmp_path / "rb.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="rb")

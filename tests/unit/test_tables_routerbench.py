@@ -25,13 +25,18 @@ TEST = HEAD + (
 )
 
 
+def write_routerbench(parent: Path, name: str = "routerbench") -> Path:
+    """The train/test pair in ``parent/<name>/`` (files ``<name>_train.csv``, ``<name>_test.csv``)."""
+    folder = parent / name
+    folder.mkdir()
+    (folder / f"{name}_train.csv").write_text(TRAIN)
+    (folder / f"{name}_test.csv").write_text(TEST)
+    return folder
+
+
 @pytest.fixture
 def routerbench_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "routerbench"
-    folder.mkdir()
-    (folder / "routerbench_train.csv").write_text(TRAIN)
-    (folder / "routerbench_test.csv").write_text(TEST)
-    return folder
+    return write_routerbench(tmp_path)
 
 
 def test_routerbench_pair_loads_by_default(routerbench_dir: Path) -> None:
