@@ -157,3 +157,21 @@ def test_texts_file_with_bom(tmp_path: Path) -> None:
     f.write_bytes(b"caf\xe9\n")
     with pytest.raises(DataError, match="not UTF-8"):
         _read_texts(str(f))
+
+
+def test_summary_mean_tokens_per_model() -> None:
+    import pandas as pd
+
+    from benchroute.data.store import BenchmarkData
+
+    frame = pd.DataFrame({
+        "dataset": "d", "instance_id": ["1", "1", "2", "2"], "text": ["q", "q", "r", "r"],
+        "model": ["a", "b", "a", "b"], "score": 1.0, "correct": [1.0, 0.0, 1.0, 1.0],
+        "prompt_tokens": [10.0, 12.0, 20.0, 22.0], "completion_tokens": [1.0, 2.0, 3.0, float("nan")],
+    })
+    s = summarize(BenchmarkData(frame))
+    assert s["usage_columns"] == ["mean_prompt_tokens", "mean_completion_tokens"]
+    rows = {m["model"]: m for m in s["models"]}
+    assert rows["a"]["mean_prompt_tokens"] == 15.0 and rows["b"]["mean_completion_tokens"] == 2.0
+    text = format_summary(s)
+    assert "prompt_tokens" in text and "completion_tokens" in text
