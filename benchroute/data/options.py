@@ -66,7 +66,12 @@ def thresholds_for(
     table = per_dataset(threshold, list(names.unique()) + list(known or []), "threshold", default)
     checked = {d: (np.nan if t is None else check_threshold(t, f"threshold for {d!r}", unit))
                for d, t in table.items()}
-    return names.map(checked).astype(float)
+    if not isinstance(threshold, Mapping):
+        return pd.Series(next(iter(checked.values()), np.nan), index=frame.index, dtype=float)
+    # map the few distinct names, not every row
+    codes, uniques = pd.factorize(names)
+    values = np.array([checked.get(u, np.nan) for u in uniques] + [np.nan], dtype=float)
+    return pd.Series(values[codes], index=frame.index)
 
 
 def parse_threshold_option(text: str) -> Threshold:

@@ -167,7 +167,8 @@ class BenchmarkData:
             self.report.count("missing_key_dropped", int(no_key.sum()))
             df = df.loc[~no_key]
         # A blank input is no input: there is nothing to embed or route.
-        no_text = df["text"].isna() | df["text"].map(lambda t: isinstance(t, str) and not t.strip())
+        blank = {t for t in df["text"].dropna().unique() if isinstance(t, str) and not t.strip()}
+        no_text = df["text"].isna() | (df["text"].isin(list(blank)) if blank else False)
         if no_text.any():
             self.report.count("missing_text_dropped", int(no_text.sum()))
         nan_rows = df["score"].isna() | df["correct"].isna()
@@ -471,10 +472,14 @@ def _replace_lone_surrogates(df: pd.DataFrame, report: LoadReport) -> None:
 
     from benchroute.data._io import replace_lone_surrogates
 
-    fixed = df["text"].map(lambda t: replace_lone_surrogates(t)[0])
-    mask = (fixed != df["text"]) & df["text"].notna()
-    if mask.any():
-        df["text"] = fixed
+    fixes = {}
+    for t in df["text"].dropna().unique():
+        fixed, changed = replace_lone_surrogates(t)
+        if changed:
+            fixes[t] = fixed
+    if fixes:
+        mask = df["text"].isin(list(fixes))
+        df.loc[mask, "text"] = df.loc[mask, "text"].map(fixes)
         report.count("lone_surrogates_replaced", int(mask.sum()))
 
 

@@ -159,40 +159,58 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
 
 
-def _read_delimited(path: Path, sep: str, keep: Sequence[str | None]) -> pd.DataFrame:
+def _check_row_widths(path: Path, sep: str) -> None:
+    """Every row has the header's number of fields: pandas shifts a longer row (or all of them)
+    into an index and pads a shorter one with blanks, both silently."""
     import csv
     import gzip
 
     opener: Callable[..., Any] = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh, delimiter=sep)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: file is empty")
-        seen: set[str] = set()
-        for col in header:
-            if col in seen:
-                raise DataError(
-                    f"{path}: the header names column {col!r} twice; rename one (a duplicate "
-                    "model column cannot be told apart)"
-                )
-            seen.add(col)
+        width = None
         for row in reader:
-            if row and len(row) != len(header):
+            if not row:
+                continue
+            if width is None:
+                width = len(row)
+            elif len(row) != width:
                 raise DataError(
                     f"{path}: line {reader.line_num} has {len(row)} fields, the header has "
-                    f"{len(header)} (a ragged row would shift its values into other columns)"
+                    f"{width} (a ragged row would shift its values into other columns)"
                 )
-    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+
+
+def _read_delimited(path: Path, sep: str, keep: Sequence[str | None]) -> pd.DataFrame:
+    # Every cell as text, the header as a row: repeated names are an error (pandas would rename
+    # them m1.1), and a column becomes numeric only when all its filled cells are numbers.
+    _check_row_widths(path, sep)
+    raw = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False,
+                      encoding="utf-8-sig")
+    header = [str(c) for c in raw.iloc[0]]
+    seen: set[str] = set()
+    for col in header:
+        if col in seen:
+            raise DataError(
+                f"{path}: the header names column {col!r} twice; rename one (a duplicate "
+                "model column cannot be told apart)"
+            )
+        seen.add(col)
+    frame = raw.iloc[1:].reset_index(drop=True)
+    frame.columns = header
     keep_set = {k for k in keep if k}
     for col in frame.columns:
         values = frame[col]
-        blank = values.str.strip().str.lower().isin(_NA_STRINGS)
+        stripped = values.str.strip()
         if col in keep_set:
-            frame[col] = values.where(values.str.strip() != "", None)
+            frame[col] = values.where(stripped != "", None)
             continue
-        numeric = pd.to_numeric(values.where(~blank), errors="coerce")
-        if (numeric.notna() | blank).all() and not blank.all():
+        blank = stripped.str.lower().isin(_NA_STRINGS)
+        filled = values[~blank]
+        # a text column fails on its first few cells: skip parsing all of it
+        numeric_head = pd.to_numeric(filled.head(64), errors="coerce").notna().all()
+        numeric = pd.to_numeric(values.where(~blank), errors="coerce") if numeric_head else None
+        if numeric is not None and (numeric.notna() | blank).all() and not blank.all():
             frame[col] = numeric.astype(float)
         else:
             frame[col] = values.where(~blank, None)
@@ -272,6 +290,19 @@ def _score_kinds(col: pd.Series) -> tuple[int, object]:
 def _text_column(col: pd.Series, where: str) -> pd.Series:
     """Texts or ids as strings (numbers written as they were: 1 stays "1"); NaN stays missing;
     objects, lists and booleans are errors rather than their Python repr."""
+    kind = pd.api.types.infer_dtype(col, skipna=True)
+    if kind in ("string", "empty"):
+        return col.where(col.notna(), None).astype(object)
+    if kind == "integer" and pd.api.types.is_integer_dtype(col):
+        return col.astype(str).astype(object)
+    if kind == "floating" and pd.api.types.is_float_dtype(col):
+        values = col.to_numpy(dtype=float)
+        filled = ~np.isnan(values)
+        if np.all(np.isfinite(values[filled]) & (values[filled] == np.round(values[filled]))):
+            out = pd.Series(None, index=col.index, dtype=object)
+            out[filled] = values[filled].astype(np.int64).astype(str)
+            return out
+
     def one(value: object) -> object:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return None
