@@ -42,6 +42,11 @@ def _costs(expected: list[float]):
     return check
 
 
+def _cost_a_only(data: BenchmarkData) -> None:
+    cost = data.frame.set_index("model")["cost"]
+    assert cost["a"] == pytest.approx(0.002) and math.isnan(cost["b"])
+
+
 def _no_cost(data: BenchmarkData) -> None:
     assert "cost" not in data.frame.columns
 
@@ -174,8 +179,7 @@ CASES = {
     # --- costs ---------------------------------------------------------------------------------------
     "cost": Case({"m.json": [{**item(), "candidates": [{"model": "a", "scores": {"bertscore": 0.1, "cost": 0.002}},
                                                        {"model": "b", "scores": {"bertscore": 0.2}}]}]},
-                 m(), Ok(extra=lambda d: (d.frame.set_index("model")["cost"]["a"] == pytest.approx(0.002))
-                         and math.isnan(d.frame.set_index("model")["cost"]["b"]))),
+                 m(), Ok(extra=_cost_a_only)),
     "cost_both": Case({"m.json": [{**item(), "candidates": [{"model": "a", "scores": {"bertscore": 0.1, "cost": 1}},
                                                             {"model": "b", "scores": {"bertscore": 0.2, "cost": 2}}]}]},
                       m(), Ok(extra=_costs([1.0, 2.0]))),

@@ -42,6 +42,12 @@ def _cost_is(value: float):
     return check
 
 
+def _metrics_are(expected: dict[str, str]):
+    def check(data: BenchmarkData) -> None:
+        assert data.report.metrics == expected
+    return check
+
+
 def _no_column(name: str):
     def check(data: BenchmarkData) -> None:
         assert name not in data.models
@@ -225,6 +231,25 @@ CASES = {
     "load_unknown_preset": Case({"t.csv": "text,m\nq,1\n"}, d(preset="nope"), Err("unknown preset 'nope'")),
     "load_threshold_table": Case({"t.csv": "text,m1,m2\nq,0.3,0.2\n"}, d(threshold=0.25),
                                  Ok(correct=[1.0, 0.0])),
+    # --- the other presets ------------------------------------------------------------------------
+    "rdc_score_text": Case({"mmlu_test.json": [{"question": "q", "scores": {"m": "high"}}]},
+                           t("mmlu_test.json", preset="routerdc"), Err("scores.m: value 'high'")),
+    "rdc_mc_positive": Case({"mmlu_test.json": [{"question": "q", "scores": {"a": 0.01, "b": 0.0}}]},
+                            t("mmlu_test.json", preset="routerdc"),
+                            Ok(correct=[1.0, 0.0], extra=_metrics_are({"mmlu": "p_gold_if_correct"}))),
+    "rdc_fraction_above_one": Case({"gsm8k_test.json": [{"question": "q", "scores": {"a": 2.0}}]},
+                                   t("gsm8k_test.json", preset="routerdc"), Err(r"needs scores in \[0, 1\]")),
+    "rdc_threshold_mapping": Case({"gsm8k_test.json": [{"question": "q", "scores": {"a": 0.4, "b": 0.2}}]},
+                                  t("gsm8k_test.json", preset="routerdc", threshold={"gsm8k": 0.3}),
+                                  Ok(correct=[1.0, 0.0])),
+    "rdc_empty_folder": Case({"rdc/readme.md": "x"}, t("rdc", preset="routerdc"), Err("no RouterDC")),
+    "rllm_empty_folder": Case({"rl/readme.md": "x"}, t("rl", preset="routellm"), Err("no RouteLLM response CSVs")),
+    "rllm_no_prompt": Case({"mmlu_x.csv": "question,gpt\nq,True\n"}, t("mmlu_x.csv", preset="routellm"),
+                           Err(r"missing column\(s\) \['prompt'\]")),
+    "rllm_text_cell": Case({"mmlu_x.csv": "prompt,gpt\nq,maybe\n"}, t("mmlu_x.csv", preset="routellm"),
+                           Err("'maybe' is not a number or True/False")),
+    "alpaca_missing_instructions": Case({"a/alpaca_eval_preferences.csv.gz": gzip.compress(b"x\n1\n")},
+                                        t("a", preset="alpaca_eval"), Err("no such file")),
     "alpaca_threshold": Case({"a/alpaca_eval_preferences.csv.gz": b""}, t("a", preset="alpaca_eval", threshold=0.7),
                              Err("threshold=0.7 does not apply")),
     "load_prompt_table": Case({"t.csv": "prompt,m1,m2\nq,1,0\n"}, d(), Ok(models=["m1", "m2"])),

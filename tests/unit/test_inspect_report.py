@@ -129,7 +129,6 @@ def test_check_inputs_skips_without_tokenizer(monkeypatch: pytest.MonkeyPatch, t
     f = tmp_path / "t.csv"
     f.write_text("text,m1\nq,1\n")
     assert check_inputs(load(f)) == []
-    assert ec.installed_tokenizer is not None
 
 
 def test_installed_tokenizer_absent_folder(tmp_path: Path) -> None:
