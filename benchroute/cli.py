@@ -23,14 +23,44 @@ def _add_inspect(sub: Any) -> None:
     p = sub.add_parser("inspect", help="summarise benchmark results (any supported layout)")
     p.add_argument("path", help="HELM tree, RouterDC/RouteLLM/AlpacaEval folder, table or archive")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _load_options(p)
     p.set_defaults(func=_cmd_inspect)
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
+def _load_options(p: Any) -> None:
+    g = p.add_argument_group("reading the results")
+    g.add_argument("--preset", help="skip layout guessing: helm, mixinstruct, routerbench, "
+                   "routerdc, routellm or alpaca_eval")
+    g.add_argument("--metric", help="metric (HELM, MixInstruct), or per dataset: 'ds=metric;...'")
+    g.add_argument("--threshold", help="binarisation threshold, or per dataset: 'ds=0.3;...' "
+                   "(items may be separated by ',' when names have no commas)")
+    g.add_argument("--prices", type=Path, help="HELM: price table (CSV/JSON: model, USD per 1M "
+                   "input tokens, USD per 1M output tokens) for costs from token counts")
+    g.add_argument("--strict", action="store_true", help="an id with two different texts is an "
+                   "error instead of a reported skip")
+    g.add_argument("--strip-common-prefix", action="store_true",
+                   help="drop the prefix all inputs of a dataset share (few-shot prompts)")
+
+
+def _load_data(args: argparse.Namespace, source: str) -> Any:
+    """``benchroute.load`` with the reading options; input problems go to the report (and the
+    log) as warnings."""
     from benchroute.data.detect import load
+    from benchroute.data.options import parse_metric_option, parse_threshold_option
+
+    return load(
+        source, preset=args.preset,
+        metric=parse_metric_option(args.metric) if args.metric else None,
+        threshold=parse_threshold_option(args.threshold) if args.threshold else None,
+        prices=args.prices, strict=args.strict, strip_common_prefix=args.strip_common_prefix,
+        check_inputs=True,
+    )
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
     from benchroute.data.inspect import format_summary, summarize
 
-    summary = summarize(load(args.path))
+    summary = summarize(_load_data(args, args.path))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
@@ -60,16 +90,16 @@ def _add_embed(sub: Any) -> None:
     p.add_argument("--model", default="all-mpnet-base-v2", help="sentence-transformers model or folder")
     p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
                    metavar="NPZ", help="first import precomputed embeddings (sha256 + embedding)")
+    _load_options(p)
     p.set_defaults(func=_cmd_embed)
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     import time
 
-    from benchroute.data.detect import load
     from benchroute.embedding import EmbeddingCache, get_encoder
 
-    data = load(args.data)
+    data = _load_data(args, args.data)
     encoder = get_encoder(args.model)
     cache = EmbeddingCache.for_encoder(encoder, args.store)
     for npz in args.imports:
@@ -112,15 +142,15 @@ def _add_fit(sub: Any) -> None:
     p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
                    metavar="NPZ", help="precomputed embeddings to import into the cache first")
     _router_options(p)
+    _load_options(p)
     p.set_defaults(func=_cmd_fit)
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from benchroute.data.detect import load
     from benchroute.data.store import BenchmarkData
     from benchroute.embedding import EmbeddingCache, get_encoder
 
-    parts = [load(d) for d in args.data]
+    parts = [_load_data(args, d) for d in args.data]
     data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
     router = _make_router(args)
     if args.imports:
@@ -252,11 +282,11 @@ def _add_reproduce(sub: Any) -> None:
     p.add_argument("--runs", type=Path, help="with --fetch: runs_to_run_suites.json to download")
     p.add_argument("--no-plots", action="store_true")
     _router_options(p)
+    _load_options(p)
     p.set_defaults(func=_cmd_reproduce)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from benchroute.data.detect import load
     from benchroute.embedding import EmbeddingCache, get_encoder
     from benchroute.exceptions import BenchrouteError
     from benchroute.experiments.reproduce import run_protocol
@@ -277,7 +307,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"fetched into {source}: {counts}", file=sys.stderr)
     if not source:
         raise BenchrouteError("give a source folder (or --fetch BASE_URL)")
-    data = load(source)
+    data = _load_data(args, source)
     router = _make_router(args)
     cache = EmbeddingCache.for_encoder(get_encoder(args.model), args.store)
     for npz in args.imports:
@@ -330,7 +360,11 @@ def _read_texts(path: str) -> list[str]:
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     texts: list[str] = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        content = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the text
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not UTF-8 text ({exc})") from exc
+    for lineno, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import lzma
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchroute.exceptions import DataError
 
+logger = logging.getLogger(__name__)
+
 
 def read_json(path: Path, expect: type | None = None) -> Any:
     """Parse one JSON document; the error names the file, the position and the expected type."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             obj = json.load(fh)
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found") from exc
@@ -30,15 +35,48 @@ def read_json(path: Path, expect: type | None = None) -> Any:
     return obj
 
 
-def read_json_records(path: Path) -> list[dict[str, Any]]:
-    """A JSON list of objects, or JSONL (one object per line); ``.xz`` files are decompressed."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def replace_lone_surrogates(obj: Any) -> tuple[Any, int]:
+    """``obj`` with lone surrogates (from JSON escapes such as ``\\ud800``) in its strings
+    replaced by U+FFFD, and how many strings changed. UTF-8 cannot encode them, so pandas' string
+    columns, parquet and tokenizers would fail on them later, far from the file."""
+    if isinstance(obj, str):
+        fixed = _SURROGATE.sub("\ufffd", obj)
+        return fixed, int(fixed != obj)
+    if isinstance(obj, list):
+        n = 0
+        for i, v in enumerate(obj):
+            obj[i], k = replace_lone_surrogates(v)
+            n += k
+        return obj, n
+    if isinstance(obj, dict):
+        n = 0
+        for key in list(obj):
+            obj[key], k = replace_lone_surrogates(obj[key])
+            n += k
+        return obj, n
+    return obj, 0
+
+
+def read_json_records(
+    path: Path, on_surrogates: Callable[[int], None] | None = None
+) -> list[dict[str, Any]]:
+    """A JSON list of objects, or JSONL (one object per line); ``.xz`` files are decompressed.
+
+    A UTF-8 byte-order mark is dropped (editors on Windows write one); an empty list gives ``[]``
+    and the caller says what that means for its format. Nesting deeper than Python's recursion
+    limit is an error, not a crash.
+    """
     opener = lzma.open if path.suffix == ".xz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with opener(path, "rt", encoding="utf-8-sig") as fh:
             text = fh.read()
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found") from exc
-    except (UnicodeDecodeError, lzma.LZMAError) as exc:
+    except (UnicodeDecodeError, lzma.LZMAError, EOFError) as exc:
         raise DataError(f"{path}: cannot read as text ({exc})") from exc
     if not text.strip():
         raise DataError(f"{path}: file is empty")
@@ -47,6 +85,8 @@ def read_json_records(path: Path) -> list[dict[str, Any]]:
     if stripped.startswith("["):
         try:
             records = json.loads(text)
+        except RecursionError as exc:
+            raise DataError(f"{path}: JSON nested too deeply") from exc
         except json.JSONDecodeError as exc:
             raise DataError(
                 f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
@@ -58,9 +98,17 @@ def read_json_records(path: Path) -> list[dict[str, Any]]:
                 continue
             try:
                 records.append(json.loads(line))
+            except RecursionError as exc:
+                raise DataError(f"{path}: line {lineno} is JSON nested too deeply") from exc
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}: line {lineno} is not valid JSON: {exc.msg}") from exc
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise DataError(f"{path}: record {i} is a {type(rec).__name__}, expected an object")
+    if _SURROGATE_ESCAPE.search(text):
+        records, n = replace_lone_surrogates(records)
+        if n:
+            logger.warning("%s: replaced lone surrogates in %d strings", path, n)
+            if on_surrogates is not None:
+                on_surrogates(n)
     return records

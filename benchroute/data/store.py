@@ -24,9 +24,12 @@ logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("dataset", "instance_id", "text", "model", "score", "correct")
 # cost: USD per call; prompt_tokens / completion_tokens: token counts of that call.
-OPTIONAL_COLUMNS = ("metric", "split", "cost", "prompt_tokens", "completion_tokens", "logprob")
+# output: the model's response where the source has it (RouterBench's <model>|model_response).
+OPTIONAL_COLUMNS = ("metric", "split", "cost", "prompt_tokens", "completion_tokens", "logprob",
+                    "output")
 STORE_FORMAT_VERSION = 1
-_STRING_COLUMNS = ("dataset", "instance_id", "text", "model", "metric", "split")
+_KEY_COLUMNS = ("dataset", "instance_id", "model")
+_STRING_COLUMNS = ("dataset", "instance_id", "text", "model", "metric", "split", "output")
 _FLOAT_COLUMNS = ("score", "correct", "cost", "prompt_tokens", "completion_tokens", "logprob")
 
 
@@ -89,8 +92,9 @@ class LoadReport:
         )
 
 
-def binarize(scores: np.ndarray | pd.Series, threshold: float) -> np.ndarray:
-    """0/1 correctness from a score on [0, 1]; NaN stays NaN so missing results stay missing."""
+def binarize(scores: np.ndarray | pd.Series, threshold: float | np.ndarray) -> np.ndarray:
+    """0/1 correctness from a score on [0, 1]; NaN stays NaN so missing results stay missing.
+    ``threshold`` may be one value per score (per-dataset thresholds)."""
     arr = np.asarray(scores, dtype=float)
     out = (arr >= threshold).astype(float)
     out[np.isnan(arr)] = np.nan
@@ -156,7 +160,15 @@ class BenchmarkData:
                         f"{source}: column '{col}' must be numeric; found {bad!r}"
                     ) from exc
 
-        no_text = df["text"].isna()
+        # pandas 3 keeps NaN through astype(str) (pandas 2 made it "nan"): a row without a
+        # dataset, instance id or model is dropped and counted on every version.
+        no_key = df[list(_KEY_COLUMNS)].isna().any(axis=1)
+        if no_key.any():
+            self.report.count("missing_key_dropped", int(no_key.sum()))
+            df = df.loc[~no_key]
+        # A blank input is no input: there is nothing to embed or route.
+        blank = {t for t in df["text"].dropna().unique() if isinstance(t, str) and not t.strip()}
+        no_text = df["text"].isna() | (df["text"].isin(list(blank)) if blank else False)
         if no_text.any():
             self.report.count("missing_text_dropped", int(no_text.sum()))
         nan_rows = df["score"].isna() | df["correct"].isna()
@@ -172,17 +184,17 @@ class BenchmarkData:
         if df.empty:
             raise DataError(f"{source}: every row had a NaN score or no text; nothing is left")
 
+        _replace_lone_surrogates(df, self.report)
         for col in _STRING_COLUMNS:
             if col in df.columns:
-                df[col] = df[col].astype(str)
+                df[col] = df[col].where(df[col].notna(), "").astype(str)
 
         bad = (df["correct"] < 0) | (df["correct"] > 1)
         if bad.any():
             row = df.loc[bad].iloc[0]
             raise DataError(
                 f"{source}: field 'correct' must lie in [0, 1]; got {float(row['correct']):g} for "
-                f"dataset={row['dataset']!r} instance_id={row['instance_id']!r} "
-                f"model={row['model']!r} ({int(bad.sum())} such rows)"
+                f"{row_key(row)} ({int(bad.sum())} such rows)"
             )
 
         dup = df.duplicated(["dataset", "instance_id", "model"], keep=False)
@@ -331,6 +343,33 @@ class BenchmarkData:
         frame = pd.concat([p.frame for p in parts], ignore_index=True)
         return cls(frame, report=report, source="concatenated stores")
 
+    def strip_common_prefix(self, datasets: Iterable[str] | None = None) -> BenchmarkData:
+        """A store whose inputs, per dataset, lack the prefix shared by all of its inputs.
+
+        Few-shot prompts repeat the same instructions and worked examples before each question;
+        the encoder reads only the first 384 word pieces, so the question is cut off and distinct
+        inputs get one vector. Stripping the shared prefix (on a line boundary, see
+        :func:`~benchroute.data.text.common_prefix`) keeps what tells the inputs apart. The
+        stripped length per dataset goes into ``report.notes``; datasets sharing no prefix are
+        unchanged.
+        """
+        from benchroute.data.text import common_prefix
+
+        names = self.datasets if datasets is None else list(datasets)
+        _check_known(names, self.datasets, "dataset")
+        report = _copy_report(self.report)
+        frame = self.frame.copy()
+        for ds in names:
+            rows = frame["dataset"] == ds
+            prefix = common_prefix(frame.loc[rows, "text"].unique().tolist())
+            if prefix:
+                frame.loc[rows, "text"] = [normalize_text(t[len(prefix):])
+                                           for t in frame.loc[rows, "text"]]
+                report.notes.append(
+                    f"dataset {ds!r}: stripped a common prefix of {len(prefix)} characters")
+                report.count("common_prefix_stripped")
+        return BenchmarkData(frame, report=report, strict=self.strict)
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the store as parquet; the load report and format version go in its metadata."""
@@ -371,6 +410,77 @@ class BenchmarkData:
                 )
             report = LoadReport.from_dict(meta.get("report", {}))
         return cls(table.to_pandas(), report=report, source=str(path))
+
+
+def row_key(row: pd.Series) -> str:
+    """``dataset=... instance_id=... model=...`` of one result, for error messages."""
+    return (f"dataset={row['dataset']!r} instance_id={row['instance_id']!r} "
+            f"model={row['model']!r}")
+
+
+def resolve_repeated(
+    df: pd.DataFrame, report: LoadReport, source: str, strict: bool = False
+) -> pd.DataFrame:
+    """Repeated (dataset, instance_id) keys in a loader's long frame, resolved by the store's
+    text-identity rule before the store sees them.
+
+    Exports reuse ids (a ``sample_id`` repeated with another prompt, an item listed twice):
+    exact repeats of a row (same normalised text and score) are merged and counted
+    (``duplicate_rows_merged``); an id whose texts differ, or whose repeated model results
+    disagree, is skipped and reported (``text_conflict_skipped`` / ``duplicate_conflict_skipped``)
+    or, with ``strict=True``, is an error.
+    """
+    keys = ["dataset", "instance_id", "model"]
+    dup = df.duplicated(keys, keep=False)
+    if not dup.any():
+        return df
+    work = df.assign(_norm=df["text"].map(lambda t: normalize_text(t) if isinstance(t, str) else t))
+    rep = work.loc[dup]
+    n_texts = rep.groupby(["dataset", "instance_id"], sort=False)["_norm"].nunique(dropna=False)
+    n_scores = rep.groupby(keys, sort=False)["score"].nunique(dropna=False)
+    bad_text = set(n_texts[n_texts > 1].index)
+    bad_score = {k[:2] for k in n_scores[n_scores > 1].index} - bad_text
+    for bad, key, why in ((bad_text, "text_conflict_skipped", "texts differ"),
+                          (bad_score, "duplicate_conflict_skipped", "scores differ")):
+        if not bad:
+            continue
+        ds, iid = sorted(bad)[0]
+        variants = rep.loc[(rep["dataset"] == ds) & (rep["instance_id"] == iid)]
+        texts = [str(t) for t in variants["_norm"].unique()[:2]]
+        detail = (describe_difference(texts[0], texts[1]) if len(texts) > 1
+                  else f"scores {sorted(map(float, variants['score'].dropna().unique()))[:3]}")
+        message = (f"dataset={ds!r} instance_id={iid!r} appears more than once and its {why} "
+                   f"({detail})")
+        if strict:
+            raise DataError(f"{source}: {message}; one id must name one input")
+        report.count(key, len(bad))
+        report.skipped.append((f"{source}: {len(bad)} repeated id(s)", message))
+        report.warn(f"{source}: skipped {len(bad)} repeated id(s) whose {why}, e.g. {message}; "
+                    "pass strict=True to make this an error")
+    drop = bad_text | bad_score
+    if drop:
+        pairs = pd.MultiIndex.from_frame(work[["dataset", "instance_id"]])
+        work = work.loc[~pairs.isin(list(drop))]
+    merged = work.duplicated(keys, keep="first")
+    report.count("duplicate_rows_merged", int(merged.sum()))
+    return work.loc[~merged].drop(columns="_norm")
+
+
+def _replace_lone_surrogates(df: pd.DataFrame, report: LoadReport) -> None:
+    """Texts with lone surrogates (from JSON ``\\ud800`` escapes) cannot be written as UTF-8 by
+    parquet or read by a tokenizer: replace them with U+FFFD and count the texts."""
+
+    from benchroute.data._io import replace_lone_surrogates
+
+    fixes = {}
+    for t in df["text"].dropna().unique():
+        fixed, changed = replace_lone_surrogates(t)
+        if changed:
+            fixes[t] = fixed
+    if fixes:
+        mask = df["text"].isin(list(fixes))
+        df.loc[mask, "text"] = df.loc[mask, "text"].map(fixes)
+        report.count("lone_surrogates_replaced", int(mask.sum()))
 
 
 def describe_difference(a: str, b: str, context: int = 30) -> str:
