@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -44,6 +45,40 @@ def _check_url(base: str) -> str:
     return base.rstrip("/")
 
 
+# A name the server sends becomes one folder name: no separators, no parent/current references,
+# no drive letter, no control characters (NUL included), and not so long a file system refuses it.
+# Colons elsewhere are allowed: HELM run names are "mmlu:subject=...,model=...".
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]|^[A-Za-z]:")
+
+
+def safe_component(name: object, what: str) -> str:
+    """``name`` if it is a single safe path component, else a :class:`BenchrouteError`.
+
+    Run and suite names come from the server, which is not trusted: a name such as ``../x`` or
+    ``/etc`` would otherwise put downloaded files outside the destination folder.
+    """
+    if not isinstance(name, str):
+        raise BenchrouteError(f"{what} {name!r} is a {type(name).__name__}, expected a string")
+    bad = _UNSAFE.search(name)
+    why = None
+    if not name:
+        why = "is empty"
+    elif name in (".", ".."):
+        why = "is a relative reference"
+    elif bad:
+        why = f"contains {bad.group()!r}"
+    elif name != name.strip():
+        why = "has leading or trailing spaces"
+    elif any("\ud800" <= c <= "\udfff" for c in name):
+        why = "contains a lone surrogate"
+    elif len(name.encode("utf-8")) > 255:
+        why = "is longer than 255 bytes"
+    if why is not None:
+        raise BenchrouteError(f"{what} {name!r} {why}; expected a single folder name "
+                              "(no '/', '\\', drive letter, '..' or control characters)")
+    return name
+
+
 def release_runs(base_url: str, release: str, timeout: float = 60) -> dict[str, str]:
     """``{run name: suite}`` from a release's ``runs_to_run_suites.json``."""
     base = _check_url(base_url)
@@ -57,7 +92,10 @@ def release_runs(base_url: str, release: str, timeout: float = 60) -> dict[str, 
         raise BenchrouteError(f"{url}: invalid JSON ({exc.msg})") from exc
     if not isinstance(mapping, dict):
         raise BenchrouteError(f"{url}: expected a JSON object of run name -> suite")
-    return {str(k): str(v) for k, v in mapping.items()}
+    for name, suite in mapping.items():
+        if not isinstance(suite, str):
+            raise BenchrouteError(f"{url}: run {name!r} has suite {suite!r}, expected a string")
+    return dict(mapping)
 
 
 def fetch_helm_runs(base_url: str, runs: Mapping[str, str], dest: str | os.PathLike[str],
@@ -67,11 +105,19 @@ def fetch_helm_runs(base_url: str, runs: Mapping[str, str], dest: str | os.PathL
     Files already on disk are skipped, and each file is written to a ``.part`` name and renamed,
     so an interrupted fetch resumes where it stopped. Returns counts of files ``downloaded``,
     ``skipped`` (already there) and ``missing`` (runs lacking a required file are reported).
+
+    Every run and suite name must be a single safe folder name (see :func:`safe_component`);
+    the names are checked before anything is downloaded, so a hostile mapping writes nothing.
     """
     from tqdm.auto import tqdm
 
     base = _check_url(base_url)
     root = Path(dest) / "runs"
+    if not isinstance(runs, Mapping):
+        raise BenchrouteError(f"runs must map run name -> suite, got a {type(runs).__name__}")
+    for name, suite in runs.items():
+        safe_component(name, "run name")
+        safe_component(suite, f"suite of run {name!r}")
     counts = {"downloaded": 0, "skipped": 0, "missing": 0}
     for name, suite in tqdm(sorted(runs.items()), desc="HELM runs", unit="run", disable=not progress):
         folder = root / suite / name

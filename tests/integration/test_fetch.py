@@ -69,3 +69,53 @@ def test_fetch_errors(server, tmp_path):
         release_runs("ftp://x", "r1")
     counts = fetch_helm_runs(base, {"no_such_run": "fake-v1"}, tmp_path / "dl", progress=False)
     assert counts["missing"] == 3
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """Answers every run file with a valid-looking body and the release with ``names``."""
+
+    names: dict[str, str] = {}
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        body = json.dumps(self.names if self.path.endswith("runs_to_run_suites.json") else []).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    handler = type("H", (_Hostile,), {"names": {}})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/benchmark_output", handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _files_outside(root, dest):
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and dest not in p.parents)
+
+
+@pytest.mark.parametrize("run, suite", [
+    ("../../escaped", "v1"), ("ok_run", "../../escaped"), ("ABS", "v1"), ("ok_run", "ABS"),
+    ("..", "v1"), (".", "v1"), ("", "v1"), ("ok_run", ""), ("a/b", "v1"), ("a\\..\\..\\b", "v1"),
+    ("C:escape", "v1"), ("nul\x00byte", "v1"), ("ok_run", "v1/../../.."),
+])
+def test_fetch_refuses_hostile_names_from_the_server(hostile, tmp_path, run, suite):
+    base, handler = hostile
+    target = tmp_path / "outside"
+    run, suite = (str(target) if x == "ABS" else x for x in (run, suite))
+    handler.names = {"good_run": "v1", run: suite}
+    dest = tmp_path / "box" / "dl"
+    runs = release_runs(base, "r1")  # the mapping arrives as the server sent it
+    with pytest.raises(BenchrouteError, match="expected a single folder name"):
+        fetch_helm_runs(base, runs, dest, progress=False)
+    assert not target.exists()
+    assert _files_outside(tmp_path, dest) == []
+    assert not dest.exists()  # names are checked before anything is written
