@@ -7,13 +7,13 @@ Used by the CLI, where a user passes a path and expects the right thing to happe
 from __future__ import annotations
 
 import os
-import tarfile
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from benchroute.data._io import read_json_records
+from benchroute.data.archive import ArchiveLimits, extract_archives
 from benchroute.data.helm import find_runs, load_helm
 from benchroute.data.mixinstruct import load_mixinstruct
 from benchroute.data.store import BenchmarkData
@@ -23,13 +23,18 @@ from benchroute.exceptions import DataError
 _ARCHIVES = (".tar.xz", ".tar.gz", ".tgz", ".tar")
 
 
-def load(path: str | os.PathLike[str]) -> BenchmarkData:
+def load(path: str | os.PathLike[str], *, archive_limits: ArchiveLimits | None = None
+         ) -> BenchmarkData:
     """Load benchmark results from any supported source, guessing the layout.
 
     Recognised: a saved store (``.parquet`` written by :meth:`BenchmarkData.save`), HELM run
     trees, RouterDC, RouteLLM and AlpacaEval folders, MixInstruct JSON/JSONL, generic tables, and
     ``.tar.*`` archives of any of these (or a folder holding such archives), extracted to a
     temporary folder that is removed afterwards. ``"pack:<name>"`` loads a bundled pack.
+
+    ``archive_limits`` bounds what archives may write (see :class:`ArchiveLimits`: by default
+    at most 500 times the archive's size, 64 GiB and a million members; environment variables
+    ``BENCHROUTE_ARCHIVE_*`` change the defaults).
     """
     if isinstance(path, str) and path.startswith("pack:"):
         from benchroute.packs import pack_files
@@ -41,9 +46,8 @@ def load(path: str | os.PathLike[str]) -> BenchmarkData:
     archives = _archives(path)
     if archives:
         with tempfile.TemporaryDirectory(prefix="benchroute-") as tmp:
-            for archive in archives:
-                _extract(archive, Path(tmp))
-            data = _load_plain(Path(tmp))
+            parts = [_load_plain(root) for root in extract_archives(archives, Path(tmp), archive_limits)]
+            data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
         data.report.sources = [str(path)]
         return data
     return _load_plain(path)
@@ -55,14 +59,6 @@ def _archives(path: Path) -> list[Path]:
     children = [p for p in path.iterdir() if not p.name.endswith(".md")]
     archives = [p for p in children if p.name.endswith(_ARCHIVES)]
     return sorted(archives) if archives and len(archives) == len(children) else []
-
-
-def _extract(archive: Path, dest: Path) -> None:
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{archive}: cannot extract the archive ({exc})") from exc
 
 
 def _load_plain(path: Path) -> BenchmarkData:

@@ -136,7 +136,7 @@ class EmbeddingCache:
         ``max_age`` None removes every temporary file: only safe while holding the write lock,
         when no other writer can be half way through one.
         """
-        removed = []
+        removed: list[Path] = []
         if not self.folder.is_dir():
             return removed
         now = time.time()
@@ -404,7 +404,7 @@ def unit_rows(vectors: np.ndarray, what: str, refusal: str) -> np.ndarray:
     """
     vectors = np.asarray(vectors)
     out = vectors.astype(np.float32, copy=False)
-    finite = np.isfinite(out).all(axis=1)
+    finite = np.asarray(np.isfinite(out).all(axis=1))
     norms = np.linalg.norm(np.where(finite[:, None], out, 0), axis=1)
     broken = ~finite | (norms == 0)
     if broken.any():
