@@ -16,6 +16,7 @@ import numpy as np
 
 from benchroute._persist import read_versioned_json
 from benchroute.exceptions import BenchrouteError
+from benchroute.faiss_check import check_faiss_file
 
 INDEX_FORMAT_VERSION = 1
 
@@ -216,6 +217,7 @@ class VectorIndex:
         folder = Path(folder)
         meta = read_versioned_json(folder / "index.json", INDEX_FORMAT_VERSION, "index")
         out = cls(meta.get("factory", "Flat"), meta.get("nprobe"), meta.get("ef_search"))
+        check_faiss_file(folder / "index.faiss", dimension=meta.get("dimension"))  # before allocating
         try:
             out.index_ = faiss.read_index(str(folder / "index.faiss"))
         except RuntimeError as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +32,17 @@ OUTCOMES = ("crash", "wrong", "error", "skip", "right")
 
 def classify(fn: Callable[[], Any], expected: str, match: str | None,
              check: Callable[[Any], bool] | None) -> tuple[str, str]:
-    """(outcome, detail) of calling ``fn``."""
+    """(outcome, detail) of calling ``fn``; growing the peak memory by a GiB is a crash."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     try:
         result = fn()
+        grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+        if grew > 1 << 20:
+            return "crash", f"allocated {grew / (1 << 20):.1f} GiB"
     except BenchrouteError as exc:
+        grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+        if grew > 1 << 20:
+            return "crash", f"error after allocating {grew / (1 << 20):.1f} GiB: {exc}"
         msg = str(exc)
         if "bad_alloc" in msg or isinstance(exc.__cause__, MemoryError):
             return "crash", f"error after a huge allocation: {msg}"
