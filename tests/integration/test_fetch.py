@@ -87,8 +87,8 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def hostile(tmp_path):
+@pytest.fixture(scope="module")
+def hostile():
     handler = type("H", (_Hostile,), {"names": {}})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
