@@ -24,8 +24,14 @@ def get_encoder(encoder: Encoder | str | None = None, device: str | None = None,
     unknown ones fail at once; the Hugging Face hub is used only with ``allow_download=True``.
     """
     if encoder is not None and not isinstance(encoder, str):
+        if not isinstance(encoder, Encoder):
+            from benchroute.exceptions import BenchrouteError
+
+            raise BenchrouteError(f"encoder {encoder!r:.80} is a {type(encoder).__name__}, expected "
+                                  "a name or an object with identifier, dimension and encode")
         return encoder
-    name = resolve_encoder_name(encoder or "all-mpnet-base-v2", allow_download=allow_download)
+    name = resolve_encoder_name("all-mpnet-base-v2" if encoder is None else encoder,
+                                allow_download=allow_download)
     if name.kind == "hashing":
         return HashingEncoder(name.dimension, name.ngram_range)
     if name.suffix:

@@ -50,11 +50,19 @@ def installed_models(root: Path | None = None) -> list[str]:
     root = root or benchroute_home() / "models"
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_model_folder(p))
+    return sorted(p.name for p in root.iterdir() if _is(p, "dir") and _is_model_folder(p))
 
 
 def _is_model_folder(path: Path) -> bool:
-    return any((path / f).is_file() for f in _MODEL_FILES)
+    return any(_is(path / f, "file") for f in _MODEL_FILES)
+
+
+def _is(path: Path, kind: str) -> bool:
+    """``path.is_dir()`` / ``is_file()``, False where the name cannot be a path (too long...)."""
+    try:
+        return path.is_dir() if kind == "dir" else path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def resolve_encoder_name(name: str, allow_download: bool | None = None) -> EncoderName:
@@ -85,13 +93,13 @@ def resolve_encoder_name(name: str, allow_download: bool | None = None) -> Encod
     if base in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
         return EncoderName(name, "default", base, suffix)
     folder = Path(base).expanduser()
-    if folder.is_dir():
+    if _is(folder, "dir"):
         if not _is_model_folder(folder):
             raise BenchrouteError(f"encoder folder {folder}: no modules.json or config.json, "
                                   "not a sentence-transformers model")
         return EncoderName(name, "folder", base, suffix, folder.resolve())
     local = benchroute_home() / "models" / base.rsplit("/", 1)[-1]
-    if _HUB_NAME.fullmatch(base) and local.is_dir() and _is_model_folder(local):
+    if _HUB_NAME.fullmatch(base) and _is(local, "dir") and _is_model_folder(local):
         return EncoderName(name, "installed", base, suffix, local)
     if allow_download is None:
         allow_download = os.environ.get(ALLOW_DOWNLOAD_ENV, "").lower() in ("1", "true", "yes")

@@ -74,9 +74,15 @@ class SentenceTransformerEncoder:
                 with hub_offline():
                     self._st = SentenceTransformer(path, device=self.device, local_files_only=True)
             elif Path(self.model).is_dir():  # a local folder: never ask the hub
-                with hub_offline():
-                    self._st = SentenceTransformer(self.model, device=self.device,
-                                                   local_files_only=True)
+                from benchroute.exceptions import ModelNotInstalledError
+
+                try:
+                    with hub_offline():
+                        self._st = SentenceTransformer(self.model, device=self.device,
+                                                       local_files_only=True)
+                except (OSError, ValueError, KeyError, ImportError) as exc:
+                    raise ModelNotInstalledError(f"{self.model}: cannot load the model "
+                                                 f"({type(exc).__name__}: {exc})") from exc
             else:  # a hub name; get_encoder passes one only when downloads are allowed
                 self._st = SentenceTransformer(self.model, device=self.device)
             get_dim = getattr(self._st, "get_embedding_dimension", None) or \
