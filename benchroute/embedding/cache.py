@@ -145,7 +145,7 @@ class EmbeddingCache:
                 if max_age is None or now - tmp.stat().st_mtime > max_age:
                     tmp.unlink()
                     removed.append(tmp)
-            except FileNotFoundError:
+            except OSError:  # gone already, or a read-only cache: nothing to clean then
                 continue
         if removed:
             logger.info("removed %d temporary file(s) left in %s", len(removed), self.folder)

@@ -239,6 +239,7 @@ def test_import_non_unit_is_normalised(corpus, tmp_path, caplog):
 RAW = ["  padded question\r\n", "windows\r\nline endings", "already normal"]
 
 
+@pytest.mark.new_api
 def test_import_raw_sha_rekeyed_with_texts(corpus, tmp_path):
     """shared/embeddings key by the raw text's SHA-256; texts= maps them to the normalised key."""
     import hashlib

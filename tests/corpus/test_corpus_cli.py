@@ -162,6 +162,7 @@ def test_full_disk_writing_the_faiss_index(corpus, capsys, tmp_path, monkeypatch
 
 
 # ---------------------------------------------------------------- how errors are shown
+@pytest.mark.new_api
 def test_debug_shows_the_traceback(corpus, capsys, tmp_path):
     def run():
         code = main(["--debug", "inspect", str(tmp_path / "missing")])
