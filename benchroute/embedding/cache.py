@@ -202,17 +202,16 @@ class EmbeddingCache:
                     vectors = z["embedding"]
             except _SHARD_ERRORS as exc:
                 raise CacheError(f"{shard}: corrupt embedding shard ({exc}); delete it") from exc
-            if vectors.ndim != 2 or (self.dimension is not None and vectors.shape[1] != self.dimension):
+            if vectors.ndim != 2 or (self.dimension and vectors.shape[1] != self.dimension):
                 raise CacheError(f"{shard}: field 'embedding' has shape {vectors.shape}, expected "
-                                 f"(n, {self.dimension}); delete the shard")
+                                 f"(n, {self.dimension or 'd'}); delete the shard")
+            self.dimension = self.dimension or int(vectors.shape[1])
             self._loaded[idx] = unit_rows(vectors, f"{shard}: field 'embedding'", "delete the shard")
         return self._loaded[idx]
 
     def get_by_keys(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Vectors for the keys found, and a boolean mask of which were found."""
         found = np.array([k in self._where for k in keys], dtype=bool)
-        dim = self.dimension or 0
-        out = np.zeros((len(keys), dim), dtype=np.float32)
         by_shard: dict[int, tuple[list[int], list[int]]] = {}
         for i, k in enumerate(keys):
             loc = self._where.get(k)
@@ -220,8 +219,12 @@ class EmbeddingCache:
                 pos, rows = by_shard.setdefault(loc[0], ([], []))
                 pos.append(i)
                 rows.append(loc[1])
+        # load first: a cache opened before another process wrote its meta.json learns the
+        # dimension from the first shard it reads
+        loaded = {idx: self._shard_vectors(idx) for idx in by_shard}
+        out = np.zeros((len(keys), self.dimension or 0), dtype=np.float32)
         for idx, (pos, rows) in by_shard.items():
-            out[pos] = self._shard_vectors(idx)[rows]
+            out[pos] = loaded[idx][rows]
         return out, found
 
     def get(self, texts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

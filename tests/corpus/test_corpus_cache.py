@@ -363,3 +363,11 @@ def test_lone_surrogate_text(corpus, tmp_path):
     cache = EmbeddingCache(tmp_path, ENC.identifier)
     corpus(AREA, "right", lambda: cache.embed(["bad \ud800 text", "fine"], ENC),
            check=lambda out: out.shape == (2, 16) and len(cache) == 2)
+
+
+def test_cache_opened_before_another_writer_filled_it(corpus, tmp_path):
+    """Opened empty (no dimension known), then every text is stored by another writer."""
+    early = EmbeddingCache(tmp_path, ENC.identifier)
+    EmbeddingCache(tmp_path, ENC.identifier).embed(TEXTS, ENC)
+    corpus(AREA, "right", lambda: early.embed(TEXTS, ENC),
+           check=lambda out: np.allclose(out, ENC.encode(TEXTS), atol=1e-6) and early.misses == 0)
