@@ -17,10 +17,12 @@ docs/reliability.md's before/after counts were made.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import resource
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -84,3 +86,36 @@ def corpus(request: pytest.FixtureRequest) -> Callable[..., None]:
             assert re.search(match, detail), detail
 
     return run
+
+
+class CliError(BenchrouteError):
+    """What a CLI user saw: one error line (raised so that :func:`classify` files it as an error)."""
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+            ) -> Callable[..., Callable[[], str]]:
+    """``run_cli(argv, stdin=None)``: a case function running ``benchroute.cli.main``.
+
+    Exit 0 returns the standard output; one ``benchroute: error:`` line and a non-zero exit
+    raises :class:`CliError`; a traceback, an internal error or anything else fails (a crash).
+    """
+    from benchroute.cli import main
+
+    def make(argv: list[str], stdin: bytes | None = None) -> Callable[[], str]:
+        def run() -> str:
+            if stdin is not None:
+                monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+            code = main(argv)
+            out, err = capsys.readouterr()
+            if "Traceback" in err or "internal error" in err:
+                raise AssertionError(f"traceback or internal error shown: {err}")
+            if code != 0:
+                lines = err.strip().splitlines()
+                if len(lines) != 1 or not lines[0].startswith("benchroute: error: "):
+                    raise AssertionError(f"exit {code} without one error line: {err!r}")
+                raise CliError(lines[0])
+            return out
+        return run
+
+    return make

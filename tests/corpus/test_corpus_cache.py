@@ -44,15 +44,20 @@ def _reembeds(folder_root, corrupt: int):
 
 
 # ---------------------------------------------------------------- meta.json
-@pytest.mark.parametrize("dimension", [None, "16", 16.0, True, -1, 0, [16], {"d": 16}, 1 << 40],
-                         ids=repr)
-def test_meta_dimension(corpus, filled, dimension):
+META_VALUES = [("dimension", v, "a positive integer")
+               for v in (None, "16", 16.0, True, -1, 0, [16], {"d": 16}, 1 << 40)] + \
+              [("format_version", v, "an integer") for v in ("1", None, [1], 1.5, True, {"v": 1})]
+
+
+@pytest.mark.parametrize("field, value, expected", META_VALUES,
+                         ids=[f"{f}={v!r}" for f, v, _ in META_VALUES])
+def test_meta_field_of_wrong_type(corpus, filled, field, value, expected):
     meta = filled.folder / "meta.json"
     doc = json.loads(meta.read_text())
-    doc["dimension"] = dimension
+    doc[field] = value
     meta.write_text(json.dumps(doc))
     corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier),
-           match=r"meta\.json: field 'dimension' is .*expected a positive integer")
+           match=rf"meta\.json: field '{field}' is .*expected {expected}")
 
 
 def test_meta_without_dimension(corpus, filled):
@@ -62,16 +67,6 @@ def test_meta_without_dimension(corpus, filled):
     meta.write_text(json.dumps(doc))
     corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier),
            match=r"meta\.json: field 'dimension' is None")
-
-
-@pytest.mark.parametrize("version", ["1", None, [1], 1.5, True, {"v": 1}], ids=repr)
-def test_meta_format_version_type(corpus, filled, version):
-    meta = filled.folder / "meta.json"
-    doc = json.loads(meta.read_text())
-    doc["format_version"] = version
-    meta.write_text(json.dumps(doc))
-    corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier),
-           match=r"meta\.json: field 'format_version' is .*expected an integer")
 
 
 def test_meta_format_version_huge(corpus, filled):

@@ -5,42 +5,15 @@ from __future__ import annotations
 
 import builtins
 import errno
-import io
-import sys
 
 import numpy as np
 import pytest
 
 from benchroute.cli import main
-from benchroute.exceptions import BenchrouteError
 
 AREA = "cli"
 CSV = "text,m1,m2\n" + "".join(f"question {i} about {'cats' if i % 2 else 'dogs'},{i % 2},1\n"
                                for i in range(24))
-
-
-class CliError(BenchrouteError):
-    """What the user saw: one error line (raised so the corpus helper classifies it)."""
-
-
-def cli(capsys, argv, stdin: bytes | None = None, monkeypatch=None):
-    """Run ``main``; a clean failure becomes a CliError, a traceback or internal error a crash."""
-    def run():
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-        code = main(argv)
-        out, err = capsys.readouterr()
-        if "Traceback" in err:
-            raise AssertionError(f"traceback shown: {err}")
-        if code != 0:
-            lines = err.strip().splitlines()
-            if "internal error" in err:
-                raise AssertionError(f"internal error: {err}")
-            if len(lines) != 1 or not lines[0].startswith("benchroute: error: "):
-                raise AssertionError(f"exit {code} without one error line: {err!r}")
-            raise CliError(lines[0])
-        return out
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +33,8 @@ def router_dir(tmp_path_factory):
     (b'{"text": "json line"}\nplain line\n\n', 2),
     (b"crlf line\r\nnext\r\n", 2),
 ], ids=["plain", "bom", "jsonl", "crlf"])
-def test_route_from_stdin(corpus, capsys, monkeypatch, router_dir, data, n):
-    run = cli(capsys, ["route", "-", "--router", str(router_dir), "--json"], data, monkeypatch)
+def test_route_from_stdin(corpus, run_cli, router_dir, data, n):
+    run = run_cli(["route", "-", "--router", str(router_dir), "--json"], data)
     corpus(AREA, "right", run, check=lambda out: len(out.splitlines()) == n
            and "\ufeff" not in out and all('"model"' in line for line in out.splitlines()))
 
@@ -73,14 +46,14 @@ def test_route_from_stdin(corpus, capsys, monkeypatch, router_dir, data, n):
     (b'{"text": 1}\n', r"<stdin>: line 1 has no string field 'text'"),
     (b'ok\n{"text": broken\n', r"<stdin>: line 2 is not valid JSON"),
 ], ids=["empty", "blank", "not-utf8", "no-text", "broken-json"])
-def test_bad_stdin(corpus, capsys, monkeypatch, router_dir, data, pattern):
-    run = cli(capsys, ["route", "-", "--router", str(router_dir)], data, monkeypatch)
+def test_bad_stdin(corpus, run_cli, router_dir, data, pattern):
+    run = run_cli(["route", "-", "--router", str(router_dir)], data)
     corpus(AREA, "error", run, match=pattern)
 
 
-def test_select_from_stdin(corpus, capsys, monkeypatch, router_dir):
-    run = cli(capsys, ["select", "-", "--router", str(router_dir), "--json"],
-              b"question 1 about cats\nquestion 2 about dogs\n", monkeypatch)
+def test_select_from_stdin(corpus, run_cli, router_dir):
+    run = run_cli(["select", "-", "--router", str(router_dir), "--json"],
+                  b"question 1 about cats\nquestion 2 about dogs\n")
     corpus(AREA, "right", run, check=lambda out: '"model"' in out)
 
 
@@ -106,13 +79,13 @@ def test_select_from_stdin(corpus, capsys, monkeypatch, router_dir):
         "route-router-is-file", "select-no-texts", "labeled-latin1", "labeled-not-json", "unknown-model",
         "model-folder-missing", "import-not-npz", "store-is-file", "reproduce-no-source",
         "fetch-no-release", "install-no-wheels"])
-def test_bad_arguments(corpus, capsys, tmp_path, router_dir, argv, pattern):
+def test_bad_arguments(corpus, run_cli, tmp_path, router_dir, argv, pattern):
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "t.csv").write_text(CSV)
     (tmp_path / "texts.txt").write_text("question 1 about cats\n")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     argv = [a.format(tmp=tmp_path, router=router_dir) for a in argv]
-    corpus(AREA, "error", cli(capsys, ["-q", *argv]), match=pattern)
+    corpus(AREA, "error", run_cli(["-q", *argv]), match=pattern)
 
 
 # ---------------------------------------------------------------- a full disk
@@ -120,15 +93,15 @@ def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_full_disk_in_embed(corpus, capsys, tmp_path, monkeypatch):
+def test_full_disk_in_embed(corpus, run_cli, tmp_path, monkeypatch):
     (tmp_path / "t.csv").write_text(CSV)
     monkeypatch.setattr(np, "savez", _enospc)
-    run = cli(capsys, ["-q", "embed", str(tmp_path / "t.csv"), "--model", "hashing-16-12",
+    run = run_cli(["-q", "embed", str(tmp_path / "t.csv"), "--model", "hashing-16-12",
                        "--store", str(tmp_path / "s")])
     corpus(AREA, "error", run, match=r"cannot write an embedding shard \(No space left on device\)")
 
 
-def test_full_disk_saving_the_router(corpus, capsys, tmp_path, monkeypatch):
+def test_full_disk_saving_the_router(corpus, run_cli, tmp_path, monkeypatch):
     (tmp_path / "t.csv").write_text(CSV)
     real = np.savez
 
@@ -138,12 +111,12 @@ def test_full_disk_saving_the_router(corpus, capsys, tmp_path, monkeypatch):
         return real(file, *a, **k)
 
     monkeypatch.setattr(np, "savez", savez)
-    run = cli(capsys, ["-q", "fit", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r"), "--model",
+    run = run_cli(["-q", "fit", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r"), "--model",
                        "hashing-16-12", "--store", str(tmp_path / "s"), "--repeats", "1"])
     corpus(AREA, "error", run, match=r"pool\.npz: No space left on device \(free some space")
 
 
-def test_full_disk_writing_the_faiss_index(corpus, capsys, tmp_path, monkeypatch):
+def test_full_disk_writing_the_faiss_index(corpus, run_cli, tmp_path, monkeypatch):
     """/dev/full gives a real ENOSPC from the kernel when the index bytes are written."""
     import benchroute.index
 
@@ -155,7 +128,7 @@ def test_full_disk_writing_the_faiss_index(corpus, capsys, tmp_path, monkeypatch
         return builtins.open(path, mode, *a, **k)
 
     monkeypatch.setattr(benchroute.index, "open", fake_open, raising=False)
-    run = cli(capsys, ["-q", "fit", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r"), "--model",
+    run = run_cli(["-q", "fit", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r"), "--model",
                        "hashing-16-12", "--store", str(tmp_path / "s"), "--repeats", "1"])
     corpus(AREA, "error", run, match=r"index\.faiss: cannot write the FAISS index \(No space left on device\)")
     assert not (tmp_path / "r" / "index" / "index.faiss").exists()

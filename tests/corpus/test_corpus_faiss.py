@@ -67,6 +67,15 @@ def _mutate(raw: bytes, at: int, fmt: str, value) -> bytes:
     return bytes(out)
 
 
+def _load_damaged(corpus, folder, raw: bytes, damaged: bytes, pattern: str) -> None:
+    """Loading ``folder`` with ``damaged`` as its index.faiss is an error; then restore it."""
+    (folder / "index.faiss").write_bytes(damaged)
+    try:
+        corpus(AREA, "error", lambda: VectorIndex.load(folder), match=pattern)
+    finally:
+        (folder / "index.faiss").write_bytes(raw)
+
+
 CASES = [  # (factory, field, struct format, value)
     *[(f, "d", "i", v) for f in ("Flat", "HNSW16", "IVF4,Flat") for v in (0, -1, 1 << 20, D + 1)],
     *[(f, "ntotal", "q", v) for f in ("Flat", "HNSW16", "IVF4,Flat")
@@ -90,12 +99,8 @@ CASES = [  # (factory, field, struct format, value)
                          ids=[f"{c[0]}-{c[1]}-{c[3]!r}" for c in CASES])
 def test_mutated_count(corpus, saved, factory, field, fmt, value):
     folder, raw, off = saved[factory]
-    (folder / "index.faiss").write_bytes(_mutate(raw, off[field], fmt, value))
-    try:
-        corpus(AREA, "error", lambda: VectorIndex.load(folder),
-               match=r"index\.faiss: (corrupt FAISS index|holds|vectors of dimension)")
-    finally:
-        (folder / "index.faiss").write_bytes(raw)
+    _load_damaged(corpus, folder, raw, _mutate(raw, off[field], fmt, value),
+                  r"index\.faiss: (corrupt FAISS index|holds|vectors of dimension)")
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF4,Flat"])
@@ -104,12 +109,7 @@ def test_truncated_or_padded(corpus, saved, factory, cut):
     folder, raw, _ = saved[factory]
     damaged = {"empty": b"", "header": raw[:20], "half": raw[:len(raw) // 2],
                "last_byte": raw[:-1], "junk_after": raw + b"\x01" * 64}[cut]
-    (folder / "index.faiss").write_bytes(damaged)
-    try:
-        corpus(AREA, "error", lambda: VectorIndex.load(folder),
-               match=r"index\.faiss: (corrupt FAISS index|unreadable)")
-    finally:
-        (folder / "index.faiss").write_bytes(raw)
+    _load_damaged(corpus, folder, raw, damaged, r"index\.faiss: (corrupt FAISS index|unreadable)")
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF4,Flat"])

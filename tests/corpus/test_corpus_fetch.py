@@ -4,14 +4,12 @@ malformed release files and failing responses. Each case asserts its outcome."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
-import threading
 
 import pytest
 
-from benchroute.cli import main
 from benchroute.experiments.fetch import fetch_helm_runs, release_runs
+from tests.http_fake import FakeRelease, serving
 
 with contextlib.suppress(ImportError):  # the code before this corpus (its counts in docs/reliability.md)
     from benchroute.experiments.fetch import safe_component
@@ -19,29 +17,11 @@ with contextlib.suppress(ImportError):  # the code before this corpus (its count
 AREA = "fetch"
 
 
-class _Server(http.server.BaseHTTPRequestHandler):
-    release: bytes = b"{}"
-    status: int = 200
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        body = self.release if self.path.endswith("runs_to_run_suites.json") else b"[]"
-        self.send_response(self.status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def _running():
-    handler = type("H", (_Server,), {})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/out", handler
-    httpd.shutdown()
-    httpd.server_close()
+    handler = type("H", (FakeRelease,), {})
+    with serving(handler, "/out") as base:
+        yield base, handler
 
 
 @pytest.fixture
@@ -136,20 +116,11 @@ def test_bad_base_url(corpus, tmp_path, base):
     (b"\xff\xfe\x00", r"runs\.json: not UTF-8"),
     (b'{"../../escaped": "v1"}', r"run name '\.\./\.\./escaped' contains '/'"),
 ], ids=["list", "broken", "not-utf8", "traversal"])
-def test_cli_runs_file(corpus, tmp_path, capsys, content, pattern):
+def test_cli_runs_file(corpus, run_cli, tmp_path, content, pattern):
     runs = tmp_path / "runs.json"
     runs.write_bytes(content)
     argv = ["-q", "reproduce", str(tmp_path / "src"), "--fetch", "http://127.0.0.1:9/x",
             "--runs", str(runs), "--out", str(tmp_path / "res")]
-
-    def run():
-        code = main(argv)
-        err = capsys.readouterr().err
-        if code != 0 and err.startswith("benchroute: error:") and "Traceback" not in err:
-            from benchroute.exceptions import BenchrouteError
-
-            raise BenchrouteError(err)
-        return code
-
+    run = run_cli(argv)
     corpus(AREA, "error", run, match=pattern)
     assert not (tmp_path / "escaped").exists()

@@ -6,13 +6,13 @@ import functools
 import http.server
 import json
 import shutil
-import threading
 
 import pytest
 
 from benchroute import load_helm
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.fetch import fetch_helm_runs, release_runs
+from tests.http_fake import FakeRelease, serving
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -32,13 +32,8 @@ def server(helm_fixtures_dir, tmp_path):
     runs = {p.name: "fake-v1" for p in (root / "runs" / "fake-v1").iterdir() if (p / "run_spec.json").is_file()}
     (root / "releases" / "r1").mkdir(parents=True)
     (root / "releases" / "r1" / "runs_to_run_suites.json").write_text(json.dumps(runs))
-    handler = functools.partial(_Quiet, directory=str(tmp_path / "www"))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/benchmark_output", runs
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(functools.partial(_Quiet, directory=str(tmp_path / "www"))) as base:
+        yield base, runs
 
 
 def test_fetch_release_then_load(server, helm_fixtures_dir, tmp_path):
@@ -71,31 +66,11 @@ def test_fetch_errors(server, tmp_path):
     assert counts["missing"] == 3
 
 
-class _Hostile(http.server.BaseHTTPRequestHandler):
-    """Answers every run file with a valid-looking body and the release with ``names``."""
-
-    names: dict[str, str] = {}
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        body = json.dumps(self.names if self.path.endswith("runs_to_run_suites.json") else []).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def hostile():
-    handler = type("H", (_Hostile,), {"names": {}})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/benchmark_output", handler
-    httpd.shutdown()
-    httpd.server_close()
+    handler = type("H", (FakeRelease,), {})
+    with serving(handler) as base:
+        yield base, handler
 
 
 def _files_outside(root, dest):
@@ -111,7 +86,7 @@ def test_fetch_refuses_hostile_names_from_the_server(hostile, tmp_path, run, sui
     base, handler = hostile
     target = tmp_path / "outside"
     run, suite = (str(target) if x == "ABS" else x for x in (run, suite))
-    handler.names = {"good_run": "v1", run: suite}
+    handler.release = json.dumps({"good_run": "v1", run: suite}).encode()
     dest = tmp_path / "box" / "dl"
     runs = release_runs(base, "r1")  # the mapping arrives as the server sent it
     with pytest.raises(BenchrouteError, match="expected a single folder name"):
