@@ -5,9 +5,10 @@ claims (up to 2**40 elements) before reading, so a file with one mutated count (
 checksums) made the loader allocate 8-15 GB before it failed. This module walks the layout of
 the index types :class:`benchroute.index.VectorIndex` writes (flat, HNSW over flat, IVF with
 flat lists; faiss >= 1.7 layout) without allocating anything: every length field must fit in
-the bytes that remain, the counts must agree with each other and with ``index.json``, and the
-walk must end exactly at the end of the file. Other index types get the header checks only.
-No faiss import: the check runs on the raw bytes (memory-mapped).
+the bytes that remain, the counts must agree with each other and with ``index.json``, IVF row
+ids must be rows of the index (FAISS itself checks HNSW neighbour ids), and the walk must end
+exactly at the end of the file. Other index types get the header checks only. No faiss import:
+the check runs on the raw bytes (memory-mapped).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import mmap
 import struct
 from pathlib import Path
+
+import numpy as np
 
 from benchroute.exceptions import BenchrouteError
 
@@ -112,9 +115,24 @@ class _Walk:
             need = sum(sizes) * (code_size + 8)
             if need > self.size - self.pos:
                 raise self.fail(f"IVF lists need {need} bytes, only {self.size - self.pos} remain")
-            self.pos += need
+            for n in sizes:  # each list: codes, then the row ids search returns
+                self.pos += n * code_size
+                lo, hi = _id_range(self.buf, self.pos, n)
+                if lo < 0 or hi >= ntotal:
+                    raise self.fail(f"IVF list at byte {self.pos} holds row ids outside "
+                                    f"0..{ntotal - 1}")
+                self.pos += n * 8
             return d, ntotal, True
         return d, ntotal, False
+
+
+def _id_range(buf: mmap.mmap | bytes, pos: int, n: int) -> tuple[int, int]:
+    """(min, max) of ``n`` int64 ids at ``pos``; the array view is gone when this returns, so
+    the mapping can be closed."""
+    if n == 0:
+        return 0, 0
+    ids = np.frombuffer(buf, dtype="<i8", count=n, offset=pos)
+    return int(ids.min()), int(ids.max())
 
 
 def check_faiss_file(path: Path, rows: int | None = None, dimension: object = None) -> None:

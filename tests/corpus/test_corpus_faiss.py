@@ -44,6 +44,7 @@ def _offsets(factory: str, raw: bytes) -> dict[str, int]:
         for name, elem in (("probas", 8), ("per_level", 4), ("levels", 4), ("offsets", 8),
                            ("neighbours", 4)):
             vec(name, elem)
+        off["first_neighbour"] = off["neighbours"] + 8
         off["storage_ntotal"] = pos + 20 + 8
         off["storage_vectors"] = pos + 20 + HEADER
     else:
@@ -58,6 +59,9 @@ def _offsets(factory: str, raw: bytes) -> dict[str, int]:
         off["code_size"] = pos + 12
         off["list_sizes"] = pos + 24
         off["first_list"] = pos + 32
+        nlist = struct.unpack_from("<Q", raw, off["list_sizes"])[0]
+        first = struct.unpack_from("<Q", raw, off["first_list"])[0]
+        off["first_id"] = off["first_list"] + 8 * nlist + first * 4 * D  # after list 0's codes
     return off
 
 
@@ -92,6 +96,9 @@ CASES = [  # (factory, field, struct format, value)
     ("IVF4,Flat", "ilar_nlist", "Q", 1 << 33), ("IVF4,Flat", "code_size", "Q", 1 << 20),
     ("IVF4,Flat", "list_sizes", "Q", 1 << 36), ("IVF4,Flat", "first_list", "Q", 1 << 35),
     ("IVF4,Flat", "first_list", "Q", 1 << 28),
+    ("IVF4,Flat", "first_id", "q", N), ("IVF4,Flat", "first_id", "q", -5),
+    ("IVF4,Flat", "first_id", "q", 1 << 40),
+    ("HNSW16", "first_neighbour", "i", N), ("HNSW16", "first_neighbour", "i", -7),
 ]
 
 
@@ -100,7 +107,8 @@ CASES = [  # (factory, field, struct format, value)
 def test_mutated_count(corpus, saved, factory, field, fmt, value):
     folder, raw, off = saved[factory]
     _load_damaged(corpus, folder, raw, _mutate(raw, off[field], fmt, value),
-                  r"index\.faiss: (corrupt FAISS index|holds|vectors of dimension)")
+                  r"index\.faiss: (corrupt FAISS index|holds|vectors of dimension|unreadable "
+                  r"FAISS index .*out of range)")
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF4,Flat"])
