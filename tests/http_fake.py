@@ -11,15 +11,19 @@ from typing import Any
 
 class FakeRelease(http.server.BaseHTTPRequestHandler):
     """Answers a release's ``runs_to_run_suites.json`` with ``release`` and every other file
-    with ``[]`` (a valid-looking body), both with ``status``. Subclass per server, set per test."""
+    with ``body`` (``[]``, valid-looking), both with ``status``, with a Content-Length header
+    unless ``length`` is False. Subclass per server, set per test."""
 
     release: bytes = b"{}"
+    body: bytes = b"[]"
     status: int = 200
+    length: bool = True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.release if self.path.endswith("runs_to_run_suites.json") else b"[]"
+        body = self.release if self.path.endswith("runs_to_run_suites.json") else self.body
         self.send_response(self.status)
-        self.send_header("Content-Length", str(len(body)))
+        if self.length:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 

@@ -26,11 +26,20 @@ REQUIRED = ("run_spec.json", "per_instance_stats.json")
 TEXT_FILES = ("instances.json", "scenario_state.json")
 
 
-def _get(url: str, timeout: float) -> bytes | None:
-    """The body, or None on 404; other failures raise with the URL."""
+# A hostile or broken server could send an endless body; HELM's largest per-run files
+# (scenario_state.json) are a few hundred MB.
+MAX_FILE_BYTES = 2 << 30
+
+
+def _get(url: str, timeout: float, max_bytes: int = MAX_FILE_BYTES) -> bytes | None:
+    """The body (at most ``max_bytes``), or None on 404; other failures raise with the URL."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http(s) only)
-            return bytes(resp.read())
+            body = bytes(resp.read(max_bytes + 1))
+            if len(body) > max_bytes:
+                raise BenchrouteError(f"GET {url}: the body is larger than {max_bytes} bytes; "
+                                      "refused (raise max_file_bytes if the server is trusted)")
+            return body
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
@@ -99,7 +108,8 @@ def release_runs(base_url: str, release: str, timeout: float = 60) -> dict[str, 
 
 
 def fetch_helm_runs(base_url: str, runs: Mapping[str, str], dest: str | os.PathLike[str],
-                    timeout: float = 60, progress: bool = True) -> dict[str, int]:
+                    timeout: float = 60, progress: bool = True,
+                    max_file_bytes: int = MAX_FILE_BYTES) -> dict[str, int]:
     """Download ``{run name: suite}`` runs into ``dest/runs/<suite>/<run>/`` for :func:`load_helm`.
 
     Files already on disk are skipped, and each file is written to a ``.part`` name and renamed,
@@ -108,6 +118,7 @@ def fetch_helm_runs(base_url: str, runs: Mapping[str, str], dest: str | os.PathL
 
     Every run and suite name must be a single safe folder name (see :func:`safe_component`);
     the names are checked before anything is downloaded, so a hostile mapping writes nothing.
+    A file larger than ``max_file_bytes`` (default 2 GiB) is refused before it is written.
     """
     from tqdm.auto import tqdm
 
@@ -124,19 +135,19 @@ def fetch_helm_runs(base_url: str, runs: Mapping[str, str], dest: str | os.PathL
         folder.mkdir(parents=True, exist_ok=True)
         remote = f"{base}/runs/{quote(suite)}/{quote(name, safe='')}"
         for group in ([f] for f in REQUIRED):
-            _fetch_first(remote, folder, group, timeout, counts)
-        _fetch_first(remote, folder, list(TEXT_FILES), timeout, counts)
+            _fetch_first(remote, folder, group, timeout, counts, max_file_bytes)
+        _fetch_first(remote, folder, list(TEXT_FILES), timeout, counts, max_file_bytes)
     return counts
 
 
 def _fetch_first(remote: str, folder: Path, candidates: list[str], timeout: float,
-                 counts: dict[str, int]) -> None:
+                 counts: dict[str, int], max_bytes: int = MAX_FILE_BYTES) -> None:
     """Fetch the first of ``candidates`` the server has (skip if one is already on disk)."""
     if any((folder / c).is_file() for c in candidates):
         counts["skipped"] += 1
         return
     for name in candidates:
-        body = _get(f"{remote}/{name}", timeout)
+        body = _get(f"{remote}/{name}", timeout, max_bytes)
         if body is None:
             continue
         part = folder / f"{name}.part"

@@ -27,7 +27,7 @@ def _running():
 @pytest.fixture
 def server(_running):
     base, handler = _running
-    handler.release, handler.status = b"{}", 200
+    handler.release, handler.status, handler.body, handler.length = b"{}", 200, b"[]", True
     return base, handler
 
 
@@ -124,3 +124,26 @@ def test_cli_runs_file(corpus, run_cli, tmp_path, content, pattern):
     run = run_cli(argv)
     corpus(AREA, "error", run, match=pattern)
     assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.new_api
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "no-length"])
+def test_oversized_file_refused(corpus, server, tmp_path, length):
+    base, handler = server
+    handler.body, handler.length = b"[" + b"0," * 5000 + b"0]", length
+    dest = tmp_path / "dl"
+    corpus(AREA, "error", lambda: fetch_helm_runs(base, {"run1": "v1"}, dest, progress=False,
+                                                  max_file_bytes=1000),
+           match=r"GET http://127\.0\.0\.1:\d+/out/runs/v1/run1/run_spec\.json: the body is larger "
+                 r"than 1000 bytes")
+    assert [p for p in dest.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.new_api
+def test_file_within_limit(corpus, server, tmp_path):
+    base, handler = server
+    dest = tmp_path / "dl"
+    corpus(AREA, "right", lambda: fetch_helm_runs(base, {"run1": "v1"}, dest, progress=False,
+                                                  max_file_bytes=1000),
+           check=lambda c: c == {"downloaded": 3, "skipped": 0, "missing": 0}
+           and (dest / "runs" / "v1" / "run1" / "run_spec.json").read_bytes() == b"[]")
