@@ -1,15 +1,19 @@
 """Command line: ``benchroute inspect | model install | embed | fit | select | route``.
 
 The library raises :class:`BenchrouteError`; only this module turns errors into one-line
-messages and exit codes (2 for bad input, 1 for anything unexpected is left to Python).
+messages and exit codes: 2 for bad input (a :class:`BenchrouteError`, undecodable text), 1 for
+an I/O failure (a full disk, a permission) or a bug. No traceback unless ``--debug``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from typing import Any
 from benchroute.exceptions import BenchrouteError
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
 
 
 def _add_inspect(sub: Any) -> None:
@@ -171,7 +176,8 @@ def _load_router(path: Path | None) -> Any:
 
 def _add_select(sub: Any) -> None:
     p = sub.add_parser("select", help="choose the best model for a task from its input texts")
-    p.add_argument("texts", nargs="?", help="one text per line, or JSONL with a 'text' field")
+    p.add_argument("texts", nargs="?", help="one text per line, or JSONL with a 'text' field "
+                   "('-': standard input)")
     p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--labeled", help='JSONL lines {"text": ..., "labels": {model: 0/1}}')
     p.add_argument("--method", default="S3", choices=["S1", "S2", "S3"])
@@ -249,7 +255,7 @@ def _read_labeled(path: str) -> list[dict[str, Any]]:
 
 def _add_route(sub: Any) -> None:
     p = sub.add_parser("route", help="route each input text to a model")
-    p.add_argument("texts", help="one text per line, or JSONL with a 'text' field")
+    p.add_argument("texts", help="one text per line, or JSONL with a 'text' field ('-': standard input)")
     p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--candidates", help="comma-separated models that may be chosen")
     p.add_argument("--json", action="store_true", help="JSONL output: text, model")
@@ -297,7 +303,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         from benchroute.experiments.fetch import fetch_helm_runs, release_runs
 
         if args.runs:
-            runs = json.loads(args.runs.read_text())
+            from benchroute.data._io import read_json
+
+            runs = read_json(args.runs, dict)
         elif args.release:
             runs = release_runs(args.fetch, args.release)
         else:
@@ -328,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _COMMANDS:
         add(sub)
@@ -345,25 +354,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except BenchrouteError as exc:
-        print(f"benchroute: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, str(exc), EXIT_USAGE)
+    except UnicodeError as exc:
+        return _fail(args, f"text that is not valid UTF-8 ({exc})", EXIT_USAGE)
+    except BrokenPipeError:  # `benchroute route ... | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except OSError as exc:
+        return _fail(args, _describe_os_error(exc), EXIT_FAILURE)
     except KeyboardInterrupt:
         print("benchroute: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 (a bug: still one line, the traceback on request)
+        return _fail(args, f"internal error, please report it: {type(exc).__name__}: {exc} "
+                     "(--debug shows the traceback)", EXIT_FAILURE)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    """One line on standard error (after the traceback with ``--debug``); returns ``code``."""
+    if args.debug:
+        traceback.print_exc()
+    print(f"benchroute: error: {message}", file=sys.stderr)
+    return code
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``<file>: <reason>``, with advice for the failures a user can act on."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        reason += " (free some space, or point --store/--out/$BENCHROUTE_HOME elsewhere)"
+    return where + reason
 
 
 def _read_texts(path: str) -> list[str]:
-    """Input texts: one per line, or JSONL lines with a ``text`` field."""
+    """Input texts: one per line, or JSONL lines with a ``text`` field; ``-`` is standard input."""
     from benchroute.exceptions import DataError
 
-    p = Path(path)
-    if not p.is_file():
+    p = Path(path) if path != "-" else Path("<stdin>")
+    if path != "-" and not p.is_file():
         raise DataError(f"{p}: no such file")
     texts: list[str] = []
-    try:
-        content = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the text
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{p}: not UTF-8 text ({exc})") from exc
+    if path == "-":
+        content = _read_stdin(p)
+    else:
+        try:
+            content = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the text
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{p}: not UTF-8 text ({exc})") from exc
     for lineno, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
@@ -380,3 +418,13 @@ def _read_texts(path: str) -> list[str]:
     if not texts:
         raise DataError(f"{p}: no input texts (the file is empty)")
     return texts
+
+
+def _read_stdin(name: Path) -> str:
+    from benchroute.exceptions import DataError
+
+    stream = getattr(sys.stdin, "buffer", None)  # a replaced stdin may be a text stream only
+    try:
+        return stream.read().decode("utf-8-sig") if stream is not None else sys.stdin.read()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{name}: not UTF-8 text ({exc})") from exc

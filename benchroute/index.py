@@ -16,6 +16,7 @@ import numpy as np
 
 from benchroute._persist import read_versioned_json
 from benchroute.exceptions import BenchrouteError
+from benchroute.faiss_check import check_faiss_file
 
 INDEX_FORMAT_VERSION = 1
 
@@ -198,7 +199,7 @@ class VectorIndex:
         faiss = _faiss()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index_, str(folder / "index.faiss"))
+        _write_faiss(faiss, self.index_, folder / "index.faiss")
         sidecar = {
             "format_version": INDEX_FORMAT_VERSION, "encoder": self.encoder_id,
             "dimension": self.dimension, "factory": self.factory, "nprobe": self.nprobe,
@@ -216,6 +217,7 @@ class VectorIndex:
         folder = Path(folder)
         meta = read_versioned_json(folder / "index.json", INDEX_FORMAT_VERSION, "index")
         out = cls(meta.get("factory", "Flat"), meta.get("nprobe"), meta.get("ef_search"))
+        check_faiss_file(folder / "index.faiss", dimension=meta.get("dimension"))  # before allocating
         try:
             out.index_ = faiss.read_index(str(folder / "index.faiss"))
         except RuntimeError as exc:
@@ -230,6 +232,27 @@ class VectorIndex:
         out.instance_ids_ = np.array([r[1] for r in rows], dtype=object)
         out.encoder_id = meta.get("encoder")
         return out
+
+
+def _write_faiss(faiss: Any, index: Any, path: Path) -> None:
+    """``faiss.write_index`` through a Python file, temp name + rename.
+
+    Writing by file name, FAISS only prints a warning when the disk fills up (the error comes
+    at close) and leaves a truncated file; through a callback the ``OSError`` reaches us.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            writer = faiss.PyCallbackIOWriter(fh.write)
+            faiss.write_index(index, writer)
+            del writer
+            fh.flush()
+            os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+        raise BenchrouteError(f"{path}: cannot write the FAISS index ({reason})") from exc
+    os.replace(tmp, path)
 
 
 def _pad(sims: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

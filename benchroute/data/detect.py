@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from benchroute.data._io import read_json_records
+from benchroute.data.archive import ArchiveLimits, extract_archives
 from benchroute.data.helm import find_runs, load_helm
 from benchroute.data.mixinstruct import load_mixinstruct
 from benchroute.data.options import Metric, Threshold
@@ -38,6 +38,7 @@ def load(
     strict: bool = False,
     strip_common_prefix: bool | Sequence[str] = False,
     check_inputs: bool = False,
+    archive_limits: ArchiveLimits | None = None,
 ) -> BenchmarkData:
     """Load benchmark results from any supported source, guessing the layout.
 
@@ -69,6 +70,10 @@ def load(
         (:func:`benchroute.data.encoder_check.check_inputs`; needs the installed model's
         tokenizer, skipped without it). Off by default because it tokenizes every input; the
         CLI's inspect, embed and fit turn it on.
+    archive_limits : ArchiveLimits, optional
+        Bounds on what archives may write (see :class:`ArchiveLimits`: by default at most 500
+        times the archive's size, 64 GiB and a million members; the environment variables
+        ``BENCHROUTE_ARCHIVE_*`` change the defaults).
     """
     options = _Options(preset, metric, threshold, prices, strict)
     if isinstance(path, str) and path.startswith("pack:"):
@@ -82,12 +87,14 @@ def load(
     archives = _archives(path)
     if archives:
         with tempfile.TemporaryDirectory(prefix="benchroute-") as tmp:
-            for archive in archives:
-                _extract(archive, Path(tmp))
+            roots = extract_archives(archives, Path(tmp), archive_limits)
             try:
-                data = _load_plain(Path(tmp), options)
+                parts = [_load_plain(root, options) for root in roots]
             except DataError as exc:
-                raise DataError(_hide(str(exc), tmp, str(path))) from exc
+                raise DataError(_hide_all(str(exc), roots, tmp, str(path))) from exc
+            data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
+        for root in roots:
+            _hide_folder(data.report, str(root), str(path))
         _hide_folder(data.report, tmp, str(path))
         data.report.sources = [str(path)]
         return _finish(data, strip_common_prefix, check_inputs)
@@ -150,6 +157,12 @@ def _hide_folder(report: LoadReport, folder: str, shown: str) -> None:
     report.warnings = [_hide(w, folder, shown) for w in report.warnings]
 
 
+def _hide_all(text: str, roots: Sequence[Path], tmp: str, shown: str) -> str:
+    for root in roots:
+        text = _hide(text, str(root), shown)
+    return _hide(text, tmp, shown)
+
+
 def _hide(text: str, folder: str, shown: str) -> str:
     # Paths may be absolute or relative to the folder's parent (the folder's name remains).
     return text.replace(folder, shown).replace(Path(folder).name, Path(shown).name)
@@ -161,14 +174,6 @@ def _archives(path: Path) -> list[Path]:
     children = [p for p in path.iterdir() if not p.name.endswith(".md")]
     archives = [p for p in children if p.name.endswith(_ARCHIVES)]
     return sorted(archives) if archives and len(archives) == len(children) else []
-
-
-def _extract(archive: Path, dest: Path) -> None:
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{archive}: cannot extract the archive ({exc})") from exc
 
 
 def _load_plain(path: Path, options: _Options) -> BenchmarkData:

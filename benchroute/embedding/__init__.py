@@ -9,30 +9,38 @@ import numpy as np
 
 from benchroute.embedding.base import Encoder, HashingEncoder
 from benchroute.embedding.cache import EmbeddingCache, text_key
+from benchroute.embedding.names import EncoderName, resolve_encoder_name
 
-__all__ = ["Encoder", "EmbeddingCache", "HashingEncoder", "embed_texts", "get_encoder", "text_key"]
+__all__ = ["Encoder", "EmbeddingCache", "EncoderName", "HashingEncoder", "embed_texts", "get_encoder",
+           "resolve_encoder_name", "text_key"]
 
 
-def get_encoder(encoder: Encoder | str | None = None, device: str | None = None) -> Encoder:
-    """An encoder object from a name (sentence-transformers model or local folder) or None.
+def get_encoder(encoder: Encoder | str | None = None, device: str | None = None,
+                allow_download: bool | None = None) -> Encoder:
+    """An encoder object from a name (see :func:`resolve_encoder_name`) or None (the default).
 
     ``"hashing-<dim>-<ngram lo><ngram hi>"`` names a :class:`HashingEncoder`, so routers fitted
-    with one (in tests, say) can be saved and loaded by name.
+    with one (in tests, say) can be saved and loaded by name. Names are resolved locally and
+    unknown ones fail at once; the Hugging Face hub is used only with ``allow_download=True``.
     """
-    if isinstance(encoder, str) and encoder.startswith("hashing-"):
-        try:
-            _, dim, grams = encoder.split("-")
-            return HashingEncoder(int(dim), (int(grams[0]), int(grams[1])))
-        except ValueError as exc:
+    if encoder is not None and not isinstance(encoder, str):
+        if not isinstance(encoder, Encoder):
             from benchroute.exceptions import BenchrouteError
 
-            raise BenchrouteError(f"bad hashing encoder name {encoder!r}; "
-                                  "expected hashing-<dim>-<lo><hi>, e.g. hashing-256-12") from exc
-    if encoder is None or isinstance(encoder, str):
-        from benchroute.embedding.sentence import SentenceTransformerEncoder
+            raise BenchrouteError(f"encoder {encoder!r:.80} is a {type(encoder).__name__}, expected "
+                                  "a name or an object with identifier, dimension and encode")
+        return encoder
+    name = resolve_encoder_name("all-mpnet-base-v2" if encoder is None else encoder,
+                                allow_download=allow_download)
+    if name.kind == "hashing":
+        return HashingEncoder(name.dimension, name.ngram_range)
+    if name.suffix:
+        from benchroute.exceptions import BenchrouteError
 
-        return SentenceTransformerEncoder(encoder or "all-mpnet-base-v2", device=device)
-    return encoder
+        raise BenchrouteError(f"encoder name {name.name!r}: unknown suffix {name.suffix!r}")
+    from benchroute.embedding.sentence import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(str(name.path) if name.path else name.base, device=device)
 
 
 def embed_texts(

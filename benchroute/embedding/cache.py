@@ -1,39 +1,54 @@
-"""Content-addressed embedding cache: key = (encoder identifier, SHA-256 of the exact text).
+"""Content-addressed embedding cache: key = (encoder identifier, :func:`text_key` of the text).
+
+The key is the SHA-256 of the *normalised* text (:func:`benchroute.data.text.normalize_text`),
+so copies of one input that differ only in line endings or surrounding whitespace share a vector.
 
 Layout: ``<root>/<encoder slug>/meta.json`` plus append-only shards ``shard-*.npz`` holding
 ``sha256`` (n,) and ``embedding`` (n, d). A shard is written to a temporary name and renamed, so
 a reader lists only complete shards and a killed job loses at most the batch in flight. The
 lookup index (key → shard, row) is rebuilt from the shards' keys when the cache is opened, which
-keeps concurrent writers free of a shared manifest to corrupt.
+keeps concurrent writers free of a shared manifest to corrupt. Writers take an advisory lock
+(``.lock``, where the platform has ``fcntl``) around each chunk and re-read the shard list under
+it, so processes embedding overlapping texts never write the same key twice.
+
+Nothing in the folder is trusted: a shard whose keys and vectors disagree in number is ignored
+and reported like a truncated one; vectors that are not finite are refused; vectors that are not
+of unit norm are normalised with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import time
 import uuid
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from benchroute._persist import read_versioned_json
+from benchroute.data.text import text_key
 from benchroute.embedding.base import Encoder, as_texts
 from benchroute.exceptions import CacheError
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
+# Temporary files this old were left by a killed or failed writer (a live one renames its file
+# within seconds); they are removed when the cache is opened. Under the lock, all of them are.
+STALE_TMP_SECONDS = 3600.0
+UNIT_NORM_TOL = 1e-2  # float16 storage keeps norms within ~1e-3 of 1
+_SHARD_ERRORS = (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, EOFError)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
-
-def text_key(text: str) -> str:
-    """Hex SHA-256 of the UTF-8 bytes of the text, exactly as given (no stripping)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+__all__ = ["EmbeddingCache", "default_cache_dir", "text_key"]
 
 
 def default_cache_dir() -> Path:
@@ -67,6 +82,7 @@ class EmbeddingCache:
         self._where: dict[str, tuple[int, int]] = {}
         self._shards: list[Path] = []
         self._loaded: dict[int, np.ndarray] = {}
+        self._lock_depth = 0
         self._open()
 
     @classmethod
@@ -83,7 +99,10 @@ class EmbeddingCache:
             meta = read_versioned_json(meta_path, CACHE_FORMAT_VERSION, "cache", CacheError)
             if meta.get("encoder") != self.encoder_id:
                 raise CacheError(f"{meta_path}: holds {meta.get('encoder')!r}, not {self.encoder_id!r}")
-            stored = int(meta["dimension"])
+            stored = meta.get("dimension")
+            if isinstance(stored, bool) or not isinstance(stored, int) or not 0 < stored <= 1 << 20:
+                raise CacheError(f"{meta_path}: field 'dimension' is {stored!r}, expected a "
+                                 "positive integer; delete the file to rebuild it")
             if self.dimension is not None and self.dimension > 0 and stored != self.dimension:
                 raise CacheError(
                     f"{meta_path}: stored vectors have dimension {stored}, the encoder gives "
@@ -91,25 +110,77 @@ class EmbeddingCache:
                 )
             self.dimension = stored
         self.refresh()
+        self.remove_stale_temporaries()
 
     def refresh(self) -> None:
         """Re-read the shard list (picks up shards written by other processes)."""
         if not self.folder.is_dir():
             return
-        known = set(self._shards)
+        known = set(self._shards) | set(self.corrupt_shards)
         for shard in sorted(self.folder.glob("shard-*.npz")):
             if shard in known:
                 continue
             try:
-                with np.load(shard) as z:
-                    keys = z["sha256"]
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                keys = _shard_keys(shard)
+            except _SHARD_ERRORS as exc:
                 self._report_corrupt(shard, exc)
                 continue
             idx = len(self._shards)
             self._shards.append(shard)
             for row, key in enumerate(keys.tolist()):
                 self._where.setdefault(str(key), (idx, row))
+
+    def remove_stale_temporaries(self, max_age: float | None = STALE_TMP_SECONDS) -> list[Path]:
+        """Delete ``.*.tmp`` files left by killed or failed writers (a full disk leaves one).
+
+        ``max_age`` None removes every temporary file: only safe while holding the write lock,
+        when no other writer can be half way through one.
+        """
+        removed: list[Path] = []
+        if not self.folder.is_dir():
+            return removed
+        now = time.time()
+        for tmp in self.folder.glob(".*.tmp"):
+            try:
+                if max_age is None or now - tmp.stat().st_mtime > max_age:
+                    tmp.unlink()
+                    removed.append(tmp)
+            except OSError:  # gone already, or a read-only cache: nothing to clean then
+                continue
+        if removed:
+            logger.info("removed %d temporary file(s) left in %s", len(removed), self.folder)
+        return removed
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[bool]:
+        """Exclusive advisory lock on ``<folder>/.lock``, re-entrant within this object and
+        released by the kernel if the process dies. Yields whether a lock is actually held."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield True
+            finally:
+                self._lock_depth -= 1
+            return
+        try:
+            import fcntl
+        except ImportError:  # no fcntl (Windows): writers still re-read the shards per chunk
+            yield False
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a+b") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            except OSError as exc:  # file systems without locks (some network mounts)
+                logger.debug("no lock on %s (%s)", fh.name, exc)
+                yield False
+                return
+            self._lock_depth = 1
+            try:
+                yield True
+            finally:
+                self._lock_depth = 0
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _report_corrupt(self, shard: Path, exc: Exception) -> None:
         self.corrupt_shards.append(shard)
@@ -129,19 +200,18 @@ class EmbeddingCache:
             try:
                 with np.load(shard) as z:
                     vectors = z["embedding"]
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            except _SHARD_ERRORS as exc:
                 raise CacheError(f"{shard}: corrupt embedding shard ({exc}); delete it") from exc
-            if self.dimension is not None and vectors.shape[1] != self.dimension:
-                raise CacheError(f"{shard}: vectors of dimension {vectors.shape[1]}, expected "
-                                 f"{self.dimension}")
-            self._loaded[idx] = vectors
+            if vectors.ndim != 2 or (self.dimension and vectors.shape[1] != self.dimension):
+                raise CacheError(f"{shard}: field 'embedding' has shape {vectors.shape}, expected "
+                                 f"(n, {self.dimension or 'd'}); delete the shard")
+            self.dimension = self.dimension or int(vectors.shape[1])
+            self._loaded[idx] = unit_rows(vectors, f"{shard}: field 'embedding'", "delete the shard")
         return self._loaded[idx]
 
     def get_by_keys(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Vectors for the keys found, and a boolean mask of which were found."""
         found = np.array([k in self._where for k in keys], dtype=bool)
-        dim = self.dimension or 0
-        out = np.zeros((len(keys), dim), dtype=np.float32)
         by_shard: dict[int, tuple[list[int], list[int]]] = {}
         for i, k in enumerate(keys):
             loc = self._where.get(k)
@@ -149,8 +219,12 @@ class EmbeddingCache:
                 pos, rows = by_shard.setdefault(loc[0], ([], []))
                 pos.append(i)
                 rows.append(loc[1])
+        # load first: a cache opened before another process wrote its meta.json learns the
+        # dimension from the first shard it reads
+        loaded = {idx: self._shard_vectors(idx) for idx in by_shard}
+        out = np.zeros((len(keys), self.dimension or 0), dtype=np.float32)
         for idx, (pos, rows) in by_shard.items():
-            out[pos] = self._shard_vectors(idx)[rows]
+            out[pos] = loaded[idx][rows]
         return out, found
 
     def get(self, texts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -158,31 +232,48 @@ class EmbeddingCache:
 
     # ------------------------------------------------------------------ writing
     def put_keys(self, keys: Sequence[str], vectors: np.ndarray) -> Path | None:
-        """Append one shard with the keys not stored yet; atomic (temp file + rename)."""
+        """Append one shard with the keys not stored yet; atomic (temp file + rename).
+
+        Runs under the write lock after re-reading the shard list, so a key another process
+        stored meanwhile is not written twice. A failed write (a full disk) leaves no file.
+        """
         vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or len(vectors) != len(keys):
-            raise CacheError(f"expected {len(keys)} vectors, got an array of shape {vectors.shape}")
+        if vectors.ndim != 2 or len(vectors) != len(keys) or vectors.dtype.kind != "f":
+            raise CacheError(f"expected {len(keys)} float vectors, got an array of shape "
+                             f"{vectors.shape} and type {vectors.dtype}")
         if self.dimension is None or self.dimension <= 0:
             self.dimension = int(vectors.shape[1])
         elif vectors.shape[1] != self.dimension:
             raise CacheError(f"vectors have dimension {vectors.shape[1]}, cache holds {self.dimension}")
-        new = [i for i, k in enumerate(keys) if k not in self._where]
-        new = list(dict((keys[i], i) for i in new).values())  # one row per key
-        if not new:
-            return None
         self.folder.mkdir(parents=True, exist_ok=True)
+        with self._write_lock() as locked:
+            self.refresh()  # another process may have stored some of these keys meanwhile
+            new = [i for i, k in enumerate(keys) if k not in self._where]
+            new = list(dict((keys[i], i) for i in new).values())  # one row per key
+            if not new:
+                return None
+            rows = unit_rows(vectors[new], "vectors to store", "they are refused")
+            if locked:  # no other writer is half way through a file: clear what failed ones left
+                self.remove_stale_temporaries(max_age=None)
+            return self._write_shard(keys, new, rows)
+
+    def _write_shard(self, keys: Sequence[str], new: list[int], rows: np.ndarray) -> Path:
         self._write_meta()
         name = f"shard-{uuid.uuid4().hex}.npz"
         tmp = self.folder / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, sha256=np.array([keys[i] for i in new]), embedding=vectors[new])
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, sha256=np.array([keys[i] for i in new]), embedding=rows)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # a full disk: leave no partial file behind
+            tmp.unlink(missing_ok=True)
+            raise CacheError(f"{tmp}: cannot write an embedding shard ({exc.strerror or exc})") from exc
         final = self.folder / name
         os.replace(tmp, final)
         idx = len(self._shards)
         self._shards.append(final)
-        self._loaded[idx] = vectors[new]
+        self._loaded[idx] = rows
         for row, i in enumerate(new):
             self._where[keys[i]] = (idx, row)
         return final
@@ -195,24 +286,53 @@ class EmbeddingCache:
         if meta.is_file():
             return
         tmp = self.folder / f".meta-{uuid.uuid4().hex}.tmp"
-        tmp.write_text(json.dumps({"format_version": CACHE_FORMAT_VERSION,
-                                   "encoder": self.encoder_id, "dimension": self.dimension}))
+        try:
+            tmp.write_text(json.dumps({"format_version": CACHE_FORMAT_VERSION,
+                                       "encoder": self.encoder_id, "dimension": self.dimension}))
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CacheError(f"{meta}: cannot write ({exc.strerror or exc})") from exc
         os.replace(tmp, meta)
 
-    def import_npz(self, path: str | os.PathLike[str]) -> int:
-        """Import precomputed vectors (``sha256`` + ``embedding`` arrays, as in shared/embeddings)
-        made with this cache's encoder; returns how many keys were new."""
+    def import_npz(self, path: str | os.PathLike[str], texts: Sequence[str] | None = None) -> int:
+        """Import precomputed vectors made with this cache's encoder; returns how many keys were new.
+
+        The file holds ``sha256`` (n,) hex keys and ``embedding`` (n, d) vectors, as in
+        shared/embeddings. Those files key each vector by the SHA-256 of the *raw* text, while
+        the cache keys by :func:`text_key` (the normalised text). Pass the raw ``texts`` to
+        re-key: every file key that is the raw SHA-256 of one of them is stored under that text's
+        normalised key. Without ``texts`` the keys are imported as they are, which is right for
+        texts that were already normalised (no CR, no surrounding whitespace: the two hashes are
+        then equal). Non-finite vectors are refused; others are normalised to unit length.
+        """
         path = Path(path)
         try:
             with np.load(path) as z:
-                keys = [str(k) for k in z["sha256"].tolist()]
+                raw_keys = z["sha256"]
                 vectors = z["embedding"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        except (*_SHARD_ERRORS, TypeError) as exc:
             raise CacheError(f"{path}: not an embeddings file with 'sha256' and 'embedding' "
                              f"arrays ({exc})") from exc
-        before = len(self)
-        self.put_keys(keys, vectors)
-        return len(self) - before
+        if raw_keys.ndim != 1 or raw_keys.dtype.kind not in "US":
+            raise CacheError(f"{path}: field 'sha256' has shape {raw_keys.shape} and type "
+                             f"{raw_keys.dtype}, expected a 1-D array of hex strings")
+        keys = [str(k) for k in raw_keys.tolist()]
+        bad = next((k for k in keys if not _HEX64.fullmatch(k)), None)
+        if bad is not None:
+            raise CacheError(f"{path}: field 'sha256' holds {bad[:80]!r}, expected 64 hex digits")
+        if vectors.ndim != 2 or len(vectors) != len(keys) or vectors.dtype.kind != "f":
+            raise CacheError(f"{path}: field 'embedding' has shape {vectors.shape} and type "
+                             f"{vectors.dtype}, expected ({len(keys)}, d) floats")
+        if texts is not None:
+            rekey = {hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest(): text_key(t)
+                     for t in as_texts(texts)}
+            keys = [rekey.get(k, k) for k in keys]
+        vectors = unit_rows(vectors, f"{path}: field 'embedding'", "the file is refused")
+        with self._write_lock():
+            self.refresh()
+            before = len(self)
+            self.put_keys(keys, vectors)
+            return len(self) - before
 
     # ------------------------------------------------------------------ embedding
     def embed(self, texts: str | Sequence[str], encoder: Encoder, batch_size: int = 32,
@@ -232,23 +352,71 @@ class EmbeddingCache:
         for i, k in enumerate(keys):
             first.setdefault(k, i)
         todo = [i for k, i in first.items() if k not in self._where]
-        self.hits += len(items) - len(todo)
-        self.misses += len(todo)
         if todo:
             from tqdm.auto import tqdm
 
             show = progress if progress is not None else len(todo) > chunk_size
             bar = tqdm(total=len(todo), unit="text", desc="embedding", disable=not show,
                        dynamic_ncols=True)
+            encoded = 0
             try:
                 for start in range(0, len(todo), chunk_size):
-                    chunk = todo[start:start + chunk_size]
-                    vecs = encoder.encode([items[i] for i in chunk], batch_size=batch_size)
-                    self.put_keys([keys[i] for i in chunk], vecs)
-                    bar.update(len(chunk))
+                    with self._write_lock():
+                        # another process may have stored some of these since we last looked
+                        self.refresh()
+                        chunk = [i for i in todo[start:start + chunk_size] if keys[i] not in self._where]
+                        if chunk:
+                            vecs = encoder.encode([items[i] for i in chunk], batch_size=batch_size)
+                            self.put_keys([keys[i] for i in chunk], vecs)
+                            encoded += len(chunk)
+                    bar.update(min(chunk_size, len(todo) - start))
             finally:
                 bar.close()
+                self.misses += encoded
+                self.hits += len(items) - encoded
+        else:
+            self.hits += len(items)
         vectors, found = self.get_by_keys(keys)
         if not found.all():  # only if a shard vanished under us
             raise CacheError(f"{int((~found).sum())} embeddings missing after encoding")
         return vectors
+
+
+def _shard_keys(shard: Path) -> np.ndarray:
+    """A shard's keys, checked against the number of vectors it holds (read from the array
+    header only, so opening a large cache does not load every vector)."""
+    with np.load(shard) as z:
+        keys = z["sha256"]
+    with zipfile.ZipFile(shard) as zf, zf.open("embedding.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        shape = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                 else np.lib.format.read_array_header_2_0(fh))[0]
+    if keys.ndim != 1 or len(shape) != 2 or shape[0] != len(keys):
+        raise ValueError(f"field 'sha256' has shape {keys.shape}, field 'embedding' {shape}: "
+                         "expected one key per vector")
+    return keys
+
+
+def unit_rows(vectors: np.ndarray, what: str, refusal: str) -> np.ndarray:
+    """``vectors`` with rows of unit norm (as given when they already are).
+
+    Rows that are not finite or are all zero cannot be repaired and raise a
+    :class:`CacheError` (``refusal`` says what happens to them); rows whose norm is off by more
+    than :data:`UNIT_NORM_TOL` are normalised with a warning, since cosine distances between
+    them would otherwise be silently wrong.
+    """
+    vectors = np.asarray(vectors)
+    out = vectors.astype(np.float32, copy=False)
+    finite = np.asarray(np.isfinite(out).all(axis=1))
+    norms = np.linalg.norm(np.where(finite[:, None], out, 0), axis=1)
+    broken = ~finite | (norms == 0)
+    if broken.any():
+        raise CacheError(f"{what}: {int(broken.sum())} of {len(out)} vectors are not finite or "
+                         f"are zero (first at row {int(np.flatnonzero(broken)[0])}); {refusal}")
+    off = np.abs(norms - 1) > UNIT_NORM_TOL
+    if off.any():
+        logger.warning("%s: %d of %d vectors were not of unit norm (first at row %d, norm %.4g) "
+                       "and were normalised", what, int(off.sum()), len(out),
+                       int(np.flatnonzero(off)[0]), float(norms[off][0]))
+        return np.ascontiguousarray(out / norms[:, None])
+    return vectors

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,22 @@ from benchroute.embedding.base import as_texts
 from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL, installed_model
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """``HF_HUB_OFFLINE=1`` while a local model loads, so no library in the stack retries the
+    hub for a file it does not find. (``huggingface_hub`` reads the variable when first imported:
+    a process whose first load was local stays offline.)"""
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old
 
 
 class SentenceTransformerEncoder:
@@ -53,8 +71,19 @@ class SentenceTransformerEncoder:
 
             if self.model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
                 path = str(installed_model())
-                self._st = SentenceTransformer(path, device=self.device, local_files_only=True)
-            else:
+                with hub_offline():
+                    self._st = SentenceTransformer(path, device=self.device, local_files_only=True)
+            elif Path(self.model).is_dir():  # a local folder: never ask the hub
+                from benchroute.exceptions import ModelNotInstalledError
+
+                try:
+                    with hub_offline():
+                        self._st = SentenceTransformer(self.model, device=self.device,
+                                                       local_files_only=True)
+                except (OSError, ValueError, KeyError, ImportError) as exc:
+                    raise ModelNotInstalledError(f"{self.model}: cannot load the model "
+                                                 f"({type(exc).__name__}: {exc})") from exc
+            else:  # a hub name; get_encoder passes one only when downloads are allowed
                 self._st = SentenceTransformer(self.model, device=self.device)
             get_dim = getattr(self._st, "get_embedding_dimension", None) or \
                 self._st.get_sentence_embedding_dimension

