@@ -134,7 +134,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _load_router(path: Path | None) -> Any:
-    from benchroute.router import Router, default_router
+    from benchroute.default import default_router
+    from benchroute.router import Router
 
     return default_router() if path is None else Router.load(path)
 
@@ -187,9 +188,10 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
 def _holdout_demo(pack: str, holdout: str) -> tuple[Any, list[str], dict[str, float]]:
     from benchroute.data.store import BenchmarkData
+    from benchroute.default import pack_embeddings
     from benchroute.exceptions import BenchrouteError
     from benchroute.packs import pack_files
-    from benchroute.router import Router, pack_embeddings
+    from benchroute.router import Router
 
     data = BenchmarkData.load(pack_files(pack)["data"])
     matches = [d for d in data.datasets if d == holdout or f"={holdout}," in d or holdout in d]
@@ -260,7 +262,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from benchroute.embedding import EmbeddingCache, get_encoder
     from benchroute.exceptions import BenchrouteError
     from benchroute.experiments.reproduce import run_protocol
-    from benchroute.scoring import DEFAULT_ALPHAS
+    from benchroute.reference import DEFAULT_ALPHAS
 
     source = args.source
     if args.fetch:

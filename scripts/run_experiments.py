@@ -22,7 +22,7 @@ from benchroute.embedding import EmbeddingCache, text_key
 from benchroute.embedding.install import DEFAULT_ENCODER_ID
 from benchroute.experiments import per_instance_routing
 from benchroute.experiments.reproduce import run_protocol
-from benchroute.scoring import DEFAULT_ALPHAS
+from benchroute.reference import DEFAULT_ALPHAS
 
 OUT = Path(__file__).resolve().parents[1] / "results"
 # SPEC defaults; embeddings are passed in, so the encoder is never called

@@ -12,7 +12,7 @@ from typing import Any
 from benchroute.data.store import BenchmarkData
 from benchroute.experiments.protocol import leave_one_task_out
 from benchroute.experiments.summary import summarize, to_markdown
-from benchroute.scoring import DEFAULT_ALPHAS
+from benchroute.reference import DEFAULT_ALPHAS
 
 
 def run_protocol(data: BenchmarkData, name: str, out: str | os.PathLike[str] = "results",

@@ -81,4 +81,4 @@ def test_fit_command(tmp_path, capsys):
                  str(tmp_path / "c"), "--alphas", "0", "0.2"]) == 0
     assert "saved to" in capsys.readouterr().out
     back = Router.load(out)
-    assert back.models_ == ["a", "b"] and back.alphas == [0.0, 0.2]
+    assert back.models_ == ["a", "b"] and tuple(back.alphas) == (0.0, 0.2)
