@@ -27,7 +27,7 @@ def _is_int(v: object) -> bool:
 
 def _is_real(v: object) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
-        and math.isfinite(float(v))  # type: ignore[arg-type]
+        and math.isfinite(float(v))
 
 
 def check_router_params(params: Mapping[str, object], where: str = "Router") -> None:
@@ -37,9 +37,11 @@ def check_router_params(params: Mapping[str, object], where: str = "Router") -> 
             raise BenchrouteError(f"{where}: {name} == {params.get(name)!r}, expected {expected}")
 
     p = params
-    for name in ("k", "n_neighbours", "n_draws", "repeats"):
-        need(_is_int(p[name]) and int(p[name]) >= 1, name, "an integer >= 1")  # type: ignore[call-overload]
-    need(_is_int(p["seed"]) and int(p["seed"]) >= 0, "seed", "an integer >= 0")  # type: ignore[call-overload]
+    for name, top in (("k", 10_000), ("n_neighbours", 10_000), ("n_draws", 10_000_000),
+                      ("repeats", 10_000)):
+        need(_is_int(p[name]) and 1 <= int(p[name]) <= top, name,  # type: ignore[call-overload]
+             f"an integer >= 1 (at most {top:,})")
+    need(_is_int(p["seed"]) and 0 <= int(p["seed"]) < 2**63, "seed", "an integer >= 0")  # type: ignore[call-overload]
     need(_is_real(p["threshold"]) and 0.0 <= float(p["threshold"]) <= 1.0,  # type: ignore[arg-type]
          "threshold", "a number in [0, 1]")
     need(_is_real(p["bandwidth"]) and float(p["bandwidth"]) > 0, "bandwidth", "a number > 0")  # type: ignore[arg-type]
@@ -109,7 +111,7 @@ def check_labels(Y: np.ndarray, what: str, n_models: int | None = None) -> np.nd
     bad = ~np.isnan(Y) & ((Y < 0) | (Y > 1))
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise BenchrouteError(f"{what}: label [{r}, {c}] is {Y[r, c]!r}; expected a number in "
+        raise BenchrouteError(f"{what}: label [{r}, {c}] is {float(Y[r, c]):g}; expected a number in "
                               "[0, 1] or NaN (no result)")
     return Y
 
@@ -133,7 +135,7 @@ def parse_labeled(labeled: LabeledRecords, models: list[str]) -> tuple[list[str]
     """Few-shot labels as (texts, Y (L, M)) from a DataFrame or ``{"text", "labels"}`` records."""
     if isinstance(labeled, pd.DataFrame):
         if "labels" in labeled.columns:
-            records: list[object] = labeled.to_dict(orient="records")
+            records: Sequence[object] = labeled.to_dict(orient="records")
         else:
             if "text" not in labeled.columns:
                 raise BenchrouteError("labeled DataFrame needs a 'text' column")

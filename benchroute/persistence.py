@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -120,6 +119,10 @@ def _fail(path: Path, field: str, expected: str) -> BenchrouteError:
     return BenchrouteError(f"{path}: field {field!r} is invalid; expected {expected}")
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def _read_meta(folder: Path) -> dict[str, object]:
     if folder.exists() and not folder.is_dir():
         raise BenchrouteError(f"{folder}: is a file, not a saved router folder")
@@ -131,7 +134,7 @@ def _read_meta(folder: Path) -> dict[str, object]:
     except OSError as exc:
         raise BenchrouteError(f"{path}: unreadable ({exc.strerror})") from exc
     try:
-        meta = json.loads(raw.decode("utf-8"), parse_constant=lambda c: math.nan)
+        meta = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError as exc:
         raise BenchrouteError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
@@ -219,8 +222,9 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
                 cls: type[Router] | None = None) -> Router:
     """Read a router saved by :func:`save_router`; any bad file or field is a BenchrouteError
     naming the file and the field."""
-    if cls is None:
-        from benchroute.router import Router as cls  # noqa: N813
+    from benchroute.router import Router
+
+    klass = Router if cls is None else cls
     folder = Path(folder)
     meta = _read_meta(folder)
     path = folder / "router.json"
@@ -232,8 +236,8 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
             raise BenchrouteError(f"{file}: checksum mismatch; the router files were modified "
                                   "or truncated after saving")
     params = meta.get("params")
-    if not isinstance(params, dict) or set(params) != set(cls._param_names()):
-        raise _fail(path, "params", f"an object with exactly {cls._param_names()}")
+    if not isinstance(params, dict) or set(params) != set(klass._param_names()):
+        raise _fail(path, "params", f"an object with exactly {klass._param_names()}")
     if params["cache_dir"] is not None:
         raise _fail(path, "params.cache_dir", "null (a saved router never names a cache folder)")
     try:
@@ -257,7 +261,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     index = VectorIndex.load(folder / "index")
     if index.encoder_id != encoder:
         raise _fail(path, "encoder", f"the index's encoder {index.encoder_id!r}")
-    router = cls(**{**params, "alphas": tuple(params["alphas"]), "cache_dir": cache_dir})
+    router = klass(**{**params, "alphas": tuple(params["alphas"]), "cache_dir": cache_dir})
     router.predictor_ = KNNCorrectnessPredictor(
         router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
     ).attach(index, Y)

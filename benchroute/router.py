@@ -372,7 +372,7 @@ class Router:
             memo[key] = reference_pairs(
                 self.predictor_, self.alphas, self.repeats, self.seed, self.n_neighbours,
                 self.threshold, also_exclude=key, cache=self.reference_)
-        return memo[key]  # type: ignore[no-any-return]
+        return memo[key]
 
     def _labeled_hits(self, LX: np.ndarray, LY: np.ndarray, exclude: list[str]
                       ) -> tuple[np.ndarray, np.ndarray]:

@@ -64,7 +64,7 @@ def leave_one_task_out(
         paper's scripts did. ``LL`` (highest mean completion log-probability) appears when the
         data has a ``logprob`` column.
     """
-    router = Router(**dict(router_params or {}))
+    router = Router().set_params(**dict(router_params or {}))
     check_router_params(router.get_params())
     pool = pool_arrays(data, embeddings, router.embed)
     X, Y, ds, models = pool.X, pool.Y, pool.datasets, pool.models
@@ -168,8 +168,8 @@ def per_instance_routing(
     of inputs routed to each model's top choice, and model calls per input (1 LLM + the encoder,
     against M LLM calls for a rank-all-candidates ensemble).
     """
-    params = {**dict(router_params or {}), "alphas": (0.0,), "repeats": 1}
-    router = Router(**params)
+    params: dict[str, object] = {**dict(router_params or {}), "alphas": (0.0,), "repeats": 1}
+    router = Router().set_params(**params)
     check_router_params(router.get_params())
     pool = pool_arrays(data, embeddings, router.embed, column=column)
     X, ds, models = pool.X, pool.datasets, pool.models
@@ -183,7 +183,7 @@ def per_instance_routing(
     for f in range(folds):
         test = np.flatnonzero(fold == f)
         train = np.flatnonzero(fold != f)
-        fitted = Router(**params).fit_arrays(X[train], Y[train], ds[train], models)
+        fitted = Router().set_params(**params).fit_arrays(X[train], Y[train], ds[train], models)
         best = int(np.nanargmax(column_means(Q[train], np.nan)))
         P = fitted.predict_proba_embedded(X[test])
         routed[test] = route_rows(P, every, best, available=~np.isnan(Q[test]))

@@ -14,8 +14,8 @@ import pytest
 from benchroute import BenchmarkData
 from benchroute.embedding import HashingEncoder
 from benchroute.exceptions import BenchrouteError, FormatVersionError, NotFittedError
-from benchroute.router import Router
 from benchroute.reference import few_shot_count
+from benchroute.router import Router
 
 MODELS = ["m0", "m1", "m2"]
 

@@ -12,9 +12,9 @@ from benchroute.predictors import KNNCorrectnessPredictor
 from benchroute.scoring import (
     FAR,
     beta_binomial_mean,
-    mean_distance,
     fallback_probability,
     kernel_smooth,
+    mean_distance,
     predictor_accuracy,
     s1,
     s2,
