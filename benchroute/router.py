@@ -29,10 +29,10 @@ from benchroute.inputs import (
     parse_labeled,
     parse_texts,
 )
-from benchroute.predictors import KNNCorrectnessPredictor, Neighbours, check_is_fitted
+from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import DEFAULT_ALPHAS, ReferencePairs, reference_pairs
-from benchroute.scoring import mean_distance, predictor_hits
-from benchroute.selection import METHODS, Selection, SelectionConfig, route_rows, select
+from benchroute.selection import Selection, SelectionConfig, route_rows
+from benchroute.task import TaskNeighbours
 
 if TYPE_CHECKING:
     from benchroute.embedding import Encoder
@@ -41,8 +41,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Router", "Selection", "route", "select_model"]
 
-#: A labelled input this close (cosine distance) to a query is the query itself: never its neighbour.
-SELF_DISTANCE = 1e-6
 _EXCLUDED_MEMO = 8
 
 
@@ -253,8 +251,10 @@ class Router:
                                               if t in self.task_accuracy_.index])
         return int(cand[np.nanargmax(acc.mean(axis=0).to_numpy()[cand])])
 
-    # ------------------------------------------------------------------ neighbours
-    def _excluded_tasks(self, exclude_datasets: Sequence[str]) -> list[str]:
+    # ------------------------------------------------------------------ selection
+    def check_excluded(self, exclude_datasets: Sequence[str]) -> list[str]:
+        """The pool tasks to leave out, sorted; unknown names and all tasks are refused."""
+        check_is_fitted(self, "predictor_")
         exclude = sorted(set(exclude_datasets))
         unknown = [t for t in exclude if t not in self.tasks_]
         if unknown:
@@ -265,35 +265,24 @@ class Router:
                                   "leave at least one")
         return exclude
 
-    def _neighbours(self, Q: np.ndarray, labeled_X: np.ndarray | None,
-                    labeled_Y: np.ndarray | None, exclude: list[str]
-                    ) -> tuple[Neighbours, np.ndarray]:
-        """Q's K nearest among the pool without ``exclude`` and the labelled inputs (a labelled
-        input identical to a query is not its neighbour), and the fallback means."""
-        K = max(self.k, self.n_neighbours)
-        nb = self.predictor_.neighbours(Q, K, exclude or None)
-        if labeled_X is not None and len(labeled_X):
-            d = 1.0 - (Q @ labeled_X.T).astype(np.float64)
-            d[d < SELF_DISTANCE] = np.inf
-            nb = nb.merge(d, labeled_Y, K)  # type: ignore[arg-type]
-        return nb, self.predictor_.fallback_means(exclude)
+    def task_neighbours(self, X: np.ndarray, exclude_datasets: Sequence[str] = ()) -> TaskNeighbours:
+        """The pool neighbours of a task's inputs X, searched once, for selections on any split of
+        them into scored and labelled inputs (see :class:`~benchroute.task.TaskNeighbours`)."""
+        check_is_fitted(self, "predictor_")
+        return TaskNeighbours(self, X, exclude_datasets)
 
-    def _checked(self, Q: np.ndarray, labeled_X: np.ndarray | None, labeled_Y: np.ndarray | None
-                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def _view(self, Q: np.ndarray, labeled_X: np.ndarray | None, labeled_Y: np.ndarray | None,
+              exclude_datasets: Sequence[str]) -> tuple[TaskNeighbours, int, int]:
+        """One neighbour search for the queries and the labelled inputs together."""
         check_is_fitted(self, "predictor_")
         Q = check_vectors(Q, "queries")
         if len(Q) == 0:
             raise BenchrouteError("no inputs to score")
         if (labeled_X is None) != (labeled_Y is None):
             raise BenchrouteError("labeled_X and labeled_Y go together: give both or neither")
-        if labeled_X is not None and labeled_Y is not None:
-            labeled_Y = check_labels(labeled_Y, "labeled_Y", len(self.models_))
-            labeled_X = check_vectors(labeled_X, "labeled_X") if len(labeled_X) else \
-                np.zeros((0, Q.shape[1]), np.float32)
-            if len(labeled_X) != len(labeled_Y):
-                raise BenchrouteError(f"labeled_X has {len(labeled_X)} rows, labeled_Y "
-                                      f"{len(labeled_Y)}; expected one label row per vector")
-        return Q, labeled_X, labeled_Y
+        LX = check_vectors(labeled_X, "labeled_X") if labeled_X is not None and len(labeled_X) \
+            else np.zeros((0, Q.shape[1]), np.float32)
+        return self.task_neighbours(np.vstack([Q, LX]), exclude_datasets), len(Q), len(LX)
 
     def predict_proba_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None,
                                labeled_X: np.ndarray | None = None,
@@ -301,11 +290,10 @@ class Router:
                                exclude_datasets: Sequence[str] = ()) -> np.ndarray:
         """P (n inputs, candidates): g_m(x) of each embedded query, columns in the order of
         ``candidates`` as :meth:`candidate_indices` sorts them (all models by default)."""
-        Q, LX, LY = self._checked(Q, labeled_X, labeled_Y)
-        nb, means = self._neighbours(Q, LX, LY, self._excluded_tasks(exclude_datasets))
-        return self.predictor_.aggregate(nb, means)[0][:, self.candidate_indices(candidates)]
+        view, n, L = self._view(Q, labeled_X, labeled_Y, exclude_datasets)
+        P = view.proba(np.arange(n), np.arange(n, n + L), labeled_Y if L else None)
+        return P[:, self.candidate_indices(candidates)]
 
-    # ------------------------------------------------------------------ selection
     def select_model(self, task_examples: Texts, labeled: LabeledRecords | None = None,
                      candidates: Iterable[str] | None = None, method: str = "S3",
                      fallback: bool = True, exclude_datasets: Sequence[str] = ()) -> Selection:
@@ -338,24 +326,9 @@ class Router:
 
         ``exclude_datasets`` leaves pool tasks out exactly: the result equals that of a router
         fitted without them (pool, fallback means, BMA and reference pairs)."""
-        if method not in METHODS:
-            raise BenchrouteError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-        Q, LX, LY = self._checked(Q, labeled_X, labeled_Y)
-        cand = self.candidate_indices(candidates)
-        exclude = self._excluded_tasks(exclude_datasets)
-        if method == "S3" and len(self.tasks_) - len(exclude) < 2:
-            raise BenchrouteError("S3 needs a pool of at least two tasks (p̂ is learnt by "
-                                  "leaving one task out); this pool has one. Use S1 or S2, or "
-                                  "fit on more tasks")
-        nb, means = self._neighbours(Q, LX, LY, exclude)
-        g = self.predictor_.aggregate(nb, means)[0]
-        hits = n = None
-        if LX is not None and LY is not None and len(LX):
-            hits, n = self._labeled_hits(LX, LY, exclude)
-        return select(g, float(mean_distance(nb.distances, self.n_neighbours)),
-                      self.reference_without(exclude), self.models_, cand,
-                      self.bma_index(cand, exclude), method, fallback, self.config(), hits, n,
-                      0 if LX is None else len(LX))
+        view, n, L = self._view(Q, labeled_X, labeled_Y, exclude_datasets)
+        return view.select(np.arange(n), np.arange(n, n + L), labeled_Y if L else None,
+                           candidates, method, fallback)
 
     def reference_without(self, exclude_datasets: Sequence[str]) -> ReferencePairs:
         """The reference pairs of this pool without some tasks, equal to those of a router
@@ -373,13 +346,6 @@ class Router:
                 self.predictor_, self.alphas, self.repeats, self.seed, self.n_neighbours,
                 self.threshold, also_exclude=key, cache=self.reference_)
         return memo[key]
-
-    def _labeled_hits(self, LX: np.ndarray, LY: np.ndarray, exclude: list[str]
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Each predictor's (right predictions, labels) on the labelled inputs, each predicted
-        leave-one-out from the pool and the other labelled inputs."""
-        nb, means = self._neighbours(LX, LX, LY, exclude)  # itself at distance 0 is skipped
-        return predictor_hits(self.predictor_.aggregate(nb, means)[0], LY, self.threshold)
 
     # ------------------------------------------------------------------ routing
     def predict_proba(self, texts: Texts) -> pd.DataFrame:

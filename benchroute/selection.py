@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,8 @@ class Selection:
     ``scores`` is indexed by the candidate models with columns ``S1, S2, S3, p_hat`` (the p that
     S3 used), ``bma`` (True for the best model on average) and ``chosen``; with few-shot labels
     also ``p_kernel`` (the kernel estimate before the labels), ``p_labeled`` (the predictors'
-    accuracy on the labels) and ``n_labeled_model`` (labels per model).
+    accuracy on the labels) and ``n_labeled_model`` (labels per model). ``proba`` holds the
+    per-input predictions g (inputs × all models, in the router's model order).
     """
 
     model: str
@@ -65,6 +66,7 @@ class Selection:
     n_examples: int
     n_labeled: int = 0
     win_probability: float | None = None
+    proba: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> str:
         why = ""
@@ -160,7 +162,7 @@ def select(g: np.ndarray, u: float, reference: ReferencePairs, models: list[str]
     table.index.name = "model"
     return Selection(model=models[chosen], method=method, scores=table, fell_back=fell_back,
                      task_distance=float(u), bma=models[bma], n_examples=len(g),
-                     n_labeled=n_labeled, win_probability=win)
+                     n_labeled=n_labeled, win_probability=win, proba=g)
 
 
 def route_rows(P: np.ndarray, cand: np.ndarray, prefer: int | np.ndarray,

@@ -2,8 +2,10 @@
 
 One router is fitted on every benchmark input; each held-out task is left out with
 ``exclude_datasets``, which is exact (pool, fallback means, BMA and reference pairs equal those
-of a router fitted without the task), so nothing is refit per task, per α or per repeat. The
-selections are :meth:`Router.select_embedded`'s; the other methods go through the same decision
+of a router fitted without the task), so nothing is refit per task, per α or per repeat. A
+task's pool neighbours are searched once (:meth:`Router.task_neighbours`); each few-shot draw is
+then :meth:`TaskNeighbours.select <benchroute.task.TaskNeighbours.select>`, the path
+:meth:`Router.select_embedded` takes too, and the other methods go through the same decision
 rule, :func:`benchroute.selection.choose`.
 """
 
@@ -85,25 +87,22 @@ def leave_one_task_out(
     rows: list[dict[str, object]] = []
     for t_idx, task in enumerate(run_tasks):
         rd = np.flatnonzero(ds == task)
-        Xd, Yd = X[rd], Y[rd]
+        Yd = Y[rd]
+        view = router.task_neighbours(X[rd], exclude_datasets=[task])  # one search per task
         for alpha in alphas:
             n_lab = few_shot_count(len(rd), alpha)
             rng = np.random.default_rng(task_seed(seed, task, alpha_key(alpha)))
             for rep in range(1 if n_lab == 0 else repeats):
                 lab = rng.choice(len(rd), n_lab, replace=False) if n_lab else np.array([], dtype=int)
-                keep = np.ones(len(rd), dtype=bool)
-                keep[lab] = False
-                test = np.flatnonzero(keep)
+                test = np.setdiff1d(np.arange(len(rd)), lab)
                 y = Yd[test]
                 cand = np.flatnonzero(~np.isnan(column_means(y, np.nan)))
                 if len(cand) == 0:
                     continue
-                LX, LY = (Xd[lab], Yd[lab]) if n_lab else (None, None)
-                sel = router.select_embedded(Xd[test], LX, LY, [models[i] for i in cand],
-                                             exclude_datasets=[task])
-                g = router.predict_proba_embedded(Xd[test], None, LX, LY, [task])
+                sel = view.select(test, lab, Yd[lab] if n_lab else None, [models[i] for i in cand])
+                assert sel.proba is not None
                 rows.extend(_method_rows(
-                    sel, g, y, cand, acc_with, models, router.config(),
+                    sel, sel.proba, y, cand, acc_with, models, router.config(),
                     None if logprob is None else logprob[rd[test]],
                     dict(task=task, alpha=float(alpha), repeat=rep, n_test=len(test), n_labeled=n_lab)))
         logger.info("held out %s (%d/%d)", task, t_idx + 1, len(run_tasks))
