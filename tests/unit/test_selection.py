@@ -202,3 +202,22 @@ def test_plots_leave_the_callers_backend_alone(tmp_path):
         assert matplotlib.get_backend() == "template"
     finally:
         matplotlib.use(previous, force=True)
+
+
+def test_loading_the_encoder_leaves_transformers_bars_alone(monkeypatch):
+    st = pytest.importorskip("sentence_transformers")
+    from transformers.utils import logging as hf_logging
+
+    from benchroute.embedding.sentence import SentenceTransformerEncoder
+
+    class Fake:
+        def __init__(self, *args, **kwargs):
+            self.device = "cpu"
+
+        def get_sentence_embedding_dimension(self):
+            return 4
+
+    monkeypatch.setattr(st, "SentenceTransformer", Fake)
+    hf_logging.enable_progress_bar()
+    SentenceTransformerEncoder("fake-model")._load()  # benchroute logs below INFO: bars off
+    assert hf_logging.is_progress_bar_enabled()
