@@ -28,7 +28,7 @@ from benchroute.experiments import leave_one_task_out
 from benchroute.reference import DEFAULT_ALPHAS, alpha_key, few_shot_count, task_seed
 from benchroute.scoring import fallback_probability
 
-K_NN, N_NB, H, ETA, DRAWS, REF_REPEATS, PRIOR_A, TIE = 5, 19, 0.09, 0.6, 1000, 3, 10.0, 1e-9
+K_NN, N_NB, H, ETA, DRAWS, REF_REPEATS, PRIOR_A, TIE = 5, 19, 0.09, 0.6, 1000, 3, 50.0, 1e-9
 W0 = math.exp(-4.5)  # the kernel's pseudo-reference p = 0.5, as heavy as a pair 3h away
 
 

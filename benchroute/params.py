@@ -46,7 +46,7 @@ class RouterParams:
     seed : int
         Seeds the reference pass and the fallback draws.
     prior_strength : float
-        a of the Beta(a·p̂, a·(1 − p̂)) prior that few-shot labels update (10): the labels
+        a of the Beta(a·p̂, a·(1 − p̂)) prior that few-shot labels update (50): the labels
         weigh as much as p̂ once a model has a of them.
     """
 
@@ -57,7 +57,7 @@ class RouterParams:
                  nprobe: int | None = None, ef_search: int | None = None,
                  encoder: str | Encoder = "all-mpnet-base-v2",
                  cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
-                 prior_strength: float = 10.0) -> None:
+                 prior_strength: float = 50.0) -> None:
         self.k = k
         self.n_neighbours = n_neighbours
         self.threshold = threshold

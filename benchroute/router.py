@@ -50,7 +50,7 @@ class Router(RouterParams):
     The parameters, their meaning and defaults are those of
     :class:`~benchroute.params.RouterParams` (k=5, n_neighbours=19, threshold=0.5,
     bandwidth=0.09, eta=0.6, n_draws=1000, alphas=0, 0.02, …, 0.28, repeats=3,
-    prior_strength=10, ...; docs/method.md gives the formulas).
+    prior_strength=50, ...; docs/method.md gives the formulas).
     """
 
     # ------------------------------------------------------------------ fitting

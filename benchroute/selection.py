@@ -42,7 +42,7 @@ class SelectionConfig:
     eta: float = 0.6
     n_draws: int = 1000
     seed: int = 0
-    prior_strength: float = 10.0
+    prior_strength: float = 50.0
     tie_tol: float = TIE_TOL
 
 

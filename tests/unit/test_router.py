@@ -159,10 +159,10 @@ def test_few_shot_lowers_u_and_leaves_router_unchanged():
     np.testing.assert_allclose(
         shot.scores["p_kernel"], kernel_smooth(shot.task_distance, router.reference_.u,
                                                router.reference_.p, 0.09), atol=1e-9)
-    # ... and the labels update it: Beta(a p_kernel, a (1 - p_kernel)) posterior mean, a = 10
+    # ... and the labels update it: Beta(a p_kernel, a (1 - p_kernel)) posterior mean, a = 50
     n, acc = shot.scores["n_labeled_model"], shot.scores["p_labeled"]
     np.testing.assert_allclose(shot.scores["p_hat"],
-                               (10 * shot.scores["p_kernel"] + acc * n) / (10 + n), atol=1e-9)
+                               (50 * shot.scores["p_kernel"] + acc * n) / (50 + n), atol=1e-9)
     np.testing.assert_allclose(shot.scores["S3"], shot.scores["p_hat"] * shot.scores["S2"]
                                + (1 - shot.scores["p_hat"]) * (1 - shot.scores["S2"]), atol=1e-12)
     assert not np.allclose(shot.scores["p_hat"], zero.scores["p_hat"])
