@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from benchroute.predictors import set_checked_params
 from benchroute.reference import DEFAULT_ALPHAS
 from benchroute.selection import SelectionConfig
 
@@ -84,13 +85,7 @@ class RouterParams:
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self: _P, **params: object) -> _P:
-        valid = self._param_names()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; "
-                                 f"valid parameters: {valid}")
-            setattr(self, key, value)
-        return self
+        return set_checked_params(self, self._param_names(), params)
 
     def __repr__(self) -> str:
         defaults = RouterParams().get_params()

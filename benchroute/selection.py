@@ -123,10 +123,11 @@ def choose(score: np.ndarray, cand: np.ndarray, bma: int, g: np.ndarray | None =
     return (bma, True, win) if win < config.eta else (best, False, win)
 
 
-def p_estimate(u: float, reference: ReferencePairs, config: SelectionConfig) -> np.ndarray:
+def p_estimate(u: float, reference: ReferencePairs, config: SelectionConfig,
+               warn: bool = True) -> np.ndarray:
     """p̂ of each model: the kernel estimate at u over the reference pairs (0.5, with a
-    warning, when there is none)."""
-    if len(reference.u) == 0:
+    warning when ``warn``, when there is none)."""
+    if warn and len(reference.u) == 0:
         warnings.warn("no reference pairs (the pool has fewer than two tasks with two inputs): "
                       "p_hat is the uninformative 0.5, so S3 cannot tell the models apart",
                       UserWarning, stacklevel=3)
@@ -143,7 +144,7 @@ def select(g: np.ndarray, u: float, reference: ReferencePairs, models: list[str]
     labels per model on the caller's ``n_labeled`` few-shot labels; they update p̂ by the
     Beta–binomial posterior mean with prior mean the kernel estimate (``config.prior_strength``).
     """
-    p_kernel = p_estimate(u, reference, config)
+    p_kernel = p_estimate(u, reference, config, warn=method == "S3")
     p_hat = p_kernel if labeled_n is None or labeled_hits is None else \
         beta_binomial_mean(p_kernel, config.prior_strength, labeled_hits, labeled_n)
     S1, S2 = s1(g), s2(g, config.threshold)
