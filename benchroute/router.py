@@ -301,3 +301,15 @@ def route(texts: Texts, router: Router | None = None,
     from benchroute.default import default_router
 
     return (router or default_router()).route(texts, candidates)
+
+
+_MOVED = {"default_router", "pack_embeddings", "pool_arrays", "Pool"}
+
+
+def __getattr__(name: str) -> object:
+    """Names that moved to :mod:`benchroute.default`, still importable from here."""
+    if name in _MOVED:
+        import benchroute.default as default
+
+        return getattr(default, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
