@@ -315,31 +315,33 @@ def test_save_over_a_router_replaces_it(saved, tmp_path, fitted):
         fitted[0].set_params(eta=0.6)
 
 
+def _occupy(target: Path, kind: str) -> Path:
+    """Put a file, or a folder holding a file, at ``target``; returns the file."""
+    if kind == "file":
+        target.write_text("keep me")
+        return target
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    return target / "notes.txt"
+
+
 @pytest.mark.parametrize("kind", ["file", "foreign folder"])
 def test_save_refuses_to_replace_other_things(tmp_path, fitted, kind):
     target = tmp_path / "t"
-    if kind == "file":
-        target.write_text("keep me")
-    else:
-        target.mkdir()
-        (target / "notes.txt").write_text("keep me")
+    kept = _occupy(target, kind)
     with pytest.raises(BenchrouteError, match="t: (exists and is not a folder|a non-empty folder)"):
         fitted[0].save(target)
-    assert (target if kind == "file" else target / "notes.txt").read_text() == "keep me"
+    assert kept.read_text() == "keep me"
 
 
 @pytest.mark.parametrize("kind", ["file", "foreign folder"])
 def test_cli_fit_out_is_checked_before_fitting(tmp_path, capsys, kind):
     out = tmp_path / "out"
-    if kind == "file":
-        out.write_text("x")
-    else:
-        out.mkdir()
-        (out / "a").write_text("x")
+    kept = _occupy(out, kind)
     # the data path does not exist: the --out check must come first
     assert main(["fit", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert str(out) in err and "missing.csv" not in err
+    assert str(out) in err and "missing.csv" not in err and kept.read_text() == "keep me"
 
 
 # ------------------------------------------------------------------------ API misuse
