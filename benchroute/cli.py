@@ -92,7 +92,8 @@ def _add_embed(sub: Any) -> None:
     p = sub.add_parser("embed", help="embed every input of a benchmark source into the cache")
     p.add_argument("data", help="any source `benchroute inspect` reads")
     p.add_argument("--store", type=Path, help="cache folder (default $BENCHROUTE_HOME/embeddings)")
-    p.add_argument("--model", default="all-mpnet-base-v2", help="sentence-transformers model or folder")
+    p.add_argument("--encoder", default="all-mpnet-base-v2", help="sentence-transformers model or folder")
+    p.add_argument("--model", dest="encoder", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # deprecated: --encoder
     p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
                    metavar="NPZ", help="first import precomputed embeddings (sha256 + embedding)")
     _load_options(p)
@@ -105,7 +106,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from benchroute.embedding import EmbeddingCache, get_encoder
 
     data = _load_data(args, args.data)
-    encoder = get_encoder(args.model)
+    encoder = get_encoder(args.encoder)
     cache = EmbeddingCache.for_encoder(encoder, args.store)
     for npz in args.imports:
         print(f"imported {cache.import_npz(npz)} new embeddings from {npz}")
@@ -122,18 +123,21 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _router_options(p: Any) -> None:
-    g = p.add_argument_group("router parameters (SPEC.md defaults)")
+    g = p.add_argument_group("router parameters")
     g.add_argument("--k", type=int, default=5, help="neighbours per correctness predictor")
     g.add_argument("--repeats", type=int, default=3, help="random draws per few-shot fraction")
-    g.add_argument("--alphas", type=float, nargs="+", help="few-shot fractions of the reference pass")
-    g.add_argument("--model", default="all-mpnet-base-v2", help="sentence encoder")
-    g.add_argument("--store", type=Path, help="embedding cache folder")
+    g.add_argument("--alphas", type=float, nargs="+",
+                   help="few-shot fractions of the reference pass (default: 0 0.02 ... 0.28)")
+    g.add_argument("--encoder", default="all-mpnet-base-v2", help="sentence encoder")
+    g.add_argument("--model", dest="encoder", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # deprecated: --encoder
+    g.add_argument("--store", type=Path,
+                   help="embedding cache folder (default: $BENCHROUTE_HOME/embeddings)")
 
 
 def _make_router(args: argparse.Namespace) -> Any:
     from benchroute.router import Router
 
-    kwargs: dict[str, Any] = {"k": args.k, "repeats": args.repeats, "encoder": args.model,
+    kwargs: dict[str, Any] = {"k": args.k, "repeats": args.repeats, "encoder": args.encoder,
                               "cache_dir": str(args.store) if args.store else None}
     if args.alphas:
         kwargs["alphas"] = tuple(args.alphas)
@@ -154,12 +158,14 @@ def _add_fit(sub: Any) -> None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from benchroute.data.store import BenchmarkData
     from benchroute.embedding import EmbeddingCache, get_encoder
+    from benchroute.persistence import check_router_target
 
+    check_router_target(args.out)  # before a long fit, not after
     parts = [_load_data(args, d) for d in args.data]
     data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
     router = _make_router(args)
     if args.imports:
-        cache = EmbeddingCache.for_encoder(get_encoder(args.model), args.store)
+        cache = EmbeddingCache.for_encoder(get_encoder(args.encoder), args.store)
         for npz in args.imports:
             cache.import_npz(npz)
     router.fit(data)
@@ -169,7 +175,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _load_router(path: Path | None) -> Any:
-    from benchroute.router import Router, default_router
+    from benchroute.default import default_router
+    from benchroute.router import Router
 
     return default_router() if path is None else Router.load(path)
 
@@ -223,9 +230,10 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
 def _holdout_demo(pack: str, holdout: str) -> tuple[Any, list[str], dict[str, float]]:
     from benchroute.data.store import BenchmarkData
+    from benchroute.default import pack_embeddings
     from benchroute.exceptions import BenchrouteError
     from benchroute.packs import pack_files
-    from benchroute.router import Router, pack_embeddings
+    from benchroute.router import Router
 
     data = BenchmarkData.load(pack_files(pack)["data"])
     matches = [d for d in data.datasets if d == holdout or f"={holdout}," in d or holdout in d]
@@ -296,7 +304,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from benchroute.embedding import EmbeddingCache, get_encoder
     from benchroute.exceptions import BenchrouteError
     from benchroute.experiments.reproduce import run_protocol
-    from benchroute.scoring import DEFAULT_ALPHAS
+    from benchroute.reference import DEFAULT_ALPHAS
 
     source = args.source
     if args.fetch:
@@ -317,7 +325,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise BenchrouteError("give a source folder (or --fetch BASE_URL)")
     data = _load_data(args, source)
     router = _make_router(args)
-    cache = EmbeddingCache.for_encoder(get_encoder(args.model), args.store)
+    cache = EmbeddingCache.for_encoder(get_encoder(args.encoder), args.store)
     for npz in args.imports:
         cache.import_npz(npz)
     params = {k: v for k, v in router.get_params().items()}
@@ -329,6 +337,24 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to every option that has a default (a None default is
+    described in the option's own help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, [], False):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Sub-command parsers whose --help shows each option's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="benchroute",
@@ -337,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in _COMMANDS:
         add(sub)
     return parser

@@ -82,13 +82,16 @@ class VectorIndex:
         return np.flatnonzero(np.isin(self.datasets_, list(datasets)))
 
     # ------------------------------------------------------------------ searching
-    def _params(self, exclude_rows: np.ndarray | None) -> Any:
+    def _params(self, exclude_rows: np.ndarray | None) -> tuple[Any, tuple[Any, ...]]:
+        """FAISS search parameters, and the selector objects they point to: SWIG does not own
+        them, so the caller holds the tuple until its search returns (no shared state)."""
         faiss = _faiss()
         sel = None
+        held: tuple[Any, ...] = ()
         if exclude_rows is not None and len(exclude_rows):
-            # SWIG does not own the selectors: keep references until the search returns
-            self._keep_alive = faiss.IDSelectorBatch(np.ascontiguousarray(exclude_rows, dtype="int64"))
-            sel = faiss.IDSelectorNot(self._keep_alive)
+            batch = faiss.IDSelectorBatch(np.ascontiguousarray(exclude_rows, dtype="int64"))
+            sel = faiss.IDSelectorNot(batch)
+            held = (batch, sel)
         inner = faiss.downcast_index(self.index_)
         if "IVF" in type(inner).__name__:
             params = faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe or 1)
@@ -98,8 +101,7 @@ class VectorIndex:
             params = faiss.SearchParameters(sel=sel)
         else:
             params = None
-        self._keep_sel = sel
-        return params
+        return params, held
 
     def search(self, queries: np.ndarray, k: int, exclude_datasets: Iterable[str] | None = None,
                exclude_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -130,28 +132,32 @@ class VectorIndex:
             dist = 1.0 - sims.astype(np.float64)
             dist[rows_out < 0] = np.inf
             return dist, rows_out
-        params = self._params(excl)
+        params, held = self._params(excl)
         sims, rows_out = self.index_.search(q, k, params=params) if params is not None \
             else self.index_.search(q, k)
+        del held  # the selectors may go only after the search
         dist = 1.0 - sims.astype(np.float64)
         dist[rows_out < 0] = np.inf
         return dist, rows_out.astype(np.int64)
 
-    def vectors(self) -> np.ndarray:
-        """The indexed vectors (n, d): a zero-copy view for flat indexes, a copy otherwise."""
+    def vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The indexed vectors (n, d), or those of ``rows``: always a copy the caller owns (a
+        view into FAISS's memory would not keep the index alive)."""
         if self.index_ is None:
             return np.zeros((0, 0), dtype=np.float32)
         view = self._flat_view()
         if view is not None:
-            return view
+            return view.copy() if rows is None else view[np.asarray(rows, dtype=np.int64)]
         faiss = _faiss()
         ivf = faiss.try_extract_index_ivf(self.index_)
         if ivf is not None:
             ivf.make_direct_map()
-        return np.asarray(self.index_.reconstruct_n(0, len(self)), dtype=np.float32)
+        allx = np.asarray(self.index_.reconstruct_n(0, len(self)), dtype=np.float32)
+        return allx if rows is None else allx[np.asarray(rows, dtype=np.int64)]
 
     def _flat_view(self) -> np.ndarray | None:
-        """Zero-copy (n, d) view of a flat index's vectors, or None for other index types."""
+        """Zero-copy (n, d) view of a flat index's vectors, or None for other index types; for
+        use inside this class only, while ``self`` is alive."""
         faiss = _faiss()
         inner = faiss.downcast_index(self.index_)
         if not isinstance(inner, faiss.IndexFlat) or len(self) == 0:
@@ -194,14 +200,16 @@ class VectorIndex:
         return _pad(np.take_along_axis(sims, order, axis=1), np.take_along_axis(rows, order, axis=1), k)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """FAISS's own ``write_index`` plus a JSON sidecar with the row map."""
+    def save(self, folder: str | os.PathLike[str], encoder_id: str | None = None) -> Path:
+        """FAISS's own ``write_index`` plus a JSON sidecar with the row map; ``encoder_id``
+        (default: this index's) is recorded without changing the index."""
         faiss = _faiss()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         _write_faiss(faiss, self.index_, folder / "index.faiss")
         sidecar = {
-            "format_version": INDEX_FORMAT_VERSION, "encoder": self.encoder_id,
+            "format_version": INDEX_FORMAT_VERSION,
+            "encoder": self.encoder_id if encoder_id is None else encoder_id,
             "dimension": self.dimension, "factory": self.factory, "nprobe": self.nprobe,
             "ef_search": self.ef_search,
             "rows": [[str(d), str(i)] for d, i in zip(self.datasets_, self.instance_ids_)],
@@ -215,7 +223,11 @@ class VectorIndex:
     def load(cls, folder: str | os.PathLike[str]) -> VectorIndex:
         faiss = _faiss()
         folder = Path(folder)
-        meta = read_versioned_json(folder / "index.json", INDEX_FORMAT_VERSION, "index")
+        path = folder / "index.json"
+        if isinstance(_raw_version(path), (int, type(None))) is False:
+            raise BenchrouteError(f"{path}: field 'format_version' must be an integer")
+        meta = read_versioned_json(path, INDEX_FORMAT_VERSION, "index")
+        _check_sidecar(path, meta)
         out = cls(meta.get("factory", "Flat"), meta.get("nprobe"), meta.get("ef_search"))
         check_faiss_file(folder / "index.faiss", dimension=meta.get("dimension"))  # before allocating
         try:
@@ -253,6 +265,36 @@ def _write_faiss(faiss: Any, index: Any, path: Path) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
         raise BenchrouteError(f"{path}: cannot write the FAISS index ({reason})") from exc
     os.replace(tmp, path)
+
+
+def _raw_version(path: Path) -> object:
+    """The sidecar's ``format_version`` as written (None when unreadable: the reader reports)."""
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return meta.get("format_version") if isinstance(meta, dict) else None
+
+
+def _check_sidecar(path: Path, meta: dict[str, Any]) -> None:
+    """Every field of index.json has the type the loader needs."""
+    def bad(field: str, expected: str) -> BenchrouteError:
+        return BenchrouteError(f"{path}: field {field!r} is invalid; expected {expected}")
+
+    rows = meta.get("rows", [])
+    if not isinstance(rows, list) or not all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(v, str) for v in r) for r in rows):
+        raise bad("rows", "a list of [dataset, instance_id] string pairs")
+    if not isinstance(meta.get("factory", "Flat"), str):
+        raise bad("factory", "a FAISS index-factory string")
+    for name in ("nprobe", "ef_search"):
+        v = meta.get(name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise bad(name, "null or an integer >= 1")
+    if not isinstance(meta.get("dimension"), int) or isinstance(meta.get("dimension"), bool):
+        raise bad("dimension", "an integer")
+    if meta.get("encoder") is not None and not isinstance(meta.get("encoder"), str):
+        raise bad("encoder", "null or a string")
 
 
 def _pad(sims: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

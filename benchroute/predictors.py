@@ -6,9 +6,9 @@ as an (n, k, M) tensor and averaged per model, ignoring neighbours without a lab
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 
@@ -58,7 +58,20 @@ def column_means(Y: np.ndarray, empty: float = 0.5) -> np.ndarray:
     return np.where(counts > 0, np.nansum(Y, axis=0) / np.maximum(counts, 1), empty)
 
 
-def check_is_fitted(obj: Any, attribute: str) -> None:
+_T = TypeVar("_T")
+
+
+def set_checked_params(obj: _T, valid: list[str], params: Mapping[str, object]) -> _T:
+    """scikit-learn's ``set_params``: set the named parameters, refusing unknown names."""
+    for key, value in params.items():
+        if key not in valid:
+            raise ValueError(f"invalid parameter {key!r} for {type(obj).__name__}; "
+                             f"valid parameters: {valid}")
+        setattr(obj, key, value)
+    return obj
+
+
+def check_is_fitted(obj: object, attribute: str) -> None:
     if not hasattr(obj, attribute):
         raise NotFittedError(
             f"This {type(obj).__name__} instance is not fitted yet. Call 'fit' with appropriate "
@@ -88,18 +101,12 @@ class KNNCorrectnessPredictor:
         self.ef_search = ef_search
 
     # scikit-learn's parameter protocol, so that grid search over k works
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
+    def get_params(self, deep: bool = True) -> dict[str, object]:
         return {"k": self.k, "weights": self.weights, "index_factory": self.index_factory,
                 "nprobe": self.nprobe, "ef_search": self.ef_search}
 
-    def set_params(self, **params: Any) -> KNNCorrectnessPredictor:
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; "
-                                 f"valid parameters: {sorted(valid)}")
-            setattr(self, key, value)
-        return self
+    def set_params(self, **params: object) -> KNNCorrectnessPredictor:
+        return set_checked_params(self, sorted(self.get_params()), params)
 
     def _validate_params(self) -> None:
         if not isinstance(self.k, (int, np.integer)) or self.k < 1:

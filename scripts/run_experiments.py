@@ -22,20 +22,29 @@ from benchroute.embedding import EmbeddingCache, text_key
 from benchroute.embedding.install import DEFAULT_ENCODER_ID
 from benchroute.experiments import per_instance_routing
 from benchroute.experiments.reproduce import run_protocol
-from benchroute.scoring import DEFAULT_ALPHAS
+from benchroute.reference import DEFAULT_ALPHAS
 
 OUT = Path(__file__).resolve().parents[1] / "results"
 # SPEC defaults; embeddings are passed in, so the encoder is never called
 FIXED = {"encoder": "hashing-8-12"}
 
 
-def cached_vectors(data: BenchmarkData) -> np.ndarray:
+DROP_MISSING = False  # --drop-missing: leave out inputs without a cached vector (quick checks)
+
+
+def cached(data: BenchmarkData) -> tuple[BenchmarkData, np.ndarray]:
+    """``data`` and its inputs' vectors from the embedding cache."""
     cache = EmbeddingCache(None, DEFAULT_ENCODER_ID, 768)
     vecs, found = cache.get_by_keys([text_key(t) for t in data.instances()["text"]])
     if not found.all():
-        raise SystemExit(f"{int((~found).sum())} of {len(found)} inputs are not embedded yet; "
-                         "run `benchroute embed` on this source first")
-    return vecs
+        if not DROP_MISSING:
+            raise SystemExit(f"{int((~found).sum())} of {len(found)} inputs are not embedded yet; "
+                             "run `benchroute embed` on this source first")
+        keep = data.instances()[found]
+        data = BenchmarkData(data.frame.merge(keep[["dataset", "instance_id"]],
+                                              on=["dataset", "instance_id"]))
+        return cached(data)
+    return data, vecs
 
 
 def cap_per_task(data: BenchmarkData, cap: int, seed: int = 0) -> BenchmarkData:
@@ -62,7 +71,8 @@ def routellm_mmlu_subsample(shared: Path, per_subject: int) -> BenchmarkData:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    global DROP_MISSING, OUT
+    ap = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--runs", type=int, nargs="+", default=[1, 2, 3, 6])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
     ap.add_argument("--per-subject", type=int, default=40)
@@ -70,7 +80,11 @@ def main() -> None:
     ap.add_argument("--export", type=Path, help="only write the capped stores (parquet) here, "
                     "for `benchroute embed`, and stop")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=OUT, help="results folder")
+    ap.add_argument("--drop-missing", action="store_true",
+                    help="leave out inputs with no cached vector instead of stopping (quick checks)")
     args = ap.parse_args()
+    DROP_MISSING, OUT = args.drop_missing, args.out
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.export:
         args.export.mkdir(parents=True, exist_ok=True)
@@ -78,29 +92,29 @@ def main() -> None:
         routellm_mmlu_subsample(args.shared, args.per_subject).save(args.export / "routellm_mmlu.parquet")
         return
     if 1 in args.runs:
-        data = load(args.shared / "data" / "helm_mmlu_llama3")
+        data, X = cached(load(args.shared / "data" / "helm_mmlu_llama3"))
         run_protocol(data, "helm_mmlu_llama3", OUT, alphas=DEFAULT_ALPHAS, repeats=args.repeats,
-                     embeddings=cached_vectors(data), router_params=FIXED)
+                     embeddings=X, router_params=FIXED)
     if 2 in args.runs:
-        data = routerdc_capped(args.shared, args.routerdc_cap)
+        data, X = cached(routerdc_capped(args.shared, args.routerdc_cap))
         run_protocol(data, "routerdc", OUT, alphas=DEFAULT_ALPHAS, repeats=args.repeats,
-                     embeddings=cached_vectors(data), router_params=FIXED)
+                     embeddings=X, router_params=FIXED)
     if 3 in args.runs:
-        data = routellm_mmlu_subsample(args.shared, args.per_subject)
+        data, X = cached(routellm_mmlu_subsample(args.shared, args.per_subject))
         run_protocol(data, "routellm_mmlu", OUT, alphas=(0.0,), repeats=1,
-                     embeddings=cached_vectors(data), router_params=FIXED)
+                     embeddings=X, router_params=FIXED)
     if 6 in args.runs:
         tables = []
-        alpaca = load(args.shared / "data" / "alpaca_eval")
-        rdc = routerdc_capped(args.shared, args.routerdc_cap)
+        alpaca, X_alpaca = cached(load(args.shared / "data" / "alpaca_eval"))
+        rdc, X_rdc = cached(routerdc_capped(args.shared, args.routerdc_cap))
         # k = 5 is the default; k = 25 is shown as a sensitivity check, not a tuned default
         for k in (5, 25):
             params = {"k": k, "encoder": "hashing-8-12"}  # embeddings given; encoder unused
-            t = per_instance_routing(alpaca, column="score", embeddings=cached_vectors(alpaca),
+            t = per_instance_routing(alpaca, column="score", embeddings=X_alpaca,
                                      router_params=params)
             tables.append(t.assign(source="alpaca_eval (score = preference - 1)", k=k))
             # RouterDC's multiple-choice score is a confidence, so route on correctness
-            t = per_instance_routing(rdc, column="correct", embeddings=cached_vectors(rdc),
+            t = per_instance_routing(rdc, column="correct", embeddings=X_rdc,
                                      router_params=params)
             tables.append(t.assign(source="routerdc capped (correct)", k=k))
         out = pd.concat(tables, ignore_index=True)

@@ -62,29 +62,33 @@ class SentenceTransformerEncoder:
     def _load(self) -> Any:
         if self._st is None:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
+            # the weight-loading bar of transformers follows our logger, as ours do, for this
+            # load only: the caller's setting is restored after
+            bars = hf_logging.is_progress_bar_enabled()
             if not logger.isEnabledFor(logging.INFO):
-                # the weight-loading bar of transformers follows our logger, as ours do
-                from transformers.utils import logging as hf_logging
-
                 hf_logging.disable_progress_bar()
-
-            if self.model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
-                path = str(installed_model())
-                with hub_offline():
-                    self._st = SentenceTransformer(path, device=self.device, local_files_only=True)
-            elif Path(self.model).is_dir():  # a local folder: never ask the hub
-                from benchroute.exceptions import ModelNotInstalledError
-
-                try:
+            try:
+                if self.model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
+                    path = str(installed_model())
                     with hub_offline():
-                        self._st = SentenceTransformer(self.model, device=self.device,
-                                                       local_files_only=True)
-                except (OSError, ValueError, KeyError, ImportError) as exc:
-                    raise ModelNotInstalledError(f"{self.model}: cannot load the model "
-                                                 f"({type(exc).__name__}: {exc})") from exc
-            else:  # a hub name; get_encoder passes one only when downloads are allowed
-                self._st = SentenceTransformer(self.model, device=self.device)
+                        self._st = SentenceTransformer(path, device=self.device, local_files_only=True)
+                elif Path(self.model).is_dir():  # a local folder: never ask the hub
+                    from benchroute.exceptions import ModelNotInstalledError
+
+                    try:
+                        with hub_offline():
+                            self._st = SentenceTransformer(self.model, device=self.device,
+                                                           local_files_only=True)
+                    except (OSError, ValueError, KeyError, ImportError) as exc:
+                        raise ModelNotInstalledError(f"{self.model}: cannot load the model "
+                                                     f"({type(exc).__name__}: {exc})") from exc
+                else:  # a hub name; get_encoder passes one only when downloads are allowed
+                    self._st = SentenceTransformer(self.model, device=self.device)
+            finally:
+                if bars:
+                    hf_logging.enable_progress_bar()
             get_dim = getattr(self._st, "get_embedding_dimension", None) or \
                 self._st.get_sentence_embedding_dimension
             self.dimension = int(get_dim())

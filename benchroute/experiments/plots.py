@@ -1,4 +1,8 @@
-"""PNG plots of the protocol's results (matplotlib, installed with ``benchroute[plots]``)."""
+"""PNG plots of the protocol's results (matplotlib, installed with ``benchroute[plots]``).
+
+Figures are built with matplotlib's object API (``matplotlib.figure.Figure``), not pyplot, so
+the caller's backend, open figures and pyplot state are left untouched.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,19 @@ import pandas as pd
 from benchroute.exceptions import BenchrouteError
 
 
-def _pyplot() -> Any:
+def _figure(figsize: tuple[float, float]) -> Any:
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError as exc:
         raise BenchrouteError("plots need matplotlib: pip install 'benchroute[plots]'") from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
 def alpha_curve(summary: pd.DataFrame, path: str | Path, title: str = "",
                 methods: tuple[str, ...] = ("S1", "S2", "S3", "BMA", "Oracle")) -> Path:
     """Accuracy of each method against the few-shot fraction α, with 95% bootstrap bands."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = _figure((6.4, 4.2))
+    ax = fig.subplots()
     for method in methods:
         t = summary[summary["method"] == method].sort_values("alpha")
         if t.empty:
@@ -41,13 +42,11 @@ def alpha_curve(summary: pd.DataFrame, path: str | Path, title: str = "",
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def p_scatter(results: pd.DataFrame, path: str | Path, title: str = "", alpha: float = 0.0) -> Path:
     """p̂ against the true predictor accuracy p, one point per (task, model), with the MAE."""
-    plt = _pyplot()
     s3 = results[(results["method"] == "S3") & np.isclose(results["alpha"], alpha)]
     ph, pt = [], []
     for _, r in s3.iterrows():
@@ -57,7 +56,8 @@ def p_scatter(results: pd.DataFrame, path: str | Path, title: str = "", alpha: f
                 pt.append(r["p_true"][m])
     ph_a, pt_a = np.asarray(ph), np.asarray(pt)
     mae = float(np.mean(np.abs(ph_a - pt_a))) if len(ph_a) else float("nan")
-    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    fig = _figure((4.8, 4.6))
+    ax = fig.subplots()
     ax.scatter(pt_a, ph_a, s=8, alpha=0.5)
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
     ax.set_xlim(0, 1)
@@ -69,5 +69,4 @@ def p_scatter(results: pd.DataFrame, path: str | Path, title: str = "", alpha: f
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -7,18 +7,19 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 from benchroute.data.store import BenchmarkData
 from benchroute.experiments.protocol import leave_one_task_out
 from benchroute.experiments.summary import summarize, to_markdown
-from benchroute.scoring import DEFAULT_ALPHAS
+from benchroute.reference import DEFAULT_ALPHAS
 
 
 def run_protocol(data: BenchmarkData, name: str, out: str | os.PathLike[str] = "results",
                  alphas: Sequence[float] = DEFAULT_ALPHAS, repeats: int = 10, seed: int = 0,
-                 router_params: Mapping[str, Any] | None = None,
-                 embeddings: Any = None, plots: bool = True) -> dict[str, Path]:
+                 router_params: Mapping[str, object] | None = None,
+                 embeddings: np.ndarray | None = None, plots: bool = True) -> dict[str, Path]:
     """Run SPEC.md §3 on ``data`` and write the table, the tidy results and the plots."""
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -29,7 +30,7 @@ def run_protocol(data: BenchmarkData, name: str, out: str | os.PathLike[str] = "
              "table_md": folder / "table.md"}
     table.to_csv(paths["table_csv"], index=False, float_format="%.4f")
     tidy = results.copy()
-    for col in ("p_hat", "p_true"):
+    for col in ("p_hat", "p_kernel", "p_true"):
         if col in tidy:
             tidy[col] = tidy[col].map(lambda v: json.dumps(v) if isinstance(v, dict) else "")
     tidy.to_csv(paths["results_csv"], index=False, float_format="%.5f")

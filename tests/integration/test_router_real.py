@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchroute.default import default_router
 from benchroute.embedding import EmbeddingCache
 from benchroute.embedding.install import DEFAULT_ENCODER_ID
-from benchroute.router import Router, default_router
+from benchroute.router import Router
 
 HELD = "mmlu:subject=college_biology,method=multiple_choice_joint"
 

@@ -81,4 +81,23 @@ def test_fit_command(tmp_path, capsys):
                  str(tmp_path / "c"), "--alphas", "0", "0.2"]) == 0
     assert "saved to" in capsys.readouterr().out
     back = Router.load(out)
-    assert back.models_ == ["a", "b"] and back.alphas == [0.0, 0.2]
+    assert back.models_ == ["a", "b"] and tuple(back.alphas) == (0.0, 0.2)
+
+
+def test_help_shows_defaults_and_encoder_option(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    assert "--encoder ENCODER" in out and "(default: all-mpnet-base-v2)" in out
+    assert "(default: 5)" in out and "(default: 3)" in out and "--model" not in out
+
+
+def test_deprecated_model_option_still_names_the_encoder(tmp_path):
+    from benchroute.cli import build_parser
+
+    args = build_parser().parse_args(["fit", "x.csv", "--out", str(tmp_path / "r"), "--model", "hashing-8-12"])
+    assert args.encoder == "hashing-8-12"
+    args = build_parser().parse_args(["embed", "x.csv"])
+    assert args.encoder == "all-mpnet-base-v2"

@@ -99,7 +99,7 @@ def test_reproduce_cli(tmp_path, capsys):
     f = tmp_path / "t.csv"
     f.write_text("\n".join(rows) + "\n")
     code = main(["-q", "reproduce", str(f), "--name", "toy", "--out", str(tmp_path / "res"),
-                 "--model", "hashing-32-12", "--store", str(tmp_path / "c"), "--sweep", "0", "0.2",
+                 "--encoder", "hashing-32-12", "--store", str(tmp_path / "c"), "--sweep", "0", "0.2",
                  "--repeats-alpha", "2", "--alphas", "0", "--repeats", "1"])
     assert code == 0
     out = capsys.readouterr().out

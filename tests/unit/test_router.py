@@ -4,6 +4,7 @@ candidates, routing, persistence and errors."""
 from __future__ import annotations
 
 import json
+import math
 import zlib
 
 import numpy as np
@@ -13,8 +14,8 @@ import pytest
 from benchroute import BenchmarkData
 from benchroute.embedding import HashingEncoder
 from benchroute.exceptions import BenchrouteError, FormatVersionError, NotFittedError
+from benchroute.reference import few_shot_count
 from benchroute.router import Router
-from benchroute.scoring import few_shot_count
 
 MODELS = ["m0", "m1", "m2"]
 
@@ -93,7 +94,8 @@ def bf_reference(X, Y, ds, k, n_nb, alphas, repeats, seed):
 def bf_select(Q, X, Y, k, n_nb, ref_u, ref_p, h, means):
     G, u = bf_task(Q, X, Y, k, n_nb, means)
     w = np.exp(-((u - ref_u) ** 2) / (2 * h * h))
-    p_hat = np.array([np.nansum(w * ref_p[:, m]) / np.sum(w[~np.isnan(ref_p[:, m])])
+    w0 = math.exp(-4.5)  # the pseudo-reference p = 0.5 three bandwidths away (docs/method.md)
+    p_hat = np.array([(np.nansum(w * ref_p[:, m]) + 0.5 * w0) / (np.sum(w[~np.isnan(ref_p[:, m])]) + w0)
                       for m in range(ref_p.shape[1])])
     S1 = G.mean(0)
     S2 = (G > 0.5).mean(0)
@@ -131,6 +133,12 @@ def test_equivalent_to_brute_force(seed, k, per_task, n_nb):
     ex = full.select_embedded(Q, exclude_datasets=[held])
     np.testing.assert_allclose(ex.scores["S1"], S1, atol=1e-6)
     assert ex.task_distance == pytest.approx(u, abs=1e-6)
+    # ... and for the reference pairs and p_hat too (issue 10: exclude_datasets is exact)
+    alone = Router(k=k, n_neighbours=n_nb, alphas=alphas, repeats=repeats, seed=seed,
+                   encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    exact = alone.select_embedded(Q, exclude_datasets=[held])
+    np.testing.assert_allclose(exact.scores["p_hat"], p_hat, atol=1e-9)
+    np.testing.assert_allclose(exact.scores["S3"], S3, atol=1e-9)
 
 
 def test_few_shot_lowers_u_and_leaves_router_unchanged():
@@ -149,8 +157,14 @@ def test_few_shot_lowers_u_and_leaves_router_unchanged():
     # p_hat follows the reference curve at the new, smaller u
     from benchroute.scoring import kernel_smooth
     np.testing.assert_allclose(
-        shot.scores["p_hat"], kernel_smooth(shot.task_distance, router.reference_.u,
-                                            router.reference_.p, 0.09), atol=1e-9)
+        shot.scores["p_kernel"], kernel_smooth(shot.task_distance, router.reference_.u,
+                                               router.reference_.p, 0.09), atol=1e-9)
+    # ... and the labels update it: Beta(a p_kernel, a (1 - p_kernel)) posterior mean, a = 50
+    n, acc = shot.scores["n_labeled_model"], shot.scores["p_labeled"]
+    np.testing.assert_allclose(shot.scores["p_hat"],
+                               (50 * shot.scores["p_kernel"] + acc * n) / (50 + n), atol=1e-9)
+    np.testing.assert_allclose(shot.scores["S3"], shot.scores["p_hat"] * shot.scores["S2"]
+                               + (1 - shot.scores["p_hat"]) * (1 - shot.scores["S2"]), atol=1e-12)
     assert not np.allclose(shot.scores["p_hat"], zero.scores["p_hat"])
     assert shot.n_labeled == 10 and "p_labeled" in shot.scores
     assert shot.scores["p_labeled"].between(0, 1).all()
@@ -196,9 +210,11 @@ def test_golden_two_tasks_two_models():
     np.testing.assert_allclose(sel.scores["S2"], [0.5, 1.0])
     w_a = np.exp(-((u - u_a) ** 2) / (2 * 0.09**2))
     w_b = np.exp(-((u - u_b) ** 2) / (2 * 0.09**2))
-    p0 = (0.0 * w_a + 0.5 * w_b) / (w_a + w_b)
-    np.testing.assert_allclose(sel.scores["p_hat"], [p0, 0.0], atol=1e-6)
-    np.testing.assert_allclose(sel.scores["S3"], [p0 * 0.5 + (1 - p0) * 0.5, 0.0], atol=1e-6)
+    w0 = np.exp(-4.5)  # the pseudo-reference p = 0.5: both pairs are far, so it dominates
+    p0 = (0.0 * w_a + 0.5 * w_b + 0.5 * w0) / (w_a + w_b + w0)
+    p1 = 0.5 * w0 / (w_a + w_b + w0)
+    np.testing.assert_allclose(sel.scores["p_hat"], [p0, p1], atol=1e-6)
+    np.testing.assert_allclose(sel.scores["S3"], [p0 * 0.5 + (1 - p0) * 0.5, p1], atol=1e-6)
     assert sel.model == "m0" and sel.bma == "m0" and not sel.fell_back
     # S1 alone prefers m1, the model that is right on task B
     assert router.select_embedded(_angles([65, 85]), method="S1").model == "m1"
@@ -216,7 +232,7 @@ def test_fallback_decision_follows_eta(seed):
         for start in range(0, 90, 6):
             sel = router.select_embedded(X[start:start + 6])
             s3_best = sel.scores["S3"].idxmax()
-            if np.isclose(sel.scores["S3"].max(), sel.scores.loc[sel.bma, "S3"]):
+            if sel.scores["S3"].max() <= sel.scores.loc[sel.bma, "S3"] + 1e-9:  # a tie: BMA
                 assert sel.model == sel.bma and sel.win_probability is None
                 continue
             g = router.predictor_.predict_proba(X[start:start + 6])
@@ -248,7 +264,7 @@ def test_candidates_route_and_errors():
     assert set(router.route_embedded(X[:20], candidates=["m2"])) == {"m2"}
     with pytest.raises(NotFittedError, match="not fitted yet"):
         Router().select_embedded(X[:2])
-    with pytest.raises(BenchrouteError, match="k == 0, must be >= 1"):
+    with pytest.raises(BenchrouteError, match="k == 0, expected an integer >= 1"):
         Router(k=0).fit(data, embeddings=X)
     with pytest.raises(BenchrouteError, match="bandwidth == -1"):
         Router(bandwidth=-1).fit(data, embeddings=X)
@@ -322,10 +338,11 @@ def test_encoder_and_cache_are_reused(tmp_path):
     """Weights load once per router, the cache is opened once; both follow set_params."""
     data, _ = synthetic(9)
     router = Router(alphas=(0.0,), encoder="hashing-32-12", cache_dir=str(tmp_path)).fit(data)
-    enc = router._encoder()
+    enc = router._held_encoder[1]
     router.select_model(["task 0 input 1"])
     cache = router._held_cache[1]
     router.route(["task 0 input 2"])
-    assert router._encoder() is enc and router._held_cache[1] is cache
+    assert router._held_encoder[1] is enc and router._held_cache[1] is cache
     router.set_params(encoder="hashing-16-12")
-    assert router._encoder() is not enc and router._encoder().dimension == 16
+    router.embed(["x"])
+    assert router._held_encoder[1] is not enc and router._held_encoder[1].dimension == 16

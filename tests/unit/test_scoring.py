@@ -10,13 +10,15 @@ from scipy.stats import binom
 
 from benchroute.predictors import KNNCorrectnessPredictor
 from benchroute.scoring import (
+    FAR,
+    beta_binomial_mean,
     fallback_probability,
     kernel_smooth,
+    mean_distance,
     predictor_accuracy,
     s1,
     s2,
     s3,
-    task_distance,
 )
 
 
@@ -76,19 +78,49 @@ def test_task_distance_by_hand(fitted):
         np.mean(1 - np.cos(np.radians([5, 5, 75]))),
         np.mean(1 - np.cos(np.radians([20, 30, 50]))),
     ])
-    assert task_distance(nb, 3) == pytest.approx(expected, abs=1e-6)
+    assert mean_distance(nb.distances, 3) == pytest.approx(expected, abs=1e-6)
+
+
+def test_no_neighbour_is_far_not_close():
+    # an input with no neighbour at all (empty pool) counts as the largest cosine distance
+    assert mean_distance(np.full((3, 5), np.inf), 5) == FAR == 2.0
+    mixed = np.array([[0.1, 0.3, np.inf], [np.inf, np.inf, np.inf]])
+    assert mean_distance(mixed, 3) == pytest.approx((0.2 + FAR) / 2)
+    assert mean_distance(mixed, 3, inputs=np.array([False, False])) == FAR
 
 
 def test_kernel_smoother_by_hand():
     ref_u = np.array([0.1, 0.3])
     ref_p = np.array([[0.9, 0.5], [0.5, np.nan]])
     # midway: equal weights; model 1 has only the first pair
-    np.testing.assert_allclose(kernel_smooth(0.2, ref_u, ref_p, 0.09), [0.7, 0.5])
+    plain = {"prior_weight": 0.0}  # the plain Nadaraya-Watson estimate
+    np.testing.assert_allclose(kernel_smooth(0.2, ref_u, ref_p, 0.09, **plain), [0.7, 0.5])
     w2 = math.exp(-(0.2**2) / (2 * 0.09**2))
-    np.testing.assert_allclose(kernel_smooth(0.1, ref_u, ref_p, 0.09)[0],
+    np.testing.assert_allclose(kernel_smooth(0.1, ref_u, ref_p, 0.09, **plain)[0],
                                (0.9 + w2 * 0.5) / (1 + w2))
-    # far from every reference: no underflow to NaN, nearest pair dominates
+    # with the default pseudo-reference (p = 0.5, weight of a pair 3 bandwidths away)
+    w1, w0 = math.exp(-(0.1**2) / (2 * 0.09**2)), math.exp(-4.5)
+    np.testing.assert_allclose(kernel_smooth(0.2, ref_u, ref_p, 0.09)[0],
+                               (w1 * 0.9 + w1 * 0.5 + w0 * 0.5) / (2 * w1 + w0))
+    # far from every reference: the prior, not the nearest pair
     np.testing.assert_allclose(kernel_smooth(50.0, ref_u, ref_p, 0.09), [0.5, 0.5])
+
+
+def test_far_single_pair_does_not_take_full_weight():
+    # issue 10: one reference pair at u = 0 with p = 0.22 gave p_hat = 0.22 at u = 1.03
+    p_far = kernel_smooth(1.03, np.array([0.0]), np.array([[0.22]]), 0.09)
+    assert p_far[0] == pytest.approx(0.5, abs=1e-6)
+    p_near = kernel_smooth(0.01, np.array([0.0]), np.array([[0.22]]), 0.09)
+    assert p_near[0] == pytest.approx(0.22, abs=0.01)
+    # an empty reference set is the prior, defined (not NaN turned into 0.5 downstream)
+    np.testing.assert_allclose(kernel_smooth(0.3, np.zeros(0), np.zeros((0, 2)), 0.09), [0.5, 0.5])
+
+
+def test_beta_binomial_posterior():
+    # Beta(10*0.6, 10*0.4) prior, 7 of 8 right: (6 + 7) / (10 + 8)
+    np.testing.assert_allclose(beta_binomial_mean(np.array([0.6, 0.6]), 10.0, np.array([7, 0]),
+                                                  np.array([8, 0])), [13 / 18, 0.6])
+    assert beta_binomial_mean(np.array([0.3]), 0.0, np.array([0]), np.array([0]))[0] == 0.3
 
 
 def test_predictor_accuracy_ignores_missing():

@@ -1,0 +1,167 @@
+"""Checks at the router's boundary: its parameters (the same checks on ``fit`` and on loading a
+saved router), vectors, labels, task texts and few-shot label records."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from benchroute.data.store import BenchmarkData
+from benchroute.exceptions import BenchrouteError
+
+#: How far a vector's norm may be from 1 before it is normalised (with a warning).
+NORM_TOL = 1e-3
+Texts = str | Sequence[str] | BenchmarkData
+LabeledRecords = pd.DataFrame | Iterable[Mapping[str, object]]
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+        and math.isfinite(float(v))
+
+
+def check_router_params(params: Mapping[str, object], where: str = "Router") -> None:
+    """Raise a BenchrouteError naming ``where`` and the field for any bad router parameter."""
+    def need(ok: bool, name: str, expected: str) -> None:
+        if not ok:
+            raise BenchrouteError(f"{where}: {name} == {params.get(name)!r}, expected {expected}")
+
+    p = params
+    for name, top in (("k", 10_000), ("n_neighbours", 10_000), ("n_draws", 10_000_000),
+                      ("repeats", 10_000)):
+        need(_is_int(p[name]) and 1 <= int(p[name]) <= top, name,  # type: ignore[call-overload]
+             f"an integer >= 1 (at most {top:,})")
+    need(_is_int(p["seed"]) and 0 <= int(p["seed"]) < 2**63, "seed", "an integer >= 0")  # type: ignore[call-overload]
+    need(_is_real(p["threshold"]) and 0.0 <= float(p["threshold"]) <= 1.0,  # type: ignore[arg-type]
+         "threshold", "a number in [0, 1]")
+    need(_is_real(p["bandwidth"]) and float(p["bandwidth"]) > 0, "bandwidth", "a number > 0")  # type: ignore[arg-type]
+    need(_is_real(p["eta"]) and 0.0 <= float(p["eta"]) <= 1.0, "eta", "a number in [0, 1]")  # type: ignore[arg-type]
+    need(_is_real(p["prior_strength"]) and float(p["prior_strength"]) >= 0,  # type: ignore[arg-type]
+         "prior_strength", "a number >= 0")
+    alphas = p["alphas"]
+    need(isinstance(alphas, (list, tuple, np.ndarray)) and len(alphas) > 0
+         and all(_is_real(a) and 0.0 <= float(a) < 1.0 for a in alphas),
+         "alphas", "a non-empty list of fractions in [0, 1)")
+    need(p["weights"] in ("uniform", "distance"), "weights", "'uniform' or 'distance'")
+    need(isinstance(p["index_factory"], str) and bool(p["index_factory"]), "index_factory",
+         "a FAISS index-factory string")
+    for name in ("nprobe", "ef_search"):
+        need(p[name] is None or (_is_int(p[name]) and int(p[name]) >= 1), name,  # type: ignore[call-overload]
+             "null or an integer >= 1")
+    need(p["cache_dir"] is None or isinstance(p["cache_dir"], (str, os.PathLike)), "cache_dir",
+         "null or a folder path")
+    enc = p["encoder"]
+    need(isinstance(enc, str) and bool(enc) or hasattr(enc, "identifier"), "encoder",
+         "an encoder name or object")
+
+
+_HASHING = re.compile(r"hashing-[1-9][0-9]{0,4}-[1-9][1-9]")
+
+
+def known_encoder_name(name: object) -> bool:
+    """Whether a saved router's encoder name is one the package resolves by itself: the default
+    sentence model (short or hub form) or a ``hashing-<dim>-<lo><hi>`` encoder; never a path."""
+    from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL
+
+    return isinstance(name, str) and (name in (DEFAULT_MODEL, DEFAULT_ENCODER_ID)
+                                      or _HASHING.fullmatch(name) is not None)
+
+
+def check_vectors(X: np.ndarray, what: str) -> np.ndarray:
+    """(n, d) float32 unit vectors: NaN/inf or zero rows are refused; rows whose norm is off 1
+    by more than :data:`NORM_TOL` are normalised with a warning (cosine distances need unit
+    vectors)."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2:
+        raise BenchrouteError(f"{what}: expected a 2-D array (n, d), got shape {X.shape}")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise BenchrouteError(f"{what}: row {int(np.flatnonzero(bad)[0])} has NaN or infinite "
+                              "values; expected finite unit vectors")
+    norms = np.linalg.norm(X, axis=1)
+    if (norms == 0).any():
+        raise BenchrouteError(f"{what}: row {int(np.flatnonzero(norms == 0)[0])} is all zeros; "
+                              "expected unit vectors")
+    off = np.abs(norms - 1.0) > NORM_TOL
+    if off.any():
+        warnings.warn(f"{what}: {int(off.sum())} vector(s) are not unit-norm (e.g. row "
+                      f"{int(np.flatnonzero(off)[0])}: norm {norms[off][0]:.4f}); normalised",
+                      UserWarning, stacklevel=3)
+        X = X / norms[:, None]
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def check_labels(Y: np.ndarray, what: str, n_models: int | None = None) -> np.ndarray:
+    """(n, M) float32 labels in [0, 1], NaN for a missing result."""
+    Y = np.asarray(Y, dtype=np.float32)
+    if Y.ndim != 2 or (n_models is not None and Y.shape[1] != n_models):
+        raise BenchrouteError(f"{what}: expected shape (n, {n_models or 'M'}), got {Y.shape}")
+    bad = ~np.isnan(Y) & ((Y < 0) | (Y > 1))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise BenchrouteError(f"{what}: label [{r}, {c}] is {float(Y[r, c]):g}; expected a number in "
+                              "[0, 1] or NaN (no result)")
+    return Y
+
+
+def parse_texts(task_examples: Texts, what: str = "task_examples") -> list[str]:
+    if isinstance(task_examples, BenchmarkData):
+        texts = task_examples.instances()["text"].tolist()
+    elif isinstance(task_examples, str):
+        texts = [task_examples]
+    else:
+        texts = list(task_examples)
+    if not texts:
+        raise BenchrouteError(f"{what} is empty; give at least one input text")
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise BenchrouteError(f"{what}[{bad}] is a {type(texts[bad]).__name__}, expected str")
+    return texts
+
+
+def parse_labeled(labeled: LabeledRecords, models: list[str]) -> tuple[list[str], np.ndarray]:
+    """Few-shot labels as (texts, Y (L, M)) from a DataFrame or ``{"text", "labels"}`` records."""
+    if isinstance(labeled, pd.DataFrame):
+        if "labels" in labeled.columns:
+            records: Sequence[object] = labeled.to_dict(orient="records")
+        else:
+            if "text" not in labeled.columns:
+                raise BenchrouteError("labeled DataFrame needs a 'text' column")
+            records = [{"text": r["text"], "labels": {k: v for k, v in r.items() if k != "text"}}
+                       for r in labeled.to_dict(orient="records")]
+    else:
+        records = list(labeled)
+    texts, rows = [], []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Mapping) or not isinstance(rec.get("text"), str) \
+                or not isinstance(rec.get("labels"), Mapping):
+            raise BenchrouteError(f"labeled[{i}] must be {{'text': str, 'labels': {{model: 0/1}}}}")
+        labels: Mapping[str, object] = rec["labels"]
+        unknown = [m for m in labels if m not in models]
+        if unknown:
+            raise BenchrouteError(f"labeled[{i}] names unknown model(s) {unknown}; known "
+                                  f"models: {models}")
+        row = np.full(len(models), np.nan, dtype=np.float32)
+        for m, v in labels.items():
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                continue
+            if not _is_real(v) or not 0 <= float(v) <= 1:  # type: ignore[arg-type]
+                raise BenchrouteError(f"labeled[{i}] label for {m!r} is {v!r}; expected a number in [0, 1]")
+            row[models.index(m)] = float(v)  # type: ignore[arg-type]
+        texts.append(rec["text"])
+        rows.append(row)
+    if not rows:
+        return [], np.zeros((0, len(models)), dtype=np.float32)
+    return texts, np.vstack(rows)

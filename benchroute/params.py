@@ -1,0 +1,121 @@
+"""The router's hyper-parameters, their defaults, and the encoder and cache they name."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+from benchroute.predictors import set_checked_params
+from benchroute.reference import DEFAULT_ALPHAS
+from benchroute.selection import SelectionConfig
+
+if TYPE_CHECKING:
+    from benchroute.embedding import Encoder
+
+_P = TypeVar("_P", bound="RouterParams")
+
+
+class RouterParams:
+    """The router's hyper-parameters (scikit-learn's parameter protocol) and its encoder.
+
+    Parameters
+    ----------
+    k : int
+        Neighbours of each kNN correctness predictor (5).
+    n_neighbours : int
+        Neighbours averaged in the task distance u (19).
+    threshold : float
+        ĝ = 1[g > threshold] (0.5).
+    bandwidth : float
+        Gaussian kernel bandwidth h of the p̂ smoother (0.09).
+    eta : float
+        Fall back to the best model on average when P(chosen beats it) < eta (0.6).
+    n_draws : int
+        Binomial draws of the fallback test (1000).
+    alphas, repeats : sequence of float, int
+        Few-shot fractions and random draws of the reference pass that feeds p̂.
+    weights, index_factory, nprobe, ef_search
+        Passed to :class:`~benchroute.predictors.KNNCorrectnessPredictor`.
+    encoder : str or Encoder
+        How new texts are embedded; must match the pool's embeddings.
+    cache_dir : path, optional
+        Embedding cache folder (default ``$BENCHROUTE_HOME/embeddings``).
+    seed : int
+        Seeds the reference pass and the fallback draws.
+    prior_strength : float
+        a of the Beta(a·p̂, a·(1 − p̂)) prior that few-shot labels update (50): the labels
+        weigh as much as p̂ once a model has a of them.
+    """
+
+    def __init__(self, k: int = 5, n_neighbours: int = 19, threshold: float = 0.5,
+                 bandwidth: float = 0.09, eta: float = 0.6, n_draws: int = 1000,
+                 alphas: Sequence[float] = DEFAULT_ALPHAS, repeats: int = 3,
+                 weights: str = "uniform", index_factory: str = "Flat",
+                 nprobe: int | None = None, ef_search: int | None = None,
+                 encoder: str | Encoder = "all-mpnet-base-v2",
+                 cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
+                 prior_strength: float = 50.0) -> None:
+        self.k = k
+        self.n_neighbours = n_neighbours
+        self.threshold = threshold
+        self.bandwidth = bandwidth
+        self.eta = eta
+        self.n_draws = n_draws
+        self.alphas = alphas
+        self.repeats = repeats
+        self.weights = weights
+        self.index_factory = index_factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.encoder = encoder
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.prior_strength = prior_strength
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self: _P, **params: object) -> _P:
+        return set_checked_params(self, self._param_names(), params)
+
+    def __repr__(self) -> str:
+        defaults = RouterParams().get_params()
+        changed = {k: v for k, v in self.get_params().items() if defaults.get(k, object()) != v}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def config(self) -> SelectionConfig:
+        """The decision parameters, as :func:`benchroute.selection.select` takes them."""
+        return SelectionConfig(float(self.threshold), float(self.bandwidth), float(self.eta),
+                               int(self.n_draws), int(self.seed), float(self.prior_strength))
+
+    # ------------------------------------------------------------------ encoding
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts with the router's encoder, through the on-disk cache (opened once, then
+        refreshed on later calls); the encoder's weights load once."""
+        from benchroute.embedding import EmbeddingCache, get_encoder
+
+        held = getattr(self, "_held_encoder", None)
+        if held is None or held[0] != self.encoder:
+            held = self._held_encoder = (self.encoder, get_encoder(self.encoder))
+        enc = held[1]
+        cache = getattr(self, "_held_cache", None)
+        if cache is None or cache[0] != (enc.identifier, self.cache_dir):
+            cache = self._held_cache = ((enc.identifier, self.cache_dir),
+                                        EmbeddingCache.for_encoder(enc, self.cache_dir))
+        else:
+            cache[1].refresh()  # pick up shards other processes wrote meanwhile
+        return cache[1].embed(list(texts), enc)
+
+    def encoder_identifier(self) -> str:
+        from benchroute.embedding import get_encoder
+
+        return get_encoder(self.encoder).identifier  # weights load lazily: this is cheap

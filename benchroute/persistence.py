@@ -1,0 +1,288 @@
+"""Saving and loading a fitted router: ``router.json``, ``pool.npz`` and ``index/`` (FAISS's own
+format plus a JSON sidecar); no pickle.
+
+A router folder is untrusted data. ``router.json`` carries a digest of its own canonical content
+and the SHA-256 of each data file; checksum names must be exactly the package's data file names
+(refused before anything is opened); every field is validated as ``fit`` validates its arguments;
+the cache folder is never taken from the file, and the encoder only as a name the package
+resolves by itself. Saving writes a temporary folder beside the target and renames it, so a
+failure half way leaves the old router loadable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from benchroute.exceptions import BenchrouteError, FormatVersionError
+from benchroute.index import VectorIndex
+from benchroute.inputs import check_router_params, known_encoder_name
+from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
+from benchroute.reference import ReferencePairs
+
+if TYPE_CHECKING:
+    from benchroute.router import Router
+
+ROUTER_FORMAT_VERSION = 2
+DATA_FILES = ("pool.npz", "index/index.faiss", "index/index.json")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def canonical_digest(meta: Mapping[str, object]) -> str:
+    """SHA-256 of ``meta`` without its ``digest`` field, as sorted compact JSON."""
+    body = {k: v for k, v in meta.items() if k != "digest"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_router_target(folder: str | os.PathLike[str]) -> Path:
+    """Refuse a save target that is a file, or a non-empty folder that is not a saved router
+    (so that saving never replaces unrelated files); call before a long fit."""
+    folder = Path(folder)
+    if folder.exists() or folder.is_symlink():
+        if not folder.is_dir() or folder.is_symlink():
+            raise BenchrouteError(f"{folder}: exists and is not a folder; a router is saved as a "
+                                  "folder")
+        if any(folder.iterdir()) and not (folder / "router.json").is_file():
+            raise BenchrouteError(f"{folder}: a non-empty folder that is not a saved router; "
+                                  "choose a new or empty folder")
+    return folder
+
+
+def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
+    """Write ``router`` to ``folder`` through a temporary folder beside it and a rename."""
+    check_is_fitted(router, "predictor_")
+    folder = check_router_target(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        _write(router, tmp)
+        old = None
+        if folder.exists():
+            old = folder.parent / f"{tmp.name}.old"
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _write(router: Router, folder: Path) -> None:
+    np.savez(folder / "pool.npz", Y=router.Y_, models=np.asarray(router.models_, dtype=str))
+    router.predictor_.index_.save(folder / "index", encoder_id=router.encoder_id_)
+    ref = router.reference_
+    params = router.get_params()
+    params["alphas"] = [float(a) for a in params["alphas"]]  # type: ignore[attr-defined]
+    params["cache_dir"] = None  # a machine-local folder: never carried in the file
+    if not isinstance(params["encoder"], str):
+        params["encoder"] = router.encoder_id_
+    meta: dict[str, object] = {
+        "format_version": ROUTER_FORMAT_VERSION,
+        "params": params,
+        "models": list(router.models_),
+        "encoder": router.encoder_id_,
+        "task_accuracy": json.loads(router.task_accuracy_.to_json(orient="split")),
+        "reference": {"u": ref.u.tolist(),
+                      "p": [[None if np.isnan(v) else float(v) for v in row] for row in ref.p],
+                      "task": [str(t) for t in ref.task], "alpha": ref.alpha.tolist(),
+                      "touched": {t: sorted(v) for t, v in ref.touched.items()},
+                      "fallback": sorted(ref.fallback)},
+        "checksums": {name: _sha256(folder / name) for name in DATA_FILES},
+    }
+    meta["digest"] = canonical_digest(meta)
+    (folder / "router.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def _fail(path: Path, field: str, expected: str) -> BenchrouteError:
+    return BenchrouteError(f"{path}: field {field!r} is invalid; expected {expected}")
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _read_meta(folder: Path) -> dict[str, object]:
+    if folder.exists() and not folder.is_dir():
+        raise BenchrouteError(f"{folder}: is a file, not a saved router folder")
+    path = folder / "router.json"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise BenchrouteError(f"{folder}: not a saved benchroute router (no router.json)") from exc
+    except OSError as exc:
+        raise BenchrouteError(f"{path}: unreadable ({exc.strerror})") from exc
+    try:
+        meta = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise BenchrouteError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise BenchrouteError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise BenchrouteError(f"{path}: expected a JSON object")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _fail(path, "format_version", f"an integer (this benchroute writes {ROUTER_FORMAT_VERSION})")
+    if version > ROUTER_FORMAT_VERSION:
+        raise FormatVersionError(f"{folder}: router format {version} is newer than this "
+                                 f"benchroute reads ({ROUTER_FORMAT_VERSION}); upgrade benchroute")
+    if version < ROUTER_FORMAT_VERSION:
+        raise FormatVersionError(f"{folder}: router format {version} predates checksummed "
+                                 f"router.json (format {ROUTER_FORMAT_VERSION}); fit it again")
+    digest = meta.get("digest")
+    if not isinstance(digest, str) or digest != canonical_digest(meta):
+        raise BenchrouteError(f"{path}: field 'digest' does not match the file's content; "
+                              "router.json was modified after saving")
+    sums = meta.get("checksums")
+    if not isinstance(sums, dict) or set(sums) != set(DATA_FILES) \
+            or not all(isinstance(v, str) and _HEX64.fullmatch(v) for v in sums.values()):
+        raise _fail(path, "checksums", f"exactly {list(DATA_FILES)} with SHA-256 hex digests")
+    return meta
+
+
+def _str_list(path: Path, field: str, value: object, unique: bool = False) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(path, field, "a list of strings")
+    if unique and (len(set(value)) != len(value) or not value):
+        raise _fail(path, field, "a non-empty list of distinct names")
+    return list(value)
+
+
+def _floats(path: Path, field: str, value: object, lo: float, hi: float, null: bool = False
+            ) -> np.ndarray:
+    def ok(v: object) -> bool:
+        if v is None:
+            return null
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+
+    if not isinstance(value, list) or not all(ok(v) for v in value):
+        raise _fail(path, field, f"a list of numbers in [{lo}, {hi}]" + (" or null" if null else ""))
+    return np.asarray([np.nan if v is None else v for v in value], dtype=float)
+
+
+def _reference(path: Path, r: object, models: list[str], tasks: list[str]) -> ReferencePairs:
+    if not isinstance(r, dict):
+        raise _fail(path, "reference", "an object")
+    u = _floats(path, "reference.u", r.get("u"), 0.0, 2.0)
+    p_rows = r.get("p")
+    if not isinstance(p_rows, list) or len(p_rows) != len(u) \
+            or not all(isinstance(row, list) and len(row) == len(models) for row in p_rows):
+        raise _fail(path, "reference.p", f"{len(u)} rows of {len(models)} values")
+    p = np.vstack([_floats(path, "reference.p", row, 0.0, 1.0, null=True) for row in p_rows]) \
+        if p_rows else np.zeros((0, len(models)))
+    task = _str_list(path, "reference.task", r.get("task"))
+    alpha = _floats(path, "reference.alpha", r.get("alpha"), 0.0, 1.0)
+    if len(task) != len(u) or len(alpha) != len(u) or not set(task) <= set(tasks):
+        raise _fail(path, "reference.task/alpha", f"{len(u)} entries naming pool tasks")
+    touched = r.get("touched")
+    if not isinstance(touched, dict) or not set(touched) <= set(tasks):
+        raise _fail(path, "reference.touched", "an object from pool tasks to lists of tasks")
+    fallback = _str_list(path, "reference.fallback", r.get("fallback"))
+    return ReferencePairs(u, p.reshape(-1, len(models)), np.asarray(task, dtype=object), alpha,
+                          {t: frozenset(_str_list(path, "reference.touched", v))
+                           for t, v in touched.items()}, frozenset(fallback))
+
+
+def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame:
+    if not isinstance(split, dict):
+        raise _fail(path, "task_accuracy", "a table in pandas 'split' form")
+    index = _str_list(path, "task_accuracy.index", split.get("index"), unique=True)
+    if _str_list(path, "task_accuracy.columns", split.get("columns")) != models:
+        raise _fail(path, "task_accuracy.columns", f"the model list {models}")
+    data = split.get("data")
+    if not isinstance(data, list) or len(data) != len(index) \
+            or not all(isinstance(row, list) and len(row) == len(models) for row in data):
+        raise _fail(path, "task_accuracy.data", f"{len(index)} rows of {len(models)} values")
+    rows = [_floats(path, "task_accuracy.data", row, 0.0, 1.0, null=True) for row in data]
+    return pd.DataFrame(rows, index=index, columns=models, dtype=float)
+
+
+def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
+                cls: type[Router] | None = None) -> Router:
+    """Read a router saved by :func:`save_router`; any bad file or field is a BenchrouteError
+    naming the file and the field."""
+    from benchroute.router import Router
+
+    klass = Router if cls is None else cls
+    folder = Path(folder)
+    meta = _read_meta(folder)
+    path = folder / "router.json"
+    for name, digest in meta["checksums"].items():  # type: ignore[attr-defined]
+        file = folder / name
+        if not file.is_file():
+            raise BenchrouteError(f"{file}: missing from the saved router")
+        if _sha256(file) != digest:
+            raise BenchrouteError(f"{file}: checksum mismatch; the router files were modified "
+                                  "or truncated after saving")
+    params = meta.get("params")
+    if not isinstance(params, dict) or set(params) != set(klass._param_names()):
+        raise _fail(path, "params", f"an object with exactly {klass._param_names()}")
+    if params["cache_dir"] is not None:
+        raise _fail(path, "params.cache_dir", "null (a saved router never names a cache folder)")
+    try:
+        check_router_params(params, f"{path}: params")
+    except KeyError as exc:
+        raise _fail(path, f"params.{exc.args[0]}", "a value") from exc
+    if not known_encoder_name(params["encoder"]):
+        raise _fail(path, "params.encoder", "an encoder name benchroute knows "
+                    "(all-mpnet-base-v2 or hashing-<dim>-<lo><hi>), not a path or hub name")
+    models = _str_list(path, "models", meta.get("models"), unique=True)
+    encoder = meta.get("encoder")
+    if not isinstance(encoder, str):
+        raise _fail(path, "encoder", "the encoder identifier string")
+    task_accuracy = _task_accuracy(path, meta.get("task_accuracy"), models)
+    Y, npz_models = _read_pool(folder / "pool.npz")
+    if npz_models != models:
+        raise _fail(path, "models", f"the model list stored in pool.npz ({npz_models})")
+    if Y.shape[1] != len(models) or (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any():
+        raise BenchrouteError(f"{folder / 'pool.npz'}: field 'Y' must be (n, {len(models)}) "
+                              f"labels in [0, 1] or NaN; got shape {Y.shape}")
+    index = VectorIndex.load(folder / "index")
+    if index.encoder_id != encoder:
+        raise _fail(path, "encoder", f"the index's encoder {index.encoder_id!r}")
+    router = klass(**{**params, "alphas": tuple(params["alphas"]), "cache_dir": cache_dir})
+    router.predictor_ = KNNCorrectnessPredictor(
+        router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
+    ).attach(index, Y)
+    router.models_ = models
+    tasks = sorted(set(index.datasets_.tolist()))
+    if not set(task_accuracy.index) <= set(tasks):
+        raise _fail(path, "task_accuracy.index", "tasks of the pool")
+    router.task_accuracy_ = task_accuracy
+    router.encoder_id_ = encoder
+    router.reference_ = _reference(path, meta.get("reference"), models, tasks)
+    return router
+
+
+def _read_pool(path: Path) -> tuple[np.ndarray, list[str]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            Y, models = z["Y"], z["models"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise BenchrouteError(f"{path}: unreadable or incomplete ({exc})") from exc
+    if Y.ndim != 2 or not np.issubdtype(Y.dtype, np.floating) or models.ndim != 1 \
+            or models.dtype.kind != "U":
+        raise BenchrouteError(f"{path}: field 'Y' must be a 2-D float array and 'models' a "
+                              f"list of names; got {Y.dtype} {Y.shape}, {models.dtype}")
+    return Y.astype(np.float32), [str(m) for m in models]

@@ -1,0 +1,193 @@
+"""The leave-one-task-out reference pass that feeds p̂: (u_i, p_i,m) pairs over the pool's tasks.
+
+For each task i: one index search of its inputs with task i (and any excluded tasks) left out;
+then for each few-shot fraction α and repeat, α·n_i random labelled inputs of task i join the
+pool by a brute-force merge (they leave the test set), and (u_i, p_i,m) is recorded.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from benchroute.predictors import KNNCorrectnessPredictor, Neighbours
+from benchroute.scoring import mean_distance, predictor_accuracy
+
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(0.02 * i, 2) for i in range(15))  # 0 .. 0.28
+FEW_SHOT_CAP = 50
+
+
+@dataclass(frozen=True)
+class TaskPairs:
+    """One task's reference pairs, with what they depended on."""
+
+    u: np.ndarray          # (R_i,)
+    p: np.ndarray          # (R_i, M)
+    alpha: np.ndarray      # (R_i,)
+    touched: frozenset[str]  # tasks among the neighbours used
+    used_fallback: bool    # whether any prediction fell back to the pool's mean label
+
+
+@dataclass(frozen=True)
+class ReferencePairs:
+    """(u_i, p_i,m) pairs: one row per (task, α, repeat), and per task what its pairs depended on
+    (``touched``: the tasks among its neighbours; ``fallback``: tasks whose predictions used the
+    pool's mean label), which tells when a task's pairs stay exact with another task left out."""
+
+    u: np.ndarray        # (R,)
+    p: np.ndarray        # (R, M)
+    task: np.ndarray     # (R,) the held-out task of each pair
+    alpha: np.ndarray    # (R,)
+    touched: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    fallback: frozenset[str] = frozenset()
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted(set(self.task.tolist()))
+
+    def part(self, task: str) -> TaskPairs:
+        rows = self.task == task
+        return TaskPairs(self.u[rows], self.p[rows], self.alpha[rows],
+                         self.touched.get(task, frozenset()), task in self.fallback)
+
+    @classmethod
+    def from_parts(cls, parts: Sequence[tuple[str, TaskPairs]], n_models: int) -> ReferencePairs:
+        if not parts:
+            return cls(np.zeros(0), np.zeros((0, n_models)), np.zeros(0, dtype=object), np.zeros(0))
+        return cls(
+            np.concatenate([tp.u for _, tp in parts]),
+            np.concatenate([tp.p for _, tp in parts]).reshape(-1, n_models),
+            np.concatenate([np.full(len(tp.u), t, dtype=object) for t, tp in parts]),
+            np.concatenate([tp.alpha for _, tp in parts]),
+            {t: tp.touched for t, tp in parts},
+            frozenset(t for t, tp in parts if tp.used_fallback),
+        )
+
+
+def few_shot_count(n: int, alpha: float, cap: int = FEW_SHOT_CAP) -> int:
+    """α·n labelled inputs (floor), capped, leaving at least one input to score."""
+    return int(min(np.floor(alpha * n), cap, max(n - 1, 0)))
+
+
+def task_seed(seed: int, task: str, *more: int) -> list[int]:
+    """Seed of one task's draws, from the task's NAME: independent of which other tasks are in
+    the pass and of the task's position in any list."""
+    return [seed, zlib.crc32(task.encode("utf-8")), *more]
+
+
+def alpha_key(alpha: float) -> int:
+    """An integer for α in seeds (α to 1e-6), so a draw depends on α's value, not its position."""
+    return int(round(float(alpha) * 1_000_000))
+
+
+def task_pairs(
+    predictor: KNNCorrectnessPredictor, task: str, alphas: Sequence[float] = (0.0,),
+    repeats: int = 1, seed: int = 0, n_neighbours: int = 19, threshold: float = 0.5,
+    also_exclude: Sequence[str] = (), max_batch: int = 4_000_000,
+) -> TaskPairs:
+    """Reference pairs of one held-out task of the predictor's pool (see :func:`reference_pairs`).
+
+    All (α, repeat) draws of the task are evaluated in one batch: each draw's labelled inputs are
+    padded to the largest draw and merged with the pool's top K at once. Large tasks go draw by
+    draw (``max_batch`` bounds the batch's label tensor).
+    """
+    rng = np.random.default_rng(task_seed(seed, task))
+    K = max(predictor.k, n_neighbours)
+    rows = np.flatnonzero(predictor.datasets_ == task)
+    n = len(rows)
+    Xt, Yt = predictor.index_.vectors(rows), predictor.labels_[rows]
+    excluded = [task, *also_exclude]
+    base = predictor.neighbours(Xt, K, exclude_datasets=excluded)
+    means = predictor.fallback_means(excluded)
+    draws: list[tuple[float, np.ndarray]] = []
+    for alpha in alphas:
+        n_lab = few_shot_count(n, alpha)
+        for _ in range(1 if n_lab == 0 else repeats):
+            lab = rng.choice(n, n_lab, replace=False) if n_lab else np.zeros(0, dtype=np.int64)
+            draws.append((float(alpha), lab))
+    n_max = max(len(lab) for _, lab in draws)
+    sims = Xt @ Xt.T if n_max else None
+    m = Yt.shape[1]
+    per_batch = max(1, max_batch // max(1, n * (K + n_max) * m))
+    us: list[float] = []
+    ps: list[np.ndarray] = []
+    fell = False
+    for start in range(0, len(draws), per_batch):
+        chunk = draws[start:start + per_batch]
+        u, p, f = _pairs_batch(predictor, base, Yt, sims, chunk, means, K, n_neighbours, threshold)
+        us.extend(u)
+        ps.extend(p)
+        fell = fell or f
+    return TaskPairs(np.asarray(us, dtype=float), np.asarray(ps, dtype=float).reshape(-1, m),
+                     np.asarray([a for a, _ in draws], dtype=float), frozenset(base.tasks or ()),
+                     fell)
+
+
+def _pairs_batch(predictor: KNNCorrectnessPredictor, base: Neighbours, Yt: np.ndarray,
+                 sims: np.ndarray | None, draws: list[tuple[float, np.ndarray]],
+                 means: np.ndarray, K: int, n_neighbours: int, threshold: float
+                 ) -> tuple[list[float], list[np.ndarray], bool]:
+    """(u, p) of several draws at once; inputs used as labels are masked out of the test set."""
+    C, n = len(draws), len(base)
+    Kb = base.distances.shape[1]  # fewer than K when the pool is small
+    L = max(len(lab) for _, lab in draws)
+    m = Yt.shape[1]
+    test = np.ones((C, n), dtype=bool)
+    if L:
+        assert sims is not None
+        ext_d = np.full((C, n, L), np.inf)
+        ext_y = np.full((C, L, m), np.nan, dtype=np.float32)
+        for c, (_, lab) in enumerate(draws):
+            test[c, lab] = False
+            ext_d[c, :, :len(lab)] = 1.0 - sims[:, lab]
+            ext_y[c, :len(lab)] = Yt[lab]
+        dist = np.concatenate([np.broadcast_to(base.distances, (C, n, Kb)), ext_d], axis=2)
+        labels = np.concatenate([np.broadcast_to(base.labels, (C, n, Kb, m)),
+                                 np.broadcast_to(ext_y[:, None], (C, n, L, m))], axis=2)
+        order = np.argsort(dist, axis=2, kind="stable")[:, :, :K]
+        dist = np.take_along_axis(dist, order, axis=2)
+        labels = np.take_along_axis(labels, order[..., None], axis=2)
+    else:
+        dist = np.broadcast_to(base.distances, (C, n, Kb))
+        labels = np.broadcast_to(base.labels, (C, n, Kb, m))
+    Kc = dist.shape[2]
+    nb = Neighbours(dist.reshape(C * n, Kc), labels.reshape(C * n, Kc, m))
+    g, flag = predictor.aggregate(nb, means)
+    g = g.reshape(C, n, m)
+    u = mean_distance(dist, n_neighbours, inputs=test)
+    p = predictor_accuracy(g, np.where(test[:, :, None], Yt[None], np.nan), threshold)
+    fell = bool((flag.reshape(C, n, m) & test[:, :, None]).any())
+    return u.tolist(), list(p), fell
+
+
+def reference_pairs(
+    predictor: KNNCorrectnessPredictor, alphas: Sequence[float] = (0.0,), repeats: int = 1,
+    seed: int = 0, n_neighbours: int = 19, threshold: float = 0.5,
+    also_exclude: Iterable[str] = (), cache: ReferencePairs | None = None,
+) -> ReferencePairs:
+    """The leave-one-task-out pass over the tasks of a fitted predictor's pool.
+
+    Tasks in ``also_exclude`` are left out of the pass and of every search. A task with fewer
+    than two inputs, or with no other task left to be its pool, gives no pairs.
+
+    ``cache`` holds pairs computed without ``also_exclude`` (e.g. the router's own); a task's
+    cached pairs are reused when none of its neighbours came from the excluded tasks and no
+    prediction used the fallback mean (which depends on the pool), because the pairs are then
+    provably the same as those of a pool fitted without the excluded tasks.
+    """
+    excluded = set(also_exclude)
+    ds = predictor.datasets_
+    tasks = sorted(set(ds.tolist()) - excluded)
+    parts: list[tuple[str, TaskPairs]] = []
+    for task in tasks:
+        if (ds == task).sum() < 2 or len(tasks) < 2:
+            continue
+        hit = cache.part(task) if cache is not None and task in cache.touched else None
+        if hit is None or hit.used_fallback or hit.touched & excluded:
+            hit = task_pairs(predictor, task, alphas, repeats, seed, n_neighbours, threshold,
+                             sorted(excluded))
+        parts.append((task, hit))
+    return ReferencePairs.from_parts(parts, predictor.n_models_)

@@ -1,0 +1,182 @@
+"""Choosing a model from per-input predictions: the one selection path shared by
+:meth:`Router.select_model`, :meth:`Router.route` and the leave-one-task-out experiments.
+
+:func:`select` turns the predictions g (n inputs, M models), the task distance u and the
+reference pairs into a :class:`Selection`; :func:`choose` is its decision rule (argmax, ties to
+the best model on average, the η fallback test); :func:`route_rows` is the same rule per input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from benchroute.reference import ReferencePairs
+from benchroute.scoring import (
+    beta_binomial_mean,
+    fallback_probability,
+    kernel_smooth,
+    s1,
+    s2,
+    s3,
+)
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("S1", "S2", "S3")
+#: Two scores closer than this are a tie, and a tie goes to the best model on average (BMA).
+TIE_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """The parameters of a decision (the matching :class:`~benchroute.router.Router` ones)."""
+
+    threshold: float = 0.5
+    bandwidth: float = 0.09
+    eta: float = 0.6
+    n_draws: int = 1000
+    seed: int = 0
+    prior_strength: float = 50.0
+    tie_tol: float = TIE_TOL
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The model chosen for a task, with the evidence behind the choice.
+
+    ``scores`` is indexed by the candidate models with columns ``S1, S2, S3, p_hat`` (the p that
+    S3 used), ``bma`` (True for the best model on average) and ``chosen``; with few-shot labels
+    also ``p_kernel`` (the kernel estimate before the labels), ``p_labeled`` (the predictors'
+    accuracy on the labels) and ``n_labeled_model`` (labels per model). ``proba`` holds the
+    per-input predictions g (inputs × all models, in the router's model order).
+    """
+
+    model: str
+    method: str
+    scores: pd.DataFrame
+    fell_back: bool
+    task_distance: float
+    bma: str
+    n_examples: int
+    n_labeled: int = 0
+    win_probability: float | None = None
+    proba: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def summary(self) -> str:
+        why = ""
+        if self.fell_back:
+            why = (f" (fell back to the best model on average: P(beats it) = "
+                   f"{self.win_probability:.2f} < eta)")
+        elif self.model == self.bma:
+            why = " (also the best model on average)"
+        row = self.scores.loc[self.model]
+        return (f"{self.model} by {self.method}{why}: S1 {row['S1']:.3f}, S2 {row['S2']:.3f}, "
+                f"S3 {row['S3']:.3f}, p_hat {row['p_hat']:.3f}; u = {self.task_distance:.3f} over "
+                f"{self.n_examples} inputs" + (f", {self.n_labeled} labelled" if self.n_labeled else ""))
+
+    def __repr__(self) -> str:
+        table = self.scores.drop(columns=["chosen"]).to_string(float_format=lambda v: f"{v:.3f}")
+        return f"Selection: {self.summary()}\n{table}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"model": self.model, "method": self.method, "fell_back": self.fell_back,
+                "task_distance": self.task_distance, "bma": self.bma,
+                "n_examples": self.n_examples, "n_labeled": self.n_labeled,
+                "win_probability": self.win_probability,
+                "scores": json.loads(self.scores.to_json(orient="index"))}
+
+
+def best_with_ties(score: np.ndarray, cand: np.ndarray, prefer: int | np.ndarray,
+                   tol: float = TIE_TOL) -> np.ndarray:
+    """Argmax of ``score`` (…, M) over the columns ``cand``; where ``prefer`` (a column, or one
+    per row) scores within ``tol`` of the maximum it wins the tie. Returns column indices."""
+    score = np.asarray(score, dtype=float)
+    sub = score[..., cand]
+    best = np.asarray(cand)[np.argmax(sub, axis=-1)]
+    top = np.max(sub, axis=-1)
+    pref = np.broadcast_to(np.asarray(prefer), top.shape)
+    pref_score = np.take_along_axis(score.reshape(-1, score.shape[-1]),
+                                    pref.reshape(-1, 1), axis=1).reshape(top.shape)
+    return np.where(pref_score >= top - tol, pref, best)
+
+
+def choose(score: np.ndarray, cand: np.ndarray, bma: int, g: np.ndarray | None = None,
+           p: np.ndarray | None = None, config: SelectionConfig = SelectionConfig()
+           ) -> tuple[int, bool, float | None]:
+    """The model to choose: argmax of ``score`` among ``cand``, ties (within ``tie_tol``) to
+    BMA; then, when ``p`` is given (S3), the η rule: fall back to BMA if P(chosen beats BMA) < η,
+    counts drawn from g's predicted-right/wrong inputs.
+
+    Returns (chosen index, fell back, win probability or None when no test was needed).
+    """
+    best = int(best_with_ties(score, cand, bma, config.tie_tol))
+    if p is None or g is None or best == bma:
+        return best, False, None
+    n_plus = (g > config.threshold).sum(axis=0)
+    win = fallback_probability(best, bma, n_plus, len(g) - n_plus, p, config.n_draws, config.seed)
+    return (bma, True, win) if win < config.eta else (best, False, win)
+
+
+def p_estimate(u: float, reference: ReferencePairs, config: SelectionConfig,
+               warn: bool = True) -> np.ndarray:
+    """p̂ of each model: the kernel estimate at u over the reference pairs (0.5, with a
+    warning when ``warn``, when there is none)."""
+    if warn and len(reference.u) == 0:
+        warnings.warn("no reference pairs (the pool has fewer than two tasks with two inputs): "
+                      "p_hat is the uninformative 0.5, so S3 cannot tell the models apart",
+                      UserWarning, stacklevel=3)
+    return kernel_smooth(u, reference.u, reference.p, config.bandwidth)
+
+
+def select(g: np.ndarray, u: float, reference: ReferencePairs, models: list[str],
+           cand: np.ndarray, bma: int, method: str = "S3", fallback: bool = True,
+           config: SelectionConfig = SelectionConfig(), labeled_hits: np.ndarray | None = None,
+           labeled_n: np.ndarray | None = None, n_labeled: int = 0) -> Selection:
+    """Score a task from its predictions g (n, M) and distance u, and choose among ``cand``.
+
+    ``labeled_hits``/``labeled_n`` (M,) are the predictors' correct binary predictions and the
+    labels per model on the caller's ``n_labeled`` few-shot labels; they update p̂ by the
+    Beta–binomial posterior mean with prior mean the kernel estimate (``config.prior_strength``).
+    """
+    p_kernel = p_estimate(u, reference, config, warn=method == "S3")
+    p_hat = p_kernel if labeled_n is None or labeled_hits is None else \
+        beta_binomial_mean(p_kernel, config.prior_strength, labeled_hits, labeled_n)
+    S1, S2 = s1(g), s2(g, config.threshold)
+    table = pd.DataFrame({"S1": S1, "S2": S2, "S3": s3(S2, p_hat), "p_hat": p_hat}, index=models)
+    if labeled_n is not None and labeled_hits is not None:
+        table["p_kernel"] = p_kernel
+        with np.errstate(invalid="ignore", divide="ignore"):
+            table["p_labeled"] = np.where(labeled_n > 0, labeled_hits / np.maximum(labeled_n, 1),
+                                          np.nan)
+        table["n_labeled_model"] = labeled_n
+    chosen, fell_back, win = choose(table[method].to_numpy(), cand, bma, g,
+                                    p_hat if method == "S3" and fallback else None, config)
+    table["bma"] = [i == bma for i in range(len(models))]
+    table["chosen"] = [i == chosen for i in range(len(models))]
+    table = table.iloc[cand]
+    table.index.name = "model"
+    return Selection(model=models[chosen], method=method, scores=table, fell_back=fell_back,
+                     task_distance=float(u), bma=models[bma], n_examples=len(g),
+                     n_labeled=n_labeled, win_probability=win, proba=g)
+
+
+def route_rows(P: np.ndarray, cand: np.ndarray, prefer: int | np.ndarray,
+               available: np.ndarray | None = None, tol: float = TIE_TOL) -> np.ndarray:
+    """Per input (row of P (n, M)), the candidate with the highest g; ties within ``tol`` go to
+    ``prefer`` (the best model on average). ``available`` (n, M) masks the models an input may
+    go to (e.g. those with a result); ``prefer`` only wins where it is available."""
+    P = np.asarray(P, dtype=float)
+    if available is not None:
+        P = np.where(available, P, -np.inf)
+    pick = best_with_ties(P, cand, prefer, tol)
+    if available is not None:
+        ok = np.take_along_axis(np.asarray(available), pick[:, None], axis=1)[:, 0]
+        fallback = np.asarray(cand)[np.argmax(P[:, cand], axis=1)]
+        pick = np.where(ok, pick, fallback)
+    return pick
