@@ -12,8 +12,10 @@ import pytest
 from benchroute.cli import main
 
 AREA = "cli"
-CSV = "text,m1,m2\n" + "".join(f"question {i} about {'cats' if i % 2 else 'dogs'},{i % 2},1\n"
-                               for i in range(24))
+# two datasets: S3 learns p̂ by leaving one task out, so a one-task router cannot select
+CSV = "dataset,text,m1,m2\n" + "".join(
+    f"{'pets' if i < 12 else 'farm'},question {i} about {'cats' if i % 2 else 'dogs'},{i % 2},1\n"
+    for i in range(24))
 
 
 @pytest.fixture(scope="module")
