@@ -24,6 +24,15 @@ from benchroute._persist import read_versioned_json
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError, DataError
 from benchroute.index import VectorIndex
+from benchroute.policies import (
+    cheaper_selection,
+    restore_routing,
+    route_with_policy,
+    router_costs,
+    router_proba,
+    routing_state,
+    store_costs,
+)
 from benchroute.predictors import KNNCorrectnessPredictor, Neighbours, check_is_fitted
 from benchroute.scoring import (
     DEFAULT_ALPHAS,
@@ -114,6 +123,9 @@ class Router:
         Embedding cache folder (default ``$BENCHROUTE_HOME/embeddings``).
     seed : int
         Seeds the reference pass and the fallback draws.
+    tune : bool
+        Also fit a :class:`~benchroute.tuning.PerInputPredictor` (k, weighting and shrinkage
+        chosen by CV grouped by task, calibrated) and route with it (False).
     """
 
     def __init__(self, k: int = 5, n_neighbours: int = 19, threshold: float = 0.5,
@@ -122,7 +134,7 @@ class Router:
                  weights: str = "uniform", index_factory: str = "Flat",
                  nprobe: int | None = None, ef_search: int | None = None,
                  encoder: Any = "all-mpnet-base-v2", cache_dir: str | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, tune: bool = False) -> None:
         self.k = k
         self.n_neighbours = n_neighbours
         self.threshold = threshold
@@ -138,6 +150,7 @@ class Router:
         self.encoder = encoder
         self.cache_dir = cache_dir
         self.seed = seed
+        self.tune = tune
 
     # ------------------------------------------------------------------ parameters
     @classmethod
@@ -227,6 +240,10 @@ class Router:
             self.predictor_, X, Y, datasets, alphas=self.alphas, repeats=self.repeats,
             seed=self.seed, n_neighbours=self.n_neighbours, threshold=self.threshold,
         )
+        self.costs_ = store_costs(data)
+        if self.tune:
+            from benchroute.tuning import PerInputPredictor
+            self.per_input_ = PerInputPredictor(seed=self.seed).fit(X, Y, datasets)
         logger.info("fitted router: %d inputs, %d models, %d tasks, %d reference pairs",
                     len(X), len(self.models_), len(self.tasks_), len(self.reference_.u))
         return self
@@ -332,7 +349,8 @@ class Router:
     # ------------------------------------------------------------------ selection
     def select_model(self, task_examples: Any, labeled: Any = None,
                      candidates: Iterable[str] | None = None, method: str = "S3",
-                     fallback: bool = True, exclude_datasets: Sequence[str] = ()) -> Selection:
+                     fallback: bool = True, exclude_datasets: Sequence[str] = (),
+                     max_quality_drop: float | None = None, costs: Any = None) -> Selection:
         """Choose the best model for a task from its input texts.
 
         Parameters
@@ -352,6 +370,9 @@ class Router:
         exclude_datasets : list of str
             Leave these benchmark tasks out of the pool and of the reference pairs (used by the
             leave-one-task-out experiments).
+        max_quality_drop, costs : float, mapping, optional
+            Pick the cheapest candidate whose score is within ε of the top (costs per call:
+            ``costs`` or those of the fit store).
         """
         check_is_fitted(self, "predictor_")
         if method not in METHODS:
@@ -363,8 +384,12 @@ class Router:
             texts = [t for t in texts if t not in labeled_set] or texts
         vectors = self.embed(texts + lab_texts)
         Q, LX = vectors[:len(texts)], vectors[len(texts):]
-        return self.select_embedded(Q, LX if lab_texts else None, lab_Y, candidates, method,
-                                    fallback, exclude_datasets)
+        sel = self.select_embedded(Q, LX if lab_texts else None, lab_Y, candidates, method,
+                                   fallback, exclude_datasets)
+        if max_quality_drop is not None:
+            sel = cheaper_selection(sel, router_costs(self, costs, "max_quality_drop"),
+                                    self.models_, max_quality_drop)
+        return sel
 
     def select_embedded(self, Q: np.ndarray, labeled_X: np.ndarray | None = None,
                         labeled_Y: np.ndarray | None = None,
@@ -419,19 +444,27 @@ class Router:
         """g_m(x) for each input (rows) and model (columns)."""
         check_is_fitted(self, "predictor_")
         texts = self._texts(texts, "texts")
-        g = self.predictor_.predict_proba(self.embed(texts))
+        g = router_proba(self, self.embed(texts))
         return pd.DataFrame(g, columns=self.models_)
 
-    def route(self, texts: Any, candidates: Iterable[str] | None = None) -> list[str]:
-        """The model with the highest g_m(x) for each input; ties go to the best model on average."""
+    def route(self, texts: Any, candidates: Iterable[str] | None = None,
+              policy: str | None = None, costs: Any = None, **policy_params: Any) -> Any:
+        """The model with the highest g_m(x) for each input; ties go to the best model on average.
+
+        With ``policy`` (benchroute.policies: best, threshold, smallest_sufficient,
+        cheapest_within, budget) and its parameters, a DataFrame per input: model, p, cost.
+        """
         check_is_fitted(self, "predictor_")
         texts = self._texts(texts, "texts")
+        if policy is not None:
+            return route_with_policy(self, self.embed(texts), policy,
+                                     self._candidate_idx(candidates), costs, **policy_params)
         return self.route_embedded(self.embed(texts), candidates)
 
     def route_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None) -> list[str]:
         check_is_fitted(self, "predictor_")
         cand = self._candidate_idx(candidates)
-        g = self.predictor_.predict_proba(Q)[:, cand]
+        g = router_proba(self, Q)[:, cand]
         bma_pos = int(np.flatnonzero(cand == self._bma_among(cand))[0])
         pick = np.argmax(g, axis=1)
         tie = np.isclose(g[:, bma_pos], g.max(axis=1))
@@ -462,6 +495,7 @@ class Router:
             "reference": {"u": ref.u.tolist(), "p": [[None if np.isnan(v) else float(v) for v in row] for row in ref.p],
                           "task": [str(t) for t in ref.task], "alpha": ref.alpha.tolist()},
             "checksums": {name: _sha256(folder / name) for name in _DATA_FILES},
+            "routing": routing_state(self),
         }
         tmp = folder / "router.json.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
@@ -501,6 +535,7 @@ class Router:
                 np.asarray([[np.nan if v is None else v for v in row] for row in r["p"]],
                            dtype=float).reshape(-1, len(router.models_)),
                 np.asarray(r["task"], dtype=object), np.asarray(r["alpha"], dtype=float))
+            restore_routing(router, meta.get("routing"))
         except (KeyError, TypeError, ValueError) as exc:
             raise BenchrouteError(f"{folder}: malformed saved router ({exc!r})") from exc
         return router
