@@ -156,23 +156,34 @@ def hybrid(score: np.ndarray, *, small: int, large: int, threshold: float) -> np
 
 
 def pick_threshold(score: np.ndarray, q_small: np.ndarray, q_large: np.ndarray,
-                   max_drop: float = 0.01) -> tuple[float, float, float]:
-    """The threshold with the largest cost advantage (share sent to the small model) whose
-    quality drop relative to always-large is at most ``max_drop`` (absolute, in quality units).
+                   max_drop: float = 0.01, seed: int = 0) -> tuple[float, float, float]:
+    """The largest cost advantage (share of inputs sent to the small model, those with the
+    highest score first) whose quality drop relative to always-large is at most ``max_drop``
+    (absolute, in quality units), on the data given (the validation set).
 
-    Returns (threshold, cost advantage, quality drop) on the data given (the validation set).
+    Ties in the score are broken at random (seeded), so the answer is a share, i.e. a quantile
+    threshold as in RouteLLM's evaluation, rather than a raw score that may split a block of
+    tied inputs badly. Returns (score threshold, cost advantage, quality drop).
     """
     score = np.asarray(score, dtype=np.float64)
     qs, ql = np.asarray(q_small, float), np.asarray(q_large, float)
-    base = float(ql.mean())
-    best_t, best_adv, best_drop = np.inf, 0.0, 0.0
-    for t in np.unique(score):
-        small = score >= t
-        q = float(np.where(small, qs, ql).mean())
-        adv = float(small.mean())
-        if base - q <= max_drop + 1e-12 and adv > best_adv:
-            best_t, best_adv, best_drop = float(t), adv, base - q
-    return best_t, best_adv, best_drop
+    n = len(score)
+    order = np.lexsort((np.random.default_rng(seed).random(n), -score))
+    # quality when the first j inputs in that order go to the small model, j = 0..n
+    gain = np.r_[0.0, np.cumsum(qs[order] - ql[order])] / max(n, 1)
+    ok = np.flatnonzero(-gain <= max_drop + 1e-12)
+    j = int(ok.max())
+    thr = float(score[order[j - 1]]) if j > 0 else float("inf")
+    return thr, j / max(n, 1), float(-gain[j])
+
+
+def top_share(score: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
+    """Mask of the ``share`` of inputs with the highest score (ties broken at random, seeded)."""
+    score = np.asarray(score, dtype=np.float64)
+    order = np.lexsort((np.random.default_rng(seed).random(len(score)), -score))
+    mask = np.zeros(len(score), dtype=bool)
+    mask[order[:int(round(share * len(score)))]] = True
+    return mask
 
 
 # ---------------------------------------------------------------------- registry

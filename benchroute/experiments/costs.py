@@ -229,10 +229,20 @@ def _hybrid_score(A: Arrays, fold: np.ndarray, small: int, large: int, rule: str
         y = pol.hybrid_labels(qs, ql, rule, t)[:, None]
         pred = (make or PerInputPredictor)().fit(A.X[tr], y)
         score[te] = pred.predict_proba(A.X[te])[:, 0]
-        # threshold on the training folds' own cross-fitted scores: validation, not test
-        thr, _, _ = pol.pick_threshold(pred.oof_[:, 0], qs, ql, max_drop)
-        chosen[te] = pol.hybrid(score[te], small=small, large=large, threshold=thr)
+        # the share is chosen on the training folds' own cross-fitted scores (validation)
+        chosen[te] = _validated_choice(pred.oof_[:, 0], qs, ql, score[te], small, large,
+                                       max_drop, seed)
     return score, chosen, {"rule": rule, "t": ts}
+
+
+def _validated_choice(score_val: np.ndarray, qs_val: np.ndarray, ql_val: np.ndarray,
+                      score_test: np.ndarray, small: int, large: int, max_drop: float,
+                      seed: int) -> np.ndarray:
+    """Per test input, small or large at the cost advantage chosen on validation data (the
+    largest share sent to the small model within the quality-drop budget), applied as a share
+    of the test inputs ranked by score."""
+    _, share, _ = pol.pick_threshold(score_val, qs_val, ql_val, max_drop, seed)
+    return np.where(pol.top_share(score_test, share, seed), small, large)
 
 
 def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
@@ -245,7 +255,7 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
         info: dict[str, Any] = {"predictors": [p.describe() | {"calibration": None} for p in fitted]}
     else:
         fold, _ = fold_ids(len(A.X), None, folds, seed)
-        info = {}
+        info, fitted = {}, []
     rows: list[dict[str, Any]] = []
     picks: list[np.ndarray] = []
     pair = strong is not None and weak is not None
@@ -268,6 +278,16 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
         r, p = sweep(name, P, A.Q, A.C, A.models, strong, weak, seed=seed)
         rows += r
         picks += p
+        if name == "threshold" and strong is not None and weak is not None and fitted:
+            chosen = np.empty(len(A.Q), dtype=np.int64)
+            for f, pred in enumerate(fitted):
+                te, tr = fold == f, fold != f
+                val = -pol.strong_weak_score(pred.oof_, strong, weak)  # high = weak suffices
+                chosen[te] = _validated_choice(val, A.Q[tr, weak], A.Q[tr, strong],
+                                               -pol.strong_weak_score(P[te], strong, weak),
+                                               weak, strong, max_drop, seed)
+            rows.append(_point("threshold@val", max_drop, chosen, A.Q, A.C, A.models, strong))
+            picks.append(chosen)
     for m, name in enumerate(A.models):
         rows.append(_point(f"single:{name}", np.nan, np.full(len(A.Q), m), A.Q, A.C, A.models, strong))
         picks.append(np.full(len(A.Q), m, dtype=np.int64))

@@ -78,7 +78,7 @@ def test_cost_quality_threshold_curve_and_baselines():
                             embeddings=X, costs=COSTS)
     thr = curve[curve["policy"] == "threshold"]
     assert thr["share_strong"].tolist() == pytest.approx(list(cq.CALL_LEVELS), abs=0.02)
-    assert {"random", "oracle-pair", "oracle", "single:big"} <= set(curve["policy"])
+    assert {"random", "oracle-pair", "oracle", "single:big", "threshold@val"} <= set(curve["policy"])
     assert curve.attrs["q_strong"] == pytest.approx(curve.loc[curve["policy"] == "single:big", "quality"].item())
     assert curve.attrs["cost_source"] == "caller (per-model cost per call)"
     m = cq.routing_metrics(curve).set_index("policy")

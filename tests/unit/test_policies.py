@@ -186,3 +186,12 @@ def test_cli_route_with_policy_and_prices(tmp_path, capsys):
     assert rows[0]["cost"] == pytest.approx(0.001)
     assert main(args + ["--policy", "budget", "--param", "budget=1"]) == 2
     assert "needs costs" in capsys.readouterr().err
+
+
+def test_pick_threshold_breaks_ties_to_use_the_budget():
+    # one block of 4 tied scores: only a share of it fits a drop of 1/8
+    score = np.ones(4)
+    qs, ql = np.array([1.0, 0.0, 1.0, 1.0]), np.ones(4)
+    _, adv, drop = pol.pick_threshold(score, qs, ql, max_drop=0.125, seed=0)
+    assert drop <= 0.125 and adv >= 0.5
+    assert pol.top_share(np.array([0.1, 0.9, 0.5]), 2 / 3).tolist() == [False, True, True]
