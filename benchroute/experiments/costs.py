@@ -481,6 +481,8 @@ def hybrid_at_validation(curve: pd.DataFrame) -> pd.DataFrame:
     the quality-drop budget), the cost advantage (share of calls to the small model) and the
     quality drop relative to always calling the large one, on the test inputs."""
     q_large = curve.attrs.get("q_strong")
+    if "share_strong" not in curve.columns:
+        return pd.DataFrame(columns=["policy", "budget", "cost_advantage", "quality", "quality_drop"])
     val = curve[curve["policy"].astype(str).str.endswith("@val")]
     return pd.DataFrame({"policy": val["policy"].to_numpy(), "budget": val["param"].to_numpy(),
                          "cost_advantage": 1.0 - val["share_strong"].to_numpy(),
