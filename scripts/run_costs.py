@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import tarfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -141,6 +142,22 @@ def routerdc(shared: Path, vec: list[Path]) -> dict[str, object]:
             "note": note + "; quality = correct"}
 
 
+def routerdc_gsm8k(shared: Path, vec: list[Path]) -> dict[str, object]:
+    """A small/large pair where the data has repeated trials: RouterDC's GSM8K score is the
+    fraction of 10 sampled answers that are correct, so Hybrid LLM's r_prob applies."""
+    ds = routerdc(shared, vec)
+    data = ds["data"]
+    assert isinstance(data, BenchmarkData)
+    inst = data.instances()
+    keep = (inst["dataset"] == "gsm8k").to_numpy()
+    strong, weak = "cognitivecomputations/dolphin-2.9-llama3-8b", "cognitivecomputations/dolphin-2.6-mistral-7b"
+    ds.update(name="routerdc_gsm8k_pair", data=data.subset(["gsm8k"], [strong, weak]),
+              X=np.asarray(ds["X"])[keep], column="score", strong=strong, weak=weak,
+              rules=("det", "prob", "trans"),
+              note=f"{int(keep.sum())} GSM8K questions; quality = success rate over 10 samples")
+    return ds
+
+
 def routellm(shared: Path, vec: list[Path], part: str) -> dict[str, object]:
     folder = shared / "data" / "routellm_evals"
     data = load(folder)
@@ -196,7 +213,8 @@ def run_costs(ds: dict[str, object], out: Path, n_boot: int) -> pd.DataFrame:
     policies = (["threshold", "hybrid", "smallest_sufficient", "cheapest_within", "budget", "best"]
                 if pair else ["best", "smallest_sufficient", "cheapest_within", "budget"])
     t = time.time()
-    run = cq.evaluate(A, policies, s, w, hybrid_rules=("det", "trans"))
+    rules = ds.get("rules", ("det", "trans"))
+    run = cq.evaluate(A, policies, s, w, hybrid_rules=rules)  # type: ignore[arg-type]
     log.info("%s cost-quality done in %.0f s", ds["name"], time.time() - t)
     folder = out / str(ds["name"])
     folder.mkdir(parents=True, exist_ok=True)
@@ -259,7 +277,7 @@ def plot(curve: pd.DataFrame, path: Path, title: str, cost_source: str, pair: bo
             continue
         g = g.sort_values("cost")
         ax.plot(g["cost"], g["quality"], marker=".", lw=1.2, label=str(name))
-    ax.set_xlabel(f"mean cost per call ({cost_source})", fontsize=7)
+    ax.set_xlabel("\n".join(textwrap.wrap(f"mean cost per call ({cost_source})", 90)), fontsize=7)
     ax.set_ylabel("mean quality")
     ax.set_title(f"{title}: cost vs quality (cross-fitted)")
     ax.legend(fontsize=7)
@@ -308,6 +326,9 @@ def report(out: Path) -> str:
     for f in sorted(out.glob("*/metrics.csv")):
         m = pd.read_csv(f)
         name = f.parent.name
+        curve = pd.read_csv(f.parent / "curve.csv")  # redraw: the plot depends on no fit
+        plot(curve, f.parent / "cost_quality.png", name, str(m["cost_source"].iloc[0]),
+             "share_strong" in curve.columns)
         lines += [f"## {name}", "", f"Costs: {m['cost_source'].iloc[0]}.", ""]
         if "APGR" in m.columns and m["APGR"].notna().any():
             lines += ["| policy | APGR | CPT50 | CPT80 | PGR@50 | AIQ | max quality |",
@@ -356,7 +377,8 @@ def main() -> None:
         return
     makers = {"alpaca": lambda: alpaca(args.shared, vec), "routerdc": lambda: routerdc(args.shared, vec),
               "routellm_mmlu": lambda: routellm(args.shared, vec, "mmlu"),
-              "routellm_gsm8k": lambda: routellm(args.shared, vec, "gsm8k")}
+              "routellm_gsm8k": lambda: routellm(args.shared, vec, "gsm8k"),
+              "routerdc_gsm8k": lambda: routerdc_gsm8k(args.shared, vec)}
     for key in args.datasets:
         ds = makers[key]()
         log.info("%s: %s (%s)", key, ds["data"], ds["note"])
