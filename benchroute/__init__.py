@@ -25,6 +25,7 @@ _EXPORTS = {
     "select_model": "benchroute.router",
     "route": "benchroute.router",
     "DataError": "benchroute.exceptions",
+    "PerInputPredictor": "benchroute.tuning",
 }
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "BenchrouteError",
     "DataError",
     "LoadReport",
+    "PerInputPredictor",
     "Router",
     "Selection",
     "__version__",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from benchroute.data.tables import load_table
     from benchroute.exceptions import BenchrouteError, DataError
     from benchroute.router import Router, Selection, route, select_model
+    from benchroute.tuning import PerInputPredictor
 
 
 def __getattr__(name: str) -> Any:

@@ -267,13 +267,52 @@ def _add_route(sub: Any) -> None:
     p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--candidates", help="comma-separated models that may be chosen")
     p.add_argument("--json", action="store_true", help="JSONL output: text, model")
+    _route_policy_options(p)
     p.set_defaults(func=_cmd_route)
+
+
+def _route_policy_options(p: Any) -> None:
+    g = p.add_argument_group("cost-aware policies (docs/routing.md)")
+    g.add_argument("--policy", choices=["best", "threshold", "smallest_sufficient",
+                                        "cheapest_within", "budget"])
+    g.add_argument("--prices", help="JSON file or 'model=price,...': cost per call, or USD per "
+                   "million tokens with --tokens")
+    g.add_argument("--tokens", type=float, help="typical tokens per call (prices per 1M tokens)")
+    g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="policy parameter: tau, eps, budget, t, strong, weak")
+
+
+def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
+                  candidates: list[str] | None) -> int:
+    prices = None
+    if args.prices:
+        path = Path(args.prices)
+        raw = json.loads(path.read_text()) if path.is_file() else dict(
+            kv.split("=", 1) for kv in args.prices.split(",") if kv)
+        try:
+            prices = {str(m): float(v) * (args.tokens / 1e6 if args.tokens else 1.0)
+                      for m, v in raw.items()}
+        except ValueError as exc:
+            raise BenchrouteError(f"--prices {args.prices!r}: {exc}; expected model=number") from exc
+    params: dict[str, Any] = {}
+    for kv in args.param:
+        if "=" not in kv:
+            raise BenchrouteError(f"--param {kv!r}: expected NAME=VALUE")
+        k, v = kv.split("=", 1)
+        params[k] = v if k in ("strong", "weak") else float(v)
+    out = router.route(texts, candidates=candidates, policy=args.policy, costs=prices, **params)
+    for text, row in zip(texts, out.itertuples(index=False)):
+        rec = {"text": text, "model": row.model, "p": float(row.p), "cost": float(row.cost)}
+        print(json.dumps(rec) if args.json else f"{row.model}\tp={row.p:.3f}\tcost={row.cost:.4g}\t{text[:60]!r}")
+    return 0
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
     router = _load_router(args.router)
     texts = _read_texts(args.texts)
     candidates = args.candidates.split(",") if args.candidates else None
+    if args.policy:
+        return _policy_route(args, router, texts, candidates)
     for text, model in zip(texts, router.route(texts, candidates=candidates)):
         print(json.dumps({"text": text, "model": model}) if args.json else f"{model}\t{text[:80]!r}")
     return 0

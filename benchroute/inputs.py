@@ -46,6 +46,7 @@ def check_router_params(params: Mapping[str, object], where: str = "Router") -> 
          "threshold", "a number in [0, 1]")
     need(_is_real(p["bandwidth"]) and float(p["bandwidth"]) > 0, "bandwidth", "a number > 0")  # type: ignore[arg-type]
     need(_is_real(p["eta"]) and 0.0 <= float(p["eta"]) <= 1.0, "eta", "a number in [0, 1]")  # type: ignore[arg-type]
+    need(isinstance(p.get("tune", True), bool), "tune", "true or false")
     need(_is_real(p["prior_strength"]) and float(p["prior_strength"]) >= 0,  # type: ignore[arg-type]
          "prior_strength", "a number >= 0")
     alphas = p["alphas"]

@@ -49,6 +49,12 @@ class RouterParams:
     prior_strength : float
         a of the Beta(a·p̂, a·(1 − p̂)) prior that few-shot labels update (50): the labels
         weigh as much as p̂ once a model has a of them.
+    tune : bool
+        Per-input routing (``route``, ``predict_proba``) through a
+        :class:`~benchroute.tuning.PerInputPredictor`: k, distance weighting and shrinkage to
+        each model's mean chosen by cross-validation grouped by task at fit time, then isotonic
+        calibration (True). False routes with the plain k-NN g_m(x) of SPEC §2. Task-level
+        selection (S1/S2/S3) always uses g_m(x).
     """
 
     def __init__(self, k: int = 5, n_neighbours: int = 19, threshold: float = 0.5,
@@ -58,7 +64,7 @@ class RouterParams:
                  nprobe: int | None = None, ef_search: int | None = None,
                  encoder: str | Encoder = "all-mpnet-base-v2",
                  cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
-                 prior_strength: float = 50.0) -> None:
+                 prior_strength: float = 50.0, tune: bool = True) -> None:
         self.k = k
         self.n_neighbours = n_neighbours
         self.threshold = threshold
@@ -75,6 +81,7 @@ class RouterParams:
         self.cache_dir = cache_dir
         self.seed = seed
         self.prior_strength = prior_strength
+        self.tune = tune
 
     # ------------------------------------------------------------------ parameters
     @classmethod

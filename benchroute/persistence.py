@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -27,7 +28,8 @@ import pandas as pd
 
 from benchroute.exceptions import BenchrouteError, FormatVersionError
 from benchroute.index import VectorIndex
-from benchroute.inputs import check_router_params, known_encoder_name
+from benchroute.inputs import _is_int, _is_real, check_router_params, known_encoder_name
+from benchroute.policies import restore_routing, routing_state
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs
 
@@ -110,6 +112,7 @@ def _write(router: Router, folder: Path) -> None:
                       "touched": {t: sorted(v) for t, v in ref.touched.items()},
                       "fallback": sorted(ref.fallback)},
         "checksums": {name: _sha256(folder / name) for name in DATA_FILES},
+        "routing": routing_state(router),
     }
     meta["digest"] = canonical_digest(meta)
     (folder / "router.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -272,7 +275,38 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     router.task_accuracy_ = task_accuracy
     router.encoder_id_ = encoder
     router.reference_ = _reference(path, meta.get("reference"), models, tasks)
+    router._excluded = {}
+    _restore_routing(path, router, meta.get("routing"), models)
     return router
+
+
+def _restore_routing(path: Path, router: Router, state: object, models: list[str]) -> None:
+    """The tuned per-input predictor's chosen values and the store's costs, checked."""
+    if state is None:
+        state = {}
+    if not isinstance(state, dict) or set(state) - {"per_input", "costs"}:
+        raise _fail(path, "routing", "an object with 'per_input' and 'costs'")
+    costs = state.get("costs")
+    if costs is not None and (
+            not isinstance(costs, dict) or not set(costs) <= set(models)
+            or not all(_is_real(v) and math.isfinite(v) and v >= 0 for v in costs.values())):
+        raise _fail(path, "routing.costs", "null or {model: cost >= 0} for models of the router")
+    desc = state.get("per_input")
+    if router.tune != (desc is not None):
+        raise _fail(path, "routing.per_input", "the tuned predictor exactly when params.tune")
+    if desc is not None:
+        ok = (isinstance(desc, dict) and _is_int(desc.get("k")) and desc["k"] >= 1
+              and desc.get("weights") in ("uniform", "distance")
+              and _is_real(desc.get("prior")) and math.isfinite(desc["prior"]) and desc["prior"] >= 0)
+        cal = desc.get("calibration") if isinstance(desc, dict) else None
+        ok = ok and (cal is None or (
+            isinstance(cal, dict) and isinstance(cal.get("x"), list)
+            and isinstance(cal.get("y"), list) and len(cal["x"]) == len(cal["y"])
+            and all(_is_real(v) and 0 <= v <= 1 for v in cal["x"] + cal["y"])))
+        if not ok:
+            raise _fail(path, "routing.per_input", "{k: int >= 1, weights: 'uniform' or "
+                        "'distance', prior: number >= 0, calibration: {x, y} in [0, 1]}")
+    restore_routing(router, state)
 
 
 def _read_pool(path: Path) -> tuple[np.ndarray, list[str]]:

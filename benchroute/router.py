@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,10 +29,18 @@ from benchroute.inputs import (
     parse_texts,
 )
 from benchroute.params import RouterParams
+from benchroute.policies import (
+    cheaper_selection,
+    route_with_policy,
+    router_costs,
+    router_proba,
+    store_costs,
+)
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs, reference_pairs
 from benchroute.selection import Selection, route_rows
 from benchroute.task import TaskNeighbours
+from benchroute.tuning import PerInputPredictor
 
 if TYPE_CHECKING:
     pass
@@ -70,8 +78,10 @@ class Router(RouterParams):
         if not isinstance(data, BenchmarkData):
             raise BenchrouteError(f"fit expects a BenchmarkData, got {type(data).__name__}")
         pool = pool_arrays(data, embeddings, self.embed)
-        return self.fit_arrays(pool.X, pool.Y, pool.datasets, pool.models, pool.instance_ids,
-                               data.dataset_accuracy().reindex(columns=pool.models))
+        self.fit_arrays(pool.X, pool.Y, pool.datasets, pool.models, pool.instance_ids,
+                        data.dataset_accuracy().reindex(columns=pool.models))
+        self.costs_ = store_costs(data)
+        return self
 
     def fit_arrays(self, X: np.ndarray, Y: np.ndarray, datasets: Sequence[str] | np.ndarray,
                    models: Sequence[str], instance_ids: Sequence[str] | None = None,
@@ -101,6 +111,10 @@ class Router(RouterParams):
             self.predictor_, alphas=self.alphas, repeats=self.repeats, seed=self.seed,
             n_neighbours=self.n_neighbours, threshold=self.threshold)
         self._excluded: dict[tuple[str, ...], ReferencePairs] = {}
+        self.costs_ = None
+        self.per_input_: PerInputPredictor | None = None
+        if self.tune:
+            self.per_input_ = PerInputPredictor(seed=self.seed).fit(X, Y, ds)
         logger.info("fitted router: %d inputs, %d models, %d tasks, %d reference pairs",
                     len(X), len(self.models_), len(self.tasks_), len(self.reference_.u))
         return self
@@ -199,7 +213,9 @@ class Router(RouterParams):
 
     def select_model(self, task_examples: Texts, labeled: LabeledRecords | None = None,
                      candidates: Iterable[str] | None = None, method: str = "S3",
-                     fallback: bool = True, exclude_datasets: Sequence[str] = ()) -> Selection:
+                     fallback: bool = True, exclude_datasets: Sequence[str] = (),
+                     max_quality_drop: float | None = None,
+                     costs: Mapping[str, float] | None = None) -> Selection:
         """Choose the best model for a task from its input texts.
 
         ``labeled`` are a few labelled inputs of the task (``{"text": ..., "labels": {model:
@@ -208,7 +224,9 @@ class Router(RouterParams):
         examples to score; if every example is labelled, each is scored next to the others'
         labels, never its own. ``candidates`` restricts the choice (BMA is then the best of
         them); ``fallback`` applies the η rule (S3 only); ``exclude_datasets`` as in
-        :meth:`select_embedded`.
+        :meth:`select_embedded`. With ``max_quality_drop`` ε the choice moves to the cheapest
+        candidate whose score is within ε of the top one (``costs`` per call, or those of the
+        fit store's ``cost`` column).
         """
         check_is_fitted(self, "predictor_")
         texts = parse_texts(task_examples)
@@ -218,8 +236,12 @@ class Router(RouterParams):
             texts = [t for t in texts if t not in labeled_set] or texts
         vectors = self.embed(texts + lab_texts)
         Q, LX = vectors[:len(texts)], vectors[len(texts):]
-        return self.select_embedded(Q, LX if lab_texts else None, lab_Y if lab_texts else None,
-                                    candidates, method, fallback, exclude_datasets)
+        sel = self.select_embedded(Q, LX if lab_texts else None, lab_Y if lab_texts else None,
+                                   candidates, method, fallback, exclude_datasets)
+        if max_quality_drop is not None:
+            sel = cheaper_selection(sel, router_costs(self, costs, "max_quality_drop"),
+                                    self.models_, max_quality_drop)
+        return sel
 
     def select_embedded(self, Q: np.ndarray, labeled_X: np.ndarray | None = None,
                         labeled_Y: np.ndarray | None = None,
@@ -252,19 +274,29 @@ class Router(RouterParams):
 
     # ------------------------------------------------------------------ routing
     def predict_proba(self, texts: Texts) -> pd.DataFrame:
-        """g_m(x) for each input (rows) and model (columns)."""
+        """P(m, x) for each input (rows) and model (columns): the tuned per-input predictor's
+        calibrated probability (``tune=True``), else g_m(x)."""
         check_is_fitted(self, "predictor_")
-        g = self.predict_proba_embedded(self.embed(parse_texts(texts, "texts")))
-        return pd.DataFrame(g, columns=self.models_)
+        P = router_proba(self, self.embed(parse_texts(texts, "texts")))
+        return pd.DataFrame(P, columns=self.models_)
 
-    def route(self, texts: Texts, candidates: Iterable[str] | None = None) -> list[str]:
-        """The model with the highest g_m(x) for each input; ties go to the best model on average."""
+    def route(self, texts: Texts, candidates: Iterable[str] | None = None,
+              policy: str | None = None, costs: Mapping[str, float] | None = None,
+              **policy_params: float | str) -> list[str] | pd.DataFrame:
+        """The model with the highest P(m, x) for each input; ties go to the best model on
+        average. With ``policy`` (see :mod:`benchroute.policies`: best, threshold,
+        smallest_sufficient, cheapest_within, budget) and its parameters, a DataFrame with the
+        model, its predicted P and its cost per input."""
         check_is_fitted(self, "predictor_")
-        return self.route_embedded(self.embed(parse_texts(texts, "texts")), candidates)
+        Q = self.embed(parse_texts(texts, "texts"))
+        if policy is not None:
+            return route_with_policy(self, Q, policy, self.candidate_indices(candidates), costs,
+                                     **policy_params)
+        return self.route_embedded(Q, candidates)
 
     def route_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None) -> list[str]:
         cand = self.candidate_indices(candidates)
-        P = self.predict_proba_embedded(Q)
+        P = router_proba(self, Q)
         pick = route_rows(P, cand, self.bma_index(cand), tol=self.config().tie_tol)
         return [self.models_[i] for i in pick]
 
@@ -296,11 +328,13 @@ def select_model(task_examples: Texts, router: Router | None = None,
 
 
 def route(texts: Texts, router: Router | None = None,
-          candidates: Iterable[str] | None = None) -> list[str]:
+          candidates: Iterable[str] | None = None, policy: str | None = None,
+          costs: Mapping[str, float] | None = None,
+          **policy_params: float | str) -> list[str] | pd.DataFrame:
     """Route each input to a model; with no router, one fitted on the bundled pack."""
     from benchroute.default import default_router
 
-    return (router or default_router()).route(texts, candidates)
+    return (router or default_router()).route(texts, candidates, policy, costs, **policy_params)
 
 
 _MOVED = {"default_router", "pack_embeddings", "pool_arrays", "Pool"}

@@ -1,0 +1,521 @@
+"""Cost–quality evaluation of the routing policies, cross-fitted (definitions:
+/work/shared/ROUTING_METRICS.md; results: docs/routing.md).
+
+Inputs are split into seeded folds; each fold's P(m, x) comes from a :class:`PerInputPredictor`
+fitted (and tuned) on the other folds only, so no input is scored by a router that saw it. Each
+policy is then swept over its parameter; every operating point is the per-input choice, kept so
+that metrics can be bootstrapped over inputs without refitting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchroute import policies as pol
+from benchroute.data.store import BenchmarkData
+from benchroute.exceptions import BenchrouteError
+from benchroute.tuning import PerInputPredictor, fold_ids
+
+logger = logging.getLogger(__name__)
+
+PAIR_POLICIES = ("threshold", "hybrid")
+POOL_POLICIES = ("best", "smallest_sufficient", "cheapest_within", "budget")
+CALL_LEVELS = tuple(np.round(np.linspace(0, 1, 11), 2))
+
+
+# ---------------------------------------------------------------------- arrays
+@dataclass(frozen=True)
+class Arrays:
+    """Everything the evaluation needs, rows in ``data.instances()`` order."""
+
+    X: np.ndarray
+    Q: np.ndarray          # (n, M) quality in [0, 1]
+    C: np.ndarray          # (n, M) cost per call
+    models: list[str]
+    datasets: np.ndarray
+    cost_source: str
+    dropped: int = 0       # inputs left out because some model has no result
+
+
+def arrays(data: BenchmarkData, embeddings: np.ndarray, column: str = "correct",
+           costs: Mapping[str, float] | np.ndarray | None = None,
+           cost_source: str | None = None) -> Arrays:
+    """Quality, cost and vectors of ``data``.
+
+    Costs: the store's ``cost`` column when ``costs`` is None (every cell must have one), else a
+    per-model mapping (cost per call) or an (n, M) array the caller computed. ``cost_source``
+    says what the numbers are (e.g. "parameter count (proxy)"); it travels with the results.
+    """
+    from benchroute.default import pool_arrays
+    from benchroute.router import Router
+
+    # vectors through the default encoder and the on-disk cache when none are given
+    pool = pool_arrays(data, embeddings, Router().embed, column=column)
+    Q = pool.Y.astype(np.float64)
+    if np.nanmin(Q) < 0 or np.nanmax(Q) > 1:
+        raise BenchrouteError(f"column {column!r} must lie in [0, 1] to be a quality")
+    keep = ~np.isnan(Q).any(axis=1)
+    if not keep.all():
+        # every policy must be able to call every model, so an input needs all results
+        logger.warning("%d of %d inputs lack a %r for some model and are left out",
+                       int((~keep).sum()), len(Q), column)
+    if not keep.any():
+        raise BenchrouteError(f"no input has a {column!r} for every model")
+    if costs is None:
+        if "cost" not in data.frame.columns or data.frame["cost"].isna().any():
+            raise BenchrouteError("the store has no complete 'cost' column; pass costs= (a "
+                                  "per-model mapping of cost per call, or an (n, M) array)")
+        C = data.correctness_matrix(column="cost").reindex(columns=pool.models).to_numpy(float)
+        source = cost_source or "store (cost column)"
+    elif isinstance(costs, Mapping):
+        C = np.broadcast_to(pol.cost_vector(pool.models, costs), Q.shape).copy()
+        source = cost_source or "caller (per-model cost per call)"
+    else:
+        C = np.asarray(costs, dtype=np.float64)
+        if C.shape != Q.shape:
+            raise BenchrouteError(f"costs array has shape {C.shape}, expected {Q.shape}")
+        source = cost_source or "caller (per-input costs)"
+    if np.isnan(C[keep]).any() or (C[keep] < 0).any():
+        raise BenchrouteError("costs must be finite and >= 0 for every (input, model)")
+    return Arrays(pool.X[keep], Q[keep], C[keep], pool.models, pool.datasets[keep], source,
+                  int((~keep).sum()))
+
+
+def crossfit_proba(X: np.ndarray, Y: np.ndarray, folds: int = 5, seed: int = 0,
+                   make: Callable[[], PerInputPredictor] | None = None,
+                   groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray,
+                                                              list[PerInputPredictor]]:
+    """Out-of-fold P (n, M): each fold predicted by a predictor fitted on the others.
+
+    Returns P, the fold of each row and the fitted predictors (their chosen values). ``groups``
+    are passed to each inner fit (its tuning CV), not used for the outer folds.
+    """
+    fold, _ = fold_ids(len(X), None, folds, seed)
+    P = np.empty(Y.shape, dtype=np.float64)
+    fitted = []
+    for f in range(fold.max() + 1):
+        te, tr = fold == f, fold != f
+        pred = (make or PerInputPredictor)().fit(X[tr], Y[tr], None if groups is None else groups[tr])
+        P[te] = pred.predict_proba(X[te])
+        fitted.append(pred)
+    return P, fold, fitted
+
+
+# ---------------------------------------------------------------------- sweeps
+@dataclass(frozen=True)
+class CostQuality:
+    """A cross-fitted cost–quality evaluation.
+
+    ``curve``: one row per (policy, operating point) with ``param``, ``cost``, ``quality``,
+    ``share_strong`` (pairs) and ``share:<model>`` columns. ``choices`` (points, n) holds each
+    point's per-input model index, in ``curve`` row order, for bootstrapping.
+    """
+
+    curve: pd.DataFrame
+    choices: np.ndarray = field(repr=False)
+    Q: np.ndarray = field(repr=False)
+    C: np.ndarray = field(repr=False)
+    models: list[str]
+    strong: int | None
+    weak: int | None
+    cost_source: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def singles(self) -> pd.DataFrame:
+        return pd.DataFrame({"model": self.models, "cost": self.C.mean(axis=0),
+                             "quality": self.Q.mean(axis=0)})
+
+    def cost_range(self) -> tuple[float, float]:
+        c = self.C.mean(axis=0)
+        return float(c.min()), float(c.max())
+
+
+def ranked_calls(score: np.ndarray, levels: Sequence[float], seed: int = 0) -> list[np.ndarray]:
+    """For each call% level, a mask calling the strong model on the top ``level`` share of
+    inputs by score: RouteLLM's thresholds at score quantiles, ties broken at random (seeded)."""
+    jitter = np.random.default_rng(seed).random(len(score))
+    order = np.lexsort((jitter, -np.asarray(score, dtype=np.float64)))
+    out = []
+    for lv in levels:
+        m = np.zeros(len(score), dtype=bool)
+        m[order[:int(round(lv * len(score)))]] = True
+        out.append(m)
+    return out
+
+
+def _point(policy: str, param: float, pick: np.ndarray, Q: np.ndarray, C: np.ndarray,
+           models: Sequence[str], strong: int | None) -> dict[str, Any]:
+    rows = np.arange(len(pick))
+    row: dict[str, Any] = {"policy": policy, "param": float(param),
+                           "cost": float(C[rows, pick].mean()),
+                           "quality": float(Q[rows, pick].mean())}
+    if strong is not None:
+        row["share_strong"] = float((pick == strong).mean())
+    shares = np.bincount(pick, minlength=len(models)) / len(pick)
+    row.update({f"share:{m}": float(s) for m, s in zip(models, shares)})
+    return row
+
+
+def sweep(policy: str, P: np.ndarray, Q: np.ndarray, C: np.ndarray, models: Sequence[str],
+          strong: int | None = None, weak: int | None = None, score: np.ndarray | None = None,
+          seed: int = 0) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """Operating points of one policy: its parameter swept over a fixed grid.
+
+    Pair policies (``threshold``, ``hybrid``, ``random``, ``oracle``) step the share of calls to
+    the strong model over 0, 0.1, ..., 1 (RouteLLM's quantile thresholds); ``hybrid`` needs the
+    cross-fitted "small is good enough" ``score``. Pool policies sweep τ, ε or the budget.
+    """
+    rows: list[dict[str, Any]] = []
+    picks: list[np.ndarray] = []
+
+    def add(param: float, pick: np.ndarray, name: str = policy) -> None:
+        rows.append(_point(name, param, pick, Q, C, models, strong))
+        picks.append(pick.astype(np.int64))
+
+    n = len(Q)
+    if policy in ("threshold", "hybrid", "random", "oracle-pair"):
+        if strong is None or weak is None:
+            raise BenchrouteError(f"policy {policy!r} needs a strong and a weak model")
+        if policy == "threshold":
+            s = pol.strong_weak_score(P, strong, weak)
+        elif policy == "hybrid":
+            if score is None:
+                raise BenchrouteError("policy 'hybrid' needs the router score")
+            s = -np.asarray(score, dtype=np.float64)
+        elif policy == "random":
+            s = np.zeros(n)
+        else:
+            s = Q[:, strong] - Q[:, weak]
+        for lv, call in zip(CALL_LEVELS, ranked_calls(s, CALL_LEVELS, seed)):
+            add(lv, np.where(call, strong, weak))
+    elif policy == "best":
+        add(np.nan, pol.best(P, C))
+    elif policy == "smallest_sufficient":
+        for tau in np.round(np.linspace(0, 1, 21), 3):
+            add(tau, pol.smallest_sufficient(P, C, tau=float(tau)))
+        add(1.01, pol.smallest_sufficient(P, C, tau=1.01))
+    elif policy == "cheapest_within":
+        for eps in (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0):
+            add(eps, pol.cheapest_within(P, C, eps=eps))
+    elif policy in ("budget", "oracle"):
+        target = Q if policy == "oracle" else P
+        lo = float(np.min(C, axis=1).mean())
+        hi = float(C[np.arange(n), pol.best(target, C)].mean())
+        for b in np.linspace(lo, hi, 15):
+            add(b, pol.budget(target, C, budget=float(b)))
+    else:
+        raise BenchrouteError(f"unknown policy {policy!r}; choose one of "
+                              f"{sorted(PAIR_POLICIES + POOL_POLICIES)}")
+    return rows, picks
+
+
+def _hybrid_score(A: Arrays, fold: np.ndarray, small: int, large: int, rule: str, folds: int,
+                  seed: int, max_drop: float, make: Callable[[], PerInputPredictor] | None
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Cross-fitted "small is good enough" score, and per fold the validation-chosen choice."""
+    score = np.empty(len(A.Q))
+    chosen = np.empty(len(A.Q), dtype=np.int64)
+    ts = []
+    for f in range(fold.max() + 1):
+        te, tr = fold == f, fold != f
+        qs, ql = A.Q[tr, small], A.Q[tr, large]
+        t = pol.choose_t(qs, ql) if rule == "trans" else 0.0
+        ts.append(t)
+        y = pol.hybrid_labels(qs, ql, rule, t)[:, None]
+        pred = (make or PerInputPredictor)().fit(A.X[tr], y)
+        score[te] = pred.predict_proba(A.X[te])[:, 0]
+        # the share is chosen on the training folds' own cross-fitted scores (validation)
+        chosen[te] = _validated_choice(pred.oof_[:, 0], qs, ql, score[te], small, large,
+                                       max_drop, seed)
+    return score, chosen, {"rule": rule, "t": ts}
+
+
+def _validated_choice(score_val: np.ndarray, qs_val: np.ndarray, ql_val: np.ndarray,
+                      score_test: np.ndarray, small: int, large: int, max_drop: float,
+                      seed: int) -> np.ndarray:
+    """Per test input, small or large at the cost advantage chosen on validation data (the
+    largest share sent to the small model within the quality-drop budget), applied as a share
+    of the test inputs ranked by score."""
+    _, share, _ = pol.pick_threshold(score_val, qs_val, ql_val, max_drop, seed)
+    return np.where(pol.top_share(score_test, share, seed), small, large)
+
+
+def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
+             weak: int | None = None, folds: int = 5, seed: int = 0,
+             make: Callable[[], PerInputPredictor] | None = None, hybrid_rules: Sequence[str] = ("det", "trans"),
+             max_drop: float = 0.01, P: np.ndarray | None = None) -> CostQuality:
+    """Cross-fit P once, then sweep each policy, plus the random and oracle baselines."""
+    if P is None:
+        P, fold, fitted = crossfit_proba(A.X, A.Q, folds, seed, make)
+        info: dict[str, Any] = {"predictors": [p.describe() | {"calibration": None} for p in fitted]}
+    else:
+        fold, _ = fold_ids(len(A.X), None, folds, seed)
+        info, fitted = {}, []
+    rows: list[dict[str, Any]] = []
+    picks: list[np.ndarray] = []
+    pair = strong is not None and weak is not None
+    todo = list(policies) + (["random", "oracle-pair"] if pair else []) + ["oracle"]
+    for name in todo:
+        if name == "hybrid":
+            assert strong is not None and weak is not None
+            for rule in hybrid_rules:
+                score, chosen, hinfo = _hybrid_score(A, fold, weak, strong, rule, folds, seed,
+                                                     max_drop, make)
+                r, p = sweep("hybrid", P, A.Q, A.C, A.models, strong, weak, score, seed)
+                for row in r:
+                    row["policy"] = f"hybrid-{rule}"
+                rows += r
+                picks += p
+                rows.append(_point(f"hybrid-{rule}@val", max_drop, chosen, A.Q, A.C, A.models, strong))
+                picks.append(chosen)
+                info[f"hybrid-{rule}"] = hinfo
+            continue
+        r, p = sweep(name, P, A.Q, A.C, A.models, strong, weak, seed=seed)
+        rows += r
+        picks += p
+        if name == "threshold" and strong is not None and weak is not None and fitted:
+            chosen = np.empty(len(A.Q), dtype=np.int64)
+            for f, pred in enumerate(fitted):
+                te, tr = fold == f, fold != f
+                val = -pol.strong_weak_score(pred.oof_, strong, weak)  # high = weak suffices
+                chosen[te] = _validated_choice(val, A.Q[tr, weak], A.Q[tr, strong],
+                                               -pol.strong_weak_score(P[te], strong, weak),
+                                               weak, strong, max_drop, seed)
+            rows.append(_point("threshold@val", max_drop, chosen, A.Q, A.C, A.models, strong))
+            picks.append(chosen)
+    for m, name in enumerate(A.models):
+        rows.append(_point(f"single:{name}", np.nan, np.full(len(A.Q), m), A.Q, A.C, A.models, strong))
+        picks.append(np.full(len(A.Q), m, dtype=np.int64))
+    curve = pd.DataFrame(rows)
+    return CostQuality(curve, np.vstack(picks), A.Q, A.C, list(A.models), strong, weak,
+                       A.cost_source, info | {"P": P})
+
+
+def cost_quality(data: BenchmarkData, strong: str | None = None, weak: str | None = None,
+                 policy: str = "threshold", folds: int = 5, embeddings: np.ndarray | None = None,
+                 *, costs: Mapping[str, float] | np.ndarray | None = None,
+                 column: str = "correct", seed: int = 0,
+                 predictor: Callable[[], PerInputPredictor] | None = None) -> pd.DataFrame:
+    """The cost–quality curve of one policy, cross-fitted; one row per operating point.
+
+    Parameters
+    ----------
+    data : BenchmarkData
+    strong, weak : str, optional
+        The pair for ``threshold`` / ``hybrid`` (default: the most and the least accurate
+        models); the curve then has ``share_strong`` and the random and oracle pair baselines.
+    policy : {"threshold", "hybrid", "best", "smallest_sufficient", "cheapest_within", "budget"}
+    folds : int
+    embeddings : ndarray (N, d)
+        Vectors of ``data.instances()`` (required: this never runs the encoder).
+    costs : mapping or ndarray, optional
+        See :func:`arrays`; default the store's ``cost`` column.
+    predictor : callable, optional
+        Makes the (unfitted) predictor of each fold; default a tuned :class:`PerInputPredictor`.
+
+    Returns
+    -------
+    DataFrame with ``policy, param, cost, quality, share_strong, share:<model>``; the baselines'
+    rows are named ``random``, ``oracle-pair``, ``oracle`` and ``single:<model>``. ``attrs``
+    carries ``q_strong``, ``q_weak``, ``c_min``, ``c_max`` and ``cost_source`` for
+    :func:`routing_metrics`.
+    """
+    if embeddings is None:
+        raise BenchrouteError("cost_quality needs the inputs' embeddings (embeddings=...)")
+    A = arrays(data, embeddings, column, costs)
+    s, w = pair_indices(A, strong, weak, needed=policy in PAIR_POLICIES)
+    run = evaluate(A, [policy], s, w, folds, seed, predictor)
+    return with_attrs(run)
+
+
+def pair_indices(A: Arrays, strong: str | None, weak: str | None, needed: bool
+                 ) -> tuple[int | None, int | None]:
+    """Column indices of the strong/weak pair (defaults: most / least accurate on average)."""
+    for name in (strong, weak):
+        if name is not None and name not in A.models:
+            raise BenchrouteError(f"unknown model {name!r}; known models: {A.models}")
+    if strong is None and weak is None and not needed and len(A.models) > 2:
+        return None, None
+    mean = A.Q.mean(axis=0)
+    s = A.models.index(strong) if strong else int(np.argmax(mean))
+    w = A.models.index(weak) if weak else int(np.argmin(mean))
+    if s == w:
+        raise BenchrouteError(f"strong and weak are the same model {A.models[s]!r}")
+    return s, w
+
+
+def with_attrs(run: CostQuality) -> pd.DataFrame:
+    curve = run.curve.copy()
+    c_min, c_max = run.cost_range()
+    curve.attrs.update(c_min=c_min, c_max=c_max, cost_source=run.cost_source)
+    if run.strong is not None and run.weak is not None:
+        q = run.Q.mean(axis=0)
+        curve.attrs.update(q_strong=float(q[run.strong]), q_weak=float(q[run.weak]),
+                           strong=run.models[run.strong], weak=run.models[run.weak])
+    return curve
+
+
+# ---------------------------------------------------------------------- metrics
+def _interp_at(x: np.ndarray, y: np.ndarray, at: float) -> float:
+    order = np.argsort(x, kind="stable")
+    return float(np.interp(at, x[order], y[order]))
+
+
+def apgr(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float) -> float:
+    """RouteLLM's APGR: trapezoid area under quality vs call%, normalised by the constant weak
+    and strong areas over the same call% range."""
+    order = np.argsort(call, kind="stable")
+    x, y = np.asarray(call, float)[order], np.asarray(quality, float)[order]
+    auc = float(np.trapezoid(y, x))
+    span = float(x[-1] - x[0])
+    auc_w, auc_s = q_weak * span, q_strong * span
+    return (auc - auc_w) / (auc_s - auc_w) if auc_s != auc_w else float("nan")
+
+
+def cpt(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float,
+        pgr_target: float) -> float:
+    """Call% at which PGR first reaches ``pgr_target``, interpolated linearly between points."""
+    order = np.argsort(call, kind="stable")
+    x = np.asarray(call, float)[order]
+    pgr = (np.asarray(quality, float)[order] - q_weak) / (q_strong - q_weak)
+    for i in range(len(x)):
+        if pgr[i] >= pgr_target - 1e-12:
+            if i == 0:
+                return float(x[0])
+            x0, x1, p0, p1 = x[i - 1], x[i], pgr[i - 1], pgr[i]
+            return float(x0 + (pgr_target - p0) * (x1 - x0) / (p1 - p0)) if p1 != p0 else float(x1)
+    return float("nan")
+
+
+def upper_hull(cost: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-decreasing upper convex hull of (cost, quality) points (RouterBench)."""
+    pts = sorted(set(zip(np.asarray(cost, float).tolist(), np.asarray(quality, float).tolist())))
+    hull: list[tuple[float, float]] = []
+    for p in pts:
+        # keep only points that raise quality: past the best point the frontier is flat
+        if hull and p[1] <= hull[-1][1]:
+            continue
+        if hull and p[0] == hull[-1][0]:
+            hull.pop()  # same cost, higher quality
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:  # hull[-1] under the chord
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    h = np.array(hull)
+    return h[:, 0], h[:, 1]
+
+
+def aiq(cost: np.ndarray, quality: np.ndarray, c_min: float, c_max: float) -> float:
+    """RouterBench's AIQ: mean of the non-decreasing convex hull R̃(c) over [c_min, c_max].
+
+    R̃ is flat after the hull's best point; below the router's cheapest point no cost is
+    attainable and R̃ counts as 0 there.
+    """
+    if c_max <= c_min:
+        return float("nan")
+    hx, hy = upper_hull(cost, quality)
+    a = max(c_min, float(hx[0]))
+    if a >= c_max:
+        return 0.0
+    # R̃ is piecewise linear on [a, c_max] with breaks at the hull's points: trapezoids are exact
+    x = np.unique(np.r_[a, hx[(hx > a) & (hx < c_max)], c_max])
+    r = np.interp(x, hx, hy, right=float(hy[-1]))
+    return float(np.trapezoid(r, x) / (c_max - c_min))
+
+
+def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
+                    q_weak: float | None = None, c_min: float | None = None,
+                    c_max: float | None = None, levels: Sequence[float] = (0.2, 0.5, 0.8)
+                    ) -> pd.DataFrame:
+    """Per policy in ``curve``: PGR at call% ``levels``, APGR, CPT50, CPT80 (strong/weak
+    curves, RouteLLM's definitions) and AIQ (every curve, RouterBench's definition).
+
+    The constants default to ``curve.attrs`` (as :func:`cost_quality` sets them). The analytic
+    random router (PGR = call%, APGR = 0.5) is added as ``random-analytic`` for pairs.
+    """
+    a = curve.attrs
+    q_strong = a.get("q_strong") if q_strong is None else q_strong
+    q_weak = a.get("q_weak") if q_weak is None else q_weak
+    c_min = a.get("c_min") if c_min is None else c_min
+    c_max = a.get("c_max") if c_max is None else c_max
+    pair = q_strong is not None and q_weak is not None and "share_strong" in curve.columns
+    rows = []
+    for name, g in curve.groupby("policy", sort=False):
+        if str(name).startswith("single:") or str(name).endswith("@val"):
+            continue  # single models: see singles-hull; validation points: hybrid_at_validation
+        row: dict[str, Any] = {"policy": name, "points": len(g)}
+        if pair and len(g) > 1:
+            assert q_strong is not None and q_weak is not None
+            x, y = g["share_strong"].to_numpy(), g["quality"].to_numpy()
+            for lv in levels:
+                row[f"PGR@{int(round(lv * 100))}"] = (_interp_at(x, y, lv) - q_weak) / (q_strong - q_weak)
+            row["APGR"] = apgr(x, y, q_strong, q_weak)
+            row["CPT50"] = cpt(x, y, q_strong, q_weak, 0.5)
+            row["CPT80"] = cpt(x, y, q_strong, q_weak, 0.8)
+        if c_min is not None and c_max is not None:
+            row["AIQ"] = aiq(g["cost"].to_numpy(), g["quality"].to_numpy(), c_min, c_max)
+        row["max_quality"] = float(g["quality"].max())
+        rows.append(row)
+    if pair:
+        rand = {"policy": "random-analytic", "points": 0, "APGR": 0.5, "CPT50": 0.5, "CPT80": 0.8}
+        rand.update({f"PGR@{int(round(lv * 100))}": float(lv) for lv in levels})
+        rows.append(rand)
+    singles = curve[curve["policy"].astype(str).str.startswith("single:")]
+    if len(singles) and c_min is not None and c_max is not None:
+        rows.append({"policy": "singles-hull", "points": len(singles),
+                     "AIQ": aiq(singles["cost"].to_numpy(), singles["quality"].to_numpy(), c_min, c_max),
+                     "max_quality": float(singles["quality"].max())})
+    return pd.DataFrame(rows)
+
+
+def hybrid_at_validation(curve: pd.DataFrame) -> pd.DataFrame:
+    """Hybrid LLM's report: at the threshold chosen on validation (largest cost advantage within
+    the quality-drop budget), the cost advantage (share of calls to the small model) and the
+    quality drop relative to always calling the large one, on the test inputs."""
+    q_large = curve.attrs.get("q_strong")
+    if "share_strong" not in curve.columns:
+        return pd.DataFrame(columns=["policy", "budget", "cost_advantage", "quality", "quality_drop"])
+    val = curve[curve["policy"].astype(str).str.endswith("@val")]
+    return pd.DataFrame({"policy": val["policy"].to_numpy(), "budget": val["param"].to_numpy(),
+                         "cost_advantage": 1.0 - val["share_strong"].to_numpy(),
+                         "quality": val["quality"].to_numpy(),
+                         "quality_drop": (q_large - val["quality"]).to_numpy()
+                         if q_large is not None else np.nan})
+
+
+def bootstrap_metrics(run: CostQuality, n_boot: int = 200, seed: int = 0,
+                      levels: Sequence[float] = (0.2, 0.5, 0.8)) -> pd.DataFrame:
+    """Percentile 95% intervals of :func:`routing_metrics` over a bootstrap of inputs (choices
+    fixed, so the predictors are not refit): columns ``<metric>_lo`` and ``<metric>_hi``."""
+    rng = np.random.default_rng(seed)
+    n = len(run.Q)
+    base = routing_metrics(with_attrs(run), levels=levels)
+    reps = []
+    rows_idx = np.arange(n)
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        Qb, Cb = run.Q[idx], run.C[idx]
+        ch = run.choices[:, idx]
+        curve = run.curve.copy()
+        curve["quality"] = Qb[rows_idx[None, :], ch].mean(axis=1)
+        curve["cost"] = Cb[rows_idx[None, :], ch].mean(axis=1)
+        if run.strong is not None:
+            curve["share_strong"] = (ch == run.strong).mean(axis=1)
+        sub = CostQuality(curve, ch, Qb, Cb, run.models, run.strong, run.weak, run.cost_source)
+        curve = with_attrs(sub)
+        reps.append(routing_metrics(curve, levels=levels).set_index("policy"))
+    stacked = pd.concat(reps, keys=range(n_boot))
+    metrics = [c for c in base.columns if c not in ("policy", "points")]
+    lo = stacked.groupby(level=1)[metrics].quantile(0.025).add_suffix("_lo")
+    hi = stacked.groupby(level=1)[metrics].quantile(0.975).add_suffix("_hi")
+    return base.set_index("policy").join(lo).join(hi).reset_index()

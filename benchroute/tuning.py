@@ -1,0 +1,383 @@
+"""A per-input correctness predictor P(m, x) whose k, weighting and shrinkage are chosen by
+cross-validation at fit time, then calibrated.
+
+Why: with a fixed k = 5, ``argmax_m g_m(x)`` over many models picks whichever model looked best
+by chance among five neighbours (a winner's curse that grows with the number of models), and
+routes *worse* than always calling the best single model. Two knobs fix that, and the data can
+choose them: a larger k, and a Beta–binomial posterior that shrinks each neighbour average
+toward the model's mean quality,
+
+    P(m, x) = (sum_i w_i y_im + a * mean_m) / (sum_i w_i + a),
+
+with pseudo-count ``a`` (a = 0 is the plain kNN average; a → ∞ is "always the best single
+model"). The cost-aware policies compare P with thresholds, so P is then calibrated (isotonic,
+pooled over models, fitted on out-of-fold predictions) and its Brier score and reliability
+table are recorded.
+
+Everything works on arrays (X, Y, groups), so it does not depend on the router's internals.
+faiss is imported only when a predictor is fitted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchroute.exceptions import BenchrouteError, NotFittedError
+from benchroute.predictors import column_means
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 40, 80, 160)
+DEFAULT_WEIGHTS: tuple[str, ...] = ("uniform", "distance")
+DEFAULT_PRIORS: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+OBJECTIVES = ("route", "brier")
+CALIBRATIONS = ("isotonic", "none")
+# keeps the calibrated map strictly increasing, so calibration never changes an argmax
+_TILT = 1e-6
+
+
+# ---------------------------------------------------------------------- array primitives
+def knn_search(pool: np.ndarray, queries: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product search: cosine distances (n, K) ascending and pool rows (n, K)."""
+    import faiss
+
+    pool = np.ascontiguousarray(pool, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    K = max(1, min(K, len(pool)))
+    index = faiss.IndexFlatIP(pool.shape[1])
+    index.add(pool)
+    sims, rows = index.search(queries, K)
+    return 1.0 - sims.astype(np.float64), rows
+
+
+def fold_ids(n: int, groups: Sequence[Any] | np.ndarray | None = None, folds: int = 5,
+             seed: int = 0) -> tuple[np.ndarray, str]:
+    """Fold number of each row, and how the folds were made.
+
+    Grouped (whole tasks held out, sklearn's GroupKFold) when ``groups`` has at least two
+    distinct values, so that tuning sees the situation a new task is in; otherwise seeded random
+    folds over rows.
+    """
+    if folds < 2:
+        raise BenchrouteError(f"folds == {folds}, must be >= 2")
+    if n < 2:
+        raise BenchrouteError(f"cross-validation needs at least 2 inputs, got {n}")
+    g = None if groups is None else np.asarray(groups)
+    if g is not None and len(g) != n:
+        raise BenchrouteError(f"groups has {len(g)} entries for {n} inputs")
+    if g is not None and len(np.unique(g)) >= 2:
+        from sklearn.model_selection import GroupKFold
+
+        n_splits = min(folds, len(np.unique(g)))
+        out = np.empty(n, dtype=int)
+        for f, (_, test) in enumerate(GroupKFold(n_splits).split(np.zeros(n), groups=g)):
+            out[test] = f
+        return out, f"GroupKFold({n_splits}) over tasks"
+    n_splits = min(folds, n)
+    return np.random.default_rng(seed).permutation(n) % n_splits, f"{n_splits} random folds"
+
+
+def knn_posterior(distances: np.ndarray, labels: np.ndarray, k: int, weights: str,
+                  prior: float, means: np.ndarray) -> np.ndarray:
+    """P (n, M) from the first k neighbours: the shrunken, optionally distance-weighted mean.
+
+    ``labels`` (n, K, M) may hold NaN (no result); weights are rescaled to average 1 over the
+    finite neighbours, so ``prior`` is a pseudo-count in units of neighbours for both weightings.
+    """
+    d = distances[:, :k]
+    lab = labels[:, :k, :]
+    finite = np.isfinite(d)
+    if weights == "distance":
+        w = np.where(finite, 1.0 / (np.where(finite, d, 1.0) + 1e-6), 0.0)
+        w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12) * finite.sum(axis=1, keepdims=True)
+    elif weights == "uniform":
+        w = finite.astype(np.float64)
+    else:
+        raise BenchrouteError(f"weights == {weights!r}, must be 'uniform' or 'distance'")
+    has = ~np.isnan(lab)
+    wm = w[:, :, None] * has
+    num = np.einsum("nkm,nkm->nm", wm, np.nan_to_num(lab))
+    den = wm.sum(axis=1)
+    means = np.broadcast_to(np.asarray(means, dtype=np.float64), den.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = (num + prior * means) / (den + prior)
+    return np.where(den + prior > 0, p, means)
+
+
+def route_value(P: np.ndarray, Y: np.ndarray) -> float:
+    """Mean true quality of argmax_m P over inputs (models without a result are never chosen)."""
+    P = np.where(np.isnan(Y), -np.inf, P)
+    pick = np.argmax(P, axis=1)
+    return float(np.nanmean(Y[np.arange(len(Y)), pick]))
+
+
+def brier(P: np.ndarray, Y: np.ndarray) -> float:
+    """Mean squared error of P against the labels over the cells that have one."""
+    mask = ~np.isnan(Y)
+    return float(np.mean((P[mask] - Y[mask]) ** 2))
+
+
+def reliability_table(P: np.ndarray, Y: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Mean predicted P and mean label in equal-width bins of P (a reliability diagram's data)."""
+    mask = ~np.isnan(Y)
+    p, y = P[mask], Y[mask]
+    b = np.clip((p * bins).astype(int), 0, bins - 1)
+    rows = [{"bin": f"[{i / bins:.1f}, {(i + 1) / bins:.1f})", "n": int((b == i).sum()),
+             "mean_p": float(p[b == i].mean()) if (b == i).any() else np.nan,
+             "mean_y": float(y[b == i].mean()) if (b == i).any() else np.nan}
+            for i in range(bins)]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- calibration
+@dataclass(frozen=True)
+class Calibration:
+    """A monotone map raw P → calibrated P (isotonic, pooled over models), as breakpoints."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __call__(self, P: np.ndarray) -> np.ndarray:
+        if len(self.x) == 0:
+            return P
+        # a convex mix with P itself stays in [0, 1] and is strictly increasing
+        return (1.0 - _TILT) * np.interp(P, self.x, self.y) + _TILT * np.clip(P, 0.0, 1.0)
+
+    @classmethod
+    def fit(cls, P: np.ndarray, Y: np.ndarray) -> Calibration:
+        from sklearn.isotonic import IsotonicRegression
+
+        mask = ~np.isnan(Y)
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        iso.fit(P[mask].ravel(), Y[mask].ravel())
+        return cls(np.asarray(iso.X_thresholds_, dtype=float), np.asarray(iso.y_thresholds_, dtype=float))
+
+    @classmethod
+    def identity(cls) -> Calibration:
+        return cls(np.array([]), np.array([]))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"x": self.x.tolist(), "y": self.y.tolist()}
+
+
+# ---------------------------------------------------------------------- the predictor
+@dataclass(frozen=True)
+class Tuning:
+    """What cross-validation chose, and the evidence.
+
+    ``grid`` has one row per (k, weights, prior) with the out-of-fold ``route`` value (mean
+    quality of argmax P) and ``brier``; ``brier_raw`` / ``brier_calibrated`` are out-of-fold
+    Brier scores of the chosen configuration before and after calibration (the calibration map
+    itself cross-fitted over the same folds); ``reliability`` bins the calibrated out-of-fold P.
+    """
+
+    k: int
+    weights: str
+    prior: float
+    objective: str
+    cv: str
+    score: float
+    brier_raw: float
+    brier_calibrated: float
+    grid: pd.DataFrame = field(repr=False)
+    reliability: pd.DataFrame = field(repr=False)
+
+    def summary(self) -> str:
+        return (f"k = {self.k}, weights = {self.weights}, shrinkage prior = {self.prior:g} "
+                f"pseudo-neighbours (chosen by {self.cv}, objective {self.objective} = "
+                f"{self.score:.4f}); Brier {self.brier_raw:.4f} raw, "
+                f"{self.brier_calibrated:.4f} calibrated")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "weights": self.weights, "prior": self.prior,
+                "objective": self.objective, "cv": self.cv, "score": self.score,
+                "brier_raw": self.brier_raw, "brier_calibrated": self.brier_calibrated}
+
+
+class PerInputPredictor:
+    """P(m, x): a shrunken kNN average whose k, weighting and prior are tuned by CV, calibrated.
+
+    Parameters
+    ----------
+    k, weights, prior : int / str / float or "auto"
+        Fixed values, or "auto" to choose among ``ks``, ``weight_options``, ``priors`` by
+        ``folds``-fold cross-validation (grouped by task when ``groups`` are given to ``fit``).
+    objective : {"route", "brier"}
+        What CV maximises: the mean true quality of argmax_m P (what routing earns), or minus
+        the Brier score.
+    calibration : {"isotonic", "none"}
+    folds, seed : int
+    """
+
+    def __init__(self, k: int | str = "auto", weights: str = "auto", prior: float | str = "auto",
+                 objective: str = "route", calibration: str = "isotonic", folds: int = 5,
+                 seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
+                 weight_options: Sequence[str] = DEFAULT_WEIGHTS,
+                 priors: Sequence[float] = DEFAULT_PRIORS) -> None:
+        self.k = k
+        self.weights = weights
+        self.prior = prior
+        self.objective = objective
+        self.calibration = calibration
+        self.folds = folds
+        self.seed = seed
+        self.ks = ks
+        self.weight_options = weight_options
+        self.priors = priors
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in ("k", "weights", "prior", "objective", "calibration",
+                                              "folds", "seed", "ks", "weight_options", "priors")}
+
+    def _grid(self) -> list[tuple[int, str, float]]:
+        ks = list(self.ks) if self.k == "auto" else [self.k]
+        ws = list(self.weight_options) if self.weights == "auto" else [self.weights]
+        ps = list(self.priors) if self.prior == "auto" else [self.prior]
+        bad = [k for k in ks if not isinstance(k, (int, np.integer)) or k < 1]
+        if bad or not ks:
+            raise BenchrouteError(f"k values {bad or ks} invalid: each must be an int >= 1")
+        if any(w not in DEFAULT_WEIGHTS for w in ws) or not ws:
+            raise BenchrouteError(f"weights {ws} invalid: each must be 'uniform' or 'distance'")
+        if any(not isinstance(p, (int, float)) or p < 0 for p in ps) or not ps:
+            raise BenchrouteError(f"prior values {ps} invalid: each must be a number >= 0")
+        if self.objective not in OBJECTIVES:
+            raise BenchrouteError(f"objective == {self.objective!r}; choose one of {list(OBJECTIVES)}")
+        if self.calibration not in CALIBRATIONS:
+            raise BenchrouteError(f"calibration == {self.calibration!r}; choose one of {list(CALIBRATIONS)}")
+        return [(int(k), w, float(p)) for k in ks for w in ws for p in ps]
+
+    def fit(self, X: np.ndarray, Y: np.ndarray,
+            groups: Sequence[Any] | np.ndarray | None = None) -> PerInputPredictor:
+        """Tune on out-of-fold predictions, calibrate, and keep (X, Y) as the pool.
+
+        Parameters
+        ----------
+        X : ndarray (N, d)
+            Unit-norm input embeddings.
+        Y : ndarray (N, M)
+            Quality labels in [0, 1]; NaN = no result.
+        groups : array (N,), optional
+            Task of each input; CV holds whole tasks out when there are at least two.
+        """
+        grid = self._grid()
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        Y = np.asarray(Y, dtype=np.float64)
+        if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
+            raise BenchrouteError(f"X (N, d) and Y (N, M) must share N; got {X.shape}, {Y.shape}")
+        if np.nanmin(Y) < 0 or np.nanmax(Y) > 1:
+            raise BenchrouteError(f"Y must lie in [0, 1]; got [{np.nanmin(Y)}, {np.nanmax(Y)}]")
+        self.X_, self.Y_ = X, Y
+        self.means_ = column_means(Y)
+        self.n_models_ = Y.shape[1]
+        needs_cv = len(grid) > 1 or self.calibration != "none"
+        if not needs_cv:
+            k, w, p = grid[0]
+            self.k_, self.weights_, self.prior_ = k, w, p
+            self.calibration_ = Calibration.identity()
+            self.tuning_ = None
+            return self
+        fold, how = fold_ids(len(X), groups, self.folds, self.seed)
+        K = max(k for k, _, _ in grid)
+        nb = [(test, *self._oof_neighbours(fold, f, K)) for f in range(fold.max() + 1)
+              for test in [np.flatnonzero(fold == f)]]
+        rows, oof = [], {}
+        for cfg in grid:
+            P = np.empty_like(Y)
+            for test, dist, lab, means in nb:
+                P[test] = knn_posterior(dist, lab, cfg[0], cfg[1], cfg[2], means)
+            oof[cfg] = P
+            rows.append({"k": cfg[0], "weights": cfg[1], "prior": cfg[2],
+                         "route": route_value(P, Y), "brier": brier(P, Y)})
+        table = pd.DataFrame(rows)
+        score = table["route"] if self.objective == "route" else -table["brier"]
+        best = int(np.argmax(score.to_numpy()))  # first best in grid order: smaller k, less prior
+        k, w, p = grid[best]
+        self.k_, self.weights_, self.prior_ = k, w, p
+        P = oof[(k, w, p)]
+        if self.calibration == "isotonic":
+            Pc = np.empty_like(P)
+            for f in range(fold.max() + 1):
+                te = fold == f
+                Pc[te] = Calibration.fit(P[~te], Y[~te])(P[te])
+            self.calibration_ = Calibration.fit(P, Y)
+        else:
+            Pc = P
+            self.calibration_ = Calibration.identity()
+        self.oof_ = Pc  # cross-fitted, calibrated P of the pool itself (for validation choices)
+        self.tuning_ = Tuning(k=k, weights=w, prior=p, objective=self.objective, cv=how,
+                              score=float(score.iloc[best]) if self.objective == "route"
+                              else float(table["brier"].iloc[best]),
+                              brier_raw=brier(P, Y), brier_calibrated=brier(Pc, Y),
+                              grid=table, reliability=reliability_table(Pc, Y))
+        logger.info("per-input predictor: %s", self.tuning_.summary())
+        return self
+
+    def _oof_neighbours(self, fold: np.ndarray, f: int, K: int
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        dist, rows = knn_search(self.X_[train], self.X_[test], K)
+        lab = _gather(self.Y_[train], rows)
+        dist = np.where(rows < 0, np.inf, dist)
+        return dist, lab, column_means(self.Y_[train])
+
+    def _check(self) -> None:
+        if not hasattr(self, "X_"):
+            raise NotFittedError("This PerInputPredictor instance is not fitted yet. Call 'fit' "
+                                 "with appropriate arguments before using this estimator.")
+
+    def predict_proba(self, Q: np.ndarray, calibrated: bool = True,
+                      exclude_rows: np.ndarray | None = None) -> np.ndarray:
+        """P (n, M) for query vectors; ``exclude_rows`` leaves pool rows out (cross-fitting)."""
+        self._check()
+        Q = np.atleast_2d(np.asarray(Q, dtype=np.float32))
+        keep = np.ones(len(self.X_), dtype=bool)
+        if exclude_rows is not None:
+            keep[np.asarray(exclude_rows, dtype=int)] = False
+        rows_kept = np.flatnonzero(keep)
+        if len(rows_kept) == 0:
+            raise BenchrouteError("every pool input is excluded; nothing to predict from")
+        dist, rows = knn_search(self.X_[rows_kept], Q, self.k_)
+        dist = np.where(rows < 0, np.inf, dist)
+        Yk = self.Y_[rows_kept]
+        P = knn_posterior(dist, _gather(Yk, rows), self.k_, self.weights_, self.prior_,
+                          column_means(Yk) if exclude_rows is not None else self.means_)
+        return self.calibration_(P) if calibrated else P
+
+    def describe(self) -> dict[str, Any]:
+        """The chosen values (and CV evidence), for display and for saving with a router."""
+        self._check()
+        out: dict[str, Any] = {"k": self.k_, "weights": self.weights_, "prior": self.prior_,
+                               "calibration": self.calibration_.to_dict()}
+        if self.tuning_ is not None:
+            out["tuning"] = self.tuning_.to_dict()
+        return out
+
+    @classmethod
+    def from_description(cls, desc: dict[str, Any], X: np.ndarray, Y: np.ndarray
+                         ) -> PerInputPredictor:
+        """Rebuild a fitted predictor from :meth:`describe` and the pool, without re-tuning."""
+        try:
+            pred = cls(k=int(desc["k"]), weights=str(desc["weights"]), prior=float(desc["prior"]))
+            pred.X_ = np.ascontiguousarray(X, dtype=np.float32)
+            pred.Y_ = np.asarray(Y, dtype=np.float64)
+            pred.means_ = column_means(pred.Y_)
+            pred.n_models_ = pred.Y_.shape[1]
+            pred.k_, pred.weights_, pred.prior_ = int(desc["k"]), str(desc["weights"]), float(desc["prior"])
+            cal = desc.get("calibration") or {"x": [], "y": []}
+            pred.calibration_ = Calibration(np.asarray(cal["x"], float), np.asarray(cal["y"], float))
+            pred.tuning_ = None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BenchrouteError(f"malformed per-input predictor description ({exc!r})") from exc
+        return pred
+
+
+def _gather(Y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Labels (n, K, M) of pool rows; row -1 (no neighbour) gathers NaN."""
+    padded = np.vstack([Y, np.full((1, Y.shape[1]), np.nan)])
+    return padded[rows]

@@ -1,0 +1,142 @@
+"""Cost–quality metrics against hand-computed values, and the cross-fitted evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchroute.data.store import BenchmarkData
+from benchroute.exceptions import BenchrouteError
+from benchroute.experiments import costs as cq
+from benchroute.tuning import PerInputPredictor
+
+
+def _pair_curve() -> pd.DataFrame:
+    curve = pd.DataFrame({"policy": "threshold", "param": [0.0, 0.5, 1.0],
+                          "share_strong": [0.0, 0.5, 1.0], "quality": [0.5, 0.8, 0.9],
+                          "cost": [1.0, 5.5, 10.0]})
+    curve.attrs.update(q_strong=0.9, q_weak=0.5, c_min=1.0, c_max=10.0)
+    return curve
+
+
+def test_apgr_cpt_pgr_by_hand():
+    m = cq.routing_metrics(_pair_curve()).set_index("policy")
+    row = m.loc["threshold"]
+    # AUC = 0.5 (0.5 + 0.8) / 2 + 0.5 (0.8 + 0.9) / 2 = 0.75; (0.75 - 0.5) / (0.9 - 0.5)
+    assert row["APGR"] == pytest.approx(0.625)
+    # PGR at the points: 0, 0.75, 1; PGR 0.5 is reached 2/3 of the way to 0.5
+    assert row["CPT50"] == pytest.approx(1 / 3)
+    assert row["CPT80"] == pytest.approx(0.6)
+    assert row["PGR@50"] == pytest.approx(0.75)
+    assert row["PGR@20"] == pytest.approx(0.3)  # quality 0.62 interpolated at call% 0.2
+    rand = m.loc["random-analytic"]
+    assert (rand["APGR"], rand["CPT50"], rand["PGR@20"]) == (0.5, 0.5, 0.2)
+
+
+def test_cpt_unreached_is_nan():
+    assert np.isnan(cq.cpt(np.array([0.0, 1.0]), np.array([0.5, 0.6]), 0.9, 0.5, 0.8))
+
+
+def test_upper_hull_and_aiq_by_hand():
+    cost = np.array([1.0, 2.0, 3.0, 4.0])
+    quality = np.array([0.5, 0.6, 0.9, 0.85])
+    hx, hy = cq.upper_hull(cost, quality)
+    assert hx.tolist() == [1.0, 3.0] and hy.tolist() == [0.5, 0.9]  # (2, .6) under the chord
+    # R̃ rises 0.5 -> 0.9 on [1, 3] (area 1.4), flat 0.9 on [3, 4] (0.9): 2.3 / 3
+    assert cq.aiq(cost, quality, 1.0, 4.0) == pytest.approx(2.3 / 3)
+    # the router's cheapest point is at cost 2: nothing attainable on [1, 2)
+    assert cq.aiq(np.array([2.0]), np.array([0.6]), 1.0, 3.0) == pytest.approx(0.3)
+    # same cost, two qualities: the higher one counts
+    hx, hy = cq.upper_hull(np.array([1.0, 1.0, 2.0]), np.array([0.5, 0.7, 0.8]))
+    assert hx.tolist() == [1.0, 2.0] and hy.tolist() == [0.7, 0.8]
+
+
+def _store(n: int = 60, seed: int = 0) -> tuple[BenchmarkData, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    c = rng.integers(0, 2, n)
+    centre = rng.normal(size=(2, 8))
+    X = centre[c] + 0.3 * rng.normal(size=(n, 8))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    prob = {"big": np.full(n, 0.9), "small": np.where(c == 0, 0.85, 0.2), "mid": np.full(n, 0.5)}
+    rows = [{"dataset": f"d{i % 2}", "instance_id": str(i), "text": f"input {i}", "model": m,
+             "score": float(rng.random() < p[i]), "correct": 0.0} for m, p in prob.items()
+            for i in range(n)]
+    frame = pd.DataFrame(rows)
+    frame["correct"] = frame["score"]
+    data = BenchmarkData(frame)
+    order = data.instances()["instance_id"].astype(int).to_numpy()
+    return data, X[order].astype(np.float32)
+
+
+COSTS = {"big": 10.0, "mid": 3.0, "small": 1.0}
+
+
+def test_cost_quality_threshold_curve_and_baselines():
+    data, X = _store()
+    curve = cq.cost_quality(data, strong="big", weak="small", policy="threshold", folds=3,
+                            embeddings=X, costs=COSTS)
+    thr = curve[curve["policy"] == "threshold"]
+    assert thr["share_strong"].tolist() == pytest.approx(list(cq.CALL_LEVELS), abs=0.02)
+    assert {"random", "oracle-pair", "oracle", "single:big", "threshold@val"} <= set(curve["policy"])
+    assert curve.attrs["q_strong"] == pytest.approx(curve.loc[curve["policy"] == "single:big", "quality"].item())
+    assert curve.attrs["cost_source"] == "caller (per-model cost per call)"
+    m = cq.routing_metrics(curve).set_index("policy")
+    # the small model is good on one cluster, which the neighbours see: better than random
+    assert m.loc["threshold", "APGR"] > 0.6
+    assert m.loc["oracle-pair", "APGR"] >= m.loc["threshold", "APGR"]
+
+
+def test_pool_policies_and_bootstrap_intervals():
+    data, X = _store()
+    A = cq.arrays(data, X, costs=COSTS)
+    run = cq.evaluate(A, ["best", "smallest_sufficient", "budget"], folds=3,
+                      make=lambda: PerInputPredictor(ks=(5, 10), priors=(0.0, 5.0)))
+    assert run.choices.shape == (len(run.curve), len(X))
+    boot = cq.bootstrap_metrics(run, n_boot=20).set_index("policy")
+    assert (boot["AIQ_lo"] <= boot["AIQ"] + 1e-9).all() and (boot["AIQ"] <= boot["AIQ_hi"] + 1e-9).all()
+    assert boot.loc["oracle", "AIQ"] >= boot.loc["budget", "AIQ"]
+
+
+def test_hybrid_reports_cost_advantage_at_validation_threshold():
+    data, X = _store()
+    A = cq.arrays(data, X, costs=COSTS)
+    s, w = cq.pair_indices(A, "big", "small", needed=True)
+    run = cq.evaluate(A, ["hybrid"], s, w, folds=3, hybrid_rules=("det",), max_drop=0.05,
+                      make=lambda: PerInputPredictor(ks=(5, 10), priors=(0.0,)))
+    val = cq.hybrid_at_validation(cq.with_attrs(run))
+    assert val["policy"].tolist() == ["hybrid-det@val"]
+    assert 0.0 <= val["cost_advantage"].item() <= 1.0
+
+
+def test_crossfit_never_scores_an_input_with_itself():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(100, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y = (rng.random((100, 2)) < 0.5).astype(float)
+    P, _, _ = cq.crossfit_proba(X, Y, folds=5, make=lambda: PerInputPredictor(
+        k=1, weights="uniform", prior=0.0, calibration="none"))
+    # with itself in the pool, k = 1 would return its own label every time
+    assert (P == Y).mean() < 0.75
+
+
+def test_costs_are_required_and_checked():
+    data, X = _store()
+    with pytest.raises(BenchrouteError, match="the store has no complete 'cost' column"):
+        cq.cost_quality(data, embeddings=X, policy="best")
+    with pytest.raises(BenchrouteError, match=r"no cost given for model\(s\) \['mid'\]"):
+        cq.cost_quality(data, embeddings=X, policy="best", costs={"big": 1.0, "small": 1.0})
+    with pytest.raises(BenchrouteError, match="unknown model 'gpt'"):
+        cq.cost_quality(data, strong="gpt", embeddings=X, costs=COSTS)
+    with pytest.raises(BenchrouteError, match="needs the inputs' embeddings"):
+        cq.cost_quality(data, costs=COSTS)
+
+
+def test_store_cost_column_is_used_per_input():
+    data, X = _store()
+    frame = data.frame.copy()
+    frame["cost"] = frame["model"].map(COSTS) * (1 + frame["instance_id"].astype(int) % 2)
+    A = cq.arrays(BenchmarkData(frame), X)
+    assert A.cost_source == "store (cost column)"
+    ids = data.instances()["instance_id"].astype(int).to_numpy()
+    np.testing.assert_array_equal(A.C[:, A.models.index("big")], 10.0 * (1 + ids % 2))

@@ -1,0 +1,197 @@
+"""Each policy's choice on hand-made P and c (values worked out by hand in the comments)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchroute import policies as pol
+from benchroute.exceptions import BenchrouteError
+
+P = np.array([[0.9, 0.6, 0.3],
+              [0.5, 0.55, 0.2]])
+C = np.array([10.0, 2.0, 1.0])
+
+
+def test_best_is_argmax_and_breaks_ties_by_cost():
+    assert pol.best(P, C).tolist() == [0, 1]
+    tied = np.array([[0.7, 0.7, 0.1]])
+    assert pol.best(tied, C).tolist() == [1]  # same P, model 1 is cheaper
+
+
+def test_threshold_calls_strong_when_predicted_win_reaches_t():
+    # P(S) - P(W) with S = 0, W = 2: 0.6 and 0.3
+    assert pol.threshold(P, C, strong=0, weak=2, t=0.5).tolist() == [0, 2]
+    assert pol.threshold(P, C, strong=0, weak=2, t=0.3).tolist() == [0, 0]
+    assert pol.threshold(P, C, strong=0, weak=2, t=0.61).tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("tau, expected", [(0.5, [1, 1]),    # models 0, 1 pass: 1 is cheaper
+                                           (0.25, [2, 1]),   # row 0: all pass; row 1: 0.2 < τ
+                                           (0.95, [0, 1])])  # none passes: the best P
+def test_smallest_sufficient(tau, expected):
+    assert pol.smallest_sufficient(P, C, tau=tau).tolist() == expected
+
+
+@pytest.mark.parametrize("eps, expected", [(0.0, [0, 1]), (0.1, [0, 1]), (0.35, [1, 2])])
+def test_cheapest_within(eps, expected):
+    assert pol.cheapest_within(P, C, eps=eps).tolist() == expected
+
+
+def test_budget_maximises_predicted_quality_within_mean_cost():
+    # mean cost 2 allows (1, 1): sum P 1.15, the best of the assignments costing <= 2
+    assert pol.budget(P, C, budget=2.0).tolist() == [1, 1]
+    assert pol.budget(P, C, budget=1.0).tolist() == [2, 2]    # only the cheapest fits
+    assert pol.budget(P, C, budget=0.5).tolist() == [2, 2]    # below anything: cheapest
+    assert pol.budget(P, C, budget=100.0).tolist() == [0, 1]  # free: argmax P
+
+
+def test_lagrangian_price_trades_quality_for_cost():
+    assert pol.lagrangian(P, C, lam=0.0).tolist() == [0, 1]
+    assert pol.lagrangian(P, C, lam=0.1).tolist() == [1, 1]   # 0.9 - 1.0 < 0.6 - 0.2
+    assert pol.lagrangian(P, C, lam=1.0).tolist() == [2, 2]
+
+
+def test_per_input_costs_are_accepted():
+    c = np.array([[10.0, 2.0, 1.0], [10.0, 0.5, 1.0]])
+    assert pol.smallest_sufficient(P, c, tau=0.1).tolist() == [2, 1]
+
+
+def test_hybrid_labels_rules():
+    qs, ql = np.array([1.0, 0.0, 1.0]), np.array([1.0, 1.0, 0.0])
+    assert pol.hybrid_labels(qs, ql, "det").tolist() == [1, 0, 1]
+    # success rates 0.5 and 0.5 over trials: P[H >= 0] = 1 - 0.5 * 0.5
+    assert pol.hybrid_labels(np.array([0.5]), np.array([0.5]), "prob")[0] == pytest.approx(0.75)
+    assert pol.hybrid_labels(np.array([0.5, 0.5]), np.array([0.6, 0.8]), "trans", 0.2).tolist() == [1, 0]
+    with pytest.raises(BenchrouteError, match="unknown Hybrid LLM label rule 'x'"):
+        pol.hybrid_labels(qs, ql, "x")
+
+
+def test_label_spread_and_t_star():
+    assert pol.label_spread(np.array([0.0, 1.0])) == pytest.approx(1.0)
+    assert pol.label_spread(np.array([0.0, 0.0, 1.0, 1.0])) == pytest.approx(2 / 3)
+    # gaps -0.1, -0.4, -0.05, -0.45: t = 0.1 makes two of four labels 1, the widest spread
+    t = pol.choose_t(np.full(4, 0.5), np.array([0.6, 0.9, 0.55, 0.95]))
+    assert t == pytest.approx(0.1)
+
+
+def test_hybrid_routes_to_small_when_score_reaches_threshold():
+    assert pol.hybrid(np.array([0.9, 0.2]), small=1, large=0, threshold=0.5).tolist() == [1, 0]
+
+
+def test_pick_threshold_largest_cost_advantage_within_drop():
+    score = np.array([0.9, 0.8, 0.1, 0.2])
+    qs, ql = np.array([1.0, 1.0, 0.0, 1.0]), np.ones(4)
+    t, adv, drop = pol.pick_threshold(score, qs, ql, max_drop=0.0)
+    assert (t, adv, drop) == (pytest.approx(0.2), pytest.approx(0.75), pytest.approx(0.0))
+    t, adv, _ = pol.pick_threshold(score, qs, ql, max_drop=0.25)
+    assert adv == pytest.approx(1.0)
+
+
+def test_task_level_cheapest_within_quality_drop():
+    scores = pd.DataFrame({"S3": [0.8, 0.78, 0.6]}, index=["a", "b", "c"])
+    costs = {"a": 10.0, "b": 1.0, "c": 0.1}
+    assert pol.cheapest_within_selection(scores, costs, 0.0) == "a"
+    assert pol.cheapest_within_selection(scores, costs, 0.05) == "b"
+    assert pol.cheapest_within_selection(scores, costs, 0.3) == "c"
+    with pytest.raises(BenchrouteError, match=r"no cost given for model\(s\) \['c'\]"):
+        pol.cheapest_within_selection(scores, {"a": 1.0, "b": 1.0}, 0.1)
+    with pytest.raises(BenchrouteError, match="max_quality_drop == -1"):
+        pol.cheapest_within_selection(scores, costs, -1)
+
+
+def test_apply_policy_validates_names_and_parameters():
+    assert pol.apply_policy("smallest_sufficient", P, C, tau=0.5).tolist() == [1, 1]
+    with pytest.raises(BenchrouteError, match="unknown policy 'cheap'"):
+        pol.apply_policy("cheap", P, C)
+    with pytest.raises(BenchrouteError, match=r"policy 'smallest_sufficient' takes \['tau'\]"):
+        pol.apply_policy("smallest_sufficient", P, C, eps=0.1)
+    with pytest.raises(BenchrouteError, match=r"costs has 2 entries for 3 models"):
+        pol.best(P, np.array([1.0, 2.0]))
+    with pytest.raises(BenchrouteError, match="costs must be finite and >= 0"):
+        pol.best(P, np.array([1.0, -2.0, 1.0]))
+
+
+# ---------------------------------------------------------------------- through the router
+def _router(tmp_path, tune: bool):
+    from benchroute.embedding import HashingEncoder
+    from benchroute.router import Router
+    from tests.unit.test_router import synthetic
+
+    data, _ = synthetic(4)
+    router = Router(alphas=(0.0,), encoder=HashingEncoder(64), cache_dir=str(tmp_path), tune=tune)
+    return router.fit(data), data
+
+
+def test_router_route_with_policy_returns_model_p_and_cost(tmp_path):
+    router, _ = _router(tmp_path, tune=True)
+    texts = [f"task 1 input {i}" for i in range(6)]
+    costs = {"m0": 3.0, "m1": 2.0, "m2": 1.0}
+    out = router.route(texts, policy="smallest_sufficient", tau=0.0, costs=costs)
+    assert list(out.columns) == ["model", "p", "cost"]
+    assert out["model"].tolist() == ["m2"] * 6 and out["cost"].tolist() == [1.0] * 6  # τ = 0
+    best = router.route(texts, policy="best")
+    P = router.predict_proba(texts).to_numpy()
+    assert best["p"].to_numpy() == pytest.approx(P.max(axis=1))
+    thr = router.route(texts, policy="threshold", strong="m0", weak="m2", t=-1.0, costs=costs)
+    assert set(thr["model"]) == {"m0"}
+    assert router.per_input_.tuning_ is not None and router.per_input_.k_ >= 1
+    with pytest.raises(BenchrouteError, match="policy 'budget' needs costs"):
+        router.route(texts, policy="budget", budget=1.0)
+    with pytest.raises(BenchrouteError, match="strong model 'zz' is not among"):
+        router.route(texts, policy="threshold", strong="zz", weak="m2", t=0.0, costs=costs)
+
+
+def test_router_tuned_state_survives_save_and_load(tmp_path):
+    from benchroute.router import Router
+
+    router, _ = _router(tmp_path, tune=True)
+    texts = [f"task 2 input {i}" for i in range(4)]
+    router.save(tmp_path / "r")
+    back = Router.load(tmp_path / "r")
+    assert back.per_input_.k_ == router.per_input_.k_
+    pd.testing.assert_frame_equal(back.predict_proba(texts), router.predict_proba(texts))
+
+
+def test_select_model_max_quality_drop_picks_cheapest_within(tmp_path):
+    router, _ = _router(tmp_path, tune=False)
+    texts = [f"task 1 input {i}" for i in range(6)]
+    top = router.select_model(texts, fallback=False)
+    costs = {m: (0.0 if m != top.model else 5.0) for m in router.models_}
+    same = router.select_model(texts, fallback=False, max_quality_drop=0.0, costs=costs)
+    assert same.model == top.model
+    cheap = router.select_model(texts, fallback=False, max_quality_drop=1.0, costs=costs)
+    assert cheap.model != top.model and cheap.scores.loc[cheap.model, "chosen"]
+    assert cheap.scores["cost"].to_dict() == costs
+
+
+def test_cli_route_with_policy_and_prices(tmp_path, capsys):
+    from benchroute.cli import main
+    from benchroute.router import Router
+    from tests.unit.test_router import synthetic
+
+    data, _ = synthetic(11)
+    Router(alphas=(0.0,), encoder="hashing-64-12", cache_dir=str(tmp_path / "c")).fit(data).save(tmp_path / "r")
+    texts = tmp_path / "t.txt"
+    texts.write_text("task 1 input 1\ntask 1 input 2\n")
+    args = ["route", str(texts), "--router", str(tmp_path / "r"), "--json"]
+    # USD per 1M tokens x 1000 tokens: m2 costs 0.001 per call, the cheapest
+    assert main(args + ["--policy", "smallest_sufficient", "--param", "tau=0",
+                        "--prices", "m0=30,m1=10,m2=1", "--tokens", "1000"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["model"] for r in rows] == ["m2", "m2"]
+    assert rows[0]["cost"] == pytest.approx(0.001)
+    assert main(args + ["--policy", "budget", "--param", "budget=1"]) == 2
+    assert "needs costs" in capsys.readouterr().err
+
+
+def test_pick_threshold_breaks_ties_to_use_the_budget():
+    # one block of 4 tied scores: only a share of it fits a drop of 1/8
+    score = np.ones(4)
+    qs, ql = np.array([1.0, 0.0, 1.0, 1.0]), np.ones(4)
+    _, adv, drop = pol.pick_threshold(score, qs, ql, max_drop=0.125, seed=0)
+    assert drop <= 0.125 and adv >= 0.5
+    assert pol.top_share(np.array([0.1, 0.9, 0.5]), 2 / 3).tolist() == [False, True, True]

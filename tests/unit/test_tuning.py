@@ -1,0 +1,105 @@
+"""The tuned, shrunken kNN predictor over arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchroute.exceptions import BenchrouteError, NotFittedError
+from benchroute.tuning import Calibration, PerInputPredictor, fold_ids, knn_posterior
+
+
+def test_knn_posterior_by_hand():
+    d = np.array([[0.1, 0.2]])
+    lab = np.array([[[1.0], [0.0]]])
+    means = np.array([0.25])
+    assert knn_posterior(d, lab, 2, "uniform", 0.0, means)[0, 0] == pytest.approx(0.5)
+    # Beta-binomial posterior mean: (1 + 2 * 0.25) / (2 + 2)
+    assert knn_posterior(d, lab, 2, "uniform", 2.0, means)[0, 0] == pytest.approx(0.375)
+    # 1/d weights 10 and 5, rescaled to sum 2: 4/3 and 2/3 -> (4/3) / 2
+    assert knn_posterior(d, lab, 2, "distance", 0.0, means)[0, 0] == pytest.approx(2 / 3, rel=1e-4)
+    assert knn_posterior(d, lab, 1, "uniform", 0.0, means)[0, 0] == pytest.approx(1.0)
+    # a missing label is skipped; no label at all and no prior gives the mean
+    nan_lab = np.array([[[1.0], [np.nan]]])
+    assert knn_posterior(d, nan_lab, 2, "uniform", 0.0, means)[0, 0] == pytest.approx(1.0)
+    assert knn_posterior(d, np.full((1, 2, 1), np.nan), 2, "uniform", 0.0, means)[0, 0] == 0.25
+
+
+def test_fold_ids_group_whole_tasks_else_random():
+    groups = np.array(["a", "a", "b", "b", "c", "c"])
+    fold, how = fold_ids(6, groups, folds=5)
+    assert "GroupKFold(3)" in how
+    for g in "abc":
+        assert len(set(fold[groups == g])) == 1
+    fold, how = fold_ids(10, np.array(["a"] * 10), folds=5)
+    assert how == "5 random folds" and sorted(np.bincount(fold)) == [2] * 5
+    with pytest.raises(BenchrouteError, match="folds == 1, must be >= 2"):
+        fold_ids(10, None, folds=1)
+
+
+def _clusters(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two clusters; model 0 is right on cluster A, model 1 on cluster B (80% each)."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=(2, 16))
+    c = rng.integers(0, 2, n)
+    X = centre[c] + 0.3 * rng.normal(size=(n, 16))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y = np.stack([(rng.random(n) < np.where(c == 0, 0.8, 0.2)),
+                  (rng.random(n) < np.where(c == 1, 0.8, 0.2))], axis=1).astype(float)
+    return X.astype(np.float32), Y, c
+
+
+def test_tuned_predictor_routes_better_than_the_best_single_model():
+    X, Y, c = _clusters()
+    pred = PerInputPredictor(ks=(1, 5, 20), priors=(0.0, 5.0)).fit(X[:150], Y[:150])
+    P = pred.predict_proba(X[150:])
+    routed = Y[150:][np.arange(50), P.argmax(axis=1)].mean()
+    single = Y[150:, int(Y[:150].mean(axis=0).argmax())].mean()
+    assert routed > single + 0.15
+    t = pred.tuning_
+    assert t is not None and t.k in (5, 20) and len(t.grid) == 3 * 2 * 2
+    assert "chosen by 5 random folds" in t.summary()
+    assert t.reliability["n"].sum() == Y[:150].size
+    assert pred.oof_.shape == (150, 2)
+
+
+def test_description_round_trip_gives_the_same_predictions():
+    X, Y, _ = _clusters()
+    pred = PerInputPredictor(ks=(5, 10), priors=(0.0, 3.0)).fit(X, Y)
+    again = PerInputPredictor.from_description(pred.describe(), X, Y)
+    np.testing.assert_allclose(again.predict_proba(X[:10]), pred.predict_proba(X[:10]))
+    with pytest.raises(BenchrouteError, match="malformed per-input predictor description"):
+        PerInputPredictor.from_description({"k": 5}, X, Y)
+
+
+def test_fixed_values_skip_tuning_and_exclude_rows_cross_fits():
+    X, Y, _ = _clusters(40)
+    pred = PerInputPredictor(k=1, weights="uniform", prior=0.0, calibration="none").fit(X, Y)
+    assert pred.tuning_ is None
+    np.testing.assert_array_equal(pred.predict_proba(X), Y)  # each input is its own neighbour
+    P = pred.predict_proba(X[:5], exclude_rows=np.arange(5))
+    assert not np.array_equal(P, Y[:5])
+
+
+def test_calibration_is_monotone_and_keeps_the_order():
+    rng = np.random.default_rng(0)
+    raw = rng.random((500, 3))
+    Y = (rng.random((500, 3)) < raw ** 2).astype(float)  # over-confident raw P
+    cal = Calibration.fit(raw, Y)
+    grid = np.linspace(0, 1, 101)
+    out = cal(grid)
+    assert np.all(np.diff(out) > 0)
+    assert np.mean((cal(raw) - Y) ** 2) < np.mean((raw - Y) ** 2)
+    assert np.array_equal(Calibration.identity()(raw), raw)
+
+
+def test_validation_errors():
+    X, Y, _ = _clusters(20)
+    with pytest.raises(BenchrouteError, match=r"k values \[0\] invalid"):
+        PerInputPredictor(k=0).fit(X, Y)
+    with pytest.raises(BenchrouteError, match=r"Y must lie in \[0, 1\]"):
+        PerInputPredictor().fit(X, Y * 2)
+    with pytest.raises(BenchrouteError, match="objective == 'x'"):
+        PerInputPredictor(objective="x").fit(X, Y)
+    with pytest.raises(NotFittedError, match="PerInputPredictor instance is not fitted"):
+        PerInputPredictor().predict_proba(X)
