@@ -1,10 +1,11 @@
 """Per-input predictors and cost–quality routing on the shared data (docs/routing.md).
 
     python scripts/run_costs.py [--parts predictors costs] [--datasets alpaca routerdc routellm]
-        [--shared ../shared] [--vectors /work/vectors] [--out results/routing]
+        [--shared ../shared] [--out results/routing]
 
-Vectors are looked up by SHA-256 of the text in the shared embeddings (raw text) and in the
-extra files of --vectors (normalised text); nothing is encoded here. Costs:
+Vectors come from the embedding cache ($BENCHROUTE_HOME/embeddings); nothing is encoded here.
+Import or embed them first (docs/results.md says how, e.g. `benchroute embed DATA --import
+NPZ`); inputs without a vector are left out and the tables say how many. Costs:
 - RouteLLM: a price table (USD per million tokens, blended as in the RouteLLM paper) times a
   typical call of 500 tokens: a per-model proxy, declared in every table.
 - RouterDC: parameter counts (billions) as a declared proxy.
@@ -15,11 +16,8 @@ extra files of --vectors (normalised text); nothing is encoded here. Costs:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import logging
-import tarfile
 import textwrap
 import time
 from pathlib import Path
@@ -28,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from benchroute import BenchmarkData, load
-from benchroute.data.text import normalize_text
+from benchroute.embedding import EmbeddingCache, text_key
+from benchroute.embedding.install import DEFAULT_ENCODER_ID
 from benchroute.experiments import costs as cq
 from benchroute.experiments.per_input import (
     compare_predictors,
@@ -51,49 +50,10 @@ log = logging.getLogger("run_costs")
 
 
 # ---------------------------------------------------------------------- vectors
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def vector_table(files: list[Path]) -> tuple[dict[str, int], np.ndarray]:
-    keys: dict[str, int] = {}
-    parts = []
-    n = 0
-    for f in files:
-        with np.load(f, allow_pickle=False) as z:
-            for i, k in enumerate(z["sha256"].tolist()):
-                keys.setdefault(str(k), n + i)
-            parts.append(z["embedding"])
-            n += len(z["sha256"])
-    return keys, np.vstack(parts)
-
-
-def lookup(data: BenchmarkData, files: list[Path], raw_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors of data.instances() by the hash of the stored (normalised) text, else of the raw
-    source text it came from; returns (X, found mask)."""
-    keys, emb = vector_table(files)
-    raw = {normalize_text(t): sha(t) for t in raw_texts}
-    rows = []
-    for t in data.instances()["text"]:
-        r = keys.get(sha(t))
-        if r is None and t in raw:
-            r = keys.get(raw[t])
-        rows.append(-1 if r is None else r)
-    idx = np.asarray(rows)
-    X = np.zeros((len(idx), emb.shape[1]), dtype=np.float32)
-    X[idx >= 0] = emb[idx[idx >= 0]].astype(np.float32)
-    return X, idx >= 0
-
-
-def tar_members(path: Path, suffix: str) -> list[tuple[str, bytes]]:
-    out = []
-    with tarfile.open(path, "r:xz") as tar:
-        for m in tar.getmembers():
-            if m.isfile() and m.name.endswith(suffix):
-                f = tar.extractfile(m)
-                if f is not None:
-                    out.append((m.name, f.read()))
-    return out
+def lookup(data: BenchmarkData) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of data.instances() from the embedding cache; returns (X, found mask)."""
+    cache = EmbeddingCache(None, DEFAULT_ENCODER_ID, 768)
+    return cache.get_by_keys([text_key(t) for t in data.instances()["text"]])
 
 
 def keep_found(data: BenchmarkData, X: np.ndarray, found: np.ndarray, what: str
@@ -112,11 +72,10 @@ def keep_found(data: BenchmarkData, X: np.ndarray, found: np.ndarray, what: str
 
 
 # ---------------------------------------------------------------------- datasets
-def alpaca(shared: Path, vec: list[Path]) -> dict[str, object]:
+def alpaca(shared: Path) -> dict[str, object]:
     folder = shared / "data" / "alpaca_eval"
     data = load(folder)
-    raw = pd.read_csv(folder / "alpaca_eval_instructions.csv")["instruction"].tolist()
-    X, found = lookup(data, [shared / "embeddings" / "alpaca_eval.npz", *vec], raw)
+    X, found = lookup(data)
     data, X, note = keep_found(data, X, found, "alpaca_eval")
     prefs = pd.read_csv(folder / "alpaca_eval_preferences.csv.gz")
     prefs = prefs[prefs["annotator"] == "weighted_alpaca_eval_gpt4_turbo"]
@@ -130,22 +89,20 @@ def alpaca(shared: Path, vec: list[Path]) -> dict[str, object]:
             "note": note + "; quality = preference − 1 (AlpacaEval 2, continuous)"}
 
 
-def routerdc(shared: Path, vec: list[Path]) -> dict[str, object]:
+def routerdc(shared: Path) -> dict[str, object]:
     folder = shared / "data" / "routerdc"
     data = load(folder)
-    raw = [r["question"] for name, b in tar_members(folder / "routerdc_split2_model7.tar.xz", ".json")
-           if "/split2_model7/" in name for r in json.loads(b)]
-    X, found = lookup(data, [shared / "embeddings" / "routerdc.npz", *vec], raw)
+    X, found = lookup(data)
     data, X, note = keep_found(data, X, found, "routerdc")
     return {"name": "routerdc", "data": data, "X": X, "column": "correct",
             "costs": ROUTERDC_PARAMS_B, "cost_source": "proxy: parameter count (billions)",
             "note": note + "; quality = correct"}
 
 
-def routerdc_gsm8k(shared: Path, vec: list[Path]) -> dict[str, object]:
+def routerdc_gsm8k(shared: Path) -> dict[str, object]:
     """A small/large pair where the data has repeated trials: RouterDC's GSM8K score is the
     fraction of 10 sampled answers that are correct, so Hybrid LLM's r_prob applies."""
-    ds = routerdc(shared, vec)
+    ds = routerdc(shared)
     data = ds["data"]
     assert isinstance(data, BenchmarkData)
     inst = data.instances()
@@ -158,17 +115,12 @@ def routerdc_gsm8k(shared: Path, vec: list[Path]) -> dict[str, object]:
     return ds
 
 
-def routellm(shared: Path, vec: list[Path], part: str) -> dict[str, object]:
+def routellm(shared: Path, part: str) -> dict[str, object]:
     folder = shared / "data" / "routellm_evals"
     data = load(folder)
-    raw = []
-    for _, b in tar_members(folder / "routellm_evals.tar.xz", ".csv"):
-        df = pd.read_csv(io.BytesIO(b))
-        if "prompt" in df.columns:
-            raw += df["prompt"].astype(str).tolist()
     keep = [d for d in data.datasets if (d == "gsm8k") == (part == "gsm8k")]
     data = data.subset(keep)
-    X, found = lookup(data, [shared / "embeddings" / "routerdc.npz", *vec], raw)
+    X, found = lookup(data)
     data, X, note = keep_found(data, X, found, f"routellm_{part}")
     costs = {m: p * TYPICAL_TOKENS / 1e6 for m, p in ROUTELLM_PRICES.items()}
     return {"name": f"routellm_{part}", "data": data, "X": X, "column": "correct",
@@ -362,23 +314,20 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["alpaca", "routerdc", "routellm_mmlu",
                                                         "routellm_gsm8k"])
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    ap.add_argument("--vectors", type=Path, default=Path("/work/vectors"))
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "routing")
     ap.add_argument("--boot", type=int, default=200)
     ap.add_argument("--only-knn", action="store_true",
                     help="rerun only the kNN predictors; keep the learned baselines' rows")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    vec = sorted(args.vectors.glob("*.npz")) if args.vectors.is_dir() else []
-    vec = [v for v in vec if not v.name.startswith("helm_")]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.parts == ["report"]:
         print(report(args.out))
         return
-    makers = {"alpaca": lambda: alpaca(args.shared, vec), "routerdc": lambda: routerdc(args.shared, vec),
-              "routellm_mmlu": lambda: routellm(args.shared, vec, "mmlu"),
-              "routellm_gsm8k": lambda: routellm(args.shared, vec, "gsm8k"),
-              "routerdc_gsm8k": lambda: routerdc_gsm8k(args.shared, vec)}
+    makers = {"alpaca": lambda: alpaca(args.shared), "routerdc": lambda: routerdc(args.shared),
+              "routellm_mmlu": lambda: routellm(args.shared, "mmlu"),
+              "routellm_gsm8k": lambda: routellm(args.shared, "gsm8k"),
+              "routerdc_gsm8k": lambda: routerdc_gsm8k(args.shared)}
     for key in args.datasets:
         ds = makers[key]()
         log.info("%s: %s (%s)", key, ds["data"], ds["note"])
