@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchroute._persist import read_versioned_json
-from benchroute.embedding.base import Encoder, as_texts
+from benchroute.embedding.base import Encoder, as_texts, encode_reporting
 from benchroute.exceptions import CacheError
 
 logger = logging.getLogger(__name__)
@@ -243,9 +243,9 @@ class EmbeddingCache:
             try:
                 for start in range(0, len(todo), chunk_size):
                     chunk = todo[start:start + chunk_size]
-                    vecs = encoder.encode([items[i] for i in chunk], batch_size=batch_size)
+                    vecs = encode_reporting(encoder, [items[i] for i in chunk], batch_size,
+                                            bar.update)  # the bar moves per batch
                     self.put_keys([keys[i] for i in chunk], vecs)
-                    bar.update(len(chunk))
             finally:
                 bar.close()
         vectors, found = self.get_by_keys(keys)
