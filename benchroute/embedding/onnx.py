@@ -259,6 +259,10 @@ class OnnxEncoder:
                 self._identifier = own_identifier("onnx", self.max_seq_length)
         return self._identifier
 
+    @identifier.setter
+    def identifier(self, value: str) -> None:
+        self._identifier = value
+
     def _load(self) -> tuple[Any, Any]:
         if self._session is None:
             graph = self._graph
