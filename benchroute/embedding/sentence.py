@@ -56,7 +56,15 @@ class SentenceTransformerEncoder:
     def _load(self) -> Any:
         if self._st is None:
             logger.info("loading %s (sentence-transformers, torch)", self.model)
-            from sentence_transformers import SentenceTransformer
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                from benchroute.exceptions import ModelNotInstalledError
+
+                raise ModelNotInstalledError(
+                    f"the torch backend needs sentence-transformers ({exc}): "
+                    "`pip install 'benchroute[torch]'`, or use the ONNX backend "
+                    "(`pip install 'benchroute[onnx]'`)") from exc
 
             if not logger.isEnabledFor(logging.INFO):
                 # the weight-loading bar of transformers follows our logger, as ours do
