@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from benchroute.embedding import get_encoder
 from benchroute.embedding import backends as B
+from benchroute.embedding import get_encoder
 from benchroute.embedding.base import HashingEncoder, encode_reporting, length_batches
 from benchroute.embedding.onnx import OnnxEncoder, mean_pool
 from benchroute.embedding.sentence import SentenceTransformerEncoder
