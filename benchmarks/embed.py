@@ -54,7 +54,7 @@ def word_pieces(texts: list[str], cap: int) -> int:
     return sum(len(e.ids) for e in tok.encode_batch(texts))
 
 
-def encoders_section(sample: list[str], repeats: int) -> None:
+def encoders_section(sample: list[str], repeats: int, with_wrapper: bool) -> None:
     from sentence_transformers import SentenceTransformer
 
     from benchroute.embedding import get_encoder
@@ -62,7 +62,8 @@ def encoders_section(sample: list[str], repeats: int) -> None:
     st = SentenceTransformer(str(installed_model()), device="cpu", local_files_only=True)
     st.encode(sample[:8], normalize_embeddings=True)  # warm-up: weights, threads
     backends: dict[str, Callable[[list[str]], np.ndarray]] = {}
-    names = ["all-mpnet-base-v2@torch", "all-mpnet-base-v2@onnx", "all-mpnet-base-v2@onnx@max256",
+    names = ["all-mpnet-base-v2@torch"] if with_wrapper else []
+    names += ["all-mpnet-base-v2@onnx", "all-mpnet-base-v2@onnx@max256",
              "all-mpnet-base-v2@onnx@max128", "all-mpnet-base-v2@static"]
     for name in names:
         enc = get_encoder(name)
@@ -198,6 +199,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cached", type=int, default=20_000)
+    ap.add_argument("--with-wrapper", action="store_true",
+                    help="also time benchroute's torch encoder (same weights object as plain)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["encoders", "first", "cached"])
     args = ap.parse_args()
     texts_all = load(SHARED / "data" / "routerdc").instances()["text"].drop_duplicates().tolist()
@@ -205,7 +208,7 @@ def main() -> None:
     sample = [texts_all[i] for i in rng.choice(len(texts_all), args.n, replace=False)]
     print(f"BENCHROUTE_HOME {benchroute_home()}; python {sys.version.split()[0]}")
     if "encoders" not in args.skip:
-        encoders_section(sample, args.repeats)
+        encoders_section(sample, args.repeats, args.with_wrapper)
     if "first" not in args.skip:
         first_answer_section(args.repeats)
     if "cached" not in args.skip:

@@ -8,8 +8,7 @@ same vectors), and the static tier. Protocols, as scripts/run_experiments.py run
 
 * HELM MMLU (run 1): leave-one-subject-out, α = 0; accuracy of S1/S2/S3 with 95 % bootstrap
   intervals over tasks, and the share of held-out subjects whose S3 choice equals mpnet-384's;
-* RouterDC capped at 500 inputs per task (run 2): the same (HELM's inputs are all shorter than
-  128 word pieces, so the caps matter only here);
+* RouterDC capped at 500 inputs per task (run 2): the same (caps with ``--caps-on routerdc``);
 * per-instance routing (run 6, k = 5) on AlpacaEval and capped RouterDC: mean quality of the
   routed model, with the oracle and the best single model.
 """
@@ -64,6 +63,16 @@ def capped_vectors(texts: list[str], base: np.ndarray, cap: int,
     return out, len(longer)
 
 
+def with_caps(name: str, texts: list[str], ref: np.ndarray, caps_on: list[str],
+              cache_dir: Path | None) -> dict[str, np.ndarray]:
+    vecs = {"mpnet-384": ref}
+    if name in caps_on:
+        for cap in (256, 128):
+            vecs[f"mpnet-{cap}"], n = capped_vectors(texts, ref, cap, cache_dir)
+            print(f"{name}: {n} of {len(texts)} inputs are longer than {cap} word pieces")
+    return vecs
+
+
 def loto(data: BenchmarkData, vectors: dict[str, np.ndarray], name: str) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     ref_choice: pd.Series | None = None
@@ -101,6 +110,9 @@ def main() -> None:
     ap.add_argument("--vectors", type=Path, nargs="*", default=[],
                     help="more precomputed mpnet files (sha256 + embedding) to import first")
     ap.add_argument("--routerdc-cap", type=int, default=500)
+    ap.add_argument("--caps-on", nargs="*", default=["helm"], choices=["helm", "routerdc"],
+                    help="sets measured at caps 256 and 128 too (RouterDC: 634 long inputs to "
+                    "embed again)")
     args = ap.parse_args()
     static = get_encoder("all-mpnet-base-v2@static")
     loto_rows: list[dict[str, object]] = []
@@ -110,10 +122,7 @@ def main() -> None:
         data = load(SHARED / "data" / "helm_mmlu_llama3")
         texts = data.instances()["text"].tolist()
         ref = mpnet_vectors(texts, args.cache, [emb / "helm_mmlu_llama3.npz", *args.vectors])
-        vecs = {"mpnet-384": ref}
-        for cap in (256, 128):
-            vecs[f"mpnet-{cap}"], n = capped_vectors(texts, ref, cap, args.cache)
-            print(f"helm: {n} of {len(texts)} inputs are longer than {cap} word pieces")
+        vecs = with_caps("helm", texts, ref, args.caps_on, args.cache)
         t0 = time.perf_counter()
         vecs["static"] = static.encode(texts)
         print(f"helm: static encoder {len(texts) / (time.perf_counter() - t0):,.0f} texts/s")
@@ -122,10 +131,7 @@ def main() -> None:
         data = cap_per_task(load(SHARED / "data" / "routerdc"), args.routerdc_cap)
         texts = data.instances()["text"].tolist()
         ref = mpnet_vectors(texts, args.cache, [emb / "routerdc.npz", *args.vectors])
-        vecs = {"mpnet-384": ref}
-        for cap in (256, 128):
-            vecs[f"mpnet-{cap}"], n = capped_vectors(texts, ref, cap, args.cache)
-            print(f"routerdc: {n} of {len(texts)} inputs are longer than {cap} word pieces")
+        vecs = with_caps("routerdc", texts, ref, args.caps_on, args.cache)
         vecs["static"] = static.encode(texts)
         loto_rows += loto(data, vecs, f"RouterDC (≤ {args.routerdc_cap}/task)")
         inst_rows += per_instance(data, {k: vecs[k] for k in ("mpnet-384", "static")}, f"RouterDC (≤ {args.routerdc_cap}/task)", "correct")

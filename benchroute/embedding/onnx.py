@@ -316,6 +316,9 @@ def _session(graph: Path, threads: int) -> Any:
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # errors only
+    # idle threads sleep instead of spinning: on a shared 2-core machine spinning threads steal
+    # the cores the other thread (or another process) needs
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(graph), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
