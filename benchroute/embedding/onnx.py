@@ -35,6 +35,7 @@ from benchroute.embedding.install import (
     DEFAULT_MODEL,
     benchroute_home,
     installed_model,
+    read_sidecar,
     sha256_file,
 )
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
@@ -69,18 +70,9 @@ def onnx_dir(root: Path | None = None) -> Path:
 def read_export_info(root: Path | None = None) -> dict[str, Any] | None:
     """The export sidecar (``export.json``), or None when the graph has not been exported."""
     folder = onnx_dir(root)
-    meta = folder / "export.json"
-    if not (meta.is_file() and (folder / "model.onnx").is_file()):
-        return None
-    try:
-        info = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BenchrouteError(f"{meta}: unreadable export sidecar ({exc}); run "
-                              "`benchroute model export-onnx --force`") from exc
-    if not isinstance(info, dict) or info.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise BenchrouteError(f"{meta}: format_version {info.get('format_version')!r}, expected "
-                              f"{EXPORT_FORMAT_VERSION}; run `benchroute model export-onnx --force`")
-    return info
+    return read_sidecar(folder / "export.json", folder / "model.onnx",
+                        {"format_version": EXPORT_FORMAT_VERSION},
+                        "benchroute model export-onnx --force")
 
 
 def _version(package: str) -> str | None:

@@ -28,6 +28,7 @@ from benchroute.embedding.install import (
     DEFAULT_MODEL,
     benchroute_home,
     installed_model,
+    read_sidecar,
     sha256_file,
 )
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
@@ -48,19 +49,10 @@ def static_dir(root: Path | None = None) -> Path:
 
 def read_static_info(root: Path | None = None) -> dict[str, Any] | None:
     """The distillation sidecar (``distill.json``), or None when not distilled yet."""
-    meta = static_dir(root) / "distill.json"
-    if not (meta.is_file() and (static_dir(root) / "vectors.npz").is_file()):
-        return None
-    try:
-        info = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BenchrouteError(f"{meta}: unreadable ({exc}); run "
-                              "`benchroute model distill-static --force`") from exc
-    if (not isinstance(info, dict) or info.get("format_version") != STATIC_FORMAT_VERSION
-            or info.get("params") != DISTILL_PARAMS):
-        raise BenchrouteError(f"{meta}: made with other settings than {DISTILL_PARAMS}; run "
-                              "`benchroute model distill-static --force`")
-    return info
+    folder = static_dir(root)
+    return read_sidecar(folder / "distill.json", folder / "vectors.npz",
+                        {"format_version": STATIC_FORMAT_VERSION, "params": DISTILL_PARAMS},
+                        "benchroute model distill-static --force")
 
 
 def distill_static(root: Path | None = None, force: bool = False, batch_size: int = 512) -> Path:

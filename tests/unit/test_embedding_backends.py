@@ -73,7 +73,7 @@ def test_onnx_shares_the_torch_namespace_only_when_verified(tmp_path):
     assert OnnxEncoder(root=tmp_path).identifier == "all-mpnet-base-v2@onnx"
     info["format_version"] = 99
     (folder / "export.json").write_text(json.dumps(info))
-    with pytest.raises(BenchrouteError, match="format_version 99, expected 1"):
+    with pytest.raises(BenchrouteError, match="format_version is 99, expected 1"):
         OnnxEncoder(root=tmp_path).identifier  # noqa: B018
 
 
