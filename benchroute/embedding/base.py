@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -60,3 +61,27 @@ class HashingEncoder:
         empty = ~out.any(axis=1)
         out[empty, 0] = 1.0  # a text with no tokens still gets a unit vector
         return np.ascontiguousarray(out)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Row indices in batches of similar length (shortest first), so a batch pads little.
+
+    Callers write each batch's vectors back at its rows, which restores the input order.
+    """
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[s:s + batch_size] for s in range(0, len(order), max(1, batch_size))]
+
+
+def encode_reporting(encoder: Encoder, texts: Sequence[str], batch_size: int,
+                     on_batch: Callable[[int], object]) -> np.ndarray:
+    """``encoder.encode`` with ``on_batch(n)`` called per batch when the encoder supports it
+    (an ``on_batch`` keyword), else once at the end: progress bars then move per batch."""
+    try:
+        takes = "on_batch" in inspect.signature(encoder.encode).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes:
+        return encoder.encode(texts, batch_size=batch_size, on_batch=on_batch)  # type: ignore[call-arg]
+    out = encoder.encode(texts, batch_size=batch_size)
+    on_batch(len(texts))
+    return out

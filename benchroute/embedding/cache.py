@@ -35,7 +35,7 @@ import numpy as np
 
 from benchroute._persist import read_versioned_json
 from benchroute.data.text import text_key
-from benchroute.embedding.base import Encoder, as_texts
+from benchroute.embedding.base import Encoder, as_texts, encode_reporting
 from benchroute.exceptions import CacheError
 
 logger = logging.getLogger(__name__)
@@ -366,10 +366,12 @@ class EmbeddingCache:
                         self.refresh()
                         chunk = [i for i in todo[start:start + chunk_size] if keys[i] not in self._where]
                         if chunk:
-                            vecs = encoder.encode([items[i] for i in chunk], batch_size=batch_size)
+                            vecs = encode_reporting(encoder, [items[i] for i in chunk], batch_size,
+                                                    bar.update)  # the bar moves per batch
                             self.put_keys([keys[i] for i in chunk], vecs)
                             encoded += len(chunk)
-                    bar.update(min(chunk_size, len(todo) - start))
+                    # texts another writer stored meanwhile count as done too
+                    bar.update(min(chunk_size, len(todo) - start) - len(chunk))
             finally:
                 bar.close()
                 self.misses += encoded

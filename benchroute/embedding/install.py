@@ -8,6 +8,7 @@ is checked before the folder is moved into place, so a half-done install never l
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
 
@@ -58,6 +61,26 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_sidecar(meta: Path, data: Path, expect: Mapping[str, object], fix: str
+                 ) -> dict[str, Any] | None:
+    """The JSON sidecar of a model file derived from the weights (ONNX export, static vectors),
+    or None when either file is missing. Fields in ``expect`` must match, else the error says to
+    rebuild with the command ``fix``."""
+    if not (meta.is_file() and data.is_file()):
+        return None
+    try:
+        info = json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BenchrouteError(f"{meta}: unreadable ({exc}); run `{fix}`") from exc
+    if not isinstance(info, dict):
+        raise BenchrouteError(f"{meta}: expected a JSON object; run `{fix}`")
+    for key, want in expect.items():
+        if info.get(key) != want:
+            raise BenchrouteError(f"{meta}: {key} is {info.get(key)!r}, expected {want!r}; "
+                                  f"run `{fix}`")
+    return info
 
 
 def install_model(

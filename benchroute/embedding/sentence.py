@@ -1,17 +1,17 @@
-"""The default encoder: sentence-transformers, all-mpnet-base-v2 (768-d, cosine)."""
+"""The torch backend: sentence-transformers, all-mpnet-base-v2 (768-d, cosine)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchroute.embedding.base import as_texts
+from benchroute.embedding.base import as_texts, length_batches
 from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL, installed_model
 
 logger = logging.getLogger(__name__)
@@ -43,26 +43,47 @@ class SentenceTransformerEncoder:
         a local model folder, or any other sentence-transformers model name.
     device : str, optional
         None picks CUDA when torch sees a GPU, else the CPU.
+    max_seq_length : int, optional
+        Word-piece cap (default: the model's own, 384 for all-mpnet-base-v2). A cap other than
+        the model's own is part of the identifier, so vectors of different caps never mix.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None) -> None:
+    backend = "torch"
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None,
+                 max_seq_length: int | None = None) -> None:
         self.model = model
         self.device = device
+        self.max_seq_length = max_seq_length
         self._st: Any = None
         if model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
-            self.identifier = DEFAULT_ENCODER_ID
+            from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, shared_identifier
+
+            self.identifier = shared_identifier(max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
             self.dimension = 768
         else:
             self.identifier = str(Path(model).resolve()) if Path(model).is_dir() else model
+            if max_seq_length is not None:
+                self.identifier += f"@max{max_seq_length}"
             self.dimension = -1  # known once the model is loaded
 
     def __repr__(self) -> str:
-        return f"SentenceTransformerEncoder(model={self.model!r}, device={self.device!r})"
+        return (f"SentenceTransformerEncoder(model={self.model!r}, device={self.device!r}, "
+                f"max_seq_length={self.max_seq_length!r})")
 
     def _load(self) -> Any:
         if self._st is None:
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
+            logger.info("loading %s (sentence-transformers, torch)", self.model)
+            try:
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
+            except ImportError as exc:
+                from benchroute.exceptions import ModelNotInstalledError
+
+                raise ModelNotInstalledError(
+                    f"the torch backend needs sentence-transformers ({exc}): "
+                    "`pip install 'benchroute[torch]'`, or use the ONNX backend "
+                    "(`pip install 'benchroute[onnx]'`)") from exc
 
             # the weight-loading bar of transformers follows our logger, as ours do, for this
             # load only: the caller's setting is restored after
@@ -89,18 +110,29 @@ class SentenceTransformerEncoder:
             finally:
                 if bars:
                     hf_logging.enable_progress_bar()
+            if self.max_seq_length is not None:
+                self._st.max_seq_length = self.max_seq_length
             get_dim = getattr(self._st, "get_embedding_dimension", None) or \
                 self._st.get_sentence_embedding_dimension
             self.dimension = int(get_dim())
             logger.info("loaded %s on %s", self.model, self._st.device)
         return self._st
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 32,
+               on_batch: Callable[[int], object] | None = None) -> np.ndarray:
+        """(n, d) float32 unit vectors in input order; ``on_batch(n_done)`` after each batch."""
         items = as_texts(texts)
         if not items:
             return np.zeros((0, max(self.dimension, 0)), dtype=np.float32)
-        vectors = self._load().encode(
-            items, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        st = self._load()
+        if on_batch is None:  # one call: sentence-transformers sorts by length itself
+            vectors = st.encode(items, batch_size=batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
+            return np.ascontiguousarray(vectors, dtype=np.float32)
+        out = np.empty((len(items), self.dimension), dtype=np.float32)
+        for rows in length_batches([len(t) for t in items], batch_size):
+            out[rows] = st.encode([items[r] for r in rows], batch_size=batch_size,
+                                  normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=False)
+            on_batch(len(rows))
+        return out

@@ -1,0 +1,111 @@
+"""Names of the all-mpnet-base-v2 encoders and which backend serves each.
+
+A name is ``<model>[@<backend>][@max<N>]``: ``model`` is ``all-mpnet-base-v2`` (or its
+sentence-transformers id), ``backend`` one of :data:`BACKENDS`, ``N`` the word-piece cap (384 by
+default). Without a backend the default one serves: ONNX Runtime when it is installed and the
+graph is exported (or can be, torch being there), else sentence-transformers. Every encoder's
+``identifier`` is itself such a name, so a saved router finds its encoder again.
+
+Backends and their cache namespaces:
+
+* ``torch`` — sentence-transformers; namespace ``sentence-transformers/all-mpnet-base-v2``.
+* ``onnx`` — the same vectors on ONNX Runtime (no torch at encode time); shares torch's namespace
+  when its export was checked to agree to cosine ≥ 0.9999, else ``all-mpnet-base-v2@onnx``.
+* ``static`` — model2vec static token embeddings distilled from the same weights: two orders
+  of magnitude faster, different vectors, a namespace of its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+from benchroute.embedding.base import Encoder
+from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL
+from benchroute.exceptions import BenchrouteError
+
+DEFAULT_MAX_SEQ_LENGTH = 384
+MODEL_NAMES = (DEFAULT_MODEL, DEFAULT_ENCODER_ID)
+
+
+def shared_identifier(max_seq_length: int) -> str:
+    """Namespace of the sentence-transformers vectors at a word-piece cap."""
+    if max_seq_length == DEFAULT_MAX_SEQ_LENGTH:
+        return DEFAULT_ENCODER_ID
+    return f"{DEFAULT_ENCODER_ID}@max{max_seq_length}"
+
+
+def own_identifier(backend: str, max_seq_length: int) -> str:
+    """Namespace of a backend whose vectors differ from sentence-transformers'."""
+    cap = "" if max_seq_length == DEFAULT_MAX_SEQ_LENGTH else f"@max{max_seq_length}"
+    return f"{DEFAULT_MODEL}@{backend}{cap}"
+
+
+def _torch(device: str | None, cap: int | None) -> Encoder:
+    from benchroute.embedding.sentence import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(DEFAULT_MODEL, device=device, max_seq_length=cap)
+
+
+def _onnx(device: str | None, cap: int | None) -> Encoder:
+    from benchroute.embedding.onnx import OnnxEncoder
+
+    return OnnxEncoder(max_seq_length=cap or DEFAULT_MAX_SEQ_LENGTH)
+
+
+def _static(device: str | None, cap: int | None) -> Encoder:
+    from benchroute.embedding.static import StaticEncoder
+
+    return StaticEncoder(max_seq_length=cap or DEFAULT_MAX_SEQ_LENGTH)
+
+
+#: backend name → factory(device, max_seq_length)
+BACKENDS: dict[str, Callable[[str | None, int | None], Encoder]] = {
+    "torch": _torch,
+    "onnx": _onnx,
+    "static": _static,
+}
+
+
+def default_backend(device: str | None = None) -> str:
+    """``onnx`` when onnxruntime is installed and the graph is exported or exportable, and no
+    accelerator was asked for; else ``torch``. Decided without importing either."""
+    if device not in (None, "cpu"):
+        return "torch"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    from benchroute.embedding.onnx import read_export_info
+
+    try:
+        exported = read_export_info() is not None
+    except BenchrouteError:
+        exported = False
+    if exported or importlib.util.find_spec("torch") is not None:
+        return "onnx"
+    return "torch"
+
+
+def is_mpnet_name(name: str) -> bool:
+    return name.split("@", 1)[0] in MODEL_NAMES
+
+
+def mpnet_encoder(name: str, device: str | None = None,
+                  max_seq_length: int | None = None) -> Encoder:
+    """The encoder a ``<model>[@<backend>][@max<N>]`` name stands for.
+
+    ``max_seq_length`` given here overrides a cap in the name.
+    """
+    backend: str | None = None
+    cap: int | None = None
+    for part in name.split("@")[1:]:
+        if part in BACKENDS and backend is None:
+            backend = part
+        elif part.startswith("max") and part[3:].isdigit() and cap is None:
+            cap = int(part[3:])
+        else:
+            raise BenchrouteError(
+                f"encoder name {name!r}: unknown suffix @{part}; expected "
+                f"{DEFAULT_MODEL}[@backend][@max<N>] with backend one of {sorted(BACKENDS)}")
+    if max_seq_length is not None:
+        cap = max_seq_length
+    return BACKENDS[backend or default_backend(device)](device, cap)
