@@ -80,9 +80,22 @@ def default_backend(device: str | None = None) -> str:
         exported = read_export_info() is not None
     except BenchrouteError:
         exported = False
-    if exported or importlib.util.find_spec("torch") is not None:
+    if exported or (importlib.util.find_spec("torch") is not None and _weights_installed()):
         return "onnx"
+    # nothing to export from: torch's identifier needs no weights, and loading it later fails
+    # with the `benchroute model install` hint
     return "torch"
+
+
+def _weights_installed() -> bool:
+    from benchroute.embedding.install import installed_model
+    from benchroute.exceptions import ModelNotInstalledError
+
+    try:
+        installed_model()
+    except ModelNotInstalledError:
+        return False
+    return True
 
 
 def is_mpnet_name(name: str) -> bool:
