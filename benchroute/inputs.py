@@ -71,11 +71,20 @@ _HASHING = re.compile(r"hashing-[1-9][0-9]{0,4}-[1-9][1-9]")
 
 def known_encoder_name(name: object) -> bool:
     """Whether a saved router's encoder name is one the package resolves by itself: the default
-    sentence model (short or hub form) or a ``hashing-<dim>-<lo><hi>`` encoder; never a path."""
+    sentence model (short or hub form) with at most one backend (``@torch``, ``@onnx``,
+    ``@static``) and one word-piece cap (``@max<N>``), or a ``hashing-<dim>-<lo><hi>`` encoder;
+    never a path or another hub name."""
     from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL
 
-    return isinstance(name, str) and (name in (DEFAULT_MODEL, DEFAULT_ENCODER_ID)
-                                      or _HASHING.fullmatch(name) is not None)
+    if not isinstance(name, str):
+        return False
+    if _HASHING.fullmatch(name) is not None:
+        return True
+    base, *suffixes = name.split("@")
+    backends = [s for s in suffixes if s in ("torch", "onnx", "static")]
+    caps = [s for s in suffixes if re.fullmatch(r"max[1-9][0-9]{0,3}", s)]
+    return (base in (DEFAULT_MODEL, DEFAULT_ENCODER_ID) and len(backends) <= 1
+            and len(caps) <= 1 and len(backends) + len(caps) == len(suffixes))
 
 
 def check_vectors(X: np.ndarray, what: str) -> np.ndarray:

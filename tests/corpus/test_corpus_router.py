@@ -426,3 +426,17 @@ def test_select_embedded_nan_queries():
         router.select_embedded(Q)
     with pytest.raises(BenchrouteError, match="queries: row 1 has NaN"):
         router.route_embedded(Q)
+
+
+@pytest.mark.parametrize("name, known", [
+    ("all-mpnet-base-v2", True), ("sentence-transformers/all-mpnet-base-v2", True),
+    ("all-mpnet-base-v2@onnx", True), ("all-mpnet-base-v2@static@max256", True),
+    ("all-mpnet-base-v2@max128@torch", True), ("hashing-64-12", True),
+    ("all-mpnet-base-v2@onnx@static", False), ("all-mpnet-base-v2@max0", False),
+    ("all-mpnet-base-v2@gpu", False), ("/tmp/evil-model", False), ("org/other-model", False),
+    ("all-mpnet-base-v2@", False), (None, False),
+])
+def test_saved_encoder_names(name, known):
+    from benchroute.inputs import known_encoder_name
+
+    assert known_encoder_name(name) is known
