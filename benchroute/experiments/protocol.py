@@ -21,6 +21,7 @@ from benchroute.data.store import BenchmarkData
 from benchroute.default import pool_arrays
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_router_params
+from benchroute.policies import router_proba
 from benchroute.predictors import column_means
 from benchroute.reference import alpha_key, few_shot_count, task_seed
 from benchroute.router import Router
@@ -154,11 +155,12 @@ def per_instance_routing(
     data: BenchmarkData, column: str = "score", router_params: RouterParams | None = None,
     embeddings: np.ndarray | None = None, folds: int = 5, seed: int = 0,
 ) -> pd.DataFrame:
-    """Route every input to argmax_m g_m(x) on a continuous quality (SPEC.md's MixInstruct setting).
+    """Route every input to argmax_m P(m, x) on a continuous quality (SPEC.md's MixInstruct setting).
 
     Inputs are split into ``folds`` seeded folds; each fold is routed from a pool of the other
     folds (a router fitted on them; its reference pass is skipped, α = 0 only, as routing does
-    not use p̂), by :meth:`Router.predict_proba_embedded` and the routing rule of
+    not use p̂), by the P(m, x) that :meth:`Router.route` uses (:func:`benchroute.policies.router_proba`:
+    the tuned per-input predictor by default, g_m(x) with ``tune=False``) and the routing rule of
     :func:`benchroute.selection.route_rows` (ties to the best single model of the other folds,
     only models with a result on the input). Returns one row per dataset and an ``ALL``
     row: mean true quality of the routed model, of the best single model chosen on the other
@@ -184,7 +186,7 @@ def per_instance_routing(
         train = np.flatnonzero(fold != f)
         fitted = Router().set_params(**params).fit_arrays(X[train], Y[train], ds[train], models)
         best = int(np.nanargmax(column_means(Q[train], np.nan)))
-        P = fitted.predict_proba_embedded(X[test])
+        P = router_proba(fitted, X[test])  # what Router.route uses: tuned P, or g with tune=False
         routed[test] = route_rows(P, every, best, available=~np.isnan(Q[test]))
         single[test] = best
     rows = []

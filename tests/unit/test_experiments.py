@@ -108,3 +108,38 @@ def test_reproduce_cli(tmp_path, capsys):
     for name in ("table.md", "table.csv", "results.csv.gz", "alpha_curve.png", "p_scatter.png"):
         assert (folder / name).stat().st_size > 0
     assert pd.read_csv(folder / "table.csv")["method"].nunique() == 7
+
+
+@pytest.mark.parametrize("tune", [True, False])
+def test_per_instance_routing_routes_as_the_router(tune):
+    """The experiment and Router.route_embedded make the same per-input choices (one code path),
+    with the tuned predictor (the default) and with the plain k = 5 one."""
+    from benchroute import BenchmarkData, Router
+
+    rng = np.random.default_rng(3)
+    n, d = 240, 16
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    # quality of each model depends smoothly on the input, plus noise: no exact ties in P
+    q = np.clip(np.stack([0.5 + 0.4 * X[:, 0], 0.5 - 0.4 * X[:, 0], 0.5 + 0.3 * X[:, 1]], 1)
+                + 0.1 * rng.normal(size=(n, 3)), 0, 1)
+    rows = [(f"d{i % 3}", f"{i:04d}", f"t{i}", m, float(q[i, j]))
+            for i in range(n) for j, m in enumerate(["a", "b", "c"])]
+    df = pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model", "score"])
+    data = BenchmarkData(df.assign(correct=df["score"]))
+    inst = data.instances()
+    Xs = X[inst["instance_id"].astype(int).to_numpy()]
+    params = {"encoder": "hashing-8-12", "tune": tune}
+    out = per_instance_routing(data, embeddings=Xs, router_params=params, folds=2, seed=1)
+    # the same folds, routed by the public Router API
+    fold = np.random.default_rng(1).permutation(n) % 2
+    Q = data.correctness_matrix(column="score").to_numpy()
+    picked = np.empty(n, dtype=int)
+    for f in range(2):
+        test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        router = Router(alphas=(0.0,), repeats=1, **params).fit_arrays(
+            Xs[train], Q[train], inst["dataset"].to_numpy()[train], ["a", "b", "c"])
+        assert (router.per_input_ is not None) is tune
+        picked[test] = [["a", "b", "c"].index(m) for m in router.route_embedded(Xs[test])]
+    expected = float(Q[np.arange(n), picked].mean())
+    assert out.set_index("dataset").loc["ALL", "routed"] == pytest.approx(expected, abs=1e-9)
