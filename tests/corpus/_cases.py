@@ -55,12 +55,13 @@ def write(tmp: Path, files: dict[str, str | bytes | Any]) -> None:
             target.write_text(json.dumps(content), encoding="utf-8")
 
 
-def run_case(case: Case, tmp: Path) -> None:
+def run_case(case: Case, tmp: Path) -> bool:
+    """Run one case; its checks assert, and True is returned when all hold."""
     write(tmp, case.files)
     if isinstance(case.expect, Err):
         with pytest.raises(DataError, match=case.expect.match):
             case.call(tmp)
-        return
+        return True
     data = case.call(tmp)
     e = case.expect
     frame = data.frame.sort_values(["dataset", "instance_id", "model"], kind="stable")
@@ -82,3 +83,6 @@ def run_case(case: Case, tmp: Path) -> None:
         assert any(e.warns in w for w in data.report.warnings), data.report.warnings
     if e.extra is not None:
         e.extra(data)
+    return True
+
+

@@ -67,11 +67,12 @@ def classify(fn: Callable[[], Any], expected: str, match: str | None,
 
 
 @pytest.fixture
-def corpus(request: pytest.FixtureRequest) -> Callable[..., None]:
-    """``corpus(area, expected, fn, match=None, check=None)``: run one case and assert it."""
+def corpus(request: pytest.FixtureRequest) -> Callable[..., bool]:
+    """``assert corpus(area, expected, fn, match=None, check=None)``: run one case, fail with the
+    detail when its outcome is not ``expected``, and return True when it is."""
 
     def run(area: str, expected: str, fn: Callable[[], Any], match: str | None = None,
-            check: Callable[[Any], bool] | None = None) -> None:
+            check: Callable[[Any], bool] | None = None) -> bool:
         assert expected in OUTCOMES[2:], expected
         got, detail = classify(fn, expected, match, check)
         log = os.environ.get("BENCHROUTE_CORPUS_LOG")
@@ -84,6 +85,7 @@ def corpus(request: pytest.FixtureRequest) -> Callable[..., None]:
         assert got == expected, detail
         if expected == "error" and match is not None:
             assert re.search(match, detail), detail
+        return True
 
     return run
 

@@ -76,7 +76,7 @@ def _gzip_zero_bomb(path: Path, gib: int = 1) -> Path:
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".tgz", ".tar.xz"])
 def test_good_archive_loads(corpus, tmp_path, suffix):
     arch = _write(tmp_path / f"a{suffix}", _tar_bytes(_routerdc()))
-    corpus(AREA, "right", lambda: load(arch), check=_loads(7))
+    assert corpus(AREA, "right", lambda: load(arch), check=_loads(7))
 
 
 def test_split_archives_merge(corpus, tmp_path):
@@ -84,7 +84,7 @@ def test_split_archives_merge(corpus, tmp_path):
     folder.mkdir()
     _write(folder / "a.tar.gz", _tar_bytes(_routerdc({"mmlu_train.json": QUESTIONS["mmlu_train.json"]})))
     _write(folder / "b.tar.gz", _tar_bytes(_routerdc({"gsm8k_train.json": QUESTIONS["gsm8k_train.json"]})))
-    corpus(AREA, "right", lambda: load(folder), check=_loads(7))
+    assert corpus(AREA, "right", lambda: load(folder), check=_loads(7))
 
 
 def test_same_paths_in_two_archives_are_not_overwritten(corpus, tmp_path):
@@ -95,7 +95,7 @@ def test_same_paths_in_two_archives_are_not_overwritten(corpus, tmp_path):
                                  for i in range(4)]}
     _write(folder / "a.tar.gz", _tar_bytes(_routerdc({"mmlu_train.json": QUESTIONS["mmlu_train.json"]})))
     _write(folder / "b.tar.gz", _tar_bytes(_routerdc(other)))
-    corpus(AREA, "error", lambda: load(folder), match=r"overlap|duplicate|more than once|twice")
+    assert corpus(AREA, "error", lambda: load(folder), match=r"overlap|duplicate|more than once|twice")
 
 
 def test_identical_archives_twice_is_an_error(corpus, tmp_path):
@@ -104,7 +104,7 @@ def test_identical_archives_twice_is_an_error(corpus, tmp_path):
     raw = _tar_bytes(_routerdc())
     _write(folder / "a.tar", raw)
     _write(folder / "b.tar", raw)
-    corpus(AREA, "error", lambda: load(folder), match=r"overlap|duplicate|more than once|twice")
+    assert corpus(AREA, "error", lambda: load(folder), match=r"overlap|duplicate|more than once|twice")
 
 
 @pytest.mark.new_api
@@ -112,7 +112,7 @@ def test_raised_limit_lets_a_big_member_through(corpus, tmp_path):
     pad = [_member("split2_model7/pad.bin", bytes(3 << 20))]
     arch = _write(tmp_path / "a.tar.gz", _tar_bytes(_routerdc() + pad))
     limits = ArchiveLimits(ratio_floor=1 << 20, max_ratio=10_000)
-    corpus(AREA, "right", lambda: load(arch, archive_limits=limits), check=_loads(7))
+    assert corpus(AREA, "right", lambda: load(arch, archive_limits=limits), check=_loads(7))
 
 
 # ---------------------------------------------------------------- bombs and limits
@@ -121,7 +121,7 @@ def test_one_mb_gzip_bomb_writes_nothing(corpus, tmp_path):
     arch = _gzip_zero_bomb(tmp_path / "bomb.tar.gz")
     assert arch.stat().st_size < 2 << 20
     dest = tmp_path / "out"
-    corpus(AREA, "error", lambda: extract_archive(arch, dest),
+    assert corpus(AREA, "error", lambda: extract_archive(arch, dest),
            match=r"bomb\.tar\.gz: member 'split2_model7/mmlu_train.json' \(1073741824 bytes\) "
                  r"takes the extracted size past")
     assert not any(p.is_file() for p in dest.rglob("*"))
@@ -129,7 +129,7 @@ def test_one_mb_gzip_bomb_writes_nothing(corpus, tmp_path):
 
 def test_bomb_through_load(corpus, tmp_path):
     arch = _gzip_zero_bomb(tmp_path / "bomb.tar.gz")
-    corpus(AREA, "error", lambda: load(arch), match=r"bomb\.tar\.gz: .* past \d+ bytes")
+    assert corpus(AREA, "error", lambda: load(arch), match=r"bomb\.tar\.gz: .* past \d+ bytes")
 
 
 @pytest.mark.new_api
@@ -142,7 +142,7 @@ def test_member_count_limit(corpus, tmp_path, monkeypatch, how):
         limits = None
     else:
         limits = ArchiveLimits(max_members=50)
-    corpus(AREA, "error", lambda: load(arch, archive_limits=limits),
+    assert corpus(AREA, "error", lambda: load(arch, archive_limits=limits),
            match=r"many\.tar\.gz: more than 50 members")
 
 
@@ -155,7 +155,7 @@ def test_byte_limit(corpus, tmp_path, monkeypatch, how):
         limits = None
     else:
         limits = ArchiveLimits(max_bytes=1000)
-    corpus(AREA, "error", lambda: load(arch, archive_limits=limits), match=r"a\.tar: .*past 1000 bytes")
+    assert corpus(AREA, "error", lambda: load(arch, archive_limits=limits), match=r"a\.tar: .*past 1000 bytes")
 
 
 @pytest.mark.new_api
@@ -163,7 +163,7 @@ def test_byte_limit(corpus, tmp_path, monkeypatch, how):
 def test_bad_limit_in_environment(corpus, tmp_path, monkeypatch, value):
     arch = _write(tmp_path / "a.tar", _tar_bytes(_routerdc()))
     monkeypatch.setenv("BENCHROUTE_ARCHIVE_MAX_RATIO", value)
-    corpus(AREA, "error", lambda: load(arch),
+    assert corpus(AREA, "error", lambda: load(arch),
            match=r"BENCHROUTE_ARCHIVE_MAX_RATIO|max_ratio is .*expected a positive number")
 
 
@@ -171,7 +171,7 @@ def test_bad_limit_in_environment(corpus, tmp_path, monkeypatch, value):
 @pytest.mark.parametrize("kw", [{"max_members": 0}, {"max_bytes": -1}, {"max_ratio": float("nan")}])
 def test_bad_limit_parameter(corpus, tmp_path, kw):
     arch = _write(tmp_path / "a.tar", _tar_bytes(_routerdc()))
-    corpus(AREA, "error", lambda: load(arch, archive_limits=ArchiveLimits(**kw)),
+    assert corpus(AREA, "error", lambda: load(arch, archive_limits=ArchiveLimits(**kw)),
            match=r"archive limit \w+ is .*expected a positive number")
 
 
@@ -219,7 +219,7 @@ def test_damaged_plain_tar(corpus, tmp_path, damage, pattern):
         raw = raw[:last.offset] + b"\x7fnot a header" * 40 + raw[last.offset + 520:]
     arch = tmp_path / "a.tar"
     arch.write_bytes(raw)
-    corpus(AREA, "error", lambda: load(arch), match=pattern)
+    assert corpus(AREA, "error", lambda: load(arch), match=pattern)
 
 
 @pytest.mark.parametrize("suffix", [".tar.gz", ".tar.xz"])
@@ -228,7 +228,7 @@ def test_truncated_compressed(corpus, tmp_path, suffix, where):
     arch = _write(tmp_path / f"a{suffix}", _tar_bytes(_routerdc(TWO_FILES)))
     raw = arch.read_bytes()
     arch.write_bytes(raw[:int(len(raw) * where)])
-    corpus(AREA, "error", lambda: load(arch), match=rf"a\{suffix}: cannot extract the archive")
+    assert corpus(AREA, "error", lambda: load(arch), match=rf"a\{suffix}: cannot extract the archive")
 
 
 @pytest.mark.parametrize("suffix", [".tar.gz", ".tar.xz"])
@@ -238,7 +238,7 @@ def test_bit_flip_compressed(corpus, tmp_path, suffix, where):
     raw = bytearray(arch.read_bytes())
     raw[int(len(raw) * where)] ^= 0x55
     arch.write_bytes(bytes(raw))
-    corpus(AREA, "error", lambda: load(arch), match=rf"a\{suffix}: (cannot extract|.*invalid JSON)")
+    assert corpus(AREA, "error", lambda: load(arch), match=rf"a\{suffix}: (cannot extract|.*invalid JSON)")
 
 
 @pytest.mark.parametrize("name, content", [
@@ -249,7 +249,7 @@ def test_bit_flip_compressed(corpus, tmp_path, suffix, where):
 def test_not_an_archive(corpus, tmp_path, name, content):
     arch = tmp_path / name
     arch.write_bytes(content)
-    corpus(AREA, "error", lambda: load(arch), match=rf"{name.replace('.', '[.]')}: ")
+    assert corpus(AREA, "error", lambda: load(arch), match=rf"{name.replace('.', '[.]')}: ")
 
 
 # ---------------------------------------------------------------- members that try to escape
@@ -266,7 +266,7 @@ def test_member_escaping_the_folder(corpus, tmp_path, member):
     arch = tmp_path / "box" / "a.tar"
     arch.parent.mkdir()
     arch.write_bytes(_tar_bytes(_routerdc() + [member]))
-    corpus(AREA, "error", lambda: load(arch), match=r"a\.tar: cannot extract the archive")
+    assert corpus(AREA, "error", lambda: load(arch), match=r"a\.tar: cannot extract the archive")
     assert not (tmp_path / "escaped.json").exists() and not (tmp_path / "escaped").exists()
 
 
@@ -274,5 +274,5 @@ def test_absolute_member_stays_inside(corpus, tmp_path):
     arch = tmp_path / "a.tar"
     target = tmp_path / "abs_target.json"
     arch.write_bytes(_tar_bytes(_routerdc() + [_member(str(target), b"{}")]))
-    corpus(AREA, "right", lambda: load(arch), check=_loads(7))  # the "data" filter strips the "/"
+    assert corpus(AREA, "right", lambda: load(arch), check=_loads(7))  # the "data" filter strips the "/"
     assert not target.exists()

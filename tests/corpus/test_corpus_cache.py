@@ -56,7 +56,7 @@ def test_meta_field_of_wrong_type(corpus, filled, field, value, expected):
     doc = json.loads(meta.read_text())
     doc[field] = value
     meta.write_text(json.dumps(doc))
-    corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier),
+    assert corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier),
            match=rf"meta\.json: field '{field}' is .*expected {expected}")
 
 
@@ -65,14 +65,14 @@ def test_meta_without_dimension(corpus, filled):
     doc = json.loads(meta.read_text())
     del doc["dimension"]
     meta.write_text(json.dumps(doc))
-    corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier),
+    assert corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier),
            match=r"meta\.json: field 'dimension' is None")
 
 
 def test_meta_format_version_huge(corpus, filled):
     meta = filled.folder / "meta.json"
     meta.write_text('{"format_version": 1' + "0" * 400 + ', "encoder": "x", "dimension": 16}')
-    corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier),
+    assert corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier),
            match=r"cache format \d+ is newer than this benchroute reads")
 
 
@@ -89,7 +89,7 @@ def test_meta_format_version_huge(corpus, filled):
 ], ids=["broken", "utf16", "list", "deep", "empty", "other-encoder", "other-dimension"])
 def test_meta_content(corpus, filled, content, pattern):
     (filled.folder / "meta.json").write_bytes(content)
-    corpus(AREA, "error", lambda: EmbeddingCache.for_encoder(ENC, filled.root), match=pattern)
+    assert corpus(AREA, "error", lambda: EmbeddingCache.for_encoder(ENC, filled.root), match=pattern)
 
 
 # ---------------------------------------------------------------- shards
@@ -119,7 +119,7 @@ def _rewrite_shard(cache, **arrays):
 def test_inconsistent_shard_is_ignored_and_reported(corpus, filled, change):
     _rewrite_shard(filled, **change)
     run, check = _reembeds(filled.root, corrupt=1)
-    corpus(AREA, "skip", run, check=check)
+    assert corpus(AREA, "skip", run, check=check)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "empty", "garbage", "zeros"])
@@ -129,7 +129,7 @@ def test_damaged_shard_is_ignored_and_reported(corpus, filled, damage):
     shard.write_bytes({"truncate": raw[: len(raw) // 2], "empty": b"", "garbage": b"PK\x03\x04junk" * 50,
                        "zeros": bytes(len(raw))}[damage])
     run, check = _reembeds(filled.root, corrupt=1)
-    corpus(AREA, "skip", run, check=check)
+    assert corpus(AREA, "skip", run, check=check)
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 0.0], ids=repr)
@@ -141,7 +141,7 @@ def test_shard_with_unusable_vector(corpus, filled, value):
         return e
 
     _rewrite_shard(filled, embedding=poison)
-    corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier).get(TEXTS[:20]),
+    assert corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier).get(TEXTS[:20]),
            match=r"shard-\w+\.npz: field 'embedding': 1 of 10 vectors are not finite or are zero "
                  r"\(first at row 3\); delete the shard")
 
@@ -156,13 +156,13 @@ def test_shard_with_non_unit_vectors_is_normalised(corpus, filled, caplog, scale
                 and "were normalised" in caplog.text)
 
     with caplog.at_level(logging.WARNING):
-        corpus(AREA, "right", lambda: EmbeddingCache(filled.root, ENC.identifier).get(TEXTS[:20])[0],
+        assert corpus(AREA, "right", lambda: EmbeddingCache(filled.root, ENC.identifier).get(TEXTS[:20])[0],
                check=check)
 
 
 def test_shard_of_other_dimension(corpus, filled):
     _rewrite_shard(filled, embedding=lambda e: np.ascontiguousarray(e[:, :8]) * np.sqrt(2))
-    corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier).get(TEXTS[:20]),
+    assert corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier).get(TEXTS[:20]),
            match=r"shard-\w+\.npz: field 'embedding' has shape \(10, 8\), expected \(n, 16\)")
 
 
@@ -199,7 +199,7 @@ GOOD_VECS = ENC.encode(TEXTS[:4])
 def test_import_bad_npz(corpus, tmp_path, arrays, pattern):
     path = _npz(tmp_path, **arrays)
     cache = EmbeddingCache(tmp_path / "c", ENC.identifier, 16)
-    corpus(AREA, "error", lambda: cache.import_npz(path), match=r"pre\.npz: " + pattern
+    assert corpus(AREA, "error", lambda: cache.import_npz(path), match=r"pre\.npz: " + pattern
            if "dimension 8" not in pattern else pattern)
     assert len(EmbeddingCache(tmp_path / "c", ENC.identifier)) == 0  # nothing half-imported
 
@@ -209,12 +209,12 @@ def test_import_not_npz(corpus, tmp_path, content):
     path = tmp_path / "pre.npz"
     path.write_bytes(content)
     cache = EmbeddingCache(tmp_path / "c", ENC.identifier)
-    corpus(AREA, "error", lambda: cache.import_npz(path), match=r"pre\.npz: not an embeddings file")
+    assert corpus(AREA, "error", lambda: cache.import_npz(path), match=r"pre\.npz: not an embeddings file")
 
 
 def test_import_missing_file(corpus, tmp_path):
     cache = EmbeddingCache(tmp_path / "c", ENC.identifier)
-    corpus(AREA, "error", lambda: cache.import_npz(tmp_path / "absent.npz"),
+    assert corpus(AREA, "error", lambda: cache.import_npz(tmp_path / "absent.npz"),
            match=r"absent\.npz: not an embeddings file")
 
 
@@ -227,7 +227,7 @@ def test_import_non_unit_is_normalised(corpus, tmp_path, caplog):
         return cache.get(TEXTS[:4])
 
     with caplog.at_level(logging.WARNING):
-        corpus(AREA, "right", run, check=lambda r: r[1].all() and np.allclose(r[0], GOOD_VECS, atol=2e-3)
+        assert corpus(AREA, "right", run, check=lambda r: r[1].all() and np.allclose(r[0], GOOD_VECS, atol=2e-3)
                and "4 of 4 vectors were not of unit norm" in caplog.text)
 
 
@@ -247,7 +247,7 @@ def test_import_raw_sha_rekeyed_with_texts(corpus, tmp_path):
         cache.import_npz(path, texts=RAW)
         return cache.get(["padded question", "windows\nline endings", "already normal"])
 
-    corpus(AREA, "right", run, check=lambda r: r[1].all() and np.allclose(r[0], ENC.encode(RAW)))
+    assert corpus(AREA, "right", run, check=lambda r: r[1].all() and np.allclose(r[0], ENC.encode(RAW)))
 
 
 def test_import_raw_sha_without_texts(corpus, tmp_path):
@@ -263,7 +263,7 @@ def test_import_raw_sha_without_texts(corpus, tmp_path):
         cache.import_npz(path)
         return cache.get(RAW)[1].tolist()
 
-    corpus(AREA, "right", run, check=lambda found: found == [False, False, True])
+    assert corpus(AREA, "right", run, check=lambda found: found == [False, False, True])
 
 
 def test_same_text_different_whitespace_shares_one_vector(corpus, tmp_path):
@@ -274,7 +274,7 @@ def test_same_text_different_whitespace_shares_one_vector(corpus, tmp_path):
         cache.embed(["  one input"], ENC)
         return cache
 
-    corpus(AREA, "right", run, check=lambda c: len(c) == 1 and (c.hits, c.misses) == (1, 1))
+    assert corpus(AREA, "right", run, check=lambda c: len(c) == 1 and (c.hits, c.misses) == (1, 1))
 
 
 # ---------------------------------------------------------------- temporaries and a full disk
@@ -283,7 +283,7 @@ def test_stale_temporary_removed_on_open(corpus, filled):
     stale.write_bytes(b"half")
     old = time.time() - 7200
     os.utime(stale, (old, old))
-    corpus(AREA, "right", lambda: EmbeddingCache(filled.root, ENC.identifier),
+    assert corpus(AREA, "right", lambda: EmbeddingCache(filled.root, ENC.identifier),
            check=lambda c: not stale.exists() and len(c) == 20)
 
 
@@ -297,7 +297,7 @@ def test_fresh_temporary_removed_at_next_write(corpus, filled):
         cache.embed(TEXTS, ENC)
         return kept, fresh.exists()
 
-    corpus(AREA, "right", run, check=lambda r: r == (True, False))
+    assert corpus(AREA, "right", run, check=lambda r: r == (True, False))
 
 
 def _disk_full(*args, **kwargs):
@@ -307,7 +307,7 @@ def _disk_full(*args, **kwargs):
 def test_full_disk_leaves_no_partial_shard(corpus, filled, monkeypatch):
     monkeypatch.setattr(np, "savez", _disk_full)
     cache = EmbeddingCache(filled.root, ENC.identifier)
-    corpus(AREA, "error", lambda: cache.embed(TEXTS, ENC),
+    assert corpus(AREA, "error", lambda: cache.embed(TEXTS, ENC),
            match=r"\.shard-\w+\.npz\.tmp: cannot write an embedding shard \(No space left on device\)")
     assert not list(filled.folder.glob(".*.tmp"))
 
@@ -319,7 +319,7 @@ def test_after_a_full_disk_the_next_run_completes(corpus, filled, monkeypatch):
         with pytest.raises(Exception, match="No space left"):
             EmbeddingCache(filled.root, ENC.identifier).embed(TEXTS, ENC)
     run, check = _reembeds(filled.root, corrupt=0)
-    corpus(AREA, "right", run, check=lambda r: check(r) and not list(filled.folder.glob(".*.tmp")))
+    assert corpus(AREA, "right", run, check=lambda r: check(r) and not list(filled.folder.glob(".*.tmp")))
 
 
 def test_full_disk_writing_meta(corpus, tmp_path, monkeypatch):
@@ -334,7 +334,7 @@ def test_full_disk_writing_meta(corpus, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_text", full)
     cache = EmbeddingCache(tmp_path, ENC.identifier)
-    corpus(AREA, "error", lambda: cache.embed(TEXTS, ENC),
+    assert corpus(AREA, "error", lambda: cache.embed(TEXTS, ENC),
            match=r"meta\.json: cannot write \(No space left on device\)")
     assert not list(cache.folder.glob(".*.tmp"))
 
@@ -351,12 +351,12 @@ def test_full_disk_writing_meta(corpus, tmp_path, monkeypatch):
 ], ids=["length", "ints", "1d", "nan", "other-encoder", "int-text", "none-text"])
 def test_api_misuse(corpus, tmp_path, call, pattern):
     cache = EmbeddingCache(tmp_path, ENC.identifier)
-    corpus(AREA, "error", lambda: call(cache), match=pattern)
+    assert corpus(AREA, "error", lambda: call(cache), match=pattern)
 
 
 def test_lone_surrogate_text(corpus, tmp_path):
     cache = EmbeddingCache(tmp_path, ENC.identifier)
-    corpus(AREA, "right", lambda: cache.embed(["bad \ud800 text", "fine"], ENC),
+    assert corpus(AREA, "right", lambda: cache.embed(["bad \ud800 text", "fine"], ENC),
            check=lambda out: out.shape == (2, 16) and len(cache) == 2)
 
 
@@ -364,5 +364,5 @@ def test_cache_opened_before_another_writer_filled_it(corpus, tmp_path):
     """Opened empty (no dimension known), then every text is stored by another writer."""
     early = EmbeddingCache(tmp_path, ENC.identifier)
     EmbeddingCache(tmp_path, ENC.identifier).embed(TEXTS, ENC)
-    corpus(AREA, "right", lambda: early.embed(TEXTS, ENC),
+    assert corpus(AREA, "right", lambda: early.embed(TEXTS, ENC),
            check=lambda out: np.allclose(out, ENC.encode(TEXTS), atol=1e-6) and early.misses == 0)

@@ -37,7 +37,7 @@ def router_dir(tmp_path_factory):
 ], ids=["plain", "bom", "jsonl", "crlf"])
 def test_route_from_stdin(corpus, run_cli, router_dir, data, n):
     run = run_cli(["route", "-", "--router", str(router_dir), "--json"], data)
-    corpus(AREA, "right", run, check=lambda out: len(out.splitlines()) == n
+    assert corpus(AREA, "right", run, check=lambda out: len(out.splitlines()) == n
            and "\ufeff" not in out and all('"model"' in line for line in out.splitlines()))
 
 
@@ -50,13 +50,13 @@ def test_route_from_stdin(corpus, run_cli, router_dir, data, n):
 ], ids=["empty", "blank", "not-utf8", "no-text", "broken-json"])
 def test_bad_stdin(corpus, run_cli, router_dir, data, pattern):
     run = run_cli(["route", "-", "--router", str(router_dir)], data)
-    corpus(AREA, "error", run, match=pattern)
+    assert corpus(AREA, "error", run, match=pattern)
 
 
 def test_select_from_stdin(corpus, run_cli, router_dir):
     run = run_cli(["select", "-", "--router", str(router_dir), "--json"],
                   b"question 1 about cats\nquestion 2 about dogs\n")
-    corpus(AREA, "right", run, check=lambda out: '"model"' in out)
+    assert corpus(AREA, "right", run, check=lambda out: '"model"' in out)
 
 
 # ---------------------------------------------------------------- bad arguments and files
@@ -87,7 +87,7 @@ def test_bad_arguments(corpus, run_cli, tmp_path, router_dir, argv, pattern):
     (tmp_path / "texts.txt").write_text("question 1 about cats\n")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     argv = [a.format(tmp=tmp_path, router=router_dir) for a in argv]
-    corpus(AREA, "error", run_cli(["-q", *argv]), match=pattern)
+    assert corpus(AREA, "error", run_cli(["-q", *argv]), match=pattern)
 
 
 # ---------------------------------------------------------------- a full disk
@@ -100,7 +100,7 @@ def test_full_disk_in_embed(corpus, run_cli, tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", _enospc)
     run = run_cli(["-q", "embed", str(tmp_path / "t.csv"), "--model", "hashing-16-12",
                        "--store", str(tmp_path / "s")])
-    corpus(AREA, "error", run, match=r"cannot write an embedding shard \(No space left on device\)")
+    assert corpus(AREA, "error", run, match=r"cannot write an embedding shard \(No space left on device\)")
 
 
 def test_full_disk_saving_the_router(corpus, run_cli, tmp_path, monkeypatch):
@@ -115,7 +115,7 @@ def test_full_disk_saving_the_router(corpus, run_cli, tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", savez)
     run = run_cli(["-q", "fit", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r"), "--model",
                        "hashing-16-12", "--store", str(tmp_path / "s"), "--repeats", "1"])
-    corpus(AREA, "error", run, match=r"pool\.npz.*No space left on device")
+    assert corpus(AREA, "error", run, match=r"pool\.npz.*No space left on device")
 
 
 def test_full_disk_writing_the_faiss_index(corpus, run_cli, tmp_path, monkeypatch):
@@ -132,7 +132,7 @@ def test_full_disk_writing_the_faiss_index(corpus, run_cli, tmp_path, monkeypatc
     monkeypatch.setattr(benchroute.index, "open", fake_open, raising=False)
     run = run_cli(["-q", "fit", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r"), "--model",
                        "hashing-16-12", "--store", str(tmp_path / "s"), "--repeats", "1"])
-    corpus(AREA, "error", run, match=r"index\.faiss: cannot write the FAISS index \(No space left on device\)")
+    assert corpus(AREA, "error", run, match=r"index\.faiss: cannot write the FAISS index \(No space left on device\)")
     assert not (tmp_path / "r" / "index" / "index.faiss").exists()
 
 
@@ -144,7 +144,7 @@ def test_debug_shows_the_traceback(corpus, capsys, tmp_path):
         err = capsys.readouterr().err
         return code, err
 
-    corpus(AREA, "right", run, check=lambda r: r[0] == 2 and "Traceback" in r[1]
+    assert corpus(AREA, "right", run, check=lambda r: r[0] == 2 and "Traceback" in r[1]
            and r[1].rstrip().splitlines()[-1].startswith("benchroute: error:"))
 
 
@@ -157,7 +157,7 @@ def test_bug_is_one_line_without_debug(corpus, capsys, tmp_path, monkeypatch):
         code = main(["inspect", str(tmp_path)])
         return code, capsys.readouterr().err
 
-    corpus(AREA, "right", run, check=lambda r: r[0] == 1 and "Traceback" not in r[1]
+    assert corpus(AREA, "right", run, check=lambda r: r[0] == 1 and "Traceback" not in r[1]
            and "internal error, please report it: KeyError" in r[1] and "--debug" in r[1])
 
 
@@ -173,5 +173,5 @@ def test_os_error_exit_code(corpus, capsys, tmp_path, monkeypatch):
         code = main(["inspect", str(tmp_path)])
         return code, capsys.readouterr().err
 
-    corpus(AREA, "right", run, check=lambda r: r[0] == 1
+    assert corpus(AREA, "right", run, check=lambda r: r[0] == 1
            and r[1].strip() == f"benchroute: error: {tmp_path / 'locked.csv'}: Permission denied")

@@ -71,11 +71,11 @@ def _mutate(raw: bytes, at: int, fmt: str, value) -> bytes:
     return bytes(out)
 
 
-def _load_damaged(corpus, folder, raw: bytes, damaged: bytes, pattern: str) -> None:
+def _load_damaged(corpus, folder, raw: bytes, damaged: bytes, pattern: str) -> bool:
     """Loading ``folder`` with ``damaged`` as its index.faiss is an error; then restore it."""
     (folder / "index.faiss").write_bytes(damaged)
     try:
-        corpus(AREA, "error", lambda: VectorIndex.load(folder), match=pattern)
+        return corpus(AREA, "error", lambda: VectorIndex.load(folder), match=pattern)
     finally:
         (folder / "index.faiss").write_bytes(raw)
 
@@ -106,7 +106,7 @@ CASES = [  # (factory, field, struct format, value)
                          ids=[f"{c[0]}-{c[1]}-{c[3]!r}" for c in CASES])
 def test_mutated_count(corpus, saved, factory, field, fmt, value):
     folder, raw, off = saved[factory]
-    _load_damaged(corpus, folder, raw, _mutate(raw, off[field], fmt, value),
+    assert _load_damaged(corpus, folder, raw, _mutate(raw, off[field], fmt, value),
                   r"index\.faiss: (corrupt FAISS index|holds|vectors of dimension|unreadable "
                   r"FAISS index .*out of range)")
 
@@ -117,10 +117,10 @@ def test_truncated_or_padded(corpus, saved, factory, cut):
     folder, raw, _ = saved[factory]
     damaged = {"empty": b"", "header": raw[:20], "half": raw[:len(raw) // 2],
                "last_byte": raw[:-1], "junk_after": raw + b"\x01" * 64}[cut]
-    _load_damaged(corpus, folder, raw, damaged, r"index\.faiss: (corrupt FAISS index|unreadable)")
+    assert _load_damaged(corpus, folder, raw, damaged, r"index\.faiss: (corrupt FAISS index|unreadable)")
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF4,Flat"])
 def test_intact_index_loads(corpus, saved, factory):
     folder, _, _ = saved[factory]
-    corpus(AREA, "right", lambda: VectorIndex.load(folder), check=lambda ix: len(ix) == N)
+    assert corpus(AREA, "right", lambda: VectorIndex.load(folder), check=lambda ix: len(ix) == N)

@@ -41,14 +41,14 @@ GOOD_NAMES = ["mmlu:subject=anatomy,method=multiple_choice_joint,model=meta_llam
 @pytest.mark.new_api
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
 def test_unsafe_name(corpus, name):
-    corpus(AREA, "error", lambda: safe_component(name, "run name"),
+    assert corpus(AREA, "error", lambda: safe_component(name, "run name"),
            match=r"run name .* expected a (single folder name|string)")
 
 
 @pytest.mark.new_api
 @pytest.mark.parametrize("name", GOOD_NAMES, ids=lambda n: repr(n)[:40])
 def test_safe_name(corpus, name):
-    corpus(AREA, "right", lambda: safe_component(name, "run name"), check=lambda r: r == name)
+    assert corpus(AREA, "right", lambda: safe_component(name, "run name"), check=lambda r: r == name)
 
 
 @pytest.mark.parametrize("runs", [
@@ -63,7 +63,7 @@ def test_hostile_mapping_writes_nothing(corpus, server, tmp_path, runs):
     def run():
         return fetch_helm_runs(base, release_runs(base, "r1"), dest, progress=False)
 
-    corpus(AREA, "error", run, match=r"(run name|suite of run|has suite) .*expected a")
+    assert corpus(AREA, "error", run, match=r"(run name|suite of run|has suite) .*expected a")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "box" / "escaped").exists()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
@@ -78,14 +78,14 @@ def test_hostile_mapping_writes_nothing(corpus, server, tmp_path, runs):
 def test_malformed_release(corpus, server, body, pattern):
     base, handler = server
     handler.release = body
-    corpus(AREA, "error", lambda: release_runs(base, "r1"), match=pattern)
+    assert corpus(AREA, "error", lambda: release_runs(base, "r1"), match=pattern)
 
 
 @pytest.mark.parametrize("status, pattern", [(500, r"HTTP 500"), (403, r"HTTP 403"), (404, r"not found")])
 def test_server_failure(corpus, server, status, pattern):
     base, handler = server
     handler.status = status
-    corpus(AREA, "error", lambda: release_runs(base, "r1"), match=r"runs_to_run_suites\.json.*" + pattern)
+    assert corpus(AREA, "error", lambda: release_runs(base, "r1"), match=r"runs_to_run_suites\.json.*" + pattern)
 
 
 def test_nothing_listening(corpus):
@@ -94,19 +94,19 @@ def test_nothing_listening(corpus):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    corpus(AREA, "error", lambda: release_runs(f"http://127.0.0.1:{port}/out", "r1", timeout=5),
+    assert corpus(AREA, "error", lambda: release_runs(f"http://127.0.0.1:{port}/out", "r1", timeout=5),
            match=r"GET http://127\.0\.0\.1:\d+/out/releases/r1/runs_to_run_suites\.json failed")
 
 
 @pytest.mark.parametrize("runs", [["a", "b"], "a string", 7], ids=repr)
 def test_runs_not_a_mapping(corpus, tmp_path, runs):
-    corpus(AREA, "error", lambda: fetch_helm_runs("http://127.0.0.1:9/x", runs, tmp_path, progress=False),
+    assert corpus(AREA, "error", lambda: fetch_helm_runs("http://127.0.0.1:9/x", runs, tmp_path, progress=False),
            match=r"runs must map run name -> suite")
 
 
 @pytest.mark.parametrize("base", ["ftp://x", "file:///etc", "127.0.0.1", ""])
 def test_bad_base_url(corpus, tmp_path, base):
-    corpus(AREA, "error", lambda: fetch_helm_runs(base, {}, tmp_path, progress=False),
+    assert corpus(AREA, "error", lambda: fetch_helm_runs(base, {}, tmp_path, progress=False),
            match=r"base URL must start with http:// or https://")
 
 
@@ -122,7 +122,7 @@ def test_cli_runs_file(corpus, run_cli, tmp_path, content, pattern):
     argv = ["-q", "reproduce", str(tmp_path / "src"), "--fetch", "http://127.0.0.1:9/x",
             "--runs", str(runs), "--out", str(tmp_path / "res")]
     run = run_cli(argv)
-    corpus(AREA, "error", run, match=pattern)
+    assert corpus(AREA, "error", run, match=pattern)
     assert not (tmp_path / "escaped").exists()
 
 
@@ -132,7 +132,7 @@ def test_oversized_file_refused(corpus, server, tmp_path, length):
     base, handler = server
     handler.body, handler.length = b"[" + b"0," * 5000 + b"0]", length
     dest = tmp_path / "dl"
-    corpus(AREA, "error", lambda: fetch_helm_runs(base, {"run1": "v1"}, dest, progress=False,
+    assert corpus(AREA, "error", lambda: fetch_helm_runs(base, {"run1": "v1"}, dest, progress=False,
                                                   max_file_bytes=1000),
            match=r"GET http://127\.0\.0\.1:\d+/out/runs/v1/run1/run_spec\.json: the body is larger "
                  r"than 1000 bytes")
@@ -143,7 +143,7 @@ def test_oversized_file_refused(corpus, server, tmp_path, length):
 def test_file_within_limit(corpus, server, tmp_path):
     base, handler = server
     dest = tmp_path / "dl"
-    corpus(AREA, "right", lambda: fetch_helm_runs(base, {"run1": "v1"}, dest, progress=False,
+    assert corpus(AREA, "right", lambda: fetch_helm_runs(base, {"run1": "v1"}, dest, progress=False,
                                                   max_file_bytes=1000),
            check=lambda c: c == {"downloaded": 3, "skipped": 0, "missing": 0}
            and (dest / "runs" / "v1" / "run1" / "run_spec.json").read_bytes() == b"[]")

@@ -206,7 +206,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_mixinstruct_corpus(case: Case, tmp_path: Path) -> None:
-    run_case(case, tmp_path)
+    assert run_case(case, tmp_path)
 
 
 def test_corpus_size() -> None:
@@ -255,6 +255,7 @@ def test_property_mixinstruct_bytes(blob: bytes, tmp_path_factory: pytest.TempPa
     f.write_bytes(json.dumps({"id": "d/1", "instruction": "x", "input": "", "candidates": [
         {"model": "a", "scores": {"bertscore": 0.5}}]}).encode() + b"\n" + blob)
     try:
-        load(f)
+        data = load(f)
     except BenchrouteError:
         return
+    assert isinstance(data, BenchmarkData) and len(data) >= 1

@@ -258,7 +258,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_table_corpus(case: Case, tmp_path: Path) -> None:
-    run_case(case, tmp_path)
+    assert run_case(case, tmp_path)
 
 
 def test_corpus_size() -> None:
