@@ -1,5 +1,5 @@
 """Cost-aware routing policies, each a function of P (n, M), costs c (n, M) or (M,) and one
-parameter (definitions: /work/shared/ROUTING_METRICS.md, docs/routing.md).
+parameter (definitions and measurements: docs/routing.md).
 
 Every policy returns the chosen column per input, shape (n,), int. They are plain array functions
 so that the same code serves the fitted router (``Router.route(texts, policy=...)``) and the

@@ -1,5 +1,5 @@
 """Cost–quality evaluation of the routing policies, cross-fitted (definitions:
-/work/shared/ROUTING_METRICS.md; results: docs/routing.md).
+docs/routing.md, which also holds the results).
 
 Inputs are split into seeded folds; each fold's P(m, x) comes from a :class:`PerInputPredictor`
 fitted (and tuned) on the other folds only, so no input is scored by a router that saw it. Each
