@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -66,25 +65,26 @@ def check_router_params(params: Mapping[str, object], where: str = "Router") -> 
          "an encoder name or object")
 
 
-_HASHING = re.compile(r"hashing-[1-9][0-9]{0,4}-[1-9][1-9]")
 
 
 def known_encoder_name(name: object) -> bool:
     """Whether a saved router's encoder name is one the package resolves by itself: the default
     sentence model (short or hub form) with at most one backend (``@torch``, ``@onnx``,
     ``@static``) and one word-piece cap (``@max<N>``), or a ``hashing-<dim>-<lo><hi>`` encoder;
-    never a path or another hub name."""
-    from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL
+    never a path or another hub name. Decided by the same resolver and suffix parser as
+    :func:`~benchroute.embedding.get_encoder`, without loading anything."""
+    from benchroute.embedding.backends import parse_mpnet_suffix
+    from benchroute.embedding.names import resolve_encoder_name
 
     if not isinstance(name, str):
         return False
-    if _HASHING.fullmatch(name) is not None:
-        return True
-    base, *suffixes = name.split("@")
-    backends = [s for s in suffixes if s in ("torch", "onnx", "static")]
-    caps = [s for s in suffixes if re.fullmatch(r"max[1-9][0-9]{0,3}", s)]
-    return (base in (DEFAULT_MODEL, DEFAULT_ENCODER_ID) and len(backends) <= 1
-            and len(caps) <= 1 and len(backends) + len(caps) == len(suffixes))
+    try:
+        resolved = resolve_encoder_name(name, allow_download=False)
+        if resolved.kind == "default":
+            parse_mpnet_suffix(name)
+    except BenchrouteError:
+        return False
+    return resolved.kind in ("hashing", "default")
 
 
 def check_vectors(X: np.ndarray, what: str) -> np.ndarray:

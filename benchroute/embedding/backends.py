@@ -102,23 +102,30 @@ def is_mpnet_name(name: str) -> bool:
     return name.split("@", 1)[0] in MODEL_NAMES
 
 
+def parse_mpnet_suffix(name: str) -> tuple[str | None, int | None]:
+    """The backend and word-piece cap of a ``<model>[@<backend>][@max<N>]`` name (None where
+    not given); anything else after ``@`` is a :class:`BenchrouteError`."""
+    backend: str | None = None
+    cap: int | None = None
+    for part in name.split("@")[1:]:
+        if part in BACKENDS and backend is None:
+            backend = part
+        elif part.startswith("max") and part[3:].isdigit() and int(part[3:]) > 0 and cap is None:
+            cap = int(part[3:])
+        else:
+            raise BenchrouteError(
+                f"encoder name {name!r}: unknown suffix @{part}; expected "
+                f"{DEFAULT_MODEL}[@backend][@max<N>] with backend one of {sorted(BACKENDS)}")
+    return backend, cap
+
+
 def mpnet_encoder(name: str, device: str | None = None,
                   max_seq_length: int | None = None) -> Encoder:
     """The encoder a ``<model>[@<backend>][@max<N>]`` name stands for.
 
     ``max_seq_length`` given here overrides a cap in the name.
     """
-    backend: str | None = None
-    cap: int | None = None
-    for part in name.split("@")[1:]:
-        if part in BACKENDS and backend is None:
-            backend = part
-        elif part.startswith("max") and part[3:].isdigit() and cap is None:
-            cap = int(part[3:])
-        else:
-            raise BenchrouteError(
-                f"encoder name {name!r}: unknown suffix @{part}; expected "
-                f"{DEFAULT_MODEL}[@backend][@max<N>] with backend one of {sorted(BACKENDS)}")
+    backend, cap = parse_mpnet_suffix(name)
     if max_seq_length is not None:
         cap = max_seq_length
     return BACKENDS[backend or default_backend(device)](device, cap)
