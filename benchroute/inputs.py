@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute.data.store import BenchmarkData
+from benchroute.embedding.base import unit_norm_rows
 from benchroute.exceptions import BenchrouteError
 
 #: How far a vector's norm may be from 1 before it is normalised (with a warning).
@@ -96,20 +97,17 @@ def check_vectors(X: np.ndarray, what: str) -> np.ndarray:
         X = X[None, :]
     if X.ndim != 2:
         raise BenchrouteError(f"{what}: expected a 2-D array (n, d), got shape {X.shape}")
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        raise BenchrouteError(f"{what}: row {int(np.flatnonzero(bad)[0])} has NaN or infinite "
-                              "values; expected finite unit vectors")
-    norms = np.linalg.norm(X, axis=1)
-    if (norms == 0).any():
-        raise BenchrouteError(f"{what}: row {int(np.flatnonzero(norms == 0)[0])} is all zeros; "
-                              "expected unit vectors")
-    off = np.abs(norms - 1.0) > NORM_TOL
+    out, broken, off = unit_norm_rows(X, NORM_TOL)
+    if broken.any():
+        row = int(np.flatnonzero(broken)[0])
+        problem = "has NaN or infinite values" if not np.isfinite(X[row]).all() else "is all zeros"
+        raise BenchrouteError(f"{what}: row {row} {problem}; expected finite unit vectors")
     if off.any():
+        row = int(np.flatnonzero(off)[0])
         warnings.warn(f"{what}: {int(off.sum())} vector(s) are not unit-norm (e.g. row "
-                      f"{int(np.flatnonzero(off)[0])}: norm {norms[off][0]:.4f}); normalised",
+                      f"{row}: norm {np.linalg.norm(X[row]):.4f}); normalised",
                       UserWarning, stacklevel=3)
-        X = X / norms[:, None]
+        X = out
     return np.ascontiguousarray(X, dtype=np.float32)
 
 

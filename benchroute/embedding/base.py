@@ -85,3 +85,19 @@ def encode_reporting(encoder: Encoder, texts: Sequence[str], batch_size: int,
     out = encoder.encode(texts, batch_size=batch_size)
     on_batch(len(texts))
     return out
+
+
+def unit_norm_rows(X: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(normalised, broken, off)`` for (n, d) vectors, the one check behind every place that
+    takes vectors from outside (fit, queries, cache shards, imports): ``broken`` marks rows that
+    are not finite or are all zero (they cannot be repaired), ``off`` rows whose norm is off 1 by
+    more than ``tol``; ``normalised`` is float32 with the off rows divided by their norm (the
+    input itself, as float32, when none is off)."""
+    out = np.asarray(X).astype(np.float32, copy=False)
+    finite = np.asarray(np.isfinite(out).all(axis=1))
+    norms = np.linalg.norm(np.where(finite[:, None], out, 0), axis=1)
+    broken = ~finite | (norms == 0)
+    off = ~broken & (np.abs(norms - 1) > tol)
+    if off.any():
+        out = np.where(off[:, None], out / np.where(broken, 1, norms)[:, None], out)
+    return out, broken, off

@@ -35,7 +35,7 @@ import numpy as np
 
 from benchroute._persist import read_versioned_json
 from benchroute.data.text import text_key
-from benchroute.embedding.base import Encoder, as_texts, encode_reporting
+from benchroute.embedding.base import Encoder, as_texts, encode_reporting, unit_norm_rows
 from benchroute.exceptions import CacheError
 
 logger = logging.getLogger(__name__)
@@ -408,17 +408,14 @@ def unit_rows(vectors: np.ndarray, what: str, refusal: str) -> np.ndarray:
     them would otherwise be silently wrong.
     """
     vectors = np.asarray(vectors)
-    out = vectors.astype(np.float32, copy=False)
-    finite = np.asarray(np.isfinite(out).all(axis=1))
-    norms = np.linalg.norm(np.where(finite[:, None], out, 0), axis=1)
-    broken = ~finite | (norms == 0)
+    out, broken, off = unit_norm_rows(vectors, UNIT_NORM_TOL)
     if broken.any():
         raise CacheError(f"{what}: {int(broken.sum())} of {len(out)} vectors are not finite or "
                          f"are zero (first at row {int(np.flatnonzero(broken)[0])}); {refusal}")
-    off = np.abs(norms - 1) > UNIT_NORM_TOL
     if off.any():
+        first = int(np.flatnonzero(off)[0])
         logger.warning("%s: %d of %d vectors were not of unit norm (first at row %d, norm %.4g) "
-                       "and were normalised", what, int(off.sum()), len(out),
-                       int(np.flatnonzero(off)[0]), float(norms[off][0]))
-        return np.ascontiguousarray(out / norms[:, None])
+                       "and were normalised", what, int(off.sum()), len(out), first,
+                       float(np.linalg.norm(vectors[first].astype(np.float64))))
+        return np.ascontiguousarray(out)
     return vectors
