@@ -224,8 +224,6 @@ class VectorIndex:
         faiss = _faiss()
         folder = Path(folder)
         path = folder / "index.json"
-        if isinstance(_raw_version(path), (int, type(None))) is False:
-            raise BenchrouteError(f"{path}: field 'format_version' must be an integer")
         meta = read_versioned_json(path, INDEX_FORMAT_VERSION, "index")
         _check_sidecar(path, meta)
         out = cls(meta.get("factory", "Flat"), meta.get("nprobe"), meta.get("ef_search"))
@@ -265,15 +263,6 @@ def _write_faiss(faiss: Any, index: Any, path: Path) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
         raise BenchrouteError(f"{path}: cannot write the FAISS index ({reason})") from exc
     os.replace(tmp, path)
-
-
-def _raw_version(path: Path) -> object:
-    """The sidecar's ``format_version`` as written (None when unreadable: the reader reports)."""
-    try:
-        meta = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return meta.get("format_version") if isinstance(meta, dict) else None
 
 
 def _check_sidecar(path: Path, meta: dict[str, Any]) -> None:
