@@ -276,7 +276,9 @@ def router_proba(router: Any, Q: np.ndarray) -> np.ndarray:
     tuned = getattr(router, "per_input_", None)
     if tuned is None:
         return router.predict_proba_embedded(Q)
-    return tuned.predict_proba(check_vectors(Q, "queries"))
+    # the router's own index finds the neighbours; the tuned predictor only weighs them
+    nb = router.predictor_.neighbours(check_vectors(Q, "queries"), tuned.k_)
+    return tuned.predict_from_neighbours(nb.distances, nb.labels)
 
 
 def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | None,
@@ -341,4 +343,4 @@ def restore_routing(router: Any, state: Mapping[str, Any] | None) -> None:
     state = state or {}
     router.costs_ = state.get("costs")
     if state.get("per_input"):
-        router.per_input_ = PerInputPredictor.from_description(state["per_input"], router.X_, router.Y_)
+        router.per_input_ = PerInputPredictor.from_description(state["per_input"], None, router.Y_)

@@ -114,7 +114,8 @@ class Router(RouterParams):
         self.costs_ = None
         self.per_input_: PerInputPredictor | None = None
         if self.tune:
-            self.per_input_ = PerInputPredictor(seed=self.seed).fit(X, Y, ds)
+            # routing searches the router's index; the tuned predictor keeps no pool of its own
+            self.per_input_ = PerInputPredictor(seed=self.seed).fit(X, Y, ds).without_pool()
         logger.info("fitted router: %d inputs, %d models, %d tasks, %d reference pairs",
                     len(X), len(self.models_), len(self.tasks_), len(self.reference_.u))
         return self

@@ -272,7 +272,8 @@ class PerInputPredictor:
             raise BenchrouteError(f"X (N, d) and Y (N, M) must share N; got {X.shape}, {Y.shape}")
         if np.nanmin(Y) < 0 or np.nanmax(Y) > 1:
             raise BenchrouteError(f"Y must lie in [0, 1]; got [{np.nanmin(Y)}, {np.nanmax(Y)}]")
-        self.X_, self.Y_ = X, Y
+        self.X_: np.ndarray | None = X
+        self.Y_: np.ndarray | None = Y
         self.means_ = column_means(Y)
         self.n_models_ = Y.shape[1]
         needs_cv = len(grid) > 1 or self.calibration != "none"
@@ -284,7 +285,7 @@ class PerInputPredictor:
             return self
         fold, how = fold_ids(len(X), groups, self.folds, self.seed)
         K = max(k for k, _, _ in grid)
-        nb = [(test, *self._oof_neighbours(fold, f, K)) for f in range(fold.max() + 1)
+        nb = [(test, *self._oof_neighbours(X, Y, fold, f, K)) for f in range(fold.max() + 1)
               for test in [np.flatnonzero(fold == f)]]
         rows, oof = [], {}
         for cfg in grid:
@@ -318,16 +319,17 @@ class PerInputPredictor:
         logger.info("per-input predictor: %s", self.tuning_.summary())
         return self
 
-    def _oof_neighbours(self, fold: np.ndarray, f: int, K: int
+    @staticmethod
+    def _oof_neighbours(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, f: int, K: int
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-        dist, rows = knn_search(self.X_[train], self.X_[test], K)
-        lab = _gather(self.Y_[train], rows)
+        dist, rows = knn_search(X[train], X[test], K)
+        lab = _gather(Y[train], rows)
         dist = np.where(rows < 0, np.inf, dist)
-        return dist, lab, column_means(self.Y_[train])
+        return dist, lab, column_means(Y[train])
 
     def _check(self) -> None:
-        if not hasattr(self, "X_"):
+        if not hasattr(self, "means_"):
             raise NotFittedError("This PerInputPredictor instance is not fitted yet. Call 'fit' "
                                  "with appropriate arguments before using this estimator.")
 
@@ -335,6 +337,9 @@ class PerInputPredictor:
                       exclude_rows: np.ndarray | None = None) -> np.ndarray:
         """P (n, M) for query vectors; ``exclude_rows`` leaves pool rows out (cross-fitting)."""
         self._check()
+        if self.X_ is None or self.Y_ is None:
+            raise BenchrouteError("this predictor has no pool of its own (its router searches its "
+                                  "index and calls predict_from_neighbours)")
         Q = np.atleast_2d(np.asarray(Q, dtype=np.float32))
         keep = np.ones(len(self.X_), dtype=bool)
         if exclude_rows is not None:
@@ -345,9 +350,30 @@ class PerInputPredictor:
         dist, rows = knn_search(self.X_[rows_kept], Q, self.k_)
         dist = np.where(rows < 0, np.inf, dist)
         Yk = self.Y_[rows_kept]
-        P = knn_posterior(dist, _gather(Yk, rows), self.k_, self.weights_, self.prior_,
-                          column_means(Yk) if exclude_rows is not None else self.means_)
+        means = column_means(Yk) if exclude_rows is not None else self.means_
+        return self._posterior(dist, _gather(Yk, rows), means, calibrated)
+
+    def predict_from_neighbours(self, distances: np.ndarray, labels: np.ndarray,
+                                calibrated: bool = True) -> np.ndarray:
+        """P (n, M) from neighbours someone else searched: cosine ``distances`` (n, K) ascending
+        (inf past the pool's end) and their ``labels`` (n, K, M), K ≥ ``k_``. A router passes
+        those of its own index, so routing needs no second copy of the pool vectors."""
+        self._check()
+        return self._posterior(distances, labels, self.means_, calibrated)
+
+    def _posterior(self, dist: np.ndarray, labels: np.ndarray, means: np.ndarray,
+                   calibrated: bool) -> np.ndarray:
+        P = knn_posterior(np.asarray(dist, dtype=np.float64), np.asarray(labels, dtype=np.float64),
+                          self.k_, self.weights_, self.prior_, means)
         return self.calibration_(P) if calibrated else P
+
+    def without_pool(self) -> PerInputPredictor:
+        """Drop the pool vectors and labels (kept: the chosen values, the pool's means and the
+        calibration); :meth:`predict_from_neighbours` still works, :meth:`predict_proba` does
+        not. For owners, such as a router, that search their own index."""
+        self._check()
+        self.X_ = self.Y_ = None
+        return self
 
     def describe(self) -> dict[str, Any]:
         """The chosen values (and CV evidence), for display and for saving with a router."""
@@ -359,13 +385,15 @@ class PerInputPredictor:
         return out
 
     @classmethod
-    def from_description(cls, desc: dict[str, Any], X: np.ndarray, Y: np.ndarray
+    def from_description(cls, desc: dict[str, Any], X: np.ndarray | None, Y: np.ndarray
                          ) -> PerInputPredictor:
-        """Rebuild a fitted predictor from :meth:`describe` and the pool, without re-tuning."""
+        """Rebuild a fitted predictor from :meth:`describe` and the pool's labels ``Y`` (and
+        vectors ``X``; None gives a predictor without a pool, see :meth:`without_pool`), without
+        re-tuning."""
         try:
             pred = cls(k=int(desc["k"]), weights=str(desc["weights"]), prior=float(desc["prior"]))
-            pred.X_ = np.ascontiguousarray(X, dtype=np.float32)
             pred.Y_ = np.asarray(Y, dtype=np.float64)
+            pred.X_ = None if X is None else np.ascontiguousarray(X, dtype=np.float32)
             pred.means_ = column_means(pred.Y_)
             pred.n_models_ = pred.Y_.shape[1]
             pred.k_, pred.weights_, pred.prior_ = int(desc["k"]), str(desc["weights"]), float(desc["prior"])
@@ -374,7 +402,7 @@ class PerInputPredictor:
             pred.tuning_ = None
         except (KeyError, TypeError, ValueError) as exc:
             raise BenchrouteError(f"malformed per-input predictor description ({exc!r})") from exc
-        return pred
+        return pred if X is not None else pred.without_pool()
 
 
 def _gather(Y: np.ndarray, rows: np.ndarray) -> np.ndarray:
