@@ -156,29 +156,21 @@ class KNNCorrectnessPredictor:
         return self
 
     # ------------------------------------------------------------------ neighbours
-    def neighbours(self, Q: np.ndarray, K: int, exclude_datasets: Iterable[str] | None = None,
-                   extra_X: np.ndarray | None = None, extra_Y: np.ndarray | None = None,
-                   exclude_rows: np.ndarray | None = None) -> Neighbours:
-        """K nearest inputs of each query among the pool (minus excluded tasks) and ``extra_X``.
-
-        Extra points (few-shot labelled inputs of the new task) are compared by brute force and
-        merged with the pool's neighbours, so the pool index is never modified.
-        """
+    def neighbours(self, Q: np.ndarray, K: int, exclude_datasets: Iterable[str] | None = None
+                   ) -> Neighbours:
+        """K nearest pool inputs of each query, leaving out the excluded tasks. Labelled inputs
+        of a new task are merged in by :class:`benchroute.task.TaskNeighbours`, so the pool index
+        is never modified."""
         check_is_fitted(self, "index_")
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         if Q.ndim == 1:
             Q = Q[None, :]
-        K = min(K, len(self.index_) + (0 if extra_X is None else len(extra_X)))
+        K = min(K, len(self.index_))
         excl = list(exclude_datasets) if exclude_datasets is not None else None
-        dist, rows = self.index_.search(Q, K, exclude_datasets=excl, exclude_rows=exclude_rows)
+        dist, rows = self.index_.search(Q, K, exclude_datasets=excl)
         found = rows[rows >= 0]
-        nb = Neighbours(dist, self._padded[rows],
-                        frozenset(self.datasets_[np.unique(found)].tolist()))
-        if extra_X is not None and len(extra_X):
-            ex = np.ascontiguousarray(extra_X, dtype=np.float32)
-            d_extra = 1.0 - (Q @ ex.T).astype(np.float64)
-            nb = nb.merge(d_extra, np.asarray(extra_Y, dtype=np.float32), K)
-        return nb
+        return Neighbours(dist, self._padded[rows],
+                          frozenset(self.datasets_[np.unique(found)].tolist()))
 
     def fallback_means(self, exclude_datasets: Iterable[str] | None = None) -> np.ndarray:
         """Each model's mean label over the pool without the excluded tasks (0.5 if none), so a

@@ -12,7 +12,6 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,9 +40,6 @@ from benchroute.reference import ReferencePairs, reference_pairs
 from benchroute.selection import Selection, route_rows
 from benchroute.task import TaskNeighbours
 from benchroute.tuning import PerInputPredictor
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 

@@ -50,9 +50,7 @@ def knn_search(pool: np.ndarray, queries: np.ndarray, K: int) -> tuple[np.ndarra
     pool = np.ascontiguousarray(pool, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     K = max(1, min(K, len(pool)))
-    index = faiss.IndexFlatIP(pool.shape[1])
-    index.add(pool)
-    sims, rows = index.search(queries, K)
+    sims, rows = faiss.knn(queries, pool, K, metric=faiss.METRIC_INNER_PRODUCT)
     return 1.0 - sims.astype(np.float64), rows
 
 

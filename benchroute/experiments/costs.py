@@ -140,14 +140,7 @@ class CostQuality:
 def ranked_calls(score: np.ndarray, levels: Sequence[float], seed: int = 0) -> list[np.ndarray]:
     """For each call% level, a mask calling the strong model on the top ``level`` share of
     inputs by score: RouteLLM's thresholds at score quantiles, ties broken at random (seeded)."""
-    jitter = np.random.default_rng(seed).random(len(score))
-    order = np.lexsort((jitter, -np.asarray(score, dtype=np.float64)))
-    out = []
-    for lv in levels:
-        m = np.zeros(len(score), dtype=bool)
-        m[order[:int(round(lv * len(score)))]] = True
-        out.append(m)
-    return out
+    return [pol.top_share(score, lv, seed) for lv in levels]
 
 
 def _point(policy: str, param: float, pick: np.ndarray, Q: np.ndarray, C: np.ndarray,
