@@ -158,7 +158,7 @@ def per_instance_routing(
     """Route every input to argmax_m P(m, x) on a continuous quality (SPEC.md's MixInstruct setting).
 
     Inputs are split into ``folds`` seeded folds; each fold is routed from a pool of the other
-    folds (a router fitted on them; its reference pass is skipped, α = 0 only, as routing does
+    folds (a router fitted on them; its reference pass runs at α = 0 only, once, though routing does
     not use p̂), by the P(m, x) that :meth:`Router.route` uses (:func:`benchroute.policies.router_proba`:
     the tuned per-input predictor by default, g_m(x) with ``tune=False``) and the routing rule of
     :func:`benchroute.selection.route_rows` (ties to the best single model of the other folds,
