@@ -309,24 +309,41 @@ def _route_policy_options(p: Any) -> None:
                    help="policy parameter: tau, eps, budget, t, strong, weak")
 
 
-def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
-                  candidates: list[str] | None) -> int:
-    prices = None
-    if args.prices:
-        path = Path(args.prices)
-        raw = json.loads(path.read_text()) if path.is_file() else dict(
-            kv.split("=", 1) for kv in args.prices.split(",") if kv)
-        try:
-            prices = {str(m): float(v) * (args.tokens / 1e6 if args.tokens else 1.0)
-                      for m, v in raw.items()}
-        except ValueError as exc:
-            raise BenchrouteError(f"--prices {args.prices!r}: {exc}; expected model=number") from exc
+def _read_prices(args: argparse.Namespace) -> dict[str, float] | None:
+    """--prices (and --tokens) as cost per call of each model, or None."""
+    if not args.prices:
+        return None
+    path = Path(args.prices)
+    raw = json.loads(path.read_text()) if path.is_file() else dict(
+        kv.split("=", 1) for kv in args.prices.split(",") if kv)
+    try:
+        return {str(m): float(v) * (args.tokens / 1e6 if args.tokens else 1.0)
+                for m, v in raw.items()}
+    except ValueError as exc:
+        raise BenchrouteError(f"--prices {args.prices!r}: {exc}; expected model=number") from exc
+
+
+def _read_params(pairs: list[str]) -> dict[str, Any]:
+    """--param NAME=VALUE pairs: strong and weak are model names, the rest numbers."""
     params: dict[str, Any] = {}
-    for kv in args.param:
+    for kv in pairs:
         if "=" not in kv:
             raise BenchrouteError(f"--param {kv!r}: expected NAME=VALUE")
         k, v = kv.split("=", 1)
-        params[k] = v if k in ("strong", "weak") else float(v)
+        if k in ("strong", "weak"):
+            params[k] = v
+            continue
+        try:
+            params[k] = float(v)
+        except ValueError:
+            raise BenchrouteError(f"--param {kv!r}: {k} must be a number") from None
+    return params
+
+
+def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
+                  candidates: list[str] | None) -> int:
+    prices = _read_prices(args)
+    params = _read_params(args.param)
     out = router.route(texts, candidates=candidates, policy=args.policy, costs=prices, **params)
     for text, row in zip(texts, out.itertuples(index=False)):
         rec = {"text": text, "model": row.model, "p": float(row.p), "cost": float(row.cost)}
@@ -442,7 +459,137 @@ def _version() -> str:
     return __version__
 
 
-_COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route, _add_reproduce]
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the OpenAI-compatible routing gateway (extra 'serve')")
+    p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
+    p.add_argument("--upstreams", type=Path, required=True,
+                   help="YAML/JSON: models: {NAME: {base_url, model, api_key_env?, cost?}}")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--port", type=int, default=6060)
+    p.add_argument("--api-key-env", metavar="VAR",
+                   help="require 'Authorization: Bearer <$VAR>' on /v1/* (401 otherwise)")
+    p.add_argument("--policy", choices=["best", "threshold", "share", "smallest_sufficient",
+                                        "cheapest_within", "lagrangian", "budget"],
+                   help="default policy of the 'benchroute' entry (default: the calibration's, "
+                   "else best)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="policy parameter: t, share, tau, eps, lam, budget, strong, weak")
+    p.add_argument("--candidates", help="comma-separated models routing may choose (default: all)")
+    p.add_argument("--calibration", type=Path,
+                   help="calibration file (default: ROUTER/calibration.json when present)")
+    p.add_argument("--route-text", default="last_user", choices=["last_user", "conversation"],
+                   help="what the decision reads: the last user message or the whole chat")
+    p.add_argument("--retries", type=int, default=1,
+                   help="upstream failures retried on the next model by P")
+    p.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds per upstream call")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument("--max-messages", type=int, default=256)
+    p.add_argument("--max-text-chars", type=int, default=100_000)
+    p.add_argument("--max-batch", type=int, default=64, help="decisions per encoder batch")
+    p.add_argument("--decision-log", type=Path, help="append each decision to this JSONL file")
+    p.add_argument("--log-prompts", action="store_true", help="include the routed text in the log")
+    p.add_argument("--drain-seconds", type=float, default=30.0,
+                   help="on SIGTERM, wait this long for requests in flight")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _serve_imports() -> Any:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise BenchrouteError(f"the gateway needs the 'serve' extra ({exc.name} is missing): "
+                              "pip install 'benchroute[serve]'") from None
+    from benchroute.serve import app
+
+    return app
+
+
+def _calibration_path(args: argparse.Namespace, given: Path | None) -> Path | None:
+    if given is not None:
+        return given
+    if args.router is not None and (args.router / "calibration.json").is_file():
+        return args.router / "calibration.json"
+    return None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    app = _serve_imports()
+    from benchroute.serve.calibrate import load_calibration
+    from benchroute.serve.run import serve
+    from benchroute.serve.upstreams import load_upstreams
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise BenchrouteError(f"--api-key-env {args.api_key_env}: the variable is not set")
+    upstreams = load_upstreams(args.upstreams)
+    router = _load_router(args.router)
+    cal_path = _calibration_path(args, args.calibration)
+    calibration = load_calibration(cal_path, router) if cal_path else None
+    config = app.GatewayConfig(
+        route_text=args.route_text.replace("-", "_"), max_body_bytes=args.max_body_bytes,
+        max_messages=args.max_messages, max_text_chars=args.max_text_chars, retries=args.retries,
+        upstream_timeout=args.upstream_timeout, api_key=api_key, decision_log=args.decision_log,
+        log_prompts=args.log_prompts, max_batch=args.max_batch)
+    gw = app.build_gateway(router, upstreams, config, args.policy, _read_params(args.param),
+                           args.candidates.split(",") if args.candidates else None, calibration,
+                           args.upstreams)
+    serve(gw, args.host, args.port, args.drain_seconds)
+    return 0
+
+
+def _add_calibrate(sub: Any) -> None:
+    p = sub.add_parser("calibrate", help="fit a policy's parameter to a target share of strong "
+                       "calls (or a mean cost) on a sample of your prompts, for 'serve'")
+    p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
+    p.add_argument("--prompts", required=True, help="one prompt per line, or JSONL with 'text'")
+    p.add_argument("--policy", default="threshold",
+                   choices=["threshold", "smallest_sufficient", "budget"])
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--strong-share", type=float,
+                        help="share of calls to the strong model (threshold, smallest_sufficient)")
+    target.add_argument("--mean-cost", type=float, help="mean cost per call (budget)")
+    p.add_argument("--strong", help="strong model (default: the best on average)")
+    p.add_argument("--weak", help="weak model of the threshold policy (default: the cheapest "
+                   "other model, else the weakest on average)")
+    p.add_argument("--candidates", help="comma-separated models routing may choose")
+    p.add_argument("--upstreams", type=Path, help="take costs from this upstreams file")
+    p.add_argument("--prices", help="JSON file or 'model=price,...': cost per call")
+    p.add_argument("--tokens", type=float, help="typical tokens per call (prices per 1M tokens)")
+    p.add_argument("--out", type=Path, help="where to write (default: ROUTER/calibration.json, "
+                   "where serve reads it)")
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from benchroute.serve.calibrate import calibrate
+
+    out = args.out or (args.router / "calibration.json" if args.router else None)
+    if out is None:
+        raise BenchrouteError("give --out FILE (with the default router there is no router "
+                              "folder to write into)")
+    costs = _read_prices(args)
+    if args.upstreams is not None:
+        from benchroute.serve.upstreams import load_upstreams, upstream_costs
+
+        costs = upstream_costs(load_upstreams(args.upstreams)) or costs
+    router = _load_router(args.router)
+    if args.policy == "budget" and args.mean_cost is None:
+        raise BenchrouteError("--policy budget takes --mean-cost")
+    if args.policy != "budget" and args.strong_share is None:
+        raise BenchrouteError(f"--policy {args.policy} takes --strong-share")
+    report = calibrate(router, _read_texts(args.prompts), args.policy,
+                       args.mean_cost if args.policy == "budget" else args.strong_share, out,
+                       strong=args.strong, weak=args.weak, costs=costs,
+                       candidates=args.candidates.split(",") if args.candidates else None)
+    print(report)
+    return 0
+
+
+_COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route, _add_reproduce,
+             _add_serve, _add_calibrate]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

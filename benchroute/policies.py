@@ -81,26 +81,23 @@ def lagrangian(P: np.ndarray, c: np.ndarray | None = None, *, lam: float) -> np.
     return best(P - lam * c, c)
 
 
-def budget(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
-           iters: int = 60) -> np.ndarray:
-    """Max predicted quality with mean cost ≤ ``budget`` (Lagrangian relaxation).
+def budget_price(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
+                 iters: int = 60) -> float:
+    """The smallest price λ of cost at which argmax P − λc has mean cost ≤ ``budget``.
 
-    Bisects the price λ of cost until the mean cost of argmax P − λc fits the budget; the
-    answer is the per-input choice at the smallest λ that fits (the integer rounding of the
-    relaxation may leave part of the budget unspent). A budget below the cheapest assignment
-    returns the cheapest model per input.
+    0 when the free choice (argmax P) fits; ``inf`` when no price fits (the budget is below the
+    cheapest assignment). Found by bisection, so a gateway can fix λ once on a sample of prompts
+    and then decide each request alone with :func:`lagrangian`.
     """
     P, c = _check(P, c)
-    mean_cost = lambda pick: float(c[np.arange(len(c)), pick].mean())  # noqa: E731
-    free = best(P, c)
-    if mean_cost(free) <= budget:
-        return free
-    cheapest = _cheapest_where(np.ones_like(P, dtype=bool), c, free)
+    mean_cost = lambda pick: float(c[np.arange(len(c)), pick].mean()) if len(c) else 0.0  # noqa: E731
+    if mean_cost(best(P, c)) <= budget:
+        return 0.0
     spread = float(np.ptp(P)) if P.size else 0.0
     cmin = float(np.min(np.diff(np.unique(c)))) if len(np.unique(c)) > 1 else 1.0
     hi = max(spread, 1.0) / max(cmin, 1e-12) * 2.0
     if mean_cost(lagrangian(P, c, lam=hi)) > budget:
-        return cheapest
+        return float("inf")
     lo = 0.0
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
@@ -108,7 +105,22 @@ def budget(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
             hi = mid
         else:
             lo = mid
-    return lagrangian(P, c, lam=hi)
+    return hi
+
+
+def budget(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
+           iters: int = 60) -> np.ndarray:
+    """Max predicted quality with mean cost ≤ ``budget`` (Lagrangian relaxation).
+
+    The per-input choice at the smallest price λ that fits (:func:`budget_price`); the integer
+    rounding of the relaxation may leave part of the budget unspent. A budget below the
+    cheapest assignment returns the cheapest model per input.
+    """
+    P, c = _check(P, c)
+    lam = budget_price(P, c, budget=budget, iters=iters)
+    if np.isinf(lam):
+        return _cheapest_where(np.ones_like(P, dtype=bool), c, best(P, c))
+    return lagrangian(P, c, lam=lam)
 
 
 # ---------------------------------------------------------------------- Hybrid LLM
@@ -194,6 +206,7 @@ POLICIES: dict[str, Policy] = {
     "smallest_sufficient": smallest_sufficient,
     "cheapest_within": cheapest_within,
     "budget": budget,
+    "lagrangian": lagrangian,
 }
 
 
@@ -269,20 +282,30 @@ def store_costs(data: Any) -> dict[str, float] | None:
     return {str(m): float(v) for m, v in frame.groupby("model")["cost"].mean().dropna().items()}
 
 
-def router_proba(router: Any, Q: np.ndarray) -> np.ndarray:
-    """P(m, x) of a fitted router: its tuned per-input predictor when it has one, else g_m(x)."""
+def router_proba(router: Any, Q: np.ndarray, pool_rows: bool = False) -> np.ndarray:
+    """P(m, x) of a fitted router: its tuned per-input predictor when it has one, else g_m(x).
+
+    ``pool_rows``: Q are vectors of the router's own pool, and each row's nearest neighbour (the
+    row itself) is left out, so that P on pool inputs is what a new input would get.
+    """
     from benchroute.inputs import check_vectors
-    from benchroute.predictors import _CHUNK
+    from benchroute.predictors import _CHUNK, Neighbours
 
     Q = check_vectors(Q, "queries")
     tuned = getattr(router, "per_input_", None)
-    if tuned is None:  # g_m(x), searched in chunks (equal to predict_proba_embedded(Q))
+    if tuned is None and not pool_rows:  # g_m(x), searched in chunks
         return router.predictor_.predict_proba(Q)
-    # the router's own index finds the neighbours; the tuned predictor only weighs them
+    k = tuned.k_ if tuned is not None else router.predictor_.k
+    skip = int(pool_rows)
     parts = []
     for start in range(0, len(Q), _CHUNK):
-        nb = router.predictor_.neighbours(Q[start:start + _CHUNK], tuned.k_)
-        parts.append(tuned.predict_from_neighbours(nb.distances, nb.labels))
+        # the router's own index finds the neighbours; the tuned predictor only weighs them
+        nb = router.predictor_.neighbours(Q[start:start + _CHUNK], k + skip)
+        dist, labels = nb.distances[:, skip:], nb.labels[:, skip:]
+        if tuned is not None:
+            parts.append(tuned.predict_from_neighbours(dist, labels))
+        else:
+            parts.append(router.predictor_.aggregate(Neighbours(dist, labels))[0])
     return np.vstack(parts) if parts else np.zeros((0, len(router.models_)))
 
 
@@ -300,14 +323,23 @@ def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | Non
 def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
                       costs: Mapping[str, float] | Sequence[float] | None = None,
                       **params: Any) -> pd.DataFrame:
-    """``Router.route(texts, policy=...)``: per input the model, its predicted P and its cost.
+    """``Router.route(texts, policy=...)``: per input the model, its predicted P and its cost."""
+    return policy_frame(router, router_proba(router, Q), policy, cand, costs, **params)
 
-    ``strong``/``weak`` (threshold) are model names. ``best`` needs no costs (cost 0 shown
-    when none are known); every other policy does.
+
+def policy_frame(router: Any, P: np.ndarray, policy: str, cand: np.ndarray,
+                 costs: Mapping[str, float] | Sequence[float] | None = None,
+                 **params: Any) -> pd.DataFrame:
+    """A policy applied to P (n, all models) already computed for the router's models: the one
+    decision rule of ``Router.route`` and of the gateway, which computes P once per batch.
+
+    ``strong``/``weak`` (threshold) are model names. ``best`` and ``threshold`` need no costs
+    (cost 0 shown when none are known); every other policy does.
     """
     models = [router.models_[i] for i in cand]
-    P = router_proba(router, Q)[:, cand]
-    if policy == "best" and costs is None and getattr(router, "costs_", None) is None:
+    P = np.asarray(P)[:, cand]
+    known = costs is not None or getattr(router, "costs_", None) is not None
+    if policy in ("best", "threshold") and not known:
         c = np.zeros(len(cand))
     else:
         c = router_costs(router, costs, f"policy {policy!r}")[cand]

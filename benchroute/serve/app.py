@@ -1,0 +1,430 @@
+"""The gateway: an OpenAI-compatible HTTP service in front of a fitted router.
+
+``build_gateway`` checks everything a server needs before it binds (upstreams for every model
+the policy can choose, the policy's parameters, the calibration), and ``create_app`` wires the
+endpoints: ``POST /v1/chat/completions`` (routed and forwarded, streaming passed through),
+``POST /v1/route`` (the decision only), ``GET /v1/models``, ``GET /healthz``, ``GET /metrics``,
+``GET /status.json`` and the status page at ``GET /``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from benchroute.exceptions import BenchrouteError
+from benchroute.serve.calibrate import (
+    Calibration,
+    cost_quality_curve,
+    operating_point,
+    pool_sample,
+)
+from benchroute.serve.decide import Decider, Decision, MicroBatcher, ServerPolicy, default_pair
+from benchroute.serve.entry import PREFIX, Entry, EntryError, examples, parse_entry
+from benchroute.serve.forward import Answer, Forwarder, error_body
+from benchroute.serve.metrics import GatewayMetrics
+from benchroute.serve.upstreams import Upstream, check_coverage, upstream_costs
+
+logger = logging.getLogger(__name__)
+
+ROUTE_TEXT_MODES = ("last_user", "conversation")
+
+
+@dataclass
+class GatewayConfig:
+    """How the gateway reads requests and calls upstreams (the CLI's flags)."""
+
+    route_text: str = "last_user"
+    max_body_bytes: int = 1 << 20
+    max_messages: int = 256
+    max_text_chars: int = 100_000
+    retries: int = 1
+    upstream_timeout: float = 60.0
+    api_key: str | None = field(default=None, repr=False)
+    decision_log: Path | None = None
+    log_prompts: bool = False
+    max_batch: int = 64
+
+    def check(self) -> None:
+        if self.route_text not in ROUTE_TEXT_MODES:
+            raise BenchrouteError(f"route_text {self.route_text!r}: choose one of "
+                                  f"{list(ROUTE_TEXT_MODES)}")
+        for name in ("max_body_bytes", "max_messages", "max_text_chars", "max_batch"):
+            if getattr(self, name) < 1:
+                raise BenchrouteError(f"{name} == {getattr(self, name)}, must be >= 1")
+        if self.retries < 0:
+            raise BenchrouteError(f"retries == {self.retries}, must be >= 0")
+        if not self.upstream_timeout > 0:
+            raise BenchrouteError(f"upstream_timeout == {self.upstream_timeout}, must be > 0")
+
+
+class GatewayError(Exception):
+    """An HTTP error answered in OpenAI's error shape."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+
+
+class DecisionLog:
+    """Append-only JSONL of decisions; one write per line, so lines never interleave."""
+
+    def __init__(self, path: Path, prompts: bool) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.prompts = prompts
+        self._lock = threading.Lock()
+        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (open for the server's life)
+
+    def write(self, record: dict[str, Any], text: str | None) -> None:
+        if self.prompts and text is not None:
+            record = {**record, "text": text}
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            self._f.write(line)
+            self._f.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._f.close()
+
+
+@dataclass
+class Gateway:
+    """Everything one server holds."""
+
+    router: Any
+    upstreams: dict[str, Upstream]
+    config: GatewayConfig
+    decider: Decider
+    metrics: GatewayMetrics
+    names: dict[str, str]
+    status: dict[str, Any]
+    log: DecisionLog | None = None
+    batcher: MicroBatcher | None = None
+    forwarder: Forwarder | None = None
+
+
+def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
+                  config: GatewayConfig | None = None, policy: str | None = None,
+                  params: Mapping[str, Any] | None = None, candidates: Sequence[str] | None = None,
+                  calibration: Calibration | None = None, upstreams_path: object = "upstreams",
+                  encoder: Any = None) -> Gateway:
+    """Check and assemble a gateway; every start-up error is a :class:`BenchrouteError`.
+
+    The default policy is ``policy`` (with ``params``), else the calibration's, else ``best``.
+    ``candidates`` (default: every router model) are the models routing may choose; each needs
+    an upstream. ``params`` may name ``strong`` and ``weak`` for the threshold policies.
+    """
+    config = config or GatewayConfig()
+    config.check()
+    params = dict(params or {})
+    cand = list(candidates) if candidates is not None else list(router.models_)
+    router.candidate_indices(cand)  # unknown names fail here, with the known ones listed
+    costs = upstream_costs(upstreams) or getattr(router, "costs_", None)
+    if costs is not None:
+        costs = {m: float(costs.get(m, 0.0)) for m in router.models_}
+    pair = default_pair(router, cand, costs)
+    strong = str(params.pop("strong", calibration.params.get("strong", pair[0])
+                            if calibration else pair[0]))
+    weak = str(params.pop("weak", calibration.params.get("weak", pair[1])
+                          if calibration else pair[1]))
+    if policy is None and calibration is not None:
+        default = ServerPolicy(calibration.policy,
+                               {k: v for k, v in calibration.params.items()
+                                if k not in ("strong", "weak")}, "calibration")
+    else:
+        default = ServerPolicy(policy or "best", params, "--policy")
+    choosable = [strong, weak] if default.policy == "threshold" else cand
+    check_coverage(upstreams, sorted(set(choosable) | set(cand)), upstreams_path,
+                   f"the {default.policy!r} policy can choose")
+    if default.policy == "threshold" and strong == weak:
+        raise BenchrouteError(f"threshold routing needs two different models; strong and weak "
+                              f"are both {strong!r} (name them with --param strong=M weak=M)")
+    pool = pool_sample(router)
+    sample = calibration.sample if calibration is not None else pool
+    decider = Decider(router, cand, costs, default, sample, strong, weak, encoder, calibration)
+    metrics = GatewayMetrics(list(router.models_), decider.bma, costs)
+    names = {m: m for m in upstreams if m in router.models_}
+    names.update({u.model: m for m, u in upstreams.items() if m in router.models_})
+    curve = cost_quality_curve(router, pool, decider.cand, costs, decider.bma)
+    d_policy, d_params = decider.resolve(Entry(PREFIX))
+    point = operating_point(router, pool, curve, decider.cand, d_policy, d_params, costs)
+    curve.pop("keep")
+    curve.pop("C")
+    if calibration is not None and "strong_share" in calibration.target:
+        metrics.set_target(PREFIX, strong, float(calibration.target["strong_share"]))
+    status = {
+        "router": {"models": list(router.models_), "tasks": len(router.tasks_),
+                   "inputs": int(len(router.Y_)), "encoder": router.encoder_id_,
+                   "best_on_average": decider.bma},
+        "candidates": cand, "strong": strong, "weak": weak,
+        "default": {"entry": PREFIX, "policy": d_policy, "params": d_params,
+                    "source": default.source},
+        "calibration": None if calibration is None else {
+            "target": calibration.target, "realised": calibration.realised,
+            "sample": calibration.sample.source},
+        "sample": sample.source,
+        "upstreams": {m: u.model for m, u in upstreams.items()},
+        "costs": costs, "route_text": config.route_text, "entries": examples(),
+        "curve": {**curve, "operating_point": point},
+    }
+    log = DecisionLog(config.decision_log, config.log_prompts) if config.decision_log else None
+    return Gateway(router, dict(upstreams), config, decider, metrics, names, status, log)
+
+
+# ---------------------------------------------------------------------- request parsing
+async def read_json(request: Request, cap: int) -> dict[str, Any]:
+    """The body as a JSON object, refusing more than ``cap`` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise GatewayError(413, f"request body of {declared} bytes exceeds the limit of {cap}",
+                           code="body_too_large")
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > cap:
+            raise GatewayError(413, f"request body exceeds the limit of {cap} bytes",
+                               code="body_too_large")
+    try:
+        obj = json.loads(bytes(buf))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GatewayError(400, f"request body is not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise GatewayError(400, "request body must be a JSON object")
+    return obj
+
+
+def _content_text(content: object, i: int) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" \
+                    and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif not isinstance(part, dict):
+                raise GatewayError(400, f"messages[{i}].content parts must be objects",
+                                   param=f"messages[{i}].content")
+        return "\n".join(parts)
+    raise GatewayError(400, f"messages[{i}].content must be a string or a list of parts",
+                       param=f"messages[{i}].content")
+
+
+def routed_text(messages: object, config: GatewayConfig) -> str | None:
+    """The text a decision is made on: the last user message (or the whole conversation);
+    None when there is none to route on."""
+    if not isinstance(messages, list) or not messages:
+        raise GatewayError(400, "messages must be a non-empty list", param="messages")
+    if len(messages) > config.max_messages:
+        raise GatewayError(400, f"{len(messages)} messages exceed the limit of "
+                           f"{config.max_messages}", param="messages", code="too_many_messages")
+    texts: list[tuple[str, str]] = []
+    total = 0
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
+            raise GatewayError(400, f"messages[{i}] must be an object with a string 'role'",
+                               param=f"messages[{i}]")
+        text = _content_text(msg.get("content"), i)
+        total += len(text)
+        if total > config.max_text_chars:
+            raise GatewayError(400, f"message text exceeds the limit of {config.max_text_chars} "
+                               "characters", param="messages", code="text_too_long")
+        texts.append((msg["role"], text))
+    if config.route_text == "conversation":
+        joined = "\n".join(t for _, t in texts if t.strip())
+        return joined or None
+    users = [t for role, t in texts if role == "user" and t.strip()]
+    return users[-1] if users else None
+
+
+def decision_headers(d: Decision, answered: str | None = None, reason: str | None = None
+                     ) -> dict[str, str]:
+    """The x-benchroute-* headers (latin-1 safe)."""
+    model = answered or d.model
+    why = reason or d.fallback
+    p = d.p.get(model)
+    hdr = {"x-benchroute-model": model, "x-benchroute-entry": d.entry,
+           "x-benchroute-policy": d.policy,
+           "x-benchroute-p": "" if p is None else f"{p:.6f}",
+           "x-benchroute-fallback": why or "none",
+           "x-benchroute-decision-ms": f"{d.decision_ms:.3f}"}
+    return {k: v.encode("ascii", "replace").decode("ascii")[:500] for k, v in hdr.items()}
+
+
+# ---------------------------------------------------------------------- the app
+def create_app(gw: Gateway) -> FastAPI:
+    """The FastAPI application of a gateway built by :func:`build_gateway`."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw.batcher = MicroBatcher(gw.decider, gw.config.max_batch, gw.metrics.batch_size.observe)
+        gw.forwarder = Forwarder(gw.upstreams, gw.config.upstream_timeout,
+                                 retries=gw.config.retries, on_call=gw.metrics.upstream)
+        await gw.batcher.start()
+        try:
+            yield
+        finally:
+            await gw.batcher.stop()
+            await gw.forwarder.close()
+            if gw.log is not None:
+                gw.log.close()
+
+    app = FastAPI(title="benchroute gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse(error_body(exc.message, exc.type, exc.code, exc.param),
+                            status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"),
+                            status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        gw.metrics.request(request.url.path if request.url.path in _KNOWN else "other",
+                           response.status_code)
+        return response
+
+    def authorise(request: Request) -> None:
+        if gw.config.api_key is None:
+            return
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), gw.config.api_key.encode()):
+            raise GatewayError(401, "invalid or missing API key (Authorization: Bearer ...)",
+                               "authentication_error", "invalid_api_key")
+
+    def entry_of(body: Mapping[str, Any]) -> Entry:
+        try:
+            entry = parse_entry(body.get("model"), gw.names)
+            if entry.pinned is None:
+                gw.decider.resolve(entry)
+        except EntryError as exc:
+            raise GatewayError(404 if "unknown model" in str(exc) else 400, str(exc),
+                               code="model_not_found", param="model") from None
+        except BenchrouteError as exc:
+            raise GatewayError(400, str(exc), param="model") from None
+        if entry.policy == "share" and entry.value is not None:
+            gw.metrics.set_target(entry.name, gw.decider.strong, entry.value)
+        return entry
+
+    async def decide(body: Mapping[str, Any], text: str | None) -> Decision:
+        entry = entry_of(body)
+        assert gw.batcher is not None
+        d = await gw.batcher.decide(text, entry)
+        gw.metrics.decision(d)
+        return d
+
+    def log(endpoint: str, d: Decision, text: str | None, **extra: Any) -> None:
+        if gw.log is not None:
+            gw.log.write({"time": time.time(), "endpoint": endpoint, **d.to_json(), **extra}, text)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        authorise(request)
+        body = await read_json(request, gw.config.max_body_bytes)
+        text = routed_text(body.get("messages"), gw.config)
+        d = await decide(body, text)
+        assert gw.forwarder is not None
+        stream = body.get("stream") is True
+        ans: Answer = await gw.forwarder.chat(body, d.order or (d.model,), stream)
+        reason = None
+        if ans.failures and ans.status < 500:
+            reason = f"retried on {ans.model}: " + "; ".join(
+                f"{f.model} {f.kind}" for f in ans.failures)
+            gw.metrics.fallback("upstream retry")
+        elif ans.failures:
+            reason = "every upstream try failed: " + "; ".join(
+                f"{f.model} {f.kind}" for f in ans.failures)
+            gw.metrics.fallback("upstream failed")
+        headers = decision_headers(d, ans.model or d.model, reason)
+        log("chat", d, text, answered=ans.model, status=ans.status, stream=stream,
+            upstream_model=gw.upstreams[ans.model].model if ans.model in gw.upstreams else None)
+        if ans.status < 400:
+            gw.metrics.answered(ans.model)
+        if ans.stream is not None:
+            return StreamingResponse(ans.stream, status_code=ans.status, media_type=ans.media_type,
+                                     headers=headers)
+        return Response(ans.content, status_code=ans.status, media_type=ans.media_type,
+                        headers=headers)
+
+    @app.post("/v1/route")
+    async def route(request: Request) -> JSONResponse:
+        authorise(request)
+        body = await read_json(request, gw.config.max_body_bytes)
+        if "input" in body:
+            if not isinstance(body["input"], str):
+                raise GatewayError(400, "input must be a string", param="input")
+            if len(body["input"]) > gw.config.max_text_chars:
+                raise GatewayError(400, f"input exceeds the limit of {gw.config.max_text_chars} "
+                                   "characters", param="input", code="text_too_long")
+            text = body["input"] if body["input"].strip() else None
+        elif "messages" in body:
+            text = routed_text(body["messages"], gw.config)
+        else:
+            raise GatewayError(400, "give 'messages' (a chat) or 'input' (a text)")
+        d = await decide(body, text)
+        log("route", d, text)
+        out = {**d.to_json(),
+               "upstream_model": gw.upstreams[d.model].model if d.model in gw.upstreams else None}
+        return JSONResponse(out, headers=decision_headers(d))
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        authorise(request)
+        data = [{"id": e, "object": "model", "created": 0, "owned_by": "benchroute"}
+                for e in examples()]
+        data += [{"id": m, "object": "model", "created": 0, "owned_by": "upstream",
+                  "upstream_model": u.model} for m, u in gw.upstreams.items()]
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        ok = gw.batcher is not None and gw.batcher._task is not None \
+            and not gw.batcher._task.done()
+        return JSONResponse({"status": "ok" if ok else "starting",
+                             "models": len(gw.router.models_)}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(gw.metrics.prometheus(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/status.json")
+    async def status() -> JSONResponse:
+        return JSONResponse({**gw.status, "live": gw.metrics.snapshot(), "time": time.time()})
+
+    @app.get("/")
+    async def page() -> HTMLResponse:
+        return HTMLResponse(_page_html())
+
+    return app
+
+
+_KNOWN = {"/v1/chat/completions", "/v1/route", "/v1/models", "/healthz", "/metrics",
+          "/status.json", "/"}
+
+
+def _page_html() -> str:
+    return resources.files("benchroute.serve").joinpath("page/status.html").read_text("utf-8")

@@ -1,0 +1,312 @@
+"""Calibrating a policy's parameter to a target on the user's own prompts, and the cost–quality
+curve the status page draws.
+
+A threshold that sends 30% of the benchmark pool to the strong model can send 10% or 60% of a
+given application's prompts: the router score's distribution moves with the prompts. So the
+parameter is picked on a sample of the user's prompts (``benchroute calibrate``), and the sample's
+P(m, x) is kept in the calibration file (numbers only, no prompt text), so that the gateway can
+turn any target of a request (``benchroute-share-0.2``) into a parameter on the same sample.
+
+Targets and the parameter each fixes:
+
+- ``threshold`` with a strong-call share s: t is the score P(strong) − P(weak) of the
+  ⌈s·n⌉-th prompt in descending order, so a share s of the sample scores ≥ t.
+- ``smallest_sufficient`` with a strong-call share s: the τ on a grid of 201 values in [0, 1]
+  whose realised share is closest to s (ties: the smaller τ).
+- ``budget`` with a mean cost per call b: the price λ of :func:`benchroute.policies.budget_price`,
+  served as ``lagrangian`` so each request is decided alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchroute import policies as pol
+from benchroute.exceptions import BenchrouteError
+
+CALIBRATION_FORMAT_VERSION = 1
+MAX_SAMPLE = 10_000
+_SHARE_GRID = np.round(np.linspace(0.0, 1.0, 201), 4)
+
+
+def router_fingerprint(router: Any) -> str:
+    """What a calibration depends on: the models, the encoder and the pool's size and tasks."""
+    body = json.dumps({"models": list(router.models_), "encoder": router.encoder_id_,
+                       "n": int(len(router.Y_)), "tasks": router.tasks_}, sort_keys=True)
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Sample:
+    """P(m, x) (n, all router models) on a set of prompts; ``Y`` the true labels where known
+    (pool samples), ``source`` says which prompts."""
+
+    P: np.ndarray
+    source: str
+    Y: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.P)
+
+
+def pool_sample(router: Any, n: int = 2000, seed: int = 0) -> Sample:
+    """P on up to ``n`` pool inputs, each scored without itself (what a new input would get)."""
+    N = len(router.Y_)
+    rows = np.sort(np.random.default_rng(seed).choice(N, size=min(n, N), replace=False))
+    X = router.predictor_.index_.vectors()[rows]
+    P = pol.router_proba(router, X, pool_rows=True)
+    return Sample(P, f"pool sample ({len(rows)} of {N} benchmark inputs)", router.Y_[rows])
+
+
+def prompt_sample(router: Any, texts: Sequence[str], seed: int = 0) -> Sample:
+    """P on the user's prompts (a seeded subsample of at most ``MAX_SAMPLE``)."""
+    texts = list(texts)
+    if len(texts) > MAX_SAMPLE:
+        keep = np.sort(np.random.default_rng(seed).choice(len(texts), MAX_SAMPLE, replace=False))
+        texts = [texts[i] for i in keep]
+    P = pol.router_proba(router, router.embed(texts))
+    return Sample(P, f"{len(texts)} calibration prompts")
+
+
+def threshold_for_share(score: np.ndarray, share: float) -> float:
+    """t such that a share ``share`` of ``score`` is ≥ t (ties can add more; see module doc)."""
+    s = np.sort(np.asarray(score, dtype=np.float64))[::-1]
+    if len(s) == 0:
+        raise BenchrouteError("calibration sample is empty")
+    j = int(math.ceil(share * len(s) - 1e-9))
+    if j <= 0:
+        return float(np.nextafter(s[0], np.inf))  # above every score: no strong call
+    return float(s[j - 1])
+
+
+def _pair(router: Any, strong: str, weak: str) -> tuple[int, int]:
+    for name in (strong, weak):
+        if name not in router.models_:
+            raise BenchrouteError(f"model {name!r} is not among the router's models "
+                                  f"{router.models_}")
+    if strong == weak:
+        raise BenchrouteError(f"strong and weak are both {strong!r}; name two different models")
+    return router.models_.index(strong), router.models_.index(weak)
+
+
+def strong_share(sample: Sample, router: Any, policy: str, params: Mapping[str, Any],
+                 strong: str, cand: np.ndarray, costs: Mapping[str, float] | None) -> float:
+    """The share of the sample a policy sends to ``strong``."""
+    frame = pol.policy_frame(router, sample.P, policy, cand, costs, **dict(params))
+    return float((frame["model"] == strong).mean())
+
+
+def mean_cost(sample: Sample, router: Any, policy: str, params: Mapping[str, Any],
+              cand: np.ndarray, costs: Mapping[str, float] | None) -> float:
+    frame = pol.policy_frame(router, sample.P, policy, cand, costs, **dict(params))
+    return float(frame["cost"].mean())
+
+
+def fit_parameter(router: Any, sample: Sample, policy: str, target: float, cand: np.ndarray,
+                  strong: str, weak: str | None = None,
+                  costs: Mapping[str, float] | None = None) -> tuple[str, dict[str, Any]]:
+    """The served policy and parameters that meet ``target`` on ``sample``.
+
+    ``threshold`` and ``smallest_sufficient``: target is the share of calls to ``strong``;
+    ``budget``: the mean cost per call (served as ``lagrangian``).
+    """
+    if not math.isfinite(target) or target < 0 or (policy != "budget" and target > 1):
+        raise BenchrouteError(f"calibration target must be in [0, 1] (a share) or >= 0 (a mean "
+                              f"cost), got {target!r}")
+    if policy == "threshold":
+        if weak is None:
+            raise BenchrouteError("threshold calibration needs a weak model")
+        s, w = _pair(router, strong, weak)
+        t = threshold_for_share(sample.P[:, s] - sample.P[:, w], target)
+        return "threshold", {"t": t, "strong": strong, "weak": weak}
+    if policy == "smallest_sufficient":
+        shares = np.array([strong_share(sample, router, policy, {"tau": float(tau)}, strong, cand,
+                                        costs) for tau in _SHARE_GRID])
+        return policy, {"tau": float(_SHARE_GRID[int(np.argmin(np.abs(shares - target)))])}
+    if policy == "budget":
+        c = pol.router_costs(router, costs, "budget calibration")[cand]
+        lam = pol.budget_price(sample.P[:, cand], c, budget=target)
+        if math.isinf(lam):  # below the cheapest assignment: a price that always picks it
+            lam = 4.0 * (1.0 + float(np.ptp(sample.P))) / max(_min_step(c), 1e-12)
+        return "lagrangian", {"lam": float(lam)}
+    raise BenchrouteError(f"calibration is for 'threshold', 'smallest_sufficient' or 'budget', "
+                          f"got {policy!r}")
+
+
+def _min_step(c: np.ndarray) -> float:
+    u = np.unique(c)
+    return float(np.min(np.diff(u))) if len(u) > 1 else 1.0
+
+
+# ---------------------------------------------------------------------- the file
+@dataclass
+class Calibration:
+    """A calibrated operating point and the sample it was fitted on."""
+
+    policy: str
+    params: dict[str, Any]
+    target: dict[str, Any]
+    realised: dict[str, float]
+    sample: Sample
+    fingerprint: str
+
+    def to_json(self, models: Sequence[str]) -> dict[str, Any]:
+        return {"format_version": CALIBRATION_FORMAT_VERSION, "router": self.fingerprint,
+                "policy": self.policy, "params": self.params, "target": self.target,
+                "realised": self.realised,
+                "sample": {"source": self.sample.source, "models": list(models),
+                           "P": np.round(self.sample.P, 6).tolist()}}
+
+
+def save_calibration(cal: Calibration, models: Sequence[str],
+                     path: str | os.PathLike[str]) -> Path:
+    """Write atomically (a temporary file beside the target, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(cal.to_json(models), allow_nan=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_calibration(path: str | os.PathLike[str], router: Any) -> Calibration:
+    """Read a calibration file, refusing one made for another router or with bad fields."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchrouteError(f"{path}: no such calibration file (make one with "
+                              "'benchroute calibrate')") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BenchrouteError(f"{path}: not a JSON calibration file ({exc})") from None
+
+    def bad(field_: str, expected: str) -> BenchrouteError:
+        return BenchrouteError(f"{path}: field {field_!r} is invalid; expected {expected}")
+
+    if not isinstance(raw, dict) or raw.get("format_version") != CALIBRATION_FORMAT_VERSION:
+        raise bad("format_version", str(CALIBRATION_FORMAT_VERSION))
+    if raw.get("router") != router_fingerprint(router):
+        raise BenchrouteError(f"{path}: made for another router (fingerprint {raw.get('router')!r}, "
+                              f"this router {router_fingerprint(router)!r}); calibrate again")
+    if raw.get("policy") not in ("threshold", "smallest_sufficient", "lagrangian"):
+        raise bad("policy", "'threshold', 'smallest_sufficient' or 'lagrangian'")
+    for key in ("params", "target", "realised", "sample"):
+        if not isinstance(raw.get(key), dict):
+            raise bad(key, "a mapping")
+    sample = raw["sample"]
+    if sample.get("models") != list(router.models_):
+        raise bad("sample.models", f"the router's models {router.models_}")
+    try:
+        P = np.asarray(sample.get("P"), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise bad("sample.P", "a list of rows of numbers") from None
+    if P.ndim != 2 or P.shape[1] != len(router.models_) or len(P) == 0 \
+            or not np.isfinite(P).all() or (P < 0).any() or (P > 1).any():
+        raise bad("sample.P", f"n rows of {len(router.models_)} probabilities in [0, 1]")
+    params = raw["params"]
+    for key, value in params.items():
+        if key in ("strong", "weak"):
+            if value not in router.models_:
+                raise bad(f"params.{key}", f"one of {router.models_}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise bad(f"params.{key}", "a finite number")
+    return Calibration(raw["policy"], dict(params), dict(raw["target"]), dict(raw["realised"]),
+                       Sample(P, str(sample.get("source", "calibration prompts"))),
+                       raw["router"])
+
+
+# ---------------------------------------------------------------------- the curve
+def cost_quality_curve(router: Any, sample: Sample, cand: np.ndarray,
+                       costs: Mapping[str, float] | None, strongest: str) -> dict[str, Any]:
+    """The router's cost–quality frontier on a labelled pool sample.
+
+    The budget policy swept from the cheapest to the free choice (quality: the true benchmark
+    labels of the chosen models). Without costs, the cost of a call is 1 for the strongest
+    model and 0 for the others, so x is the share of calls to it.
+    """
+    from benchroute.experiments.costs import sweep
+
+    if sample.Y is None:
+        raise BenchrouteError("the cost–quality curve needs a labelled (pool) sample")
+    models = [router.models_[i] for i in cand]
+    Q = sample.Y[:, cand]
+    keep = ~np.isnan(Q).any(axis=1)
+    P, Q = sample.P[keep][:, cand], Q[keep]
+    if costs is not None:
+        C = np.broadcast_to(pol.cost_vector(router.models_, costs)[cand], Q.shape)
+        x_label = "mean cost per call"
+    else:
+        C = np.broadcast_to(np.array([float(m == strongest) for m in models]), Q.shape)
+        x_label = f"share of calls to {strongest}"
+    rows, _ = sweep("budget", P, Q, np.ascontiguousarray(C), models)
+    singles = [{"model": m, "x": float(C[0, j]), "y": float(Q[:, j].mean())}
+               for j, m in enumerate(models)] if len(Q) else []
+    return {"x_label": x_label, "y_label": "benchmark quality (pool sample, true labels)",
+            "points": [[r["cost"], r["quality"]] for r in rows], "singles": singles,
+            "n": int(len(Q)), "C": C[0].tolist(), "keep": keep}
+
+
+def operating_point(router: Any, sample: Sample, curve: Mapping[str, Any], cand: np.ndarray,
+                    policy: str, params: Mapping[str, Any],
+                    costs: Mapping[str, float] | None) -> list[float]:
+    """(x, y) of a policy on the curve's sample, on the curve's axes."""
+    keep = curve["keep"]
+    frame = pol.policy_frame(router, sample.P[keep], policy, cand, costs, **dict(params))
+    col = {m: j for j, m in enumerate(router.models_[i] for i in cand)}
+    pick = np.array([col[m] for m in frame["model"]])
+    Q = sample.Y[keep][:, cand] if sample.Y is not None else None
+    x = float(np.asarray(curve["C"])[pick].mean()) if len(pick) else 0.0
+    y = float(Q[np.arange(len(pick)), pick].mean()) if Q is not None and len(pick) else 0.0
+    return [x, y]
+
+
+# ---------------------------------------------------------------------- the command
+def calibrate(router: Any, prompts: Sequence[str], policy: str, target: float,
+              out: str | os.PathLike[str], strong: str | None = None, weak: str | None = None,
+              costs: Mapping[str, float] | None = None,
+              candidates: Sequence[str] | None = None) -> str:
+    """Fit ``policy``'s parameter to ``target`` on ``prompts``, write the calibration file and
+    return a report of the realised share (or mean cost) on the prompts and on the pool."""
+    from benchroute.serve.decide import default_pair
+
+    cand_names = list(candidates) if candidates is not None else list(router.models_)
+    cand = router.candidate_indices(cand_names)
+    if costs is None:
+        costs = getattr(router, "costs_", None)
+    pair = default_pair(router, cand_names, costs)
+    strong = strong or pair[0]
+    weak = weak or pair[1]
+    if strong not in cand_names or weak not in cand_names:
+        raise BenchrouteError(f"strong {strong!r} and weak {weak!r} must be among the candidates "
+                              f"{cand_names}")
+    sample = prompt_sample(router, prompts)
+    pool = pool_sample(router)
+    served, params = fit_parameter(router, sample, policy, target, cand, strong, weak, costs)
+    if policy == "budget":
+        key = "mean_cost"
+        realised = {"sample": mean_cost(sample, router, served, params, cand, costs),
+                    "pool": mean_cost(pool, router, served, params, cand, costs)}
+    else:
+        key = "strong_share"
+        realised = {"sample": strong_share(sample, router, served, params, strong, cand, costs),
+                    "pool": strong_share(pool, router, served, params, strong, cand, costs)}
+    if served != "threshold":
+        params = {**params, "strong": strong}
+    cal = Calibration(served, params, {key: float(target), "policy": policy}, realised, sample,
+                      router_fingerprint(router))
+    path = save_calibration(cal, router.models_, out)
+    shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in params.items()}
+    return (f"{policy}: {served} {shown}\n"
+            f"target {key.replace('_', ' ')} {target:g}: realised {realised['sample']:.4f} on "
+            f"{sample.source}, {realised['pool']:.4f} on the {pool.source}\n"
+            f"wrote {path} (serve reads it as the default policy of the 'benchroute' entry)")

@@ -1,0 +1,284 @@
+"""The gateway's decisions: texts and entry points in, one model per request out.
+
+A batch of requests is embedded once and searched once (:func:`benchroute.policies.router_proba`);
+each request's policy is then applied to its row of P by :func:`benchroute.policies.policy_frame`,
+the same rule ``Router.route(texts, policy=...)`` uses, so the gateway decides exactly as the
+library does. :class:`MicroBatcher` collects the requests that wait while a batch is computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchroute import policies as pol
+from benchroute.exceptions import BenchrouteError
+from benchroute.inputs import check_vectors
+from benchroute.serve.calibrate import Calibration, Sample, fit_parameter, threshold_for_share
+from benchroute.serve.entry import PREFIX, Entry, EntryError, check_value
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One request's routing decision, as the headers, ``/v1/route`` and the log show it."""
+
+    entry: str
+    policy: str
+    params: dict[str, Any]
+    model: str
+    p: dict[str, float]
+    cost: float | None
+    fallback: str | None = None
+    order: tuple[str, ...] = ()  # candidates by P, descending: the retry order
+    decision_ms: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "entry": self.entry, "policy": self.policy,
+                "params": self.params, "p": self.p, "cost": self.cost,
+                "fallback": self.fallback is not None, "fallback_reason": self.fallback,
+                "decision_ms": round(self.decision_ms, 3)}
+
+
+@dataclass
+class ServerPolicy:
+    """The server's default policy and the parameters entries without a value take."""
+
+    policy: str = "best"
+    params: dict[str, Any] = field(default_factory=dict)
+    source: str = "--policy"
+
+
+class Decider:
+    """Decides for batches of texts (synchronous; the batcher runs it off the event loop).
+
+    Parameters
+    ----------
+    router : Router
+        A fitted router.
+    candidates : sequence of str
+        The models the gateway may choose (each has an upstream).
+    costs : mapping, optional
+        Cost per call of each router model (the upstreams file's, else the router's).
+    default : ServerPolicy
+        The policy of the bare ``benchroute`` entry.
+    sample : Sample
+        P on the calibration prompts (or a pool sample): turns share and budget targets of
+        entries into parameters.
+    strong, weak : str
+        The threshold policy's pair.
+    encoder : Encoder, optional
+        Embeds request texts directly (no on-disk cache: prompts are not written to disk);
+        defaults to the router's.
+    """
+
+    def __init__(self, router: Any, candidates: Sequence[str], costs: Mapping[str, float] | None,
+                 default: ServerPolicy, sample: Sample, strong: str, weak: str,
+                 encoder: Any = None, calibration: Calibration | None = None) -> None:
+        from benchroute.embedding import get_encoder
+
+        self.router = router
+        self.candidates = list(candidates)
+        self.cand = router.candidate_indices(self.candidates)
+        self.cand_names = [router.models_[i] for i in self.cand]
+        self.costs = dict(costs) if costs is not None else None
+        self.default = default
+        self.sample = sample
+        self.strong, self.weak = strong, weak
+        self.calibration = calibration
+        self.encoder = encoder if encoder is not None else get_encoder(router.encoder)
+        if self.encoder.identifier != router.encoder_id_:
+            raise BenchrouteError(f"encoder {self.encoder.identifier!r} is not the router's "
+                                  f"{router.encoder_id_!r}")
+        self.bma = router.models_[router.bma_index(self.cand)]
+        self._resolved: dict[tuple[str | None, float | None], tuple[str, dict[str, Any]]] = {}
+        self.resolve(Entry(PREFIX))  # fail at start-up, not on the first request
+
+    # ------------------------------------------------------------------ entries
+    def resolve(self, entry: Entry) -> tuple[str, dict[str, Any]]:
+        """The policy name and parameters :func:`policy_frame` takes for an entry."""
+        key = (entry.policy, entry.value)
+        if key not in self._resolved:
+            self._resolved[key] = self._resolve(entry)
+        policy, params = self._resolved[key]
+        return policy, dict(params)
+
+    def _resolve(self, entry: Entry) -> tuple[str, dict[str, Any]]:
+        if entry.policy is None:
+            policy = self.default.policy
+            if policy not in ("share", "budget"):
+                return policy, self._check(policy, dict(self.default.params))
+            entry = Entry(entry.name, policy, check_value(
+                policy, self._server_value(policy, entry.name), f"server {policy}"))
+        policy = str(entry.policy)
+        pair = {"strong": self.strong, "weak": self.weak}
+        if policy == "best":
+            return "best", {}
+        value = entry.value
+        if value is None:
+            value = self._server_value(policy, entry.name)
+        if policy == "share":
+            score = self.sample.P[:, self.router.models_.index(self.strong)] \
+                - self.sample.P[:, self.router.models_.index(self.weak)]
+            return "threshold", {"t": threshold_for_share(score, value), **pair}
+        if policy == "budget":
+            return fit_parameter(self.router, self.sample, "budget", value, self.cand,
+                                 self.strong, costs=self.costs)
+        name = {"threshold": "t", "smallest_sufficient": "tau", "cheapest_within": "eps",
+                "lagrangian": "lam"}[policy]
+        params: dict[str, Any] = {name: value}
+        if policy == "threshold":
+            params.update(pair)
+        return policy, self._check(policy, params)
+
+    def _server_value(self, policy: str, name: str) -> float:
+        from benchroute.serve.entry import POLICY_PARAMS
+
+        key = POLICY_PARAMS[policy][0]
+        if self.default.policy == policy and key in self.default.params:
+            return float(self.default.params[key])
+        raise EntryError(f"model {name!r}: the server has no {key} for {policy}; name one, e.g. "
+                         f"'{PREFIX}-{policy}-<{key}>'")
+
+    def _check(self, policy: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run the policy once on one sample row: a bad policy or parameter fails here."""
+        if policy == "threshold":
+            params = {"strong": self.strong, "weak": self.weak, **params}
+        pol.policy_frame(self.router, self.sample.P[:1], policy, self.cand, self.costs,
+                         **dict(params))
+        return params
+
+    # ------------------------------------------------------------------ decisions
+    def pinned(self, entry: Entry) -> Decision:
+        model = str(entry.pinned)
+        return Decision(entry.name, "pinned", {}, model, {}, self._cost(model), None, (model,))
+
+    def _cost(self, model: str) -> float | None:
+        return None if self.costs is None else float(self.costs[model])
+
+    def decide(self, texts: Sequence[str | None], entries: Sequence[Entry]) -> list[Decision]:
+        """One decision per (text, entry); a text of None (no user message) goes to the best
+        model on average among the candidates, as a fallback that says why."""
+        out: list[Decision | None] = [None] * len(texts)
+        todo = [i for i, (t, e) in enumerate(zip(texts, entries)) if e.pinned is None and t]
+        for i, (t, e) in enumerate(zip(texts, entries)):
+            if e.pinned is not None:
+                out[i] = self.pinned(e)
+            elif not t:
+                policy, params = self.resolve(e)
+                out[i] = Decision(e.name, policy, params, self.bma, {}, self._cost(self.bma),
+                                  "no text to route (no user message): best model on average",
+                                  (self.bma,))
+        if todo:
+            Q = check_vectors(self.encoder.encode([str(texts[i]) for i in todo]), "request vectors")
+            P = pol.router_proba(self.router, Q)
+            groups: dict[tuple[str, str], list[int]] = {}
+            for j, i in enumerate(todo):
+                policy, params = self.resolve(entries[i])
+                groups.setdefault((policy, repr(sorted(params.items()))), []).append(j)
+            for rows in groups.values():
+                first = entries[todo[rows[0]]]
+                policy, params = self.resolve(first)
+                frame = pol.policy_frame(self.router, P[rows], policy, self.cand, self.costs,
+                                         **params)
+                for r, j in enumerate(rows):
+                    i = todo[j]
+                    probs = {m: round(float(P[j, k]), 6) for m, k in zip(self.cand_names, self.cand)}
+                    model = str(frame["model"].iat[r])
+                    order = tuple([model] + sorted((m for m in self.cand_names if m != model),
+                                                   key=lambda m: -probs[m]))
+                    out[i] = Decision(entries[i].name, policy, params, model, probs,
+                                      self._cost(model), None, order)
+        return [d for d in out if d is not None]
+
+
+class MicroBatcher:
+    """Collects concurrent decisions into one embedding batch and one index search.
+
+    One worker takes every request waiting (up to ``max_batch``) and decides them together in a
+    thread, so the event loop keeps accepting requests meanwhile and throughput grows with
+    concurrency. A failed batch falls back to the best model on average for each request in it
+    (the reason is carried in the decision), so no request is left without an answer.
+    """
+
+    def __init__(self, decider: Decider, max_batch: int = 64,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self.decider = decider
+        self.max_batch = max_batch
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[tuple[str | None, Entry, asyncio.Future[Decision], float]] \
+            | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def decide(self, text: str | None, entry: Entry) -> Decision:
+        if entry.pinned is not None:
+            return self.decider.pinned(entry)
+        if self._queue is None:
+            raise BenchrouteError("the decision batcher is not running")
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((text, entry, fut, time.perf_counter()))
+        return await fut
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self.max_batch and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            if self.on_batch is not None:
+                self.on_batch(len(items))
+            texts = [it[0] for it in items]
+            entries = [it[1] for it in items]
+            try:
+                decisions = await asyncio.to_thread(self.decider.decide, texts, entries)
+            except Exception as exc:  # noqa: BLE001 (every waiting request still gets an answer)
+                logger.exception("decision batch of %d failed", len(items))
+                decisions = [self._fallback(e, exc) for e in entries]
+            now = time.perf_counter()
+            for (_, _, fut, t0), d in zip(items, decisions):
+                if not fut.done():
+                    fut.set_result(_timed(d, (now - t0) * 1e3))
+
+    def _fallback(self, entry: Entry, exc: Exception) -> Decision:
+        d = self.decider
+        return Decision(entry.name, entry.policy or d.default.policy, {}, d.bma, {},
+                        d._cost(d.bma), f"decision failed ({type(exc).__name__}): best model "
+                        "on average", (d.bma, *[m for m in d.cand_names if m != d.bma]))
+
+
+def _timed(d: Decision, ms: float) -> Decision:
+    import dataclasses
+
+    return dataclasses.replace(d, decision_ms=ms)
+
+
+def default_pair(router: Any, candidates: Sequence[str], costs: Mapping[str, float] | None
+                 ) -> tuple[str, str]:
+    """The threshold policy's pair when none is named: the best model on average is strong; the
+    weak one is the cheapest other candidate (costs known) or the weakest on average."""
+    cand = router.candidate_indices(candidates)
+    strong = router.models_[router.bma_index(cand)]
+    others = [router.models_[i] for i in cand if router.models_[i] != strong]
+    if not others:
+        return strong, strong
+    acc = router.model_accuracy_
+    if costs is not None:
+        return strong, min(others, key=lambda m: (costs[m], acc[m]))
+    return strong, min(others, key=lambda m: acc[m])

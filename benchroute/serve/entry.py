@@ -1,0 +1,115 @@
+"""The grammar of the gateway's entry points: what a request's ``model`` field may name.
+
+An OpenAI client can only send a model name, so the routing policy and its one parameter ride
+in it::
+
+    benchroute                              the server's default policy and parameters
+    benchroute-best                         argmax P(m, x) (ties to the cheaper model)
+    benchroute-threshold-<t>                strong if P(strong) − P(weak) ≥ t, else weak
+    benchroute-share-<s>                    threshold whose t sends a share s of the calibration
+                                            sample to the strong model
+    benchroute-smallest_sufficient-<tau>    the cheapest model with P ≥ tau
+    benchroute-cheapest_within-<eps>        the cheapest model within eps of the top P
+    benchroute-lagrangian-<lam>             argmax P − lam · cost
+    benchroute-budget-<b>                   lagrangian whose lam keeps the calibration sample's
+                                            mean cost per call ≤ b
+    <model name>                            no routing: that router model (or upstream model id)
+
+Numbers are plain decimals (``0.3``, ``-0.05``, ``1e-4``). Hyphens and underscores in the
+policy name are interchangeable (``smallest-sufficient``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchroute.exceptions import BenchrouteError
+
+PREFIX = "benchroute"
+
+# policy -> (parameter it takes, lowest value, highest value)
+POLICY_PARAMS: dict[str, tuple[str, float, float]] = {
+    "threshold": ("t", -1.0, 1.0),
+    "share": ("share", 0.0, 1.0),
+    "smallest_sufficient": ("tau", 0.0, 1.0),
+    "cheapest_within": ("eps", 0.0, 1.0),
+    "lagrangian": ("lam", 0.0, math.inf),
+    "budget": ("budget", 0.0, math.inf),
+}
+POLICY_NAMES = ("best", *POLICY_PARAMS)
+
+_ENTRY = re.compile(
+    rf"^{PREFIX}(?:-(?P<policy>[a-z][a-z_-]*?)(?:-(?P<value>-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?))?)?$")
+
+
+class EntryError(BenchrouteError):
+    """A model name that is neither an entry point nor a known model."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One parsed entry point: a policy with its parameter, or a pinned model.
+
+    ``policy`` None means the server default; ``pinned`` names the router model asked for
+    directly.
+    """
+
+    name: str
+    policy: str | None = None
+    value: float | None = None
+    pinned: str | None = None
+    params: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def examples() -> list[str]:
+    """Entry names for /v1/models and the docs."""
+    return [PREFIX, f"{PREFIX}-best", f"{PREFIX}-threshold-0.1", f"{PREFIX}-share-0.3",
+            f"{PREFIX}-smallest_sufficient-0.7", f"{PREFIX}-cheapest_within-0.02",
+            f"{PREFIX}-lagrangian-10", f"{PREFIX}-budget-0.002"]
+
+
+def check_value(policy: str, value: float, where: str) -> float:
+    """A policy parameter within its range (NaN and infinities refused)."""
+    name, lo, hi = POLICY_PARAMS[policy]
+    if not math.isfinite(value) or not lo <= value <= hi:
+        span = f"[{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g}"
+        raise EntryError(f"{where}: {policy} takes {name} in {span}, got {value!r}")
+    return float(value)
+
+
+def parse_entry(name: object, models: dict[str, str]) -> Entry:
+    """Parse a request's ``model`` field.
+
+    ``models`` maps each routable router model name, and each upstream model id, to the router
+    model it means; those names pin the model. Anything else that does not follow the grammar
+    fails with the valid forms listed.
+    """
+    if name is None or name == "":
+        return Entry(PREFIX)
+    if not isinstance(name, str):
+        raise EntryError(f"model must be a string, got {type(name).__name__}")
+    if name in models:
+        return Entry(name, policy="pinned", pinned=models[name])
+    m = _ENTRY.match(name.strip().lower())
+    if m is None:
+        raise EntryError(f"unknown model {name!r}: use '{PREFIX}', '{PREFIX}-<policy>[-<value>]' "
+                         f"with a policy of {list(POLICY_NAMES)} (e.g. {examples()[1:4]}), or "
+                         f"one of the served models {sorted(models)[:10]}")
+    policy = m.group("policy")
+    value = m.group("value")
+    if policy is None:
+        return Entry(name)
+    policy = policy.replace("-", "_")
+    if policy not in POLICY_NAMES:
+        raise EntryError(f"unknown policy {policy!r} in model {name!r}; choose one of "
+                         f"{list(POLICY_NAMES)}")
+    if policy == "best":
+        if value is not None:
+            raise EntryError(f"model {name!r}: policy 'best' takes no value")
+        return Entry(name, "best")
+    if value is None:
+        return Entry(name, policy)  # the server's value for this policy
+    return Entry(name, policy, check_value(policy, float(value), f"model {name!r}"))

@@ -1,0 +1,165 @@
+"""The gateway's figures: Prometheus metrics for scrapers, and the same counts for the status page.
+
+Each app has its own registry (several gateways can live in one process, as in the tests).
+Shares are realised shares since start: decisions for a model over all decisions of an entry,
+beside the target share the entry (or the calibration) asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import Counter as PCounter
+
+from benchroute.serve.decide import Decision
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class GatewayMetrics:
+    """Counters, histograms and the realised-vs-target shares."""
+
+    def __init__(self, models: list[str], strongest: str, costs: Mapping[str, float] | None,
+                 window: int = 2000) -> None:
+        self.registry = CollectorRegistry()
+        self.models = models
+        self.strongest = strongest
+        self.costs = dict(costs) if costs is not None else None
+        r = self.registry
+        self.requests = PCounter("benchroute_requests", "HTTP requests by endpoint and status",
+                                 ["endpoint", "status"], registry=r)
+        self.decisions = PCounter("benchroute_decisions", "Routing decisions by entry point and "
+                                  "chosen model", ["entry", "model"], registry=r)
+        self.fallbacks = PCounter("benchroute_fallbacks", "Decisions or calls that fell back, by "
+                                  "reason", ["reason"], registry=r)
+        self.upstream_errors = PCounter("benchroute_upstream_errors", "Failed upstream calls by "
+                                        "model and kind", ["model", "kind"], registry=r)
+        self.decision_seconds = Histogram("benchroute_decision_seconds", "Time from request to "
+                                          "decision (queue, embedding, search, policy)",
+                                          buckets=_LATENCY, registry=r)
+        self.upstream_seconds = Histogram("benchroute_upstream_seconds", "Upstream call time to "
+                                          "the response (its headers when streaming)", ["model"],
+                                          buckets=_LATENCY, registry=r)
+        self.batch_size = Histogram("benchroute_decision_batch_size", "Requests decided per "
+                                    "encoder batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+                                    registry=r)
+        self.cost = PCounter("benchroute_estimated_cost", "Estimated cost of the routed calls "
+                             "(cost per call of the model that answered)", registry=r)
+        self.cost_strongest = PCounter("benchroute_strongest_cost", f"Cost of the same calls "
+                                       f"always sent to the strongest model ({strongest})",
+                                       registry=r)
+        self.realised = Gauge("benchroute_realised_share", "Share of an entry's decisions that "
+                              "went to a model, since start", ["entry", "model"], registry=r)
+        self.target = Gauge("benchroute_target_share", "Share of calls to a model that an entry "
+                            "or the calibration targets", ["entry", "model"], registry=r)
+        self._lock = threading.Lock()
+        self._counts: dict[str, Counter[str]] = {}
+        self._targets: dict[tuple[str, str], float] = {}
+        self._latency: deque[float] = deque(maxlen=window)
+        self._p: deque[float] = deque(maxlen=window)
+        self._cost_live: deque[float] = deque(maxlen=window)
+        self.totals: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ recording
+    def set_target(self, entry: str, model: str, share: float) -> None:
+        with self._lock:
+            self._targets[(entry, model)] = share
+        self.target.labels(entry, model).set(share)
+
+    def request(self, endpoint: str, status: int) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        with self._lock:
+            self.totals["requests"] += 1
+            if status >= 400:
+                self.totals["errors"] += 1
+
+    def decision(self, d: Decision) -> None:
+        self.decisions.labels(d.entry, d.model).inc()
+        self.decision_seconds.observe(d.decision_ms / 1e3)
+        if d.fallback:
+            self.fallback(d.fallback.split(" (")[0].split(":")[0])
+        with self._lock:
+            counts = self._counts.setdefault(d.entry, Counter())
+            counts[d.model] += 1
+            total = sum(counts.values())
+            self._latency.append(d.decision_ms)
+            if d.p:
+                self._p.append(d.p.get(d.model, np.nan))
+            shares = {m: counts[m] / total for m in counts}
+            self.totals["decisions"] += 1
+        for m, s in shares.items():
+            self.realised.labels(d.entry, m).set(s)
+
+    def fallback(self, reason: str) -> None:
+        self.fallbacks.labels(reason[:80]).inc()
+        with self._lock:
+            self.totals["fallbacks"] += 1
+
+    def answered(self, model: str) -> None:
+        """A call answered by ``model``: its cost against the strongest model's."""
+        if self.costs is None:
+            return
+        c = self.costs.get(model, 0.0)
+        self.cost.inc(c)
+        self.cost_strongest.inc(self.costs.get(self.strongest, 0.0))
+        with self._lock:
+            self._cost_live.append(c)
+
+    def upstream(self, model: str, seconds: float, error: str | None = None) -> None:
+        self.upstream_seconds.labels(model).observe(seconds)
+        if error is not None:
+            self.upstream_errors.labels(model, error).inc()
+            with self._lock:
+                self.totals["upstream_errors"] += 1
+
+    # ------------------------------------------------------------------ reading
+    def prometheus(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The status page's figures."""
+        with self._lock:
+            lat = np.array(self._latency, dtype=float)
+            p = np.array(self._p, dtype=float)
+            by_entry = {e: dict(c) for e, c in self._counts.items()}
+            targets = [{"entry": e, "model": m, "target": t} for (e, m), t in self._targets.items()]
+            totals = dict(self.totals)
+            live_cost = float(np.mean(self._cost_live)) if self._cost_live else None
+        all_counts: Counter[str] = Counter()
+        for c in by_entry.values():
+            all_counts.update(c)
+        n = sum(all_counts.values())
+        for t in targets:
+            c = by_entry.get(t["entry"], {})
+            t["realised"] = c.get(t["model"], 0) / sum(c.values()) if c else None
+        return {
+            "totals": {k: totals.get(k, 0) for k in ("requests", "errors", "decisions",
+                                                    "fallbacks", "upstream_errors")},
+            "decisions": {m: all_counts.get(m, 0) for m in self.models},
+            "share": {m: (all_counts.get(m, 0) / n if n else None) for m in self.models},
+            "by_entry": by_entry,
+            "targets": targets,
+            "decision_ms": {"p50": _q(lat, 50), "p99": _q(lat, 99), "n": int(len(lat))},
+            "live": {"mean_p": float(np.nanmean(p)) if len(p) and np.isfinite(p).any() else None,
+                     "mean_cost": live_cost,
+                     "strong_share": all_counts.get(self.strongest, 0) / n if n else None},
+            "cost": {"estimated": _total(self.cost), "strongest": _total(self.cost_strongest)}
+            if self.costs is not None else None,
+        }
+
+
+def _q(a: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(a, q)), 3) if len(a) else None
+
+
+def _total(counter: PCounter) -> float:
+    for metric in counter.collect():
+        for s in metric.samples:
+            if s.name.endswith("_total"):
+                return float(s.value)
+    return 0.0

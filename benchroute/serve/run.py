@@ -1,0 +1,28 @@
+"""Running a gateway under uvicorn: bind 127.0.0.1 unless told otherwise; SIGTERM drains.
+
+uvicorn's own shutdown does the draining: on SIGTERM or SIGINT it stops accepting connections,
+waits up to ``drain_seconds`` for the requests in flight to finish, then runs the app's
+lifespan exit (the decision batcher and the upstream connections close last).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def serve(gateway: Any, host: str = "127.0.0.1", port: int = 6060,
+          drain_seconds: float = 30.0, log_level: str = "warning") -> None:
+    """Serve ``gateway`` (from :func:`benchroute.serve.app.build_gateway`) until stopped."""
+    import uvicorn
+
+    from benchroute.serve.app import create_app
+
+    config = uvicorn.Config(create_app(gateway), host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=int(max(drain_seconds, 1)),
+                            access_log=False, lifespan="on")
+    logger.warning("benchroute gateway on http://%s:%d (OpenAI base URL http://%s:%d/v1)",
+                   host, port, host, port)
+    uvicorn.Server(config).run()

@@ -1,0 +1,150 @@
+"""Where each router model is served: the upstreams file, read and checked once at start-up.
+
+The file (YAML or JSON) maps router model names to OpenAI-compatible endpoints::
+
+    models:
+      gpt-4:
+        base_url: http://127.0.0.1:8001/v1     # the OpenAI base URL; /chat/completions is added
+        model: gpt-4-0613                      # the model id the upstream expects
+        api_key_env: OPENAI_API_KEY            # optional: the key is read from this variable
+        cost: 0.012                            # optional: cost per call, for the policies
+      mixtral:
+        base_url: http://127.0.0.1:8002/v1
+        model: mistralai/Mixtral-8x7B-Instruct-v0.1
+
+URLs and keys come from this file and the environment only, never from a request, and keys are
+never logged or shown (``repr`` hides them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from benchroute.exceptions import BenchrouteError
+
+_FIELDS = {"base_url", "model", "api_key_env", "cost"}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One router model's endpoint. ``api_key`` is resolved from the environment at start-up."""
+
+    name: str
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    cost: float | None = None
+    api_key: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def chat_url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+
+def _read(path: Path) -> object:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BenchrouteError(f"{path}: no such upstreams file") from None
+    except IsADirectoryError:
+        raise BenchrouteError(f"{path}: is a folder; expected a YAML or JSON upstreams file") from None
+    except UnicodeDecodeError as exc:
+        raise BenchrouteError(f"{path}: not UTF-8 text ({exc})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BenchrouteError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BenchrouteError(f"{path}: invalid YAML ({exc})") from None
+
+
+def _field(path: Path, name: str, key: str, value: object, kind: type) -> object:
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BenchrouteError(f"{path}: field 'models.{name}.{key}' must be a "
+                              f"{kind.__name__ if kind is not float else 'number'}, got {value!r:.60}")
+    return value
+
+
+def load_upstreams(path: str | os.PathLike[str],
+                   environ: Mapping[str, str] | None = None) -> dict[str, Upstream]:
+    """Read and check an upstreams file; every error names the file and the field.
+
+    Keys named by ``api_key_env`` must be set in ``environ`` (default ``os.environ``); all the
+    missing ones are listed in one error.
+    """
+    path = Path(path)
+    env = os.environ if environ is None else environ
+    raw = _read(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict) or not raw["models"]:
+        raise BenchrouteError(f"{path}: expected a mapping with a non-empty 'models' mapping of "
+                              "router model name -> {base_url, model, api_key_env?, cost?}")
+    out: dict[str, Upstream] = {}
+    unset: list[str] = []
+    for name, spec in raw["models"].items():
+        name = str(name)
+        if not isinstance(spec, dict):
+            raise BenchrouteError(f"{path}: field 'models.{name}' must be a mapping with "
+                                  "base_url and model")
+        extra = sorted(set(spec) - _FIELDS)
+        if extra:
+            raise BenchrouteError(f"{path}: field 'models.{name}' has unknown key(s) {extra}; "
+                                  f"known: {sorted(_FIELDS)}")
+        for key in ("base_url", "model"):
+            if key not in spec:
+                raise BenchrouteError(f"{path}: field 'models.{name}.{key}' is missing")
+        url = str(_field(path, name, "base_url", spec["base_url"], str))
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise BenchrouteError(f"{path}: field 'models.{name}.base_url' must be an http(s) URL, "
+                                  f"got {url!r:.80}")
+        model = str(_field(path, name, "model", spec["model"], str))
+        key_env = spec.get("api_key_env")
+        if key_env is not None:
+            key_env = str(_field(path, name, "api_key_env", key_env, str))
+            if not env.get(key_env):
+                unset.append(f"{key_env} (models.{name})")
+        cost = spec.get("cost")
+        if cost is not None:
+            if isinstance(cost, bool) or not isinstance(cost, (int, float)) \
+                    or not math.isfinite(cost) or cost < 0:
+                raise BenchrouteError(f"{path}: field 'models.{name}.cost' must be a finite "
+                                      f"number >= 0, got {cost!r:.60}")
+            cost = float(cost)
+        out[name] = Upstream(name, url, model, key_env, cost,
+                             env.get(key_env) if key_env else None)
+    if unset:
+        raise BenchrouteError(f"{path}: environment variable(s) for upstream keys not set: "
+                              f"{', '.join(unset)}")
+    return out
+
+
+def check_coverage(upstreams: Mapping[str, Upstream], needed: Iterable[str], path: object,
+                   why: str) -> None:
+    """One error listing every model the policy can choose that has no upstream."""
+    missing = [m for m in needed if m not in upstreams]
+    if missing:
+        raise BenchrouteError(f"{path}: no upstream for model(s) {missing}, which {why}; add them "
+                              f"under 'models:' or restrict the choice with --candidates "
+                              f"(upstreams name {sorted(upstreams)})")
+
+
+def upstream_costs(upstreams: Mapping[str, Upstream]) -> dict[str, float] | None:
+    """Per-call costs from the file when every upstream declares one, else None."""
+    costs = {n: u.cost for n, u in upstreams.items()}
+    if all(v is not None for v in costs.values()):
+        return {n: float(v) for n, v in costs.items() if v is not None}
+    return None
