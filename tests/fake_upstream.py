@@ -2,7 +2,7 @@
 
 The fake answers ``POST /v1/chat/completions`` like an LLM server: a completion naming the model it
 was asked for, or a stream of server-sent events. Tests set its latency and faults: failing
-model ids (a status, a hang past the client's timeout, or a dropped connection), and a share of
+model ids (a status, or a hang past the client's timeout), a stream that breaks off, and a share of
 calls that fail with 503 (every n-th call, so counts are exact). Used by the gateway tests and
 by benchmarks/gateway.py; no traffic leaves the loopback interface.
 """
@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 @dataclass
 class FakeConfig:
     latency: float = 0.0                      # seconds before answering
-    fail: dict[str, int] = field(default_factory=dict)   # model id -> HTTP status (0: drop)
+    fail: dict[str, int] = field(default_factory=dict)   # model id -> HTTP status
     hang: set[str] = field(default_factory=set)           # model ids that never answer in time
     fail_every: int = 0                       # every n-th call answers 503 (0: never)
     chunks: int = 3                           # stream chunks
@@ -51,11 +51,9 @@ def fake_upstream(config: FakeConfig) -> Any:
         if config.latency:
             await asyncio.sleep(config.latency)
         if model in config.hang:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(5)  # past any client timeout the tests set
         if model in config.fail:
             status = config.fail[model]
-            if status == 0:  # drop the connection without an answer
-                raise ConnectionResetError("fake upstream dropped the connection")
             return JSONResponse({"error": {"message": f"fake {status}", "type": "server_error"}},
                                 status_code=status)
         if config.fail_every and n % config.fail_every == 0:
@@ -85,6 +83,13 @@ def fake_upstream(config: FakeConfig) -> Any:
                 "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}
 
     return app
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@ turn any target of a request (``benchroute-share-0.2``) into a parameter on the 
 Targets and the parameter each fixes:
 
 - ``threshold`` with a strong-call share s: t is the score P(strong) − P(weak) of the
-  ⌈s·n⌉-th prompt in descending order, so a share s of the sample scores ≥ t.
+  ⌈s·n⌉-th prompt in descending order, so a share s of the sample scores ≥ t (a block of
+  tied scores goes in or out whole, whichever is closer to s).
 - ``smallest_sufficient`` with a strong-call share s: the τ on a grid of 201 values in [0, 1]
   whose realised share is closest to s (ties: the smaller τ).
 - ``budget`` with a mean cost per call b: the price λ of :func:`benchroute.policies.budget_price`,
@@ -78,14 +79,22 @@ def prompt_sample(router: Any, texts: Sequence[str], seed: int = 0) -> Sample:
 
 
 def threshold_for_share(score: np.ndarray, share: float) -> float:
-    """t such that a share ``share`` of ``score`` is ≥ t (ties can add more; see module doc)."""
+    """t whose realised share, the fraction of ``score`` ≥ t, is closest to ``share``.
+
+    With continuous scores that is t = the ⌈s·n⌉-th score in descending order; a block of tied
+    scores (common with k-NN probabilities) goes in or out whole, whichever lands closer
+    (ties: the larger share).
+    """
     s = np.sort(np.asarray(score, dtype=np.float64))[::-1]
     if len(s) == 0:
         raise BenchrouteError("calibration sample is empty")
-    j = int(math.ceil(share * len(s) - 1e-9))
-    if j <= 0:
-        return float(np.nextafter(s[0], np.inf))  # above every score: no strong call
-    return float(s[j - 1])
+    levels = np.unique(s)[::-1]                          # distinct scores, descending
+    shares = np.searchsorted(-s, -levels, side="right") / len(s)   # share ≥ each level
+    options = np.r_[0.0, shares]
+    thresholds = np.r_[np.nextafter(s[0], np.inf), levels]
+    gap = np.abs(options - share)
+    j = int(np.flatnonzero(gap <= gap.min() + 1e-12)[-1])
+    return float(thresholds[j])
 
 
 def _pair(router: Any, strong: str, weak: str) -> tuple[int, int]:

@@ -1,0 +1,447 @@
+"""The gateway over real sockets on 127.0.0.1: the openai client against benchroute serve, in
+front of a fake OpenAI-compatible upstream with set latency, faults and streaming."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+from benchroute.embedding import HashingEncoder  # noqa: E402
+from benchroute.exceptions import BenchrouteError  # noqa: E402
+from benchroute.router import Router  # noqa: E402
+from benchroute.serve.app import GatewayConfig, build_gateway, create_app  # noqa: E402
+from benchroute.serve.calibrate import calibrate, load_calibration  # noqa: E402
+from benchroute.serve.upstreams import Upstream  # noqa: E402
+from tests.fake_upstream import FakeConfig, closed_port, fake_upstream, serving  # noqa: E402
+from tests.unit.test_router import synthetic  # noqa: E402
+
+COSTS = {"m0": 3.0, "m1": 2.0, "m2": 1.0}
+TEXTS = [f"task {t} input {i}" for t in range(4) for i in range(0, 30, 6)] + \
+    ["task input", "something else entirely", "input 7 of task 3 and task 1"]
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory):
+    data, _ = synthetic(4)
+    cache = tmp_path_factory.mktemp("cache")
+    return Router(alphas=(0.0,), encoder=HashingEncoder(64), cache_dir=str(cache)).fit(data)
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    cfg = FakeConfig()
+    with serving(fake_upstream(cfg)) as url:
+        yield cfg, url
+
+
+@pytest.fixture
+def fake(fake_server):
+    cfg, url = fake_server
+    cfg.__init__()  # each test starts from a healthy, instant upstream
+    return cfg, url
+
+
+def upstreams(url, router, costs=COSTS, keys=None):
+    return {m: Upstream(m, url + "/v1", f"up-{m}", cost=costs[m] if costs else None,
+                        api_key=(keys or {}).get(m)) for m in router.models_}
+
+
+@contextlib.contextmanager
+def gateway(router, ups, config=None, **kw):
+    gw = build_gateway(router, ups, config or GatewayConfig(), **kw)
+    with serving(create_app(gw)) as base:
+        yield gw, base
+
+
+def client(base, key="unused"):
+    return openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=30)
+
+
+def user(text):
+    return [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}]
+
+
+# ---------------------------------------------------------------------- decisions
+@pytest.mark.parametrize("entry, policy, params", [
+    ("benchroute", "best", {}),
+    ("benchroute-best", "best", {}),
+    ("benchroute-threshold-0.05", "threshold", {"t": 0.05, "strong": "S", "weak": "W"}),
+    ("benchroute-smallest_sufficient-0.55", "smallest_sufficient", {"tau": 0.55}),
+    ("benchroute-cheapest_within-0.05", "cheapest_within", {"eps": 0.05}),
+    ("benchroute-lagrangian-0.1", "lagrangian", {"lam": 0.1}),
+])
+def test_decision_equals_router_route(router, fake, entry, policy, params):
+    cfg, url = fake
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        params = {k: {"S": gw.decider.strong, "W": gw.decider.weak}.get(v, v)
+                  for k, v in params.items()}
+        expected = router.route(TEXTS, policy=policy, costs=COSTS, **params)
+        got = [httpx.post(base + "/v1/route", json={"input": t, "model": entry}).json()
+               for t in TEXTS]
+    assert [g["model"] for g in got] == expected["model"].tolist()
+    assert [g["p"][g["model"]] for g in got] == pytest.approx(expected["p"].to_numpy(), abs=1e-6)
+    assert [g["cost"] for g in got] == expected["cost"].tolist()
+    assert all(g["policy"] == policy and not g["fallback"] for g in got)
+
+
+def test_chat_completion_through_the_openai_client(router, fake):
+    cfg, url = fake
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        raw = client(base).chat.completions.with_raw_response.create(
+            model="benchroute", messages=user("task 2 input 5"))
+        done = raw.parse()
+    chosen = router.route(["task 2 input 5"], policy="best", costs=COSTS)["model"].iat[0]
+    assert raw.headers["x-benchroute-model"] == chosen
+    assert done.model == f"up-{chosen}"                      # the upstream model that answered
+    assert done.choices[0].message.content == f"answer from up-{chosen}"
+    assert raw.headers["x-benchroute-policy"] == "best"
+    assert raw.headers["x-benchroute-fallback"] == "none"
+    assert 0 <= float(raw.headers["x-benchroute-p"]) <= 1
+    assert float(raw.headers["x-benchroute-decision-ms"]) >= 0
+    assert [c["model"] for c in cfg.calls] == [f"up-{chosen}"]
+    assert cfg.calls[0]["body"]["messages"] == user("task 2 input 5")   # forwarded as sent
+
+
+def test_routes_on_last_user_message_or_whole_conversation(router, fake):
+    cfg, url = fake
+    chat = [{"role": "user", "content": "task 0 input 1"}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "text", "text": "task 3 input 20"}]}]
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        last = httpx.post(base + "/v1/route", json={"messages": chat}).json()
+    with gateway(router, upstreams(url, router), GatewayConfig(route_text="conversation")) \
+            as (gw, base):
+        whole = httpx.post(base + "/v1/route", json={"messages": chat}).json()
+    P = router.predict_proba(["task 3 input 20", "task 0 input 1\nok\ntask 3 input 20"])
+    assert last["p"] == pytest.approx(P.iloc[0].to_dict(), abs=1e-6)
+    assert whole["p"] == pytest.approx(P.iloc[1].to_dict(), abs=1e-6)
+
+
+def test_no_user_message_falls_back_and_says_why(router, fake):
+    cfg, url = fake
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        out = httpx.post(base + "/v1/route",
+                         json={"messages": [{"role": "system", "content": "hi"}]}).json()
+    assert out["fallback"] and "no user message" in out["fallback_reason"]
+    assert out["model"] == router.bma_
+
+
+def test_streaming_passes_chunks_through(router, fake):
+    cfg, url = fake
+    cfg.chunks = 4
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        with client(base).chat.completions.with_streaming_response.create(
+                model="benchroute", messages=user("task 1 input 1"), stream=True) as resp:
+            model = resp.headers["x-benchroute-model"]
+            chunks = list(resp.parse())
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert texts == [f"answer from up-{model} [{i}]" for i in range(4)]
+    assert chunks[-1].choices[0].finish_reason == "stop" and cfg.calls[0]["stream"]
+
+
+def test_pinned_model_and_models_list(router, fake):
+    cfg, url = fake
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        c = client(base)
+        ids = [m.id for m in c.models.list()]
+        raw = c.chat.completions.with_raw_response.create(model="up-m2", messages=user("x"))
+    assert "benchroute" in ids and "benchroute-share-0.3" in ids and {"m0", "m1", "m2"} <= set(ids)
+    assert raw.headers["x-benchroute-model"] == "m2" and raw.headers["x-benchroute-policy"] == "pinned"
+    assert raw.parse().model == "up-m2"
+
+
+def test_unknown_entry_gets_openai_error_shape(router, fake):
+    cfg, url = fake
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        with pytest.raises(openai.NotFoundError) as info:
+            client(base).chat.completions.create(model="gpt-17", messages=user("x"))
+        bad = httpx.post(base + "/v1/route", json={"input": "x", "model": "benchroute-share-2"})
+    assert info.value.body["code"] == "model_not_found" and "benchroute-<policy>" in \
+        info.value.body["message"]
+    assert bad.status_code == 400 and "share in [0, 1]" in bad.json()["error"]["message"]
+    assert not cfg.calls
+
+
+# ---------------------------------------------------------------------- faults
+def test_upstream_5xx_retries_on_next_model_by_p(router, fake):
+    cfg, url = fake
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        first = httpx.post(base + "/v1/route", json={"input": "task 1 input 2"}).json()
+        order = sorted(first["p"], key=lambda m: -first["p"][m])
+        order.remove(first["model"])
+        cfg.fail = {f"up-{first['model']}": 503}
+        raw = client(base).chat.completions.with_raw_response.create(
+            model="benchroute", messages=user("task 1 input 2"))
+        metrics = httpx.get(base + "/metrics").text
+    assert raw.headers["x-benchroute-model"] == order[0]
+    assert raw.parse().model == f"up-{order[0]}"
+    assert raw.headers["x-benchroute-fallback"].startswith(f"retried on {order[0]}")
+    assert [c["model"] for c in cfg.calls] == [f"up-{first['model']}", f"up-{order[0]}"]
+    assert f'benchroute_upstream_errors_total{{kind="http_503",model="{first["model"]}"}} 1.0' \
+        in metrics
+
+
+@pytest.mark.parametrize("fault", ["status", "refused", "hang"])
+def test_every_try_failing_gives_openai_error_with_upstream_status(router, fake, fault):
+    cfg, url = fake
+    ids = [f"up-{m}" for m in router.models_]
+    if fault == "status":
+        cfg.fail = dict.fromkeys(ids, 500)
+    elif fault == "refused":
+        url = f"http://127.0.0.1:{closed_port()}"
+    else:
+        cfg.hang = set(ids)
+    config = GatewayConfig(upstream_timeout=0.5)
+    with gateway(router, upstreams(url, router), config) as (gw, base):
+        resp = httpx.post(base + "/v1/chat/completions", timeout=30,
+                          json={"model": "benchroute", "messages": user("task 0 input 0")})
+    assert resp.status_code == {"status": 500, "refused": 502, "hang": 504}[fault]
+    err = resp.json()["error"]
+    assert err["type"] == "upstream_error" and err["code"] == resp.status_code
+    assert resp.headers["x-benchroute-fallback"].startswith("every upstream try failed")
+    assert resp.headers["x-benchroute-fallback"].count(";") == 1    # the chosen one, one retry
+    assert len(cfg.calls) == (0 if fault == "refused" else 2)
+
+
+def test_retries_can_be_turned_off_and_4xx_is_passed_back(router, fake):
+    cfg, url = fake
+    cfg.fail = {f"up-{m}": 503 for m in router.models_}
+    with gateway(router, upstreams(url, router), GatewayConfig(retries=0)) as (gw, base):
+        resp = httpx.post(base + "/v1/chat/completions",
+                          json={"model": "benchroute", "messages": user("x")})
+        assert resp.status_code == 503 and len(cfg.calls) == 1
+        cfg.fail = {f"up-{m}": 429 for m in router.models_}
+        resp = httpx.post(base + "/v1/chat/completions",
+                          json={"model": "benchroute", "messages": user("x")})
+    assert resp.status_code == 429 and resp.json()["error"]["message"] == "fake 429"
+    assert len(cfg.calls) == 2
+
+
+def test_stream_retried_before_start_not_after(router, fake):
+    cfg, url = fake
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        chosen = httpx.post(base + "/v1/route", json={"input": "task 3 input 3"}).json()["model"]
+        cfg.fail = {f"up-{chosen}": 500}
+        with client(base).chat.completions.with_streaming_response.create(
+                model="benchroute", messages=user("task 3 input 3"), stream=True) as resp:
+            other = resp.headers["x-benchroute-model"]
+            texts = [c.choices[0].delta.content for c in resp.parse() if c.choices]
+        assert other != chosen and texts[0] == f"answer from up-{other} [0]"
+        cfg.fail, cfg.calls = {}, []
+        cfg.break_stream = {f"up-{chosen}"}
+        resp = httpx.post(base + "/v1/chat/completions", json={
+            "model": "benchroute", "messages": user("task 3 input 3"), "stream": True})
+    events = [json.loads(line[6:]) for line in resp.text.splitlines()
+              if line.startswith("data: {")]
+    assert events[0]["model"] == f"up-{chosen}" and "error" in events[-1]
+    assert "broke off mid-stream" in events[-1]["error"]["message"]
+    assert len(cfg.calls) == 1                                       # no retry once started
+
+
+def test_load_with_failing_upstream_loses_nothing(router, fake):
+    """Bounded loopback load: 300 requests, 16 at a time, every 10th upstream call fails."""
+    cfg, url = fake
+    cfg.fail_every = 10
+    results: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        def worker(k: int) -> None:
+            with httpx.Client(timeout=30) as c:
+                for i in range(k, 300, 16):
+                    r = c.post(base + "/v1/chat/completions", json={
+                        "model": "benchroute", "messages": user(TEXTS[i % len(TEXTS)])})
+                    with lock:
+                        results.append((r.status_code, r.json()))
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert time.monotonic() - t0 < 120
+        snap = httpx.get(base + "/status.json").json()["live"]
+    assert len(results) == 300
+    ok = [b for s, b in results if s == 200]
+    assert all(b["choices"][0]["message"]["content"].startswith("answer from up-") for b in ok)
+    assert all(b["error"]["type"] == "upstream_error" for s, b in results if s != 200)
+    assert len(ok) >= 297   # a retry fails only when two consecutive calls both hit a 10th
+    assert snap["totals"]["decisions"] == 300 and snap["totals"]["upstream_errors"] >= 29
+
+
+# ---------------------------------------------------------------------- limits and auth
+def test_limits_answer_413_and_400(router, fake):
+    cfg, url = fake
+    config = GatewayConfig(max_body_bytes=2000, max_messages=3, max_text_chars=100)
+    with gateway(router, upstreams(url, router), config) as (gw, base):
+        big = httpx.post(base + "/v1/chat/completions",
+                         json={"model": "benchroute", "messages": user("x" * 5000)})
+        many = httpx.post(base + "/v1/chat/completions",
+                          json={"model": "benchroute", "messages": user("a") * 2})
+        long = httpx.post(base + "/v1/route", json={"messages": user("y" * 150)})
+        broken = httpx.post(base + "/v1/route", content=b"{not json",
+                            headers={"content-type": "application/json"})
+        empty = httpx.post(base + "/v1/chat/completions", json={"model": "benchroute"})
+        chunked = httpx.post(base + "/v1/route", content=iter([b'{"input": "', b"z" * 3000, b'"}']))
+    assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+    assert chunked.status_code == 413
+    assert many.status_code == 400 and many.json()["error"]["code"] == "too_many_messages"
+    assert long.status_code == 400 and long.json()["error"]["code"] == "text_too_long"
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "messages"
+    assert not cfg.calls
+
+
+def test_bearer_auth_and_upstream_keys_never_shown(router, fake, tmp_path):
+    cfg, url = fake
+    keys = {m: f"upstream-secret-{m}" for m in router.models_}
+    log = tmp_path / "decisions.jsonl"
+    config = GatewayConfig(api_key="client-token", decision_log=log)
+    with gateway(router, upstreams(url, router, keys=keys), config) as (gw, base):
+        with pytest.raises(openai.AuthenticationError):
+            client(base, "wrong").chat.completions.create(model="benchroute", messages=user("x"))
+        raw = client(base, "client-token").chat.completions.with_raw_response.create(
+            model="benchroute", messages=user("task 0 input 4"))
+        exposed = httpx.get(base + "/status.json").text + httpx.get(base + "/metrics").text \
+            + httpx.get(base + "/").text + str(dict(raw.headers))
+    model = raw.headers["x-benchroute-model"]
+    assert cfg.calls[-1]["auth"] == f"Bearer {keys[model]}"        # the key went upstream
+    assert len(cfg.calls) == 1                                      # the 401 reached no upstream
+    exposed += log.read_text()
+    assert not any(k in exposed for k in keys.values()) and "client-token" not in exposed
+
+
+def test_decision_log_has_no_prompt_unless_asked(router, fake, tmp_path):
+    cfg, url = fake
+    for prompts in (False, True):
+        log = tmp_path / f"log-{prompts}.jsonl"
+        config = GatewayConfig(decision_log=log, log_prompts=prompts)
+        with gateway(router, upstreams(url, router), config) as (gw, base):
+            client(base).chat.completions.create(model="benchroute-best",
+                                                 messages=user("task 1 input 9"))
+            httpx.post(base + "/v1/route", json={"input": "task 2 input 9"})
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [r["endpoint"] for r in lines] == ["chat", "route"]
+        assert lines[0]["answered"] == lines[0]["model"] and lines[0]["status"] == 200
+        assert all(set(r["p"]) == set(router.models_) for r in lines)
+        assert ("text" in lines[0]) is prompts and ("task 1 input 9" in log.read_text()) is prompts
+
+
+# ---------------------------------------------------------------------- start-up checks
+def test_start_up_refuses_missing_upstreams_and_bad_policies(router, fake):
+    cfg, url = fake
+    ups = upstreams(url, router)
+    del ups["m1"], ups["m2"]
+    with pytest.raises(BenchrouteError, match=r"no upstream for model\(s\) \['m1', 'm2'\]"):
+        build_gateway(router, ups)
+    gw = build_gateway(router, ups, candidates=["m0"])               # restricted: fine
+    assert gw.decider.cand_names == ["m0"]
+    with pytest.raises(BenchrouteError, match="strong and weak are both"):
+        build_gateway(router, upstreams(url, router), policy="threshold",
+                      params={"t": 0.1, "strong": "m0", "weak": "m0"})
+    with pytest.raises(BenchrouteError, match="policy 'smallest_sufficient' takes"):
+        build_gateway(router, upstreams(url, router), policy="smallest_sufficient")
+    with pytest.raises(BenchrouteError, match="needs costs"):
+        build_gateway(router, upstreams(url, router, costs=None), policy="cheapest_within",
+                      params={"eps": 0.1})
+
+
+# ---------------------------------------------------------------------- calibration
+def test_calibration_meets_target_share_and_serve_uses_it(router, fake, tmp_path):
+    cfg, url = fake
+    prompts = [f"task {i % 4} input {i}" for i in range(200)]
+    path = tmp_path / "calibration.json"
+    report = calibrate(router, prompts, "threshold", 0.3, path, strong="m0", weak="m2")
+    saved = json.loads(path.read_text())
+    P = router.predict_proba(prompts)
+    score = (P["m0"] - P["m2"]).to_numpy()
+    reachable = [np.mean(score >= s) for s in np.unique(score)]      # k-NN scores tie in blocks
+    assert abs(saved["realised"]["sample"] - 0.3) == pytest.approx(
+        min(abs(r - 0.3) for r in reachable), abs=1e-9)
+    assert "on 200 calibration prompts" in report and "pool sample" in report
+    assert "task 1 input" not in path.read_text()                    # numbers only, no prompts
+    c = load_calibration(path, router)
+    with gateway(router, upstreams(url, router), calibration=c) as (gw, base):
+        got = [httpx.post(base + "/v1/route", json={"input": t}).json() for t in prompts[:40]]
+        shared = httpx.post(base + "/v1/route",
+                            json={"input": prompts[0], "model": "benchroute-share-0.5"}).json()
+        metrics = httpx.get(base + "/metrics").text
+    expected = router.route(prompts[:40], policy="threshold", t=c.params["t"], strong="m0",
+                            weak="m2")
+    assert [g["model"] for g in got] == expected["model"].tolist()
+    assert got[0]["params"]["t"] == pytest.approx(c.params["t"])
+    assert 'benchroute_target_share{entry="benchroute",model="m0"} 0.3' in metrics
+    assert 'benchroute_target_share{entry="benchroute-share-0.5",model="m0"} 0.5' in metrics
+    assert 'benchroute_realised_share{entry="benchroute",model="m0"}' in metrics
+    assert shared["policy"] == "threshold"
+
+
+@pytest.mark.parametrize("policy, target", [("smallest_sufficient", 0.4), ("budget", 1.5)])
+def test_calibration_of_tau_and_budget(router, tmp_path, policy, target):
+    prompts = [f"task {i % 4} input {i}" for i in range(150)]
+    path = tmp_path / "c.json"
+    calibrate(router, prompts, policy, target, path, strong="m0", costs=COSTS)
+    saved = json.loads(path.read_text())
+    if policy == "budget":
+        assert saved["policy"] == "lagrangian" and saved["realised"]["sample"] <= target + 1e-9
+    else:
+        grid = np.round(np.linspace(0, 1, 201), 4)
+        shares = [(router.route(prompts, policy=policy, tau=float(t), costs=COSTS)["model"]
+                   == "m0").mean() for t in grid[::20]]
+        best = min(abs(s - target) for s in shares)
+        assert abs(saved["realised"]["sample"] - target) <= best + 1e-9
+
+
+def test_calibration_file_for_another_router_is_refused(router, tmp_path):
+    path = tmp_path / "c.json"
+    calibrate(router, ["task 0 input 1", "task 1 input 2"], "threshold", 0.5, path,
+              strong="m0", weak="m1")
+    other = Router(alphas=(0.0,), encoder=HashingEncoder(64),
+                   cache_dir=str(tmp_path)).fit(synthetic(5, n_tasks=3)[0])
+    with pytest.raises(BenchrouteError, match="made for another router"):
+        load_calibration(path, other)
+    raw = json.loads(path.read_text())
+    raw["sample"]["P"][0][0] = 7.0
+    path.write_text(json.dumps(raw))
+    with pytest.raises(BenchrouteError, match=r"field 'sample.P' is invalid"):
+        load_calibration(path, router)
+
+
+# ---------------------------------------------------------------------- micro-batching
+class SlowHashing(HashingEncoder):
+    """Counts encoder calls and takes 50 ms each, so concurrent requests pile up."""
+
+    def __init__(self) -> None:
+        super().__init__(64)
+        self.calls = 0
+
+    def encode(self, texts, batch_size=32):
+        self.calls += 1
+        time.sleep(0.05)
+        return super().encode(texts, batch_size)
+
+
+def test_concurrent_decisions_share_one_encoder_batch(router, fake):
+    cfg, url = fake
+    enc = SlowHashing()
+    gw = build_gateway(router, upstreams(url, router), encoder=enc)
+    with serving(create_app(gw)) as base:
+        out: dict[str, str] = {}
+
+        def one(t: str) -> None:
+            out[t] = httpx.post(base + "/v1/route", json={"input": t}, timeout=30).json()["model"]
+        threads = [threading.Thread(target=one, args=(t,)) for t in TEXTS[:16]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert enc.calls < 16                                            # batched, not one by one
+    expected = router.route(TEXTS[:16], policy="best", costs=COSTS)["model"].tolist()
+    assert [out[t] for t in TEXTS[:16]] == expected

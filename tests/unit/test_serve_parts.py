@@ -1,0 +1,131 @@
+"""The gateway's parts without a server: entry grammar, upstreams file, calibration, decisions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+from benchroute.exceptions import BenchrouteError  # noqa: E402
+from benchroute.serve import calibrate as cal  # noqa: E402
+from benchroute.serve.entry import Entry, EntryError, parse_entry  # noqa: E402
+from benchroute.serve.upstreams import Upstream, check_coverage, load_upstreams  # noqa: E402
+
+MODELS = {"gpt-4": "gpt-4", "up-gpt-4": "gpt-4"}
+
+
+@pytest.mark.parametrize("name, policy, value", [
+    ("benchroute", None, None),
+    ("", None, None),
+    ("benchroute-best", "best", None),
+    ("benchroute-threshold-0.116", "threshold", 0.116),
+    ("benchroute-threshold--0.05", "threshold", -0.05),
+    ("benchroute-share-0.3", "share", 0.3),
+    ("benchroute-smallest-sufficient-0.7", "smallest_sufficient", 0.7),
+    ("benchroute-cheapest_within-.02", "cheapest_within", 0.02),
+    ("benchroute-lagrangian-1e-3", "lagrangian", 0.001),
+    ("benchroute-budget-5", "budget", 5.0),
+    ("benchroute-share", "share", None),
+])
+def test_entry_grammar(name, policy, value):
+    e = parse_entry(name, MODELS)
+    assert (e.policy, e.value, e.pinned) == (policy, value, None)
+
+
+def test_model_names_pin_the_model():
+    assert parse_entry("gpt-4", MODELS) == Entry("gpt-4", "pinned", pinned="gpt-4")
+    assert parse_entry("up-gpt-4", MODELS).pinned == "gpt-4"
+
+
+@pytest.mark.parametrize("name, match", [
+    ("gpt-5", r"unknown model 'gpt-5'.*benchroute-<policy>"),
+    ("benchroute-nope-1", r"unknown policy 'nope'"),
+    ("benchroute-share-1.5", r"share takes share in \[0, 1\], got 1.5"),
+    ("benchroute-cheapest_within--1", r"eps in \[0, 1\]"),
+    ("benchroute-best-1", r"'best' takes no value"),
+    (7, r"model must be a string"),
+])
+def test_bad_entries_say_what_is_valid(name, match):
+    with pytest.raises(EntryError, match=match):
+        parse_entry(name, MODELS)
+
+
+# ---------------------------------------------------------------------- upstreams file
+def _write(tmp_path, content, name="up.yaml"):
+    p = tmp_path / name
+    p.write_text(content if isinstance(content, str) else json.dumps(content))
+    return p
+
+
+def test_upstreams_file_yaml_and_json(tmp_path):
+    p = _write(tmp_path, "models:\n  a: {base_url: 'http://127.0.0.1:9/v1', model: A, "
+               "api_key_env: KEY_A, cost: 2}\n  b: {base_url: 'http://127.0.0.1:9/v1/', model: B}\n")
+    ups = load_upstreams(p, {"KEY_A": "sekrit"})
+    assert ups["a"].chat_url == "http://127.0.0.1:9/v1/chat/completions"
+    assert ups["b"].chat_url == "http://127.0.0.1:9/v1/chat/completions"
+    assert ups["a"].headers() == {"Authorization": "Bearer sekrit"} and ups["b"].headers() == {}
+    assert ups["a"].cost == 2.0 and "sekrit" not in repr(ups["a"])
+    j = _write(tmp_path, {"models": {"a": {"base_url": "https://127.0.0.1/v1", "model": "A"}}},
+               "up.json")
+    assert load_upstreams(j, {})["a"].model == "A"
+
+
+@pytest.mark.parametrize("content, match", [
+    ("models: {}", r"non-empty 'models' mapping"),
+    ("- a\n- b", r"non-empty 'models' mapping"),
+    ("models: {a: {model: A}}", r"field 'models.a.base_url' is missing"),
+    ("models: {a: {base_url: 'ftp://x', model: A}}", r"'models.a.base_url' must be an http"),
+    ("models: {a: {base_url: 'http://127.0.0.1', model: 3}}", r"'models.a.model' must be a str"),
+    ("models: {a: {base_url: 'http://127.0.0.1', model: A, cost: -1}}", r"'models.a.cost' must"),
+    ("models: {a: {base_url: 'http://127.0.0.1', model: A, cost: .nan}}", r"'models.a.cost' must"),
+    ("models: {a: {base_url: 'http://127.0.0.1', model: A, key: 1}}", r"unknown key\(s\) \['key'\]"),
+    ("models: {a: {base_url: 'http://127.0.0.1', model: A, api_key_env: NOPE1},"
+     " b: {base_url: 'http://127.0.0.1', model: B, api_key_env: NOPE2}}",
+     r"not set: NOPE1 \(models.a\), NOPE2 \(models.b\)"),
+    ("models: [unclosed", r"invalid YAML"),
+])
+def test_upstreams_file_errors_name_file_and_field(tmp_path, content, match):
+    p = _write(tmp_path, content)
+    with pytest.raises(BenchrouteError, match=match) as info:
+        load_upstreams(p, {})
+    assert str(p) in str(info.value)
+
+
+def test_missing_upstreams_listed_at_once():
+    ups = {"a": Upstream("a", "http://127.0.0.1/v1", "A")}
+    with pytest.raises(BenchrouteError, match=r"no upstream for model\(s\) \['b', 'c'\]"):
+        check_coverage(ups, ["a", "b", "c"], "up.yaml", "the policy can choose")
+    with pytest.raises(BenchrouteError, match="no such upstreams file"):
+        load_upstreams("/nonexistent/up.yaml", {})
+
+
+# ---------------------------------------------------------------------- calibration maths
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.25, 0.3, 0.5, 0.99, 1.0])
+def test_threshold_for_share_realises_the_share(share):
+    score = np.random.default_rng(0).normal(size=1000)
+    t = cal.threshold_for_share(score, share)
+    assert np.mean(score >= t) == pytest.approx(share, abs=1e-9)
+
+
+@pytest.mark.parametrize("share, realised", [(0.3, 0.6), (0.29, 0.0), (0.79, 0.6), (0.81, 1.0),
+                                             (0.0, 0.0), (1.0, 1.0)])
+def test_threshold_for_share_with_ties_takes_the_closest_block(share, realised):
+    score = np.array([0.5] * 6 + [0.1] * 4)
+    assert np.mean(score >= cal.threshold_for_share(score, share)) == realised
+
+
+def test_budget_price_fixes_lambda_that_budget_uses():
+    from benchroute import policies as pol
+
+    rng = np.random.default_rng(1)
+    P, c = rng.random((200, 3)), np.array([3.0, 1.0, 0.2])
+    for b in (0.3, 1.0, 2.0):
+        lam = pol.budget_price(P, c, budget=b)
+        pick = pol.lagrangian(P, c, lam=lam)
+        assert np.array_equal(pick, pol.budget(P, c, budget=b))
+        assert c[pick].mean() <= b + 1e-12
+    assert pol.budget_price(P, c, budget=100.0) == 0.0
+    assert np.isinf(pol.budget_price(P, c, budget=0.1))
