@@ -156,10 +156,11 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     pool = pool_sample(router)
     sample = calibration.sample if calibration is not None else pool
     decider = Decider(router, cand, costs, default, sample, strong, weak, encoder, calibration)
-    metrics = GatewayMetrics(list(router.models_), decider.bma, costs)
+    decider.decide(["warm-up"], [Entry(PREFIX)])  # load the encoder now, not on a request
+    metrics = GatewayMetrics(list(router.models_), strong, costs)
     names = {m: m for m in upstreams if m in router.models_}
     names.update({u.model: m for m, u in upstreams.items() if m in router.models_})
-    curve = cost_quality_curve(router, pool, decider.cand, costs, decider.bma)
+    curve = cost_quality_curve(router, pool, decider.cand, costs, strong)
     d_policy, d_params = decider.resolve(Entry(PREFIX))
     point = operating_point(router, pool, curve, decider.cand, d_policy, d_params, costs)
     curve.pop("keep")
