@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model demo test lint pack clean
+.PHONY: setup model browser demo test lint pack clean
 
 $(STAMP): setup.cfg pyproject.toml requirements/cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,17 @@ model: setup
 	$(BIN)/benchroute model install
 	$(BIN)/benchroute model export-onnx
 
+# headless Chromium (Debian's package) for the status-page test; installed when missing and
+# apt-get can run (root), else that one test skips with the reason
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+	  || echo "chromium not installed: the status-page test will skip"
+
 demo: model
 	$(BIN)/benchroute select --holdout abstract_algebra
 
-test: model
+test: model browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: setup

@@ -117,3 +117,32 @@ def serving(app: Any, drain: int = 5) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def main() -> None:
+    """``python -m tests.fake_upstream --port P [--fail-every N] [--latency S]``: the fake as
+    its own process, for benchmarks/gateway.py (binds 127.0.0.1 only)."""
+    import argparse
+
+    import uvicorn
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--fail-every", type=int, default=0)
+    p.add_argument("--latency", type=float, default=0.0)
+    a = p.parse_args()
+    cfg = FakeConfig(latency=a.latency, fail_every=a.fail_every)
+    cfg.calls = _Discard()
+    uvicorn.run(fake_upstream(cfg), host="127.0.0.1", port=a.port, log_level="error",
+                access_log=False)
+
+
+class _Discard(list):  # type: ignore[type-arg]
+    """A call log that keeps nothing (a long benchmark would grow it without bound)."""
+
+    def append(self, item: Any) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -127,7 +127,8 @@ class GatewayMetrics:
             lat = np.array(self._latency, dtype=float)
             p = np.array(self._p, dtype=float)
             by_entry = {e: dict(c) for e, c in self._counts.items()}
-            targets = [{"entry": e, "model": m, "target": t} for (e, m), t in self._targets.items()]
+            targets: list[dict[str, Any]] = [{"entry": e, "model": m, "target": t}
+                                             for (e, m), t in self._targets.items()]
             totals = dict(self.totals)
             live_cost = float(np.mean(self._cost_live)) if self._cost_live else None
         all_counts: Counter[str] = Counter()
@@ -135,8 +136,8 @@ class GatewayMetrics:
             all_counts.update(c)
         n = sum(all_counts.values())
         for t in targets:
-            c = by_entry.get(t["entry"], {})
-            t["realised"] = c.get(t["model"], 0) / sum(c.values()) if c else None
+            c = by_entry.get(str(t["entry"]), {})
+            t["realised"] = c.get(str(t["model"]), 0) / sum(c.values()) if c else None
         return {
             "totals": {k: totals.get(k, 0) for k in ("requests", "errors", "decisions",
                                                     "fallbacks", "upstream_errors")},

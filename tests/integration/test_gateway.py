@@ -137,11 +137,11 @@ def test_no_user_message_falls_back_and_says_why(router, fake):
 def test_streaming_passes_chunks_through(router, fake):
     cfg, url = fake
     cfg.chunks = 4
-    with gateway(router, upstreams(url, router)) as (gw, base):
-        with client(base).chat.completions.with_streaming_response.create(
+    with gateway(router, upstreams(url, router)) as (gw, base), \
+            client(base).chat.completions.with_streaming_response.create(
                 model="benchroute", messages=user("task 1 input 1"), stream=True) as resp:
-            model = resp.headers["x-benchroute-model"]
-            chunks = list(resp.parse())
+        model = resp.headers["x-benchroute-model"]
+        chunks = list(resp.parse())
     texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert texts == [f"answer from up-{model} [{i}]" for i in range(4)]
     assert chunks[-1].choices[0].finish_reason == "stop" and cfg.calls[0]["stream"]

@@ -1,0 +1,204 @@
+"""Load and fault test of the gateway on loopback: decision latency and throughput, nothing lost.
+
+    python benchmarks/gateway.py [--requests 2000] [--concurrency 1 8 32] [--encoders default static]
+
+Three processes on 127.0.0.1: a fake OpenAI-compatible upstream (every 10th call answers 503,
+i.e. 10% of upstream calls fail), ``benchroute serve`` on the bundled HELM MMLU pack router,
+and this load generator (asyncio + httpx). For each encoder and concurrency:
+
+1. ``POST /v1/route`` --requests times: decisions/s (wall clock), client latency p50/p99 and
+   the server's own decision time (``x-benchroute-decision-ms``) p50/p99.
+2. ``POST /v1/chat/completions`` --requests times through the gateway: every answer must be
+   the upstream's completion or a clean OpenAI-style error; lost = anything else.
+3. The same chat requests sent to the upstream directly (the baseline of this run): the
+   gateway's overhead is its p50 minus the direct p50 at the same concurrency.
+
+Prompts are the pack's questions cut to their first 40 words. Targets on 2 cores (issue 15):
+/v1/route p50 ≤ 50 ms, p99 ≤ 200 ms at concurrency 1 (default encoder); ≥ 30 decisions/s at
+concurrency 32; ≥ 500/s with @static. Results: results/gateway/gateway.json and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: process exited {proc.returncode}\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"{url}: not ready after {seconds} s\n{log.read_text()[-3000:]}")
+
+
+def prompts(n: int = 400) -> list[str]:
+    from benchroute.data.store import BenchmarkData
+    from benchroute.packs import pack_files
+
+    texts = BenchmarkData.load(pack_files()["data"]).instances()["text"]
+    return [" ".join(t.split()[:40]) for t in texts.tolist()[:n]]
+
+
+async def run_load(url: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+    """Send every body once, ``concurrency`` at a time; per request: status, latency, body kind,
+    and the decision-ms header."""
+    out: list[tuple[int, float, str, float | None]] = []
+    it = iter(bodies)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async def worker() -> None:
+            for body in it:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(url, json=body)
+                except httpx.HTTPError as exc:
+                    out.append((0, time.perf_counter() - t0, f"lost:{type(exc).__name__}", None))
+                    continue
+                dt = time.perf_counter() - t0
+                try:
+                    payload = r.json()
+                except ValueError:
+                    payload = {}
+                if r.status_code == 200 and ("choices" in payload or "model" in payload):
+                    kind = "answer"
+                elif r.status_code >= 400 and isinstance(payload.get("error"), dict):
+                    kind = "clean_error"
+                else:
+                    kind = f"lost:{r.status_code}"
+                ms = r.headers.get("x-benchroute-decision-ms")
+                out.append((r.status_code, dt, kind, float(ms) if ms else None))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    lat = np.array([o[1] for o in out]) * 1e3
+    dec = np.array([o[3] for o in out if o[3] is not None])
+    kinds: dict[str, int] = {}
+    for o in out:
+        kinds[o[2]] = kinds.get(o[2], 0) + 1
+    return {"n": len(out), "wall_s": wall, "per_s": len(out) / wall,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "decision_p50_ms": float(np.percentile(dec, 50)) if len(dec) else None,
+            "decision_p99_ms": float(np.percentile(dec, 99)) if len(dec) else None,
+            "outcomes": kinds}
+
+
+def start_gateway(router_dir: Path | None, upstreams: Path, port: int, log: Path,
+                  env: dict[str, str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "benchroute", "-q", "serve", "--upstreams", str(upstreams),
+           "--port", str(port)]
+    if router_dir is not None:
+        cmd += ["--router", str(router_dir)]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+def static_router(folder: Path) -> Path:
+    """The pack router refitted with the @static encoder (the pool embedded with it)."""
+    from benchroute.data.store import BenchmarkData
+    from benchroute.packs import pack_files
+    from benchroute.router import Router
+
+    data = BenchmarkData.load(pack_files()["data"])
+    Router(encoder="all-mpnet-base-v2@static").fit(data).save(folder)
+    return folder
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--encoders", nargs="+", default=["default", "static"],
+                    choices=["default", "static"])
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "gateway" / "gateway.json")
+    args = ap.parse_args()
+
+    from benchroute.default import default_router
+
+    models = default_router().models_
+    texts = prompts()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    up_port = free_port()
+    up_log = tmp / "upstream.log"
+    upstream = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", "--port",
+                                 str(up_port), "--fail-every", "10"], cwd=REPO, env=env,
+                                stdout=up_log.open("w"), stderr=subprocess.STDOUT)
+    results: dict[str, Any] = {"requests": args.requests, "cpu_count": os.cpu_count(),
+                               "runs": []}
+    try:
+        wait_ready(f"http://127.0.0.1:{up_port}/docs", upstream, up_log)
+        ups = tmp / "upstreams.yaml"
+        ups.write_text("models:\n" + "".join(
+            f"  {json.dumps(m)}:\n    base_url: http://127.0.0.1:{up_port}/v1\n"
+            f"    model: {json.dumps('up-' + m)}\n" for m in models))
+        for enc in args.encoders:
+            router_dir = static_router(tmp / "static-router") if enc == "static" else None
+            port = free_port()
+            log = tmp / f"gateway-{enc}.log"
+            gw = start_gateway(router_dir, ups, port, log, env)
+            try:
+                wait_ready(f"http://127.0.0.1:{port}/healthz", gw, log)
+                base = f"http://127.0.0.1:{port}"
+                for c in args.concurrency:
+                    route = [{"input": texts[i % len(texts)]} for i in range(args.requests)]
+                    chat = [{"model": "benchroute", "messages": [
+                        {"role": "user", "content": texts[i % len(texts)]}]}
+                        for i in range(args.requests)]
+                    direct = [{**b, "model": "up-" + models[0]} for b in chat]
+                    r_route = asyncio.run(run_load(base + "/v1/route", route, c))
+                    r_chat = asyncio.run(run_load(base + "/v1/chat/completions", chat, c))
+                    r_direct = asyncio.run(run_load(
+                        f"http://127.0.0.1:{up_port}/v1/chat/completions", direct, c))
+                    run = {"encoder": enc, "concurrency": c, "route": r_route, "chat": r_chat,
+                           "direct": r_direct,
+                           "overhead_p50_ms": r_chat["p50_ms"] - r_direct["p50_ms"]}
+                    results["runs"].append(run)
+                    lost = sum(v for k, v in r_chat["outcomes"].items() if k.startswith("lost"))
+                    print(f"{enc:7s} c={c:3d}  route {r_route['per_s']:7.1f}/s  p50 "
+                          f"{r_route['p50_ms']:6.1f} ms  p99 {r_route['p99_ms']:6.1f} ms  "
+                          f"(server {r_route['decision_p50_ms']:.1f}/{r_route['decision_p99_ms']:.1f})"
+                          f" | chat {r_chat['per_s']:6.1f}/s {r_chat['outcomes']} lost {lost}"
+                          f" | direct p50 {r_direct['p50_ms']:.1f} ms, overhead p50 "
+                          f"{run['overhead_p50_ms']:.1f} ms", flush=True)
+                results.setdefault("metrics", {})[enc] = httpx.get(base + "/metrics").text[-4000:]
+            finally:
+                gw.terminate()
+                gw.wait(timeout=60)
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=30)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
