@@ -12,6 +12,8 @@ and this load generator (asyncio + httpx). For each encoder and concurrency:
    the upstream's completion or a clean OpenAI-style error; lost = anything else.
 3. The same chat requests sent to the upstream directly (the baseline of this run): the
    gateway's overhead is its p50 minus the direct p50 at the same concurrency.
+4. The physical limit: texts per second the encoder alone embeds in batches of 32 in this
+   process; decisions/s is reported as a share of it.
 
 Prompts are the pack's questions cut to their first 40 words. Targets on 2 cores (issue 15):
 /v1/route p50 ≤ 50 ms, p99 ≤ 200 ms at concurrency 1 (default encoder); ≥ 30 decisions/s at
@@ -110,6 +112,24 @@ async def run_load(url: str, bodies: list[dict[str, Any]], concurrency: int) -> 
             "outcomes": kinds}
 
 
+def encoder_ceiling(encoder_name: str, texts: list[str], batch: int = 32,
+                    seconds: float = 20.0) -> float:
+    """Texts per second the encoder alone embeds in batches of ``batch`` (this process, same
+    prompts): the physical limit of decisions per second, before HTTP, search and policy."""
+    from benchroute.embedding import get_encoder
+
+    enc = get_encoder(encoder_name)
+    enc.encode(texts[:batch])  # load the weights
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for start in range(0, len(texts), batch):
+            enc.encode(texts[start:start + batch])
+            done += len(texts[start:start + batch])
+            if time.perf_counter() - t0 >= seconds:
+                break
+    return done / (time.perf_counter() - t0)
+
+
 def start_gateway(router_dir: Path | None, upstreams: Path, port: int, log: Path,
                   env: dict[str, str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "benchroute", "-q", "serve", "--upstreams", str(upstreams),
@@ -161,6 +181,10 @@ def main() -> None:
             f"    model: {json.dumps('up-' + m)}\n" for m in models))
         for enc in args.encoders:
             router_dir = static_router(tmp / "static-router") if enc == "static" else None
+            name = "all-mpnet-base-v2@static" if enc == "static" else "all-mpnet-base-v2"
+            ceiling = encoder_ceiling(name, texts)
+            results.setdefault("encoder_ceiling_per_s", {})[enc] = ceiling
+            print(f"{enc:7s} encoder alone, batches of 32: {ceiling:.1f} texts/s", flush=True)
             port = free_port()
             log = tmp / f"gateway-{enc}.log"
             gw = start_gateway(router_dir, ups, port, log, env)
@@ -179,7 +203,8 @@ def main() -> None:
                         f"http://127.0.0.1:{up_port}/v1/chat/completions", direct, c))
                     run = {"encoder": enc, "concurrency": c, "route": r_route, "chat": r_chat,
                            "direct": r_direct,
-                           "overhead_p50_ms": r_chat["p50_ms"] - r_direct["p50_ms"]}
+                           "overhead_p50_ms": r_chat["p50_ms"] - r_direct["p50_ms"],
+                           "share_of_encoder_ceiling": r_route["per_s"] / ceiling}
                     results["runs"].append(run)
                     lost = sum(v for k, v in r_chat["outcomes"].items() if k.startswith("lost"))
                     print(f"{enc:7s} c={c:3d}  route {r_route['per_s']:7.1f}/s  p50 "
@@ -187,7 +212,8 @@ def main() -> None:
                           f"(server {r_route['decision_p50_ms']:.1f}/{r_route['decision_p99_ms']:.1f})"
                           f" | chat {r_chat['per_s']:6.1f}/s {r_chat['outcomes']} lost {lost}"
                           f" | direct p50 {r_direct['p50_ms']:.1f} ms, overhead p50 "
-                          f"{run['overhead_p50_ms']:.1f} ms", flush=True)
+                          f"{run['overhead_p50_ms']:.1f} ms | {100 * run['share_of_encoder_ceiling']:.0f}%"
+                          " of the encoder ceiling", flush=True)
                 results.setdefault("metrics", {})[enc] = httpx.get(base + "/metrics").text[-4000:]
             finally:
                 gw.terminate()

@@ -57,3 +57,15 @@ def shared_embeddings() -> Path:
     if not EMBEDDINGS.is_dir():
         pytest.skip(f"shared embeddings {EMBEDDINGS} are not available")
     return EMBEDDINGS
+
+
+@pytest.fixture(scope="session")
+def mpnet_installed() -> None:
+    """Skip unless the all-mpnet-base-v2 weights are installed (CI installs them)."""
+    from benchroute.embedding.install import installed_model
+    from benchroute.exceptions import ModelNotInstalledError
+
+    try:
+        installed_model()
+    except ModelNotInstalledError as exc:
+        pytest.skip(f"{exc} (CI installs it; run `benchroute model install`)")

@@ -10,8 +10,6 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from benchroute.embedding.install import installed_model  # noqa: E402
-from benchroute.exceptions import ModelNotInstalledError  # noqa: E402
 from benchroute.serve.app import GatewayConfig, build_gateway, create_app  # noqa: E402
 from benchroute.serve.upstreams import Upstream  # noqa: E402
 from tests.fake_upstream import closed_port, serving  # noqa: E402
@@ -35,11 +33,7 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def pack_router():
-    try:
-        installed_model()
-    except ModelNotInstalledError as exc:
-        pytest.skip(f"{exc} (CI installs it; run `benchroute model install`)")
+def pack_router(mpnet_installed):
     from benchroute.default import default_router
 
     return default_router()

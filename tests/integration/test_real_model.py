@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 
 from benchroute.embedding import EmbeddingCache, text_key
-from benchroute.embedding.install import installed_model
-from benchroute.exceptions import ModelNotInstalledError
 
 pytestmark = pytest.mark.real_model
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    try:
-        installed_model()
-    except ModelNotInstalledError as exc:
-        pytest.skip(f"{exc} (CI installs it; run `benchroute model install`)")
+def encoder(mpnet_installed):
     from benchroute.embedding.sentence import SentenceTransformerEncoder
 
     return SentenceTransformerEncoder()
