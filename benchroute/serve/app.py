@@ -300,12 +300,7 @@ def create_app(gw: Gateway) -> FastAPI:
         return JSONResponse(error_body(str(exc.detail), "invalid_request_error"),
                             status_code=exc.status_code)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        gw.metrics.request(request.url.path if request.url.path in _KNOWN else "other",
-                           response.status_code)
-        return response
+    app.add_middleware(_CountRequests, metrics=gw.metrics)
 
     def authorise(request: Request) -> None:
         if gw.config.api_key is None:
@@ -421,6 +416,33 @@ def create_app(gw: Gateway) -> FastAPI:
         return HTMLResponse(_page_html())
 
     return app
+
+
+class _CountRequests:
+    """Counts requests by endpoint and status: a plain ASGI middleware (Starlette's
+    ``BaseHTTPMiddleware`` would add a task and a stream copy to every request)."""
+
+    def __init__(self, app: Any, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in _KNOWN else "other"
+        status = [500]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.metrics.request(endpoint, status[0])
 
 
 _KNOWN = {"/v1/chat/completions", "/v1/route", "/v1/models", "/healthz", "/metrics",
