@@ -29,7 +29,7 @@ import pandas as pd
 from benchroute.exceptions import BenchrouteError, FormatVersionError
 from benchroute.index import VectorIndex
 from benchroute.inputs import _is_int, _is_real, check_router_params, known_encoder_name
-from benchroute.policies import restore_routing, routing_state
+from benchroute.policies import cost_vector, restore_routing, routing_state
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs
 
@@ -92,6 +92,9 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
 
 
 def _write(router: Router, folder: Path) -> None:
+    costs = getattr(router, "costs_", None)
+    if costs is not None:  # what load accepts back: finite costs >= 0
+        cost_vector(list(costs), costs)
     np.savez(folder / "pool.npz", Y=router.Y_, models=np.asarray(router.models_, dtype=str))
     router.predictor_.index_.save(folder / "index", encoder_id=router.encoder_id_)
     ref = router.reference_

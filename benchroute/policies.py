@@ -9,6 +9,7 @@ cross-fitted evaluation (:mod:`benchroute.experiments.costs`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,19 +21,46 @@ from benchroute.exceptions import BenchrouteError
 logger = logging.getLogger(__name__)
 
 
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) \
+        and not isinstance(v, (bool, np.bool_)) and math.isfinite(float(v))
+
+
+def check_number(name: str, value: object, low: float | None = None) -> float:
+    """A policy parameter or a cost: a finite real number (not a string, a bool or None), at
+    least ``low`` when given."""
+    if not _is_number(value) or (low is not None and float(value) < low):  # type: ignore[arg-type]
+        at_least = "" if low is None else f" >= {low:g}"
+        raise BenchrouteError(f"{name} == {value!r:.60}, expected a finite number{at_least}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _cost_array(c: object) -> np.ndarray:
+    """Costs as float64; strings, None, nested or ragged lists and NaN, infinite or negative
+    values are refused (each is a cost the caller did not mean)."""
+    try:
+        raw = np.asarray(c)
+    except (TypeError, ValueError) as exc:  # ragged nesting
+        raise BenchrouteError(f"costs must be an array of numbers, got {c!r:.100}") from exc
+    if raw.dtype.kind not in "iuf":
+        raise BenchrouteError(f"costs must be numbers, got {c!r:.100}")
+    out = raw.astype(np.float64)
+    if not np.isfinite(out).all() or (out < 0).any():
+        raise BenchrouteError(f"costs must be finite and >= 0, got {c!r:.100}")
+    return out
+
+
 def _check(P: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     P = np.atleast_2d(np.asarray(P, dtype=np.float64))
     if c is None:
         return P, np.zeros_like(P)
-    c = np.asarray(c, dtype=np.float64)
+    c = _cost_array(c)
     if c.ndim == 1:
         if len(c) != P.shape[1]:
             raise BenchrouteError(f"costs has {len(c)} entries for {P.shape[1]} models")
         c = np.broadcast_to(c, P.shape)
     if c.shape != P.shape:
         raise BenchrouteError(f"costs have shape {c.shape}, expected {P.shape} or ({P.shape[1]},)")
-    if np.isnan(c).any() or (c < 0).any():
-        raise BenchrouteError("costs must be finite and >= 0")
     return P, c
 
 
@@ -197,22 +225,53 @@ POLICIES: dict[str, Policy] = {
 }
 
 
-def apply_policy(name: str, P: np.ndarray, c: np.ndarray | None = None,
-                 **params: Any) -> np.ndarray:
-    """Run a policy by name; unknown names and parameters fail with the valid ones listed."""
+#: Lower bound of each numeric policy parameter (None: any finite number).
+_PARAM_LOW: dict[str, float | None] = {"tau": None, "t": None, "eps": 0.0, "budget": 0.0}
+
+
+def _policy(name: str) -> Policy:
     if name not in POLICIES:
-        raise BenchrouteError(f"unknown policy {name!r}; choose one of {sorted(POLICIES)} "
+        raise BenchrouteError(f"unknown policy {name!r:.100}; choose one of {sorted(POLICIES)} "
                               "(Hybrid LLM needs a trained score: benchroute.experiments.costs)")
+    return POLICIES[name]
+
+
+def check_policy_params(name: str, params: Mapping[str, Any], n_models: int) -> dict[str, Any]:
+    """The parameters of policy ``name`` checked: the names it takes, each number finite and in
+    range, ``strong``/``weak`` two different column indices."""
     import inspect
 
-    fn = POLICIES[name]
+    fn = _policy(name)
     valid = [p for p, v in inspect.signature(fn).parameters.items()
              if v.kind == inspect.Parameter.KEYWORD_ONLY and p != "iters"]
     missing = [p for p in valid if p not in params]
     extra = [p for p in params if p not in valid]
     if extra or missing:
         raise BenchrouteError(f"policy {name!r} takes {valid}; got {sorted(params)}")
-    return fn(P, c, **params)
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in ("strong", "weak"):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) \
+                    or not 0 <= int(value) < n_models:
+                raise BenchrouteError(f"policy {name!r}: {key} == {value!r:.60}, expected a "
+                                      f"column index in [0, {n_models})")
+            out[key] = int(value)
+        else:
+            out[key] = check_number(f"policy {name!r}: {key}", value, _PARAM_LOW.get(key))
+    if "strong" in out and out["strong"] == out["weak"]:
+        raise BenchrouteError(f"policy {name!r}: strong and weak are the same model; the "
+                              "threshold policy chooses between two different models")
+    return out
+
+
+def apply_policy(name: str, P: np.ndarray, c: np.ndarray | None = None,
+                 **params: Any) -> np.ndarray:
+    """Run a policy by name; unknown names and parameters fail with the valid ones listed,
+    parameters out of range (NaN, a string, ε < 0, ...) with the value and what was expected."""
+    fn = _policy(name)
+    P, c_checked = _check(P, c)
+    return fn(P, None if c is None else c_checked,
+                          **check_policy_params(name, params, P.shape[1]))
 
 
 def cost_vector(models: Sequence[str], costs: Mapping[str, float] | Sequence[float] | np.ndarray
@@ -222,13 +281,10 @@ def cost_vector(models: Sequence[str], costs: Mapping[str, float] | Sequence[flo
         missing = [m for m in models if m not in costs]
         if missing:
             raise BenchrouteError(f"no cost given for model(s) {missing}; costs name {sorted(costs)}")
-        out = np.array([float(costs[m]) for m in models])
-    else:
-        out = np.asarray(costs, dtype=np.float64)
-        if out.shape != (len(models),):
-            raise BenchrouteError(f"costs has shape {out.shape}, expected ({len(models)},)")
-    if np.isnan(out).any() or (out < 0).any():
-        raise BenchrouteError(f"costs must be finite and >= 0, got {out.tolist()}")
+        return np.array([check_number(f"cost of {m!r}", costs[m], 0.0) for m in models])
+    out = _cost_array(costs)
+    if out.shape != (len(models),):
+        raise BenchrouteError(f"costs has shape {out.shape}, expected ({len(models)},)")
     return out
 
 
@@ -238,8 +294,7 @@ def cheapest_within_selection(scores: pd.DataFrame, costs: Mapping[str, float],
 
     ``scores`` is a :class:`~benchroute.router.Selection`'s table (index = model).
     """
-    if max_quality_drop < 0:
-        raise BenchrouteError(f"max_quality_drop == {max_quality_drop}, must be >= 0")
+    check_number("max_quality_drop", max_quality_drop, 0.0)
     if column not in scores.columns:
         raise BenchrouteError(f"scores has no column {column!r}; columns: {list(scores.columns)}")
     s = scores[column].astype(float)
@@ -287,14 +342,22 @@ def router_proba(router: Any, Q: np.ndarray) -> np.ndarray:
 
 
 def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | None,
-                 what: str) -> np.ndarray:
-    """Per-model costs in ``router.models_`` order: the caller's, else those of the fit store."""
+                 what: str, models: Sequence[str] | None = None) -> np.ndarray:
+    """Per-model costs in ``models`` order (default ``router.models_``): the caller's, else
+    those of the fit store. A mapping needs a cost for those models only."""
     costs = costs if costs is not None else getattr(router, "costs_", None)
     if costs is None:
         raise BenchrouteError(f"{what} needs costs: pass costs={{model: cost per call}} (a price "
                               "table times a typical token count, or a declared proxy), or fit on "
                               "a store with a 'cost' column")
-    return cost_vector(router.models_, costs)
+    if models is not None and not isinstance(costs, Mapping):
+        return cost_vector(router.models_, costs)[[router.models_.index(m) for m in models]]
+    return cost_vector(router.models_ if models is None else models, costs)
+
+
+#: Policies that decide without costs: routing with them needs no price (cost 0 is shown when
+#: none is known).
+_COST_FREE = ("best", "threshold")
 
 
 def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
@@ -302,20 +365,22 @@ def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
                       **params: Any) -> pd.DataFrame:
     """``Router.route(texts, policy=...)``: per input the model, its predicted P and its cost.
 
-    ``strong``/``weak`` (threshold) are model names. ``best`` needs no costs (cost 0 shown
-    when none are known); every other policy does.
+    ``strong``/``weak`` (threshold) are model names. ``best`` and ``threshold`` need no costs
+    (cost 0 shown when none are known); every other policy needs a cost for each candidate.
     """
+    _policy(policy)
     models = [router.models_[i] for i in cand]
-    P = router_proba(router, Q)[:, cand]
-    if policy == "best" and costs is None and getattr(router, "costs_", None) is None:
-        c = np.zeros(len(cand))
-    else:
-        c = router_costs(router, costs, f"policy {policy!r}")[cand]
     for key in ("strong", "weak"):
         if key in params:
             if params[key] not in models:
-                raise BenchrouteError(f"{key} model {params[key]!r} is not among {models}")
+                raise BenchrouteError(f"{key} model {params[key]!r:.100} is not among {models}")
             params[key] = models.index(params[key])
+    check_policy_params(policy, params, len(models))  # before the (long) embedding search
+    if policy in _COST_FREE and costs is None and getattr(router, "costs_", None) is None:
+        c = np.zeros(len(cand))
+    else:
+        c = router_costs(router, costs, f"policy {policy!r}", models)
+    P = router_proba(router, Q)[:, cand]
     pick = apply_policy(policy, P, c, **params)
     return choices_frame(P, c, pick, models)
 

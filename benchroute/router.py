@@ -29,6 +29,7 @@ from benchroute.inputs import (
 )
 from benchroute.params import RouterParams
 from benchroute.policies import (
+    POLICIES,
     cheaper_selection,
     route_with_policy,
     router_costs,
@@ -226,6 +227,8 @@ class Router(RouterParams):
         fit store's ``cost`` column).
         """
         check_is_fitted(self, "predictor_")
+        if costs is not None and max_quality_drop is None:
+            raise BenchrouteError("costs are used only with max_quality_drop; give both or neither")
         texts = parse_texts(task_examples)
         lab_texts, lab_Y = parse_labeled(labeled, self.models_) if labeled is not None else ([], None)
         if lab_texts:
@@ -236,8 +239,9 @@ class Router(RouterParams):
         sel = self.select_embedded(Q, LX if lab_texts else None, lab_Y if lab_texts else None,
                                    candidates, method, fallback, exclude_datasets)
         if max_quality_drop is not None:
-            sel = cheaper_selection(sel, router_costs(self, costs, "max_quality_drop"),
-                                    self.models_, max_quality_drop)
+            models = [str(m) for m in sel.scores.index]
+            sel = cheaper_selection(sel, router_costs(self, costs, "max_quality_drop", models),
+                                    models, max_quality_drop)
         return sel
 
     def select_embedded(self, Q: np.ndarray, labeled_X: np.ndarray | None = None,
@@ -285,6 +289,10 @@ class Router(RouterParams):
         smallest_sufficient, cheapest_within, budget) and its parameters, a DataFrame with the
         model, its predicted P and its cost per input."""
         check_is_fitted(self, "predictor_")
+        if policy is None and (policy_params or costs is not None):
+            given = sorted(policy_params) + (["costs"] if costs is not None else [])
+            raise BenchrouteError(f"{given} apply to a policy only; pass policy= (one of "
+                                  f"{sorted(POLICIES)})")
         Q = self.embed(parse_texts(texts, "texts"))
         if policy is not None:
             return route_with_policy(self, Q, policy, self.candidate_indices(candidates), costs,

@@ -30,6 +30,8 @@ OPTIONAL_COLUMNS = ("metric", "split", "cost", "prompt_tokens", "completion_toke
 STORE_FORMAT_VERSION = 1
 _KEY_COLUMNS = ("dataset", "instance_id", "model")
 _STRING_COLUMNS = ("dataset", "instance_id", "text", "model", "metric", "split", "output")
+#: Columns of amounts: a token count or a cost is never negative or infinite.
+_AMOUNT_COLUMNS = ("cost", "prompt_tokens", "completion_tokens")
 _FLOAT_COLUMNS = ("score", "correct", "cost", "prompt_tokens", "completion_tokens", "logprob")
 
 
@@ -196,6 +198,17 @@ class BenchmarkData:
                 f"{source}: field 'correct' must lie in [0, 1]; got {float(row['correct']):g} for "
                 f"{row_key(row)} ({int(bad.sum())} such rows)"
             )
+
+        for col in _AMOUNT_COLUMNS:  # NaN is a missing count or cost; inf or < 0 is wrong
+            if col in df.columns:
+                values = df[col].to_numpy()
+                wrong = ~np.isnan(values) & (~np.isfinite(values) | (values < 0))
+                if wrong.any():
+                    row = df.loc[wrong].iloc[0]
+                    raise DataError(
+                        f"{source}: field '{col}' must be a finite number >= 0 (or empty); got "
+                        f"{float(row[col]):g} for {row_key(row)} ({int(wrong.sum())} such rows)"
+                    )
 
         dup = df.duplicated(["dataset", "instance_id", "model"], keep=False)
         if dup.any():
