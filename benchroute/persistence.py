@@ -29,6 +29,7 @@ import pandas as pd
 from benchroute.exceptions import BenchrouteError, FormatVersionError
 from benchroute.index import VectorIndex
 from benchroute.inputs import _is_int, _is_real, check_router_params, known_encoder_name
+from benchroute.npz import read_npz
 from benchroute.policies import cost_vector, restore_routing, routing_state
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs
@@ -258,15 +259,15 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     if not isinstance(encoder, str):
         raise _fail(path, "encoder", "the encoder identifier string")
     task_accuracy = _task_accuracy(path, meta.get("task_accuracy"), models)
-    Y, npz_models = _read_pool(folder / "pool.npz")
-    if npz_models != models:
-        raise _fail(path, "models", f"the model list stored in pool.npz ({npz_models})")
-    if Y.shape[1] != len(models) or (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any():
-        raise BenchrouteError(f"{folder / 'pool.npz'}: field 'Y' must be (n, {len(models)}) "
-                              f"labels in [0, 1] or NaN; got shape {Y.shape}")
     index = VectorIndex.load(folder / "index")
     if index.encoder_id != encoder:
         raise _fail(path, "encoder", f"the index's encoder {index.encoder_id!r}")
+    Y, npz_models = _read_pool(folder / "pool.npz", len(index), len(models))
+    if npz_models != models:
+        raise _fail(path, "models", f"the model list stored in pool.npz ({npz_models})")
+    if (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any():
+        raise BenchrouteError(f"{folder / 'pool.npz'}: field 'Y' must be (n, {len(models)}) "
+                              f"labels in [0, 1] or NaN; got shape {Y.shape}")
     router = klass(**{**params, "alphas": tuple(params["alphas"]), "cache_dir": cache_dir})
     router.predictor_ = KNNCorrectnessPredictor(
         router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
@@ -312,14 +313,14 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
     restore_routing(router, state)
 
 
-def _read_pool(path: Path) -> tuple[np.ndarray, list[str]]:
+def _read_pool(path: Path, n_rows: int, n_models: int) -> tuple[np.ndarray, list[str]]:
+    """Labels (n_rows, n_models) and model names, their shapes checked from the headers
+    against the index and router.json before anything is decompressed."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            Y, models = z["Y"], z["models"]
+        z = read_npz(path, {"Y": (n_rows, n_models), "models": (n_models,)},
+                     kinds={"Y": "f", "models": "U"})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise BenchrouteError(f"{path}: unreadable or incomplete ({exc})") from exc
-    if Y.ndim != 2 or not np.issubdtype(Y.dtype, np.floating) or models.ndim != 1 \
-            or models.dtype.kind != "U":
-        raise BenchrouteError(f"{path}: field 'Y' must be a 2-D float array and 'models' a "
-                              f"list of names; got {Y.dtype} {Y.shape}, {models.dtype}")
-    return Y.astype(np.float32), [str(m) for m in models]
+        raise BenchrouteError(f"{path}: unreadable or incomplete ({exc}); field 'Y' must be "
+                              f"({n_rows}, {n_models}) floats (the index's rows, router.json's "
+                              "models) and 'models' their names") from exc
+    return z["Y"].astype(np.float32), [str(m) for m in z["models"]]

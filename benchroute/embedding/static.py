@@ -34,6 +34,7 @@ from benchroute.embedding.install import (
     tokenizer_file,
 )
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
+from benchroute.npz import read_npz
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +151,17 @@ def _read_vectors(path: Path, vocab_size: int, dimension: int) -> tuple[np.ndarr
     floats from ``vectors.npz``; anything else is a :class:`BenchrouteError` naming the field."""
     import zipfile
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            ids, vectors = z["token_ids"], z["vectors"]
+    try:  # at most one vector per word piece: the vocabulary bounds what is decompressed
+        z = read_npz(path, {"token_ids": ("n",), "vectors": ("n", dimension)},
+                     kinds={"token_ids": "iu", "vectors": "f"})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise BenchrouteError(f"{path}: unreadable ({exc!s:.200}); run `{_REDISTILL}`") from exc
-    if ids.ndim != 1 or ids.dtype.kind not in "iu" or len(np.unique(ids)) != len(ids) \
+    ids, vectors = z["token_ids"], z["vectors"]
+    if len(ids) > vocab_size or len(np.unique(ids)) != len(ids) \
             or (len(ids) and (ids.min() < 0 or ids.max() >= vocab_size)):
         raise BenchrouteError(f"{path}: field 'token_ids' must be distinct ids in [0, "
                               f"{vocab_size}); run `{_REDISTILL}`")
-    if vectors.shape != (len(ids), dimension) or vectors.dtype.kind != "f" \
-            or not np.isfinite(vectors).all():
+    if not np.isfinite(vectors).all():
         raise BenchrouteError(f"{path}: field 'vectors' must be ({len(ids)}, {dimension}) finite "
                               f"floats, got {vectors.dtype} {vectors.shape}; run `{_REDISTILL}`")
     return ids.astype(np.int64), vectors.astype(np.float32)

@@ -198,10 +198,10 @@ def test_static_vectors_changed_after_distillation(corpus, static_root, change):
     ({"token_ids": np.array([4, 5, 6, 7, 8, 99], dtype=np.int32)}, r"'token_ids' must be distinct ids"),
     ({"token_ids": np.array([4, 5, 6, 7, 8, -1], dtype=np.int32)}, r"'token_ids' must be distinct"),
     ({"token_ids": np.array([4, 4, 6, 7, 8, 9], dtype=np.int32)}, r"'token_ids' must be distinct"),
-    ({"token_ids": np.arange(6, dtype=np.float32)}, r"'token_ids' must be distinct"),
+    ({"token_ids": np.arange(6, dtype=np.float32)}, r"'token_ids' has shape \(6,\) and type float32"),
     ({"vectors": np.full((6, D), np.nan, dtype=np.float16)}, r"'vectors' must be \(6, 256\) finite"),
-    ({"vectors": np.zeros((6, 3), dtype=np.float16)}, r"'vectors' must be \(6, 256\)"),
-    ({"vectors": np.zeros((6, D), dtype=np.int8)}, r"'vectors' must be"),
+    ({"vectors": np.zeros((6, 3), dtype=np.float16)}, r"'vectors' has shape \(6, 3\) .*expected \(6, 256\)"),
+    ({"vectors": np.zeros((6, D), dtype=np.int8)}, r"'vectors' has shape \(6, 256\) and type int8"),
 ], ids=["id-past-vocab", "id-negative", "id-repeated", "id-float", "nan", "narrow", "ints"])
 def test_broken_static_arrays_with_matching_sidecar(corpus, static_root, arrays, pattern):
     _rewrite_vectors(static_root, resign=True, **arrays)
