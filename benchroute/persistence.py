@@ -265,23 +265,101 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     Y, npz_models = _read_pool(folder / "pool.npz", len(index), len(models))
     if npz_models != models:
         raise _fail(path, "models", f"the model list stored in pool.npz ({npz_models})")
-    if (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any():
+    if (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any() or np.isnan(Y).all():
         raise BenchrouteError(f"{folder / 'pool.npz'}: field 'Y' must be (n, {len(models)}) "
-                              f"labels in [0, 1] or NaN; got shape {Y.shape}")
+                              f"labels in [0, 1] or NaN, at least one a label; got shape {Y.shape}")
+    _check_encoder(path, params["encoder"], encoder, index.dimension)
+    _check_task_accuracy(path, task_accuracy, Y, index.datasets_, models)
     router = klass(**{**params, "alphas": tuple(params["alphas"]), "cache_dir": cache_dir})
     router.predictor_ = KNNCorrectnessPredictor(
         router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
     ).attach(index, Y)
     router.models_ = models
     tasks = sorted(set(index.datasets_.tolist()))
-    if not set(task_accuracy.index) <= set(tasks):
-        raise _fail(path, "task_accuracy.index", "tasks of the pool")
     router.task_accuracy_ = task_accuracy
     router.encoder_id_ = encoder
     router.reference_ = _reference(path, meta.get("reference"), models, tasks)
+    _check_reference_nulls(path, router.reference_, Y, index.datasets_, models)
     router._excluded = {}
+    _spot_check_reference(path, router)
     _restore_routing(path, router, meta.get("routing"), models)
     return router
+
+
+# ---------------------------------------------------------------------- across files
+# router.json's digest has no key: whoever rewrites a file can recompute every checksum. These
+# checks need no key: each file must agree with the others as fit leaves them.
+def _check_encoder(path: Path, name: str, identifier: str, dimension: int) -> None:
+    """``params.encoder`` (what embeds new texts) must name the encoder the index was built
+    with (``encoder``, the index's), of the index's dimension, before anything is embedded."""
+    from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, parse_mpnet_suffix
+    from benchroute.embedding.names import resolve_encoder_name
+
+    if not known_encoder_name(identifier):
+        raise _fail(path, "encoder", "an encoder identifier benchroute knows")
+    ours, built = (resolve_encoder_name(n, allow_download=False) for n in (name, identifier))
+    if ours.kind == "hashing":
+        same, dim = name == identifier, ours.dimension
+    else:  # backends may differ (torch and a verified ONNX export share vectors); caps may not
+        (b1, c1), (b2, c2) = parse_mpnet_suffix(name), parse_mpnet_suffix(identifier)
+        same = built.kind == "default" and (b1 == "static") == (b2 == "static") \
+            and (c1 or DEFAULT_MAX_SEQ_LENGTH) == (c2 or DEFAULT_MAX_SEQ_LENGTH)
+        dim = 256 if b1 == "static" else 768
+    if not same:
+        raise _fail(path, "params.encoder", f"the encoder the index was built with "
+                    f"({identifier!r}), not {name!r}")
+    if dim != dimension:
+        raise _fail(path, "params.encoder", f"an encoder of the index's dimension {dimension} "
+                    f"({name!r} gives {dim})")
+
+
+def _check_task_accuracy(path: Path, table: pd.DataFrame, Y: np.ndarray, datasets: np.ndarray,
+                         models: list[str]) -> None:
+    """The per-task accuracies (the BMA) are the pool's mean labels per task, as fit stores
+    them: a pool or a table from another router disagrees."""
+    means = pd.DataFrame(Y, columns=models).groupby(datasets).mean()
+    if sorted(table.index) != sorted(means.index):
+        raise _fail(path, "task_accuracy.index", f"the pool's tasks ({len(means)})")
+    stored = table.reindex(index=means.index).to_numpy(dtype=float)
+    pool = means.to_numpy(dtype=float)
+    if not ((np.isnan(stored) & np.isnan(pool)) | (np.abs(stored - pool) <= 1e-4)).all():
+        raise _fail(path, "task_accuracy.data", "the mean label of each model on each task of "
+                    "pool.npz (the files come from different routers?)")
+
+
+def _check_reference_nulls(path: Path, ref: ReferencePairs, Y: np.ndarray, datasets: np.ndarray,
+                           models: list[str]) -> None:
+    """A pair's p is null for a model exactly when the model has no label on the pair's task
+    (at α = 0, where every input is scored; above it only the labelled inputs left may be none)."""
+    if not len(ref.u):
+        return
+    labelled = pd.DataFrame(~np.isnan(Y), columns=models).groupby(datasets).any()
+    has = labelled.reindex(index=ref.task).to_numpy(dtype=bool)
+    null = np.isnan(ref.p)
+    if (~null & ~has).any() or (null & has & (ref.alpha == 0)[:, None]).any():
+        raise _fail(path, "reference.p", "null exactly where a model has no label on the "
+                    "pair's task (at alpha 0)")
+
+
+def _spot_check_reference(path: Path, router: Router) -> None:
+    """The α = 0 pair of the smallest task, computed again from the loaded index and pool, must
+    be the stored one: an index or pool from another router (or vectors moved between rows)
+    gives other neighbours. One task's search, so loading stays cheap."""
+    from benchroute.reference import task_pairs
+
+    ref = router.reference_
+    at_zero = ref.alpha == 0
+    if not at_zero.any():
+        return
+    ds = router.predictor_.datasets_
+    task = min(set(ref.task[at_zero].tolist()), key=lambda t: (int((ds == t).sum()), t))
+    again = task_pairs(router.predictor_, task, (0.0,), 1, router.seed, router.n_neighbours,
+                       router.threshold)
+    row = int(np.flatnonzero(at_zero & (ref.task == task))[0])
+    same_p = np.allclose(again.p[0], ref.p[row], atol=1e-6, equal_nan=True)
+    if not (len(again.u) and abs(again.u[0] - ref.u[row]) <= 1e-6 and same_p):
+        raise _fail(path, "reference", f"the pairs the pool and index give (task {task!r} at "
+                    "alpha 0 differs; the files come from different routers?)")
 
 
 def _restore_routing(path: Path, router: Router, state: object, models: list[str]) -> None:
@@ -306,10 +384,13 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
         ok = ok and (cal is None or (
             isinstance(cal, dict) and isinstance(cal.get("x"), list)
             and isinstance(cal.get("y"), list) and len(cal["x"]) == len(cal["y"])
-            and all(_is_real(v) and 0 <= v <= 1 for v in cal["x"] + cal["y"])))
+            and all(_is_real(v) and 0 <= v <= 1 for v in cal["x"] + cal["y"])
+            # an isotonic map: breakpoints strictly increasing, values never decreasing
+            and bool(np.all(np.diff(cal["x"]) > 0)) and bool(np.all(np.diff(cal["y"]) >= 0))))
         if not ok:
             raise _fail(path, "routing.per_input", "{k: int >= 1, weights: 'uniform' or "
-                        "'distance', prior: number >= 0, calibration: {x, y} in [0, 1]}")
+                        "'distance', prior: number >= 0, calibration: {x, y} in [0, 1], x "
+                        "increasing, y non-decreasing}")
     restore_routing(router, state)
 
 

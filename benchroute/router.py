@@ -92,6 +92,8 @@ class Router(RouterParams):
             raise BenchrouteError(f"models: duplicated names in {models}")
         X = check_vectors(X, "fit X")
         Y = check_labels(Y, "fit Y", len(models))
+        if Y.size and np.isnan(Y).all():
+            raise BenchrouteError("fit Y: every label is NaN (no result); nothing to learn from")
         ds = np.asarray(list(datasets), dtype=object)
         if len(X) != len(Y) or len(ds) != len(X):
             raise BenchrouteError(f"fit: X, Y and datasets must have the same rows; got "
@@ -234,7 +236,7 @@ class Router(RouterParams):
         if lab_texts:
             labeled_set = set(lab_texts)
             texts = [t for t in texts if t not in labeled_set] or texts
-        vectors = self.embed(texts + lab_texts)
+        vectors = self.embed_queries(texts + lab_texts)
         Q, LX = vectors[:len(texts)], vectors[len(texts):]
         sel = self.select_embedded(Q, LX if lab_texts else None, lab_Y if lab_texts else None,
                                    candidates, method, fallback, exclude_datasets)
@@ -278,7 +280,7 @@ class Router(RouterParams):
         """P(m, x) for each input (rows) and model (columns): the tuned per-input predictor's
         calibrated probability (``tune=True``), else g_m(x)."""
         check_is_fitted(self, "predictor_")
-        P = router_proba(self, self.embed(parse_texts(texts, "texts")))
+        P = router_proba(self, self.embed_queries(parse_texts(texts, "texts")))
         return pd.DataFrame(P, columns=self.models_)
 
     def route(self, texts: Texts, candidates: Iterable[str] | None = None,
@@ -293,11 +295,23 @@ class Router(RouterParams):
             given = sorted(policy_params) + (["costs"] if costs is not None else [])
             raise BenchrouteError(f"{given} apply to a policy only; pass policy= (one of "
                                   f"{sorted(POLICIES)})")
-        Q = self.embed(parse_texts(texts, "texts"))
+        Q = self.embed_queries(parse_texts(texts, "texts"))
         if policy is not None:
             return route_with_policy(self, Q, policy, self.candidate_indices(candidates), costs,
                                      **policy_params)
         return self.route_embedded(Q, candidates)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`embed` for texts to score against the pool: an encoder of another dimension
+        than the pool's (``encoder`` changed after fitting, or edited in a saved router) is
+        refused before a vector is computed or cached."""
+        enc = self.held_encoder()
+        pool_d = self.predictor_.index_.dimension
+        if 0 < enc.dimension != pool_d:
+            raise BenchrouteError(f"encoder {enc.identifier!r} gives {enc.dimension}-d vectors, "
+                                  f"the router's pool holds {pool_d}-d ones; use the encoder it "
+                                  "was fitted with")
+        return self.embed(texts)
 
     def route_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None) -> list[str]:
         cand = self.candidate_indices(candidates)

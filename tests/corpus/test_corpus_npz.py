@@ -91,10 +91,13 @@ def test_pool_shape_from_headers(corpus, copy, arrays, pattern):
     assert corpus(AREA, "error", lambda: Router.load(copy), match=pattern)
 
 
-def test_pool_of_the_right_shape_loads(corpus, copy):
-    _write_npz(copy / "pool.npz", {"Y": ((24, 3), "<f4"), "models": np.array(["m0", "m1", "m2"])})
+def test_deflated_pool_of_the_right_shape_loads(corpus, copy):
+    with np.load(copy / "pool.npz") as z:
+        Y, models = z["Y"], z["models"]
+    _write_npz(copy / "pool.npz", {"Y": Y, "models": models})
     _resum(copy)
-    assert corpus(AREA, "right", lambda: Router.load(copy), check=lambda r: r.Y_.sum() == 0)
+    assert corpus(AREA, "right", lambda: Router.load(copy),
+                  check=lambda r: np.array_equal(r.Y_, Y, equal_nan=True))
 
 
 def _lying_header(path: Path, declared: tuple[int, ...], real: np.ndarray) -> None:
