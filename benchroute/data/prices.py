@@ -8,7 +8,6 @@ output/1e6`` per call.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -19,6 +18,7 @@ from typing import Union
 
 import numpy as np
 
+from benchroute.data._io import csv_rows
 from benchroute.data.metrics import short_repr
 from benchroute.exceptions import DataError
 
@@ -75,7 +75,7 @@ def load_prices(path: str | os.PathLike[str]) -> dict[str, Price]:
 
 
 def _from_csv(path: Path, text: str) -> dict[str, Price]:
-    lines = list(csv.reader(text.splitlines()))
+    lines = [row for _, row in csv_rows(text.splitlines(), str(path))]
     header = [h.strip() for h in lines[0]]
     in_col = next((c for c in _INPUT if c in header), None)
     out_col = next((c for c in _OUTPUT if c in header), None)
