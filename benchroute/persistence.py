@@ -6,18 +6,23 @@ and the SHA-256 of each data file; checksum names must be exactly the package's 
 (refused before anything is opened); every field is validated as ``fit`` validates its arguments;
 the cache folder is never taken from the file, and the encoder only as a name the package
 resolves by itself. Saving writes a temporary folder beside the target and renames it, so a
-failure half way leaves the old router loadable.
+failure half way leaves the old router loadable; a kill between the two renames leaves the old
+router beside the target, where loading (or the next save) moves it back, and each save removes
+the temporary folders killed saves left.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,7 +42,11 @@ from benchroute.reference import ReferencePairs
 if TYPE_CHECKING:
     from benchroute.router import Router
 
+logger = logging.getLogger(__name__)
+
 ROUTER_FORMAT_VERSION = 2
+#: a save's temporary folder older than this was left by a killed process
+STALE_SAVE_SECONDS = 3600.0
 DATA_FILES = ("pool.npz", "index/index.faiss", "index/index.json")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -71,9 +80,42 @@ def check_router_target(folder: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def _leftovers(folder: Path, suffix: str) -> list[Path]:
+    """Folders a save of ``folder`` left beside it: ``.<name>.<random>.tmp`` (being written) or
+    ``.<name>.<random>.tmp.old`` (the replaced router), newest first."""
+    found = [p for p in folder.parent.glob(f".{glob.escape(folder.name)}.*{suffix}")
+             if p.is_dir() and not p.is_symlink()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def recover_interrupted_save(folder: Path) -> None:
+    """A save killed between its two renames leaves no ``folder`` and the old router as
+    ``.<name>.<random>.tmp.old``: move it back (the new router was never complete)."""
+    if folder.exists() or folder.is_symlink():
+        return
+    old = next((p for p in _leftovers(folder, ".tmp.old") if (p / "router.json").is_file()), None)
+    if old is not None:
+        os.replace(old, folder)
+        logger.warning("%s: restored the router an interrupted save had moved to %s",
+                       folder, old.name)
+
+
+def _remove_leftovers(folder: Path, max_age: float = STALE_SAVE_SECONDS) -> None:
+    """Remove what killed saves left: temporary folders older than ``max_age`` (a save in
+    progress elsewhere keeps its own), and replaced routers once ``folder`` holds one."""
+    now = time.time()
+    stale = [p for p in _leftovers(folder, ".tmp") if now - p.stat().st_mtime > max_age]
+    if (folder / "router.json").is_file():
+        stale += _leftovers(folder, ".tmp.old")
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
     """Write ``router`` to ``folder`` through a temporary folder beside it and a rename."""
     check_is_fitted(router, "predictor_")
+    folder = Path(folder)
+    recover_interrupted_save(folder)
     folder = check_router_target(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
@@ -89,6 +131,7 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    _remove_leftovers(folder)
     return folder
 
 
@@ -233,6 +276,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
 
     klass = Router if cls is None else cls
     folder = Path(folder)
+    recover_interrupted_save(folder)
     meta = _read_meta(folder)
     path = folder / "router.json"
     for name, digest in meta["checksums"].items():  # type: ignore[attr-defined]

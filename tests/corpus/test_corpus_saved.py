@@ -179,3 +179,50 @@ def test_encoder_changed_after_fit_caches_nothing(corpus, tmp_path):
     assert corpus(AREA, "error", lambda: router.route(["a text"]),
                   match=r"gives 1048576-d vectors, the router's pool holds 8-d ones")
     assert not list((tmp_path / "cache").rglob("*.npz"))
+
+
+# ---------------------------------------------------------------- killed saves (class 9)
+def _killed_between_renames(target: Path) -> Path:
+    """The state a kill between save's two renames leaves: the old router moved aside, the new
+    one complete in its temporary folder, no target."""
+    old = target.parent / f".{target.name}.k1ll3d.tmp.old"
+    target.rename(old)
+    new = target.parent / f".{target.name}.n3w.tmp"
+    shutil.copytree(old, new)
+    return old
+
+
+def test_load_restores_the_router_a_killed_save_moved_aside(corpus, copy):
+    _killed_between_renames(copy)
+    assert corpus(AREA, "right", _load(copy),
+                  check=lambda r: len(r.models_) == 3 and (copy / "router.json").is_file())
+
+
+def test_save_after_a_killed_save_restores_then_replaces(corpus, copy, saved):
+    import os
+
+    old = _killed_between_renames(copy)
+    stale = copy.parent / f".{copy.name}.n3w.tmp"
+    os.utime(stale, (0, 0))  # left by a process killed long ago
+    fresh = copy.parent / f".{copy.name}.fr3sh.tmp"
+    fresh.mkdir()  # a save in progress elsewhere: kept
+
+    def run():
+        return Router.load(saved[1]).save(copy)
+
+    def check(path):
+        left = sorted(p.name for p in copy.parent.iterdir() if p.name.startswith("."))
+        return path == copy and not old.exists() and left == [fresh.name]
+
+    assert corpus(AREA, "right", run, check=check)
+
+
+def test_replaced_router_left_by_a_kill_after_the_swap_is_removed(corpus, copy, saved):
+    leftover = copy.parent / f".{copy.name}.l3ft.tmp.old"
+    shutil.copytree(copy, leftover)
+    run = lambda: Router.load(saved[1]).save(copy)  # noqa: E731
+    assert corpus(AREA, "right", run, check=lambda _: not leftover.exists())
+
+
+def test_no_router_and_no_leftover(corpus, tmp_path):
+    assert corpus(AREA, "error", _load(tmp_path / "nothing"), match=r"not a saved benchroute router")
