@@ -289,8 +289,10 @@ def cost_vector(models: Sequence[str], costs: Mapping[str, float] | Sequence[flo
 
 
 def cheapest_within_selection(scores: pd.DataFrame, costs: Mapping[str, float],
-                              max_quality_drop: float, column: str = "S3") -> str:
-    """Task level: the cheapest model whose ``column`` score is within ε of the top one.
+                              max_quality_drop: float, column: str = "S3",
+                              reference: str | None = None) -> str:
+    """Task level: the cheapest model whose ``column`` score is within ε of ``reference``'s
+    (default: of the top score); ties in cost go to the higher score.
 
     ``scores`` is a :class:`~benchroute.router.Selection`'s table (index = model).
     """
@@ -299,7 +301,8 @@ def cheapest_within_selection(scores: pd.DataFrame, costs: Mapping[str, float],
         raise BenchrouteError(f"scores has no column {column!r}; columns: {list(scores.columns)}")
     s = scores[column].astype(float)
     c = pd.Series(cost_vector(list(s.index), costs), index=s.index)
-    ok = s >= s.max() - max_quality_drop - 1e-12
+    bar = s.max() if reference is None else s.loc[reference]
+    ok = s >= bar - max_quality_drop - 1e-12
     cand = c[ok]
     cheapest = cand[cand == cand.min()].index
     return str(s.loc[cheapest].idxmax())
@@ -388,15 +391,25 @@ def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
 def cheaper_selection(selection: Any, costs: np.ndarray, models: Sequence[str],
                       max_quality_drop: float) -> Any:
     """``select_model(..., max_quality_drop=ε)``: the selection moved to the cheapest candidate
-    whose score (the selection's method) is within ε of the top one."""
+    whose estimated quality is within ε of the chosen model's.
+
+    The quality compared is the one the choice rests on: p̂ for S3 (the estimate the η fallback
+    protects; a raw S3 score would bring back a model the fallback refused), the method's own
+    score for S1 and S2; the bar is the chosen model's, after the fallback, not the top score.
+    """
     import dataclasses
 
     table = selection.scores.copy()
     by_model = dict(zip(models, costs))
-    model = cheapest_within_selection(table, by_model, max_quality_drop, selection.method)
+    column = "p_hat" if selection.method == "S3" else selection.method
+    model = cheapest_within_selection(table, by_model, max_quality_drop, column,
+                                      reference=selection.model)
     table["cost"] = [by_model[m] for m in table.index]
     table["chosen"] = table.index == model
-    return dataclasses.replace(selection, model=model, scores=table)
+    if model == selection.model:
+        return dataclasses.replace(selection, scores=table)
+    return dataclasses.replace(selection, model=model, scores=table,
+                               cheaper_than=(selection.model, float(max_quality_drop), column))
 
 
 def routing_state(router: Any) -> dict[str, Any]:

@@ -67,10 +67,18 @@ class Selection:
     n_labeled: int = 0
     win_probability: float | None = None
     proba: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: set by ``max_quality_drop``: (the model chosen on quality, ε, the quality column compared)
+    cheaper_than: tuple[str, float, str] | None = None
 
     def summary(self) -> str:
         why = ""
-        if self.fell_back:
+        if self.cheaper_than is not None:
+            first, eps, column = self.cheaper_than
+            why = (f" (the cheapest candidate whose {column} is within {eps:g} of {first}'s; "
+                   f"{first} was chosen on quality"
+                   + (" after falling back to the best model on average" if self.fell_back
+                      else "") + ")")
+        elif self.fell_back:
             why = (f" (fell back to the best model on average: P(beats it) = "
                    f"{self.win_probability:.2f} < eta)")
         elif self.model == self.bma:
@@ -89,6 +97,9 @@ class Selection:
                 "task_distance": self.task_distance, "bma": self.bma,
                 "n_examples": self.n_examples, "n_labeled": self.n_labeled,
                 "win_probability": self.win_probability,
+                "cheaper_than": None if self.cheaper_than is None else {
+                    "model": self.cheaper_than[0], "max_quality_drop": self.cheaper_than[1],
+                    "compared": self.cheaper_than[2]},
                 "scores": json.loads(self.scores.to_json(orient="index"))}
 
 

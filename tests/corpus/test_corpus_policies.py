@@ -326,3 +326,43 @@ def test_threshold_without_prices(corpus, run_cli, router_dir):
     argv = _route(router_dir, "--policy", "threshold", "--param", "strong=m1", "--param",
                   "weak=m0", "--param", "t=-1")
     assert corpus(AREA, "right", run_cli(argv), check=lambda out: set(_costs(out)) == {"m1"})
+
+
+# ---------------------------------------------------------------- max_quality_drop and η (class 10)
+def _fell_back_selection():
+    """The RouteLLM case: S3 prefers the cheap model, the η test refused it (p̂ 6.6 points
+    lower) and fell back to the expensive best model on average."""
+    from benchroute.selection import Selection
+
+    table = pd.DataFrame({"S1": [0.80, 0.82], "S2": [0.80, 0.83], "S3": [0.700, 0.705],
+                          "p_hat": [0.872, 0.806], "bma": [True, False],
+                          "chosen": [True, False]}, index=pd.Index(["gpt-4", "mixtral"], name="model"))
+    return Selection(model="gpt-4", method="S3", scores=table, fell_back=True,
+                     task_distance=0.3, bma="gpt-4", n_examples=50, win_probability=0.41)
+
+
+@pytest.mark.parametrize("eps, expected", [(0.01, "gpt-4"), (0.05, "gpt-4"), (0.07, "mixtral")],
+                         ids=["1-point", "5-points", "7-points"])
+def test_max_quality_drop_keeps_what_the_fallback_protects(corpus, eps, expected):
+    sel = _fell_back_selection()
+    run = lambda: pol.cheaper_selection(sel, np.array([24.7, 0.24]), ["gpt-4", "mixtral"], eps)  # noqa: E731
+
+    def check(out):
+        said = out.summary()
+        if expected == "gpt-4":
+            return out.model == "gpt-4" and out.fell_back and "fell back" in said
+        return out.model == "mixtral" and "within 0.07 of gpt-4's" in said \
+            and "p_hat" in said and out.to_dict()["cheaper_than"]["model"] == "gpt-4"
+
+    assert corpus(AREA, "right", run, check=check)
+
+
+def test_max_quality_drop_compares_with_the_chosen_model_for_s1(corpus):
+    from benchroute.selection import Selection
+
+    table = pd.DataFrame({"S1": [0.60, 0.80, 0.58], "bma": [True, False, False],
+                          "chosen": [False, True, False]}, index=["a", "b", "c"])
+    sel = Selection(model="b", method="S1", scores=table, fell_back=False, task_distance=0.1,
+                    bma="a", n_examples=5)
+    run = lambda: pol.cheaper_selection(sel, np.array([1.0, 5.0, 0.5]), ["a", "b", "c"], 0.21)  # noqa: E731
+    assert corpus(AREA, "right", run, check=lambda out: out.model == "a")
