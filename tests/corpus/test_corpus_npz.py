@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from benchroute.embedding import EmbeddingCache, HashingEncoder
-from benchroute.npz import read_npz
 from benchroute.router import Router
 from tests.corpus.test_corpus_cache import ENC, TEXTS, _reembeds
 from tests.corpus.test_corpus_router import _resum
@@ -152,7 +151,10 @@ def test_compressed_real_file_still_imports(corpus, tmp_path):
     assert corpus(AREA, "right", lambda: cache.import_npz(path), check=lambda n: n == len(TEXTS))
 
 
+@pytest.mark.new_api
 def test_small_compressible_member_is_read(corpus, tmp_path):
+    from benchroute.npz import read_npz
+
     # under the floor (16 MiB) the ratio is not held against a member: 1 MiB of zeros reads
     path = _write_npz(tmp_path / "z.npz", {"a": ((1 << 18,), "<f4")})
     assert corpus(AREA, "right", lambda: read_npz(path, {"a": (None,)}),
@@ -164,8 +166,10 @@ def test_small_compressible_member_is_read(corpus, tmp_path):
     ({"a": (5,)}, r"expected \(5\)"),
     ({"b": (None,)}, r"no array 'b' in the file"),
 ], ids=["ndim", "size", "missing"])
+@pytest.mark.new_api
 def test_read_npz_names_the_field(corpus, tmp_path, shapes, pattern):
     from benchroute.exceptions import BenchrouteError
+    from benchroute.npz import read_npz
 
     path = tmp_path / "x.npz"
     np.savez(path, a=np.ones(4, np.float32))
