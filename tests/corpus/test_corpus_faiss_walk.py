@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchroute.index import VectorIndex
-from tests.corpus.test_corpus_faiss import HEADER, _load_damaged, _mutate
+from tests.corpus.test_corpus_faiss import HEADER, Cursor, _load_damaged, _mutate
 
 AREA = "faiss"
 N, D = 300, 8
@@ -45,33 +45,29 @@ def saved(tmp_path_factory):
 
 def _offsets(name: str, raw: bytes) -> dict[str, int]:
     off = {"trained": TRAINED}
-    pos = HEADER
-
-    def vec(key: str, elem: int) -> None:
-        nonlocal pos
-        off[key] = pos
-        pos += 8 + struct.unpack_from("<Q", raw, pos)[0] * elem
+    cur = Cursor(raw, off)
+    vec = cur.vec
 
     if name == "Flat":
-        off["first_float"] = pos + 8
+        off["first_float"] = cur.pos + 8
     elif name == "HNSW16":
         for key, elem in (("probas", 8), ("per_level", 4), ("levels", 4), ("offsets", 8),
                           ("neighbours", 4)):
             vec(key, elem)
-        off["storage_trained"] = pos + 20 + TRAINED
-        off["first_float"] = pos + 20 + HEADER + 8
+        off["storage_trained"] = cur.pos + 20 + TRAINED
+        off["first_float"] = cur.pos + 20 + HEADER + 8
     else:
-        pos += 16
-        off["quantizer_trained"] = pos + TRAINED
-        pos += HEADER
+        cur.pos += 16
+        off["quantizer_trained"] = cur.pos + TRAINED
+        cur.pos += HEADER
         vec("centroids", 4)
-        off["map_type"] = pos
-        pos += 1
+        off["map_type"] = cur.pos
+        cur.pos += 1
         vec("direct_map", 8)
         off["first_map_entry"] = off["direct_map"] + 8
         if name == "IVF-hash":
             vec("hash_table", 16)
-        sizes = pos + 24
+        sizes = cur.pos + 24
         off["list_sizes"] = sizes
         nlist = struct.unpack_from("<Q", raw, sizes)[0]
         first = struct.unpack_from("<Q", raw, sizes + 8)[0]

@@ -53,15 +53,19 @@ def _table(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(len(WORDS), 768)).astype(np.float32)
 
 
+def _models_folder(tmp_path: Path, name: str) -> Path:
+    """``models/`` holding the tokenizer (no weights) and an empty ``name`` folder."""
+    _tokenizer(tmp_path / "models" / "all-mpnet-base-v2")
+    (tmp_path / "models" / name).mkdir()
+    return tmp_path / "models"
+
+
 @pytest.fixture
 def onnx_root(tmp_path):
-    """models/ with the tokenizer (no weights) and an export recorded as verified."""
-    root = tmp_path / "models"
-    _tokenizer(root / "all-mpnet-base-v2")
-    folder = root / ONNX_FOLDER
-    folder.mkdir()
-    _graph(folder / "model.onnx", _table())
-    _sidecar(folder)
+    """models/ with the tokenizer and an export recorded as verified."""
+    root = _models_folder(tmp_path, ONNX_FOLDER)
+    _graph(root / ONNX_FOLDER / "model.onnx", _table())
+    _sidecar(root / ONNX_FOLDER)
     return root
 
 
@@ -149,10 +153,8 @@ D = int(DISTILL_PARAMS["pca_dims"])
 
 @pytest.fixture
 def static_root(tmp_path):
-    root = tmp_path / "models"
-    _tokenizer(root / "all-mpnet-base-v2")
+    root = _models_folder(tmp_path, STATIC_FOLDER)
     folder = root / STATIC_FOLDER
-    folder.mkdir()
     ids = np.arange(4, len(WORDS), dtype=np.int32)
     vectors = np.random.default_rng(0).normal(size=(len(ids), D)).astype(np.float16)
     np.savez(folder / "vectors.npz", token_ids=ids, vectors=vectors)

@@ -17,6 +17,7 @@ from benchroute import policies as pol
 from benchroute.data.store import BenchmarkData
 from benchroute.embedding import HashingEncoder
 from benchroute.router import Router
+from tests.corpus.test_corpus_cli import CSV as CLI_CSV
 from tests.unit.test_router import MODELS, synthetic
 
 AREA = "policies"
@@ -216,25 +217,20 @@ def test_saving_router_with_infinite_cost(corpus, router, tmp_path):
 
 
 # ---------------------------------------------------------------- the CLI
-CSV = "dataset,text,m0,m1\n" + "".join(
-    f"{'pets' if i < 12 else 'farm'},question {i} about {'cats' if i % 2 else 'dogs'},{i % 2},1\n"
-    for i in range(24))
-
-
 @pytest.fixture(scope="module")
 def router_dir(tmp_path_factory):
     from benchroute.cli import main
 
     root = tmp_path_factory.mktemp("cli")
-    (root / "t.csv").write_text(CSV)
+    (root / "t.csv").write_text(CLI_CSV)  # models m1 and m2
     (root / "texts.txt").write_text("a question about cats\nanother about dogs\n")
-    (root / "prices.csv").write_text("model,input,output\nm0,30,60\nm1,1,2\n")
-    (root / "prices.json").write_text(json.dumps({"m0": {"input": 30, "output": 60},
-                                                  "m1": [1, 2]}))
+    (root / "prices.csv").write_text("model,input,output\nm1,30,60\nm2,1,2\n")
+    (root / "prices.json").write_text(json.dumps({"m1": {"input": 30, "output": 60},
+                                                  "m2": [1, 2]}))
     (root / "list.json").write_text("[1, 2]")
     (root / "null.json").write_text("null")
-    (root / "bad.json").write_text("{m0: 1")
-    (root / "flat.json").write_text('{"m0": 1, "m1": 2}')
+    (root / "bad.json").write_text("{m1: 1")
+    (root / "flat.json").write_text('{"m1": 1, "m2": 2}')
     (root / "folder.d").mkdir()
     code = main(["-q", "fit", str(root / "t.csv"), "--out", str(root / "router"), "--encoder",
                  "hashing-64-12", "--store", str(root / "store"), "--k", "3", "--repeats", "1"])
@@ -253,44 +249,39 @@ def _route(root, *extra: str) -> list[str]:
     (["--prices", "{root}/list.json", "--tokens", "100"], r"list\.json: row 0 must be an object"),
     (["--prices", "{root}/null.json", "--tokens", "100"], r"null\.json: expected a JSON object or list"),
     (["--prices", "{root}/bad.json", "--tokens", "100"], r"bad\.json: invalid JSON at line 1"),
-    (["--prices", "{root}/flat.json", "--tokens", "100"], r"flat\.json: entry 'm0' must be"),
+    (["--prices", "{root}/flat.json", "--tokens", "100"], r"flat\.json: entry 'm1' must be"),
     (["--prices", "{root}/prices.csv"], r"prices\.csv: a price table holds USD per 1M.*--tokens"),
-    (["--prices", "m0=abc,m1=1"], r"--prices m0: 'abc' is not a number"),
-    (["--prices", "m0=-1,m1=1"], r"--prices m0 == -1.0, expected a finite number >= 0"),
-    (["--prices", "m0=inf,m1=1"], r"--prices m0 == inf"),
-    (["--prices", "m0=1,m0=2"], r"model 'm0' is listed twice"),
-    (["--prices", "m0=1,junk"], r"--prices: 'junk' is not model=number"),
-    (["--prices", "m0=1,m1=1", "--tokens", "0"], r"--tokens '0': expected a number of tokens > 0"),
-    (["--prices", "m0=1,m1=1", "--tokens", "-5"], r"--tokens '-5' == -5.0"),
-    (["--prices", "m0=1,m1=1", "--tokens", "1,2,3"], r"--tokens '1,2,3': expected IN or IN,OUT"),
-    (["--prices", "m0=1,m1=1", "--tokens", "many"], r"--tokens: 'many' is not a number"),
-    (["--prices", "m0=1,m1=1", "--tokens", "1e308,1e308"], r"cost per call of 'm0'.*== inf"),
-    (["--prices", "m0=1,m1=1", "--param", "budget=abc"], r"--param budget: 'abc' is not a number"),
-    (["--prices", "m0=1,m1=1", "--param", "budget=nan"], r"budget == nan"),
-    (["--prices", "m0=1,m1=1", "--param", "budget=1", "--param", "budget=2"], r"'budget' is given twice"),
+    (["--prices", "m1=abc,m2=1"], r"--prices m1: 'abc' is not a number"),
+    (["--prices", "m1=-1,m2=1"], r"--prices m1 == -1.0, expected a finite number >= 0"),
+    (["--prices", "m1=inf,m2=1"], r"--prices m1 == inf"),
+    (["--prices", "m1=1,m1=2"], r"model 'm1' is listed twice"),
+    (["--prices", "m1=1,junk"], r"--prices: 'junk' is not model=number"),
+    (["--prices", "m1=1,m2=1", "--tokens", "0"], r"--tokens '0': expected a number of tokens > 0"),
+    (["--prices", "m1=1,m2=1", "--tokens", "-5"], r"--tokens '-5' == -5.0"),
+    (["--prices", "m1=1,m2=1", "--tokens", "1,2,3"], r"--tokens '1,2,3': expected IN or IN,OUT"),
+    (["--prices", "m1=1,m2=1", "--tokens", "many"], r"--tokens: 'many' is not a number"),
+    (["--prices", "m1=1,m2=1", "--tokens", "1e308,1e308"], r"cost per call of 'm1'.*== inf"),
+    (["--prices", "m1=1,m2=1", "--param", "budget=abc"], r"--param budget: 'abc' is not a number"),
+    (["--prices", "m1=1,m2=1", "--param", "budget=nan"], r"budget == nan"),
+    (["--prices", "m1=1,m2=1", "--param", "budget=1", "--param", "budget=2"], r"'budget' is given twice"),
     (["--tokens", "100", "--param", "budget=1"], r"--tokens needs --prices"),
+    (["--policy", "smallest_sufficient", "--param", "tau=abc"], r"--param tau: 'abc' is not a number"),
+    (["--policy", "smallest_sufficient", "--param", "tau=0.5", "--prices", "m1=1,m2=1", "--tokens",
+      "0"], r"--tokens '0'"),
 ], ids=["missing", "folder", "list", "null", "invalid", "flat-json", "table-no-tokens",
         "inline-str", "inline-neg", "inline-inf", "inline-twice", "inline-junk", "tokens-0",
         "tokens-neg", "tokens-three", "tokens-str", "tokens-overflow", "param-str", "param-nan",
-        "param-twice", "tokens-alone"])
-def test_bad_budget_route_options(corpus, run_cli, router_dir, extra, pattern):
-    argv = _route(router_dir, "--policy", "budget",
-                  *[e.format(root=router_dir) for e in extra])
-    if not any(e.startswith("--param") for e in extra):
-        argv += ["--param", "budget=1"]
-    assert corpus(AREA, "error", run_cli(argv), match=pattern)
+        "param-twice", "tokens-alone", "tau-abc", "tau-tokens-0"])
+def test_bad_route_options(corpus, run_cli, router_dir, extra, pattern):
+    extra = [e.format(root=router_dir) for e in extra]
+    if "--policy" not in extra:  # budget, with a budget unless the case gives parameters
+        extra = ["--policy", "budget", *extra]
+        if not any(e.startswith("--param") for e in extra):
+            extra += ["--param", "budget=1"]
+    assert corpus(AREA, "error", run_cli(_route(router_dir, *extra)), match=pattern)
 
 
-@pytest.mark.parametrize("extra, pattern", [
-    (["--param", "tau=abc"], r"--param tau: 'abc' is not a number"),
-    (["--param", "tau=0.5", "--prices", "m0=1,m1=1", "--tokens", "0"], r"--tokens '0'"),
-], ids=["tau-abc", "tokens-0"])
-def test_bad_smallest_sufficient_options(corpus, run_cli, router_dir, extra, pattern):
-    argv = _route(router_dir, "--policy", "smallest_sufficient", *extra)
-    assert corpus(AREA, "error", run_cli(argv), match=pattern)
-
-
-@pytest.mark.parametrize("extra", [["--prices", "m0=1"], ["--param", "tau=0.5"], ["--tokens", "0"]],
+@pytest.mark.parametrize("extra", [["--prices", "m1=1"], ["--param", "tau=0.5"], ["--tokens", "0"]],
                          ids=["prices", "param", "tokens"])
 def test_policy_options_without_policy(corpus, run_cli, router_dir, extra):
     argv = _route(router_dir, *extra)
@@ -303,13 +294,13 @@ def _costs(out: str) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("prices, tokens, expected", [
-    ("prices.csv", "1000,500", {"m1": (1000 * 1 + 500 * 2) / 1e6}),
-    ("prices.json", "1000", {"m1": 1000 / 1e6}),
-    ("inline", None, {"m1": 0.25}),
-    ("inline", "2000", {"m1": 0.25 * 2000 / 1e6}),
+    ("prices.csv", "1000,500", {"m2": (1000 * 1 + 500 * 2) / 1e6}),
+    ("prices.json", "1000", {"m2": 1000 / 1e6}),
+    ("inline", None, {"m2": 0.25}),
+    ("inline", "2000", {"m2": 0.25 * 2000 / 1e6}),
 ], ids=["csv-in-out", "json-in", "inline-per-call", "inline-per-1m"])
 def test_prices_as_load_prices_reads_them(corpus, run_cli, router_dir, prices, tokens, expected):
-    price_arg = "m0=30,m1=0.25" if prices == "inline" else str(router_dir / prices)
+    price_arg = "m1=30,m2=0.25" if prices == "inline" else str(router_dir / prices)
     argv = _route(router_dir, "--policy", "budget", "--param", "budget=0", "--prices", price_arg,
                   *(["--tokens", tokens] if tokens else []))
     assert corpus(AREA, "right", run_cli(argv),
@@ -318,14 +309,14 @@ def test_prices_as_load_prices_reads_them(corpus, run_cli, router_dir, prices, t
 
 def test_prices_for_candidates_only(corpus, run_cli, router_dir):
     argv = _route(router_dir, "--policy", "cheapest_within", "--param", "eps=1", "--candidates",
-                  "m1", "--prices", "m1=0.5")
-    assert corpus(AREA, "right", run_cli(argv), check=lambda out: _costs(out) == {"m1": 0.5})
+                  "m2", "--prices", "m2=0.5")
+    assert corpus(AREA, "right", run_cli(argv), check=lambda out: _costs(out) == {"m2": 0.5})
 
 
 def test_threshold_without_prices(corpus, run_cli, router_dir):
-    argv = _route(router_dir, "--policy", "threshold", "--param", "strong=m1", "--param",
-                  "weak=m0", "--param", "t=-1")
-    assert corpus(AREA, "right", run_cli(argv), check=lambda out: set(_costs(out)) == {"m1"})
+    argv = _route(router_dir, "--policy", "threshold", "--param", "strong=m2", "--param",
+                  "weak=m1", "--param", "t=-1")
+    assert corpus(AREA, "right", run_cli(argv), check=lambda out: set(_costs(out)) == {"m2"})
 
 
 # ---------------------------------------------------------------- max_quality_drop and η (class 10)

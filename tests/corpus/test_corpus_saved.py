@@ -61,28 +61,21 @@ def test_params_encoder_is_not_the_index_encoder(corpus, copy, tmp_path, name, p
     assert not (tmp_path / "cache").exists()  # nothing embedded or cached
 
 
-def test_every_encoder_name_rewritten_consistently(corpus, copy):
-    # params, router.json and index.json all say hashing-16-12: the index still holds 8-d vectors
+@pytest.mark.parametrize("name, identifier, pattern", [
+    ("hashing-16-12", "hashing-16-12", r"an encoder of the index's dimension 8 \('hashing-16-12' gives 16\)"),
+    ("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2",
+     r"an encoder of the index's dimension 8 \('all-mpnet-base-v2' gives 768\)"),
+], ids=["hashing", "mpnet"])
+def test_every_encoder_name_rewritten_consistently(corpus, copy, name, identifier, pattern):
+    # params, router.json and index.json all name another encoder: the index holds 8-d vectors
     sidecar = copy / "index" / "index.json"
     meta = json.loads(sidecar.read_text())
-    meta["encoder"] = "hashing-16-12"
+    meta["encoder"] = identifier
     sidecar.write_text(json.dumps(meta))
-    _rewrite(copy, lambda m: (m["params"].update(encoder="hashing-16-12"),  # type: ignore[attr-defined]
-                              m.update(encoder="hashing-16-12")))
+    _rewrite(copy, lambda m: (m["params"].update(encoder=name),  # type: ignore[attr-defined]
+                              m.update(encoder=identifier)))
     _resum(copy)
-    assert corpus(AREA, "error", _load(copy),
-                  match=ENCODER + r"an encoder of the index's dimension 8 \('hashing-16-12' gives 16\)")
-
-
-def test_mpnet_identifier_with_hashing_index(corpus, copy):
-    sidecar = copy / "index" / "index.json"
-    meta = json.loads(sidecar.read_text())
-    meta["encoder"] = "sentence-transformers/all-mpnet-base-v2"
-    sidecar.write_text(json.dumps(meta))
-    _rewrite(copy, lambda m: (m["params"].update(encoder="all-mpnet-base-v2"),  # type: ignore[attr-defined]
-                              m.update(encoder="sentence-transformers/all-mpnet-base-v2")))
-    _resum(copy)
-    assert corpus(AREA, "error", _load(copy), match=ENCODER + r"an encoder of the index's dimension 8")
+    assert corpus(AREA, "error", _load(copy), match=ENCODER + pattern)
 
 
 @pytest.mark.parametrize("files", [["pool.npz"], ["index"], ["pool.npz", "index"]],
