@@ -36,9 +36,11 @@ class Price:
     output_per_1m: float
 
     def cost(self, prompt_tokens: np.ndarray, completion_tokens: np.ndarray) -> np.ndarray:
-        """USD per call; NaN where a token count is missing."""
-        return (np.asarray(prompt_tokens, dtype=float) * self.input_per_1m
-                + np.asarray(completion_tokens, dtype=float) * self.output_per_1m) / 1e6
+        """USD per call; NaN where a token count is missing, inf where it overflows (which
+        the store refuses, naming the row)."""
+        with np.errstate(over="ignore"):
+            return (np.asarray(prompt_tokens, dtype=float) * self.input_per_1m
+                    + np.asarray(completion_tokens, dtype=float) * self.output_per_1m) / 1e6
 
 
 PricesLike = Union[str, "os.PathLike[str]", Mapping[str, "Price | tuple[float, float]"]]
