@@ -58,6 +58,15 @@ class Router(RouterParams):
     prior_strength=50, ...; docs/method.md gives the formulas).
     """
 
+    def __repr__(self) -> str:
+        """The parameters that differ from the defaults, then what a fitted (or loaded) router
+        holds, since a loaded router's parameters are often all defaults."""
+        params = super().__repr__()
+        if getattr(self, "predictor_", None) is None:
+            return params
+        return (f"{params} fitted on {len(self.Y_)} inputs, {len(self.models_)} models, "
+                f"{len(self.tasks_)} tasks; encoder {self.encoder_id_!r}")
+
     # ------------------------------------------------------------------ fitting
     def fit(self, data: BenchmarkData, embeddings: np.ndarray | None = None) -> Router:
         """Fit the correctness predictors and the reference pairs of the p̂ smoother.
