@@ -76,15 +76,15 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
 
 
-def check_sha256(path: Path, expected: object, sidecar: Path, fix: str) -> None:
-    """Raise unless ``path`` has the SHA-256 its sidecar records.
+def check_sha256(path: Path, expected: object, source: str, fix: str) -> None:
+    """Raise unless ``path`` has the SHA-256 ``source`` (its sidecar) records.
 
     Hashed once per process and file state: the memo is keyed by the path, size, modification
     and change times and inode, so a file replaced or rewritten (even at the same size) is
     hashed again before it is used.
     """
     if not isinstance(expected, str) or not _HEX64.fullmatch(expected):
-        raise BenchrouteError(f"{sidecar}: no SHA-256 of {path.name} recorded (got "
+        raise BenchrouteError(f"{source}: no SHA-256 of {path.name} recorded (got "
                               f"{expected!r:.80}); run `{fix}`")
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
@@ -92,7 +92,7 @@ def check_sha256(path: Path, expected: object, sidecar: Path, fix: str) -> None:
         return
     got = sha256_file(path)
     if got != expected:
-        raise BenchrouteError(f"{path}: SHA-256 {got}, but {sidecar.name} records {expected}; "
+        raise BenchrouteError(f"{path}: SHA-256 {got}, but {Path(source).name} records {expected}; "
                               f"the file changed after it was written; run `{fix}`")
     _VERIFIED[key] = got
 

@@ -279,7 +279,7 @@ class OnnxEncoder:
                                           "`benchroute model export-onnx --force`")
                 # the vectors may go into sentence-transformers' namespace: only from the graph
                 # that was checked against it
-                check_sha256(graph, info.get("onnx_sha256"), onnx_dir(self.root) / "export.json",
+                check_sha256(graph, info.get("onnx_sha256"), str(onnx_dir(self.root) / "export.json"),
                              "benchroute model export-onnx --force")
             tok_path = self._tokenizer_path or tokenizer_file(self.root)
             logger.info("loading %s (ONNX Runtime, %s threads) from %s", DEFAULT_MODEL,

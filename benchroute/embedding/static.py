@@ -211,7 +211,7 @@ class StaticEncoder:
             folder = static_dir(self.root)
             logger.info("loading %s static embeddings from %s", DEFAULT_MODEL, folder)
             check_sha256(folder / "vectors.npz", info.get("vectors_sha256"),
-                         folder / "distill.json", _REDISTILL)
+                         str(folder / "distill.json"), _REDISTILL)
             tok = load_tokenizer(tokenizer_file(self.root), self.max_seq_length)
             ids, vectors = _read_vectors(folder / "vectors.npz", tok.get_vocab_size(),
                                          self.dimension)

@@ -243,3 +243,19 @@ def test_torch_cap_given_as_argument(corpus):
 
     run = lambda: mpnet_encoder("all-mpnet-base-v2@torch", max_seq_length=999)  # noqa: E731
     assert corpus(AREA, "error", run, match=r"max_seq_length == 999")
+
+
+# ---------------------------------------------------------------- the torch backend's weights
+@pytest.mark.parametrize("content", [b"", b"\x00" * 64, b"not safetensors"],
+                         ids=["empty", "zeros", "text"])
+def test_installed_weights_not_the_published_ones(corpus, tmp_path, monkeypatch, content):
+    from benchroute.embedding.sentence import SentenceTransformerEncoder
+
+    folder = tmp_path / "models" / "all-mpnet-base-v2"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(content)
+    (folder / "modules.json").write_text("[]")
+    monkeypatch.setenv("BENCHROUTE_HOME", str(tmp_path))
+    run = lambda: SentenceTransformerEncoder().encode(TEXTS)  # noqa: E731
+    assert corpus(AREA, "error", run, match=r"model\.safetensors: SHA-256 [0-9a-f]{64}, but the "
+                  r"published model records [0-9a-f]{64}.*model install --force")
