@@ -65,7 +65,14 @@ def _load_data(args: argparse.Namespace, source: str) -> Any:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from benchroute.data.inspect import format_summary, summarize
 
-    summary = summarize(_load_data(args, args.path))
+    # the summary lists the load report's warnings: logging them as well showed each twice
+    store_log = logging.getLogger("benchroute.data.store")
+    level = store_log.level
+    store_log.setLevel(logging.ERROR)
+    try:
+        summary = summarize(_load_data(args, args.path))
+    finally:
+        store_log.setLevel(level)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
