@@ -94,7 +94,10 @@ class Selection:
                 f"{self.n_examples} inputs" + (f", {self.n_labeled} labelled" if self.n_labeled else ""))
 
     def __repr__(self) -> str:
-        table = self.scores.drop(columns=["chosen"]).to_string(float_format=lambda v: f"{v:.3f}")
+        shown = self.scores.drop(columns=["chosen"])
+        # costs per call are often under 0.001 USD: significant digits, not three decimals
+        table = shown.to_string(float_format=lambda v: f"{v:.3f}",
+                                formatters={"cost": lambda v: f"{v:.4g}"} if "cost" in shown else None)
         return f"Selection: {self.summary()}\n{table}"
 
     def to_dict(self) -> dict[str, object]:

@@ -238,3 +238,16 @@ def test_summary_says_what_the_numbers_are_and_eta():
     assert "0.41 < eta 0.6" in said and "mean distance of the inputs to the pool" in said
     assert "how often its correctness predictor is right" in said
     assert sel.to_dict()["eta"] == 0.6
+
+
+def test_repr_shows_small_costs():
+    """Issue 18: costs under 0.001 printed as 0.000."""
+    import pandas as pd
+
+    from benchroute.selection import Selection
+
+    table = pd.DataFrame({"S1": [0.8], "S2": [0.8], "S3": [0.7], "p_hat": [0.87],
+                          "cost": [0.00024], "chosen": [True]}, index=["a"])
+    sel = Selection(model="a", method="S3", scores=table, fell_back=False, task_distance=0.3,
+                    bma="a", n_examples=5)
+    assert "0.00024" in repr(sel)
