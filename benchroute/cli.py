@@ -65,7 +65,14 @@ def _load_data(args: argparse.Namespace, source: str) -> Any:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from benchroute.data.inspect import format_summary, summarize
 
-    summary = summarize(_load_data(args, args.path))
+    # the summary lists the load report's warnings: logging them as well showed each twice
+    store_log = logging.getLogger("benchroute.data.store")
+    level = store_log.level
+    store_log.setLevel(logging.ERROR)
+    try:
+        summary = summarize(_load_data(args, args.path))
+    finally:
+        store_log.setLevel(level)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
@@ -302,25 +309,66 @@ def _route_policy_options(p: Any) -> None:
     g = p.add_argument_group("cost-aware policies (docs/routing.md)")
     g.add_argument("--policy", choices=["best", "threshold", "smallest_sufficient",
                                         "cheapest_within", "budget"])
-    g.add_argument("--prices", help="JSON file or 'model=price,...': cost per call, or USD per "
-                   "million tokens with --tokens")
-    g.add_argument("--tokens", type=float, help="typical tokens per call (prices per 1M tokens)")
+    g.add_argument("--prices", help="price table (CSV/JSON, as for `inspect --prices`: USD per "
+                   "1M input and output tokens; needs --tokens), or 'model=cost,...': cost per "
+                   "call, or USD per 1M tokens with --tokens")
+    g.add_argument("--tokens", metavar="IN[,OUT]", help="typical input (and output) tokens per "
+                   "call, to turn prices per 1M tokens into a cost per call")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="policy parameter: tau, eps, budget, t, strong, weak")
 
 
-def _read_prices(args: argparse.Namespace) -> dict[str, float] | None:
-    """--prices (and --tokens) as cost per call of each model, or None."""
-    if not args.prices:
-        return None
-    path = Path(args.prices)
-    raw = json.loads(path.read_text()) if path.is_file() else dict(
-        kv.split("=", 1) for kv in args.prices.split(",") if kv)
+def _number_option(option: str, text: str) -> float:
     try:
-        return {str(m): float(v) * (args.tokens / 1e6 if args.tokens else 1.0)
-                for m, v in raw.items()}
+        return float(text)
     except ValueError as exc:
-        raise BenchrouteError(f"--prices {args.prices!r}: {exc}; expected model=number") from exc
+        raise BenchrouteError(f"{option}: {text!r:.60} is not a number") from exc
+
+
+def _route_costs(prices: str | None, tokens: str | None) -> dict[str, float] | None:
+    """``--prices`` and ``--tokens`` as a cost per call per model (None without prices). A file
+    is read by :func:`benchroute.load_prices` (same formats and messages as ``inspect``)."""
+    import numpy as np
+
+    from benchroute.data.prices import Price, load_prices
+    from benchroute.policies import check_number
+
+    if prices is None:
+        if tokens is not None:
+            raise BenchrouteError("--tokens needs --prices (USD per 1M tokens)")
+        return None
+    usage = None
+    if tokens is not None:
+        parts = tokens.split(",")
+        if len(parts) > 2:
+            raise BenchrouteError(f"--tokens {tokens!r:.60}: expected IN or IN,OUT")
+        nums = [check_number(f"--tokens {tokens!r:.60}", _number_option("--tokens", t), 0.0)
+                for t in parts]
+        usage = (nums[0], nums[1] if len(nums) == 2 else 0.0)
+        if sum(usage) <= 0:
+            raise BenchrouteError(f"--tokens {tokens!r:.60}: expected a number of tokens > 0")
+    inline = "=" in prices and not Path(prices).exists()
+    if not inline:
+        table = load_prices(prices)
+        if usage is None:
+            raise BenchrouteError(f"--prices {prices}: a price table holds USD per 1M input and "
+                                  "output tokens; give --tokens IN[,OUT] (tokens per call)")
+    else:
+        table = {}
+        for item in prices.split(","):
+            if item.count("=") != 1 or not item.split("=")[0].strip():
+                raise BenchrouteError(f"--prices: {item!r:.60} is not model=number")
+            model, value = (x.strip() for x in item.split("="))
+            if model in table:
+                raise BenchrouteError(f"--prices: model {model!r:.60} is listed twice")
+            v = check_number(f"--prices {model}", _number_option(f"--prices {model}", value), 0.0)
+            table[model] = Price(v, v)
+    if usage is None:  # inline costs per call
+        return {m: p.input_per_1m for m, p in table.items()}
+    costs = {m: float(p.cost(np.float64(usage[0]), np.float64(usage[1]))) for m, p in table.items()}
+    for m, c in costs.items():
+        check_number(f"cost per call of {m!r} ({usage} tokens)", c, 0.0)
+    return costs
 
 
 def _read_params(pairs: list[str]) -> dict[str, Any]:
@@ -330,19 +378,15 @@ def _read_params(pairs: list[str]) -> dict[str, Any]:
         if "=" not in kv:
             raise BenchrouteError(f"--param {kv!r}: expected NAME=VALUE")
         k, v = kv.split("=", 1)
-        if k in ("strong", "weak"):
-            params[k] = v
-            continue
-        try:
-            params[k] = float(v)
-        except ValueError:
-            raise BenchrouteError(f"--param {kv!r}: {k} must be a number") from None
+        if k in params:
+            raise BenchrouteError(f"--param {k!r:.60} is given twice")
+        params[k] = v if k in ("strong", "weak") else _number_option(f"--param {k}", v)
     return params
 
 
 def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
                   candidates: list[str] | None) -> int:
-    prices = _read_prices(args)
+    prices = _route_costs(args.prices, args.tokens)
     params = _read_params(args.param)
     out = router.route(texts, candidates=candidates, policy=args.policy, costs=prices, **params)
     for text, row in zip(texts, out.itertuples(index=False)):
@@ -352,6 +396,10 @@ def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
+    unused = [o for o, v in (("--prices", args.prices), ("--tokens", args.tokens),
+                             ("--param", args.param)) if v]
+    if unused and not args.policy:
+        raise BenchrouteError(f"{', '.join(unused)} apply to a policy only; add --policy")
     router = _load_router(args.router)
     texts = _read_texts(args.texts)
     candidates = args.candidates.split(",") if args.candidates else None
@@ -556,8 +604,10 @@ def _add_calibrate(sub: Any) -> None:
                    "other model, else the weakest on average)")
     p.add_argument("--candidates", help="comma-separated models routing may choose")
     p.add_argument("--upstreams", type=Path, help="take costs from this upstreams file")
-    p.add_argument("--prices", help="JSON file or 'model=price,...': cost per call")
-    p.add_argument("--tokens", type=float, help="typical tokens per call (prices per 1M tokens)")
+    p.add_argument("--prices", help="as for `route`: a price table (USD per 1M input and output "
+                   "tokens; needs --tokens) or 'model=cost,...' per call")
+    p.add_argument("--tokens", metavar="IN[,OUT]", help="typical input (and output) tokens per "
+                   "call, to turn --prices into a cost per call")
     p.add_argument("--out", type=Path, help="where to write (default: ROUTER/calibration.json, "
                    "where serve reads it)")
     p.set_defaults(func=_cmd_calibrate)
@@ -570,7 +620,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if out is None:
         raise BenchrouteError("give --out FILE (with the default router there is no router "
                               "folder to write into)")
-    costs = _read_prices(args)
+    costs = _route_costs(args.prices, args.tokens)
     if args.upstreams is not None:
         from benchroute.serve.upstreams import load_upstreams, upstream_costs
 

@@ -5,10 +5,13 @@ claims (up to 2**40 elements) before reading, so a file with one mutated count (
 checksums) made the loader allocate 8-15 GB before it failed. This module walks the layout of
 the index types :class:`benchroute.index.VectorIndex` writes (flat, HNSW over flat, IVF with
 flat lists; faiss >= 1.7 layout) without allocating anything: every length field must fit in
-the bytes that remain, the counts must agree with each other and with ``index.json``, IVF row
-ids must be rows of the index (FAISS itself checks HNSW neighbour ids), and the walk must end
-exactly at the end of the file. Other index types get the header checks only. No faiss import:
-the check runs on the raw bytes (memory-mapped).
+the bytes that remain, the counts must agree with each other and with ``index.json``, every
+index must be marked trained, IVF list sizes must add up to ``ntotal``, IVF row ids and direct-map
+entries (none, array or hash table: an index whose vectors were read has one) must point into the
+index (FAISS itself checks HNSW neighbour ids), and the walk must end exactly at the end of the
+file. Other index types get the header checks only. No faiss import: the check runs on the raw
+bytes (memory-mapped). The stored vectors themselves are checked after FAISS reads them
+(:meth:`benchroute.index.VectorIndex.load`).
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class _Walk:
         if not 0 <= ntotal <= self.size // per_row or trained > 1:
             raise self.fail(f"header of {fourcc.decode()} claims ntotal = {ntotal} vectors of "
                             f"dimension {d}, more than the file can hold")
+        if trained != 1:  # an index benchroute writes is trained; FAISS aborts searching one that is not
+            raise self.fail(f"{fourcc.decode()} index is marked untrained")
         return fourcc, d, ntotal
 
     def index(self) -> tuple[int, int, bool]:
@@ -92,38 +97,59 @@ class _Walk:
                 raise self.fail(f"HNSW storage holds {sub_n} x {sub_d}, the header {ntotal} x {d}")
             return d, ntotal, walked
         if fourcc == b"IwFl":
-            nlist, _ = self.take("QQ", "IVF list count")
-            q_d, q_n, walked = self.index()
-            if (q_d, q_n) != (d, nlist):
-                raise self.fail(f"IVF quantizer holds {q_n} x {q_d}, expected {nlist} x {d}")
-            (kind,) = self.take("B", "IVF direct map type")
-            if not walked or kind != 0:
-                return d, ntotal, False
-            self.vector(8, "IVF direct map")
-            tag, n2, code_size = self.take("4sQQ", "IVF inverted lists header")
-            if tag != b"ilar" or n2 != nlist or code_size != 4 * d:
-                raise self.fail(f"IVF inverted lists header ({tag!r}, {n2}, {code_size}) "
-                                f"disagrees with nlist = {nlist}, d = {d}")
-            (layout,) = self.take("4s", "IVF list layout")
-            if layout != b"full":
-                return d, ntotal, False
-            if self.vector(8, "IVF list sizes") != nlist:
-                raise self.fail(f"IVF list sizes disagree with nlist = {nlist}")
-            sizes = struct.unpack_from(f"<{nlist}Q", self.buf, self.pos - 8 * nlist)
-            if sum(sizes) != ntotal:
-                raise self.fail(f"IVF lists hold {sum(sizes)} vectors, the header says {ntotal}")
-            need = sum(sizes) * (code_size + 8)
-            if need > self.size - self.pos:
-                raise self.fail(f"IVF lists need {need} bytes, only {self.size - self.pos} remain")
-            for n in sizes:  # each list: codes, then the row ids search returns
-                self.pos += n * code_size
-                lo, hi = _id_range(self.buf, self.pos, n)
-                if lo < 0 or hi >= ntotal:
-                    raise self.fail(f"IVF list at byte {self.pos} holds row ids outside "
-                                    f"0..{ntotal - 1}")
-                self.pos += n * 8
-            return d, ntotal, True
+            return self.ivf_flat(d, ntotal)
         return d, ntotal, False
+
+
+    def ivf_flat(self, d: int, ntotal: int) -> tuple[int, int, bool]:
+        """The rest of an IVF-flat index after its header: quantizer, direct map (none, array
+        or hash table, as :meth:`VectorIndex.vectors` leaves it), then the inverted lists, whose
+        sizes must add up to ``ntotal`` and whose row ids must be rows of the index."""
+        nlist, _ = self.take("QQ", "IVF list count")
+        q_d, q_n, walked = self.index()
+        if (q_d, q_n) != (d, nlist):
+            raise self.fail(f"IVF quantizer holds {q_n} x {q_d}, expected {nlist} x {d}")
+        (kind,) = self.take("B", "IVF direct map type")
+        if not walked or kind > 2:
+            raise self.fail(f"IVF direct map type {kind} (expected 0, 1 or 2) or an IVF "
+                            "quantizer other than flat; benchroute writes neither")
+        map_at = self.pos + 8
+        n_map = self.vector(8, "IVF direct map")
+        if n_map not in (0, ntotal) if kind == 1 else n_map != 0:
+            raise self.fail(f"IVF direct map of type {kind} holds {n_map} entries for "
+                            f"{ntotal} vectors")
+        if kind == 2:
+            self.vector(16, "IVF direct map hash table")
+        tag, n2, code_size = self.take("4sQQ", "IVF inverted lists header")
+        if tag != b"ilar" or n2 != nlist or code_size != 4 * d:
+            raise self.fail(f"IVF inverted lists header ({tag!r}, {n2}, {code_size}) "
+                            f"disagrees with nlist = {nlist}, d = {d}")
+        (layout,) = self.take("4s", "IVF list layout")
+        if layout != b"full":
+            raise self.fail(f"IVF list layout {layout!r}; benchroute writes 'full'")
+        if self.vector(8, "IVF list sizes") != nlist:
+            raise self.fail(f"IVF list sizes disagree with nlist = {nlist}")
+        # copies: a view into the mapping would keep it from closing
+        sizes = np.frombuffer(self.buf, dtype="<u8", count=nlist, offset=self.pos - 8 * nlist).copy()
+        if int(sizes.max(initial=0)) > ntotal or int(sizes.sum()) != ntotal:
+            raise self.fail(f"IVF lists hold {int(sizes.sum())} vectors, the header says {ntotal}")
+        need = ntotal * (code_size + 8)
+        if need > self.size - self.pos:
+            raise self.fail(f"IVF lists need {need} bytes, only {self.size - self.pos} remain")
+        for n in sizes.tolist():  # each list: codes, then the row ids search returns
+            self.pos += n * code_size
+            lo, hi = _id_range(self.buf, self.pos, n)
+            if lo < 0 or hi >= ntotal:
+                raise self.fail(f"IVF list at byte {self.pos} holds row ids outside "
+                                f"0..{ntotal - 1}")
+            self.pos += n * 8
+        if kind == 1 and n_map:
+            entries = np.frombuffer(self.buf, dtype="<i8", count=n_map, offset=map_at).copy()
+            lists, offsets = entries >> 32, entries & 0xFFFFFFFF
+            if (entries < 0).any() or (lists >= nlist).any() \
+                    or (offsets >= sizes[np.minimum(lists, nlist - 1)]).any():
+                raise self.fail("IVF direct map points outside the inverted lists")
+        return d, ntotal, True
 
 
 def _id_range(buf: mmap.mmap | bytes, pos: int, n: int) -> tuple[int, int]:

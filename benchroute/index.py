@@ -238,10 +238,29 @@ class VectorIndex:
                 f"{folder}: index.json describes {len(rows)} rows of dimension "
                 f"{meta.get('dimension')}, index.faiss holds {out.index_.ntotal} of {out.index_.d}"
             )
+        out._check_unit_rows(folder / "index.faiss")
         out.datasets_ = np.array([r[0] for r in rows], dtype=object)
         out.instance_ids_ = np.array([r[1] for r in rows], dtype=object)
         out.encoder_id = meta.get("encoder")
         return out
+
+    def _check_unit_rows(self, path: Path) -> None:
+        """The stored vectors are what ``fit`` accepts: finite, non-zero, of unit norm (cosine
+        distances are 1 - inner products only for unit vectors)."""
+        from benchroute.embedding.base import unit_norm_rows
+        from benchroute.inputs import NORM_TOL
+
+        view = self._flat_view()
+        X = view if view is not None else self.vectors()
+        _, broken, off = unit_norm_rows(X, NORM_TOL)
+        bad = broken | off
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            problem = "NaN or infinite values" if not np.isfinite(X[row]).all() else \
+                "all zeros" if broken[row] else f"norm {float(np.linalg.norm(X[row])):.4g}"
+            raise BenchrouteError(f"{path}: {int(bad.sum())} stored vector(s) are not finite unit "
+                                  f"vectors (row {row}: {problem}); fit refuses such vectors, "
+                                  "rebuild the index")
 
 
 def _write_faiss(faiss: Any, index: Any, path: Path) -> None:

@@ -136,6 +136,10 @@ def parse_texts(task_examples: Texts, what: str = "task_examples") -> list[str]:
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise BenchrouteError(f"{what}[{bad}] is a {type(texts[bad]).__name__}, expected str")
+    # as the loaders decide: a blank text is no input (nothing to embed or route)
+    blank = next((i for i, t in enumerate(texts) if not t.strip()), None)
+    if blank is not None:
+        raise BenchrouteError(f"{what}[{blank}] is empty or only whitespace; give a text to route")
     return texts
 
 

@@ -108,12 +108,9 @@ class RouterParams:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts with the router's encoder, through the on-disk cache (opened once, then
         refreshed on later calls); the encoder's weights load once."""
-        from benchroute.embedding import EmbeddingCache, get_encoder
+        from benchroute.embedding import EmbeddingCache
 
-        held = getattr(self, "_held_encoder", None)
-        if held is None or held[0] != self.encoder:
-            held = self._held_encoder = (self.encoder, get_encoder(self.encoder))
-        enc = held[1]
+        enc = self.held_encoder()
         cache = getattr(self, "_held_cache", None)
         if cache is None or cache[0] != (enc.identifier, self.cache_dir):
             cache = self._held_cache = ((enc.identifier, self.cache_dir),
@@ -121,6 +118,15 @@ class RouterParams:
         else:
             cache[1].refresh()  # pick up shards other processes wrote meanwhile
         return cache[1].embed(list(texts), enc)
+
+    def held_encoder(self) -> Encoder:
+        """The encoder ``encoder`` names, built once (its weights load on first use)."""
+        from benchroute.embedding import get_encoder
+
+        held = getattr(self, "_held_encoder", None)
+        if held is None or held[0] != self.encoder:
+            held = self._held_encoder = (self.encoder, get_encoder(self.encoder))
+        return held[1]
 
     def encoder_identifier(self) -> str:
         from benchroute.embedding import get_encoder

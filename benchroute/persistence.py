@@ -6,18 +6,23 @@ and the SHA-256 of each data file; checksum names must be exactly the package's 
 (refused before anything is opened); every field is validated as ``fit`` validates its arguments;
 the cache folder is never taken from the file, and the encoder only as a name the package
 resolves by itself. Saving writes a temporary folder beside the target and renames it, so a
-failure half way leaves the old router loadable.
+failure half way leaves the old router loadable; a kill between the two renames leaves the old
+router beside the target, where loading (or the next save) moves it back, and each save removes
+the temporary folders killed saves left.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,14 +34,19 @@ import pandas as pd
 from benchroute.exceptions import BenchrouteError, FormatVersionError
 from benchroute.index import VectorIndex
 from benchroute.inputs import _is_int, _is_real, check_router_params, known_encoder_name
-from benchroute.policies import restore_routing, routing_state
+from benchroute.npz import read_npz
+from benchroute.policies import cost_vector, restore_routing, routing_state
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs
 
 if TYPE_CHECKING:
     from benchroute.router import Router
 
+logger = logging.getLogger(__name__)
+
 ROUTER_FORMAT_VERSION = 2
+#: a save's temporary folder older than this was left by a killed process
+STALE_SAVE_SECONDS = 3600.0
 DATA_FILES = ("pool.npz", "index/index.faiss", "index/index.json")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -70,9 +80,42 @@ def check_router_target(folder: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def _leftovers(folder: Path, suffix: str) -> list[Path]:
+    """Folders a save of ``folder`` left beside it: ``.<name>.<random>.tmp`` (being written) or
+    ``.<name>.<random>.tmp.old`` (the replaced router), newest first."""
+    found = [p for p in folder.parent.glob(f".{glob.escape(folder.name)}.*{suffix}")
+             if p.is_dir() and not p.is_symlink()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def recover_interrupted_save(folder: Path) -> None:
+    """A save killed between its two renames leaves no ``folder`` and the old router as
+    ``.<name>.<random>.tmp.old``: move it back (the new router was never complete)."""
+    if folder.exists() or folder.is_symlink():
+        return
+    old = next((p for p in _leftovers(folder, ".tmp.old") if (p / "router.json").is_file()), None)
+    if old is not None:
+        os.replace(old, folder)
+        logger.warning("%s: restored the router an interrupted save had moved to %s",
+                       folder, old.name)
+
+
+def _remove_leftovers(folder: Path, max_age: float = STALE_SAVE_SECONDS) -> None:
+    """Remove what killed saves left: temporary folders older than ``max_age`` (a save in
+    progress elsewhere keeps its own), and replaced routers once ``folder`` holds one."""
+    now = time.time()
+    stale = [p for p in _leftovers(folder, ".tmp") if now - p.stat().st_mtime > max_age]
+    if (folder / "router.json").is_file():
+        stale += _leftovers(folder, ".tmp.old")
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
     """Write ``router`` to ``folder`` through a temporary folder beside it and a rename."""
     check_is_fitted(router, "predictor_")
+    folder = Path(folder)
+    recover_interrupted_save(folder)
     folder = check_router_target(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
@@ -88,10 +131,14 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    _remove_leftovers(folder)
     return folder
 
 
 def _write(router: Router, folder: Path) -> None:
+    costs = getattr(router, "costs_", None)
+    if costs is not None:  # what load accepts back: finite costs >= 0
+        cost_vector(list(costs), costs)
     np.savez(folder / "pool.npz", Y=router.Y_, models=np.asarray(router.models_, dtype=str))
     router.predictor_.index_.save(folder / "index", encoder_id=router.encoder_id_)
     ref = router.reference_
@@ -229,6 +276,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
 
     klass = Router if cls is None else cls
     folder = Path(folder)
+    recover_interrupted_save(folder)
     meta = _read_meta(folder)
     path = folder / "router.json"
     for name, digest in meta["checksums"].items():  # type: ignore[attr-defined]
@@ -255,29 +303,107 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     if not isinstance(encoder, str):
         raise _fail(path, "encoder", "the encoder identifier string")
     task_accuracy = _task_accuracy(path, meta.get("task_accuracy"), models)
-    Y, npz_models = _read_pool(folder / "pool.npz")
-    if npz_models != models:
-        raise _fail(path, "models", f"the model list stored in pool.npz ({npz_models})")
-    if Y.shape[1] != len(models) or (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any():
-        raise BenchrouteError(f"{folder / 'pool.npz'}: field 'Y' must be (n, {len(models)}) "
-                              f"labels in [0, 1] or NaN; got shape {Y.shape}")
     index = VectorIndex.load(folder / "index")
     if index.encoder_id != encoder:
         raise _fail(path, "encoder", f"the index's encoder {index.encoder_id!r}")
+    Y, npz_models = _read_pool(folder / "pool.npz", len(index), len(models))
+    if npz_models != models:
+        raise _fail(path, "models", f"the model list stored in pool.npz ({npz_models})")
+    if (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any() or np.isnan(Y).all():
+        raise BenchrouteError(f"{folder / 'pool.npz'}: field 'Y' must be (n, {len(models)}) "
+                              f"labels in [0, 1] or NaN, at least one a label; got shape {Y.shape}")
+    _check_encoder(path, params["encoder"], encoder, index.dimension)
+    _check_task_accuracy(path, task_accuracy, Y, index.datasets_, models)
     router = klass(**{**params, "alphas": tuple(params["alphas"]), "cache_dir": cache_dir})
     router.predictor_ = KNNCorrectnessPredictor(
         router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
     ).attach(index, Y)
     router.models_ = models
     tasks = sorted(set(index.datasets_.tolist()))
-    if not set(task_accuracy.index) <= set(tasks):
-        raise _fail(path, "task_accuracy.index", "tasks of the pool")
     router.task_accuracy_ = task_accuracy
     router.encoder_id_ = encoder
     router.reference_ = _reference(path, meta.get("reference"), models, tasks)
+    _check_reference_nulls(path, router.reference_, Y, index.datasets_, models)
     router._excluded = {}
+    _spot_check_reference(path, router)
     _restore_routing(path, router, meta.get("routing"), models)
     return router
+
+
+# ---------------------------------------------------------------------- across files
+# router.json's digest has no key: whoever rewrites a file can recompute every checksum. These
+# checks need no key: each file must agree with the others as fit leaves them.
+def _check_encoder(path: Path, name: str, identifier: str, dimension: int) -> None:
+    """``params.encoder`` (what embeds new texts) must name the encoder the index was built
+    with (``encoder``, the index's), of the index's dimension, before anything is embedded."""
+    from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, parse_mpnet_suffix
+    from benchroute.embedding.names import resolve_encoder_name
+
+    if not known_encoder_name(identifier):
+        raise _fail(path, "encoder", "an encoder identifier benchroute knows")
+    ours, built = (resolve_encoder_name(n, allow_download=False) for n in (name, identifier))
+    if ours.kind == "hashing":
+        same, dim = name == identifier, ours.dimension
+    else:  # backends may differ (torch and a verified ONNX export share vectors); caps may not
+        (b1, c1), (b2, c2) = parse_mpnet_suffix(name), parse_mpnet_suffix(identifier)
+        same = built.kind == "default" and (b1 == "static") == (b2 == "static") \
+            and (c1 or DEFAULT_MAX_SEQ_LENGTH) == (c2 or DEFAULT_MAX_SEQ_LENGTH)
+        dim = 256 if b1 == "static" else 768
+    if not same:
+        raise _fail(path, "params.encoder", f"the encoder the index was built with "
+                    f"({identifier!r}), not {name!r}")
+    if dim != dimension:
+        raise _fail(path, "params.encoder", f"an encoder of the index's dimension {dimension} "
+                    f"({name!r} gives {dim})")
+
+
+def _check_task_accuracy(path: Path, table: pd.DataFrame, Y: np.ndarray, datasets: np.ndarray,
+                         models: list[str]) -> None:
+    """The per-task accuracies (the BMA) are the pool's mean labels per task, as fit stores
+    them: a pool or a table from another router disagrees."""
+    means = pd.DataFrame(Y, columns=models).groupby(datasets).mean()
+    if sorted(table.index) != sorted(means.index):
+        raise _fail(path, "task_accuracy.index", f"the pool's tasks ({len(means)})")
+    stored = table.reindex(index=means.index).to_numpy(dtype=float)
+    pool = means.to_numpy(dtype=float)
+    if not ((np.isnan(stored) & np.isnan(pool)) | (np.abs(stored - pool) <= 1e-4)).all():
+        raise _fail(path, "task_accuracy.data", "the mean label of each model on each task of "
+                    "pool.npz (the files come from different routers?)")
+
+
+def _check_reference_nulls(path: Path, ref: ReferencePairs, Y: np.ndarray, datasets: np.ndarray,
+                           models: list[str]) -> None:
+    """A pair's p is null for a model exactly when the model has no label on the pair's task
+    (at α = 0, where every input is scored; above it only the labelled inputs left may be none)."""
+    if not len(ref.u):
+        return
+    labelled = pd.DataFrame(~np.isnan(Y), columns=models).groupby(datasets).any()
+    has = labelled.reindex(index=ref.task).to_numpy(dtype=bool)
+    null = np.isnan(ref.p)
+    if (~null & ~has).any() or (null & has & (ref.alpha == 0)[:, None]).any():
+        raise _fail(path, "reference.p", "null exactly where a model has no label on the "
+                    "pair's task (at alpha 0)")
+
+
+def _spot_check_reference(path: Path, router: Router) -> None:
+    """The α = 0 pair of the smallest task, computed again from the loaded index and pool, must
+    be the stored one: an index or pool from another router (or vectors moved between rows)
+    gives other neighbours. One task's search, so loading stays cheap."""
+    from benchroute.reference import task_pairs
+
+    ref = router.reference_
+    at_zero = ref.alpha == 0
+    if not at_zero.any():
+        return
+    ds = router.predictor_.datasets_
+    task = min(set(ref.task[at_zero].tolist()), key=lambda t: (int((ds == t).sum()), t))
+    again = task_pairs(router.predictor_, task, (0.0,), 1, router.seed, router.n_neighbours,
+                       router.threshold)
+    row = int(np.flatnonzero(at_zero & (ref.task == task))[0])
+    same_p = np.allclose(again.p[0], ref.p[row], atol=1e-6, equal_nan=True)
+    if not (len(again.u) and abs(again.u[0] - ref.u[row]) <= 1e-6 and same_p):
+        raise _fail(path, "reference", f"the pairs the pool and index give (task {task!r} at "
+                    "alpha 0 differs; the files come from different routers?)")
 
 
 def _restore_routing(path: Path, router: Router, state: object, models: list[str]) -> None:
@@ -302,21 +428,24 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
         ok = ok and (cal is None or (
             isinstance(cal, dict) and isinstance(cal.get("x"), list)
             and isinstance(cal.get("y"), list) and len(cal["x"]) == len(cal["y"])
-            and all(_is_real(v) and 0 <= v <= 1 for v in cal["x"] + cal["y"])))
+            and all(_is_real(v) and 0 <= v <= 1 for v in cal["x"] + cal["y"])
+            # an isotonic map: breakpoints strictly increasing, values never decreasing
+            and bool(np.all(np.diff(cal["x"]) > 0)) and bool(np.all(np.diff(cal["y"]) >= 0))))
         if not ok:
             raise _fail(path, "routing.per_input", "{k: int >= 1, weights: 'uniform' or "
-                        "'distance', prior: number >= 0, calibration: {x, y} in [0, 1]}")
+                        "'distance', prior: number >= 0, calibration: {x, y} in [0, 1], x "
+                        "increasing, y non-decreasing}")
     restore_routing(router, state)
 
 
-def _read_pool(path: Path) -> tuple[np.ndarray, list[str]]:
+def _read_pool(path: Path, n_rows: int, n_models: int) -> tuple[np.ndarray, list[str]]:
+    """Labels (n_rows, n_models) and model names, their shapes checked from the headers
+    against the index and router.json before anything is decompressed."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            Y, models = z["Y"], z["models"]
+        z = read_npz(path, {"Y": (n_rows, n_models), "models": (n_models,)},
+                     kinds={"Y": "f", "models": "U"})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise BenchrouteError(f"{path}: unreadable or incomplete ({exc})") from exc
-    if Y.ndim != 2 or not np.issubdtype(Y.dtype, np.floating) or models.ndim != 1 \
-            or models.dtype.kind != "U":
-        raise BenchrouteError(f"{path}: field 'Y' must be a 2-D float array and 'models' a "
-                              f"list of names; got {Y.dtype} {Y.shape}, {models.dtype}")
-    return Y.astype(np.float32), [str(m) for m in models]
+        raise BenchrouteError(f"{path}: unreadable or incomplete ({exc}); field 'Y' must be "
+                              f"({n_rows}, {n_models}) floats (the index's rows, router.json's "
+                              "models) and 'models' their names") from exc
+    return z["Y"].astype(np.float32), [str(m) for m in z["models"]]

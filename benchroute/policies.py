@@ -9,6 +9,7 @@ cross-fitted evaluation (:mod:`benchroute.experiments.costs`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,19 +21,46 @@ from benchroute.exceptions import BenchrouteError
 logger = logging.getLogger(__name__)
 
 
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) \
+        and not isinstance(v, (bool, np.bool_)) and math.isfinite(float(v))
+
+
+def check_number(name: str, value: object, low: float | None = None) -> float:
+    """A policy parameter or a cost: a finite real number (not a string, a bool or None), at
+    least ``low`` when given."""
+    if not _is_number(value) or (low is not None and float(value) < low):  # type: ignore[arg-type]
+        at_least = "" if low is None else f" >= {low:g}"
+        raise BenchrouteError(f"{name} == {value!r:.60}, expected a finite number{at_least}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _cost_array(c: object) -> np.ndarray:
+    """Costs as float64; strings, None, nested or ragged lists and NaN, infinite or negative
+    values are refused (each is a cost the caller did not mean)."""
+    try:
+        raw = np.asarray(c)
+    except (TypeError, ValueError) as exc:  # ragged nesting
+        raise BenchrouteError(f"costs must be an array of numbers, got {c!r:.100}") from exc
+    if raw.dtype.kind not in "iuf":
+        raise BenchrouteError(f"costs must be numbers, got {c!r:.100}")
+    out = raw.astype(np.float64)
+    if not np.isfinite(out).all() or (out < 0).any():
+        raise BenchrouteError(f"costs must be finite and >= 0, got {c!r:.100}")
+    return out
+
+
 def _check(P: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     P = np.atleast_2d(np.asarray(P, dtype=np.float64))
     if c is None:
         return P, np.zeros_like(P)
-    c = np.asarray(c, dtype=np.float64)
+    c = _cost_array(c)
     if c.ndim == 1:
         if len(c) != P.shape[1]:
             raise BenchrouteError(f"costs has {len(c)} entries for {P.shape[1]} models")
         c = np.broadcast_to(c, P.shape)
     if c.shape != P.shape:
         raise BenchrouteError(f"costs have shape {c.shape}, expected {P.shape} or ({P.shape[1]},)")
-    if np.isnan(c).any() or (c < 0).any():
-        raise BenchrouteError("costs must be finite and >= 0")
     return P, c
 
 
@@ -210,22 +238,53 @@ POLICIES: dict[str, Policy] = {
 }
 
 
-def apply_policy(name: str, P: np.ndarray, c: np.ndarray | None = None,
-                 **params: Any) -> np.ndarray:
-    """Run a policy by name; unknown names and parameters fail with the valid ones listed."""
+#: Lower bound of each numeric policy parameter (None: any finite number).
+_PARAM_LOW: dict[str, float | None] = {"tau": None, "t": None, "eps": 0.0, "budget": 0.0}
+
+
+def _policy(name: str) -> Policy:
     if name not in POLICIES:
-        raise BenchrouteError(f"unknown policy {name!r}; choose one of {sorted(POLICIES)} "
+        raise BenchrouteError(f"unknown policy {name!r:.100}; choose one of {sorted(POLICIES)} "
                               "(Hybrid LLM needs a trained score: benchroute.experiments.costs)")
+    return POLICIES[name]
+
+
+def check_policy_params(name: str, params: Mapping[str, Any], n_models: int) -> dict[str, Any]:
+    """The parameters of policy ``name`` checked: the names it takes, each number finite and in
+    range, ``strong``/``weak`` two different column indices."""
     import inspect
 
-    fn = POLICIES[name]
+    fn = _policy(name)
     valid = [p for p, v in inspect.signature(fn).parameters.items()
              if v.kind == inspect.Parameter.KEYWORD_ONLY and p != "iters"]
     missing = [p for p in valid if p not in params]
     extra = [p for p in params if p not in valid]
     if extra or missing:
         raise BenchrouteError(f"policy {name!r} takes {valid}; got {sorted(params)}")
-    return fn(P, c, **params)
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in ("strong", "weak"):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) \
+                    or not 0 <= int(value) < n_models:
+                raise BenchrouteError(f"policy {name!r}: {key} == {value!r:.60}, expected a "
+                                      f"column index in [0, {n_models})")
+            out[key] = int(value)
+        else:
+            out[key] = check_number(f"policy {name!r}: {key}", value, _PARAM_LOW.get(key))
+    if "strong" in out and out["strong"] == out["weak"]:
+        raise BenchrouteError(f"policy {name!r}: strong and weak are the same model; the "
+                              "threshold policy chooses between two different models")
+    return out
+
+
+def apply_policy(name: str, P: np.ndarray, c: np.ndarray | None = None,
+                 **params: Any) -> np.ndarray:
+    """Run a policy by name; unknown names and parameters fail with the valid ones listed,
+    parameters out of range (NaN, a string, ε < 0, ...) with the value and what was expected."""
+    fn = _policy(name)
+    P, c_checked = _check(P, c)
+    return fn(P, None if c is None else c_checked,
+                          **check_policy_params(name, params, P.shape[1]))
 
 
 def cost_vector(models: Sequence[str], costs: Mapping[str, float] | Sequence[float] | np.ndarray
@@ -235,29 +294,28 @@ def cost_vector(models: Sequence[str], costs: Mapping[str, float] | Sequence[flo
         missing = [m for m in models if m not in costs]
         if missing:
             raise BenchrouteError(f"no cost given for model(s) {missing}; costs name {sorted(costs)}")
-        out = np.array([float(costs[m]) for m in models])
-    else:
-        out = np.asarray(costs, dtype=np.float64)
-        if out.shape != (len(models),):
-            raise BenchrouteError(f"costs has shape {out.shape}, expected ({len(models)},)")
-    if np.isnan(out).any() or (out < 0).any():
-        raise BenchrouteError(f"costs must be finite and >= 0, got {out.tolist()}")
+        return np.array([check_number(f"cost of {m!r}", costs[m], 0.0) for m in models])
+    out = _cost_array(costs)
+    if out.shape != (len(models),):
+        raise BenchrouteError(f"costs has shape {out.shape}, expected ({len(models)},)")
     return out
 
 
 def cheapest_within_selection(scores: pd.DataFrame, costs: Mapping[str, float],
-                              max_quality_drop: float, column: str = "S3") -> str:
-    """Task level: the cheapest model whose ``column`` score is within ε of the top one.
+                              max_quality_drop: float, column: str = "S3",
+                              reference: str | None = None) -> str:
+    """Task level: the cheapest model whose ``column`` score is within ε of ``reference``'s
+    (default: of the top score); ties in cost go to the higher score.
 
     ``scores`` is a :class:`~benchroute.router.Selection`'s table (index = model).
     """
-    if max_quality_drop < 0:
-        raise BenchrouteError(f"max_quality_drop == {max_quality_drop}, must be >= 0")
+    check_number("max_quality_drop", max_quality_drop, 0.0)
     if column not in scores.columns:
         raise BenchrouteError(f"scores has no column {column!r}; columns: {list(scores.columns)}")
     s = scores[column].astype(float)
     c = pd.Series(cost_vector(list(s.index), costs), index=s.index)
-    ok = s >= s.max() - max_quality_drop - 1e-12
+    bar = s.max() if reference is None else s.loc[reference]
+    ok = s >= bar - max_quality_drop - 1e-12
     cand = c[ok]
     cheapest = cand[cand == cand.min()].index
     return str(s.loc[cheapest].idxmax())
@@ -310,60 +368,89 @@ def router_proba(router: Any, Q: np.ndarray, pool_rows: bool = False) -> np.ndar
 
 
 def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | None,
-                 what: str) -> np.ndarray:
-    """Per-model costs in ``router.models_`` order: the caller's, else those of the fit store."""
+                 what: str, models: Sequence[str] | None = None) -> np.ndarray:
+    """Per-model costs in ``models`` order (default ``router.models_``): the caller's, else
+    those of the fit store. A mapping needs a cost for those models only."""
     costs = costs if costs is not None else getattr(router, "costs_", None)
     if costs is None:
         raise BenchrouteError(f"{what} needs costs: pass costs={{model: cost per call}} (a price "
                               "table times a typical token count, or a declared proxy), or fit on "
                               "a store with a 'cost' column")
-    return cost_vector(router.models_, costs)
+    if models is not None and not isinstance(costs, Mapping):
+        return cost_vector(router.models_, costs)[[router.models_.index(m) for m in models]]
+    return cost_vector(router.models_ if models is None else models, costs)
+
+
+#: Policies that decide without costs: routing with them needs no price (cost 0 is shown when
+#: none is known).
+_COST_FREE = ("best", "threshold")
 
 
 def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
                       costs: Mapping[str, float] | Sequence[float] | None = None,
                       **params: Any) -> pd.DataFrame:
-    """``Router.route(texts, policy=...)``: per input the model, its predicted P and its cost."""
-    return policy_frame(router, router_proba(router, Q), policy, cand, costs, **params)
+    """``Router.route(texts, policy=...)``: per input the model, its predicted P and its cost.
+
+    ``strong``/``weak`` (threshold) are model names. ``best`` and ``threshold`` need no costs
+    (cost 0 shown when none are known); every other policy needs a cost for each candidate.
+    """
+    models, c, params = _policy_inputs(router, policy, cand, costs, params)  # before the search
+    P = router_proba(router, Q)[:, cand]
+    return choices_frame(P, c, apply_policy(policy, P, c, **params), models)
 
 
 def policy_frame(router: Any, P: np.ndarray, policy: str, cand: np.ndarray,
                  costs: Mapping[str, float] | Sequence[float] | None = None,
                  **params: Any) -> pd.DataFrame:
-    """A policy applied to P (n, all models) already computed for the router's models: the one
-    decision rule of ``Router.route`` and of the gateway, which computes P once per batch.
-
-    ``strong``/``weak`` (threshold) are model names. ``best`` and ``threshold`` need no costs
-    (cost 0 shown when none are known); every other policy does.
-    """
-    models = [router.models_[i] for i in cand]
+    """A policy applied to P (n, all models) already computed for the router's models: the
+    decision rule of ``Router.route`` for the gateway, which computes P once per batch."""
+    models, c, params = _policy_inputs(router, policy, cand, costs, params)
     P = np.asarray(P)[:, cand]
-    known = costs is not None or getattr(router, "costs_", None) is not None
-    if policy in ("best", "threshold") and not known:
-        c = np.zeros(len(cand))
-    else:
-        c = router_costs(router, costs, f"policy {policy!r}")[cand]
+    return choices_frame(P, c, apply_policy(policy, P, c, **params), models)
+
+
+def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
+                   costs: Mapping[str, float] | Sequence[float] | None,
+                   params: dict[str, Any]) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """The candidates' names and costs and the checked parameters (strong/weak as positions)."""
+    _policy(policy)
+    models = [router.models_[i] for i in cand]
+    params = dict(params)
     for key in ("strong", "weak"):
         if key in params:
             if params[key] not in models:
-                raise BenchrouteError(f"{key} model {params[key]!r} is not among {models}")
+                raise BenchrouteError(f"{key} model {params[key]!r:.100} is not among {models}")
             params[key] = models.index(params[key])
-    pick = apply_policy(policy, P, c, **params)
-    return choices_frame(P, c, pick, models)
+    check_policy_params(policy, params, len(models))
+    if policy in _COST_FREE and costs is None and getattr(router, "costs_", None) is None:
+        c = np.zeros(len(cand))
+    else:
+        c = router_costs(router, costs, f"policy {policy!r}", models)
+    return models, c, params
 
 
 def cheaper_selection(selection: Any, costs: np.ndarray, models: Sequence[str],
                       max_quality_drop: float) -> Any:
     """``select_model(..., max_quality_drop=ε)``: the selection moved to the cheapest candidate
-    whose score (the selection's method) is within ε of the top one."""
+    whose estimated quality is within ε of the chosen model's.
+
+    The quality compared is the one the choice rests on: p̂ for S3 (the estimate the η fallback
+    protects; a raw S3 score would bring back a model the fallback refused), the method's own
+    score for S1 and S2; the bar is the chosen model's, after the fallback, not the top score.
+    """
     import dataclasses
 
     table = selection.scores.copy()
     by_model = dict(zip(models, costs))
-    model = cheapest_within_selection(table, by_model, max_quality_drop, selection.method)
+    column = "p_hat" if selection.method == "S3" else selection.method
+    model = cheapest_within_selection(table, by_model, max_quality_drop, column,
+                                      reference=selection.model)
     table["cost"] = [by_model[m] for m in table.index]
     table["chosen"] = table.index == model
-    return dataclasses.replace(selection, model=model, scores=table)
+    if model == selection.model:
+        return dataclasses.replace(selection, scores=table)
+    return dataclasses.replace(selection, model=model, scores=table,
+                               cheaper_than=(selection.model, float(max_quality_drop), column))
 
 
 def routing_state(router: Any) -> dict[str, Any]:

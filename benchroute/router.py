@@ -29,6 +29,7 @@ from benchroute.inputs import (
 )
 from benchroute.params import RouterParams
 from benchroute.policies import (
+    POLICIES,
     cheaper_selection,
     route_with_policy,
     router_costs,
@@ -56,6 +57,15 @@ class Router(RouterParams):
     bandwidth=0.09, eta=0.6, n_draws=1000, alphas=0, 0.02, …, 0.28, repeats=3,
     prior_strength=50, ...; docs/method.md gives the formulas).
     """
+
+    def __repr__(self) -> str:
+        """The parameters that differ from the defaults, then what a fitted (or loaded) router
+        holds, since a loaded router's parameters are often all defaults."""
+        params = super().__repr__()
+        if getattr(self, "predictor_", None) is None:
+            return params
+        return (f"{params} fitted on {len(self.Y_)} inputs, {len(self.models_)} models, "
+                f"{len(self.tasks_)} tasks; encoder {self.encoder_id_!r}")
 
     # ------------------------------------------------------------------ fitting
     def fit(self, data: BenchmarkData, embeddings: np.ndarray | None = None) -> Router:
@@ -91,6 +101,8 @@ class Router(RouterParams):
             raise BenchrouteError(f"models: duplicated names in {models}")
         X = check_vectors(X, "fit X")
         Y = check_labels(Y, "fit Y", len(models))
+        if Y.size and np.isnan(Y).all():
+            raise BenchrouteError("fit Y: every label is NaN (no result); nothing to learn from")
         ds = np.asarray(list(datasets), dtype=object)
         if len(X) != len(Y) or len(ds) != len(X):
             raise BenchrouteError(f"fit: X, Y and datasets must have the same rows; got "
@@ -226,18 +238,21 @@ class Router(RouterParams):
         fit store's ``cost`` column).
         """
         check_is_fitted(self, "predictor_")
+        if costs is not None and max_quality_drop is None:
+            raise BenchrouteError("costs are used only with max_quality_drop; give both or neither")
         texts = parse_texts(task_examples)
         lab_texts, lab_Y = parse_labeled(labeled, self.models_) if labeled is not None else ([], None)
         if lab_texts:
             labeled_set = set(lab_texts)
             texts = [t for t in texts if t not in labeled_set] or texts
-        vectors = self.embed(texts + lab_texts)
+        vectors = self.embed_queries(texts + lab_texts)
         Q, LX = vectors[:len(texts)], vectors[len(texts):]
         sel = self.select_embedded(Q, LX if lab_texts else None, lab_Y if lab_texts else None,
                                    candidates, method, fallback, exclude_datasets)
         if max_quality_drop is not None:
-            sel = cheaper_selection(sel, router_costs(self, costs, "max_quality_drop"),
-                                    self.models_, max_quality_drop)
+            models = [str(m) for m in sel.scores.index]
+            sel = cheaper_selection(sel, router_costs(self, costs, "max_quality_drop", models),
+                                    models, max_quality_drop)
         return sel
 
     def select_embedded(self, Q: np.ndarray, labeled_X: np.ndarray | None = None,
@@ -274,7 +289,7 @@ class Router(RouterParams):
         """P(m, x) for each input (rows) and model (columns): the tuned per-input predictor's
         calibrated probability (``tune=True``), else g_m(x)."""
         check_is_fitted(self, "predictor_")
-        P = router_proba(self, self.embed(parse_texts(texts, "texts")))
+        P = router_proba(self, self.embed_queries(parse_texts(texts, "texts")))
         return pd.DataFrame(P, columns=self.models_)
 
     def route(self, texts: Texts, candidates: Iterable[str] | None = None,
@@ -285,11 +300,27 @@ class Router(RouterParams):
         smallest_sufficient, cheapest_within, budget) and its parameters, a DataFrame with the
         model, its predicted P and its cost per input."""
         check_is_fitted(self, "predictor_")
-        Q = self.embed(parse_texts(texts, "texts"))
+        if policy is None and (policy_params or costs is not None):
+            given = sorted(policy_params) + (["costs"] if costs is not None else [])
+            raise BenchrouteError(f"{given} apply to a policy only; pass policy= (one of "
+                                  f"{sorted(POLICIES)})")
+        Q = self.embed_queries(parse_texts(texts, "texts"))
         if policy is not None:
             return route_with_policy(self, Q, policy, self.candidate_indices(candidates), costs,
                                      **policy_params)
         return self.route_embedded(Q, candidates)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`embed` for texts to score against the pool: an encoder of another dimension
+        than the pool's (``encoder`` changed after fitting, or edited in a saved router) is
+        refused before a vector is computed or cached."""
+        enc = self.held_encoder()
+        pool_d = self.predictor_.index_.dimension
+        if 0 < enc.dimension != pool_d:
+            raise BenchrouteError(f"encoder {enc.identifier!r} gives {enc.dimension}-d vectors, "
+                                  f"the router's pool holds {pool_d}-d ones; use the encoder it "
+                                  "was fitted with")
+        return self.embed(texts)
 
     def route_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None) -> list[str]:
         cand = self.candidate_indices(candidates)

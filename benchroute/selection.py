@@ -67,28 +67,47 @@ class Selection:
     n_labeled: int = 0
     win_probability: float | None = None
     proba: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: set by ``max_quality_drop``: (the model chosen on quality, ε, the quality column compared)
+    cheaper_than: tuple[str, float, str] | None = None
+    #: the η of the fallback test (None when no test ran)
+    eta: float | None = None
 
     def summary(self) -> str:
         why = ""
-        if self.fell_back:
-            why = (f" (fell back to the best model on average: P(beats it) = "
-                   f"{self.win_probability:.2f} < eta)")
+        if self.cheaper_than is not None:
+            first, eps, column = self.cheaper_than
+            why = (f" (the cheapest candidate whose {column} is within {eps:g} of {first}'s; "
+                   f"{first} was chosen on quality"
+                   + (" after falling back to the best model on average" if self.fell_back
+                      else "") + ")")
+        elif self.fell_back:
+            eta = "" if self.eta is None else f" {self.eta:g}"
+            why = (f" (fell back to the best model on average: the chance that the top-scoring "
+                   f"model beats it is {self.win_probability:.2f} < eta{eta})")
         elif self.model == self.bma:
             why = " (also the best model on average)"
         row = self.scores.loc[self.model]
         return (f"{self.model} by {self.method}{why}: S1 {row['S1']:.3f}, S2 {row['S2']:.3f}, "
-                f"S3 {row['S3']:.3f}, p_hat {row['p_hat']:.3f}; u = {self.task_distance:.3f} over "
+                f"S3 {row['S3']:.3f}, p_hat {row['p_hat']:.3f} (how often its correctness "
+                f"predictor is right on a task this far from the pool); u = "
+                f"{self.task_distance:.3f} (mean distance of the inputs to the pool) over "
                 f"{self.n_examples} inputs" + (f", {self.n_labeled} labelled" if self.n_labeled else ""))
 
     def __repr__(self) -> str:
-        table = self.scores.drop(columns=["chosen"]).to_string(float_format=lambda v: f"{v:.3f}")
+        shown = self.scores.drop(columns=["chosen"])
+        # costs per call are often under 0.001 USD: significant digits, not three decimals
+        table = shown.to_string(float_format=lambda v: f"{v:.3f}",
+                                formatters={"cost": lambda v: f"{v:.4g}"} if "cost" in shown else None)
         return f"Selection: {self.summary()}\n{table}"
 
     def to_dict(self) -> dict[str, object]:
         return {"model": self.model, "method": self.method, "fell_back": self.fell_back,
                 "task_distance": self.task_distance, "bma": self.bma,
                 "n_examples": self.n_examples, "n_labeled": self.n_labeled,
-                "win_probability": self.win_probability,
+                "win_probability": self.win_probability, "eta": self.eta,
+                "cheaper_than": None if self.cheaper_than is None else {
+                    "model": self.cheaper_than[0], "max_quality_drop": self.cheaper_than[1],
+                    "compared": self.cheaper_than[2]},
                 "scores": json.loads(self.scores.to_json(orient="index"))}
 
 
@@ -163,7 +182,8 @@ def select(g: np.ndarray, u: float, reference: ReferencePairs, models: list[str]
     table.index.name = "model"
     return Selection(model=models[chosen], method=method, scores=table, fell_back=fell_back,
                      task_distance=float(u), bma=models[bma], n_examples=len(g),
-                     n_labeled=n_labeled, win_probability=win, proba=g)
+                     n_labeled=n_labeled, win_probability=win, proba=g,
+                     eta=config.eta if win is not None else None)
 
 
 def route_rows(P: np.ndarray, cand: np.ndarray, prefer: int | np.ndarray,

@@ -14,6 +14,27 @@ DATA = SHARED / "data"
 EMBEDDINGS = SHARED / "embeddings"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_home(tmp_path_factory: pytest.TempPathFactory):
+    """The tests never write into the user's ``$BENCHROUTE_HOME`` (embeddings, routers): they
+    get a temporary one whose ``models/`` is the real one's, so the tests of the real model
+    find it installed (they read it; installing and exporting are tested in folders of
+    their own)."""
+    from benchroute.embedding.install import HOME_ENV, benchroute_home
+
+    real = benchroute_home()
+    home = tmp_path_factory.mktemp("benchroute-home")
+    if (real / "models").is_dir():
+        (home / "models").symlink_to(real / "models", target_is_directory=True)
+    before = os.environ.get(HOME_ENV)
+    os.environ[HOME_ENV] = str(home)
+    yield home
+    if before is None:
+        os.environ.pop(HOME_ENV, None)
+    else:
+        os.environ[HOME_ENV] = before
+
+
 def _unpack(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = DATA / name
     if not folder.is_dir():

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import lzma
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,22 @@ def read_json(path: Path, expect: type | None = None) -> Any:
             f"{path}: expected a JSON {expect.__name__}, got {type(obj).__name__}"
         )
     return obj
+
+
+def csv_rows(lines: Iterable[str], where: str, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) of CSV text. A field may be as long as the text (the csv module's
+    default cap of 128 KiB is lifted: long prompts are normal inputs); a malformed line is a
+    DataError."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, 2**31 - 1))
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as exc:
+        raise DataError(f"{where}: line {reader.line_num}: unreadable CSV ({exc})") from exc
+    finally:
+        csv.field_size_limit(old)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

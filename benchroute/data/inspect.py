@@ -97,8 +97,11 @@ def format_summary(s: dict[str, Any], max_datasets: int = 12) -> str:
             value = m.get(c)
             line += f" {'-' if value is None else f'{value:.6g}':>17}"
         lines.append(line)
-    if usage:
-        lines.append("(cost: mean USD per call; tokens: mean per call)")
+    said = [what for col, what in (("mean_cost", "cost: mean USD per call"),
+                                   ("mean_prompt_tokens", "tokens: mean per call"))
+            if col in usage or (col == "mean_prompt_tokens" and "mean_completion_tokens" in usage)]
+    if said:  # only the columns shown
+        lines.append(f"({'; '.join(said)})")
     if s["missing_cells"]:
         lines += ["", "missing cells (instances a model has no result for):"]
         for m in s["missing_cells"]:

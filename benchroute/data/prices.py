@@ -8,7 +8,6 @@ output/1e6`` per call.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -19,6 +18,7 @@ from typing import Union
 
 import numpy as np
 
+from benchroute.data._io import csv_rows
 from benchroute.data.metrics import short_repr
 from benchroute.exceptions import DataError
 
@@ -36,9 +36,11 @@ class Price:
     output_per_1m: float
 
     def cost(self, prompt_tokens: np.ndarray, completion_tokens: np.ndarray) -> np.ndarray:
-        """USD per call; NaN where a token count is missing."""
-        return (np.asarray(prompt_tokens, dtype=float) * self.input_per_1m
-                + np.asarray(completion_tokens, dtype=float) * self.output_per_1m) / 1e6
+        """USD per call; NaN where a token count is missing, inf where it overflows (which
+        the store refuses, naming the row)."""
+        with np.errstate(over="ignore"):
+            return (np.asarray(prompt_tokens, dtype=float) * self.input_per_1m
+                    + np.asarray(completion_tokens, dtype=float) * self.output_per_1m) / 1e6
 
 
 PricesLike = Union[str, "os.PathLike[str]", Mapping[str, "Price | tuple[float, float]"]]
@@ -75,7 +77,7 @@ def load_prices(path: str | os.PathLike[str]) -> dict[str, Price]:
 
 
 def _from_csv(path: Path, text: str) -> dict[str, Price]:
-    lines = list(csv.reader(text.splitlines()))
+    lines = [row for _, row in csv_rows(text.splitlines(), str(path))]
     header = [h.strip() for h in lines[0]]
     in_col = next((c for c in _INPUT if c in header), None)
     out_col = next((c for c in _OUTPUT if c in header), None)

@@ -30,6 +30,8 @@ OPTIONAL_COLUMNS = ("metric", "split", "cost", "prompt_tokens", "completion_toke
 STORE_FORMAT_VERSION = 1
 _KEY_COLUMNS = ("dataset", "instance_id", "model")
 _STRING_COLUMNS = ("dataset", "instance_id", "text", "model", "metric", "split", "output")
+#: Columns of amounts: a token count or a cost is never negative or infinite.
+_AMOUNT_COLUMNS = ("cost", "prompt_tokens", "completion_tokens")
 _FLOAT_COLUMNS = ("score", "correct", "cost", "prompt_tokens", "completion_tokens", "logprob")
 
 
@@ -196,6 +198,17 @@ class BenchmarkData:
                 f"{source}: field 'correct' must lie in [0, 1]; got {float(row['correct']):g} for "
                 f"{row_key(row)} ({int(bad.sum())} such rows)"
             )
+
+        for col in _AMOUNT_COLUMNS:  # NaN is a missing count or cost; inf or < 0 is wrong
+            if col in df.columns:
+                values = df[col].to_numpy()
+                wrong = ~np.isnan(values) & (~np.isfinite(values) | (values < 0))
+                if wrong.any():
+                    row = df.loc[wrong].iloc[0]
+                    raise DataError(
+                        f"{source}: field '{col}' must be a finite number >= 0 (or empty); got "
+                        f"{float(row[col]):g} for {row_key(row)} ({int(wrong.sum())} such rows)"
+                    )
 
         dup = df.duplicated(["dataset", "instance_id", "model"], keep=False)
         if dup.any():
@@ -399,17 +412,42 @@ class BenchmarkData:
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
         raw = (table.schema.metadata or {}).get(b"benchroute")
-        report = LoadReport(sources=[str(path)])
-        if raw is not None:
-            meta = json.loads(raw)
-            version = int(meta.get("format_version", 0))
-            if version > STORE_FORMAT_VERSION:
-                raise FormatVersionError(
-                    f"{path}: written by a newer benchroute (store format {version}; this "
-                    f"version reads up to {STORE_FORMAT_VERSION}). Upgrade benchroute."
-                )
-            report = LoadReport.from_dict(meta.get("report", {}))
+        report = LoadReport(sources=[str(path)]) if raw is None else _stored_report(path, raw)
         return cls(table.to_pandas(), report=report, source=str(path))
+
+
+def _stored_report(path: Path, raw: bytes) -> LoadReport:
+    """The load report in a saved store's ``benchroute`` metadata, every field checked."""
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: parquet metadata 'benchroute' is invalid: {what}; save the "
+                         "store again with BenchmarkData.save")
+
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise bad(f"not JSON ({type(exc).__name__})") from exc
+    if not isinstance(meta, dict):
+        raise bad(f"expected an object, got {type(meta).__name__}")
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise bad(f"format_version is {version!r:.60}, expected an integer")
+    if version > STORE_FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{path}: written by a newer benchroute (store format {version}; this "
+            f"version reads up to {STORE_FORMAT_VERSION}). Upgrade benchroute."
+        )
+    d = meta.get("report", {})
+    lists = ("sources", "notes", "warnings", "skipped")
+    ok = isinstance(d, dict) \
+        and all(isinstance(d.get(k, []), list) for k in lists) \
+        and all(isinstance(d.get(k, {}), dict) for k in ("counts", "metrics", "scales")) \
+        and all(isinstance(v, list) and len(v) == 2 for v in d.get("skipped", [])) \
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for v in d.get("counts", {}).values())
+    if not ok:
+        raise bad("field 'report' must hold lists (sources, notes, warnings, [what, why] "
+                  "skipped pairs), objects (metrics, scales) and integer counts >= 0")
+    return LoadReport.from_dict(d)
 
 
 def row_key(row: pd.Series) -> str:

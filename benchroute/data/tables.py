@@ -162,21 +162,21 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 def _check_row_widths(path: Path, sep: str) -> None:
     """Every row has the header's number of fields: pandas shifts a longer row (or all of them)
     into an index and pads a shorter one with blanks, both silently."""
-    import csv
     import gzip
+
+    from benchroute.data._io import csv_rows
 
     opener: Callable[..., Any] = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, delimiter=sep)
         width = None
-        for row in reader:
+        for lineno, row in csv_rows(fh, str(path), sep):
             if not row:
                 continue
             if width is None:
                 width = len(row)
             elif len(row) != width:
                 raise DataError(
-                    f"{path}: line {reader.line_num} has {len(row)} fields, the header has "
+                    f"{path}: line {lineno} has {len(row)} fields, the header has "
                     f"{width} (a ragged row would shift its values into other columns)"
                 )
 

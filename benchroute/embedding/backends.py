@@ -25,6 +25,8 @@ from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL
 from benchroute.exceptions import BenchrouteError
 
 DEFAULT_MAX_SEQ_LENGTH = 384
+#: the model's position embeddings: no backend can read more word pieces
+MAX_SEQ_LENGTH_LIMIT = 512
 MODEL_NAMES = (DEFAULT_MODEL, DEFAULT_ENCODER_ID)
 
 
@@ -110,13 +112,21 @@ def parse_mpnet_suffix(name: str) -> tuple[str | None, int | None]:
     for part in name.split("@")[1:]:
         if part in BACKENDS and backend is None:
             backend = part
-        elif part.startswith("max") and part[3:].isdigit() and int(part[3:]) > 0 and cap is None:
-            cap = int(part[3:])
+        elif part.startswith("max") and part[3:].isdigit() and cap is None:
+            cap = check_cap(int(part[3:]), f"encoder name {name!r:.100}: @{part}")
         else:
             raise BenchrouteError(
                 f"encoder name {name!r}: unknown suffix @{part}; expected "
                 f"{DEFAULT_MODEL}[@backend][@max<N>] with backend one of {sorted(BACKENDS)}")
     return backend, cap
+
+
+def check_cap(cap: int, what: str) -> int:
+    """A word-piece cap in [1, :data:`MAX_SEQ_LENGTH_LIMIT`] (the same bound for every backend)."""
+    if not 1 <= cap <= MAX_SEQ_LENGTH_LIMIT:
+        raise BenchrouteError(f"{what}: max_seq_length == {cap}, must be in [1, "
+                              f"{MAX_SEQ_LENGTH_LIMIT}] (the model's position embeddings)")
+    return cap
 
 
 def mpnet_encoder(name: str, device: str | None = None,
@@ -127,5 +137,5 @@ def mpnet_encoder(name: str, device: str | None = None,
     """
     backend, cap = parse_mpnet_suffix(name)
     if max_seq_length is not None:
-        cap = max_seq_length
+        cap = check_cap(max_seq_length, f"encoder {name!r:.100}")
     return BACKENDS[backend or default_backend(device)](device, cap)

@@ -37,6 +37,7 @@ from benchroute._persist import read_versioned_json
 from benchroute.data.text import text_key
 from benchroute.embedding.base import Encoder, as_texts, encode_reporting, unit_norm_rows
 from benchroute.exceptions import CacheError
+from benchroute.npz import read_npz
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class EmbeddingCache:
         self.corrupt_shards: list[Path] = []
         self._where: dict[str, tuple[int, int]] = {}
         self._shards: list[Path] = []
+        self._sizes: list[int] = []  # keys per shard: the rows its vectors must have
         self._loaded: dict[int, np.ndarray] = {}
         self._lock_depth = 0
         self._open()
@@ -127,6 +129,7 @@ class EmbeddingCache:
                 continue
             idx = len(self._shards)
             self._shards.append(shard)
+            self._sizes.append(len(keys))
             for row, key in enumerate(keys.tolist()):
                 self._where.setdefault(str(key), (idx, row))
 
@@ -198,13 +201,12 @@ class EmbeddingCache:
         if idx not in self._loaded:
             shard = self._shards[idx]
             try:
-                with np.load(shard) as z:
-                    vectors = z["embedding"]
+                vectors = read_npz(shard, {"embedding": (self._sizes[idx], self.dimension or None)},
+                                   kinds={"embedding": "f"})["embedding"]
+            except ValueError as exc:  # the headers' checks, naming the field
+                raise CacheError(f"{shard}: {exc}; delete the shard") from exc
             except _SHARD_ERRORS as exc:
                 raise CacheError(f"{shard}: corrupt embedding shard ({exc}); delete it") from exc
-            if vectors.ndim != 2 or (self.dimension and vectors.shape[1] != self.dimension):
-                raise CacheError(f"{shard}: field 'embedding' has shape {vectors.shape}, expected "
-                                 f"(n, {self.dimension or 'd'}); delete the shard")
             self.dimension = self.dimension or int(vectors.shape[1])
             self._loaded[idx] = unit_rows(vectors, f"{shard}: field 'embedding'", "delete the shard")
         return self._loaded[idx]
@@ -273,6 +275,7 @@ class EmbeddingCache:
         os.replace(tmp, final)
         idx = len(self._shards)
         self._shards.append(final)
+        self._sizes.append(len(new))
         self._loaded[idx] = rows
         for row, i in enumerate(new):
             self._where[keys[i]] = (idx, row)
@@ -307,15 +310,14 @@ class EmbeddingCache:
         """
         path = Path(path)
         try:
-            with np.load(path) as z:
-                raw_keys = z["sha256"]
-                vectors = z["embedding"]
+            z = read_npz(path, {"sha256": ("n",), "embedding": ("n", self.dimension or None)},
+                         kinds={"sha256": "US", "embedding": "f"})
+        except ValueError as exc:
+            raise CacheError(f"{path}: {exc}") from exc
         except (*_SHARD_ERRORS, TypeError) as exc:
             raise CacheError(f"{path}: not an embeddings file with 'sha256' and 'embedding' "
                              f"arrays ({exc})") from exc
-        if raw_keys.ndim != 1 or raw_keys.dtype.kind not in "US":
-            raise CacheError(f"{path}: field 'sha256' has shape {raw_keys.shape} and type "
-                             f"{raw_keys.dtype}, expected a 1-D array of hex strings")
+        raw_keys, vectors = z["sha256"], z["embedding"]
         keys = [str(k) for k in raw_keys.tolist()]
         bad = next((k for k in keys if not _HEX64.fullmatch(k)), None)
         if bad is not None:
@@ -385,18 +387,10 @@ class EmbeddingCache:
 
 
 def _shard_keys(shard: Path) -> np.ndarray:
-    """A shard's keys, checked against the number of vectors it holds (read from the array
-    header only, so opening a large cache does not load every vector)."""
-    with np.load(shard) as z:
-        keys = z["sha256"]
-    with zipfile.ZipFile(shard) as zf, zf.open("embedding.npy") as fh:
-        version = np.lib.format.read_magic(fh)
-        shape = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
-                 else np.lib.format.read_array_header_2_0(fh))[0]
-    if keys.ndim != 1 or len(shape) != 2 or shape[0] != len(keys):
-        raise ValueError(f"field 'sha256' has shape {keys.shape}, field 'embedding' {shape}: "
-                         "expected one key per vector")
-    return keys
+    """A shard's keys, one per vector it holds (the vectors' shape is read from their header
+    only, so opening a large cache does not load every vector)."""
+    return read_npz(shard, {"sha256": ("n",), "embedding": ("n", None)},
+                    kinds={"sha256": "US", "embedding": "f"}, load=["sha256"])["sha256"]
 
 
 def unit_rows(vectors: np.ndarray, what: str, refusal: str) -> np.ndarray:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,12 +56,45 @@ def installed_model(root: Path | None = None) -> Path:
     )
 
 
+def tokenizer_file(root: Path | None = None) -> Path:
+    """The installed model's ``tokenizer.json``: all the ONNX and static backends need of it
+    (an install may keep it without the 419 MB of weights)."""
+    path = model_dir(root) / "tokenizer.json"
+    return path if path.is_file() else installed_model(root) / "tokenizer.json"
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: (path, size, mtime, ctime, inode) of files whose SHA-256 matched in this process
+_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def check_sha256(path: Path, expected: object, source: str, fix: str) -> None:
+    """Raise unless ``path`` has the SHA-256 ``source`` (its sidecar) records.
+
+    Hashed once per process and file state: the memo is keyed by the path, size, modification
+    and change times and inode, so a file replaced or rewritten (even at the same size) is
+    hashed again before it is used.
+    """
+    if not isinstance(expected, str) or not _HEX64.fullmatch(expected):
+        raise BenchrouteError(f"{source}: no SHA-256 of {path.name} recorded (got "
+                              f"{expected!r:.80}); run `{fix}`")
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if _VERIFIED.get(key) == expected:
+        return
+    got = sha256_file(path)
+    if got != expected:
+        raise BenchrouteError(f"{path}: SHA-256 {got}, but {Path(source).name} records {expected}; "
+                              f"the file changed after it was written; run `{fix}`")
+    _VERIFIED[key] = got
 
 
 def read_sidecar(meta: Path, data: Path, expect: Mapping[str, object], fix: str
@@ -71,9 +105,10 @@ def read_sidecar(meta: Path, data: Path, expect: Mapping[str, object], fix: str
     if not (meta.is_file() and data.is_file()):
         return None
     try:
-        info = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BenchrouteError(f"{meta}: unreadable ({exc}); run `{fix}`") from exc
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON
+        raise BenchrouteError(f"{meta}: unreadable ({type(exc).__name__}: {exc!s:.200}); run "
+                              f"`{fix}`") from exc
     if not isinstance(info, dict):
         raise BenchrouteError(f"{meta}: expected a JSON object; run `{fix}`")
     for key, want in expect.items():

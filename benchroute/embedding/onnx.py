@@ -28,15 +28,22 @@ from typing import Any
 
 import numpy as np
 
-from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, own_identifier, shared_identifier
+from benchroute.embedding.backends import (
+    DEFAULT_MAX_SEQ_LENGTH,
+    check_cap,
+    own_identifier,
+    shared_identifier,
+)
 from benchroute.embedding.base import as_texts, length_batches
 from benchroute.embedding.install import (
     DEFAULT_ENCODER_ID,
     DEFAULT_MODEL,
     benchroute_home,
+    check_sha256,
     installed_model,
     read_sidecar,
     sha256_file,
+    tokenizer_file,
 )
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
 
@@ -213,9 +220,7 @@ class OnnxEncoder:
     def __init__(self, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, threads: int | None = None,
                  root: Path | None = None, export: bool = True, graph: Path | None = None,
                  tokenizer: Path | None = None, identifier: str | None = None) -> None:
-        if not 1 <= max_seq_length <= 512:
-            raise BenchrouteError(f"max_seq_length == {max_seq_length}, must be in [1, 512] "
-                                  "(the model's position embeddings)")
+        check_cap(max_seq_length, "OnnxEncoder")
         self.max_seq_length = max_seq_length
         self.threads = threads
         self.root = root
@@ -245,7 +250,13 @@ class OnnxEncoder:
     def identifier(self) -> str:
         if self._identifier is None:
             info = self._info()
-            if float(info.get("check_min_cosine", 0.0)) >= SHARE_MIN_COSINE:
+            cosine = info.get("check_min_cosine", 0.0)
+            if not isinstance(cosine, (int, float)) or isinstance(cosine, bool) \
+                    or not -1.0 <= cosine <= 1.0:
+                raise BenchrouteError(f"{onnx_dir(self.root) / 'export.json'}: check_min_cosine "
+                                      f"is {cosine!r:.60}, expected a number in [-1, 1]; run "
+                                      "`benchroute model export-onnx --force`")
+            if cosine >= SHARE_MIN_COSINE:
                 self._identifier = shared_identifier(self.max_seq_length)
             else:
                 self._identifier = own_identifier("onnx", self.max_seq_length)
@@ -264,13 +275,17 @@ class OnnxEncoder:
                 size = graph.stat().st_size
                 if size != info.get("onnx_bytes"):
                     raise BenchrouteError(f"{graph}: {size} bytes, the export recorded "
-                                          f"{info.get('onnx_bytes')}; run "
+                                          f"{info.get('onnx_bytes')!r:.40}; run "
                                           "`benchroute model export-onnx --force`")
-            tok_path = self._tokenizer_path or installed_model(self.root) / "tokenizer.json"
+                # the vectors may go into sentence-transformers' namespace: only from the graph
+                # that was checked against it
+                check_sha256(graph, info.get("onnx_sha256"), str(onnx_dir(self.root) / "export.json"),
+                             "benchroute model export-onnx --force")
+            tok_path = self._tokenizer_path or tokenizer_file(self.root)
             logger.info("loading %s (ONNX Runtime, %s threads) from %s", DEFAULT_MODEL,
                         self.threads or cpu_threads(), graph)
             self._session = _session(graph, self.threads or cpu_threads())
-            self._tokenizer = _tokenizer(tok_path, self.max_seq_length)
+            self._tokenizer = load_tokenizer(tok_path, self.max_seq_length)
         return self._session, self._tokenizer
 
     def encode(self, texts: Sequence[str], batch_size: int = 32,
@@ -311,13 +326,24 @@ def _session(graph: Path, threads: int) -> Any:
     # idle threads sleep instead of spinning: on a shared 2-core machine spinning threads steal
     # the cores the other thread (or another process) needs
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(graph), sess_options=opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(graph), sess_options=opts,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 (onnxruntime's errors share no base class)
+        raise BenchrouteError(f"{graph}: not a valid ONNX graph ({type(exc).__name__}: "
+                              f"{exc!s:.200}); run `benchroute model export-onnx --force`") from exc
 
 
-def _tokenizer(path: Path, max_seq_length: int) -> Any:
+def load_tokenizer(path: Path, max_seq_length: int) -> Any:
+    """The word-piece tokenizer of ``tokenizer.json``, truncating at ``max_seq_length``, no
+    padding; a broken file is a :class:`BenchrouteError` naming it."""
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(path))
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 (tokenizers raises plain Exception)
+        raise BenchrouteError(f"{path}: not a valid tokenizer file ({exc!s:.200}); reinstall "
+                              "with `benchroute model install --force`") from exc
     tok.no_padding()  # padded per batch above, to the longest text of the batch
     tok.enable_truncation(max_length=max_seq_length)
     return tok

@@ -74,6 +74,8 @@ class SentenceTransformerEncoder:
     def _load(self) -> Any:
         if self._st is None:
             logger.info("loading %s (sentence-transformers, torch)", self.model)
+            installed = _verified_install() if self.model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID) \
+                else None
             try:
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
@@ -91,10 +93,8 @@ class SentenceTransformerEncoder:
             if not logger.isEnabledFor(logging.INFO):
                 hf_logging.disable_progress_bar()
             try:
-                if self.model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
-                    path = str(installed_model())
-                    with hub_offline():
-                        self._st = SentenceTransformer(path, device=self.device, local_files_only=True)
+                if installed is not None:
+                    self._st = _load_installed(SentenceTransformer, installed, self.device)
                 elif Path(self.model).is_dir():  # a local folder: never ask the hub
                     from benchroute.exceptions import ModelNotInstalledError
 
@@ -136,3 +136,29 @@ class SentenceTransformerEncoder:
                                   show_progress_bar=False)
             on_batch(len(rows))
         return out
+
+
+def _verified_install() -> Path:
+    """The installed all-mpnet-base-v2, its weights checked against the published SHA-256
+    (once per process and file state) before anything loads them: its vectors go into the
+    namespace shared with the other backends."""
+    from benchroute.embedding.install import SAFETENSORS_SHA256, check_sha256
+
+    path = installed_model()
+    check_sha256(path / "model.safetensors", SAFETENSORS_SHA256, "the published model",
+                 "benchroute model install --force")
+    return path
+
+
+def _load_installed(factory: Any, path: Path, device: str | None) -> Any:
+    """sentence-transformers on the installed folder; a broken folder (config, tokenizer) is a
+    :class:`BenchrouteError` naming it."""
+    from benchroute.exceptions import BenchrouteError
+
+    try:
+        with hub_offline():
+            return factory(str(path), device=device, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise BenchrouteError(f"{path}: cannot load the installed model ({type(exc).__name__}: "
+                              f"{exc!s:.200}); reinstall with `benchroute model install "
+                              "--force`") from exc

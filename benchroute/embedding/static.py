@@ -22,16 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, own_identifier
+from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, check_cap, own_identifier
 from benchroute.embedding.base import as_texts
 from benchroute.embedding.install import (
     DEFAULT_MODEL,
     benchroute_home,
+    check_sha256,
     installed_model,
     read_sidecar,
     sha256_file,
+    tokenizer_file,
 )
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
+from benchroute.npz import read_npz
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +143,30 @@ def _sif_weights(n: int, sif: float) -> np.ndarray:
     return sif / (sif + proba)
 
 
+_REDISTILL = "benchroute model distill-static --force"
+
+
+def _read_vectors(path: Path, vocab_size: int, dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    """``token_ids`` (n,) distinct ids of the vocabulary and ``vectors`` (n, dimension) finite
+    floats from ``vectors.npz``; anything else is a :class:`BenchrouteError` naming the field."""
+    import zipfile
+
+    try:  # at most one vector per word piece: the vocabulary bounds what is decompressed
+        z = read_npz(path, {"token_ids": ("n",), "vectors": ("n", dimension)},
+                     kinds={"token_ids": "iu", "vectors": "f"})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise BenchrouteError(f"{path}: unreadable ({exc!s:.200}); run `{_REDISTILL}`") from exc
+    ids, vectors = z["token_ids"], z["vectors"]
+    if len(ids) > vocab_size or len(np.unique(ids)) != len(ids) \
+            or (len(ids) and (ids.min() < 0 or ids.max() >= vocab_size)):
+        raise BenchrouteError(f"{path}: field 'token_ids' must be distinct ids in [0, "
+                              f"{vocab_size}); run `{_REDISTILL}`")
+    if not np.isfinite(vectors).all():
+        raise BenchrouteError(f"{path}: field 'vectors' must be ({len(ids)}, {dimension}) finite "
+                              f"floats, got {vectors.dtype} {vectors.shape}; run `{_REDISTILL}`")
+    return ids.astype(np.int64), vectors.astype(np.float32)
+
+
 class StaticEncoder:
     """Static word-piece embeddings of all-mpnet-base-v2 (256-d), mean-pooled, L2-normalised.
 
@@ -159,7 +186,7 @@ class StaticEncoder:
 
     def __init__(self, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, root: Path | None = None,
                  distill: bool = True) -> None:
-        self.max_seq_length = max_seq_length
+        self.max_seq_length = check_cap(max_seq_length, "StaticEncoder")
         self.root = root
         self.distill = distill
         self.identifier = own_identifier("static", max_seq_length)
@@ -172,20 +199,22 @@ class StaticEncoder:
 
     def _load(self) -> tuple[np.ndarray, Any]:
         if self._table is None:
-            if read_static_info(self.root) is None:
+            info = read_static_info(self.root)
+            if info is None:
                 if not self.distill:
                     raise ModelNotInstalledError(f"no static model in {static_dir(self.root)}; "
                                                  "run `benchroute model distill-static`")
                 distill_static(self.root)
-            from tokenizers import Tokenizer
+                info = read_static_info(self.root) or {}
+            from benchroute.embedding.onnx import load_tokenizer
 
-            logger.info("loading %s static embeddings from %s", DEFAULT_MODEL,
-                        static_dir(self.root))
-            with np.load(static_dir(self.root) / "vectors.npz", allow_pickle=False) as z:
-                ids, vectors = z["token_ids"], z["vectors"].astype(np.float32)
-            tok = Tokenizer.from_file(str(installed_model(self.root) / "tokenizer.json"))
-            tok.no_padding()
-            tok.enable_truncation(max_length=self.max_seq_length)
+            folder = static_dir(self.root)
+            logger.info("loading %s static embeddings from %s", DEFAULT_MODEL, folder)
+            check_sha256(folder / "vectors.npz", info.get("vectors_sha256"),
+                         str(folder / "distill.json"), _REDISTILL)
+            tok = load_tokenizer(tokenizer_file(self.root), self.max_seq_length)
+            ids, vectors = _read_vectors(folder / "vectors.npz", tok.get_vocab_size(),
+                                         self.dimension)
             # row per vocabulary id; the last row (zeros) stands for pieces without a vector
             table = np.zeros((tok.get_vocab_size() + 1, self.dimension), dtype=np.float32)
             table[ids] = vectors

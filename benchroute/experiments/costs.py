@@ -225,9 +225,18 @@ def _hybrid_score(A: Arrays, fold: np.ndarray, small: int, large: int, rule: str
         pred = (make or PerInputPredictor)().fit(A.X[tr], y)
         score[te] = pred.predict_proba(A.X[te])[:, 0]
         # the share is chosen on the training folds' own cross-fitted scores (validation)
-        chosen[te] = _validated_choice(pred.oof_[:, 0], qs, ql, score[te], small, large,
-                                       max_drop, seed)
+        val = _validation_proba(pred, A.X[tr], y, folds, seed, make)
+        chosen[te] = _validated_choice(val[:, 0], qs, ql, score[te], small, large, max_drop, seed)
     return score, chosen, {"rule": rule, "t": ts}
+
+
+def _validation_proba(pred: PerInputPredictor, X: np.ndarray, Y: np.ndarray, folds: int,
+                      seed: int, make: Callable[[], PerInputPredictor] | None) -> np.ndarray:
+    """The training folds' own cross-fitted P: the tuned predictor's out-of-fold P, or, for a
+    fixed uncalibrated predictor (which fits without cross-validation and keeps none), a
+    cross-fit of the same predictor over the training folds."""
+    oof = getattr(pred, "oof_", None)
+    return oof if oof is not None else crossfit_proba(X, Y, folds, seed, make)[0]
 
 
 def _validated_choice(score_val: np.ndarray, qs_val: np.ndarray, ql_val: np.ndarray,
@@ -277,7 +286,8 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
             chosen = np.empty(len(A.Q), dtype=np.int64)
             for f, pred in enumerate(fitted):
                 te, tr = fold == f, fold != f
-                val = -pol.strong_weak_score(pred.oof_, strong, weak)  # high = weak suffices
+                oof = _validation_proba(pred, A.X[tr], A.Q[tr], folds, seed, make)
+                val = -pol.strong_weak_score(oof, strong, weak)  # high = weak suffices
                 chosen[te] = _validated_choice(val, A.Q[tr, weak], A.Q[tr, strong],
                                                -pol.strong_weak_score(P[te], strong, weak),
                                                weak, strong, max_drop, seed)

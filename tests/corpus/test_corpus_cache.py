@@ -163,7 +163,7 @@ def test_shard_with_non_unit_vectors_is_normalised(corpus, filled, caplog, scale
 def test_shard_of_other_dimension(corpus, filled):
     _rewrite_shard(filled, embedding=lambda e: np.ascontiguousarray(e[:, :8]) * np.sqrt(2))
     assert corpus(AREA, "error", lambda: EmbeddingCache(filled.root, ENC.identifier).get(TEXTS[:20]),
-           match=r"shard-\w+\.npz: field 'embedding' has shape \(10, 8\), expected \(n, 16\)")
+           match=r"shard-\w+\.npz: field 'embedding' has shape \(10, 8\) and type float64, expected \(10, 16\)")
 
 
 # ---------------------------------------------------------------- import_npz
@@ -183,7 +183,7 @@ GOOD_VECS = ENC.encode(TEXTS[:4])
     ({"sha256": GOOD_KEYS.reshape(2, 2), "embedding": GOOD_VECS}, r"field 'sha256' has shape \(2, 2\)"),
     ({"sha256": GOOD_KEYS, "embedding": GOOD_VECS.reshape(-1)}, r"field 'embedding' has shape \(64,\)"),
     ({"sha256": np.concatenate([GOOD_KEYS, GOOD_KEYS[:1]]), "embedding": GOOD_VECS},
-     r"field 'embedding' has shape \(4, 16\) .*expected \(5, d\)"),
+     r"field 'embedding' has shape \(4, 16\) .*expected \(5, (d|16)\)"),
     ({"sha256": GOOD_KEYS, "embedding": GOOD_VECS.astype(np.int8)}, r"field 'embedding' .* type int8"),
     ({"sha256": GOOD_KEYS, "embedding": np.where(np.eye(4, 16) > 0, np.nan, GOOD_VECS)},
      r"field 'embedding': 4 of 4 vectors are not finite or are zero .*the file is refused"),
@@ -191,7 +191,7 @@ GOOD_VECS = ENC.encode(TEXTS[:4])
      r"field 'embedding': 4 of 4 vectors are not finite or are zero"),
     ({"sha256": GOOD_KEYS}, r"not an embeddings file with 'sha256' and 'embedding'"),
     ({"embedding": GOOD_VECS}, r"not an embeddings file"),
-    ({"sha256": GOOD_KEYS.astype(object), "embedding": GOOD_VECS}, r"not an embeddings file"),
+    ({"sha256": GOOD_KEYS.astype(object), "embedding": GOOD_VECS}, r"field 'sha256' holds Python objects"),
     ({"sha256": GOOD_KEYS, "embedding": GOOD_VECS[:, :8]}, r"vectors have dimension 8, cache holds 16"),
     ({"sha256": np.array([k.upper() for k in GOOD_KEYS]), "embedding": GOOD_VECS}, r"field .sha256. holds .*expected 64 hex digits"),
 ], ids=["not-hex", "int-keys", "keys-2d", "vectors-1d", "more-keys", "int-vectors", "nan", "zeros",

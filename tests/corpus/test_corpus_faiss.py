@@ -29,15 +29,21 @@ def saved(tmp_path_factory):
     return out
 
 
+class Cursor:
+    """Walks a FAISS file: ``vec`` records where a length-prefixed vector starts, skips it."""
+
+    def __init__(self, raw: bytes, off: dict[str, int], pos: int = HEADER) -> None:
+        self.raw, self.off, self.pos = raw, off, pos
+
+    def vec(self, name: str, elem: int) -> None:
+        self.off[name] = self.pos
+        self.pos += 8 + struct.unpack_from("<Q", self.raw, self.pos)[0] * elem
+
+
 def _offsets(factory: str, raw: bytes) -> dict[str, int]:
     off = {"fourcc": 0, "d": 4, "ntotal": 8}
-    pos = HEADER
-
-    def vec(name: str, elem: int) -> None:
-        nonlocal pos
-        off[name] = pos
-        pos += 8 + struct.unpack_from("<Q", raw, pos)[0] * elem
-
+    cur = Cursor(raw, off)
+    vec = cur.vec
     if factory == "Flat":
         vec("vectors", 4)
     elif factory.startswith("HNSW"):
@@ -45,20 +51,20 @@ def _offsets(factory: str, raw: bytes) -> dict[str, int]:
                            ("neighbours", 4)):
             vec(name, elem)
         off["first_neighbour"] = off["neighbours"] + 8
-        off["storage_ntotal"] = pos + 20 + 8
-        off["storage_vectors"] = pos + 20 + HEADER
+        off["storage_ntotal"] = cur.pos + 20 + 8
+        off["storage_vectors"] = cur.pos + 20 + HEADER
     else:
-        off["nlist"] = pos
-        pos += 16
-        off["quantizer_ntotal"] = pos + 8
-        pos += HEADER
+        off["nlist"] = cur.pos
+        cur.pos += 16
+        off["quantizer_ntotal"] = cur.pos + 8
+        cur.pos += HEADER
         vec("centroids", 4)
-        pos += 1
+        cur.pos += 1
         vec("direct_map", 8)
-        off["ilar_nlist"] = pos + 4
-        off["code_size"] = pos + 12
-        off["list_sizes"] = pos + 24
-        off["first_list"] = pos + 32
+        off["ilar_nlist"] = cur.pos + 4
+        off["code_size"] = cur.pos + 12
+        off["list_sizes"] = cur.pos + 24
+        off["first_list"] = cur.pos + 32
         nlist = struct.unpack_from("<Q", raw, off["list_sizes"])[0]
         first = struct.unpack_from("<Q", raw, off["first_list"])[0]
         off["first_id"] = off["first_list"] + 8 * nlist + first * 4 * D  # after list 0's codes

@@ -42,3 +42,12 @@ def test_embed_uses_imported_vectors(capsys, tmp_path):
     assert code == 0
     out = capsys.readouterr().out
     assert "imported 2 new embeddings" in out and "2 inputs: 2 cached, 0 embedded" in out
+
+
+def test_inspect_shows_each_warning_once(capsys, caplog, tmp_path):
+    """Issue 18: the report's warnings were printed in the summary and logged as well."""
+    f = tmp_path / "t.csv"
+    f.write_text("text,a,b\nq1,1,1\nq2,1,1\n")  # every label 1: a degenerate-labels warning
+    assert main(["inspect", str(f)]) == 0
+    logged = [r.getMessage() for r in caplog.records if "every label is 1" in r.getMessage()]
+    assert capsys.readouterr().out.count("every label is 1") == 1 and logged == []

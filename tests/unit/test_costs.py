@@ -140,3 +140,19 @@ def test_store_cost_column_is_used_per_input():
     assert A.cost_source == "store (cost column)"
     ids = data.instances()["instance_id"].astype(int).to_numpy()
     np.testing.assert_array_equal(A.C[:, A.models.index("big")], 10.0 * (1 + ids % 2))
+
+
+def test_fixed_uncalibrated_predictor_is_validated_by_its_own_crossfit():
+    """Issue 18: a fixed predictor fits without cross-validation and keeps no out-of-fold P;
+    the validated choices cross-fit it over the training folds instead of crashing."""
+    from benchroute.tuning import PerInputPredictor
+
+    data, X = _store()
+    fixed = lambda: PerInputPredictor(ks=(5,), weight_options=("uniform",), priors=(0.0,),  # noqa: E731
+                                      calibration="none")
+    curve = cq.cost_quality(data, strong="big", weak="small", policy="threshold", folds=3,
+                            embeddings=X, costs=COSTS, predictor=fixed)
+    assert "threshold@val" in set(curve["policy"])
+    run = cq.evaluate(cq.arrays(data, X, costs=COSTS), ["hybrid"], strong=0, weak=2, folds=3,
+                      make=fixed, hybrid_rules=("det",))
+    assert "hybrid-det@val" in set(run.curve["policy"])

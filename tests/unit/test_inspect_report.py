@@ -174,3 +174,20 @@ def test_summary_mean_tokens_per_model() -> None:
     assert rows["a"]["mean_prompt_tokens"] == 15.0 and rows["b"]["mean_completion_tokens"] == 2.0
     text = format_summary(s)
     assert "prompt_tokens" in text and "completion_tokens" in text
+
+
+def test_usage_footnote_names_only_the_columns_shown():
+    """Issue 18: a source with token counts and no prices printed the cost footnote."""
+    import pandas as pd
+
+    from benchroute.data.inspect import format_summary, summarize
+    from benchroute.data.store import BenchmarkData
+
+    rows = [("d", str(i), f"q {i}", m, i % 2, i % 2, 100.0) for i in range(4) for m in ("a", "b")]
+    frame = pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model", "score",
+                                        "correct", "prompt_tokens"])
+    text = format_summary(summarize(BenchmarkData(frame)))
+    assert "(tokens: mean per call)" in text and "USD" not in text
+    frame["cost"] = 0.0004
+    text = format_summary(summarize(BenchmarkData(frame)))
+    assert "(cost: mean USD per call; tokens: mean per call)" in text and "0.0004" in text

@@ -346,3 +346,12 @@ def test_encoder_and_cache_are_reused(tmp_path):
     router.set_params(encoder="hashing-16-12")
     router.embed(["x"])
     assert router._held_encoder[1] is not enc and router._held_encoder[1].dimension == 16
+
+
+def test_repr_says_what_a_fitted_router_holds(tmp_path):
+    """Issue 18: Router.load(...) printed as Router()."""
+    data, X = synthetic(2, n_tasks=2, per_task=5)
+    router = Router(alphas=(0.0,), encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    assert repr(Router()) == "Router()"
+    back = Router.load(router.save(tmp_path / "r"))
+    assert repr(back).endswith("fitted on 10 inputs, 3 models, 2 tasks; encoder 'hashing-8-12'")

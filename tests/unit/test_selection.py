@@ -221,3 +221,33 @@ def test_loading_the_encoder_leaves_transformers_bars_alone(monkeypatch):
     hf_logging.enable_progress_bar()
     SentenceTransformerEncoder("fake-model")._load()  # benchroute logs below INFO: bars off
     assert hf_logging.is_progress_bar_enabled()
+
+
+def test_summary_says_what_the_numbers_are_and_eta():
+    """Issue 18: the summary named u, p_hat and the win probability without saying what they
+    are, and never said what eta was."""
+    import pandas as pd
+
+    from benchroute.selection import Selection
+
+    table = pd.DataFrame({"S1": [0.8, 0.82], "S2": [0.8, 0.83], "S3": [0.7, 0.71],
+                          "p_hat": [0.87, 0.81]}, index=["a", "b"])
+    sel = Selection(model="a", method="S3", scores=table, fell_back=True, task_distance=0.3,
+                    bma="a", n_examples=5, win_probability=0.41, eta=0.6)
+    said = sel.summary()
+    assert "0.41 < eta 0.6" in said and "mean distance of the inputs to the pool" in said
+    assert "how often its correctness predictor is right" in said
+    assert sel.to_dict()["eta"] == 0.6
+
+
+def test_repr_shows_small_costs():
+    """Issue 18: costs under 0.001 printed as 0.000."""
+    import pandas as pd
+
+    from benchroute.selection import Selection
+
+    table = pd.DataFrame({"S1": [0.8], "S2": [0.8], "S3": [0.7], "p_hat": [0.87],
+                          "cost": [0.00024], "chosen": [True]}, index=["a"])
+    sel = Selection(model="a", method="S3", scores=table, fell_back=False, task_distance=0.3,
+                    bma="a", n_examples=5)
+    assert "0.00024" in repr(sel)
