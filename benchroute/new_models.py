@@ -1,0 +1,492 @@
+"""Adding a model to a router from a few labelled inputs, and choosing which inputs to label.
+
+Why: a new model rarely comes with results on a whole benchmark pool, and a plain kNN over a
+few dozen of its own labels knows almost nothing about most inputs. The pool already says how
+hard each input is for the known models, and a new model's successes follow the same difficulty
+closely. So P(new, x) *borrows strength* from the known models' P(m, x):
+
+    z_m(x) = logit(clip(P(m, x), ε, 1 − ε)),  z̄(x) = mean_m z_m(x)
+    A(x) = σ(a + b·z̄(x) + Σ_m δ_m z_m(x))       (penalised logistic regression)
+    B(x) = (Σ_{j ∈ N_k(x)} y_j + c·ȳ) / (k + c)  (kNN over the new model's own labels, shrunk)
+    P(new, x) = cal(w·A(x) + (1 − w)·B(x))
+
+The penalty is ½·λ·‖δ‖² + ½·μ·(a² + (b − 1)²) with a weak μ, so with few labels the new model
+is "the average known model, shifted and sharpened", and each known model earns its own weight
+δ_m only as labels accumulate. λ (∞ drops the δ terms), k and the mix w are chosen by
+cross-validation on the labels given (out-of-fold Brier score); ``cal`` is a Platt map fitted on
+the out-of-fold predictions (identity below :data:`MIN_CALIBRATION` labels). Fewer than
+``min_labels`` labels, or labels that never vary, give the label mean ȳ, with a warning and
+``fallback`` set.
+
+Features at a pool input never use that input's own labels (neighbours at distance 0 are left
+out), so an estimator trained on labelled pool inputs sees the features a new input would have.
+
+:func:`probe_rows` chooses the pool inputs to run a new model on. Everything here works on
+arrays or on a fitted router's public state; :class:`~benchroute.router.Router` delegates to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from benchroute.exceptions import BenchrouteError
+from benchroute.predictors import Neighbours
+from benchroute.tuning import fold_ids, knn_posterior
+
+if TYPE_CHECKING:
+    from benchroute.router import Router
+
+logger = logging.getLogger(__name__)
+
+#: Logits are taken of P clipped to [ε, 1 − ε], so a confident known model cannot dominate.
+EPS = 0.01
+#: Penalty λ on the per-model weights δ (∞: only the average known model), most borrowing first.
+DEFAULT_LAMBDAS: tuple[float, ...] = (math.inf, 30.0, 10.0, 3.0, 1.0, 0.3)
+#: Temperatures τ of the similarity weights over known models (0: their plain average).
+DEFAULT_TAUS: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0)
+#: Neighbours of the own-label kNN.
+DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
+#: Weight w of the borrowing part in the mix, most borrowing first.
+DEFAULT_MIXES: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
+#: Weak penalty μ on the intercept and on b − 1: it only keeps separable data finite.
+WEAK = 0.01
+#: Pseudo-count c of the own-label kNN (in neighbours), toward the label mean.
+KNN_PRIOR = 2.0
+#: Below this many labels the out-of-fold Platt calibration is skipped (identity).
+MIN_CALIBRATION = 20
+#: A neighbour this close (cosine distance) to a query is the query itself.
+SELF_DISTANCE = 1e-6
+
+
+# ---------------------------------------------------------------------- features
+def drop_self(distances: np.ndarray, labels: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first K neighbours after leaving out those at distance 0 (the query itself, or its
+    duplicates), padded with ``inf`` / NaN: the neighbours a new input would have."""
+    d = np.where(np.asarray(distances) < SELF_DISTANCE, np.inf, distances)
+    order = np.argsort(d, axis=1, kind="stable")[:, :K]
+    d = np.take_along_axis(d, order, axis=1)
+    lab = np.take_along_axis(np.asarray(labels), order[:, :, None], axis=1)
+    return d, np.where(np.isfinite(d)[:, :, None], lab, np.nan)
+
+
+def known_proba(router: Router, Q: np.ndarray, without_self: bool = False) -> np.ndarray:
+    """P(m, x) (n, M0) of the router's pool models: the tuned predictor's when it has one, else
+    g_m(x). ``without_self`` leaves out neighbours at distance 0 (features of pool inputs)."""
+    from benchroute.predictors import _CHUNK
+
+    tuned = getattr(router, "per_input_", None)
+    k = tuned.k_ if tuned is not None else router.k
+    # a few extra neighbours stand in for the query itself and its duplicates
+    K = k + 4 if without_self else k
+    parts = []
+    for start in range(0, len(Q), _CHUNK):
+        nb = router.predictor_.neighbours(Q[start:start + _CHUNK], K)
+        dist, lab = (drop_self(nb.distances, nb.labels, k) if without_self
+                     else (nb.distances, nb.labels))
+        parts.append(tuned.predict_from_neighbours(dist, lab) if tuned is not None
+                     else router.predictor_.aggregate(Neighbours(dist, lab))[0])
+    return np.vstack(parts) if parts else np.zeros((0, router.predictor_.n_models_))
+
+
+def logits(P: np.ndarray) -> np.ndarray:
+    """z = logit(clip(P, ε, 1 − ε)); a model without a prediction (NaN) counts as 0.5."""
+    P = np.clip(np.nan_to_num(np.asarray(P, dtype=np.float64), nan=0.5), EPS, 1.0 - EPS)
+    return np.log(P / (1.0 - P))
+
+
+# ---------------------------------------------------------------------- penalised logistic
+def penalised_logistic(X: np.ndarray, y: np.ndarray, beta0: np.ndarray, precision: np.ndarray,
+                       iters: int = 100, tol: float = 1e-9) -> np.ndarray:
+    """argmin_β Σ_i [log(1 + e^{η_i}) − y_i η_i] + ½ Σ_j precision_j (β_j − β0_j)², η = Xβ.
+
+    Damped Newton steps (Armijo backtracking); ``y`` in [0, 1] (a fractional label is the
+    Bernoulli likelihood of a soft label). Every precision must be > 0, so the problem is
+    strictly convex and the answer unique and finite even for separable labels.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    beta0 = np.asarray(beta0, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+
+    def loss(b: np.ndarray) -> float:
+        eta = X @ b
+        return float(np.sum(np.logaddexp(0.0, eta) - y * eta)
+                     + 0.5 * np.sum(precision * (b - beta0) ** 2))
+
+    beta = beta0.copy()
+    f = loss(beta)
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(X @ beta)))
+        grad = X.T @ (p - y) + precision * (beta - beta0)
+        H = (X * (p * (1.0 - p))[:, None]).T @ X + np.diag(precision)
+        step = np.linalg.solve(H, grad)
+        t, slope = 1.0, float(grad @ step)
+        while True:
+            new = beta - t * step
+            f_new = loss(new)
+            if f_new <= f - 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        beta, f = new, f_new
+        if np.max(np.abs(t * step)) < tol:
+            break
+    return beta
+
+
+def _design(Z: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns [1, z̄, z_1..z_M] (only [1, z̄] for λ = ∞), prior means and precisions."""
+    zbar = Z.mean(axis=1, keepdims=True)
+    ones = np.ones((len(Z), 1))
+    if math.isinf(lam):
+        return np.hstack([ones, zbar]), np.array([0.0, 1.0]), np.array([WEAK, WEAK])
+    M = Z.shape[1]
+    return (np.hstack([ones, zbar, Z]), np.r_[0.0, 1.0, np.zeros(M)],
+            np.r_[WEAK, WEAK, np.full(M, lam)])
+
+
+def _sigmoid(eta: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-eta))
+
+
+# ---------------------------------------------------------------------- the estimator
+@dataclass(frozen=True)
+class BorrowingFit:
+    """What cross-validation chose for one new model, and the evidence.
+
+    ``part`` is the borrowing part ("logistic" with penalty ``value`` = λ on per-model weights,
+    inf meaning the average known model only; "similar" with temperature ``value`` = τ), ``k``
+    the own-label neighbours, ``mix`` the weight w of the borrowing part; ``cv_brier`` is the
+    out-of-fold Brier score of the chosen mix, ``cv_hits`` how many out-of-fold binary
+    predictions were right (for p̂ of S3). ``fallback`` says the label mean was used, and why.
+    """
+
+    n_labels: int
+    label_mean: float
+    part: str
+    value: float
+    k: int
+    mix: float
+    cv: str
+    cv_brier: float
+    cv_hits: float
+    calibrated: bool
+    fallback: str | None = None
+
+    def summary(self) -> str:
+        if self.fallback:
+            return f"label mean {self.label_mean:.3f} of {self.n_labels} labels ({self.fallback})"
+        what = (f"logistic on the known models' logits, penalty {self.value:g}"
+                if self.part == "logistic" else
+                f"similarity-weighted known models, temperature {self.value:g}")
+        return (f"{self.n_labels} labels: {what}, own kNN k = {self.k}, borrowing weight "
+                f"{self.mix:g} (chosen by {self.cv}); out-of-fold Brier {self.cv_brier:.4f}"
+                + (", Platt-calibrated" if self.calibrated else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_labels": self.n_labels, "label_mean": self.label_mean,
+                "part": self.part, "value": None if not math.isfinite(self.value) else self.value,
+                "k": self.k, "mix": self.mix,
+                "cv": self.cv, "cv_brier": self.cv_brier, "cv_hits": self.cv_hits,
+                "calibrated": self.calibrated, "fallback": self.fallback}
+
+
+class BorrowingPredictor:
+    """P(new, x) from a few labels, borrowing strength from the known models' P(m, x).
+
+    Parameters
+    ----------
+    lambdas, taus, ks, mixes : sequences
+        The grid that cross-validation searches (see the module docstring): penalties λ of the
+        logistic part, temperatures τ of the similarity-weighted part, neighbours k of the
+        own-label part and weights w of the borrowing part. Ties go to the earlier value.
+    min_labels : int
+        Below this many labels P is the label mean (with a warning).
+    folds, seed : int
+        Cross-validation over the labels (random folds).
+    threshold : float
+        Binarisation of labels and predictions for ``cv_hits``.
+    """
+
+    def __init__(self, lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+                 taus: Sequence[float] = DEFAULT_TAUS, ks: Sequence[int] = DEFAULT_KS,
+                 mixes: Sequence[float] = DEFAULT_MIXES, min_labels: int = 8, folds: int = 5,
+                 seed: int = 0, threshold: float = 0.5) -> None:
+        self.lambdas = lambdas
+        self.taus = taus
+        self.ks = ks
+        self.mixes = mixes
+        self.min_labels = min_labels
+        self.folds = folds
+        self.seed = seed
+        self.threshold = threshold
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in ("lambdas", "taus", "ks", "mixes", "min_labels",
+                                              "folds", "seed", "threshold")}
+
+    def _check_params(self) -> list[tuple[str, float]]:
+        if any(not (lam > 0) for lam in self.lambdas):
+            raise BenchrouteError(f"lambdas {list(self.lambdas)} invalid: each must be > 0 (inf allowed)")
+        if any(not (0 <= tau < math.inf) for tau in self.taus):
+            raise BenchrouteError(f"taus {list(self.taus)} invalid: each must be a number >= 0")
+        if not list(self.lambdas) and not list(self.taus):
+            raise BenchrouteError("lambdas and taus are both empty: nothing to borrow with")
+        if not self.ks or any(not isinstance(k, (int, np.integer)) or k < 1 for k in self.ks):
+            raise BenchrouteError(f"ks {list(self.ks)} invalid: each must be an int >= 1")
+        if not self.mixes or any(not 0.0 <= w <= 1.0 for w in self.mixes):
+            raise BenchrouteError(f"mixes {list(self.mixes)} invalid: each must be in [0, 1]")
+        if not isinstance(self.min_labels, (int, np.integer)) or self.min_labels < 2:
+            raise BenchrouteError(f"min_labels == {self.min_labels}, must be an int >= 2")
+        return [("similar", float(t)) for t in self.taus] + \
+            [("logistic", float(lam)) for lam in self.lambdas]
+
+    # ------------------------------------------------------------------ parts
+    @staticmethod
+    def _borrow(kind: str, value: float, F: np.ndarray, Yk: np.ndarray, y: np.ndarray
+                ) -> dict[str, np.ndarray]:
+        """Fit one borrowing part on labelled inputs: the logistic regression on the known
+        models' logits (penalty λ = ``value``), or the similarity-weighted average of the known
+        models (temperature τ = ``value``) with a Platt map. ``Yk`` holds the known models'
+        labels at the labelled inputs (NaN where unknown: their P stands in)."""
+        if kind == "logistic":
+            X, b0, prec = _design(logits(F), value)
+            return {"beta": penalised_logistic(X, y, b0, prec)}
+        Yhat = np.where(np.isnan(Yk), F, Yk)
+        agree = 1.0 - np.abs(Yhat - y[:, None]).mean(axis=0)
+        w = np.exp(value * (agree - agree.max()))
+        w /= w.sum()
+        beta = penalised_logistic(np.c_[np.ones(len(y)), logits(F @ w)], y,
+                                  np.array([0.0, 1.0]), np.array([WEAK, WEAK]))
+        return {"w": w, "beta": beta}
+
+    @staticmethod
+    def _borrow_predict(kind: str, value: float, part: dict[str, np.ndarray], F: np.ndarray
+                        ) -> np.ndarray:
+        if kind == "logistic":
+            return _sigmoid(_design(logits(F), value)[0] @ part["beta"])
+        b = part["beta"]
+        return _sigmoid(b[0] + b[1] * logits(F @ part["w"]))
+
+    @staticmethod
+    def _own_knn(V: np.ndarray, y: np.ndarray, Q: np.ndarray, ks: Sequence[int],
+                 mean: float) -> dict[int, np.ndarray]:
+        """B(x) for each k: the shrunk mean label of the k nearest labelled inputs (brute force;
+        a labelled input is never its own neighbour)."""
+        d = 1.0 - np.asarray(Q, dtype=np.float64) @ np.asarray(V, dtype=np.float64).T
+        d[d < SELF_DISTANCE] = np.inf
+        K = min(max(ks), d.shape[1])
+        order = np.argsort(d, axis=1, kind="stable")[:, :K]
+        dist = np.take_along_axis(d, order, axis=1)
+        lab = np.where(np.isfinite(dist), y[order], np.nan)[:, :, None]
+        return {k: knn_posterior(dist, lab, min(k, K), "uniform", KNN_PRIOR, np.array([mean]))[:, 0]
+                for k in ks}
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, F: np.ndarray, V: np.ndarray, y: np.ndarray, Yk: np.ndarray | None = None
+            ) -> BorrowingPredictor:
+        """Choose the borrowing part, k and w by cross-validation, then refit on every label.
+
+        Parameters
+        ----------
+        F : ndarray (L, M0)
+            The known models' P(m, x) at the labelled inputs (without the inputs' own labels).
+        V : ndarray (L, d)
+            Unit vectors of the labelled inputs (for the own-label kNN).
+        y : ndarray (L,)
+            The new model's labels in [0, 1].
+        Yk : ndarray (L, M0), optional
+            The known models' own labels at the labelled inputs when they are pool inputs (NaN
+            elsewhere): they tell which known models the new one resembles better than P does.
+            Held-out folds are always scored from F, as a new input would be.
+        """
+        cands = self._check_params()
+        F = np.atleast_2d(np.asarray(F, dtype=np.float64))
+        V = np.atleast_2d(np.asarray(V, dtype=np.float32))
+        y = np.asarray(y, dtype=np.float64).ravel()
+        Yk = np.full(F.shape, np.nan) if Yk is None else np.asarray(Yk, dtype=np.float64)
+        if len(F) != len(y) or len(V) != len(y) or Yk.shape != F.shape:
+            raise BenchrouteError(f"F, V, y and Yk must have the same rows; got {len(F)}, "
+                                  f"{len(V)}, {len(y)}, {len(Yk)}")
+        if len(y) == 0:
+            raise BenchrouteError("no labels: give the new model's result on at least one input")
+        if np.isnan(y).any() or y.min() < 0 or y.max() > 1:
+            raise BenchrouteError("labels must be numbers in [0, 1] (no NaN)")
+        self.V_, self.y_ = V, y
+        mean = float(y.mean())
+        reason = None
+        if len(y) < self.min_labels:
+            reason = f"fewer than min_labels = {self.min_labels} labels"
+        elif y.min() == y.max():
+            reason = "every label is the same"
+        if reason is not None:
+            warnings.warn(f"P(new, x) is the label mean {mean:.3f} of {len(y)} labels: {reason}; "
+                          "label more inputs to borrow from the known models",
+                          UserWarning, stacklevel=2)
+            hits = float(np.sum((y > self.threshold) == (mean > self.threshold)))
+            self.fit_ = BorrowingFit(len(y), mean, "none", math.nan, 0, 0.0, "none",
+                                     float(np.mean((y - mean) ** 2)), hits, False, reason)
+            return self
+        fold, how = fold_ids(len(y), None, self.folds, self.seed)
+        mixes = list(self.mixes)
+        ks = sorted({int(k) for k in self.ks})
+        A = np.empty((len(cands), len(y)))
+        B = {k: np.empty(len(y)) for k in ks}
+        for f in range(fold.max() + 1):
+            te, tr = fold == f, fold != f
+            for i, (kind, value) in enumerate(cands):
+                part = self._borrow(kind, value, F[tr], Yk[tr], y[tr])
+                A[i, te] = self._borrow_predict(kind, value, part, F[te])
+            own = self._own_knn(V[tr], y[tr], V[te], ks, float(y[tr].mean()))
+            for k in ks:
+                B[k][te] = own[k]
+        best, best_cfg = math.inf, (0, ks[0], mixes[0])
+        for w in mixes:
+            for i in range(len(cands) if w > 0 else 1):
+                for k in ks if w < 1 else ks[:1]:  # k matters only with the own-label part
+                    score = float(np.mean((w * A[i] + (1 - w) * B[k] - y) ** 2))
+                    if score < best - 1e-12:
+                        best, best_cfg = score, (i, k, w)
+        i, k, w = best_cfg
+        P_oof = w * A[i] + (1 - w) * B[k]
+        self.kind_, self.value_ = cands[i]
+        self.k_, self.mix_ = k, w
+        self.part_ = self._borrow(self.kind_, self.value_, F, Yk, y)
+        self.platt_ = np.array([0.0, 1.0])
+        calibrated = len(y) >= MIN_CALIBRATION and w < 1
+        if calibrated:
+            # a monotone map fitted on out-of-fold predictions, shrunk toward the identity
+            self.platt_ = penalised_logistic(np.c_[np.ones(len(y)), logits(P_oof)], y,
+                                             np.array([0.0, 1.0]), np.array([1.0, 1.0]))
+            P_oof = self._platt(P_oof)
+        hits = float(np.sum((P_oof > self.threshold) == (y > self.threshold)))
+        self.fit_ = BorrowingFit(len(y), mean, self.kind_, self.value_, k, w, how, best, hits,
+                                 calibrated)
+        logger.info("borrowing predictor: %s", self.fit_.summary())
+        return self
+
+    def _platt(self, P: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.platt_[0] + self.platt_[1] * logits(P))
+
+    @property
+    def weights_(self) -> np.ndarray | None:
+        """The similarity weights over the known models (None for the other parts)."""
+        part = getattr(self, "part_", None)
+        return None if part is None or "w" not in part else part["w"]
+
+    def predict_proba(self, F: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """P(new, x) (n,) from the known models' P(m, x) (n, M0) and the unit vectors (n, d)."""
+        if not hasattr(self, "fit_"):
+            raise BenchrouteError("This BorrowingPredictor instance is not fitted yet. Call 'fit' "
+                                  "with appropriate arguments before using this estimator.")
+        F = np.atleast_2d(np.asarray(F, dtype=np.float64))
+        if self.fit_.fallback is not None:
+            return np.full(len(F), self.fit_.label_mean)
+        P = np.zeros(len(F))
+        if self.mix_ > 0:
+            P += self.mix_ * self._borrow_predict(self.kind_, self.value_, self.part_, F)
+        if self.mix_ < 1:
+            own = self._own_knn(self.V_, self.y_, np.atleast_2d(V), [self.k_], self.fit_.label_mean)
+            P += (1 - self.mix_) * own[self.k_]
+        return self._platt(P) if self.fit_.calibrated else P
+
+
+# ---------------------------------------------------------------------- probe sets
+PROBE_STRATEGIES = ("probe", "spread", "random")
+
+
+def disagreement(Y: np.ndarray) -> np.ndarray:
+    """ȳ(1 − ȳ) of each input's known labels (mean over models with a result): largest where
+    the known models split, 0 where they all agree (or none has a result)."""
+    Y = np.asarray(Y, dtype=np.float64)
+    has = (~np.isnan(Y)).sum(axis=1)
+    ybar = np.where(has > 0, np.nansum(Y, axis=1) / np.maximum(has, 1), 0.0)
+    return np.where(has > 0, ybar * (1.0 - ybar), 0.0)
+
+
+def task_quota(sizes: Sequence[int], n: int) -> np.ndarray:
+    """Inputs per task: proportional to size (largest remainder), at least one per task while n
+    allows, never more than a task has."""
+    sizes = np.asarray(sizes, dtype=int)
+    n = int(min(n, sizes.sum()))
+    base = np.minimum(sizes, 1) if n >= (sizes > 0).sum() else np.zeros_like(sizes)
+    rest = n - base.sum()
+    share = rest * sizes / max(sizes.sum(), 1)
+    q = base + np.floor(share).astype(int)
+    q = np.minimum(q, sizes)
+    order = np.argsort(-(share - np.floor(share)), kind="stable")
+    while q.sum() < n:
+        for t in order:
+            if q.sum() < n and q[t] < sizes[t]:
+                q[t] += 1
+    return q
+
+
+def probe_rows(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, n: int, seed: int = 0,
+               strategy: str = "probe", sample: int = 4000) -> np.ndarray:
+    """n pool rows to label for a new model.
+
+    ``"probe"``: the pool's tasks get quotas proportional to their size (at least one each); a
+    task's quota q splits its inputs into q regions (k-means over the vectors, fitted on at most
+    ``sample`` of them), and each region gives its input where the known models disagree most
+    (:func:`disagreement`; ties at random). ``"spread"``: the same regions, one input of each at
+    random. ``"random"``: n rows uniformly at random.
+    """
+    if strategy not in PROBE_STRATEGIES:
+        raise BenchrouteError(f"strategy == {strategy!r}; choose one of {list(PROBE_STRATEGIES)}")
+    N = len(X)
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise BenchrouteError(f"n == {n}, must be an int >= 1")
+    rng = np.random.default_rng(seed)
+    if n >= N:
+        return np.arange(N)
+    if strategy == "random":
+        return np.sort(rng.choice(N, n, replace=False))
+    from sklearn.cluster import KMeans
+
+    ds = np.asarray(datasets)
+    tasks = sorted(set(ds.tolist()))
+    rows_of = [np.flatnonzero(ds == t) for t in tasks]
+    quota = task_quota([len(r) for r in rows_of], n)
+    jitter = rng.random(N)
+    score = disagreement(Y) + 1e-9 * jitter if strategy == "probe" else jitter
+    out: list[int] = []
+    for rows, q in zip(rows_of, quota):
+        if q == 0:
+            continue
+        if q >= len(rows):
+            out.extend(rows.tolist())
+            continue
+        Xt = np.asarray(X[rows], dtype=np.float32)
+        fit_rows = rows if len(rows) <= sample else np.sort(rng.choice(rows, sample, replace=False))
+        km = KMeans(n_clusters=int(q), n_init=1, random_state=int(rng.integers(2**31)))
+        km.fit(np.asarray(X[fit_rows], dtype=np.float32))
+        region = km.predict(Xt)
+        picked = [rows[np.flatnonzero(region == c)[np.argmax(score[rows[region == c]])]]
+                  for c in range(int(q)) if (region == c).any()]
+        if len(picked) < q:  # empty regions: the best remaining inputs of the task
+            left = np.setdiff1d(rows, picked)
+            picked += left[np.argsort(-score[left], kind="stable")[:q - len(picked)]].tolist()
+        out.extend(int(r) for r in picked)
+    return np.sort(np.asarray(out, dtype=np.int64))
+
+
+def task_accuracy(P: np.ndarray, datasets: np.ndarray, label_mean: float, n_labels: int
+                  ) -> pd.DataFrame:
+    """Per task: the estimated accuracy (mean P over its inputs) and an approximate standard
+    error combining the Bernoulli spread of the inputs, sqrt(Σ P(1 − P)) / n_t, and the
+    uncertainty of the level itself, sqrt(ȳ(1 − ȳ) / L), from the L labels."""
+    frame = pd.DataFrame({"task": np.asarray(datasets), "p": P, "v": P * (1 - P)})
+    g = frame.groupby("task")
+    n = g.size()
+    acc = g["p"].mean()
+    level = label_mean * (1 - label_mean) / max(n_labels, 1)
+    se = np.sqrt(g["v"].sum() / n ** 2 + level)
+    return pd.DataFrame({"accuracy": acc, "se": se, "n": n})
