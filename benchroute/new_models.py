@@ -32,13 +32,14 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from benchroute.exceptions import BenchrouteError
-from benchroute.predictors import Neighbours
+from benchroute.predictors import SELF_DISTANCE, Neighbours
 from benchroute.tuning import fold_ids, knn_posterior
 
 if TYPE_CHECKING:
@@ -62,8 +63,6 @@ WEAK = 0.01
 KNN_PRIOR = 2.0
 #: Below this many labels the out-of-fold Platt calibration is skipped (identity).
 MIN_CALIBRATION = 20
-#: A neighbour this close (cosine distance) to a query is the query itself.
-SELF_DISTANCE = 1e-6
 
 
 # ---------------------------------------------------------------------- features
@@ -490,3 +489,150 @@ def task_accuracy(P: np.ndarray, datasets: np.ndarray, label_mean: float, n_labe
     level = label_mean * (1 - label_mean) / max(n_labels, 1)
     se = np.sqrt(g["v"].sum() / n ** 2 + level)
     return pd.DataFrame({"accuracy": acc, "se": se, "n": n})
+
+
+# ---------------------------------------------------------------------- router glue
+#: Pool inputs per task over which an added model's task accuracy is estimated.
+ACCURACY_SAMPLE = 200
+
+
+@dataclass(frozen=True)
+class AddedModel:
+    """A model added from some labelled inputs: its labels, its fitted estimator and its
+    estimated task accuracies (``accuracy``: tasks × accuracy, se, n)."""
+
+    name: str
+    X: np.ndarray = dataclass_field(repr=False)   # (L, d) unit vectors of the labelled inputs
+    y: np.ndarray = dataclass_field(repr=False)   # (L,) labels in [0, 1]
+    predictor: BorrowingPredictor = dataclass_field(repr=False)
+    accuracy: pd.DataFrame = dataclass_field(repr=False)
+
+    @property
+    def fit(self) -> BorrowingFit:
+        return self.predictor.fit_
+
+    def summary(self) -> str:
+        return f"{self.name}: {self.fit.summary()}"
+
+
+def pool_labels_at(router: Router, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each vector, the pool row it duplicates (distance 0; -1 if none) and that row's
+    known-model labels (NaN where none)."""
+    dist, rows = router.predictor_.index_.search(X, 1)
+    same = (dist[:, 0] < SELF_DISTANCE) & (rows[:, 0] >= 0)
+    row = np.where(same, rows[:, 0], -1)
+    Y = np.full((len(X), router.predictor_.n_models_), np.nan)
+    Y[same] = router.Y_[row[same]]
+    return row, Y
+
+
+def fit_added(router: Router, name: str, X: np.ndarray, y: np.ndarray) -> AddedModel:
+    """Fit the borrowing estimator of one added model on the router's current pool, and
+    estimate its accuracy on each pool task (a seeded sample of at most
+    :data:`ACCURACY_SAMPLE` inputs per task; labelled pool inputs count with their label)."""
+    F = known_proba(router, X, without_self=True)
+    rows, Yk = pool_labels_at(router, X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        pred = BorrowingPredictor(seed=router.seed, threshold=router.threshold).fit(F, X, y, Yk)
+    for w in caught:
+        warnings.warn(f"model {name!r}: {w.message}", UserWarning, stacklevel=3)
+    ds = router.datasets_
+    rng = np.random.default_rng([router.seed, len(y)])
+    sample = np.concatenate([r if len(r) <= ACCURACY_SAMPLE else
+                             np.sort(rng.choice(r, ACCURACY_SAMPLE, replace=False))
+                             for t in router.tasks_ for r in [np.flatnonzero(ds == t)]])
+    Xs = router.predictor_.index_.vectors(sample)
+    P = pred.predict_proba(known_proba(router, Xs, without_self=True), Xs)
+    known = dict(zip(rows[rows >= 0].tolist(), y[rows >= 0].tolist()))
+    P = np.array([known.get(int(r), p) for r, p in zip(sample, P)])
+    acc = task_accuracy(P, ds[sample], pred.fit_.label_mean, len(y))
+    return AddedModel(name, X, y, pred, acc)
+
+
+def added_columns(router: Router, Q: np.ndarray, F: np.ndarray | None = None) -> np.ndarray:
+    """P(new, x) (n, A) of every added model; ``F`` = the known models' P without the inputs'
+    own labels, computed when not given."""
+    added = getattr(router, "added_", {})
+    if not added:
+        return np.zeros((len(Q), 0))
+    if F is None:
+        F = known_proba(router, Q, without_self=True)
+    return np.column_stack([a.predictor.predict_proba(F, Q) for a in added.values()])
+
+
+def router_proba_all(router: Router, Q: np.ndarray) -> np.ndarray:
+    """P(m, x) (n, M) of every model of a router, pool models then added ones, from one
+    neighbour search (the added models' features leave the inputs' own labels out)."""
+    from benchroute.predictors import _CHUNK
+
+    added = getattr(router, "added_", {})
+    if not added:
+        return known_proba(router, Q)
+    tuned = getattr(router, "per_input_", None)
+    k = tuned.k_ if tuned is not None else router.k
+    parts = []
+    for start in range(0, len(Q), _CHUNK):
+        q = Q[start:start + _CHUNK]
+        nb = router.predictor_.neighbours(q, k + 4)
+        masked = drop_self(nb.distances, nb.labels, k)
+        P, F = ((tuned.predict_from_neighbours(nb.distances, nb.labels),
+                 tuned.predict_from_neighbours(*masked)) if tuned is not None else
+                (router.predictor_.aggregate(nb.head(k))[0],
+                 router.predictor_.aggregate(Neighbours(*masked))[0]))
+        parts.append(np.hstack([P, added_columns(router, q, F)]))
+    return np.vstack(parts)
+
+
+def extend_reference(reference: Any, added: Sequence[AddedModel], strength: float) -> Any:
+    """Reference pairs with one column per added model: p of the average known model, updated
+    by the added model's out-of-fold hits on its own labels (the Beta–binomial update of p̂;
+    being affine in p, it commutes with the kernel average)."""
+    from benchroute.reference import ReferencePairs
+    from benchroute.scoring import beta_binomial_mean
+
+    if not added:
+        return reference
+    base = np.nanmean(reference.p, axis=1) if reference.p.size else np.zeros(len(reference.u))
+    base = np.nan_to_num(base, nan=0.5)
+    cols = [beta_binomial_mean(base, strength, a.fit.cv_hits, a.fit.n_labels) for a in added]
+    return ReferencePairs(reference.u, np.column_stack([reference.p, *cols]), reference.task,
+                          reference.alpha, reference.touched, reference.fallback)
+
+
+def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
+    """A new model's results as a frame with ``text`` and/or ``dataset`` + ``instance_id``, and
+    ``label`` in [0, 1] (from ``correct``, else ``score``)."""
+    if isinstance(results, pd.DataFrame):
+        frame = results.copy()
+    else:
+        recs = list(results)
+        bad = next((i for i, r in enumerate(recs) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise BenchrouteError(f"{what}[{bad}]: expected a record {{text or dataset + "
+                                  f"instance_id, correct or score}}, got {type(recs[bad]).__name__}")
+        frame = pd.DataFrame(recs)
+    if len(frame) == 0:
+        raise BenchrouteError(f"{what} is empty: give the new model's result on at least one input")
+    col = "correct" if "correct" in frame.columns else "score" if "score" in frame.columns else None
+    if col is None:
+        raise BenchrouteError(f"{what}: needs a 'correct' or 'score' field (a number in [0, 1])")
+    has_id = {"dataset", "instance_id"} <= set(frame.columns)
+    if "text" not in frame.columns and not has_id:
+        raise BenchrouteError(f"{what}: needs a 'text' field, or 'dataset' and 'instance_id' "
+                              "naming pool inputs")
+    label = pd.to_numeric(frame[col], errors="coerce")
+    bad_rows = np.flatnonzero(label.isna().to_numpy() | (label < 0).to_numpy() | (label > 1).to_numpy())
+    if len(bad_rows):
+        i = int(bad_rows[0])
+        raise BenchrouteError(f"{what}[{i}]: field {col!r} is {frame[col].iloc[i]!r}; expected a "
+                              "number in [0, 1]")
+    out = pd.DataFrame({"label": label.astype(float).to_numpy()})
+    for c in ("text", "dataset", "instance_id"):
+        if c in frame.columns:
+            out[c] = frame[c].to_numpy()
+    if "text" in out.columns:
+        for i, t in enumerate(out["text"]):
+            if not isinstance(t, str) and not (has_id and pd.isna(t)):
+                raise BenchrouteError(f"{what}[{i}]: field 'text' is {t!r}; expected a string")
+    return out

@@ -28,7 +28,13 @@ import pandas as pd
 
 from benchroute.exceptions import BenchrouteError, FormatVersionError
 from benchroute.index import VectorIndex
-from benchroute.inputs import _is_int, _is_real, check_router_params, known_encoder_name
+from benchroute.inputs import (
+    _is_int,
+    _is_real,
+    check_router_params,
+    check_vectors,
+    known_encoder_name,
+)
 from benchroute.policies import restore_routing, routing_state
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs
@@ -38,6 +44,8 @@ if TYPE_CHECKING:
 
 ROUTER_FORMAT_VERSION = 2
 DATA_FILES = ("pool.npz", "index/index.faiss", "index/index.json")
+#: Written only when the router has models added from a few labels (Router.add_model).
+ADDED_FILE = "added.npz"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -92,7 +100,14 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
 
 
 def _write(router: Router, folder: Path) -> None:
-    np.savez(folder / "pool.npz", Y=router.Y_, models=np.asarray(router.models_, dtype=str))
+    texts = getattr(router, "texts_", None)
+    extra = {} if texts is None else {"texts": np.asarray(texts, dtype=str)}
+    np.savez(folder / "pool.npz", Y=router.Y_, models=np.asarray(router.pool_models_, dtype=str),
+             **extra)
+    added = list(getattr(router, "added_", {}).values())
+    if added:
+        np.savez(folder / ADDED_FILE, **{f"{key}{i}": arr for i, a in enumerate(added)
+                                         for key, arr in (("X", a.X), ("y", a.y))})
     router.predictor_.index_.save(folder / "index", encoder_id=router.encoder_id_)
     ref = router.reference_
     params = router.get_params()
@@ -103,15 +118,18 @@ def _write(router: Router, folder: Path) -> None:
     meta: dict[str, object] = {
         "format_version": ROUTER_FORMAT_VERSION,
         "params": params,
-        "models": list(router.models_),
+        "models": list(router.pool_models_),
+        "added": [{"name": a.name, "n_labels": int(len(a.y))} for a in added],
         "encoder": router.encoder_id_,
-        "task_accuracy": json.loads(router.task_accuracy_.to_json(orient="split")),
+        "task_accuracy": json.loads(
+            router.task_accuracy_[router.pool_models_].to_json(orient="split")),
         "reference": {"u": ref.u.tolist(),
                       "p": [[None if np.isnan(v) else float(v) for v in row] for row in ref.p],
                       "task": [str(t) for t in ref.task], "alpha": ref.alpha.tolist(),
                       "touched": {t: sorted(v) for t, v in ref.touched.items()},
                       "fallback": sorted(ref.fallback)},
-        "checksums": {name: _sha256(folder / name) for name in DATA_FILES},
+        "checksums": {name: _sha256(folder / name)
+                      for name in DATA_FILES + ((ADDED_FILE,) if added else ())},
         "routing": routing_state(router),
     }
     meta["digest"] = canonical_digest(meta)
@@ -158,9 +176,10 @@ def _read_meta(folder: Path) -> dict[str, object]:
         raise BenchrouteError(f"{path}: field 'digest' does not match the file's content; "
                               "router.json was modified after saving")
     sums = meta.get("checksums")
-    if not isinstance(sums, dict) or set(sums) != set(DATA_FILES) \
+    files = set(DATA_FILES) | ({ADDED_FILE} if meta.get("added") else set())
+    if not isinstance(sums, dict) or set(sums) != files \
             or not all(isinstance(v, str) and _HEX64.fullmatch(v) for v in sums.values()):
-        raise _fail(path, "checksums", f"exactly {list(DATA_FILES)} with SHA-256 hex digests")
+        raise _fail(path, "checksums", f"exactly {sorted(files)} with SHA-256 hex digests")
     return meta
 
 
@@ -255,7 +274,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     if not isinstance(encoder, str):
         raise _fail(path, "encoder", "the encoder identifier string")
     task_accuracy = _task_accuracy(path, meta.get("task_accuracy"), models)
-    Y, npz_models = _read_pool(folder / "pool.npz")
+    Y, npz_models, texts = _read_pool(folder / "pool.npz")
     if npz_models != models:
         raise _fail(path, "models", f"the model list stored in pool.npz ({npz_models})")
     if Y.shape[1] != len(models) or (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any():
@@ -268,7 +287,13 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     router.predictor_ = KNNCorrectnessPredictor(
         router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
     ).attach(index, Y)
+    if texts is not None and len(texts) != len(Y):
+        raise BenchrouteError(f"{folder / 'pool.npz'}: field 'texts' has {len(texts)} entries "
+                              f"for {len(Y)} pool inputs")
+    router.texts_ = texts
     router.models_ = models
+    router.pool_models_ = list(models)
+    router.added_ = {}
     tasks = sorted(set(index.datasets_.tolist()))
     if not set(task_accuracy.index) <= set(tasks):
         raise _fail(path, "task_accuracy.index", "tasks of the pool")
@@ -276,8 +301,54 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     router.encoder_id_ = encoder
     router.reference_ = _reference(path, meta.get("reference"), models, tasks)
     router._excluded = {}
-    _restore_routing(path, router, meta.get("routing"), models)
+    router.per_input_ = None
+    added = _added_names(path, meta.get("added"), models)
+    _restore_routing(path, router, meta.get("routing"), models + added)
+    if added:
+        _restore_added(folder / ADDED_FILE, router, added, index.dimension)
     return router
+
+
+def _added_names(path: Path, value: object, models: list[str]) -> list[str]:
+    """The names of the added models, checked: distinct, none a pool model."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+            isinstance(v, dict) and isinstance(v.get("name"), str) and v["name"]
+            and _is_int(v.get("n_labels")) and v["n_labels"] >= 1 for v in value):
+        raise _fail(path, "added", "a list of {name: model name, n_labels: int >= 1}")
+    names = [v["name"] for v in value]
+    if len(set(names)) != len(names) or set(names) & set(models):
+        raise _fail(path, "added", "distinct names that are not pool models")
+    return names
+
+
+def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> None:
+    """Refit each added model on its saved labels (the estimator is deterministic, so this
+    gives the saved router's P(new, x)); every array is checked first."""
+    from benchroute.new_models import fit_added
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise BenchrouteError(f"{path}: unreadable or incomplete ({exc})") from exc
+    expected = {f"{key}{i}" for i in range(len(names)) for key in ("X", "y")}
+    if set(arrays) != expected:
+        raise BenchrouteError(f"{path}: arrays {sorted(arrays)}; expected {sorted(expected)}")
+    for i, name in enumerate(names):
+        X, y = arrays[f"X{i}"], arrays[f"y{i}"]
+        if X.ndim != 2 or X.shape[1] != dim or not np.issubdtype(X.dtype, np.floating) \
+                or not np.isfinite(X).all():
+            raise BenchrouteError(f"{path}: field 'X{i}' ({name}) must be finite float vectors "
+                                  f"(L, {dim}); got {X.dtype} {X.shape}")
+        if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.floating) \
+                or not ((y >= 0) & (y <= 1)).all():
+            raise BenchrouteError(f"{path}: field 'y{i}' ({name}) must be {len(X)} labels in "
+                                  f"[0, 1]; got {y.dtype} {y.shape}")
+        router.added_[name] = fit_added(router, name, check_vectors(X, f"{path}: X{i}"),
+                                        y.astype(np.float64))
+    router._sync_models()
 
 
 def _restore_routing(path: Path, router: Router, state: object, models: list[str]) -> None:
@@ -309,14 +380,19 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
     restore_routing(router, state)
 
 
-def _read_pool(path: Path) -> tuple[np.ndarray, list[str]]:
+def _read_pool(path: Path) -> tuple[np.ndarray, list[str], list[str] | None]:
     try:
         with np.load(path, allow_pickle=False) as z:
             Y, models = z["Y"], z["models"]
+            texts = z["texts"] if "texts" in z.files else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise BenchrouteError(f"{path}: unreadable or incomplete ({exc})") from exc
     if Y.ndim != 2 or not np.issubdtype(Y.dtype, np.floating) or models.ndim != 1 \
             or models.dtype.kind != "U":
         raise BenchrouteError(f"{path}: field 'Y' must be a 2-D float array and 'models' a "
                               f"list of names; got {Y.dtype} {Y.shape}, {models.dtype}")
-    return Y.astype(np.float32), [str(m) for m in models]
+    if texts is not None and (texts.ndim != 1 or texts.dtype.kind != "U"):
+        raise BenchrouteError(f"{path}: field 'texts' must be a list of strings; got "
+                              f"{texts.dtype} {texts.shape}")
+    return (Y.astype(np.float32), [str(m) for m in models],
+            None if texts is None else [str(t) for t in texts])

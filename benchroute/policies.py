@@ -270,20 +270,12 @@ def store_costs(data: Any) -> dict[str, float] | None:
 
 
 def router_proba(router: Any, Q: np.ndarray) -> np.ndarray:
-    """P(m, x) of a fitted router: its tuned per-input predictor when it has one, else g_m(x)."""
+    """P(m, x) of a fitted router: its tuned per-input predictor when it has one, else g_m(x);
+    models added from a few labels follow (see :mod:`benchroute.new_models`)."""
     from benchroute.inputs import check_vectors
-    from benchroute.predictors import _CHUNK
+    from benchroute.new_models import router_proba_all
 
-    Q = check_vectors(Q, "queries")
-    tuned = getattr(router, "per_input_", None)
-    if tuned is None:  # g_m(x), searched in chunks (equal to predict_proba_embedded(Q))
-        return router.predictor_.predict_proba(Q)
-    # the router's own index finds the neighbours; the tuned predictor only weighs them
-    parts = []
-    for start in range(0, len(Q), _CHUNK):
-        nb = router.predictor_.neighbours(Q[start:start + _CHUNK], tuned.k_)
-        parts.append(tuned.predict_from_neighbours(nb.distances, nb.labels))
-    return np.vstack(parts) if parts else np.zeros((0, len(router.models_)))
+    return router_proba_all(router, check_vectors(Q, "queries"))
 
 
 def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | None,
