@@ -1,4 +1,5 @@
-"""Command line: ``benchroute inspect | model install|export-onnx|distill-static | embed | fit | select | route``.
+"""Command line: ``benchroute inspect | model install|export-onnx|distill-static | embed | fit |
+select | route | probe | add-model``.
 
 The library raises :class:`BenchrouteError`; only this module turns errors into one-line
 messages and exit codes: 2 for bad input (a :class:`BenchrouteError`, undecodable text), 1 for
@@ -345,6 +346,57 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_probe(sub: Any) -> None:
+    p = sub.add_parser("probe", help="choose pool inputs to run a new model on (JSONL out)")
+    p.add_argument("--router", type=Path, required=True, help="saved router")
+    p.add_argument("--n", type=int, default=50, help="how many inputs")
+    p.add_argument("--strategy", choices=["spread", "probe", "random"], default=None,
+                   help="how to choose them (default: the winner of the cold-start comparison)")
+    p.add_argument("--seed", type=int, default=None, help="default: the router's seed")
+    p.add_argument("--out", type=Path, required=True, help="JSONL file: dataset, instance_id, text")
+    p.set_defaults(func=_cmd_probe)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from benchroute.router import DEFAULT_PROBE, Router
+
+    router = Router.load(args.router)
+    probe = router.probe_set(args.n, args.strategy or DEFAULT_PROBE, args.seed)
+    lines = [json.dumps({**rec, "correct": None}, ensure_ascii=False)
+             for rec in probe.to_dict(orient="records")]
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{len(probe)} inputs over {probe['dataset'].nunique()} tasks written to {args.out}; "
+          "fill in 'correct' (or 'score') with the new model's result, then run "
+          "benchroute add-model")
+    return 0
+
+
+def _add_add_model(sub: Any) -> None:
+    p = sub.add_parser("add-model", help="add a model to a saved router from its results on "
+                       "some inputs (e.g. a filled-in probe file)")
+    p.add_argument("--router", type=Path, required=True, help="saved router (updated in place)")
+    p.add_argument("--name", required=True, help="the new model's name")
+    p.add_argument("--results", type=Path, required=True, help="JSON/JSONL records with 'text' "
+                   "or 'dataset' + 'instance_id', and 'correct' or 'score' in [0, 1]")
+    p.add_argument("--cost", type=float, help="cost per call of the new model")
+    p.set_defaults(func=_cmd_add_model)
+
+
+def _cmd_add_model(args: argparse.Namespace) -> int:
+    from benchroute.data._io import read_json_records
+    from benchroute.router import Router
+
+    router = Router.load(args.router)
+    records = read_json_records(args.results)
+    router.add_model(args.name, records, costs=args.cost)
+    router.save(args.router)
+    added = router.added_.get(args.name)
+    how = added.summary() if added is not None else \
+        f"{args.name}: results on every pool input, added as a pool model"
+    print(f"{how}\nmodels: {', '.join(router.models_)}; saved to {args.router}")
+    return 0
+
+
 def _add_reproduce(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="run the leave-one-task-out protocol and write tables/plots")
     p.add_argument("source", nargs="?", help="HELM benchmark_output root (or any source inspect reads)")
@@ -442,7 +494,8 @@ def _version() -> str:
     return __version__
 
 
-_COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route, _add_reproduce]
+_COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route, _add_probe,
+             _add_add_model, _add_reproduce]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,20 +3,30 @@
 Why: a new model rarely comes with results on a whole benchmark pool, and a plain kNN over a
 few dozen of its own labels knows almost nothing about most inputs. The pool already says how
 hard each input is for the known models, and a new model's successes follow the same difficulty
-closely. So P(new, x) *borrows strength* from the known models' P(m, x):
+closely. So P(new, x) *borrows strength* from the known models' P(m, x). With
+z_m(x) = logit(clip(P(m, x), ε, 1 − ε)) and z̄(x) = mean_m z_m(x), two borrowing parts compete:
 
-    z_m(x) = logit(clip(P(m, x), ε, 1 − ε)),  z̄(x) = mean_m z_m(x)
-    A(x) = σ(a + b·z̄(x) + Σ_m δ_m z_m(x))       (penalised logistic regression)
-    B(x) = (Σ_{j ∈ N_k(x)} y_j + c·ȳ) / (k + c)  (kNN over the new model's own labels, shrunk)
+    logistic:  A(x) = σ(a + b·z̄(x) + Σ_m δ_m z_m(x)),
+               penalty ½·λ·‖δ‖² + ½·μ·(a² + (b − 1)²), μ weak (λ = ∞ drops the δ terms)
+    similar:   A(x) = σ(a + b·logit(Σ_m w_m P(m, x))),  w_m ∝ exp(τ·agree_m),
+               agree_m = mean over the labelled inputs of 1 − |y − y_m|
+
+(with the same penalty on a and b; a₀ = logit ȳ − mean z̄ matches the label mean; y_m: the
+known model's own label where the labelled input is a pool input, its P elsewhere;
+the weighted average of conditional means is the conditional mean of the weighted labels, so
+weights fitted on labels apply to P). Beside them, the new model's own labels:
+
+    B(x) = (Σ_{j ∈ N_k(x)} y_j + c·ȳ) / (k + c)   (kNN over its labelled inputs, shrunk)
     P(new, x) = cal(w·A(x) + (1 − w)·B(x))
 
-The penalty is ½·λ·‖δ‖² + ½·μ·(a² + (b − 1)²) with a weak μ, so with few labels the new model
-is "the average known model, shifted and sharpened", and each known model earns its own weight
-δ_m only as labels accumulate. λ (∞ drops the δ terms), k and the mix w are chosen by
-cross-validation on the labels given (out-of-fold Brier score); ``cal`` is a Platt map fitted on
-the out-of-fold predictions (identity below :data:`MIN_CALIBRATION` labels). Fewer than
-``min_labels`` labels, or labels that never vary, give the label mean ȳ, with a warning and
-``fallback`` set.
+The part with its λ or τ, k and the mix w are chosen by cross-validation on the labels given:
+the out-of-fold Brier score after a two-parameter Platt map, so that the choice is about ranking
+(a few labels set the level badly for every candidate alike), with the one-standard-error rule
+toward the most borrowing candidate; ``cal`` is that Platt map of the chosen candidate, shrunk
+toward the identity. With few labels the new model is "the average
+known model, shifted and sharpened", and it leans on particular known models, then on its own
+labels, as labels accumulate. Fewer than ``min_labels`` labels, or labels that never vary, give
+the label mean ȳ, with a warning and ``fallback`` set.
 
 Features at a pool input never use that input's own labels (neighbours at distance 0 are left
 out), so an estimator trained on labelled pool inputs sees the features a new input would have.
@@ -57,12 +67,13 @@ DEFAULT_TAUS: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0)
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
 #: Weight w of the borrowing part in the mix, most borrowing first.
 DEFAULT_MIXES: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
-#: Weak penalty μ on the intercept and on b − 1: it only keeps separable data finite.
+#: Weak penalty μ on the intercept: it only keeps separable data finite.
 WEAK = 0.01
+#: Penalty on the slope b − 1 of the borrowing parts: a few labels must not sharpen the
+#: known models' ranking into confident mistakes.
+SLOPE = 1.0
 #: Pseudo-count c of the own-label kNN (in neighbours), toward the label mean.
 KNN_PRIOR = 2.0
-#: Below this many labels the out-of-fold Platt calibration is skipped (identity).
-MIN_CALIBRATION = 20
 
 
 # ---------------------------------------------------------------------- features
@@ -140,19 +151,40 @@ def penalised_logistic(X: np.ndarray, y: np.ndarray, beta0: np.ndarray, precisio
     return beta
 
 
-def _design(Z: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Columns [1, z̄, z_1..z_M] (only [1, z̄] for λ = ∞), prior means and precisions."""
+def _level(zbar: np.ndarray, y: np.ndarray) -> float:
+    """Prior mean of the intercept: the shift that makes the average known model's mean logit
+    that of the label mean (the new model may be much stronger or weaker than the average)."""
+    ybar = float(np.clip(np.mean(y), EPS, 1 - EPS))
+    return float(np.log(ybar / (1 - ybar)) - np.mean(zbar))
+
+
+def _design(Z: np.ndarray, lam: float, y: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns [1, z̄, z_1..z_M] (only [1, z̄] for λ = ∞), prior means and precisions (these
+    two only when the labels ``y`` are given)."""
     zbar = Z.mean(axis=1, keepdims=True)
     ones = np.ones((len(Z), 1))
+    a0 = 0.0 if y is None else _level(zbar, y)
     if math.isinf(lam):
-        return np.hstack([ones, zbar]), np.array([0.0, 1.0]), np.array([WEAK, WEAK])
+        return np.hstack([ones, zbar]), np.array([a0, 1.0]), np.array([WEAK, SLOPE])
     M = Z.shape[1]
-    return (np.hstack([ones, zbar, Z]), np.r_[0.0, 1.0, np.zeros(M)],
-            np.r_[WEAK, WEAK, np.full(M, lam)])
+    return (np.hstack([ones, zbar, Z]), np.r_[a0, 1.0, np.zeros(M)],
+            np.r_[WEAK, SLOPE, np.full(M, lam)])
 
 
 def _sigmoid(eta: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-eta))
+
+
+def _platt_fit(P: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A Platt map σ(c + d·logit P) fitted to labels, shrunk toward the identity (c = 0, d = 1)
+    with unit precision, so that a few labels move it little."""
+    return penalised_logistic(np.c_[np.ones(len(y)), logits(P)], y, np.array([0.0, 1.0]),
+                              np.array([1.0, 1.0]))
+
+
+def _platt_apply(platt: np.ndarray, P: np.ndarray) -> np.ndarray:
+    return _sigmoid(platt[0] + platt[1] * logits(P))
 
 
 # ---------------------------------------------------------------------- the estimator
@@ -176,7 +208,6 @@ class BorrowingFit:
     cv: str
     cv_brier: float
     cv_hits: float
-    calibrated: bool
     fallback: str | None = None
 
     def summary(self) -> str:
@@ -186,15 +217,15 @@ class BorrowingFit:
                 if self.part == "logistic" else
                 f"similarity-weighted known models, temperature {self.value:g}")
         return (f"{self.n_labels} labels: {what}, own kNN k = {self.k}, borrowing weight "
-                f"{self.mix:g} (chosen by {self.cv}); out-of-fold Brier {self.cv_brier:.4f}"
-                + (", Platt-calibrated" if self.calibrated else ""))
+                f"{self.mix:g} (chosen by {self.cv}); out-of-fold Brier {self.cv_brier:.4f} "
+                "after its Platt map")
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_labels": self.n_labels, "label_mean": self.label_mean,
                 "part": self.part, "value": None if not math.isfinite(self.value) else self.value,
                 "k": self.k, "mix": self.mix,
                 "cv": self.cv, "cv_brier": self.cv_brier, "cv_hits": self.cv_hits,
-                "calibrated": self.calibrated, "fallback": self.fallback}
+                "fallback": self.fallback}
 
 
 class BorrowingPredictor:
@@ -256,14 +287,15 @@ class BorrowingPredictor:
         models (temperature τ = ``value``) with a Platt map. ``Yk`` holds the known models'
         labels at the labelled inputs (NaN where unknown: their P stands in)."""
         if kind == "logistic":
-            X, b0, prec = _design(logits(F), value)
+            X, b0, prec = _design(logits(F), value, y)
             return {"beta": penalised_logistic(X, y, b0, prec)}
         Yhat = np.where(np.isnan(Yk), F, Yk)
         agree = 1.0 - np.abs(Yhat - y[:, None]).mean(axis=0)
         w = np.exp(value * (agree - agree.max()))
         w /= w.sum()
-        beta = penalised_logistic(np.c_[np.ones(len(y)), logits(F @ w)], y,
-                                  np.array([0.0, 1.0]), np.array([WEAK, WEAK]))
+        z = logits(F @ w)
+        beta = penalised_logistic(np.c_[np.ones(len(y)), z], y, np.array([_level(z, y), 1.0]),
+                                  np.array([WEAK, SLOPE]))
         return {"w": w, "beta": beta}
 
     @staticmethod
@@ -331,7 +363,7 @@ class BorrowingPredictor:
                           UserWarning, stacklevel=2)
             hits = float(np.sum((y > self.threshold) == (mean > self.threshold)))
             self.fit_ = BorrowingFit(len(y), mean, "none", math.nan, 0, 0.0, "none",
-                                     float(np.mean((y - mean) ** 2)), hits, False, reason)
+                                     float(np.mean((y - mean) ** 2)), hits, reason)
             return self
         fold, how = fold_ids(len(y), None, self.folds, self.seed)
         mixes = list(self.mixes)
@@ -346,33 +378,34 @@ class BorrowingPredictor:
             own = self._own_knn(V[tr], y[tr], V[te], ks, float(y[tr].mean()))
             for k in ks:
                 B[k][te] = own[k]
-        best, best_cfg = math.inf, (0, ks[0], mixes[0])
+        # each candidate is scored after its own Platt map (two parameters, fitted on its
+        # out-of-fold predictions): the choice is about ranking, not about the level, which
+        # a handful of labels sets badly for every candidate alike. Then the one-standard-error
+        # rule: the first candidate (most borrowing first) within one standard error of the
+        # best, since with a few labels the scores differ mostly by chance
+        scored = []
         for w in mixes:
             for i in range(len(cands) if w > 0 else 1):
                 for k in ks if w < 1 else ks[:1]:  # k matters only with the own-label part
-                    score = float(np.mean((w * A[i] + (1 - w) * B[k] - y) ** 2))
-                    if score < best - 1e-12:
-                        best, best_cfg = score, (i, k, w)
+                    P = w * A[i] + (1 - w) * B[k]
+                    platt = _platt_fit(P, y)
+                    scored.append(((_platt_apply(platt, P) - y) ** 2, (i, k, w), platt))
+        means = np.array([float(err.mean()) for err, _, _ in scored])
+        top = int(np.argmin(means))
+        se = float(scored[top][0].std(ddof=1) / np.sqrt(len(y)))
+        pick = int(np.flatnonzero(means <= means[top] + se + 1e-12)[0])
+        _, best_cfg, best_platt = scored[pick]
+        best = float(means[pick])
         i, k, w = best_cfg
-        P_oof = w * A[i] + (1 - w) * B[k]
+        P_oof = _platt_apply(best_platt, w * A[i] + (1 - w) * B[k])
         self.kind_, self.value_ = cands[i]
         self.k_, self.mix_ = k, w
         self.part_ = self._borrow(self.kind_, self.value_, F, Yk, y)
-        self.platt_ = np.array([0.0, 1.0])
-        calibrated = len(y) >= MIN_CALIBRATION and w < 1
-        if calibrated:
-            # a monotone map fitted on out-of-fold predictions, shrunk toward the identity
-            self.platt_ = penalised_logistic(np.c_[np.ones(len(y)), logits(P_oof)], y,
-                                             np.array([0.0, 1.0]), np.array([1.0, 1.0]))
-            P_oof = self._platt(P_oof)
+        self.platt_ = best_platt
         hits = float(np.sum((P_oof > self.threshold) == (y > self.threshold)))
-        self.fit_ = BorrowingFit(len(y), mean, self.kind_, self.value_, k, w, how, best, hits,
-                                 calibrated)
+        self.fit_ = BorrowingFit(len(y), mean, self.kind_, self.value_, k, w, how, best, hits)
         logger.info("borrowing predictor: %s", self.fit_.summary())
         return self
-
-    def _platt(self, P: np.ndarray) -> np.ndarray:
-        return _sigmoid(self.platt_[0] + self.platt_[1] * logits(P))
 
     @property
     def weights_(self) -> np.ndarray | None:
@@ -394,7 +427,7 @@ class BorrowingPredictor:
         if self.mix_ < 1:
             own = self._own_knn(self.V_, self.y_, np.atleast_2d(V), [self.k_], self.fit_.label_mean)
             P += (1 - self.mix_) * own[self.k_]
-        return self._platt(P) if self.fit_.calibrated else P
+        return _platt_apply(self.platt_, P)
 
 
 # ---------------------------------------------------------------------- probe sets
@@ -411,20 +444,19 @@ def disagreement(Y: np.ndarray) -> np.ndarray:
 
 
 def task_quota(sizes: Sequence[int], n: int) -> np.ndarray:
-    """Inputs per task: proportional to size (largest remainder), at least one per task while n
-    allows, never more than a task has."""
+    """Inputs per task: proportional to size (rounded, the sum kept at n), at least one per
+    task while n allows, never more than a task has."""
     sizes = np.asarray(sizes, dtype=int)
     n = int(min(n, sizes.sum()))
-    base = np.minimum(sizes, 1) if n >= (sizes > 0).sum() else np.zeros_like(sizes)
-    rest = n - base.sum()
-    share = rest * sizes / max(sizes.sum(), 1)
-    q = base + np.floor(share).astype(int)
-    q = np.minimum(q, sizes)
-    order = np.argsort(-(share - np.floor(share)), kind="stable")
-    while q.sum() < n:
-        for t in order:
-            if q.sum() < n and q[t] < sizes[t]:
-                q[t] += 1
+    ideal = n * sizes / max(sizes.sum(), 1)
+    floor = 1 if n >= (sizes > 0).sum() else 0
+    q = np.minimum(np.maximum(np.floor(ideal).astype(int), np.minimum(sizes, floor)), sizes)
+    while q.sum() > n:  # the task furthest over its share gives one back
+        over = np.where(q > np.minimum(sizes, floor), q - ideal, -np.inf)
+        q[int(np.argmax(over))] -= 1
+    while q.sum() < n:  # the task furthest under its share takes one more
+        under = np.where(q < sizes, ideal - q, -np.inf)
+        q[int(np.argmax(under))] += 1
     return q
 
 
@@ -562,26 +594,11 @@ def added_columns(router: Router, Q: np.ndarray, F: np.ndarray | None = None) ->
 
 
 def router_proba_all(router: Router, Q: np.ndarray) -> np.ndarray:
-    """P(m, x) (n, M) of every model of a router, pool models then added ones, from one
-    neighbour search (the added models' features leave the inputs' own labels out)."""
-    from benchroute.predictors import _CHUNK
-
-    added = getattr(router, "added_", {})
-    if not added:
-        return known_proba(router, Q)
-    tuned = getattr(router, "per_input_", None)
-    k = tuned.k_ if tuned is not None else router.k
-    parts = []
-    for start in range(0, len(Q), _CHUNK):
-        q = Q[start:start + _CHUNK]
-        nb = router.predictor_.neighbours(q, k + 4)
-        masked = drop_self(nb.distances, nb.labels, k)
-        P, F = ((tuned.predict_from_neighbours(nb.distances, nb.labels),
-                 tuned.predict_from_neighbours(*masked)) if tuned is not None else
-                (router.predictor_.aggregate(nb.head(k))[0],
-                 router.predictor_.aggregate(Neighbours(*masked))[0]))
-        parts.append(np.hstack([P, added_columns(router, q, F)]))
-    return np.vstack(parts)
+    """P(m, x) (n, M) of every model of a router, pool models then added ones. The added
+    models' features come from a second search (a few more neighbours, the inputs' own left
+    out), so the pool models' P stay exactly those of a router without added models (a longer
+    search may break ties between equidistant neighbours differently)."""
+    return np.hstack([known_proba(router, Q), added_columns(router, Q)])
 
 
 def extend_reference(reference: Any, added: Sequence[AddedModel], strength: float) -> Any:
@@ -625,8 +642,8 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
     bad_rows = np.flatnonzero(label.isna().to_numpy() | (label < 0).to_numpy() | (label > 1).to_numpy())
     if len(bad_rows):
         i = int(bad_rows[0])
-        raise BenchrouteError(f"{what}[{i}]: field {col!r} is {frame[col].iloc[i]!r}; expected a "
-                              "number in [0, 1]")
+        raise BenchrouteError(f"{what}[{i}]: field {col!r} is {frame[col].tolist()[i]!r}; "
+                              "expected a number in [0, 1]")
     out = pd.DataFrame({"label": label.astype(float).to_numpy()})
     for c in ("text", "dataset", "instance_id"):
         if c in frame.columns:

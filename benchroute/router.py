@@ -493,12 +493,13 @@ class Router(RouterParams):
         self.predictor_ = KNNCorrectnessPredictor(
             self.k, self.weights, self.index_factory, self.nprobe, self.ef_search
         ).attach(index, Y)  # type: ignore[arg-type]
-        means = pd.DataFrame(Y, columns=models).groupby(self.datasets_).mean()
+        means = pd.DataFrame(Y, columns=models, dtype=np.float64).groupby(self.datasets_).mean()
         acc = self.task_accuracy_.reindex(index=means.index, columns=models).astype(float)
         for t in touched:
             acc.loc[t] = means.loc[t]
         fresh = [m for m in models if m not in self.pool_models_]
         acc[fresh] = means[fresh]
+        acc.index.name = self.task_accuracy_.index.name
         self.task_accuracy_ = acc
         self.pool_models_ = list(models)
         self._excluded = {}
