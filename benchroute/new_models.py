@@ -446,16 +446,16 @@ def disagreement(Y: np.ndarray) -> np.ndarray:
 def task_quota(sizes: Sequence[int], n: int) -> np.ndarray:
     """Inputs per task: proportional to size (rounded, the sum kept at n), at least one per
     task while n allows, never more than a task has."""
-    sizes = np.asarray(sizes, dtype=int)
-    n = int(min(n, sizes.sum()))
-    ideal = n * sizes / max(sizes.sum(), 1)
-    floor = 1 if n >= (sizes > 0).sum() else 0
-    q = np.minimum(np.maximum(np.floor(ideal).astype(int), np.minimum(sizes, floor)), sizes)
+    size = np.asarray(sizes, dtype=int)
+    n = int(min(n, size.sum()))
+    ideal = n * size / max(int(size.sum()), 1)
+    floor = 1 if n >= int((size > 0).sum()) else 0
+    q = np.minimum(np.maximum(np.floor(ideal).astype(int), np.minimum(size, floor)), size)
     while q.sum() > n:  # the task furthest over its share gives one back
-        over = np.where(q > np.minimum(sizes, floor), q - ideal, -np.inf)
+        over = np.where(q > np.minimum(size, floor), q - ideal, -np.inf)
         q[int(np.argmax(over))] -= 1
     while q.sum() < n:  # the task furthest under its share takes one more
-        under = np.where(q < sizes, ideal - q, -np.inf)
+        under = np.where(q < size, ideal - q, -np.inf)
         q[int(np.argmax(under))] += 1
     return q
 
@@ -612,7 +612,8 @@ def extend_reference(reference: Any, added: Sequence[AddedModel], strength: floa
         return reference
     base = np.nanmean(reference.p, axis=1) if reference.p.size else np.zeros(len(reference.u))
     base = np.nan_to_num(base, nan=0.5)
-    cols = [beta_binomial_mean(base, strength, a.fit.cv_hits, a.fit.n_labels) for a in added]
+    cols = [beta_binomial_mean(base, strength, np.asarray(a.fit.cv_hits),
+                               np.asarray(a.fit.n_labels)) for a in added]
     return ReferencePairs(reference.u, np.column_stack([reference.p, *cols]), reference.task,
                           reference.alpha, reference.touched, reference.fallback)
 

@@ -101,13 +101,16 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
 
 def _write(router: Router, folder: Path) -> None:
     texts = getattr(router, "texts_", None)
-    extra = {} if texts is None else {"texts": np.asarray(texts, dtype=str)}
-    np.savez(folder / "pool.npz", Y=router.Y_, models=np.asarray(router.pool_models_, dtype=str),
-             **extra)
+    arrays: dict[str, np.ndarray] = {"Y": router.Y_,
+                                     "models": np.asarray(router.pool_models_, dtype=str)}
+    if texts is not None:
+        arrays["texts"] = np.asarray(texts, dtype=str)
+    np.savez(folder / "pool.npz", **arrays)  # type: ignore[arg-type]
     added = list(getattr(router, "added_", {}).values())
     if added:
-        np.savez(folder / ADDED_FILE, **{f"{key}{i}": arr for i, a in enumerate(added)
-                                         for key, arr in (("X", a.X), ("y", a.y))})
+        per_model = {f"{key}{i}": arr for i, a in enumerate(added)
+                     for key, arr in (("X", a.X), ("y", a.y))}
+        np.savez(folder / ADDED_FILE, **per_model)
     router.predictor_.index_.save(folder / "index", encoder_id=router.encoder_id_)
     ref = router.reference_
     params = router.get_params()

@@ -60,6 +60,8 @@ class Router(RouterParams):
     prior_strength=50, ...; docs/method.md gives the formulas).
     """
 
+    texts_: list[str] | None  # the pool's input texts, when fitted on a store
+
     # ------------------------------------------------------------------ fitting
     def fit(self, data: BenchmarkData, embeddings: np.ndarray | None = None) -> Router:
         """Fit the correctness predictors and the reference pairs of the p̂ smoother.
@@ -80,7 +82,7 @@ class Router(RouterParams):
         self.fit_arrays(pool.X, pool.Y, pool.datasets, pool.models, pool.instance_ids,
                         data.dataset_accuracy().reindex(columns=pool.models))
         self.costs_ = store_costs(data)
-        self.texts_ = data.instances()["text"].tolist()
+        self.texts_ = list(data.instances()["text"])
         return self
 
     def fit_arrays(self, X: np.ndarray, Y: np.ndarray, datasets: Sequence[str] | np.ndarray,
@@ -105,7 +107,7 @@ class Router(RouterParams):
         self.models_ = models
         self.pool_models_ = list(models)
         self.added_: dict[str, AddedModel] = {}
-        self.texts_: list[str] | None = None
+        self.texts_ = None
         if task_accuracy is None:
             task_accuracy = pd.DataFrame(Y, columns=models).groupby(ds).mean()
         self.task_accuracy_ = task_accuracy.reindex(columns=models).astype(float)
@@ -444,7 +446,7 @@ class Router(RouterParams):
                                       f"input of data.instances(); got {embeddings.shape}")
             embeddings = embeddings[new]
         texts = inst["text"].iloc[new].tolist()
-        pool = pool_arrays(data, np.zeros((len(inst), 1)), lambda _: None)
+        pool = pool_arrays(data, np.zeros((len(inst), 1)), self.embed)  # labels only
         new_models = [m for m in pool.models if m not in self.pool_models_]
         Y = np.hstack([self.Y_, np.full((len(self.Y_), len(new_models)), np.nan, np.float32)])
         models = self.pool_models_ + new_models
@@ -457,7 +459,7 @@ class Router(RouterParams):
             rows[new] = np.arange(len(Y) - len(new), len(Y))
             if self.texts_ is not None:
                 self.texts_ = self.texts_ + texts
-        cols = [models.index(m) for m in pool.models]
+        cols = np.array([models.index(m) for m in pool.models], dtype=np.int64)
         given = ~np.isnan(pool.Y)
         block = Y[np.ix_(rows, cols)]
         Y[np.ix_(rows, cols)] = np.where(given, pool.Y, block)
@@ -503,9 +505,9 @@ class Router(RouterParams):
         self.task_accuracy_ = acc
         self.pool_models_ = list(models)
         self._excluded = {}
-        if getattr(self, "per_input_", None) is not None:
-            self.per_input_ = PerInputPredictor.from_description(
-                self.per_input_.describe(), None, Y)
+        tuned = getattr(self, "per_input_", None)
+        if tuned is not None:
+            self.per_input_ = PerInputPredictor.from_description(tuned.describe(), None, Y)
 
     def _refit_added(self) -> None:
         from benchroute.new_models import fit_added

@@ -17,6 +17,7 @@ import numpy as np
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_labels, check_vectors
 from benchroute.new_models import added_columns, extend_reference
+
 # a labelled input within SELF_DISTANCE of a scored one is the same input: never its neighbour
 from benchroute.predictors import SELF_DISTANCE, Neighbours
 from benchroute.scoring import mean_distance, predictor_hits
