@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 #: Logits are taken of P clipped to [ε, 1 − ε], so a confident known model cannot dominate.
 EPS = 0.01
 #: Penalty λ on the per-model weights δ (∞: only the average known model), most borrowing first.
-DEFAULT_LAMBDAS: tuple[float, ...] = (math.inf, 30.0, 10.0, 3.0, 1.0, 0.3)
+DEFAULT_LAMBDAS: tuple[float, ...] = (math.inf, 1000.0, 300.0, 100.0, 30.0, 10.0, 3.0, 1.0)
 #: Temperatures τ of the similarity weights over known models (0: their plain average).
 DEFAULT_TAUS: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0)
 #: Neighbours of the own-label kNN.
@@ -69,6 +69,8 @@ DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
 DEFAULT_MIXES: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
 #: Weak penalty μ on the intercept: it only keeps separable data finite.
 WEAK = 0.01
+#: Smallest slope of a Platt map or of a borrowing part's single-feature fit.
+MIN_SLOPE = 0.1
 #: Penalty on the slope b − 1 of the borrowing parts: a few labels must not sharpen the
 #: known models' ranking into confident mistakes.
 SLOPE = 1.0
@@ -114,8 +116,10 @@ def logits(P: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------- penalised logistic
 def penalised_logistic(X: np.ndarray, y: np.ndarray, beta0: np.ndarray, precision: np.ndarray,
-                       iters: int = 100, tol: float = 1e-9) -> np.ndarray:
-    """argmin_β Σ_i [log(1 + e^{η_i}) − y_i η_i] + ½ Σ_j precision_j (β_j − β0_j)², η = Xβ.
+                       offset: np.ndarray | float = 0.0, iters: int = 100, tol: float = 1e-9
+                       ) -> np.ndarray:
+    """argmin_β Σ_i [log(1 + e^{η_i}) − y_i η_i] + ½ Σ_j precision_j (β_j − β0_j)²,
+    η = Xβ + offset.
 
     Damped Newton steps (Armijo backtracking); ``y`` in [0, 1] (a fractional label is the
     Bernoulli likelihood of a soft label). Every precision must be > 0, so the problem is
@@ -127,14 +131,14 @@ def penalised_logistic(X: np.ndarray, y: np.ndarray, beta0: np.ndarray, precisio
     precision = np.asarray(precision, dtype=np.float64)
 
     def loss(b: np.ndarray) -> float:
-        eta = X @ b
+        eta = X @ b + offset
         return float(np.sum(np.logaddexp(0.0, eta) - y * eta)
                      + 0.5 * np.sum(precision * (b - beta0) ** 2))
 
     beta = beta0.copy()
     f = loss(beta)
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(X @ beta)))
+        p = 1.0 / (1.0 + np.exp(-(X @ beta + offset)))
         grad = X.T @ (p - y) + precision * (beta - beta0)
         H = (X * (p * (1.0 - p))[:, None]).T @ X + np.diag(precision)
         step = np.linalg.solve(H, grad)
@@ -176,11 +180,22 @@ def _sigmoid(eta: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-eta))
 
 
+def increasing_fit(z: np.ndarray, y: np.ndarray, beta0: np.ndarray, precision: np.ndarray
+                   ) -> np.ndarray:
+    """σ(a + b·z) fitted by :func:`penalised_logistic` with b ≥ :data:`MIN_SLOPE`: a few labels
+    never turn the known models' ranking upside down, nor flatten it away. The problem is
+    convex, so when the free optimum has a smaller b the constrained one has b = MIN_SLOPE."""
+    beta = penalised_logistic(np.c_[np.ones(len(y)), z], y, beta0, precision)
+    if beta[1] >= MIN_SLOPE:
+        return beta
+    a = penalised_logistic(np.ones((len(y), 1)), y, beta0[:1], precision[:1], MIN_SLOPE * z)
+    return np.array([a[0], MIN_SLOPE])
+
+
 def _platt_fit(P: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """A Platt map σ(c + d·logit P) fitted to labels, shrunk toward the identity (c = 0, d = 1)
-    with unit precision, so that a few labels move it little."""
-    return penalised_logistic(np.c_[np.ones(len(y)), logits(P)], y, np.array([0.0, 1.0]),
-                              np.array([1.0, 1.0]))
+    """A Platt map σ(c + d·logit P), d ≥ 0, fitted to labels, shrunk toward the identity (c = 0,
+    d = 1) with unit precision, so that a few labels move it little."""
+    return increasing_fit(logits(P), y, np.array([0.0, 1.0]), np.array([1.0, 1.0]))
 
 
 def _platt_apply(platt: np.ndarray, P: np.ndarray) -> np.ndarray:
@@ -243,12 +258,16 @@ class BorrowingPredictor:
         Cross-validation over the labels (random folds).
     threshold : float
         Binarisation of labels and predictions for ``cv_hits``.
+    se_rule : float
+        The choice takes the first candidate within ``se_rule`` standard errors of the best
+        cross-validated score (1: the one-standard-error rule; 0: the best).
     """
 
     def __init__(self, lambdas: Sequence[float] = DEFAULT_LAMBDAS,
                  taus: Sequence[float] = DEFAULT_TAUS, ks: Sequence[int] = DEFAULT_KS,
                  mixes: Sequence[float] = DEFAULT_MIXES, min_labels: int = 8, folds: int = 5,
-                 seed: int = 0, threshold: float = 0.5) -> None:
+                 seed: int = 0, threshold: float = 0.5, se_rule: float = 1.0,
+                 residual: bool = True) -> None:
         self.lambdas = lambdas
         self.taus = taus
         self.ks = ks
@@ -257,10 +276,13 @@ class BorrowingPredictor:
         self.folds = folds
         self.seed = seed
         self.threshold = threshold
+        self.se_rule = se_rule
+        self.residual = residual
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {n: getattr(self, n) for n in ("lambdas", "taus", "ks", "mixes", "min_labels",
-                                              "folds", "seed", "threshold")}
+                                              "folds", "seed", "threshold", "se_rule",
+                                              "residual")}
 
     def _check_params(self) -> list[tuple[str, float]]:
         if any(not (lam > 0) for lam in self.lambdas):
@@ -288,14 +310,15 @@ class BorrowingPredictor:
         labels at the labelled inputs (NaN where unknown: their P stands in)."""
         if kind == "logistic":
             X, b0, prec = _design(logits(F), value, y)
+            if math.isinf(value):
+                return {"beta": increasing_fit(X[:, 1], y, b0, prec)}
             return {"beta": penalised_logistic(X, y, b0, prec)}
         Yhat = np.where(np.isnan(Yk), F, Yk)
         agree = 1.0 - np.abs(Yhat - y[:, None]).mean(axis=0)
         w = np.exp(value * (agree - agree.max()))
         w /= w.sum()
         z = logits(F @ w)
-        beta = penalised_logistic(np.c_[np.ones(len(y)), z], y, np.array([_level(z, y), 1.0]),
-                                  np.array([WEAK, SLOPE]))
+        beta = increasing_fit(z, y, np.array([_level(z, y), 1.0]), np.array([WEAK, SLOPE]))
         return {"w": w, "beta": beta}
 
     @staticmethod
@@ -370,11 +393,17 @@ class BorrowingPredictor:
         ks = sorted({int(k) for k in self.ks})
         A = np.empty((len(cands), len(y)))
         B = {k: np.empty(len(y)) for k in ks}
+        R = {k: np.zeros((len(cands), len(y))) for k in ks}
         for f in range(fold.max() + 1):
             te, tr = fold == f, fold != f
             for i, (kind, value) in enumerate(cands):
                 part = self._borrow(kind, value, F[tr], Yk[tr], y[tr])
                 A[i, te] = self._borrow_predict(kind, value, part, F[te])
+                if self.residual:
+                    res = y[tr] - self._borrow_predict(kind, value, part, F[tr])
+                    corr = self._own_knn(V[tr], res, V[te], ks, 0.0)
+                    for k in ks:
+                        R[k][i, te] = corr[k]
             own = self._own_knn(V[tr], y[tr], V[te], ks, float(y[tr].mean()))
             for k in ks:
                 B[k][te] = own[k]
@@ -387,20 +416,21 @@ class BorrowingPredictor:
         for w in mixes:
             for i in range(len(cands) if w > 0 else 1):
                 for k in ks if w < 1 else ks[:1]:  # k matters only with the own-label part
-                    P = w * A[i] + (1 - w) * B[k]
+                    P = self._combine(A[i], B[k], R[k][i], w)
                     platt = _platt_fit(P, y)
                     scored.append(((_platt_apply(platt, P) - y) ** 2, (i, k, w), platt))
         means = np.array([float(err.mean()) for err, _, _ in scored])
         top = int(np.argmin(means))
         se = float(scored[top][0].std(ddof=1) / np.sqrt(len(y)))
-        pick = int(np.flatnonzero(means <= means[top] + se + 1e-12)[0])
+        pick = int(np.flatnonzero(means <= means[top] + self.se_rule * se + 1e-12)[0])
         _, best_cfg, best_platt = scored[pick]
         best = float(means[pick])
         i, k, w = best_cfg
-        P_oof = _platt_apply(best_platt, w * A[i] + (1 - w) * B[k])
+        P_oof = _platt_apply(best_platt, self._combine(A[i], B[k], R[k][i], w))
         self.kind_, self.value_ = cands[i]
         self.k_, self.mix_ = k, w
         self.part_ = self._borrow(self.kind_, self.value_, F, Yk, y)
+        self.res_ = y - self._borrow_predict(self.kind_, self.value_, self.part_, F)
         self.platt_ = best_platt
         hits = float(np.sum((P_oof > self.threshold) == (y > self.threshold)))
         self.fit_ = BorrowingFit(len(y), mean, self.kind_, self.value_, k, w, how, best, hits)
@@ -421,13 +451,21 @@ class BorrowingPredictor:
         F = np.atleast_2d(np.asarray(F, dtype=np.float64))
         if self.fit_.fallback is not None:
             return np.full(len(F), self.fit_.label_mean)
-        P = np.zeros(len(F))
-        if self.mix_ > 0:
-            P += self.mix_ * self._borrow_predict(self.kind_, self.value_, self.part_, F)
-        if self.mix_ < 1:
-            own = self._own_knn(self.V_, self.y_, np.atleast_2d(V), [self.k_], self.fit_.label_mean)
-            P += (1 - self.mix_) * own[self.k_]
-        return _platt_apply(self.platt_, P)
+        A = self._borrow_predict(self.kind_, self.value_, self.part_, F) if self.mix_ > 0 \
+            else np.zeros(len(F))
+        B = R = np.zeros(len(F))
+        if 0 < self.mix_ < 1 and self.residual:
+            R = self._own_knn(self.V_, self.res_, np.atleast_2d(V), [self.k_], 0.0)[self.k_]
+        elif self.mix_ < 1:
+            B = self._own_knn(self.V_, self.y_, np.atleast_2d(V), [self.k_], self.fit_.label_mean)[self.k_]
+        return _platt_apply(self.platt_, self._combine(A, B, R, self.mix_))
+
+    def _combine(self, A: np.ndarray, B: np.ndarray, R: np.ndarray, w: float) -> np.ndarray:
+        """w·A + (1 − w)·B; with ``residual``, for 0 < w < 1, A corrected by (1 − w) times the
+        shrunk mean residual R of its nearest labelled inputs instead (it keeps A's ranking)."""
+        if self.residual and 0 < w < 1:
+            return np.clip(A + (1 - w) * R, EPS, 1 - EPS)
+        return w * A + (1 - w) * B
 
 
 # ---------------------------------------------------------------------- probe sets

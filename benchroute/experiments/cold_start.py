@@ -186,21 +186,26 @@ def cold_start(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, models: Seque
 
 
 def summarise(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Mean share, AUC, Brier and routing per (strategy, estimator, n), with 95% intervals over
-    a bootstrap of held-out models (repeats averaged within a model first)."""
+    """Per (strategy, estimator, n): the mean over held-out models of each model's share of the
+    full-data AUC lift, (AUC − 0.5) / (AUC_full − 0.5) with both AUCs averaged over the model's
+    repeats, with a 95% interval over a bootstrap of held-out models; the pooled share (mean
+    lift over mean full lift); and the means of the other metrics. Models whose remaining
+    labels are all equal (AUC undefined) are left out and counted in ``skipped``."""
     rng = np.random.default_rng(seed)
     rows = []
-    cols = ["share", "auc", "auc_full", "brier", "brier_full", "route", "route_full",
-            "route_without", "tasks_changed"]
+    cols = ["auc", "auc_full", "brier", "brier_full", "route", "route_full", "route_without",
+            "tasks_changed", "tasks"]
     for (strategy, est, n), part in results.groupby(["strategy", "estimator", "n"]):
-        per_model = part.groupby("model")[cols].mean()
+        per_model = part.groupby("model")[cols].mean().dropna(subset=["auc", "auc_full"])
+        share = ((per_model["auc"] - 0.5) / (per_model["auc_full"] - 0.5)).to_numpy()
         boots = rng.integers(0, len(per_model), (n_boot, len(per_model)))
-        share_b = per_model["share"].to_numpy()[boots].mean(axis=1)
+        share_b = share[boots].mean(axis=1)
         row = {"strategy": strategy, "estimator": est, "n": n, "models": len(per_model),
-               "draws": len(part)}
-        row.update({c: float(per_model[c].mean()) for c in cols})
+               "skipped": int(part["model"].nunique() - len(per_model)), "draws": len(part),
+               "share": float(share.mean())}
         row["share_lo"], row["share_hi"] = np.quantile(share_b, [0.025, 0.975])
-        q = part["share"].to_numpy()
-        row["share_draw_p10"], row["share_draw_p90"] = np.quantile(q, [0.1, 0.9])
+        row["share_pooled"] = float((per_model["auc"].mean() - 0.5)
+                                    / (per_model["auc_full"].mean() - 0.5))
+        row.update({c: float(per_model[c].mean()) for c in cols})
         rows.append(row)
     return pd.DataFrame(rows)
