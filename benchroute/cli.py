@@ -350,7 +350,7 @@ def _add_probe(sub: Any) -> None:
     p = sub.add_parser("probe", help="choose pool inputs to run a new model on (JSONL out)")
     p.add_argument("--router", type=Path, required=True, help="saved router")
     p.add_argument("--n", type=int, default=50, help="how many inputs")
-    p.add_argument("--strategy", choices=["spread", "probe", "random"], default=None,
+    p.add_argument("--strategy", choices=["spread", "disagree", "random"], default=None,
                    help="how to choose them (default: the winner of the cold-start comparison)")
     p.add_argument("--seed", type=int, default=None, help="default: the router's seed")
     p.add_argument("--out", type=Path, required=True, help="JSONL file: dataset, instance_id, text")

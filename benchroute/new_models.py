@@ -469,7 +469,7 @@ class BorrowingPredictor:
 
 
 # ---------------------------------------------------------------------- probe sets
-PROBE_STRATEGIES = ("probe", "spread", "random")
+PROBE_STRATEGIES = ("spread", "disagree", "random")
 
 
 def disagreement(Y: np.ndarray) -> np.ndarray:
@@ -499,14 +499,14 @@ def task_quota(sizes: Sequence[int], n: int) -> np.ndarray:
 
 
 def probe_rows(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, n: int, seed: int = 0,
-               strategy: str = "probe", sample: int = 4000) -> np.ndarray:
+               strategy: str = "spread", sample: int = 4000) -> np.ndarray:
     """n pool rows to label for a new model.
 
-    ``"probe"``: the pool's tasks get quotas proportional to their size (at least one each); a
+    ``"spread"``: the pool's tasks get quotas proportional to their size (at least one each); a
     task's quota q splits its inputs into q regions (k-means over the vectors, fitted on at most
-    ``sample`` of them), and each region gives its input where the known models disagree most
-    (:func:`disagreement`; ties at random). ``"spread"``: the same regions, one input of each at
-    random. ``"random"``: n rows uniformly at random.
+    ``sample`` of them), and each region gives one of its inputs at random. ``"disagree"``: the
+    same regions, each giving its input where the known models disagree most
+    (:func:`disagreement`; ties at random). ``"random"``: n rows uniformly at random.
     """
     if strategy not in PROBE_STRATEGIES:
         raise BenchrouteError(f"strategy == {strategy!r}; choose one of {list(PROBE_STRATEGIES)}")
@@ -525,7 +525,7 @@ def probe_rows(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, n: int, seed:
     rows_of = [np.flatnonzero(ds == t) for t in tasks]
     quota = task_quota([len(r) for r in rows_of], n)
     jitter = rng.random(N)
-    score = disagreement(Y) + 1e-9 * jitter if strategy == "probe" else jitter
+    score = disagreement(Y) + 1e-9 * jitter if strategy == "disagree" else jitter
     out: list[int] = []
     for rows, q in zip(rows_of, quota):
         if q == 0:

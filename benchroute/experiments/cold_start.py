@@ -36,7 +36,7 @@ from benchroute.tuning import PerInputPredictor, knn_search
 logger = logging.getLogger(__name__)
 
 NS: tuple[int, ...] = (10, 25, 50, 100, 200, 400)
-STRATEGIES: tuple[str, ...] = ("random", "probe", "spread")
+STRATEGIES: tuple[str, ...] = ("random", "spread", "disagree")
 ESTIMATORS: tuple[str, ...] = ("borrowing", "logistic", "own kNN")
 #: Extra neighbours searched so that an input and its duplicates can be left out.
 _EXTRA = 4

@@ -172,7 +172,7 @@ def test_task_quota(sizes, n):
         assert (q >= 1).all()
 
 
-@pytest.mark.parametrize("strategy", ["probe", "spread", "random"])
+@pytest.mark.parametrize("strategy", ["spread", "disagree", "random"])
 def test_probe_rows(strategy):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 8)).astype(np.float32)
@@ -186,12 +186,12 @@ def test_probe_rows(strategy):
         assert np.bincount(np.unique(ds[rows], return_inverse=True)[1]).tolist() == [20, 8, 2]
 
 
-def test_probe_prefers_disagreement():
+def test_disagree_prefers_disagreement():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 8)).astype(np.float32)
     Y = np.ones((200, 4))
     Y[::10, :2] = 0.0  # the known models split on every tenth input only
-    rows = probe_rows(X, Y, np.zeros(200, dtype=int), 10, strategy="probe")
+    rows = probe_rows(X, Y, np.zeros(200, dtype=int), 10, strategy="disagree")
     spread = probe_rows(X, Y, np.zeros(200, dtype=int), 10, strategy="spread")
     assert disagreement(Y)[rows].mean() > disagreement(Y)[spread].mean()
 
@@ -417,7 +417,7 @@ def test_cold_start_experiment_runs_and_borrows():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = cold_start(V, Y, ds, ["k1", "k2", "k3", "new", "k0"], ns=(10, 40), repeats=2,
-                         held_out=["new"], strategies=("random", "probe"))
+                         held_out=["new"], strategies=("random", "disagree"))
     assert len(res) == 2 * 2 * 2 * 3
     assert set(res.columns) >= {"auc", "auc_full", "share", "route", "route_full", "tasks_changed"}
     table = summarise(res, n_boot=50)
