@@ -20,7 +20,7 @@ import numpy as np
 
 from benchroute import load
 from benchroute.default import pool_arrays
-from benchroute.experiments.cold_start import NS, cold_start, summarise
+from benchroute.experiments.cold_start import NS, cold_start, markdown_table, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = {"routerdc": "correct", "alpaca_eval": "score", "routellm_evals": "correct",
@@ -67,6 +67,7 @@ def main() -> None:
         table = summarise(res)
         table.insert(0, "data", name)
         table.to_csv(args.out / f"{name}_summary.csv", index=False, float_format="%.4f")
+        (args.out / f"{name}_table.md").write_text(markdown_table(table) + "\n")
         info = {"inputs": int(found.sum()), "of": int(len(found)), "models": len(pool.models),
                 "held_out": held, "repeats": args.repeats, "column": COLUMNS[name],
                 "seconds": round(time.time() - t)}

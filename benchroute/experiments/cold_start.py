@@ -209,3 +209,38 @@ def summarise(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.Da
         row.update({c: float(per_model[c].mean()) for c in cols})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def markdown_table(summary: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
+    """The summary as a markdown table, one row per n: the borrowing estimator's share of the
+    full-data AUC lift [95% interval] and Brier score for each strategy, the two simpler
+    estimators on random inputs, the AUCs, the Brier scores and routing accuracy (random
+    inputs). ``labels`` renames strategies (e.g. those of an older run)."""
+    labels = labels or {}
+    s = summary.copy()
+    s["strategy"] = s["strategy"].map(lambda v: labels.get(v, v))
+    strategies = [v for v in ("random", "spread", "disagree") if v in set(s["strategy"])]
+
+    def cell(strategy: str, est: str, n: int, col: str = "share") -> pd.Series:
+        return s[(s["strategy"] == strategy) & (s["estimator"] == est) & (s["n"] == n)].iloc[0]
+
+    head = ["n"] + [f"borrowing, {v}" for v in strategies] + [
+        "logistic, random", "own kNN, random", "AUC: borrowing / full (random)",
+        "Brier: borrowing / full (random)", "routing: without / with (random) / with full",
+        "task choices changed (random)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in sorted(set(s["n"])):
+        row = [str(n)]
+        for v in strategies:
+            c = cell(v, "borrowing", n)
+            row.append(f"{c['share']:.2f} [{c['share_lo']:.2f}, {c['share_hi']:.2f}]; "
+                       f"Brier {c['brier']:.3f}")
+        for est in ("logistic", "own kNN"):
+            c = cell("random", est, n)
+            row.append(f"{c['share']:.2f} [{c['share_lo']:.2f}, {c['share_hi']:.2f}]")
+        c = cell("random", "borrowing", n)
+        row += [f"{c['auc']:.3f} / {c['auc_full']:.3f}", f"{c['brier']:.4f} / {c['brier_full']:.4f}",
+                f"{c['route_without']:.4f} / {c['route']:.4f} / {c['route_full']:.4f}",
+                f"{c['tasks_changed']:.2f} of {c['tasks']:.0f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
