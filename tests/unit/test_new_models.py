@@ -14,7 +14,7 @@ import pytest
 from benchroute import BenchmarkData
 from benchroute.cli import main
 from benchroute.exceptions import BenchrouteError
-from benchroute.experiments.cold_start import auc, cold_start, summarise
+from benchroute.experiments.cold_start import auc, cold_start, markdown_table, summarise
 from benchroute.new_models import (
     BorrowingPredictor,
     disagreement,
@@ -422,3 +422,5 @@ def test_cold_start_experiment_runs_and_borrows():
     assert set(res.columns) >= {"auc", "auc_full", "share", "route", "route_full", "tasks_changed"}
     table = summarise(res, n_boot=50)
     assert len(table) == 2 * 3 * 2 and table["share_lo"].le(table["share"]).all()
+    md = markdown_table(table).splitlines()
+    assert len(md) == 2 + 2 and md[2].startswith("| 10 | ") and "Brier" in md[2]
