@@ -17,7 +17,12 @@ the weighted average of conditional means is the conditional mean of the weighte
 weights fitted on labels apply to P). Beside them, the new model's own labels:
 
     B(x) = (Σ_{j ∈ N_k(x)} y_j + c·ȳ) / (k + c)   (kNN over its labelled inputs, shrunk)
-    P(new, x) = cal(w·A(x) + (1 − w)·B(x))
+    P(new, x) = cal(A(x))  (w = 1),  cal(B(x))  (w = 0),
+                cal(A(x) + (1 − w)·R(x))  (0 < w < 1, R: the shrunk mean residual y − A of
+                                           the k nearest labelled inputs)
+
+A single-slope fit (the similar part, the logistic part at λ = ∞, the Platt map) keeps its slope
+≥ :data:`MIN_SLOPE`, so a few labels never turn the known models' ranking upside down.
 
 The part with its λ or τ, k and the mix w are chosen by cross-validation on the labels given:
 the out-of-fold Brier score after a two-parameter Platt map, so that the choice is about ranking
