@@ -16,9 +16,11 @@ from benchroute.cli import main
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.cold_start import auc, cold_start, markdown_table, summarise
 from benchroute.new_models import (
+    MIN_SLOPE,
     BorrowingPredictor,
     disagreement,
     drop_self,
+    increasing_fit,
     penalised_logistic,
     probe_rows,
     task_quota,
@@ -86,6 +88,21 @@ def test_penalised_logistic_separable_stays_finite_and_soft_labels_work():
     # a soft label of 0.7 everywhere: the intercept goes to logit(0.7) (nearly: a tiny penalty)
     b = penalised_logistic(np.ones((50, 1)), np.full(50, 0.7), np.zeros(1), np.full(1, 1e-6))
     assert b[0] == pytest.approx(np.log(0.7 / 0.3), abs=1e-4)
+
+
+def test_increasing_fit_keeps_the_ranking():
+    """Labels that run against the feature cannot flip the slope: it stops at MIN_SLOPE, with
+    the intercept refitted (equal to the offset fit's optimum)."""
+    z = np.linspace(-2, 2, 40)
+    y = (z < 0).astype(float)
+    beta = increasing_fit(z, y, np.array([0.0, 1.0]), np.array([0.01, 1.0]))
+    assert beta[1] == MIN_SLOPE
+    free = penalised_logistic(np.c_[np.ones(40), z], y, np.array([0.0, 1.0]), np.array([0.01, 1.0]))
+    assert free[1] < 0
+    grid = np.linspace(-3, 3, 6001)
+    loss = [np.sum(np.logaddexp(0, a + MIN_SLOPE * z) - y * (a + MIN_SLOPE * z)) + 0.005 * a ** 2
+            for a in grid]
+    assert beta[0] == pytest.approx(grid[int(np.argmin(loss))], abs=2e-3)
 
 
 def test_drop_self_leaves_out_zero_distances():
