@@ -1,12 +1,13 @@
 """Load and fault test of the gateway on loopback: decision latency and throughput, nothing lost.
 
     python benchmarks/gateway.py [--requests 2000] [--concurrency 1 8 32] [--encoders default static]
+                                 [--wrk-seconds 30]
 
 Three processes on 127.0.0.1: a fake OpenAI-compatible upstream (every 10th call answers 503,
 i.e. 10% of upstream calls fail), ``benchroute serve`` on the bundled HELM MMLU pack router,
 and this load generator (asyncio + httpx). For each encoder and concurrency:
 
-1. ``POST /v1/route`` --requests times: decisions/s (wall clock), client latency p50/p99 and
+1. ``POST /v1/route`` for --wrk-seconds with wrk (else --requests times with httpx): decisions/s (wall clock), client latency p50/p99 and
    the server's own decision time (``x-benchroute-decision-ms``) p50/p99.
 2. ``POST /v1/chat/completions`` --requests times through the gateway: every answer must be
    the upstream's completion or a clean OpenAI-style error; lost = anything else.
@@ -115,10 +116,11 @@ async def run_load(url: str, bodies: list[dict[str, Any]], concurrency: int) -> 
             "outcomes": kinds}
 
 
-def encoder_ceiling(encoder_name: str, texts: list[str], batch: int = 32,
-                    seconds: float = 20.0) -> float:
+def encoder_ceiling(encoder_name: str, texts: list[str], batch: int,
+                    seconds: float = 15.0) -> float:
     """Texts per second the encoder alone embeds in batches of ``batch`` (this process, same
-    prompts): the physical limit of decisions per second, before HTTP, search and policy."""
+    prompts in request order, so padding as the gateway's batches pad): the physical limit of
+    decisions per second, before HTTP, search and policy."""
     from benchroute.embedding import get_encoder
 
     enc = get_encoder(encoder_name)
@@ -136,16 +138,10 @@ def encoder_ceiling(encoder_name: str, texts: list[str], batch: int = 32,
 _WRK_SCRIPT = """
 local bodies = {}
 for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
-local limit = tonumber(os.getenv("BENCH_LIMIT"))
-local i, done, bad = 0, 0, 0
+local i = 0
 request = function()
   i = i % #bodies + 1
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[i])
-end
-response = function(status, headers, body)
-  done = done + 1
-  if status ~= 200 then bad = bad + 1 end
-  if done >= limit then wrk.thread:stop() end
 end
 """
 
@@ -159,25 +155,30 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
 
 
-def run_wrk(url: str, bodies: list[dict[str, Any]], concurrency: int, tmp: Path
-            ) -> dict[str, Any]:
-    """The same load through wrk (C, one thread): the load generator then costs little CPU of
-    the 2 cores the gateway shares with it. Stops after len(bodies) responses."""
+def run_wrk(url: str, bodies: list[dict[str, Any]], concurrency: int, tmp: Path,
+            seconds: int) -> dict[str, Any]:
+    """The same load through wrk (C, one thread) for ``seconds``: the load generator then costs
+    little CPU of the 2 cores the gateway shares with it. (wrk runs for a duration: a Lua
+    ``thread:stop()`` after N responses leaves its main thread sleeping until -d ends.)"""
     import re
 
     body_file, script = tmp / "bodies.jsonl", tmp / "post.lua"
     body_file.write_text("\n".join(json.dumps(b) for b in bodies) + "\n")
     script.write_text(_WRK_SCRIPT)
-    env = {**os.environ, "BENCH_BODIES": str(body_file), "BENCH_LIMIT": str(len(bodies))}
-    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", "-d600s", "--latency", "-s",
-                          str(script), url], capture_output=True, text=True, env=env,
-                         timeout=900).stdout
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    env = {**os.environ, "BENCH_BODIES": str(body_file)}
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s",
+                          "--latency", "-s", str(script), url], capture_output=True, text=True,
+                         env=env, timeout=seconds + 120).stdout
+    lat = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", out, re.M))
+    if "50" not in lat or "99" not in lat or "requests in" not in out:
+        raise SystemExit(f"wrk output not understood:\n{out}")
     n = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Socket errors: (.*)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"n": n, "per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "p50_ms": _ms(lat["50"]), "p99_ms": _ms(lat["99"]),
-            "outcomes": {"non_2xx": int(non2xx.group(1)) if non2xx else 0},
+            "outcomes": {"non_2xx": int(non2xx.group(1)) if non2xx else 0,
+                         "socket_errors": errors.group(1) if errors else "none"},
             "load_generator": "wrk"}
 
 
@@ -208,6 +209,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--encoders", nargs="+", default=["default", "static"],
                     choices=["default", "static"])
+    ap.add_argument("--wrk-seconds", type=int, default=30,
+                    help="how long wrk drives /v1/route per concurrency (phase 1)")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "gateway" / "gateway.json")
     args = ap.parse_args()
 
@@ -233,9 +236,11 @@ def main() -> None:
         for enc in args.encoders:
             router_dir = static_router(tmp / "static-router") if enc == "static" else None
             name = "all-mpnet-base-v2@static" if enc == "static" else "all-mpnet-base-v2"
-            ceiling = encoder_ceiling(name, texts)
-            results.setdefault("encoder_ceiling_per_s", {})[enc] = ceiling
-            print(f"{enc:7s} encoder alone, batches of 32: {ceiling:.1f} texts/s", flush=True)
+            by_batch = {b: encoder_ceiling(name, texts, b) for b in (1, 8, 32)}
+            ceiling = max(by_batch.values())
+            results.setdefault("encoder_ceiling_per_s", {})[enc] = by_batch
+            print(f"{enc:7s} encoder alone, texts/s by batch size: "
+                  + ", ".join(f"{b}: {v:.1f}" for b, v in by_batch.items()), flush=True)
             port = free_port()
             log = tmp / f"gateway-{enc}.log"
             gw = start_gateway(router_dir, ups, port, log, env)
@@ -249,7 +254,7 @@ def main() -> None:
                         for i in range(args.requests)]
                     direct = [{**b, "model": "up-" + models[0]} for b in chat]
                     if shutil.which("wrk"):
-                        r_route = run_wrk(base + "/v1/route", route, c, tmp)
+                        r_route = run_wrk(base + "/v1/route", route, c, tmp, args.wrk_seconds)
                         live = httpx.get(base + "/status.json").json()["live"]["decision_ms"]
                         r_route["decision_p50_ms"] = live["p50"]   # the server's, last 2,000
                         r_route["decision_p99_ms"] = live["p99"]

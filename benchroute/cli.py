@@ -1,4 +1,5 @@
-"""Command line: ``benchroute inspect | model install|export-onnx|distill-static | embed | fit | select | route``.
+"""Command line: ``benchroute inspect | model install|export-onnx|distill-static | embed | fit |
+select | route | probe | add-model``.
 
 The library raises :class:`BenchrouteError`; only this module turns errors into one-line
 messages and exit codes: 2 for bad input (a :class:`BenchrouteError`, undecodable text), 1 for
@@ -410,6 +411,57 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_probe(sub: Any) -> None:
+    p = sub.add_parser("probe", help="choose pool inputs to run a new model on (JSONL out)")
+    p.add_argument("--router", type=Path, required=True, help="saved router")
+    p.add_argument("--n", type=int, default=50, help="how many inputs")
+    p.add_argument("--strategy", choices=["spread", "disagree", "random"], default=None,
+                   help="how to choose them (default: the winner of the cold-start comparison)")
+    p.add_argument("--seed", type=int, default=None, help="default: the router's seed")
+    p.add_argument("--out", type=Path, required=True, help="JSONL file: dataset, instance_id, text")
+    p.set_defaults(func=_cmd_probe)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from benchroute.router import DEFAULT_PROBE, Router
+
+    router = Router.load(args.router)
+    probe = router.probe_set(args.n, args.strategy or DEFAULT_PROBE, args.seed)
+    lines = [json.dumps({**rec, "correct": None}, ensure_ascii=False)
+             for rec in probe.to_dict(orient="records")]
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{len(probe)} inputs over {probe['dataset'].nunique()} tasks written to {args.out}; "
+          "fill in 'correct' (or 'score') with the new model's result, then run "
+          "benchroute add-model")
+    return 0
+
+
+def _add_add_model(sub: Any) -> None:
+    p = sub.add_parser("add-model", help="add a model to a saved router from its results on "
+                       "some inputs (e.g. a filled-in probe file)")
+    p.add_argument("--router", type=Path, required=True, help="saved router (updated in place)")
+    p.add_argument("--name", required=True, help="the new model's name")
+    p.add_argument("--results", type=Path, required=True, help="JSON/JSONL records with 'text' "
+                   "or 'dataset' + 'instance_id', and 'correct' or 'score' in [0, 1]")
+    p.add_argument("--cost", type=float, help="cost per call of the new model")
+    p.set_defaults(func=_cmd_add_model)
+
+
+def _cmd_add_model(args: argparse.Namespace) -> int:
+    from benchroute.data._io import read_json_records
+    from benchroute.router import Router
+
+    router = Router.load(args.router)
+    records = read_json_records(args.results)
+    router.add_model(args.name, records, costs=args.cost)
+    router.save(args.router)
+    added = router.added_.get(args.name)
+    how = added.summary() if added is not None else \
+        f"{args.name}: results on every pool input, added as a pool model"
+    print(f"{how}\nmodels: {', '.join(router.models_)}; saved to {args.router}")
+    return 0
+
+
 def _add_reproduce(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="run the leave-one-task-out protocol and write tables/plots")
     p.add_argument("source", nargs="?", help="HELM benchmark_output root (or any source inspect reads)")
@@ -533,7 +585,9 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument("--max-messages", type=int, default=256)
     p.add_argument("--max-text-chars", type=int, default=100_000)
-    p.add_argument("--max-batch", type=int, default=64, help="decisions per encoder batch")
+    p.add_argument("--max-batch", type=int, default=64, help="decisions per micro-batch")
+    p.add_argument("--encode-batch", type=int, default=4,
+                   help="texts per encoder call within a micro-batch (small calls pad little)")
     p.add_argument("--decision-log", type=Path, help="append each decision to this JSONL file")
     p.add_argument("--log-prompts", action="store_true", help="include the routed text in the log")
     p.add_argument("--drain-seconds", type=float, default=30.0,
@@ -580,7 +634,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         route_text=args.route_text.replace("-", "_"), max_body_bytes=args.max_body_bytes,
         max_messages=args.max_messages, max_text_chars=args.max_text_chars, retries=args.retries,
         upstream_timeout=args.upstream_timeout, api_key=api_key, decision_log=args.decision_log,
-        log_prompts=args.log_prompts, max_batch=args.max_batch)
+        log_prompts=args.log_prompts, max_batch=args.max_batch,
+        encode_batch=args.encode_batch)
     gw = app.build_gateway(router, upstreams, config, args.policy, _read_params(args.param),
                            args.candidates.split(",") if args.candidates else None, calibration,
                            args.upstreams)
@@ -638,8 +693,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route, _add_reproduce,
-             _add_serve, _add_calibrate]
+_COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route, _add_probe,
+             _add_add_model, _add_reproduce, _add_serve, _add_calibrate]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

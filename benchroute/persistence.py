@@ -33,7 +33,13 @@ import pandas as pd
 
 from benchroute.exceptions import BenchrouteError, FormatVersionError
 from benchroute.index import VectorIndex
-from benchroute.inputs import _is_int, _is_real, check_router_params, known_encoder_name
+from benchroute.inputs import (
+    _is_int,
+    _is_real,
+    check_router_params,
+    check_vectors,
+    known_encoder_name,
+)
 from benchroute.npz import read_npz
 from benchroute.policies import cost_vector, restore_routing, routing_state
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
@@ -48,6 +54,8 @@ ROUTER_FORMAT_VERSION = 2
 #: a save's temporary folder older than this was left by a killed process
 STALE_SAVE_SECONDS = 3600.0
 DATA_FILES = ("pool.npz", "index/index.faiss", "index/index.json")
+#: Written only when the router has models added from a few labels (Router.add_model).
+ADDED_FILE = "added.npz"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -139,7 +147,17 @@ def _write(router: Router, folder: Path) -> None:
     costs = getattr(router, "costs_", None)
     if costs is not None:  # what load accepts back: finite costs >= 0
         cost_vector(list(costs), costs)
-    np.savez(folder / "pool.npz", Y=router.Y_, models=np.asarray(router.models_, dtype=str))
+    texts = getattr(router, "texts_", None)
+    arrays: dict[str, np.ndarray] = {"Y": router.Y_,
+                                     "models": np.asarray(router.pool_models_, dtype=str)}
+    if texts is not None:
+        arrays["texts"] = np.asarray(texts, dtype=str)
+    np.savez(folder / "pool.npz", **arrays)  # type: ignore[arg-type]
+    added = list(getattr(router, "added_", {}).values())
+    if added:
+        per_model = {f"{key}{i}": arr for i, a in enumerate(added)
+                     for key, arr in (("X", a.X), ("y", a.y))}
+        np.savez(folder / ADDED_FILE, **per_model)
     router.predictor_.index_.save(folder / "index", encoder_id=router.encoder_id_)
     ref = router.reference_
     params = router.get_params()
@@ -150,15 +168,18 @@ def _write(router: Router, folder: Path) -> None:
     meta: dict[str, object] = {
         "format_version": ROUTER_FORMAT_VERSION,
         "params": params,
-        "models": list(router.models_),
+        "models": list(router.pool_models_),
+        "added": [{"name": a.name, "n_labels": int(len(a.y))} for a in added],
         "encoder": router.encoder_id_,
-        "task_accuracy": json.loads(router.task_accuracy_.to_json(orient="split")),
+        "task_accuracy": json.loads(
+            router.task_accuracy_[router.pool_models_].to_json(orient="split")),
         "reference": {"u": ref.u.tolist(),
                       "p": [[None if np.isnan(v) else float(v) for v in row] for row in ref.p],
                       "task": [str(t) for t in ref.task], "alpha": ref.alpha.tolist(),
                       "touched": {t: sorted(v) for t, v in ref.touched.items()},
                       "fallback": sorted(ref.fallback)},
-        "checksums": {name: _sha256(folder / name) for name in DATA_FILES},
+        "checksums": {name: _sha256(folder / name)
+                      for name in DATA_FILES + ((ADDED_FILE,) if added else ())},
         "routing": routing_state(router),
     }
     meta["digest"] = canonical_digest(meta)
@@ -205,9 +226,10 @@ def _read_meta(folder: Path) -> dict[str, object]:
         raise BenchrouteError(f"{path}: field 'digest' does not match the file's content; "
                               "router.json was modified after saving")
     sums = meta.get("checksums")
-    if not isinstance(sums, dict) or set(sums) != set(DATA_FILES) \
+    files = set(DATA_FILES) | ({ADDED_FILE} if meta.get("added") else set())
+    if not isinstance(sums, dict) or set(sums) != files \
             or not all(isinstance(v, str) and _HEX64.fullmatch(v) for v in sums.values()):
-        raise _fail(path, "checksums", f"exactly {list(DATA_FILES)} with SHA-256 hex digests")
+        raise _fail(path, "checksums", f"exactly {sorted(files)} with SHA-256 hex digests")
     return meta
 
 
@@ -306,7 +328,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     index = VectorIndex.load(folder / "index")
     if index.encoder_id != encoder:
         raise _fail(path, "encoder", f"the index's encoder {index.encoder_id!r}")
-    Y, npz_models = _read_pool(folder / "pool.npz", len(index), len(models))
+    Y, npz_models, texts = _read_pool(folder / "pool.npz", len(index), len(models))
     if npz_models != models:
         raise _fail(path, "models", f"the model list stored in pool.npz ({npz_models})")
     if (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any() or np.isnan(Y).all():
@@ -318,7 +340,10 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     router.predictor_ = KNNCorrectnessPredictor(
         router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
     ).attach(index, Y)
+    router.texts_ = texts
     router.models_ = models
+    router.pool_models_ = list(models)
+    router.added_ = {}
     tasks = sorted(set(index.datasets_.tolist()))
     router.task_accuracy_ = task_accuracy
     router.encoder_id_ = encoder
@@ -326,7 +351,11 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     _check_reference_nulls(path, router.reference_, Y, index.datasets_, models)
     router._excluded = {}
     _spot_check_reference(path, router)
-    _restore_routing(path, router, meta.get("routing"), models)
+    router.per_input_ = None
+    added = _added_names(path, meta.get("added"), models)
+    _restore_routing(path, router, meta.get("routing"), models + added)
+    if added:
+        _restore_added(folder / ADDED_FILE, router, added, index.dimension)
     return router
 
 
@@ -406,6 +435,52 @@ def _spot_check_reference(path: Path, router: Router) -> None:
                     "alpha 0 differs; the files come from different routers?)")
 
 
+def _added_names(path: Path, value: object, models: list[str]) -> list[str]:
+    """The names of the added models, checked: distinct, none a pool model."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+            isinstance(v, dict) and isinstance(v.get("name"), str) and v["name"]
+            and _is_int(v.get("n_labels")) and v["n_labels"] >= 1 for v in value):
+        raise _fail(path, "added", "a list of {name: model name, n_labels: int >= 1}")
+    names = [v["name"] for v in value]
+    if len(set(names)) != len(names) or set(names) & set(models):
+        raise _fail(path, "added", "distinct names that are not pool models")
+    return names
+
+
+def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> None:
+    """Refit each added model on its saved labels (the estimator is deterministic, so this
+    gives the saved router's P(new, x)); every array is checked first."""
+    from benchroute.new_models import fit_added
+
+    expected = {f"{key}{i}" for i in range(len(names)) for key in ("X", "y")}
+    try:
+        found = {m.removesuffix(".npy") for m in _members(path)}
+        if found != expected:
+            raise BenchrouteError(f"{path}: arrays {sorted(found)}; expected {sorted(expected)}")
+        arrays = read_npz(path, {f"{key}{i}": shape for i in range(len(names))
+                                 for key, shape in (("X", (f"L{i}", dim)), ("y", (f"L{i}",)))},
+                          kinds={f"{key}{i}": "f" for i in range(len(names)) for key in "Xy"})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise BenchrouteError(f"{path}: unreadable or incomplete ({exc}); field 'X<i>' must be "
+                              f"(L, {dim}) floats and 'y<i>' L labels, one pair per added "
+                              "model") from exc
+    for i, name in enumerate(names):
+        X, y = arrays[f"X{i}"], arrays[f"y{i}"]
+        if X.ndim != 2 or X.shape[1] != dim or not np.issubdtype(X.dtype, np.floating) \
+                or not np.isfinite(X).all():
+            raise BenchrouteError(f"{path}: field 'X{i}' ({name}) must be finite float vectors "
+                                  f"(L, {dim}); got {X.dtype} {X.shape}")
+        if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.floating) \
+                or not ((y >= 0) & (y <= 1)).all():
+            raise BenchrouteError(f"{path}: field 'y{i}' ({name}) must be {len(X)} labels in "
+                                  f"[0, 1]; got {y.dtype} {y.shape}")
+        router.added_[name] = fit_added(router, name, check_vectors(X, f"{path}: X{i}"),
+                                        y.astype(np.float64))
+    router._sync_models()
+
+
 def _restore_routing(path: Path, router: Router, state: object, models: list[str]) -> None:
     """The tuned per-input predictor's chosen values and the store's costs, checked."""
     if state is None:
@@ -438,14 +513,25 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
     restore_routing(router, state)
 
 
-def _read_pool(path: Path, n_rows: int, n_models: int) -> tuple[np.ndarray, list[str]]:
-    """Labels (n_rows, n_models) and model names, their shapes checked from the headers
-    against the index and router.json before anything is decompressed."""
+def _read_pool(path: Path, n_rows: int, n_models: int
+               ) -> tuple[np.ndarray, list[str], list[str] | None]:
+    """Labels (n_rows, n_models), model names and the pool's texts when saved, their shapes
+    checked from the headers against the index and router.json before anything is
+    decompressed."""
+    shapes: dict[str, tuple[int, ...]] = {"Y": (n_rows, n_models), "models": (n_models,)}
     try:
-        z = read_npz(path, {"Y": (n_rows, n_models), "models": (n_models,)},
-                     kinds={"Y": "f", "models": "U"})
+        if "texts.npy" in _members(path):
+            shapes["texts"] = (n_rows,)
+        z = read_npz(path, shapes, kinds={"Y": "f", "models": "U", "texts": "U"})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise BenchrouteError(f"{path}: unreadable or incomplete ({exc}); field 'Y' must be "
                               f"({n_rows}, {n_models}) floats (the index's rows, router.json's "
-                              "models) and 'models' their names") from exc
-    return z["Y"].astype(np.float32), [str(m) for m in z["models"]]
+                              "models), 'models' their names and 'texts' (optional) one string "
+                              "per row") from exc
+    texts = [str(t) for t in z["texts"]] if "texts" in z else None
+    return z["Y"].astype(np.float32), [str(m) for m in z["models"]], texts
+
+
+def _members(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as zf:
+        return zf.namelist()

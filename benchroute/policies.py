@@ -341,30 +341,17 @@ def store_costs(data: Any) -> dict[str, float] | None:
 
 
 def router_proba(router: Any, Q: np.ndarray, pool_rows: bool = False) -> np.ndarray:
-    """P(m, x) of a fitted router: its tuned per-input predictor when it has one, else g_m(x).
+    """P(m, x) of a fitted router: its tuned per-input predictor when it has one, else g_m(x);
+    models added from a few labels follow (see :mod:`benchroute.new_models`).
 
-    ``pool_rows``: Q are vectors of the router's own pool, and each row's nearest neighbour (the
-    row itself) is left out, so that P on pool inputs is what a new input would get.
+    ``pool_rows``: Q are vectors of the router's own pool, and neighbours at distance 0 (the row
+    itself, its duplicates) are left out, so that P on pool inputs is what a new input would get.
     """
     from benchroute.inputs import check_vectors
-    from benchroute.predictors import _CHUNK, Neighbours
+    from benchroute.new_models import added_columns, known_proba
 
     Q = check_vectors(Q, "queries")
-    tuned = getattr(router, "per_input_", None)
-    if tuned is None and not pool_rows:  # g_m(x), searched in chunks
-        return router.predictor_.predict_proba(Q)
-    k = tuned.k_ if tuned is not None else router.predictor_.k
-    skip = int(pool_rows)
-    parts = []
-    for start in range(0, len(Q), _CHUNK):
-        # the router's own index finds the neighbours; the tuned predictor only weighs them
-        nb = router.predictor_.neighbours(Q[start:start + _CHUNK], k + skip)
-        dist, labels = nb.distances[:, skip:], nb.labels[:, skip:]
-        if tuned is not None:
-            parts.append(tuned.predict_from_neighbours(dist, labels))
-        else:
-            parts.append(router.predictor_.aggregate(Neighbours(dist, labels))[0])
-    return np.vstack(parts) if parts else np.zeros((0, len(router.models_)))
+    return np.hstack([known_proba(router, Q, without_self=pool_rows), added_columns(router, Q)])
 
 
 def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | None,

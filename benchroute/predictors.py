@@ -16,6 +16,8 @@ from benchroute.exceptions import BenchrouteError, NotFittedError
 from benchroute.index import VectorIndex
 
 _CHUNK = 4096
+#: A neighbour this close (cosine distance) to a query is the query itself (or a duplicate).
+SELF_DISTANCE = 1e-6
 
 
 @dataclass(frozen=True)

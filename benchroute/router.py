@@ -27,6 +27,7 @@ from benchroute.inputs import (
     parse_labeled,
     parse_texts,
 )
+from benchroute.new_models import AddedModel
 from benchroute.params import RouterParams
 from benchroute.policies import (
     POLICIES,
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Router", "Selection", "route", "select_model"]
 
 _EXCLUDED_MEMO = 8
+#: The probe strategy that won the cold-start comparison (docs/results.md, section 8).
+DEFAULT_PROBE = "spread"
 
 
 class Router(RouterParams):
@@ -57,6 +60,8 @@ class Router(RouterParams):
     bandwidth=0.09, eta=0.6, n_draws=1000, alphas=0, 0.02, …, 0.28, repeats=3,
     prior_strength=50, ...; docs/method.md gives the formulas).
     """
+
+    texts_: list[str] | None  # the pool's input texts, when fitted on a store
 
     def __repr__(self) -> str:
         """The parameters that differ from the defaults, then what a fitted (or loaded) router
@@ -87,6 +92,7 @@ class Router(RouterParams):
         self.fit_arrays(pool.X, pool.Y, pool.datasets, pool.models, pool.instance_ids,
                         data.dataset_accuracy().reindex(columns=pool.models))
         self.costs_ = store_costs(data)
+        self.texts_ = list(data.instances()["text"])
         return self
 
     def fit_arrays(self, X: np.ndarray, Y: np.ndarray, datasets: Sequence[str] | np.ndarray,
@@ -111,6 +117,9 @@ class Router(RouterParams):
             self.k, self.weights, self.index_factory, self.nprobe, self.ef_search
         ).fit(X, Y, ds, instance_ids)
         self.models_ = models
+        self.pool_models_ = list(models)
+        self.added_: dict[str, AddedModel] = {}
+        self.texts_ = None
         if task_accuracy is None:
             task_accuracy = pd.DataFrame(Y, columns=models).groupby(ds).mean()
         self.task_accuracy_ = task_accuracy.reindex(columns=models).astype(float)
@@ -327,6 +336,253 @@ class Router(RouterParams):
         P = router_proba(self, Q)
         pick = route_rows(P, cand, self.bma_index(cand), tol=self.config().tie_tol)
         return [self.models_[i] for i in pick]
+
+    # ------------------------------------------------------------------ changing the pool
+    def add_model(self, name: str, results: pd.DataFrame | Iterable[Mapping[str, object]],
+                  costs: float | None = None) -> Router:
+        """Add a model from its results on some inputs; P(new, x) borrows from the known models.
+
+        ``results``: records or a DataFrame with ``text`` (any input) or ``dataset`` +
+        ``instance_id`` (a pool input, e.g. from :meth:`probe_set`), and ``correct`` or ``score``
+        in [0, 1]. The estimator (docs/method.md, "Adding a model") is fitted on them; the model
+        then takes part in :meth:`route`, the policies and :meth:`select_model` (its task
+        accuracies estimated from P, see :meth:`added_models`), and is saved and loaded with the
+        router. Calling it again for the same model adds to (and, for the same inputs, replaces)
+        its results and refits. Results on every pool input make it a pool model exactly as if
+        the router had been fitted with it (:meth:`add_results`). ``costs`` is its cost per call.
+        """
+        from benchroute.new_models import fit_added, parse_results
+
+        check_is_fitted(self, "predictor_")
+        if not isinstance(name, str) or not name:
+            raise BenchrouteError(f"name == {name!r}, expected a non-empty model name")
+        if name in self.pool_models_:
+            raise BenchrouteError(f"model {name!r} is already a pool model with full results; "
+                                  "change its results with add_results, or remove_model it first")
+        if costs is not None and (not isinstance(costs, (int, float)) or not np.isfinite(costs)
+                                  or costs < 0):
+            raise BenchrouteError(f"costs == {costs!r}, expected a number >= 0 (cost per call)")
+        frame = parse_results(results)
+        X, rows = self._result_vectors(frame)
+        y = frame["label"].to_numpy(dtype=np.float64)
+        old = self.added_.get(name)
+        if old is not None:  # earlier labels of the same inputs are replaced
+            same = (1.0 - old.X @ X.T).min(axis=1) < 1e-6 if len(X) else np.zeros(len(old.y), bool)
+            X, y = np.vstack([old.X[~same], X]), np.r_[old.y[~same], y]
+            rows = np.r_[self._pool_rows_of(old.X[~same]), rows]
+        covered = np.zeros(len(self.Y_), dtype=bool)
+        covered[rows[rows >= 0]] = True
+        if covered.all():
+            Y = np.full(len(self.Y_), np.nan)
+            Y[rows[rows >= 0]] = y[rows >= 0]
+            self.added_.pop(name, None)
+            self._append_columns([name], Y[:, None])
+        else:
+            self.added_[name] = fit_added(self, name, X, y)
+            self._sync_models()
+        if costs is not None:
+            self.costs_ = {**(self.costs_ or {}), name: float(costs)}
+        return self
+
+    def _pool_rows_of(self, X: np.ndarray) -> np.ndarray:
+        from benchroute.new_models import pool_labels_at
+
+        return pool_labels_at(self, X)[0] if len(X) else np.zeros(0, dtype=np.int64)
+
+    def _result_vectors(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of a results frame, and the pool row of each input (-1 if not a pool input):
+        pool inputs named by dataset + instance_id (or by their text, when the router keeps its
+        pool's texts) take the pool's vector; other texts are embedded."""
+        index = self.predictor_.index_
+        rows = np.full(len(frame), -1, dtype=np.int64)
+        if {"dataset", "instance_id"} <= set(frame.columns):
+            where = {(str(d), str(i)): r for r, (d, i) in
+                     enumerate(zip(index.datasets_, index.instance_ids_))}
+            for j, (d, i) in enumerate(zip(frame["dataset"], frame["instance_id"])):
+                if not (pd.isna(d) or pd.isna(i)):
+                    rows[j] = where.get((str(d), str(i)), -1)
+        if "text" in frame.columns and self.texts_ is not None:
+            by_text = {t: r for r, t in reversed(list(enumerate(self.texts_)))}
+            for j, t in enumerate(frame["text"]):
+                if rows[j] < 0 and isinstance(t, str):
+                    rows[j] = by_text.get(t, -1)
+        need = np.flatnonzero(rows < 0)
+        if len(need) and ("text" not in frame.columns
+                          or frame["text"].iloc[need].map(lambda t: not isinstance(t, str)).any()):
+            j = int(need[0])
+            raise BenchrouteError(f"results[{j}]: names no pool input (dataset "
+                                  f"{frame.get('dataset', pd.Series([None] * len(frame))).iloc[j]!r}"
+                                  ") and has no text to embed")
+        X = np.zeros((len(frame), index.dimension), dtype=np.float32)
+        if (rows >= 0).any():
+            X[rows >= 0] = index.vectors(rows[rows >= 0])
+        if len(need):
+            X[need] = self.embed(frame["text"].iloc[need].tolist())
+        return X, rows
+
+    def remove_model(self, name: str) -> Router:
+        """Remove a model, pool or added. A pool model's labels leave the pool (its column of
+        the labels, of the reference pairs and of the task accuracies); the tuned predictor
+        keeps its cross-validated k, prior and calibration; added models are refitted, their
+        features having changed."""
+        check_is_fitted(self, "predictor_")
+        if name in self.added_:
+            del self.added_[name]
+        elif name in self.pool_models_:
+            if len(self.pool_models_) == 1:
+                raise BenchrouteError(f"{name!r} is the only pool model; a router needs one")
+            keep = [i for i, m in enumerate(self.pool_models_) if m != name]
+            self._set_pool(self.predictor_.index_, self.Y_[:, keep],
+                           [self.pool_models_[i] for i in keep])
+            ref = self.reference_
+            self.reference_ = ReferencePairs(ref.u, ref.p[:, keep], ref.task, ref.alpha,
+                                             ref.touched, ref.fallback)
+            self._refit_added()
+        else:
+            raise BenchrouteError(f"unknown model {name!r}; models: {self.models_}")
+        self.task_accuracy_ = self.task_accuracy_.drop(columns=[name], errors="ignore")
+        if self.costs_ and name in self.costs_:
+            self.costs_ = {m: c for m, c in self.costs_.items() if m != name}
+        self._sync_models()
+        return self
+
+    def add_results(self, data: BenchmarkData, embeddings: np.ndarray | None = None) -> Router:
+        """Append benchmark results without refitting from scratch: new tasks and inputs join
+        the index (only they are embedded), new models become pool columns, results for
+        existing (input, model) cells replace the old ones.
+
+        Equal to a router fitted on all results (the test suite checks it), except that the
+        tuned per-input predictor keeps the k, prior and calibration it chose by
+        cross-validation (its model means are updated); a full fit would re-tune them. The
+        reference pairs are recomputed for every task, since new inputs can change any task's
+        neighbours; with new inputs in an existing task, that task's few-shot draws (α > 0) pick
+        by position and may differ from a full fit's, whose rows are sorted by instance id.
+        """
+        from benchroute.default import pool_arrays
+
+        check_is_fitted(self, "predictor_")
+        if not isinstance(data, BenchmarkData):
+            raise BenchrouteError(f"add_results expects a BenchmarkData, got {type(data).__name__}")
+        inst = data.instances()
+        index = self.predictor_.index_
+        where = {(str(d), str(i)): r for r, (d, i) in
+                 enumerate(zip(index.datasets_, index.instance_ids_))}
+        rows = np.array([where.get((str(d), str(i)), -1)
+                         for d, i in zip(inst["dataset"], inst["instance_id"])], dtype=np.int64)
+        new = np.flatnonzero(rows < 0)
+        if embeddings is not None:
+            embeddings = np.asarray(embeddings)
+            if embeddings.ndim != 2 or len(embeddings) != len(inst):
+                raise BenchrouteError(f"embeddings must have shape ({len(inst)}, d), one row per "
+                                      f"input of data.instances(); got {embeddings.shape}")
+            embeddings = embeddings[new]
+        texts = inst["text"].iloc[new].tolist()
+        pool = pool_arrays(data, np.zeros((len(inst), 1)), self.embed)  # labels only
+        new_models = [m for m in pool.models if m not in self.pool_models_]
+        Y = np.hstack([self.Y_, np.full((len(self.Y_), len(new_models)), np.nan, np.float32)])
+        models = self.pool_models_ + new_models
+        if len(new):
+            Xn = check_vectors(self.embed(texts) if embeddings is None else embeddings,
+                               "add_results vectors")
+            index.add(Xn, inst["dataset"].iloc[new].to_numpy(dtype=object),
+                      inst["instance_id"].iloc[new].astype(str).tolist())
+            Y = np.vstack([Y, np.full((len(new), len(models)), np.nan, np.float32)])
+            rows[new] = np.arange(len(Y) - len(new), len(Y))
+            if self.texts_ is not None:
+                self.texts_ = self.texts_ + texts
+        cols = np.array([models.index(m) for m in pool.models], dtype=np.int64)
+        given = ~np.isnan(pool.Y)
+        block = Y[np.ix_(rows, cols)]
+        Y[np.ix_(rows, cols)] = np.where(given, pool.Y, block)
+        touched = sorted(set(inst["dataset"]))
+        for name in new_models:
+            self.added_.pop(name, None)
+        self._set_pool(index, Y, models, touched)
+        self.reference_ = reference_pairs(
+            self.predictor_, alphas=self.alphas, repeats=self.repeats, seed=self.seed,
+            n_neighbours=self.n_neighbours, threshold=self.threshold)
+        costs = store_costs(data)
+        if costs:
+            self.costs_ = {**(self.costs_ or {}), **costs}
+        self._refit_added()
+        self._sync_models()
+        return self
+
+    def _append_columns(self, names: list[str], Y_new: np.ndarray) -> None:
+        """New pool models with labels on every pool row (see :meth:`add_results`)."""
+        Y = np.hstack([self.Y_, np.asarray(Y_new, dtype=np.float32)])
+        self._set_pool(self.predictor_.index_, Y, self.pool_models_ + names, self.tasks_)
+        self.reference_ = reference_pairs(
+            self.predictor_, alphas=self.alphas, repeats=self.repeats, seed=self.seed,
+            n_neighbours=self.n_neighbours, threshold=self.threshold)
+        self._refit_added()
+        self._sync_models()
+
+    def _set_pool(self, index: object, Y: np.ndarray, models: list[str],
+                  touched: Sequence[str] = ()) -> None:
+        """Attach new labels (and index) to the predictor, recompute the task accuracies of the
+        touched tasks (the mean label, as ``BenchmarkData.dataset_accuracy``) and keep the
+        tuned predictor's chosen values."""
+        self.predictor_ = KNNCorrectnessPredictor(
+            self.k, self.weights, self.index_factory, self.nprobe, self.ef_search
+        ).attach(index, Y)  # type: ignore[arg-type]
+        means = pd.DataFrame(Y, columns=models, dtype=np.float64).groupby(self.datasets_).mean()
+        acc = self.task_accuracy_.reindex(index=means.index, columns=models).astype(float)
+        for t in touched:
+            acc.loc[t] = means.loc[t]
+        fresh = [m for m in models if m not in self.pool_models_]
+        acc[fresh] = means[fresh]
+        acc.index.name = self.task_accuracy_.index.name
+        self.task_accuracy_ = acc
+        self.pool_models_ = list(models)
+        self._excluded = {}
+        tuned = getattr(self, "per_input_", None)
+        if tuned is not None:
+            self.per_input_ = PerInputPredictor.from_description(tuned.describe(), None, Y)
+
+    def _refit_added(self) -> None:
+        from benchroute.new_models import fit_added
+
+        for name, old in list(self.added_.items()):
+            self.added_[name] = fit_added(self, name, old.X, old.y)
+
+    def _sync_models(self) -> None:
+        """models_ = pool models then added ones; task accuracies likewise."""
+        self.models_ = self.pool_models_ + list(self.added_)
+        acc = self.task_accuracy_.reindex(columns=self.pool_models_)
+        for name, a in self.added_.items():
+            acc[name] = a.accuracy["accuracy"].reindex(acc.index)
+        self.task_accuracy_ = acc
+
+    def added_models(self) -> pd.DataFrame:
+        """One row per (added model, task): the estimated accuracy, its standard error and the
+        number of pool inputs it was averaged over, with how the model's P was fitted."""
+        check_is_fitted(self, "predictor_")
+        parts = []
+        for name, a in self.added_.items():
+            t = a.accuracy.reset_index().rename(columns={"index": "task"})
+            t.insert(0, "model", name)
+            t["n_labels"] = a.fit.n_labels
+            t["estimator"] = a.fit.summary()
+            parts.append(t)
+        cols = ["model", "task", "accuracy", "se", "n", "n_labels", "estimator"]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+    def probe_set(self, n: int, strategy: str = DEFAULT_PROBE, seed: int | None = None
+                  ) -> pd.DataFrame:
+        """n pool inputs to run a new model on (see
+        :func:`benchroute.new_models.probe_rows`): ``dataset``, ``instance_id`` and ``text``
+        (None when the router keeps no texts). Label them and pass them to :meth:`add_model`."""
+        from benchroute.new_models import probe_rows
+
+        check_is_fitted(self, "predictor_")
+        rows = probe_rows(self.X_, self.Y_, self.datasets_, n,
+                          self.seed if seed is None else seed, strategy)
+        index = self.predictor_.index_
+        return pd.DataFrame({"dataset": index.datasets_[rows].astype(str),
+                             "instance_id": index.instance_ids_[rows].astype(str),
+                             "text": [self.texts_[r] if self.texts_ is not None else None
+                                      for r in rows]})
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike[str]) -> Path:

@@ -16,16 +16,16 @@ import numpy as np
 
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_labels, check_vectors
-from benchroute.predictors import Neighbours
+from benchroute.new_models import added_columns, extend_reference
+
+# a labelled input within SELF_DISTANCE of a scored one is the same input: never its neighbour
+from benchroute.predictors import SELF_DISTANCE, Neighbours
 from benchroute.scoring import mean_distance, predictor_hits
 from benchroute.selection import METHODS, Selection, select
 
 if TYPE_CHECKING:
     from benchroute.router import Router
 
-#: A labelled input this close (cosine distance) to a scored one is the same input: it is never
-#: its neighbour, so an input is not scored next to its own label.
-SELF_DISTANCE = 1e-6
 
 
 class TaskNeighbours:
@@ -67,7 +67,8 @@ class TaskNeighbours:
         if len(Y) != len(lab):
             raise BenchrouteError(f"labeled_X has {len(lab)} rows, labeled_Y {len(Y)}; expected "
                                   "one label row per vector")
-        return Y
+        # the pool's models only: an added model's P does not come from pool neighbours
+        return Y[:, :self.router.predictor_.n_models_]
 
     def proba(self, rows: Iterable[int] | np.ndarray, labeled: Iterable[int] | np.ndarray = (),
               labels: np.ndarray | None = None) -> np.ndarray:
@@ -75,7 +76,8 @@ class TaskNeighbours:
         ``labeled`` (labels (L, M)) joined to the pool."""
         r, lab = self._rows(rows, "rows"), self._rows(labeled, "labeled")
         nb = self._merged(r, lab, self._labels(lab, labels))
-        return self.router.predictor_.aggregate(nb, self.means)[0]
+        g = self.router.predictor_.aggregate(nb, self.means)[0]
+        return np.hstack([g, added_columns(self.router, self.X[r])])
 
     def labeled_hits(self, lab: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each predictor's (right predictions, labels) on the labelled inputs, each predicted
@@ -103,7 +105,14 @@ class TaskNeighbours:
         nb = self._merged(r, lab, Y)
         g = router.predictor_.aggregate(nb, self.means)[0]
         hits, n = self.labeled_hits(lab, Y) if Y is not None else (None, None)
+        added = list(getattr(router, "added_", {}).values())
+        if added:  # added models: P(new, x) and p̂ from their own fits (docs/method.md)
+            g = np.hstack([g, added_columns(router, self.X[r])])
+            if hits is not None and n is not None:
+                hits, n = np.r_[hits, np.zeros(len(added))], np.r_[n, np.zeros(len(added))]
+        reference = extend_reference(router.reference_without(self.exclude), added,
+                                     router.prior_strength)
         return select(g, float(mean_distance(nb.distances, router.n_neighbours)),
-                      router.reference_without(self.exclude), router.models_, cand,
+                      reference, router.models_, cand,
                       router.bma_index(cand, self.exclude), method, fallback, router.config(),
                       hits, n, len(lab))

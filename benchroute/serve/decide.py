@@ -76,11 +76,15 @@ class Decider:
     encoder : Encoder, optional
         Embeds request texts directly (no on-disk cache: prompts are not written to disk);
         defaults to the router's.
+    encode_batch : int
+        Texts per encoder call: the encoder sorts a batch by length and pads each call to its
+        longest text, so small calls waste little on prompts of mixed lengths.
     """
 
     def __init__(self, router: Any, candidates: Sequence[str], costs: Mapping[str, float] | None,
                  default: ServerPolicy, sample: Sample, strong: str, weak: str,
-                 encoder: Any = None, calibration: Calibration | None = None) -> None:
+                 encoder: Any = None, calibration: Calibration | None = None,
+                 encode_batch: int = 4) -> None:
         from benchroute.embedding import get_encoder
 
         self.router = router
@@ -92,6 +96,7 @@ class Decider:
         self.sample = sample
         self.strong, self.weak = strong, weak
         self.calibration = calibration
+        self.encode_batch = encode_batch
         self.encoder = encoder if encoder is not None else get_encoder(router.encoder)
         if self.encoder.identifier != router.encoder_id_:
             raise BenchrouteError(f"encoder {self.encoder.identifier!r} is not the router's "
@@ -176,7 +181,8 @@ class Decider:
                                   "no text to route (no user message): best model on average",
                                   (self.bma,))
         if todo:
-            Q = check_vectors(self.encoder.encode([str(texts[i]) for i in todo]), "request vectors")
+            Q = check_vectors(self.encoder.encode([str(texts[i]) for i in todo],
+                                              batch_size=self.encode_batch), "request vectors")
             P = pol.router_proba(self.router, Q)
             groups: dict[tuple[str, str], list[int]] = {}
             for j, i in enumerate(todo):

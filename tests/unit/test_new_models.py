@@ -1,0 +1,443 @@
+"""Adding, removing and refreshing models: the borrowing estimator against references, the probe
+set, Router.add_model / remove_model / add_results against full refits, persistence, the CLI
+and the cold-start experiment on tiny seeded data."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchroute import BenchmarkData
+from benchroute.cli import main
+from benchroute.exceptions import BenchrouteError
+from benchroute.experiments.cold_start import auc, cold_start, markdown_table, summarise
+from benchroute.new_models import (
+    MIN_SLOPE,
+    BorrowingPredictor,
+    disagreement,
+    drop_self,
+    increasing_fit,
+    penalised_logistic,
+    probe_rows,
+    task_quota,
+)
+from benchroute.persistence import canonical_digest
+from benchroute.router import Router
+
+KNOWN = ["m0", "m1", "m2"]
+ENC = "hashing-64-12"
+
+
+def store(seed: int = 0, n_tasks: int = 4, per_task: int = 40,
+          models: tuple[str, ...] = (*KNOWN, "new"), prefix: str = "t") -> BenchmarkData:
+    """Tasks of word-sharing texts; an input's difficulty level is written in its text and
+    shared by every model (so the known models tell about a new one), each model with its own
+    skill per task; "new" copies m1's skill."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in range(n_tasks):
+        skill = rng.uniform(0.2, 0.9, size=len(models))
+        skill[list(models).index("new") if "new" in models else 0] = skill[1]
+        for i in range(per_task):
+            level = int(rng.integers(4))
+            u = float(np.clip(level / 3 + 0.15 * rng.normal(), 0, 1))
+            text = (f"{prefix}ask{t} " + f"level{level} " * 3
+                    + " ".join(f"w{t}_{rng.integers(8)}" for _ in range(3)) + f" item{i}")
+            for m, name in enumerate(models):
+                y = float(u < skill[m] + 0.1 * rng.normal())
+                rows.append((f"{prefix}{t}", f"{i:03d}", text, name, y, y))
+    frame = pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model", "score", "correct"])
+    return BenchmarkData(frame)
+
+
+def only(data: BenchmarkData, models: list[str]) -> BenchmarkData:
+    return BenchmarkData(data.frame[data.frame["model"].isin(models)].reset_index(drop=True))
+
+
+def router(tmp_path, data: BenchmarkData, tune: bool = True) -> Router:
+    return Router(alphas=(0.0, 0.2), repeats=2, encoder=ENC, tune=tune,
+                  cache_dir=str(tmp_path / "cache")).fit(data)
+
+
+def new_results(data: BenchmarkData, probe: pd.DataFrame) -> list[dict[str, object]]:
+    lab = data.frame[data.frame["model"] == "new"].set_index(["dataset", "instance_id"])["correct"]
+    return [{"dataset": d, "instance_id": i, "correct": float(lab.loc[(d, i)])}
+            for d, i in zip(probe["dataset"], probe["instance_id"])]
+
+
+# ---------------------------------------------------------------------------- the estimator
+def test_penalised_logistic_matches_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = np.c_[np.ones(60), rng.normal(size=(60, 3))]
+    y = (X[:, 1] + rng.normal(size=60) > 0).astype(float)
+    beta = penalised_logistic(X, y, np.zeros(4), np.full(4, 2.0))
+    ref = LogisticRegression(C=0.5, fit_intercept=False, tol=1e-10, max_iter=1000).fit(X, y)
+    np.testing.assert_allclose(beta, ref.coef_[0], atol=1e-5)
+
+
+def test_penalised_logistic_separable_stays_finite_and_soft_labels_work():
+    X = np.c_[np.ones(6), [-3, -2, -1, 1, 2, 3]]
+    beta = penalised_logistic(X, np.array([0, 0, 0, 1, 1, 1.0]), np.zeros(2), np.full(2, 0.01))
+    assert np.isfinite(beta).all() and beta[1] > 1
+    # a soft label of 0.7 everywhere: the intercept goes to logit(0.7) (nearly: a tiny penalty)
+    b = penalised_logistic(np.ones((50, 1)), np.full(50, 0.7), np.zeros(1), np.full(1, 1e-6))
+    assert b[0] == pytest.approx(np.log(0.7 / 0.3), abs=1e-4)
+
+
+def test_increasing_fit_keeps_the_ranking():
+    """Labels that run against the feature cannot flip the slope: it stops at MIN_SLOPE, with
+    the intercept refitted (equal to the offset fit's optimum)."""
+    z = np.linspace(-2, 2, 40)
+    y = (z < 0).astype(float)
+    beta = increasing_fit(z, y, np.array([0.0, 1.0]), np.array([0.01, 1.0]))
+    assert beta[1] == MIN_SLOPE
+    free = penalised_logistic(np.c_[np.ones(40), z], y, np.array([0.0, 1.0]), np.array([0.01, 1.0]))
+    assert free[1] < 0
+    grid = np.linspace(-3, 3, 6001)
+    loss = [np.sum(np.logaddexp(0, a + MIN_SLOPE * z) - y * (a + MIN_SLOPE * z)) + 0.005 * a ** 2
+            for a in grid]
+    assert beta[0] == pytest.approx(grid[int(np.argmin(loss))], abs=2e-3)
+
+
+def test_drop_self_leaves_out_zero_distances():
+    d = np.array([[0.0, 0.1, 0.2, 0.3]])
+    lab = np.arange(4, dtype=float).reshape(1, 4, 1)
+    dist, labels = drop_self(d, lab, 2)
+    np.testing.assert_array_equal(dist, [[0.1, 0.2]])
+    np.testing.assert_array_equal(labels[0, :, 0], [1.0, 2.0])
+    dist, labels = drop_self(np.array([[0.0, 0.0, 0.5]]), lab[:, :3], 3)
+    assert np.isinf(dist[0, 1:]).all() and np.isnan(labels[0, 1:, 0]).all()
+
+
+def synthetic_arrays(seed: int, n: int = 400, M: int = 4):
+    """Known models' P and labels with a shared difficulty; the new model copies model 0."""
+    rng = np.random.default_rng(seed)
+    V = rng.normal(size=(n, 8))
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    diff = 2.0 * rng.normal(size=n)
+    skill = rng.normal(size=M)
+    P = 1 / (1 + np.exp(-(skill[None] - diff[:, None] + 0.3 * rng.normal(size=(n, M)))))
+    Yk = (rng.random((n, M)) < P).astype(float)
+    y = (rng.random(n) < P[:, 0]).astype(float)
+    return P, V, Yk, y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_borrowing_beats_own_knn_with_few_labels(seed):
+    P, V, Yk, y = synthetic_arrays(seed)
+    lab, rest = np.arange(25), np.arange(25, 400)
+    pred = BorrowingPredictor(seed=seed).fit(P[lab], V[lab], y[lab], Yk[lab])
+    own = BorrowingPredictor(mixes=(0.0,), seed=seed).fit(P[lab], V[lab], y[lab])
+    a_borrow = auc(pred.predict_proba(P[rest], V[rest]), y[rest] > 0.5)
+    a_own = auc(own.predict_proba(P[rest], V[rest]), y[rest] > 0.5)
+    assert a_borrow > a_own + 0.1
+    assert pred.fit_.fallback is None and 0 < pred.fit_.mix <= 1
+
+
+def test_similarity_weights_find_the_copied_model():
+    P, V, Yk, y = synthetic_arrays(3, n=300)
+    Yk[:, 0] = y  # the new model's results equal model 0's
+    pred = BorrowingPredictor(lambdas=(), taus=(80.0,), mixes=(1.0,)).fit(P, V, y, Yk)
+    assert pred.weights_ is not None and int(np.argmax(pred.weights_)) == 0
+    assert pred.weights_[0] > 0.9
+
+
+@pytest.mark.parametrize("labels,reason", [([1.0, 0.0, 1.0], "fewer than min_labels"),
+                                           ([1.0] * 12, "every label is the same")])
+def test_fallback_to_the_label_mean_is_said(labels, reason):
+    y = np.array(labels)
+    P, V, _, _ = synthetic_arrays(0, n=len(y))
+    with pytest.warns(UserWarning, match="label mean"):
+        pred = BorrowingPredictor().fit(P, V, y)
+    assert pred.fit_.fallback is not None and reason in pred.fit_.fallback
+    np.testing.assert_allclose(pred.predict_proba(P, V), y.mean())
+
+
+@pytest.mark.parametrize("kwargs,match", [({"lambdas": (0.0,)}, "lambdas"),
+                                          ({"ks": (0,)}, "ks"),
+                                          ({"mixes": (1.5,)}, "mixes"),
+                                          ({"lambdas": (), "taus": ()}, "nothing to borrow"),
+                                          ({"min_labels": 1}, "min_labels")])
+def test_borrowing_parameters_are_checked(kwargs, match):
+    P, V, Yk, y = synthetic_arrays(0, n=30)
+    with pytest.raises(BenchrouteError, match=match):
+        BorrowingPredictor(**kwargs).fit(P, V, y)
+
+
+def test_borrowing_input_errors():
+    P, V, Yk, y = synthetic_arrays(0, n=30)
+    with pytest.raises(BenchrouteError, match="same rows"):
+        BorrowingPredictor().fit(P, V[:5], y)
+    with pytest.raises(BenchrouteError, match=r"in \[0, 1\]"):
+        BorrowingPredictor().fit(P, V, y + 2)
+    with pytest.raises(BenchrouteError, match="not fitted"):
+        BorrowingPredictor().predict_proba(P, V)
+
+
+# ---------------------------------------------------------------------------- probe sets
+@pytest.mark.parametrize("sizes,n", [([10, 30, 60], 7), ([5, 5], 20), ([100, 1, 1], 2), ([3], 3)])
+def test_task_quota(sizes, n):
+    q = task_quota(sizes, n)
+    assert q.sum() == min(n, sum(sizes)) and (q <= np.array(sizes)).all()
+    if n >= len(sizes):
+        assert (q >= 1).all()
+
+
+@pytest.mark.parametrize("strategy", ["spread", "disagree", "random"])
+def test_probe_rows(strategy):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    Y = (rng.random((300, 3)) < 0.5).astype(float)
+    ds = np.repeat(["a", "b", "c"], [200, 80, 20])
+    rows = probe_rows(X, Y, ds, 30, seed=1, strategy=strategy)
+    assert len(rows) == len(set(rows.tolist())) == 30
+    np.testing.assert_array_equal(rows, probe_rows(X, Y, ds, 30, seed=1, strategy=strategy))
+    if strategy != "random":
+        assert set(ds[rows]) == {"a", "b", "c"}
+        assert np.bincount(np.unique(ds[rows], return_inverse=True)[1]).tolist() == [20, 8, 2]
+
+
+def test_disagree_prefers_disagreement():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 8)).astype(np.float32)
+    Y = np.ones((200, 4))
+    Y[::10, :2] = 0.0  # the known models split on every tenth input only
+    rows = probe_rows(X, Y, np.zeros(200, dtype=int), 10, strategy="disagree")
+    spread = probe_rows(X, Y, np.zeros(200, dtype=int), 10, strategy="spread")
+    assert disagreement(Y)[rows].mean() > disagreement(Y)[spread].mean()
+
+
+def test_probe_rows_errors():
+    X, Y, ds = np.zeros((5, 2)), np.zeros((5, 1)), np.zeros(5)
+    with pytest.raises(BenchrouteError, match="strategy"):
+        probe_rows(X, Y, ds, 2, strategy="best")
+    with pytest.raises(BenchrouteError, match="n == 0"):
+        probe_rows(X, Y, ds, 0)
+    assert len(probe_rows(X, Y, ds, 50)) == 5
+
+
+# ---------------------------------------------------------------------------- the router
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("world")
+    data = store()
+    r = router(tmp, only(data, KNOWN))
+    probe = r.probe_set(40)
+    r.add_model("new", new_results(data, probe), costs=2.0)
+    return tmp, data, r, probe
+
+
+def test_add_model_takes_part_everywhere(world):
+    _, data, r, probe = world
+    assert r.models_ == [*KNOWN, "new"] and r.pool_models_ == KNOWN
+    texts = data.instances()["text"].tolist()[::7]
+    P = r.predict_proba(texts)
+    assert list(P.columns) == r.models_ and P["new"].between(0, 1).all()
+    assert set(r.route(texts)) <= set(r.models_)
+    assert r.route(texts, candidates=["new"]) == ["new"] * len(texts)
+    frame = r.route(texts, policy="cheapest_within", eps=1.0, costs={**dict.fromkeys(KNOWN, 5.0), "new": 1.0})
+    assert (frame["model"] == "new").all()
+    sel = r.select_model(texts)
+    assert "new" in sel.scores.index and np.isfinite(sel.scores.loc["new", ["S1", "S3", "p_hat"]]).all()
+    table = r.added_models()
+    assert set(table["task"]) == set(r.tasks_) and (table["se"] > 0).all() and (table["n_labels"] == 40).all()
+    assert r.costs_["new"] == 2.0
+    assert "new" in r.task_accuracy_.columns
+
+
+def test_added_model_p_tracks_its_labels(world):
+    """The copied model's P ranks the inputs like its true labels (AUC well above 0.5)."""
+    _, data, r, probe = world
+    lab = data.frame[data.frame["model"] == "new"].set_index(["dataset", "instance_id"])["correct"]
+    inst = data.instances()
+    keys = set(zip(probe["dataset"], probe["instance_id"]))
+    rest = [i for i, k in enumerate(zip(inst["dataset"], inst["instance_id"])) if k not in keys]
+    P = r.predict_proba(inst["text"].iloc[rest].tolist())["new"].to_numpy()
+    y = lab.loc[[tuple(k) for k in inst[["dataset", "instance_id"]].iloc[rest].to_numpy()]].to_numpy()
+    assert auc(P, y > 0.5) > 0.65
+
+
+def test_add_model_refines_and_replaces(tmp_path):
+    data = store(1)
+    r = router(tmp_path, only(data, KNOWN))
+    probe = r.probe_set(30)
+    r.add_model("new", new_results(data, probe)[:20])
+    r.add_model("new", new_results(data, probe)[10:])  # 10 repeated inputs replace the old ones
+    assert r.added_["new"].fit.n_labels == 30
+    flipped = [{**rec, "correct": 1.0 - rec["correct"]} for rec in new_results(data, probe)[:1]]
+    before = r.added_["new"].y.copy()
+    r.add_model("new", flipped)
+    assert r.added_["new"].fit.n_labels == 30 and not np.array_equal(np.sort(before), np.sort(r.added_["new"].y))
+
+
+def test_add_model_by_text_embeds_user_inputs(tmp_path):
+    data = store(2)
+    r = router(tmp_path, only(data, KNOWN))
+    recs = [{"text": f"task1 w1_{i % 8} w1_3 user question {i}", "correct": float(i % 3 == 0)}
+            for i in range(15)]
+    r.add_model("user", recs)
+    assert r.models_[-1] == "user" and r.added_["user"].fit.n_labels == 15
+    with pytest.warns(UserWarning, match="model 'few'.*label mean"):
+        r.add_model("few", recs[:3])
+    np.testing.assert_allclose(r.predict_proba(["anything at all"])["few"], np.mean([1, 0, 0]))
+
+
+@pytest.mark.parametrize("tune", [False, True])
+def test_full_results_equal_fitting_with_the_model(tmp_path, tune):
+    data = store(3)
+    r = router(tmp_path, only(data, KNOWN), tune=tune)
+    inst = data.instances()
+    r.add_model("new", new_results(data, inst))
+    ref = router(tmp_path, data, tune=tune)
+    assert r.models_ == ref.models_ and not r.added_
+    np.testing.assert_array_equal(r.Y_, ref.Y_)
+    np.testing.assert_allclose(r.reference_.p, ref.reference_.p, equal_nan=True)
+    pd.testing.assert_frame_equal(r.task_accuracy_, ref.task_accuracy_)
+    texts = inst["text"].tolist()[::5]
+    if not tune:  # tuned: add_results keeps the cross-validated k, prior and calibration
+        pd.testing.assert_frame_equal(r.predict_proba(texts), ref.predict_proba(texts))
+        pd.testing.assert_frame_equal(r.select_model(texts).scores, ref.select_model(texts).scores)
+
+
+def test_remove_model_equals_a_fit_without_it(tmp_path, world):
+    _, data, added, _ = world
+    r = router(tmp_path, only(data, KNOWN), tune=False)
+    r.add_model("new", new_results(data, r.probe_set(30)))
+    r.remove_model("new").remove_model("m2")
+    ref = router(tmp_path, only(data, ["m0", "m1"]), tune=False)
+    assert r.models_ == ["m0", "m1"]
+    texts = data.instances()["text"].tolist()[::5]
+    pd.testing.assert_frame_equal(r.predict_proba(texts), ref.predict_proba(texts))
+    np.testing.assert_allclose(r.reference_.p, ref.reference_.p, equal_nan=True)
+    pd.testing.assert_frame_equal(r.task_accuracy_, ref.task_accuracy_)
+    pd.testing.assert_frame_equal(r.select_model(texts).scores, ref.select_model(texts).scores)
+    with pytest.raises(BenchrouteError, match="unknown model 'zzz'"):
+        r.remove_model("zzz")
+    with pytest.raises(BenchrouteError, match="only pool model"):
+        r.remove_model("m0").remove_model("m1")
+
+
+def test_add_results_equals_a_full_refit(tmp_path):
+    """New tasks (with every model, one of them new) appended to a pool equal a fit on all."""
+    first = store(4, n_tasks=3, models=(*KNOWN,))
+    second = store(5, n_tasks=2, models=(*KNOWN, "m3"), prefix="u")
+    r = router(tmp_path, first, tune=False)
+    r.add_model("new", [{"text": t, "correct": float(i % 2)}
+                        for i, t in enumerate(first.instances()["text"][:12])])
+    r.add_results(second)
+    both = BenchmarkData(pd.concat([first.frame, second.frame], ignore_index=True))
+    ref = router(tmp_path, both, tune=False)
+    assert r.pool_models_ == ref.models_ and r.models_ == [*ref.models_, "new"]
+    np.testing.assert_array_equal(r.Y_, ref.Y_)
+    np.testing.assert_allclose(r.reference_.u, ref.reference_.u)
+    np.testing.assert_allclose(r.reference_.p, ref.reference_.p, equal_nan=True)
+    pd.testing.assert_frame_equal(r.task_accuracy_[ref.models_], ref.task_accuracy_)
+    texts = both.instances()["text"].tolist()[::4]
+    pd.testing.assert_frame_equal(r.predict_proba(texts)[ref.models_], ref.predict_proba(texts))
+    assert r.texts_ == ref.texts_
+
+
+def test_add_model_errors(tmp_path, world):
+    _, data, r, _ = world
+    with pytest.raises(BenchrouteError, match="already a pool model"):
+        r.add_model("m0", [{"text": "x", "correct": 1}])
+    with pytest.raises(BenchrouteError, match=r"results\[1\]: field 'correct' is 2"):
+        r.add_model("z", [{"text": "x", "correct": 1}, {"text": "y", "correct": 2}])
+    with pytest.raises(BenchrouteError, match="'correct' or 'score'"):
+        r.add_model("z", [{"text": "x", "label": 1}])
+    with pytest.raises(BenchrouteError, match=r"results\[0\]: names no pool input"):
+        r.add_model("z", [{"dataset": "nope", "instance_id": "1", "correct": 1}])
+    with pytest.raises(BenchrouteError, match="costs"):
+        r.add_model("z", [{"text": "x", "correct": 1}], costs=-1.0)
+    with pytest.raises(BenchrouteError, match="empty"):
+        r.add_model("z", [])
+
+
+# ---------------------------------------------------------------------------- persistence
+def test_save_and_load_keep_added_models(world, tmp_path):
+    _, data, r, _ = world
+    r.save(tmp_path / "r")
+    back = Router.load(tmp_path / "r", cache_dir=str(tmp_path / "cache"))
+    assert back.models_ == r.models_ and back.costs_ == r.costs_ and back.texts_ == r.texts_
+    texts = data.instances()["text"].tolist()[::9]
+    pd.testing.assert_frame_equal(back.predict_proba(texts), r.predict_proba(texts))
+    pd.testing.assert_frame_equal(back.added_models(), r.added_models())
+
+
+def _rewrite(folder, change):
+    path = folder / "router.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    meta["digest"] = canonical_digest(meta)
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda m: m["added"].append({"name": "m0", "n_labels": 3}), "field 'added'"),
+    (lambda m: m["added"].__setitem__(0, {"name": "", "n_labels": 3}), "field 'added'"),
+    (lambda m: m.__setitem__("added", []), "field 'checksums'"),
+])
+def test_load_refuses_bad_added_fields(world, tmp_path, change, match):
+    world[2].save(tmp_path / "r")
+    _rewrite(tmp_path / "r", change)
+    with pytest.raises(BenchrouteError, match=match):
+        Router.load(tmp_path / "r")
+
+
+def test_load_refuses_bad_added_arrays(world, tmp_path):
+    import hashlib
+
+    world[2].save(tmp_path / "r")
+    np.savez(tmp_path / "r" / "added.npz", X0=np.ones((3, 5)), y0=np.ones(3))
+    digest = hashlib.sha256((tmp_path / "r" / "added.npz").read_bytes()).hexdigest()
+    _rewrite(tmp_path / "r", lambda m: m["checksums"].__setitem__("added.npz", digest))
+    with pytest.raises(BenchrouteError, match=r"added.npz: unreadable or incomplete \(field 'X0' has shape \(3, 5\)"):
+        Router.load(tmp_path / "r")
+    (tmp_path / "r" / "added.npz").write_bytes(b"junk")
+    with pytest.raises(BenchrouteError, match="added.npz: checksum mismatch"):
+        Router.load(tmp_path / "r")
+
+
+# ---------------------------------------------------------------------------- the CLI
+def test_cli_probe_then_add_model(tmp_path, capsys):
+    data = store(6)
+    router(tmp_path, only(data, KNOWN)).save(tmp_path / "r")
+    out = tmp_path / "probe.jsonl"
+    assert main(["probe", "--router", str(tmp_path / "r"), "--n", "24", "--out", str(out)]) == 0
+    assert "24 inputs over 4 tasks" in capsys.readouterr().out
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 24 and all(r["text"] and r["correct"] is None for r in recs)
+    assert main(["add-model", "--router", str(tmp_path / "r"), "--name", "new", "--results",
+                 str(out)]) == 2
+    assert "field 'correct' is None" in capsys.readouterr().err
+    lab = data.frame[data.frame["model"] == "new"].set_index(["dataset", "instance_id"])["correct"]
+    out.write_text("\n".join(json.dumps({**r, "correct": float(lab.loc[(r["dataset"], r["instance_id"])])})
+                             for r in recs))
+    assert main(["add-model", "--router", str(tmp_path / "r"), "--name", "new", "--results",
+                 str(out), "--cost", "0.5"]) == 0
+    assert "new: 24 labels" in capsys.readouterr().out
+    back = Router.load(tmp_path / "r")
+    assert back.models_[-1] == "new" and back.costs_ == {"new": 0.5}
+
+
+# ---------------------------------------------------------------------------- the experiment
+def test_cold_start_experiment_runs_and_borrows():
+    P, V, Yk, y = synthetic_arrays(0, n=240, M=4)
+    Y = np.c_[Yk[:, 1:], y, Yk[:, :1]]
+    ds = np.repeat(["a", "b"], 120)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = cold_start(V, Y, ds, ["k1", "k2", "k3", "new", "k0"], ns=(10, 40), repeats=2,
+                         held_out=["new"], strategies=("random", "disagree"))
+    assert len(res) == 2 * 2 * 2 * 3
+    assert set(res.columns) >= {"auc", "auc_full", "share", "route", "route_full", "tasks_changed"}
+    table = summarise(res, n_boot=50)
+    assert len(table) == 2 * 3 * 2 and table["share_lo"].le(table["share"]).all()
+    md = markdown_table(table).splitlines()
+    assert len(md) == 2 + 2 and md[2].startswith("| 10 | ") and "Brier" in md[2]
