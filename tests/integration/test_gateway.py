@@ -421,9 +421,11 @@ class SlowHashing(HashingEncoder):
     def __init__(self) -> None:
         super().__init__(64)
         self.calls = 0
+        self.batch_sizes: list[int] = []
 
     def encode(self, texts, batch_size=32):
         self.calls += 1
+        self.batch_sizes.append(batch_size)
         time.sleep(0.05)
         return super().encode(texts, batch_size)
 
@@ -431,7 +433,7 @@ class SlowHashing(HashingEncoder):
 def test_concurrent_decisions_share_one_encoder_batch(router, fake):
     cfg, url = fake
     enc = SlowHashing()
-    gw = build_gateway(router, upstreams(url, router), encoder=enc)
+    gw = build_gateway(router, upstreams(url, router), GatewayConfig(encode_batch=3), encoder=enc)
     with serving(create_app(gw)) as base:
         out: dict[str, str] = {}
 
@@ -443,5 +445,6 @@ def test_concurrent_decisions_share_one_encoder_batch(router, fake):
         for t in threads:
             t.join(timeout=60)
     assert enc.calls < 16                                            # batched, not one by one
+    assert set(enc.batch_sizes) == {3}             # each batch embedded in calls of encode_batch
     expected = router.route(TEXTS[:16], policy="best", costs=COSTS)["model"].tolist()
     assert [out[t] for t in TEXTS[:16]] == expected

@@ -129,3 +129,17 @@ def test_budget_price_fixes_lambda_that_budget_uses():
         assert c[pick].mean() <= b + 1e-12
     assert pol.budget_price(P, c, budget=100.0) == 0.0
     assert np.isinf(pol.budget_price(P, c, budget=0.1))
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("max_batch", 0, r"max_batch == 0, must be >= 1"),
+    ("encode_batch", 0, r"encode_batch == 0, must be >= 1"),
+    ("retries", -1, r"retries == -1, must be >= 0"),
+    ("upstream_timeout", 0.0, r"upstream_timeout == 0.0, must be > 0"),
+    ("route_text", "all", r"route_text 'all': choose one of"),
+])
+def test_gateway_config_refuses_bad_values(field, value, match):
+    from benchroute.serve.app import GatewayConfig
+
+    with pytest.raises(BenchrouteError, match=match):
+        GatewayConfig(**{field: value}).check()
