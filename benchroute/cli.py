@@ -302,6 +302,8 @@ def _add_route(sub: Any) -> None:
     p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--candidates", help="comma-separated models that may be chosen")
     p.add_argument("--json", action="store_true", help="JSONL output: text, model")
+    p.add_argument("--ood-alpha", type=float, metavar="A", help="send inputs whose OOD p-value "
+                   "is below A (e.g. 0.05) to the best model on average (docs/routing.md)")
     _route_policy_options(p)
     p.set_defaults(func=_cmd_route)
 
@@ -389,10 +391,14 @@ def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
                   candidates: list[str] | None) -> int:
     prices = _route_costs(args.prices, args.tokens)
     params = _read_params(args.param)
-    out = router.route(texts, candidates=candidates, policy=args.policy, costs=prices, **params)
+    out = router.route(texts, candidates=candidates, policy=args.policy, costs=prices,
+                       ood_alpha=args.ood_alpha, **params)
     for text, row in zip(texts, out.itertuples(index=False)):
-        rec = {"text": text, "model": row.model, "p": float(row.p), "cost": float(row.cost)}
-        print(json.dumps(rec) if args.json else f"{row.model}\tp={row.p:.3f}\tcost={row.cost:.4g}\t{text[:60]!r}")
+        ood = None if row.ood_p != row.ood_p else round(float(row.ood_p), 6)  # NaN: no reference
+        rec = {"text": text, "model": row.model, "p": float(row.p), "cost": float(row.cost),
+               "ood_p": ood, "ood_fallback": bool(row.ood_fallback)}
+        print(json.dumps(rec) if args.json else f"{row.model}\tp={row.p:.3f}\tcost={row.cost:.4g}"
+              f"\tood_p={ood}\t{text[:60]!r}")
     return 0
 
 
@@ -406,7 +412,8 @@ def _cmd_route(args: argparse.Namespace) -> int:
     candidates = args.candidates.split(",") if args.candidates else None
     if args.policy:
         return _policy_route(args, router, texts, candidates)
-    for text, model in zip(texts, router.route(texts, candidates=candidates)):
+    for text, model in zip(texts, router.route(texts, candidates=candidates,
+                                               ood_alpha=args.ood_alpha)):
         print(json.dumps({"text": text, "model": model}) if args.json else f"{model}\t{text[:80]!r}")
     return 0
 
@@ -588,6 +595,8 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--max-batch", type=int, default=64, help="decisions per micro-batch")
     p.add_argument("--encode-batch", type=int, default=4,
                    help="texts per encoder call within a micro-batch (small calls pad little)")
+    p.add_argument("--ood-alpha", type=float, metavar="A",
+                   help="route inputs whose OOD p-value is below A to the best model on average")
     p.add_argument("--decision-log", type=Path, help="append each decision to this JSONL file")
     p.add_argument("--log-prompts", action="store_true", help="include the routed text in the log")
     p.add_argument("--drain-seconds", type=float, default=30.0,
@@ -635,7 +644,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_messages=args.max_messages, max_text_chars=args.max_text_chars, retries=args.retries,
         upstream_timeout=args.upstream_timeout, api_key=api_key, decision_log=args.decision_log,
         log_prompts=args.log_prompts, max_batch=args.max_batch,
-        encode_batch=args.encode_batch)
+        encode_batch=args.encode_batch, ood_alpha=args.ood_alpha)
     gw = app.build_gateway(router, upstreams, config, args.policy, _read_params(args.param),
                            args.candidates.split(",") if args.candidates else None, calibration,
                            args.upstreams)

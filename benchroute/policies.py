@@ -375,25 +375,48 @@ _COST_FREE = ("best", "threshold")
 
 def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
                       costs: Mapping[str, float] | Sequence[float] | None = None,
-                      **params: Any) -> pd.DataFrame:
-    """``Router.route(texts, policy=...)``: per input the model, its predicted P and its cost.
+                      ood_alpha: float | None = None, **params: Any) -> pd.DataFrame:
+    """``Router.route(texts, policy=...)``: per input the model, its predicted P, its cost and
+    its OOD p-value (:mod:`benchroute.ood`); with ``ood_alpha`` inputs with p < ood_alpha go to
+    the best model on average among the candidates (``ood_fallback``).
 
     ``strong``/``weak`` (threshold) are model names. ``best`` and ``threshold`` need no costs
     (cost 0 shown when none are known); every other policy needs a cost for each candidate.
     """
+    from benchroute.ood import check_alpha, reference_of
+
+    if ood_alpha is not None:
+        check_alpha(ood_alpha)
     models, c, params = _policy_inputs(router, policy, cand, costs, params)  # before the search
-    P = router_proba(router, Q)[:, cand]
-    return choices_frame(P, c, apply_policy(policy, P, c, **params), models)
+    ood_p = reference_of(router).p_values(Q)
+    return _decisions(router, router_proba(router, Q)[:, cand], c, policy, params, cand, models,
+                      ood_p, ood_alpha)
 
 
 def policy_frame(router: Any, P: np.ndarray, policy: str, cand: np.ndarray,
                  costs: Mapping[str, float] | Sequence[float] | None = None,
+                 ood_p: np.ndarray | None = None, ood_alpha: float | None = None,
                  **params: Any) -> pd.DataFrame:
     """A policy applied to P (n, all models) already computed for the router's models: the
-    decision rule of ``Router.route`` for the gateway, which computes P once per batch."""
+    decision rule of ``Router.route`` for the gateway, which computes P (and the OOD p-values)
+    once per batch."""
     models, c, params = _policy_inputs(router, policy, cand, costs, params)
-    P = np.asarray(P)[:, cand]
-    return choices_frame(P, c, apply_policy(policy, P, c, **params), models)
+    return _decisions(router, np.asarray(P)[:, cand], c, policy, params, cand, models, ood_p,
+                      ood_alpha)
+
+
+def _decisions(router: Any, P: np.ndarray, c: np.ndarray, policy: str, params: dict[str, Any],
+               cand: np.ndarray, models: list[str], ood_p: np.ndarray | None,
+               ood_alpha: float | None) -> pd.DataFrame:
+    from benchroute.ood import fall_back
+
+    default = int(np.flatnonzero(cand == router.bma_index(cand))[0])
+    pick, flag = fall_back(apply_policy(policy, P, c, **params), ood_p, ood_alpha, default)
+    frame = choices_frame(P, c, pick, models)
+    if ood_p is not None:
+        frame["ood_p"] = ood_p
+        frame["ood_fallback"] = flag
+    return frame
 
 
 def _policy_inputs(router: Any, policy: str, cand: np.ndarray,

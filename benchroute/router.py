@@ -303,11 +303,14 @@ class Router(RouterParams):
 
     def route(self, texts: Texts, candidates: Iterable[str] | None = None,
               policy: str | None = None, costs: Mapping[str, float] | None = None,
-              **policy_params: float | str) -> list[str] | pd.DataFrame:
+              ood_alpha: float | None = None, **policy_params: float | str
+              ) -> list[str] | pd.DataFrame:
         """The model with the highest P(m, x) for each input; ties go to the best model on
         average. With ``policy`` (see :mod:`benchroute.policies`: best, threshold,
         smallest_sufficient, cheapest_within, budget) and its parameters, a DataFrame with the
-        model, its predicted P and its cost per input."""
+        model, its predicted P, its cost and the input's OOD p-value (:meth:`ood_p`) per input.
+        With ``ood_alpha``, inputs whose OOD p-value is below it go to the best model on
+        average among the candidates (column ``ood_fallback``)."""
         check_is_fitted(self, "predictor_")
         if policy is None and (policy_params or costs is not None):
             given = sorted(policy_params) + (["costs"] if costs is not None else [])
@@ -316,8 +319,18 @@ class Router(RouterParams):
         Q = self.embed_queries(parse_texts(texts, "texts"))
         if policy is not None:
             return route_with_policy(self, Q, policy, self.candidate_indices(candidates), costs,
-                                     **policy_params)
-        return self.route_embedded(Q, candidates)
+                                     ood_alpha=ood_alpha, **policy_params)
+        return self.route_embedded(Q, candidates, ood_alpha)
+
+    def ood_p(self, texts: Texts) -> np.ndarray:
+        """Per input, the conformal p-value of its distance to the pool against the pool's own
+        inputs scored with their task left out (:mod:`benchroute.ood`): small means farther
+        from the pool than inputs of a task the pool never saw usually are. NaN for a pool of
+        one task."""
+        from benchroute.ood import reference_of
+
+        check_is_fitted(self, "predictor_")
+        return reference_of(self).p_values(self.embed_queries(parse_texts(texts, "texts")))
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """:meth:`embed` for texts to score against the pool: an encoder of another dimension
@@ -331,10 +344,15 @@ class Router(RouterParams):
                                   "was fitted with")
         return self.embed(texts)
 
-    def route_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None) -> list[str]:
+    def route_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None,
+                       ood_alpha: float | None = None) -> list[str]:
+        from benchroute.ood import check_alpha, fall_back, reference_of
+
         cand = self.candidate_indices(candidates)
-        P = router_proba(self, Q)
-        pick = route_rows(P, cand, self.bma_index(cand), tol=self.config().tie_tol)
+        bma = self.bma_index(cand)
+        pick = route_rows(router_proba(self, Q), cand, bma, tol=self.config().tie_tol)
+        if ood_alpha is not None:
+            pick, _ = fall_back(pick, reference_of(self).p_values(Q), check_alpha(ood_alpha), bma)
         return [self.models_[i] for i in pick]
 
     # ------------------------------------------------------------------ changing the pool
@@ -613,12 +631,13 @@ def select_model(task_examples: Texts, router: Router | None = None,
 
 def route(texts: Texts, router: Router | None = None,
           candidates: Iterable[str] | None = None, policy: str | None = None,
-          costs: Mapping[str, float] | None = None,
+          costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
           **policy_params: float | str) -> list[str] | pd.DataFrame:
     """Route each input to a model; with no router, one fitted on the bundled pack."""
     from benchroute.default import default_router
 
-    return (router or default_router()).route(texts, candidates, policy, costs, **policy_params)
+    return (router or default_router()).route(texts, candidates, policy, costs, ood_alpha,
+                                              **policy_params)
 
 
 _MOVED = {"default_router", "pack_embeddings", "pool_arrays", "Pool"}

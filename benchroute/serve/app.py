@@ -60,6 +60,8 @@ class GatewayConfig:
     #: each call to its longest text, and on 2 cores small length-sorted calls embedded ~1.8x
     #: more prompts per second than one call of 32 (docs/performance.md)
     encode_batch: int = 4
+    #: route inputs whose OOD p-value is below this to the best model on average (None: off)
+    ood_alpha: float | None = None
 
     def check(self) -> None:
         if self.route_text not in ROUTE_TEXT_MODES:
@@ -161,7 +163,7 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     pool = pool_sample(router)
     sample = calibration.sample if calibration is not None else pool
     decider = Decider(router, cand, costs, default, sample, strong, weak, encoder, calibration,
-                      config.encode_batch)
+                      config.encode_batch, config.ood_alpha)
     decider.decide(["warm-up"], [Entry(PREFIX)])  # load the encoder now, not on a request
     metrics = GatewayMetrics(list(router.models_), strong, costs)
     names = {m: m for m in upstreams if m in router.models_}
@@ -271,6 +273,9 @@ def decision_headers(d: Decision, answered: str | None = None, reason: str | Non
            "x-benchroute-p": "" if p is None else f"{p:.6f}",
            "x-benchroute-fallback": why or "none",
            "x-benchroute-decision-ms": f"{d.decision_ms:.3f}"}
+    ood = d.to_json()["ood_p"]
+    if ood is not None:
+        hdr["x-benchroute-ood-p"] = f"{ood:.6f}"
     return {k: v.encode("ascii", "replace").decode("ascii")[:500] for k, v in hdr.items()}
 
 

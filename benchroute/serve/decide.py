@@ -38,12 +38,14 @@ class Decision:
     fallback: str | None = None
     order: tuple[str, ...] = ()  # candidates by P, descending: the retry order
     decision_ms: float = 0.0
+    ood_p: float | None = None  # the input's OOD p-value (benchroute.ood); None: not routed
 
     def to_json(self) -> dict[str, Any]:
+        ood = None if self.ood_p is None or self.ood_p != self.ood_p else round(self.ood_p, 6)
         return {"model": self.model, "entry": self.entry, "policy": self.policy,
                 "params": self.params, "p": self.p, "cost": self.cost,
                 "fallback": self.fallback is not None, "fallback_reason": self.fallback,
-                "decision_ms": round(self.decision_ms, 3)}
+                "ood_p": ood, "decision_ms": round(self.decision_ms, 3)}
 
 
 @dataclass
@@ -79,13 +81,17 @@ class Decider:
     encode_batch : int
         Texts per encoder call: the encoder sorts a batch by length and pads each call to its
         longest text, so small calls waste little on prompts of mixed lengths.
+    ood_alpha : float, optional
+        Inputs whose OOD p-value is below it go to the best model on average among the
+        candidates, with the reason (None: the p-value is reported, nothing moves).
     """
 
     def __init__(self, router: Any, candidates: Sequence[str], costs: Mapping[str, float] | None,
                  default: ServerPolicy, sample: Sample, strong: str, weak: str,
                  encoder: Any = None, calibration: Calibration | None = None,
-                 encode_batch: int = 4) -> None:
+                 encode_batch: int = 4, ood_alpha: float | None = None) -> None:
         from benchroute.embedding import get_encoder
+        from benchroute.ood import check_alpha, reference_of
 
         self.router = router
         self.candidates = list(candidates)
@@ -97,6 +103,8 @@ class Decider:
         self.strong, self.weak = strong, weak
         self.calibration = calibration
         self.encode_batch = encode_batch
+        self.ood_alpha = None if ood_alpha is None else check_alpha(ood_alpha)
+        self.ood = reference_of(router)  # the pool's leave-one-task-out pass, once, at start-up
         self.encoder = encoder if encoder is not None else get_encoder(router.encoder)
         if self.encoder.identifier != router.encoder_id_:
             raise BenchrouteError(f"encoder {self.encoder.identifier!r} is not the router's "
@@ -184,6 +192,7 @@ class Decider:
             Q = check_vectors(self.encoder.encode([str(texts[i]) for i in todo],
                                               batch_size=self.encode_batch), "request vectors")
             P = pol.router_proba(self.router, Q)
+            ood_p = self.ood.p_values(Q)
             groups: dict[tuple[str, str], list[int]] = {}
             for j, i in enumerate(todo):
                 policy, params = self.resolve(entries[i])
@@ -192,15 +201,18 @@ class Decider:
                 first = entries[todo[rows[0]]]
                 policy, params = self.resolve(first)
                 frame = pol.policy_frame(self.router, P[rows], policy, self.cand, self.costs,
-                                         **params)
+                                         ood_p[rows], self.ood_alpha, **params)
                 for r, j in enumerate(rows):
                     i = todo[j]
                     probs = {m: round(float(P[j, k]), 6) for m, k in zip(self.cand_names, self.cand)}
                     model = str(frame["model"].iat[r])
                     order = tuple([model] + sorted((m for m in self.cand_names if m != model),
                                                    key=lambda m: -probs[m]))
+                    p_ood = float(ood_p[j])
+                    why = (f"out of distribution (OOD p-value {p_ood:.3g} < {self.ood_alpha}): "
+                           "best model on average" if frame["ood_fallback"].iat[r] else None)
                     out[i] = Decision(entries[i].name, policy, params, model, probs,
-                                      self._cost(model), None, order)
+                                      self._cost(model), why, order, ood_p=p_ood)
         return [d for d in out if d is not None]
 
 

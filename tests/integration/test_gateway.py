@@ -91,6 +91,25 @@ def test_decision_equals_router_route(router, fake, entry, policy, params):
     assert [g["p"][g["model"]] for g in got] == pytest.approx(expected["p"].to_numpy(), abs=1e-6)
     assert [g["cost"] for g in got] == expected["cost"].tolist()
     assert all(g["policy"] == policy and not g["fallback"] for g in got)
+    assert [g["ood_p"] for g in got] == pytest.approx(expected["ood_p"].to_numpy(), abs=1e-6)
+
+
+def test_out_of_distribution_inputs_fall_back_when_asked(router, fake):
+    cfg, url = fake
+    texts = ["task 2 input 5", "zebra quartz fjord nymph vexed"]
+    expected = router.route(texts, policy="best", costs=COSTS, ood_alpha=0.05)
+    assert expected["ood_fallback"].tolist() == [False, True]
+    with gateway(router, upstreams(url, router), GatewayConfig(ood_alpha=0.05)) as (gw, base):
+        got = [httpx.post(base + "/v1/route", json={"input": t}).json() for t in texts]
+        raw = client(base).chat.completions.with_raw_response.create(
+            model="benchroute", messages=user(texts[1]))
+    assert [g["model"] for g in got] == expected["model"].tolist()
+    assert not got[0]["fallback"] and got[1]["fallback"]
+    assert got[1]["fallback_reason"].startswith("out of distribution (OOD p-value")
+    assert raw.headers["x-benchroute-model"] == router.bma_
+    assert raw.headers["x-benchroute-fallback"].startswith("out of distribution")
+    assert float(raw.headers["x-benchroute-ood-p"]) == pytest.approx(expected["ood_p"].iat[1],
+                                                                     abs=1e-6)
 
 
 def test_chat_completion_through_the_openai_client(router, fake):
