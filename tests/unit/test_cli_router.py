@@ -101,3 +101,19 @@ def test_deprecated_model_option_still_names_the_encoder(tmp_path):
     assert args.encoder == "hashing-8-12"
     args = build_parser().parse_args(["embed", "x.csv"])
     assert args.encoder == "all-mpnet-base-v2"
+
+
+def test_route_reports_ood_and_falls_back(router_dir, tmp_path, capsys):
+    texts = tmp_path / "t.txt"
+    texts.write_text("task 1 input 1\nzebra quartz fjord nymph vexed\n")
+    args = ["route", str(texts), "--router", str(router_dir), "--json"]
+    assert main([*args, "--policy", "best", "--ood-alpha", "0.05"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["ood_fallback"] for x in lines] == [False, True]
+    assert lines[0]["ood_p"] > 0.05 > lines[1]["ood_p"]
+    bma = Router.load(router_dir).bma_
+    assert lines[1]["model"] == bma
+    assert main([*args, "--ood-alpha", "0.05"]) == 0
+    assert [json.loads(x)["model"] for x in capsys.readouterr().out.splitlines()][1] == bma
+    assert main([*args, "--ood-alpha", "1.5"]) == 2
+    assert "ood_alpha == 1.5, expected a number in (0, 1)" in capsys.readouterr().err
