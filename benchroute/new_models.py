@@ -87,29 +87,29 @@ KNN_PRIOR = 2.0
 def drop_self(distances: np.ndarray, labels: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
     """The first K neighbours after leaving out those at distance 0 (the query itself, or its
     duplicates), padded with ``inf`` / NaN: the neighbours a new input would have."""
-    d = np.where(np.asarray(distances) < SELF_DISTANCE, np.inf, distances)
-    order = np.argsort(d, axis=1, kind="stable")[:, :K]
-    d = np.take_along_axis(d, order, axis=1)
-    lab = np.take_along_axis(np.asarray(labels), order[:, :, None], axis=1)
-    return d, np.where(np.isfinite(d)[:, :, None], lab, np.nan)
+    nb, _ = Neighbours(np.asarray(distances), np.asarray(labels)).beyond(SELF_DISTANCE, K)
+    return nb.distances, nb.labels
 
 
-def known_proba(router: Router, Q: np.ndarray, without_self: bool = False) -> np.ndarray:
+def known_proba(router: Router, Q: np.ndarray, without_self: bool = False,
+                within: float | None = None) -> np.ndarray:
     """P(m, x) (n, M0) of the router's pool models: the tuned predictor's when it has one, else
-    g_m(x). ``without_self`` leaves out neighbours at distance 0 (features of pool inputs)."""
-    from benchroute.predictors import _CHUNK
+    g_m(x). ``without_self`` leaves out neighbours at distance 0 (features of pool inputs),
+    ``within`` those closer than it (near-duplicates of the query)."""
+    from benchroute.predictors import _CHUNK, EXTRA_NEIGHBOURS
 
+    cut = SELF_DISTANCE if without_self else within
     tuned = getattr(router, "per_input_", None)
     k = tuned.k_ if tuned is not None else router.k
     # a few extra neighbours stand in for the query itself and its duplicates
-    K = k + 4 if without_self else k
+    K = k + EXTRA_NEIGHBOURS if cut is not None else k
     parts = []
     for start in range(0, len(Q), _CHUNK):
         nb = router.predictor_.neighbours(Q[start:start + _CHUNK], K)
-        dist, lab = (drop_self(nb.distances, nb.labels, k) if without_self
-                     else (nb.distances, nb.labels))
-        parts.append(tuned.predict_from_neighbours(dist, lab) if tuned is not None
-                     else router.predictor_.aggregate(Neighbours(dist, lab))[0])
+        if cut is not None:
+            nb = nb.beyond(cut, k)[0]
+        parts.append(tuned.predict_from_neighbours(nb.distances, nb.labels) if tuned is not None
+                     else router.predictor_.aggregate(Neighbours(nb.distances, nb.labels))[0])
     return np.vstack(parts) if parts else np.zeros((0, router.predictor_.n_models_))
 
 

@@ -83,9 +83,16 @@ class OODReference:
 
     def p_values(self, Q: np.ndarray) -> np.ndarray:
         """p(x) of query vectors Q (n, d)."""
+        return self.assess(Q)[0]
+
+    def assess(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """p(x) of query vectors Q (n, d), and whether each has a near-duplicate in the pool
+        (a pool input closer than :data:`~benchroute.predictors.NEAR_DUPLICATE`)."""
+        from benchroute.predictors import NEAR_DUPLICATE
+
         k = self.predictor.k
         dist, _ = self.predictor.index_.search(np.ascontiguousarray(Q, dtype=np.float32), k)
-        return p_values(neighbour_score(dist, k), self.scores)
+        return p_values(neighbour_score(dist, k), self.scores), dist[:, 0] < NEAR_DUPLICATE
 
 
 def reference_of(router: Any) -> OODReference:

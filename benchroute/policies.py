@@ -340,18 +340,22 @@ def store_costs(data: Any) -> dict[str, float] | None:
     return {str(m): float(v) for m, v in frame.groupby("model")["cost"].mean().dropna().items()}
 
 
-def router_proba(router: Any, Q: np.ndarray, pool_rows: bool = False) -> np.ndarray:
+def router_proba(router: Any, Q: np.ndarray, keep_duplicates: bool = False) -> np.ndarray:
     """P(m, x) of a fitted router: its tuned per-input predictor when it has one, else g_m(x);
     models added from a few labels follow (see :mod:`benchroute.new_models`).
 
-    ``pool_rows``: Q are vectors of the router's own pool, and neighbours at distance 0 (the row
-    itself, its duplicates) are left out, so that P on pool inputs is what a new input would get.
+    Pool inputs closer to a query than :data:`~benchroute.predictors.NEAR_DUPLICATE` (the
+    query itself when it is a pool input, or a near-copy of it) are left out of its neighbours
+    unless ``keep_duplicates``: their labels would be the answer, not a prediction, so P on a
+    pool input is what a new input would get.
     """
     from benchroute.inputs import check_vectors
     from benchroute.new_models import added_columns, known_proba
+    from benchroute.predictors import NEAR_DUPLICATE
 
     Q = check_vectors(Q, "queries")
-    return np.hstack([known_proba(router, Q, without_self=pool_rows), added_columns(router, Q)])
+    within = None if keep_duplicates else NEAR_DUPLICATE
+    return np.hstack([known_proba(router, Q, within=within), added_columns(router, Q)])
 
 
 def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | None,
@@ -375,10 +379,12 @@ _COST_FREE = ("best", "threshold")
 
 def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
                       costs: Mapping[str, float] | Sequence[float] | None = None,
-                      ood_alpha: float | None = None, **params: Any) -> pd.DataFrame:
-    """``Router.route(texts, policy=...)``: per input the model, its predicted P, its cost and
-    its OOD p-value (:mod:`benchroute.ood`); with ``ood_alpha`` inputs with p < ood_alpha go to
-    the best model on average among the candidates (``ood_fallback``).
+                      ood_alpha: float | None = None, keep_duplicates: bool = False,
+                      **params: Any) -> pd.DataFrame:
+    """``Router.route(texts, policy=...)``: per input the model, its predicted P, its cost, its
+    OOD p-value (:mod:`benchroute.ood`) and whether a near-duplicate is in the pool
+    (``in_pool``); with ``ood_alpha`` inputs with p < ood_alpha go to the best model on average
+    among the candidates (``ood_fallback``).
 
     ``strong``/``weak`` (threshold) are model names. ``best`` and ``threshold`` need no costs
     (cost 0 shown when none are known); every other policy needs a cost for each candidate.
@@ -388,9 +394,11 @@ def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
     if ood_alpha is not None:
         check_alpha(ood_alpha)
     models, c, params = _policy_inputs(router, policy, cand, costs, params)  # before the search
-    ood_p = reference_of(router).p_values(Q)
-    return _decisions(router, router_proba(router, Q)[:, cand], c, policy, params, cand, models,
-                      ood_p, ood_alpha)
+    ood_p, in_pool = reference_of(router).assess(Q)
+    frame = _decisions(router, router_proba(router, Q, keep_duplicates)[:, cand], c, policy,
+                       params, cand, models, ood_p, ood_alpha)
+    frame["in_pool"] = in_pool
+    return frame
 
 
 def policy_frame(router: Any, P: np.ndarray, policy: str, cand: np.ndarray,

@@ -18,6 +18,14 @@ from benchroute.index import VectorIndex
 _CHUNK = 4096
 #: A neighbour this close (cosine distance) to a query is the query itself (or a duplicate).
 SELF_DISTANCE = 1e-6
+#: A pool input closer than this cosine distance (cosine similarity above 0.99) to a query is
+#: the same question (whitespace, punctuation or a word changed): on RouterDC and RouteLLM the
+#: pairs below it are such variants, while pairs at 0.02 already differ in what they ask
+#: (docs/routing.md). Its label would leak into the prediction, so routing and selection
+#: leave such neighbours out unless told to keep them.
+NEAR_DUPLICATE = 0.01
+#: neighbours searched beyond k so that left-out near-duplicates can be replaced
+EXTRA_NEIGHBOURS = 4
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,18 @@ class Neighbours:
 
     def take(self, rows: np.ndarray) -> Neighbours:
         return Neighbours(self.distances[rows], self.labels[rows], self.tasks)
+
+    def beyond(self, within: float, K: int) -> tuple[Neighbours, np.ndarray]:
+        """The first K neighbours at distance ``within`` or more (the query itself and its
+        near-duplicates left out), padded with ``inf`` / NaN, and per query whether any was
+        left out."""
+        near = np.asarray(self.distances) < within
+        d = np.where(near, np.inf, self.distances)
+        order = np.argsort(d, axis=1, kind="stable")[:, :K]
+        d = np.take_along_axis(d, order, axis=1)
+        lab = np.take_along_axis(np.asarray(self.labels), order[:, :, None], axis=1)
+        return (Neighbours(d, np.where(np.isfinite(d)[:, :, None], lab, np.nan), self.tasks),
+                np.asarray(near.any(axis=1)))
 
     def merge(self, extra_dist: np.ndarray, extra_labels: np.ndarray, K: int) -> Neighbours:
         """The K nearest among these neighbours and extra points at distances ``extra_dist``

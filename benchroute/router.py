@@ -200,14 +200,17 @@ class Router(RouterParams):
                                   "leave at least one")
         return exclude
 
-    def task_neighbours(self, X: np.ndarray, exclude_datasets: Sequence[str] = ()) -> TaskNeighbours:
+    def task_neighbours(self, X: np.ndarray, exclude_datasets: Sequence[str] = (),
+                        keep_duplicates: bool = False) -> TaskNeighbours:
         """The pool neighbours of a task's inputs X, searched once, for selections on any split of
-        them into scored and labelled inputs (see :class:`~benchroute.task.TaskNeighbours`)."""
+        them into scored and labelled inputs (see :class:`~benchroute.task.TaskNeighbours`);
+        near-duplicates of the inputs are left out unless ``keep_duplicates``."""
         check_is_fitted(self, "predictor_")
-        return TaskNeighbours(self, X, exclude_datasets)
+        return TaskNeighbours(self, X, exclude_datasets, keep_duplicates)
 
     def _view(self, Q: np.ndarray, labeled_X: np.ndarray | None, labeled_Y: np.ndarray | None,
-              exclude_datasets: Sequence[str]) -> tuple[TaskNeighbours, int, int]:
+              exclude_datasets: Sequence[str], keep_duplicates: bool = False
+              ) -> tuple[TaskNeighbours, int, int]:
         """One neighbour search for the queries and the labelled inputs together."""
         check_is_fitted(self, "predictor_")
         Q = check_vectors(Q, "queries")
@@ -217,7 +220,8 @@ class Router(RouterParams):
             raise BenchrouteError("labeled_X and labeled_Y go together: give both or neither")
         LX = check_vectors(labeled_X, "labeled_X") if labeled_X is not None and len(labeled_X) \
             else np.zeros((0, Q.shape[1]), np.float32)
-        return self.task_neighbours(np.vstack([Q, LX]), exclude_datasets), len(Q), len(LX)
+        return (self.task_neighbours(np.vstack([Q, LX]), exclude_datasets, keep_duplicates),
+                len(Q), len(LX))
 
     def predict_proba_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None,
                                labeled_X: np.ndarray | None = None,
@@ -233,7 +237,8 @@ class Router(RouterParams):
                      candidates: Iterable[str] | None = None, method: str = "S3",
                      fallback: bool = True, exclude_datasets: Sequence[str] = (),
                      max_quality_drop: float | None = None,
-                     costs: Mapping[str, float] | None = None) -> Selection:
+                     costs: Mapping[str, float] | None = None,
+                     keep_duplicates: bool = False) -> Selection:
         """Choose the best model for a task from its input texts.
 
         ``labeled`` are a few labelled inputs of the task (``{"text": ..., "labels": {model:
@@ -244,7 +249,10 @@ class Router(RouterParams):
         them); ``fallback`` applies the η rule (S3 only); ``exclude_datasets`` as in
         :meth:`select_embedded`. With ``max_quality_drop`` ε the choice moves to the cheapest
         candidate whose score is within ε of the top one (``costs`` per call, or those of the
-        fit store's ``cost`` column).
+        fit store's ``cost`` column). Pool inputs that are near-duplicates of an example
+        (cosine distance below ``benchroute.predictors.NEAR_DUPLICATE``) would score the task
+        with the examples' own benchmark labels: they are left out of the neighbours and
+        counted in ``Selection.n_in_pool``, unless ``keep_duplicates``.
         """
         check_is_fitted(self, "predictor_")
         if costs is not None and max_quality_drop is None:
@@ -257,7 +265,8 @@ class Router(RouterParams):
         vectors = self.embed_queries(texts + lab_texts)
         Q, LX = vectors[:len(texts)], vectors[len(texts):]
         sel = self.select_embedded(Q, LX if lab_texts else None, lab_Y if lab_texts else None,
-                                   candidates, method, fallback, exclude_datasets)
+                                   candidates, method, fallback, exclude_datasets,
+                                   keep_duplicates)
         if max_quality_drop is not None:
             models = [str(m) for m in sel.scores.index]
             sel = cheaper_selection(sel, router_costs(self, costs, "max_quality_drop", models),
@@ -267,12 +276,13 @@ class Router(RouterParams):
     def select_embedded(self, Q: np.ndarray, labeled_X: np.ndarray | None = None,
                         labeled_Y: np.ndarray | None = None,
                         candidates: Iterable[str] | None = None, method: str = "S3",
-                        fallback: bool = True, exclude_datasets: Sequence[str] = ()) -> Selection:
+                        fallback: bool = True, exclude_datasets: Sequence[str] = (),
+                        keep_duplicates: bool = False) -> Selection:
         """:meth:`select_model` on embeddings: Q (n, d), labeled_X (L, d), labeled_Y (L, M).
 
         ``exclude_datasets`` leaves pool tasks out exactly: the result equals that of a router
         fitted without them (pool, fallback means, BMA and reference pairs)."""
-        view, n, L = self._view(Q, labeled_X, labeled_Y, exclude_datasets)
+        view, n, L = self._view(Q, labeled_X, labeled_Y, exclude_datasets, keep_duplicates)
         return view.select(np.arange(n), np.arange(n, n + L), labeled_Y if L else None,
                            candidates, method, fallback)
 
@@ -294,23 +304,26 @@ class Router(RouterParams):
         return memo[key]
 
     # ------------------------------------------------------------------ routing
-    def predict_proba(self, texts: Texts) -> pd.DataFrame:
+    def predict_proba(self, texts: Texts, keep_duplicates: bool = False) -> pd.DataFrame:
         """P(m, x) for each input (rows) and model (columns): the tuned per-input predictor's
-        calibrated probability (``tune=True``), else g_m(x)."""
+        calibrated probability (``tune=True``), else g_m(x); pool inputs that are
+        near-duplicates of an input are left out of its neighbours unless ``keep_duplicates``."""
         check_is_fitted(self, "predictor_")
-        P = router_proba(self, self.embed_queries(parse_texts(texts, "texts")))
+        P = router_proba(self, self.embed_queries(parse_texts(texts, "texts")), keep_duplicates)
         return pd.DataFrame(P, columns=self.models_)
 
     def route(self, texts: Texts, candidates: Iterable[str] | None = None,
               policy: str | None = None, costs: Mapping[str, float] | None = None,
-              ood_alpha: float | None = None, **policy_params: float | str
-              ) -> list[str] | pd.DataFrame:
+              ood_alpha: float | None = None, keep_duplicates: bool = False,
+              **policy_params: float | str) -> list[str] | pd.DataFrame:
         """The model with the highest P(m, x) for each input; ties go to the best model on
         average. With ``policy`` (see :mod:`benchroute.policies`: best, threshold,
         smallest_sufficient, cheapest_within, budget) and its parameters, a DataFrame with the
         model, its predicted P, its cost and the input's OOD p-value (:meth:`ood_p`) per input.
         With ``ood_alpha``, inputs whose OOD p-value is below it go to the best model on
-        average among the candidates (column ``ood_fallback``)."""
+        average among the candidates (column ``ood_fallback``). Pool inputs that are
+        near-duplicates of an input (column ``in_pool``) are left out of its neighbours unless
+        ``keep_duplicates``: their benchmark labels would decide, not a prediction."""
         check_is_fitted(self, "predictor_")
         if policy is None and (policy_params or costs is not None):
             given = sorted(policy_params) + (["costs"] if costs is not None else [])
@@ -319,8 +332,9 @@ class Router(RouterParams):
         Q = self.embed_queries(parse_texts(texts, "texts"))
         if policy is not None:
             return route_with_policy(self, Q, policy, self.candidate_indices(candidates), costs,
-                                     ood_alpha=ood_alpha, **policy_params)
-        return self.route_embedded(Q, candidates, ood_alpha)
+                                     ood_alpha=ood_alpha, keep_duplicates=keep_duplicates,
+                                     **policy_params)
+        return self.route_embedded(Q, candidates, ood_alpha, keep_duplicates)
 
     def ood_p(self, texts: Texts) -> np.ndarray:
         """Per input, the conformal p-value of its distance to the pool against the pool's own
@@ -345,12 +359,14 @@ class Router(RouterParams):
         return self.embed(texts)
 
     def route_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None,
-                       ood_alpha: float | None = None) -> list[str]:
+                       ood_alpha: float | None = None, keep_duplicates: bool = False
+                       ) -> list[str]:
         from benchroute.ood import check_alpha, fall_back, reference_of
 
         cand = self.candidate_indices(candidates)
         bma = self.bma_index(cand)
-        pick = route_rows(router_proba(self, Q), cand, bma, tol=self.config().tie_tol)
+        pick = route_rows(router_proba(self, Q, keep_duplicates), cand, bma,
+                          tol=self.config().tie_tol)
         if ood_alpha is not None:
             pick, _ = fall_back(pick, reference_of(self).p_values(Q), check_alpha(ood_alpha), bma)
         return [self.models_[i] for i in pick]
@@ -632,12 +648,13 @@ def select_model(task_examples: Texts, router: Router | None = None,
 def route(texts: Texts, router: Router | None = None,
           candidates: Iterable[str] | None = None, policy: str | None = None,
           costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
-          **policy_params: float | str) -> list[str] | pd.DataFrame:
+          keep_duplicates: bool = False, **policy_params: float | str
+          ) -> list[str] | pd.DataFrame:
     """Route each input to a model; with no router, one fitted on the bundled pack."""
     from benchroute.default import default_router
 
     return (router or default_router()).route(texts, candidates, policy, costs, ood_alpha,
-                                              **policy_params)
+                                              keep_duplicates, **policy_params)
 
 
 _MOVED = {"default_router", "pack_embeddings", "pool_arrays", "Pool"}

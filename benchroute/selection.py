@@ -71,6 +71,10 @@ class Selection:
     cheaper_than: tuple[str, float, str] | None = None
     #: the η of the fallback test (None when no test ran)
     eta: float | None = None
+    #: inputs with a near-duplicate in the pool (benchroute.predictors.NEAR_DUPLICATE), and
+    #: whether those pool inputs were left out of their neighbours (the default)
+    n_in_pool: int = 0
+    duplicates_kept: bool = False
 
     def summary(self) -> str:
         why = ""
@@ -91,7 +95,10 @@ class Selection:
                 f"S3 {row['S3']:.3f}, p_hat {row['p_hat']:.3f} (how often its correctness "
                 f"predictor is right on a task this far from the pool); u = "
                 f"{self.task_distance:.3f} (mean distance of the inputs to the pool) over "
-                f"{self.n_examples} inputs" + (f", {self.n_labeled} labelled" if self.n_labeled else ""))
+                f"{self.n_examples} inputs" + (f", {self.n_labeled} labelled" if self.n_labeled else "")
+                + (f"; {self.n_in_pool} of them near-duplicates of pool inputs ("
+                   + ("kept" if self.duplicates_kept else "left out of their neighbours") + ")"
+                   if self.n_in_pool else ""))
 
     def __repr__(self) -> str:
         shown = self.scores.drop(columns=["chosen"])
@@ -104,6 +111,7 @@ class Selection:
         return {"model": self.model, "method": self.method, "fell_back": self.fell_back,
                 "task_distance": self.task_distance, "bma": self.bma,
                 "n_examples": self.n_examples, "n_labeled": self.n_labeled,
+                "n_in_pool": self.n_in_pool, "duplicates_kept": self.duplicates_kept,
                 "win_probability": self.win_probability, "eta": self.eta,
                 "cheaper_than": None if self.cheaper_than is None else {
                     "model": self.cheaper_than[0], "max_quality_drop": self.cheaper_than[1],

@@ -9,6 +9,7 @@ there is one path from neighbours to a decision.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ from benchroute.inputs import check_labels, check_vectors
 from benchroute.new_models import added_columns, extend_reference
 
 # a labelled input within SELF_DISTANCE of a scored one is the same input: never its neighbour
-from benchroute.predictors import SELF_DISTANCE, Neighbours
+from benchroute.predictors import EXTRA_NEIGHBOURS, NEAR_DUPLICATE, SELF_DISTANCE, Neighbours
 from benchroute.scoring import mean_distance, predictor_hits
 from benchroute.selection import METHODS, Selection, select
 
@@ -33,12 +34,17 @@ class TaskNeighbours:
     with the pool tasks ``exclude_datasets`` left out (exactly, as in a router fitted without
     them)."""
 
-    def __init__(self, router: Router, X: np.ndarray, exclude_datasets: Sequence[str] = ()) -> None:
+    def __init__(self, router: Router, X: np.ndarray, exclude_datasets: Sequence[str] = (),
+                 keep_duplicates: bool = False) -> None:
         self.router = router
         self.X = check_vectors(X, "task inputs")
         self.exclude = router.check_excluded(exclude_datasets)
         self.K = max(router.k, router.n_neighbours)
-        self.base = router.predictor_.neighbours(self.X, self.K, self.exclude or None)
+        self.keep_duplicates = keep_duplicates
+        found = router.predictor_.neighbours(self.X, self.K + EXTRA_NEIGHBOURS, self.exclude or None)
+        # pool inputs that are near-copies of a task input would hand it its own label
+        dropped, self.in_pool = found.beyond(NEAR_DUPLICATE, self.K)
+        self.base = found.head(self.K) if keep_duplicates else dropped
         self.means = router.predictor_.fallback_means(self.exclude)
 
     def __len__(self) -> int:
@@ -112,7 +118,9 @@ class TaskNeighbours:
                 hits, n = np.r_[hits, np.zeros(len(added))], np.r_[n, np.zeros(len(added))]
         reference = extend_reference(router.reference_without(self.exclude), added,
                                      router.prior_strength)
-        return select(g, float(mean_distance(nb.distances, router.n_neighbours)),
-                      reference, router.models_, cand,
-                      router.bma_index(cand, self.exclude), method, fallback, router.config(),
-                      hits, n, len(lab))
+        sel = select(g, float(mean_distance(nb.distances, router.n_neighbours)),
+                     reference, router.models_, cand,
+                     router.bma_index(cand, self.exclude), method, fallback, router.config(),
+                     hits, n, len(lab))
+        return dataclasses.replace(sel, n_in_pool=int(self.in_pool[r].sum()),
+                                   duplicates_kept=self.keep_duplicates)

@@ -39,13 +39,14 @@ class Decision:
     order: tuple[str, ...] = ()  # candidates by P, descending: the retry order
     decision_ms: float = 0.0
     ood_p: float | None = None  # the input's OOD p-value (benchroute.ood); None: not routed
+    in_pool: bool = False  # a near-duplicate of the text is a benchmark input of the pool
 
     def to_json(self) -> dict[str, Any]:
         ood = None if self.ood_p is None or self.ood_p != self.ood_p else round(self.ood_p, 6)
         return {"model": self.model, "entry": self.entry, "policy": self.policy,
                 "params": self.params, "p": self.p, "cost": self.cost,
                 "fallback": self.fallback is not None, "fallback_reason": self.fallback,
-                "ood_p": ood, "decision_ms": round(self.decision_ms, 3)}
+                "ood_p": ood, "in_pool": self.in_pool, "decision_ms": round(self.decision_ms, 3)}
 
 
 @dataclass
@@ -192,7 +193,7 @@ class Decider:
             Q = check_vectors(self.encoder.encode([str(texts[i]) for i in todo],
                                               batch_size=self.encode_batch), "request vectors")
             P = pol.router_proba(self.router, Q)
-            ood_p = self.ood.p_values(Q)
+            ood_p, in_pool = self.ood.assess(Q)
             groups: dict[tuple[str, str], list[int]] = {}
             for j, i in enumerate(todo):
                 policy, params = self.resolve(entries[i])
@@ -212,7 +213,8 @@ class Decider:
                     why = (f"out of distribution (OOD p-value {p_ood:.3g} < {self.ood_alpha}): "
                            "best model on average" if frame["ood_fallback"].iat[r] else None)
                     out[i] = Decision(entries[i].name, policy, params, model, probs,
-                                      self._cost(model), why, order, ood_p=p_ood)
+                                      self._cost(model), why, order, ood_p=p_ood,
+                                      in_pool=bool(in_pool[j]))
         return [d for d in out if d is not None]
 
 

@@ -130,3 +130,45 @@ def test_held_out_experiment_matches_brute_force():
     assert fb["flagged"].iat[1] == pytest.approx(flag.mean())
     dec = decile_table(per_input, bins=5)
     assert dec["n"].sum() == len(per_input) and dec["p_max"].is_monotonic_increasing
+
+
+# ---------------------------------------------------------------------- near-duplicates
+def _g_without_near(Q, X, Y, k, within):
+    """g by brute force: the mean label of the k nearest pool rows at distance >= within."""
+    out = []
+    for q in Q:
+        d = 1.0 - X.astype(np.float64) @ q.astype(np.float64)
+        order = [i for i in np.argsort(d, kind="stable") if d[i] >= within][:k]
+        out.append(np.nanmean(Y[order], axis=0))
+    return np.array(out)
+
+
+def test_selection_and_routing_leave_pool_near_duplicates_out():
+    from benchroute.embedding import HashingEncoder
+    from benchroute.predictors import NEAR_DUPLICATE
+
+    data, X = synthetic(6, n_tasks=3)
+    router = Router(alphas=(0.0,), tune=False, encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    Xp, Yp = router.predictor_.index_.vectors(), router.Y_
+    Q = Xp[:6]                                          # six pool inputs as a "new" task
+    sel = router.select_embedded(Q, method="S1")
+    assert sel.n_in_pool == 6 and not sel.duplicates_kept
+    assert "6 of them near-duplicates of pool inputs (left out" in sel.summary()
+    np.testing.assert_allclose(sel.proba, _g_without_near(Q, Xp, Yp, router.k, NEAR_DUPLICATE),
+                               atol=1e-6)
+    kept = router.select_embedded(Q, method="S1", keep_duplicates=True)
+    assert kept.n_in_pool == 6 and kept.duplicates_kept
+    np.testing.assert_allclose(kept.proba, router.predictor_.predict_proba(Q), atol=1e-6)
+    new = router.select_embedded(-Q, method="S1")       # far from every pool input
+    assert new.n_in_pool == 0 and "near-duplicates" not in new.summary()
+    assert new.to_dict()["n_in_pool"] == 0
+
+    P = router.predict_proba_embedded(Q)
+    np.testing.assert_allclose(P, _g_without_near(Q, Xp, Yp, router.k, NEAR_DUPLICATE), atol=1e-6)
+    from benchroute.policies import route_with_policy
+    frame = route_with_policy(router, np.vstack([Q[:2], -Q[:1]]), "best", np.arange(3))
+    assert frame["in_pool"].tolist() == [True, True, False]
+    kept_frame = route_with_policy(router, Q[:2], "best", np.arange(3), keep_duplicates=True)
+    g = router.predictor_.predict_proba(Q[:2])
+    np.testing.assert_allclose(kept_frame["p"], g[np.arange(2), [MODELS.index(m) for m in
+                                                                    kept_frame["model"]]])

@@ -131,7 +131,7 @@ def test_router_route_with_policy_returns_model_p_and_cost(tmp_path):
     texts = [f"task 1 input {i}" for i in range(6)]
     costs = {"m0": 3.0, "m1": 2.0, "m2": 1.0}
     out = router.route(texts, policy="smallest_sufficient", tau=0.0, costs=costs)
-    assert list(out.columns) == ["model", "p", "cost", "ood_p", "ood_fallback"]
+    assert list(out.columns) == ["model", "p", "cost", "ood_p", "ood_fallback", "in_pool"]
     assert out["model"].tolist() == ["m2"] * 6 and out["cost"].tolist() == [1.0] * 6  # τ = 0
     best = router.route(texts, policy="best")
     P = router.predict_proba(texts).to_numpy()

@@ -202,8 +202,9 @@ def test_golden_two_tasks_two_models():
     np.testing.assert_allclose(router.reference_.p, [[0.0, 0.0], [0.5, 0.0]])
     assert router.bma_ == "m0"
 
-    # new task at 65° and 85°: nearest b0 then b1 -> g = (0, 1) and (1, 1)
-    sel = router.select_embedded(_angles([65, 85]))
+    # new task at 65° and 85°: nearest b0 then b1 -> g = (0, 1) and (1, 1); both are within the
+    # near-duplicate distance of a pool input (1 - cos 5° < 0.01), kept here for the arithmetic
+    sel = router.select_embedded(_angles([65, 85]), keep_duplicates=True)
     u = 1 - cos(5)
     assert sel.task_distance == pytest.approx(u, abs=1e-6)
     np.testing.assert_allclose(sel.scores["S1"], [0.5, 1.0])
@@ -217,7 +218,9 @@ def test_golden_two_tasks_two_models():
     np.testing.assert_allclose(sel.scores["S3"], [p0 * 0.5 + (1 - p0) * 0.5, p1], atol=1e-6)
     assert sel.model == "m0" and sel.bma == "m0" and not sel.fell_back
     # S1 alone prefers m1, the model that is right on task B
-    assert router.select_embedded(_angles([65, 85]), method="S1").model == "m1"
+    assert router.select_embedded(_angles([65, 85]), method="S1",
+                                  keep_duplicates=True).model == "m1"
+    assert sel.n_in_pool == 2 and sel.duplicates_kept
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -230,7 +233,7 @@ def test_fallback_decision_follows_eta(seed):
     for eta in (0.0, 0.6, 1.0):
         router = Router(alphas=(0.0,), eta=eta, seed=seed, encoder=HashingEncoder(8)).fit(data, embeddings=X)
         for start in range(0, 90, 6):
-            sel = router.select_embedded(X[start:start + 6])
+            sel = router.select_embedded(X[start:start + 6], keep_duplicates=True)  # pool rows
             s3_best = sel.scores["S3"].idxmax()
             if sel.scores["S3"].max() <= sel.scores.loc[sel.bma, "S3"] + 1e-9:  # a tie: BMA
                 assert sel.model == sel.bma and sel.win_probability is None
@@ -257,7 +260,7 @@ def test_candidates_route_and_errors():
         router.select_embedded(X[:5], candidates=["gpt-9"])
     with pytest.raises(BenchrouteError, match="unknown method 'S4'"):
         router.select_embedded(X[:5], method="S4")
-    routed = router.route_embedded(X[:20])
+    routed = router.route_embedded(X[:20], keep_duplicates=True)  # pool rows, with themselves
     g = router.predictor_.predict_proba(X[:20])
     for r, row in zip(routed, g):
         assert row[MODELS.index(r)] == pytest.approx(row.max())

@@ -150,7 +150,8 @@ def test_fully_labelled_examples_are_not_scored_next_to_their_own_label():
     Q = X[[0, 7]] + np.float32(0.01)
     Q /= np.linalg.norm(Q, axis=1, keepdims=True)
     labels = np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
-    sel = router.select_embedded(Q, labeled_X=Q, labeled_Y=labels, method="S1")
+    sel = router.select_embedded(Q, labeled_X=Q, labeled_Y=labels, method="S1",
+                                 keep_duplicates=True)  # the pool inputs next to them count
     # each input's nearest other point is a pool input (m0 wrong), never its own label
     assert sel.scores.loc["m0", "S1"] == 0.0 and sel.scores.loc["m1", "S1"] == 1.0
     assert sel.n_labeled == 2
