@@ -227,6 +227,8 @@ def _add_select(sub: Any) -> None:
     p.add_argument("--holdout", help="demo: hold this dataset of a bundled pack out, fit on the "
                    "rest, and select for its inputs")
     p.add_argument("--pack", default="helm_mmlu_llama3", help="pack for --holdout")
+    p.add_argument("--keep-duplicates", action="store_true", help="keep pool inputs that are "
+                   "near-duplicates of the task's inputs among their neighbours")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_select)
 
@@ -244,7 +246,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
         router = _load_router(args.router)
         texts = _read_texts(args.texts)
     labeled = _read_labeled(args.labeled) if args.labeled else None
-    sel = router.select_model(texts, labeled=labeled, candidates=candidates, method=args.method)
+    sel = router.select_model(texts, labeled=labeled, candidates=candidates, method=args.method,
+                              keep_duplicates=args.keep_duplicates)
     if args.json:
         out = sel.to_dict()
         if truth is not None:
@@ -304,6 +307,8 @@ def _add_route(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="JSONL output: text, model")
     p.add_argument("--ood-alpha", type=float, metavar="A", help="send inputs whose OOD p-value "
                    "is below A (e.g. 0.05) to the best model on average (docs/routing.md)")
+    p.add_argument("--keep-duplicates", action="store_true", help="keep pool inputs that are "
+                   "near-duplicates of an input among its neighbours")
     _route_policy_options(p)
     p.set_defaults(func=_cmd_route)
 
@@ -392,11 +397,11 @@ def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
     prices = _route_costs(args.prices, args.tokens)
     params = _read_params(args.param)
     out = router.route(texts, candidates=candidates, policy=args.policy, costs=prices,
-                       ood_alpha=args.ood_alpha, **params)
+                       ood_alpha=args.ood_alpha, keep_duplicates=args.keep_duplicates, **params)
     for text, row in zip(texts, out.itertuples(index=False)):
         ood = None if row.ood_p != row.ood_p else round(float(row.ood_p), 6)  # NaN: no reference
         rec = {"text": text, "model": row.model, "p": float(row.p), "cost": float(row.cost),
-               "ood_p": ood, "ood_fallback": bool(row.ood_fallback)}
+               "ood_p": ood, "ood_fallback": bool(row.ood_fallback), "in_pool": bool(row.in_pool)}
         print(json.dumps(rec) if args.json else f"{row.model}\tp={row.p:.3f}\tcost={row.cost:.4g}"
               f"\tood_p={ood}\t{text[:60]!r}")
     return 0
@@ -413,7 +418,8 @@ def _cmd_route(args: argparse.Namespace) -> int:
     if args.policy:
         return _policy_route(args, router, texts, candidates)
     for text, model in zip(texts, router.route(texts, candidates=candidates,
-                                               ood_alpha=args.ood_alpha)):
+                                               ood_alpha=args.ood_alpha,
+                                               keep_duplicates=args.keep_duplicates)):
         print(json.dumps({"text": text, "model": model}) if args.json else f"{model}\t{text[:80]!r}")
     return 0
 

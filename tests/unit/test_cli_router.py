@@ -110,6 +110,7 @@ def test_route_reports_ood_and_falls_back(router_dir, tmp_path, capsys):
     assert main([*args, "--policy", "best", "--ood-alpha", "0.05"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["ood_fallback"] for x in lines] == [False, True]
+    assert [x["in_pool"] for x in lines] == [True, False]      # "task 1 input 1" is a pool text
     assert lines[0]["ood_p"] > 0.05 > lines[1]["ood_p"]
     bma = Router.load(router_dir).bma_
     assert lines[1]["model"] == bma
@@ -117,3 +118,14 @@ def test_route_reports_ood_and_falls_back(router_dir, tmp_path, capsys):
     assert [json.loads(x)["model"] for x in capsys.readouterr().out.splitlines()][1] == bma
     assert main([*args, "--ood-alpha", "1.5"]) == 2
     assert "ood_alpha == 1.5, expected a number in (0, 1)" in capsys.readouterr().err
+
+
+def test_select_counts_and_keeps_near_duplicates(router_dir, tmp_path, capsys):
+    texts = tmp_path / "t.txt"
+    texts.write_text("task 1 input 1\ntask 1 input 2\n")
+    args = ["select", str(texts), "--router", str(router_dir), "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_in_pool"] == 2 and not out["duplicates_kept"]
+    assert main([*args, "--keep-duplicates"]) == 0
+    assert json.loads(capsys.readouterr().out)["duplicates_kept"]
