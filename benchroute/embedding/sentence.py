@@ -57,7 +57,7 @@ class SentenceTransformerEncoder:
         self.max_seq_length = max_seq_length
         self._st: Any = None
         if model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
-            from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, shared_identifier
+            from benchroute.embedding.names import DEFAULT_MAX_SEQ_LENGTH, shared_identifier
 
             self.identifier = shared_identifier(max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
             self.dimension = 768
