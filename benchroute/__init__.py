@@ -21,9 +21,9 @@ _EXPORTS = {
     "load_table": "benchroute.data.tables",
     "BenchrouteError": "benchroute.exceptions",
     "Router": "benchroute.router",
-    "Selection": "benchroute.router",
-    "select_model": "benchroute.router",
-    "route": "benchroute.router",
+    "Selection": "benchroute.selection",
+    "select_model": "benchroute.default",
+    "route": "benchroute.default",
     "DataError": "benchroute.exceptions",
     "PerInputPredictor": "benchroute.tuning",
 }
@@ -53,8 +53,10 @@ if TYPE_CHECKING:
     from benchroute.data.prices import load_prices
     from benchroute.data.store import BenchmarkData, LoadReport
     from benchroute.data.tables import load_table
+    from benchroute.default import route, select_model
     from benchroute.exceptions import BenchrouteError, DataError
-    from benchroute.router import Router, Selection, route, select_model
+    from benchroute.router import Router
+    from benchroute.selection import Selection
     from benchroute.tuning import PerInputPredictor
 
 

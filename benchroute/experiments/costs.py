@@ -20,6 +20,7 @@ import pandas as pd
 from benchroute import policies as pol
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
+from benchroute.scoring import best_on_average, task_means
 from benchroute.tuning import PerInputPredictor, fold_ids
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def arrays(data: BenchmarkData, embeddings: np.ndarray, column: str = "correct",
     per-model mapping (cost per call) or an (n, M) array the caller computed. ``cost_source``
     says what the numbers are (e.g. "parameter count (proxy)"); it travels with the results.
     """
-    from benchroute.default import pool_arrays
+    from benchroute.data.pool import pool_arrays
     from benchroute.router import Router
 
     # vectors through the default encoder and the on-disk cache when none are given
@@ -340,15 +341,16 @@ def cost_quality(data: BenchmarkData, strong: str | None = None, weak: str | Non
 
 def pair_indices(A: Arrays, strong: str | None, weak: str | None, needed: bool
                  ) -> tuple[int | None, int | None]:
-    """Column indices of the strong/weak pair (defaults: most / least accurate on average)."""
+    """Column indices of the strong/weak pair (defaults: the best and the worst model on
+    average, :func:`benchroute.scoring.best_on_average`: each task counts once)."""
     for name in (strong, weak):
         if name is not None and name not in A.models:
             raise BenchrouteError(f"unknown model {name!r}; known models: {A.models}")
     if strong is None and weak is None and not needed and len(A.models) > 2:
         return None, None
-    mean = A.Q.mean(axis=0)
-    s = A.models.index(strong) if strong else int(np.argmax(mean))
-    w = A.models.index(weak) if weak else int(np.argmin(mean))
+    acc = task_means(A.Q, A.datasets)
+    s = A.models.index(strong) if strong else best_on_average(acc)
+    w = A.models.index(weak) if weak else best_on_average(acc, worst=True)
     if s == w:
         raise BenchrouteError(f"strong and weak are the same model {A.models[s]!r}")
     return s, w

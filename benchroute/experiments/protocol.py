@@ -17,15 +17,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from benchroute.data.pool import pool_arrays
 from benchroute.data.store import BenchmarkData
-from benchroute.default import pool_arrays
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_router_params
-from benchroute.policies import router_proba
 from benchroute.predictors import column_means
 from benchroute.reference import alpha_key, few_shot_count, task_seed
 from benchroute.router import Router
-from benchroute.scoring import predictor_accuracy, s1, s2, s3
+from benchroute.routing import router_proba
+from benchroute.scoring import best_on_average, predictor_accuracy, s1, s2, s3, task_means
 from benchroute.selection import Selection, SelectionConfig, choose, route_rows
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def leave_one_task_out(
     logprob = None
     if "logprob" in data.frame.columns and data.frame["logprob"].notna().any():
         logprob = data.correctness_matrix(column="logprob").reindex(columns=models).to_numpy(dtype=float)
-    acc_with = router.task_accuracy_.mean(axis=0).to_numpy()
+    acc_with = router.task_accuracy_.to_numpy(dtype=float)
     rows: list[dict[str, object]] = []
     for t_idx, task in enumerate(run_tasks):
         rd = np.flatnonzero(ds == task)
@@ -125,7 +125,7 @@ def _method_rows(sel: Selection, g: np.ndarray, y: np.ndarray, cand: np.ndarray,
         chosen, fell, _ = choose(score, cand, bma, g, p, config)
         choices[method] = (chosen, fell)
     choices["BMA"] = (bma, False)
-    choices["BMA-incl"] = (int(cand[np.nanargmax(acc_with[cand])]), False)
+    choices["BMA-incl"] = (best_on_average(acc_with, cand), False)
     choices["Oracle"] = (int(cand[np.argmax(true_acc[cand])]), False)
     if logprob is not None:
         ll = column_means(logprob, np.nan)
@@ -159,7 +159,7 @@ def per_instance_routing(
 
     Inputs are split into ``folds`` seeded folds; each fold is routed from a pool of the other
     folds (a router fitted on them; its reference pass runs at α = 0 only, once, though routing does
-    not use p̂), by the P(m, x) that :meth:`Router.route` uses (:func:`benchroute.policies.router_proba`:
+    not use p̂), by the P(m, x) that :meth:`Router.route` uses (:func:`benchroute.routing.router_proba`:
     the tuned per-input predictor by default, g_m(x) with ``tune=False``) and the routing rule of
     :func:`benchroute.selection.route_rows` (ties to the best single model of the other folds,
     only models with a result on the input). Returns one row per dataset and an ``ALL``
@@ -185,7 +185,7 @@ def per_instance_routing(
         test = np.flatnonzero(fold == f)
         train = np.flatnonzero(fold != f)
         fitted = Router().set_params(**params).fit_arrays(X[train], Y[train], ds[train], models)
-        best = int(np.nanargmax(column_means(Q[train], np.nan)))
+        best = best_on_average(task_means(Q[train], ds[train]))
         P = router_proba(fitted, X[test])  # what Router.route uses: tuned P, or g with tune=False
         routed[test] = route_rows(P, every, best, available=~np.isnan(Q[test]))
         single[test] = best
