@@ -1,8 +1,10 @@
 """Cost–quality evaluation of the routing policies, cross-fitted (definitions:
 docs/routing.md, which also holds the results).
 
-Inputs are split into seeded folds; each fold's P(m, x) comes from a :class:`PerInputPredictor`
-fitted (and tuned) on the other folds only, so no input is scored by a router that saw it. Each
+Inputs are split into seeded folds; each fold's P(m, x) comes from a router fitted on the other
+folds only (:func:`benchroute.experiments.crossfit.routing_router`: its index and its tuned
+per-input predictor, tuning CV grouped by task, as ``Router.route`` computes P), so no input is
+scored by a router that saw it. Each
 policy is then swept over its parameter; every operating point is the per-input choice, kept so
 that metrics can be bootstrapped over inputs without refitting.
 """
@@ -20,6 +22,8 @@ import pandas as pd
 from benchroute import policies as pol
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
+from benchroute.experiments.crossfit import crossfit_router_proba, routing_router
+from benchroute.routing import router_proba
 from benchroute.scoring import best_on_average, task_means
 from benchroute.tuning import PerInputPredictor, fold_ids
 
@@ -92,19 +96,22 @@ def crossfit_proba(X: np.ndarray, Y: np.ndarray, folds: int = 5, seed: int = 0,
                    make: Callable[[], PerInputPredictor] | None = None,
                    groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray,
                                                               list[PerInputPredictor]]:
-    """Out-of-fold P (n, M): each fold predicted by a predictor fitted on the others.
+    """Out-of-fold P (n, M): each fold predicted by a router fitted on the others, the P a
+    user's router gives (:func:`benchroute.experiments.crossfit.crossfit_router_proba`).
 
-    Returns P, the fold of each row and the fitted predictors (their chosen values). ``groups``
-    are passed to each inner fit (its tuning CV), not used for the outer folds.
+    ``make`` builds the router's per-input predictor (default: the router's own tuned one).
+    Returns P, the fold of each row and the fitted per-input predictors (their chosen values).
+    ``groups`` are the inputs' tasks, used by each router (its tuning CV holds tasks out), not
+    for the outer folds.
     """
     fold, _ = fold_ids(len(X), None, folds, seed)
     P = np.empty(Y.shape, dtype=np.float64)
     fitted = []
     for f in range(fold.max() + 1):
         te, tr = fold == f, fold != f
-        pred = (make or PerInputPredictor)().fit(X[tr], Y[tr], None if groups is None else groups[tr])
-        P[te] = pred.predict_proba(X[te])
-        fitted.append(pred)
+        P[te], router = crossfit_router_proba(X, Y, tr, te, groups,
+                                              None if make is None else make())
+        fitted.append(router.per_input_)
     return P, fold, fitted
 
 
@@ -223,21 +230,24 @@ def _hybrid_score(A: Arrays, fold: np.ndarray, small: int, large: int, rule: str
         t = pol.choose_t(qs, ql) if rule == "trans" else 0.0
         ts.append(t)
         y = pol.hybrid_labels(qs, ql, rule, t)[:, None]
-        pred = (make or PerInputPredictor)().fit(A.X[tr], y)
-        score[te] = pred.predict_proba(A.X[te])[:, 0]
+        # the score is the P of a router fitted on the label "small is good enough"
+        router = routing_router(A.X[tr], y, A.datasets[tr], predictor=None if make is None else make())
+        pred = router.per_input_
+        score[te] = router_proba(router, A.X[te])[:, 0]
         # the share is chosen on the training folds' own cross-fitted scores (validation)
-        val = _validation_proba(pred, A.X[tr], y, folds, seed, make)
+        val = _validation_proba(pred, A.X[tr], y, folds, seed, make, A.datasets[tr])
         chosen[te] = _validated_choice(val[:, 0], qs, ql, score[te], small, large, max_drop, seed)
     return score, chosen, {"rule": rule, "t": ts}
 
 
 def _validation_proba(pred: PerInputPredictor, X: np.ndarray, Y: np.ndarray, folds: int,
-                      seed: int, make: Callable[[], PerInputPredictor] | None) -> np.ndarray:
+                      seed: int, make: Callable[[], PerInputPredictor] | None,
+                      groups: np.ndarray | None = None) -> np.ndarray:
     """The training folds' own cross-fitted P: the tuned predictor's out-of-fold P, or, for a
     fixed uncalibrated predictor (which fits without cross-validation and keeps none), a
     cross-fit of the same predictor over the training folds."""
     oof = getattr(pred, "oof_", None)
-    return oof if oof is not None else crossfit_proba(X, Y, folds, seed, make)[0]
+    return oof if oof is not None else crossfit_proba(X, Y, folds, seed, make, groups)[0]
 
 
 def _validated_choice(score_val: np.ndarray, qs_val: np.ndarray, ql_val: np.ndarray,
@@ -256,7 +266,7 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
              max_drop: float = 0.01, P: np.ndarray | None = None) -> CostQuality:
     """Cross-fit P once, then sweep each policy, plus the random and oracle baselines."""
     if P is None:
-        P, fold, fitted = crossfit_proba(A.X, A.Q, folds, seed, make)
+        P, fold, fitted = crossfit_proba(A.X, A.Q, folds, seed, make, A.datasets)
         info: dict[str, Any] = {"predictors": [p.describe() | {"calibration": None} for p in fitted]}
     else:
         fold, _ = fold_ids(len(A.X), None, folds, seed)
@@ -287,7 +297,7 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
             chosen = np.empty(len(A.Q), dtype=np.int64)
             for f, pred in enumerate(fitted):
                 te, tr = fold == f, fold != f
-                oof = _validation_proba(pred, A.X[tr], A.Q[tr], folds, seed, make)
+                oof = _validation_proba(pred, A.X[tr], A.Q[tr], folds, seed, make, A.datasets[tr])
                 val = -pol.strong_weak_score(oof, strong, weak)  # high = weak suffices
                 chosen[te] = _validated_choice(val, A.Q[tr, weak], A.Q[tr, strong],
                                                -pol.strong_weak_score(P[te], strong, weak),

@@ -20,6 +20,7 @@ import pandas as pd
 from benchroute.data.pool import pool_arrays
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
+from benchroute.experiments.crossfit import routing_router
 from benchroute.inputs import check_router_params
 from benchroute.predictors import column_means
 from benchroute.reference import alpha_key, few_shot_count, task_seed
@@ -67,7 +68,8 @@ def leave_one_task_out(
         paper's scripts did. ``LL`` (highest mean completion log-probability) appears when the
         data has a ``logprob`` column.
     """
-    router = Router().set_params(**dict(router_params or {}))
+    # the protocol selects per task and never routes per input: no tuned predictor to fit
+    router = Router().set_params(**{**dict(router_params or {}), "tune": False})
     check_router_params(router.get_params())
     pool = pool_arrays(data, embeddings, router.embed)
     X, Y, ds, models = pool.X, pool.Y, pool.datasets, pool.models
@@ -184,7 +186,7 @@ def per_instance_routing(
     for f in range(folds):
         test = np.flatnonzero(fold == f)
         train = np.flatnonzero(fold != f)
-        fitted = Router().set_params(**params).fit_arrays(X[train], Y[train], ds[train], models)
+        fitted = routing_router(X[train], Y[train], ds[train], models, router_params=params)
         best = best_on_average(task_means(Q[train], ds[train]))
         P = router_proba(fitted, X[test])  # what Router.route uses: tuned P, or g with tune=False
         routed[test] = route_rows(P, every, best, available=~np.isnan(Q[test]))
