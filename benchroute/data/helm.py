@@ -1,4 +1,6 @@
-"""Loader for HELM ``benchmark_output`` run trees (see shared HELM_FORMAT.md).
+"""Loader for HELM ``benchmark_output`` run trees: ``runs/<suite>/<run name>/`` folders, each
+with ``run_spec.json`` (the scenario and model), ``scenario_state.json`` (the prompts and
+completions) and ``per_instance_stats.json`` (per-instance metrics such as ``exact_match``).
 
 The core parses HELM's JSON directly: crfm-helm is a 6 GB install whose codec imports spacy and
 torch, while the files themselves are plain, stable JSON.
@@ -42,7 +44,7 @@ from benchroute.exceptions import DataError
 logger = logging.getLogger(__name__)
 
 # Order of preference when the caller names no metric: exact matches first, then the other
-# per-instance correctness metrics of HELM_FORMAT.md §4.
+# per-instance correctness metrics HELM writes to ``per_instance_stats.json``.
 METRIC_PRIORITY = (
     "exact_match",
     "quasi_exact_match",
@@ -73,7 +75,8 @@ _NOT_METRICS = frozenset({"logprob", "max_prob", "predicted_index", "inference_r
                           "training_energy_cost"})
 _MAX_TRIALS = 1_000_000
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# Run-name components that vary with the model, not with the scenario (HELM_FORMAT.md §1.1).
+# Run-name components that vary with the model, not with the scenario: a run name is
+# ``<scenario>:<arg>=<value>,...``, and these args name the model or how it was called.
 _MODEL_SPECIFIC_ARGS = frozenset(
     {"model", "model_deployment", "data_augmentation", "stop", "num_output_tokens",
      "increase_max_tokens"}

@@ -1,7 +1,7 @@
 """Loader for result tables, wide (one column per model) or long, with presets for known layouts.
 
-Each preset encodes its source's score semantics as documented in that source's SOURCE.md, so a
-user need not know, say, that a RouterDC multiple-choice score of 0 means "wrong".
+Each preset encodes its source's score semantics (documented on each preset: what a score means,
+where the files come from), so a user need not know, say, that a RouterDC multiple-choice score of 0 means "wrong".
 """
 
 from __future__ import annotations
@@ -630,11 +630,13 @@ def _load_alpaca_eval(
     path: Path, threshold: Threshold = 0.5, annotator: str = "weighted_alpaca_eval_gpt4_turbo",
     strict: bool = False,
 ) -> BenchmarkData:
-    """AlpacaEval judge preferences (shared data's compact CSVs).
+    """AlpacaEval judge preferences, in the compact CSVs derived from ``tatsu-lab/alpaca_eval``'s
+    ``results/<model>/<annotator>/annotations.json`` (one row per model and instruction,
+    ``preference`` in [1, 2]).
 
     ``score`` = preference − 1 in [0, 1] (P(beats the reference)); a 0 preference is a draw and
     becomes 0.5; empty preferences (judge failures) are dropped and counted. ``correct`` =
-    1[preference > 1.5], the binary reading of SOURCE.md; use ``score`` for per-instance routing.
+    1[preference > 1.5] (the judge prefers the model over the reference); use ``score`` for per-instance routing.
     ``threshold`` does not apply (the cut is fixed at a win): another value is an error rather
     than ignored.
     """

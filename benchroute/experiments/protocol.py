@@ -1,4 +1,6 @@
-"""The leave-one-task-out protocol of SPEC.md §3, and per-instance routing, on the public API.
+"""The leave-one-task-out protocol (docs/method.md, "Experiments": each task held out in turn,
+the others form the pool, every method scored by the held-out task's accuracy of its choice), and
+per-instance routing, on the public API.
 
 One router is fitted on every benchmark input; each held-out task is left out with
 ``exclude_datasets``, which is exact (pool, fallback means, BMA and reference pairs equal those
@@ -157,7 +159,8 @@ def per_instance_routing(
     data: BenchmarkData, column: str = "score", router_params: RouterParams | None = None,
     embeddings: np.ndarray | None = None, folds: int = 5, seed: int = 0,
 ) -> pd.DataFrame:
-    """Route every input to argmax_m P(m, x) on a continuous quality (SPEC.md's MixInstruct setting).
+    """Route every input to argmax_m P(m, x) on a continuous quality (the MixInstruct
+    setting: one quality score per model and input, e.g. BERTScore against a reference answer).
 
     Inputs are split into ``folds`` seeded folds; each fold is routed from a pool of the other
     folds (a router fitted on them; its reference pass runs at α = 0 only, once, though routing does
