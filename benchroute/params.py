@@ -84,6 +84,15 @@ class RouterParams:
         self.prior_strength = prior_strength
         self.tune = tune
 
+    #: Caches of objects derived from the parameters (the loaded encoder, the open embedding
+    #: cache, reference pairs without some tasks). They are neither parameters nor fitted state:
+    #: each is keyed by the parameters it depends on, so a changed parameter never meets a stale
+    #: entry, and copies and pickles leave them out (a copy builds its own on first use).
+    _CACHES = ("_held_encoder", "_held_cache", "_excluded")
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._CACHES}
+
     # ------------------------------------------------------------------ parameters
     @classmethod
     def _param_names(cls) -> list[str]:

@@ -127,7 +127,7 @@ class Router(RouterParams):
         self.reference_ = reference_pairs(
             self.predictor_, alphas=self.alphas, repeats=self.repeats, seed=self.seed,
             n_neighbours=self.n_neighbours, threshold=self.threshold)
-        self._excluded: dict[tuple[str, ...], ReferencePairs] = {}
+        self.__dict__.pop("_excluded", None)  # pairs of the previous fit
         self.costs_ = None
         self.per_input_: PerInputPredictor | None = None
         if self.tune:
@@ -138,11 +138,20 @@ class Router(RouterParams):
         return self
 
     # ------------------------------------------------------------------ fitted views
+    def pool_vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The pool's vectors (N, d), or those of ``rows``: read back from the index, a copy the
+        caller owns (the router keeps no second copy of the pool)."""
+        check_is_fitted(self, "predictor_")
+        return self.predictor_.index_.vectors(rows)
+
     @property
     def X_(self) -> np.ndarray:
-        """The pool's vectors (N, d): a copy the caller owns."""
-        check_is_fitted(self, "predictor_")
-        return self.predictor_.index_.vectors()
+        """Deprecated: :meth:`pool_vectors`, which says that it copies the whole pool."""
+        import warnings
+
+        warnings.warn("Router.X_ copies the whole pool on every access; call "
+                      "router.pool_vectors() once instead", DeprecationWarning, stacklevel=2)
+        return self.pool_vectors()
 
     @property
     def Y_(self) -> np.ndarray:
@@ -281,16 +290,19 @@ class Router(RouterParams):
         fitted without them (a task's pairs are recomputed only when they depended on an
         excluded task); the last few are kept."""
         check_is_fitted(self, "reference_")
-        key = tuple(sorted(set(exclude_datasets)))
-        if not key:
+        tasks = tuple(sorted(set(exclude_datasets)))
+        if not tasks:
             return self.reference_
+        # keyed by the parameters the pairs depend on too: set_params never meets a stale entry
+        key = (tasks, tuple(self.alphas), self.repeats, self.seed, self.n_neighbours,
+               self.threshold)
         memo = self.__dict__.setdefault("_excluded", {})
         if key not in memo:
             if len(memo) >= _EXCLUDED_MEMO:
                 memo.pop(next(iter(memo)))
             memo[key] = reference_pairs(
                 self.predictor_, self.alphas, self.repeats, self.seed, self.n_neighbours,
-                self.threshold, also_exclude=key, cache=self.reference_)
+                self.threshold, also_exclude=tasks, cache=self.reference_)
         return memo[key]
 
     # ------------------------------------------------------------------ routing
@@ -533,7 +545,7 @@ class Router(RouterParams):
         acc.index.name = self.task_accuracy_.index.name
         self.task_accuracy_ = acc
         self.pool_models_ = list(models)
-        self._excluded = {}
+        self.__dict__.pop("_excluded", None)
         tuned = getattr(self, "per_input_", None)
         if tuned is not None:
             self.per_input_ = PerInputPredictor.from_description(tuned.describe(), None, Y)
@@ -582,7 +594,7 @@ class Router(RouterParams):
         from benchroute.new_models import probe_rows
 
         check_is_fitted(self, "predictor_")
-        rows = probe_rows(self.X_, self.Y_, self.datasets_, n,
+        rows = probe_rows(self.pool_vectors(), self.Y_, self.datasets_, n,
                           self.seed if seed is None else seed, strategy)
         index = self.predictor_.index_
         return pd.DataFrame({"dataset": index.datasets_[rows].astype(str),
