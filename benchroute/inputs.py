@@ -12,11 +12,9 @@ import numpy as np
 import pandas as pd
 
 from benchroute.data.store import BenchmarkData
-from benchroute.embedding.base import unit_norm_rows
+from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 from benchroute.exceptions import BenchrouteError
 
-#: How far a vector's norm may be from 1 before it is normalised (with a warning).
-NORM_TOL = 1e-3
 Texts = str | Sequence[str] | BenchmarkData
 LabeledRecords = pd.DataFrame | Iterable[Mapping[str, object]]
 

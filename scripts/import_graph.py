@@ -6,8 +6,10 @@ Graphviz DOT, then each import circle (a strongly connected component of more th
 Imports inside functions count too: a circle through a lazy import is still two modules that
 need each other. Imports under ``if TYPE_CHECKING:`` are left out (they never run).
 
-Usage: ``python scripts/import_graph.py [--dot] [--package benchroute]``; exit status 1 when
-there is a circle, so the check can run in CI.
+It also checks the layers of docs/architecture.md (:data:`LAYERS`): every import must point to
+the importer's layer or one below. Usage: ``python scripts/import_graph.py [--dot] [--package
+benchroute]``; exit status 1 when there is a circle or an upward import, so the check can run in
+CI.
 """
 
 from __future__ import annotations
@@ -114,6 +116,42 @@ def circles(g: dict[str, set[str]]) -> list[list[str]]:
     return sorted(out)
 
 
+#: The layers of docs/architecture.md, top to bottom: a module may import its own layer or
+#: those below it. The first prefix that matches a module decides its layer.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("entry points", ("benchroute.__main__", "benchroute.cli", "benchroute.serve",
+                      "benchroute.experiments")),
+    ("default router", ("benchroute.default",)),
+    ("router", ("benchroute.router", "benchroute.routing", "benchroute.persistence",
+                "benchroute.task", "benchroute.params", "benchroute.new_models")),
+    ("method", ("benchroute.selection", "benchroute.reference", "benchroute.predictors",
+                "benchroute.tuning", "benchroute.policies", "benchroute.inputs")),
+    ("data, embedding, index", ("benchroute.data", "benchroute.embedding", "benchroute.index",
+                                "benchroute.faiss_check", "benchroute.packs", "benchroute.npz",
+                                "benchroute._persist")),
+    ("formulas", ("benchroute.scoring", "benchroute.exceptions")),
+]
+
+
+def layer_of(module: str) -> int | None:
+    for i, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    return None  # the package itself (``benchroute``): its lazy exports sit above everything
+
+
+def upward(g: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports of a module in a higher layer than the importer."""
+    out = []
+    for m in sorted(g):
+        lm = layer_of(m)
+        for t in sorted(g[m]):
+            lt = layer_of(t)
+            if lm is not None and lt is not None and lt < lm:
+                out.append((m, t))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", default=str(Path(__file__).resolve().parents[1] / "benchroute"))
@@ -134,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(found)} import circle(s)", file=stream)
     for comp in found:
         print("  " + " <-> ".join(comp), file=stream)
-    return 1 if found else 0
+    up = upward(g)
+    print(f"{len(up)} upward import(s) across the layers of docs/architecture.md", file=stream)
+    for m, t in up:
+        print(f"  {m} -> {t}", file=stream)
+    return 1 if found or up else 0
 
 
 if __name__ == "__main__":
