@@ -23,6 +23,7 @@ from benchroute import policies as pol
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.crossfit import crossfit_router_proba, routing_router
+from benchroute.router import Router
 from benchroute.routing import router_proba
 from benchroute.scoring import best_on_average, task_means
 from benchroute.tuning import PerInputPredictor, fold_ids
@@ -111,8 +112,15 @@ def crossfit_proba(X: np.ndarray, Y: np.ndarray, folds: int = 5, seed: int = 0,
         te, tr = fold == f, fold != f
         P[te], router = crossfit_router_proba(X, Y, tr, te, groups,
                                               None if make is None else make())
-        fitted.append(router.per_input_)
+        fitted.append(_tuned(router))
     return P, fold, fitted
+
+
+def _tuned(router: Router) -> PerInputPredictor:
+    """The per-input predictor of a router :func:`routing_router` fitted (it always has one)."""
+    if router.per_input_ is None:
+        raise BenchrouteError("internal: a routing router without its per-input predictor")
+    return router.per_input_
 
 
 # ---------------------------------------------------------------------- sweeps
@@ -232,7 +240,7 @@ def _hybrid_score(A: Arrays, fold: np.ndarray, small: int, large: int, rule: str
         y = pol.hybrid_labels(qs, ql, rule, t)[:, None]
         # the score is the P of a router fitted on the label "small is good enough"
         router = routing_router(A.X[tr], y, A.datasets[tr], predictor=None if make is None else make())
-        pred = router.per_input_
+        pred = _tuned(router)
         score[te] = router_proba(router, A.X[te])[:, 0]
         # the share is chosen on the training folds' own cross-fitted scores (validation)
         val = _validation_proba(pred, A.X[tr], y, folds, seed, make, A.datasets[tr])
