@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute import policies as pol
-from benchroute.curves import interp_at, aiq, apgr, cpt, upper_hull
+from benchroute.curves import aiq, apgr, cpt, interp_at, upper_hull
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.crossfit import crossfit_router_proba, routing_router
