@@ -60,6 +60,7 @@ def routing_router(X: np.ndarray, Y: np.ndarray, groups: Sequence[str] | np.ndar
     if custom and tune:
         pred = predictor if predictor is not None else PerInputPredictor(seed=router.seed)
         router.per_input_ = pred.fit(X, Y, ds if grouped_tuning else None).without_pool()
+        router.set_params(tune=True)  # consistent: a tuned predictor exactly when tune
     return router
 
 
