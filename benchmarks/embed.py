@@ -121,7 +121,7 @@ import benchroute
 if sys.argv[2] == "torch":
     import benchroute.embedding.backends as B
     B.default_backend = lambda device=None: "torch"
-from benchroute.router import default_router
+from benchroute.default import default_router
 import numpy as np
 from benchroute.exceptions import DataError
 try:

@@ -71,7 +71,7 @@ def main() -> None:
         for m in range(router.Y_.shape[1]):
             has = ~np.isnan(router.Y_[:, m])
             knn = KNeighborsRegressor(n_neighbors=5, metric="cosine", algorithm="brute")
-            g[:, m] = knn.fit(router.X_[has], router.Y_[has, m]).predict(Q)
+            g[:, m] = knn.fit(router.pool_vectors()[has], router.Y_[has, m]).predict(Q)
         return g
 
     g_base, t_base = timed(baseline)

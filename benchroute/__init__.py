@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+#: Every public name and the module that defines it: ``__all__`` is derived from this one list.
 _EXPORTS = {
     "BenchmarkData": "benchroute.data.store",
     "LoadReport": "benchroute.data.store",
@@ -19,43 +20,33 @@ _EXPORTS = {
     "load_mixinstruct": "benchroute.data.mixinstruct",
     "load_prices": "benchroute.data.prices",
     "load_table": "benchroute.data.tables",
+    "embed_texts": "benchroute.embedding",
     "BenchrouteError": "benchroute.exceptions",
-    "Router": "benchroute.router",
-    "Selection": "benchroute.router",
-    "select_model": "benchroute.router",
-    "route": "benchroute.router",
     "DataError": "benchroute.exceptions",
+    "NotFittedError": "benchroute.exceptions",
+    "Router": "benchroute.router",
+    "Selection": "benchroute.selection",
+    "select_model": "benchroute.default",
+    "route": "benchroute.default",
     "PerInputPredictor": "benchroute.tuning",
 }
 
-__all__ = [
-    "BenchmarkData",
-    "BenchrouteError",
-    "DataError",
-    "LoadReport",
-    "PerInputPredictor",
-    "Router",
-    "Selection",
-    "__version__",
-    "load",
-    "load_helm",
-    "load_mixinstruct",
-    "load_prices",
-    "load_table",
-    "route",
-    "select_model",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from benchroute.data.detect import load
-    from benchroute.data.helm import load_helm
-    from benchroute.data.mixinstruct import load_mixinstruct
-    from benchroute.data.prices import load_prices
-    from benchroute.data.store import BenchmarkData, LoadReport
-    from benchroute.data.tables import load_table
-    from benchroute.exceptions import BenchrouteError, DataError
-    from benchroute.router import Router, Selection, route, select_model
-    from benchroute.tuning import PerInputPredictor
+    # for type checkers only (names listed in _EXPORTS, so ruff cannot see them used)
+    from benchroute.data.detect import load  # noqa: F401
+    from benchroute.data.helm import load_helm  # noqa: F401
+    from benchroute.data.mixinstruct import load_mixinstruct  # noqa: F401
+    from benchroute.data.prices import load_prices  # noqa: F401
+    from benchroute.data.store import BenchmarkData, LoadReport  # noqa: F401
+    from benchroute.data.tables import load_table  # noqa: F401
+    from benchroute.default import route, select_model  # noqa: F401
+    from benchroute.embedding import embed_texts  # noqa: F401
+    from benchroute.exceptions import BenchrouteError, DataError, NotFittedError  # noqa: F401
+    from benchroute.router import Router  # noqa: F401
+    from benchroute.selection import Selection  # noqa: F401
+    from benchroute.tuning import PerInputPredictor  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

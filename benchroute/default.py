@@ -1,46 +1,23 @@
-"""The pool of a store as arrays, the router fitted on a bundled pack, and a pack's embeddings."""
+"""The default router: the one fitted on a bundled pack (built once, then loaded), a pack's
+embeddings, and the top-level :func:`select_model` and :func:`route` that use it when no router
+is given."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError, DataError
+from benchroute.inputs import LabeledRecords, Texts
 from benchroute.router import Router
+from benchroute.selection import Selection
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Pool:
-    """A store's inputs as arrays, rows in ``data.instances()`` order."""
-
-    X: np.ndarray            # (N, d) float32 unit vectors
-    Y: np.ndarray            # (N, M) float32 labels, NaN = no result
-    datasets: np.ndarray     # (N,) object
-    instance_ids: list[str]
-    models: list[str]
-
-
-def pool_arrays(data: BenchmarkData, embeddings: np.ndarray | None,
-                embed: Callable[[Sequence[str]], np.ndarray], column: str = "correct") -> Pool:
-    """Vectors and labels of every input of ``data``; ``embed(texts)`` runs when no embeddings
-    are given, and given ones are checked against the number of inputs."""
-    inst = data.instances()
-    mat = data.correctness_matrix(column=column)
-    if list(mat.index) != list(zip(inst["dataset"], inst["instance_id"])):
-        raise BenchrouteError("internal: correctness matrix and instances are misaligned")
-    X = embed(inst["text"].tolist()) if embeddings is None else np.asarray(embeddings)
-    if X.ndim != 2 or len(X) != len(inst):
-        raise BenchrouteError(f"embeddings must have shape ({len(inst)}, d), got {X.shape}")
-    return Pool(np.ascontiguousarray(X, dtype=np.float32), mat.to_numpy(dtype=np.float32),
-                inst["dataset"].to_numpy(dtype=object), inst["instance_id"].tolist(),
-                list(mat.columns))
 
 
 def default_router(pack: str | None = None, refit: bool = False) -> Router:
@@ -79,3 +56,27 @@ def pack_embeddings(data: BenchmarkData, pack: str) -> np.ndarray:
     if missing:
         raise DataError(f"pack {pack!r}: {missing} inputs have no embedding in the pack")
     return emb[[row[k] for k in keys]].astype(np.float32)
+
+
+def select_model(task_examples: Texts, router: Router | None = None,
+                 labeled: LabeledRecords | None = None, candidates: Iterable[str] | None = None,
+                 method: str = "S3", fallback: bool = True, exclude_datasets: Sequence[str] = (),
+                 max_quality_drop: float | None = None,
+                 costs: Mapping[str, float] | None = None,
+                 keep_duplicates: bool = False) -> Selection:
+    """Choose the best model for a task (:meth:`Router.select_model`, same parameters); with no
+    router, the default one fitted on the bundled pack."""
+    return (router or default_router()).select_model(
+        task_examples, labeled, candidates, method, fallback, exclude_datasets,
+        max_quality_drop, costs, keep_duplicates)
+
+
+def route(texts: Texts, router: Router | None = None,
+          candidates: Iterable[str] | None = None, policy: str | None = None,
+          costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
+          keep_duplicates: bool = False, **policy_params: float | str
+          ) -> list[str] | pd.DataFrame:
+    """Route each input to a model (:meth:`Router.route`, same parameters); with no router, the
+    default one fitted on the bundled pack."""
+    return (router or default_router()).route(texts, candidates, policy, costs, ood_alpha,
+                                              keep_duplicates, **policy_params)

@@ -247,8 +247,7 @@ class VectorIndex:
     def _check_unit_rows(self, path: Path) -> None:
         """The stored vectors are what ``fit`` accepts: finite, non-zero, of unit norm (cosine
         distances are 1 - inner products only for unit vectors)."""
-        from benchroute.embedding.base import unit_norm_rows
-        from benchroute.inputs import NORM_TOL
+        from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 
         view = self._flat_view()
         X = view if view is not None else self.vectors()

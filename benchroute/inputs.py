@@ -12,20 +12,20 @@ import numpy as np
 import pandas as pd
 
 from benchroute.data.store import BenchmarkData
-from benchroute.embedding.base import unit_norm_rows
+from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 from benchroute.exceptions import BenchrouteError
 
-#: How far a vector's norm may be from 1 before it is normalised (with a warning).
-NORM_TOL = 1e-3
 Texts = str | Sequence[str] | BenchmarkData
 LabeledRecords = pd.DataFrame | Iterable[Mapping[str, object]]
 
 
-def _is_int(v: object) -> bool:
+def is_int(v: object) -> bool:
+    """An integer, not a bool (JSON's true would otherwise pass as 1)."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _is_real(v: object) -> bool:
+def is_real(v: object) -> bool:
+    """A finite real number, not a bool or a string."""
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
         and math.isfinite(float(v))
 
@@ -39,25 +39,25 @@ def check_router_params(params: Mapping[str, object], where: str = "Router") -> 
     p = params
     for name, top in (("k", 10_000), ("n_neighbours", 10_000), ("n_draws", 10_000_000),
                       ("repeats", 10_000)):
-        need(_is_int(p[name]) and 1 <= int(p[name]) <= top, name,  # type: ignore[call-overload]
+        need(is_int(p[name]) and 1 <= int(p[name]) <= top, name,  # type: ignore[call-overload]
              f"an integer >= 1 (at most {top:,})")
-    need(_is_int(p["seed"]) and 0 <= int(p["seed"]) < 2**63, "seed", "an integer >= 0")  # type: ignore[call-overload]
-    need(_is_real(p["threshold"]) and 0.0 <= float(p["threshold"]) <= 1.0,  # type: ignore[arg-type]
+    need(is_int(p["seed"]) and 0 <= int(p["seed"]) < 2**63, "seed", "an integer >= 0")  # type: ignore[call-overload]
+    need(is_real(p["threshold"]) and 0.0 <= float(p["threshold"]) <= 1.0,  # type: ignore[arg-type]
          "threshold", "a number in [0, 1]")
-    need(_is_real(p["bandwidth"]) and float(p["bandwidth"]) > 0, "bandwidth", "a number > 0")  # type: ignore[arg-type]
-    need(_is_real(p["eta"]) and 0.0 <= float(p["eta"]) <= 1.0, "eta", "a number in [0, 1]")  # type: ignore[arg-type]
+    need(is_real(p["bandwidth"]) and float(p["bandwidth"]) > 0, "bandwidth", "a number > 0")  # type: ignore[arg-type]
+    need(is_real(p["eta"]) and 0.0 <= float(p["eta"]) <= 1.0, "eta", "a number in [0, 1]")  # type: ignore[arg-type]
     need(isinstance(p.get("tune", True), bool), "tune", "true or false")
-    need(_is_real(p["prior_strength"]) and float(p["prior_strength"]) >= 0,  # type: ignore[arg-type]
+    need(is_real(p["prior_strength"]) and float(p["prior_strength"]) >= 0,  # type: ignore[arg-type]
          "prior_strength", "a number >= 0")
     alphas = p["alphas"]
     need(isinstance(alphas, (list, tuple, np.ndarray)) and len(alphas) > 0
-         and all(_is_real(a) and 0.0 <= float(a) < 1.0 for a in alphas),
+         and all(is_real(a) and 0.0 <= float(a) < 1.0 for a in alphas),
          "alphas", "a non-empty list of fractions in [0, 1)")
     need(p["weights"] in ("uniform", "distance"), "weights", "'uniform' or 'distance'")
     need(isinstance(p["index_factory"], str) and bool(p["index_factory"]), "index_factory",
          "a FAISS index-factory string")
     for name in ("nprobe", "ef_search"):
-        need(p[name] is None or (_is_int(p[name]) and int(p[name]) >= 1), name,  # type: ignore[call-overload]
+        need(p[name] is None or (is_int(p[name]) and int(p[name]) >= 1), name,  # type: ignore[call-overload]
              "null or an integer >= 1")
     need(p["cache_dir"] is None or isinstance(p["cache_dir"], (str, os.PathLike)), "cache_dir",
          "null or a folder path")
@@ -169,7 +169,7 @@ def parse_labeled(labeled: LabeledRecords, models: list[str]) -> tuple[list[str]
         for m, v in labels.items():
             if v is None or (isinstance(v, float) and np.isnan(v)):
                 continue
-            if not _is_real(v) or not 0 <= float(v) <= 1:  # type: ignore[arg-type]
+            if not is_real(v) or not 0 <= float(v) <= 1:  # type: ignore[arg-type]
                 raise BenchrouteError(f"labeled[{i}] label for {m!r} is {v!r}; expected a number in [0, 1]")
             row[models.index(m)] = float(v)  # type: ignore[arg-type]
         texts.append(rec["text"])

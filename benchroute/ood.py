@@ -64,9 +64,9 @@ def p_values(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def check_alpha(alpha: object, what: str = "ood_alpha") -> float:
     """A flagging level in (0, 1)."""
-    from benchroute.inputs import _is_real
+    from benchroute.inputs import is_real
 
-    if not _is_real(alpha) or not 0.0 < float(alpha) < 1.0:  # type: ignore[arg-type]
+    if not is_real(alpha) or not 0.0 < float(alpha) < 1.0:  # type: ignore[arg-type]
         raise BenchrouteError(f"{what} == {alpha!r:.40}, expected a number in (0, 1)")
     return float(alpha)  # type: ignore[arg-type]
 

@@ -53,7 +53,8 @@ class RouterParams:
         Per-input routing (``route``, ``predict_proba``) through a
         :class:`~benchroute.tuning.PerInputPredictor`: k, distance weighting and shrinkage to
         each model's mean chosen by cross-validation grouped by task at fit time, then isotonic
-        calibration (True). False routes with the plain k-NN g_m(x) of SPEC §2. Task-level
+        calibration (True). False routes with the plain k-NN g_m(x) (the mean label of the k nearest pool
+        inputs, docs/method.md). Task-level
         selection (S1/S2/S3) always uses g_m(x).
     """
 
@@ -82,6 +83,15 @@ class RouterParams:
         self.seed = seed
         self.prior_strength = prior_strength
         self.tune = tune
+
+    #: Caches of objects derived from the parameters (the loaded encoder, the open embedding
+    #: cache, reference pairs without some tasks). They are neither parameters nor fitted state:
+    #: each is keyed by the parameters it depends on, so a changed parameter never meets a stale
+    #: entry, and copies and pickles leave them out (a copy builds its own on first use).
+    _CACHES = ("_held_encoder", "_held_cache", "_excluded")
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._CACHES}
 
     # ------------------------------------------------------------------ parameters
     @classmethod

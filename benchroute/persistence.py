@@ -34,16 +34,17 @@ import pandas as pd
 from benchroute.exceptions import BenchrouteError, FormatVersionError
 from benchroute.index import VectorIndex
 from benchroute.inputs import (
-    _is_int,
-    _is_real,
     check_router_params,
     check_vectors,
+    is_int,
+    is_real,
     known_encoder_name,
 )
 from benchroute.npz import read_npz
-from benchroute.policies import cost_vector, restore_routing, routing_state
+from benchroute.policies import cost_vector
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs
+from benchroute.tuning import PerInputPredictor
 
 if TYPE_CHECKING:
     from benchroute.router import Router
@@ -180,7 +181,7 @@ def _write(router: Router, folder: Path) -> None:
                       "fallback": sorted(ref.fallback)},
         "checksums": {name: _sha256(folder / name)
                       for name in DATA_FILES + ((ADDED_FILE,) if added else ())},
-        "routing": routing_state(router),
+        "routing": _routing_state(router),
     }
     meta["digest"] = canonical_digest(meta)
     (folder / "router.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -290,13 +291,12 @@ def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame
     return pd.DataFrame(rows, index=index, columns=models, dtype=float)
 
 
-def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
-                cls: type[Router] | None = None) -> Router:
-    """Read a router saved by :func:`save_router`; any bad file or field is a BenchrouteError
-    naming the file and the field."""
-    from benchroute.router import Router
-
-    klass = Router if cls is None else cls
+def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None,
+                cls: type[Router]) -> Router:
+    """Read a router saved by :func:`save_router` into a new ``cls`` (:meth:`Router.load` passes
+    its class, so this module never imports the router); any bad file or field is a
+    BenchrouteError naming the file and the field."""
+    klass = cls
     folder = Path(folder)
     recover_interrupted_save(folder)
     meta = _read_meta(folder)
@@ -349,7 +349,6 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     router.encoder_id_ = encoder
     router.reference_ = _reference(path, meta.get("reference"), models, tasks)
     _check_reference_nulls(path, router.reference_, Y, index.datasets_, models)
-    router._excluded = {}
     _spot_check_reference(path, router)
     router.per_input_ = None
     added = _added_names(path, meta.get("added"), models)
@@ -441,7 +440,7 @@ def _added_names(path: Path, value: object, models: list[str]) -> list[str]:
         return []
     if not isinstance(value, list) or not all(
             isinstance(v, dict) and isinstance(v.get("name"), str) and v["name"]
-            and _is_int(v.get("n_labels")) and v["n_labels"] >= 1 for v in value):
+            and is_int(v.get("n_labels")) and v["n_labels"] >= 1 for v in value):
         raise _fail(path, "added", "a list of {name: model name, n_labels: int >= 1}")
     names = [v["name"] for v in value]
     if len(set(names)) != len(names) or set(names) & set(models):
@@ -466,6 +465,7 @@ def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> No
         raise BenchrouteError(f"{path}: unreadable or incomplete ({exc}); field 'X<i>' must be "
                               f"(L, {dim}) floats and 'y<i>' L labels, one pair per added "
                               "model") from exc
+    added = {}
     for i, name in enumerate(names):
         X, y = arrays[f"X{i}"], arrays[f"y{i}"]
         if X.ndim != 2 or X.shape[1] != dim or not np.issubdtype(X.dtype, np.floating) \
@@ -476,9 +476,9 @@ def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> No
                 or not ((y >= 0) & (y <= 1)).all():
             raise BenchrouteError(f"{path}: field 'y{i}' ({name}) must be {len(X)} labels in "
                                   f"[0, 1]; got {y.dtype} {y.shape}")
-        router.added_[name] = fit_added(router, name, check_vectors(X, f"{path}: X{i}"),
-                                        y.astype(np.float64))
-    router._sync_models()
+        added[name] = fit_added(router, name, check_vectors(X, f"{path}: X{i}"),
+                                y.astype(np.float64))
+    router.restore_added(added)
 
 
 def _restore_routing(path: Path, router: Router, state: object, models: list[str]) -> None:
@@ -490,27 +490,36 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
     costs = state.get("costs")
     if costs is not None and (
             not isinstance(costs, dict) or not set(costs) <= set(models)
-            or not all(_is_real(v) and math.isfinite(v) and v >= 0 for v in costs.values())):
+            or not all(is_real(v) and math.isfinite(v) and v >= 0 for v in costs.values())):
         raise _fail(path, "routing.costs", "null or {model: cost >= 0} for models of the router")
     desc = state.get("per_input")
     if router.tune != (desc is not None):
         raise _fail(path, "routing.per_input", "the tuned predictor exactly when params.tune")
     if desc is not None:
-        ok = (isinstance(desc, dict) and _is_int(desc.get("k")) and desc["k"] >= 1
+        ok = (isinstance(desc, dict) and is_int(desc.get("k")) and desc["k"] >= 1
               and desc.get("weights") in ("uniform", "distance")
-              and _is_real(desc.get("prior")) and math.isfinite(desc["prior"]) and desc["prior"] >= 0)
+              and is_real(desc.get("prior")) and math.isfinite(desc["prior"]) and desc["prior"] >= 0)
         cal = desc.get("calibration") if isinstance(desc, dict) else None
         ok = ok and (cal is None or (
             isinstance(cal, dict) and isinstance(cal.get("x"), list)
             and isinstance(cal.get("y"), list) and len(cal["x"]) == len(cal["y"])
-            and all(_is_real(v) and 0 <= v <= 1 for v in cal["x"] + cal["y"])
+            and all(is_real(v) and 0 <= v <= 1 for v in cal["x"] + cal["y"])
             # an isotonic map: breakpoints strictly increasing, values never decreasing
             and bool(np.all(np.diff(cal["x"]) > 0)) and bool(np.all(np.diff(cal["y"]) >= 0))))
         if not ok:
             raise _fail(path, "routing.per_input", "{k: int >= 1, weights: 'uniform' or "
                         "'distance', prior: number >= 0, calibration: {x, y} in [0, 1], x "
                         "increasing, y non-decreasing}")
-    restore_routing(router, state)
+    router.costs_ = state.get("costs")
+    if desc is not None:
+        router.per_input_ = PerInputPredictor.from_description(desc, None, router.Y_)
+
+
+def _routing_state(router: Router) -> dict[str, object]:
+    """What a saved router keeps of the tuned predictor (its chosen values and calibration; the
+    pool is the router's own) and of the fit store's costs, JSON-ready."""
+    tuned = router.per_input_
+    return {"per_input": None if tuned is None else tuned.describe(), "costs": router.costs_}
 
 
 def _read_pool(path: Path, n_rows: int, n_models: int

@@ -2,8 +2,9 @@
 parameter (definitions and measurements: docs/routing.md).
 
 Every policy returns the chosen column per input, shape (n,), int. They are plain array functions
-so that the same code serves the fitted router (``Router.route(texts, policy=...)``) and the
-cross-fitted evaluation (:mod:`benchroute.experiments.costs`).
+of P, costs and parameters, knowing nothing of a router, so that the same code serves the fitted
+router (through :mod:`benchroute.routing`), the gateway and the cross-fitted evaluation
+(:mod:`benchroute.experiments.costs`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute.exceptions import BenchrouteError
+from benchroute.scoring import TIE_TOL, argmax_ties
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +74,11 @@ def _cheapest_where(ok: np.ndarray, c: np.ndarray, fallback: np.ndarray) -> np.n
 
 
 def best(P: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
-    """argmax_m P(m, x); ties go to the cheaper model."""
+    """argmax_m P(m, x) by the package's one argmax rule (:func:`benchroute.scoring.argmax_ties`):
+    P within 1e-9 of the top is a tie, and a tie goes to the cheaper model, then the lower
+    column."""
     P, c = _check(P, c)
-    top = P.max(axis=1, keepdims=True) - 1e-12 <= P
-    return _cheapest_where(top, c, np.argmax(P, axis=1))
+    return argmax_ties(P, cost=c)
 
 
 def strong_weak_score(P: np.ndarray, strong: int, weak: int) -> np.ndarray:
@@ -100,7 +103,7 @@ def smallest_sufficient(P: np.ndarray, c: np.ndarray | None = None, *, tau: floa
 def cheapest_within(P: np.ndarray, c: np.ndarray | None = None, *, eps: float) -> np.ndarray:
     """The cheapest model whose P is within ε of the input's top P."""
     P, c = _check(P, c)
-    return _cheapest_where(P.max(axis=1, keepdims=True) - eps - 1e-12 <= P, c, best(P, c))
+    return _cheapest_where(P.max(axis=1, keepdims=True) - eps - TIE_TOL <= P, c, best(P, c))
 
 
 def lagrangian(P: np.ndarray, c: np.ndarray | None = None, *, lam: float) -> np.ndarray:
@@ -242,7 +245,8 @@ POLICIES: dict[str, Policy] = {
 _PARAM_LOW: dict[str, float | None] = {"tau": None, "t": None, "eps": 0.0, "budget": 0.0}
 
 
-def _policy(name: str) -> Policy:
+def get_policy(name: str) -> Policy:
+    """The policy function of that name; an unknown name fails with the valid ones listed."""
     if name not in POLICIES:
         raise BenchrouteError(f"unknown policy {name!r:.100}; choose one of {sorted(POLICIES)} "
                               "(Hybrid LLM needs a trained score: benchroute.experiments.costs)")
@@ -254,7 +258,7 @@ def check_policy_params(name: str, params: Mapping[str, Any], n_models: int) -> 
     range, ``strong``/``weak`` two different column indices."""
     import inspect
 
-    fn = _policy(name)
+    fn = get_policy(name)
     valid = [p for p, v in inspect.signature(fn).parameters.items()
              if v.kind == inspect.Parameter.KEYWORD_ONLY and p != "iters"]
     missing = [p for p in valid if p not in params]
@@ -281,7 +285,7 @@ def apply_policy(name: str, P: np.ndarray, c: np.ndarray | None = None,
                  **params: Any) -> np.ndarray:
     """Run a policy by name; unknown names and parameters fail with the valid ones listed,
     parameters out of range (NaN, a string, ε < 0, ...) with the value and what was expected."""
-    fn = _policy(name)
+    fn = get_policy(name)
     P, c_checked = _check(P, c)
     return fn(P, None if c is None else c_checked,
                           **check_policy_params(name, params, P.shape[1]))
@@ -307,7 +311,7 @@ def cheapest_within_selection(scores: pd.DataFrame, costs: Mapping[str, float],
     """Task level: the cheapest model whose ``column`` score is within ε of ``reference``'s
     (default: of the top score); ties in cost go to the higher score.
 
-    ``scores`` is a :class:`~benchroute.router.Selection`'s table (index = model).
+    ``scores`` is a :class:`~benchroute.selection.Selection`'s table (index = model).
     """
     check_number("max_quality_drop", max_quality_drop, 0.0)
     if column not in scores.columns:
@@ -315,7 +319,7 @@ def cheapest_within_selection(scores: pd.DataFrame, costs: Mapping[str, float],
     s = scores[column].astype(float)
     c = pd.Series(cost_vector(list(s.index), costs), index=s.index)
     bar = s.max() if reference is None else s.loc[reference]
-    ok = s >= bar - max_quality_drop - 1e-12
+    ok = s >= bar - max_quality_drop - TIE_TOL
     cand = c[ok]
     cheapest = cand[cand == cand.min()].index
     return str(s.loc[cheapest].idxmax())
@@ -328,161 +332,3 @@ def choices_frame(P: np.ndarray, c: np.ndarray, pick: np.ndarray, models: Sequen
     P, c = _check(P, c)
     return pd.DataFrame({"model": [models[i] for i in pick], "p": P[rows, pick],
                          "cost": c[rows, pick]})
-
-
-# ---------------------------------------------------------------------- router glue
-# The router calls these through one-line hunks, so that its own code stays untouched.
-def store_costs(data: Any) -> dict[str, float] | None:
-    """Mean cost per call of each model from a store's ``cost`` column (None without one)."""
-    frame = data.frame
-    if "cost" not in frame.columns or frame["cost"].isna().all():
-        return None
-    return {str(m): float(v) for m, v in frame.groupby("model")["cost"].mean().dropna().items()}
-
-
-def router_proba(router: Any, Q: np.ndarray, keep_duplicates: bool = False) -> np.ndarray:
-    """P(m, x) of a fitted router: its tuned per-input predictor when it has one, else g_m(x);
-    models added from a few labels follow (see :mod:`benchroute.new_models`).
-
-    Pool inputs closer to a query than :data:`~benchroute.predictors.NEAR_DUPLICATE` (the
-    query itself when it is a pool input, or a near-copy of it) are left out of its neighbours
-    unless ``keep_duplicates``: their labels would be the answer, not a prediction, so P on a
-    pool input is what a new input would get.
-    """
-    from benchroute.inputs import check_vectors
-    from benchroute.new_models import added_columns, known_proba
-    from benchroute.predictors import NEAR_DUPLICATE
-
-    Q = check_vectors(Q, "queries")
-    within = None if keep_duplicates else NEAR_DUPLICATE
-    return np.hstack([known_proba(router, Q, within=within), added_columns(router, Q)])
-
-
-def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | None,
-                 what: str, models: Sequence[str] | None = None) -> np.ndarray:
-    """Per-model costs in ``models`` order (default ``router.models_``): the caller's, else
-    those of the fit store. A mapping needs a cost for those models only."""
-    costs = costs if costs is not None else getattr(router, "costs_", None)
-    if costs is None:
-        raise BenchrouteError(f"{what} needs costs: pass costs={{model: cost per call}} (a price "
-                              "table times a typical token count, or a declared proxy), or fit on "
-                              "a store with a 'cost' column")
-    if models is not None and not isinstance(costs, Mapping):
-        return cost_vector(router.models_, costs)[[router.models_.index(m) for m in models]]
-    return cost_vector(router.models_ if models is None else models, costs)
-
-
-#: Policies that decide without costs: routing with them needs no price (cost 0 is shown when
-#: none is known).
-_COST_FREE = ("best", "threshold")
-
-
-def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
-                      costs: Mapping[str, float] | Sequence[float] | None = None,
-                      ood_alpha: float | None = None, keep_duplicates: bool = False,
-                      **params: Any) -> pd.DataFrame:
-    """``Router.route(texts, policy=...)``: per input the model, its predicted P, its cost, its
-    OOD p-value (:mod:`benchroute.ood`) and whether a near-duplicate is in the pool
-    (``in_pool``); with ``ood_alpha`` inputs with p < ood_alpha go to the best model on average
-    among the candidates (``ood_fallback``).
-
-    ``strong``/``weak`` (threshold) are model names. ``best`` and ``threshold`` need no costs
-    (cost 0 shown when none are known); every other policy needs a cost for each candidate.
-    """
-    from benchroute.ood import check_alpha, reference_of
-
-    if ood_alpha is not None:
-        check_alpha(ood_alpha)
-    models, c, params = _policy_inputs(router, policy, cand, costs, params)  # before the search
-    ood_p, in_pool = reference_of(router).assess(Q)
-    frame = _decisions(router, router_proba(router, Q, keep_duplicates)[:, cand], c, policy,
-                       params, cand, models, ood_p, ood_alpha)
-    frame["in_pool"] = in_pool
-    return frame
-
-
-def policy_frame(router: Any, P: np.ndarray, policy: str, cand: np.ndarray,
-                 costs: Mapping[str, float] | Sequence[float] | None = None,
-                 ood_p: np.ndarray | None = None, ood_alpha: float | None = None,
-                 **params: Any) -> pd.DataFrame:
-    """A policy applied to P (n, all models) already computed for the router's models: the
-    decision rule of ``Router.route`` for the gateway, which computes P (and the OOD p-values)
-    once per batch."""
-    models, c, params = _policy_inputs(router, policy, cand, costs, params)
-    return _decisions(router, np.asarray(P)[:, cand], c, policy, params, cand, models, ood_p,
-                      ood_alpha)
-
-
-def _decisions(router: Any, P: np.ndarray, c: np.ndarray, policy: str, params: dict[str, Any],
-               cand: np.ndarray, models: list[str], ood_p: np.ndarray | None,
-               ood_alpha: float | None) -> pd.DataFrame:
-    from benchroute.ood import fall_back
-
-    default = int(np.flatnonzero(cand == router.bma_index(cand))[0])
-    pick, flag = fall_back(apply_policy(policy, P, c, **params), ood_p, ood_alpha, default)
-    frame = choices_frame(P, c, pick, models)
-    if ood_p is not None:
-        frame["ood_p"] = ood_p
-        frame["ood_fallback"] = flag
-    return frame
-
-
-def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
-                   costs: Mapping[str, float] | Sequence[float] | None,
-                   params: dict[str, Any]) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """The candidates' names and costs and the checked parameters (strong/weak as positions)."""
-    _policy(policy)
-    models = [router.models_[i] for i in cand]
-    params = dict(params)
-    for key in ("strong", "weak"):
-        if key in params:
-            if params[key] not in models:
-                raise BenchrouteError(f"{key} model {params[key]!r:.100} is not among {models}")
-            params[key] = models.index(params[key])
-    check_policy_params(policy, params, len(models))
-    if policy in _COST_FREE and costs is None and getattr(router, "costs_", None) is None:
-        c = np.zeros(len(cand))
-    else:
-        c = router_costs(router, costs, f"policy {policy!r}", models)
-    return models, c, params
-
-
-def cheaper_selection(selection: Any, costs: np.ndarray, models: Sequence[str],
-                      max_quality_drop: float) -> Any:
-    """``select_model(..., max_quality_drop=ε)``: the selection moved to the cheapest candidate
-    whose estimated quality is within ε of the chosen model's.
-
-    The quality compared is the one the choice rests on: p̂ for S3 (the estimate the η fallback
-    protects; a raw S3 score would bring back a model the fallback refused), the method's own
-    score for S1 and S2; the bar is the chosen model's, after the fallback, not the top score.
-    """
-    import dataclasses
-
-    table = selection.scores.copy()
-    by_model = dict(zip(models, costs))
-    column = "p_hat" if selection.method == "S3" else selection.method
-    model = cheapest_within_selection(table, by_model, max_quality_drop, column,
-                                      reference=selection.model)
-    table["cost"] = [by_model[m] for m in table.index]
-    table["chosen"] = table.index == model
-    if model == selection.model:
-        return dataclasses.replace(selection, scores=table)
-    return dataclasses.replace(selection, model=model, scores=table,
-                               cheaper_than=(selection.model, float(max_quality_drop), column))
-
-
-def routing_state(router: Any) -> dict[str, Any]:
-    """What a saved router keeps of the tuned predictor and the costs (JSON-ready)."""
-    tuned = getattr(router, "per_input_", None)
-    return {"per_input": None if tuned is None else tuned.describe(),
-            "costs": getattr(router, "costs_", None)}
-
-
-def restore_routing(router: Any, state: Mapping[str, Any] | None) -> None:
-    """Inverse of :func:`routing_state`, rebuilding the tuned predictor on the router's pool."""
-    from benchroute.tuning import PerInputPredictor
-
-    state = state or {}
-    router.costs_ = state.get("costs")
-    if state.get("per_input"):
-        router.per_input_ = PerInputPredictor.from_description(state["per_input"], None, router.Y_)

@@ -1,7 +1,10 @@
-"""Per-model kNN correctness predictors g_m(x) (SPEC.md §2).
+"""Per-model kNN correctness predictors g_m(x): the mean label of model m over the k nearest pool
+inputs of x (docs/method.md, "Correctness predictors").
 
 One neighbour search serves every model: the labels of the k nearest pool inputs are gathered
 as an (n, k, M) tensor and averaged per model, ignoring neighbours without a label for that model.
+:func:`knn_mean` is that average, the one implementation shared with the tuned per-input
+predictor of :mod:`benchroute.tuning`.
 """
 
 from __future__ import annotations
@@ -78,6 +81,57 @@ def column_means(Y: np.ndarray, empty: float = 0.5) -> np.ndarray:
     Y = np.asarray(Y)
     counts = (~np.isnan(Y)).sum(axis=0)
     return np.where(counts > 0, np.nansum(Y, axis=0) / np.maximum(counts, 1), empty)
+
+
+def knn_mean(distances: np.ndarray, labels: np.ndarray, k: int, weights: str = "uniform",
+             means: np.ndarray | float = 0.5, prior: float = 0.0
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted kNN mean of each model's labels over the first k neighbours, shrunk toward
+    ``means`` by ``prior`` pseudo-neighbours, and the "no neighbour" rule.
+
+    Parameters
+    ----------
+    distances : ndarray (n, K)
+        Cosine distances, ascending; ``inf`` past the pool's end (no neighbour).
+    labels : ndarray (n, K, M)
+        The neighbours' labels, NaN where a neighbour has no result for a model.
+    k : int
+        Neighbours used (the first k of K).
+    weights : {"uniform", "distance"}
+        "distance" weighs a neighbour by 1 / (distance + 1e-6), as scikit-learn does; with a
+        ``prior`` the weights are rescaled to average 1 over the neighbours found, so the prior
+        is a pseudo-count in units of neighbours for both weightings.
+    means : ndarray (M,) or float
+        Each model's mean label: the shrinkage target, and the value of a cell with no labelled
+        neighbour and no prior.
+    prior : float
+        Pseudo-count a >= 0: P = (sum_i w_i y_im + a * mean_m) / (sum_i w_i + a).
+
+    Returns
+    -------
+    P : ndarray (n, M)
+    fallback : ndarray (n, M) bool
+        Cells that had no labelled neighbour (their P is the model's mean).
+    """
+    d = np.asarray(distances, dtype=np.float64)[:, :k]
+    lab = np.asarray(labels)[:, :k, :]
+    found = np.isfinite(d)
+    if weights == "distance":
+        w = np.where(found, 1.0 / (np.where(found, d, 1.0) + 1e-6), 0.0)
+        if prior > 0:
+            w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12) * found.sum(axis=1, keepdims=True)
+    elif weights == "uniform":
+        w = found.astype(np.float64)
+    else:
+        raise BenchrouteError(f"weights == {weights!r}, must be 'uniform' or 'distance'")
+    w = w[:, :, None] * ~np.isnan(lab)
+    num = np.einsum("nkm,nkm->nm", w, np.nan_to_num(lab))
+    den = w.sum(axis=1)
+    target = np.broadcast_to(np.asarray(means, dtype=np.float64), den.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        P = (num + prior * target) / (den + prior)
+    fallback = den <= 0
+    return np.where(den + prior > 0, P, target), fallback
 
 
 _T = TypeVar("_T")
@@ -207,22 +261,8 @@ class KNNCorrectnessPredictor:
         """g (n, M) from the first k neighbours, and a mask of (input, model) cells that had no
         labelled neighbour and fell back to the model's mean label (``means``, default over the
         whole pool)."""
-        head = nb.head(self.k)
-        lab = head.labels
-        has = ~np.isnan(lab)
-        if self.weights == "distance":
-            w = 1.0 / (np.where(np.isfinite(head.distances), head.distances, np.inf) + 1e-6)
-        else:
-            w = np.where(np.isfinite(head.distances), 1.0, 0.0)
-        w = w[:, :, None] * has
-        num = np.einsum("nkm,nkm->nm", w, np.nan_to_num(lab))
-        den = w.sum(axis=1)
-        fallback = den <= 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            g = num / den
-        means = self.model_means_ if means is None else means
-        g[fallback] = np.broadcast_to(means, g.shape)[fallback]
-        return g, fallback
+        return knn_mean(nb.distances, nb.labels, self.k, self.weights,
+                        self.model_means_ if means is None else means)
 
     def predict_proba(self, Q: np.ndarray, exclude_datasets: Iterable[str] | None = None
                       ) -> np.ndarray:

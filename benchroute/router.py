@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchroute.data.pool import pool_arrays
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import (
@@ -29,23 +30,24 @@ from benchroute.inputs import (
 )
 from benchroute.new_models import AddedModel
 from benchroute.params import RouterParams
-from benchroute.policies import (
-    POLICIES,
+from benchroute.policies import POLICIES
+from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
+from benchroute.reference import ReferencePairs, reference_pairs
+from benchroute.routing import (
     cheaper_selection,
     route_with_policy,
     router_costs,
     router_proba,
     store_costs,
 )
-from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
-from benchroute.reference import ReferencePairs, reference_pairs
+from benchroute.scoring import best_on_average, model_means, task_means
 from benchroute.selection import Selection, route_rows
 from benchroute.task import TaskNeighbours
 from benchroute.tuning import PerInputPredictor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Router", "Selection", "route", "select_model"]
+__all__ = ["Router"]
 
 _EXCLUDED_MEMO = 8
 #: The probe strategy that won the cold-start comparison (docs/results.md, section 8).
@@ -83,8 +85,6 @@ class Router(RouterParams):
         embeddings : ndarray (N, d), optional
             Vectors of ``data.instances()`` in that order; embedded through the cache if omitted.
         """
-        from benchroute.default import pool_arrays
-
         check_router_params(self.get_params())
         if not isinstance(data, BenchmarkData):
             raise BenchrouteError(f"fit expects a BenchmarkData, got {type(data).__name__}")
@@ -121,13 +121,13 @@ class Router(RouterParams):
         self.added_: dict[str, AddedModel] = {}
         self.texts_ = None
         if task_accuracy is None:
-            task_accuracy = pd.DataFrame(Y, columns=models).groupby(ds).mean()
+            task_accuracy = pd.DataFrame(task_means(Y, ds), index=np.unique(ds), columns=models)
         self.task_accuracy_ = task_accuracy.reindex(columns=models).astype(float)
         self.encoder_id_ = self.encoder_identifier()
         self.reference_ = reference_pairs(
             self.predictor_, alphas=self.alphas, repeats=self.repeats, seed=self.seed,
             n_neighbours=self.n_neighbours, threshold=self.threshold)
-        self._excluded: dict[tuple[str, ...], ReferencePairs] = {}
+        self.__dict__.pop("_excluded", None)  # pairs of the previous fit
         self.costs_ = None
         self.per_input_: PerInputPredictor | None = None
         if self.tune:
@@ -138,11 +138,20 @@ class Router(RouterParams):
         return self
 
     # ------------------------------------------------------------------ fitted views
+    def pool_vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The pool's vectors (N, d), or those of ``rows``: read back from the index, a copy the
+        caller owns (the router keeps no second copy of the pool)."""
+        check_is_fitted(self, "predictor_")
+        return self.predictor_.index_.vectors(rows)
+
     @property
     def X_(self) -> np.ndarray:
-        """The pool's vectors (N, d): a copy the caller owns."""
-        check_is_fitted(self, "predictor_")
-        return self.predictor_.index_.vectors()
+        """Deprecated: :meth:`pool_vectors`, which says that it copies the whole pool."""
+        import warnings
+
+        warnings.warn("Router.X_ copies the whole pool on every access; call "
+                      "router.pool_vectors() once instead", DeprecationWarning, stacklevel=2)
+        return self.pool_vectors()
 
     @property
     def Y_(self) -> np.ndarray:
@@ -161,7 +170,7 @@ class Router(RouterParams):
     @property
     def model_accuracy_(self) -> pd.Series:
         check_is_fitted(self, "predictor_")
-        return self.task_accuracy_.mean(axis=0)
+        return pd.Series(model_means(self.task_accuracy_.to_numpy(dtype=float)), index=self.models_)
 
     @property
     def bma_(self) -> str:
@@ -184,7 +193,7 @@ class Router(RouterParams):
         """The best model on average among ``cand``, over the tasks not excluded."""
         acc = self.task_accuracy_.drop(index=[t for t in exclude_datasets
                                               if t in self.task_accuracy_.index])
-        return int(cand[np.nanargmax(acc.mean(axis=0).to_numpy()[cand])])
+        return best_on_average(acc.to_numpy(dtype=float), cand)
 
     # ------------------------------------------------------------------ selection
     def check_excluded(self, exclude_datasets: Sequence[str]) -> list[str]:
@@ -291,16 +300,19 @@ class Router(RouterParams):
         fitted without them (a task's pairs are recomputed only when they depended on an
         excluded task); the last few are kept."""
         check_is_fitted(self, "reference_")
-        key = tuple(sorted(set(exclude_datasets)))
-        if not key:
+        tasks = tuple(sorted(set(exclude_datasets)))
+        if not tasks:
             return self.reference_
+        # keyed by the parameters the pairs depend on too: set_params never meets a stale entry
+        key = (tasks, tuple(self.alphas), self.repeats, self.seed, self.n_neighbours,
+               self.threshold)
         memo = self.__dict__.setdefault("_excluded", {})
         if key not in memo:
             if len(memo) >= _EXCLUDED_MEMO:
                 memo.pop(next(iter(memo)))
             memo[key] = reference_pairs(
                 self.predictor_, self.alphas, self.repeats, self.seed, self.n_neighbours,
-                self.threshold, also_exclude=key, cache=self.reference_)
+                self.threshold, also_exclude=tasks, cache=self.reference_)
         return memo[key]
 
     # ------------------------------------------------------------------ routing
@@ -492,8 +504,6 @@ class Router(RouterParams):
         neighbours; with new inputs in an existing task, that task's few-shot draws (α > 0) pick
         by position and may differ from a full fit's, whose rows are sorted by instance id.
         """
-        from benchroute.default import pool_arrays
-
         check_is_fitted(self, "predictor_")
         if not isinstance(data, BenchmarkData):
             raise BenchrouteError(f"add_results expects a BenchmarkData, got {type(data).__name__}")
@@ -569,7 +579,7 @@ class Router(RouterParams):
         acc.index.name = self.task_accuracy_.index.name
         self.task_accuracy_ = acc
         self.pool_models_ = list(models)
-        self._excluded = {}
+        self.__dict__.pop("_excluded", None)
         tuned = getattr(self, "per_input_", None)
         if tuned is not None:
             self.per_input_ = PerInputPredictor.from_description(tuned.describe(), None, Y)
@@ -579,6 +589,14 @@ class Router(RouterParams):
 
         for name, old in list(self.added_.items()):
             self.added_[name] = fit_added(self, name, old.X, old.y)
+
+    def restore_added(self, added: Mapping[str, AddedModel]) -> Router:
+        """Put back models added from a few labels, each already fitted (what loading a saved
+        router does; :meth:`add_model` is the way to add one)."""
+        check_is_fitted(self, "predictor_")
+        self.added_ = dict(added)
+        self._sync_models()
+        return self
 
     def _sync_models(self) -> None:
         """models_ = pool models then added ones; task accuracies likewise."""
@@ -610,7 +628,7 @@ class Router(RouterParams):
         from benchroute.new_models import probe_rows
 
         check_is_fitted(self, "predictor_")
-        rows = probe_rows(self.X_, self.Y_, self.datasets_, n,
+        rows = probe_rows(self.pool_vectors(), self.Y_, self.datasets_, n,
                           self.seed if seed is None else seed, strategy)
         index = self.predictor_.index_
         return pd.DataFrame({"dataset": index.datasets_[rows].astype(str),
@@ -633,37 +651,3 @@ class Router(RouterParams):
         from benchroute.persistence import load_router
 
         return load_router(folder, cache_dir, cls)
-
-
-def select_model(task_examples: Texts, router: Router | None = None,
-                 labeled: LabeledRecords | None = None, candidates: Iterable[str] | None = None,
-                 method: str = "S3", fallback: bool = True) -> Selection:
-    """Choose the best model for a task; with no router, one fitted on the bundled pack."""
-    from benchroute.default import default_router
-
-    return (router or default_router()).select_model(task_examples, labeled, candidates, method,
-                                                     fallback)
-
-
-def route(texts: Texts, router: Router | None = None,
-          candidates: Iterable[str] | None = None, policy: str | None = None,
-          costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
-          keep_duplicates: bool = False, **policy_params: float | str
-          ) -> list[str] | pd.DataFrame:
-    """Route each input to a model; with no router, one fitted on the bundled pack."""
-    from benchroute.default import default_router
-
-    return (router or default_router()).route(texts, candidates, policy, costs, ood_alpha,
-                                              keep_duplicates, **policy_params)
-
-
-_MOVED = {"default_router", "pack_embeddings", "pool_arrays", "Pool"}
-
-
-def __getattr__(name: str) -> object:
-    """Names that moved to :mod:`benchroute.default`, still importable from here."""
-    if name in _MOVED:
-        import benchroute.default as default
-
-        return getattr(default, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

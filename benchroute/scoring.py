@@ -1,6 +1,8 @@
 """The formulas of the method as pure functions over arrays: S1, S2, S3, the task distance u,
 the predictor accuracy p, its kernel-smoothed estimate p̂, the Beta–binomial update of p̂ by
-few-shot labels, and the fallback test against the best model on average.
+few-shot labels, the fallback test against the best model on average, and the two rules every
+choice goes through: :func:`argmax_ties` (the one argmax and its tie order) and
+:func:`best_on_average` (the one definition of the best model on average).
 
 Arrays are shaped (n inputs, M models), with optional leading batch axes where stated. Nothing
 here searches an index or imports the rest of the package, so each formula can be checked line
@@ -15,6 +17,68 @@ import numpy as np
 FAR = 2.0
 #: Weight of the pseudo-reference (p = 0.5) in p̂: a reference pair 3 bandwidths away.
 PRIOR_WEIGHT = float(np.exp(-4.5))
+#: Two scores closer than this are a tie (see :func:`argmax_ties`).
+TIE_TOL = 1e-9
+
+
+def argmax_ties(score: np.ndarray, cand: np.ndarray | None = None,
+                prefer: int | np.ndarray | None = None, cost: np.ndarray | None = None,
+                tol: float = TIE_TOL) -> np.ndarray:
+    """The column with the highest score per row of ``score`` (..., M), among the columns
+    ``cand`` (default all): the one argmax of the package.
+
+    Columns within ``tol`` of the row's maximum are tied, and a tie is broken in this order:
+
+    1. ``prefer`` (one column, or one per row), when it is among the tied: the best model on
+       average in a selection, so that a near-tie never moves a choice away from it;
+    2. the lowest ``cost`` (M,) or (..., M), when costs are given: the cheaper of two equally
+       good models;
+    3. the lowest column index (the first in ``cand`` order).
+
+    A row whose scores are all -inf (nothing available) returns its preferred or first column.
+    Returns column indices, shape ``score.shape[:-1]``.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    cols = np.arange(score.shape[-1]) if cand is None else np.asarray(cand, dtype=np.int64)
+    sub = score[..., cols]
+    tied = sub >= np.max(sub, axis=-1, keepdims=True) - tol
+    key = np.zeros(sub.shape) if cost is None else \
+        np.broadcast_to(np.asarray(cost, dtype=np.float64), score.shape)[..., cols].copy()
+    if prefer is not None:
+        pref = np.asarray(prefer)[..., None] if np.ndim(prefer) else prefer
+        key = np.where(cols == pref, -np.inf, key)
+    return cols[np.argmin(np.where(tied, key, np.inf), axis=-1)]
+
+
+def task_means(Y: np.ndarray, datasets: np.ndarray) -> np.ndarray:
+    """Per-task mean label (T tasks in sorted order, M models); NaN where a model has no result
+    on a task. The table :func:`best_on_average` averages."""
+    Y = np.asarray(Y, dtype=np.float64)
+    ds = np.asarray(datasets)
+    out = np.full((len(np.unique(ds)), Y.shape[1]), np.nan)
+    for i, task in enumerate(np.unique(ds)):
+        block = Y[ds == task]
+        has = (~np.isnan(block)).sum(axis=0)
+        out[i] = np.where(has > 0, np.nansum(block, axis=0) / np.maximum(has, 1), np.nan)
+    return out
+
+
+def model_means(task_accuracy: np.ndarray) -> np.ndarray:
+    """Each model's accuracy on average: the mean over tasks of its per-task accuracy
+    (T, M) → (M,), each task counting once whatever its size; NaN for a model without results."""
+    acc = np.asarray(task_accuracy, dtype=np.float64)
+    has = (~np.isnan(acc)).sum(axis=0)
+    return np.where(has > 0, np.nansum(acc, axis=0) / np.maximum(has, 1), np.nan)
+
+
+def best_on_average(task_accuracy: np.ndarray, cand: np.ndarray | None = None,
+                    worst: bool = False) -> int:
+    """The best model on average (BMA) among ``cand``: the highest :func:`model_means` of the
+    per-task accuracies (T, M), ties by :func:`argmax_ties`; models without a result never
+    win. ``worst`` gives the lowest instead (the default weak model of a pair)."""
+    mean = model_means(task_accuracy)
+    score = np.where(np.isnan(mean), -np.inf, -mean if worst else mean)
+    return int(argmax_ties(score, cand))
 
 
 def s1(g: np.ndarray) -> np.ndarray:

@@ -18,6 +18,8 @@ import pandas as pd
 
 from benchroute.reference import ReferencePairs
 from benchroute.scoring import (
+    TIE_TOL,
+    argmax_ties,
     beta_binomial_mean,
     fallback_probability,
     kernel_smooth,
@@ -29,8 +31,8 @@ from benchroute.scoring import (
 logger = logging.getLogger(__name__)
 
 METHODS = ("S1", "S2", "S3")
-#: Two scores closer than this are a tie, and a tie goes to the best model on average (BMA).
-TIE_TOL = 1e-9
+__all__ = ["METHODS", "TIE_TOL", "Selection", "SelectionConfig", "best_with_ties", "choose",
+           "route_rows", "select"]
 
 
 @dataclass(frozen=True)
@@ -121,16 +123,9 @@ class Selection:
 
 def best_with_ties(score: np.ndarray, cand: np.ndarray, prefer: int | np.ndarray,
                    tol: float = TIE_TOL) -> np.ndarray:
-    """Argmax of ``score`` (…, M) over the columns ``cand``; where ``prefer`` (a column, or one
-    per row) scores within ``tol`` of the maximum it wins the tie. Returns column indices."""
-    score = np.asarray(score, dtype=float)
-    sub = score[..., cand]
-    best = np.asarray(cand)[np.argmax(sub, axis=-1)]
-    top = np.max(sub, axis=-1)
-    pref = np.broadcast_to(np.asarray(prefer), top.shape)
-    pref_score = np.take_along_axis(score.reshape(-1, score.shape[-1]),
-                                    pref.reshape(-1, 1), axis=1).reshape(top.shape)
-    return np.where(pref_score >= top - tol, pref, best)
+    """Argmax of ``score`` (…, M) over the columns ``cand``; a tie (within ``tol``) goes to
+    ``prefer`` (a column, or one per row), else to the lowest column: :func:`argmax_ties`."""
+    return argmax_ties(score, cand, prefer, tol=tol)
 
 
 def choose(score: np.ndarray, cand: np.ndarray, bma: int, g: np.ndarray | None = None,

@@ -1,7 +1,7 @@
 """A per-input correctness predictor P(m, x) whose k, weighting and shrinkage are chosen by
 cross-validation at fit time, then calibrated.
 
-Why: with a fixed k = 5, ``argmax_m g_m(x)`` over many models picks whichever model looked best
+Why: with a small fixed k (the router's default is 5), ``argmax_m g_m(x)`` over many models picks whichever model looked best
 by chance among five neighbours (a winner's curse that grows with the number of models), and
 routes *worse* than always calling the best single model. Two knobs fix that, and the data can
 choose them: a larger k, and a Beta–binomial posterior that shrinks each neighbour average
@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from benchroute.exceptions import BenchrouteError, NotFittedError
-from benchroute.predictors import column_means
+from benchroute.predictors import column_means, knn_mean
+from benchroute.scoring import argmax_ties
 
 logger = logging.getLogger(__name__)
 
@@ -83,35 +84,15 @@ def fold_ids(n: int, groups: Sequence[Any] | np.ndarray | None = None, folds: in
 
 def knn_posterior(distances: np.ndarray, labels: np.ndarray, k: int, weights: str,
                   prior: float, means: np.ndarray) -> np.ndarray:
-    """P (n, M) from the first k neighbours: the shrunken, optionally distance-weighted mean.
-
-    ``labels`` (n, K, M) may hold NaN (no result); weights are rescaled to average 1 over the
-    finite neighbours, so ``prior`` is a pseudo-count in units of neighbours for both weightings.
-    """
-    d = distances[:, :k]
-    lab = labels[:, :k, :]
-    finite = np.isfinite(d)
-    if weights == "distance":
-        w = np.where(finite, 1.0 / (np.where(finite, d, 1.0) + 1e-6), 0.0)
-        w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12) * finite.sum(axis=1, keepdims=True)
-    elif weights == "uniform":
-        w = finite.astype(np.float64)
-    else:
-        raise BenchrouteError(f"weights == {weights!r}, must be 'uniform' or 'distance'")
-    has = ~np.isnan(lab)
-    wm = w[:, :, None] * has
-    num = np.einsum("nkm,nkm->nm", wm, np.nan_to_num(lab))
-    den = wm.sum(axis=1)
-    means = np.broadcast_to(np.asarray(means, dtype=np.float64), den.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = (num + prior * means) / (den + prior)
-    return np.where(den + prior > 0, p, means)
+    """P (n, M) from the first k neighbours: the shrunken, optionally distance-weighted mean of
+    :func:`benchroute.predictors.knn_mean` (the router's g is the same with ``prior`` 0)."""
+    return knn_mean(distances, labels, k, weights, means, prior)[0]
 
 
 def route_value(P: np.ndarray, Y: np.ndarray) -> float:
-    """Mean true quality of argmax_m P over inputs (models without a result are never chosen)."""
-    P = np.where(np.isnan(Y), -np.inf, P)
-    pick = np.argmax(P, axis=1)
+    """Mean true quality of argmax_m P over inputs (models without a result are never chosen;
+    ties by :func:`benchroute.scoring.argmax_ties`, as routing breaks them)."""
+    pick = argmax_ties(np.where(np.isnan(Y), -np.inf, P))
     return float(np.nanmean(Y[np.arange(len(Y)), pick]))
 
 

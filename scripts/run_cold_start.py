@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchroute import load
-from benchroute.default import pool_arrays
+from benchroute.data.pool import pool_arrays
 from benchroute.experiments.cold_start import NS, cold_start, markdown_table, summarise
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -137,9 +137,9 @@ def run_predictors(ds: dict[str, object], out: Path, only_knn: bool = False) -> 
     A = cq.arrays(data, ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
     fitters = {"kNN k=5 (today's default)": knn_fitter(k=5, weights="uniform", prior=0.0,
                                                        calibration="none"),
-               "kNN tuned (random inner folds)": knn_fitter(),
-               "kNN tuned, not calibrated": knn_fitter(calibration="none"),
-               "kNN tuned (inner folds grouped by task)": knn_fitter(grouped=True),
+               "kNN tuned (random inner folds)": knn_fitter(grouped=False),
+               "kNN tuned, not calibrated": knn_fitter(grouped=False, calibration="none"),
+               "kNN tuned (inner folds grouped by task)": knn_fitter(),
                "logistic regression per model": logistic_fitter(),
                "MLP (128 hidden)": mlp_fitter()}
     old = out / f"predictors_{ds['name']}.csv"

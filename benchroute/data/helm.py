@@ -1,29 +1,34 @@
-"""Loader for HELM ``benchmark_output`` run trees (see shared HELM_FORMAT.md).
+"""Loader for HELM ``benchmark_output`` run trees: ``runs/<suite>/<run name>/`` folders, each
+with ``run_spec.json`` (the scenario and model), ``scenario_state.json`` (the prompts and
+completions) and ``per_instance_stats.json`` (per-instance metrics such as ``exact_match``).
 
-The core parses HELM's JSON directly: crfm-helm is a 6 GB install whose codec imports spacy and
+Reading the run folders is :mod:`benchroute.data.helm_runs`; this module interprets them: which
+metric, on which scale, thresholded how, and the rows each run gives. The core parses HELM's JSON
+directly: crfm-helm is a 6 GB install whose codec imports spacy and
 torch, while the files themselves are plain, stable JSON.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from benchroute.data.helm_schema import (
-    HelmSchema,
-    find_schema_files,
-    read_helm_json,
-    schema_for,
+from benchroute.data.helm_runs import (
+    Run,
+    Schemas,
+    clean_text,
+    find_runs,
+    parse_run,
+    perturbation_label,
+    shown_name,
 )
 from benchroute.data.metrics import (
     LOWER_IS_BETTER,
@@ -42,7 +47,7 @@ from benchroute.exceptions import DataError
 logger = logging.getLogger(__name__)
 
 # Order of preference when the caller names no metric: exact matches first, then the other
-# per-instance correctness metrics of HELM_FORMAT.md §4.
+# per-instance correctness metrics HELM writes to ``per_instance_stats.json``.
 METRIC_PRIORITY = (
     "exact_match",
     "quasi_exact_match",
@@ -71,44 +76,6 @@ METRIC_PRIORITY = (
 _NOT_METRICS = frozenset({"logprob", "max_prob", "predicted_index", "inference_runtime",
                           "batch_size", "prompt_truncated", "training_co2_cost",
                           "training_energy_cost"})
-_MAX_TRIALS = 1_000_000
-_SURROGATE = re.compile("[\ud800-\udfff]")
-# Run-name components that vary with the model, not with the scenario (HELM_FORMAT.md §1.1).
-_MODEL_SPECIFIC_ARGS = frozenset(
-    {"model", "model_deployment", "data_augmentation", "stop", "num_output_tokens",
-     "increase_max_tokens"}
-)
-_RUN_FILES = ("run_spec.json", "per_instance_stats.json", "scenario_state.json", "scenario.json",
-              "instances.json")
-_NOT_RUNS = frozenset({"eval_cache", "scenarios", "scenario_instances", "groups", "releases",
-                       "prod_env"})
-
-Key = tuple[str, str, int]  # (instance id, perturbation as canonical JSON or "", trial)
-
-
-def find_runs(path: Path) -> list[Path]:
-    """Run directories at or below ``path`` (a run, a suite, ``runs/`` or ``benchmark_output/``)."""
-    if any((path / f).is_file() for f in _RUN_FILES):
-        return [path]
-    runs = []
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if d not in _NOT_RUNS)
-        here = Path(root)
-        if here == path:
-            continue
-        if any(f in files for f in _RUN_FILES) or ("model=" in here.name and not dirs):
-            runs.append(here)
-            dirs[:] = []
-    return runs
-
-
-def dataset_key(run_name: str) -> str:
-    """The run name without its model-specific components, so that models line up."""
-    head, sep, tail = run_name.partition(":")
-    if not sep:
-        return run_name
-    keep = [a for a in tail.split(",") if a and a.split("=", 1)[0] not in _MODEL_SPECIFIC_ARGS]
-    return f"{head}:{','.join(keep)}" if keep else head
 
 
 def load_helm(
@@ -176,18 +143,18 @@ def load_helm(
             "per_instance_stats.json below it)"
         )
     report = LoadReport(sources=[str(root)])
-    schemas = _Schemas()
-    parsed: list[_Run] = []
+    schemas = Schemas()
+    parsed: list[Run] = []
     for run in runs:
         try:
-            parsed.append(_parse_run(run, root, report, schemas))
+            parsed.append(parse_run(run, root, report, schemas))
         except DataError as exc:
-            _skip(report, _shown(run, root), str(exc))
+            _skip(report, shown_name(run, root), str(exc))
     _warn_grouped(report, "schema problems (main metrics fall back where they matter)",
                   list(dict.fromkeys(schemas.problems)))
     if parsed:
         _check_mapping_keys(parsed, metric, threshold, score_range)
-    by_dataset: dict[str, list[_Run]] = defaultdict(list)
+    by_dataset: dict[str, list[Run]] = defaultdict(list)
     for r in parsed:
         by_dataset[r.dataset].append(r)
     rows: list[dict[str, Any]] = []
@@ -250,7 +217,7 @@ def _check_range_arg(score_range: object) -> None:
         parse_range(score_range, "score_range")
 
 
-def _names(runs: Sequence[_Run]) -> list[str]:
+def _names(runs: Sequence[Run]) -> list[str]:
     """The names a caller's mapping may use for these runs, most specific first."""
     out = [runs[0].dataset, runs[0].scenario]
     for r in runs:
@@ -264,7 +231,7 @@ def _lookup(arg: object, names: Sequence[str]) -> Any:
     return next((arg[n] for n in names if n in arg), None)
 
 
-def _check_mapping_keys(runs: Sequence[_Run], *args: object) -> None:
+def _check_mapping_keys(runs: Sequence[Run], *args: object) -> None:
     """A mapping key that names no dataset, scenario or run group is a typo, not a no-op."""
     known = {n for r in runs for n in (r.dataset, r.scenario, *r.groups)}
     for arg, what in zip(args, ("metric", "threshold", "score_range")):
@@ -278,243 +245,15 @@ def _check_mapping_keys(runs: Sequence[_Run], *args: object) -> None:
 
 
 # ---------------------------------------------------------------------------- one run
-@dataclass
-class _Run:
-    path: Path
-    shown: str
-    dataset: str
-    scenario: str
-    groups: tuple[str, ...]
-    model: str
-    deployment: str
-    augmented: bool
-    stats: dict[Key, dict[str, float]]
-    texts: dict[tuple[str, str], str]
-    splits: dict[str, str]
-    logprobs: dict[tuple[str, str], float]
-    schema: HelmSchema | None
-
-
-@dataclass
-class _Schemas:
-    """Schema files read once per load: per file, and the files that apply per suite folder."""
-
-    parsed: dict[Path, HelmSchema | None] = field(default_factory=dict)
-    files: dict[Path, list[Path]] = field(default_factory=dict)
-    problems: list[tuple[str, str]] = field(default_factory=list)
-
-    def for_run(self, run: Path, root: Path) -> HelmSchema | None:
-        files = self.files.get(run.parent)
-        if files is None:
-            files = self.files[run.parent] = find_schema_files(run, root)
-        return schema_for(files, self.parsed, self.problems)
-
-
-def _parse_run(run: Path, root: Path, report: LoadReport, schemas: _Schemas) -> _Run:
-    for required in ("run_spec.json", "per_instance_stats.json"):
-        if not (run / required).is_file():
-            raise DataError(f"incomplete run: {required} is missing")
-    spec_path = run / "run_spec.json"
-    spec = read_helm_json(spec_path, dict)
-    adapter = spec.get("adapter_spec")
-    if not isinstance(adapter, dict):
-        raise DataError(f"{spec_path}: field 'adapter_spec' is missing or not an object")
-    name = _clean(spec["name"]) if isinstance(spec.get("name"), str) else _clean(run.name)
-    model = adapter.get("model")
-    if not isinstance(model, str) or not model:
-        model = _model_from_run_name(name)
-        if model is None:
-            raise DataError(f"{spec_path}: no 'adapter_spec.model' and no model= in name")
-    deployment = adapter.get("model_deployment")
-    groups = spec.get("groups", [])
-    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-        raise DataError(f"{spec_path}: field 'groups' must be a list of strings, got "
-                        f"{short_repr(groups)}")
-    stats = _merged_stats(run / "per_instance_stats.json")
-    if not stats:
-        raise DataError(f"{run / 'per_instance_stats.json'}: no per-instance entries (an empty "
-                        "list)")
-    texts, splits, logprobs = _instance_texts(run, report)
-    schema = schemas.for_run(run, root)
-    return _Run(
-        path=run, shown=_shown(run, root), dataset=dataset_key(name),
-        scenario=name.partition(":")[0], groups=tuple(_clean(g) for g in groups),
-        model=_clean(model), deployment=deployment if isinstance(deployment, str) else "",
-        augmented="data_augmentation=" in name, stats=stats, texts=texts, splits=splits,
-        logprobs=logprobs, schema=schema,
-    )
-
-
-def _shown(run: Path, root: Path) -> str:
-    """The run as the user would name it: relative to the path they passed."""
-    return _clean(str(Path(root.name) / run.relative_to(root)) if run != root else str(run))
-
-
-def _model_from_run_name(name: str) -> str | None:
-    for part in name.partition(":")[2].split(","):
-        k, _, v = part.partition("=")
-        if k == "model" and v:
-            return v.replace("_", "/", 1)
-    return None
-
-
-def _clean(text: str) -> str:
-    """Lone surrogates (from ``\\udXXX`` escapes in JSON) cannot be encoded, hashed or saved:
-    each becomes U+FFFD, the replacement character."""
-    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
-
-
-def _pert_key(p: Any, where: str) -> str:
-    if p is None:
-        return ""
-    if not isinstance(p, dict):
-        raise DataError(f"{where} field 'perturbation' must be an object, got {short_repr(p)}")
-    return json.dumps(p, sort_keys=True) if p else ""
-
-
-def _pert_label(pert: str) -> str:
-    p = json.loads(pert)
-    label = _clean(str(p.get("name", "perturbed")))[:80]
-    return f"{label}:{short_repr(p['seed'], 40)}" if "seed" in p else label
-
-
-def _trial(value: Any, where: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_TRIALS:
-        raise DataError(f"{where} field 'train_trial_index' must be an integer in "
-                        f"[0, {_MAX_TRIALS}), got {short_repr(value)}")
-    return value
-
-
-def _instance_id(value: Any, where: str, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise DataError(f"{where} field {field!r} must be a non-empty string, got "
-                        f"{short_repr(value)}")
-    return _clean(value)
-
-
-def _merged_stats(path: Path) -> dict[Key, dict[str, float]]:
-    """Per-instance stats merged by key: one key appears once per Metric class in HELM."""
-    entries = read_helm_json(path, list)
-    merged: dict[Key, dict[str, float]] = defaultdict(dict)
-    for i, entry in enumerate(entries):
-        where = f"{path}: entry {i}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("instance_id"), str):
-            raise DataError(f"{where} has no string 'instance_id'")
-        stats = entry.get("stats")
-        if not isinstance(stats, list):
-            raise DataError(f"{where} field 'stats' is not a list")
-        key = (_instance_id(entry["instance_id"], where, "instance_id"),
-               _pert_key(entry.get("perturbation"), where),
-               _trial(entry.get("train_trial_index"), where))
-        for stat in stats:
-            name = stat.get("name") if isinstance(stat, dict) else None
-            if not isinstance(name, dict) or not isinstance(name.get("name"), str):
-                raise DataError(f"{where} has a stat without a string 'name.name'")
-            count = stat.get("count", 1)
-            if count == 0 or stat.get("mean") is None:
-                continue
-            mean = stat["mean"]
-            if not isinstance(mean, (int, float)) or isinstance(mean, bool):
-                raise DataError(f"{where} stat {short_repr(_clean(name['name']), 60)} has a "
-                                f"non-numeric mean {short_repr(mean)}")
-            try:
-                merged[key][_clean(name["name"])] = float(mean)
-            except OverflowError as exc:
-                raise DataError(f"{where} stat {short_repr(_clean(name['name']), 60)} has a mean "
-                                f"too large for a float ({short_repr(mean)})") from exc
-    return dict(merged)
-
-
-def _text_of(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("text"), str):
-        return value["text"]
-    return None
-
-
-def _object(value: Any, where: str, field: str, required: bool = False) -> dict[str, Any]:
-    """``value`` when it is an object; ``{}`` when absent and optional; else an error naming
-    the file and field (HELM leaves out None fields but never writes a non-object there)."""
-    if value is None and not required:
-        return {}
-    if not isinstance(value, dict):
-        raise DataError(f"{where} field {field!r} must be an object, got {short_repr(value)}")
-    return value
-
-
-def _instance_texts(run: Path, report: LoadReport) -> tuple[
-        dict[tuple[str, str], str], dict[str, str], dict[tuple[str, str], float]]:
-    """(id, perturbation) → input text, id → split, and (id, perturbation) → first completion's
-    log-probability (joint/generation runs), from the richest instance file there."""
-    texts: dict[tuple[str, str], str] = {}
-    splits: dict[str, str] = {}
-    logprobs: dict[tuple[str, str], float] = {}
-    instances: list[tuple[str, Any]] = []
-    if (run / "scenario_state.json").is_file():
-        path = run / "scenario_state.json"
-        states = read_helm_json(path, dict).get("request_states")
-        if not isinstance(states, list):
-            raise DataError(f"{path}: field 'request_states' is not a list")
-        for i, rs in enumerate(states):
-            where = f"{path}: request_states[{i}]"
-            rs = _object(rs, where, "request_states[]", required=True)
-            inst = _object(rs.get("instance"), where, "instance", required=True)
-            instances.append((where, inst))
-            result = _object(rs.get("result"), where, "result")
-            comps = result.get("completions", [])
-            if not isinstance(comps, list):
-                raise DataError(f"{where} field 'result.completions' must be a list, got "
-                                f"{short_repr(comps)}")
-            if not comps or rs.get("reference_index") is not None:
-                continue
-            first = _object(comps[0], where, "result.completions[0]", required=True)
-            lp = first.get("logprob")
-            if isinstance(lp, (int, float)) and not isinstance(lp, bool) and isinstance(
-                    inst.get("id"), str):
-                key = (_clean(inst["id"]), _pert_key(inst.get("perturbation"), where))
-                logprobs.setdefault(key, float(lp))
-    elif (run / "instances.json").is_file():
-        path = run / "instances.json"
-        instances = [(f"{path}: instance {i}", inst)
-                     for i, inst in enumerate(read_helm_json(path, list))]
-    elif (run / "display_requests.json").is_file():
-        path = run / "display_requests.json"
-        for i, req in enumerate(read_helm_json(path, list)):
-            where = f"{path}: entry {i}"
-            req = _object(req, where, "entry", required=True)
-            if req.get("instance_id") is None:
-                continue
-            iid = _instance_id(req.get("instance_id"), where, "instance_id")
-            prompt = _text_of(_object(req.get("request"), where, "request").get("prompt"))
-            if prompt is not None:
-                texts.setdefault((iid, _pert_key(req.get("perturbation"), where)), _clean(prompt))
-        return texts, splits, logprobs
-    else:
-        raise DataError("no scenario_state.json, instances.json or display_requests.json")
-    for where, inst in instances:
-        inst = _object(inst, where, "instance", required=True)
-        if inst.get("id") is None:
-            report.count("instances_without_id")
-            continue
-        iid = _instance_id(inst.get("id"), where, "id")
-        text = _text_of(inst.get("input"))
-        if text is not None:
-            texts.setdefault((iid, _pert_key(inst.get("perturbation"), where)), _clean(text))
-            split = inst.get("split", "")
-            splits.setdefault(iid, _clean(split) if isinstance(split, str) else "")
-    return texts, splits, logprobs
 
 
 # ---------------------------------------------------------------------------- metric choice
-def _plain_names(run: _Run) -> set[str]:
+def _plain_names(run: Run) -> set[str]:
     keys = [k for k in run.stats if not k[1]] or list(run.stats)
     return {n for k in keys for n in run.stats[k]}
 
 
-def _default_metric(run: _Run) -> tuple[str | None, str]:
+def _default_metric(run: Run) -> tuple[str | None, str]:
     """The run's main metric from its schema, else the fallback list; and how it was chosen."""
     present = _plain_names(run)
     declared = run.schema.main_metrics(run.groups) if run.schema is not None else []
@@ -532,7 +271,7 @@ def _default_metric(run: _Run) -> tuple[str | None, str]:
     return fallback, how
 
 
-def _available(run: _Run) -> str:
+def _available(run: Run) -> str:
     """Every stat of the run, likely correctness metrics (declared, known or in [0, 1]) first."""
     values: dict[str, list[float]] = defaultdict(list)
     for by_name in run.stats.values():
@@ -555,7 +294,7 @@ def _available(run: _Run) -> str:
 
 
 def _dataset_rows(
-    ds: str, runs: list[_Run], metric: str | Mapping[str, str],
+    ds: str, runs: list[Run], metric: str | Mapping[str, str],
     threshold: float | Mapping[str, float],
     score_range: tuple[float, float] | Mapping[str, tuple[float, float]] | None,
     include_perturbed: bool, prices: dict[str, Price] | None, report: LoadReport,
@@ -567,7 +306,7 @@ def _dataset_rows(
     for r in runs:
         choices[r.shown] = (wanted, "caller") if wanted != "main" else _default_metric(r)
     chosen = _agree(runs, choices)
-    keep: list[_Run] = []
+    keep: list[Run] = []
     for r in runs:
         own = choices[r.shown][0]
         if chosen is None or chosen not in {n for s in r.stats.values() for n in s}:
@@ -599,7 +338,7 @@ def _dataset_rows(
     return rows
 
 
-def _agree(runs: list[_Run], choices: dict[str, tuple[str | None, str]]) -> str | None:
+def _agree(runs: list[Run], choices: dict[str, tuple[str | None, str]]) -> str | None:
     """The dataset's metric: the choice that most runs can be scored by, then the most common."""
     counts: dict[str, int] = defaultdict(int)
     for c, _ in choices.values():
@@ -611,7 +350,7 @@ def _agree(runs: list[_Run], choices: dict[str, tuple[str | None, str]]) -> str 
     return max(counts, key=lambda m: (sum(m in e for e in every), counts[m]))
 
 
-def _no_metric_reason(run: _Run, own: str | None, chosen: str | None, runs: list[_Run],
+def _no_metric_reason(run: Run, own: str | None, chosen: str | None, runs: list[Run],
                       choices: dict[str, tuple[str | None, str]]) -> str:
     has = f"has: {_available(run)}"
     if own is None:
@@ -624,7 +363,7 @@ def _no_metric_reason(run: _Run, own: str | None, chosen: str | None, runs: list
             f"this run has no {chosen!r} (it would use {own!r}); {has}")
 
 
-def _scale(ds: str, metric: str, runs: list[_Run], score_range: Any, names: list[str],
+def _scale(ds: str, metric: str, runs: list[Run], score_range: Any, names: list[str],
            report: LoadReport) -> MetricScale | None:
     """The metric's range: the caller's, the schema's, the package's table, or (last) a guess
     from all models' values of this dataset, which is warned about."""
@@ -666,14 +405,14 @@ def _scale(ds: str, metric: str, runs: list[_Run], score_range: Any, names: list
     return guess
 
 
-def _skip(report: LoadReport, run: _Run | str, why: str) -> None:
+def _skip(report: LoadReport, run: Run | str, why: str) -> None:
     """Record a skipped run; folder names that are not UTF-8 (surrogate escapes) are made
     printable, so that the CLI and the log can show the reason."""
-    shown = run.shown if isinstance(run, _Run) else run
-    report.skipped.append((_clean(shown), _clean(why)))
+    shown = run.shown if isinstance(run, Run) else run
+    report.skipped.append((clean_text(shown), clean_text(why)))
 
 
-def _run_rows(run: _Run, metric: str, scale: MetricScale, threshold: float,
+def _run_rows(run: Run, metric: str, scale: MetricScale, threshold: float,
               include_perturbed: bool, prices: dict[str, Price] | None,
               report: LoadReport) -> list[dict[str, Any]]:
     # Average trials of one (instance, perturbation) before binarising.
@@ -716,7 +455,7 @@ def _run_rows(run: _Run, metric: str, scale: MetricScale, threshold: float,
         c_tok = _mean(completion[(iid, pert)]) if completion.get((iid, pert)) else np.nan
         row = {
             "dataset": run.dataset,
-            "instance_id": f"{iid}|{_pert_label(pert)}" if pert else iid,
+            "instance_id": f"{iid}|{perturbation_label(pert)}" if pert else iid,
             "text": text,
             "model": run.model,
             "score": float(val),
@@ -744,7 +483,7 @@ def _run_rows(run: _Run, metric: str, scale: MetricScale, threshold: float,
     return rows
 
 
-def _price_of(run: _Run, prices: dict[str, Price] | None) -> Price | None:
+def _price_of(run: Run, prices: dict[str, Price] | None) -> Price | None:
     """A price table entry by model name, else by deployment name (``together/…``)."""
     if prices is None:
         return None

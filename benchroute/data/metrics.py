@@ -41,7 +41,8 @@ class MetricScale:
         return f"[{self.lo:g}, {self.hi:g}]{direction} ({self.source})"
 
 
-# Per-instance correctness metrics of HELM (HELM_FORMAT.md §4): 0/1 indicators or fractions.
+# Per-instance correctness metrics of HELM (as named in ``per_instance_stats.json``): 0/1
+# indicators or fractions.
 _UNIT_METRICS = frozenset({
     "exact_match", "quasi_exact_match", "prefix_exact_match", "quasi_prefix_exact_match",
     "quasi_leave_articles_exact_match", "exact_match_indicator", "final_number_exact_match",

@@ -20,7 +20,8 @@ def load_mixinstruct(
     threshold: Threshold | None = None,
     strict: bool = False,
 ) -> BenchmarkData:
-    """Load a MixInstruct JSON or JSONL file (SPEC.md §5).
+    """Load a MixInstruct JSON or JSONL file (LLM-Blender's MixInstruct: instructions answered by
+    several open LLMs, each answer scored against a reference by BERTScore, BARTScore, BLEURT, ...).
 
     ``dataset`` is the ``id`` prefix before the first ``/``; ``text`` is the non-empty parts of
     ``instruction`` and ``input`` joined by a newline (no leading newline when the instruction is

@@ -21,27 +21,22 @@ import importlib.util
 from collections.abc import Callable
 
 from benchroute.embedding.base import Encoder
-from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL
+from benchroute.embedding.install import DEFAULT_MODEL
+from benchroute.embedding.names import (
+    DEFAULT_MAX_SEQ_LENGTH,
+    MAX_SEQ_LENGTH_LIMIT,
+    MODEL_NAMES,
+    check_cap,
+    own_identifier,
+    shared_identifier,
+)
 from benchroute.exceptions import BenchrouteError
 
-DEFAULT_MAX_SEQ_LENGTH = 384
-#: the model's position embeddings: no backend can read more word pieces
-MAX_SEQ_LENGTH_LIMIT = 512
-MODEL_NAMES = (DEFAULT_MODEL, DEFAULT_ENCODER_ID)
-
-
-def shared_identifier(max_seq_length: int) -> str:
-    """Namespace of the sentence-transformers vectors at a word-piece cap."""
-    if max_seq_length == DEFAULT_MAX_SEQ_LENGTH:
-        return DEFAULT_ENCODER_ID
-    return f"{DEFAULT_ENCODER_ID}@max{max_seq_length}"
-
-
-def own_identifier(backend: str, max_seq_length: int) -> str:
-    """Namespace of a backend whose vectors differ from sentence-transformers'."""
-    cap = "" if max_seq_length == DEFAULT_MAX_SEQ_LENGTH else f"@max{max_seq_length}"
-    return f"{DEFAULT_MODEL}@{backend}{cap}"
-
+#: re-exported: the naming helpers live in :mod:`benchroute.embedding.names`, which imports no
+#: backend, so the backends can use them without an import circle
+__all__ = ["BACKENDS", "DEFAULT_MAX_SEQ_LENGTH", "MAX_SEQ_LENGTH_LIMIT", "MODEL_NAMES",
+           "check_cap", "default_backend", "is_mpnet_name", "mpnet_encoder", "own_identifier",
+           "parse_mpnet_suffix", "shared_identifier"]
 
 def _torch(device: str | None, cap: int | None) -> Encoder:
     from benchroute.embedding.sentence import SentenceTransformerEncoder
@@ -119,14 +114,6 @@ def parse_mpnet_suffix(name: str) -> tuple[str | None, int | None]:
                 f"encoder name {name!r}: unknown suffix @{part}; expected "
                 f"{DEFAULT_MODEL}[@backend][@max<N>] with backend one of {sorted(BACKENDS)}")
     return backend, cap
-
-
-def check_cap(cap: int, what: str) -> int:
-    """A word-piece cap in [1, :data:`MAX_SEQ_LENGTH_LIMIT`] (the same bound for every backend)."""
-    if not 1 <= cap <= MAX_SEQ_LENGTH_LIMIT:
-        raise BenchrouteError(f"{what}: max_seq_length == {cap}, must be in [1, "
-                              f"{MAX_SEQ_LENGTH_LIMIT}] (the model's position embeddings)")
-    return cap
 
 
 def mpnet_encoder(name: str, device: str | None = None,

@@ -87,6 +87,11 @@ def encode_reporting(encoder: Encoder, texts: Sequence[str], batch_size: int,
     return out
 
 
+#: How far a vector's norm may be from 1 before it is normalised (with a warning), for vectors
+#: given to fit, to queries and to the index.
+NORM_TOL = 1e-3
+
+
 def unit_norm_rows(X: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(normalised, broken, off)`` for (n, d) vectors, the one check behind every place that
     takes vectors from outside (fit, queries, cache shards, imports): ``broken`` marks rows that

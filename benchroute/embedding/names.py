@@ -24,6 +24,34 @@ _HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9.
 _MODEL_FILES = ("modules.json", "config.json")
 
 
+# ---------------------------------------------------------------------- mpnet names
+DEFAULT_MAX_SEQ_LENGTH = 384
+#: the model's position embeddings: no backend can read more word pieces
+MAX_SEQ_LENGTH_LIMIT = 512
+MODEL_NAMES = (DEFAULT_MODEL, DEFAULT_ENCODER_ID)
+
+
+def shared_identifier(max_seq_length: int) -> str:
+    """Namespace of the sentence-transformers vectors at a word-piece cap."""
+    if max_seq_length == DEFAULT_MAX_SEQ_LENGTH:
+        return DEFAULT_ENCODER_ID
+    return f"{DEFAULT_ENCODER_ID}@max{max_seq_length}"
+
+
+def own_identifier(backend: str, max_seq_length: int) -> str:
+    """Namespace of a backend whose vectors differ from sentence-transformers'."""
+    cap = "" if max_seq_length == DEFAULT_MAX_SEQ_LENGTH else f"@max{max_seq_length}"
+    return f"{DEFAULT_MODEL}@{backend}{cap}"
+
+
+def check_cap(cap: int, what: str) -> int:
+    """A word-piece cap in [1, :data:`MAX_SEQ_LENGTH_LIMIT`] (the same bound for every backend)."""
+    if not 1 <= cap <= MAX_SEQ_LENGTH_LIMIT:
+        raise BenchrouteError(f"{what}: max_seq_length == {cap}, must be in [1, "
+                              f"{MAX_SEQ_LENGTH_LIMIT}] (the model's position embeddings)")
+    return cap
+
+
 @dataclass(frozen=True)
 class EncoderName:
     """What an encoder name stands for.

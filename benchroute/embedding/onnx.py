@@ -28,12 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from benchroute.embedding.backends import (
-    DEFAULT_MAX_SEQ_LENGTH,
-    check_cap,
-    own_identifier,
-    shared_identifier,
-)
 from benchroute.embedding.base import as_texts, length_batches
 from benchroute.embedding.install import (
     DEFAULT_ENCODER_ID,
@@ -44,6 +38,12 @@ from benchroute.embedding.install import (
     read_sidecar,
     sha256_file,
     tokenizer_file,
+)
+from benchroute.embedding.names import (
+    DEFAULT_MAX_SEQ_LENGTH,
+    check_cap,
+    own_identifier,
+    shared_identifier,
 )
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +13,6 @@ from benchroute.embedding.base import as_texts, length_batches
 from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL, installed_model
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def hub_offline() -> Iterator[None]:
-    """``HF_HUB_OFFLINE=1`` while a local model loads, so no library in the stack retries the
-    hub for a file it does not find. (``huggingface_hub`` reads the variable when first imported:
-    a process whose first load was local stays offline.)"""
-    old = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = old
 
 
 class SentenceTransformerEncoder:
@@ -57,7 +39,7 @@ class SentenceTransformerEncoder:
         self.max_seq_length = max_seq_length
         self._st: Any = None
         if model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
-            from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, shared_identifier
+            from benchroute.embedding.names import DEFAULT_MAX_SEQ_LENGTH, shared_identifier
 
             self.identifier = shared_identifier(max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
             self.dimension = 768
@@ -99,9 +81,10 @@ class SentenceTransformerEncoder:
                     from benchroute.exceptions import ModelNotInstalledError
 
                     try:
-                        with hub_offline():
-                            self._st = SentenceTransformer(self.model, device=self.device,
-                                                           local_files_only=True)
+                        # local_files_only: a missing file fails at once, without the hub's
+                        # retries, and without setting HF_HUB_OFFLINE for the whole process
+                        self._st = SentenceTransformer(self.model, device=self.device,
+                                                       local_files_only=True)
                     except (OSError, ValueError, KeyError, ImportError) as exc:
                         raise ModelNotInstalledError(f"{self.model}: cannot load the model "
                                                      f"({type(exc).__name__}: {exc})") from exc
@@ -156,8 +139,7 @@ def _load_installed(factory: Any, path: Path, device: str | None) -> Any:
     from benchroute.exceptions import BenchrouteError
 
     try:
-        with hub_offline():
-            return factory(str(path), device=device, local_files_only=True)
+        return factory(str(path), device=device, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise BenchrouteError(f"{path}: cannot load the installed model ({type(exc).__name__}: "
                               f"{exc!s:.200}); reinstall with `benchroute model install "

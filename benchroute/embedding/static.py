@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, check_cap, own_identifier
 from benchroute.embedding.base import as_texts
 from benchroute.embedding.install import (
     DEFAULT_MODEL,
@@ -33,6 +32,7 @@ from benchroute.embedding.install import (
     sha256_file,
     tokenizer_file,
 )
+from benchroute.embedding.names import DEFAULT_MAX_SEQ_LENGTH, check_cap, own_identifier
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
 from benchroute.npz import read_npz
 

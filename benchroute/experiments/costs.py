@@ -1,8 +1,10 @@
 """Cost–quality evaluation of the routing policies, cross-fitted (definitions:
 docs/routing.md, which also holds the results).
 
-Inputs are split into seeded folds; each fold's P(m, x) comes from a :class:`PerInputPredictor`
-fitted (and tuned) on the other folds only, so no input is scored by a router that saw it. Each
+Inputs are split into seeded folds; each fold's P(m, x) comes from a router fitted on the other
+folds only (:func:`benchroute.experiments.crossfit.routing_router`: its index and its tuned
+per-input predictor, tuning CV grouped by task, as ``Router.route`` computes P), so no input is
+scored by a router that saw it. Each
 policy is then swept over its parameter; every operating point is the per-input choice, kept so
 that metrics can be bootstrapped over inputs without refitting.
 """
@@ -18,11 +20,20 @@ import numpy as np
 import pandas as pd
 
 from benchroute import policies as pol
+from benchroute.curves import aiq, apgr, cpt, interp_at, upper_hull
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
+from benchroute.experiments.crossfit import crossfit_router_proba, routing_router
+from benchroute.router import Router
+from benchroute.routing import router_proba
+from benchroute.scoring import best_on_average, task_means
 from benchroute.tuning import PerInputPredictor, fold_ids
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["Arrays", "CostQuality", "aiq", "apgr", "arrays", "bootstrap_metrics", "cost_quality",
+           "cpt", "crossfit_proba", "evaluate", "hybrid_at_validation", "pair_indices",
+           "ranked_calls", "routing_metrics", "sweep", "upper_hull", "with_attrs"]
 
 PAIR_POLICIES = ("threshold", "hybrid")
 POOL_POLICIES = ("best", "smallest_sufficient", "cheapest_within", "budget")
@@ -52,7 +63,7 @@ def arrays(data: BenchmarkData, embeddings: np.ndarray, column: str = "correct",
     per-model mapping (cost per call) or an (n, M) array the caller computed. ``cost_source``
     says what the numbers are (e.g. "parameter count (proxy)"); it travels with the results.
     """
-    from benchroute.default import pool_arrays
+    from benchroute.data.pool import pool_arrays
     from benchroute.router import Router
 
     # vectors through the default encoder and the on-disk cache when none are given
@@ -91,20 +102,30 @@ def crossfit_proba(X: np.ndarray, Y: np.ndarray, folds: int = 5, seed: int = 0,
                    make: Callable[[], PerInputPredictor] | None = None,
                    groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray,
                                                               list[PerInputPredictor]]:
-    """Out-of-fold P (n, M): each fold predicted by a predictor fitted on the others.
+    """Out-of-fold P (n, M): each fold predicted by a router fitted on the others, the P a
+    user's router gives (:func:`benchroute.experiments.crossfit.crossfit_router_proba`).
 
-    Returns P, the fold of each row and the fitted predictors (their chosen values). ``groups``
-    are passed to each inner fit (its tuning CV), not used for the outer folds.
+    ``make`` builds the router's per-input predictor (default: the router's own tuned one).
+    Returns P, the fold of each row and the fitted per-input predictors (their chosen values).
+    ``groups`` are the inputs' tasks, used by each router (its tuning CV holds tasks out), not
+    for the outer folds.
     """
     fold, _ = fold_ids(len(X), None, folds, seed)
     P = np.empty(Y.shape, dtype=np.float64)
     fitted = []
     for f in range(fold.max() + 1):
         te, tr = fold == f, fold != f
-        pred = (make or PerInputPredictor)().fit(X[tr], Y[tr], None if groups is None else groups[tr])
-        P[te] = pred.predict_proba(X[te])
-        fitted.append(pred)
+        P[te], router = crossfit_router_proba(X, Y, tr, te, groups,
+                                              None if make is None else make())
+        fitted.append(_tuned(router))
     return P, fold, fitted
+
+
+def _tuned(router: Router) -> PerInputPredictor:
+    """The per-input predictor of a router :func:`routing_router` fitted (it always has one)."""
+    if router.per_input_ is None:
+        raise BenchrouteError("internal: a routing router without its per-input predictor")
+    return router.per_input_
 
 
 # ---------------------------------------------------------------------- sweeps
@@ -222,21 +243,24 @@ def _hybrid_score(A: Arrays, fold: np.ndarray, small: int, large: int, rule: str
         t = pol.choose_t(qs, ql) if rule == "trans" else 0.0
         ts.append(t)
         y = pol.hybrid_labels(qs, ql, rule, t)[:, None]
-        pred = (make or PerInputPredictor)().fit(A.X[tr], y)
-        score[te] = pred.predict_proba(A.X[te])[:, 0]
+        # the score is the P of a router fitted on the label "small is good enough"
+        router = routing_router(A.X[tr], y, A.datasets[tr], predictor=None if make is None else make())
+        pred = _tuned(router)
+        score[te] = router_proba(router, A.X[te])[:, 0]
         # the share is chosen on the training folds' own cross-fitted scores (validation)
-        val = _validation_proba(pred, A.X[tr], y, folds, seed, make)
+        val = _validation_proba(pred, A.X[tr], y, folds, seed, make, A.datasets[tr])
         chosen[te] = _validated_choice(val[:, 0], qs, ql, score[te], small, large, max_drop, seed)
     return score, chosen, {"rule": rule, "t": ts}
 
 
 def _validation_proba(pred: PerInputPredictor, X: np.ndarray, Y: np.ndarray, folds: int,
-                      seed: int, make: Callable[[], PerInputPredictor] | None) -> np.ndarray:
+                      seed: int, make: Callable[[], PerInputPredictor] | None,
+                      groups: np.ndarray | None = None) -> np.ndarray:
     """The training folds' own cross-fitted P: the tuned predictor's out-of-fold P, or, for a
     fixed uncalibrated predictor (which fits without cross-validation and keeps none), a
     cross-fit of the same predictor over the training folds."""
     oof = getattr(pred, "oof_", None)
-    return oof if oof is not None else crossfit_proba(X, Y, folds, seed, make)[0]
+    return oof if oof is not None else crossfit_proba(X, Y, folds, seed, make, groups)[0]
 
 
 def _validated_choice(score_val: np.ndarray, qs_val: np.ndarray, ql_val: np.ndarray,
@@ -255,7 +279,7 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
              max_drop: float = 0.01, P: np.ndarray | None = None) -> CostQuality:
     """Cross-fit P once, then sweep each policy, plus the random and oracle baselines."""
     if P is None:
-        P, fold, fitted = crossfit_proba(A.X, A.Q, folds, seed, make)
+        P, fold, fitted = crossfit_proba(A.X, A.Q, folds, seed, make, A.datasets)
         info: dict[str, Any] = {"predictors": [p.describe() | {"calibration": None} for p in fitted]}
     else:
         fold, _ = fold_ids(len(A.X), None, folds, seed)
@@ -286,7 +310,7 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
             chosen = np.empty(len(A.Q), dtype=np.int64)
             for f, pred in enumerate(fitted):
                 te, tr = fold == f, fold != f
-                oof = _validation_proba(pred, A.X[tr], A.Q[tr], folds, seed, make)
+                oof = _validation_proba(pred, A.X[tr], A.Q[tr], folds, seed, make, A.datasets[tr])
                 val = -pol.strong_weak_score(oof, strong, weak)  # high = weak suffices
                 chosen[te] = _validated_choice(val, A.Q[tr, weak], A.Q[tr, strong],
                                                -pol.strong_weak_score(P[te], strong, weak),
@@ -340,15 +364,16 @@ def cost_quality(data: BenchmarkData, strong: str | None = None, weak: str | Non
 
 def pair_indices(A: Arrays, strong: str | None, weak: str | None, needed: bool
                  ) -> tuple[int | None, int | None]:
-    """Column indices of the strong/weak pair (defaults: most / least accurate on average)."""
+    """Column indices of the strong/weak pair (defaults: the best and the worst model on
+    average, :func:`benchroute.scoring.best_on_average`: each task counts once)."""
     for name in (strong, weak):
         if name is not None and name not in A.models:
             raise BenchrouteError(f"unknown model {name!r}; known models: {A.models}")
     if strong is None and weak is None and not needed and len(A.models) > 2:
         return None, None
-    mean = A.Q.mean(axis=0)
-    s = A.models.index(strong) if strong else int(np.argmax(mean))
-    w = A.models.index(weak) if weak else int(np.argmin(mean))
+    acc = task_means(A.Q, A.datasets)
+    s = A.models.index(strong) if strong else best_on_average(acc)
+    w = A.models.index(weak) if weak else best_on_average(acc, worst=True)
     if s == w:
         raise BenchrouteError(f"strong and weak are the same model {A.models[s]!r}")
     return s, w
@@ -366,76 +391,6 @@ def with_attrs(run: CostQuality) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- metrics
-def _interp_at(x: np.ndarray, y: np.ndarray, at: float) -> float:
-    order = np.argsort(x, kind="stable")
-    return float(np.interp(at, x[order], y[order]))
-
-
-def apgr(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float) -> float:
-    """RouteLLM's APGR: trapezoid area under quality vs call%, normalised by the constant weak
-    and strong areas over the same call% range."""
-    order = np.argsort(call, kind="stable")
-    x, y = np.asarray(call, float)[order], np.asarray(quality, float)[order]
-    auc = float(np.trapezoid(y, x))
-    span = float(x[-1] - x[0])
-    auc_w, auc_s = q_weak * span, q_strong * span
-    return (auc - auc_w) / (auc_s - auc_w) if auc_s != auc_w else float("nan")
-
-
-def cpt(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float,
-        pgr_target: float) -> float:
-    """Call% at which PGR first reaches ``pgr_target``, interpolated linearly between points."""
-    order = np.argsort(call, kind="stable")
-    x = np.asarray(call, float)[order]
-    pgr = (np.asarray(quality, float)[order] - q_weak) / (q_strong - q_weak)
-    for i in range(len(x)):
-        if pgr[i] >= pgr_target - 1e-12:
-            if i == 0:
-                return float(x[0])
-            x0, x1, p0, p1 = x[i - 1], x[i], pgr[i - 1], pgr[i]
-            return float(x0 + (pgr_target - p0) * (x1 - x0) / (p1 - p0)) if p1 != p0 else float(x1)
-    return float("nan")
-
-
-def upper_hull(cost: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The non-decreasing upper convex hull of (cost, quality) points (RouterBench)."""
-    pts = sorted(set(zip(np.asarray(cost, float).tolist(), np.asarray(quality, float).tolist())))
-    hull: list[tuple[float, float]] = []
-    for p in pts:
-        # keep only points that raise quality: past the best point the frontier is flat
-        if hull and p[1] <= hull[-1][1]:
-            continue
-        if hull and p[0] == hull[-1][0]:
-            hull.pop()  # same cost, higher quality
-        while len(hull) >= 2:
-            (x1, y1), (x2, y2) = hull[-2], hull[-1]
-            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:  # hull[-1] under the chord
-                hull.pop()
-            else:
-                break
-        hull.append(p)
-    h = np.array(hull)
-    return h[:, 0], h[:, 1]
-
-
-def aiq(cost: np.ndarray, quality: np.ndarray, c_min: float, c_max: float) -> float:
-    """RouterBench's AIQ: mean of the non-decreasing convex hull R̃(c) over [c_min, c_max].
-
-    R̃ is flat after the hull's best point; below the router's cheapest point no cost is
-    attainable and R̃ counts as 0 there.
-    """
-    if c_max <= c_min:
-        return float("nan")
-    hx, hy = upper_hull(cost, quality)
-    a = max(c_min, float(hx[0]))
-    if a >= c_max:
-        return 0.0
-    # R̃ is piecewise linear on [a, c_max] with breaks at the hull's points: trapezoids are exact
-    x = np.unique(np.r_[a, hx[(hx > a) & (hx < c_max)], c_max])
-    r = np.interp(x, hx, hy, right=float(hy[-1]))
-    return float(np.trapezoid(r, x) / (c_max - c_min))
-
-
 def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
                     q_weak: float | None = None, c_min: float | None = None,
                     c_max: float | None = None, levels: Sequence[float] = (0.2, 0.5, 0.8)
@@ -461,7 +416,7 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
             assert q_strong is not None and q_weak is not None
             x, y = g["share_strong"].to_numpy(), g["quality"].to_numpy()
             for lv in levels:
-                row[f"PGR@{int(round(lv * 100))}"] = (_interp_at(x, y, lv) - q_weak) / (q_strong - q_weak)
+                row[f"PGR@{int(round(lv * 100))}"] = (interp_at(x, y, lv) - q_weak) / (q_strong - q_weak)
             row["APGR"] = apgr(x, y, q_strong, q_weak)
             row["CPT50"] = cpt(x, y, q_strong, q_weak, 0.5)
             row["CPT80"] = cpt(x, y, q_strong, q_weak, 0.8)

@@ -1,4 +1,8 @@
-"""Download public HELM per-run outputs over HTTPS, resumably (HELM_FORMAT.md §8).
+"""Download public HELM per-run outputs over HTTPS, resumably.
+
+HELM publishes every run of a release in a public Google Cloud Storage bucket; a run is a folder
+of JSON files (``run_spec.json``, ``scenario_state.json``, ``per_instance_stats.json``, ...), the
+same files ``helm-run`` writes locally.
 
 Layout: ``<base>/runs/<suite>/<url-encoded run name>/<file>.json`` and
 ``<base>/releases/<release>/runs_to_run_suites.json``, where ``<base>`` is e.g.

@@ -1,8 +1,10 @@
 """Does per-input routing earn its keep? Cross-fitted comparison of correctness predictors.
 
 Every predictor sees the same vectors and the same seeded folds over inputs; each fold is
-routed (argmax P) by a predictor fitted on the other folds and compared with the best single
-model chosen on those folds and with the per-input oracle. The share of the best-single → oracle
+routed by a predictor fitted on the other folds, with the router's rule
+(:func:`benchroute.selection.route_rows`: argmax P, ties to the best model on average of the
+other folds, only models with a result), and compared with that best single model and with the
+per-input oracle. The kNN predictors are the router's own P (:func:`knn_fitter`). The share of the best-single → oracle
 gap captured gets a 95% percentile interval over a paired bootstrap of inputs.
 """
 
@@ -14,6 +16,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from benchroute.experiments.crossfit import routing_router
+from benchroute.routing import router_proba
+from benchroute.scoring import best_on_average, task_means
+from benchroute.selection import route_rows
 from benchroute.tuning import PerInputPredictor, brier, fold_ids
 
 logger = logging.getLogger(__name__)
@@ -22,12 +28,15 @@ logger = logging.getLogger(__name__)
 Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
-def knn_fitter(grouped: bool = False, **params: object) -> Fitter:
-    """A :class:`PerInputPredictor` with these parameters (fixed values skip tuning); with
-    ``grouped`` its tuning CV holds whole tasks out, else it uses random folds over inputs."""
+def knn_fitter(grouped: bool = True, **params: object) -> Fitter:
+    """The router's P (:func:`benchroute.experiments.crossfit.routing_router`: its index searched,
+    then a :class:`PerInputPredictor` with these parameters; fixed values skip tuning). With
+    ``grouped`` (the router's way) the tuning CV holds whole tasks out, else it uses random
+    folds over inputs."""
     def fit(Xtr: np.ndarray, Ytr: np.ndarray, Xte: np.ndarray, gtr: np.ndarray | None) -> np.ndarray:
         pred = PerInputPredictor(**params)  # type: ignore[arg-type]
-        return pred.fit(Xtr, Ytr, gtr if grouped else None).predict_proba(Xte)
+        router = routing_router(Xtr, Ytr, gtr, predictor=pred, grouped_tuning=grouped)
+        return router_proba(router, Xte)
     return fit
 
 
@@ -83,16 +92,18 @@ def compare_predictors(X: np.ndarray, Y: np.ndarray, fitters: Mapping[str, Fitte
                        groups: np.ndarray | None = None) -> pd.DataFrame:
     """Cross-fitted routing quality of each predictor against the best single model.
 
-    Returns one row per predictor: ``routed`` (mean true quality of argmax P), ``best_single``
-    (chosen on the training folds), ``oracle``, ``gain`` = routed − best_single with its 95%
+    Returns one row per predictor: ``routed`` (mean true quality of the routed model),
+    ``best_single`` (the best model on average of the training folds,
+    :func:`benchroute.scoring.best_on_average`), ``oracle``, ``gain`` = routed − best_single with its 95%
     interval, ``gap_share`` = gain / (oracle − best_single) with its interval, and the
     out-of-fold ``brier`` score of P.
     """
     Y = np.asarray(Y, dtype=np.float64)
     fold, _ = fold_ids(len(X), None, folds, seed)
+    tasks = np.zeros(len(X), dtype=int) if groups is None else np.asarray(groups)
     single = np.empty(len(X), dtype=int)
     for f in range(fold.max() + 1):
-        single[fold == f] = int(np.nanargmax(np.nanmean(Y[fold != f], axis=0)))
+        single[fold == f] = best_on_average(task_means(Y[fold != f], tasks[fold != f]))
     rows_idx = np.arange(len(X))
     q_single = Y[rows_idx, single]
     q_oracle = np.nanmax(Y, axis=1)
@@ -104,7 +115,7 @@ def compare_predictors(X: np.ndarray, Y: np.ndarray, fitters: Mapping[str, Fitte
         for f in range(fold.max() + 1):
             te, tr = fold == f, fold != f
             P[te] = fit(X[tr], Y[tr], X[te], None if groups is None else np.asarray(groups)[tr])
-        pick = np.argmax(np.where(np.isnan(Y), -np.inf, P), axis=1)
+        pick = route_rows(P, np.arange(Y.shape[1]), single, available=~np.isnan(Y))
         q = Y[rows_idx, pick]
         gain = q - q_single
         gap = q_oracle - q_single

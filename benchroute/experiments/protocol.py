@@ -1,4 +1,6 @@
-"""The leave-one-task-out protocol of SPEC.md §3, and per-instance routing, on the public API.
+"""The leave-one-task-out protocol (docs/method.md, "Experiments": each task held out in turn,
+the others form the pool, every method scored by the held-out task's accuracy of its choice), and
+per-instance routing, on the public API.
 
 One router is fitted on every benchmark input; each held-out task is left out with
 ``exclude_datasets``, which is exact (pool, fallback means, BMA and reference pairs equal those
@@ -17,15 +19,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from benchroute.data.pool import pool_arrays
 from benchroute.data.store import BenchmarkData
-from benchroute.default import pool_arrays
 from benchroute.exceptions import BenchrouteError
+from benchroute.experiments.crossfit import routing_router
 from benchroute.inputs import check_router_params
-from benchroute.policies import router_proba
 from benchroute.predictors import column_means
 from benchroute.reference import alpha_key, few_shot_count, task_seed
 from benchroute.router import Router
-from benchroute.scoring import predictor_accuracy, s1, s2, s3
+from benchroute.routing import router_proba
+from benchroute.scoring import best_on_average, predictor_accuracy, s1, s2, s3, task_means
 from benchroute.selection import Selection, SelectionConfig, choose, route_rows
 
 logger = logging.getLogger(__name__)
@@ -67,7 +70,8 @@ def leave_one_task_out(
         paper's scripts did. ``LL`` (highest mean completion log-probability) appears when the
         data has a ``logprob`` column.
     """
-    router = Router().set_params(**dict(router_params or {}))
+    # the protocol selects per task and never routes per input: no tuned predictor to fit
+    router = Router().set_params(**{**dict(router_params or {}), "tune": False})
     check_router_params(router.get_params())
     pool = pool_arrays(data, embeddings, router.embed)
     X, Y, ds, models = pool.X, pool.Y, pool.datasets, pool.models
@@ -84,7 +88,7 @@ def leave_one_task_out(
     logprob = None
     if "logprob" in data.frame.columns and data.frame["logprob"].notna().any():
         logprob = data.correctness_matrix(column="logprob").reindex(columns=models).to_numpy(dtype=float)
-    acc_with = router.task_accuracy_.mean(axis=0).to_numpy()
+    acc_with = router.task_accuracy_.to_numpy(dtype=float)
     rows: list[dict[str, object]] = []
     for t_idx, task in enumerate(run_tasks):
         rd = np.flatnonzero(ds == task)
@@ -125,7 +129,7 @@ def _method_rows(sel: Selection, g: np.ndarray, y: np.ndarray, cand: np.ndarray,
         chosen, fell, _ = choose(score, cand, bma, g, p, config)
         choices[method] = (chosen, fell)
     choices["BMA"] = (bma, False)
-    choices["BMA-incl"] = (int(cand[np.nanargmax(acc_with[cand])]), False)
+    choices["BMA-incl"] = (best_on_average(acc_with, cand), False)
     choices["Oracle"] = (int(cand[np.argmax(true_acc[cand])]), False)
     if logprob is not None:
         ll = column_means(logprob, np.nan)
@@ -155,11 +159,12 @@ def per_instance_routing(
     data: BenchmarkData, column: str = "score", router_params: RouterParams | None = None,
     embeddings: np.ndarray | None = None, folds: int = 5, seed: int = 0,
 ) -> pd.DataFrame:
-    """Route every input to argmax_m P(m, x) on a continuous quality (SPEC.md's MixInstruct setting).
+    """Route every input to argmax_m P(m, x) on a continuous quality (the MixInstruct
+    setting: one quality score per model and input, e.g. BERTScore against a reference answer).
 
     Inputs are split into ``folds`` seeded folds; each fold is routed from a pool of the other
     folds (a router fitted on them; its reference pass runs at α = 0 only, once, though routing does
-    not use p̂), by the P(m, x) that :meth:`Router.route` uses (:func:`benchroute.policies.router_proba`:
+    not use p̂), by the P(m, x) that :meth:`Router.route` uses (:func:`benchroute.routing.router_proba`:
     the tuned per-input predictor by default, g_m(x) with ``tune=False``) and the routing rule of
     :func:`benchroute.selection.route_rows` (ties to the best single model of the other folds,
     only models with a result on the input). Returns one row per dataset and an ``ALL``
@@ -184,8 +189,8 @@ def per_instance_routing(
     for f in range(folds):
         test = np.flatnonzero(fold == f)
         train = np.flatnonzero(fold != f)
-        fitted = Router().set_params(**params).fit_arrays(X[train], Y[train], ds[train], models)
-        best = int(np.nanargmax(column_means(Q[train], np.nan)))
+        fitted = routing_router(X[train], Y[train], ds[train], models, router_params=params)
+        best = best_on_average(task_means(Q[train], ds[train]))
         P = router_proba(fitted, X[test])  # what Router.route uses: tuned P, or g with tune=False
         routed[test] = route_rows(P, every, best, available=~np.isnan(Q[test]))
         single[test] = best

@@ -20,7 +20,7 @@ def run_protocol(data: BenchmarkData, name: str, out: str | os.PathLike[str] = "
                  alphas: Sequence[float] = DEFAULT_ALPHAS, repeats: int = 10, seed: int = 0,
                  router_params: Mapping[str, object] | None = None,
                  embeddings: np.ndarray | None = None, plots: bool = True) -> dict[str, Path]:
-    """Run SPEC.md §3 on ``data`` and write the table, the tidy results and the plots."""
+    """Run the leave-one-task-out protocol (:func:`~benchroute.experiments.protocol.leave_one_task_out`) on ``data`` and write the table, the tidy results and the plots."""
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
     results = leave_one_task_out(data, router_params, alphas=alphas, repeats=repeats, seed=seed,

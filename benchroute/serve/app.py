@@ -25,13 +25,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from benchroute.exceptions import BenchrouteError
+from benchroute.routing import default_pair
 from benchroute.serve.calibrate import (
     Calibration,
     cost_quality_curve,
     operating_point,
     pool_sample,
 )
-from benchroute.serve.decide import Decider, Decision, MicroBatcher, ServerPolicy, default_pair
+from benchroute.serve.decide import Decider, Decision, MicroBatcher, ServerPolicy
 from benchroute.serve.entry import PREFIX, Entry, EntryError, examples, parse_entry
 from benchroute.serve.forward import Answer, Forwarder, error_body
 from benchroute.serve.metrics import GatewayMetrics

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchroute import policies as pol
+from benchroute import routing
 from benchroute.exceptions import BenchrouteError
 
 CALIBRATION_FORMAT_VERSION = 1
@@ -64,7 +65,7 @@ def pool_sample(router: Any, n: int = 2000, seed: int = 0) -> Sample:
     N = len(router.Y_)
     rows = np.sort(np.random.default_rng(seed).choice(N, size=min(n, N), replace=False))
     X = router.predictor_.index_.vectors()[rows]
-    P = pol.router_proba(router, X)  # each row's own label left out (a near-duplicate)
+    P = routing.router_proba(router, X)  # each row's own label left out (a near-duplicate)
     return Sample(P, f"pool sample ({len(rows)} of {N} benchmark inputs)", router.Y_[rows])
 
 
@@ -74,7 +75,7 @@ def prompt_sample(router: Any, texts: Sequence[str], seed: int = 0) -> Sample:
     if len(texts) > MAX_SAMPLE:
         keep = np.sort(np.random.default_rng(seed).choice(len(texts), MAX_SAMPLE, replace=False))
         texts = [texts[i] for i in keep]
-    P = pol.router_proba(router, router.embed(texts))
+    P = routing.router_proba(router, router.embed(texts))
     return Sample(P, f"{len(texts)} calibration prompts")
 
 
@@ -110,13 +111,13 @@ def _pair(router: Any, strong: str, weak: str) -> tuple[int, int]:
 def strong_share(sample: Sample, router: Any, policy: str, params: Mapping[str, Any],
                  strong: str, cand: np.ndarray, costs: Mapping[str, float] | None) -> float:
     """The share of the sample a policy sends to ``strong``."""
-    frame = pol.policy_frame(router, sample.P, policy, cand, costs, **dict(params))
+    frame = routing.policy_frame(router, sample.P, policy, cand, costs, **dict(params))
     return float((frame["model"] == strong).mean())
 
 
 def mean_cost(sample: Sample, router: Any, policy: str, params: Mapping[str, Any],
               cand: np.ndarray, costs: Mapping[str, float] | None) -> float:
-    frame = pol.policy_frame(router, sample.P, policy, cand, costs, **dict(params))
+    frame = routing.policy_frame(router, sample.P, policy, cand, costs, **dict(params))
     return float(frame["cost"].mean())
 
 
@@ -142,7 +143,7 @@ def fit_parameter(router: Any, sample: Sample, policy: str, target: float, cand:
                                         costs) for tau in _SHARE_GRID])
         return policy, {"tau": float(_SHARE_GRID[int(np.argmin(np.abs(shares - target)))])}
     if policy == "budget":
-        c = pol.router_costs(router, costs, "budget calibration")[cand]
+        c = routing.router_costs(router, costs, "budget calibration")[cand]
         lam = pol.budget_price(sample.P[:, cand], c, budget=target)
         if math.isinf(lam):  # below the cheapest assignment: a price that always picks it
             lam = 4.0 * (1.0 + float(np.ptp(sample.P))) / max(_min_step(c), 1e-12)
@@ -270,7 +271,7 @@ def operating_point(router: Any, sample: Sample, curve: Mapping[str, Any], cand:
                     costs: Mapping[str, float] | None) -> list[float]:
     """(x, y) of a policy on the curve's sample, on the curve's axes."""
     keep = curve["keep"]
-    frame = pol.policy_frame(router, sample.P[keep], policy, cand, costs, **dict(params))
+    frame = routing.policy_frame(router, sample.P[keep], policy, cand, costs, **dict(params))
     col = {m: j for j, m in enumerate(router.models_[i] for i in cand)}
     pick = np.array([col[m] for m in frame["model"]])
     Q = sample.Y[keep][:, cand] if sample.Y is not None else None
@@ -286,13 +287,11 @@ def calibrate(router: Any, prompts: Sequence[str], policy: str, target: float,
               candidates: Sequence[str] | None = None) -> str:
     """Fit ``policy``'s parameter to ``target`` on ``prompts``, write the calibration file and
     return a report of the realised share (or mean cost) on the prompts and on the pool."""
-    from benchroute.serve.decide import default_pair
-
     cand_names = list(candidates) if candidates is not None else list(router.models_)
     cand = router.candidate_indices(cand_names)
     if costs is None:
         costs = getattr(router, "costs_", None)
-    pair = default_pair(router, cand_names, costs)
+    pair = routing.default_pair(router, cand_names, costs)
     strong = strong or pair[0]
     weak = weak or pair[1]
     if strong not in cand_names or weak not in cand_names:

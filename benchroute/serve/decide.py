@@ -1,7 +1,7 @@
 """The gateway's decisions: texts and entry points in, one model per request out.
 
-A batch of requests is embedded once and searched once (:func:`benchroute.policies.router_proba`);
-each request's policy is then applied to its row of P by :func:`benchroute.policies.policy_frame`,
+A batch of requests is embedded once and searched once (:func:`benchroute.routing.router_proba`);
+each request's policy is then applied to its row of P by :func:`benchroute.routing.policy_frame`,
 the same rule ``Router.route(texts, policy=...)`` uses, so the gateway decides exactly as the
 library does. :class:`MicroBatcher` collects the requests that wait while a batch is computed.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchroute import policies as pol
+from benchroute import routing
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_vectors
 from benchroute.serve.calibrate import Calibration, Sample, fit_parameter, threshold_for_share
@@ -164,7 +164,7 @@ class Decider:
         """Run the policy once on one sample row: a bad policy or parameter fails here."""
         if policy == "threshold":
             params = {"strong": self.strong, "weak": self.weak, **params}
-        pol.policy_frame(self.router, self.sample.P[:1], policy, self.cand, self.costs,
+        routing.policy_frame(self.router, self.sample.P[:1], policy, self.cand, self.costs,
                          **dict(params))
         return params
 
@@ -192,7 +192,7 @@ class Decider:
         if todo:
             Q = check_vectors(self.encoder.encode([str(texts[i]) for i in todo],
                                               batch_size=self.encode_batch), "request vectors")
-            P = pol.router_proba(self.router, Q)
+            P = routing.router_proba(self.router, Q)
             ood_p, in_pool = self.ood.assess(Q)
             groups: dict[tuple[str, str], list[int]] = {}
             for j, i in enumerate(todo):
@@ -201,8 +201,8 @@ class Decider:
             for rows in groups.values():
                 first = entries[todo[rows[0]]]
                 policy, params = self.resolve(first)
-                frame = pol.policy_frame(self.router, P[rows], policy, self.cand, self.costs,
-                                         ood_p[rows], self.ood_alpha, **params)
+                frame = routing.policy_frame(self.router, P[rows], policy, self.cand,
+                                             self.costs, ood_p[rows], self.ood_alpha, **params)
                 for r, j in enumerate(rows):
                     i = todo[j]
                     probs = {m: round(float(P[j, k]), 6) for m, k in zip(self.cand_names, self.cand)}
@@ -287,18 +287,3 @@ def _timed(d: Decision, ms: float) -> Decision:
     import dataclasses
 
     return dataclasses.replace(d, decision_ms=ms)
-
-
-def default_pair(router: Any, candidates: Sequence[str], costs: Mapping[str, float] | None
-                 ) -> tuple[str, str]:
-    """The threshold policy's pair when none is named: the best model on average is strong; the
-    weak one is the cheapest other candidate (costs known) or the weakest on average."""
-    cand = router.candidate_indices(candidates)
-    strong = router.models_[router.bma_index(cand)]
-    others = [router.models_[i] for i in cand if router.models_[i] != strong]
-    if not others:
-        return strong, strong
-    acc = router.model_accuracy_
-    if costs is not None:
-        return strong, min(others, key=lambda m: (costs[m], acc[m]))
-    return strong, min(others, key=lambda m: acc[m])

@@ -34,7 +34,7 @@ def saved(tmp_path_factory):
         folder = tmp_path_factory.mktemp(name)
         ix = VectorIndex("IVF4,Flat" if name.startswith("IVF") else name).add(_x(), ["d"] * N)
         if name == "IVF-array":
-            ix.vectors()  # makes the direct map, as Router.X_ does
+            ix.vectors()  # makes the direct map, as Router.pool_vectors does
         elif name == "IVF-hash":
             faiss.extract_index_ivf(ix.index_).set_direct_map_type(faiss.DirectMap.Hashtable)
         ix.save(folder)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from benchroute import policies as pol
+from benchroute import routing
 from benchroute.data.store import BenchmarkData
 from benchroute.embedding import HashingEncoder
 from benchroute.router import Router
@@ -336,7 +337,7 @@ def _fell_back_selection():
                          ids=["1-point", "5-points", "7-points"])
 def test_max_quality_drop_keeps_what_the_fallback_protects(corpus, eps, expected):
     sel = _fell_back_selection()
-    run = lambda: pol.cheaper_selection(sel, np.array([24.7, 0.24]), ["gpt-4", "mixtral"], eps)  # noqa: E731
+    run = lambda: routing.cheaper_selection(sel, np.array([24.7, 0.24]), ["gpt-4", "mixtral"], eps)  # noqa: E731
 
     def check(out):
         said = out.summary()
@@ -355,5 +356,5 @@ def test_max_quality_drop_compares_with_the_chosen_model_for_s1(corpus):
                           "chosen": [False, True, False]}, index=["a", "b", "c"])
     sel = Selection(model="b", method="S1", scores=table, fell_back=False, task_distance=0.1,
                     bma="a", n_examples=5)
-    run = lambda: pol.cheaper_selection(sel, np.array([1.0, 5.0, 0.5]), ["a", "b", "c"], 0.21)  # noqa: E731
+    run = lambda: routing.cheaper_selection(sel, np.array([1.0, 5.0, 0.5]), ["a", "b", "c"], 0.21)  # noqa: E731
     assert corpus(AREA, "right", run, check=lambda out: out.model == "a")

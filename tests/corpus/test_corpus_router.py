@@ -385,7 +385,7 @@ def test_non_unit_vectors_are_normalised_with_a_warning():
     X, Y, ds = _arrays()
     with pytest.warns(UserWarning, match="not unit-norm"):
         router = _fit(X * 3.0, Y, ds)
-    np.testing.assert_allclose(np.linalg.norm(router.X_, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(router.pool_vectors(), axis=1), 1.0, atol=1e-6)
     ref = _fit(X, Y, ds)
     with pytest.warns(UserWarning, match="queries: 5 vector"):
         a = ref.select_embedded(X[:5] * 2.0)

@@ -46,6 +46,6 @@ def test_default_router_is_built_once(tmp_path, monkeypatch, helm_mmlu):
     assert again.models_ == first.models_
     np.testing.assert_array_equal(again.reference_.u, first.reference_.u)
     rows = np.flatnonzero(first.datasets_ == HELD)
-    a = first.select_embedded(first.X_[rows], exclude_datasets=[HELD])
-    b = again.select_embedded(again.X_[rows], exclude_datasets=[HELD])
+    a = first.select_embedded(first.pool_vectors(rows), exclude_datasets=[HELD])
+    b = again.select_embedded(again.pool_vectors(rows), exclude_datasets=[HELD])
     assert a.model == b.model and a.scores.equals(b.scores)

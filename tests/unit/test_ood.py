@@ -165,7 +165,7 @@ def test_selection_and_routing_leave_pool_near_duplicates_out():
 
     P = router.predict_proba_embedded(Q)
     np.testing.assert_allclose(P, _g_without_near(Q, Xp, Yp, router.k, NEAR_DUPLICATE), atol=1e-6)
-    from benchroute.policies import route_with_policy
+    from benchroute.routing import route_with_policy
     frame = route_with_policy(router, np.vstack([Q[:2], -Q[:1]]), "best", np.arange(3))
     assert frame["in_pool"].tolist() == [True, True, False]
     kept_frame = route_with_policy(router, Q[:2], "best", np.arange(3), keep_duplicates=True)

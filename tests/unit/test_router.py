@@ -147,7 +147,7 @@ def test_few_shot_lowers_u_and_leaves_router_unchanged():
     keep = (data.instances()["dataset"] != held).to_numpy()
     router = Router(alphas=(0.0, 0.1, 0.2, 0.28), repeats=2,
                     encoder=HashingEncoder(8)).fit(data.exclude([held]), embeddings=X[keep])
-    snapshot = (router.X_.copy(), router.Y_.copy(), len(router.predictor_.index_),
+    snapshot = (router.pool_vectors().copy(), router.Y_.copy(), len(router.predictor_.index_),
                 router.reference_.u.copy())
     Qall = X[~keep]
     Yall = data.subset([held]).correctness_matrix().reindex(columns=router.models_).to_numpy()
@@ -168,7 +168,7 @@ def test_few_shot_lowers_u_and_leaves_router_unchanged():
     assert not np.allclose(shot.scores["p_hat"], zero.scores["p_hat"])
     assert shot.n_labeled == 10 and "p_labeled" in shot.scores
     assert shot.scores["p_labeled"].between(0, 1).all()
-    assert (snapshot[0] == router.X_).all() and np.array_equal(router.Y_, snapshot[1], equal_nan=True)
+    assert (snapshot[0] == router.pool_vectors()).all() and np.array_equal(router.Y_, snapshot[1], equal_nan=True)
     assert len(router.predictor_.index_) == snapshot[2]
     assert (router.reference_.u == snapshot[3]).all()
 

@@ -160,10 +160,10 @@ def test_fully_labelled_examples_are_not_scored_next_to_their_own_label():
 def test_router_vectors_are_owned_by_the_caller():
     data, X = synthetic(5, n_tasks=2, per_task=10)
     router = Router(alphas=(0.0,), encoder=HashingEncoder(8)).fit(data, embeddings=X)
-    v = router.X_
+    v = router.pool_vectors()
     v[:] = 0.0  # the caller's copy: the index is untouched
-    assert np.abs(router.X_).sum() > 0
-    assert not np.shares_memory(router.X_, router.X_)
+    assert np.abs(router.pool_vectors()).sum() > 0
+    assert not np.shares_memory(router.pool_vectors(), router.pool_vectors())
     idx = VectorIndex("IVF2,Flat", nprobe=2).add(X, ["a"] * 10 + ["b"] * 10)
     idx.search(X[:2], 3, exclude_datasets=["a"])
     assert not any(name.startswith("_keep") for name in vars(idx))

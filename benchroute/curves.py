@@ -1,0 +1,82 @@
+"""The cost–quality curve metrics as pure functions over arrays: RouteLLM's APGR and CPT
+(quality against the share of calls to the strong model) and RouterBench's AIQ over the
+non-decreasing upper convex hull of (cost, quality) points.
+
+Like :mod:`benchroute.scoring`, nothing here imports the rest of the package; the evaluation
+harness that produces the curves is :mod:`benchroute.experiments.costs`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def interp_at(x: np.ndarray, y: np.ndarray, at: float) -> float:
+    """y at x = ``at``, linear between the points (x need not be sorted)."""
+    order = np.argsort(x, kind="stable")
+    return float(np.interp(at, x[order], y[order]))
+
+
+def apgr(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float) -> float:
+    """RouteLLM's APGR: trapezoid area under quality vs call%, normalised by the constant weak
+    and strong areas over the same call% range."""
+    order = np.argsort(call, kind="stable")
+    x, y = np.asarray(call, float)[order], np.asarray(quality, float)[order]
+    auc = float(np.trapezoid(y, x))
+    span = float(x[-1] - x[0])
+    auc_w, auc_s = q_weak * span, q_strong * span
+    return (auc - auc_w) / (auc_s - auc_w) if auc_s != auc_w else float("nan")
+
+
+def cpt(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float,
+        pgr_target: float) -> float:
+    """Call% at which PGR first reaches ``pgr_target``, interpolated linearly between points."""
+    order = np.argsort(call, kind="stable")
+    x = np.asarray(call, float)[order]
+    pgr = (np.asarray(quality, float)[order] - q_weak) / (q_strong - q_weak)
+    for i in range(len(x)):
+        if pgr[i] >= pgr_target - 1e-12:
+            if i == 0:
+                return float(x[0])
+            x0, x1, p0, p1 = x[i - 1], x[i], pgr[i - 1], pgr[i]
+            return float(x0 + (pgr_target - p0) * (x1 - x0) / (p1 - p0)) if p1 != p0 else float(x1)
+    return float("nan")
+
+
+def upper_hull(cost: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-decreasing upper convex hull of (cost, quality) points (RouterBench)."""
+    pts = sorted(set(zip(np.asarray(cost, float).tolist(), np.asarray(quality, float).tolist())))
+    hull: list[tuple[float, float]] = []
+    for p in pts:
+        # keep only points that raise quality: past the best point the frontier is flat
+        if hull and p[1] <= hull[-1][1]:
+            continue
+        if hull and p[0] == hull[-1][0]:
+            hull.pop()  # same cost, higher quality
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:  # hull[-1] under the chord
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    h = np.array(hull)
+    return h[:, 0], h[:, 1]
+
+
+def aiq(cost: np.ndarray, quality: np.ndarray, c_min: float, c_max: float) -> float:
+    """RouterBench's AIQ: mean of the non-decreasing convex hull R̃(c) over [c_min, c_max].
+
+    R̃ is flat after the hull's best point; below the router's cheapest point no cost is
+    attainable and R̃ counts as 0 there.
+    """
+    if c_max <= c_min:
+        return float("nan")
+    hx, hy = upper_hull(cost, quality)
+    a = max(c_min, float(hx[0]))
+    if a >= c_max:
+        return 0.0
+    # R̃ is piecewise linear on [a, c_max] with breaks at the hull's points: trapezoids are exact
+    x = np.unique(np.r_[a, hx[(hx > a) & (hx < c_max)], c_max])
+    r = np.interp(x, hx, hy, right=float(hy[-1]))
+    return float(np.trapezoid(r, x) / (c_max - c_min))

@@ -1,0 +1,177 @@
+"""The router's side of routing: P(m, x) of a fitted router, its costs, and a policy applied to
+them (``Router.route(texts, policy=...)``, the gateway, ``select_model(max_quality_drop=...)``).
+
+:mod:`benchroute.policies` holds the decision rules as pure functions of P, costs and
+parameters; this module turns a fitted router (its index, tuned predictor, added models, model
+names and costs) into those arrays, so that the router, the gateway and the experiments get P
+and apply a policy by the same code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchroute.exceptions import BenchrouteError
+from benchroute.inputs import check_vectors
+from benchroute.new_models import added_columns, known_proba
+from benchroute.ood import check_alpha, fall_back, reference_of
+from benchroute.policies import (
+    apply_policy,
+    cheapest_within_selection,
+    check_policy_params,
+    choices_frame,
+    cost_vector,
+    get_policy,
+)
+from benchroute.predictors import NEAR_DUPLICATE
+
+
+def store_costs(data: Any) -> dict[str, float] | None:
+    """Mean cost per call of each model from a store's ``cost`` column (None without one)."""
+    frame = data.frame
+    if "cost" not in frame.columns or frame["cost"].isna().all():
+        return None
+    return {str(m): float(v) for m, v in frame.groupby("model")["cost"].mean().dropna().items()}
+
+
+def router_proba(router: Any, Q: np.ndarray, keep_duplicates: bool = False) -> np.ndarray:
+    """P(m, x) of a fitted router: its tuned per-input predictor when it has one, else g_m(x);
+    models added from a few labels follow (see :mod:`benchroute.new_models`).
+
+    Pool inputs closer to a query than :data:`~benchroute.predictors.NEAR_DUPLICATE` (the
+    query itself when it is a pool input, or a near-copy of it) are left out of its neighbours
+    unless ``keep_duplicates``: their labels would be the answer, not a prediction, so P on a
+    pool input is what a new input would get.
+    """
+    Q = check_vectors(Q, "queries")
+    within = None if keep_duplicates else NEAR_DUPLICATE
+    return np.hstack([known_proba(router, Q, within=within), added_columns(router, Q)])
+
+
+def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | None,
+                 what: str, models: Sequence[str] | None = None) -> np.ndarray:
+    """Per-model costs in ``models`` order (default ``router.models_``): the caller's, else
+    those of the fit store. A mapping needs a cost for those models only."""
+    costs = costs if costs is not None else getattr(router, "costs_", None)
+    if costs is None:
+        raise BenchrouteError(f"{what} needs costs: pass costs={{model: cost per call}} (a price "
+                              "table times a typical token count, or a declared proxy), or fit on "
+                              "a store with a 'cost' column")
+    if models is not None and not isinstance(costs, Mapping):
+        return cost_vector(router.models_, costs)[[router.models_.index(m) for m in models]]
+    return cost_vector(router.models_ if models is None else models, costs)
+
+
+#: Policies that decide without costs: routing with them needs no price (cost 0 is shown when
+#: none is known).
+_COST_FREE = ("best", "threshold")
+
+
+def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
+                      costs: Mapping[str, float] | Sequence[float] | None = None,
+                      ood_alpha: float | None = None, keep_duplicates: bool = False,
+                      **params: Any) -> pd.DataFrame:
+    """``Router.route(texts, policy=...)``: per input the model, its predicted P, its cost, its
+    OOD p-value (:mod:`benchroute.ood`) and whether a near-duplicate is in the pool
+    (``in_pool``); with ``ood_alpha`` inputs with p < ood_alpha go to the best model on average
+    among the candidates (``ood_fallback``).
+
+    ``strong``/``weak`` (threshold) are model names. ``best`` and ``threshold`` need no costs
+    (cost 0 shown when none are known); every other policy needs a cost for each candidate.
+    """
+    if ood_alpha is not None:
+        check_alpha(ood_alpha)
+    models, c, params = _policy_inputs(router, policy, cand, costs, params)  # before the search
+    ood_p, in_pool = reference_of(router).assess(Q)
+    frame = _decisions(router, router_proba(router, Q, keep_duplicates)[:, cand], c, policy,
+                       params, cand, models, ood_p, ood_alpha)
+    frame["in_pool"] = in_pool
+    return frame
+
+
+def policy_frame(router: Any, P: np.ndarray, policy: str, cand: np.ndarray,
+                 costs: Mapping[str, float] | Sequence[float] | None = None,
+                 ood_p: np.ndarray | None = None, ood_alpha: float | None = None,
+                 **params: Any) -> pd.DataFrame:
+    """A policy applied to P (n, all models) already computed for the router's models: the
+    decision rule of ``Router.route`` for the gateway, which computes P (and the OOD p-values)
+    once per batch."""
+    models, c, params = _policy_inputs(router, policy, cand, costs, params)
+    return _decisions(router, np.asarray(P)[:, cand], c, policy, params, cand, models, ood_p,
+                      ood_alpha)
+
+
+def _decisions(router: Any, P: np.ndarray, c: np.ndarray, policy: str, params: dict[str, Any],
+               cand: np.ndarray, models: list[str], ood_p: np.ndarray | None,
+               ood_alpha: float | None) -> pd.DataFrame:
+    """The policy's choices, inputs flagged out of distribution moved to the best model on
+    average among the candidates, as a frame (``ood_p``/``ood_fallback`` when p is known)."""
+    default = int(np.flatnonzero(cand == router.bma_index(cand))[0])
+    pick, flag = fall_back(apply_policy(policy, P, c, **params), ood_p, ood_alpha, default)
+    frame = choices_frame(P, c, pick, models)
+    if ood_p is not None:
+        frame["ood_p"] = ood_p
+        frame["ood_fallback"] = flag
+    return frame
+
+
+def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
+                   costs: Mapping[str, float] | Sequence[float] | None,
+                   params: dict[str, Any]) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """The candidates' names and costs and the checked parameters (strong/weak as positions)."""
+    get_policy(policy)
+    models = [router.models_[i] for i in cand]
+    params = dict(params)
+    for key in ("strong", "weak"):
+        if key in params:
+            if params[key] not in models:
+                raise BenchrouteError(f"{key} model {params[key]!r:.100} is not among {models}")
+            params[key] = models.index(params[key])
+    check_policy_params(policy, params, len(models))
+    if policy in _COST_FREE and costs is None and getattr(router, "costs_", None) is None:
+        c = np.zeros(len(cand))
+    else:
+        c = router_costs(router, costs, f"policy {policy!r}", models)
+    return models, c, params
+
+
+def cheaper_selection(selection: Any, costs: np.ndarray, models: Sequence[str],
+                      max_quality_drop: float) -> Any:
+    """``select_model(..., max_quality_drop=ε)``: the selection moved to the cheapest candidate
+    whose estimated quality is within ε of the chosen model's.
+
+    The quality compared is the one the choice rests on: p̂ for S3 (the estimate the η fallback
+    protects; a raw S3 score would bring back a model the fallback refused), the method's own
+    score for S1 and S2; the bar is the chosen model's, after the fallback, not the top score.
+    """
+    table = selection.scores.copy()
+    by_model = dict(zip(models, costs))
+    column = "p_hat" if selection.method == "S3" else selection.method
+    model = cheapest_within_selection(table, by_model, max_quality_drop, column,
+                                      reference=selection.model)
+    table["cost"] = [by_model[m] for m in table.index]
+    table["chosen"] = table.index == model
+    if model == selection.model:
+        return dataclasses.replace(selection, scores=table)
+    return dataclasses.replace(selection, model=model, scores=table,
+                               cheaper_than=(selection.model, float(max_quality_drop), column))
+
+
+def default_pair(router: Any, candidates: Sequence[str], costs: Mapping[str, float] | None
+                 ) -> tuple[str, str]:
+    """The threshold policy's pair when none is named: the best model on average is strong; the
+    weak one is the cheapest other candidate (costs known) or the worst on average."""
+    cand = router.candidate_indices(candidates)
+    strong = router.models_[router.bma_index(cand)]
+    others = [router.models_[i] for i in cand if router.models_[i] != strong]
+    if not others:
+        return strong, strong
+    acc = router.model_accuracy_
+    if costs is not None:
+        return strong, min(others, key=lambda m: (costs[m], acc[m]))
+    return strong, min(others, key=lambda m: acc[m])

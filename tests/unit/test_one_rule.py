@@ -1,0 +1,139 @@
+"""Each rule has one implementation: the argmax and its tie order, the best model on average,
+the weighted kNN mean with its "no neighbour" rule, and P(m, x) in the experiments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchroute import policies as pol
+from benchroute.experiments import costs as cq
+from benchroute.experiments.crossfit import crossfit_router_proba, routing_router
+from benchroute.experiments.per_input import compare_predictors, knn_fitter
+from benchroute.predictors import KNNCorrectnessPredictor, Neighbours, knn_mean
+from benchroute.router import Router
+from benchroute.routing import router_proba
+from benchroute.scoring import TIE_TOL, argmax_ties, best_on_average, model_means, task_means
+from benchroute.selection import best_with_ties, route_rows
+from benchroute.tuning import PerInputPredictor, knn_posterior, route_value
+
+
+def _unit(rng: np.random.Generator, n: int, d: int = 8) -> np.ndarray:
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------- argmax and ties
+@pytest.mark.parametrize("gap, tied", [(TIE_TOL / 2, True), (TIE_TOL * 10, False)])
+def test_tie_order_prefer_then_cost_then_index(gap, tied):
+    score = np.array([[0.5, 0.5 + gap, 0.5 + gap, 0.1]])
+    cost = np.array([3.0, 2.0, 1.0, 0.0])
+    # no key: lowest column among the tied; else the exact maximum
+    assert argmax_ties(score)[0] == (0 if tied else 1)
+    # cost: the cheaper of the tied
+    assert argmax_ties(score, cost=cost)[0] == 2
+    # prefer beats cost when it is among the tied
+    assert argmax_ties(score, prefer=0, cost=cost)[0] == (0 if tied else 2)
+    # a preferred column that is not tied never wins
+    assert argmax_ties(score, prefer=3, cost=cost)[0] == 2
+
+
+def test_every_argmax_goes_through_the_one_rule():
+    rng = np.random.default_rng(0)
+    # scores on a coarse grid, so that exact and near ties are common
+    P = np.round(rng.random((200, 5)), 1) + rng.choice([0.0, TIE_TOL / 3], (200, 5))
+    c = rng.integers(1, 4, 5).astype(float)
+    cand = np.array([0, 2, 3, 4])
+    prefer = rng.integers(0, 5, 200)
+    assert (pol.best(P, c) == argmax_ties(P, cost=c)).all()
+    assert (best_with_ties(P, cand, prefer) == argmax_ties(P, cand, prefer)).all()
+    assert (route_rows(P, cand, prefer) == argmax_ties(P, cand, prefer)).all()
+    Y = rng.integers(0, 2, (200, 5)).astype(float)
+    pick = argmax_ties(P)
+    assert route_value(P, Y) == pytest.approx(Y[np.arange(200), pick].mean())
+
+
+def test_policy_best_ties_moved_from_1e12_to_the_shared_tolerance():
+    # before: 1e-12; a gap of 1e-10 was not a tie and the dearer model won
+    P = np.array([[0.7, 0.7 + 1e-10]])
+    assert pol.best(P, np.array([1.0, 5.0]))[0] == 0
+    assert pol.cheapest_within(P, np.array([1.0, 5.0]), eps=0.0)[0] == 0
+
+
+# ---------------------------------------------------------------------- best on average
+def test_best_on_average_counts_each_task_once():
+    # task a (3 inputs): model 0 right everywhere, model 1 nowhere; task b (1 input): the reverse
+    # and a third task where model 1 is right: per input 0 wins (3/5 vs 2/5), per task 1 (2/3)
+    Y = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 1]], dtype=float)
+    ds = np.array(["a", "a", "a", "b", "c"])
+    acc = task_means(Y, ds)
+    assert model_means(acc) == pytest.approx([1 / 3, 2 / 3])
+    assert best_on_average(acc) == 1 and best_on_average(acc, worst=True) == 0
+    router = Router(k=1, alphas=(0.0,), repeats=1, tune=False, encoder="hashing-8-11")
+    router.fit_arrays(_unit(np.random.default_rng(1), 5), Y, ds, ["m0", "m1"])
+    assert router.bma_ == "m1" and router.bma_index(np.array([0, 1])) == 1
+    A = cq.Arrays(np.zeros((5, 2)), Y, np.ones((5, 2)), ["m0", "m1"], ds, "test")
+    assert cq.pair_indices(A, None, None, needed=True) == (1, 0)
+
+
+def test_a_model_without_results_is_never_the_best():
+    acc = np.array([[np.nan, 0.2], [np.nan, 0.1]])
+    assert best_on_average(acc) == 1
+
+
+# ---------------------------------------------------------------------- the kNN mean
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_router_g_and_tuned_posterior_share_the_knn_mean(weights):
+    rng = np.random.default_rng(2)
+    dist = np.sort(rng.random((30, 6)), axis=1)
+    dist[:3, 2:] = np.inf  # past the pool's end
+    labels = rng.integers(0, 2, (30, 6, 4)).astype(float)
+    labels[rng.random(labels.shape) < 0.3] = np.nan
+    labels[5, :, 1] = np.nan  # no labelled neighbour for model 1 of input 5
+    means = np.array([0.1, 0.2, 0.3, 0.4])
+    pred = KNNCorrectnessPredictor(k=4, weights=weights)
+    pred.model_means_ = means
+    g, fallback = pred.aggregate(Neighbours(dist, labels))
+    assert np.allclose(g, knn_posterior(dist, labels, 4, weights, 0.0, means))
+    assert fallback[5, 1] and g[5, 1] == pytest.approx(0.2)
+    shrunk = knn_posterior(dist, labels, 4, weights, 5.0, means)
+    assert shrunk[5, 1] == pytest.approx(0.2)  # only the prior: the model's mean
+    assert np.allclose(knn_mean(dist, labels, 4, weights, means, 5.0)[0], shrunk)
+
+
+# ---------------------------------------------------------------------- P in the experiments
+def _pool(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = _unit(rng, 120)
+    Y = (rng.random((120, 3)) < np.array([0.3, 0.5, 0.7])).astype(float)
+    ds = np.repeat(["t0", "t1", "t2", "t3"], 30)
+    return X, Y, ds
+
+
+def test_cost_experiments_measure_the_routers_p():
+    X, Y, ds = _pool()
+    P, fold, fitted = cq.crossfit_proba(X, Y, folds=3, seed=0, groups=ds)
+    te, tr = fold == 0, fold != 0
+    router = Router(alphas=(0.0,), repeats=1).fit_arrays(X[tr], Y[tr], ds[tr], ["m0", "m1", "m2"])
+    assert np.allclose(P[te], router_proba(router, X[te]))
+    assert "over tasks" in fitted[0].tuning_.cv  # tuned with the router's task-grouped folds
+
+
+def test_predictor_comparison_routes_with_the_routers_p():
+    X, Y, ds = _pool(4)
+    fixed = dict(k=5, weights="uniform", prior=0.0, calibration="none")
+    table = compare_predictors(X, Y, {"knn": knn_fitter(**fixed)}, folds=3, n_boot=10, groups=ds)
+    tr = np.arange(80)
+    te = np.arange(80, 120)
+    P, _ = crossfit_router_proba(X, Y, tr, te, ds, PerInputPredictor(**fixed))
+    router = Router(k=5, tune=False, alphas=(0.0,), repeats=1).fit_arrays(
+        X[tr], Y[tr], ds[tr], ["m0", "m1", "m2"])
+    assert np.allclose(P, router.predict_proba_embedded(X[te]))
+    assert 0.0 <= table.loc[0, "routed"] <= 1.0
+
+
+def test_routing_router_without_tasks():
+    X, Y, _ = _pool(5)
+    router = routing_router(X, Y)
+    assert router.tasks_ == ["pool"] and router.per_input_ is not None
+    assert router_proba(router, X[:4]).shape == (4, 3)
