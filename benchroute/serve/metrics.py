@@ -37,6 +37,9 @@ class GatewayMetrics:
                                   "chosen model", ["entry", "model"], registry=r)
         self.fallbacks = PCounter("benchroute_fallbacks", "Decisions or calls that fell back, by "
                                   "reason", ["reason"], registry=r)
+        self.in_pool = PCounter("benchroute_in_pool", "Routed texts that are near-duplicates of "
+                                "benchmark inputs of the pool (their labels left out)",
+                                registry=r)
         self.upstream_errors = PCounter("benchroute_upstream_errors", "Failed upstream calls by "
                                         "model and kind", ["model", "kind"], registry=r)
         self.decision_seconds = Histogram("benchroute_decision_seconds", "Time from request to "
@@ -83,6 +86,8 @@ class GatewayMetrics:
         self.decision_seconds.observe(d.decision_ms / 1e3)
         if d.fallback:
             self.fallback(d.fallback.split(" (")[0].split(":")[0])
+        if d.in_pool:
+            self.in_pool.inc()
         with self._lock:
             counts = self._counts.setdefault(d.entry, Counter())
             counts[d.model] += 1

@@ -103,6 +103,10 @@ def test_out_of_distribution_inputs_fall_back_when_asked(router, fake):
         got = [httpx.post(base + "/v1/route", json={"input": t}).json() for t in texts]
         raw = client(base).chat.completions.with_raw_response.create(
             model="benchroute", messages=user(texts[1]))
+        metrics = httpx.get(base + "/metrics").text
+    assert [g["in_pool"] for g in got] == [True, False]           # "task 2 input 5" is in the pool
+    assert "benchroute_in_pool_total 1.0" in metrics
+    assert 'benchroute_fallbacks_total{reason="out of distribution"} 2.0' in metrics
     assert [g["model"] for g in got] == expected["model"].tolist()
     assert not got[0]["fallback"] and got[1]["fallback"]
     assert got[1]["fallback_reason"].startswith("out of distribution (OOD p-value")
