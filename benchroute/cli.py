@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import inspect
 import json
 import logging
 import os
@@ -38,8 +39,10 @@ def _load_options(p: Any) -> None:
     g.add_argument("--preset", help="skip layout guessing: helm, mixinstruct, routerbench, "
                    "routerdc, routellm or alpaca_eval")
     g.add_argument("--metric", help="metric (HELM, MixInstruct), or per dataset: 'ds=metric;...'")
-    g.add_argument("--threshold", help="binarisation threshold, or per dataset: 'ds=0.3;...' "
-                   "(items may be separated by ',' when names have no commas)")
+    g.add_argument("--label-threshold", dest="threshold", help="binarisation threshold of the "
+                   "labels, or per dataset: 'ds=0.3;...' (items may be separated by ',' when "
+                   "names have no commas)")
+    _deprecated(g, "--threshold", "--label-threshold", "threshold")
     g.add_argument("--prices", type=Path, help="HELM: price table (CSV/JSON: model, USD per 1M "
                    "input tokens, USD per 1M output tokens) for costs from token counts")
     g.add_argument("--strict", action="store_true", help="an id with two different texts is an "
@@ -126,9 +129,11 @@ def _cmd_model_distill_static(args: argparse.Namespace) -> int:
 def _add_embed(sub: Any) -> None:
     p = sub.add_parser("embed", help="embed every input of a benchmark source into the cache")
     p.add_argument("data", help="any source `benchroute inspect` reads")
-    p.add_argument("--store", type=Path, help="cache folder (default $BENCHROUTE_HOME/embeddings)")
+    p.add_argument("--cache-dir", dest="store", type=Path,
+                   help="cache folder (default $BENCHROUTE_HOME/embeddings)")
+    _deprecated(p, "--store", "--cache-dir", "store", type=Path)
     p.add_argument("--encoder", default="all-mpnet-base-v2", help="sentence-transformers model or folder")
-    p.add_argument("--model", dest="encoder", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # deprecated: --encoder
+    _deprecated(p, "--model", "--encoder", "encoder")
     p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
                    metavar="NPZ", help="first import precomputed embeddings (sha256 + embedding)")
     _load_options(p)
@@ -157,26 +162,83 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Deprecated(argparse.Action):
+    """An old spelling, kept for one release: it sets what the new option sets, and main() logs
+    a warning (after logging is set up, so that -q silences it)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str = "",
+                 **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        notes = list(getattr(namespace, "deprecated", []))
+        setattr(namespace, "deprecated", [*notes, f"{option_string} is deprecated; use {self.new}"])
+        setattr(namespace, self.dest, values)
+
+
+def _deprecated(g: Any, old: str, new: str, dest: str, **kwargs: Any) -> None:
+    g.add_argument(old, dest=dest, action=_Deprecated, new=new, default=argparse.SUPPRESS,
+                   **kwargs)
+
+
+#: The router parameters the CLI sets (RouterParams' names; the defaults are read from there,
+#: never repeated here). The router's ``threshold`` (the cut of g) is --predictor-threshold:
+#: --label-threshold binarises labels when reading results.
+_ROUTER_OPTIONS = {
+    "k": "neighbours per correctness predictor",
+    "n_neighbours": "neighbours behind a task's distance u to the pool",
+    "threshold": "cut of g_m(x) above which a predictor says 'correct'",
+    "bandwidth": "kernel bandwidth of p-hat over u",
+    "eta": "S3 falls back to the best model on average when P(win) < eta",
+    "n_draws": "draws of the fallback test",
+    "alphas": "few-shot fractions of the reference pass",
+    "repeats": "random draws per few-shot fraction of the reference pass",
+    "weights": "kNN weights: uniform or distance",
+    "index_factory": "FAISS index: Flat, HNSW32, IVF...",
+    "nprobe": "IVF lists searched",
+    "ef_search": "HNSW search breadth",
+    "seed": "random seed",
+    "prior_strength": "Beta prior strength of the few-shot update",
+    "tune": "tuned per-input predictor for routing (--no-tune: plain g)",
+}
+
+
 def _router_options(p: Any) -> None:
-    g = p.add_argument_group("router parameters")
-    g.add_argument("--k", type=int, default=5, help="neighbours per correctness predictor")
-    g.add_argument("--repeats", type=int, default=3, help="random draws per few-shot fraction")
-    g.add_argument("--alphas", type=float, nargs="+",
-                   help="few-shot fractions of the reference pass (default: 0 0.02 ... 0.28)")
-    g.add_argument("--encoder", default="all-mpnet-base-v2", help="sentence encoder")
-    g.add_argument("--model", dest="encoder", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # deprecated: --encoder
-    g.add_argument("--store", type=Path,
+    from benchroute.params import RouterParams
+
+    defaults = {n: q.default for n, q in inspect.signature(RouterParams.__init__).parameters.items()}
+    g = p.add_argument_group("router parameters (defaults: the library's)")
+    for name, text in _ROUTER_OPTIONS.items():
+        default = defaults[name]
+        flag = "--predictor-threshold" if name == "threshold" else "--" + name.replace("_", "-")
+        shown = " ".join(f"{a:g}" for a in default) if name == "alphas" else default
+        kw: dict[str, Any] = {"dest": f"router_{name}", "default": None,
+                              "help": f"{text} (default: {shown})"}
+        if isinstance(default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif name == "alphas":
+            kw.update(type=float, nargs="+", metavar="ALPHA")
+        else:
+            kw["type"] = int if default is None else type(default)
+        g.add_argument(flag, **kw)
+    g.add_argument("--encoder", default=defaults["encoder"], help="sentence encoder")
+    _deprecated(g, "--model", "--encoder", "encoder")
+    g.add_argument("--cache-dir", dest="store", type=Path,
                    help="embedding cache folder (default: $BENCHROUTE_HOME/embeddings)")
+    _deprecated(g, "--store", "--cache-dir", "store", type=Path)
 
 
 def _make_router(args: argparse.Namespace) -> Any:
     from benchroute.router import Router
 
-    kwargs: dict[str, Any] = {"k": args.k, "repeats": args.repeats, "encoder": args.encoder,
-                              "cache_dir": str(args.store) if args.store else None}
-    if args.alphas:
-        kwargs["alphas"] = tuple(args.alphas)
-    return Router(**kwargs)
+    kwargs: dict[str, Any] = {name: getattr(args, f"router_{name}") for name in _ROUTER_OPTIONS
+                              if getattr(args, f"router_{name}") is not None}
+    if "alphas" in kwargs:
+        kwargs["alphas"] = tuple(kwargs["alphas"])
+    return Router(**kwargs, encoder=args.encoder,
+                  cache_dir=str(args.store) if getattr(args, "store", None) else None)
 
 
 def _add_fit(sub: Any) -> None:
@@ -480,10 +542,12 @@ def _add_reproduce(sub: Any) -> None:
     p.add_argument("source", nargs="?", help="HELM benchmark_output root (or any source inspect reads)")
     p.add_argument("--name", help="results/<name> (default: the source's folder name)")
     p.add_argument("--out", type=Path, default=Path("results"))
-    p.add_argument("--repeats-alpha", dest="alpha_repeats", type=int, default=10,
+    p.add_argument("--task-repeats", dest="alpha_repeats", type=int, default=10,
                    help="random draws per few-shot fraction of the held-out task")
-    p.add_argument("--sweep", type=float, nargs="+", metavar="ALPHA",
-                   help="few-shot fractions (default 0, 0.02, ..., 0.28)")
+    _deprecated(p, "--repeats-alpha", "--task-repeats", "alpha_repeats", type=int)
+    p.add_argument("--task-alphas", dest="sweep", type=float, nargs="+", metavar="ALPHA",
+                   help="few-shot fractions of the held-out task (default 0, 0.02, ..., 0.28)")
+    _deprecated(p, "--sweep", "--task-alphas", "sweep", type=float, nargs="+")
     p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
                    metavar="NPZ", help="precomputed embeddings to import into the cache first")
     p.add_argument("--fetch", metavar="BASE_URL", help="download HELM runs from BASE_URL first "
@@ -719,6 +783,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     if not (args.verbose or args.quiet):  # announce model loading and exports
         logging.getLogger("benchroute.embedding").setLevel(logging.INFO)
+    for note in getattr(args, "deprecated", []):
+        logging.getLogger("benchroute.cli").warning(note)
     try:
         return int(args.func(args))
     except BenchrouteError as exc:

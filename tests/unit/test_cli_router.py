@@ -129,3 +129,23 @@ def test_select_counts_and_keeps_near_duplicates(router_dir, tmp_path, capsys):
     assert out["n_in_pool"] == 2 and not out["duplicates_kept"]
     assert main([*args, "--keep-duplicates"]) == 0
     assert json.loads(capsys.readouterr().out)["duplicates_kept"]
+
+
+def test_router_options_reach_the_router_and_old_spellings_warn(tmp_path, capsys, caplog):
+    data, _ = synthetic(12)
+    f = tmp_path / "d.csv"
+    data.frame.to_csv(f, index=False)
+    out = tmp_path / "r"
+    assert main(["fit", str(f), "--out", str(out), "--encoder", "hashing-32-12", "--cache-dir",
+                 str(tmp_path / "c"), "--eta", "0.3", "--bandwidth", "0.2", "--no-tune",
+                 "--predictor-threshold", "0.4", "--alphas", "0", "--repeats", "1"]) == 0
+    params = Router.load(out).get_params()
+    assert (params["eta"], params["bandwidth"], params["tune"], params["threshold"]) == \
+        (0.3, 0.2, False, 0.4)
+    assert params["k"] == Router().k                         # untouched: the library's default
+    caplog.clear()
+    assert main(["fit", str(f), "--out", str(tmp_path / "r2"), "--model", "hashing-32-12",
+                 "--store", str(tmp_path / "c"), "--alphas", "0", "--repeats", "1"]) == 0
+    assert "--model is deprecated; use --encoder" in caplog.text
+    assert "--store is deprecated; use --cache-dir" in caplog.text
+    assert Router.load(tmp_path / "r2").get_params()["encoder"] == "hashing-32-12"
