@@ -125,14 +125,50 @@ def _cmd_model_distill_static(args: argparse.Namespace) -> int:
 
 def _add_embed(sub: Any) -> None:
     p = sub.add_parser("embed", help="embed every input of a benchmark source into the cache")
-    p.add_argument("data", help="any source `benchroute inspect` reads")
+    p.add_argument("data", nargs="?", help="any source `benchroute inspect` reads")
     p.add_argument("--store", type=Path, help="cache folder (default $BENCHROUTE_HOME/embeddings)")
     p.add_argument("--encoder", default="all-mpnet-base-v2", help="sentence-transformers model or folder")
     p.add_argument("--model", dest="encoder", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # deprecated: --encoder
     p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
                    metavar="NPZ", help="first import precomputed embeddings (sha256 + embedding)")
+    _ray_options(p)
     _load_options(p)
     p.set_defaults(func=_cmd_embed)
+
+
+def _ray_options(p: Any) -> None:
+    g = p.add_argument_group("Ray Data (extra 'ray'; docs/performance.md)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray: a local one, or the cluster at ADDRESS ('auto', "
+                   "'ray://host:10001'; default $RAY_ADDRESS when set)")
+    g.add_argument("--actors", type=int, help="with --ray: encoder/router copies (default: one "
+                   "per cluster CPU)")
+
+
+def _ray_address(args: argparse.Namespace, positional: str) -> str | None:
+    """``--ray``'s address (None: local or $RAY_ADDRESS). ``--ray FILE`` with the file
+    positional missing means the file: ``benchroute route --ray prompts.jsonl``."""
+    address = args.ray or None
+    if getattr(args, positional) is None:
+        if address is None or _looks_like_address(address):
+            raise BenchrouteError(f"give the {positional} to read")
+        setattr(args, positional, address)
+        address = None
+    return address
+
+
+def _check_ray_use(args: argparse.Namespace) -> None:
+    if args.actors is not None and args.ray is None:
+        raise BenchrouteError("--actors applies to --ray only")
+    if args.actors is not None and args.actors < 1:
+        raise BenchrouteError(f"--actors {args.actors}: must be >= 1")
+
+
+def _looks_like_address(text: str) -> bool:
+    import re
+
+    return text in ("auto", "local") or "://" in text or \
+        re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", text) is not None
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
@@ -140,6 +176,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     from benchroute.embedding import EmbeddingCache, get_encoder
 
+    _check_ray_use(args)
+    address = _ray_address(args, "data") if args.ray is not None else None
+    if args.data is None:
+        raise BenchrouteError("give the benchmark source to embed")
     data = _load_data(args, args.data)
     encoder = get_encoder(args.encoder)
     cache = EmbeddingCache.for_encoder(encoder, args.store)
@@ -147,6 +187,14 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         print(f"imported {cache.import_npz(npz)} new embeddings from {npz}")
     texts = data.instances()["text"].tolist()
     start = time.perf_counter()
+    if args.ray is not None:
+        from benchroute.scale.ray_jobs import embed_with_ray
+
+        report = embed_with_ray(texts, args.encoder, args.store, address=address,
+                                actors=args.actors, progress=not args.quiet)
+        print(f"{len(texts)} inputs: {report.cached} cached, {report.embedded} embedded on Ray "
+              f"in {time.perf_counter() - start:.1f} s -> {report.cache_folder}")
+        return 0
     cache.embed(texts, encoder, progress=not args.quiet)
     took = time.perf_counter() - start
     print(f"{len(texts)} inputs: {cache.hits} cached, {cache.misses} embedded in {took:.1f} s "
@@ -298,11 +346,15 @@ def _read_labeled(path: str) -> list[dict[str, Any]]:
 
 def _add_route(sub: Any) -> None:
     p = sub.add_parser("route", help="route each input text to a model")
-    p.add_argument("texts", help="one text per line, or JSONL with a 'text' field ('-': standard input)")
+    p.add_argument("texts", nargs="?",
+                   help="one text per line, or JSONL with a 'text' field ('-': standard input)")
     p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--candidates", help="comma-separated models that may be chosen")
     p.add_argument("--json", action="store_true", help="JSONL output: text, model")
+    p.add_argument("--out", type=Path, help="write a parquet file (row, model, p, cost) instead "
+                   "of printing; the decision is --policy's (default best)")
     _route_policy_options(p)
+    _ray_options(p)
     p.set_defaults(func=_cmd_route)
 
 
@@ -396,14 +448,46 @@ def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
     return 0
 
 
+def _route_to_file(args: argparse.Namespace, texts: list[str], candidates: list[str] | None,
+                   address: str | None) -> int:
+    """``route --out``: model, P and cost per text into parquet, here or on Ray."""
+    import numpy as np
+
+    from benchroute.scale.ray_jobs import route_with_ray
+    from benchroute.scale.routed_file import write_routed
+
+    policy = args.policy or "best"
+    costs = _route_costs(args.prices, args.tokens)
+    params = _read_params(args.param)
+    if args.ray is not None:
+        route_with_ray(texts, args.out, args.router, policy=policy, candidates=candidates,
+                       costs=costs, params=params, address=address, actors=args.actors,
+                       progress=not args.quiet)
+    else:
+        frame = _load_router(args.router).route(texts, candidates=candidates, policy=policy,
+                                                 costs=costs, **params)
+        write_routed([{"row": np.arange(len(frame)), **{c: frame[c].to_numpy() for c in
+                                                          ("model", "p", "cost")}}], args.out)
+    print(f"routed {len(texts)} inputs ({policy}) -> {args.out}")
+    return 0
+
+
 def _cmd_route(args: argparse.Namespace) -> int:
     unused = [o for o, v in (("--prices", args.prices), ("--tokens", args.tokens),
                              ("--param", args.param)) if v]
     if unused and not args.policy:
         raise BenchrouteError(f"{', '.join(unused)} apply to a policy only; add --policy")
-    router = _load_router(args.router)
+    _check_ray_use(args)
+    address = _ray_address(args, "texts") if args.ray is not None else None
+    if args.texts is None:
+        raise BenchrouteError("give the texts to route (a file, or '-' for standard input)")
+    if args.ray is not None and args.out is None:
+        raise BenchrouteError("--ray writes its decisions to a file: add --out routed.parquet")
     texts = _read_texts(args.texts)
     candidates = args.candidates.split(",") if args.candidates else None
+    if args.out is not None:
+        return _route_to_file(args, texts, candidates, address)
+    router = _load_router(args.router)
     if args.policy:
         return _policy_route(args, router, texts, candidates)
     for text, model in zip(texts, router.route(texts, candidates=candidates)):
