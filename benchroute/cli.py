@@ -96,6 +96,10 @@ def _add_model(sub: Any) -> None:
     dst.add_argument("--dir", type=Path, help="models folder (default $BENCHROUTE_HOME/models)")
     dst.add_argument("--force", action="store_true", help="distil again even if present")
     dst.set_defaults(func=_cmd_model_distill_static)
+    bf = msub.add_parser("check-bf16", help="measure once whether bfloat16 on this CPU's matrix "
+                         "units keeps the installed model's vectors (the @bf16 encoder)")
+    bf.add_argument("--force", action="store_true", help="measure again even if stored")
+    bf.set_defaults(func=_cmd_model_check_bf16)
 
 
 def _cmd_model_install(args: argparse.Namespace) -> int:
@@ -113,6 +117,18 @@ def _cmd_model_export_onnx(args: argparse.Namespace) -> int:
     info = read_export_info(args.dir) or {}
     print(f"ONNX export in {path} (sha256 {info.get('onnx_sha256')}, min cosine to "
           f"sentence-transformers {info.get('check_min_cosine')})")
+    return 0
+
+
+def _cmd_model_check_bf16(args: argparse.Namespace) -> int:
+    from benchroute.embedding.bf16 import MIN_COSINE, auto_bf16, check_bf16, check_path
+
+    entry = check_bf16(force=args.force)
+    verdict = "passed" if entry["passed"] else f"failed (below {MIN_COSINE}): @bf16 is refused"
+    print(f"bf16 on {'+'.join(entry['units'])}: min cosine {entry['min_cosine']:.6f} to float32 "
+          f"over {entry['texts']} texts, {verdict}; float32 {entry['seconds_fp32']} s, bf16 "
+          f"{entry['seconds_bf16']} s; default backend: {'bf16' if auto_bf16() else 'unchanged'}"
+          f" ({check_path()})")
     return 0
 
 
