@@ -167,8 +167,8 @@ def _store(root: Path | None, key: str, entry: dict[str, Any]) -> None:
         data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, ValueError):
         data = {}  # unreadable: stored_check said so; a fresh file replaces it
-    checks = data.get("checks") if isinstance(data, dict) and isinstance(data.get("checks"), dict) \
-        else {}
+    old = data.get("checks") if isinstance(data, dict) else None
+    checks: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
     checks[key] = entry
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
