@@ -93,10 +93,14 @@ class EncodeBatch:
     """Ray Data actor: the encoder built once per actor from its name, then batch after batch
     of ``{"key", "text"}`` turned into ``{"key", "embedding"}``."""
 
-    def __init__(self, encoder: str, batch_size: int) -> None:
+    def __init__(self, encoder: str, batch_size: int, threads: int) -> None:
         from benchroute.embedding import get_encoder
 
         self.encoder = get_encoder(encoder)
+        # ONNX Runtime would start one thread per core of the node in every actor; torch reads
+        # OMP_NUM_THREADS, which Ray sets to the actor's CPUs
+        if getattr(self.encoder, "threads", 0) is None:
+            self.encoder.threads = threads  # type: ignore[attr-defined]
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -143,6 +147,7 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
     _check_sizes(actors=actors, batch_size=batch_size, rows_per_task=rows_per_task)
     if not cpus_per_actor > 0:
         raise BenchrouteError(f"cpus_per_actor == {cpus_per_actor!r}, must be > 0")
+    threads = max(1, int(cpus_per_actor))
     items = as_texts(texts)
     enc = get_encoder(encoder)  # refuses an unknown name here, before a cluster is touched
     cache = EmbeddingCache.for_encoder(enc, cache_dir)
@@ -158,7 +163,8 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
             ds = ray.data.from_items([{"key": keys[i], "text": items[i]} for i in todo],
                                      override_num_blocks=blocks)
             ds = ds.map_batches(EncodeBatch, fn_constructor_kwargs={"encoder": encoder,
-                                                                     "batch_size": batch_size},
+                                                                     "batch_size": batch_size,
+                                                                     "threads": threads},
                                 batch_size=rows_per_task, batch_format="numpy",
                                 concurrency=pool, num_cpus=cpus_per_actor)
             for batch in ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"):
