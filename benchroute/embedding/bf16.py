@@ -33,6 +33,8 @@ import numpy as np
 
 from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, shared_identifier
 from benchroute.embedding.install import DEFAULT_MODEL, SAFETENSORS_SHA256, benchroute_home
+from benchroute.embedding.onnx import _CHECK_TEXTS as _ONNX_CHECK_TEXTS
+from benchroute.embedding.onnx import SHARE_MIN_COSINE
 from benchroute.embedding.sentence import SentenceTransformerEncoder
 from benchroute.exceptions import BenchrouteError
 
@@ -42,21 +44,15 @@ logger = logging.getLogger(__name__)
 BF16_UNITS = ("amx_bf16", "avx512_bf16")
 #: units on which the backend is chosen without being asked (after a passed check)
 AUTO_UNITS = ("amx_bf16",)
-MIN_COSINE = 0.9999
+#: the bar at which two backends share a cache namespace
+MIN_COSINE = SHARE_MIN_COSINE
 CHECK_FORMAT_VERSION = 1
 CHECK_FILE = "bf16-check.json"
 
-# The fixed sample the check encodes: short and long (truncated at 384 word pieces) texts,
-# accents and scripts, code, digits, a multiple-choice question, a one-letter text.
+# The fixed sample the check encodes: the ONNX export's (short and long, truncated at 384 word
+# pieces, accents and scripts, code, digits, one letter) and a few benchmark-like prompts.
 CHECK_TEXTS = (
-    "What is the capital of France?",
-    "Solve for x: 3x + 7 = 22.",
-    "  Leading and trailing spaces, tabs\tand\nnewlines  ",
-    "Ünïcödé: naïve café, 東京, Ελληνικά, emoji 🙂.",
-    "def f(x):\n    return [i ** 2 for i in range(x) if i % 3]\n",
-    "Which of the following is a prime number? A. 21 B. 27 C. 29 D. 33",
-    " ".join(["The mitochondria is the powerhouse of the cell, and it makes ATP."] * 60),
-    "a",
+    *_ONNX_CHECK_TEXTS,
     "Translate to German: The weather is nice today, let's go for a walk in the park.",
     "A patient presents with fever, cough and shortness of breath for three days. "
     "Which investigation should be ordered first? A. Chest X-ray B. MRI C. ECG D. Biopsy",

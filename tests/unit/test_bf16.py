@@ -73,3 +73,19 @@ def test_a_failed_check_refuses_the_backend(monkeypatch, tmp_path):
                 {"min_cosine": 0.998, "passed": False, "units": ["avx512_bf16"]})
     with pytest.raises(BenchrouteError, match=r"min cosine 0.998000 < 0.9999"):
         bf16.Bf16Encoder(root=tmp_path).encode(["x"])
+
+
+def test_check_command_prints_the_stored_result(monkeypatch, capsys):
+    from benchroute.cli import main
+
+    entry = {"min_cosine": 0.99997, "passed": True, "units": ["avx512_bf16"], "texts": 12,
+             "seconds_fp32": 2.0, "seconds_bf16": 1.0}
+    monkeypatch.setattr(bf16, "check_bf16", lambda force=False: entry)
+    monkeypatch.setattr(bf16, "cpu_flags", lambda: ZEN4)
+    assert main(["model", "check-bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "min cosine 0.999970" in out and "passed" in out and "default backend: unchanged" in out
+    monkeypatch.undo()
+    monkeypatch.setattr(bf16, "cpu_flags", lambda: OLD)
+    assert main(["model", "check-bf16"]) != 0
+    assert "no bfloat16 units" in capsys.readouterr().err
