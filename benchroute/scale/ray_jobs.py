@@ -51,7 +51,8 @@ def ray_session(address: str | None = None, progress: bool = False) -> Iterator[
     ray = _ray()
     started = False
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"log_to_driver": progress, "include_dashboard": False}
+        kwargs: dict[str, Any] = {} if (address or "").startswith("ray://") else \
+            {"log_to_driver": progress, "include_dashboard": False}
         if address is None and not os.environ.get("RAY_ADDRESS"):
             # a local Ray: its workers inherit this process's environment (BENCHROUTE_HOME,
             # PYTHONPATH), so they find the same models and code
@@ -63,11 +64,14 @@ def ray_session(address: str | None = None, progress: bool = False) -> Iterator[
                                   f"{exc}") from exc
         started = True
     ctx = ray.data.DataContext.get_current()
+    before = ctx.execution_options.preserve_order, ctx.enable_progress_bars
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = progress
     try:
         yield ray
     finally:
+        # the caller's own Ray Data settings come back
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = before
         if started:
             ray.shutdown()
 

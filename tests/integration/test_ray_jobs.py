@@ -43,6 +43,8 @@ def test_embed_equals_local_and_fills_the_cache(local_ray, tmp_path):
     local = embed_texts(texts, "hashing-64-12", tmp_path / "local")
     np.testing.assert_array_equal(report.vectors, local)
     assert (report.cached, report.embedded) == (0, len(TEXTS))
+    # the job's Ray Data settings do not outlive it
+    assert ray.data.DataContext.get_current().execution_options.preserve_order is False
     again = embed_with_ray(texts + ["one more question"], "hashing-64-12", tmp_path / "ray")
     assert (again.cached, again.embedded) == (len(texts), 1)
     np.testing.assert_array_equal(again.vectors[:-1], local)
