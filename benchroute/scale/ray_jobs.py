@@ -69,6 +69,10 @@ def ray_session(address: str | None = None, progress: bool = False) -> Iterator[
     ctx.enable_progress_bars = progress
     try:
         yield ray
+    except ray.exceptions.RayError as exc:
+        # an actor that could not load the encoder or router, a lost node: the library's error,
+        # with Ray's message (which carries the worker's traceback)
+        raise BenchrouteError(f"the Ray job failed: {exc!s:.2000}") from exc
     finally:
         # the caller's own Ray Data settings come back
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = before

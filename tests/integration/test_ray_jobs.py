@@ -113,3 +113,24 @@ def test_real_model_vectors_equal_local(local_ray, mpnet_installed, tmp_path):
     local = embed_texts(texts, "all-mpnet-base-v2", tmp_path / "local")
     # batches differ (length-sorted tasks here, one call there): padding rounds differently
     assert float(np.min(np.sum(report.vectors * local, axis=1))) > 0.99999
+
+
+def test_a_failing_actor_is_a_library_error(local_ray, router_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from benchroute.scale import ray_jobs
+
+    # the driver reads the router; the actors find its folder gone
+    copy = tmp_path / "r"
+    shutil.copytree(router_dir, copy)
+    real = ray_jobs._open_router
+
+    def open_then_remove(folder):
+        router = real(folder)
+        shutil.rmtree(copy)
+        return router
+
+    monkeypatch.setattr(ray_jobs, "_open_router", open_then_remove)
+    with pytest.raises(BenchrouteError, match="the Ray job failed"):
+        route_with_ray(["task 1 input 1"], tmp_path / "o.parquet", copy, actors=1)
+    assert not (tmp_path / "o.parquet").exists()
