@@ -99,6 +99,10 @@ def _add_model(sub: Any) -> None:
     dst.add_argument("--dir", type=Path, help="models folder (default $BENCHROUTE_HOME/models)")
     dst.add_argument("--force", action="store_true", help="distil again even if present")
     dst.set_defaults(func=_cmd_model_distill_static)
+    bf = msub.add_parser("check-bf16", help="measure once whether bfloat16 on this CPU's matrix "
+                         "units keeps the installed model's vectors (the @bf16 encoder)")
+    bf.add_argument("--force", action="store_true", help="measure again even if stored")
+    bf.set_defaults(func=_cmd_model_check_bf16)
 
 
 def _cmd_model_install(args: argparse.Namespace) -> int:
@@ -119,6 +123,18 @@ def _cmd_model_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model_check_bf16(args: argparse.Namespace) -> int:
+    from benchroute.embedding.bf16 import MIN_COSINE, auto_bf16, check_bf16, check_path
+
+    entry = check_bf16(force=args.force)
+    verdict = "passed" if entry["passed"] else f"failed (below {MIN_COSINE}): @bf16 is refused"
+    print(f"bf16 on {'+'.join(entry['units'])}: min cosine {entry['min_cosine']:.6f} to float32 "
+          f"over {entry['texts']} texts, {verdict}; float32 {entry['seconds_fp32']} s, bf16 "
+          f"{entry['seconds_bf16']} s; default backend: {'bf16' if auto_bf16() else 'unchanged'}"
+          f" ({check_path()})")
+    return 0
+
+
 def _cmd_model_distill_static(args: argparse.Namespace) -> int:
     from benchroute.embedding.static import distill_static
 
@@ -128,7 +144,7 @@ def _cmd_model_distill_static(args: argparse.Namespace) -> int:
 
 def _add_embed(sub: Any) -> None:
     p = sub.add_parser("embed", help="embed every input of a benchmark source into the cache")
-    p.add_argument("data", help="any source `benchroute inspect` reads")
+    p.add_argument("data", nargs="?", help="any source `benchroute inspect` reads")
     p.add_argument("--cache-dir", dest="store", type=Path,
                    help="cache folder (default $BENCHROUTE_HOME/embeddings)")
     _deprecated(p, "--store", "--cache-dir", "store", type=Path)
@@ -136,8 +152,44 @@ def _add_embed(sub: Any) -> None:
     _deprecated(p, "--model", "--encoder", "encoder")
     p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
                    metavar="NPZ", help="first import precomputed embeddings (sha256 + embedding)")
+    _ray_options(p)
     _load_options(p)
     p.set_defaults(func=_cmd_embed)
+
+
+def _ray_options(p: Any) -> None:
+    g = p.add_argument_group("Ray Data (extra 'ray'; docs/performance.md)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray: a local one, or the cluster at ADDRESS ('auto', "
+                   "'ray://host:10001'; default $RAY_ADDRESS when set)")
+    g.add_argument("--actors", type=int, help="with --ray: encoder/router copies (default: one "
+                   "per cluster CPU)")
+
+
+def _ray_address(args: argparse.Namespace, positional: str) -> str | None:
+    """``--ray``'s address (None: local or $RAY_ADDRESS). ``--ray FILE`` with the file
+    positional missing means the file: ``benchroute route --ray prompts.jsonl``."""
+    address = args.ray or None
+    if getattr(args, positional) is None:
+        if address is None or _looks_like_address(address):
+            raise BenchrouteError(f"give the {positional} to read")
+        setattr(args, positional, address)
+        address = None
+    return address
+
+
+def _check_ray_use(args: argparse.Namespace) -> None:
+    if args.actors is not None and args.ray is None:
+        raise BenchrouteError("--actors applies to --ray only")
+    if args.actors is not None and args.actors < 1:
+        raise BenchrouteError(f"--actors {args.actors}: must be >= 1")
+
+
+def _looks_like_address(text: str) -> bool:
+    import re
+
+    return text in ("auto", "local") or "://" in text or \
+        re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", text) is not None
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
@@ -145,6 +197,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     from benchroute.embedding import EmbeddingCache, get_encoder
 
+    _check_ray_use(args)
+    address = _ray_address(args, "data") if args.ray is not None else None
+    if args.data is None:
+        raise BenchrouteError("give the benchmark source to embed")
     data = _load_data(args, args.data)
     encoder = get_encoder(args.encoder)
     cache = EmbeddingCache.for_encoder(encoder, args.store)
@@ -152,6 +208,14 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         print(f"imported {cache.import_npz(npz)} new embeddings from {npz}")
     texts = data.instances()["text"].tolist()
     start = time.perf_counter()
+    if args.ray is not None:
+        from benchroute.scale.ray_jobs import embed_with_ray
+
+        report = embed_with_ray(texts, args.encoder, args.store, address=address,
+                                actors=args.actors, progress=not args.quiet)
+        print(f"{len(texts)} inputs: {report.cached} cached, {report.embedded} embedded on Ray "
+              f"in {time.perf_counter() - start:.1f} s -> {report.cache_folder}")
+        return 0
     cache.embed(texts, encoder, progress=not args.quiet)
     took = time.perf_counter() - start
     print(f"{len(texts)} inputs: {cache.hits} cached, {cache.misses} embedded in {took:.1f} s "
@@ -174,7 +238,7 @@ class _Deprecated(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
         notes = list(getattr(namespace, "deprecated", []))
-        setattr(namespace, "deprecated", [*notes, f"{option_string} is deprecated; use {self.new}"])
+        namespace.deprecated = [*notes, f"{option_string} is deprecated; use {self.new}"]
         setattr(namespace, self.dest, values)
 
 
@@ -363,7 +427,8 @@ def _read_labeled(path: str) -> list[dict[str, Any]]:
 
 def _add_route(sub: Any) -> None:
     p = sub.add_parser("route", help="route each input text to a model")
-    p.add_argument("texts", help="one text per line, or JSONL with a 'text' field ('-': standard input)")
+    p.add_argument("texts", nargs="?",
+                   help="one text per line, or JSONL with a 'text' field ('-': standard input)")
     p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--candidates", help="comma-separated models that may be chosen")
     p.add_argument("--json", action="store_true", help="JSONL output: text, model")
@@ -371,7 +436,11 @@ def _add_route(sub: Any) -> None:
                    "is below A (e.g. 0.05) to the best model on average (docs/routing.md)")
     p.add_argument("--keep-duplicates", action="store_true", help="keep pool inputs that are "
                    "near-duplicates of an input among its neighbours")
+    p.add_argument("--out", type=Path, help="write a parquet file (row, model, p, cost, ood_p, "
+                   "ood_fallback, in_pool) instead of printing; the decision is --policy's "
+                   "(default best)")
     _route_policy_options(p)
+    _ray_options(p)
     p.set_defaults(func=_cmd_route)
 
 
@@ -469,14 +538,47 @@ def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
     return 0
 
 
+def _route_to_file(args: argparse.Namespace, texts: list[str], candidates: list[str] | None,
+                   address: str | None) -> int:
+    """``route --out``: model, P and cost per text into parquet, here or on Ray."""
+    import numpy as np
+
+    from benchroute.scale.ray_jobs import route_with_ray
+    from benchroute.scale.routed_file import frame_columns, write_routed
+
+    policy = args.policy or "best"
+    costs = _route_costs(args.prices, args.tokens)
+    params = _read_params(args.param)
+    if args.ray is not None:
+        route_with_ray(texts, args.out, args.router, policy=policy, candidates=candidates,
+                       costs=costs, params=params, address=address, actors=args.actors,
+                       progress=not args.quiet, ood_alpha=args.ood_alpha,
+                       keep_duplicates=args.keep_duplicates)
+    else:
+        frame = _load_router(args.router).route(texts, candidates=candidates, policy=policy,
+                                                 costs=costs, ood_alpha=args.ood_alpha,
+                                                 keep_duplicates=args.keep_duplicates, **params)
+        write_routed([{"row": np.arange(len(frame)), **frame_columns(frame)}], args.out)
+    print(f"routed {len(texts)} inputs ({policy}) -> {args.out}")
+    return 0
+
+
 def _cmd_route(args: argparse.Namespace) -> int:
     unused = [o for o, v in (("--prices", args.prices), ("--tokens", args.tokens),
                              ("--param", args.param)) if v]
     if unused and not args.policy:
         raise BenchrouteError(f"{', '.join(unused)} apply to a policy only; add --policy")
-    router = _load_router(args.router)
+    _check_ray_use(args)
+    address = _ray_address(args, "texts") if args.ray is not None else None
+    if args.texts is None:
+        raise BenchrouteError("give the texts to route (a file, or '-' for standard input)")
+    if args.ray is not None and args.out is None:
+        raise BenchrouteError("--ray writes its decisions to a file: add --out routed.parquet")
     texts = _read_texts(args.texts)
     candidates = args.candidates.split(",") if args.candidates else None
+    if args.out is not None:
+        return _route_to_file(args, texts, candidates, address)
+    router = _load_router(args.router)
     if args.policy:
         return _policy_route(args, router, texts, candidates)
     for text, model in zip(texts, router.route(texts, candidates=candidates,

@@ -120,7 +120,7 @@ def circles(g: dict[str, set[str]]) -> list[list[str]]:
 #: those below it. The first prefix that matches a module decides its layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("benchroute.__main__", "benchroute.cli", "benchroute.serve",
-                      "benchroute.experiments")),
+                      "benchroute.experiments", "benchroute.scale")),
     ("default router", ("benchroute.default",)),
     ("router", ("benchroute.router", "benchroute.routing", "benchroute.persistence",
                 "benchroute.task", "benchroute.params", "benchroute.new_models")),

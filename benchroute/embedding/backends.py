@@ -11,6 +11,10 @@ Backends and their cache namespaces:
 * ``torch`` — sentence-transformers; namespace ``sentence-transformers/all-mpnet-base-v2``.
 * ``onnx`` — the same vectors on ONNX Runtime (no torch at encode time); shares torch's namespace
   when its export was checked to agree to cosine ≥ 0.9999, else ``all-mpnet-base-v2@onnx``.
+* ``bf16`` — sentence-transformers under bfloat16 autocast on the CPU's matrix units (AMX,
+  AVX-512 BF16); shares torch's namespace, used only after a check on this machine measured
+  cosine ≥ 0.9999 to float32 (see :mod:`benchroute.embedding.bf16`). The default only on a CPU
+  with AMX where that check passed.
 * ``static`` — model2vec static token embeddings distilled from the same weights: two orders
   of magnitude faster, different vectors, a namespace of its own.
 """
@@ -50,6 +54,15 @@ def _onnx(device: str | None, cap: int | None) -> Encoder:
     return OnnxEncoder(max_seq_length=cap or DEFAULT_MAX_SEQ_LENGTH)
 
 
+def _bf16(device: str | None, cap: int | None) -> Encoder:
+    if device not in (None, "cpu"):
+        raise BenchrouteError(f"the bf16 backend runs on the CPU's matrix units; device "
+                              f"{device!r} was asked for: use the torch backend there")
+    from benchroute.embedding.bf16 import Bf16Encoder
+
+    return Bf16Encoder(max_seq_length=cap)
+
+
 def _static(device: str | None, cap: int | None) -> Encoder:
     from benchroute.embedding.static import StaticEncoder
 
@@ -61,14 +74,20 @@ BACKENDS: dict[str, Callable[[str | None, int | None], Encoder]] = {
     "torch": _torch,
     "onnx": _onnx,
     "static": _static,
+    "bf16": _bf16,
 }
 
 
 def default_backend(device: str | None = None) -> str:
-    """``onnx`` when onnxruntime is installed and the graph is exported or exportable, and no
-    accelerator was asked for; else ``torch``. Decided without importing either."""
+    """``bf16`` on a CPU with AMX where its check passed (no accelerator asked for); else
+    ``onnx`` when onnxruntime is installed and the graph is exported or exportable; else
+    ``torch``. Decided without importing either."""
     if device not in (None, "cpu"):
         return "torch"
+    from benchroute.embedding.bf16 import auto_bf16
+
+    if importlib.util.find_spec("torch") is not None and auto_bf16():
+        return "bf16"
     if importlib.util.find_spec("onnxruntime") is None:
         return "torch"
     from benchroute.embedding.onnx import read_export_info

@@ -1,0 +1,273 @@
+"""Ray Data entry points: embed a pool's inputs and route a prompt file on a cluster.
+
+Both run the package's own code on the workers (the encoder's ``encode``, ``Router.route``),
+one actor per worker slot that loads the encoder or router once, and bring the results back to
+the driver: embeddings go into the driver's content-addressed :class:`EmbeddingCache` (so later
+runs, and other machines given the folder, reuse them), routing decisions into one parquet file
+written atomically. Ray is an optional extra (``pip install 'benchroute[ray]'``) imported on
+first use.
+
+``address`` is what :func:`ray.init` takes: None starts a local Ray, or joins the cluster named
+by ``RAY_ADDRESS`` when that is set; ``"auto"`` joins the cluster this machine belongs to;
+``"ray://host:10001"`` connects a Ray client. A Ray already initialised in this process is used
+as it is and left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchroute.exceptions import BenchrouteError
+
+logger = logging.getLogger(__name__)
+
+#: Policies whose choice for one input depends on the other inputs routed with it: a batch
+#: would decide differently from the whole file.
+SET_POLICIES = ("budget",)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the Data library is a separate extra of ray)
+    except ImportError as exc:
+        raise BenchrouteError(f"Ray Data is not installed ({exc}): `pip install "
+                              "'benchroute[ray]'`") from exc
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, progress: bool = False) -> Iterator[Any]:
+    """``ray`` connected to ``address`` (see the module docstring); shut down after only when
+    this call started it. ``progress`` turns Ray Data's progress bars on."""
+    ray = _ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {} if (address or "").startswith("ray://") else \
+            {"log_to_driver": progress, "include_dashboard": False}
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            # a local Ray: its workers inherit this process's environment (BENCHROUTE_HOME,
+            # PYTHONPATH), so they find the same models and code
+            kwargs["num_cpus"] = os.cpu_count() or 1
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise BenchrouteError(f"cannot start or join Ray at {address or 'a local node'!r}: "
+                                  f"{exc}") from exc
+        started = True
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.execution_options.preserve_order, ctx.enable_progress_bars
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = progress
+    try:
+        yield ray
+    except ray.exceptions.RayError as exc:
+        # an actor that could not load the encoder or router, a lost node: the library's error,
+        # with Ray's message (which carries the worker's traceback)
+        raise BenchrouteError(f"the Ray job failed: {exc!s:.2000}") from exc
+    finally:
+        # the caller's own Ray Data settings come back
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = before
+        if started:
+            ray.shutdown()
+
+
+def _actors(ray: Any, actors: int | None, cpus_per_actor: float, blocks: int) -> int:
+    """The actor pool's size: given, else one per ``cpus_per_actor`` CPUs of the cluster; never
+    more than there are blocks to hand out."""
+    if actors is None:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        actors = max(1, int(cpus // cpus_per_actor))
+    return min(actors, blocks)
+
+
+def _check_sizes(**sizes: object) -> None:
+    for name, value in sizes.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise BenchrouteError(f"{name} == {value!r}, must be an integer >= 1")
+
+
+# ---------------------------------------------------------------------- embedding
+class EncodeBatch:
+    """Ray Data actor: the encoder built once per actor from its name, then batch after batch
+    of ``{"key", "text"}`` turned into ``{"key", "embedding"}``."""
+
+    def __init__(self, encoder: str, batch_size: int, threads: int) -> None:
+        from benchroute.embedding import get_encoder
+
+        self.encoder = get_encoder(encoder)
+        # ONNX Runtime would start one thread per core of the node in every actor; torch reads
+        # OMP_NUM_THREADS, which Ray sets to the actor's CPUs
+        if getattr(self.encoder, "threads", 0) is None:
+            self.encoder.threads = threads  # type: ignore[attr-defined]
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        texts = [str(t) for t in batch["text"]]
+        vectors = self.encoder.encode(texts, batch_size=self.batch_size)
+        return {"key": batch["key"], "embedding": np.ascontiguousarray(vectors, dtype=np.float32)}
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    """What :func:`embed_with_ray` did: ``vectors`` (n, d) in input order, how many texts
+    were found in the cache and how many unique texts the cluster embedded."""
+
+    vectors: np.ndarray
+    cached: int
+    embedded: int
+    cache_folder: Path
+
+
+def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
+                   cache_dir: str | os.PathLike[str] | None = None, *,
+                   address: str | None = None, actors: int | None = None,
+                   cpus_per_actor: float = 1.0, batch_size: int = 32,
+                   rows_per_task: int = 256, progress: bool = False) -> EmbedReport:
+    """Embed ``texts`` on a Ray cluster into the cache of ``encoder``; (n, d) vectors back.
+
+    Only texts whose key is not cached yet travel (each once); they are sorted by length so
+    that a task's batches pad little, encoded by an actor pool (``actors``, default one per
+    ``cpus_per_actor`` cluster CPUs), and written on the driver, a task's rows at a time, into
+    the cache: an interrupted job keeps what came back. The vectors are those of the encoder
+    run locally (same code, same weights), up to the float rounding of batch padding.
+
+    ``encoder`` is a name :func:`benchroute.embedding.get_encoder` resolves; each actor
+    resolves it again, so on a cluster the model must be installed on every node
+    (``benchroute model install``).
+    """
+    from benchroute.data.text import text_key
+    from benchroute.embedding import EmbeddingCache, get_encoder
+    from benchroute.embedding.base import as_texts
+
+    if not isinstance(encoder, str):
+        raise BenchrouteError(f"encoder {encoder!r:.80}: pass a name, each Ray actor builds "
+                              "its own encoder from it")
+    _check_sizes(actors=actors, batch_size=batch_size, rows_per_task=rows_per_task)
+    if not cpus_per_actor > 0:
+        raise BenchrouteError(f"cpus_per_actor == {cpus_per_actor!r}, must be > 0")
+    threads = max(1, int(cpus_per_actor))
+    items = as_texts(texts)
+    enc = get_encoder(encoder)  # refuses an unknown name here, before a cluster is touched
+    cache = EmbeddingCache.for_encoder(enc, cache_dir)
+    keys = [text_key(t) for t in items]
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    todo = sorted((i for i in first.values() if items[i] not in cache), key=lambda i: len(items[i]))
+    if todo:
+        with ray_session(address, progress) as ray:
+            blocks = -(-len(todo) // rows_per_task)
+            pool = _actors(ray, actors, cpus_per_actor, blocks)
+            ds = ray.data.from_items([{"key": keys[i], "text": items[i]} for i in todo],
+                                     override_num_blocks=blocks)
+            ds = ds.map_batches(EncodeBatch, fn_constructor_kwargs={"encoder": encoder,
+                                                                     "batch_size": batch_size,
+                                                                     "threads": threads},
+                                batch_size=rows_per_task, batch_format="numpy",
+                                concurrency=pool, num_cpus=cpus_per_actor)
+            for batch in ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"):
+                cache.put_keys([str(k) for k in batch["key"]], np.asarray(batch["embedding"]))
+    vectors, found = cache.get_by_keys(keys)
+    if not found.all():
+        raise BenchrouteError(f"{int((~found).sum())} embeddings missing after the Ray job")
+    new = {keys[i] for i in todo}
+    return EmbedReport(vectors, sum(k not in new for k in keys), len(todo), cache.folder)
+
+
+# ---------------------------------------------------------------------- routing
+class RouteBatch:
+    """Ray Data actor: the router loaded once per actor (its folder, or the bundled pack's
+    default), then ``Router.route(texts, policy=...)`` per batch."""
+
+    def __init__(self, router: str | None, policy: str, candidates: list[str] | None,
+                 costs: dict[str, float] | None, params: dict[str, Any],
+                 ood_alpha: float | None = None, keep_duplicates: bool = False) -> None:
+        self.router = _open_router(router)
+        self.policy, self.candidates, self.costs, self.params = policy, candidates, costs, params
+        self.ood_alpha, self.keep_duplicates = ood_alpha, keep_duplicates
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from benchroute.scale.routed_file import frame_columns
+
+        frame = self.router.route([str(t) for t in batch["text"]], candidates=self.candidates,
+                                  policy=self.policy, costs=self.costs, ood_alpha=self.ood_alpha,
+                                  keep_duplicates=self.keep_duplicates, **self.params)
+        return {"row": batch["row"], **frame_columns(frame)}
+
+
+def _open_router(folder: str | None) -> Any:
+    from benchroute.default import default_router
+    from benchroute.router import Router
+
+    return default_router() if folder is None else Router.load(folder)
+
+
+def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
+                   router: str | os.PathLike[str] | None = None, *, policy: str = "best",
+                   candidates: Sequence[str] | None = None,
+                   costs: Mapping[str, float] | None = None,
+                   params: Mapping[str, Any] | None = None, address: str | None = None,
+                   actors: int | None = None, cpus_per_actor: float = 1.0,
+                   rows_per_task: int = 256, progress: bool = False,
+                   ood_alpha: float | None = None, keep_duplicates: bool = False) -> Path:
+    """Route every text with ``Router.route(..., policy=policy)`` on a Ray cluster and write
+    ``out`` (parquet: ``row``, the text's position in ``texts``; ``model``; ``p``, its
+    predicted P(m, x); ``cost``, its cost per call, 0 where none is known; ``ood_p``,
+    ``ood_fallback`` and ``in_pool`` as ``Router.route`` gives them), rows in input order.
+
+    ``router`` is a saved router folder (None: the one fitted on the bundled pack); each actor
+    loads it, so on a cluster it must be readable at the same path on every node. The policy
+    and its parameters are checked on the driver before the job starts. ``budget`` is refused:
+    its choice for one input depends on the others, so batches would decide differently from
+    the whole file (fix its price with :func:`benchroute.policies.budget_price` on a sample and
+    route with ``lagrangian`` instead). The file appears only when every row is done.
+    """
+    from benchroute.inputs import parse_texts
+    from benchroute.ood import check_alpha
+    from benchroute.routing import policy_frame
+    from benchroute.scale.routed_file import write_routed
+
+    if policy in SET_POLICIES:
+        raise BenchrouteError(f"policy {policy!r} decides over the whole set of inputs; routed "
+                              "in batches it would decide differently. Fix its price λ on a "
+                              "sample (benchroute.policies.budget_price) and route with "
+                              "policy 'lagrangian', param lam=λ")
+    items = parse_texts(list(texts), "texts")
+    folder = None if router is None else str(Path(router).resolve())
+    local = _open_router(folder)
+    cand_idx = local.candidate_indices(candidates)
+    params = dict(params or {})
+    # the checks of Router.route (policy, parameters, costs), on no rows: fail before the job
+    policy_frame(local, np.zeros((0, len(local.models_))), policy, cand_idx, costs,
+                 ood_alpha=ood_alpha, **params)
+    if ood_alpha is not None:
+        check_alpha(ood_alpha)
+    _check_sizes(actors=actors, rows_per_task=rows_per_task)
+    if not cpus_per_actor > 0:
+        raise BenchrouteError(f"cpus_per_actor == {cpus_per_actor!r}, must be > 0")
+    out = Path(out)
+    parts: list[dict[str, np.ndarray]] = []
+    with ray_session(address, progress) as ray:
+        blocks = -(-len(items) // rows_per_task)
+        pool = _actors(ray, actors, cpus_per_actor, blocks)
+        ds = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(items)],
+                                 override_num_blocks=blocks)
+        kwargs = {"router": folder, "policy": policy,
+                  "candidates": None if candidates is None else list(candidates),
+                  "costs": None if costs is None else dict(costs), "params": params,
+                  "ood_alpha": ood_alpha, "keep_duplicates": keep_duplicates}
+        ds = ds.map_batches(RouteBatch, fn_constructor_kwargs=kwargs, batch_size=rows_per_task,
+                            batch_format="numpy", concurrency=pool, num_cpus=cpus_per_actor)
+        parts.extend(ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"))
+    write_routed(parts, out)
+    return out

@@ -1,0 +1,136 @@
+"""Ray Data embedding and routing against the local path, on a local two-CPU Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchroute.cli import main
+from benchroute.embedding import embed_texts
+from benchroute.exceptions import BenchrouteError
+from benchroute.router import Router
+from benchroute.scale.ray_jobs import embed_with_ray, route_with_ray
+from tests.unit.test_router import synthetic
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+TEXTS = [f"question {i} about {'cats' if i % 3 else 'dogs'} and {'tea' if i % 2 else 'rain'}"
+         for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (the jobs use it and leave it running)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def router_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ray-router")
+    data, _ = synthetic(5)
+    Router(alphas=(0.0, 0.2), encoder="hashing-64-12",
+           cache_dir=str(folder / "cache")).fit(data).save(folder / "r")
+    return folder / "r"
+
+
+def test_embed_equals_local_and_fills_the_cache(local_ray, tmp_path):
+    texts = TEXTS + TEXTS[:5]  # repeats travel once
+    report = embed_with_ray(texts, "hashing-64-12", tmp_path / "ray", actors=2, rows_per_task=8)
+    local = embed_texts(texts, "hashing-64-12", tmp_path / "local")
+    np.testing.assert_array_equal(report.vectors, local)
+    assert (report.cached, report.embedded) == (0, len(TEXTS))
+    # the job's Ray Data settings do not outlive it
+    assert ray.data.DataContext.get_current().execution_options.preserve_order is False
+    again = embed_with_ray(texts + ["one more question"], "hashing-64-12", tmp_path / "ray")
+    assert (again.cached, again.embedded) == (len(texts), 1)
+    np.testing.assert_array_equal(again.vectors[:-1], local)
+    # the vectors are in the cache a local run reads: nothing left to encode there
+    assert embed_texts(texts, "hashing-64-12", tmp_path / "ray").shape == local.shape
+
+
+@pytest.mark.parametrize("policy, params", [("best", {}),
+                                            ("threshold", {"strong": "m0", "weak": "m2", "t": 0.05})])
+def test_route_equals_router_route(local_ray, router_dir, tmp_path, policy, params):
+    texts = [f"task {i % 4} input {i}" for i in range(30)]
+    out = route_with_ray(texts, tmp_path / "routed.parquet", router_dir, policy=policy,
+                         params=params, actors=2, rows_per_task=7)
+    got = pd.read_parquet(out)
+    want = Router.load(router_dir).route(texts, policy=policy, **params)
+    assert got["row"].tolist() == list(range(len(texts)))
+    pd.testing.assert_frame_equal(got.drop(columns="row"), want, check_dtype=False)
+
+
+def test_route_checks_before_the_job(router_dir, tmp_path):
+    with pytest.raises(BenchrouteError, match="decides over the whole set"):
+        route_with_ray(["a"], tmp_path / "x.parquet", router_dir, policy="budget",
+                       params={"budget": 1.0})
+    with pytest.raises(BenchrouteError, match="takes"):
+        route_with_ray(["a"], tmp_path / "x.parquet", router_dir, policy="best", params={"tau": 1})
+    with pytest.raises(BenchrouteError, match="rows_per_task == 0"):
+        route_with_ray(["a"], tmp_path / "x.parquet", router_dir, rows_per_task=0)
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_cli_route_and_embed_on_ray(local_ray, router_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"task {i % 4} input {i}" for i in range(12)) + "\n")
+    ray_out, local_out = tmp_path / "ray.parquet", tmp_path / "local.parquet"
+    assert main(["route", "--ray", str(prompts), "--router", str(router_dir),
+                 "--out", str(ray_out)]) == 0
+    assert main(["route", str(prompts), "--router", str(router_dir), "--out", str(local_out)]) == 0
+    assert "routed 12 inputs (best)" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(ray_out), pd.read_parquet(local_out))
+
+    table = tmp_path / "t.csv"
+    table.write_text("text,dataset,a,b\n" + "\n".join(
+        f"{t},{'c' if i < 6 else 'd'},{i % 2},{1 - i % 2}" for i, t in enumerate(TEXTS[:12])) + "\n")
+    args = ["embed", str(table), "--encoder", "hashing-32-12", "--store", str(tmp_path / "c")]
+    assert main([*args, "--ray", "--actors", "1"]) == 0
+    assert "0 cached, 12 embedded on Ray" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "12 cached, 0 embedded" in capsys.readouterr().out
+
+
+def test_cli_ray_needs_a_file_and_out(router_dir, tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("task 1 input 1\n")
+    assert main(["route", "--ray", str(prompts), "--router", str(router_dir)]) != 0
+    assert "add --out" in capsys.readouterr().err
+    assert main(["route", "--ray", "auto", "--out", str(tmp_path / "o.parquet")]) != 0
+    assert "give the texts" in capsys.readouterr().err
+    assert main(["route", str(prompts), "--actors", "2", "--out", str(tmp_path / "o")]) != 0
+    assert "--actors applies to --ray only" in capsys.readouterr().err
+
+
+@pytest.mark.real_model
+def test_real_model_vectors_equal_local(local_ray, mpnet_installed, tmp_path):
+    texts = TEXTS[:12]
+    report = embed_with_ray(texts, "all-mpnet-base-v2", tmp_path / "ray", actors=1)
+    local = embed_texts(texts, "all-mpnet-base-v2", tmp_path / "local")
+    # batches differ (length-sorted tasks here, one call there): padding rounds differently
+    assert float(np.min(np.sum(report.vectors * local, axis=1))) > 0.99999
+
+
+def test_a_failing_actor_is_a_library_error(local_ray, router_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from benchroute.scale import ray_jobs
+
+    # the driver reads the router; the actors find its folder gone
+    copy = tmp_path / "r"
+    shutil.copytree(router_dir, copy)
+    real = ray_jobs._open_router
+
+    def open_then_remove(folder):
+        router = real(folder)
+        shutil.rmtree(copy)
+        return router
+
+    monkeypatch.setattr(ray_jobs, "_open_router", open_then_remove)
+    with pytest.raises(BenchrouteError, match="the Ray job failed"):
+        route_with_ray(["task 1 input 1"], tmp_path / "o.parquet", copy, actors=1)
+    assert not (tmp_path / "o.parquet").exists()
