@@ -777,12 +777,9 @@ def _add_serve(sub: Any) -> None:
 
 
 def _serve_imports() -> Any:
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        raise BenchrouteError(f"the gateway needs the 'serve' extra ({exc.name} is missing): "
-                              "pip install 'benchroute[serve]'") from None
+    from benchroute.extras import require_extra
+
+    require_extra("serve", "fastapi", "uvicorn")
     from benchroute.serve import app
 
     return app

@@ -130,7 +130,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data, embedding, index", ("benchroute.data", "benchroute.embedding", "benchroute.index",
                                 "benchroute.faiss_check", "benchroute.packs", "benchroute.npz",
                                 "benchroute._persist")),
-    ("formulas", ("benchroute.scoring", "benchroute.curves", "benchroute.exceptions")),
+    ("formulas", ("benchroute.scoring", "benchroute.curves", "benchroute.exceptions",
+                  "benchroute.extras")),
 ]
 
 

@@ -35,12 +35,11 @@ SET_POLICIES = ("budget",)
 
 
 def _ray() -> Any:
-    try:
-        import ray
-        import ray.data  # noqa: F401  (the Data library is a separate extra of ray)
-    except ImportError as exc:
-        raise BenchrouteError(f"Ray Data is not installed ({exc}): `pip install "
-                              "'benchroute[ray]'`") from exc
+    from benchroute.extras import require_extra
+
+    require_extra("ray", "ray", "ray.data")  # the Data library is a separate extra of ray
+    import ray
+
     return ray
 
 

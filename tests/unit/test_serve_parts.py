@@ -143,3 +143,12 @@ def test_gateway_config_refuses_bad_values(field, value, match):
 
     with pytest.raises(BenchrouteError, match=match):
         GatewayConfig(**{field: value}).check()
+
+
+def test_a_missing_extra_names_it():
+    from benchroute.extras import require_extra
+
+    require_extra("serve", "json")                                      # present: no error
+    with pytest.raises(BenchrouteError, match=r"needs the 'ray' extra \(no_such_module_x is "
+                       r"missing\): pip install 'benchroute\[ray\]'"):
+        require_extra("ray", "json", "no_such_module_x")
