@@ -7,7 +7,7 @@ On N RouterDC questions (a seeded draw: a length mix), each repeat times, in tur
 bfloat16) and the ``@onnx`` encoder (ONNX Runtime float32, the default backend), all loaded
 before timing. Printed: the CPU's bfloat16 units, texts/s of each (median over repeats), the
 time ratio of each to the plain call in the same repeat (median), and the min cosine of each
-backend's vectors to the plain ones. Target (issue 17): bf16 ≥ 3× the plain call at min cosine
+backend's vectors to the plain ones. Target: bf16 ≥ 3× the plain call at min cosine
 ≥ 0.9999 on a CPU with AMX.
 """
 

@@ -25,7 +25,7 @@ from benchroute.experiments.reproduce import run_protocol
 from benchroute.reference import DEFAULT_ALPHAS
 
 OUT = Path(__file__).resolve().parents[1] / "results"
-# SPEC defaults; embeddings are passed in, so the encoder is never called
+# the library defaults; embeddings are passed in, so the encoder is never called
 FIXED = {"encoder": "hashing-8-12"}
 
 
@@ -125,7 +125,7 @@ def main() -> None:
              X_rl[(inst["dataset"] == "gsm8k").to_numpy()], "correct"),
         ]
         # the default router (k, weighting and shrinkage tuned by CV, calibrated) against the
-        # plain k = 5 predictor of SPEC §2; embeddings given, so the encoder is never called
+        # plain k = 5 kNN predictor g_m(x) (docs/method.md); embeddings given, so the encoder is never called
         configs = [("tuned (default)", {"encoder": "hashing-8-12"}),
                    ("k = 5, untuned", {"k": 5, "tune": False, "encoder": "hashing-8-12"})]
         for source, data, X, column in sources:
