@@ -52,14 +52,19 @@ def test_embed_equals_local_and_fills_the_cache(local_ray, tmp_path):
     assert embed_texts(texts, "hashing-64-12", tmp_path / "ray").shape == local.shape
 
 
-@pytest.mark.parametrize("policy, params", [("best", {}),
-                                            ("threshold", {"strong": "m0", "weak": "m2", "t": 0.05})])
-def test_route_equals_router_route(local_ray, router_dir, tmp_path, policy, params):
-    texts = [f"task {i % 4} input {i}" for i in range(30)]
+@pytest.mark.parametrize("policy, params, ood", [
+    ("best", {}, {}),
+    ("threshold", {"strong": "m0", "weak": "m2", "t": 0.05}, {}),
+    ("best", {}, {"ood_alpha": 0.5, "keep_duplicates": True}),
+])
+def test_route_equals_router_route(local_ray, router_dir, tmp_path, policy, params, ood):
+    texts = [f"task {i % 4} input {i}" for i in range(30)] + ["zebra quartz fjord nymph"]
     out = route_with_ray(texts, tmp_path / "routed.parquet", router_dir, policy=policy,
-                         params=params, actors=2, rows_per_task=7)
+                         params=params, actors=2, rows_per_task=7, **ood)
     got = pd.read_parquet(out)
-    want = Router.load(router_dir).route(texts, policy=policy, **params)
+    want = Router.load(router_dir).route(texts, policy=policy, **params, **ood)
+    if ood:
+        assert want["ood_fallback"].any()               # the fallback is exercised
     assert got["row"].tolist() == list(range(len(texts)))
     pd.testing.assert_frame_equal(got.drop(columns="row"), want, check_dtype=False)
 
