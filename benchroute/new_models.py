@@ -96,21 +96,30 @@ def known_proba(router: Router, Q: np.ndarray, without_self: bool = False,
     """P(m, x) (n, M0) of the router's pool models: the tuned predictor's when it has one, else
     g_m(x). ``without_self`` leaves out neighbours at distance 0 (features of pool inputs),
     ``within`` those closer than it (near-duplicates of the query)."""
+    return known_proba_and_nearest(router, Q, SELF_DISTANCE if without_self else within)[0]
+
+
+def known_proba_and_nearest(router: Router, Q: np.ndarray, within: float | None,
+                            nearest: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`known_proba` leaving out neighbours closer than ``within`` (None: none), and the
+    distances (n, ``nearest``) of each query's nearest pool inputs before any is left out, from
+    the same search (what the OOD p-value reads)."""
     from benchroute.predictors import _CHUNK, EXTRA_NEIGHBOURS
 
-    cut = SELF_DISTANCE if without_self else within
     tuned = getattr(router, "per_input_", None)
     k = tuned.k_ if tuned is not None else router.k
     # a few extra neighbours stand in for the query itself and its duplicates
-    K = k + EXTRA_NEIGHBOURS if cut is not None else k
-    parts = []
+    K = max(k + EXTRA_NEIGHBOURS if within is not None else k, nearest)
+    parts, near = [], []
     for start in range(0, len(Q), _CHUNK):
         nb = router.predictor_.neighbours(Q[start:start + _CHUNK], K)
-        if cut is not None:
-            nb = nb.beyond(cut, k)[0]
+        near.append(nb.distances[:, :nearest])
+        nb = nb.beyond(within, k)[0] if within is not None else nb.head(k)
         parts.append(tuned.predict_from_neighbours(nb.distances, nb.labels) if tuned is not None
                      else router.predictor_.aggregate(Neighbours(nb.distances, nb.labels))[0])
-    return np.vstack(parts) if parts else np.zeros((0, router.predictor_.n_models_))
+    if not parts:
+        return np.zeros((0, router.predictor_.n_models_)), np.zeros((0, nearest))
+    return np.vstack(parts), np.vstack(near)
 
 
 def logits(P: np.ndarray) -> np.ndarray:

@@ -88,10 +88,16 @@ class OODReference:
     def assess(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """p(x) of query vectors Q (n, d), and whether each has a near-duplicate in the pool
         (a pool input closer than :data:`~benchroute.predictors.NEAR_DUPLICATE`)."""
+        dist, _ = self.predictor.index_.search(np.ascontiguousarray(Q, dtype=np.float32),
+                                               self.predictor.k)
+        return self.assess_distances(dist)
+
+    def assess_distances(self, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`assess` from the distances (n, >= k) of each query's nearest pool inputs,
+        ascending, when a search already found them."""
         from benchroute.predictors import NEAR_DUPLICATE
 
         k = self.predictor.k
-        dist, _ = self.predictor.index_.search(np.ascontiguousarray(Q, dtype=np.float32), k)
         return p_values(neighbour_score(dist, k), self.scores), dist[:, 0] < NEAR_DUPLICATE
 
 

@@ -29,6 +29,7 @@ from benchroute.inputs import (
     parse_texts,
 )
 from benchroute.new_models import AddedModel
+from benchroute.ood import check_alpha, fall_back, reference_of
 from benchroute.params import RouterParams
 from benchroute.policies import POLICIES
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
@@ -38,6 +39,7 @@ from benchroute.routing import (
     route_with_policy,
     router_costs,
     router_proba,
+    router_proba_ood,
     store_costs,
 )
 from benchroute.scoring import best_on_average, model_means, task_means
@@ -353,8 +355,6 @@ class Router(RouterParams):
         inputs scored with their task left out (:mod:`benchroute.ood`): small means farther
         from the pool than inputs of a task the pool never saw usually are. NaN for a pool of
         one task."""
-        from benchroute.ood import reference_of
-
         check_is_fitted(self, "predictor_")
         return reference_of(self).p_values(self.embed_queries(parse_texts(texts, "texts")))
 
@@ -373,14 +373,15 @@ class Router(RouterParams):
     def route_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None,
                        ood_alpha: float | None = None, keep_duplicates: bool = False
                        ) -> list[str]:
-        from benchroute.ood import check_alpha, fall_back, reference_of
-
         cand = self.candidate_indices(candidates)
         bma = self.bma_index(cand)
-        pick = route_rows(router_proba(self, Q, keep_duplicates), cand, bma,
-                          tol=self.config().tie_tol)
-        if ood_alpha is not None:
-            pick, _ = fall_back(pick, reference_of(self).p_values(Q), check_alpha(ood_alpha), bma)
+        if ood_alpha is None:
+            P, ood_p = router_proba(self, Q, keep_duplicates), None
+        else:
+            check_alpha(ood_alpha)
+            P, ood_p, _ = router_proba_ood(self, Q, keep_duplicates)
+        pick = route_rows(P, cand, bma, tol=self.config().tie_tol)
+        pick, _ = fall_back(pick, ood_p, ood_alpha, bma)
         return [self.models_[i] for i in pick]
 
     # ------------------------------------------------------------------ changing the pool

@@ -18,7 +18,7 @@ import pandas as pd
 
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_vectors
-from benchroute.new_models import added_columns, known_proba
+from benchroute.new_models import added_columns, known_proba, known_proba_and_nearest
 from benchroute.ood import check_alpha, fall_back, reference_of
 from benchroute.policies import (
     apply_policy,
@@ -51,6 +51,18 @@ def router_proba(router: Any, Q: np.ndarray, keep_duplicates: bool = False) -> n
     Q = check_vectors(Q, "queries")
     within = None if keep_duplicates else NEAR_DUPLICATE
     return np.hstack([known_proba(router, Q, within=within), added_columns(router, Q)])
+
+
+def router_proba_ood(router: Any, Q: np.ndarray, keep_duplicates: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`router_proba`, each query's OOD p-value and whether it has a near-duplicate in the
+    pool (:mod:`benchroute.ood`), from one search of the index."""
+    Q = check_vectors(Q, "queries")
+    ref = reference_of(router)
+    P, nearest = known_proba_and_nearest(router, Q, None if keep_duplicates else NEAR_DUPLICATE,
+                                         ref.predictor.k)
+    ood_p, in_pool = ref.assess_distances(nearest)
+    return np.hstack([P, added_columns(router, Q)]), ood_p, in_pool
 
 
 def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | None,
@@ -87,9 +99,8 @@ def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
     if ood_alpha is not None:
         check_alpha(ood_alpha)
     models, c, params = _policy_inputs(router, policy, cand, costs, params)  # before the search
-    ood_p, in_pool = reference_of(router).assess(Q)
-    frame = _decisions(router, router_proba(router, Q, keep_duplicates)[:, cand], c, policy,
-                       params, cand, models, ood_p, ood_alpha)
+    P, ood_p, in_pool = router_proba_ood(router, Q, keep_duplicates)
+    frame = _decisions(router, P[:, cand], c, policy, params, cand, models, ood_p, ood_alpha)
     frame["in_pool"] = in_pool
     return frame
 

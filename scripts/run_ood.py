@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchroute import load
-from benchroute.default import pool_arrays
+from benchroute.data.pool import pool_arrays
 from benchroute.experiments.ood import decile_table, fallback_table, held_out_ood
 from scripts.run_cold_start import COLUMNS, vectors
 

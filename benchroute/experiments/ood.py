@@ -23,15 +23,14 @@ import pandas as pd
 
 from benchroute.ood import neighbour_score, p_values
 from benchroute.predictors import KNNCorrectnessPredictor
+from benchroute.scoring import best_on_average, task_means
 from benchroute.selection import route_rows
 
 
 def _bma(Y: np.ndarray, ds: np.ndarray, exclude: str) -> int:
-    """The best model on average over the tasks other than ``exclude`` (mean of per-task mean
-    labels, as the router defines it)."""
+    """The best model on average over the tasks other than ``exclude``."""
     keep = ds != exclude
-    acc = pd.DataFrame(Y[keep]).groupby(ds[keep]).mean()
-    return int(np.nanargmax(acc.mean(axis=0).to_numpy()))
+    return best_on_average(task_means(Y[keep], ds[keep]))
 
 
 def held_out_ood(X: np.ndarray, Y: np.ndarray, datasets: Sequence[str], k: int = 5,

@@ -105,7 +105,7 @@ class Decider:
         self.calibration = calibration
         self.encode_batch = encode_batch
         self.ood_alpha = None if ood_alpha is None else check_alpha(ood_alpha)
-        self.ood = reference_of(router)  # the pool's leave-one-task-out pass, once, at start-up
+        reference_of(router)  # the pool's leave-one-task-out pass at start-up, not on a request
         self.encoder = encoder if encoder is not None else get_encoder(router.encoder)
         if self.encoder.identifier != router.encoder_id_:
             raise BenchrouteError(f"encoder {self.encoder.identifier!r} is not the router's "
@@ -192,8 +192,7 @@ class Decider:
         if todo:
             Q = check_vectors(self.encoder.encode([str(texts[i]) for i in todo],
                                               batch_size=self.encode_batch), "request vectors")
-            P = routing.router_proba(self.router, Q)
-            ood_p, in_pool = self.ood.assess(Q)
+            P, ood_p, in_pool = routing.router_proba_ood(self.router, Q)
             groups: dict[tuple[str, str], list[int]] = {}
             for j, i in enumerate(todo):
                 policy, params = self.resolve(entries[i])
