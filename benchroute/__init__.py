@@ -28,6 +28,7 @@ _EXPORTS = {
     "Selection": "benchroute.selection",
     "select_model": "benchroute.default",
     "route": "benchroute.default",
+    "route_table": "benchroute.default",
     "PerInputPredictor": "benchroute.tuning",
 }
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from benchroute.data.prices import load_prices  # noqa: F401
     from benchroute.data.store import BenchmarkData, LoadReport  # noqa: F401
     from benchroute.data.tables import load_table  # noqa: F401
-    from benchroute.default import route, select_model  # noqa: F401
+    from benchroute.default import route, route_table, select_model  # noqa: F401
     from benchroute.embedding import embed_texts  # noqa: F401
     from benchroute.exceptions import BenchrouteError, DataError, NotFittedError  # noqa: F401
     from benchroute.router import Router  # noqa: F401

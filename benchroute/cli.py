@@ -447,14 +447,14 @@ def _add_route(sub: Any) -> None:
 def _route_policy_options(p: Any) -> None:
     g = p.add_argument_group("cost-aware policies (docs/routing.md)")
     g.add_argument("--policy", choices=["best", "threshold", "smallest_sufficient",
-                                        "cheapest_within", "budget"])
+                                        "cheapest_within", "lagrangian", "budget"])
     g.add_argument("--prices", help="price table (CSV/JSON, as for `inspect --prices`: USD per "
                    "1M input and output tokens; needs --tokens), or 'model=cost,...': cost per "
                    "call, or USD per 1M tokens with --tokens")
     g.add_argument("--tokens", metavar="IN[,OUT]", help="typical input (and output) tokens per "
                    "call, to turn prices per 1M tokens into a cost per call")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="policy parameter: tau, eps, budget, t, strong, weak")
+                   help="policy parameter: tau, max_quality_drop, budget, t, strong, weak")
 
 
 def _number_option(option: str, text: str) -> float:
@@ -527,7 +527,7 @@ def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
                   candidates: list[str] | None) -> int:
     prices = _route_costs(args.prices, args.tokens)
     params = _read_params(args.param)
-    out = router.route(texts, candidates=candidates, policy=args.policy, costs=prices,
+    out = router.route_table(texts, candidates=candidates, policy=args.policy, costs=prices,
                        ood_alpha=args.ood_alpha, keep_duplicates=args.keep_duplicates, **params)
     for text, row in zip(texts, out.itertuples(index=False)):
         ood = None if row.ood_p != row.ood_p else round(float(row.ood_p), 6)  # NaN: no reference
@@ -555,7 +555,7 @@ def _route_to_file(args: argparse.Namespace, texts: list[str], candidates: list[
                        progress=not args.quiet, ood_alpha=args.ood_alpha,
                        keep_duplicates=args.keep_duplicates)
     else:
-        frame = _load_router(args.router).route(texts, candidates=candidates, policy=policy,
+        frame = _load_router(args.router).route_table(texts, candidates=candidates, policy=policy,
                                                  costs=costs, ood_alpha=args.ood_alpha,
                                                  keep_duplicates=args.keep_duplicates, **params)
         write_routed([{"row": np.arange(len(frame)), **frame_columns(frame)}], args.out)
@@ -600,7 +600,8 @@ def _add_probe(sub: Any) -> None:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from benchroute.router import DEFAULT_PROBE, Router
+    from benchroute.pool_state import DEFAULT_PROBE
+    from benchroute.router import Router
 
     router = Router.load(args.router)
     probe = router.probe_set(args.n, args.strategy or DEFAULT_PROBE, args.seed)
@@ -752,7 +753,7 @@ def _add_serve(sub: Any) -> None:
                    help="default policy of the 'benchroute' entry (default: the calibration's, "
                    "else best)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="policy parameter: t, share, tau, eps, lam, budget, strong, weak")
+                   help="policy parameter: t, share, tau, max_quality_drop, lam, budget, strong, weak")
     p.add_argument("--candidates", help="comma-separated models routing may choose (default: all)")
     p.add_argument("--calibration", type=Path,
                    help="calibration file (default: ROUTER/calibration.json when present)")

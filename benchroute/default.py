@@ -74,9 +74,18 @@ def select_model(task_examples: Texts, router: Router | None = None,
 def route(texts: Texts, router: Router | None = None,
           candidates: Iterable[str] | None = None, policy: str | None = None,
           costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
-          keep_duplicates: bool = False, **policy_params: float | str
-          ) -> list[str] | pd.DataFrame:
-    """Route each input to a model (:meth:`Router.route`, same parameters); with no router, the
+          keep_duplicates: bool = False, **policy_params: float | str) -> list[str]:
+    """The model for each input (:meth:`Router.route`, same parameters); with no router, the
     default one fitted on the bundled pack."""
     return (router or default_router()).route(texts, candidates, policy, costs, ood_alpha,
                                               keep_duplicates, **policy_params)
+
+
+def route_table(texts: Texts, policy: str = "best", router: Router | None = None,
+                candidates: Iterable[str] | None = None,
+                costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
+                keep_duplicates: bool = False, **policy_params: float | str) -> pd.DataFrame:
+    """Each input's decision under a policy (:meth:`Router.route_table`, same parameters);
+    with no router, the default one fitted on the bundled pack."""
+    return (router or default_router()).route_table(texts, policy, candidates, costs, ood_alpha,
+                                                    keep_duplicates, **policy_params)

@@ -124,6 +124,38 @@ def check_labels(Y: np.ndarray, what: str, n_models: int | None = None) -> np.nd
     return Y
 
 
+def check_candidates(candidates: Iterable[str] | str | None, models: Sequence[str]) -> np.ndarray:
+    """Sorted column indices in ``models`` of the named candidates (all of them for None)."""
+    if candidates is None:
+        return np.arange(len(models))
+    names = [candidates] if isinstance(candidates, str) else list(candidates)
+    unknown = [c for c in names if c not in models]
+    if unknown:
+        raise BenchrouteError(f"unknown model(s) {unknown}; known models: {list(models)}")
+    if not names:
+        raise BenchrouteError("candidates is empty; name at least one model")
+    return np.array(sorted({list(models).index(c) for c in names}))
+
+
+def check_fit_arrays(X: np.ndarray, Y: np.ndarray, datasets: Iterable[object],
+                     models: Sequence[object]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The arrays ``Router.fit_arrays`` learns from, checked together: unit vectors, labels in
+    [0, 1] with at least one result, one task name per row and distinct model names."""
+    names = [str(m) for m in models]
+    if len(set(names)) != len(names):
+        raise BenchrouteError(f"models: duplicated names in {names}")
+    X = check_vectors(X, "fit X")
+    Y = check_labels(Y, "fit Y", len(names))
+    if Y.size and np.isnan(Y).all():
+        raise BenchrouteError("fit Y: every label is NaN (no result); nothing to learn from")
+    ds = np.asarray(list(datasets), dtype=object)
+    if len(X) != len(Y) or len(ds) != len(X):
+        raise BenchrouteError(f"fit: X, Y and datasets must have the same rows; got "
+                              f"{len(X)}, {len(Y)}, {len(ds)}")
+    return X, Y, ds, names
+
+
 def parse_texts(task_examples: Texts, what: str = "task_examples") -> list[str]:
     if isinstance(task_examples, BenchmarkData):
         texts = task_examples.instances()["text"].tolist()

@@ -105,9 +105,18 @@ class RouterParams:
         return set_checked_params(self, self._param_names(), params)
 
     def __repr__(self) -> str:
+        """The parameters that differ from the defaults, then what a fitted (or loaded) router
+        holds, since a loaded router's parameters are often all defaults."""
         defaults = RouterParams().get_params()
         changed = {k: v for k, v in self.get_params().items() if defaults.get(k, object()) != v}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+        text = f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+        predictor = getattr(self, "predictor_", None)
+        if predictor is None:
+            return text
+        tasks = len(set(predictor.datasets_.tolist()))
+        return (f"{text} fitted on {len(predictor.labels_)} inputs, "
+                f"{len(getattr(self, 'models_', []))} models, {tasks} tasks; encoder "
+                f"{getattr(self, 'encoder_id_', None)!r}")
 
     def config(self) -> SelectionConfig:
         """The decision parameters, as :func:`benchroute.selection.select` takes them."""

@@ -452,6 +452,7 @@ def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> No
     """Refit each added model on its saved labels (the estimator is deterministic, so this
     gives the saved router's P(new, x)); every array is checked first."""
     from benchroute.new_models import fit_added
+    from benchroute.pool_state import restore_added
 
     expected = {f"{key}{i}" for i in range(len(names)) for key in ("X", "y")}
     try:
@@ -478,7 +479,7 @@ def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> No
                                   f"[0, 1]; got {y.dtype} {y.shape}")
         added[name] = fit_added(router, name, check_vectors(X, f"{path}: X{i}"),
                                 y.astype(np.float64))
-    router.restore_added(added)
+    restore_added(router, added)
 
 
 def _restore_routing(path: Path, router: Router, state: object, models: list[str]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchroute.deprecation import rename_keys, renamed
 from benchroute.exceptions import BenchrouteError
 from benchroute.scoring import TIE_TOL, argmax_ties
 
@@ -100,10 +101,13 @@ def smallest_sufficient(P: np.ndarray, c: np.ndarray | None = None, *, tau: floa
     return _cheapest_where(tau <= P, c, best(P, c))
 
 
-def cheapest_within(P: np.ndarray, c: np.ndarray | None = None, *, eps: float) -> np.ndarray:
-    """The cheapest model whose P is within ε of the input's top P."""
+@renamed(eps="max_quality_drop")
+def cheapest_within(P: np.ndarray, c: np.ndarray | None = None, *,
+                    max_quality_drop: float) -> np.ndarray:
+    """The cheapest model whose P is within ε = ``max_quality_drop`` of the input's top P."""
     P, c = _check(P, c)
-    return _cheapest_where(P.max(axis=1, keepdims=True) - eps - TIE_TOL <= P, c, best(P, c))
+    top = P.max(axis=1, keepdims=True)
+    return _cheapest_where(top - max_quality_drop - TIE_TOL <= P, c, best(P, c))
 
 
 def lagrangian(P: np.ndarray, c: np.ndarray | None = None, *, lam: float) -> np.ndarray:
@@ -155,23 +159,25 @@ def budget(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
 
 
 # ---------------------------------------------------------------------- Hybrid LLM
-def hybrid_labels(q_small: np.ndarray, q_large: np.ndarray, rule: str = "det",
+@renamed(q_small="q_weak", q_large="q_strong")
+def hybrid_labels(q_weak: np.ndarray, q_strong: np.ndarray, rule: str = "det",
                   t: float = 0.0) -> np.ndarray:
-    """Hybrid LLM's training labels for "the small model is good enough" (Ding et al., 2024).
+    """Hybrid LLM's training labels for "the weak (small) model is good enough" (Ding et al.,
+    2024), q_w and q_s the per-input qualities of the weak and the strong model.
 
-    ``det``: 1[q_s ≥ q_l] from one response each. ``prob``: P[H ≥ 0] over repeated samples,
-    for q_s, q_l the per-input success rates of independent 0/1 trials: 1 − q_l (1 − q_s) (only
+    ``det``: 1[q_w ≥ q_s] from one response each. ``prob``: P[H ≥ 0] over repeated samples,
+    for q_w, q_s the per-input success rates of independent 0/1 trials: 1 − q_s (1 − q_w) (only
     meaningful where the data has several trials per input). ``trans``: P[H ≥ −t] with one
-    response each, i.e. 1[q_s − q_l ≥ −t], the gap relaxed by t.
+    response each, i.e. 1[q_w − q_s ≥ −t], the gap relaxed by t.
     """
-    qs = np.asarray(q_small, dtype=np.float64)
-    ql = np.asarray(q_large, dtype=np.float64)
+    qw = np.asarray(q_weak, dtype=np.float64)
+    qs = np.asarray(q_strong, dtype=np.float64)
     if rule == "det":
-        return (qs >= ql).astype(np.float64)
+        return (qw >= qs).astype(np.float64)
     if rule == "prob":
-        return 1.0 - ql * (1.0 - qs)
+        return 1.0 - qs * (1.0 - qw)
     if rule == "trans":
-        return (qs - ql >= -t - 1e-12).astype(np.float64)
+        return (qw - qs >= -t - 1e-12).astype(np.float64)
     raise BenchrouteError(f"unknown Hybrid LLM label rule {rule!r}; choose 'det', 'prob' or 'trans'")
 
 
@@ -185,36 +191,39 @@ def label_spread(y: np.ndarray) -> float:
     return float(2.0 * np.sum((2 * i - n - 1) * y) / (n * (n - 1)))
 
 
-def choose_t(q_small: np.ndarray, q_large: np.ndarray,
+@renamed(q_small="q_weak", q_large="q_strong")
+def choose_t(q_weak: np.ndarray, q_strong: np.ndarray,
              grid: Sequence[float] | None = None) -> float:
     """The relaxation t* that maximises the spread of the r_trans labels on training data."""
     ts = np.linspace(0.0, 1.0, 21) if grid is None else np.asarray(grid, dtype=float)
-    spreads = [label_spread(hybrid_labels(q_small, q_large, "trans", float(t))) for t in ts]
+    spreads = [label_spread(hybrid_labels(q_weak, q_strong, "trans", float(t))) for t in ts]
     return float(ts[int(np.argmax(spreads))])
 
 
-def hybrid(score: np.ndarray, *, small: int, large: int, threshold: float) -> np.ndarray:
-    """Send x to the small model when the router score ("small is good enough") ≥ threshold."""
-    return np.where(np.asarray(score) >= threshold, small, large)
+@renamed(small="weak", large="strong")
+def hybrid(score: np.ndarray, *, weak: int, strong: int, threshold: float) -> np.ndarray:
+    """Send x to the weak model when the router score ("weak is good enough") ≥ threshold."""
+    return np.where(np.asarray(score) >= threshold, weak, strong)
 
 
-def pick_threshold(score: np.ndarray, q_small: np.ndarray, q_large: np.ndarray,
-                   max_drop: float = 0.01, seed: int = 0) -> tuple[float, float, float]:
-    """The largest cost advantage (share of inputs sent to the small model, those with the
-    highest score first) whose quality drop relative to always-large is at most ``max_drop``
-    (absolute, in quality units), on the data given (the validation set).
+@renamed(q_small="q_weak", q_large="q_strong", max_drop="max_quality_drop")
+def pick_threshold(score: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray,
+                   max_quality_drop: float = 0.01, seed: int = 0) -> tuple[float, float, float]:
+    """The largest cost advantage (share of inputs sent to the weak model, those with the
+    highest score first) whose quality drop relative to always-strong is at most
+    ``max_quality_drop`` (absolute, in quality units), on the data given (the validation set).
 
     Ties in the score are broken at random (seeded), so the answer is a share, i.e. a quantile
     threshold as in RouteLLM's evaluation, rather than a raw score that may split a block of
     tied inputs badly. Returns (score threshold, cost advantage, quality drop).
     """
     score = np.asarray(score, dtype=np.float64)
-    qs, ql = np.asarray(q_small, float), np.asarray(q_large, float)
+    qw, qs = np.asarray(q_weak, float), np.asarray(q_strong, float)
     n = len(score)
     order = np.lexsort((np.random.default_rng(seed).random(n), -score))
-    # quality when the first j inputs in that order go to the small model, j = 0..n
-    gain = np.r_[0.0, np.cumsum(qs[order] - ql[order])] / max(n, 1)
-    ok = np.flatnonzero(-gain <= max_drop + 1e-12)
+    # quality when the first j inputs in that order go to the weak model, j = 0..n
+    gain = np.r_[0.0, np.cumsum(qw[order] - qs[order])] / max(n, 1)
+    ok = np.flatnonzero(-gain <= max_quality_drop + 1e-12)
     j = int(ok.max())
     thr = float(score[order[j - 1]]) if j > 0 else float("inf")
     return thr, j / max(n, 1), float(-gain[j])
@@ -242,7 +251,11 @@ POLICIES: dict[str, Policy] = {
 
 
 #: Lower bound of each numeric policy parameter (None: any finite number).
-_PARAM_LOW: dict[str, float | None] = {"tau": None, "t": None, "eps": 0.0, "budget": 0.0}
+_PARAM_LOW: dict[str, float | None] = {"tau": None, "t": None, "max_quality_drop": 0.0,
+                                        "budget": 0.0}
+#: Old spellings of policy parameters, accepted for one release (routing, the gateway's
+#: calibration files and ``--param``).
+RENAMED_PARAMS = {"eps": "max_quality_drop"}
 
 
 def get_policy(name: str) -> Policy:
@@ -261,6 +274,8 @@ def check_policy_params(name: str, params: Mapping[str, Any], n_models: int) -> 
     fn = get_policy(name)
     valid = [p for p, v in inspect.signature(fn).parameters.items()
              if v.kind == inspect.Parameter.KEYWORD_ONLY and p != "iters"]
+    params = rename_keys(params, {o: n for o, n in RENAMED_PARAMS.items() if n in valid},
+                         f"policy {name!r}", stacklevel=4)
     missing = [p for p in valid if p not in params]
     extra = [p for p in params if p not in valid]
     if extra or missing:

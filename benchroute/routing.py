@@ -1,5 +1,5 @@
 """The router's side of routing: P(m, x) of a fitted router, its costs, and a policy applied to
-them (``Router.route(texts, policy=...)``, the gateway, ``select_model(max_quality_drop=...)``).
+them (``Router.route_table(texts, policy=...)``, the gateway, ``select_model(max_quality_drop=...)``).
 
 :mod:`benchroute.policies` holds the decision rules as pure functions of P, costs and
 parameters; this module turns a fitted router (its index, tuned predictor, added models, model
@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import check_vectors
+from benchroute.inputs import check_vectors, parse_texts
 from benchroute.new_models import added_columns, known_proba, known_proba_and_nearest
 from benchroute.ood import check_alpha, fall_back, reference_of
 from benchroute.policies import (
+    POLICIES,
     apply_policy,
     cheapest_within_selection,
     check_policy_params,
@@ -29,6 +30,7 @@ from benchroute.policies import (
     get_policy,
 )
 from benchroute.predictors import NEAR_DUPLICATE
+from benchroute.selection import route_rows
 
 
 def store_costs(data: Any) -> dict[str, float] | None:
@@ -65,6 +67,49 @@ def router_proba_ood(router: Any, Q: np.ndarray, keep_duplicates: bool = False
     return np.hstack([P, added_columns(router, Q)]), ood_p, in_pool
 
 
+def embed_queries(router: Any, texts: Sequence[str]) -> np.ndarray:
+    """``router.embed`` for texts to score against its pool: an encoder of another dimension
+    than the pool's (``encoder`` changed after fitting, or edited in a saved router) is refused
+    before a vector is computed or cached."""
+    enc = router.held_encoder()
+    pool_d = router.predictor_.index_.dimension
+    if 0 < enc.dimension != pool_d:
+        raise BenchrouteError(f"encoder {enc.identifier!r} gives {enc.dimension}-d vectors, "
+                              f"the router's pool holds {pool_d}-d ones; use the encoder it "
+                              "was fitted with")
+    return np.asarray(router.embed(texts))
+
+
+def query_vectors(router: Any, texts: Any) -> np.ndarray:
+    """The vectors of the inputs given to ``route``, ``route_table``, ``predict_proba`` and
+    ``ood_p`` (a list of texts, one text, or a store's inputs)."""
+    return embed_queries(router, parse_texts(texts, "texts"))
+
+
+def check_no_policy_params(costs: object, params: Mapping[str, object]) -> None:
+    """Costs and policy parameters given to ``route`` without a policy are refused: they would
+    be silently ignored."""
+    if params or costs is not None:
+        given = sorted(params) + (["costs"] if costs is not None else [])
+        raise BenchrouteError(f"{given} apply to a policy only; call route_table(texts, "
+                              f"policy=...) (one of {sorted(POLICIES)})")
+
+
+def route_indices(router: Any, Q: np.ndarray, cand: np.ndarray, ood_alpha: float | None = None,
+                  keep_duplicates: bool = False) -> np.ndarray:
+    """``Router.route``'s choice per input, as model columns: the highest P among ``cand``
+    (ties to the best model on average among them), and with ``ood_alpha`` that best model for
+    inputs whose OOD p-value is below it."""
+    bma = router.bma_index(cand)
+    if ood_alpha is None:
+        P, ood_p = router_proba(router, Q, keep_duplicates), None
+    else:
+        check_alpha(ood_alpha)
+        P, ood_p, _ = router_proba_ood(router, Q, keep_duplicates)
+    pick = route_rows(P, cand, bma, tol=router.config().tie_tol)
+    return fall_back(pick, ood_p, ood_alpha, bma)[0]
+
+
 def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | None,
                  what: str, models: Sequence[str] | None = None) -> np.ndarray:
     """Per-model costs in ``models`` order (default ``router.models_``): the caller's, else
@@ -88,7 +133,7 @@ def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
                       costs: Mapping[str, float] | Sequence[float] | None = None,
                       ood_alpha: float | None = None, keep_duplicates: bool = False,
                       **params: Any) -> pd.DataFrame:
-    """``Router.route(texts, policy=...)``: per input the model, its predicted P, its cost, its
+    """``Router.route_table(texts, policy=...)``: per input the model, its predicted P, its cost, its
     OOD p-value (:mod:`benchroute.ood`) and whether a near-duplicate is in the pool
     (``in_pool``); with ``ood_alpha`` inputs with p < ood_alpha go to the best model on average
     among the candidates (``ood_fallback``).

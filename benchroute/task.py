@@ -16,16 +16,103 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import check_labels, check_vectors
+from benchroute.inputs import (
+    LabeledRecords,
+    Texts,
+    check_labels,
+    check_vectors,
+    parse_labeled,
+    parse_texts,
+)
 from benchroute.new_models import added_columns, extend_reference
+from benchroute.predictors import (
+    EXTRA_NEIGHBOURS,
+    NEAR_DUPLICATE,
+    SELF_DISTANCE,
+    Neighbours,
+    check_is_fitted,
+)
+from benchroute.reference import ReferencePairs, reference_pairs
 
 # a labelled input within SELF_DISTANCE of a scored one is the same input: never its neighbour
-from benchroute.predictors import EXTRA_NEIGHBOURS, NEAR_DUPLICATE, SELF_DISTANCE, Neighbours
+from benchroute.routing import embed_queries
 from benchroute.scoring import mean_distance, predictor_hits
 from benchroute.selection import METHODS, Selection, select
 
 if TYPE_CHECKING:
     from benchroute.router import Router
+
+#: reference pairs kept per router for different sets of excluded tasks
+_EXCLUDED_MEMO = 8
+
+
+def check_excluded(router: Router, exclude_datasets: Sequence[str]) -> list[str]:
+    """The pool tasks to leave out, sorted; unknown names and all tasks are refused."""
+    check_is_fitted(router, "predictor_")
+    exclude = sorted(set(exclude_datasets))
+    tasks = router.tasks_
+    unknown = [t for t in exclude if t not in tasks]
+    if unknown:
+        raise BenchrouteError(f"exclude_datasets: unknown task(s) {unknown}; known tasks: "
+                              f"{tasks[:10]}")
+    if exclude and len(exclude) >= len(tasks):
+        raise BenchrouteError(f"exclude_datasets names every task of the pool ({len(exclude)}); "
+                              "leave at least one")
+    return exclude
+
+
+def reference_without(router: Router, exclude_datasets: Sequence[str]) -> ReferencePairs:
+    """The reference pairs of a router's pool without some tasks, equal to those of a router
+    fitted without them (a task's pairs are recomputed only when they depended on an excluded
+    task); the last few are kept on the router, keyed by every parameter they depend on, so
+    ``set_params`` never meets a stale entry."""
+    check_is_fitted(router, "reference_")
+    tasks = tuple(sorted(set(exclude_datasets)))
+    if not tasks:
+        return router.reference_
+    key = (tasks, tuple(router.alphas), router.repeats, router.seed, router.n_neighbours,
+           router.threshold)
+    memo = router.__dict__.setdefault("_excluded", {})
+    if key not in memo:
+        if len(memo) >= _EXCLUDED_MEMO:
+            memo.pop(next(iter(memo)))
+        memo[key] = reference_pairs(
+            router.predictor_, router.alphas, router.repeats, router.seed, router.n_neighbours,
+            router.threshold, also_exclude=tasks, cache=router.reference_)
+    return memo[key]
+
+
+def task_vectors(router: Router, task_examples: Texts, labeled: LabeledRecords | None
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The vectors of a task's examples to score, and of its labelled inputs with their labels
+    (None, None without any). A labelled example is not scored as well, unless every example
+    is labelled: then each is scored next to the others' labels, never its own."""
+    texts = parse_texts(task_examples)
+    lab_texts, lab_Y = parse_labeled(labeled, router.models_) if labeled is not None else ([], None)
+    if lab_texts:
+        labeled_set = set(lab_texts)
+        texts = [t for t in texts if t not in labeled_set] or texts
+    vectors = embed_queries(router, texts + lab_texts)
+    if not lab_texts:
+        return vectors, None, None
+    return vectors[:len(texts)], vectors[len(texts):], lab_Y
+
+
+def task_view(router: Router, Q: np.ndarray, labeled_X: np.ndarray | None,
+              labeled_Y: np.ndarray | None, exclude_datasets: Sequence[str],
+              keep_duplicates: bool = False) -> tuple[TaskNeighbours, int, int]:
+    """One neighbour search for a task's queries and its labelled inputs together: the
+    neighbours, then the number of queries n and of labelled inputs L (rows n … n + L − 1)."""
+    check_is_fitted(router, "predictor_")
+    Q = check_vectors(Q, "queries")
+    if len(Q) == 0:
+        raise BenchrouteError("no inputs to score")
+    if (labeled_X is None) != (labeled_Y is None):
+        raise BenchrouteError("labeled_X and labeled_Y go together: give both or neither")
+    LX = check_vectors(labeled_X, "labeled_X") if labeled_X is not None and len(labeled_X) \
+        else np.zeros((0, Q.shape[1]), np.float32)
+    return (TaskNeighbours(router, np.vstack([Q, LX]), exclude_datasets, keep_duplicates),
+            len(Q), len(LX))
 
 
 
@@ -38,7 +125,7 @@ class TaskNeighbours:
                  keep_duplicates: bool = False) -> None:
         self.router = router
         self.X = check_vectors(X, "task inputs")
-        self.exclude = router.check_excluded(exclude_datasets)
+        self.exclude = check_excluded(router, exclude_datasets)
         self.K = max(router.k, router.n_neighbours)
         self.keep_duplicates = keep_duplicates
         found = router.predictor_.neighbours(self.X, self.K + EXTRA_NEIGHBOURS, self.exclude or None)
@@ -116,7 +203,7 @@ class TaskNeighbours:
             g = np.hstack([g, added_columns(router, self.X[r])])
             if hits is not None and n is not None:
                 hits, n = np.r_[hits, np.zeros(len(added))], np.r_[n, np.zeros(len(added))]
-        reference = extend_reference(router.reference_without(self.exclude), added,
+        reference = extend_reference(reference_without(router, self.exclude), added,
                                      router.prior_strength)
         sel = select(g, float(mean_distance(nb.distances, router.n_neighbours)),
                      reference, router.models_, cand,

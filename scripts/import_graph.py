@@ -123,7 +123,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                       "benchroute.experiments", "benchroute.scale")),
     ("default router", ("benchroute.default",)),
     ("router", ("benchroute.router", "benchroute.routing", "benchroute.persistence",
-                "benchroute.task", "benchroute.params", "benchroute.new_models")),
+                "benchroute.task", "benchroute.params", "benchroute.new_models",
+                "benchroute.pool_state")),
     ("method", ("benchroute.selection", "benchroute.reference", "benchroute.predictors",
                 "benchroute.tuning", "benchroute.policies", "benchroute.inputs",
                 "benchroute.ood")),
@@ -131,7 +132,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                 "benchroute.faiss_check", "benchroute.packs", "benchroute.npz",
                                 "benchroute._persist")),
     ("formulas", ("benchroute.scoring", "benchroute.curves", "benchroute.exceptions",
-                  "benchroute.extras")),
+                  "benchroute.extras", "benchroute.deprecation")),
 ]
 
 

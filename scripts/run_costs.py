@@ -100,7 +100,7 @@ def routerdc(shared: Path) -> dict[str, object]:
 
 
 def routerdc_gsm8k(shared: Path) -> dict[str, object]:
-    """A small/large pair where the data has repeated trials: RouterDC's GSM8K score is the
+    """A strong/weak pair where the data has repeated trials: RouterDC's GSM8K score is the
     fraction of 10 sampled answers that are correct, so Hybrid LLM's r_prob applies."""
     ds = routerdc(shared)
     data = ds["data"]

@@ -22,6 +22,7 @@ import pandas as pd
 from benchroute import policies as pol
 from benchroute.curves import aiq, apgr, cpt, interp_at, upper_hull
 from benchroute.data.store import BenchmarkData
+from benchroute.deprecation import renamed
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.crossfit import crossfit_router_proba, routing_router
 from benchroute.router import Router
@@ -217,7 +218,7 @@ def sweep(policy: str, P: np.ndarray, Q: np.ndarray, C: np.ndarray, models: Sequ
         add(1.01, pol.smallest_sufficient(P, C, tau=1.01))
     elif policy == "cheapest_within":
         for eps in (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0):
-            add(eps, pol.cheapest_within(P, C, eps=eps))
+            add(eps, pol.cheapest_within(P, C, max_quality_drop=eps))
     elif policy in ("budget", "oracle"):
         target = Q if policy == "oracle" else P
         lo = float(np.min(C, axis=1).mean())
@@ -230,26 +231,26 @@ def sweep(policy: str, P: np.ndarray, Q: np.ndarray, C: np.ndarray, models: Sequ
     return rows, picks
 
 
-def _hybrid_score(A: Arrays, fold: np.ndarray, small: int, large: int, rule: str, folds: int,
-                  seed: int, max_drop: float, make: Callable[[], PerInputPredictor] | None
+def _hybrid_score(A: Arrays, fold: np.ndarray, weak: int, strong: int, rule: str, folds: int,
+                  seed: int, max_quality_drop: float, make: Callable[[], PerInputPredictor] | None
                   ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Cross-fitted "small is good enough" score, and per fold the validation-chosen choice."""
+    """Cross-fitted "weak is good enough" score, and per fold the validation-chosen choice."""
     score = np.empty(len(A.Q))
     chosen = np.empty(len(A.Q), dtype=np.int64)
     ts = []
     for f in range(fold.max() + 1):
         te, tr = fold == f, fold != f
-        qs, ql = A.Q[tr, small], A.Q[tr, large]
-        t = pol.choose_t(qs, ql) if rule == "trans" else 0.0
+        qw, qs = A.Q[tr, weak], A.Q[tr, strong]
+        t = pol.choose_t(qw, qs) if rule == "trans" else 0.0
         ts.append(t)
-        y = pol.hybrid_labels(qs, ql, rule, t)[:, None]
-        # the score is the P of a router fitted on the label "small is good enough"
+        y = pol.hybrid_labels(qw, qs, rule, t)[:, None]
+        # the score is the P of a router fitted on the label "weak is good enough"
         router = routing_router(A.X[tr], y, A.datasets[tr], predictor=None if make is None else make())
         pred = _tuned(router)
         score[te] = router_proba(router, A.X[te])[:, 0]
         # the share is chosen on the training folds' own cross-fitted scores (validation)
         val = _validation_proba(pred, A.X[tr], y, folds, seed, make, A.datasets[tr])
-        chosen[te] = _validated_choice(val[:, 0], qs, ql, score[te], small, large, max_drop, seed)
+        chosen[te] = _validated_choice(val[:, 0], qw, qs, score[te], weak, strong, max_quality_drop, seed)
     return score, chosen, {"rule": rule, "t": ts}
 
 
@@ -263,20 +264,21 @@ def _validation_proba(pred: PerInputPredictor, X: np.ndarray, Y: np.ndarray, fol
     return oof if oof is not None else crossfit_proba(X, Y, folds, seed, make, groups)[0]
 
 
-def _validated_choice(score_val: np.ndarray, qs_val: np.ndarray, ql_val: np.ndarray,
-                      score_test: np.ndarray, small: int, large: int, max_drop: float,
+def _validated_choice(score_val: np.ndarray, qw_val: np.ndarray, qs_val: np.ndarray,
+                      score_test: np.ndarray, weak: int, strong: int, max_quality_drop: float,
                       seed: int) -> np.ndarray:
-    """Per test input, small or large at the cost advantage chosen on validation data (the
-    largest share sent to the small model within the quality-drop budget), applied as a share
+    """Per test input, weak or strong at the cost advantage chosen on validation data (the
+    largest share sent to the weak model within the quality-drop budget), applied as a share
     of the test inputs ranked by score."""
-    _, share, _ = pol.pick_threshold(score_val, qs_val, ql_val, max_drop, seed)
-    return np.where(pol.top_share(score_test, share, seed), small, large)
+    _, share, _ = pol.pick_threshold(score_val, qw_val, qs_val, max_quality_drop, seed)
+    return np.where(pol.top_share(score_test, share, seed), weak, strong)
 
 
+@renamed(max_drop="max_quality_drop")
 def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
              weak: int | None = None, folds: int = 5, seed: int = 0,
              make: Callable[[], PerInputPredictor] | None = None, hybrid_rules: Sequence[str] = ("det", "trans"),
-             max_drop: float = 0.01, P: np.ndarray | None = None) -> CostQuality:
+             max_quality_drop: float = 0.01, P: np.ndarray | None = None) -> CostQuality:
     """Cross-fit P once, then sweep each policy, plus the random and oracle baselines."""
     if P is None:
         P, fold, fitted = crossfit_proba(A.X, A.Q, folds, seed, make, A.datasets)
@@ -293,13 +295,13 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
             assert strong is not None and weak is not None
             for rule in hybrid_rules:
                 score, chosen, hinfo = _hybrid_score(A, fold, weak, strong, rule, folds, seed,
-                                                     max_drop, make)
+                                                     max_quality_drop, make)
                 r, p = sweep("hybrid", P, A.Q, A.C, A.models, strong, weak, score, seed)
                 for row in r:
                     row["policy"] = f"hybrid-{rule}"
                 rows += r
                 picks += p
-                rows.append(_point(f"hybrid-{rule}@val", max_drop, chosen, A.Q, A.C, A.models, strong))
+                rows.append(_point(f"hybrid-{rule}@val", max_quality_drop, chosen, A.Q, A.C, A.models, strong))
                 picks.append(chosen)
                 info[f"hybrid-{rule}"] = hinfo
             continue
@@ -314,8 +316,8 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
                 val = -pol.strong_weak_score(oof, strong, weak)  # high = weak suffices
                 chosen[te] = _validated_choice(val, A.Q[tr, weak], A.Q[tr, strong],
                                                -pol.strong_weak_score(P[te], strong, weak),
-                                               weak, strong, max_drop, seed)
-            rows.append(_point("threshold@val", max_drop, chosen, A.Q, A.C, A.models, strong))
+                                               weak, strong, max_quality_drop, seed)
+            rows.append(_point("threshold@val", max_quality_drop, chosen, A.Q, A.C, A.models, strong))
             picks.append(chosen)
     for m, name in enumerate(A.models):
         rows.append(_point(f"single:{name}", np.nan, np.full(len(A.Q), m), A.Q, A.C, A.models, strong))
@@ -440,15 +442,15 @@ def hybrid_at_validation(curve: pd.DataFrame) -> pd.DataFrame:
     """Hybrid LLM's report: at the threshold chosen on validation (largest cost advantage within
     the quality-drop budget), the cost advantage (share of calls to the small model) and the
     quality drop relative to always calling the large one, on the test inputs."""
-    q_large = curve.attrs.get("q_strong")
+    q_strong = curve.attrs.get("q_strong")
     if "share_strong" not in curve.columns:
         return pd.DataFrame(columns=["policy", "budget", "cost_advantage", "quality", "quality_drop"])
     val = curve[curve["policy"].astype(str).str.endswith("@val")]
     return pd.DataFrame({"policy": val["policy"].to_numpy(), "budget": val["param"].to_numpy(),
                          "cost_advantage": 1.0 - val["share_strong"].to_numpy(),
                          "quality": val["quality"].to_numpy(),
-                         "quality_drop": (q_large - val["quality"]).to_numpy()
-                         if q_large is not None else np.nan})
+                         "quality_drop": (q_strong - val["quality"]).to_numpy()
+                         if q_strong is not None else np.nan})
 
 
 def bootstrap_metrics(run: CostQuality, n_boot: int = 200, seed: int = 0,

@@ -186,7 +186,7 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
 # ---------------------------------------------------------------------- routing
 class RouteBatch:
     """Ray Data actor: the router loaded once per actor (its folder, or the bundled pack's
-    default), then ``Router.route(texts, policy=...)`` per batch."""
+    default), then ``Router.route_table(texts, policy=...)`` per batch."""
 
     def __init__(self, router: str | None, policy: str, candidates: list[str] | None,
                  costs: dict[str, float] | None, params: dict[str, Any],
@@ -198,9 +198,10 @@ class RouteBatch:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from benchroute.scale.routed_file import frame_columns
 
-        frame = self.router.route([str(t) for t in batch["text"]], candidates=self.candidates,
-                                  policy=self.policy, costs=self.costs, ood_alpha=self.ood_alpha,
-                                  keep_duplicates=self.keep_duplicates, **self.params)
+        frame = self.router.route_table(
+            [str(t) for t in batch["text"]], policy=self.policy, candidates=self.candidates,
+            costs=self.costs, ood_alpha=self.ood_alpha, keep_duplicates=self.keep_duplicates,
+            **self.params)
         return {"row": batch["row"], **frame_columns(frame)}
 
 
@@ -219,7 +220,7 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
                    actors: int | None = None, cpus_per_actor: float = 1.0,
                    rows_per_task: int = 256, progress: bool = False,
                    ood_alpha: float | None = None, keep_duplicates: bool = False) -> Path:
-    """Route every text with ``Router.route(..., policy=policy)`` on a Ray cluster and write
+    """Route every text with ``Router.route_table(..., policy=policy)`` on a Ray cluster and write
     ``out`` (parquet: ``row``, the text's position in ``texts``; ``model``; ``p``, its
     predicted P(m, x); ``cost``, its cost per call, 0 where none is known; ``ood_p``,
     ``ood_fallback`` and ``in_pool`` as ``Router.route`` gives them), rows in input order.

@@ -16,7 +16,7 @@ COLUMNS = ("row", "model", "p", "cost", "ood_p", "ood_fallback", "in_pool")
 
 
 def frame_columns(frame: Any) -> dict[str, np.ndarray]:
-    """The routed file's columns (but ``row``) from a ``Router.route(..., policy=...)`` frame."""
+    """The routed file's columns (but ``row``) from a ``Router.route_table(..., policy=...)`` frame."""
     return {"model": frame["model"].to_numpy(dtype=object),
             "p": frame["p"].to_numpy(dtype=np.float64),
             "cost": frame["cost"].to_numpy(dtype=np.float64),

@@ -2,7 +2,7 @@
 
 A batch of requests is embedded once and searched once (:func:`benchroute.routing.router_proba`);
 each request's policy is then applied to its row of P by :func:`benchroute.routing.policy_frame`,
-the same rule ``Router.route(texts, policy=...)`` uses, so the gateway decides exactly as the
+the same rule ``Router.route_table(texts, policy=...)`` uses, so the gateway decides exactly as the
 library does. :class:`MicroBatcher` collects the requests that wait while a batch is computed.
 """
 
@@ -144,8 +144,8 @@ class Decider:
         if policy == "budget":
             return fit_parameter(self.router, self.sample, "budget", value, self.cand,
                                  self.strong, costs=self.costs)
-        name = {"threshold": "t", "smallest_sufficient": "tau", "cheapest_within": "eps",
-                "lagrangian": "lam"}[policy]
+        name = {"threshold": "t", "smallest_sufficient": "tau",
+                "cheapest_within": "max_quality_drop", "lagrangian": "lam"}[policy]
         params: dict[str, Any] = {name: value}
         if policy == "threshold":
             params.update(pair)

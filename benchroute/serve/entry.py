@@ -9,7 +9,8 @@ in it::
     benchroute-share-<s>                    threshold whose t sends a share s of the calibration
                                             sample to the strong model
     benchroute-smallest_sufficient-<tau>    the cheapest model with P ≥ tau
-    benchroute-cheapest_within-<eps>        the cheapest model within eps of the top P
+    benchroute-cheapest_within-<d>          the cheapest model whose P is within d
+                                            (max_quality_drop) of the top P
     benchroute-lagrangian-<lam>             argmax P − lam · cost
     benchroute-budget-<b>                   lagrangian whose lam keeps the calibration sample's
                                             mean cost per call ≤ b
@@ -35,7 +36,7 @@ POLICY_PARAMS: dict[str, tuple[str, float, float]] = {
     "threshold": ("t", -1.0, 1.0),
     "share": ("share", 0.0, 1.0),
     "smallest_sufficient": ("tau", 0.0, 1.0),
-    "cheapest_within": ("eps", 0.0, 1.0),
+    "cheapest_within": ("max_quality_drop", 0.0, 1.0),
     "lagrangian": ("lam", 0.0, math.inf),
     "budget": ("budget", 0.0, math.inf),
 }

@@ -46,8 +46,9 @@ def router(tmp_path_factory):
     ("smallest_sufficient", {"tau": "abc"}, r"tau == 'abc'"),
     ("smallest_sufficient", {"tau": None}, r"tau == None"),
     ("smallest_sufficient", {"tau": True}, r"tau == True"),
-    ("cheapest_within", {"eps": -0.1}, r"eps == -0.1, expected a finite number >= 0"),
-    ("cheapest_within", {"eps": float("nan")}, r"eps == nan"),
+    ("cheapest_within", {"max_quality_drop": -0.1},
+     r"max_quality_drop == -0.1, expected a finite number >= 0"),
+    ("cheapest_within", {"max_quality_drop": float("nan")}, r"max_quality_drop == nan"),
     ("budget", {"budget": float("nan")}, r"budget == nan"),
     ("budget", {"budget": -1.0}, r"budget == -1.0, expected a finite number >= 0"),
     ("budget", {"budget": [1.0]}, r"budget == \[1.0\]"),
@@ -56,7 +57,7 @@ def router(tmp_path_factory):
         "tau-none", "tau-bool", "eps-neg", "eps-nan", "budget-nan", "budget-neg", "budget-list",
         "unknown"])
 def test_bad_policy_parameter(corpus, router, policy, params, pattern):
-    run = lambda: router.route(TEXTS, policy=policy, costs=COSTS, **params)  # noqa: E731
+    run = lambda: router.route_table(TEXTS, policy=policy, costs=COSTS, **params)  # noqa: E731
     assert corpus(AREA, "error", run, match=pattern)
 
 
@@ -71,7 +72,7 @@ def test_bad_parameter_through_apply_policy(corpus, name, params, pattern):
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    ({"tau": 0.5}, r"\['tau'\] apply to a policy only; pass policy="),
+    ({"tau": 0.5}, r"\['tau'\] apply to a policy only; call route_table"),
     ({"costs": COSTS}, r"\['costs'\] apply to a policy only"),
 ], ids=["param", "costs"])
 def test_policy_parameter_without_policy(corpus, router, kwargs, pattern):
@@ -120,7 +121,7 @@ def test_blank_task_example(corpus, router):
     ({"m0": 3.0}, r"no cost given for model\(s\) \['m1', 'm2'\]"),
 ], ids=["str", "none", "list", "inf", "neg", "nan", "seq-str", "seq-none", "seq-inf", "missing"])
 def test_bad_costs(corpus, router, costs, pattern):
-    run = lambda: router.route(TEXTS, policy="budget", budget=1.0, costs=costs)  # noqa: E731
+    run = lambda: router.route_table(TEXTS, policy="budget", budget=1.0, costs=costs)  # noqa: E731
     assert corpus(AREA, "error", run, match=pattern)
 
 
@@ -135,13 +136,13 @@ def test_bad_cost_array_in_policy(corpus, c, pattern):
 
 
 def test_costs_needed_for_candidates_only(corpus, router):
-    run = lambda: router.route(TEXTS, candidates=["m1", "m2"], policy="budget", budget=1.5,  # noqa: E731
+    run = lambda: router.route_table(TEXTS, candidates=["m1", "m2"], policy="budget", budget=1.5,  # noqa: E731
                                costs={"m1": 2.0, "m2": 1.0})
     assert corpus(AREA, "right", run, check=lambda out: set(out["model"]) <= {"m1", "m2"})
 
 
 def test_threshold_needs_no_costs(corpus, router):
-    run = lambda: router.route(TEXTS, policy="threshold", strong="m0", weak="m2", t=-1.0)  # noqa: E731
+    run = lambda: router.route_table(TEXTS, policy="threshold", strong="m0", weak="m2", t=-1.0)  # noqa: E731
     assert corpus(AREA, "right", run, check=lambda out: set(out["model"]) == {"m0"})
 
 
@@ -309,7 +310,7 @@ def test_prices_as_load_prices_reads_them(corpus, run_cli, router_dir, prices, t
 
 
 def test_prices_for_candidates_only(corpus, run_cli, router_dir):
-    argv = _route(router_dir, "--policy", "cheapest_within", "--param", "eps=1", "--candidates",
+    argv = _route(router_dir, "--policy", "cheapest_within", "--param", "max_quality_drop=1", "--candidates",
                   "m2", "--prices", "m2=0.5")
     assert corpus(AREA, "right", run_cli(argv), check=lambda out: _costs(out) == {"m2": 0.5})
 

@@ -76,7 +76,7 @@ def user(text):
     ("benchroute-best", "best", {}),
     ("benchroute-threshold-0.05", "threshold", {"t": 0.05, "strong": "S", "weak": "W"}),
     ("benchroute-smallest_sufficient-0.55", "smallest_sufficient", {"tau": 0.55}),
-    ("benchroute-cheapest_within-0.05", "cheapest_within", {"eps": 0.05}),
+    ("benchroute-cheapest_within-0.05", "cheapest_within", {"max_quality_drop": 0.05}),
     ("benchroute-lagrangian-0.1", "lagrangian", {"lam": 0.1}),
 ])
 def test_decision_equals_router_route(router, fake, entry, policy, params):
@@ -84,7 +84,7 @@ def test_decision_equals_router_route(router, fake, entry, policy, params):
     with gateway(router, upstreams(url, router)) as (gw, base):
         params = {k: {"S": gw.decider.strong, "W": gw.decider.weak}.get(v, v)
                   for k, v in params.items()}
-        expected = router.route(TEXTS, policy=policy, costs=COSTS, **params)
+        expected = router.route_table(TEXTS, policy=policy, costs=COSTS, **params)
         got = [httpx.post(base + "/v1/route", json={"input": t, "model": entry}).json()
                for t in TEXTS]
     assert [g["model"] for g in got] == expected["model"].tolist()
@@ -97,7 +97,7 @@ def test_decision_equals_router_route(router, fake, entry, policy, params):
 def test_out_of_distribution_inputs_fall_back_when_asked(router, fake):
     cfg, url = fake
     texts = ["task 2 input 5", "zebra quartz fjord nymph vexed"]
-    expected = router.route(texts, policy="best", costs=COSTS, ood_alpha=0.05)
+    expected = router.route_table(texts, policy="best", costs=COSTS, ood_alpha=0.05)
     assert expected["ood_fallback"].tolist() == [False, True]
     with gateway(router, upstreams(url, router), GatewayConfig(ood_alpha=0.05)) as (gw, base):
         got = [httpx.post(base + "/v1/route", json={"input": t}).json() for t in texts]
@@ -122,7 +122,7 @@ def test_chat_completion_through_the_openai_client(router, fake):
         raw = client(base).chat.completions.with_raw_response.create(
             model="benchroute", messages=user("task 2 input 5"))
         done = raw.parse()
-    chosen = router.route(["task 2 input 5"], policy="best", costs=COSTS)["model"].iat[0]
+    chosen = router.route_table(["task 2 input 5"], policy="best", costs=COSTS)["model"].iat[0]
     assert raw.headers["x-benchroute-model"] == chosen
     assert done.model == f"up-{chosen}"                      # the upstream model that answered
     assert done.choices[0].message.content == f"answer from up-{chosen}"
@@ -373,7 +373,7 @@ def test_start_up_refuses_missing_upstreams_and_bad_policies(router, fake):
         build_gateway(router, upstreams(url, router), policy="smallest_sufficient")
     with pytest.raises(BenchrouteError, match="needs costs"):
         build_gateway(router, upstreams(url, router, costs=None), policy="cheapest_within",
-                      params={"eps": 0.1})
+                      params={"max_quality_drop": 0.1})
 
 
 # ---------------------------------------------------------------------- calibration
@@ -396,7 +396,7 @@ def test_calibration_meets_target_share_and_serve_uses_it(router, fake, tmp_path
         shared = httpx.post(base + "/v1/route",
                             json={"input": prompts[0], "model": "benchroute-share-0.5"}).json()
         metrics = httpx.get(base + "/metrics").text
-    expected = router.route(prompts[:40], policy="threshold", t=c.params["t"], strong="m0",
+    expected = router.route_table(prompts[:40], policy="threshold", t=c.params["t"], strong="m0",
                             weak="m2")
     assert [g["model"] for g in got] == expected["model"].tolist()
     assert got[0]["params"]["t"] == pytest.approx(c.params["t"])
@@ -416,7 +416,7 @@ def test_calibration_of_tau_and_budget(router, tmp_path, policy, target):
         assert saved["policy"] == "lagrangian" and saved["realised"]["sample"] <= target + 1e-9
     else:
         grid = np.round(np.linspace(0, 1, 201), 4)
-        shares = [(router.route(prompts, policy=policy, tau=float(t), costs=COSTS)["model"]
+        shares = [(router.route_table(prompts, policy=policy, tau=float(t), costs=COSTS)["model"]
                    == "m0").mean() for t in grid[::20]]
         best = min(abs(s - target) for s in shares)
         assert abs(saved["realised"]["sample"] - target) <= best + 1e-9
@@ -469,5 +469,5 @@ def test_concurrent_decisions_share_one_encoder_batch(router, fake):
             t.join(timeout=60)
     assert enc.calls < 16                                            # batched, not one by one
     assert set(enc.batch_sizes) == {3}             # each batch embedded in calls of encode_batch
-    expected = router.route(TEXTS[:16], policy="best", costs=COSTS)["model"].tolist()
+    expected = router.route_table(TEXTS[:16], policy="best", costs=COSTS)["model"].tolist()
     assert [out[t] for t in TEXTS[:16]] == expected

@@ -58,7 +58,7 @@ def test_gateway_decisions_equal_router_route_with_the_real_encoder(pack_router)
         for th in threads:
             th.join(timeout=300)
     for entry, (policy, params) in entries.items():
-        expected = router.route(TEXTS, policy=policy, costs=costs, **params)
+        expected = router.route_table(TEXTS, policy=policy, costs=costs, **params)
         assert [got[(t, entry)]["model"] for t in TEXTS] == expected["model"].tolist()
         assert [got[(t, entry)]["p"][got[(t, entry)]["model"]] for t in TEXTS] == \
             pytest.approx(expected["p"].to_numpy(), abs=1e-4)

@@ -62,7 +62,7 @@ def test_route_equals_router_route(local_ray, router_dir, tmp_path, policy, para
     out = route_with_ray(texts, tmp_path / "routed.parquet", router_dir, policy=policy,
                          params=params, actors=2, rows_per_task=7, **ood)
     got = pd.read_parquet(out)
-    want = Router.load(router_dir).route(texts, policy=policy, **params, **ood)
+    want = Router.load(router_dir).route_table(texts, policy=policy, **params, **ood)
     if ood:
         assert want["ood_fallback"].any()               # the fallback is exercised
     assert got["row"].tolist() == list(range(len(texts)))

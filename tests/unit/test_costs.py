@@ -102,7 +102,7 @@ def test_hybrid_reports_cost_advantage_at_validation_threshold():
     data, X = _store()
     A = cq.arrays(data, X, costs=COSTS)
     s, w = cq.pair_indices(A, "big", "small", needed=True)
-    run = cq.evaluate(A, ["hybrid"], s, w, folds=3, hybrid_rules=("det",), max_drop=0.05,
+    run = cq.evaluate(A, ["hybrid"], s, w, folds=3, hybrid_rules=("det",), max_quality_drop=0.05,
                       make=lambda: PerInputPredictor(ks=(5, 10), priors=(0.0,)))
     val = cq.hybrid_at_validation(cq.with_attrs(run))
     assert val["policy"].tolist() == ["hybrid-det@val"]

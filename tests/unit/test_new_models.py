@@ -241,7 +241,7 @@ def test_add_model_takes_part_everywhere(world):
     assert list(P.columns) == r.models_ and P["new"].between(0, 1).all()
     assert set(r.route(texts)) <= set(r.models_)
     assert r.route(texts, candidates=["new"]) == ["new"] * len(texts)
-    frame = r.route(texts, policy="cheapest_within", eps=1.0, costs={**dict.fromkeys(KNOWN, 5.0), "new": 1.0})
+    frame = r.route_table(texts, policy="cheapest_within", max_quality_drop=1.0, costs={**dict.fromkeys(KNOWN, 5.0), "new": 1.0})
     assert (frame["model"] == "new").all()
     sel = r.select_model(texts)
     assert "new" in sel.scores.index and np.isfinite(sel.scores.loc["new", ["S1", "S3", "p_hat"]]).all()

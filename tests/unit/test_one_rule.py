@@ -57,7 +57,7 @@ def test_policy_best_ties_moved_from_1e12_to_the_shared_tolerance():
     # before: 1e-12; a gap of 1e-10 was not a tie and the dearer model won
     P = np.array([[0.7, 0.7 + 1e-10]])
     assert pol.best(P, np.array([1.0, 5.0]))[0] == 0
-    assert pol.cheapest_within(P, np.array([1.0, 5.0]), eps=0.0)[0] == 0
+    assert pol.cheapest_within(P, np.array([1.0, 5.0]), max_quality_drop=0.0)[0] == 0
 
 
 # ---------------------------------------------------------------------- best on average

@@ -83,8 +83,8 @@ def test_route_falls_back_for_flagged_inputs_only(tmp_path):
     p = router.ood_p(texts)
     assert p[2] < 0.05 and p[0] > 0.05 and p[1] > 0.05
     bma = router.bma_
-    plain = router.route(texts, policy="best")
-    moved = router.route(texts, policy="best", ood_alpha=0.05)
+    plain = router.route_table(texts, policy="best")
+    moved = router.route_table(texts, policy="best", ood_alpha=0.05)
     np.testing.assert_allclose(plain["ood_p"], p)
     assert moved["ood_fallback"].tolist() == [False, False, True]
     assert moved["model"].tolist()[:2] == plain["model"].tolist()[:2]

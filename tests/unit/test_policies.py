@@ -38,7 +38,7 @@ def test_smallest_sufficient(tau, expected):
 
 @pytest.mark.parametrize("eps, expected", [(0.0, [0, 1]), (0.1, [0, 1]), (0.35, [1, 2])])
 def test_cheapest_within(eps, expected):
-    assert pol.cheapest_within(P, C, eps=eps).tolist() == expected
+    assert pol.cheapest_within(P, C, max_quality_drop=eps).tolist() == expected
 
 
 def test_budget_maximises_predicted_quality_within_mean_cost():
@@ -79,15 +79,15 @@ def test_label_spread_and_t_star():
 
 
 def test_hybrid_routes_to_small_when_score_reaches_threshold():
-    assert pol.hybrid(np.array([0.9, 0.2]), small=1, large=0, threshold=0.5).tolist() == [1, 0]
+    assert pol.hybrid(np.array([0.9, 0.2]), weak=1, strong=0, threshold=0.5).tolist() == [1, 0]
 
 
 def test_pick_threshold_largest_cost_advantage_within_drop():
     score = np.array([0.9, 0.8, 0.1, 0.2])
     qs, ql = np.array([1.0, 1.0, 0.0, 1.0]), np.ones(4)
-    t, adv, drop = pol.pick_threshold(score, qs, ql, max_drop=0.0)
+    t, adv, drop = pol.pick_threshold(score, qs, ql, max_quality_drop=0.0)
     assert (t, adv, drop) == (pytest.approx(0.2), pytest.approx(0.75), pytest.approx(0.0))
-    t, adv, _ = pol.pick_threshold(score, qs, ql, max_drop=0.25)
+    t, adv, _ = pol.pick_threshold(score, qs, ql, max_quality_drop=0.25)
     assert adv == pytest.approx(1.0)
 
 
@@ -130,19 +130,19 @@ def test_router_route_with_policy_returns_model_p_and_cost(tmp_path):
     router, _ = _router(tmp_path, tune=True)
     texts = [f"task 1 input {i}" for i in range(6)]
     costs = {"m0": 3.0, "m1": 2.0, "m2": 1.0}
-    out = router.route(texts, policy="smallest_sufficient", tau=0.0, costs=costs)
+    out = router.route_table(texts, policy="smallest_sufficient", tau=0.0, costs=costs)
     assert list(out.columns) == ["model", "p", "cost", "ood_p", "ood_fallback", "in_pool"]
     assert out["model"].tolist() == ["m2"] * 6 and out["cost"].tolist() == [1.0] * 6  # τ = 0
-    best = router.route(texts, policy="best")
+    best = router.route_table(texts, policy="best")
     P = router.predict_proba(texts).to_numpy()
     assert best["p"].to_numpy() == pytest.approx(P.max(axis=1))
-    thr = router.route(texts, policy="threshold", strong="m0", weak="m2", t=-1.0, costs=costs)
+    thr = router.route_table(texts, policy="threshold", strong="m0", weak="m2", t=-1.0, costs=costs)
     assert set(thr["model"]) == {"m0"}
     assert router.per_input_.tuning_ is not None and router.per_input_.k_ >= 1
     with pytest.raises(BenchrouteError, match="policy 'budget' needs costs"):
-        router.route(texts, policy="budget", budget=1.0)
+        router.route_table(texts, policy="budget", budget=1.0)
     with pytest.raises(BenchrouteError, match="strong model 'zz' is not among"):
-        router.route(texts, policy="threshold", strong="zz", weak="m2", t=0.0, costs=costs)
+        router.route_table(texts, policy="threshold", strong="zz", weak="m2", t=0.0, costs=costs)
 
 
 def test_router_tuned_state_survives_save_and_load(tmp_path):
@@ -194,6 +194,46 @@ def test_pick_threshold_breaks_ties_to_use_the_budget():
     # one block of 4 tied scores: only a share of it fits a drop of 1/8
     score = np.ones(4)
     qs, ql = np.array([1.0, 0.0, 1.0, 1.0]), np.ones(4)
-    _, adv, drop = pol.pick_threshold(score, qs, ql, max_drop=0.125, seed=0)
+    _, adv, drop = pol.pick_threshold(score, qs, ql, max_quality_drop=0.125, seed=0)
     assert drop <= 0.125 and adv >= 0.5
     assert pol.top_share(np.array([0.1, 0.9, 0.5]), 2 / 3).tolist() == [False, True, True]
+
+
+
+def test_route_returns_names_and_route_table_the_decisions(tmp_path):
+    """route has one return type (a list of names); route_table gives a policy's table; the old
+    spelling route(policy=...) still returns that table, with a FutureWarning."""
+    router, _ = _router(tmp_path, tune=False)
+    texts = [f"task 1 input {i}" for i in range(6)]
+    names = router.route(texts)
+    assert isinstance(names, list) and all(isinstance(m, str) for m in names)
+    table = router.route_table(texts)  # policy "best" by default: the same choices
+    assert table["model"].tolist() == names
+    costs = {"m0": 3.0, "m1": 2.0, "m2": 1.0}
+    new = router.route_table(texts, policy="cheapest_within", max_quality_drop=1.0, costs=costs)
+    with pytest.warns(FutureWarning, match="route_table"):
+        old = router.route(texts, policy="cheapest_within", max_quality_drop=1.0, costs=costs)
+    pd.testing.assert_frame_equal(old, new)
+    assert new["model"].tolist() == ["m2"] * 6
+
+
+def test_old_parameter_names_still_work_and_warn():
+    """One vocabulary: max_quality_drop (was eps, max_drop) and strong/weak (was large/small);
+    the old spellings give the same answer, with a FutureWarning naming the new one, for one
+    release. Old and new together are refused."""
+    with pytest.warns(FutureWarning, match="'eps' is deprecated.*'max_quality_drop'"):
+        assert pol.cheapest_within(P, C, eps=0.35).tolist() == [1, 2]
+    with pytest.warns(FutureWarning, match="'eps' is deprecated"):
+        assert pol.apply_policy("cheapest_within", P, C, eps=0.35).tolist() == [1, 2]
+    with pytest.warns(FutureWarning) as caught:
+        assert pol.hybrid(np.array([0.9, 0.2]), small=1, large=0, threshold=0.5).tolist() == [1, 0]
+    assert sorted(str(w.message) for w in caught) == [
+        "hybrid: 'large' is deprecated and will be removed; call it 'strong'",
+        "hybrid: 'small' is deprecated and will be removed; call it 'weak'"]
+    score, qw, qs = np.array([0.9, 0.8, 0.1, 0.2]), np.array([1.0, 1.0, 0.0, 1.0]), np.ones(4)
+    with pytest.warns(FutureWarning) as caught:
+        old = pol.pick_threshold(score, q_small=qw, q_large=qs, max_drop=0.0)
+    assert len(caught) == 3 and all(w.filename == __file__ for w in caught)  # points at the caller
+    assert old == pol.pick_threshold(score, q_weak=qw, q_strong=qs, max_quality_drop=0.0)
+    with pytest.raises(BenchrouteError, match="'eps' is the old name of 'max_quality_drop'"):
+        pol.cheapest_within(P, C, eps=0.1, max_quality_drop=0.1)

@@ -44,7 +44,7 @@ def test_model_names_pin_the_model():
     ("gpt-5", r"unknown model 'gpt-5'.*benchroute-<policy>"),
     ("benchroute-nope-1", r"unknown policy 'nope'"),
     ("benchroute-share-1.5", r"share takes share in \[0, 1\], got 1.5"),
-    ("benchroute-cheapest_within--1", r"eps in \[0, 1\]"),
+    ("benchroute-cheapest_within--1", r"max_quality_drop in \[0, 1\]"),
     ("benchroute-best-1", r"'best' takes no value"),
     (7, r"model must be a string"),
 ])

@@ -1,0 +1,340 @@
+"""What a fitted router knows about its pool (:class:`FittedPool`), how a fit builds it, and how
+it changes: adding a model from a few labelled inputs, removing one, appending benchmark
+results, and the probe set a new model is run on.
+
+The changes are made in place (the index's labels, the task accuracies, the reference pairs,
+the added models) and keep the parts consistent, the way a fresh fit would leave them;
+``Router.fit_arrays``, ``add_model``, ``remove_model``, ``add_results``, ``probe_set`` and
+``added_models`` call them. The estimator of an added model's P is in
+:mod:`benchroute.new_models`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from benchroute.data.pool import pool_arrays
+from benchroute.data.store import BenchmarkData
+from benchroute.exceptions import BenchrouteError
+from benchroute.inputs import check_vectors
+from benchroute.new_models import AddedModel, fit_added, parse_results, pool_labels_at, probe_rows
+from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
+from benchroute.reference import ReferencePairs, reference_pairs
+from benchroute.routing import store_costs
+from benchroute.scoring import task_means
+from benchroute.tuning import PerInputPredictor
+
+logger = logging.getLogger("benchroute.router")
+
+if TYPE_CHECKING:
+    from benchroute.router import Router
+
+#: The probe strategy that won the cold-start comparison (docs/results.md, section 8).
+DEFAULT_PROBE = "spread"
+
+
+class FittedPool:
+    """The fitted state a router keeps about its pool: :func:`build` sets it, the other
+    functions here change its parts together, :mod:`benchroute.persistence` saves it."""
+
+    predictor_: KNNCorrectnessPredictor  # kNN predictor; its index holds vectors, labels, tasks
+    models_: list[str]  # the pool models, then the models added from a few labels
+    pool_models_: list[str]  # the models with a label column in the pool
+    added_: dict[str, AddedModel]  # models added from a few labels
+    task_accuracy_: pd.DataFrame  # tasks × models_, for the best model on average
+    encoder_id_: str  # the encoder the pool's vectors came from
+    reference_: ReferencePairs  # (u, p) pairs of the p̂ smoother, from leave-one-task-out
+    costs_: dict[str, float] | None  # cost per call, from the fit store or add_model
+    per_input_: PerInputPredictor | None  # the tuned per-input predictor (tune=True)
+    texts_: list[str] | None  # the pool's input texts, when fitted on a store
+
+
+def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: list[str],
+          instance_ids: Sequence[str] | None, task_accuracy: pd.DataFrame | None) -> None:
+    """The fitted state of ``Router.fit_arrays`` from checked arrays: the kNN predictor and its
+    index, the task accuracies (default: the per-task mean label), the reference pairs, no
+    added model, and the tuned per-input predictor when ``tune``."""
+    router.predictor_ = KNNCorrectnessPredictor(
+        router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
+    ).fit(X, Y, ds, instance_ids)
+    router.models_ = models
+    router.pool_models_ = list(models)
+    router.added_ = {}
+    router.texts_ = None
+    if task_accuracy is None:
+        task_accuracy = pd.DataFrame(task_means(Y, ds), index=np.unique(ds), columns=models)
+    router.task_accuracy_ = task_accuracy.reindex(columns=models).astype(float)
+    router.encoder_id_ = router.encoder_identifier()
+    router.reference_ = _reference(router)
+    router.__dict__.pop("_excluded", None)  # pairs of the previous fit
+    router.costs_ = None
+    router.per_input_ = None
+    if router.tune:
+        # routing searches the router's index; the tuned predictor keeps no pool of its own
+        router.per_input_ = PerInputPredictor(seed=router.seed).fit(X, Y, ds).without_pool()
+    logger.info("fitted router: %d inputs, %d models, %d tasks, %d reference pairs",
+                len(X), len(models), len(np.unique(ds)), len(router.reference_.u))
+
+
+def _reference(router: Router) -> ReferencePairs:
+    """The reference pairs of the router's pool with its current parameters."""
+    return reference_pairs(router.predictor_, alphas=router.alphas, repeats=router.repeats,
+                           seed=router.seed, n_neighbours=router.n_neighbours,
+                           threshold=router.threshold)
+
+
+def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mapping[str, object]],
+              costs: float | None = None) -> Router:
+    """Add a model from its results on some inputs; P(new, x) borrows from the known models.
+
+    ``results``: records or a DataFrame with ``text`` (any input) or ``dataset`` +
+    ``instance_id`` (a pool input, e.g. from :func:`probe_set`), and ``correct`` or ``score``
+    in [0, 1]. The estimator (docs/method.md, "Adding a model") is fitted on them; the model
+    then takes part in :meth:`route`, the policies and :meth:`select_model` (its task
+    accuracies estimated from P, see :func:`added_models`), and is saved and loaded with the
+    router. Calling it again for the same model adds to (and, for the same inputs, replaces)
+    its results and refits. Results on every pool input make it a pool model exactly as if
+    the router had been fitted with it (:func:`add_results`). ``costs`` is its cost per call.
+    """
+    check_is_fitted(router, "predictor_")
+    if not isinstance(name, str) or not name:
+        raise BenchrouteError(f"name == {name!r}, expected a non-empty model name")
+    if name in router.pool_models_:
+        raise BenchrouteError(f"model {name!r} is already a pool model with full results; "
+                              "change its results with add_results, or remove_model it first")
+    if costs is not None and (not isinstance(costs, (int, float)) or not np.isfinite(costs)
+                              or costs < 0):
+        raise BenchrouteError(f"costs == {costs!r}, expected a number >= 0 (cost per call)")
+    frame = parse_results(results)
+    X, rows = _result_vectors(router, frame)
+    y = frame["label"].to_numpy(dtype=np.float64)
+    old = router.added_.get(name)
+    if old is not None:  # earlier labels of the same inputs are replaced
+        same = (1.0 - old.X @ X.T).min(axis=1) < 1e-6 if len(X) else np.zeros(len(old.y), bool)
+        X, y = np.vstack([old.X[~same], X]), np.r_[old.y[~same], y]
+        rows = np.r_[_pool_rows_of(router, old.X[~same]), rows]
+    covered = np.zeros(len(router.Y_), dtype=bool)
+    covered[rows[rows >= 0]] = True
+    if covered.all():
+        Y = np.full(len(router.Y_), np.nan)
+        Y[rows[rows >= 0]] = y[rows >= 0]
+        router.added_.pop(name, None)
+        _append_columns(router, [name], Y[:, None])
+    else:
+        router.added_[name] = fit_added(router, name, X, y)
+        _sync_models(router)
+    if costs is not None:
+        router.costs_ = {**(router.costs_ or {}), name: float(costs)}
+    return router
+
+
+def _pool_rows_of(router: Router, X: np.ndarray) -> np.ndarray:
+    return pool_labels_at(router, X)[0] if len(X) else np.zeros(0, dtype=np.int64)
+
+
+def _result_vectors(router: Router, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of a results frame, and the pool row of each input (-1 if not a pool input):
+    pool inputs named by dataset + instance_id (or by their text, when the router keeps its
+    pool's texts) take the pool's vector; other texts are embedded."""
+    index = router.predictor_.index_
+    rows = np.full(len(frame), -1, dtype=np.int64)
+    if {"dataset", "instance_id"} <= set(frame.columns):
+        where = {(str(d), str(i)): r for r, (d, i) in
+                 enumerate(zip(index.datasets_, index.instance_ids_))}
+        for j, (d, i) in enumerate(zip(frame["dataset"], frame["instance_id"])):
+            if not (pd.isna(d) or pd.isna(i)):
+                rows[j] = where.get((str(d), str(i)), -1)
+    if "text" in frame.columns and router.texts_ is not None:
+        by_text = {t: r for r, t in reversed(list(enumerate(router.texts_)))}
+        for j, t in enumerate(frame["text"]):
+            if rows[j] < 0 and isinstance(t, str):
+                rows[j] = by_text.get(t, -1)
+    need = np.flatnonzero(rows < 0)
+    if len(need) and ("text" not in frame.columns
+                      or frame["text"].iloc[need].map(lambda t: not isinstance(t, str)).any()):
+        j = int(need[0])
+        raise BenchrouteError(f"results[{j}]: names no pool input (dataset "
+                              f"{frame.get('dataset', pd.Series([None] * len(frame))).iloc[j]!r}"
+                              ") and has no text to embed")
+    X = np.zeros((len(frame), index.dimension), dtype=np.float32)
+    if (rows >= 0).any():
+        X[rows >= 0] = index.vectors(rows[rows >= 0])
+    if len(need):
+        X[need] = router.embed(frame["text"].iloc[need].tolist())
+    return X, rows
+
+
+def remove_model(router: Router, name: str) -> Router:
+    """Remove a model, pool or added. A pool model's labels leave the pool (its column of
+    the labels, of the reference pairs and of the task accuracies); the tuned predictor
+    keeps its cross-validated k, prior and calibration; added models are refitted, their
+    features having changed."""
+    check_is_fitted(router, "predictor_")
+    if name in router.added_:
+        del router.added_[name]
+    elif name in router.pool_models_:
+        if len(router.pool_models_) == 1:
+            raise BenchrouteError(f"{name!r} is the only pool model; a router needs one")
+        keep = [i for i, m in enumerate(router.pool_models_) if m != name]
+        _set_pool(router, router.predictor_.index_, router.Y_[:, keep],
+                       [router.pool_models_[i] for i in keep])
+        ref = router.reference_
+        router.reference_ = ReferencePairs(ref.u, ref.p[:, keep], ref.task, ref.alpha,
+                                         ref.touched, ref.fallback)
+        _refit_added(router)
+    else:
+        raise BenchrouteError(f"unknown model {name!r}; models: {router.models_}")
+    router.task_accuracy_ = router.task_accuracy_.drop(columns=[name], errors="ignore")
+    if router.costs_ and name in router.costs_:
+        router.costs_ = {m: c for m, c in router.costs_.items() if m != name}
+    _sync_models(router)
+    return router
+
+
+def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | None = None) -> Router:
+    """Append benchmark results without refitting from scratch: new tasks and inputs join
+    the index (only they are embedded), new models become pool columns, results for
+    existing (input, model) cells replace the old ones.
+
+    Equal to a router fitted on all results (the test suite checks it), except that the
+    tuned per-input predictor keeps the k, prior and calibration it chose by
+    cross-validation (its model means are updated); a full fit would re-tune them. The
+    reference pairs are recomputed for every task, since new inputs can change any task's
+    neighbours; with new inputs in an existing task, that task's few-shot draws (α > 0) pick
+    by position and may differ from a full fit's, whose rows are sorted by instance id.
+    """
+    check_is_fitted(router, "predictor_")
+    if not isinstance(data, BenchmarkData):
+        raise BenchrouteError(f"add_results expects a BenchmarkData, got {type(data).__name__}")
+    inst = data.instances()
+    index = router.predictor_.index_
+    where = {(str(d), str(i)): r for r, (d, i) in
+             enumerate(zip(index.datasets_, index.instance_ids_))}
+    rows = np.array([where.get((str(d), str(i)), -1)
+                     for d, i in zip(inst["dataset"], inst["instance_id"])], dtype=np.int64)
+    new = np.flatnonzero(rows < 0)
+    if embeddings is not None:
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or len(embeddings) != len(inst):
+            raise BenchrouteError(f"embeddings must have shape ({len(inst)}, d), one row per "
+                                  f"input of data.instances(); got {embeddings.shape}")
+        embeddings = embeddings[new]
+    texts = inst["text"].iloc[new].tolist()
+    pool = pool_arrays(data, np.zeros((len(inst), 1)), router.embed)  # labels only
+    new_models = [m for m in pool.models if m not in router.pool_models_]
+    Y = np.hstack([router.Y_, np.full((len(router.Y_), len(new_models)), np.nan, np.float32)])
+    models = router.pool_models_ + new_models
+    if len(new):
+        Xn = check_vectors(router.embed(texts) if embeddings is None else embeddings,
+                           "add_results vectors")
+        index.add(Xn, inst["dataset"].iloc[new].to_numpy(dtype=object),
+                  inst["instance_id"].iloc[new].astype(str).tolist())
+        Y = np.vstack([Y, np.full((len(new), len(models)), np.nan, np.float32)])
+        rows[new] = np.arange(len(Y) - len(new), len(Y))
+        if router.texts_ is not None:
+            router.texts_ = router.texts_ + texts
+    cols = np.array([models.index(m) for m in pool.models], dtype=np.int64)
+    given = ~np.isnan(pool.Y)
+    block = Y[np.ix_(rows, cols)]
+    Y[np.ix_(rows, cols)] = np.where(given, pool.Y, block)
+    touched = sorted(set(inst["dataset"]))
+    for name in new_models:
+        router.added_.pop(name, None)
+    _set_pool(router, index, Y, models, touched)
+    router.reference_ = _reference(router)
+    costs = store_costs(data)
+    if costs:
+        router.costs_ = {**(router.costs_ or {}), **costs}
+    _refit_added(router)
+    _sync_models(router)
+    return router
+
+
+def _append_columns(router: Router, names: list[str], Y_new: np.ndarray) -> None:
+    """New pool models with labels on every pool row (see :func:`add_results`)."""
+    Y = np.hstack([router.Y_, np.asarray(Y_new, dtype=np.float32)])
+    _set_pool(router, router.predictor_.index_, Y, router.pool_models_ + names, router.tasks_)
+    router.reference_ = _reference(router)
+    _refit_added(router)
+    _sync_models(router)
+
+
+def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],
+              touched: Sequence[str] = ()) -> None:
+    """Attach new labels (and index) to the predictor, recompute the task accuracies of the
+    touched tasks (the mean label, as ``BenchmarkData.dataset_accuracy``) and keep the
+    tuned predictor's chosen values."""
+    router.predictor_ = KNNCorrectnessPredictor(
+        router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
+    ).attach(index, Y)  # type: ignore[arg-type]
+    means = pd.DataFrame(Y, columns=models, dtype=np.float64).groupby(router.datasets_).mean()
+    acc = router.task_accuracy_.reindex(index=means.index, columns=models).astype(float)
+    for t in touched:
+        acc.loc[t] = means.loc[t]
+    fresh = [m for m in models if m not in router.pool_models_]
+    acc[fresh] = means[fresh]
+    acc.index.name = router.task_accuracy_.index.name
+    router.task_accuracy_ = acc
+    router.pool_models_ = list(models)
+    router.__dict__.pop("_excluded", None)
+    tuned = getattr(router, "per_input_", None)
+    if tuned is not None:
+        router.per_input_ = PerInputPredictor.from_description(tuned.describe(), None, Y)
+
+
+def _refit_added(router: Router) -> None:
+    for name, old in list(router.added_.items()):
+        router.added_[name] = fit_added(router, name, old.X, old.y)
+
+
+def restore_added(router: Router, added: Mapping[str, AddedModel]) -> Router:
+    """Put back models added from a few labels, each already fitted (what loading a saved
+    router does; :func:`add_model` is the way to add one)."""
+    check_is_fitted(router, "predictor_")
+    router.added_ = dict(added)
+    _sync_models(router)
+    return router
+
+
+def _sync_models(router: Router) -> None:
+    """models_ = pool models then added ones; task accuracies likewise."""
+    router.models_ = router.pool_models_ + list(router.added_)
+    acc = router.task_accuracy_.reindex(columns=router.pool_models_)
+    for name, a in router.added_.items():
+        acc[name] = a.accuracy["accuracy"].reindex(acc.index)
+    router.task_accuracy_ = acc
+
+
+def added_models(router: Router) -> pd.DataFrame:
+    """One row per (added model, task): the estimated accuracy, its standard error and the
+    number of pool inputs it was averaged over, with how the model's P was fitted."""
+    check_is_fitted(router, "predictor_")
+    parts = []
+    for name, a in router.added_.items():
+        t = a.accuracy.reset_index().rename(columns={"index": "task"})
+        t.insert(0, "model", name)
+        t["n_labels"] = a.fit.n_labels
+        t["estimator"] = a.fit.summary()
+        parts.append(t)
+    cols = ["model", "task", "accuracy", "se", "n", "n_labels", "estimator"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def probe_set(router: Router, n: int, strategy: str = DEFAULT_PROBE, seed: int | None = None
+              ) -> pd.DataFrame:
+    """n pool inputs to run a new model on (see
+    :func:`benchroute.new_models.probe_rows`): ``dataset``, ``instance_id`` and ``text``
+    (None when the router keeps no texts). Label them and pass them to :func:`add_model`."""
+    check_is_fitted(router, "predictor_")
+    rows = probe_rows(router.pool_vectors(), router.Y_, router.datasets_, n,
+                      router.seed if seed is None else seed, strategy)
+    index = router.predictor_.index_
+    return pd.DataFrame({"dataset": index.datasets_[rows].astype(str),
+                         "instance_id": index.instance_ids_[rows].astype(str),
+                         "text": [router.texts_[r] if router.texts_ is not None else None
+                                  for r in rows]})
