@@ -155,18 +155,83 @@ def upward(g: dict[str, set[str]]) -> list[tuple[str, str]]:
     return out
 
 
+def read_listing(path: Path) -> dict[str, set[str]]:
+    """A graph saved as this script prints it (``module -> a, b`` per line), e.g. the layout
+    before a change, so that it can be drawn again."""
+    g: dict[str, set[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if " -> " not in line:
+            continue
+        m, targets = line.split(" -> ", 1)
+        g[m.strip()] = {t.strip() for t in targets.split(",") if t.strip() not in ("", "-")}
+    return g
+
+
+def collapse(g: dict[str, set[str]]) -> tuple[dict[str, set[str]], set[str], set[tuple[str, str]]]:
+    """The graph with each subpackage (``benchroute.data``, ``benchroute.serve``, ...) as one
+    node: readable at a glance. Returns it, the nodes with an import circle inside, and the
+    collapsed edges that carry a circle's import."""
+    packages = {m.rsplit(".", 1)[0] for m in g if m.count(".") >= 2}
+
+    def node(m: str) -> str:
+        head = ".".join(m.split(".")[:2])
+        return head if head in packages else m
+
+    in_circle = {(a, b) for comp in circles(g) for a in comp for b in g[a] if b in comp}
+    out: dict[str, set[str]] = {}
+    inner: set[str] = set()
+    hot: set[tuple[str, str]] = set()
+    for m, targets in g.items():
+        a = node(m)
+        out.setdefault(a, set())
+        for t in targets:
+            b = node(t)
+            if a == b:
+                inner |= {a} if (m, t) in in_circle else set()
+                continue
+            out[a].add(b)
+            if (m, t) in in_circle:
+                hot.add((a, b))
+    return out, inner, hot
+
+
+def dot(g: dict[str, set[str]], whole_packages: bool = False) -> str:
+    """Graphviz DOT, one box per layer of docs/architecture.md; edges of an import circle are
+    red (a subpackage with a circle inside is a red node), upward imports dashed red."""
+    if whole_packages:
+        g, inner, hot = collapse(g)
+    else:
+        inner = set()
+        hot = {(a, b) for comp in circles(g) for a in comp for b in g[a] if b in comp}
+    up = set(upward(g))
+    lines = ["digraph benchroute {", "  rankdir=TB; newrank=true; node [shape=box, fontsize=11];"]
+    for i, (name, _) in enumerate(LAYERS):  # one row per layer, its name at the left
+        members = sorted(m for m in g if layer_of(m) == i)
+        lines.append(f'  {{ rank=same; "layer {i}" [label="{name}", shape=plaintext, '
+                     'fontsize=14];')
+        lines += [f'    "{m}"{" [color=red]" if m in inner else ""};' for m in members]
+        lines.append("  }")
+        if i:
+            lines.append(f'  "layer {i - 1}" -> "layer {i}" [style=invis];')
+    for m in sorted(g):
+        for t in sorted(g[m]):
+            style = " [color=red]" if (m, t) in hot else ""
+            style = " [color=red, style=dashed]" if (m, t) in up else style
+            lines.append(f'  "{m}" -> "{t}"{style};')
+    return "\n".join(lines + ["}"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", default=str(Path(__file__).resolve().parents[1] / "benchroute"))
+    ap.add_argument("--listing", type=Path, help="draw or check a saved listing (this script's "
+                    "text output) instead of the package")
     ap.add_argument("--dot", action="store_true", help="print Graphviz DOT instead of text")
+    ap.add_argument("--packages", action="store_true", help="with --dot: one node per subpackage")
     args = ap.parse_args(argv)
-    g = graph(Path(args.package))
+    g = read_listing(args.listing) if args.listing else graph(Path(args.package))
     if args.dot:
-        print("digraph benchroute {\n  rankdir=TB; node [shape=box, fontsize=10];")
-        for m in sorted(g):
-            for t in sorted(g[m]):
-                print(f'  "{m}" -> "{t}";')
-        print("}")
+        print(dot(g, args.packages))
     else:
         for m in sorted(g):
             print(f"{m} -> {', '.join(sorted(g[m])) or '-'}")
