@@ -13,41 +13,30 @@ it, so processes embedding overlapping texts never write the same key twice.
 
 Nothing in the folder is trusted: a shard whose keys and vectors disagree in number is ignored
 and reported like a truncated one; vectors that are not finite are refused; vectors that are not
-of unit norm are normalised with a warning.
+of unit norm are normalised with a warning. The files themselves (meta.json, shards, temporary
+files, the lock) are read and written by :mod:`benchroute.embedding.shards`; this class keeps the
+lookup index and decides what to write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
-import time
-import uuid
-import zipfile
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from benchroute._persist import read_versioned_json
 from benchroute.data.text import text_key
-from benchroute.embedding.base import Encoder, as_texts, encode_reporting, unit_norm_rows
+from benchroute.embedding import shards
+from benchroute.embedding.base import Encoder, as_texts, encode_reporting
+from benchroute.embedding.shards import SHARD_ERRORS, STALE_TMP_SECONDS, unit_rows
 from benchroute.exceptions import CacheError
-from benchroute.npz import read_npz
 
 logger = logging.getLogger(__name__)
-
-CACHE_FORMAT_VERSION = 1
-# Temporary files this old were left by a killed or failed writer (a live one renames its file
-# within seconds); they are removed when the cache is opened. Under the lock, all of them are.
-STALE_TMP_SECONDS = 3600.0
-UNIT_NORM_TOL = 1e-2  # float16 storage keeps norms within ~1e-3 of 1
-_SHARD_ERRORS = (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, EOFError)
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 __all__ = ["EmbeddingCache", "default_cache_dir", "text_key"]
 
@@ -84,7 +73,7 @@ class EmbeddingCache:
         self._shards: list[Path] = []
         self._sizes: list[int] = []  # keys per shard: the rows its vectors must have
         self._loaded: dict[int, np.ndarray] = {}
-        self._lock_depth = 0
+        self._lock = shards.FolderLock(self.folder)
         self._open()
 
     @classmethod
@@ -96,21 +85,8 @@ class EmbeddingCache:
 
     # ------------------------------------------------------------------ opening
     def _open(self) -> None:
-        meta_path = self.folder / "meta.json"
-        if meta_path.is_file():
-            meta = read_versioned_json(meta_path, CACHE_FORMAT_VERSION, "cache", CacheError)
-            if meta.get("encoder") != self.encoder_id:
-                raise CacheError(f"{meta_path}: holds {meta.get('encoder')!r}, not {self.encoder_id!r}")
-            stored = meta.get("dimension")
-            if isinstance(stored, bool) or not isinstance(stored, int) or not 0 < stored <= 1 << 20:
-                raise CacheError(f"{meta_path}: field 'dimension' is {stored!r}, expected a "
-                                 "positive integer; delete the file to rebuild it")
-            if self.dimension is not None and self.dimension > 0 and stored != self.dimension:
-                raise CacheError(
-                    f"{meta_path}: stored vectors have dimension {stored}, the encoder gives "
-                    f"{self.dimension}"
-                )
-            self.dimension = stored
+        self.dimension = shards.read_meta(self.folder / "meta.json", self.encoder_id,
+                                          self.dimension)
         self.refresh()
         self.remove_stale_temporaries()
 
@@ -123,8 +99,8 @@ class EmbeddingCache:
             if shard in known:
                 continue
             try:
-                keys = _shard_keys(shard)
-            except _SHARD_ERRORS as exc:
+                keys = shards.shard_keys(shard)
+            except SHARD_ERRORS as exc:
                 self._report_corrupt(shard, exc)
                 continue
             idx = len(self._shards)
@@ -139,51 +115,12 @@ class EmbeddingCache:
         ``max_age`` None removes every temporary file: only safe while holding the write lock,
         when no other writer can be half way through one.
         """
-        removed: list[Path] = []
-        if not self.folder.is_dir():
-            return removed
-        now = time.time()
-        for tmp in self.folder.glob(".*.tmp"):
-            try:
-                if max_age is None or now - tmp.stat().st_mtime > max_age:
-                    tmp.unlink()
-                    removed.append(tmp)
-            except OSError:  # gone already, or a read-only cache: nothing to clean then
-                continue
-        if removed:
-            logger.info("removed %d temporary file(s) left in %s", len(removed), self.folder)
-        return removed
+        return shards.remove_stale_temporaries(self.folder, max_age)
 
-    @contextlib.contextmanager
-    def _write_lock(self) -> Iterator[bool]:
-        """Exclusive advisory lock on ``<folder>/.lock``, re-entrant within this object and
+    def _write_lock(self) -> contextlib.AbstractContextManager[bool]:
+        """The writers' advisory lock on ``<folder>/.lock``, re-entrant within this cache and
         released by the kernel if the process dies. Yields whether a lock is actually held."""
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield True
-            finally:
-                self._lock_depth -= 1
-            return
-        try:
-            import fcntl
-        except ImportError:  # no fcntl (Windows): writers still re-read the shards per chunk
-            yield False
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a+b") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            except OSError as exc:  # file systems without locks (some network mounts)
-                logger.debug("no lock on %s (%s)", fh.name, exc)
-                yield False
-                return
-            self._lock_depth = 1
-            try:
-                yield True
-            finally:
-                self._lock_depth = 0
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return self._lock.hold()
 
     def _report_corrupt(self, shard: Path, exc: Exception) -> None:
         self.corrupt_shards.append(shard)
@@ -199,16 +136,9 @@ class EmbeddingCache:
     # ------------------------------------------------------------------ reading
     def _shard_vectors(self, idx: int) -> np.ndarray:
         if idx not in self._loaded:
-            shard = self._shards[idx]
-            try:
-                vectors = read_npz(shard, {"embedding": (self._sizes[idx], self.dimension or None)},
-                                   kinds={"embedding": "f"})["embedding"]
-            except ValueError as exc:  # the headers' checks, naming the field
-                raise CacheError(f"{shard}: {exc}; delete the shard") from exc
-            except _SHARD_ERRORS as exc:
-                raise CacheError(f"{shard}: corrupt embedding shard ({exc}); delete it") from exc
+            vectors = shards.read_shard_vectors(self._shards[idx], self._sizes[idx], self.dimension)
             self.dimension = self.dimension or int(vectors.shape[1])
-            self._loaded[idx] = unit_rows(vectors, f"{shard}: field 'embedding'", "delete the shard")
+            self._loaded[idx] = vectors
         return self._loaded[idx]
 
     def get_by_keys(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -260,19 +190,8 @@ class EmbeddingCache:
             return self._write_shard(keys, new, rows)
 
     def _write_shard(self, keys: Sequence[str], new: list[int], rows: np.ndarray) -> Path:
-        self._write_meta()
-        name = f"shard-{uuid.uuid4().hex}.npz"
-        tmp = self.folder / f".{name}.tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, sha256=np.array([keys[i] for i in new]), embedding=rows)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:  # a full disk: leave no partial file behind
-            tmp.unlink(missing_ok=True)
-            raise CacheError(f"{tmp}: cannot write an embedding shard ({exc.strerror or exc})") from exc
-        final = self.folder / name
-        os.replace(tmp, final)
+        shards.write_meta(self.folder, self.encoder_id, self.dimension)
+        final = shards.write_shard(self.folder, [keys[i] for i in new], rows)
         idx = len(self._shards)
         self._shards.append(final)
         self._sizes.append(len(new))
@@ -283,19 +202,6 @@ class EmbeddingCache:
 
     def put(self, texts: Sequence[str], vectors: np.ndarray) -> Path | None:
         return self.put_keys([text_key(t) for t in texts], vectors)
-
-    def _write_meta(self) -> None:
-        meta = self.folder / "meta.json"
-        if meta.is_file():
-            return
-        tmp = self.folder / f".meta-{uuid.uuid4().hex}.tmp"
-        try:
-            tmp.write_text(json.dumps({"format_version": CACHE_FORMAT_VERSION,
-                                       "encoder": self.encoder_id, "dimension": self.dimension}))
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise CacheError(f"{meta}: cannot write ({exc.strerror or exc})") from exc
-        os.replace(tmp, meta)
 
     def import_npz(self, path: str | os.PathLike[str], texts: Sequence[str] | None = None) -> int:
         """Import precomputed vectors made with this cache's encoder; returns how many keys were new.
@@ -308,28 +214,11 @@ class EmbeddingCache:
         texts that were already normalised (no CR, no surrounding whitespace: the two hashes are
         then equal). Non-finite vectors are refused; others are normalised to unit length.
         """
-        path = Path(path)
-        try:
-            z = read_npz(path, {"sha256": ("n",), "embedding": ("n", self.dimension or None)},
-                         kinds={"sha256": "US", "embedding": "f"})
-        except ValueError as exc:
-            raise CacheError(f"{path}: {exc}") from exc
-        except (*_SHARD_ERRORS, TypeError) as exc:
-            raise CacheError(f"{path}: not an embeddings file with 'sha256' and 'embedding' "
-                             f"arrays ({exc})") from exc
-        raw_keys, vectors = z["sha256"], z["embedding"]
-        keys = [str(k) for k in raw_keys.tolist()]
-        bad = next((k for k in keys if not _HEX64.fullmatch(k)), None)
-        if bad is not None:
-            raise CacheError(f"{path}: field 'sha256' holds {bad[:80]!r}, expected 64 hex digits")
-        if vectors.ndim != 2 or len(vectors) != len(keys) or vectors.dtype.kind != "f":
-            raise CacheError(f"{path}: field 'embedding' has shape {vectors.shape} and type "
-                             f"{vectors.dtype}, expected ({len(keys)}, d) floats")
+        keys, vectors = shards.read_embeddings_file(Path(path), self.dimension)
         if texts is not None:
             rekey = {hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest(): text_key(t)
                      for t in as_texts(texts)}
             keys = [rekey.get(k, k) for k in keys]
-        vectors = unit_rows(vectors, f"{path}: field 'embedding'", "the file is refused")
         with self._write_lock():
             self.refresh()
             before = len(self)
@@ -385,31 +274,3 @@ class EmbeddingCache:
             raise CacheError(f"{int((~found).sum())} embeddings missing after encoding")
         return vectors
 
-
-def _shard_keys(shard: Path) -> np.ndarray:
-    """A shard's keys, one per vector it holds (the vectors' shape is read from their header
-    only, so opening a large cache does not load every vector)."""
-    return read_npz(shard, {"sha256": ("n",), "embedding": ("n", None)},
-                    kinds={"sha256": "US", "embedding": "f"}, load=["sha256"])["sha256"]
-
-
-def unit_rows(vectors: np.ndarray, what: str, refusal: str) -> np.ndarray:
-    """``vectors`` with rows of unit norm (as given when they already are).
-
-    Rows that are not finite or are all zero cannot be repaired and raise a
-    :class:`CacheError` (``refusal`` says what happens to them); rows whose norm is off by more
-    than :data:`UNIT_NORM_TOL` are normalised with a warning, since cosine distances between
-    them would otherwise be silently wrong.
-    """
-    vectors = np.asarray(vectors)
-    out, broken, off = unit_norm_rows(vectors, UNIT_NORM_TOL)
-    if broken.any():
-        raise CacheError(f"{what}: {int(broken.sum())} of {len(out)} vectors are not finite or "
-                         f"are zero (first at row {int(np.flatnonzero(broken)[0])}); {refusal}")
-    if off.any():
-        first = int(np.flatnonzero(off)[0])
-        logger.warning("%s: %d of %d vectors were not of unit norm (first at row %d, norm %.4g) "
-                       "and were normalised", what, int(off.sum()), len(out), first,
-                       float(np.linalg.norm(vectors[first].astype(np.float64))))
-        return np.ascontiguousarray(out)
-    return vectors
