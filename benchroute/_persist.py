@@ -4,10 +4,14 @@ messages for missing, malformed and too-new files."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from benchroute.exceptions import BenchrouteError, FormatVersionError
+
+#: A SHA-256 digest as the saved files write it (weights, checksums, cache keys).
+HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def read_versioned_json(path: Path, supported: int, what: str,

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from benchroute._persist import HEX64
 from benchroute.exceptions import BenchrouteError, FormatVersionError
 from benchroute.index import VectorIndex
 from benchroute.inputs import (
@@ -57,7 +57,6 @@ STALE_SAVE_SECONDS = 3600.0
 DATA_FILES = ("pool.npz", "index/index.faiss", "index/index.json")
 #: Written only when the router has models added from a few labels (Router.add_model).
 ADDED_FILE = "added.npz"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _sha256(path: Path) -> str:
@@ -229,7 +228,7 @@ def _read_meta(folder: Path) -> dict[str, object]:
     sums = meta.get("checksums")
     files = set(DATA_FILES) | ({ADDED_FILE} if meta.get("added") else set())
     if not isinstance(sums, dict) or set(sums) != files \
-            or not all(isinstance(v, str) and _HEX64.fullmatch(v) for v in sums.values()):
+            or not all(isinstance(v, str) and HEX64.fullmatch(v) for v in sums.values()):
         raise _fail(path, "checksums", f"exactly {sorted(files)} with SHA-256 hex digests")
     return meta
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from benchroute._persist import HEX64
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 #: (path, size, mtime, ctime, inode) of files whose SHA-256 matched in this process
 _VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
 
@@ -83,7 +82,7 @@ def check_sha256(path: Path, expected: object, source: str, fix: str) -> None:
     and change times and inode, so a file replaced or rewritten (even at the same size) is
     hashed again before it is used.
     """
-    if not isinstance(expected, str) or not _HEX64.fullmatch(expected):
+    if not isinstance(expected, str) or not HEX64.fullmatch(expected):
         raise BenchrouteError(f"{source}: no SHA-256 of {path.name} recorded (got "
                               f"{expected!r:.80}); run `{fix}`")
     st = path.stat()

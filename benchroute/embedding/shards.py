@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import time
 import uuid
 import zipfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchroute._persist import read_versioned_json
+from benchroute._persist import HEX64, read_versioned_json
 from benchroute.embedding.base import unit_norm_rows
 from benchroute.exceptions import CacheError
 from benchroute.npz import read_npz
@@ -37,7 +36,6 @@ CACHE_FORMAT_VERSION = 1
 STALE_TMP_SECONDS = 3600.0
 UNIT_NORM_TOL = 1e-2  # float16 storage keeps norms within ~1e-3 of 1
 SHARD_ERRORS = (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, EOFError)
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 # ---------------------------------------------------------------------- meta.json
@@ -131,7 +129,7 @@ def read_embeddings_file(path: Path, dimension: int | None) -> tuple[list[str], 
                          f"arrays ({exc})") from exc
     raw_keys, vectors = z["sha256"], z["embedding"]
     keys = [str(k) for k in raw_keys.tolist()]
-    bad = next((k for k in keys if not _HEX64.fullmatch(k)), None)
+    bad = next((k for k in keys if not HEX64.fullmatch(k)), None)
     if bad is not None:
         raise CacheError(f"{path}: field 'sha256' holds {bad[:80]!r}, expected 64 hex digits")
     if vectors.ndim != 2 or len(vectors) != len(keys) or vectors.dtype.kind != "f":
