@@ -95,7 +95,7 @@ class EmbeddingCache:
         if not self.folder.is_dir():
             return
         known = set(self._shards) | set(self.corrupt_shards)
-        for shard in sorted(self.folder.glob("shard-*.npz")):
+        for shard in shards.shard_paths(self.folder):
             if shard in known:
                 continue
             try:

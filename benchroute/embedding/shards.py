@@ -96,6 +96,15 @@ def read_shard_vectors(shard: Path, rows: int, dimension: int | None) -> np.ndar
     return unit_rows(vectors, f"{shard}: field 'embedding'", "delete the shard")
 
 
+#: The shards' file names: ``shard-<random hex>.npz``; written by :func:`write_shard` only.
+SHARD_GLOB = "shard-*.npz"
+
+
+def shard_paths(folder: Path) -> list[Path]:
+    """The shards of a cache folder, sorted (temporary files of writes in flight excluded)."""
+    return sorted(folder.glob(SHARD_GLOB))
+
+
 def write_shard(folder: Path, keys: list[str], rows: np.ndarray) -> Path:
     """Write one shard of ``keys`` (n,) and ``rows`` (n, d) under a fresh name; atomic, and a
     failed write (a full disk) leaves no file behind."""
