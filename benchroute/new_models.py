@@ -55,6 +55,7 @@ import pandas as pd
 
 from benchroute.exceptions import BenchrouteError
 from benchroute.predictors import SELF_DISTANCE, Neighbours
+from benchroute.stacking import EPS, logits
 from benchroute.tuning import fold_ids, knn_posterior
 
 if TYPE_CHECKING:
@@ -62,8 +63,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Logits are taken of P clipped to [ε, 1 − ε], so a confident known model cannot dominate.
-EPS = 0.01
 #: Penalty λ on the per-model weights δ (∞: only the average known model), most borrowing first.
 DEFAULT_LAMBDAS: tuple[float, ...] = (math.inf, 1000.0, 300.0, 100.0, 30.0, 10.0, 3.0, 1.0)
 #: Temperatures τ of the similarity weights over known models (0: their plain average).
@@ -120,12 +119,6 @@ def known_proba_and_nearest(router: Router, Q: np.ndarray, within: float | None,
     if not parts:
         return np.zeros((0, router.predictor_.n_models_)), np.zeros((0, nearest))
     return np.vstack(parts), np.vstack(near)
-
-
-def logits(P: np.ndarray) -> np.ndarray:
-    """z = logit(clip(P, ε, 1 − ε)); a model without a prediction (NaN) counts as 0.5."""
-    P = np.clip(np.nan_to_num(np.asarray(P, dtype=np.float64), nan=0.5), EPS, 1.0 - EPS)
-    return np.log(P / (1.0 - P))
 
 
 # ---------------------------------------------------------------------- penalised logistic

@@ -499,20 +499,56 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
         ok = (isinstance(desc, dict) and is_int(desc.get("k")) and desc["k"] >= 1
               and desc.get("weights") in ("uniform", "distance")
               and is_real(desc.get("prior")) and math.isfinite(desc["prior"]) and desc["prior"] >= 0)
-        cal = desc.get("calibration") if isinstance(desc, dict) else None
-        ok = ok and (cal is None or (
-            isinstance(cal, dict) and isinstance(cal.get("x"), list)
-            and isinstance(cal.get("y"), list) and len(cal["x"]) == len(cal["y"])
-            and all(is_real(v) and 0 <= v <= 1 for v in cal["x"] + cal["y"])
-            # an isotonic map: breakpoints strictly increasing, values never decreasing
-            and bool(np.all(np.diff(cal["x"]) > 0)) and bool(np.all(np.diff(cal["y"]) >= 0))))
+        ok = ok and _is_calibration(desc.get("calibration"))
         if not ok:
             raise _fail(path, "routing.per_input", "{k: int >= 1, weights: 'uniform' or "
                         "'distance', prior: number >= 0, calibration: {x, y} in [0, 1], x "
                         "increasing, y non-decreasing}")
+        _check_stack(path, desc, router.Y_.shape[1])
     router.costs_ = state.get("costs")
     if desc is not None:
         router.per_input_ = PerInputPredictor.from_description(desc, None, router.Y_)
+
+
+def _is_calibration(cal: object) -> bool:
+    """None, or an isotonic map: breakpoints strictly increasing, values never decreasing."""
+    return cal is None or (
+        isinstance(cal, dict) and isinstance(cal.get("x"), list)
+        and isinstance(cal.get("y"), list) and len(cal["x"]) == len(cal["y"])
+        and all(is_real(v) and 0 <= v <= 1 for v in cal["x"] + cal["y"])
+        and bool(np.all(np.diff(cal["x"]) > 0)) and bool(np.all(np.diff(cal["y"]) >= 0)))
+
+
+def _check_stack(path: Path, desc: dict[str, object], n_models: int) -> None:
+    """The cross-model stack of the tuned predictor: absent (a router saved before it, or the
+    kNN chosen) or a linear map for the pool models, as JSON numbers."""
+    method = desc.get("method", "knn")
+    stack = desc.get("stack")
+    if method not in ("knn", "blend", "stack") or (method == "knn") != (stack is None):
+        raise _fail(path, "routing.per_input.method", "'knn' without a 'stack', or 'blend' or "
+                    "'stack' with one")
+    if not (desc.get("fallback") is None or isinstance(desc["fallback"], str)):
+        raise _fail(path, "routing.per_input.fallback", "null or a string")
+    if stack is None:
+        return
+    if not isinstance(stack, dict) or set(stack) != {"coef", "intercept", "knn_weight"}:
+        raise _fail(path, "routing.per_input.stack", "an object with 'coef', 'intercept' and "
+                    "'knn_weight'")
+    coef, icpt, w = stack["coef"], stack["intercept"], stack["knn_weight"]
+    if not (isinstance(coef, list) and len(coef) == n_models and all(
+            isinstance(row, list) and len(row) == n_models
+            and all(is_real(v) and math.isfinite(v) for v in row) for row in coef)):
+        raise _fail(path, "routing.per_input.stack.coef", f"a {n_models} x {n_models} list of "
+                    "finite numbers (one row and one column per pool model)")
+    if not (isinstance(icpt, list) and len(icpt) == n_models
+            and all(is_real(v) and math.isfinite(v) for v in icpt)):
+        raise _fail(path, "routing.per_input.stack.intercept", f"{n_models} finite numbers "
+                    "(one per pool model)")
+    if not (is_real(w) and 0 <= w <= 1):
+        raise _fail(path, "routing.per_input.stack.knn_weight", "a number in [0, 1]")
+    if not _is_calibration(desc.get("calibration_knn")):
+        raise _fail(path, "routing.per_input.calibration_knn", "{x, y} in [0, 1], x "
+                    "increasing, y non-decreasing")
 
 
 def _routing_state(router: Router) -> dict[str, object]:

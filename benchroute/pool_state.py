@@ -11,6 +11,7 @@ the added models) and keep the parts consistent, the way a fresh fit would leave
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -172,7 +173,8 @@ def _result_vectors(router: Router, frame: pd.DataFrame) -> tuple[np.ndarray, np
 def remove_model(router: Router, name: str) -> Router:
     """Remove a model, pool or added. A pool model's labels leave the pool (its column of
     the labels, of the reference pairs and of the task accuracies); the tuned predictor
-    keeps its cross-validated k, prior and calibration; added models are refitted, their
+    keeps its cross-validated k, prior and calibration (a cross-model stack falls back to the
+    kNN, see ``describe()["fallback"]``); added models are refitted, their
     features having changed."""
     check_is_fitted(router, "predictor_")
     if name in router.added_:
@@ -268,7 +270,8 @@ def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],
               touched: Sequence[str] = ()) -> None:
     """Attach new labels (and index) to the predictor, recompute the task accuracies of the
     touched tasks (the mean label, as ``BenchmarkData.dataset_accuracy``) and keep the
-    tuned predictor's chosen values."""
+    tuned predictor's chosen values (its cross-model stack only while the pool models stay
+    the same: the coefficients are per model)."""
     router.predictor_ = KNNCorrectnessPredictor(
         router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
     ).attach(index, Y)  # type: ignore[arg-type]
@@ -280,9 +283,14 @@ def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],
     acc[fresh] = means[fresh]
     acc.index.name = router.task_accuracy_.index.name
     router.task_accuracy_ = acc
+    tuned = getattr(router, "per_input_", None)
+    if tuned is not None and list(models) != router.pool_models_:
+        gone = [m for m in router.pool_models_ if m not in models]
+        reason = (f"the pool models changed after the cross-model stack was fitted (removed "
+                  f"{gone}, added {fresh}); P is the tuned kNN's until the router is refitted")
+        tuned = copy.copy(tuned).drop_stack(reason)
     router.pool_models_ = list(models)
     router.__dict__.pop("_excluded", None)
-    tuned = getattr(router, "per_input_", None)
     if tuned is not None:
         router.per_input_ = PerInputPredictor.from_description(tuned.describe(), None, Y)
 

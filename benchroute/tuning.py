@@ -14,6 +14,11 @@ model"). The cost-aware policies compare P with thresholds, so P is then calibra
 pooled over models, fitted on out-of-fold predictions) and its Brier score and reliability
 table are recorded.
 
+Beside the kNN P, a cross-model stack (:mod:`benchroute.stacking`: each model's P from the
+logits of every model's, one logistic regression per model, fitted on the same out-of-fold P)
+and its blends with the kNN compete by the same cross-validation (``method="auto"``); the
+choice is a linear map on the kNN P vector before calibration, so routing stays one search.
+
 Everything works on arrays (X, Y, groups), so it does not depend on the router's internals.
 faiss is imported only when a predictor is fitted.
 """
@@ -30,7 +35,7 @@ import pandas as pd
 
 from benchroute.exceptions import BenchrouteError, NotFittedError
 from benchroute.predictors import column_means, knn_mean
-from benchroute.scoring import argmax_ties
+from benchroute.stacking import DEFAULT_BLENDS, LinearStack, choose_stack, per_input_value
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ DEFAULT_WEIGHTS: tuple[str, ...] = ("uniform", "distance")
 DEFAULT_PRIORS: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 OBJECTIVES = ("route", "brier")
 CALIBRATIONS = ("isotonic", "none")
+METHODS = ("auto", "knn", "stack")
 # keeps the calibrated map strictly increasing, so calibration never changes an argmax
 _TILT = 1e-6
 
@@ -92,8 +98,7 @@ def knn_posterior(distances: np.ndarray, labels: np.ndarray, k: int, weights: st
 def route_value(P: np.ndarray, Y: np.ndarray) -> float:
     """Mean true quality of argmax_m P over inputs (models without a result are never chosen;
     ties by :func:`benchroute.scoring.argmax_ties`, as routing breaks them)."""
-    pick = argmax_ties(np.where(np.isnan(Y), -np.inf, P))
-    return float(np.nanmean(Y[np.arange(len(Y)), pick]))
+    return float(np.nanmean(per_input_value(P, Y, "route")))
 
 
 def brier(P: np.ndarray, Y: np.ndarray) -> float:
@@ -154,6 +159,9 @@ class Tuning:
     quality of argmax P) and ``brier``; ``brier_raw`` / ``brier_calibrated`` are out-of-fold
     Brier scores of the chosen configuration before and after calibration (the calibration map
     itself cross-fitted over the same folds); ``reliability`` bins the calibrated out-of-fold P.
+    ``method`` is what the second CV chose on the chosen kNN's out-of-fold P ("knn", "blend" or
+    "stack", :func:`benchroute.stacking.choose_stack`), ``knn_weight`` the blend's weight on
+    the kNN, and ``methods`` its evidence (one row per candidate: CV value and standard error).
     """
 
     k: int
@@ -166,17 +174,29 @@ class Tuning:
     brier_calibrated: float
     grid: pd.DataFrame = field(repr=False)
     reliability: pd.DataFrame = field(repr=False)
+    method: str = "knn"
+    knn_weight: float = 1.0
+    methods: pd.DataFrame | None = field(default=None, repr=False)
 
     def summary(self) -> str:
-        return (f"k = {self.k}, weights = {self.weights}, shrinkage prior = {self.prior:g} "
+        text = (f"k = {self.k}, weights = {self.weights}, shrinkage prior = {self.prior:g} "
                 f"pseudo-neighbours (chosen by {self.cv}, objective {self.objective} = "
                 f"{self.score:.4f}); Brier {self.brier_raw:.4f} raw, "
                 f"{self.brier_calibrated:.4f} calibrated")
+        if self.methods is not None:
+            cv = ", ".join(f"{r.method} w={r.knn_weight:g}: {r.value:.4f}"
+                           for r in self.methods.itertuples())
+            text += f"; cross-model: {self.method} chosen ({cv})"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "weights": self.weights, "prior": self.prior,
-                "objective": self.objective, "cv": self.cv, "score": self.score,
-                "brier_raw": self.brier_raw, "brier_calibrated": self.brier_calibrated}
+        out = {"k": self.k, "weights": self.weights, "prior": self.prior,
+               "objective": self.objective, "cv": self.cv, "score": self.score,
+               "brier_raw": self.brier_raw, "brier_calibrated": self.brier_calibrated,
+               "method": self.method, "knn_weight": self.knn_weight}
+        if self.methods is not None:
+            out["cv_methods"] = self.methods.to_dict(orient="records")
+        return out
 
 
 class PerInputPredictor:
@@ -191,12 +211,17 @@ class PerInputPredictor:
         What CV maximises: the mean true quality of argmax_m P (what routing earns), or minus
         the Brier score.
     calibration : {"isotonic", "none"}
+    method : {"auto", "knn", "stack"}
+        "knn": the tuned kNN P; "stack": the cross-model stack on it
+        (:mod:`benchroute.stacking`); "auto": the kNN, a blend or the stack, whichever CV
+        prefers (the kNN unless another is better by more than a standard error; the kNN
+        when nothing else is cross-validated: fixed values and no calibration).
     folds, seed : int
     """
 
     def __init__(self, k: int | str = "auto", weights: str = "auto", prior: float | str = "auto",
-                 objective: str = "route", calibration: str = "isotonic", folds: int = 5,
-                 seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
+                 objective: str = "route", calibration: str = "isotonic", method: str = "auto",
+                 folds: int = 5, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
                  weight_options: Sequence[str] = DEFAULT_WEIGHTS,
                  priors: Sequence[float] = DEFAULT_PRIORS) -> None:
         self.k = k
@@ -204,6 +229,7 @@ class PerInputPredictor:
         self.prior = prior
         self.objective = objective
         self.calibration = calibration
+        self.method = method
         self.folds = folds
         self.seed = seed
         self.ks = ks
@@ -212,7 +238,7 @@ class PerInputPredictor:
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {n: getattr(self, n) for n in ("k", "weights", "prior", "objective", "calibration",
-                                              "folds", "seed", "ks", "weight_options", "priors")}
+                                              "method", "folds", "seed", "ks", "weight_options", "priors")}
 
     def _grid(self) -> list[tuple[int, str, float]]:
         ks = list(self.ks) if self.k == "auto" else [self.k]
@@ -229,6 +255,8 @@ class PerInputPredictor:
             raise BenchrouteError(f"objective == {self.objective!r}; choose one of {list(OBJECTIVES)}")
         if self.calibration not in CALIBRATIONS:
             raise BenchrouteError(f"calibration == {self.calibration!r}; choose one of {list(CALIBRATIONS)}")
+        if self.method not in METHODS:
+            raise BenchrouteError(f"method == {self.method!r}; choose one of {list(METHODS)}")
         return [(int(k), w, float(p)) for k in ks for w in ws for p in ps]
 
     def fit(self, X: np.ndarray, Y: np.ndarray,
@@ -255,7 +283,11 @@ class PerInputPredictor:
         self.Y_: np.ndarray | None = Y
         self.means_ = column_means(Y)
         self.n_models_ = Y.shape[1]
-        needs_cv = len(grid) > 1 or self.calibration != "none"
+        self.stack_: LinearStack | None = None
+        self.method_: str = "knn"
+        self.fallback_: str | None = None
+        self.calibration_knn_ = Calibration.identity()
+        needs_cv = len(grid) > 1 or self.calibration != "none" or self.method == "stack"
         if not needs_cv:
             k, w, p = grid[0]
             self.k_, self.weights_, self.prior_ = k, w, p
@@ -280,6 +312,14 @@ class PerInputPredictor:
         k, w, p = grid[best]
         self.k_, self.weights_, self.prior_ = k, w, p
         P = oof[(k, w, p)]
+        choice = None
+        if self.method != "knn":
+            choice = choose_stack(P, Y, fold, self.objective,
+                                  blends=(0.0,) if self.method == "stack" else DEFAULT_BLENDS)
+            self.method_, self.stack_ = choice.method, choice.stack
+            if self.calibration == "isotonic" and choice.stack is not None:
+                self.calibration_knn_ = Calibration.fit(P, Y)
+            P = choice.oof
         if self.calibration == "isotonic":
             Pc = np.empty_like(P)
             for f in range(fold.max() + 1):
@@ -294,7 +334,10 @@ class PerInputPredictor:
                               score=float(score.iloc[best]) if self.objective == "route"
                               else float(table["brier"].iloc[best]),
                               brier_raw=brier(P, Y), brier_calibrated=brier(Pc, Y),
-                              grid=table, reliability=reliability_table(Pc, Y))
+                              grid=table, reliability=reliability_table(Pc, Y),
+                              method=self.method_,
+                              knn_weight=1.0 if self.stack_ is None else self.stack_.knn_weight,
+                              methods=None if choice is None else choice.table)
         logger.info("per-input predictor: %s", self.tuning_.summary())
         return self
 
@@ -344,7 +387,20 @@ class PerInputPredictor:
                    calibrated: bool) -> np.ndarray:
         P = knn_posterior(np.asarray(dist, dtype=np.float64), np.asarray(labels, dtype=np.float64),
                           self.k_, self.weights_, self.prior_, means)
+        if self.stack_ is not None:
+            P = self.stack_(P)
         return self.calibration_(P) if calibrated else P
+
+    def drop_stack(self, reason: str) -> PerInputPredictor:
+        """Fall back to the tuned kNN P with its own calibration (the stack's coefficients are
+        per pool model, so a pool whose models change cannot use them); ``reason`` is kept in
+        :meth:`describe` as ``fallback``."""
+        self._check()
+        if self.stack_ is not None:
+            self.stack_, self.method_, self.fallback_ = None, "knn", reason
+            self.calibration_ = self.calibration_knn_
+            logger.warning("per-input predictor: %s", reason)
+        return self
 
     def without_pool(self) -> PerInputPredictor:
         """Drop the pool vectors and labels (kept: the chosen values, the pool's means and the
@@ -358,7 +414,13 @@ class PerInputPredictor:
         """The chosen values (and CV evidence), for display and for saving with a router."""
         self._check()
         out: dict[str, Any] = {"k": self.k_, "weights": self.weights_, "prior": self.prior_,
-                               "calibration": self.calibration_.to_dict()}
+                               "calibration": self.calibration_.to_dict(),
+                               "method": self.method_}
+        if self.stack_ is not None:
+            out["stack"] = self.stack_.to_dict()
+            out["calibration_knn"] = self.calibration_knn_.to_dict()
+        if self.fallback_ is not None:
+            out["fallback"] = self.fallback_
         if self.tuning_ is not None:
             out["tuning"] = self.tuning_.to_dict()
         return out
@@ -368,7 +430,8 @@ class PerInputPredictor:
                          ) -> PerInputPredictor:
         """Rebuild a fitted predictor from :meth:`describe` and the pool's labels ``Y`` (and
         vectors ``X``; None gives a predictor without a pool, see :meth:`without_pool`), without
-        re-tuning."""
+        re-tuning. A description without ``method`` (saved before the cross-model stack) is the
+        kNN's."""
         try:
             pred = cls(k=int(desc["k"]), weights=str(desc["weights"]), prior=float(desc["prior"]))
             pred.Y_ = np.asarray(Y, dtype=np.float64)
@@ -376,12 +439,24 @@ class PerInputPredictor:
             pred.means_ = column_means(pred.Y_)
             pred.n_models_ = pred.Y_.shape[1]
             pred.k_, pred.weights_, pred.prior_ = int(desc["k"]), str(desc["weights"]), float(desc["prior"])
-            cal = desc.get("calibration") or {"x": [], "y": []}
-            pred.calibration_ = Calibration(np.asarray(cal["x"], float), np.asarray(cal["y"], float))
+            pred.calibration_ = _calibration(desc.get("calibration"))
+            pred.calibration_knn_ = _calibration(desc.get("calibration_knn"))
+            stack = desc.get("stack")
+            pred.stack_ = None if stack is None else LinearStack.from_dict(stack)
+            pred.method_ = str(desc.get("method", "knn"))
+            pred.fallback_ = desc.get("fallback")
             pred.tuning_ = None
+            if pred.stack_ is not None and pred.stack_.coef.shape != (pred.n_models_,) * 2:
+                raise ValueError(f"stack of shape {pred.stack_.coef.shape} for "
+                                 f"{pred.n_models_} pool models")
         except (KeyError, TypeError, ValueError) as exc:
             raise BenchrouteError(f"malformed per-input predictor description ({exc!r})") from exc
         return pred if X is not None else pred.without_pool()
+
+
+def _calibration(d: dict[str, Any] | None) -> Calibration:
+    d = d or {"x": [], "y": []}
+    return Calibration(np.asarray(d["x"], float), np.asarray(d["y"], float))
 
 
 def _gather(Y: np.ndarray, rows: np.ndarray) -> np.ndarray:

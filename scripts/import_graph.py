@@ -126,6 +126,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "benchroute.task", "benchroute.params", "benchroute.new_models",
                 "benchroute.pool_state")),
     ("method", ("benchroute.selection", "benchroute.reference", "benchroute.predictors",
+                "benchroute.stacking",
                 "benchroute.tuning", "benchroute.policies", "benchroute.inputs",
                 "benchroute.ood")),
     ("data, embedding, index", ("benchroute.data", "benchroute.embedding", "benchroute.index",

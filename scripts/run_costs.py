@@ -131,26 +131,40 @@ def routellm(shared: Path, part: str) -> dict[str, object]:
 
 
 # ---------------------------------------------------------------------- parts
-def run_predictors(ds: dict[str, object], out: Path, only_knn: bool = False) -> pd.DataFrame:
+def run_predictors(ds: dict[str, object], out: Path, only_knn: bool = False,
+                   only: list[str] | None = None) -> pd.DataFrame:
+    """The predictor comparison; ``only_knn`` (rows starting "kNN") or ``only`` (rows by name)
+    reruns some rows and keeps the others from an earlier run's CSV in ``out``."""
     data = ds["data"]
     assert isinstance(data, BenchmarkData)
     A = cq.arrays(data, ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
     fitters = {"kNN k=5 (today's default)": knn_fitter(k=5, weights="uniform", prior=0.0,
-                                                       calibration="none"),
-               "kNN tuned (random inner folds)": knn_fitter(grouped=False),
-               "kNN tuned, not calibrated": knn_fitter(grouped=False, calibration="none"),
-               "kNN tuned (inner folds grouped by task)": knn_fitter(),
+                                                       calibration="none", method="knn"),
+               "kNN tuned (random inner folds)": knn_fitter(grouped=False, method="knn"),
+               "kNN tuned, not calibrated": knn_fitter(grouped=False, calibration="none",
+                                                       method="knn"),
+               "kNN tuned (inner folds grouped by task)": knn_fitter(method="knn"),
+               "kNN tuned + cross-model stack (grouped)": knn_fitter(method="stack"),
+               "kNN default: kNN, blend or stack by CV (grouped)": knn_fitter(),
+               "kNN tuned, kNN, blend or stack by CV (random inner folds)": knn_fitter(grouped=False),
                "logistic regression per model": logistic_fitter(),
                "MLP (128 hidden)": mlp_fitter()}
     old = out / f"predictors_{ds['name']}.csv"
-    if only_knn and old.is_file():  # keep the (slow) learned baselines of an earlier run
+    keep = old.is_file() and (only_knn or bool(only))
+    if only:
+        unknown = sorted(set(only) - set(fitters))
+        if unknown:
+            raise SystemExit(f"unknown predictors {unknown}; choose from {list(fitters)}")
+        fitters = {k: v for k, v in fitters.items() if k in only}
+    elif keep:  # keep the (slow) learned baselines of an earlier run
         fitters = {k: v for k, v in fitters.items() if k.startswith("kNN")}
     t = time.time()
     table = compare_predictors(A.X, A.Q, fitters, groups=A.datasets)
     table.insert(0, "data", ds["name"])
-    if only_knn and old.is_file():
+    if keep:
         prev = pd.read_csv(old)
-        table = pd.concat([table, prev[~prev["predictor"].str.startswith("kNN")]], ignore_index=True)
+        table = pd.concat([table, prev[~prev["predictor"].isin(list(fitters))]],
+                          ignore_index=True)
     log.info("%s predictors done in %.0f s", ds["name"], time.time() - t)
     return table
 
@@ -318,6 +332,8 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=200)
     ap.add_argument("--only-knn", action="store_true",
                     help="rerun only the kNN predictors; keep the learned baselines' rows")
+    ap.add_argument("--predictors", nargs="+", default=None,
+                    help="rerun only these predictor rows (by name); keep the others' rows")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -332,7 +348,7 @@ def main() -> None:
         ds = makers[key]()
         log.info("%s: %s (%s)", key, ds["data"], ds["note"])
         if "predictors" in args.parts:
-            t = run_predictors(ds, args.out, args.only_knn)
+            t = run_predictors(ds, args.out, args.only_knn, args.predictors)
             t.to_csv(args.out / f"predictors_{ds['name']}.csv", index=False, float_format="%.4f")
             print(t.to_string())
         if "costs" in args.parts:

@@ -1,0 +1,184 @@
+"""The cross-model stack on the tuned kNN P: chosen by CV, saved, and used by every routing path."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchroute.exceptions import BenchrouteError
+from benchroute.routing import router_proba, router_proba_ood
+from benchroute.stacking import LinearStack, choose_stack, fit_stack, logits
+from benchroute.tuning import Calibration, PerInputPredictor, fold_ids, route_value
+from tests.unit.test_tuning import _clusters
+
+SMALL = {"ks": (5,), "weights": "uniform", "priors": (0.0,)}
+
+
+def complement(n: int = 800, seed: int = 0, frac: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Model b is right exactly where model a is wrong, but has results on ``frac`` of the
+    inputs only, so its own few neighbours say little; c is a coin."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=(8, 16))
+    c = rng.integers(0, 8, n)
+    X = centre[c] + 0.5 * rng.normal(size=(n, 16))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ya = (rng.random(n) < np.where(c % 2, 0.9, 0.1)).astype(float)
+    yb = np.where(rng.random(n) < frac, 1.0 - ya, np.nan)
+    yc = (rng.random(n) < 0.5).astype(float)
+    return X.astype(np.float32), np.stack([ya, yb, yc], axis=1)
+
+
+def test_stack_chosen_where_one_models_correctness_is_a_function_of_anothers():
+    X, Y = complement()
+    pred = PerInputPredictor(**SMALL).fit(X[:600], Y[:600])
+    t = pred.tuning_.methods.set_index("method")
+    assert pred.method_ in ("stack", "blend") and pred.stack_ is not None
+    chosen = t[t["chosen"]].iloc[0]
+    assert chosen["value"] > t.loc["knn", "value"] + t.loc["knn", "se"]
+    assert pred.tuning_.method == pred.method_ and "cross-model" in pred.tuning_.summary()
+    assert pred.describe()["tuning"]["cv_methods"][0]["method"] == "knn"
+    # and it routes better on inputs it never saw
+    knn = PerInputPredictor(method="knn", **SMALL).fit(X[:600], Y[:600])
+    assert route_value(pred.predict_proba(X[600:]), Y[600:]) > \
+        route_value(knn.predict_proba(X[600:]), Y[600:])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_knn_chosen_where_the_stack_cannot_help(seed):
+    X, Y, _ = _clusters(seed=seed)
+    pred = PerInputPredictor(ks=(5, 20), priors=(0.0, 5.0)).fit(X, Y)
+    assert pred.method_ == "knn" and pred.stack_ is None
+    desc = pred.describe()
+    assert desc["method"] == "knn" and "stack" not in desc
+    same = PerInputPredictor(ks=(5, 20), priors=(0.0, 5.0), method="knn").fit(X, Y)
+    np.testing.assert_array_equal(pred.predict_proba(X[:20]), same.predict_proba(X[:20]))
+
+
+def test_stack_and_blend_are_one_linear_map_on_the_logits():
+    rng = np.random.default_rng(0)
+    P = rng.uniform(0.05, 0.95, (50, 3))
+    Y = (rng.random((50, 3)) < P).astype(float)
+    s = fit_stack(logits(P), Y)
+    z = logits(P)
+    lin = z @ s.coef + s.intercept
+    np.testing.assert_allclose(s(P), 1 / (1 + np.exp(-lin)))
+    w = 0.25
+    np.testing.assert_allclose(s.blended(w)(P), 1 / (1 + np.exp(-(w * z + (1 - w) * lin))))
+    back = LinearStack.from_dict(json.loads(json.dumps(s.blended(w).to_dict())))
+    np.testing.assert_array_equal(back(P), s.blended(w)(P))
+    # fractional labels are two weighted rows; a model with one label value is its mean
+    Y[:, 2] = 1.0
+    Y[:, 1] = rng.uniform(size=50)
+    s = fit_stack(z, Y)
+    assert np.all(s.coef[:, 2] == 0) and s(P)[:, 2] == pytest.approx(0.99)
+
+
+def test_choice_is_the_simplest_within_one_standard_error():
+    X, Y = complement()
+    P = PerInputPredictor(method="knn", calibration="none", **SMALL).fit(X, Y).predict_proba(
+        X, exclude_rows=None)
+    fold, _ = fold_ids(len(X), None, 5, 0)
+    ch = choose_stack(P, Y, fold)
+    best = ch.table["value"].max()
+    first_ok = ch.table[best - ch.table["value"] <= ch.table["se"]].iloc[0]
+    assert ch.table.loc[ch.table["chosen"], "method"].item() == first_ok["method"]
+    only = choose_stack(P, Y, fold, blends=(0.0,))
+    assert only.method == "stack" and only.stack is not None and only.stack.knn_weight == 0.0
+
+
+def test_description_round_trip_gives_identical_P_and_checks_the_shape():
+    X, Y = complement()
+    pred = PerInputPredictor(method="stack", **SMALL).fit(X, Y)
+    back = PerInputPredictor.from_description(json.loads(json.dumps(pred.describe())), X, Y)
+    assert back.method_ == "stack"
+    np.testing.assert_array_equal(back.predict_proba(X[:30]), pred.predict_proba(X[:30]))
+    with pytest.raises(BenchrouteError, match="stack of shape"):
+        PerInputPredictor.from_description(pred.describe(), X, Y[:, :2])
+    old = {k: v for k, v in pred.describe().items()
+           if k not in ("method", "stack", "calibration_knn")}
+    assert PerInputPredictor.from_description(old, X, Y).method_ == "knn"
+    with pytest.raises(BenchrouteError, match="method == 'mlp'"):
+        PerInputPredictor(method="mlp").fit(X, Y)
+
+
+# ---------------------------------------------------------------------- a stacked router
+def _stacked_router(tmp_path):
+    from benchroute.embedding import HashingEncoder
+    from benchroute.router import Router
+    from tests.unit.test_router import synthetic
+
+    data, _ = synthetic(3, per_task=40)
+    router = Router(alphas=(0.0,), encoder=HashingEncoder(64), cache_dir=str(tmp_path))
+    router.fit(data)
+    pred = PerInputPredictor(method="stack", **SMALL).fit(
+        router.pool_vectors(), router.Y_, router.datasets_)
+    # a map that reverses each model's ranking (P -> 1 - P), so any path skipping it shows
+    M = len(router.pool_models_)
+    pred.stack_ = LinearStack(-np.eye(M), np.zeros(M))
+    pred.calibration_ = pred.calibration_knn_ = Calibration.identity()
+    router.per_input_ = pred.without_pool()
+    return router, data
+
+
+def test_route_route_table_and_the_gateways_search_use_the_stack(tmp_path):
+    router, _ = _stacked_router(tmp_path)
+    texts = [f"task {t} input {i}" for t in range(3) for i in range(5)]
+    Q = router.embed(texts)
+    P = router_proba(router, Q)
+    stacked = router.per_input_
+    router.per_input_ = copy.copy(stacked).drop_stack("compare")
+    knn = router_proba(router, Q)
+    router.per_input_ = stacked
+    np.testing.assert_allclose(P, 1.0 - np.clip(knn, 0.01, 0.99))
+    np.testing.assert_array_equal(router.predict_proba(texts).to_numpy(), P)
+    np.testing.assert_array_equal(router_proba_ood(router, Q)[0], P)  # the gateway's call
+    table = router.route_table(texts, policy="best")
+    np.testing.assert_allclose(table["p"].to_numpy(), P.max(axis=1))
+    assert router.route(texts) == table["model"].tolist()
+
+
+def test_stacked_router_save_load_round_trip_and_field_errors(tmp_path):
+    from benchroute.router import Router
+    from tests.corpus.test_corpus_router import _rewrite
+
+    router, _ = _stacked_router(tmp_path)
+    texts = [f"task 1 input {i}" for i in range(6)]
+    folder = router.save(tmp_path / "r")
+    back = Router.load(folder)
+    assert back.per_input_.method_ == "stack"
+    pd.testing.assert_frame_equal(back.predict_proba(texts), router.predict_proba(texts))
+    meta = json.loads((folder / "router.json").read_text())
+    assert meta["routing"]["per_input"]["stack"]["coef"][0][0] == -1.0
+
+    def edit(change):
+        def f(m):
+            change(m["routing"]["per_input"])
+        return f
+
+    _rewrite(folder, edit(lambda d: d["stack"]["coef"].pop()))
+    with pytest.raises(BenchrouteError, match=r"router\.json: field 'routing\.per_input\.stack"
+                                              r"\.coef' is invalid; expected a 3 x 3 list"):
+        Router.load(folder)
+    _rewrite(folder, edit(lambda d: (d.pop("stack"), d.pop("calibration_knn"), d.pop("method"))))
+    assert Router.load(folder).per_input_.method_ == "knn"  # saved before the stack
+
+
+def test_remove_model_and_add_model_with_a_stacked_router(tmp_path):
+    router, data = _stacked_router(tmp_path)
+    texts = [f"task 0 input {i}" for i in range(5)]
+    frame = data.frame[data.frame["model"] == "m1"].head(20)
+    router.add_model("new", frame[["dataset", "instance_id", "correct"]])
+    assert router.per_input_.method_ == "stack"  # the pool models are the same
+    assert router.predict_proba(texts).shape == (5, 4)
+    router.remove_model("m0")
+    desc = router.per_input_.describe()
+    assert desc["method"] == "knn" and "stack" not in desc and "m0" in desc["fallback"]
+    P = router.predict_proba(texts)
+    assert list(P.columns) == ["m1", "m2", "new"] and np.isfinite(P.to_numpy()).all()
+    router.save(tmp_path / "after")
+    assert "fallback" in json.loads((tmp_path / "after" / "router.json").read_text())[
+        "routing"]["per_input"]
