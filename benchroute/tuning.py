@@ -295,23 +295,13 @@ class PerInputPredictor:
             self.tuning_ = None
             return self
         fold, how = fold_ids(len(X), groups, self.folds, self.seed)
-        K = max(k for k, _, _ in grid)
-        nb = [(test, *self._oof_neighbours(X, Y, fold, f, K)) for f in range(fold.max() + 1)
-              for test in [np.flatnonzero(fold == f)]]
-        rows, oof = [], {}
-        for cfg in grid:
-            P = np.empty_like(Y)
-            for test, dist, lab, means in nb:
-                P[test] = knn_posterior(dist, lab, cfg[0], cfg[1], cfg[2], means)
-            oof[cfg] = P
-            rows.append({"k": cfg[0], "weights": cfg[1], "prior": cfg[2],
-                         "route": route_value(P, Y), "brier": brier(P, Y)})
-        table = pd.DataFrame(rows)
+        searched = oof_search(X, fold, max(k for k, _, _ in grid))
+        table = grid_scores(Y, searched, grid)
         score = table["route"] if self.objective == "route" else -table["brier"]
         best = int(np.argmax(score.to_numpy()))  # first best in grid order: smaller k, less prior
         k, w, p = grid[best]
         self.k_, self.weights_, self.prior_ = k, w, p
-        P = oof[(k, w, p)]
+        P = oof_proba(Y, searched, grid[best])
         choice = None
         if self.method != "knn":
             choice = choose_stack(P, Y, fold, self.objective,
@@ -340,15 +330,6 @@ class PerInputPredictor:
                               methods=None if choice is None else choice.table)
         logger.info("per-input predictor: %s", self.tuning_.summary())
         return self
-
-    @staticmethod
-    def _oof_neighbours(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, f: int, K: int
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-        dist, rows = knn_search(X[train], X[test], K)
-        lab = _gather(Y[train], rows)
-        dist = np.where(rows < 0, np.inf, dist)
-        return dist, lab, column_means(Y[train])
 
     def _check(self) -> None:
         if not hasattr(self, "means_"):
@@ -457,6 +438,49 @@ class PerInputPredictor:
 def _calibration(d: dict[str, Any] | None) -> Calibration:
     d = d or {"x": [], "y": []}
     return Calibration(np.asarray(d["x"], float), np.asarray(d["y"], float))
+
+
+def oof_search(X: np.ndarray, fold: np.ndarray, K: int
+               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per fold: its rows, the other folds' rows, and each of its inputs' K nearest inputs of
+    the other folds (distances, inf where none; positions among the other folds' rows). Only
+    these are kept: the labels are gathered one fold at a time, so memory does not grow with
+    K × the number of models over the whole pool."""
+    out = []
+    for f in range(fold.max() + 1):
+        test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        dist, rows = knn_search(X[train], X[test], K)
+        out.append((test, train, np.where(rows < 0, np.inf, dist), rows))
+    return out
+
+
+def grid_scores(Y: np.ndarray, searched: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                grid: Sequence[tuple[int, str, float]]) -> pd.DataFrame:
+    """The out-of-fold routing value (:func:`route_value`) and Brier score (:func:`brier`) of
+    each (k, weights, prior), one row each, without keeping any configuration's P."""
+    route = {cfg: np.full(len(Y), np.nan) for cfg in grid}
+    squares, cells = dict.fromkeys(grid, 0.0), 0
+    for test, train, dist, rows in searched:
+        labels, means, Yt = _gather(Y[train], rows), column_means(Y[train]), Y[test]
+        known = ~np.isnan(Yt)
+        cells += int(known.sum())
+        for cfg in grid:
+            P = knn_posterior(dist, labels, cfg[0], cfg[1], cfg[2], means)
+            route[cfg][test] = per_input_value(P, Yt, "route")
+            squares[cfg] += float(np.sum((P[known] - Yt[known]) ** 2))
+    return pd.DataFrame([{"k": cfg[0], "weights": cfg[1], "prior": cfg[2],
+                          "route": float(np.nanmean(route[cfg])),
+                          "brier": squares[cfg] / max(cells, 1)} for cfg in grid])
+
+
+def oof_proba(Y: np.ndarray, searched: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+              cfg: tuple[int, str, float]) -> np.ndarray:
+    """The out-of-fold P (N, M) of one configuration."""
+    P = np.empty_like(Y)
+    for test, train, dist, rows in searched:
+        P[test] = knn_posterior(dist, _gather(Y[train], rows), cfg[0], cfg[1], cfg[2],
+                                column_means(Y[train]))
+    return P
 
 
 def _gather(Y: np.ndarray, rows: np.ndarray) -> np.ndarray:
