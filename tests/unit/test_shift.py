@@ -159,3 +159,17 @@ def test_select_applies_the_level(p_value, moved):
     assert sel.shift_fell_back is moved and sel.model == ("y" if moved else "x")
     off = select(g, 0.5, ref, ["x", "y"], np.array([0, 1]), 1, fallback=False, shift=shift)
     assert off.model == "x" and not off.shift_fell_back
+
+
+def test_protocol_measures_the_same_path():
+    from benchroute.experiments.protocol import leave_one_task_out
+
+    data, X = pool()
+    out = leave_one_task_out(data, {"encoder": "hashing-64-12", "alphas": (0.0,), "repeats": 1},
+                             embeddings=X, tasks=["new"])
+    s3 = out[out.method == "S3"].iloc[0]
+    router, _, _ = fitted()
+    sel = held_out(router, data, X)
+    assert bool(s3.shift_fell_back) and s3.model == sel.model == "a"
+    assert s3.shift_p == pytest.approx(sel.shift.p_value)
+    assert out[out.method == "S1"].iloc[0].model == "b"
