@@ -137,11 +137,12 @@ class Router(RouterParams, pool_state.FittedPool):
 
     # ------------------------------------------------------------------ selection
     def task_neighbours(self, X: np.ndarray, exclude_datasets: Sequence[str] = (),
-                        keep_duplicates: bool = False) -> TaskNeighbours:
-        """The pool neighbours of a task's inputs X, searched once, for selections on any split of
-        them into scored and labelled inputs (:class:`~benchroute.task.TaskNeighbours`)."""
+                        keep_duplicates: bool = False, texts: Sequence[str] | None = None
+                        ) -> TaskNeighbours:
+        """The pool neighbours of a task's inputs X (and their ``texts``, for the form shift),
+        searched once, for selections on any split (:class:`~benchroute.task.TaskNeighbours`)."""
         check_is_fitted(self, "predictor_")
-        return TaskNeighbours(self, X, exclude_datasets, keep_duplicates)
+        return TaskNeighbours(self, X, exclude_datasets, keep_duplicates, texts)
 
     def predict_proba_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None,
                                labeled_X: np.ndarray | None = None,
@@ -165,17 +166,17 @@ class Router(RouterParams, pool_state.FittedPool):
         {model: 0/1}}``, or a DataFrame with ``text`` and a column per model); they join the kNN
         pool for this call only and update p̂ (docs/method.md); a labelled example is scored
         next to the others' labels, never its own. ``candidates`` restricts the choice (BMA is
-        then the best of them); ``fallback`` applies the η rule (S3); ``exclude_datasets``
-        leaves pool tasks out exactly. ``max_quality_drop`` ε moves the choice to the cheapest
+        then the best of them); ``fallback`` applies the η rule and the form-shift test (S3);
+        ``exclude_datasets`` leaves pool tasks out exactly. ``max_quality_drop`` ε moves the choice to the cheapest
         candidate within ε of the top score (``costs`` per call, else the fit store's). Pool
         inputs that are near-duplicates of an example are left out of its neighbours (counted
         in ``Selection.n_in_pool``) unless ``keep_duplicates``: their labels would decide."""
         check_is_fitted(self, "predictor_")
         if costs is not None and max_quality_drop is None:
             raise BenchrouteError("costs are used only with max_quality_drop; give both or neither")
-        Q, LX, LY = task_vectors(self, task_examples, labeled)
+        Q, LX, LY, texts = task_vectors(self, task_examples, labeled)
         sel = self.select_embedded(Q, LX, LY, candidates, method, fallback, exclude_datasets,
-                                   keep_duplicates)
+                                   keep_duplicates, texts)
         if max_quality_drop is not None:
             models = [str(m) for m in sel.scores.index]
             sel = cheaper_selection(sel, router_costs(self, costs, "max_quality_drop", models),
@@ -186,12 +187,14 @@ class Router(RouterParams, pool_state.FittedPool):
                         labeled_Y: np.ndarray | None = None,
                         candidates: Iterable[str] | None = None, method: str = "S3",
                         fallback: bool = True, exclude_datasets: Sequence[str] = (),
-                        keep_duplicates: bool = False) -> Selection:
-        """:meth:`select_model` on embeddings: Q (n, d), labeled_X (L, d), labeled_Y (L, M).
+                        keep_duplicates: bool = False, texts: Sequence[str] | None = None
+                        ) -> Selection:
+        """:meth:`select_model` on embeddings: Q (n, d), labeled_X (L, d), labeled_Y (L, M),
+        their ``texts`` (n + L) for the form-shift test of S3.
 
         ``exclude_datasets`` leaves pool tasks out exactly: the result equals that of a router
         fitted without them (pool, fallback means, BMA and reference pairs)."""
-        view, n, L = task_view(self, Q, labeled_X, labeled_Y, exclude_datasets, keep_duplicates)
+        view, n, L = task_view(self, Q, labeled_X, labeled_Y, exclude_datasets, keep_duplicates, texts)
         return view.select(np.arange(n), np.arange(n, n + L), labeled_Y if L else None,
                            candidates, method, fallback)
 

@@ -27,6 +27,7 @@ from benchroute.scoring import (
     s2,
     s3,
 )
+from benchroute.shift import FormShift
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,11 @@ class Selection:
     #: whether those pool inputs were left out of their neighbours (the default)
     n_in_pool: int = 0
     duplicates_kept: bool = False
+    #: how far the task's inputs differ in form from their pool neighbours
+    #: (:mod:`benchroute.shift`); None when the pool's texts are unknown (fitted on arrays)
+    shift: FormShift | None = None
+    #: whether the form-shift test moved the choice to the best model on average
+    shift_fell_back: bool = False
 
     def summary(self) -> str:
         why = ""
@@ -86,6 +92,10 @@ class Selection:
                    f"{first} was chosen on quality"
                    + (" after falling back to the best model on average" if self.fell_back
                       else "") + ")")
+        elif self.shift_fell_back and self.shift is not None:
+            why = (f" (fell back to the best model on average: the task's inputs differ in form "
+                   f"from their pool neighbours, shift p {self.shift.p_value:.3f} < "
+                   f"{self.shift.alpha:g}, most in {self.shift.largest()})")
         elif self.fell_back:
             eta = "" if self.eta is None else f" {self.eta:g}"
             why = (f" (fell back to the best model on average: the chance that the top-scoring "
@@ -100,7 +110,15 @@ class Selection:
                 f"{self.n_examples} inputs" + (f", {self.n_labeled} labelled" if self.n_labeled else "")
                 + (f"; {self.n_in_pool} of them near-duplicates of pool inputs ("
                    + ("kept" if self.duplicates_kept else "left out of their neighbours") + ")"
-                   if self.n_in_pool else ""))
+                   if self.n_in_pool else "") + "; " + self._shift_text())
+
+    def _shift_text(self) -> str:
+        if self.shift is None:
+            return "form shift unknown (the pool's texts are not available)"
+        if not np.isfinite(self.shift.p_value):
+            return f"form shift T = {self.shift.statistic:.3f} (no reference: fewer than two pool tasks)"
+        return (f"form shift T = {self.shift.statistic:.3f}, p {self.shift.p_value:.3f} against "
+                f"{self.shift.n_reference} pool tasks")
 
     def __repr__(self) -> str:
         shown = self.scores.drop(columns=["chosen"])
@@ -115,6 +133,8 @@ class Selection:
                 "n_examples": self.n_examples, "n_labeled": self.n_labeled,
                 "n_in_pool": self.n_in_pool, "duplicates_kept": self.duplicates_kept,
                 "win_probability": self.win_probability, "eta": self.eta,
+                "shift": None if self.shift is None else self.shift.to_dict(),
+                "shift_fell_back": self.shift_fell_back,
                 "cheaper_than": None if self.cheaper_than is None else {
                     "model": self.cheaper_than[0], "max_quality_drop": self.cheaper_than[1],
                     "compared": self.cheaper_than[2]},
@@ -159,8 +179,12 @@ def p_estimate(u: float, reference: ReferencePairs, config: SelectionConfig,
 def select(g: np.ndarray, u: float, reference: ReferencePairs, models: list[str],
            cand: np.ndarray, bma: int, method: str = "S3", fallback: bool = True,
            config: SelectionConfig = SelectionConfig(), labeled_hits: np.ndarray | None = None,
-           labeled_n: np.ndarray | None = None, n_labeled: int = 0) -> Selection:
+           labeled_n: np.ndarray | None = None, n_labeled: int = 0,
+           shift: FormShift | None = None) -> Selection:
     """Score a task from its predictions g (n, M) and distance u, and choose among ``cand``.
+
+    ``shift``: the task's form shift; with S3 and ``fallback``, a shift that fires
+    (p < its level) moves a choice other than BMA to BMA.
 
     ``labeled_hits``/``labeled_n`` (M,) are the predictors' correct binary predictions and the
     labels per model on the caller's ``n_labeled`` few-shot labels; they update p̂ by the
@@ -179,6 +203,10 @@ def select(g: np.ndarray, u: float, reference: ReferencePairs, models: list[str]
         table["n_labeled_model"] = labeled_n
     chosen, fell_back, win = choose(table[method].to_numpy(), cand, bma, g,
                                     p_hat if method == "S3" and fallback else None, config)
+    shifted = (method == "S3" and fallback and shift is not None and shift.fired
+               and not fell_back and chosen != bma)
+    if shifted:
+        chosen, fell_back = bma, True
     table["bma"] = [i == bma for i in range(len(models))]
     table["chosen"] = [i == chosen for i in range(len(models))]
     table = table.iloc[cand]
@@ -186,7 +214,8 @@ def select(g: np.ndarray, u: float, reference: ReferencePairs, models: list[str]
     return Selection(model=models[chosen], method=method, scores=table, fell_back=fell_back,
                      task_distance=float(u), bma=models[bma], n_examples=len(g),
                      n_labeled=n_labeled, win_probability=win, proba=g,
-                     eta=config.eta if win is not None else None)
+                     eta=config.eta if win is not None else None, shift=shift,
+                     shift_fell_back=shifted)
 
 
 def route_rows(P: np.ndarray, cand: np.ndarray, prefer: int | np.ndarray,

@@ -38,6 +38,7 @@ from benchroute.reference import ReferencePairs, reference_pairs
 from benchroute.routing import embed_queries
 from benchroute.scoring import mean_distance, predictor_hits
 from benchroute.selection import METHODS, Selection, select
+from benchroute.shift import TaskForm
 
 if TYPE_CHECKING:
     from benchroute.router import Router
@@ -83,10 +84,11 @@ def reference_without(router: Router, exclude_datasets: Sequence[str]) -> Refere
 
 
 def task_vectors(router: Router, task_examples: Texts, labeled: LabeledRecords | None
-                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, list[str]]:
     """The vectors of a task's examples to score, and of its labelled inputs with their labels
-    (None, None without any). A labelled example is not scored as well, unless every example
-    is labelled: then each is scored next to the others' labels, never its own."""
+    (None, None without any), then the texts of all of them (scored, then labelled). A
+    labelled example is not scored as well, unless every example is labelled: then each is
+    scored next to the others' labels, never its own."""
     texts = parse_texts(task_examples)
     lab_texts, lab_Y = parse_labeled(labeled, router.models_) if labeled is not None else ([], None)
     if lab_texts:
@@ -94,15 +96,17 @@ def task_vectors(router: Router, task_examples: Texts, labeled: LabeledRecords |
         texts = [t for t in texts if t not in labeled_set] or texts
     vectors = embed_queries(router, texts + lab_texts)
     if not lab_texts:
-        return vectors, None, None
-    return vectors[:len(texts)], vectors[len(texts):], lab_Y
+        return vectors, None, None, texts
+    return vectors[:len(texts)], vectors[len(texts):], lab_Y, texts + lab_texts
 
 
 def task_view(router: Router, Q: np.ndarray, labeled_X: np.ndarray | None,
               labeled_Y: np.ndarray | None, exclude_datasets: Sequence[str],
-              keep_duplicates: bool = False) -> tuple[TaskNeighbours, int, int]:
+              keep_duplicates: bool = False, texts: Sequence[str] | None = None
+              ) -> tuple[TaskNeighbours, int, int]:
     """One neighbour search for a task's queries and its labelled inputs together: the
-    neighbours, then the number of queries n and of labelled inputs L (rows n … n + L − 1)."""
+    neighbours, then the number of queries n and of labelled inputs L (rows n … n + L − 1).
+    ``texts``: the queries' texts, then the labelled inputs' (for the form-shift test)."""
     check_is_fitted(router, "predictor_")
     Q = check_vectors(Q, "queries")
     if len(Q) == 0:
@@ -111,18 +115,19 @@ def task_view(router: Router, Q: np.ndarray, labeled_X: np.ndarray | None,
         raise BenchrouteError("labeled_X and labeled_Y go together: give both or neither")
     LX = check_vectors(labeled_X, "labeled_X") if labeled_X is not None and len(labeled_X) \
         else np.zeros((0, Q.shape[1]), np.float32)
-    return (TaskNeighbours(router, np.vstack([Q, LX]), exclude_datasets, keep_duplicates),
-            len(Q), len(LX))
+    return (TaskNeighbours(router, np.vstack([Q, LX]), exclude_datasets, keep_duplicates,
+                           texts), len(Q), len(LX))
 
 
 
 class TaskNeighbours:
     """The K = max(k, n_neighbours) nearest pool inputs of each of a task's inputs X (n, d),
     with the pool tasks ``exclude_datasets`` left out (exactly, as in a router fitted without
-    them)."""
+    them). With the inputs' ``texts`` (n,), S3 also tests their form shift
+    (:mod:`benchroute.shift`) when the router knows its pool's texts."""
 
     def __init__(self, router: Router, X: np.ndarray, exclude_datasets: Sequence[str] = (),
-                 keep_duplicates: bool = False) -> None:
+                 keep_duplicates: bool = False, texts: Sequence[str] | None = None) -> None:
         self.router = router
         self.X = check_vectors(X, "task inputs")
         self.exclude = check_excluded(router, exclude_datasets)
@@ -133,6 +138,11 @@ class TaskNeighbours:
         dropped, self.in_pool = found.beyond(NEAR_DUPLICATE, self.K)
         self.base = found.head(self.K) if keep_duplicates else dropped
         self.means = router.predictor_.fallback_means(self.exclude)
+        if texts is not None and len(texts) != len(self.X):
+            raise BenchrouteError(f"texts: {len(texts)} texts for {len(self.X)} task inputs; "
+                                  "expected one text per input")
+        self.form = None if texts is None else TaskForm(router, self.X, texts, self.exclude,
+                                                       keep_duplicates)
 
     def __len__(self) -> int:
         return len(self.X)
@@ -208,6 +218,7 @@ class TaskNeighbours:
         sel = select(g, float(mean_distance(nb.distances, router.n_neighbours)),
                      reference, router.models_, cand,
                      router.bma_index(cand, self.exclude), method, fallback, router.config(),
-                     hits, n, len(lab))
+                     hits, n, len(lab),
+                     None if self.form is None or method != "S3" else self.form.shift(r))
         return dataclasses.replace(sel, n_in_pool=int(self.in_pool[r].sum()),
                                    duplicates_kept=self.keep_duplicates)

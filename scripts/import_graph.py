@@ -128,7 +128,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("method", ("benchroute.selection", "benchroute.reference", "benchroute.predictors",
                 "benchroute.stacking",
                 "benchroute.tuning", "benchroute.policies", "benchroute.inputs",
-                "benchroute.ood")),
+                "benchroute.ood", "benchroute.shift")),
     ("data, embedding, index", ("benchroute.data", "benchroute.embedding", "benchroute.index",
                                 "benchroute.faiss_check", "benchroute.packs", "benchroute.npz",
                                 "benchroute._persist")),

@@ -64,8 +64,10 @@ def leave_one_task_out(
         One row per (task, alpha, repeat, method): ``model`` chosen, its ``accuracy`` on the
         held-out inputs (those not used as labels), ``oracle_accuracy``, ``n_test``, ``n_labeled``,
         ``u``, ``fell_back``; S3 rows also carry ``p_hat`` (the p S3 used), ``p_kernel`` (before
-        the few-shot labels) and ``p_true`` per model (dicts) and ``predictor_accuracy`` (mean
-        true p over the candidate models). Only models with results on the held-out task are
+        the few-shot labels) and ``p_true`` per model (dicts), ``predictor_accuracy`` (mean
+        true p over the candidate models), ``shift_statistic`` and ``shift_p`` (the held-out
+        task's form shift, :mod:`benchroute.shift`) and ``shift_fell_back`` (whether it moved
+        S3's choice to BMA). Only models with results on the held-out task are
         candidates. ``BMA`` is computed without the held-out task; ``BMA-incl`` with it, as the
         paper's scripts did. ``LL`` (highest mean completion log-probability) appears when the
         data has a ``logprob`` column.
@@ -85,6 +87,8 @@ def leave_one_task_out(
         raise BenchrouteError(f"unknown task(s) {unknown}; known: {all_tasks[:5]} ...")
     router.fit_arrays(X, Y, ds, models, pool.instance_ids,
                       data.dataset_accuracy().reindex(columns=models))
+    # as Router.fit: the pool's texts, so S3 tests each held-out task's form shift
+    router.texts_ = texts = list(data.instances()["text"])
     logprob = None
     if "logprob" in data.frame.columns and data.frame["logprob"].notna().any():
         logprob = data.correctness_matrix(column="logprob").reindex(columns=models).to_numpy(dtype=float)
@@ -93,7 +97,8 @@ def leave_one_task_out(
     for t_idx, task in enumerate(run_tasks):
         rd = np.flatnonzero(ds == task)
         Yd = Y[rd]
-        view = router.task_neighbours(X[rd], exclude_datasets=[task])  # one search per task
+        view = router.task_neighbours(X[rd], exclude_datasets=[task],  # one search per task
+                                      texts=[texts[i] for i in rd])
         for alpha in alphas:
             n_lab = few_shot_count(len(rd), alpha)
             rng = np.random.default_rng(task_seed(seed, task, alpha_key(alpha)))
@@ -151,6 +156,10 @@ def _method_rows(sel: Selection, g: np.ndarray, y: np.ndarray, cand: np.ndarray,
             row["p_kernel"] = {m: float(p_kernel[m]) for m in scores.index}
             row["p_true"] = {models[m]: float(p_true[m]) for m in cand}
             row["predictor_accuracy"] = float(np.nanmean(p_true[cand]))
+            shift = sel.shift
+            row["shift_statistic"] = None if shift is None else shift.statistic
+            row["shift_p"] = None if shift is None else shift.p_value
+            row["shift_fell_back"] = sel.shift_fell_back
         out.append(row)
     return out
 

@@ -1,0 +1,230 @@
+"""Task-level format shift: do a task's inputs differ in *form* from their pool neighbours?
+
+The kNN predictors and p̂ read a task through its nearest pool inputs. When those share the
+task's topic but not its format (free-form arithmetic problems whose nearest inputs are
+multiple-choice mathematics questions), every score reads the neighbours' strengths and the
+vector distance u does not notice. This module measures the format gap from the texts alone.
+
+Each input x has a form fingerprint f(x) of :data:`FEATURES` (length, lines, digits, lettered
+answer options, how the prompt ends, code and other markers): cheap, deterministic, no model.
+A task with inputs x_1 … x_n and, for each, its ``n_neighbours`` nearest pool inputs N(x_i)
+(near-duplicates left out, as in selection) has the standardised mean difference
+
+    D = (1/n) Σ_i (f(x_i) − mean_{j ∈ N(x_i)} f(j)) / σ,     T = sqrt(mean over features of D²)
+
+with σ the per-feature standard deviation over the pool (1 where a feature is constant). The
+reference is T of every pool task scored with that task left out (the leave-one-task-out pass
+of the reference pairs, one search per task), and the conformal p-value
+
+    p = (1 + #{pool tasks j : T_j >= T}) / (1 + number of pool tasks)
+
+is the share of the pool's own new tasks at least as far off in form. S3 falls back to the best
+model on average when p < :data:`SHIFT_ALPHA` (fixed in advance, not tuned on any result:
+under exchangeability with the pool's tasks it moves at most that share of in-distribution
+tasks). With fewer than 1/SHIFT_ALPHA − 1 pool tasks p cannot fall below the level and nothing
+moves. Excluded pool tasks are left out exactly: a pool task's T is recomputed when one of its
+neighbours came from an excluded task.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from benchroute.predictors import EXTRA_NEIGHBOURS, NEAR_DUPLICATE
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FEATURES", "SHIFT_ALPHA", "FormShift", "ShiftReference", "fingerprints",
+           "reference_of", "task_shift"]
+
+#: the conformal level below which S3 falls back (a false-alarm rate fixed in advance)
+SHIFT_ALPHA = 0.05
+FEATURES = ("log_chars", "log_lines", "digit_share", "lettered_options", "ends_question",
+            "ends_colon", "code", "non_ascii_share", "math_symbol_share")
+#: pool tasks' shift references kept per router for different sets of excluded tasks
+_MEMO = 8
+
+_OPTION = re.compile(r"^\s*\(?[A-Ja-j][.):]\s", re.M)
+_CODE = re.compile(r"(\bdef |\breturn\b|\bimport |#include|\bfunction\b|```|=>|[{}]|;\s*$)",
+                   re.M)
+_MATH = frozenset("$\\^=+*/<>")
+
+
+def fingerprint(text: str) -> list[float]:
+    """f(x) of one text, in the order of :data:`FEATURES`."""
+    n = max(len(text), 1)
+    end = text.rstrip()
+    return [float(np.log1p(len(text))), float(np.log1p(text.count("\n") + 1)),
+            sum(c.isdigit() for c in text) / n, float(len(_OPTION.findall(text)) >= 2),
+            float(end.endswith("?")), float(end.endswith(":")), float(bool(_CODE.search(text))),
+            sum(ord(c) > 127 for c in text) / n, sum(c in _MATH for c in text) / n]
+
+
+def fingerprints(texts: Sequence[str]) -> np.ndarray:
+    """f(x) of each text: (n, len(FEATURES)) float64."""
+    return np.asarray([fingerprint(t) for t in texts], dtype=np.float64).reshape(-1, len(FEATURES))
+
+
+@dataclass(frozen=True)
+class FormShift:
+    """A task's format shift against its pool neighbours.
+
+    ``statistic`` is T; ``p_value`` its conformal p-value against the ``n_reference`` pool
+    tasks (NaN with fewer than two pool tasks); ``difference`` the standardised mean
+    difference D per feature (task minus neighbours); the fallback fires when
+    ``p_value < alpha``.
+    """
+
+    statistic: float
+    p_value: float
+    alpha: float
+    n_reference: int
+    difference: dict[str, float]
+
+    @property
+    def fired(self) -> bool:
+        return bool(self.p_value < self.alpha)
+
+    def largest(self) -> str:
+        """The feature that differs most, with its signed standardised difference."""
+        name = max(self.difference, key=lambda f: abs(self.difference[f]))
+        return f"{name} {self.difference[name]:+.2f} sd"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"statistic": self.statistic, "p_value": self.p_value, "alpha": self.alpha,
+                "n_reference": self.n_reference, "fired": self.fired,
+                "difference": dict(self.difference)}
+
+
+def _neighbour_means(F: np.ndarray, dist: np.ndarray, rows: np.ndarray, K: int,
+                     keep_duplicates: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the mean fingerprint of its first K usable neighbours (found, and not a
+    near-duplicate unless kept), and the pool rows used (-1 where none)."""
+    ok = (rows >= 0) & np.isfinite(dist)
+    if not keep_duplicates:
+        ok &= dist >= NEAR_DUPLICATE
+    ok &= np.cumsum(ok, axis=1) <= K
+    w = ok.astype(np.float64)
+    means = np.einsum("nk,nkf->nf", w, F[np.where(ok, rows, 0)]) / np.maximum(w.sum(1), 1)[:, None]
+    return means, np.where(ok, rows, -1)
+
+
+def _search(predictor: Any, Q: np.ndarray, K: int, exclude: Sequence[str]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    return predictor.index_.search(np.ascontiguousarray(Q, dtype=np.float32),
+                                   K + EXTRA_NEIGHBOURS, exclude_datasets=list(exclude) or None)
+
+
+def statistic(D: np.ndarray) -> float:
+    """T from the standardised mean difference D (features,)."""
+    return float(np.sqrt(np.mean(np.square(D))))
+
+
+class ShiftReference:
+    """The pool's fingerprints and each pool task's mean difference to its neighbours with the
+    task left out, computed once per fitted pool; :meth:`statistics` gives the reference T's
+    with more tasks left out, recomputing only the tasks whose neighbours those tasks touched."""
+
+    def __init__(self, predictor: Any, texts: Sequence[str], n_neighbours: int) -> None:
+        self.predictor = predictor
+        self.n_texts = len(texts)
+        self.K = n_neighbours
+        self.F = fingerprints(texts)
+        self.datasets = np.asarray(predictor.datasets_)
+        self._memo: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+        self.raw, self.touched = self._pass(())
+        logger.debug("form-shift reference: %d pool tasks", len(self.raw))
+
+    def _task(self, task: str, exclude: Sequence[str]) -> tuple[np.ndarray, frozenset[str]]:
+        rows = np.flatnonzero(self.datasets == task)
+        dist, nb = _search(self.predictor, self.predictor.index_.vectors(rows), self.K,
+                           [task, *exclude])
+        means, used = _neighbour_means(self.F, dist, nb, self.K)
+        touched = frozenset(self.datasets[used[used >= 0]].tolist())
+        return (self.F[rows] - means).mean(axis=0), touched
+
+    def _pass(self, exclude: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, frozenset[str]]]:
+        tasks = sorted(set(self.datasets.tolist()) - set(exclude))
+        raw: dict[str, np.ndarray] = {}
+        touched: dict[str, frozenset[str]] = {}
+        if len(tasks) < 2:
+            return raw, touched
+        for task in tasks:
+            raw[task], touched[task] = self._task(task, exclude)
+        return raw, touched
+
+    def scale(self, exclude: Sequence[str] = ()) -> np.ndarray:
+        """σ: the per-feature standard deviation over the pool without ``exclude``."""
+        keep = ~np.isin(self.datasets, list(exclude)) if exclude else slice(None)
+        sd = self.F[keep].std(axis=0)
+        return np.where(sd > 1e-6, sd, 1.0)  # a constant feature: raw units
+
+    def statistics(self, exclude: Sequence[str] = ()) -> np.ndarray:
+        """T_j of every pool task not in ``exclude``, each scored with itself and ``exclude``
+        left out (equal to the reference of a router fitted without ``exclude``)."""
+        key = tuple(sorted(set(exclude)))
+        raw = self._memo.get(key)
+        if raw is None:
+            left = set(key)
+            tasks = sorted(set(self.raw) - left)
+            raw = {t: (self._task(t, key)[0] if self.touched[t] & left else self.raw[t])
+                   for t in tasks} if len(tasks) >= 2 else {}
+            if len(self._memo) >= _MEMO:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = raw
+        sd = self.scale(key)
+        return np.asarray([statistic(d / sd) for d in raw.values()], dtype=np.float64)
+
+
+def reference_of(router: Any) -> ShiftReference | None:
+    """The router's form-shift reference, computed on first use for its current pool; None
+    when the router has no pool texts (fitted on arrays)."""
+    texts = getattr(router, "texts_", None)
+    if texts is None:
+        return None
+    ref = getattr(router, "shift_reference_", None)
+    if (ref is None or ref.predictor is not router.predictor_ or ref.n_texts != len(texts)
+            or router.n_neighbours != ref.K):
+        ref = ShiftReference(router.predictor_, texts, router.n_neighbours)
+        router.shift_reference_ = ref
+    return ref
+
+
+def task_shift(reference: ShiftReference, F: np.ndarray, means: np.ndarray,
+               exclude: Sequence[str] = (), alpha: float = SHIFT_ALPHA) -> FormShift:
+    """The :class:`FormShift` of a task from its inputs' fingerprints F (n, features) and the
+    mean fingerprints of their pool neighbours (n, features)."""
+    sd = reference.scale(exclude)
+    D = (np.asarray(F) - np.asarray(means)).mean(axis=0) / sd
+    T = statistic(D)
+    ref = reference.statistics(exclude)
+    p = (1.0 + float((ref >= T).sum())) / (1.0 + len(ref)) if len(ref) >= 2 else float("nan")
+    return FormShift(T, p, alpha, len(ref), {f: float(v) for f, v in zip(FEATURES, D)})
+
+
+class TaskForm:
+    """A task's inputs' fingerprints and their neighbours' mean fingerprints, searched once
+    (lazily) for every split of the task into scored and labelled inputs."""
+
+    def __init__(self, router: Any, X: np.ndarray, texts: Sequence[str],
+                 exclude: Sequence[str], keep_duplicates: bool = False) -> None:
+        self.router, self.X, self.exclude = router, X, list(exclude)
+        self.F = fingerprints(texts)
+        self.keep_duplicates = keep_duplicates
+        self._means: np.ndarray | None = None
+
+    def shift(self, rows: np.ndarray) -> FormShift | None:
+        """The task's form shift over the inputs ``rows``; None without pool texts."""
+        ref = reference_of(self.router)
+        if ref is None:
+            return None
+        if self._means is None:
+            dist, nb = _search(self.router.predictor_, self.X, ref.K, self.exclude)
+            self._means = _neighbour_means(ref.F, dist, nb, ref.K, self.keep_duplicates)[0]
+        return task_shift(ref, self.F[rows], self._means[rows], self.exclude)

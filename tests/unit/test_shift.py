@@ -1,0 +1,175 @@
+"""Task-level format shift (benchroute.shift): the fingerprint, the leave-one-task-out reference,
+the S3 fallback it triggers, its report in Selection, and save/load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchroute import BenchmarkData
+from benchroute.reference import ReferencePairs
+from benchroute.router import Router
+from benchroute.selection import SelectionConfig, select
+from benchroute.shift import FEATURES, SHIFT_ALPHA, FormShift, fingerprints
+
+N_CLUSTERS, PER_TASK, D = 11, 20, 64  # D: the hashing-64 encoder's, for save/load
+
+
+def mcq(words: int, i: int) -> str:
+    return (f"Which statement {i} holds {'so ' * words}?\nA. the first\nB. the second\n"
+            "C. the third\nD. the fourth\nAnswer:")
+
+
+def free(words: int, i: int) -> str:
+    return (f"Tom has {3 * i + 4} apples {'and ' * words}buys {i + 7} more at $2 each. How "
+            "many dollars did he spend in total?")
+
+
+def pool(seed: int = 0, free_form: bool = True) -> tuple[BenchmarkData, np.ndarray]:
+    """Two multiple-choice tasks per cluster (so a task's twin predicts it) and a held-out
+    task "new" on cluster 0's centre, free-form when ``free_form``. Model "b" is strong on
+    cluster 0 only, "a" everywhere else (the best model on average)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(N_CLUSTERS, D))
+    rows, vecs = [], []
+    tasks = [(f"c{c}{t}", c) for c in range(N_CLUSTERS) for t in "xy"] + [("new", 0)]
+    for task, c in tasks:
+        skill = {"a": 0.1 if c == 0 else 0.9, "b": 0.95 if c == 0 else 0.1}
+        if task == "new":
+            skill = {"a": 0.9, "b": 0.5}  # the new format: "a" wins, as on GSM8K
+        for i in range(PER_TASK):
+            v = centres[c] + 0.3 * rng.normal(size=D)
+            vecs.append(v / np.linalg.norm(v))
+            words = int(rng.integers(2, 40))  # the pool's own variation in form
+            text = free(words, i) if task == "new" and free_form else mcq(words, i)
+            for m in "ab":
+                y = float(rng.random() < skill[m])
+                rows.append((task, f"{i:03d}", text, m, y, y))
+    frame = pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model", "score",
+                                        "correct"])
+    data = BenchmarkData(frame)
+    order = {(t, f"{i:03d}"): j * PER_TASK + i for j, (t, _) in enumerate(tasks)
+             for i in range(PER_TASK)}
+    inst = data.instances()
+    X = np.asarray(vecs, np.float32)[[order[k] for k in zip(inst["dataset"], inst["instance_id"])]]
+    return data, X
+
+
+def fitted(free_form: bool = True) -> tuple[Router, BenchmarkData, np.ndarray]:
+    data, X = pool(free_form=free_form)
+    router = Router(encoder="hashing-64-12", tune=False, alphas=(0.0,), repeats=1)
+    return router.fit(data, embeddings=X), data, X
+
+
+def held_out(router: Router, data: BenchmarkData, X: np.ndarray, fallback: bool = True):
+    inst = data.instances()
+    rows = np.flatnonzero(inst["dataset"].to_numpy() == "new")
+    return router.select_embedded(X[rows], exclude_datasets=["new"], fallback=fallback,
+                                  texts=inst["text"].iloc[rows].tolist())
+
+
+def test_fingerprint_features():
+    F = fingerprints([mcq(3, 1), free(3, 1), "def f(x):\n    return x"])
+    assert F.shape == (3, len(FEATURES))
+    col = {f: i for i, f in enumerate(FEATURES)}
+    assert F[0, col["lettered_options"]] == 1 and F[1, col["lettered_options"]] == 0
+    assert F[1, col["ends_question"]] == 1 and F[0, col["ends_colon"]] == 1
+    assert F[2, col["code"]] == 1 and F[1, col["digit_share"]] > F[0, col["digit_share"]]
+
+
+def test_shift_fires_and_falls_back_on_a_new_format():
+    router, data, X = fitted()
+    sel = held_out(router, data, X)
+    assert sel.shift is not None and sel.shift.n_reference == 2 * N_CLUSTERS
+    assert sel.shift.p_value == pytest.approx(1 / (1 + 2 * N_CLUSTERS))
+    assert sel.shift.fired and sel.shift_fell_back and sel.fell_back
+    assert sel.model == sel.bma == "a"
+    # without the shift test, S3 reads cluster 0's neighbours and switches to "b"
+    plain = held_out(router, data, X, fallback=False)
+    assert plain.model == "b" and not plain.shift_fell_back
+    assert "differ in form" in sel.summary()
+    d = sel.to_dict()
+    assert d["shift_fell_back"] is True and d["shift"]["fired"] is True
+    json.dumps(d)
+
+
+def test_matching_form_changes_nothing():
+    router, data, X = fitted(free_form=False)
+    sel = held_out(router, data, X)
+    assert sel.shift is not None and not sel.shift.fired and not sel.shift_fell_back
+    inst = data.instances()
+    rows = np.flatnonzero(inst["dataset"].to_numpy() == "new")
+    no_texts = router.select_embedded(X[rows], exclude_datasets=["new"])
+    assert no_texts.shift is None and no_texts.model == sel.model
+    assert "form shift unknown" in no_texts.summary()
+
+
+def test_fit_arrays_has_no_signal():
+    data, X = pool()
+    inst = data.instances()
+    Y = data.correctness_matrix().to_numpy(dtype=float)
+    router = Router(tune=False, alphas=(0.0,), repeats=1).fit_arrays(
+        X, Y, inst["dataset"].to_numpy(), ["a", "b"])
+    rows = np.flatnonzero(inst["dataset"].to_numpy() == "new")
+    sel = router.select_embedded(X[rows], exclude_datasets=["new"],
+                                 texts=inst["text"].iloc[rows].tolist())
+    assert sel.shift is None and not sel.shift_fell_back and sel.to_dict()["shift"] is None
+
+
+def test_save_load_keeps_the_signal(tmp_path):
+    router, data, X = fitted()
+    before = held_out(router, data, X)
+    loaded = Router.load(router.save(tmp_path / "r"))
+    after = held_out(loaded, data, X)
+    assert after.shift is not None and before.shift is not None
+    assert after.shift.statistic == pytest.approx(before.shift.statistic)
+    assert after.shift.p_value == before.shift.p_value and after.model == before.model
+
+
+def test_exclusion_is_exact():
+    """The reference with a task left out equals that of a router fitted without it."""
+    router, data, X = fitted()
+    inst = data.instances()
+    keep = inst["dataset"].to_numpy() != "c3x"
+    alone = Router(encoder="hashing-64-12", tune=False, alphas=(0.0,), repeats=1).fit(
+        data.subset([t for t in data.datasets if t != "c3x"]), embeddings=X[keep])
+    a, b = held_out(router, data, X), held_out(alone, data.subset(
+        [t for t in data.datasets if t != "c3x"]), X[keep])
+    assert a.shift is not None and b.shift is not None
+    # "new" and "c3x" both left out of the first: compare at the same pool
+    rows = np.flatnonzero(inst["dataset"].to_numpy() == "new")
+    both = router.select_embedded(X[rows], exclude_datasets=["new", "c3x"],
+                                  texts=inst["text"].iloc[rows].tolist())
+    assert both.shift is not None
+    assert both.shift.statistic == pytest.approx(b.shift.statistic)
+    assert both.shift.p_value == pytest.approx(b.shift.p_value)
+
+
+@pytest.mark.parametrize("p_value, moved", [(0.01, True), (0.5, False)])
+def test_select_applies_the_level(p_value, moved):
+    g = np.array([[0.9, 0.2]] * 30)
+    ref = ReferencePairs(np.linspace(0.1, 0.9, 20), np.full((20, 2), 0.95),
+                         np.array([f"t{i}" for i in range(20)], dtype=object), np.zeros(20))
+    shift = FormShift(3.0, p_value, SHIFT_ALPHA, 20, {f: 0.0 for f in FEATURES})
+    sel = select(g, 0.5, ref, ["x", "y"], np.array([0, 1]), 1, shift=shift,
+                 config=SelectionConfig())
+    assert sel.shift_fell_back is moved and sel.model == ("y" if moved else "x")
+    off = select(g, 0.5, ref, ["x", "y"], np.array([0, 1]), 1, fallback=False, shift=shift)
+    assert off.model == "x" and not off.shift_fell_back
+
+
+def test_protocol_measures_the_same_path():
+    from benchroute.experiments.protocol import leave_one_task_out
+
+    data, X = pool()
+    out = leave_one_task_out(data, {"encoder": "hashing-64-12", "alphas": (0.0,), "repeats": 1},
+                             embeddings=X, tasks=["new"])
+    s3 = out[out.method == "S3"].iloc[0]
+    router, _, _ = fitted()
+    sel = held_out(router, data, X)
+    assert bool(s3.shift_fell_back) and s3.model == sel.model == "a"
+    assert s3.shift_p == pytest.approx(sel.shift.p_value)
+    assert out[out.method == "S1"].iloc[0].model == "b"
