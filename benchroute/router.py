@@ -167,10 +167,10 @@ class Router(RouterParams, pool_state.FittedPool):
         pool for this call only and update p̂ (docs/method.md); a labelled example is scored
         next to the others' labels, never its own. ``candidates`` restricts the choice (BMA is
         then the best of them); ``fallback`` applies the η rule and the form-shift test (S3);
-        ``exclude_datasets`` leaves pool tasks out exactly. ``max_quality_drop`` ε moves the choice to the cheapest
-        candidate within ε of the top score (``costs`` per call, else the fit store's). Pool
-        inputs that are near-duplicates of an example are left out of its neighbours (counted
-        in ``Selection.n_in_pool``) unless ``keep_duplicates``: their labels would decide."""
+        ``exclude_datasets`` leaves pool tasks out exactly. ``max_quality_drop`` ε moves the
+        choice to the cheapest candidate within ε of the top score (``costs`` per call, else the
+        fit store's). Pool inputs that are near-duplicates of an example are left out of its
+        neighbours (counted in ``Selection.n_in_pool``) unless ``keep_duplicates``."""
         check_is_fitted(self, "predictor_")
         if costs is not None and max_quality_drop is None:
             raise BenchrouteError("costs are used only with max_quality_drop; give both or neither")
@@ -189,11 +189,9 @@ class Router(RouterParams, pool_state.FittedPool):
                         fallback: bool = True, exclude_datasets: Sequence[str] = (),
                         keep_duplicates: bool = False, texts: Sequence[str] | None = None
                         ) -> Selection:
-        """:meth:`select_model` on embeddings: Q (n, d), labeled_X (L, d), labeled_Y (L, M),
-        their ``texts`` (n + L) for the form-shift test of S3.
-
-        ``exclude_datasets`` leaves pool tasks out exactly: the result equals that of a router
-        fitted without them (pool, fallback means, BMA and reference pairs)."""
+        """:meth:`select_model` on embeddings: Q (n, d), labeled_X (L, d), labeled_Y (L, M), their
+        ``texts`` (n + L) for the form-shift test of S3. ``exclude_datasets``: as if fitted
+        without those tasks (pool, fallback means, BMA and reference pairs)."""
         view, n, L = task_view(self, Q, labeled_X, labeled_Y, exclude_datasets, keep_duplicates, texts)
         return view.select(np.arange(n), np.arange(n, n + L), labeled_Y if L else None,
                            candidates, method, fallback)
