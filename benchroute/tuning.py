@@ -35,7 +35,13 @@ import pandas as pd
 
 from benchroute.exceptions import BenchrouteError, NotFittedError
 from benchroute.predictors import column_means, knn_mean
-from benchroute.stacking import DEFAULT_BLENDS, LinearStack, choose_stack, per_input_value
+from benchroute.stacking import (
+    AUTO_MAX_MODELS,
+    DEFAULT_BLENDS,
+    LinearStack,
+    choose_stack,
+    per_input_value,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +221,8 @@ class PerInputPredictor:
         "knn": the tuned kNN P; "stack": the cross-model stack on it
         (:mod:`benchroute.stacking`); "auto": the kNN, a blend or the stack, whichever CV
         prefers (the kNN unless another is better by more than a standard error; the kNN
-        when nothing else is cross-validated: fixed values and no calibration).
+        when nothing else is cross-validated: fixed values and no calibration, or with more
+        than ``stacking.AUTO_MAX_MODELS`` pool models, where the stack's fit grows as M²).
     folds, seed : int
     """
 
@@ -303,7 +310,7 @@ class PerInputPredictor:
         self.k_, self.weights_, self.prior_ = k, w, p
         P = oof_proba(Y, searched, grid[best])
         choice = None
-        if self.method != "knn":
+        if self.method == "stack" or (self.method == "auto" and Y.shape[1] <= AUTO_MAX_MODELS):
             choice = choose_stack(P, Y, fold, self.objective,
                                   blends=(0.0,) if self.method == "stack" else DEFAULT_BLENDS)
             self.method_, self.stack_ = choice.method, choice.stack

@@ -47,6 +47,20 @@ def test_stack_chosen_where_one_models_correctness_is_a_function_of_anothers():
         route_value(knn.predict_proba(X[600:]), Y[600:])
 
 
+def test_auto_leaves_the_stack_untried_past_its_model_limit(monkeypatch):
+    """The stack's fit grows as M²: past AUTO_MAX_MODELS, "auto" is the kNN without trying it,
+    and an explicit method="stack" still fits it."""
+    from benchroute import stacking, tuning
+
+    X, Y = complement()
+    monkeypatch.setattr(tuning, "AUTO_MAX_MODELS", 2)  # the data has 3 models
+    pred = PerInputPredictor(**SMALL).fit(X[:600], Y[:600])
+    assert pred.method_ == "knn" and pred.stack_ is None and pred.tuning_.methods is None
+    forced = PerInputPredictor(method="stack", **SMALL).fit(X[:600], Y[:600])
+    assert forced.stack_ is not None
+    assert stacking.AUTO_MAX_MODELS >= 58  # every measured pool (7 to 58 models) tries it
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_knn_chosen_where_the_stack_cannot_help(seed):
     X, Y, _ = _clusters(seed=seed)
