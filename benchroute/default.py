@@ -81,11 +81,12 @@ def route(texts: Texts, router: Router | None = None,
                                               keep_duplicates, **policy_params)
 
 
-def route_table(texts: Texts, policy: str = "best", router: Router | None = None,
+def route_table(texts: Texts, policy: str = "best", *, router: Router | None = None,
                 candidates: Iterable[str] | None = None,
                 costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
                 keep_duplicates: bool = False, **policy_params: float | str) -> pd.DataFrame:
     """Each input's decision under a policy (:meth:`Router.route_table`, same parameters);
     with no router, the default one fitted on the bundled pack."""
-    return (router or default_router()).route_table(texts, policy, candidates, costs, ood_alpha,
-                                                    keep_duplicates, **policy_params)
+    return (router or default_router()).route_table(
+        texts, policy, candidates=candidates, costs=costs, ood_alpha=ood_alpha,
+        keep_duplicates=keep_duplicates, **policy_params)

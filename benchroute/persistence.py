@@ -51,7 +51,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ROUTER_FORMAT_VERSION = 2
+ROUTER_FORMAT_VERSION = 3
+#: Format 2 is format 3 without the tuned predictor's cross-model stack: still read. A reader of
+#: format 2 refuses format 3, so an older benchroute never applies a stacked router's
+#: calibration to its plain kNN P.
+OLDEST_ROUTER_FORMAT = 2
 #: a save's temporary folder older than this was left by a killed process
 STALE_SAVE_SECONDS = 3600.0
 DATA_FILES = ("pool.npz", "index/index.faiss", "index/index.json")
@@ -218,9 +222,9 @@ def _read_meta(folder: Path) -> dict[str, object]:
     if version > ROUTER_FORMAT_VERSION:
         raise FormatVersionError(f"{folder}: router format {version} is newer than this "
                                  f"benchroute reads ({ROUTER_FORMAT_VERSION}); upgrade benchroute")
-    if version < ROUTER_FORMAT_VERSION:
+    if version < OLDEST_ROUTER_FORMAT:
         raise FormatVersionError(f"{folder}: router format {version} predates checksummed "
-                                 f"router.json (format {ROUTER_FORMAT_VERSION}); fit it again")
+                                 f"router.json (format {OLDEST_ROUTER_FORMAT}); fit it again")
     digest = meta.get("digest")
     if not isinstance(digest, str) or digest != canonical_digest(meta):
         raise BenchrouteError(f"{path}: field 'digest' does not match the file's content; "
@@ -351,7 +355,8 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     _spot_check_reference(path, router)
     router.per_input_ = None
     added = _added_names(path, meta.get("added"), models)
-    _restore_routing(path, router, meta.get("routing"), models + added)
+    _restore_routing(path, router, meta.get("routing"), models + added,
+                     int(meta["format_version"]))  # type: ignore[call-overload]
     if added:
         _restore_added(folder / ADDED_FILE, router, added, index.dimension)
     return router
@@ -481,7 +486,8 @@ def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> No
     restore_added(router, added)
 
 
-def _restore_routing(path: Path, router: Router, state: object, models: list[str]) -> None:
+def _restore_routing(path: Path, router: Router, state: object, models: list[str],
+                     version: int = ROUTER_FORMAT_VERSION) -> None:
     """The tuned per-input predictor's chosen values and the store's costs, checked."""
     if state is None:
         state = {}
@@ -504,7 +510,7 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
             raise _fail(path, "routing.per_input", "{k: int >= 1, weights: 'uniform' or "
                         "'distance', prior: number >= 0, calibration: {x, y} in [0, 1], x "
                         "increasing, y non-decreasing}")
-        _check_stack(path, desc, router.Y_.shape[1])
+        _check_stack(path, desc, router.Y_.shape[1], version)
     router.costs_ = state.get("costs")
     if desc is not None:
         router.per_input_ = PerInputPredictor.from_description(desc, None, router.Y_)
@@ -519,11 +525,15 @@ def _is_calibration(cal: object) -> bool:
         and bool(np.all(np.diff(cal["x"]) > 0)) and bool(np.all(np.diff(cal["y"]) >= 0)))
 
 
-def _check_stack(path: Path, desc: dict[str, object], n_models: int) -> None:
-    """The cross-model stack of the tuned predictor: absent (a router saved before it, or the
-    kNN chosen) or a linear map for the pool models, as JSON numbers."""
+def _check_stack(path: Path, desc: dict[str, object], n_models: int, version: int) -> None:
+    """The cross-model stack of the tuned predictor: absent (format 2, or the kNN chosen) or a
+    linear map for the pool models, as JSON numbers, its weight on the kNN matching the method
+    (blend: strictly between 0 and 1; stack: 0)."""
     method = desc.get("method", "knn")
     stack = desc.get("stack")
+    if version < 3 and (stack is not None or method != "knn"):
+        raise _fail(path, "routing.per_input.stack", "absent in format 2 (a stacked router is "
+                    "format 3)")
     if method not in ("knn", "blend", "stack") or (method == "knn") != (stack is None):
         raise _fail(path, "routing.per_input.method", "'knn' without a 'stack', or 'blend' or "
                     "'stack' with one")
@@ -544,8 +554,9 @@ def _check_stack(path: Path, desc: dict[str, object], n_models: int) -> None:
             and all(is_real(v) and math.isfinite(v) for v in icpt)):
         raise _fail(path, "routing.per_input.stack.intercept", f"{n_models} finite numbers "
                     "(one per pool model)")
-    if not (is_real(w) and 0 <= w <= 1):
-        raise _fail(path, "routing.per_input.stack.knn_weight", "a number in [0, 1]")
+    if not (is_real(w) and (0 < w < 1 if method == "blend" else w == 0)):
+        raise _fail(path, "routing.per_input.stack.knn_weight", "a number in (0, 1) for a "
+                    "blend, 0 for the stack")
     if not _is_calibration(desc.get("calibration_knn")):
         raise _fail(path, "routing.per_input.calibration_knn", "{x, y} in [0, 1], x "
                     "increasing, y non-decreasing")

@@ -266,16 +266,27 @@ def get_policy(name: str) -> Policy:
     return POLICIES[name]
 
 
+def _param_names(name: str) -> list[str]:
+    import inspect
+
+    return [p for p, v in inspect.signature(get_policy(name)).parameters.items()
+            if v.kind == inspect.Parameter.KEYWORD_ONLY and p != "iters"]
+
+
+def canonical_params(name: str, params: Mapping[str, Any], stacklevel: int = 2) -> dict[str, Any]:
+    """``params`` of policy ``name`` with old spellings (:data:`RENAMED_PARAMS`) renamed, a
+    FutureWarning each; called once where parameters enter (``route_table``, ``apply_policy``,
+    the gateway's policy), so the warning points at the caller. ``stacklevel`` counts from
+    the function that calls this one (1: that function, 2: its caller)."""
+    renames = {o: n for o, n in RENAMED_PARAMS.items() if n in _param_names(name)}
+    return rename_keys(params, renames, f"policy {name!r}", stacklevel=stacklevel + 2)
+
+
 def check_policy_params(name: str, params: Mapping[str, Any], n_models: int) -> dict[str, Any]:
     """The parameters of policy ``name`` checked: the names it takes, each number finite and in
     range, ``strong``/``weak`` two different column indices."""
-    import inspect
-
-    fn = get_policy(name)
-    valid = [p for p, v in inspect.signature(fn).parameters.items()
-             if v.kind == inspect.Parameter.KEYWORD_ONLY and p != "iters"]
-    params = rename_keys(params, {o: n for o, n in RENAMED_PARAMS.items() if n in valid},
-                         f"policy {name!r}", stacklevel=4)
+    valid = _param_names(name)
+    params = canonical_params(name, params)
     missing = [p for p in valid if p not in params]
     extra = [p for p in params if p not in valid]
     if extra or missing:
@@ -301,6 +312,7 @@ def apply_policy(name: str, P: np.ndarray, c: np.ndarray | None = None,
     """Run a policy by name; unknown names and parameters fail with the valid ones listed,
     parameters out of range (NaN, a string, ε < 0, ...) with the value and what was expected."""
     fn = get_policy(name)
+    params = canonical_params(name, params, stacklevel=2)
     P, c_checked = _check(P, c)
     return fn(P, None if c is None else c_checked,
                           **check_policy_params(name, params, P.shape[1]))

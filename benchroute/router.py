@@ -31,6 +31,7 @@ from benchroute.inputs import (
 from benchroute.ood import reference_of
 from benchroute.params import RouterParams
 from benchroute.persistence import load_router, save_router
+from benchroute.policies import canonical_params
 from benchroute.predictors import check_is_fitted
 from benchroute.reference import ReferencePairs
 from benchroute.routing import (
@@ -48,6 +49,7 @@ from benchroute.selection import Selection
 from benchroute.task import TaskNeighbours, reference_without, task_vectors, task_view
 
 logger = logging.getLogger(__name__)
+DEFAULT_PROBE = pool_state.DEFAULT_PROBE  # its former home, kept for one release
 
 __all__ = ["Router"]
 
@@ -224,22 +226,22 @@ class Router(RouterParams, pool_state.FittedPool):
             warnings.warn("route(texts, policy=...) returns a DataFrame for one more release; "
                           "call route_table(texts, policy=...) for the table",
                           FutureWarning, stacklevel=2)
-            return self.route_table(texts, policy, candidates, costs, ood_alpha,  # type: ignore[return-value]
-                                    keep_duplicates, **policy_params)
+            return self.route_table(  # type: ignore[return-value]
+                texts, policy, candidates=candidates, costs=costs, ood_alpha=ood_alpha,
+                keep_duplicates=keep_duplicates, **policy_params)
         check_no_policy_params(costs, policy_params)
         return self.route_embedded(query_vectors(self, texts), candidates,
                                    ood_alpha, keep_duplicates)
 
-    def route_table(self, texts: Texts, policy: str = "best",
+    def route_table(self, texts: Texts, policy: str = "best", *,
                     candidates: Iterable[str] | None = None,
                     costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
                     keep_duplicates: bool = False, **policy_params: float | str) -> pd.DataFrame:
-        """Each input's decision under a policy (:mod:`benchroute.policies`: best, threshold,
-        smallest_sufficient, cheapest_within, lagrangian, budget, with its parameters): a
-        DataFrame with the model, its predicted P, its cost, the input's OOD p-value
-        (``ood_p``), ``ood_fallback`` (with ``ood_alpha``, as in :meth:`route`) and
-        ``in_pool`` (a near-duplicate of the input is in the pool)."""
+        """Each input's decision under a policy (:mod:`benchroute.policies`) and its parameters:
+        a DataFrame with the model, its predicted P, its cost, the input's OOD p-value
+        (``ood_p``), ``ood_fallback`` (with ``ood_alpha``, as in :meth:`route`) and ``in_pool``."""
         check_is_fitted(self, "predictor_")
+        policy_params = canonical_params(policy, policy_params)  # old names warn here, once
         Q = query_vectors(self, texts)
         return route_with_policy(self, Q, policy, self.candidate_indices(candidates), costs,
                                  ood_alpha=ood_alpha, keep_duplicates=keep_duplicates,

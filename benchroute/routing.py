@@ -188,7 +188,7 @@ def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
             if params[key] not in models:
                 raise BenchrouteError(f"{key} model {params[key]!r:.100} is not among {models}")
             params[key] = models.index(params[key])
-    check_policy_params(policy, params, len(models))
+    params = check_policy_params(policy, params, len(models))
     if policy in _COST_FREE and costs is None and getattr(router, "costs_", None) is None:
         c = np.zeros(len(cand))
     else:

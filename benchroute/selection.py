@@ -113,6 +113,8 @@ class Selection:
                    if self.n_in_pool else "") + "; " + self._shift_text())
 
     def _shift_text(self) -> str:
+        if self.shift is None and self.method != "S3":
+            return "form shift not tested (an S3 test)"
         if self.shift is None:
             return "form shift unknown (the pool's texts are not available)"
         if not np.isfinite(self.shift.p_value):

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from benchroute.data.text import normalize_text
 from benchroute.predictors import EXTRA_NEIGHBOURS, NEAR_DUPLICATE
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ _MATH = frozenset("$\\^=+*/<>")
 
 
 def fingerprint(text: str) -> list[float]:
-    """f(x) of one text, in the order of :data:`FEATURES`."""
+    """f(x) of one text, in the order of :data:`FEATURES`, after the normalisation the stores
+    apply (line ends, surrounding whitespace), so a query and a pool input compare alike."""
+    text = normalize_text(text)
     n = max(len(text), 1)
     end = text.rstrip()
     return [float(np.log1p(len(text))), float(np.log1p(text.count("\n") + 1)),

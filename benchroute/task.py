@@ -33,8 +33,6 @@ from benchroute.predictors import (
     check_is_fitted,
 )
 from benchroute.reference import ReferencePairs, reference_pairs
-
-# a labelled input within SELF_DISTANCE of a scored one is the same input: never its neighbour
 from benchroute.routing import embed_queries
 from benchroute.scoring import mean_distance, predictor_hits
 from benchroute.selection import METHODS, Selection, select
@@ -157,7 +155,7 @@ class TaskNeighbours:
         nb = self.base.take(rows)
         if len(lab):
             d = 1.0 - (self.X[rows] @ self.X[lab].T).astype(np.float64)
-            d[d < SELF_DISTANCE] = np.inf
+            d[d < SELF_DISTANCE] = np.inf  # a labelled input that is the scored one: never its neighbour
             nb = nb.merge(d, labels, self.K)  # type: ignore[arg-type]
         return nb
 

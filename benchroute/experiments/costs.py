@@ -185,7 +185,7 @@ def sweep(policy: str, P: np.ndarray, Q: np.ndarray, C: np.ndarray, models: Sequ
 
     Pair policies (``threshold``, ``hybrid``, ``random``, ``oracle``) step the share of calls to
     the strong model over 0, 0.1, ..., 1 (RouteLLM's quantile thresholds); ``hybrid`` needs the
-    cross-fitted "small is good enough" ``score``. Pool policies sweep τ, ε or the budget.
+    cross-fitted "weak is good enough" ``score``. Pool policies sweep τ, ε or the budget.
     """
     rows: list[dict[str, Any]] = []
     picks: list[np.ndarray] = []
@@ -440,8 +440,8 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
 
 def hybrid_at_validation(curve: pd.DataFrame) -> pd.DataFrame:
     """Hybrid LLM's report: at the threshold chosen on validation (largest cost advantage within
-    the quality-drop budget), the cost advantage (share of calls to the small model) and the
-    quality drop relative to always calling the large one, on the test inputs."""
+    the quality-drop budget), the cost advantage (share of calls to the weak model) and the
+    quality drop relative to always calling the strong one, on the test inputs."""
     q_strong = curve.attrs.get("q_strong")
     if "share_strong" not in curve.columns:
         return pd.DataFrame(columns=["policy", "budget", "cost_advantage", "quality", "quality_drop"])

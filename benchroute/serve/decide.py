@@ -19,6 +19,7 @@ from typing import Any
 from benchroute import routing
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_vectors
+from benchroute.policies import POLICIES, canonical_params
 from benchroute.serve.calibrate import Calibration, Sample, fit_parameter, threshold_for_share
 from benchroute.serve.entry import PREFIX, Entry, EntryError, check_value
 
@@ -56,6 +57,11 @@ class ServerPolicy:
     policy: str = "best"
     params: dict[str, Any] = field(default_factory=dict)
     source: str = "--policy"
+
+    def __post_init__(self) -> None:
+        # a calibration file or --param may use a parameter's old name: rename it once, here
+        if self.policy in POLICIES:
+            self.params = canonical_params(self.policy, self.params, stacklevel=3)
 
 
 class Decider:

@@ -237,3 +237,22 @@ def test_old_parameter_names_still_work_and_warn():
     assert old == pol.pick_threshold(score, q_weak=qw, q_strong=qs, max_quality_drop=0.0)
     with pytest.raises(BenchrouteError, match="'eps' is the old name of 'max_quality_drop'"):
         pol.cheapest_within(P, C, eps=0.1, max_quality_drop=0.1)
+
+
+def test_an_old_parameter_name_is_renamed_once_where_it_enters(tmp_path):
+    """route_table and the gateway's server policy rename ``eps`` where it enters: one warning,
+    at the caller's line, and the renamed name is what the rest of the code sees."""
+    from benchroute.serve.decide import ServerPolicy
+
+    router, _ = _router(tmp_path, tune=False)
+    texts = [f"task 1 input {i}" for i in range(6)]
+    costs = {"m0": 3.0, "m1": 2.0, "m2": 1.0}
+    with pytest.warns(FutureWarning) as caught:
+        old = router.route_table(texts, policy="cheapest_within", eps=1.0, costs=costs)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    new = router.route_table(texts, policy="cheapest_within", max_quality_drop=1.0, costs=costs)
+    pd.testing.assert_frame_equal(old, new)
+    with pytest.warns(FutureWarning, match="'eps' is deprecated"):
+        served = ServerPolicy("cheapest_within", {"eps": 0.05})
+    assert served.params == {"max_quality_drop": 0.05}
+    assert ServerPolicy("share", {"s": 0.3}).params == {"s": 0.3}  # not a policy function: as is

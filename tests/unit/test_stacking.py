@@ -177,8 +177,14 @@ def test_stacked_router_save_load_round_trip_and_field_errors(tmp_path):
     with pytest.raises(BenchrouteError, match=r"router\.json: field 'routing\.per_input\.stack"
                                               r"\.coef' is invalid; expected a 3 x 3 list"):
         Router.load(folder)
+    folder = router.save(tmp_path / "r2")
+    assert meta["format_version"] == 3  # a format-2 reader refuses it: no stack read as kNN
+    _rewrite(folder, lambda m: m.update(format_version=2))
+    with pytest.raises(BenchrouteError, match="'routing.per_input.stack' is invalid; expected "
+                                              "absent in format 2"):
+        Router.load(folder)
     _rewrite(folder, edit(lambda d: (d.pop("stack"), d.pop("calibration_knn"), d.pop("method"))))
-    assert Router.load(folder).per_input_.method_ == "knn"  # saved before the stack
+    assert Router.load(folder).per_input_.method_ == "knn"  # format 2: saved before the stack
 
 
 def test_remove_model_and_add_model_with_a_stacked_router(tmp_path):
