@@ -42,15 +42,18 @@ class Neighbours:
     distances: np.ndarray
     labels: np.ndarray
     tasks: frozenset[str] | None = None  # pool tasks among these neighbours, when known
+    rows: np.ndarray | None = None  # (n, K) pool rows (-1 past the end), from a pool search
 
     def __len__(self) -> int:
         return len(self.distances)
 
     def head(self, k: int) -> Neighbours:
-        return Neighbours(self.distances[:, :k], self.labels[:, :k])
+        return Neighbours(self.distances[:, :k], self.labels[:, :k],
+                          rows=None if self.rows is None else self.rows[:, :k])
 
     def take(self, rows: np.ndarray) -> Neighbours:
-        return Neighbours(self.distances[rows], self.labels[rows], self.tasks)
+        return Neighbours(self.distances[rows], self.labels[rows], self.tasks,
+                          None if self.rows is None else self.rows[rows])
 
     def beyond(self, within: float, K: int) -> tuple[Neighbours, np.ndarray]:
         """The first K neighbours at distance ``within`` or more (the query itself and its
@@ -246,7 +249,7 @@ class KNNCorrectnessPredictor:
         dist, rows = self.index_.search(Q, K, exclude_datasets=excl)
         found = rows[rows >= 0]
         return Neighbours(dist, self._padded[rows],
-                          frozenset(self.datasets_[np.unique(found)].tolist()))
+                          frozenset(self.datasets_[np.unique(found)].tolist()), rows)
 
     def fallback_means(self, exclude_datasets: Iterable[str] | None = None) -> np.ndarray:
         """Each model's mean label over the pool without the excluded tasks (0.5 if none), so a

@@ -216,10 +216,12 @@ class TaskForm:
     (lazily) for every split of the task into scored and labelled inputs."""
 
     def __init__(self, router: Any, X: np.ndarray, texts: Sequence[str],
-                 exclude: Sequence[str], keep_duplicates: bool = False) -> None:
+                 exclude: Sequence[str], keep_duplicates: bool = False,
+                 found: Any = None) -> None:
         self.router, self.X, self.exclude = router, X, list(exclude)
         self.F = fingerprints(texts)
         self.keep_duplicates = keep_duplicates
+        self.found = found  # the task's own search (Neighbours with rows), reused when wide enough
         self._means: np.ndarray | None = None
 
     def shift(self, rows: np.ndarray) -> FormShift | None:
@@ -228,6 +230,11 @@ class TaskForm:
         if ref is None:
             return None
         if self._means is None:
-            dist, nb = _search(self.router.predictor_, self.X, ref.K, self.exclude)
+            width = ref.K + EXTRA_NEIGHBOURS
+            found = self.found
+            if found is not None and found.rows is not None and found.rows.shape[1] >= width:
+                dist, nb = found.distances[:, :width], found.rows[:, :width]  # no second search
+            else:
+                dist, nb = _search(self.router.predictor_, self.X, ref.K, self.exclude)
             self._means = _neighbour_means(ref.F, dist, nb, ref.K, self.keep_duplicates)[0]
         return task_shift(ref, self.F[rows], self._means[rows], self.exclude)

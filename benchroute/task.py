@@ -140,7 +140,7 @@ class TaskNeighbours:
             raise BenchrouteError(f"texts: {len(texts)} texts for {len(self.X)} task inputs; "
                                   "expected one text per input")
         self.form = None if texts is None else TaskForm(router, self.X, texts, self.exclude,
-                                                       keep_duplicates)
+                                                       keep_duplicates, found)
 
     def __len__(self) -> int:
         return len(self.X)

@@ -96,6 +96,28 @@ def test_shift_fires_and_falls_back_on_a_new_format():
     json.dumps(d)
 
 
+def test_the_shift_reuses_the_tasks_own_search(monkeypatch):
+    """One index search per selection: the form shift reads the neighbour rows of the search the
+    selection already made, and gets the same statistic as a search of its own."""
+    from benchroute import shift
+
+    router, data, X = fitted()
+    held_out(router, data, X)  # the pool's references without "new" are built, then kept
+    index = router.predictor_.index_
+    calls = []
+    original = type(index).search
+    monkeypatch.setattr(type(index), "search",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    sel = held_out(router, data, X)
+    assert len(calls) == 1
+    inst = data.instances()
+    rows = np.flatnonzero(inst["dataset"].to_numpy() == "new")
+    own = shift.TaskForm(router, X[rows], inst["text"].iloc[rows].tolist(), ["new"])
+    alone = own.shift(np.arange(len(rows)))
+    assert alone.statistic == pytest.approx(sel.shift.statistic, abs=1e-12)
+    assert alone.p_value == sel.shift.p_value
+
+
 def test_matching_form_changes_nothing():
     router, data, X = fitted(free_form=False)
     sel = held_out(router, data, X)
