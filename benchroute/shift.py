@@ -192,8 +192,11 @@ def reference_of(router: Any) -> ShiftReference | None:
     if texts is None:
         return None
     ref = getattr(router, "shift_reference_", None)
-    if (ref is None or ref.predictor is not router.predictor_ or ref.n_texts != len(texts)
-            or router.n_neighbours != ref.K):
+    index = router.predictor_.index_
+    # fingerprints and neighbours depend on the texts and the index, not on the labels: a
+    # changed model set (remove_model, a model added on every row) keeps the reference
+    if (ref is None or ref.predictor.index_ is not index or ref.n_texts != len(texts)
+            or ref.n_texts != len(index) or router.n_neighbours != ref.K):
         ref = ShiftReference(router.predictor_, texts, router.n_neighbours)
         router.shift_reference_ = ref
     return ref

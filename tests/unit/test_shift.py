@@ -118,6 +118,24 @@ def test_the_shift_reuses_the_tasks_own_search(monkeypatch):
     assert alone.p_value == sel.shift.p_value
 
 
+def test_the_reference_survives_a_changed_model_set_not_a_changed_pool():
+    """Fingerprints and neighbours depend on the pool's texts and index, not its labels: removing
+    a model keeps the reference; new inputs rebuild it."""
+    from benchroute import shift
+
+    router, data, X = fitted()
+    before = shift.reference_of(router)
+    sel = held_out(router, data, X)
+    router.remove_model("b")
+    assert shift.reference_of(router) is before
+    assert held_out(router, data, X).shift.statistic == pytest.approx(sel.shift.statistic)
+    inst = data.instances()
+    extra = data.frame[data.frame["dataset"] == "c1x"].assign(dataset="c1z")
+    router.add_results(BenchmarkData(extra[extra["model"] == "a"]),
+                       embeddings=X[(inst["dataset"] == "c1x").to_numpy()])
+    assert shift.reference_of(router) is not before
+
+
 def test_matching_form_changes_nothing():
     router, data, X = fitted(free_form=False)
     sel = held_out(router, data, X)
