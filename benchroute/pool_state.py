@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from benchroute.data.pool import pool_arrays
+from benchroute.data.pool import pool_labels
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_vectors
@@ -227,7 +227,7 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
                                   f"input of data.instances(); got {embeddings.shape}")
         embeddings = embeddings[new]
     texts = inst["text"].iloc[new].tolist()
-    pool = pool_arrays(data, np.zeros((len(inst), 1)), router.embed)  # labels only
+    pool = pool_labels(data)
     new_models = [m for m in pool.models if m not in router.pool_models_]
     Y = np.hstack([router.Y_, np.full((len(router.Y_), len(new_models)), np.nan, np.float32)])
     models = router.pool_models_ + new_models

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchroute import load
-from benchroute.data.pool import pool_arrays
+from benchroute.data.pool import pool_labels
 from benchroute.experiments.cold_start import NS, cold_start, markdown_table, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +54,7 @@ def main() -> None:
     for name in args.datasets:
         t = time.time()
         data = load(args.shared / "data" / name)
-        pool = pool_arrays(data, np.zeros((len(data.instances()), 1)), lambda _: None,
-                           column=COLUMNS[name])
+        pool = pool_labels(data, COLUMNS[name])
         X, found = vectors(args.shared, name, data.instances()["text"].tolist())
         Y, ds = pool.Y[found], pool.datasets[found]
         held = pool.models

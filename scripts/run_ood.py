@@ -18,10 +18,8 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchroute import load
-from benchroute.data.pool import pool_arrays
+from benchroute.data.pool import pool_labels
 from benchroute.experiments.ood import decile_table, fallback_table, held_out_ood
 from scripts.run_cold_start import COLUMNS, vectors
 
@@ -43,8 +41,7 @@ def main() -> None:
         data = load(args.shared / "data" / name)
         if name == "routellm_evals":
             data = data.subset([d for d in data.datasets if d.startswith("mmlu_") or d == "gsm8k"])
-        pool = pool_arrays(data, np.zeros((len(data.instances()), 1)), lambda _: None,
-                           column=COLUMNS[name])
+        pool = pool_labels(data, COLUMNS[name])
         X, found = vectors(args.shared, name, data.instances()["text"].tolist())
         per_input, info = held_out_ood(X, pool.Y[found], pool.datasets[found])
         per_input.to_csv(args.out / f"{name}_inputs.csv.gz", index=False, float_format="%.5f")
