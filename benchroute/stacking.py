@@ -80,11 +80,25 @@ class LinearStack:
                    np.asarray(d["intercept"], dtype=np.float64), float(d.get("knn_weight", 0.0)))
 
 
+def fit_soft_logistic(X: np.ndarray, y: np.ndarray, C: float = STACK_C,
+                      max_iter: int = 1000) -> Any:
+    """A scikit-learn LogisticRegression on labels in [0, 1]: 0/1 labels as they are, a
+    fractional label y as two rows (1 with weight y, 0 with weight 1 − y), whose weighted
+    log-loss is the Bernoulli cross-entropy with y. The one place this is written."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y, dtype=np.float64)
+    clf = LogisticRegression(C=C, max_iter=max_iter)
+    if np.isin(y, (0.0, 1.0)).all():
+        return clf.fit(X, y.astype(int))
+    n = len(y)
+    return clf.fit(np.vstack([X, X]), np.r_[np.ones(n), np.zeros(n)],
+                   sample_weight=np.r_[y, 1.0 - y])
+
+
 def fit_stack(Z: np.ndarray, Y: np.ndarray, C: float = STACK_C) -> LinearStack:
     """One logistic regression per model on the logits ``Z`` (N, M) of every model's P; labels
     ``Y`` (N, M) in [0, 1], NaN = no result (that row is left out of that model's fit)."""
-    from sklearn.linear_model import LogisticRegression
-
     M = Y.shape[1]
     coef, intercept = np.zeros((Z.shape[1], M)), np.zeros(M)
     for m in range(M):
@@ -94,13 +108,7 @@ def fit_stack(Z: np.ndarray, Y: np.ndarray, C: float = STACK_C) -> LinearStack:
             mean = float(y.mean()) if len(y) else 0.5
             intercept[m] = float(logits(np.array([mean]))[0])
             continue
-        clf = LogisticRegression(C=C, max_iter=1000)
-        if np.isin(y, (0.0, 1.0)).all():
-            clf.fit(Z[ok], y.astype(int))
-        else:
-            n = int(ok.sum())
-            clf.fit(np.vstack([Z[ok], Z[ok]]), np.r_[np.ones(n), np.zeros(n)],
-                    sample_weight=np.r_[y, 1.0 - y])
+        clf = fit_soft_logistic(Z[ok], y, C)
         coef[:, m], intercept[m] = clf.coef_[0], clf.intercept_[0]
     return LinearStack(coef, intercept)
 

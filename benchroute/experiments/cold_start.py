@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute.new_models import BorrowingPredictor, logits, probe_rows
+from benchroute.stacking import fit_soft_logistic
 from benchroute.tuning import PerInputPredictor, knn_search
 
 logger = logging.getLogger(__name__)
@@ -81,16 +82,10 @@ def auc(p: np.ndarray, y: np.ndarray) -> float:
 def logistic_reference(F: np.ndarray, y: np.ndarray, Fq: np.ndarray) -> np.ndarray:
     """Logistic regression (C = 1) on the known models' logits; the label mean when the labels
     do not vary. Fractional labels enter as two weighted rows."""
-    from sklearn.linear_model import LogisticRegression
-
     yb = y > 0.5
     if yb.all() or not yb.any():
         return np.full(len(Fq), float(y.mean()))
-    Z = logits(F)
-    clf = LogisticRegression(C=1.0, max_iter=1000)
-    clf.fit(np.vstack([Z, Z]), np.r_[np.ones(len(y)), np.zeros(len(y))],
-            sample_weight=np.r_[y, 1.0 - y])
-    return clf.predict_proba(logits(Fq))[:, 1]
+    return fit_soft_logistic(logits(F), y, 1.0).predict_proba(logits(Fq))[:, 1]
 
 
 def own_knn(V: np.ndarray, y: np.ndarray, Q: np.ndarray) -> np.ndarray:

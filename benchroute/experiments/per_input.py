@@ -20,6 +20,7 @@ from benchroute.experiments.crossfit import routing_router
 from benchroute.routing import router_proba
 from benchroute.scoring import best_on_average, task_means
 from benchroute.selection import route_rows
+from benchroute.stacking import fit_soft_logistic
 from benchroute.tuning import PerInputPredictor, brier, fold_ids
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ def logistic_fitter(C: float = 1.0) -> Fitter:
     """One scikit-learn LogisticRegression per model; a fractional label y enters as two rows
     (label 1 with weight y, label 0 with weight 1 − y), which is the Bernoulli likelihood."""
     def fit(Xtr: np.ndarray, Ytr: np.ndarray, Xte: np.ndarray, gtr: np.ndarray | None) -> np.ndarray:
-        from sklearn.linear_model import LogisticRegression
-
         out = np.empty((len(Xte), Ytr.shape[1]))
         for m in range(Ytr.shape[1]):
             ok = ~np.isnan(Ytr[:, m])
@@ -53,13 +52,7 @@ def logistic_fitter(C: float = 1.0) -> Fitter:
             if y.min() == y.max():
                 out[:, m] = y[0]
                 continue
-            clf = LogisticRegression(C=C, max_iter=500)
-            if np.isin(y, (0.0, 1.0)).all():
-                clf.fit(Xtr[ok], y.astype(int))
-            else:
-                clf.fit(np.vstack([Xtr[ok], Xtr[ok]]), np.r_[np.ones(ok.sum()), np.zeros(ok.sum())],
-                        sample_weight=np.r_[y, 1.0 - y])
-            out[:, m] = clf.predict_proba(Xte)[:, 1]
+            out[:, m] = fit_soft_logistic(Xtr[ok], y, C, max_iter=500).predict_proba(Xte)[:, 1]
         return out
     return fit
 
