@@ -93,19 +93,26 @@ def drop_self(distances: np.ndarray, labels: np.ndarray, K: int) -> tuple[np.nda
 def known_proba(router: Router, Q: np.ndarray, without_self: bool = False,
                 within: float | None = None) -> np.ndarray:
     """P(m, x) (n, M0) of the router's pool models: the tuned predictor's when it has one, else
-    g_m(x). ``without_self`` leaves out neighbours at distance 0 (features of pool inputs),
-    ``within`` those closer than it (near-duplicates of the query)."""
-    return known_proba_and_nearest(router, Q, SELF_DISTANCE if without_self else within)[0]
+    g_m(x). ``without_self`` leaves out neighbours at distance 0 (features of pool inputs) and
+    a logistic regression on the vectors (fitted on the pool inputs, it would predict their
+    own labels in-sample), ``within`` leaves out neighbours closer than it (near-duplicates of
+    the query)."""
+    return known_proba_and_nearest(router, Q, SELF_DISTANCE if without_self else within,
+                                   vectors=not without_self)[0]
 
 
 def known_proba_and_nearest(router: Router, Q: np.ndarray, within: float | None,
-                            nearest: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                            nearest: int = 0, vectors: bool = True
+                            ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`known_proba` leaving out neighbours closer than ``within`` (None: none), and the
     distances (n, ``nearest``) of each query's nearest pool inputs before any is left out, from
-    the same search (what the OOD p-value reads)."""
+    the same search (what the OOD p-value reads). Without ``vectors`` the tuned predictor's
+    logistic regression on the vectors, if it chose one, is left out (its kNN P instead)."""
     from benchroute.predictors import _CHUNK, EXTRA_NEIGHBOURS
 
     tuned = getattr(router, "per_input_", None)
+    if tuned is not None and not vectors:
+        tuned = tuned.without_vectors()
     k = tuned.k_ if tuned is not None else router.k
     # a few extra neighbours stand in for the query itself and its duplicates
     K = max(k + EXTRA_NEIGHBOURS if within is not None else k, nearest)
@@ -114,7 +121,9 @@ def known_proba_and_nearest(router: Router, Q: np.ndarray, within: float | None,
         nb = router.predictor_.neighbours(Q[start:start + _CHUNK], K)
         near.append(nb.distances[:, :nearest])
         nb = nb.beyond(within, k)[0] if within is not None else nb.head(k)
-        parts.append(tuned.predict_from_neighbours(nb.distances, nb.labels) if tuned is not None
+        parts.append(tuned.predict_from_neighbours(nb.distances, nb.labels,
+                                                   queries=Q[start:start + _CHUNK])
+                     if tuned is not None
                      else router.predictor_.aggregate(Neighbours(nb.distances, nb.labels))[0])
     if not parts:
         return np.zeros((0, router.predictor_.n_models_)), np.zeros((0, nearest))

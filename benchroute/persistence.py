@@ -44,6 +44,7 @@ from benchroute.npz import read_npz
 from benchroute.policies import cost_vector
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs
+from benchroute.stacking import METHOD_NAMES
 from benchroute.tuning import PerInputPredictor
 
 if TYPE_CHECKING:
@@ -51,10 +52,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ROUTER_FORMAT_VERSION = 3
-#: Format 2 is format 3 without the tuned predictor's cross-model stack: still read. A reader of
-#: format 2 refuses format 3, so an older benchroute never applies a stacked router's
-#: calibration to its plain kNN P.
+ROUTER_FORMAT_VERSION = 4
+#: Format 2 is format 3 without the tuned predictor's cross-model stack, format 3 is format 4
+#: without its logistic regression on the vectors (``stack.vector_coef``): both still read. An
+#: older reader refuses a newer format, so it never applies a stacked router's calibration to
+#: its plain kNN P.
 OLDEST_ROUTER_FORMAT = 2
 #: a save's temporary folder older than this was left by a killed process
 STALE_SAVE_SECONDS = 3600.0
@@ -510,7 +512,8 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
             raise _fail(path, "routing.per_input", "{k: int >= 1, weights: 'uniform' or "
                         "'distance', prior: number >= 0, calibration: {x, y} in [0, 1], x "
                         "increasing, y non-decreasing}")
-        _check_stack(path, desc, router.Y_.shape[1], version)
+        _check_stack(path, desc, router.Y_.shape[1], version,
+                     router.predictor_.index_.dimension)
     router.costs_ = state.get("costs")
     if desc is not None:
         router.per_input_ = PerInputPredictor.from_description(desc, None, router.Y_)
@@ -525,25 +528,36 @@ def _is_calibration(cal: object) -> bool:
         and bool(np.all(np.diff(cal["x"]) > 0)) and bool(np.all(np.diff(cal["y"]) >= 0)))
 
 
-def _check_stack(path: Path, desc: dict[str, object], n_models: int, version: int) -> None:
-    """The cross-model stack of the tuned predictor: absent (format 2, or the kNN chosen) or a
-    linear map for the pool models, as JSON numbers, its weight on the kNN matching the method
-    (blend: strictly between 0 and 1; stack: 0)."""
+def _check_stack(path: Path, desc: dict[str, object], n_models: int, version: int,
+                 dim: int) -> None:
+    """The linear map of the tuned predictor: absent (format 2, or the kNN chosen) or a map for
+    the pool models, as JSON numbers, its weight on the kNN matching the method (a blend:
+    strictly between 0 and 1; the stack or the logistic regression: 0), with a (dim, models)
+    ``vector_coef`` exactly for the logistic family (format 4)."""
     method = desc.get("method", "knn")
     stack = desc.get("stack")
     if version < 3 and (stack is not None or method != "knn"):
         raise _fail(path, "routing.per_input.stack", "absent in format 2 (a stacked router is "
                     "format 3)")
-    if method not in ("knn", "blend", "stack") or (method == "knn") != (stack is None):
-        raise _fail(path, "routing.per_input.method", "'knn' without a 'stack', or 'blend' or "
-                    "'stack' with one")
+    if method not in METHOD_NAMES or (method == "knn") != (stack is None) or (
+            version < 4 and method.startswith("logistic")):
+        raise _fail(path, "routing.per_input.method", "'knn' without a 'stack', or 'blend', "
+                    "'stack', 'logistic_blend' or 'logistic' (format 4) with one")
     if not (desc.get("fallback") is None or isinstance(desc["fallback"], str)):
         raise _fail(path, "routing.per_input.fallback", "null or a string")
     if stack is None:
         return
-    if not isinstance(stack, dict) or set(stack) != {"coef", "intercept", "knn_weight"}:
-        raise _fail(path, "routing.per_input.stack", "an object with 'coef', 'intercept' and "
-                    "'knn_weight'")
+    logistic = method.startswith("logistic")
+    keys = {"coef", "intercept", "knn_weight"} | ({"vector_coef"} if logistic else set())
+    if not isinstance(stack, dict) or set(stack) != keys:
+        raise _fail(path, "routing.per_input.stack", f"an object with exactly {sorted(keys)} "
+                    f"for method {method!r}")
+    vec = stack.get("vector_coef")
+    if logistic and not (isinstance(vec, list) and len(vec) == dim and all(
+            isinstance(row, list) and len(row) == n_models
+            and all(is_real(v) and math.isfinite(v) for v in row) for row in vec)):
+        raise _fail(path, "routing.per_input.stack.vector_coef", f"a {dim} x {n_models} list "
+                    "of finite numbers (one row per vector dimension, one column per pool model)")
     coef, icpt, w = stack["coef"], stack["intercept"], stack["knn_weight"]
     if not (isinstance(coef, list) and len(coef) == n_models and all(
             isinstance(row, list) and len(row) == n_models
@@ -554,7 +568,7 @@ def _check_stack(path: Path, desc: dict[str, object], n_models: int, version: in
             and all(is_real(v) and math.isfinite(v) for v in icpt)):
         raise _fail(path, "routing.per_input.stack.intercept", f"{n_models} finite numbers "
                     "(one per pool model)")
-    if not (is_real(w) and (0 < w < 1 if method == "blend" else w == 0)):
+    if not (is_real(w) and (0 < w < 1 if method.endswith("blend") else w == 0)):
         raise _fail(path, "routing.per_input.stack.knn_weight", "a number in (0, 1) for a "
                     "blend, 0 for the stack")
     if not _is_calibration(desc.get("calibration_knn")):

@@ -270,8 +270,8 @@ def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],
               touched: Sequence[str] = ()) -> None:
     """Attach new labels (and index) to the predictor, recompute the task accuracies of the
     touched tasks (the mean label, as ``BenchmarkData.dataset_accuracy``) and keep the
-    tuned predictor's chosen values (its cross-model stack only while the pool models stay
-    the same: the coefficients are per model)."""
+    tuned predictor's chosen values (its stack or logistic regression only while the pool
+    models stay the same: the coefficients are per model)."""
     router.predictor_ = KNNCorrectnessPredictor(
         router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
     ).attach(index, Y)  # type: ignore[arg-type]
@@ -286,8 +286,9 @@ def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],
     tuned = getattr(router, "per_input_", None)
     if tuned is not None and list(models) != router.pool_models_:
         gone = [m for m in router.pool_models_ if m not in models]
-        reason = (f"the pool models changed after the cross-model stack was fitted (removed "
-                  f"{gone}, added {fresh}); P is the tuned kNN's until the router is refitted")
+        reason = (f"the pool models changed after the per-model {tuned.method_} map was fitted "
+                  f"(removed {gone}, added {fresh}); P is the tuned kNN's until the router is "
+                  "refitted")
         tuned = copy.copy(tuned).drop_stack(reason)
     router.pool_models_ = list(models)
     router.__dict__.pop("_excluded", None)

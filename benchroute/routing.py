@@ -48,7 +48,8 @@ def router_proba(router: Any, Q: np.ndarray, keep_duplicates: bool = False) -> n
     Pool inputs closer to a query than :data:`~benchroute.predictors.NEAR_DUPLICATE` (the
     query itself when it is a pool input, or a near-copy of it) are left out of its neighbours
     unless ``keep_duplicates``: their labels would be the answer, not a prediction, so P on a
-    pool input is what a new input would get.
+    pool input is what a new input would get. (A predictor that chose logistic regression on
+    the vectors has seen the pool inputs in its fit; that part of P cannot leave one out.)
     """
     Q = check_vectors(Q, "queries")
     within = None if keep_duplicates else NEAR_DUPLICATE

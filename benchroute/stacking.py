@@ -1,4 +1,5 @@
-"""A cross-model stack on the tuned kNN P: each model's P(m, x) predicted from every model's.
+"""Linear maps on the tuned kNN P's logits, chosen by CV: a cross-model stack, logistic
+regression on the input vector, and their blends with the kNN.
 
 Why: the same inputs trip many models, so the kNN P of the other models says something about
 model m that m's own neighbour average misses (m's labels are noisy or sparse near x while the
@@ -7,17 +8,25 @@ others' show how hard x is). With z_j(x) = logit(clip(P_knn(j, x), ε, 1 − ε)
     stack:  P(m, x) = σ(b_m + Σ_j A_jm z_j(x)),     one logistic regression per model m,
     blend:  P(m, x) = σ(w·z_m(x) + (1 − w)·(b_m + Σ_j A_jm z_j(x))),
 
-both a linear map on the logits of the kNN P vector, so routing stays one index search. The
-regressions are fitted on the out-of-fold kNN P that :class:`~benchroute.tuning.PerInputPredictor`
+both a linear map on the logits of the kNN P vector, so routing stays one index search. A
+second family reads the query vector q instead of the other models' P:
+
+    logistic:        P(m, x) = σ(b_m + q·W_m),   one logistic regression per model on the vectors,
+    logistic blend:  P(m, x) = σ(w·z_m(x) + (1 − w)·(b_m + q·W_m)),
+
+the learned baseline that beat the kNN on AlpacaEval (a smooth boundary over 768 dimensions where
+neighbours are few). Both families are one :class:`LinearStack`: logit = z·A + q·W + b. The
+stack's regressions are fitted on the out-of-fold kNN P that :class:`~benchroute.tuning.PerInputPredictor`
 already computes for its tuning (no second search). A logistic regression rather than a
 regression on the logit: labels are 0/1 (or scores in [0, 1]), whose logit is infinite; a
 fractional label y enters as two rows (label 1 with weight y, label 0 with weight 1 − y), the
 Bernoulli likelihood, as the learned baselines of the experiments do.
 
-Which of the kNN (w = 1), the blends and the stack (w = 0) a predictor uses is chosen by the
-same cross-validation folds: the regressions are refitted without each fold and scored on it,
-and the candidate nearest the kNN whose per-input value is within one standard error of the
-best candidate's is taken (so the stack must beat the kNN by more than noise).
+Which of the kNN (w = 1), the blends, the stack and the logistic regression (w = 0) a predictor
+uses is chosen by the same cross-validation folds: the regressions are refitted without each
+fold and scored on it, and the candidate nearest the kNN whose per-input value is within one
+standard error of the best candidate's is taken (so a regression must beat the kNN by more than
+noise).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchroute.exceptions import BenchrouteError
 from benchroute.scoring import argmax_ties
 
 #: Logits are taken of P clipped to [ε, 1 − ε], so a confident known model cannot dominate.
@@ -42,6 +52,13 @@ STACK_C = 1.0
 #: and on none of the measured pools (7 to 58 models) did CV choose it. ``method="stack"``
 #: fits it at any size.
 AUTO_MAX_MODELS = 100
+#: ``method="auto"`` tries logistic regression on the vectors up to this many label cells
+#: (inputs × models): its fit is M regressions on d features per fold, (folds + 1) · M fits in
+#: all (RouterDC, 15,599 × 7 = 109k cells: about 10 s here). ``method="logistic"`` fits it at
+#: any size.
+AUTO_MAX_CELLS = 2_000_000
+#: The families of linear maps a predictor may choose from (``families`` of :func:`choose_stack`).
+FAMILIES = ("stack", "logistic")
 
 
 def logits(P: np.ndarray) -> np.ndarray:
@@ -52,32 +69,51 @@ def logits(P: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LinearStack:
-    """P' = σ(logit(clip(P)) @ coef + intercept): coef (M, M), column m for model m."""
+    """P' = σ(logit(clip(P)) @ coef + Q @ vector_coef + intercept): coef (M, M), column m for
+    model m; vector_coef (d, M) or None (then the map needs no query vectors Q)."""
 
     coef: np.ndarray
     intercept: np.ndarray
     knn_weight: float = 0.0
+    vector_coef: np.ndarray | None = None
 
-    def __call__(self, P: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(logits(P) @ self.coef + self.intercept)))
+    def __call__(self, P: np.ndarray, Q: np.ndarray | None = None) -> np.ndarray:
+        z = logits(P) @ self.coef + self.intercept
+        if self.vector_coef is not None:
+            if Q is None:
+                raise BenchrouteError("this predictor's logistic regression reads the query "
+                                      "vectors; pass them (queries=...)")
+            z = z + np.asarray(Q, dtype=np.float64) @ self.vector_coef
+        return 1.0 / (1.0 + np.exp(-z))
 
     @property
     def n_models(self) -> int:
         return len(self.intercept)
 
+    @property
+    def family(self) -> str:
+        return "stack" if self.vector_coef is None else "logistic"
+
     def blended(self, w: float) -> LinearStack:
         """The blend with weight ``w`` on the kNN's own logit, as one linear map."""
         eye = np.eye(self.n_models)
-        return LinearStack(w * eye + (1.0 - w) * self.coef, (1.0 - w) * self.intercept, w)
+        vec = None if self.vector_coef is None else (1.0 - w) * self.vector_coef
+        return LinearStack(w * eye + (1.0 - w) * self.coef, (1.0 - w) * self.intercept, w, vec)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
-                "knn_weight": self.knn_weight}
+        out = {"coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
+               "knn_weight": self.knn_weight}
+        if self.vector_coef is not None:
+            out["vector_coef"] = self.vector_coef.tolist()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LinearStack:
-        return cls(np.asarray(d["coef"], dtype=np.float64).reshape(len(d["intercept"]), -1),
-                   np.asarray(d["intercept"], dtype=np.float64), float(d.get("knn_weight", 0.0)))
+        M = len(d["intercept"])
+        vec = d.get("vector_coef")
+        return cls(np.asarray(d["coef"], dtype=np.float64).reshape(M, -1),
+                   np.asarray(d["intercept"], dtype=np.float64), float(d.get("knn_weight", 0.0)),
+                   None if vec is None else np.asarray(vec, dtype=np.float64).reshape(-1, M))
 
 
 def fit_soft_logistic(X: np.ndarray, y: np.ndarray, C: float = STACK_C,
@@ -96,11 +132,12 @@ def fit_soft_logistic(X: np.ndarray, y: np.ndarray, C: float = STACK_C,
                    sample_weight=np.r_[y, 1.0 - y])
 
 
-def fit_stack(Z: np.ndarray, Y: np.ndarray, C: float = STACK_C) -> LinearStack:
-    """One logistic regression per model on the logits ``Z`` (N, M) of every model's P; labels
-    ``Y`` (N, M) in [0, 1], NaN = no result (that row is left out of that model's fit)."""
+def _per_model_logistic(F: np.ndarray, Y: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
+    """One logistic regression per model on features ``F`` (N, p); labels ``Y`` (N, M) in
+    [0, 1], NaN = no result (that row is left out of that model's fit). A model whose labels
+    are all equal gets the intercept of its (clipped) mean and no slope."""
     M = Y.shape[1]
-    coef, intercept = np.zeros((Z.shape[1], M)), np.zeros(M)
+    coef, intercept = np.zeros((F.shape[1], M)), np.zeros(M)
     for m in range(M):
         ok = ~np.isnan(Y[:, m])
         y = Y[ok, m]
@@ -108,9 +145,22 @@ def fit_stack(Z: np.ndarray, Y: np.ndarray, C: float = STACK_C) -> LinearStack:
             mean = float(y.mean()) if len(y) else 0.5
             intercept[m] = float(logits(np.array([mean]))[0])
             continue
-        clf = fit_soft_logistic(Z[ok], y, C)
+        clf = fit_soft_logistic(F[ok], y, C)
         coef[:, m], intercept[m] = clf.coef_[0], clf.intercept_[0]
-    return LinearStack(coef, intercept)
+    return coef, intercept
+
+
+def fit_stack(Z: np.ndarray, Y: np.ndarray, C: float = STACK_C) -> LinearStack:
+    """The cross-model stack: one logistic regression per model on the logits ``Z`` (N, M) of
+    every model's P."""
+    return LinearStack(*_per_model_logistic(Z, Y, C))
+
+
+def fit_vector_logistic(X: np.ndarray, Y: np.ndarray, C: float = STACK_C) -> LinearStack:
+    """Logistic regression on the input vectors ``X`` (N, d), one per model, as a map that
+    ignores the kNN P (coef 0) until blended."""
+    W, b = _per_model_logistic(np.asarray(X, dtype=np.float64), Y, C)
+    return LinearStack(np.zeros((Y.shape[1], Y.shape[1])), b, 0.0, W)
 
 
 def per_input_value(P: np.ndarray, Y: np.ndarray, objective: str) -> np.ndarray:
@@ -127,11 +177,23 @@ def per_input_value(P: np.ndarray, Y: np.ndarray, objective: str) -> np.ndarray:
     return np.where(has, out, np.nan)
 
 
+def method_name(w: float, family: str = "stack") -> str:
+    """"knn" (w = 1); "blend"/"stack" or "logistic_blend"/"logistic" for the two families."""
+    if w == 1.0:
+        return "knn"
+    name = "stack" if w == 0.0 else "blend"
+    return name if family == "stack" else "logistic" if w == 0.0 else "logistic_blend"
+
+
+#: Every value of ``method_name``: what a saved predictor's ``method`` may be.
+METHOD_NAMES = ("knn", "blend", "stack", "logistic_blend", "logistic")
+
+
 @dataclass(frozen=True)
 class StackChoice:
-    """The candidate chosen (``method`` "knn", "blend" or "stack"; ``stack`` None for the kNN),
-    its out-of-fold P, and the CV evidence: one row per candidate (``knn_weight``, ``value``,
-    ``se`` of its difference from the best)."""
+    """The candidate chosen (``method``, one of :data:`METHOD_NAMES`; ``stack`` None for the
+    kNN), its out-of-fold P, and the CV evidence: one row per candidate (``method``,
+    ``knn_weight``, ``value``, ``se`` of its difference from the best, ``chosen``)."""
 
     method: str
     stack: LinearStack | None
@@ -139,13 +201,21 @@ class StackChoice:
     table: pd.DataFrame
 
 
-def method_name(w: float) -> str:
-    return "knn" if w == 1.0 else "stack" if w == 0.0 else "blend"
+def _oof_logits(F: np.ndarray, Y: np.ndarray, fold: np.ndarray, C: float) -> np.ndarray:
+    """Out-of-fold logits of one logistic regression per model on features ``F``."""
+    lin = np.empty(Y.shape)
+    for f in range(int(fold.max()) + 1):
+        te = fold == f
+        coef, b = _per_model_logistic(F[~te], Y[~te], C)
+        lin[te] = F[te] @ coef + b
+    return lin
 
 
-def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str = "route",
-                 blends: Sequence[float] = DEFAULT_BLENDS, C: float = STACK_C) -> StackChoice:
-    """Cross-validated choice among the kNN, the blends and the stack.
+def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str = "brier",
+                 blends: Sequence[float] = DEFAULT_BLENDS, C: float = STACK_C,
+                 families: Sequence[str] = ("stack",), X: np.ndarray | None = None
+                 ) -> StackChoice:
+    """Cross-validated choice among the kNN, the blends, the stack and the logistic regression.
 
     Parameters
     ----------
@@ -158,27 +228,52 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
         to predict it.
     blends : weights w on the kNN's own logit, in order of preference (the first is the
         simplest; 1 is the kNN itself).
+    families : which of :data:`FAMILIES` to try ("stack": on the logits of every model's P;
+        "logistic": on the input vectors ``X``, which it then needs).
     """
+    bad = [f for f in families if f not in FAMILIES]
+    if bad or ("logistic" in families and X is None):
+        raise BenchrouteError(f"families {list(families)}: each must be one of {list(FAMILIES)}"
+                              ", and 'logistic' needs the vectors X")
     Z = logits(P)
-    lin = np.empty_like(P)
-    for f in range(int(fold.max()) + 1):
-        te = fold == f
-        s = fit_stack(Z[~te], Y[~te], C)
-        lin[te] = Z[te] @ s.coef + s.intercept
-    cands = {w: P if w == 1.0 else 1.0 / (1.0 + np.exp(-(w * Z + (1.0 - w) * lin)))
-             for w in blends}
-    values = {w: per_input_value(Q, Y, objective) for w, Q in cands.items()}
-    means = {w: float(np.nanmean(v)) for w, v in values.items()}
-    best = max(blends, key=lambda w: means[w])  # first best in order of preference
+    feats = {"stack": Z, "logistic": None if X is None else np.asarray(X, dtype=np.float64)}
+    lin = {fam: _oof_logits(feats[fam], Y, fold, C) for fam in families}  # type: ignore[arg-type]
+    # candidates in order of preference: the kNN, then each weight for each family
+    order = [("knn", 1.0)] if 1.0 in blends else []
+    order += [(fam, w) for w in blends if w != 1.0 for fam in families]
+    cands = {c: P if c[1] == 1.0 else 1.0 / (1.0 + np.exp(-(c[1] * Z + (1.0 - c[1]) * lin[c[0]])))
+             for c in order}
+    values = {c: per_input_value(Q, Y, objective) for c, Q in cands.items()}
+    means = {c: float(np.nanmean(v)) for c, v in values.items()}
+    best = max(order, key=lambda c: means[c])  # first best in order of preference
     ses = {}
-    for w in blends:
-        d = values[best] - values[w]
+    for c in order:
+        d = values[best] - values[c]
         d = d[~np.isnan(d)]
-        ses[w] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-    table = pd.DataFrame({"method": [method_name(w) for w in blends], "knn_weight": list(blends),
-                          "value": [means[w] for w in blends], "se": [ses[w] for w in blends]})
+        ses[c] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    table = pd.DataFrame({"method": [method_name(w, fam) for fam, w in order],
+                          "knn_weight": [w for _, w in order],
+                          "value": [means[c] for c in order], "se": [ses[c] for c in order]})
     # the simplest candidate within one standard error of the best
-    chosen = next(w for w in blends if means[best] - means[w] <= ses[w])
-    table["chosen"] = table["knn_weight"] == chosen
-    stack = None if chosen == 1.0 else fit_stack(Z, Y, C).blended(chosen)
-    return StackChoice(method_name(chosen), stack, cands[chosen], table)
+    chosen = next(c for c in order if means[best] - means[c] <= ses[c])
+    table["chosen"] = [c == chosen for c in order]
+    fam, w = chosen
+    stack = None
+    if w != 1.0:
+        full = fit_stack(Z, Y, C) if fam == "stack" else fit_vector_logistic(feats[fam], Y, C)  # type: ignore[arg-type]
+        stack = full.blended(w)
+    return StackChoice(method_name(w, fam), stack, cands[chosen], table)
+
+
+def choose_map(method: str, P: np.ndarray, Y: np.ndarray, fold: np.ndarray, X: np.ndarray,
+               objective: str = "brier") -> StackChoice | None:
+    """What :class:`~benchroute.tuning.PerInputPredictor`'s ``method`` asks for: one family
+    forced ("stack", "logistic"), or for "auto" the kNN against every family within its size
+    limits (:data:`AUTO_MAX_MODELS`, :data:`AUTO_MAX_CELLS`); None for "knn" or an "auto" pool
+    past the model limit (the kNN, untried)."""
+    if method in FAMILIES:
+        return choose_stack(P, Y, fold, objective, (0.0,), families=(method,), X=X)
+    if method != "auto" or Y.shape[1] > AUTO_MAX_MODELS:
+        return None
+    fams = FAMILIES if Y.size <= AUTO_MAX_CELLS else ("stack",)
+    return choose_stack(P, Y, fold, objective, DEFAULT_BLENDS, families=fams, X=X)

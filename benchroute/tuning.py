@@ -15,9 +15,10 @@ pooled over models, fitted on out-of-fold predictions) and its Brier score and r
 table are recorded.
 
 Beside the kNN P, a cross-model stack (:mod:`benchroute.stacking`: each model's P from the
-logits of every model's, one logistic regression per model, fitted on the same out-of-fold P)
-and its blends with the kNN compete by the same cross-validation (``method="auto"``); the
-choice is a linear map on the kNN P vector before calibration, so routing stays one search.
+logits of every model's, one logistic regression per model, fitted on the same out-of-fold P),
+logistic regression on the input vectors, and their blends with the kNN compete by the same
+cross-validation (``method="auto"``); the choice is a linear map on the kNN P's logits (plus
+one on the query vector) before calibration, so routing stays one search.
 
 Everything works on arrays (X, Y, groups), so it does not depend on the router's internals.
 faiss is imported only when a predictor is fitted.
@@ -25,6 +26,7 @@ faiss is imported only when a predictor is fitted.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,13 +37,7 @@ import pandas as pd
 
 from benchroute.exceptions import BenchrouteError, NotFittedError
 from benchroute.predictors import column_means, knn_mean
-from benchroute.stacking import (
-    AUTO_MAX_MODELS,
-    DEFAULT_BLENDS,
-    LinearStack,
-    choose_stack,
-    per_input_value,
-)
+from benchroute.stacking import LinearStack, choose_map, per_input_value
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +46,7 @@ DEFAULT_WEIGHTS: tuple[str, ...] = ("uniform", "distance")
 DEFAULT_PRIORS: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 OBJECTIVES = ("route", "brier")
 CALIBRATIONS = ("isotonic", "none")
-METHODS = ("auto", "knn", "stack")
+METHODS = ("auto", "knn", "stack", "logistic")
 # keeps the calibrated map strictly increasing, so calibration never changes an argmax
 _TILT = 1e-6
 
@@ -192,7 +188,7 @@ class Tuning:
         if self.methods is not None:
             cv = ", ".join(f"{r.method} w={r.knn_weight:g}: {r.value:.4f}"
                            for r in self.methods.itertuples())
-            text += f"; cross-model: {self.method} chosen ({cv})"
+            text += f"; kNN, stack or logistic: {self.method} chosen ({cv})"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,21 +209,24 @@ class PerInputPredictor:
     k, weights, prior : int / str / float or "auto"
         Fixed values, or "auto" to choose among ``ks``, ``weight_options``, ``priors`` by
         ``folds``-fold cross-validation (grouped by task when ``groups`` are given to ``fit``).
-    objective : {"route", "brier"}
-        What CV maximises: the mean true quality of argmax_m P (what routing earns), or minus
-        the Brier score.
+    objective : {"brier", "route"}
+        What CV maximises: minus the Brier score (the default: a proper scoring rule, so the
+        choice rewards accurate P everywhere, which every policy reads), or the mean true
+        quality of argmax_m P (what "best" routing earns, but a step function of P whose
+        maximum over many candidates is itself noisy; measured in docs/routing.md, 1.3).
     calibration : {"isotonic", "none"}
-    method : {"auto", "knn", "stack"}
-        "knn": the tuned kNN P; "stack": the cross-model stack on it
-        (:mod:`benchroute.stacking`); "auto": the kNN, a blend or the stack, whichever CV
-        prefers (the kNN unless another is better by more than a standard error; the kNN
-        when nothing else is cross-validated: fixed values and no calibration, or with more
-        than ``stacking.AUTO_MAX_MODELS`` pool models, where the stack's fit grows as M²).
+    method : {"auto", "knn", "stack", "logistic"}
+        "knn": the tuned kNN P; "stack": the cross-model stack on it; "logistic": logistic
+        regression on the vectors (:mod:`benchroute.stacking`); "auto": the kNN, the stack,
+        the logistic regression or a blend, whichever CV prefers (the kNN unless another is
+        better by more than a standard error; the kNN when nothing else is cross-validated:
+        fixed values and no calibration, or with more than ``stacking.AUTO_MAX_MODELS`` pool
+        models; the logistic regression only up to ``stacking.AUTO_MAX_CELLS`` labels).
     folds, seed : int
     """
 
     def __init__(self, k: int | str = "auto", weights: str = "auto", prior: float | str = "auto",
-                 objective: str = "route", calibration: str = "isotonic", method: str = "auto",
+                 objective: str = "brier", calibration: str = "isotonic", method: str = "auto",
                  folds: int = 5, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
                  weight_options: Sequence[str] = DEFAULT_WEIGHTS,
                  priors: Sequence[float] = DEFAULT_PRIORS) -> None:
@@ -294,7 +293,7 @@ class PerInputPredictor:
         self.method_: str = "knn"
         self.fallback_: str | None = None
         self.calibration_knn_ = Calibration.identity()
-        needs_cv = len(grid) > 1 or self.calibration != "none" or self.method == "stack"
+        needs_cv = len(grid) > 1 or self.calibration != "none" or self.method in ("stack", "logistic")
         if not needs_cv:
             k, w, p = grid[0]
             self.k_, self.weights_, self.prior_ = k, w, p
@@ -309,10 +308,8 @@ class PerInputPredictor:
         k, w, p = grid[best]
         self.k_, self.weights_, self.prior_ = k, w, p
         P = oof_proba(Y, searched, grid[best])
-        choice = None
-        if self.method == "stack" or (self.method == "auto" and Y.shape[1] <= AUTO_MAX_MODELS):
-            choice = choose_stack(P, Y, fold, self.objective,
-                                  blends=(0.0,) if self.method == "stack" else DEFAULT_BLENDS)
+        choice = choose_map(self.method, P, Y, fold, X, self.objective)
+        if choice is not None:
             self.method_, self.stack_ = choice.method, choice.stack
             if self.calibration == "isotonic" and choice.stack is not None:
                 self.calibration_knn_ = Calibration.fit(P, Y)
@@ -361,22 +358,25 @@ class PerInputPredictor:
         dist = np.where(rows < 0, np.inf, dist)
         Yk = self.Y_[rows_kept]
         means = column_means(Yk) if exclude_rows is not None else self.means_
-        return self._posterior(dist, _gather(Yk, rows), means, calibrated)
+        return self._posterior(dist, _gather(Yk, rows), means, calibrated, Q)
 
     def predict_from_neighbours(self, distances: np.ndarray, labels: np.ndarray,
-                                calibrated: bool = True) -> np.ndarray:
+                                calibrated: bool = True, queries: np.ndarray | None = None
+                                ) -> np.ndarray:
         """P (n, M) from neighbours someone else searched: cosine ``distances`` (n, K) ascending
         (inf past the pool's end) and their ``labels`` (n, K, M), K ≥ ``k_``. A router passes
-        those of its own index, so routing needs no second copy of the pool vectors."""
+        those of its own index, so routing needs no second copy of the pool vectors. A predictor
+        whose method reads the vectors ("logistic", "logistic_blend") needs the ``queries``
+        (n, d) too."""
         self._check()
-        return self._posterior(distances, labels, self.means_, calibrated)
+        return self._posterior(distances, labels, self.means_, calibrated, queries)
 
     def _posterior(self, dist: np.ndarray, labels: np.ndarray, means: np.ndarray,
-                   calibrated: bool) -> np.ndarray:
+                   calibrated: bool, queries: np.ndarray | None) -> np.ndarray:
         P = knn_posterior(np.asarray(dist, dtype=np.float64), np.asarray(labels, dtype=np.float64),
                           self.k_, self.weights_, self.prior_, means)
         if self.stack_ is not None:
-            P = self.stack_(P)
+            P = self.stack_(P, queries)
         return self.calibration_(P) if calibrated else P
 
     def drop_stack(self, reason: str) -> PerInputPredictor:
@@ -389,6 +389,16 @@ class PerInputPredictor:
             self.calibration_ = self.calibration_knn_
             logger.warning("per-input predictor: %s", reason)
         return self
+
+    def without_vectors(self) -> PerInputPredictor:
+        """This predictor, or a copy of it without a logistic regression on the vectors (its kNN
+        P with the kNN's calibration): for features of pool inputs, which that regression has
+        seen."""
+        if self.stack_ is None or self.stack_.vector_coef is None:
+            return self
+        out = copy.copy(self)
+        out.stack_, out.method_, out.calibration_ = None, "knn", self.calibration_knn_
+        return out
 
     def without_pool(self) -> PerInputPredictor:
         """Drop the pool vectors and labels (kept: the chosen values, the pool's means and the

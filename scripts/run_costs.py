@@ -138,15 +138,27 @@ def run_predictors(ds: dict[str, object], out: Path, only_knn: bool = False,
     data = ds["data"]
     assert isinstance(data, BenchmarkData)
     A = cq.arrays(data, ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
+    route = {"objective": "route"}  # the rows measured before the default became Brier
     fitters = {"kNN k=5 (today's default)": knn_fitter(k=5, weights="uniform", prior=0.0,
                                                        calibration="none", method="knn"),
-               "kNN tuned (random inner folds)": knn_fitter(grouped=False, method="knn"),
+               "kNN tuned (random inner folds)": knn_fitter(grouped=False, method="knn", **route),
                "kNN tuned, not calibrated": knn_fitter(grouped=False, calibration="none",
-                                                       method="knn"),
-               "kNN tuned (inner folds grouped by task)": knn_fitter(method="knn"),
-               "kNN tuned + cross-model stack (grouped)": knn_fitter(method="stack"),
-               "kNN default: kNN, blend or stack by CV (grouped)": knn_fitter(),
-               "kNN tuned, kNN, blend or stack by CV (random inner folds)": knn_fitter(grouped=False),
+                                                       method="knn", **route),
+               "kNN tuned (inner folds grouped by task)": knn_fitter(method="knn", **route),
+               "kNN tuned + cross-model stack (grouped)": knn_fitter(method="stack", **route),
+               "kNN default: kNN, blend or stack by CV (grouped)": knn_fitter(**route),
+               "kNN tuned, kNN, blend or stack by CV (random inner folds)":
+                   knn_fitter(grouped=False, **route),
+               "kNN tuned + logistic regression on the vectors, forced (grouped)":
+                   knn_fitter(method="logistic", **route),
+               "kNN, stack, logistic or a blend by CV, objective route (grouped)":
+                   knn_fitter(**route),
+               "kNN, stack, logistic or a blend by CV, objective route (random inner folds)":
+                   knn_fitter(grouped=False, **route),
+               "kNN default: kNN, stack, logistic or a blend by CV, objective Brier (grouped)":
+                   knn_fitter(),
+               "kNN, stack, logistic or a blend by CV, objective Brier (random inner folds)":
+                   knn_fitter(grouped=False),
                "logistic regression per model": logistic_fitter(),
                "MLP (128 hidden)": mlp_fitter()}
     old = out / f"predictors_{ds['name']}.csv"

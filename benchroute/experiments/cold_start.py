@@ -126,13 +126,13 @@ def cold_start(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, models: Seque
     tuned_all = PerInputPredictor(seed=seed).fit(X, Y, ds)
     K = max(max(tuned_all.ks), tuned_all.k_)
     nb = PoolNeighbours.search(X, K)
-    P_all = tuned_all.predict_from_neighbours(nb.distances, nb.labels(Y))
+    P_all = tuned_all.without_vectors().predict_from_neighbours(nb.distances, nb.labels(Y))
     out = []
     for name in held_out if held_out is not None else models:
         j = models.index(name)
         known = [m for m in range(len(models)) if m != j]
         tuned = PerInputPredictor(seed=seed).fit(X, Y[:, known], ds)
-        F = tuned.predict_from_neighbours(nb.distances, nb.labels(Y[:, known]))
+        F = tuned.without_vectors().predict_from_neighbours(nb.distances, nb.labels(Y[:, known]))
         has = ~np.isnan(Y[:, j])
         logger.info("cold start %s: %d inputs with a result; tuned on the others: k = %d",
                     name, int(has.sum()), tuned.k_)

@@ -16,6 +16,7 @@ from benchroute.embedding import HashingEncoder
 from benchroute.exceptions import BenchrouteError, FormatVersionError, NotFittedError
 from benchroute.reference import few_shot_count
 from benchroute.router import Router
+from benchroute.routing import router_proba
 
 MODELS = ["m0", "m1", "m2"]
 
@@ -261,8 +262,8 @@ def test_candidates_route_and_errors():
     with pytest.raises(BenchrouteError, match="unknown method 'S4'"):
         router.select_embedded(X[:5], method="S4")
     routed = router.route_embedded(X[:20], keep_duplicates=True)  # pool rows, with themselves
-    g = router.predictor_.predict_proba(X[:20])
-    for r, row in zip(routed, g):
+    P = router_proba(router, X[:20], keep_duplicates=True)  # the tuned predictor's P
+    for r, row in zip(routed, P):
         assert row[MODELS.index(r)] == pytest.approx(row.max())
     assert set(router.route_embedded(X[:20], candidates=["m2"])) == {"m2"}
     with pytest.raises(NotFittedError, match="not fitted yet"):

@@ -1,4 +1,5 @@
-"""The cross-model stack on the tuned kNN P: chosen by CV, saved, and used by every routing path."""
+"""The linear maps on the tuned kNN P (the cross-model stack, logistic regression on the vectors,
+their blends): chosen by CV, saved, and used by every routing path."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ import pandas as pd
 import pytest
 
 from benchroute.exceptions import BenchrouteError
+from benchroute.persistence import ROUTER_FORMAT_VERSION
 from benchroute.routing import router_proba, router_proba_ood
-from benchroute.stacking import LinearStack, choose_stack, fit_stack, logits
+from benchroute.stacking import (
+    LinearStack,
+    choose_stack,
+    fit_stack,
+    fit_vector_logistic,
+    logits,
+)
 from benchroute.tuning import Calibration, PerInputPredictor, fold_ids, route_value
 from tests.unit.test_tuning import _clusters
 
@@ -32,14 +40,19 @@ def complement(n: int = 800, seed: int = 0, frac: float = 0.2) -> tuple[np.ndarr
     return X.astype(np.float32), np.stack([ya, yb, yc], axis=1)
 
 
-def test_stack_chosen_where_one_models_correctness_is_a_function_of_anothers():
+def test_stack_chosen_where_one_models_correctness_is_a_function_of_anothers(monkeypatch):
+    """(Eight clusters in 16 dimensions are linearly separable too, so the logistic family is
+    left out: this is about the stack.)"""
+    from benchroute import stacking
+
+    monkeypatch.setattr(stacking, "AUTO_MAX_CELLS", 0)
     X, Y = complement()
     pred = PerInputPredictor(**SMALL).fit(X[:600], Y[:600])
     t = pred.tuning_.methods.set_index("method")
     assert pred.method_ in ("stack", "blend") and pred.stack_ is not None
     chosen = t[t["chosen"]].iloc[0]
     assert chosen["value"] > t.loc["knn", "value"] + t.loc["knn", "se"]
-    assert pred.tuning_.method == pred.method_ and "cross-model" in pred.tuning_.summary()
+    assert pred.tuning_.method == pred.method_ and "stack or logistic: " in pred.tuning_.summary()
     assert pred.describe()["tuning"]["cv_methods"][0]["method"] == "knn"
     # and it routes better on inputs it never saw
     knn = PerInputPredictor(method="knn", **SMALL).fit(X[:600], Y[:600])
@@ -50,19 +63,26 @@ def test_stack_chosen_where_one_models_correctness_is_a_function_of_anothers():
 def test_auto_leaves_the_stack_untried_past_its_model_limit(monkeypatch):
     """The stack's fit grows as M²: past AUTO_MAX_MODELS, "auto" is the kNN without trying it,
     and an explicit method="stack" still fits it."""
-    from benchroute import stacking, tuning
+    from benchroute import stacking
 
     X, Y = complement()
-    monkeypatch.setattr(tuning, "AUTO_MAX_MODELS", 2)  # the data has 3 models
+    monkeypatch.setattr(stacking, "AUTO_MAX_MODELS", 2)  # the data has 3 models
     pred = PerInputPredictor(**SMALL).fit(X[:600], Y[:600])
     assert pred.method_ == "knn" and pred.stack_ is None and pred.tuning_.methods is None
     forced = PerInputPredictor(method="stack", **SMALL).fit(X[:600], Y[:600])
     assert forced.stack_ is not None
+    monkeypatch.undo()
     assert stacking.AUTO_MAX_MODELS >= 58  # every measured pool (7 to 58 models) tries it
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_knn_chosen_where_the_stack_cannot_help(seed):
+def test_knn_chosen_where_the_stack_cannot_help(seed, monkeypatch):
+    """Two clusters: each model's correctness is the cluster, which its neighbours show; the
+    other model's P adds nothing. (A linear boundary also finds the clusters, so the logistic
+    family is left out here.)"""
+    from benchroute import stacking
+
+    monkeypatch.setattr(stacking, "AUTO_MAX_CELLS", 0)
     X, Y, _ = _clusters(seed=seed)
     pred = PerInputPredictor(ks=(5, 20), priors=(0.0, 5.0)).fit(X, Y)
     assert pred.method_ == "knn" and pred.stack_ is None
@@ -178,7 +198,7 @@ def test_stacked_router_save_load_round_trip_and_field_errors(tmp_path):
                                               r"\.coef' is invalid; expected a 3 x 3 list"):
         Router.load(folder)
     folder = router.save(tmp_path / "r2")
-    assert meta["format_version"] == 3  # a format-2 reader refuses it: no stack read as kNN
+    assert meta["format_version"] == ROUTER_FORMAT_VERSION == 4  # older readers refuse it
     _rewrite(folder, lambda m: m.update(format_version=2))
     with pytest.raises(BenchrouteError, match="'routing.per_input.stack' is invalid; expected "
                                               "absent in format 2"):
@@ -202,3 +222,103 @@ def test_remove_model_and_add_model_with_a_stacked_router(tmp_path):
     router.save(tmp_path / "after")
     assert "fallback" in json.loads((tmp_path / "after" / "router.json").read_text())[
         "routing"]["per_input"]
+
+
+# ---------------------------------------------------------------------- logistic on the vectors
+def halfspaces(n: int = 900, d: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each model is right on one side of a hyperplane through the origin: a linear function of
+    the vector that a logistic regression finds, while in 24 dimensions an input's few
+    neighbours are far and straddle the planes."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    V = rng.normal(size=(d, 3))
+    Y = ((X @ V + 0.1 * rng.normal(size=(n, 3))) > 0).astype(float)
+    return X.astype(np.float32), Y
+
+
+def test_logistic_chosen_where_correctness_is_linear_in_the_vector():
+    X, Y = halfspaces()
+    pred = PerInputPredictor(**SMALL).fit(X[:700], Y[:700])
+    t = pred.tuning_.methods.set_index("method")
+    assert pred.method_ in ("logistic", "logistic_blend")
+    assert pred.stack_ is not None and pred.stack_.vector_coef is not None
+    chosen = t[t["chosen"]].iloc[0]
+    assert chosen["value"] > t.loc["knn", "value"] + t.loc["knn", "se"]
+    assert {"stack", "logistic", "logistic_blend"} <= set(t.index)
+    knn = PerInputPredictor(method="knn", **SMALL).fit(X[:700], Y[:700])
+    assert route_value(pred.predict_proba(X[700:]), Y[700:]) > \
+        route_value(knn.predict_proba(X[700:]), Y[700:]) + 0.05
+    # the map is one logistic regression per model on the vectors, blended with the kNN logit
+    full = fit_vector_logistic(X[:700], Y[:700]).blended(pred.stack_.knn_weight)
+    np.testing.assert_allclose(pred.stack_.vector_coef, full.vector_coef)
+
+
+def test_logistic_needs_the_queries_and_without_vectors_is_the_knn():
+    X, Y = halfspaces()
+    pred = PerInputPredictor(method="logistic", **SMALL).fit(X, Y)
+    assert pred.method_ == "logistic" and pred.stack_.knn_weight == 0.0
+    from benchroute.tuning import _gather, knn_search
+
+    d, r = knn_search(X, X[:10], 5)
+    labels = _gather(Y, r)
+    with pytest.raises(BenchrouteError, match="reads the query vectors"):
+        pred.predict_from_neighbours(d, labels)
+    np.testing.assert_array_equal(pred.predict_from_neighbours(d, labels, queries=X[:10]),
+                                  pred.predict_proba(X[:10]))
+    knn = pred.without_vectors()
+    assert knn.method_ == "knn" and knn.stack_ is None and pred.method_ == "logistic"  # a copy
+    assert knn.calibration_ is pred.calibration_knn_
+    raw = knn.predict_from_neighbours(d, labels, calibrated=False)
+    np.testing.assert_array_equal(raw, PerInputPredictor(method="knn", calibration="none", **SMALL)
+                                  .fit(X, Y).predict_from_neighbours(d, labels))
+
+
+def test_auto_leaves_logistic_untried_past_its_cell_limit(monkeypatch):
+    from benchroute import stacking
+
+    X, Y = halfspaces()
+    monkeypatch.setattr(stacking, "AUTO_MAX_CELLS", Y[:700].size - 1)
+    pred = PerInputPredictor(**SMALL).fit(X[:700], Y[:700])
+    assert not pred.tuning_.methods["method"].str.startswith("logistic").any()
+    assert not pred.method_.startswith("logistic")
+
+
+def test_logistic_router_routes_saves_loads_and_checks_the_field(tmp_path):
+    from benchroute.new_models import known_proba
+    from benchroute.router import Router
+    from tests.corpus.test_corpus_router import _rewrite
+
+    router, data = _stacked_router(tmp_path)
+    d, M = router.pool_vectors().shape[1], len(router.pool_models_)
+    rng = np.random.default_rng(0)
+    pred = router.per_input_
+    pred.stack_ = LinearStack(np.zeros((M, M)), np.zeros(M), 0.0, 5.0 * rng.normal(size=(d, M)))
+    pred.method_ = "logistic"
+    texts = [f"task {t} input {i}" for t in range(3) for i in range(4)]
+    Q = router.embed(texts)
+    expect = 1.0 / (1.0 + np.exp(-(Q.astype(np.float64) @ pred.stack_.vector_coef)))
+    np.testing.assert_allclose(router_proba(router, Q), expect)  # route's path
+    np.testing.assert_allclose(router_proba_ood(router, Q)[0], expect)  # the gateway's path
+    assert router.route(texts) == [router.pool_models_[j] for j in expect.argmax(axis=1)]
+    folder = router.save(tmp_path / "r")
+    back = Router.load(folder)
+    assert back.per_input_.method_ == "logistic"
+    pd.testing.assert_frame_equal(back.predict_proba(texts), router.predict_proba(texts))
+    # an added model's features are the kNN P: the regression has seen the pool inputs
+    frame = data.frame[data.frame["model"] == "m1"].head(20)
+    router.add_model("new", frame[["dataset", "instance_id", "correct"]])
+    assert router.per_input_.method_ == "logistic"
+    F = known_proba(router, Q, without_self=True)
+    router.per_input_ = pred.without_vectors()
+    np.testing.assert_array_equal(F, known_proba(router, Q, without_self=True))
+    router.per_input_ = pred
+    _rewrite(folder, lambda m: m["routing"]["per_input"]["stack"]["vector_coef"].pop())
+    with pytest.raises(BenchrouteError, match=rf"field 'routing\.per_input\.stack\.vector_coef' "
+                                              rf"is invalid; expected a {d} x {M} list"):
+        Router.load(folder)
+    folder = router.save(tmp_path / "r2")
+    _rewrite(folder, lambda m: m.update(format_version=3))
+    with pytest.raises(BenchrouteError, match=r"'routing\.per_input\.method' is invalid.*"
+                                              r"\(format 4\)"):
+        Router.load(folder)

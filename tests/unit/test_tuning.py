@@ -49,9 +49,12 @@ def _clusters(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
     return X.astype(np.float32), Y, c
 
 
-def test_tuned_predictor_routes_better_than_the_best_single_model():
+@pytest.mark.parametrize("objective", ["brier", "route"])
+def test_tuned_predictor_routes_better_than_the_best_single_model(objective):
     X, Y, c = _clusters()
-    pred = PerInputPredictor(ks=(1, 5, 20), priors=(0.0, 5.0)).fit(X[:150], Y[:150])
+    pred = PerInputPredictor(ks=(1, 5, 20), priors=(0.0, 5.0), objective=objective).fit(
+        X[:150], Y[:150])
+    assert PerInputPredictor().objective == "brier"  # the default
     P = pred.predict_proba(X[150:])
     routed = Y[150:][np.arange(50), P.argmax(axis=1)].mean()
     single = Y[150:, int(Y[:150].mean(axis=0).argmax())].mean()
