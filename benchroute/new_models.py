@@ -668,8 +668,12 @@ def extend_reference(reference: Any, added: Sequence[AddedModel], strength: floa
     base = np.nan_to_num(base, nan=0.5)
     cols = [beta_binomial_mean(base, strength, np.asarray(a.fit.cv_hits),
                                np.asarray(a.fit.n_labels)) for a in added]
+    # no self-estimate for an added model (its P does not come from pool neighbours): NaN, so
+    # its p̂ is the kernel estimate of these columns
+    e = None if reference.e is None else \
+        np.column_stack([reference.e, np.full((len(reference.u), len(added)), np.nan)])
     return ReferencePairs(reference.u, np.column_stack([reference.p, *cols]), reference.task,
-                          reference.alpha, reference.touched, reference.fallback)
+                          reference.alpha, reference.touched, reference.fallback, e)
 
 
 def parse_results(results: Any, what: str = "results") -> pd.DataFrame:

@@ -183,7 +183,9 @@ def _write(router: Router, folder: Path) -> None:
                       "p": [[None if np.isnan(v) else float(v) for v in row] for row in ref.p],
                       "task": [str(t) for t in ref.task], "alpha": ref.alpha.tolist(),
                       "touched": {t: sorted(v) for t, v in ref.touched.items()},
-                      "fallback": sorted(ref.fallback)},
+                      "fallback": sorted(ref.fallback),
+                      **({} if ref.e is None else {"e": [
+                          [None if np.isnan(v) else float(v) for v in row] for row in ref.e]})},
         "checksums": {name: _sha256(folder / name)
                       for name in DATA_FILES + ((ADDED_FILE,) if added else ())},
         "routing": _routing_state(router),
@@ -277,9 +279,20 @@ def _reference(path: Path, r: object, models: list[str], tasks: list[str]) -> Re
     if not isinstance(touched, dict) or not set(touched) <= set(tasks):
         raise _fail(path, "reference.touched", "an object from pool tasks to lists of tasks")
     fallback = _str_list(path, "reference.fallback", r.get("fallback"))
+    # the self-estimates: absent in routers saved before they existed (p̂ is then the kernel
+    # estimate, as when that router was saved)
+    e_rows = r.get("e")
+    e = None
+    if e_rows is not None:
+        if not isinstance(e_rows, list) or len(e_rows) != len(u) or not all(
+                isinstance(row, list) and len(row) == len(models) for row in e_rows):
+            raise _fail(path, "reference.e", f"{len(u)} rows of {len(models)} values")
+        e = np.vstack([_floats(path, "reference.e", row, 0.0, 1.0, null=True)
+                       for row in e_rows]).reshape(-1, len(models)) if e_rows \
+            else np.zeros((0, len(models)))
     return ReferencePairs(u, p.reshape(-1, len(models)), np.asarray(task, dtype=object), alpha,
                           {t: frozenset(_str_list(path, "reference.touched", v))
-                           for t, v in touched.items()}, frozenset(fallback))
+                           for t, v in touched.items()}, frozenset(fallback), e)
 
 
 def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame:
@@ -435,7 +448,9 @@ def _spot_check_reference(path: Path, router: Router) -> None:
                        router.threshold)
     row = int(np.flatnonzero(at_zero & (ref.task == task))[0])
     same_p = np.allclose(again.p[0], ref.p[row], atol=1e-6, equal_nan=True)
-    if not (len(again.u) and abs(again.u[0] - ref.u[row]) <= 1e-6 and same_p):
+    same_e = ref.e is None or (again.e is not None
+                               and np.allclose(again.e[0], ref.e[row], atol=1e-6, equal_nan=True))
+    if not (len(again.u) and abs(again.u[0] - ref.u[row]) <= 1e-6 and same_p and same_e):
         raise _fail(path, "reference", f"the pairs the pool and index give (task {task!r} at "
                     "alpha 0 differs; the files come from different routers?)")
 

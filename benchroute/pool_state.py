@@ -185,9 +185,7 @@ def remove_model(router: Router, name: str) -> Router:
         keep = [i for i, m in enumerate(router.pool_models_) if m != name]
         _set_pool(router, router.predictor_.index_, router.Y_[:, keep],
                   [router.pool_models_[i] for i in keep])
-        ref = router.reference_
-        router.reference_ = ReferencePairs(ref.u, ref.p[:, keep], ref.task, ref.alpha,
-                                         ref.touched, ref.fallback)
+        router.reference_ = router.reference_.columns(keep)
         _refit_added(router)
     else:
         raise BenchrouteError(f"unknown model {name!r}; models: {router.models_}")

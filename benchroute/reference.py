@@ -2,7 +2,9 @@
 
 For each task i: one index search of its inputs with task i (and any excluded tasks) left out;
 then for each few-shot fraction α and repeat, α·n_i random labelled inputs of task i join the
-pool by a brute-force merge (they leave the test set), and (u_i, p_i,m) is recorded.
+pool by a brute-force merge (they leave the test set), and (u_i, p_i,m) is recorded, with the
+predictors' label-free self-estimate e_i,m (:func:`benchroute.scoring.self_estimate`) from which
+:meth:`ReferencePairs.p_map` learns how to correct the kernel estimate.
 """
 
 from __future__ import annotations
@@ -13,8 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchroute.predictors import KNNCorrectnessPredictor, Neighbours
-from benchroute.scoring import mean_distance, predictor_accuracy
+from benchroute.predictors import KNNCorrectnessPredictor, Neighbours, knn_mean
+from benchroute.scoring import (
+    fit_p_map,
+    leave_task_out_kernel,
+    mean_distance,
+    predictor_accuracy,
+    self_estimate,
+)
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(0.02 * i, 2) for i in range(15))  # 0 .. 0.28
 FEW_SHOT_CAP = 50
@@ -29,6 +37,7 @@ class TaskPairs:
     alpha: np.ndarray      # (R_i,)
     touched: frozenset[str]  # tasks among the neighbours used
     used_fallback: bool    # whether any prediction fell back to the pool's mean label
+    e: np.ndarray | None = None  # (R_i, M) self-estimates; None when not known
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,10 @@ class ReferencePairs:
     alpha: np.ndarray    # (R,)
     touched: Mapping[str, frozenset[str]] = field(default_factory=dict)
     fallback: frozenset[str] = frozenset()
+    #: (R, M) the predictors' self-estimate of p on each pair's scored inputs
+    #: (:func:`~benchroute.scoring.self_estimate`); None for pairs saved before it existed,
+    #: and then p̂ is the kernel estimate alone
+    e: np.ndarray | None = None
 
     @property
     def tasks(self) -> list[str]:
@@ -51,12 +64,38 @@ class ReferencePairs:
     def part(self, task: str) -> TaskPairs:
         rows = self.task == task
         return TaskPairs(self.u[rows], self.p[rows], self.alpha[rows],
-                         self.touched.get(task, frozenset()), task in self.fallback)
+                         self.touched.get(task, frozenset()), task in self.fallback,
+                         None if self.e is None else self.e[rows])
+
+    def columns(self, keep: Sequence[int] | np.ndarray) -> ReferencePairs:
+        """The same pairs for some models only (columns ``keep`` of p and e)."""
+        return ReferencePairs(self.u, self.p[:, keep], self.task, self.alpha, self.touched,
+                              self.fallback, None if self.e is None else self.e[:, keep])
+
+    def p_map(self, bandwidth: float) -> np.ndarray | None:
+        """The map from (kernel estimate, self-estimate) to p̂ learnt on these pairs
+        (:func:`~benchroute.scoring.fit_p_map`, each pair's kernel estimate from the other
+        tasks' pairs), or None when it cannot be learnt (no self-estimates, too few tasks).
+
+        A deterministic function of the pairs, so the pairs of a pool without some tasks
+        (:func:`reference_pairs` with ``also_exclude``) give the map of a router fitted without
+        them. Computed once per bandwidth and kept on the object.
+        """
+        if self.e is None or len(self.u) == 0:
+            return None
+        memo: dict[float, np.ndarray | None] = self.__dict__.setdefault("_p_map", {})
+        h = float(bandwidth)
+        if h not in memo:
+            kernel = leave_task_out_kernel(self.u, self.p, self.task, h)
+            memo[h] = fit_p_map(kernel, self.e, self.p, self.task)
+        return memo[h]
 
     @classmethod
     def from_parts(cls, parts: Sequence[tuple[str, TaskPairs]], n_models: int) -> ReferencePairs:
         if not parts:
-            return cls(np.zeros(0), np.zeros((0, n_models)), np.zeros(0, dtype=object), np.zeros(0))
+            return cls(np.zeros(0), np.zeros((0, n_models)), np.zeros(0, dtype=object), np.zeros(0),
+                       e=np.zeros((0, n_models)))
+        es = [tp.e for _, tp in parts]
         return cls(
             np.concatenate([tp.u for _, tp in parts]),
             np.concatenate([tp.p for _, tp in parts]).reshape(-1, n_models),
@@ -64,6 +103,8 @@ class ReferencePairs:
             np.concatenate([tp.alpha for _, tp in parts]),
             {t: tp.touched for t, tp in parts},
             frozenset(t for t, tp in parts if tp.used_fallback),
+            None if any(e is None for e in es)
+            else np.concatenate([e for e in es if e is not None]).reshape(-1, n_models),
         )
 
 
@@ -114,23 +155,38 @@ def task_pairs(
     per_batch = max(1, max_batch // max(1, n * (K + n_max) * m))
     us: list[float] = []
     ps: list[np.ndarray] = []
+    es: list[np.ndarray] = []
     fell = False
     for start in range(0, len(draws), per_batch):
         chunk = draws[start:start + per_batch]
-        u, p, f = _pairs_batch(predictor, base, Yt, sims, chunk, means, K, n_neighbours, threshold)
+        u, p, e, f = _pairs_batch(predictor, base, Yt, sims, chunk, means, K, n_neighbours,
+                                  threshold)
         us.extend(u)
         ps.extend(p)
+        es.extend(e)
         fell = fell or f
     return TaskPairs(np.asarray(us, dtype=float), np.asarray(ps, dtype=float).reshape(-1, m),
                      np.asarray([a for a, _ in draws], dtype=float), frozenset(base.tasks or ()),
-                     fell)
+                     fell, np.asarray(es, dtype=float).reshape(-1, m))
+
+
+def neighbour_rate(distances: np.ndarray, labels: np.ndarray, n_neighbours: int,
+                   threshold: float, means: np.ndarray) -> np.ndarray:
+    """q (n, M): the share of each model's results ≥ ``threshold`` among an input's
+    ``n_neighbours`` nearest pool inputs (those that define u), ``means`` where none has a
+    result. The chance of success that :func:`~benchroute.scoring.self_estimate` compares the
+    binary prediction with: averaged over more neighbours than g (k = 5), it is less noisy."""
+    lab = np.asarray(labels, dtype=float)
+    binary = np.where(np.isnan(lab), np.nan, (lab >= threshold).astype(float))
+    return knn_mean(distances, binary, n_neighbours, "uniform", means)[0]
 
 
 def _pairs_batch(predictor: KNNCorrectnessPredictor, base: Neighbours, Yt: np.ndarray,
                  sims: np.ndarray | None, draws: list[tuple[float, np.ndarray]],
                  means: np.ndarray, K: int, n_neighbours: int, threshold: float
-                 ) -> tuple[list[float], list[np.ndarray], bool]:
-    """(u, p) of several draws at once; inputs used as labels are masked out of the test set."""
+                 ) -> tuple[list[float], list[np.ndarray], list[np.ndarray], bool]:
+    """(u, p, e) of several draws at once; inputs used as labels are masked out of the test
+    set."""
     C, n = len(draws), len(base)
     Kb = base.distances.shape[1]  # fewer than K when the pool is small
     L = max(len(lab) for _, lab in draws)
@@ -159,8 +215,10 @@ def _pairs_batch(predictor: KNNCorrectnessPredictor, base: Neighbours, Yt: np.nd
     g = g.reshape(C, n, m)
     u = mean_distance(dist, n_neighbours, inputs=test)
     p = predictor_accuracy(g, np.where(test[:, :, None], Yt[None], np.nan), threshold)
+    q = neighbour_rate(nb.distances, nb.labels, n_neighbours, threshold, means).reshape(C, n, m)
+    e = self_estimate(g, q, threshold, inputs=test)
     fell = bool((flag.reshape(C, n, m) & test[:, :, None]).any())
-    return u.tolist(), list(p), fell
+    return u.tolist(), list(p), list(e), fell
 
 
 def reference_pairs(

@@ -1,5 +1,6 @@
 """The formulas of the method as pure functions over arrays: S1, S2, S3, the task distance u,
-the predictor accuracy p, its kernel-smoothed estimate p̂, the Beta–binomial update of p̂ by
+the predictor accuracy p, its kernel-smoothed estimate, the predictors' self-estimate of p and
+the map from both to p̂ learnt on the reference pairs, the Beta–binomial update of p̂ by
 few-shot labels, the fallback test against the best model on average, and the two rules every
 choice goes through: :func:`argmax_ties` (the one argmax and its tie order) and
 :func:`best_on_average` (the one definition of the best model on average).
@@ -158,6 +159,88 @@ def kernel_smooth(u: float, ref_u: np.ndarray, ref_p: np.ndarray, bandwidth: flo
     num = (ww * np.nan_to_num(ref_p)).sum(axis=0) + prior_weight * prior
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / den, np.nan)
+
+
+def self_estimate(g: np.ndarray, q: np.ndarray, threshold: float = 0.5,
+                  inputs: np.ndarray | None = None) -> np.ndarray:
+    """e(m) = mean_i [q_m(x_i) if ĝ_m(x_i) = 1 else 1 − q_m(x_i)], over axis −2: the accuracy
+    the binary predictor ĝ_m = 1[g_m > threshold] would have on the task's inputs if q_m(x) were
+    the true chance that m is right on x.
+
+    Needs no label of the task: q is the share of correct results among more neighbours than
+    g averages (the ``n_neighbours`` that define u), so where the neighbours agree e is near 1
+    and where they split e is near ½. The kernel p̂ only sees the task's distance u and is
+    nearly the same for every task at that distance; e differs per task and per model.
+    ``inputs`` (..., n) masks the inputs that count (NaN when none does); leading axes are
+    batches, as in :func:`mean_distance`.
+    """
+    g = np.asarray(g, dtype=float)
+    q = np.asarray(q, dtype=float)
+    right = np.where(g > threshold, q, 1.0 - q)
+    ok = np.ones(g.shape[:-1], dtype=bool) if inputs is None else np.asarray(inputs, dtype=bool)
+    n_ok = ok.sum(axis=-1)[..., None]
+    total = np.where(ok[..., None], right, 0.0).sum(axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_ok > 0, total / np.maximum(n_ok, 1), np.nan)
+
+
+def leave_task_out_kernel(ref_u: np.ndarray, ref_p: np.ndarray, ref_task: np.ndarray,
+                          bandwidth: float = 0.09, prior: float = 0.5,
+                          prior_weight: float = PRIOR_WEIGHT) -> np.ndarray:
+    """The kernel estimate (:func:`kernel_smooth`) at each reference pair's own u from the
+    pairs of the OTHER tasks only (R, M): what p̂ would have said of that task had it been new,
+    the input of the map :func:`fit_p_map` learns."""
+    ref_u = np.asarray(ref_u, dtype=float)
+    ref_p = np.asarray(ref_p, dtype=float)
+    task = np.asarray(ref_task)
+    w = np.exp(-((ref_u[:, None] - ref_u[None, :]) ** 2) / (2.0 * bandwidth**2))
+    w[task[:, None] == task[None, :]] = 0.0
+    has = ~np.isnan(ref_p)
+    num = w @ np.nan_to_num(ref_p) + prior_weight * prior
+    den = w @ has.astype(float) + prior_weight
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+#: fewest reference tasks :func:`fit_p_map` learns from; below it p̂ is the kernel estimate
+MIN_MAP_TASKS = 5
+
+
+def fit_p_map(kernel: np.ndarray, e: np.ndarray, p: np.ndarray, task: np.ndarray,
+              min_tasks: int = MIN_MAP_TASKS) -> np.ndarray | None:
+    """Coefficients (c₀, c_k, c_e) of p ≈ c₀ + c_k·kernel + c_e·e by least squares over every
+    reference pair and model with all three known (one map for all models), or None when fewer
+    than ``min_tasks`` tasks have such rows or the design is singular (then p̂ stays the kernel
+    estimate).
+
+    ``kernel`` (R, M) must be each pair's estimate without its own task
+    (:func:`leave_task_out_kernel`) and ``e`` (R, M) its self-estimate (:func:`self_estimate`):
+    the map is learnt from what would have been known of each reference task had it been new,
+    so it never sees the labels of the task it is later applied to.
+    """
+    k = np.asarray(kernel, dtype=float)
+    e = np.asarray(e, dtype=float)
+    p = np.asarray(p, dtype=float)
+    ok = np.isfinite(k) & np.isfinite(e) & np.isfinite(p)
+    rows_task = np.broadcast_to(np.asarray(task)[:, None], ok.shape)[ok]
+    if len(set(rows_task.tolist())) < min_tasks:
+        return None
+    A = np.column_stack([np.ones(int(ok.sum())), k[ok], e[ok]])
+    if np.linalg.matrix_rank(A) < A.shape[1]:
+        return None
+    coef, *_ = np.linalg.lstsq(A, p[ok], rcond=None)
+    return np.asarray(coef, dtype=float)
+
+
+def apply_p_map(coef: np.ndarray | None, kernel: np.ndarray, e: np.ndarray | None) -> np.ndarray:
+    """p̂ = c₀ + c_k·kernel + c_e·e clipped to [0, 1]; the kernel estimate itself where there is
+    no map or no self-estimate (NaN e, e.g. a model added from a few labels)."""
+    kernel = np.asarray(kernel, dtype=float)
+    if coef is None or e is None:
+        return kernel
+    e = np.asarray(e, dtype=float)
+    mapped = np.clip(coef[0] + coef[1] * kernel + coef[2] * e, 0.0, 1.0)
+    return np.where(np.isfinite(e) & np.isfinite(kernel), mapped, kernel)
 
 
 def beta_binomial_mean(prior_mean: np.ndarray, strength: float, hits: np.ndarray,

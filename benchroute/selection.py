@@ -19,6 +19,7 @@ import pandas as pd
 from benchroute.reference import ReferencePairs
 from benchroute.scoring import (
     TIE_TOL,
+    apply_p_map,
     argmax_ties,
     beta_binomial_mean,
     fallback_probability,
@@ -54,9 +55,11 @@ class Selection:
     """The model chosen for a task, with the evidence behind the choice.
 
     ``scores`` is indexed by the candidate models with columns ``S1, S2, S3, p_hat`` (the p that
-    S3 used), ``bma`` (True for the best model on average) and ``chosen``; with few-shot labels
-    also ``p_kernel`` (the kernel estimate before the labels), ``p_labeled`` (the predictors'
-    accuracy on the labels) and ``n_labeled_model`` (labels per model). ``proba`` holds the
+    S3 used), ``p_kernel`` (the kernel estimate at the task's distance u), ``p_self`` (the
+    predictors' self-estimate on the task's inputs, when known), ``bma`` (True for the best model
+    on average) and ``chosen``; with few-shot labels also ``p_prior`` (p̂ before the labels),
+    ``p_labeled`` (the predictors' accuracy on the labels) and ``n_labeled_model`` (labels per
+    model). ``proba`` holds the
     per-input predictions g (inputs × all models, in the router's model order).
     """
 
@@ -168,21 +171,32 @@ def choose(score: np.ndarray, cand: np.ndarray, bma: int, g: np.ndarray | None =
 
 
 def p_estimate(u: float, reference: ReferencePairs, config: SelectionConfig,
-               warn: bool = True) -> np.ndarray:
-    """p̂ of each model: the kernel estimate at u over the reference pairs (0.5, with a
-    warning when ``warn``, when there is none)."""
+               warn: bool = True, self_est: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(p̂, kernel estimate) of each model before any label of the task.
+
+    The kernel estimate at u over the reference pairs (0.5, with a warning when ``warn``, when
+    there is none) sees only how far the task is from the pool, so it is nearly the same for
+    all tasks at one distance. With the task's self-estimates ``self_est`` (M,)
+    (:func:`~benchroute.scoring.self_estimate`), p̂ is the map learnt on the reference pairs
+    (:meth:`ReferencePairs.p_map <benchroute.reference.ReferencePairs.p_map>`) applied to both;
+    without them, or when no map could be learnt, p̂ is the kernel estimate.
+    """
     if warn and len(reference.u) == 0:
         warnings.warn("no reference pairs (the pool has fewer than two tasks with two inputs): "
                       "p_hat is the uninformative 0.5, so S3 cannot tell the models apart",
                       UserWarning, stacklevel=3)
-    return kernel_smooth(u, reference.u, reference.p, config.bandwidth)
+    kernel = kernel_smooth(u, reference.u, reference.p, config.bandwidth)
+    if self_est is None:
+        return kernel, kernel
+    return apply_p_map(reference.p_map(config.bandwidth), kernel, self_est), kernel
 
 
 def select(g: np.ndarray, u: float, reference: ReferencePairs, models: list[str],
            cand: np.ndarray, bma: int, method: str = "S3", fallback: bool = True,
            config: SelectionConfig = SelectionConfig(), labeled_hits: np.ndarray | None = None,
            labeled_n: np.ndarray | None = None, n_labeled: int = 0,
-           shift: FormShift | None = None) -> Selection:
+           shift: FormShift | None = None, self_est: np.ndarray | None = None) -> Selection:
     """Score a task from its predictions g (n, M) and distance u, and choose among ``cand``.
 
     ``shift``: the task's form shift; with S3 and ``fallback``, a shift that fires
@@ -190,15 +204,21 @@ def select(g: np.ndarray, u: float, reference: ReferencePairs, models: list[str]
 
     ``labeled_hits``/``labeled_n`` (M,) are the predictors' correct binary predictions and the
     labels per model on the caller's ``n_labeled`` few-shot labels; they update p̂ by the
-    Beta–binomial posterior mean with prior mean the kernel estimate (``config.prior_strength``).
+    Beta–binomial posterior mean with prior mean p̂ before the labels (``config.prior_strength``).
+
+    ``self_est`` (M,): the predictors' self-estimates on the task's scored inputs; with them
+    p̂ before the labels is the learnt map of :func:`p_estimate`, else the kernel estimate.
     """
-    p_kernel = p_estimate(u, reference, config, warn=method == "S3")
-    p_hat = p_kernel if labeled_n is None or labeled_hits is None else \
-        beta_binomial_mean(p_kernel, config.prior_strength, labeled_hits, labeled_n)
+    p_prior, p_kernel = p_estimate(u, reference, config, warn=method == "S3", self_est=self_est)
+    p_hat = p_prior if labeled_n is None or labeled_hits is None else \
+        beta_binomial_mean(p_prior, config.prior_strength, labeled_hits, labeled_n)
     S1, S2 = s1(g), s2(g, config.threshold)
-    table = pd.DataFrame({"S1": S1, "S2": S2, "S3": s3(S2, p_hat), "p_hat": p_hat}, index=models)
+    table = pd.DataFrame({"S1": S1, "S2": S2, "S3": s3(S2, p_hat), "p_hat": p_hat,
+                          "p_kernel": p_kernel}, index=models)
+    if self_est is not None:
+        table["p_self"] = self_est
     if labeled_n is not None and labeled_hits is not None:
-        table["p_kernel"] = p_kernel
+        table["p_prior"] = p_prior
         with np.errstate(invalid="ignore", divide="ignore"):
             table["p_labeled"] = np.where(labeled_n > 0, labeled_hits / np.maximum(labeled_n, 1),
                                           np.nan)

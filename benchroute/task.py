@@ -32,9 +32,9 @@ from benchroute.predictors import (
     Neighbours,
     check_is_fitted,
 )
-from benchroute.reference import ReferencePairs, reference_pairs
+from benchroute.reference import ReferencePairs, neighbour_rate, reference_pairs
 from benchroute.routing import embed_queries
-from benchroute.scoring import mean_distance, predictor_hits
+from benchroute.scoring import mean_distance, predictor_hits, self_estimate
 from benchroute.selection import METHODS, Selection, select
 from benchroute.shift import TaskForm
 
@@ -205,10 +205,16 @@ class TaskNeighbours:
         Y = self._labels(lab, labels)
         nb = self._merged(r, lab, Y)
         g = router.predictor_.aggregate(nb, self.means)[0]
+        # label-free: the binary predictions against the share of correct results among the
+        # n_neighbours nearest (the neighbours that define u), as the reference pass records it
+        q = neighbour_rate(nb.distances, nb.labels, router.n_neighbours, router.threshold,
+                           self.means)
+        self_est = self_estimate(g, q, router.threshold)
         hits, n = self.labeled_hits(lab, Y) if Y is not None else (None, None)
         added = list(getattr(router, "added_", {}).values())
         if added:  # added models: P(new, x) and p̂ from their own fits (docs/method.md)
             g = np.hstack([g, added_columns(router, self.X[r])])
+            self_est = np.r_[self_est, np.full(len(added), np.nan)]
             if hits is not None and n is not None:
                 hits, n = np.r_[hits, np.zeros(len(added))], np.r_[n, np.zeros(len(added))]
         reference = extend_reference(reference_without(router, self.exclude), added,
@@ -217,6 +223,7 @@ class TaskNeighbours:
                      reference, router.models_, cand,
                      router.bma_index(cand, self.exclude), method, fallback, router.config(),
                      hits, n, len(lab),
-                     None if self.form is None or method != "S3" else self.form.shift(r))
+                     None if self.form is None or method != "S3" else self.form.shift(r),
+                     self_est)
         return dataclasses.replace(sel, n_in_pool=int(self.in_pool[r].sum()),
                                    duplicates_kept=self.keep_duplicates)

@@ -63,8 +63,9 @@ def leave_one_task_out(
     DataFrame
         One row per (task, alpha, repeat, method): ``model`` chosen, its ``accuracy`` on the
         held-out inputs (those not used as labels), ``oracle_accuracy``, ``n_test``, ``n_labeled``,
-        ``u``, ``fell_back``; S3 rows also carry ``p_hat`` (the p S3 used), ``p_kernel`` (before
-        the few-shot labels) and ``p_true`` per model (dicts), ``predictor_accuracy`` (mean
+        ``u``, ``fell_back``; S3 rows also carry ``p_hat`` (the p S3 used), ``p_kernel`` (the
+        kernel estimate at the task's distance alone, before the self-estimate and the few-shot
+        labels) and ``p_true`` per model (dicts), ``predictor_accuracy`` (mean
         true p over the candidate models), ``shift_statistic`` and ``shift_p`` (the held-out
         task's form shift, :mod:`benchroute.shift`) and ``shift_fell_back`` (whether it moved
         S3's choice to BMA). Only models with results on the held-out task are
@@ -152,8 +153,7 @@ def _method_rows(sel: Selection, g: np.ndarray, y: np.ndarray, cand: np.ndarray,
         if method == "S3":
             scores = sel.scores
             row["p_hat"] = {m: float(scores.loc[m, "p_hat"]) for m in scores.index}
-            p_kernel = scores["p_kernel"] if "p_kernel" in scores else scores["p_hat"]
-            row["p_kernel"] = {m: float(p_kernel[m]) for m in scores.index}
+            row["p_kernel"] = {m: float(scores.loc[m, "p_kernel"]) for m in scores.index}
             row["p_true"] = {models[m]: float(p_true[m]) for m in cand}
             row["predictor_accuracy"] = float(np.nanmean(p_true[cand]))
             shift = sel.shift

@@ -30,8 +30,8 @@ def summarize(results: pd.DataFrame, sizes: Mapping[str, float] | None = None,
     Oracle with ``ratio_lo``/``ratio_hi``, ``mean_size_b`` over chosen models of known size with
     ``size_known`` (share of choices with a known size), ``bma_share`` (share of choices equal to
     the held-out-free BMA), and for S3 ``p_mae`` (mean |p̂ − p| over tasks and models) with an
-    interval, ``p_mae_kernel`` (the same for the kernel estimate before the few-shot labels
-    updated it) and ``predictor_acc`` (mean true accuracy of the correctness predictors).
+    interval, ``p_mae_kernel`` (the same for the kernel estimate at the task's distance alone:
+    before the self-estimate map and the few-shot labels) and ``predictor_acc`` (mean true accuracy of the correctness predictors).
     """
     sizes = dict(MODEL_SIZES_B if sizes is None else sizes)
     rng = np.random.default_rng(seed)
@@ -57,7 +57,7 @@ def summarize(results: pd.DataFrame, sizes: Mapping[str, float] | None = None,
             row.update(p_mae=per_task_err.mean(), p_mae_lo=np.percentile(b, 2.5),
                        p_mae_hi=np.percentile(b, 97.5),
                        predictor_acc=grp.groupby("task")["predictor_accuracy"].mean().mean())
-            if "p_kernel" in grp:  # the kernel estimate before the few-shot labels updated it
+            if "p_kernel" in grp:  # the kernel estimate alone (no self-estimate, no labels)
                 kerr = grp.apply(lambda r: np.mean([abs(r["p_kernel"][m] - r["p_true"][m])
                                                     for m in r["p_kernel"]
                                                     if not np.isnan(r["p_true"][m])]), axis=1)

@@ -60,18 +60,25 @@ def bf_g(dists, labels, k):
     return g
 
 
-def bf_task(Q, pool_X, pool_Y, k, n_nb, model_means):
-    G, us = [], []
+def bf_task(Q, pool_X, pool_Y, k, n_nb, model_means, rates=False):
+    """g per input and u; with ``rates``, also the self-estimate e per model: the mean over
+    inputs of q if g > 0.5 else 1 - q, q = share of labels >= 0.5 among the n_nb nearest."""
+    G, us, R = [], [], []
     for q in Q:
         d, lab = bf_neighbours(q, pool_X, pool_Y, max(k, n_nb))
         g = bf_g(d, lab, k)
         G.append(np.where(np.isnan(g), model_means, g))
         us.append(d[:n_nb].mean())
-    return np.array(G), float(np.mean(us))
+        rate = bf_g(d, np.where(np.isnan(lab), np.nan, (lab >= 0.5).astype(float)), n_nb)
+        R.append(np.where(np.isnan(rate), model_means, rate))
+    G, R = np.array(G), np.array(R)
+    if rates:
+        return G, float(np.mean(us)), np.where(G > 0.5, R, 1 - R).mean(0)
+    return G, float(np.mean(us))
 
 
 def bf_reference(X, Y, ds, k, n_nb, alphas, repeats, seed):
-    us, ps = [], []
+    us, ps, es, ts = [], [], [], []
     for task in sorted(set(ds)):
         rng = np.random.default_rng([seed, zlib.crc32(task.encode())])  # one stream per task
         rows = np.flatnonzero(ds == task)
@@ -83,21 +90,46 @@ def bf_reference(X, Y, ds, k, n_nb, alphas, repeats, seed):
                 lab = rng.choice(len(rows), n_lab, replace=False) if n_lab else np.array([], int)
                 test = np.setdiff1d(np.arange(len(rows)), lab)
                 pool = np.concatenate([others, rows[lab]])
-                G, u = bf_task(X[rows[test]], X[pool], Y[pool], k, n_nb, means)
+                G, u, e = bf_task(X[rows[test]], X[pool], Y[pool], k, n_nb, means, rates=True)
                 y = Y[rows[test]]
                 has = ~np.isnan(y)
                 acc = (((G > 0.5) == (y >= 0.5)) & has).sum(0) / np.maximum(has.sum(0), 1)
                 us.append(u)
                 ps.append(np.where(has.sum(0) > 0, acc, np.nan))
-    return np.array(us), np.array(ps)
+                es.append(e)
+                ts.append(task)
+    return np.array(us), np.array(ps), np.array(es), np.array(ts)
 
 
-def bf_select(Q, X, Y, k, n_nb, ref_u, ref_p, h, means):
-    G, u = bf_task(Q, X, Y, k, n_nb, means)
+def bf_kernel(u, ref_u, ref_p, h):
     w = np.exp(-((u - ref_u) ** 2) / (2 * h * h))
     w0 = math.exp(-4.5)  # the pseudo-reference p = 0.5 three bandwidths away (docs/method.md)
-    p_hat = np.array([(np.nansum(w * ref_p[:, m]) + 0.5 * w0) / (np.sum(w[~np.isnan(ref_p[:, m])]) + w0)
-                      for m in range(ref_p.shape[1])])
+    return np.array([(np.nansum(w * ref_p[:, m]) + 0.5 * w0) / (np.sum(w[~np.isnan(ref_p[:, m])]) + w0)
+                     for m in range(ref_p.shape[1])])
+
+
+def bf_map(ref_u, ref_p, ref_e, ref_t, h):
+    """p ~ c0 + c1 kernel + c2 e by least squares over (pair, model), each pair's kernel from the
+    other tasks' pairs; None with fewer than 5 tasks (docs/method.md)."""
+    if len(set(ref_t)) < 5:
+        return None
+    rows, target = [], []
+    for r in range(len(ref_u)):
+        other = ref_t != ref_t[r]
+        kern = bf_kernel(ref_u[r], ref_u[other], ref_p[other], h)
+        for m in range(ref_p.shape[1]):
+            if not np.isnan(ref_p[r, m]):
+                rows.append([1.0, kern[m], ref_e[r, m]])
+                target.append(ref_p[r, m])
+    return np.linalg.lstsq(np.array(rows), np.array(target), rcond=None)[0]
+
+
+def bf_select(Q, X, Y, k, n_nb, ref_u, ref_p, h, means, ref_e=None, ref_t=None):
+    G, u, e = bf_task(Q, X, Y, k, n_nb, means, rates=True)
+    p_hat = bf_kernel(u, ref_u, ref_p, h)
+    coef = None if ref_e is None else bf_map(ref_u, ref_p, ref_e, ref_t, h)
+    if coef is not None:  # the map learnt on the reference pairs, applied to (kernel, e)
+        p_hat = np.clip(coef[0] + coef[1] * p_hat + coef[2] * e, 0, 1)
     S1 = G.mean(0)
     S2 = (G > 0.5).mean(0)
     return S1, S2, p_hat * S2 + (1 - p_hat) * (1 - S2), p_hat, u
@@ -106,8 +138,9 @@ def bf_select(Q, X, Y, k, n_nb, ref_u, ref_p, h, means):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("k", [1, 5])
 @pytest.mark.parametrize(("per_task", "n_nb"), [(30, 7), (5, 19)])  # (5, 19): pool smaller than K
-def test_equivalent_to_brute_force(seed, k, per_task, n_nb):
-    data, X = synthetic(seed, per_task=per_task)
+@pytest.mark.parametrize("n_tasks", [4, 7])  # 3 pool tasks: kernel only; 6: the learnt map too
+def test_equivalent_to_brute_force(seed, k, per_task, n_nb, n_tasks):
+    data, X = synthetic(seed, n_tasks=n_tasks, per_task=per_task)
     alphas, repeats = (0.0, 0.1, 0.2, 0.4), 2
     held = "t3"
     train = data.exclude([held])
@@ -117,12 +150,15 @@ def test_equivalent_to_brute_force(seed, k, per_task, n_nb):
     Y = train.correctness_matrix().to_numpy(dtype=float)
     means = np.nanmean(Y, axis=0)
     ds = train.instances()["dataset"].to_numpy()
-    ref_u, ref_p = bf_reference(X[keep], Y, ds, k, n_nb, alphas, repeats, seed)
+    ref_u, ref_p, ref_e, ref_t = bf_reference(X[keep], Y, ds, k, n_nb, alphas, repeats, seed)
     np.testing.assert_allclose(router.reference_.u, ref_u, atol=1e-5)
     np.testing.assert_allclose(router.reference_.p, ref_p, atol=1e-9)
+    np.testing.assert_allclose(router.reference_.e, ref_e, atol=1e-9)
+    assert (router.reference_.p_map(0.09) is None) == (n_tasks - 1 < 5)
 
     Q = X[~keep]
-    S1, S2, S3, p_hat, u = bf_select(Q, X[keep], Y, k, n_nb, ref_u, ref_p, 0.09, means)
+    S1, S2, S3, p_hat, u = bf_select(Q, X[keep], Y, k, n_nb, ref_u, ref_p, 0.09, means,
+                                     ref_e, ref_t)
     sel = router.select_embedded(Q)
     np.testing.assert_allclose(sel.scores["S1"], S1, atol=1e-6)
     np.testing.assert_allclose(sel.scores["S2"], S2)
@@ -160,10 +196,15 @@ def test_few_shot_lowers_u_and_leaves_router_unchanged():
     np.testing.assert_allclose(
         shot.scores["p_kernel"], kernel_smooth(shot.task_distance, router.reference_.u,
                                                router.reference_.p, 0.09), atol=1e-9)
-    # ... and the labels update it: Beta(a p_kernel, a (1 - p_kernel)) posterior mean, a = 50
+    # ... then the learnt map with the self-estimate gives the prior p̂ ...
+    from benchroute.scoring import apply_p_map
+    np.testing.assert_allclose(
+        shot.scores["p_prior"], apply_p_map(router.reference_.p_map(0.09), shot.scores["p_kernel"],
+                                            shot.scores["p_self"]), atol=1e-12)
+    # ... and the labels update it: Beta(a p_prior, a (1 - p_prior)) posterior mean, a = 50
     n, acc = shot.scores["n_labeled_model"], shot.scores["p_labeled"]
     np.testing.assert_allclose(shot.scores["p_hat"],
-                               (50 * shot.scores["p_kernel"] + acc * n) / (50 + n), atol=1e-9)
+                               (50 * shot.scores["p_prior"] + acc * n) / (50 + n), atol=1e-9)
     np.testing.assert_allclose(shot.scores["S3"], shot.scores["p_hat"] * shot.scores["S2"]
                                + (1 - shot.scores["p_hat"]) * (1 - shot.scores["S2"]), atol=1e-12)
     assert not np.allclose(shot.scores["p_hat"], zero.scores["p_hat"])
@@ -336,6 +377,42 @@ def test_save_load_roundtrip_and_tampering(tmp_path):
         Router.load(tmp_path / "r3")
     with pytest.raises(BenchrouteError, match="not a saved benchroute router"):
         Router.load(tmp_path / "nowhere")
+
+
+def test_p_map_is_saved_and_routers_without_self_estimates_still_load(tmp_path):
+    from benchroute.persistence import canonical_digest
+
+    data, X = synthetic(1, n_tasks=7)
+    router = Router(alphas=(0.0, 0.2), repeats=2, encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    assert router.reference_.e is not None and router.reference_.p_map(0.09) is not None
+    before = router.select_embedded(X[:9])
+    assert not np.allclose(before.scores["p_hat"], before.scores["p_kernel"])
+    router.save(tmp_path / "r")
+    back = Router.load(tmp_path / "r")
+    np.testing.assert_allclose(back.reference_.e, router.reference_.e, atol=1e-12)
+    pd.testing.assert_frame_equal(back.select_embedded(X[:9]).scores, before.scores)
+
+    def rewrite(change):
+        path = tmp_path / "r" / "router.json"
+        meta = json.loads(path.read_text())
+        change(meta["reference"])
+        meta["digest"] = canonical_digest(meta)
+        path.write_text(json.dumps(meta))
+
+    saved = json.loads((tmp_path / "r" / "router.json").read_text())["reference"]["e"]
+    rewrite(lambda r: r.__setitem__("e", [[min(1.0, v + 0.01) for v in row] for row in saved]))
+    with pytest.raises(BenchrouteError, match="field 'reference'"):  # the spot check sees it
+        Router.load(tmp_path / "r")
+    rewrite(lambda r: r.__setitem__("e", [[1.5] * 3] * len(saved)))
+    with pytest.raises(BenchrouteError, match="reference.e"):
+        Router.load(tmp_path / "r")
+    # a router saved before the self-estimates: p̂ is the kernel estimate, as it was then
+    rewrite(lambda r: r.pop("e"))
+    old = Router.load(tmp_path / "r")
+    assert old.reference_.e is None and old.reference_.p_map(0.09) is None
+    sel = old.select_embedded(X[:9])
+    np.testing.assert_allclose(sel.scores["p_hat"], sel.scores["p_kernel"])
+    np.testing.assert_allclose(sel.scores["p_kernel"], before.scores["p_kernel"])
 
 
 def test_encoder_and_cache_are_reused(tmp_path):

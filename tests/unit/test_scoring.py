@@ -11,14 +11,18 @@ from scipy.stats import binom
 from benchroute.predictors import KNNCorrectnessPredictor
 from benchroute.scoring import (
     FAR,
+    apply_p_map,
     beta_binomial_mean,
     fallback_probability,
+    fit_p_map,
     kernel_smooth,
+    leave_task_out_kernel,
     mean_distance,
     predictor_accuracy,
     s1,
     s2,
     s3,
+    self_estimate,
 )
 
 
@@ -143,3 +147,58 @@ def test_fallback_probability_matches_binomial_law():
     # a clear winner: 18 of 20 predicted right at p=.95 against 5 of 20
     assert fallback_probability(0, 1, np.array([18, 5]), np.array([2, 15]),
                                 np.array([0.95, 0.95]), 1000, 0) > 0.99
+
+
+def test_self_estimate_by_hand():
+    # ĝ = 1[g > 0.5]; e = mean of q where ĝ = 1 and 1 - q where ĝ = 0
+    g = np.array([[0.8, 0.2], [0.6, 0.4], [0.4, 0.5]])
+    q = np.array([[0.9, 0.3], [0.5, 0.1], [0.2, 0.6]])
+    # m0: q 0.9, q 0.5, 1 - 0.2 -> (0.9 + 0.5 + 0.8) / 3; m1: 0.7, 0.9, 0.4 (0.5 is not > 0.5)
+    np.testing.assert_allclose(self_estimate(g, q), [2.2 / 3, 2.0 / 3])
+    # calibrated and certain neighbours: e = 1; a split neighbourhood: e = 1/2
+    np.testing.assert_allclose(self_estimate(np.array([[1.0], [0.0]]), np.array([[1.0], [0.0]])),
+                               [1.0])
+    np.testing.assert_allclose(self_estimate(np.array([[0.8]]), np.array([[0.5]])), [0.5])
+    # masked inputs do not count; a batch with none counting is NaN
+    batch = self_estimate(np.stack([g, g]), np.stack([q, q]),
+                          inputs=np.array([[True, False, False], [False, False, False]]))
+    np.testing.assert_allclose(batch[0], [0.9, 0.7])
+    assert np.isnan(batch[1]).all()
+
+
+def test_leave_task_out_kernel_uses_other_tasks_only():
+    u = np.array([0.2, 0.25, 0.5, 0.55, 0.9])
+    p = np.array([[0.9, 0.4], [0.8, np.nan], [0.6, 0.7], [0.5, 0.6], [0.55, 0.5]])
+    task = np.array(["a", "a", "b", "b", "c"])
+    k = leave_task_out_kernel(u, p, task, 0.09)
+    for r in range(len(u)):
+        other = task != task[r]
+        np.testing.assert_allclose(k[r], kernel_smooth(u[r], u[other], p[other], 0.09), atol=1e-12)
+    # a task's own pairs never enter its estimate: changing them leaves its row alone
+    p2 = p.copy()
+    p2[0] = [0.0, 0.0]
+    np.testing.assert_allclose(leave_task_out_kernel(u, p2, task, 0.09)[:2], k[:2])
+    assert not np.allclose(leave_task_out_kernel(u, p2, task, 0.09)[2:], k[2:])
+
+
+def test_fit_p_map_recovers_a_linear_law_and_needs_enough_tasks():
+    rng = np.random.default_rng(0)
+    kern = rng.uniform(0.5, 0.8, size=(40, 3))
+    e = rng.uniform(0.5, 1.0, size=(40, 3))
+    p = 0.05 + 0.2 * kern + 0.7 * e
+    p[3, 1] = np.nan  # a model without labels on a task is left out
+    task = np.repeat(np.arange(8), 5).astype(str)
+    np.testing.assert_allclose(fit_p_map(kern, e, p, task), [0.05, 0.2, 0.7], atol=1e-9)
+    # fewer than MIN_MAP_TASKS (5) tasks: no map
+    assert fit_p_map(kern[:20], e[:20], p[:20], task[:20]) is None
+    # a design with no spread in e cannot separate it from the intercept
+    assert fit_p_map(kern, np.full_like(e, 0.7), p, task) is None
+
+
+def test_apply_p_map_clips_and_keeps_the_kernel_where_e_is_unknown():
+    coef = np.array([0.1, 0.5, 0.6])
+    kern = np.array([0.6, 0.7, 0.6])
+    e = np.array([0.5, 1.0, np.nan])
+    np.testing.assert_allclose(apply_p_map(coef, kern, e), [0.1 + 0.3 + 0.3, 1.0, 0.6])
+    np.testing.assert_allclose(apply_p_map(None, kern, e), kern)
+    np.testing.assert_allclose(apply_p_map(coef, kern, None), kern)
