@@ -136,8 +136,9 @@ def predictor_accuracy(g: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> 
     return np.where(n > 0, hits / np.maximum(n, 1), np.nan)
 
 
-def kernel_smooth(u: float, ref_u: np.ndarray, ref_p: np.ndarray, bandwidth: float = 0.09,
-                  prior: float = 0.5, prior_weight: float = PRIOR_WEIGHT) -> np.ndarray:
+def kernel_smooth(u: float | np.ndarray, ref_u: np.ndarray, ref_p: np.ndarray,
+                  bandwidth: float = 0.09, prior: float = 0.5,
+                  prior_weight: float = PRIOR_WEIGHT) -> np.ndarray:
     """p̂(m) = (Σ_i w_i p_i,m + w₀·prior) / (Σ_i w_i + w₀), w_i = exp(−(u − u_i)² / 2h²).
 
     A Nadaraya–Watson estimate with one pseudo-reference of value ``prior`` and weight
@@ -145,20 +146,21 @@ def kernel_smooth(u: float, ref_u: np.ndarray, ref_p: np.ndarray, bandwidth: flo
     pairs are near u they dominate; where every pair is far (or there is none), p̂ tends to the
     prior instead of copying the nearest pair however far it is. Pairs with a NaN p for a model
     are left out for that model. With ``prior_weight=0`` this is the plain estimate, NaN where
-    no weight is left.
+    no weight is left. ``u`` a number gives (M,); an array of n distances gives (n, M).
     """
+    us = np.atleast_1d(np.asarray(u, dtype=float))
     ref_u = np.asarray(ref_u, dtype=float)
     ref_p = np.asarray(ref_p, dtype=float)
     m = ref_p.shape[1] if ref_p.ndim == 2 else 0
     if len(ref_u) == 0:
-        return np.full(m, prior if prior_weight > 0 else np.nan)
-    w = np.exp(-((u - ref_u) ** 2) / (2.0 * bandwidth**2))
-    has = ~np.isnan(ref_p)
-    ww = np.where(has, w[:, None], 0.0)
-    den = ww.sum(axis=0) + prior_weight
-    num = (ww * np.nan_to_num(ref_p)).sum(axis=0) + prior_weight * prior
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan)
+        out = np.full((len(us), m), prior if prior_weight > 0 else np.nan)
+    else:
+        w = np.exp(-((us[:, None] - ref_u[None, :]) ** 2) / (2.0 * bandwidth**2))  # (n, R)
+        den = w @ (~np.isnan(ref_p)).astype(float) + prior_weight
+        num = w @ np.nan_to_num(ref_p) + prior_weight * prior
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(den > 0, num / den, np.nan)
+    return out[0] if np.ndim(u) == 0 else out
 
 
 def self_estimate(g: np.ndarray, q: np.ndarray, threshold: float = 0.5,
@@ -191,15 +193,14 @@ def leave_task_out_kernel(ref_u: np.ndarray, ref_p: np.ndarray, ref_task: np.nda
     pairs of the OTHER tasks only (R, M): what p̂ would have said of that task had it been new,
     the input of the map :func:`fit_p_map` learns."""
     ref_u = np.asarray(ref_u, dtype=float)
-    ref_p = np.asarray(ref_p, dtype=float)
+    ref_p = np.asarray(ref_p, dtype=float).reshape(len(ref_u), -1)
     task = np.asarray(ref_task)
-    w = np.exp(-((ref_u[:, None] - ref_u[None, :]) ** 2) / (2.0 * bandwidth**2))
-    w[task[:, None] == task[None, :]] = 0.0
-    has = ~np.isnan(ref_p)
-    num = w @ np.nan_to_num(ref_p) + prior_weight * prior
-    den = w @ has.astype(float) + prior_weight
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan)
+    out = np.empty(ref_p.shape)
+    for t in set(task.tolist()):
+        own = task == t
+        out[own] = kernel_smooth(ref_u[own], ref_u[~own], ref_p[~own], bandwidth, prior,
+                                 prior_weight)
+    return out
 
 
 #: fewest reference tasks :func:`fit_p_map` learns from; below it p̂ is the kernel estimate
