@@ -108,7 +108,7 @@ class Selection:
         row = self.scores.loc[self.model]
         return (f"{self.model} by {self.method}{why}: S1 {row['S1']:.3f}, S2 {row['S2']:.3f}, "
                 f"S3 {row['S3']:.3f}, p_hat {row['p_hat']:.3f} (how often its correctness "
-                f"predictor is right on a task this far from the pool); u = "
+                f"predictor is estimated to be right on this task); u = "
                 f"{self.task_distance:.3f} (mean distance of the inputs to the pool) over "
                 f"{self.n_examples} inputs" + (f", {self.n_labeled} labelled" if self.n_labeled else "")
                 + (f"; {self.n_in_pool} of them near-duplicates of pool inputs ("

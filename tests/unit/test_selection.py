@@ -237,7 +237,7 @@ def test_summary_says_what_the_numbers_are_and_eta():
                     bma="a", n_examples=5, win_probability=0.41, eta=0.6)
     said = sel.summary()
     assert "0.41 < eta 0.6" in said and "mean distance of the inputs to the pool" in said
-    assert "how often its correctness predictor is right" in said
+    assert "how often its correctness predictor is estimated to be right" in said
     assert sel.to_dict()["eta"] == 0.6
 
 
