@@ -90,10 +90,6 @@ class LinearStack:
     def n_models(self) -> int:
         return len(self.intercept)
 
-    @property
-    def family(self) -> str:
-        return "stack" if self.vector_coef is None else "logistic"
-
     def blended(self, w: float) -> LinearStack:
         """The blend with weight ``w`` on the kNN's own logit, as one linear map."""
         eye = np.eye(self.n_models)
@@ -236,8 +232,8 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
         raise BenchrouteError(f"families {list(families)}: each must be one of {list(FAMILIES)}"
                               ", and 'logistic' needs the vectors X")
     Z = logits(P)
-    feats = {"stack": Z, "logistic": None if X is None else np.asarray(X, dtype=np.float64)}
-    lin = {fam: _oof_logits(feats[fam], Y, fold, C) for fam in families}  # type: ignore[arg-type]
+    feats = {fam: Z if fam == "stack" else np.asarray(X, dtype=np.float64) for fam in families}
+    lin = {fam: _oof_logits(feats[fam], Y, fold, C) for fam in families}
     # candidates in order of preference: the kNN, then each weight for each family
     order = [("knn", 1.0)] if 1.0 in blends else []
     order += [(fam, w) for w in blends if w != 1.0 for fam in families]
@@ -260,7 +256,7 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
     fam, w = chosen
     stack = None
     if w != 1.0:
-        full = fit_stack(Z, Y, C) if fam == "stack" else fit_vector_logistic(feats[fam], Y, C)  # type: ignore[arg-type]
+        full = fit_stack(Z, Y, C) if fam == "stack" else fit_vector_logistic(feats[fam], Y, C)
         stack = full.blended(w)
     return StackChoice(method_name(w, fam), stack, cands[chosen], table)
 

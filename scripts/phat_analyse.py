@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from benchroute.scoring import kernel_smooth
+from benchroute.scoring import apply_p_map, fit_p_map, kernel_smooth
 
 W0, H = float(np.exp(-4.5)), 0.09
 
@@ -51,9 +51,7 @@ def main() -> None:
         K = np.array([kernel_smooth(float(R_u[d, i, 0]), ru[rt != i], rp[rt != i], H) for i in others])
         E, P, U = R_e[d, others], R_p[d, others], R_u[d, others]
         ok = np.isfinite(K) & np.isfinite(E) & np.isfinite(P)
-        A = np.column_stack([np.ones(ok.sum()), K[ok], E[ok]])
-        c = np.linalg.lstsq(A, P[ok], rcond=None)[0]
-        ls[d] = np.clip(c[0] + c[1] * k_h[d] + c[2] * e_h[d], 0, 1)
+        ls[d] = apply_p_map(fit_p_map(K, E, P, np.asarray(others), min_tasks=1), k_h[d], e_h[d])
         for m in range(M):
             w = np.exp(-(U[:, m] - u_h[d]) ** 2 / (2 * H * H) - (E[:, m] - e_h[d, m]) ** 2 / (2 * H * H))
             w = np.where(ok[:, m], w, 0.0)

@@ -4,7 +4,9 @@ For every held-out task d: the router's p̂ (kernel, as the protocol computes it
 u and label-free self-confidence features of d; and the same features for every reference
 task i ≠ d, computed leave-one-task-out with d also left out (a nested pass at α = 0).
 
-    python scripts/phat_features.py helm|routellm|routerdc OUT.npz
+    python scripts/phat_features.py helm|routellm|routerdc OUT.npz [SHARED]
+
+SHARED is the folder with the shared data (default: ../shared beside the repository).
 """
 
 from __future__ import annotations
@@ -21,23 +23,21 @@ from benchroute import load  # noqa: E402
 from benchroute.data.pool import pool_arrays  # noqa: E402
 from benchroute.predictors import column_means, knn_mean  # noqa: E402
 from benchroute.router import Router  # noqa: E402
-from benchroute.scoring import mean_distance, predictor_accuracy  # noqa: E402
+from benchroute.scoring import mean_distance, predictor_accuracy, self_estimate  # noqa: E402
 from benchroute.task import reference_without  # noqa: E402
 
-SHARED = Path("/work/shared")
 L = 1500  # neighbours kept per input before the nested exclusion
 
 
 def features(g5: np.ndarray, q: np.ndarray, y: np.ndarray, q10: np.ndarray,
              q19s: np.ndarray) -> dict[str, np.ndarray]:
-    hat = g5 > 0.5
     return {
-        "ep10": np.mean(np.where(hat, q10, 1 - q10), axis=0),
-        "ep19s": np.mean(np.where(hat, q19s, 1 - q19s), axis=0),
+        "ep10": self_estimate(g5, q10),
+        "ep19s": self_estimate(g5, q19s),
         "p": predictor_accuracy(g5, y),
         "conf5": np.mean(np.maximum(g5, 1 - g5), axis=0),
-        "ep19": np.mean(np.where(hat, q, 1 - q), axis=0),
-        "s2": hat.mean(axis=0),
+        "ep19": self_estimate(g5, q),
+        "s2": (g5 > 0.5).mean(axis=0),
         "s1": g5.mean(axis=0),
         "q19": q.mean(axis=0),
     }
@@ -45,6 +45,7 @@ def features(g5: np.ndarray, q: np.ndarray, y: np.ndarray, q10: np.ndarray,
 
 def main() -> None:
     which, out = sys.argv[1], sys.argv[2]
+    shared = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(__file__).resolve().parents[2] / "shared"
     if which == "helm":
         from benchroute.data.store import BenchmarkData
         from benchroute.default import pack_embeddings
@@ -52,9 +53,9 @@ def main() -> None:
         data = BenchmarkData.load(pack_files("helm_mmlu_llama3")["data"])
         X = pack_embeddings(data, "helm_mmlu_llama3")
     elif which == "routellm":
-        data, X = cached(routellm_mmlu_subsample(SHARED, 0))
+        data, X = cached(routellm_mmlu_subsample(shared, 0))
     else:
-        data, X = cached(load(SHARED / "data" / "routerdc"))
+        data, X = cached(load(shared / "data" / "routerdc"))
     router = Router().set_params(encoder="hashing-8-12", tune=False)
     pool = pool_arrays(data, X, router.embed)
     X, Y, ds, models = pool.X, pool.Y, pool.datasets, pool.models
@@ -82,8 +83,7 @@ def main() -> None:
         f = features(g5, q, Y[rd], q10, q19s)
         for n in names:
             held[n][d] = f[n]
-        kernel = sel.scores["p_kernel"] if "p_kernel" in sel.scores else sel.scores["p_hat"]
-        held["phat"][d] = kernel.reindex(models).to_numpy()  # the kernel estimate
+        held["phat"][d] = sel.scores["p_kernel"].reindex(models).to_numpy()  # the kernel estimate
         held["u"][d] = sel.task_distance
         if sel.shift is not None:
             held["shift_T"][d] = sel.shift.statistic

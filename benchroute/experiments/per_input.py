@@ -20,7 +20,7 @@ from benchroute.experiments.crossfit import routing_router
 from benchroute.routing import router_proba
 from benchroute.scoring import best_on_average, task_means
 from benchroute.selection import route_rows
-from benchroute.stacking import fit_soft_logistic
+from benchroute.stacking import fit_vector_logistic
 from benchroute.tuning import PerInputPredictor, brier, fold_ids
 
 logger = logging.getLogger(__name__)
@@ -42,18 +42,12 @@ def knn_fitter(grouped: bool = True, **params: object) -> Fitter:
 
 
 def logistic_fitter(C: float = 1.0) -> Fitter:
-    """One scikit-learn LogisticRegression per model; a fractional label y enters as two rows
-    (label 1 with weight y, label 0 with weight 1 − y), which is the Bernoulli likelihood."""
+    """One scikit-learn LogisticRegression per model on the vectors, the regression the router's
+    predictor can choose (:func:`benchroute.stacking.fit_vector_logistic`; a fractional label
+    y enters as two rows, label 1 with weight y and label 0 with weight 1 − y)."""
     def fit(Xtr: np.ndarray, Ytr: np.ndarray, Xte: np.ndarray, gtr: np.ndarray | None) -> np.ndarray:
-        out = np.empty((len(Xte), Ytr.shape[1]))
-        for m in range(Ytr.shape[1]):
-            ok = ~np.isnan(Ytr[:, m])
-            y = Ytr[ok, m]
-            if y.min() == y.max():
-                out[:, m] = y[0]
-                continue
-            out[:, m] = fit_soft_logistic(Xtr[ok], y, C, max_iter=500).predict_proba(Xte)[:, 1]
-        return out
+        reg = fit_vector_logistic(Xtr, Ytr, C)  # ignores the kNN P: coef 0
+        return reg(np.full((len(Xte), Ytr.shape[1]), 0.5), Xte)
     return fit
 
 
