@@ -25,7 +25,8 @@ from _common import SHARED
 from benchroute import BenchmarkData, load
 from benchroute.embedding import text_key
 from benchroute.experiments import leave_one_task_out
-from benchroute.reference import DEFAULT_ALPHAS, alpha_key, few_shot_count, task_seed
+from benchroute.reference import DEFAULT_ALPHAS, alpha_key, few_shot_count
+from benchroute.sampling import task_seed
 from benchroute.scoring import fallback_probability
 
 K_NN, N_NB, H, ETA, DRAWS, REF_REPEATS, PRIOR_A, TIE = 5, 19, 0.09, 0.6, 1000, 3, 50.0, 1e-9

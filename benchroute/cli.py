@@ -266,6 +266,8 @@ _ROUTER_OPTIONS = {
     "seed": "random seed",
     "prior_strength": "Beta prior strength of the few-shot update",
     "tune": "tuned per-input predictor for routing (--no-tune: plain g)",
+    "max_task_queries": "score at most this many inputs per task in the fit's leave-task-out "
+                        "passes (pools of 100k+ inputs)",
 }
 
 
@@ -335,11 +337,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_router(path: Path | None) -> Any:
+def _load_router(path: Path | None, mmap: bool = False) -> Any:
     from benchroute.default import default_router
     from benchroute.router import Router
 
-    return default_router() if path is None else Router.load(path)
+    return default_router() if path is None else Router.load(path, mmap=mmap)
 
 
 def _add_select(sub: Any) -> None:
@@ -774,6 +776,9 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--log-prompts", action="store_true", help="include the routed text in the log")
     p.add_argument("--drain-seconds", type=float, default=30.0,
                    help="on SIGTERM, wait this long for requests in flight")
+    p.add_argument("--mmap", action="store_true",
+                   help="map the router's pool vectors from its index file instead of reading "
+                        "them into memory (pools larger than memory; gateways sharing a pool)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -806,7 +811,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if not api_key:
             raise BenchrouteError(f"--api-key-env {args.api_key_env}: the variable is not set")
     upstreams = load_upstreams(args.upstreams)
-    router = _load_router(args.router)
+    router = _load_router(args.router, mmap=args.mmap)
     cal_path = _calibration_path(args, args.calibration)
     calibration = load_calibration(cal_path, router) if cal_path else None
     config = app.GatewayConfig(

@@ -48,6 +48,8 @@ class VectorIndex:
         self.datasets_: np.ndarray = np.array([], dtype=object)
         self.instance_ids_: np.ndarray = np.array([], dtype=object)
         self.encoder_id: str | None = None
+        #: the file the index is memory-mapped from (read-only), or None when it is in memory
+        self.mapped_from: Path | None = None
 
     def __len__(self) -> int:
         return 0 if self.index_ is None else int(self.index_.ntotal)
@@ -61,6 +63,9 @@ class VectorIndex:
             instance_ids: Sequence[str] | None = None) -> VectorIndex:
         """Append rows; the first call creates (and for IVF trains) the index."""
         faiss = _faiss()
+        if self.mapped_from is not None:  # FAISS aborts the process on a resize of mapped codes
+            raise BenchrouteError(f"the index is memory-mapped from {self.mapped_from} and "
+                                  "read-only; load it with mmap=False to add inputs")
         x = np.ascontiguousarray(vectors, dtype="float32")
         if x.ndim != 2:
             raise BenchrouteError(f"vectors must be 2-D (n, d), got shape {x.shape}")
@@ -220,7 +225,11 @@ class VectorIndex:
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> VectorIndex:
+    def load(cls, folder: str | os.PathLike[str], mmap: bool = False) -> VectorIndex:
+        """Read a saved index, checked against its sidecar. ``mmap``: map the vectors (or an IVF
+        index's inverted lists) from the file instead of reading them into memory, for pools
+        larger than memory or several processes sharing one pool through the page cache;
+        the index is then read-only (``add`` refuses)."""
         faiss = _faiss()
         folder = Path(folder)
         path = folder / "index.json"
@@ -229,7 +238,9 @@ class VectorIndex:
         out = cls(meta.get("factory", "Flat"), meta.get("nprobe"), meta.get("ef_search"))
         check_faiss_file(folder / "index.faiss", dimension=meta.get("dimension"))  # before allocating
         try:
-            out.index_ = faiss.read_index(str(folder / "index.faiss"))
+            flags = 0 if not mmap else \
+                faiss.IO_FLAG_MMAP if "IVF" in out.factory else faiss.IO_FLAG_MMAP_IFC
+            out.index_ = faiss.read_index(str(folder / "index.faiss"), flags)
         except RuntimeError as exc:
             raise BenchrouteError(f"{folder / 'index.faiss'}: unreadable FAISS index ({exc})") from exc
         rows = meta.get("rows", [])
@@ -242,6 +253,7 @@ class VectorIndex:
         out.datasets_ = np.array([r[0] for r in rows], dtype=object)
         out.instance_ids_ = np.array([r[1] for r in rows], dtype=object)
         out.encoder_id = meta.get("encoder")
+        out.mapped_from = folder / "index.faiss" if mmap else None
         return out
 
     def _check_unit_rows(self, path: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchroute.exceptions import BenchrouteError
+from benchroute.sampling import task_queries
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,10 @@ def neighbour_score(distances: np.ndarray, k: int) -> np.ndarray:
                         / np.maximum(found.sum(axis=1), 1), np.nan)
 
 
-def pool_scores(predictor: Any) -> np.ndarray:
-    """s_i of every pool row (index order) with the row's own task left out of the search."""
+def pool_scores(predictor: Any, max_queries: int | None = None, seed: int = 0) -> np.ndarray:
+    """s_i of every pool row (index order) with the row's own task left out of the search; with
+    ``max_queries``, of a seeded sample of each task's rows (NaN for the others, which the
+    p-values leave out: a random sample of the reference scores keeps them valid)."""
     index, k = predictor.index_, predictor.k
     datasets = np.asarray(predictor.datasets_)
     out = np.full(len(datasets), np.nan)
@@ -46,7 +49,7 @@ def pool_scores(predictor: Any) -> np.ndarray:
     if len(tasks) < 2:
         return out
     for task in tasks:
-        rows = np.flatnonzero(datasets == task)
+        rows = task_queries(np.flatnonzero(datasets == task), task, max_queries, seed)
         dist, _ = index.search(index.vectors(rows), k, exclude_datasets=[task])
         out[rows] = neighbour_score(dist, k)
     return out
@@ -76,9 +79,10 @@ class OODReference:
     task) and kept with the predictor they describe, so a router whose pool changes
     (``add_results``) gets a fresh reference."""
 
-    def __init__(self, predictor: Any) -> None:
+    def __init__(self, predictor: Any, max_queries: int | None = None, seed: int = 0) -> None:
         self.predictor = predictor
-        self.scores = pool_scores(predictor)
+        self.sample = (max_queries, seed)
+        self.scores = pool_scores(predictor, max_queries, seed)
         logger.debug("OOD reference: %d pool inputs scored", int(np.isfinite(self.scores).sum()))
 
     def p_values(self, Q: np.ndarray) -> np.ndarray:
@@ -104,8 +108,9 @@ class OODReference:
 def reference_of(router: Any) -> OODReference:
     """The router's OOD reference, computed on first use for its current pool."""
     ref = getattr(router, "ood_reference_", None)
-    if ref is None or ref.predictor is not router.predictor_:
-        ref = OODReference(router.predictor_)
+    if ref is None or ref.predictor is not router.predictor_ \
+            or ref.sample != (router.max_task_queries, router.seed):
+        ref = OODReference(router.predictor_, router.max_task_queries, router.seed)
         router.ood_reference_ = ref
     return ref
 

@@ -56,6 +56,14 @@ class RouterParams:
         calibration (True). False routes with the plain k-NN g_m(x) (the mean label of the k nearest pool
         inputs, docs/method.md). Task-level
         selection (S1/S2/S3) always uses g_m(x).
+    max_task_queries : int, optional
+        At most this many inputs of each task serve as queries in the fit's leave-task-out
+        passes (the reference pairs of p̂, the tuned predictor's cross-validation and
+        calibration, the OOD and form-shift references), drawn by ``seed`` from the task's
+        name; the pool that they and routing search stays whole. None (the default) uses every
+        input. Those passes cost the square of the pool's size; a cap makes them linear, for
+        pools of hundreds of thousands of inputs and more (docs/method.md, "Reference pairs";
+        measured in docs/performance.md, "Fitting large pools").
     """
 
     def __init__(self, k: int = 5, n_neighbours: int = 19, threshold: float = 0.5,
@@ -65,7 +73,8 @@ class RouterParams:
                  nprobe: int | None = None, ef_search: int | None = None,
                  encoder: str | Encoder = "all-mpnet-base-v2",
                  cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
-                 prior_strength: float = 50.0, tune: bool = True) -> None:
+                 prior_strength: float = 50.0, tune: bool = True,
+                 max_task_queries: int | None = None) -> None:
         self.k = k
         self.n_neighbours = n_neighbours
         self.threshold = threshold
@@ -83,6 +92,7 @@ class RouterParams:
         self.seed = seed
         self.prior_strength = prior_strength
         self.tune = tune
+        self.max_task_queries = max_task_queries
 
     #: Caches of objects derived from the parameters (the loaded encoder, the open embedding
     #: cache, reference pairs without some tasks). They are neither parameters nor fitted state:

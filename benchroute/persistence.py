@@ -309,8 +309,12 @@ def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame
     return pd.DataFrame(rows, index=index, columns=models, dtype=float)
 
 
+#: parameters added after format 2, with the value a router saved without them behaves as
+_LATER_PARAMS: dict[str, object] = {"max_task_queries": None}
+
+
 def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None,
-                cls: type[Router]) -> Router:
+                cls: type[Router], mmap: bool = False) -> Router:
     """Read a router saved by :func:`save_router` into a new ``cls`` (:meth:`Router.load` passes
     its class, so this module never imports the router); any bad file or field is a
     BenchrouteError naming the file and the field."""
@@ -327,6 +331,8 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
             raise BenchrouteError(f"{file}: checksum mismatch; the router files were modified "
                                   "or truncated after saving")
     params = meta.get("params")
+    if isinstance(params, dict):  # routers saved before a parameter existed have its default
+        params = {**{name: default for name, default in _LATER_PARAMS.items()}, **params}
     if not isinstance(params, dict) or set(params) != set(klass._param_names()):
         raise _fail(path, "params", f"an object with exactly {klass._param_names()}")
     if params["cache_dir"] is not None:
@@ -343,7 +349,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     if not isinstance(encoder, str):
         raise _fail(path, "encoder", "the encoder identifier string")
     task_accuracy = _task_accuracy(path, meta.get("task_accuracy"), models)
-    index = VectorIndex.load(folder / "index")
+    index = VectorIndex.load(folder / "index", mmap=mmap)
     if index.encoder_id != encoder:
         raise _fail(path, "encoder", f"the index's encoder {index.encoder_id!r}")
     Y, npz_models, texts = _read_pool(folder / "pool.npz", len(index), len(models))
@@ -445,7 +451,7 @@ def _spot_check_reference(path: Path, router: Router) -> None:
     ds = router.predictor_.datasets_
     task = min(set(ref.task[at_zero].tolist()), key=lambda t: (int((ds == t).sum()), t))
     again = task_pairs(router.predictor_, task, (0.0,), 1, router.seed, router.n_neighbours,
-                       router.threshold)
+                       router.threshold, max_queries=router.max_task_queries)
     row = int(np.flatnonzero(at_zero & (ref.task == task))[0])
     same_p = np.allclose(again.p[0], ref.p[row], atol=1e-6, equal_nan=True)
     same_e = ref.e is None or (again.e is not None

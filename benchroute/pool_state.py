@@ -77,7 +77,8 @@ def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: 
     router.per_input_ = None
     if router.tune:
         # routing searches the router's index; the tuned predictor keeps no pool of its own
-        router.per_input_ = PerInputPredictor(seed=router.seed).fit(X, Y, ds).without_pool()
+        router.per_input_ = PerInputPredictor(
+            seed=router.seed, max_task_queries=router.max_task_queries).fit(X, Y, ds).without_pool()
     logger.info("fitted router: %d inputs, %d models, %d tasks, %d reference pairs",
                 len(X), len(models), len(np.unique(ds)), len(router.reference_.u))
 
@@ -86,7 +87,7 @@ def _reference(router: Router) -> ReferencePairs:
     """The reference pairs of the router's pool with its current parameters."""
     return reference_pairs(router.predictor_, alphas=router.alphas, repeats=router.repeats,
                            seed=router.seed, n_neighbours=router.n_neighbours,
-                           threshold=router.threshold)
+                           threshold=router.threshold, max_queries=router.max_task_queries)
 
 
 def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mapping[str, object]],

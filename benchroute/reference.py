@@ -9,13 +9,13 @@ predictors' label-free self-estimate e_i,m (:func:`benchroute.scoring.self_estim
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from benchroute.predictors import KNNCorrectnessPredictor, Neighbours, knn_mean
+from benchroute.sampling import task_queries, task_seed
 from benchroute.scoring import (
     fit_p_map,
     leave_task_out_kernel,
@@ -113,12 +113,6 @@ def few_shot_count(n: int, alpha: float, cap: int = FEW_SHOT_CAP) -> int:
     return int(min(np.floor(alpha * n), cap, max(n - 1, 0)))
 
 
-def task_seed(seed: int, task: str, *more: int) -> list[int]:
-    """Seed of one task's draws, from the task's NAME: independent of which other tasks are in
-    the pass and of the task's position in any list."""
-    return [seed, zlib.crc32(task.encode("utf-8")), *more]
-
-
 def alpha_key(alpha: float) -> int:
     """An integer for α in seeds (α to 1e-6), so a draw depends on α's value, not its position."""
     return int(round(float(alpha) * 1_000_000))
@@ -128,16 +122,18 @@ def task_pairs(
     predictor: KNNCorrectnessPredictor, task: str, alphas: Sequence[float] = (0.0,),
     repeats: int = 1, seed: int = 0, n_neighbours: int = 19, threshold: float = 0.5,
     also_exclude: Sequence[str] = (), max_batch: int = 4_000_000,
+    max_queries: int | None = None,
 ) -> TaskPairs:
     """Reference pairs of one held-out task of the predictor's pool (see :func:`reference_pairs`).
 
     All (α, repeat) draws of the task are evaluated in one batch: each draw's labelled inputs are
     padded to the largest draw and merged with the pool's top K at once. Large tasks go draw by
-    draw (``max_batch`` bounds the batch's label tensor).
+    draw (``max_batch`` bounds the batch's label tensor). With ``max_queries``, a task of more
+    inputs is represented by a seeded sample of them (:func:`benchroute.sampling.task_queries`).
     """
     rng = np.random.default_rng(task_seed(seed, task))
     K = max(predictor.k, n_neighbours)
-    rows = np.flatnonzero(predictor.datasets_ == task)
+    rows = task_queries(np.flatnonzero(predictor.datasets_ == task), task, max_queries, seed)
     n = len(rows)
     Xt, Yt = predictor.index_.vectors(rows), predictor.labels_[rows]
     excluded = [task, *also_exclude]
@@ -225,6 +221,7 @@ def reference_pairs(
     predictor: KNNCorrectnessPredictor, alphas: Sequence[float] = (0.0,), repeats: int = 1,
     seed: int = 0, n_neighbours: int = 19, threshold: float = 0.5,
     also_exclude: Iterable[str] = (), cache: ReferencePairs | None = None,
+    max_queries: int | None = None,
 ) -> ReferencePairs:
     """The leave-one-task-out pass over the tasks of a fitted predictor's pool.
 
@@ -235,6 +232,9 @@ def reference_pairs(
     cached pairs are reused when none of its neighbours came from the excluded tasks and no
     prediction used the fallback mean (which depends on the pool), because the pairs are then
     provably the same as those of a pool fitted without the excluded tasks.
+
+    ``max_queries``: at most this many inputs of each task are scored (a seeded sample; None:
+    all), which makes the pass linear instead of quadratic in the pool's size.
     """
     excluded = set(also_exclude)
     ds = predictor.datasets_
@@ -246,6 +246,6 @@ def reference_pairs(
         hit = cache.part(task) if cache is not None and task in cache.touched else None
         if hit is None or hit.used_fallback or hit.touched & excluded:
             hit = task_pairs(predictor, task, alphas, repeats, seed, n_neighbours, threshold,
-                             sorted(excluded))
+                             sorted(excluded), max_queries=max_queries)
         parts.append((task, hit))
     return ReferencePairs.from_parts(parts, predictor.n_models_)

@@ -298,7 +298,10 @@ class Router(RouterParams, pool_state.FittedPool):
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str],
-             cache_dir: str | os.PathLike[str] | None = None) -> Router:
+             cache_dir: str | os.PathLike[str] | None = None, mmap: bool = False) -> Router:
         """Read a saved router, checking every file and field; it writes embeddings only under
-        ``cache_dir`` (default ``$BENCHROUTE_HOME/embeddings``)."""
-        return load_router(folder, cache_dir, cls)
+        ``cache_dir`` (default ``$BENCHROUTE_HOME/embeddings``). ``mmap``: map the pool's
+        vectors from the index file instead of reading them into memory (pools larger than
+        memory; processes sharing one pool); the pool is then read-only (``add_results``
+        refuses; labels, models and parameters still change)."""
+        return load_router(folder, cache_dir, cls, mmap)

@@ -38,6 +38,7 @@ import numpy as np
 
 from benchroute.data.text import normalize_text
 from benchroute.predictors import EXTRA_NEIGHBOURS, NEAR_DUPLICATE
+from benchroute.sampling import task_queries
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +135,10 @@ class ShiftReference:
     task left out, computed once per fitted pool; :meth:`statistics` gives the reference T's
     with more tasks left out, recomputing only the tasks whose neighbours those tasks touched."""
 
-    def __init__(self, predictor: Any, texts: Sequence[str], n_neighbours: int) -> None:
+    def __init__(self, predictor: Any, texts: Sequence[str], n_neighbours: int,
+                 max_queries: int | None = None, seed: int = 0) -> None:
         self.predictor = predictor
+        self.sample = (max_queries, seed)  # each task's mean over a seeded sample of its inputs
         self.n_texts = len(texts)
         self.K = n_neighbours
         self.F = fingerprints(texts)
@@ -145,7 +148,7 @@ class ShiftReference:
         logger.debug("form-shift reference: %d pool tasks", len(self.raw))
 
     def _task(self, task: str, exclude: Sequence[str]) -> tuple[np.ndarray, frozenset[str]]:
-        rows = np.flatnonzero(self.datasets == task)
+        rows = task_queries(np.flatnonzero(self.datasets == task), task, *self.sample)
         dist, nb = _search(self.predictor, self.predictor.index_.vectors(rows), self.K,
                            [task, *exclude])
         means, used = _neighbour_means(self.F, dist, nb, self.K)
@@ -196,8 +199,10 @@ def reference_of(router: Any) -> ShiftReference | None:
     # fingerprints and neighbours depend on the texts and the index, not on the labels: a
     # changed model set (remove_model, a model added on every row) keeps the reference
     if (ref is None or ref.predictor.index_ is not index or ref.n_texts != len(texts)
-            or ref.n_texts != len(index) or router.n_neighbours != ref.K):
-        ref = ShiftReference(router.predictor_, texts, router.n_neighbours)
+            or ref.n_texts != len(index) or router.n_neighbours != ref.K
+            or ref.sample != (router.max_task_queries, router.seed)):
+        ref = ShiftReference(router.predictor_, texts, router.n_neighbours,
+                             router.max_task_queries, router.seed)
         router.shift_reference_ = ref
     return ref
 

@@ -70,14 +70,15 @@ def reference_without(router: Router, exclude_datasets: Sequence[str]) -> Refere
     if not tasks:
         return router.reference_
     key = (tasks, tuple(router.alphas), router.repeats, router.seed, router.n_neighbours,
-           router.threshold)
+           router.threshold, router.max_task_queries)
     memo = router.__dict__.setdefault("_excluded", {})
     if key not in memo:
         if len(memo) >= _EXCLUDED_MEMO:
             memo.pop(next(iter(memo)))
         memo[key] = reference_pairs(
             router.predictor_, router.alphas, router.repeats, router.seed, router.n_neighbours,
-            router.threshold, also_exclude=tasks, cache=router.reference_)
+            router.threshold, also_exclude=tasks, cache=router.reference_,
+            max_queries=router.max_task_queries)
     return memo[key]
 
 

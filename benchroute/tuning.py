@@ -37,6 +37,7 @@ import pandas as pd
 
 from benchroute.exceptions import BenchrouteError, NotFittedError
 from benchroute.predictors import column_means, knn_mean
+from benchroute.sampling import is_cap, query_mask
 from benchroute.stacking import LinearStack, choose_map, per_input_value
 
 logger = logging.getLogger(__name__)
@@ -223,13 +224,19 @@ class PerInputPredictor:
         fixed values and no calibration, or with more than ``stacking.AUTO_MAX_MODELS`` pool
         models; the logistic regression only up to ``stacking.AUTO_MAX_CELLS`` labels).
     folds, seed : int
+    max_task_queries : int, optional
+        At most this many inputs of each task (``groups``) are scored in the cross-validation,
+        the choice of method and the calibration, a sample drawn by ``seed``
+        (:func:`benchroute.sampling.query_mask`); their neighbours still come from the whole
+        pool outside their fold. None: every input.
     """
 
     def __init__(self, k: int | str = "auto", weights: str = "auto", prior: float | str = "auto",
                  objective: str = "brier", calibration: str = "isotonic", method: str = "auto",
                  folds: int = 5, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
                  weight_options: Sequence[str] = DEFAULT_WEIGHTS,
-                 priors: Sequence[float] = DEFAULT_PRIORS) -> None:
+                 priors: Sequence[float] = DEFAULT_PRIORS,
+                 max_task_queries: int | None = None) -> None:
         self.k = k
         self.weights = weights
         self.prior = prior
@@ -241,10 +248,12 @@ class PerInputPredictor:
         self.ks = ks
         self.weight_options = weight_options
         self.priors = priors
+        self.max_task_queries = max_task_queries
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {n: getattr(self, n) for n in ("k", "weights", "prior", "objective", "calibration",
-                                              "method", "folds", "seed", "ks", "weight_options", "priors")}
+                                              "method", "folds", "seed", "ks", "weight_options", "priors",
+                                              "max_task_queries")}
 
     def _grid(self) -> list[tuple[int, str, float]]:
         ks = list(self.ks) if self.k == "auto" else [self.k]
@@ -263,6 +272,9 @@ class PerInputPredictor:
             raise BenchrouteError(f"calibration == {self.calibration!r}; choose one of {list(CALIBRATIONS)}")
         if self.method not in METHODS:
             raise BenchrouteError(f"method == {self.method!r}; choose one of {list(METHODS)}")
+        if not is_cap(self.max_task_queries):
+            raise BenchrouteError(f"max_task_queries == {self.max_task_queries!r}; expected None "
+                                  "or an integer >= 2")
         return [(int(k), w, float(p)) for k in ks for w in ws for p in ps]
 
     def fit(self, X: np.ndarray, Y: np.ndarray,
@@ -301,13 +313,17 @@ class PerInputPredictor:
             self.tuning_ = None
             return self
         fold, how = fold_ids(len(X), groups, self.folds, self.seed)
-        searched = oof_search(X, fold, max(k for k, _, _ in grid))
+        queried = query_mask(groups, len(X), self.max_task_queries, self.seed)
+        searched = oof_search(X, fold, max(k for k, _, _ in grid), queried)
         table = grid_scores(Y, searched, grid)
         score = table["route"] if self.objective == "route" else -table["brier"]
         best = int(np.argmax(score.to_numpy()))  # first best in grid order: smaller k, less prior
         k, w, p = grid[best]
         self.k_, self.weights_, self.prior_ = k, w, p
-        P = oof_proba(Y, searched, grid[best])
+        P = oof_proba(Y, searched, grid[best])[queried]
+        if not queried.all():  # from here on, the scored sample only
+            how = f"{how}, {int(queried.sum())} of {len(X)} inputs scored"
+            X, Y, fold = X[queried], Y[queried], fold[queried]
         choice = choose_map(self.method, P, Y, fold, X, self.objective)
         if choice is not None:
             self.method_, self.stack_ = choice.method, choice.stack
@@ -323,7 +339,9 @@ class PerInputPredictor:
         else:
             Pc = P
             self.calibration_ = Calibration.identity()
-        self.oof_ = Pc  # cross-fitted, calibrated P of the pool itself (for validation choices)
+        # cross-fitted, calibrated P of the pool itself (for validation choices); NaN rows for
+        # the inputs outside the scored sample
+        self.oof_ = Pc if queried.all() else _scatter(Pc, queried)
         self.tuning_ = Tuning(k=k, weights=w, prior=p, objective=self.objective, cv=how,
                               score=float(score.iloc[best]) if self.objective == "route"
                               else float(table["brier"].iloc[best]),
@@ -457,15 +475,16 @@ def _calibration(d: dict[str, Any] | None) -> Calibration:
     return Calibration(np.asarray(d["x"], float), np.asarray(d["y"], float))
 
 
-def oof_search(X: np.ndarray, fold: np.ndarray, K: int
+def oof_search(X: np.ndarray, fold: np.ndarray, K: int, queried: np.ndarray | None = None
                ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Per fold: its rows, the other folds' rows, and each of its inputs' K nearest inputs of
-    the other folds (distances, inf where none; positions among the other folds' rows). Only
-    these are kept: the labels are gathered one fold at a time, so memory does not grow with
-    K × the number of models over the whole pool."""
+    """Per fold: its rows (those ``queried``, default all), the other folds' rows, and each of
+    its inputs' K nearest inputs of the other folds (distances, inf where none; positions among
+    the other folds' rows). Only these are kept: the labels are gathered one fold at a time, so
+    memory does not grow with K × the number of models over the whole pool."""
     out = []
     for f in range(fold.max() + 1):
-        test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        test = np.flatnonzero((fold == f) if queried is None else (fold == f) & queried)
+        train = np.flatnonzero(fold != f)
         dist, rows = knn_search(X[train], X[test], K)
         out.append((test, train, np.where(rows < 0, np.inf, dist), rows))
     return out
@@ -492,12 +511,19 @@ def grid_scores(Y: np.ndarray, searched: list[tuple[np.ndarray, np.ndarray, np.n
 
 def oof_proba(Y: np.ndarray, searched: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
               cfg: tuple[int, str, float]) -> np.ndarray:
-    """The out-of-fold P (N, M) of one configuration."""
-    P = np.empty_like(Y)
+    """The out-of-fold P (N, M) of one configuration (NaN for rows no fold scored)."""
+    P = np.full_like(Y, np.nan)
     for test, train, dist, rows in searched:
         P[test] = knn_posterior(dist, _gather(Y[train], rows), cfg[0], cfg[1], cfg[2],
                                 column_means(Y[train]))
     return P
+
+
+def _scatter(P: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """P of the ``rows`` (a mask) in an (N, M) array, NaN elsewhere."""
+    out = np.full((len(rows), P.shape[1]), np.nan)
+    out[rows] = P
+    return out
 
 
 def _gather(Y: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -133,7 +133,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                 "benchroute.faiss_check", "benchroute.packs", "benchroute.npz",
                                 "benchroute._persist")),
     ("formulas", ("benchroute.scoring", "benchroute.curves", "benchroute.exceptions",
-                  "benchroute.extras", "benchroute.deprecation")),
+                  "benchroute.extras", "benchroute.deprecation", "benchroute.sampling")),
 ]
 
 

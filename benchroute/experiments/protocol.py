@@ -25,9 +25,10 @@ from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.crossfit import routing_router
 from benchroute.inputs import check_router_params
 from benchroute.predictors import column_means
-from benchroute.reference import alpha_key, few_shot_count, task_seed
+from benchroute.reference import alpha_key, few_shot_count
 from benchroute.router import Router
 from benchroute.routing import router_proba
+from benchroute.sampling import task_seed
 from benchroute.scoring import best_on_average, predictor_accuracy, s1, s2, s3, task_means
 from benchroute.selection import Selection, SelectionConfig, choose, route_rows
 

@@ -63,7 +63,8 @@ def _start(args: list[str], env: dict[str, str], port: int, log: Path) -> subpro
 
 @pytest.fixture
 def gateway_process(saved_router, tmp_path):
-    """Calibrate through the CLI, then serve with the calibration, auth and an upstream key."""
+    """Calibrate through the CLI, then serve with the calibration, auth and an upstream key,
+    the router's pool memory-mapped (--mmap)."""
     cfg = FakeConfig(latency=1.5)
     env = _env(tmp_path)
     prompts = tmp_path / "prompts.txt"
@@ -83,7 +84,7 @@ def gateway_process(saved_router, tmp_path):
         log = tmp_path / "serve.log"
         proc = _start(_cli("serve", "--router", str(saved_router), "--upstreams", str(ups),
                            "--port", str(port), "--api-key-env", "GATEWAY_TOKEN",
-                           "--drain-seconds", "20", env=env), env, port, log)
+                           "--drain-seconds", "20", "--mmap", env=env), env, port, log)
         try:
             yield proc, f"http://127.0.0.1:{port}", cfg, log
         finally:

@@ -107,3 +107,23 @@ def test_scattered_row_exclusion_equals_brute_force(pool, n_excluded):
     ref_d, ref_r = _brute(x, q, 9, mask)
     np.testing.assert_array_equal(got, ref_r)
     np.testing.assert_allclose(dist, ref_d, atol=1e-5)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "SQfp16", "IVF16,Flat", "HNSW8"])
+def test_memory_mapped_load_searches_as_the_loaded_index(pool, tmp_path, factory):
+    x, ds, q = pool
+    idx = VectorIndex(factory, nprobe=4, ef_search=32).add(x, ds)
+    idx.save(tmp_path / "i", encoder_id="enc")
+    plain = VectorIndex.load(tmp_path / "i")
+    mapped = VectorIndex.load(tmp_path / "i", mmap=True)
+    assert plain.mapped_from is None and mapped.mapped_from == tmp_path / "i" / "index.faiss"
+    for excl in (None, ["b"]):
+        d0, r0 = plain.search(q, 7, exclude_datasets=excl)
+        d1, r1 = mapped.search(q, 7, exclude_datasets=excl)
+        np.testing.assert_array_equal(r0, r1)
+        np.testing.assert_array_equal(d0, d1)
+    np.testing.assert_array_equal(plain.vectors([3, 500]), mapped.vectors([3, 500]))
+    # FAISS would abort the process growing mapped codes: add refuses, the index unchanged
+    with pytest.raises(BenchrouteError, match="memory-mapped from .*index.faiss.*mmap=False"):
+        mapped.add(x[:2], ["d", "d"])
+    assert len(mapped) == len(x) and len(mapped.datasets_) == len(x)

@@ -58,9 +58,9 @@ def only(data: BenchmarkData, models: list[str]) -> BenchmarkData:
     return BenchmarkData(data.frame[data.frame["model"].isin(models)].reset_index(drop=True))
 
 
-def router(tmp_path, data: BenchmarkData, tune: bool = True) -> Router:
+def router(tmp_path, data: BenchmarkData, tune: bool = True, **params: object) -> Router:
     return Router(alphas=(0.0, 0.2), repeats=2, encoder=ENC, tune=tune,
-                  cache_dir=str(tmp_path / "cache")).fit(data)
+                  cache_dir=str(tmp_path / "cache"), **params).fit(data)
 
 
 def new_results(data: BenchmarkData, probe: pd.DataFrame) -> list[dict[str, object]]:
@@ -323,16 +323,18 @@ def test_remove_model_equals_a_fit_without_it(tmp_path, world):
         r.remove_model("m0").remove_model("m1")
 
 
-def test_add_results_equals_a_full_refit(tmp_path):
-    """New tasks (with every model, one of them new) appended to a pool equal a fit on all."""
+@pytest.mark.parametrize("cap", [None, 15])
+def test_add_results_equals_a_full_refit(tmp_path, cap):
+    """New tasks (with every model, one of them new) appended to a pool equal a fit on all,
+    also when the fit's passes score a sample of each task (``max_task_queries``)."""
     first = store(4, n_tasks=3, models=(*KNOWN,))
     second = store(5, n_tasks=2, models=(*KNOWN, "m3"), prefix="u")
-    r = router(tmp_path, first, tune=False)
+    r = router(tmp_path, first, tune=False, max_task_queries=cap)
     r.add_model("new", [{"text": t, "correct": float(i % 2)}
                         for i, t in enumerate(first.instances()["text"][:12])])
     r.add_results(second)
     both = BenchmarkData(pd.concat([first.frame, second.frame], ignore_index=True))
-    ref = router(tmp_path, both, tune=False)
+    ref = router(tmp_path, both, tune=False, max_task_queries=cap)
     assert r.pool_models_ == ref.models_ and r.models_ == [*ref.models_, "new"]
     np.testing.assert_array_equal(r.Y_, ref.Y_)
     np.testing.assert_allclose(r.reference_.u, ref.reference_.u)
