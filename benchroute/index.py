@@ -19,6 +19,8 @@ from benchroute.exceptions import BenchrouteError
 from benchroute.faiss_check import check_faiss_file
 
 INDEX_FORMAT_VERSION = 1
+#: rows checked at a time when an index is loaded (about 200 MB of float32 at 768-d)
+_CHECK_CHUNK = 65_536
 
 
 def _faiss() -> Any:
@@ -155,10 +157,15 @@ class VectorIndex:
             return view.copy() if rows is None else view[np.asarray(rows, dtype=np.int64)]
         faiss = _faiss()
         ivf = faiss.try_extract_index_ivf(self.index_)
-        if ivf is not None:
+        if ivf is not None and ivf.direct_map.no():
             ivf.make_direct_map()
-        allx = np.asarray(self.index_.reconstruct_n(0, len(self)), dtype=np.float32)
-        return allx if rows is None else allx[np.asarray(rows, dtype=np.int64)]
+        if rows is None:
+            return np.asarray(self.index_.reconstruct_n(0, len(self)), dtype=np.float32)
+        # only the rows asked for: a mapped pool may not fit in memory
+        keys = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
+        if len(keys) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.asarray(self.index_.reconstruct_batch(keys), dtype=np.float32)
 
     def _flat_view(self) -> np.ndarray | None:
         """Zero-copy (n, d) view of a flat index's vectors, or None for other index types; for
@@ -262,16 +269,21 @@ class VectorIndex:
         from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 
         view = self._flat_view()
-        X = view if view is not None else self.vectors()
-        _, broken, off = unit_norm_rows(X, NORM_TOL)
-        bad = broken | off
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            problem = "NaN or infinite values" if not np.isfinite(X[row]).all() else \
-                "all zeros" if broken[row] else f"norm {float(np.linalg.norm(X[row])):.4g}"
-            raise BenchrouteError(f"{path}: {int(bad.sum())} stored vector(s) are not finite unit "
-                                  f"vectors (row {row}: {problem}); fit refuses such vectors, "
-                                  "rebuild the index")
+        n_bad, first = 0, None
+        for start in range(0, len(self), _CHECK_CHUNK):  # chunks: a mapped pool may exceed memory
+            stop = min(start + _CHECK_CHUNK, len(self))
+            X = view[start:stop] if view is not None else self.vectors(np.arange(start, stop))
+            _, broken, off = unit_norm_rows(X, NORM_TOL)
+            bad = broken | off
+            if bad.any() and first is None:
+                i = int(np.flatnonzero(bad)[0])
+                first = (start + i, "NaN or infinite values" if not np.isfinite(X[i]).all() else
+                         "all zeros" if broken[i] else f"norm {float(np.linalg.norm(X[i])):.4g}")
+            n_bad += int(bad.sum())
+        if first is not None:
+            raise BenchrouteError(f"{path}: {n_bad} stored vector(s) are not finite unit "
+                                  f"vectors (row {first[0]}: {first[1]}); fit refuses such "
+                                  "vectors, rebuild the index")
 
 
 def _write_faiss(faiss: Any, index: Any, path: Path) -> None:

@@ -40,8 +40,9 @@ def neighbour_score(distances: np.ndarray, k: int) -> np.ndarray:
 
 def pool_scores(predictor: Any, max_queries: int | None = None, seed: int = 0) -> np.ndarray:
     """s_i of every pool row (index order) with the row's own task left out of the search; with
-    ``max_queries``, of a seeded sample of each task's rows (NaN for the others, which the
-    p-values leave out: a random sample of the reference scores keeps them valid)."""
+    ``max_queries``, of a seeded sample of at most that many rows per task (NaN for the others,
+    which the p-values leave out): a task-balanced reference, in which a task larger than the
+    cap counts as the cap."""
     index, k = predictor.index_, predictor.k
     datasets = np.asarray(predictor.datasets_)
     out = np.full(len(datasets), np.nan)

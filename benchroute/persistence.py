@@ -25,7 +25,7 @@ import time
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -166,8 +166,10 @@ def _write(router: Router, folder: Path) -> None:
         np.savez(folder / ADDED_FILE, **per_model)
     router.predictor_.index_.save(folder / "index", encoder_id=router.encoder_id_)
     ref = router.reference_
-    params = router.get_params()
-    params["alphas"] = [float(a) for a in params["alphas"]]  # type: ignore[attr-defined]
+    # numpy scalars (np.int64(5) passes the checks) as the JSON numbers they stand for
+    params: dict[str, Any] = {k: v.item() if isinstance(v, np.generic) else v
+                              for k, v in router.get_params().items()}
+    params["alphas"] = [float(a) for a in params["alphas"]]
     params["cache_dir"] = None  # a machine-local folder: never carried in the file
     if not isinstance(params["encoder"], str):
         params["encoder"] = router.encoder_id_
@@ -185,7 +187,8 @@ def _write(router: Router, folder: Path) -> None:
                       "touched": {t: sorted(v) for t, v in ref.touched.items()},
                       "fallback": sorted(ref.fallback),
                       **({} if ref.e is None else {"e": [
-                          [None if np.isnan(v) else float(v) for v in row] for row in ref.e]})},
+                          [None if np.isnan(v) else float(v) for v in row] for row in ref.e]}),
+                      **({} if ref.sample is None else {"sample": list(ref.sample)})},
         "checksums": {name: _sha256(folder / name)
                       for name in DATA_FILES + ((ADDED_FILE,) if added else ())},
         "routing": _routing_state(router),
@@ -290,9 +293,15 @@ def _reference(path: Path, r: object, models: list[str], tasks: list[str]) -> Re
         e = np.vstack([_floats(path, "reference.e", row, 0.0, 1.0, null=True)
                        for row in e_rows]).reshape(-1, len(models)) if e_rows \
             else np.zeros((0, len(models)))
+    sample = r.get("sample")  # absent: every input of each task was scored
+    if sample is not None and not (
+            isinstance(sample, list) and len(sample) == 2 and all(is_int(v) for v in sample)
+            and sample[0] >= 2 and 0 <= sample[1] < 2**63):
+        raise _fail(path, "reference.sample", "absent, or [max_task_queries >= 2, seed >= 0]")
     return ReferencePairs(u, p.reshape(-1, len(models)), np.asarray(task, dtype=object), alpha,
                           {t: frozenset(_str_list(path, "reference.touched", v))
-                           for t, v in touched.items()}, frozenset(fallback), e)
+                           for t, v in touched.items()}, frozenset(fallback), e,
+                          None if sample is None else (int(sample[0]), int(sample[1])))
 
 
 def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame:
@@ -450,8 +459,10 @@ def _spot_check_reference(path: Path, router: Router) -> None:
         return
     ds = router.predictor_.datasets_
     task = min(set(ref.task[at_zero].tolist()), key=lambda t: (int((ds == t).sum()), t))
-    again = task_pairs(router.predictor_, task, (0.0,), 1, router.seed, router.n_neighbours,
-                       router.threshold, max_queries=router.max_task_queries)
+    # the sample the pairs were computed on, whatever the parameters became after the fit
+    cap, seed = ref.sample if ref.sample is not None else (None, router.seed)
+    again = task_pairs(router.predictor_, task, (0.0,), 1, seed, router.n_neighbours,
+                       router.threshold, max_queries=cap)
     row = int(np.flatnonzero(at_zero & (ref.task == task))[0])
     same_p = np.allclose(again.p[0], ref.p[row], atol=1e-6, equal_nan=True)
     same_e = ref.e is None or (again.e is not None

@@ -56,6 +56,9 @@ class ReferencePairs:
     #: (:func:`~benchroute.scoring.self_estimate`); None for pairs saved before it existed,
     #: and then p̂ is the kernel estimate alone
     e: np.ndarray | None = None
+    #: (max_queries, seed) when each task's pairs were computed on a sample of its inputs
+    #: (:func:`benchroute.sampling.task_queries`); None when on every input
+    sample: tuple[int, int] | None = None
 
     @property
     def tasks(self) -> list[str]:
@@ -70,7 +73,8 @@ class ReferencePairs:
     def columns(self, keep: Sequence[int] | np.ndarray) -> ReferencePairs:
         """The same pairs for some models only (columns ``keep`` of p and e)."""
         return ReferencePairs(self.u, self.p[:, keep], self.task, self.alpha, self.touched,
-                              self.fallback, None if self.e is None else self.e[:, keep])
+                              self.fallback, None if self.e is None else self.e[:, keep],
+                              self.sample)
 
     def p_map(self, bandwidth: float) -> np.ndarray | None:
         """The map from (kernel estimate, self-estimate) to p̂ learnt on these pairs
@@ -91,10 +95,11 @@ class ReferencePairs:
         return memo[h]
 
     @classmethod
-    def from_parts(cls, parts: Sequence[tuple[str, TaskPairs]], n_models: int) -> ReferencePairs:
+    def from_parts(cls, parts: Sequence[tuple[str, TaskPairs]], n_models: int,
+                   sample: tuple[int, int] | None = None) -> ReferencePairs:
         if not parts:
             return cls(np.zeros(0), np.zeros((0, n_models)), np.zeros(0, dtype=object), np.zeros(0),
-                       e=np.zeros((0, n_models)))
+                       e=np.zeros((0, n_models)), sample=sample)
         es = [tp.e for _, tp in parts]
         return cls(
             np.concatenate([tp.u for _, tp in parts]),
@@ -105,6 +110,7 @@ class ReferencePairs:
             frozenset(t for t, tp in parts if tp.used_fallback),
             None if any(e is None for e in es)
             else np.concatenate([e for e in es if e is not None]).reshape(-1, n_models),
+            sample,
         )
 
 
@@ -243,9 +249,15 @@ def reference_pairs(
     for task in tasks:
         if (ds == task).sum() < 2 or len(tasks) < 2:
             continue
-        hit = cache.part(task) if cache is not None and task in cache.touched else None
+        hit = cache.part(task) if cache is not None and task in cache.touched \
+            and cache.sample == sample_of(max_queries, seed) else None
         if hit is None or hit.used_fallback or hit.touched & excluded:
             hit = task_pairs(predictor, task, alphas, repeats, seed, n_neighbours, threshold,
                              sorted(excluded), max_queries=max_queries)
         parts.append((task, hit))
-    return ReferencePairs.from_parts(parts, predictor.n_models_)
+    return ReferencePairs.from_parts(parts, predictor.n_models_, sample_of(max_queries, seed))
+
+
+def sample_of(max_queries: int | None, seed: int) -> tuple[int, int] | None:
+    """What :attr:`ReferencePairs.sample` records for pairs computed with these values."""
+    return None if max_queries is None else (int(max_queries), int(seed))

@@ -302,6 +302,6 @@ class Router(RouterParams, pool_state.FittedPool):
         """Read a saved router, checking every file and field; it writes embeddings only under
         ``cache_dir`` (default ``$BENCHROUTE_HOME/embeddings``). ``mmap``: map the pool's
         vectors from the index file instead of reading them into memory (pools larger than
-        memory; processes sharing one pool); the pool is then read-only (``add_results``
-        refuses; labels, models and parameters still change)."""
+        memory; processes sharing one pool); its vectors are then read-only (``add_results``
+        refuses new inputs; labels of known inputs, models and parameters still change)."""
         return load_router(folder, cache_dir, cls, mmap)

@@ -314,6 +314,9 @@ class PerInputPredictor:
             return self
         fold, how = fold_ids(len(X), groups, self.folds, self.seed)
         queried = query_mask(groups, len(X), self.max_task_queries, self.seed)
+        if not how.startswith("GroupKFold") and not queried.all():
+            # random folds: deal the scored sample evenly over them, so none is empty
+            fold[queried] = fold_ids(int(queried.sum()), None, self.folds, self.seed)[0]
         searched = oof_search(X, fold, max(k for k, _, _ in grid), queried)
         table = grid_scores(Y, searched, grid)
         score = table["route"] if self.objective == "route" else -table["brier"]

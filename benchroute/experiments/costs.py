@@ -261,7 +261,9 @@ def _validation_proba(pred: PerInputPredictor, X: np.ndarray, Y: np.ndarray, fol
     fixed uncalibrated predictor (which fits without cross-validation and keeps none), a
     cross-fit of the same predictor over the training folds."""
     oof = getattr(pred, "oof_", None)
-    return oof if oof is not None else crossfit_proba(X, Y, folds, seed, make, groups)[0]
+    if oof is not None and not np.isnan(oof).all(axis=1).any():  # NaN rows: a capped sample
+        return oof
+    return crossfit_proba(X, Y, folds, seed, make, groups)[0]
 
 
 def _validated_choice(score_val: np.ndarray, qw_val: np.ndarray, qs_val: np.ndarray,

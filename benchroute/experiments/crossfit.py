@@ -58,7 +58,8 @@ def routing_router(X: np.ndarray, Y: np.ndarray, groups: Sequence[str] | np.ndar
         params["tune"] = False
     router = Router().set_params(**params).fit_arrays(X, Y, ds, names)
     if custom and tune:
-        pred = predictor if predictor is not None else PerInputPredictor(seed=router.seed)
+        pred = predictor if predictor is not None else PerInputPredictor(
+            seed=router.seed, max_task_queries=router.max_task_queries)
         router.per_input_ = pred.fit(X, Y, ds if grouped_tuning else None).without_pool()
         router.set_params(tune=True)  # consistent: a tuned predictor exactly when tune
     return router

@@ -127,3 +127,24 @@ def test_memory_mapped_load_searches_as_the_loaded_index(pool, tmp_path, factory
     with pytest.raises(BenchrouteError, match="memory-mapped from .*index.faiss.*mmap=False"):
         mapped.add(x[:2], ["d", "d"])
     assert len(mapped) == len(x) and len(mapped.datasets_) == len(x)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "SQfp16"])
+def test_a_mapped_load_never_copies_the_pool(tmp_path, factory, monkeypatch):
+    """The load-time check of the stored vectors goes a chunk of rows at a time, so checking a
+    mapped pool allocates a few chunks' worth, not the pool (here chunks of a tenth)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    x = _unit(rng, 200_000, 16)
+    VectorIndex(factory).add(x, np.repeat(["a", "b"], 100_000)).save(tmp_path / "i")
+    mapped = VectorIndex.load(tmp_path / "i", mmap=True)
+    monkeypatch.setattr("benchroute.index._CHECK_CHUNK", 20_000)
+    tracemalloc.start()  # the check alone (the JSON row map costs what it costs)
+    try:
+        mapped._check_unit_rows(tmp_path / "i" / "index.faiss")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * x.nbytes, (peak, x.nbytes)  # before this check went by chunks: 2.1x
+    np.testing.assert_allclose(mapped.vectors([5, 150_000]), x[[5, 150_000]], atol=1e-3)

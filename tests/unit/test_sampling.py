@@ -184,3 +184,40 @@ def test_the_form_shift_reference_averages_over_the_sample():
         sample = np.isin(rows_t, task_queries(rows_t, task, 12, r.seed))
         assert sample.sum() == 12
         np.testing.assert_allclose(ref.raw[task], diffs[sample].mean(axis=0))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_small_cap_on_one_task_spreads_the_sample_over_the_folds(seed):
+    """Random folds (one task): the scored sample is dealt over the folds, so calibration never
+    meets a fold with nothing to fit on."""
+    X, Y, _ = pool(seed, sizes=(60,))
+    for cap in (2, 3):
+        pred = PerInputPredictor(max_task_queries=cap, seed=seed).fit(X, Y, None)
+        assert np.isfinite(pred.oof_).sum(axis=1).astype(bool).sum() == cap
+        Router(max_task_queries=cap, seed=seed, encoder="hashing-8-12", alphas=(0.0,)
+               ).fit_arrays(X, Y, np.array(["t"] * 60, dtype=object), ["a", "b", "c"])
+
+
+def test_changed_seed_or_cap_after_fit_saves_loads_and_recomputes_excluded_pairs(tmp_path):
+    r = fit(10)
+    assert r.reference_.sample == (10, 0)
+    r.set_params(seed=1)
+    r.save(tmp_path / "a")  # the spot check reads the sample the pairs were made with
+    back = Router.load(tmp_path / "a")
+    assert back.reference_.sample == (10, 0)
+    np.testing.assert_array_equal(back.reference_.p, r.reference_.p)
+    # pairs without a task, after the cap changed: those of a fresh fit with the new cap
+    r.set_params(seed=0, max_task_queries=None)
+    X, Y, ds = pool(0)
+    fresh = Router(alphas=ALPHAS, repeats=2, encoder="hashing-8-12").fit_arrays(
+        X[ds != "t0"], Y[ds != "t0"], ds[ds != "t0"], ["a", "b", "c"])
+    without = r.reference_without(["t0"])
+    assert without.sample is None
+    np.testing.assert_allclose(without.u, fresh.reference_.u)
+    np.testing.assert_allclose(without.p, fresh.reference_.p, equal_nan=True)
+
+
+def test_numpy_integer_parameters_save_as_json_numbers(tmp_path):
+    r = fit(np.int64(10))
+    r.save(tmp_path / "r")
+    assert Router.load(tmp_path / "r").max_task_queries == 10
