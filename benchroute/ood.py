@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchroute.exceptions import BenchrouteError
-from benchroute.sampling import task_queries
+from benchroute.sampling import sample_key, task_queries
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class OODReference:
 
     def __init__(self, predictor: Any, max_queries: int | None = None, seed: int = 0) -> None:
         self.predictor = predictor
-        self.sample = (max_queries, seed)
+        self.sample = sample_key(max_queries, seed)
         self.scores = pool_scores(predictor, max_queries, seed)
         logger.debug("OOD reference: %d pool inputs scored", int(np.isfinite(self.scores).sum()))
 
@@ -110,7 +110,7 @@ def reference_of(router: Any) -> OODReference:
     """The router's OOD reference, computed on first use for its current pool."""
     ref = getattr(router, "ood_reference_", None)
     if ref is None or ref.predictor is not router.predictor_ \
-            or ref.sample != (router.max_task_queries, router.seed):
+            or ref.sample != sample_key(router.max_task_queries, router.seed):
         ref = OODReference(router.predictor_, router.max_task_queries, router.seed)
         router.ood_reference_ = ref
     return ref

@@ -341,7 +341,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
                                   "or truncated after saving")
     params = meta.get("params")
     if isinstance(params, dict):  # routers saved before a parameter existed have its default
-        params = {**{name: default for name, default in _LATER_PARAMS.items()}, **params}
+        params = {**_LATER_PARAMS, **params}
     if not isinstance(params, dict) or set(params) != set(klass._param_names()):
         raise _fail(path, "params", f"an object with exactly {klass._param_names()}")
     if params["cache_dir"] is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from benchroute.predictors import KNNCorrectnessPredictor, Neighbours, knn_mean
-from benchroute.sampling import task_queries, task_seed
+from benchroute.sampling import sample_key, task_queries, task_seed
 from benchroute.scoring import (
     fit_p_map,
     leave_task_out_kernel,
@@ -250,14 +250,9 @@ def reference_pairs(
         if (ds == task).sum() < 2 or len(tasks) < 2:
             continue
         hit = cache.part(task) if cache is not None and task in cache.touched \
-            and cache.sample == sample_of(max_queries, seed) else None
+            and cache.sample == sample_key(max_queries, seed) else None
         if hit is None or hit.used_fallback or hit.touched & excluded:
             hit = task_pairs(predictor, task, alphas, repeats, seed, n_neighbours, threshold,
                              sorted(excluded), max_queries=max_queries)
         parts.append((task, hit))
-    return ReferencePairs.from_parts(parts, predictor.n_models_, sample_of(max_queries, seed))
-
-
-def sample_of(max_queries: int | None, seed: int) -> tuple[int, int] | None:
-    """What :attr:`ReferencePairs.sample` records for pairs computed with these values."""
-    return None if max_queries is None else (int(max_queries), int(seed))
+    return ReferencePairs.from_parts(parts, predictor.n_models_, sample_key(max_queries, seed))

@@ -31,6 +31,13 @@ def task_seed(seed: int, task: str, *more: int) -> list[int]:
     return [seed, zlib.crc32(task.encode("utf-8")), *more]
 
 
+def sample_key(cap: int | None, seed: int) -> tuple[int, int] | None:
+    """What a sample depends on: (cap, seed), or None when every input is used (the seed then
+    plays no part). Results computed on a sample record it, and a cache is reused only under
+    the same key."""
+    return None if cap is None else (int(cap), int(seed))
+
+
 def task_queries(rows: np.ndarray, task: str, cap: int | None, seed: int) -> np.ndarray:
     """The rows (ascending) of one task that serve as queries: all of them, or ``cap`` drawn
     without replacement by a seed from the task's name when the task has more."""

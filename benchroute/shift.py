@@ -38,7 +38,7 @@ import numpy as np
 
 from benchroute.data.text import normalize_text
 from benchroute.predictors import EXTRA_NEIGHBOURS, NEAR_DUPLICATE
-from benchroute.sampling import task_queries
+from benchroute.sampling import sample_key, task_queries
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ class ShiftReference:
     def __init__(self, predictor: Any, texts: Sequence[str], n_neighbours: int,
                  max_queries: int | None = None, seed: int = 0) -> None:
         self.predictor = predictor
-        self.sample = (max_queries, seed)  # each task's mean over a seeded sample of its inputs
+        self.queries = (max_queries, seed)  # each task's mean over a seeded sample of its inputs
+        self.sample = sample_key(max_queries, seed)
         self.n_texts = len(texts)
         self.K = n_neighbours
         self.F = fingerprints(texts)
@@ -148,7 +149,7 @@ class ShiftReference:
         logger.debug("form-shift reference: %d pool tasks", len(self.raw))
 
     def _task(self, task: str, exclude: Sequence[str]) -> tuple[np.ndarray, frozenset[str]]:
-        rows = task_queries(np.flatnonzero(self.datasets == task), task, *self.sample)
+        rows = task_queries(np.flatnonzero(self.datasets == task), task, *self.queries)
         dist, nb = _search(self.predictor, self.predictor.index_.vectors(rows), self.K,
                            [task, *exclude])
         means, used = _neighbour_means(self.F, dist, nb, self.K)
@@ -200,7 +201,7 @@ def reference_of(router: Any) -> ShiftReference | None:
     # changed model set (remove_model, a model added on every row) keeps the reference
     if (ref is None or ref.predictor.index_ is not index or ref.n_texts != len(texts)
             or ref.n_texts != len(index) or router.n_neighbours != ref.K
-            or ref.sample != (router.max_task_queries, router.seed)):
+            or ref.sample != sample_key(router.max_task_queries, router.seed)):
         ref = ShiftReference(router.predictor_, texts, router.n_neighbours,
                              router.max_task_queries, router.seed)
         router.shift_reference_ = ref

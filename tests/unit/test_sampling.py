@@ -172,7 +172,7 @@ def test_the_form_shift_reference_averages_over_the_sample():
     r = Router(alphas=(0.0,), repeats=1, encoder="hashing-64-12", max_task_queries=12).fit(
         BenchmarkData(frame))
     ref = shift_reference_of(r)
-    assert ref is not None and ref.sample == (12, r.seed)
+    assert ref is not None and ref.sample == (12, r.seed) and ref.queries == (12, r.seed)
     full = ShiftReference(r.predictor_, r.texts_, r.n_neighbours)
     assert set(ref.raw) == set(full.raw) == {"t0", "t1", "t2"}
     F = fingerprints(r.texts_)
