@@ -26,7 +26,8 @@ built in the same run:
 Pools larger than ``--stream-above`` (2M) do not fit in memory as float32 vectors next to their
 index on a 24 GiB machine: they are generated chunk by chunk (each chunk from its own seed, so
 every pass sees the same pool), added to a FAISS index that stores float16 codes (``SQfp16``,
-or inverted lists of them), and the exact neighbours are found by streaming the chunks once;
+or inverted lists of them; ``--configs`` names others, an inverted file trained on the first
+100k rows), and the exact neighbours are found by streaming the chunks once;
 P is computed from the neighbours' labels exactly as the router's kNN does.
 
 The labels are float32 (N, M) with NaN for missing, as the router stores them.
@@ -196,7 +197,8 @@ def exact_stream(pool: SyntheticPool, Q: np.ndarray, K: int) -> np.ndarray:
     return best_r
 
 
-def streamed(pool: SyntheticPool, ks: list[int], n_queries: int) -> None:
+def streamed(pool: SyntheticPool, ks: list[int], n_queries: int,
+             configs: list[tuple[str, int | None]] | None = None) -> None:
     import faiss
 
     Q, truth = pool.queries(n_queries)
@@ -220,7 +222,7 @@ def streamed(pool: SyntheticPool, ks: list[int], n_queries: int) -> None:
     ref_P = proba(ref_rows)
     compare(pool.n, "exact (streamed)", "", 0.0, ref_rows, ref_rows, ref_P, ref_P, truth, 0, np.nan)
     built: dict[str, object] = {}
-    for factory, nprobe in CONFIGS_STREAM:
+    for factory, nprobe in (CONFIGS_STREAM if configs is None else configs):
         if factory not in built:
             built.clear()
             gc.collect()
@@ -265,7 +267,8 @@ def main() -> None:
     for n in args.sizes:
         pool = SyntheticPool(n, args.models, args.dim)
         if n > args.stream_above:
-            streamed(pool, ks, args.queries)
+            streamed(pool, ks, args.queries, None if args.configs is None else
+                     [(f, npr) for f, npr, _ in parse_configs(args.configs)[1:]])
         else:
             in_memory(pool, ks, args.queries,
                       None if args.configs is None else parse_configs(args.configs))
