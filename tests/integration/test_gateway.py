@@ -295,8 +295,12 @@ def test_load_with_failing_upstream_loses_nothing(router, fake):
     ok = [b for s, b in results if s == 200]
     assert all(b["choices"][0]["message"]["content"].startswith("answer from up-") for b in ok)
     assert all(b["error"]["type"] == "upstream_error" for s, b in results if s != 200)
-    assert len(ok) >= 297   # a retry fails only when two consecutive calls both hit a 10th
-    assert snap["totals"]["decisions"] == 300 and snap["totals"]["upstream_errors"] >= 29
+    # a request fails only when its call and its one retry both land on a failing (10th) call;
+    # under 16 concurrent requests that happens a few times a run, each time spending two of them
+    errors = snap["totals"]["upstream_errors"]
+    assert errors == cfg.count // 10 >= 29         # every failing call seen, none invented
+    assert 2 * (300 - len(ok)) <= errors            # each failed request spent two of them
+    assert snap["totals"]["decisions"] == 300
 
 
 # ---------------------------------------------------------------------- limits and auth
