@@ -35,33 +35,11 @@ import time
 
 import numpy as np
 from _common import peak_rss_mb
-from growth import ALPHAS, pool
+from growth import fit_parts, pool
 
 from benchroute.policies import best
-from benchroute.predictors import KNNCorrectnessPredictor
 from benchroute.router import Router
 from benchroute.routing import router_proba
-
-
-def timed_fit(X: np.ndarray, Y: np.ndarray, ds: np.ndarray, cap: int | None,
-              **params: object) -> tuple[Router, dict[str, float]]:
-    """A fitted router and the seconds of its parts (index, reference pass, tuning)."""
-    models = [f"m{j}" for j in range(Y.shape[1])]
-    t0 = time.perf_counter()
-    KNNCorrectnessPredictor(index_factory=str(params.get("index_factory", "Flat"))).fit(X, Y, ds)
-    index = time.perf_counter() - t0
-    gc.collect()
-    t0 = time.perf_counter()
-    Router(tune=False, max_task_queries=cap, encoder="hashing-768-11", **params  # type: ignore[arg-type]
-           ).fit_arrays(X, Y, ds, models)
-    untuned = time.perf_counter() - t0
-    gc.collect()
-    t0 = time.perf_counter()
-    router = Router(max_task_queries=cap, encoder="hashing-768-11", **params  # type: ignore[arg-type]
-                    ).fit_arrays(X, Y, ds, models)
-    tuned = time.perf_counter() - t0
-    return router, {"index": index, "reference": max(untuned - index, 0.0),
-                    "tuning": max(tuned - untuned, 0.0), "total": tuned}
 
 
 def anon_mb() -> float:
@@ -153,7 +131,7 @@ def synthetic(sizes: list[int], n_models: int, cap: int, full_max: int, factory:
     for n in sizes:
         X, Y, Q, ds = pool(n, n_models)
         for c in ([None] if n <= full_max else []) + [cap]:
-            r, parts = timed_fit(X, Y, ds, c, alphas=ALPHAS, repeats=1, index_factory=factory,
+            parts, r = fit_parts(X, Y, ds, max_task_queries=c, index_factory=factory,
                                  nprobe=nprobe)
             t0 = time.perf_counter()
             r.route_embedded(Q[:1000])

@@ -139,7 +139,6 @@ class ShiftReference:
                  max_queries: int | None = None, seed: int = 0) -> None:
         self.predictor = predictor
         self.queries = (max_queries, seed)  # each task's mean over a seeded sample of its inputs
-        self.sample = sample_key(max_queries, seed)
         self.n_texts = len(texts)
         self.K = n_neighbours
         self.F = fingerprints(texts)
@@ -147,6 +146,10 @@ class ShiftReference:
         self._memo: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
         self.raw, self.touched = self._pass(())
         logger.debug("form-shift reference: %d pool tasks", len(self.raw))
+
+    @property
+    def sample(self) -> tuple[int, int] | None:
+        return sample_key(*self.queries)
 
     def _task(self, task: str, exclude: Sequence[str]) -> tuple[np.ndarray, frozenset[str]]:
         rows = task_queries(np.flatnonzero(self.datasets == task), task, *self.queries)
