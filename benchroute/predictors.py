@@ -9,7 +9,7 @@ predictor of :mod:`benchroute.tuning`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -79,11 +79,25 @@ class Neighbours:
                           np.take_along_axis(labels, order[:, :, None], axis=1), self.tasks)
 
 
-def column_means(Y: np.ndarray, empty: float = 0.5) -> np.ndarray:
-    """Per-column mean over the non-NaN entries; ``empty`` where a column has none."""
+#: Rows read at a time by :func:`column_means` over a subset of rows.
+_MEAN_ROWS = 65_536
+
+
+def column_means(Y: np.ndarray, empty: float = 0.5, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per-column mean over the non-NaN entries of ``rows`` (default: every row); ``empty``
+    where a column has none. The rows are read a chunk at a time (NumPy's ``nansum`` copies
+    what it sums), so the means of a large pool, or of most of it (a fold's training rows,
+    the pool without a task), never copy its labels."""
     Y = np.asarray(Y)
-    counts = (~np.isnan(Y)).sum(axis=0)
-    return np.where(counts > 0, np.nansum(Y, axis=0) / np.maximum(counts, 1), empty)
+    n = len(Y) if rows is None else len(rows)
+    sums = np.zeros(Y.shape[1:], dtype=np.result_type(Y.dtype, np.float32))
+    counts = np.zeros(Y.shape[1:], dtype=np.int64)
+    for start in range(0, n, _MEAN_ROWS):
+        part = (Y[start:start + _MEAN_ROWS] if rows is None
+                else Y[np.asarray(rows)[start:start + _MEAN_ROWS]])
+        sums += np.nansum(part, axis=0)
+        counts += (~np.isnan(part)).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), empty)
 
 
 def knn_mean(distances: np.ndarray, labels: np.ndarray, k: int, weights: str = "uniform",
@@ -116,25 +130,59 @@ def knn_mean(distances: np.ndarray, labels: np.ndarray, k: int, weights: str = "
     fallback : ndarray (n, M) bool
         Cells that had no labelled neighbour (their P is the model's mean).
     """
-    d = np.asarray(distances, dtype=np.float64)[:, :k]
-    lab = np.asarray(labels)[:, :k, :]
-    found = np.isfinite(d)
-    if weights == "distance":
-        w = np.where(found, 1.0 / (np.where(found, d, 1.0) + 1e-6), 0.0)
-        if prior > 0:
-            w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12) * found.sum(axis=1, keepdims=True)
-    elif weights == "uniform":
-        w = found.astype(np.float64)
-    else:
-        raise BenchrouteError(f"weights == {weights!r}, must be 'uniform' or 'distance'")
-    w = w[:, :, None] * ~np.isnan(lab)
-    num = np.einsum("nkm,nkm->nm", w, np.nan_to_num(lab))
-    den = w.sum(axis=1)
-    target = np.broadcast_to(np.asarray(means, dtype=np.float64), den.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        P = (num + prior * target) / (den + prior)
-    fallback = den <= 0
-    return np.where(den + prior > 0, P, target), fallback
+    return KNNSums(distances, labels, [k], weights).mean(k, means, prior)
+
+
+class KNNSums:
+    """The sums behind :func:`knn_mean` over the first k neighbours, for several k at once.
+
+    Why: tuning scores every (k, weighting, prior) of a grid on the same neighbours; the sums
+    for the largest k pass through the smaller ones, so one pass over the neighbours' labels
+    per weighting serves the whole grid, instead of one pass per configuration. :func:`knn_mean`
+    is this with a single k, so there is one rule.
+    """
+
+    def __init__(self, distances: np.ndarray, labels: np.ndarray, ks: Sequence[int],
+                 weights: str = "uniform") -> None:
+        if weights not in ("uniform", "distance"):
+            raise BenchrouteError(f"weights == {weights!r}, must be 'uniform' or 'distance'")
+        self.weights = weights
+        K = max(ks)
+        d = np.asarray(distances, dtype=np.float64)[:, :K]
+        lab = np.asarray(labels)[:, :K, :]
+        found = np.isfinite(d)
+        raw = (np.where(found, 1.0 / (np.where(found, d, 1.0) + 1e-6), 0.0)
+               if weights == "distance" else found.astype(np.float64))
+        known = ~np.isnan(lab)
+        w = raw[:, :, None] * known
+        y = np.where(known, lab, 0.0)
+        # per k: sum_i w_i y_im, sum_i w_i over labelled cells, neighbours found, sum_i w_i
+        self.sums: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        num = den = n_found = w_all = 0.0
+        prev = 0
+        for k in sorted(set(int(k) for k in ks)):
+            seg = slice(prev, min(k, d.shape[1]))
+            num = num + np.einsum("nkm,nkm->nm", w[:, seg], y[:, seg])
+            den = den + w[:, seg].sum(axis=1)
+            n_found = n_found + found[:, seg].sum(axis=1, keepdims=True)
+            w_all = w_all + raw[:, seg].sum(axis=1, keepdims=True)
+            self.sums[k] = (np.asarray(num), np.asarray(den), np.asarray(n_found),
+                            np.asarray(w_all))
+            prev = seg.stop
+
+    def mean(self, k: int, means: np.ndarray | float = 0.5, prior: float = 0.0
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`knn_mean` with the first k neighbours (k one of those given)."""
+        num, den, n_found, w_all = self.sums[int(k)]
+        if self.weights == "distance" and prior > 0:
+            # weights rescaled to average 1 over the neighbours found
+            scale = n_found / np.maximum(w_all, 1e-12)
+            num, den = num * scale, den * scale
+        target = np.broadcast_to(np.asarray(means, dtype=np.float64), den.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            P = (num + prior * target) / (den + prior)
+        fallback = den <= 0
+        return np.where(den + prior > 0, P, target), fallback
 
 
 _T = TypeVar("_T")
@@ -257,7 +305,8 @@ class KNNCorrectnessPredictor:
         check_is_fitted(self, "index_")
         if not exclude_datasets:
             return np.asarray(self.model_means_)
-        return column_means(self.labels_[~np.isin(self.datasets_, list(exclude_datasets))], 0.5)
+        return column_means(self.labels_, 0.5,
+                            np.flatnonzero(~np.isin(self.datasets_, list(exclude_datasets))))
 
     def aggregate(self, nb: Neighbours, means: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute.exceptions import BenchrouteError, NotFittedError
-from benchroute.predictors import column_means, knn_mean
+from benchroute.predictors import KNNSums, column_means, knn_mean
 from benchroute.sampling import is_cap, query_mask
 from benchroute.stacking import LinearStack, choose_map, per_input_value
 
@@ -62,6 +62,40 @@ def knn_search(pool: np.ndarray, queries: np.ndarray, K: int) -> tuple[np.ndarra
     K = max(1, min(K, len(pool)))
     sims, rows = faiss.knn(queries, pool, K, metric=faiss.METRIC_INNER_PRODUCT)
     return 1.0 - sims.astype(np.float64), rows
+
+
+#: Pool rows copied and searched at a time by :func:`knn_search_among` (64 MiB of 768-d vectors).
+_SEARCH_ROWS = 21_845
+
+
+def knn_search_among(pool: np.ndarray, rows: np.ndarray, queries: np.ndarray, K: int,
+                     chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`knn_search` among the pool ``rows`` only: cosine distances (n, K) ascending and
+    pool rows (n, K), -1 (distance inf) past the end of the subset.
+
+    Why: a fold's training rows are most of the pool, and copying them to search would double
+    a large pool's vectors in memory. The subset is searched a chunk of rows at a time and the
+    chunks' results merged in FAISS's own result heap; a subset of one chunk (``chunk`` rows,
+    default :data:`_SEARCH_ROWS`) is searched in one call, exactly as :func:`knn_search` would.
+    """
+    import faiss
+
+    rows = np.asarray(rows, dtype=np.int64)
+    chunk = chunk or _SEARCH_ROWS
+    if len(rows) <= chunk:
+        dist, found = knn_search(pool[rows], queries, K)
+        return np.where(found < 0, np.inf, dist), np.where(found < 0, -1, rows[found])
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    K = max(1, min(K, len(rows)))
+    heap = faiss.ResultHeap(len(queries), K, keep_max=True)
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        sims, found = faiss.knn(queries, np.ascontiguousarray(pool[part], dtype=np.float32),
+                                min(K, len(part)), metric=faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(sims, np.where(found < 0, -1, part[found]))
+    heap.finalize()
+    missing = heap.I < 0
+    return np.where(missing, np.inf, 1.0 - heap.D.astype(np.float64)), heap.I
 
 
 def fold_ids(n: int, groups: Sequence[Any] | np.ndarray | None = None, folds: int = 5,
@@ -323,7 +357,7 @@ class PerInputPredictor:
         best = int(np.argmax(score.to_numpy()))  # first best in grid order: smaller k, less prior
         k, w, p = grid[best]
         self.k_, self.weights_, self.prior_ = k, w, p
-        P = oof_proba(Y, searched, grid[best])[queried]
+        P = oof_proba(Y, searched, grid[best])
         if not queried.all():  # from here on, the scored sample only
             how = f"{how}, {int(queried.sum())} of {len(X)} inputs scored"
             X, Y, fold = X[queried], Y[queried], fold[queried]
@@ -342,9 +376,10 @@ class PerInputPredictor:
         else:
             Pc = P
             self.calibration_ = Calibration.identity()
-        # cross-fitted, calibrated P of the pool itself (for validation choices); NaN rows for
-        # the inputs outside the scored sample
-        self.oof_ = Pc if queried.all() else _scatter(Pc, queried)
+        # cross-fitted, calibrated P of the pool itself (for validation choices): one row per
+        # scored input, the rows in ``oof_rows_`` (every row without a cap), so that a capped
+        # fit of a large pool does not hold a pool-sized array of NaN
+        self.oof_, self.oof_rows_ = Pc, np.flatnonzero(queried)
         self.tuning_ = Tuning(k=k, weights=w, prior=p, objective=self.objective, cv=how,
                               score=float(score.iloc[best]) if self.objective == "route"
                               else float(table["brier"].iloc[best]),
@@ -375,11 +410,9 @@ class PerInputPredictor:
         rows_kept = np.flatnonzero(keep)
         if len(rows_kept) == 0:
             raise BenchrouteError("every pool input is excluded; nothing to predict from")
-        dist, rows = knn_search(self.X_[rows_kept], Q, self.k_)
-        dist = np.where(rows < 0, np.inf, dist)
-        Yk = self.Y_[rows_kept]
-        means = column_means(Yk) if exclude_rows is not None else self.means_
-        return self._posterior(dist, _gather(Yk, rows), means, calibrated, Q)
+        dist, rows = knn_search_among(self.X_, rows_kept, Q, self.k_)
+        means = column_means(self.Y_, rows=rows_kept) if exclude_rows is not None else self.means_
+        return self._posterior(dist, _gather(self.Y_, rows), means, calibrated, Q)
 
     def predict_from_neighbours(self, distances: np.ndarray, labels: np.ndarray,
                                 calibrated: bool = True, queries: np.ndarray | None = None
@@ -481,15 +514,16 @@ def _calibration(d: dict[str, Any] | None) -> Calibration:
 def oof_search(X: np.ndarray, fold: np.ndarray, K: int, queried: np.ndarray | None = None
                ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per fold: its rows (those ``queried``, default all), the other folds' rows, and each of
-    its inputs' K nearest inputs of the other folds (distances, inf where none; positions among
-    the other folds' rows). Only these are kept: the labels are gathered one fold at a time, so
-    memory does not grow with K × the number of models over the whole pool."""
+    its inputs' K nearest inputs of the other folds (distances, inf where none; pool rows, -1
+    where none). Only these are kept: the labels are gathered one fold at a time, so memory
+    does not grow with K × the number of models over the whole pool, and neither the vectors
+    nor the labels of the other folds are ever copied whole."""
     out = []
     for f in range(fold.max() + 1):
         test = np.flatnonzero((fold == f) if queried is None else (fold == f) & queried)
         train = np.flatnonzero(fold != f)
-        dist, rows = knn_search(X[train], X[test], K)
-        out.append((test, train, np.where(rows < 0, np.inf, dist), rows))
+        dist, rows = knn_search_among(X, train, X[test], K)
+        out.append((test, train, dist, rows))
     return out
 
 
@@ -497,39 +531,57 @@ def grid_scores(Y: np.ndarray, searched: list[tuple[np.ndarray, np.ndarray, np.n
                 grid: Sequence[tuple[int, str, float]]) -> pd.DataFrame:
     """The out-of-fold routing value (:func:`route_value`) and Brier score (:func:`brier`) of
     each (k, weights, prior), one row each, without keeping any configuration's P."""
-    route = {cfg: np.full(len(Y), np.nan) for cfg in grid}
+    route, routed = dict.fromkeys(grid, 0.0), dict.fromkeys(grid, 0)
     squares, cells = dict.fromkeys(grid, 0.0), 0
     for test, train, dist, rows in searched:
-        labels, means, Yt = _gather(Y[train], rows), column_means(Y[train]), Y[test]
-        known = ~np.isnan(Yt)
-        cells += int(known.sum())
-        for cfg in grid:
-            P = knn_posterior(dist, labels, cfg[0], cfg[1], cfg[2], means)
-            route[cfg][test] = per_input_value(P, Yt, "route")
-            squares[cfg] += float(np.sum((P[known] - Yt[known]) ** 2))
+        means = column_means(Y, rows=train)
+        for part in _query_chunks(rows.shape, Y.shape[1]):
+            labels, Yt = _gather(Y, rows[part]), Y[test[part]]
+            known = ~np.isnan(Yt)
+            cells += int(known.sum())
+            sums = {w: KNNSums(dist[part], labels, [k for k, w_, _ in grid if w_ == w], w)
+                    for w in dict.fromkeys(w for _, w, _ in grid)}
+            for cfg in grid:
+                P = sums[cfg[1]].mean(cfg[0], means, cfg[2])[0]
+                value = per_input_value(P, Yt, "route")
+                route[cfg] += float(np.nansum(value))
+                routed[cfg] += int(np.sum(~np.isnan(value)))
+                squares[cfg] += float(np.sum((P[known] - Yt[known]) ** 2))
     return pd.DataFrame([{"k": cfg[0], "weights": cfg[1], "prior": cfg[2],
-                          "route": float(np.nanmean(route[cfg])),
+                          "route": route[cfg] / routed[cfg] if routed[cfg] else np.nan,
                           "brier": squares[cfg] / max(cells, 1)} for cfg in grid])
 
 
 def oof_proba(Y: np.ndarray, searched: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
               cfg: tuple[int, str, float]) -> np.ndarray:
-    """The out-of-fold P (N, M) of one configuration (NaN for rows no fold scored)."""
-    P = np.full_like(Y, np.nan)
+    """The out-of-fold P of one configuration, one row per scored input in pool order (every
+    input when no cap was set): the (N, M) array of the whole pool is never made."""
+    scored = np.sort(np.concatenate([test for test, _, _, _ in searched]))
+    P = np.empty((len(scored), Y.shape[1]))
     for test, train, dist, rows in searched:
-        P[test] = knn_posterior(dist, _gather(Y[train], rows), cfg[0], cfg[1], cfg[2],
-                                column_means(Y[train]))
+        means = column_means(Y, rows=train)
+        for part in _query_chunks(rows.shape, Y.shape[1]):
+            P[np.searchsorted(scored, test[part])] = knn_posterior(
+                dist[part], _gather(Y, rows[part]), cfg[0], cfg[1], cfg[2], means)
     return P
 
 
-def _scatter(P: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """P of the ``rows`` (a mask) in an (N, M) array, NaN elsewhere."""
-    out = np.full((len(rows), P.shape[1]), np.nan)
-    out[rows] = P
-    return out
+#: Label cells (inputs × neighbours × models) gathered at a time when scoring a fold: the
+#: kNN mean holds a few float64 arrays of this size (16 MiB each).
+_GATHER_CELLS = 2_097_152
+
+
+def _query_chunks(shape: tuple[int, ...], n_models: int) -> list[slice]:
+    """Slices of a fold's scored inputs whose neighbours' labels hold at most
+    :data:`_GATHER_CELLS` cells, so that scoring a fold of a large pool with many models does
+    not hold all its neighbours' labels at once (one slice for a small pool)."""
+    n, K = shape
+    step = max(1, _GATHER_CELLS // max(K * n_models, 1))
+    return [slice(start, start + step) for start in range(0, n, step)] or [slice(0, 0)]
 
 
 def _gather(Y: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Labels (n, K, M) of pool rows; row -1 (no neighbour) gathers NaN."""
-    padded = np.vstack([Y, np.full((1, Y.shape[1]), np.nan)])
-    return padded[rows]
+    """Labels (n, K, M) of pool rows; row -1 (no neighbour) gathers NaN (without copying Y)."""
+    labels = Y[np.maximum(rows, 0)].astype(np.float64, copy=False)
+    labels[rows < 0] = np.nan
+    return labels

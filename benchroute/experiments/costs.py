@@ -261,7 +261,7 @@ def _validation_proba(pred: PerInputPredictor, X: np.ndarray, Y: np.ndarray, fol
     fixed uncalibrated predictor (which fits without cross-validation and keeps none), a
     cross-fit of the same predictor over the training folds."""
     oof = getattr(pred, "oof_", None)
-    if oof is not None and not np.isnan(oof).all(axis=1).any():  # NaN rows: a capped sample
+    if oof is not None and len(oof) == len(X):  # fewer rows: a capped sample
         return oof
     return crossfit_proba(X, Y, folds, seed, make, groups)[0]
 

@@ -91,7 +91,8 @@ def test_the_tuned_predictor_scores_only_the_sample():
     pred = PerInputPredictor(seed=0, max_task_queries=15).fit(X, Y, ds)
     scored = query_mask(ds, len(X), 15, 0)
     assert scored.sum() == 15 * 3 + 12
-    assert np.isnan(pred.oof_[~scored]).all() and np.isfinite(pred.oof_[scored]).all()
+    np.testing.assert_array_equal(pred.oof_rows_, np.flatnonzero(scored))
+    assert pred.oof_.shape == (scored.sum(), Y.shape[1]) and np.isfinite(pred.oof_).all()
     assert f"{scored.sum()} of {len(X)} inputs scored" in pred.tuning_.cv
     assert pred.get_params()["max_task_queries"] == 15
     with pytest.raises(BenchrouteError, match="max_task_queries"):
@@ -193,7 +194,7 @@ def test_a_small_cap_on_one_task_spreads_the_sample_over_the_folds(seed):
     X, Y, _ = pool(seed, sizes=(60,))
     for cap in (2, 3):
         pred = PerInputPredictor(max_task_queries=cap, seed=seed).fit(X, Y, None)
-        assert np.isfinite(pred.oof_).sum(axis=1).astype(bool).sum() == cap
+        assert len(pred.oof_rows_) == cap and np.isfinite(pred.oof_).all()
         Router(max_task_queries=cap, seed=seed, encoder="hashing-8-12", alphas=(0.0,)
                ).fit_arrays(X, Y, np.array(["t"] * 60, dtype=object), ["a", "b", "c"])
 

@@ -106,3 +106,68 @@ def test_validation_errors():
         PerInputPredictor(objective="x").fit(X, Y)
     with pytest.raises(NotFittedError, match="PerInputPredictor instance is not fitted"):
         PerInputPredictor().predict_proba(X)
+
+
+def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 10_000])
+def test_search_among_rows_equals_searching_a_copy(chunk):
+    """Searching a subset of the pool a chunk at a time finds what searching a copy of the
+    subset finds, as pool rows; past the subset's end, -1 at distance inf."""
+    from benchroute.tuning import knn_search, knn_search_among
+
+    rng = np.random.default_rng(3)
+    X = _unit_rows(rng, 500, 16)
+    rows = np.sort(rng.choice(500, 300, replace=False))
+    Q = _unit_rows(rng, 20, 16)
+    dist, found = knn_search_among(X, rows, Q, 9, chunk=chunk)
+    want_d, want_r = knn_search(X[rows], Q, 9)
+    np.testing.assert_array_equal(found, rows[want_r])
+    np.testing.assert_allclose(dist, want_d, atol=1e-6)
+    dist, found = knn_search_among(X, rows[:5], Q, 9, chunk=chunk)
+    assert dist.shape == (20, 5) and np.isfinite(dist).all() and set(found.ravel()) <= set(rows[:5])
+
+
+def test_column_means_of_rows_equal_the_means_of_their_copy(monkeypatch):
+    from benchroute.predictors import column_means
+
+    monkeypatch.setattr("benchroute.predictors._MEAN_ROWS", 3)
+    Y = np.array([[1, np.nan], [0, np.nan], [1, 1], [0, 0], [1, np.nan]], dtype=float)
+    rows = np.array([0, 1, 4])
+    np.testing.assert_allclose(column_means(Y, rows=rows), column_means(Y[rows]))
+    assert column_means(Y, rows=rows)[1] == 0.5  # no label in the rows: the empty value
+    np.testing.assert_allclose(column_means(Y, rows=np.arange(5)), column_means(Y))
+
+
+def test_tuning_a_large_pool_never_copies_its_vectors_or_labels(monkeypatch):
+    """With a cap on the scored inputs (how a large pool is tuned), the cross-validation
+    searches the other folds in place, takes their label means a chunk at a time and scores a
+    fold a slice of inputs at a time, and keeps the out-of-fold P of the scored inputs only: the
+    fit allocates a small share of the pool. Before, it copied the other folds' vectors and
+    labels per fold, padded the labels, kept per-input values of the whole pool per
+    configuration and an out-of-fold P of every pool input, NaN outside the sample (0.73x the
+    pool here)."""
+    import tracemalloc
+
+    monkeypatch.setattr("benchroute.tuning._SEARCH_ROWS", 2_000)
+    monkeypatch.setattr("benchroute.tuning._GATHER_CELLS", 20_000)
+    monkeypatch.setattr("benchroute.predictors._MEAN_ROWS", 2_000)
+    rng = np.random.default_rng(0)
+    n, M = 40_000, 40
+    X = _unit_rows(rng, n, 256)
+    Y = (rng.random((n, M)) < 0.6).astype(np.float64)
+    ds = np.repeat([f"t{i}" for i in range(10)], n // 10)
+    pred = PerInputPredictor(ks=(5, 20), priors=(0.0, 5.0), calibration="none", method="knn",
+                             max_task_queries=200)
+    pred.fit(X[::4], Y[::4], ds[::4])  # modules imported on first use are not the fit's
+    tracemalloc.start()
+    try:
+        pred.fit(X, Y, ds)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    pool = X.nbytes + Y.nbytes
+    assert peak < 0.25 * pool, peak / pool  # 0.16 now
