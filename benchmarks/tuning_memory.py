@@ -67,7 +67,7 @@ def measure(n: int, models: int, cap: int) -> dict[str, float]:
     Y = Y32.astype(np.float64)
     del Y32
     ds = np.asarray([f"task{i * 10 // n}" for i in range(n)], dtype=object)
-    pool_mb = (X.nbytes + Y.nbytes) / 2**20
+    pool_mib = (X.nbytes + Y.nbytes) / 2**20
     queried = query_mask(ds, n, cap, 0)
     t0 = time.perf_counter()
     knn_search(X, X[queried], 160)
@@ -77,9 +77,9 @@ def measure(n: int, models: int, cap: int) -> dict[str, float]:
     t0 = time.perf_counter()
     pred = PerInputPredictor(max_task_queries=cap).fit(X, Y, ds)
     fit = time.perf_counter() - t0
-    peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    return {"pool_mb": pool_mb, "peak_mb": peak_mb, "fit_s": fit, "search_s": search,
+    return {"pool_mib": pool_mib, "peak_mib": peak_mib, "fit_s": fit, "search_s": search,
             "scored": int(queried.sum()), "k": pred.k_}
 
 
@@ -92,12 +92,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.grid_queries:
         grid_speed(args.grid_queries, args.models)
-    print(f"{'N':>9} {'scored':>7} {'pool MB':>8} {'fit peak MB':>11} {'peak/pool':>9} "
+    print(f"{'N':>9} {'scored':>7} {'pool MiB':>8} {'fit peak MiB':>12} {'peak/pool':>9} "
           f"{'fit s':>7} {'search s':>8} {'fit/search':>10}  k")
     for n in args.sizes:
         r = measure(n, args.models, args.cap)
-        print(f"{n:>9,} {r['scored']:>7,} {r['pool_mb']:>8,.0f} {r['peak_mb']:>11,.0f} "
-              f"{r['peak_mb'] / r['pool_mb']:>9.2f} {r['fit_s']:>7.1f} {r['search_s']:>8.1f} "
+        print(f"{n:>9,} {r['scored']:>7,} {r['pool_mib']:>8,.0f} {r['peak_mib']:>12,.0f} "
+              f"{r['peak_mib'] / r['pool_mib']:>9.2f} {r['fit_s']:>7.1f} {r['search_s']:>8.1f} "
               f"{r['fit_s'] / r['search_s']:>10.1f}  {r['k']}", flush=True)
 
 

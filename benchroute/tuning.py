@@ -77,11 +77,15 @@ def knn_search_among(pool: np.ndarray, rows: np.ndarray, queries: np.ndarray, K:
     a large pool's vectors in memory. The subset is searched a chunk of rows at a time and the
     chunks' results merged in FAISS's own result heap; a subset of one chunk (``chunk`` rows,
     default :data:`_SEARCH_ROWS`) is searched in one call, exactly as :func:`knn_search` would.
+    Neighbours at exactly the same distance (duplicate vectors) may come in another order
+    than from one call.
     """
     import faiss
 
     rows = np.asarray(rows, dtype=np.int64)
     chunk = chunk or _SEARCH_ROWS
+    if len(rows) == 0:  # nothing to find: one "no neighbour" column, as an empty pool gives
+        return np.full((len(queries), 1), np.inf), np.full((len(queries), 1), -1, dtype=np.int64)
     if len(rows) <= chunk:
         dist, found = knn_search(pool[rows], queries, K)
         return np.where(found < 0, np.inf, dist), np.where(found < 0, -1, rows[found])

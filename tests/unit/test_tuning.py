@@ -129,6 +129,8 @@ def test_search_among_rows_equals_searching_a_copy(chunk):
     np.testing.assert_allclose(dist, want_d, atol=1e-6)
     dist, found = knn_search_among(X, rows[:5], Q, 9, chunk=chunk)
     assert dist.shape == (20, 5) and np.isfinite(dist).all() and set(found.ravel()) <= set(rows[:5])
+    dist, found = knn_search_among(X, rows[:0], Q, 9, chunk=chunk)
+    assert np.isinf(dist).all() and (found == -1).all() and len(found) == 20
 
 
 def test_column_means_of_rows_equal_the_means_of_their_copy(monkeypatch):
