@@ -183,18 +183,16 @@ def in_memory(pool: SyntheticPool, ks: list[int], n_queries: int,
 
 
 def exact_stream(pool: SyntheticPool, Q: np.ndarray, K: int) -> np.ndarray:
-    """The exact K nearest rows of each query, one chunk of the pool at a time."""
-    best_s = np.full((len(Q), K), -np.inf, np.float32)
-    best_r = np.full((len(Q), K), -1, np.int64)
+    """The exact K nearest rows of each query, one chunk of the pool at a time (each chunk's
+    top K merged in FAISS's result heap)."""
+    import faiss
+
+    heap = faiss.ResultHeap(len(Q), K, keep_max=True)
     for start, x, _ in pool.chunks(labels=False):
-        s = Q @ x.T
-        top = np.argpartition(-s, K - 1, axis=1)[:, :K]
-        cand_s = np.concatenate([best_s, np.take_along_axis(s, top, axis=1)], axis=1)
-        cand_r = np.concatenate([best_r, top + start], axis=1)
-        order = np.argsort(-cand_s, axis=1, kind="stable")[:, :K]
-        best_s = np.take_along_axis(cand_s, order, axis=1)
-        best_r = np.take_along_axis(cand_r, order, axis=1)
-    return best_r
+        sims, rows = faiss.knn(Q, x, min(K, len(x)), metric=faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(sims, rows + start)
+    heap.finalize()
+    return heap.I
 
 
 def streamed(pool: SyntheticPool, ks: list[int], n_queries: int,

@@ -6,7 +6,8 @@ form-shift references each search the pool once per pool input, so their cost gr
 square of the pool (hours at a million inputs on a small machine), while what they estimate (a
 task's mean distance and predictor accuracy, the best k and prior, the distribution of
 neighbour distances, a task's mean fingerprint difference) are means that a seeded sample of
-each task's inputs estimates as well, to within its sampling error. The pool that these queries search, and that routing searches, stays whole.
+each task's inputs estimates as well, to within its sampling error. The pool that these
+queries search, and that routing searches, stays whole.
 
 A task's sample depends only on the seed, the task's name and its rows, never on the other
 tasks, so appending results (``Router.add_results``) keeps the samples of the tasks it does not
