@@ -674,7 +674,7 @@ def extend_reference(reference: Any, added: Sequence[AddedModel], strength: floa
         np.column_stack([reference.e, np.full((len(reference.u), len(added)), np.nan)])
     return ReferencePairs(reference.u, np.column_stack([reference.p, *cols]), reference.task,
                           reference.alpha, reference.touched, reference.fallback, e,
-                          reference.sample)
+                          reference.sample, reference.params)
 
 
 def parse_results(results: Any, what: str = "results") -> pd.DataFrame:

@@ -43,7 +43,7 @@ from benchroute.inputs import (
 from benchroute.npz import read_npz
 from benchroute.policies import cost_vector
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
-from benchroute.reference import ReferencePairs
+from benchroute.reference import PairParams, ReferencePairs
 from benchroute.stacking import METHOD_NAMES
 from benchroute.tuning import PerInputPredictor
 
@@ -188,7 +188,8 @@ def _write(router: Router, folder: Path) -> None:
                       "fallback": sorted(ref.fallback),
                       **({} if ref.e is None else {"e": [
                           [None if np.isnan(v) else float(v) for v in row] for row in ref.e]}),
-                      **({} if ref.sample is None else {"sample": list(ref.sample)})},
+                      **({} if ref.sample is None else {"sample": list(ref.sample)}),
+                      **({} if ref.params is None else {"params": ref.params.to_dict()})},
         "checksums": {name: _sha256(folder / name)
                       for name in DATA_FILES + ((ADDED_FILE,) if added else ())},
         "routing": _routing_state(router),
@@ -264,7 +265,8 @@ def _floats(path: Path, field: str, value: object, lo: float, hi: float, null: b
     return np.asarray([np.nan if v is None else v for v in value], dtype=float)
 
 
-def _reference(path: Path, r: object, models: list[str], tasks: list[str]) -> ReferencePairs:
+def _reference(path: Path, r: object, models: list[str], tasks: list[str],
+               params: dict[str, Any]) -> ReferencePairs:
     if not isinstance(r, dict):
         raise _fail(path, "reference", "an object")
     u = _floats(path, "reference.u", r.get("u"), 0.0, 2.0)
@@ -301,7 +303,24 @@ def _reference(path: Path, r: object, models: list[str], tasks: list[str]) -> Re
     return ReferencePairs(u, p.reshape(-1, len(models)), np.asarray(task, dtype=object), alpha,
                           {t: frozenset(_str_list(path, "reference.touched", v))
                            for t, v in touched.items()}, frozenset(fallback), e,
-                          None if sample is None else (int(sample[0]), int(sample[1])))
+                          None if sample is None else (int(sample[0]), int(sample[1])),
+                          _pair_params(path, r.get("params"), params))
+
+
+def _pair_params(path: Path, value: object, router_params: dict[str, Any]) -> PairParams:
+    """The parameters the saved pairs were computed with; absent (routers saved before they
+    were recorded): the router's saved parameters, which were the fit's unless ``set_params``
+    came between the fit and the save."""
+    if value is None:
+        value = {k: router_params[k] for k in ("alphas", "repeats", "seed", "n_neighbours",
+                                               "threshold")}
+    field = "reference.params"
+    if not isinstance(value, dict) or set(value) != set(PairParams.__dataclass_fields__):
+        raise _fail(path, field, "an object with exactly alphas, repeats, seed, n_neighbours, "
+                    "threshold")
+    check_router_params({**router_params, **value}, f"{path}: {field}")
+    return PairParams.of(value["alphas"], value["repeats"], value["seed"],
+                         value["n_neighbours"], value["threshold"])
 
 
 def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame:
@@ -380,7 +399,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     tasks = sorted(set(index.datasets_.tolist()))
     router.task_accuracy_ = task_accuracy
     router.encoder_id_ = encoder
-    router.reference_ = _reference(path, meta.get("reference"), models, tasks)
+    router.reference_ = _reference(path, meta.get("reference"), models, tasks, params)
     _check_reference_nulls(path, router.reference_, Y, index.datasets_, models)
     _spot_check_reference(path, router)
     router.per_input_ = None
@@ -459,10 +478,13 @@ def _spot_check_reference(path: Path, router: Router) -> None:
         return
     ds = router.predictor_.datasets_
     task = min(set(ref.task[at_zero].tolist()), key=lambda t: (int((ds == t).sum()), t))
-    # the sample the pairs were computed on, whatever the parameters became after the fit
-    cap, seed = ref.sample if ref.sample is not None else (None, router.seed)
-    again = task_pairs(router.predictor_, task, (0.0,), 1, seed, router.n_neighbours,
-                       router.threshold, max_queries=cap)
+    # the sample and parameters the pairs were computed with, whatever the router's parameters
+    # became after the fit
+    pp = ref.params
+    assert pp is not None  # _reference always records them
+    cap = ref.sample[0] if ref.sample is not None else None
+    again = task_pairs(router.predictor_, task, (0.0,), 1, pp.seed, pp.n_neighbours,
+                       pp.threshold, max_queries=cap)
     row = int(np.flatnonzero(at_zero & (ref.task == task))[0])
     same_p = np.allclose(again.p[0], ref.p[row], atol=1e-6, equal_nan=True)
     same_e = ref.e is None or (again.e is not None

@@ -41,6 +41,29 @@ class TaskPairs:
 
 
 @dataclass(frozen=True)
+class PairParams:
+    """The parameters a task's pairs depend on besides the pool (the fitted predictor's k and
+    weighting are part of the predictor). Cached pairs are reused only under equal ones, so
+    ``set_params`` after a fit never mixes pairs of the old parameters with the new."""
+
+    alphas: tuple[float, ...]
+    repeats: int
+    seed: int
+    n_neighbours: int
+    threshold: float
+
+    @classmethod
+    def of(cls, alphas: Iterable[float], repeats: int, seed: int, n_neighbours: int,
+           threshold: float) -> PairParams:
+        return cls(tuple(float(a) for a in alphas), int(repeats), int(seed), int(n_neighbours),
+                   float(threshold))
+
+    def to_dict(self) -> dict[str, object]:
+        return {"alphas": list(self.alphas), "repeats": self.repeats, "seed": self.seed,
+                "n_neighbours": self.n_neighbours, "threshold": self.threshold}
+
+
+@dataclass(frozen=True)
 class ReferencePairs:
     """(u_i, p_i,m) pairs: one row per (task, α, repeat), and per task what its pairs depended on
     (``touched``: the tasks among its neighbours; ``fallback``: tasks whose predictions used the
@@ -59,6 +82,8 @@ class ReferencePairs:
     #: (max_queries, seed) when each task's pairs were computed on a sample of its inputs
     #: (:func:`benchroute.sampling.task_queries`); None when on every input
     sample: tuple[int, int] | None = None
+    #: the parameters the pairs were computed with; None when unknown (never reused as a cache)
+    params: PairParams | None = None
 
     @property
     def tasks(self) -> list[str]:
@@ -74,7 +99,7 @@ class ReferencePairs:
         """The same pairs for some models only (columns ``keep`` of p and e)."""
         return ReferencePairs(self.u, self.p[:, keep], self.task, self.alpha, self.touched,
                               self.fallback, None if self.e is None else self.e[:, keep],
-                              self.sample)
+                              self.sample, self.params)
 
     def p_map(self, bandwidth: float) -> np.ndarray | None:
         """The map from (kernel estimate, self-estimate) to p̂ learnt on these pairs
@@ -96,10 +121,11 @@ class ReferencePairs:
 
     @classmethod
     def from_parts(cls, parts: Sequence[tuple[str, TaskPairs]], n_models: int,
-                   sample: tuple[int, int] | None = None) -> ReferencePairs:
+                   sample: tuple[int, int] | None = None, params: PairParams | None = None
+                   ) -> ReferencePairs:
         if not parts:
             return cls(np.zeros(0), np.zeros((0, n_models)), np.zeros(0, dtype=object), np.zeros(0),
-                       e=np.zeros((0, n_models)), sample=sample)
+                       e=np.zeros((0, n_models)), sample=sample, params=params)
         es = [tp.e for _, tp in parts]
         return cls(
             np.concatenate([tp.u for _, tp in parts]),
@@ -110,7 +136,7 @@ class ReferencePairs:
             frozenset(t for t, tp in parts if tp.used_fallback),
             None if any(e is None for e in es)
             else np.concatenate([e for e in es if e is not None]).reshape(-1, n_models),
-            sample,
+            sample, params,
         )
 
 
@@ -235,9 +261,10 @@ def reference_pairs(
     than two inputs, or with no other task left to be its pool, gives no pairs.
 
     ``cache`` holds pairs computed without ``also_exclude`` (e.g. the router's own); a task's
-    cached pairs are reused when none of its neighbours came from the excluded tasks and no
-    prediction used the fallback mean (which depends on the pool), because the pairs are then
-    provably the same as those of a pool fitted without the excluded tasks.
+    cached pairs are reused when they were computed with the same parameters and sample, none
+    of their neighbours came from the excluded tasks and no prediction used the fallback mean
+    (which depends on the pool), because the pairs are then provably the same as those of a
+    pool fitted without the excluded tasks.
 
     ``max_queries``: at most this many inputs of each task are scored (a seeded sample; None:
     all), which makes the pass linear instead of quadratic in the pool's size.
@@ -245,14 +272,18 @@ def reference_pairs(
     excluded = set(also_exclude)
     ds = predictor.datasets_
     tasks = sorted(set(ds.tolist()) - excluded)
+    params = PairParams.of(alphas, repeats, seed, n_neighbours, threshold)
+    usable = cache is not None and cache.params == params \
+        and cache.sample == sample_key(max_queries, seed)
     parts: list[tuple[str, TaskPairs]] = []
     for task in tasks:
         if (ds == task).sum() < 2 or len(tasks) < 2:
             continue
-        hit = cache.part(task) if cache is not None and task in cache.touched \
-            and cache.sample == sample_key(max_queries, seed) else None
+        hit = cache.part(task) if usable and cache is not None and task in cache.touched \
+            else None
         if hit is None or hit.used_fallback or hit.touched & excluded:
             hit = task_pairs(predictor, task, alphas, repeats, seed, n_neighbours, threshold,
                              sorted(excluded), max_queries=max_queries)
         parts.append((task, hit))
-    return ReferencePairs.from_parts(parts, predictor.n_models_, sample_key(max_queries, seed))
+    return ReferencePairs.from_parts(parts, predictor.n_models_, sample_key(max_queries, seed),
+                                     params)

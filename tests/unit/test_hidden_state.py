@@ -25,13 +25,50 @@ def _router() -> tuple[Router, list[str]]:
     return router.fit(data, embeddings=X), sorted(set(data.instances()["dataset"]))
 
 
-def test_excluded_pairs_follow_set_params():
-    router, tasks = _router()
-    before = router.reference_without([tasks[0]])
-    router.set_params(alphas=(0.0,))
-    after = router.reference_without([tasks[0]])
-    assert set(np.unique(before.alpha)) == {0.0, 0.2}
-    assert set(np.unique(after.alpha)) == {0.0}  # not the memo of the old alphas
+def _separated_router(**params: object) -> Router:
+    """Tasks far enough apart that a held-out task's neighbours avoid some other task, so
+    ``reference_without`` reuses cached pairs."""
+    data, X = synthetic(3, n_tasks=8, per_task=30, d=32)
+    return Router(**{**_SEPARATED, **params}).fit(data, embeddings=X)
+
+
+_SEPARATED: dict[str, object] = dict(alphas=(0.0, 0.2), repeats=1, tune=False,
+                                     encoder=HashingEncoder(32))
+
+
+def _refit_without(task: str, **params: object) -> Router:
+    data, X = synthetic(3, n_tasks=8, per_task=30, d=32)
+    keep = (data.instances()["dataset"] != task).to_numpy()
+    rest = sorted(set(data.instances()["dataset"]) - {task})
+    return Router(**{**_SEPARATED, **params}).fit(data.subset(rest), embeddings=X[keep])
+
+
+@pytest.mark.parametrize("change", [{}, {"alphas": (0.0, 0.1)}, {"seed": 5}, {"n_neighbours": 7},
+                                    {"threshold": 0.6}, {"repeats": 2}])
+def test_excluded_pairs_equal_a_refit_with_the_new_parameters(change):
+    router = _separated_router()
+    tasks = router.tasks_
+    # some task's pairs never met tasks[0], so the cache would be reused
+    assert any(tasks[0] not in router.reference_.touched[t] for t in tasks[1:])
+    router.set_params(**change)
+    got, want = router.reference_without([tasks[0]]), _refit_without(tasks[0], **change).reference_
+    assert list(got.task) == list(want.task)
+    np.testing.assert_allclose(got.u, want.u)
+    np.testing.assert_allclose(got.p, want.p)
+    np.testing.assert_allclose(got.alpha, want.alpha)
+
+
+def test_saved_pairs_keep_their_parameters_across_set_params(tmp_path):
+    router = _separated_router()
+    router.set_params(threshold=0.6, n_neighbours=7)  # no refit: the pairs are the fit's
+    router.save(tmp_path / "r")
+    loaded = Router.load(tmp_path / "r")  # the spot check recomputes with the pairs' parameters
+    assert loaded.reference_.params == router.reference_.params
+    assert loaded.reference_.params.threshold == 0.5 and loaded.threshold == 0.6
+    task = loaded.tasks_[0]
+    got, want = loaded.reference_without([task]), _refit_without(task, threshold=0.6,
+                                                                 n_neighbours=7).reference_
+    np.testing.assert_allclose(got.p, want.p)
 
 
 def test_copies_leave_the_caches_out():
