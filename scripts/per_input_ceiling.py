@@ -1,0 +1,182 @@
+"""Where the per-input targets sit: routing that knows each input's task (docs/routing.md,
+"How far the per-input targets are from what the task alone gives").
+
+    python scripts/per_input_ceiling.py [--datasets routerdc routellm_mmlu alpaca_eval]
+        [--shared ../shared] [--out results/routing]
+
+Same data and outer folds as ``scripts/run_costs.py --parts predictors`` (5 random folds over
+inputs, seed 0). Rows, each cross-fitted:
+
+- ``task known``: each test input goes to the best model of its own task on the training
+  folds. It reads the task's name, which a router of user inputs does not have, so it is a
+  reference, not a candidate: what routing by task alone gives.
+- ``task known + kNN stack``: the same one-hot task next to the kNN's logits (below), one
+  logistic regression per model: what the task and the neighbours give together.
+- ``kNN k=100``: the label mean of the 100 nearest training inputs (exact inner product).
+- ``kNN stack, random inner folds``: one logistic regression per model on the logits of every
+  model's kNN P, fitted on out-of-fold P of 5 random inner folds (the issue's reference
+  stack). The router's own stack candidate is fitted on task-grouped folds instead.
+
+Also written: per task, the share of each input's 100 nearest other pool inputs that come
+from its own task, and the task most of the others come from (``per_input_ceiling_tasks.csv``).
+
+Each row reports the routed quality (argmax P, ties to the best single model, as
+``compare_predictors``) with a 95% bootstrap interval, and for a strong/weak pair the APGR of
+the threshold policy's score P(strong) − P(weak) (RouteLLM's call% steps of 0.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+from run_costs import ROOT, alpaca, routellm, routerdc
+
+from benchroute.curves import apgr
+from benchroute.experiments import costs as cq
+from benchroute.scoring import best_on_average, task_means
+from benchroute.selection import route_rows
+from benchroute.stacking import fit_stack, logits
+from benchroute.tuning import fold_ids
+
+K = 100
+N_BOOT = 1000
+LEVELS = np.round(np.arange(0, 1.01, 0.1), 1)
+log = logging.getLogger("per_input_ceiling")
+
+#: fit(X_train, Y_train, task_train, X_test, task_test) -> P_test
+Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def knn_proba(Xtr: np.ndarray, Ytr: np.ndarray, Xq: np.ndarray, k: int = K) -> np.ndarray:
+    index = faiss.IndexFlatIP(Xtr.shape[1])
+    index.add(np.ascontiguousarray(Xtr, dtype=np.float32))
+    _, rows = index.search(np.ascontiguousarray(Xq, dtype=np.float32), min(k, len(Xtr)))
+    return np.nanmean(Ytr[rows], axis=1)
+
+
+def random_oof(Xtr: np.ndarray, Ytr: np.ndarray, folds: int = 5, seed: int = 1) -> np.ndarray:
+    fold, _ = fold_ids(len(Xtr), None, folds, seed)
+    P = np.empty_like(Ytr)
+    for f in range(folds):
+        te = fold == f
+        P[te] = knn_proba(Xtr[~te], Ytr[~te], Xtr[te])
+    return P
+
+
+def one_hot(task: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    return (np.asarray(task)[:, None] == tasks[None, :]).astype(np.float64)
+
+
+def task_known(Xtr, Ytr, gtr, Xte, gte):  # type: ignore[no-untyped-def]
+    tasks = np.unique(gtr)
+    means = task_means(Ytr, gtr)  # tasks in sorted order, as np.unique
+    return means[np.searchsorted(tasks, gte)]
+
+
+def task_known_stack(Xtr, Ytr, gtr, Xte, gte):  # type: ignore[no-untyped-def]
+    tasks = np.unique(gtr)
+    stack = fit_stack(np.hstack([logits(random_oof(Xtr, Ytr)), one_hot(gtr, tasks)]), Ytr)
+    z = np.hstack([logits(knn_proba(Xtr, Ytr, Xte)), one_hot(gte, tasks)])
+    return 1.0 / (1.0 + np.exp(-(z @ stack.coef + stack.intercept)))
+
+
+def knn(Xtr, Ytr, gtr, Xte, gte):  # type: ignore[no-untyped-def]
+    return knn_proba(Xtr, Ytr, Xte)
+
+
+def knn_stack(Xtr, Ytr, gtr, Xte, gte):  # type: ignore[no-untyped-def]
+    stack = fit_stack(logits(random_oof(Xtr, Ytr)), Ytr)
+    return stack(knn_proba(Xtr, Ytr, Xte))
+
+
+FITTERS: dict[str, Fitter] = {"task known (reads the task's name)": task_known,
+                              "task known + kNN stack (reads the task's name)": task_known_stack,
+                              f"kNN k={K}": knn,
+                              "kNN stack, random inner folds": knn_stack}
+
+
+def pair_apgr(P: np.ndarray, Y: np.ndarray, strong: int, weak: int, rows: np.ndarray) -> float:
+    score = P[rows, strong] - P[rows, weak]
+    qs, qw = Y[rows, strong], Y[rows, weak]
+    quality = [np.where(call, qs, qw).mean() for call in cq.ranked_calls(score, LEVELS)]
+    return apgr(LEVELS, np.asarray(quality), float(qs.mean()), float(qw.mean()))
+
+
+def neighbour_tasks(X: np.ndarray, g: np.ndarray, name: str) -> pd.DataFrame:
+    """Per task: the share of its inputs' K nearest other inputs from the same task, and the
+    task most of the rest come from."""
+    index = faiss.IndexFlatIP(X.shape[1])
+    index.add(np.ascontiguousarray(X, dtype=np.float32))
+    _, rows = index.search(np.ascontiguousarray(X, dtype=np.float32), K + 1)
+    nb = g[rows[:, 1:]]  # the first is the input itself (or an exact duplicate)
+    out = []
+    for task in np.unique(g):
+        mine = nb[g == task]
+        others = pd.Series(mine[mine != task]).value_counts()
+        out.append({"data": name, "task": task, "inputs": int((g == task).sum()),
+                    "same_task_share": float((mine == task).mean()),
+                    "most_other": others.index[0] if len(others) else None})
+    return pd.DataFrame(out)
+
+
+def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    A = cq.arrays(ds["data"], ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
+    X, Y, g = A.X, A.Q, np.asarray(A.datasets)
+    fold, _ = fold_ids(len(X), None, 5, 0)
+    single = np.empty(len(X), dtype=int)
+    for f in range(5):
+        single[fold == f] = best_on_average(task_means(Y[fold != f], g[fold != f]))
+    rows = np.arange(len(X))
+    boots = np.random.default_rng(0).integers(0, len(X), (N_BOOT, len(X)))
+    pair = "strong" in ds
+    if pair:
+        strong, weak = (A.models.index(str(ds[r])) for r in ("strong", "weak"))
+    out = []
+    for name, fit in FITTERS.items():
+        P = np.empty_like(Y)
+        for f in range(5):
+            te, tr = fold == f, fold != f
+            P[te] = fit(X[tr], Y[tr], g[tr], X[te], g[te])
+        q = Y[rows, route_rows(P, np.arange(Y.shape[1]), single, available=~np.isnan(Y))]
+        qb = q[boots].mean(axis=1)
+        row = {"data": ds["name"], "predictor": name, "routed": q.mean(),
+               "routed_lo": np.quantile(qb, 0.025), "routed_hi": np.quantile(qb, 0.975),
+               "best_single": Y[rows, single].mean()}
+        if pair:
+            ab = [pair_apgr(P, Y, strong, weak, b) for b in boots[:200]]
+            row.update(apgr=pair_apgr(P, Y, strong, weak, rows),
+                       apgr_lo=np.quantile(ab, 0.025), apgr_hi=np.quantile(ab, 0.975))
+        log.info("%s %s: %s", ds["name"], name, {k: v for k, v in row.items() if k != "data"})
+        out.append(row)
+    return pd.DataFrame(out), neighbour_tasks(X, g, str(ds["name"]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=["routerdc", "routellm_mmlu", "alpaca_eval"])
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "routing")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    makers = {"routerdc": lambda: routerdc(args.shared),
+              "routellm_mmlu": lambda: routellm(args.shared, "mmlu"),
+              "routellm_gsm8k": lambda: routellm(args.shared, "gsm8k"),
+              "alpaca_eval": lambda: alpaca(args.shared)}
+    runs = [run(makers[name]()) for name in args.datasets]
+    table = pd.concat([r[0] for r in runs], ignore_index=True)
+    tasks = pd.concat([r[1] for r in runs], ignore_index=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "per_input_ceiling.csv", index=False, float_format="%.4f")
+    tasks.to_csv(args.out / "per_input_ceiling_tasks.csv", index=False, float_format="%.4f")
+    print(table.to_markdown(index=False, floatfmt=".4f"))
+    print(tasks.to_markdown(index=False, floatfmt=".3f"))
+
+
+if __name__ == "__main__":
+    main()
