@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchroute.embedding import HashingEncoder
 from benchroute.embedding.sentence import _load_installed
@@ -114,3 +116,35 @@ def test_leave_one_task_out_fits_no_tuned_predictor(monkeypatch):
     out = leave_one_task_out(data, {"alphas": (0.0,), "repeats": 1, "encoder": HashingEncoder(8)},
                              repeats=1, embeddings=X)
     assert len(out) and not calls
+
+
+_PARAMS = st.fixed_dictionaries({
+    "alphas": st.sampled_from([(0.0,), (0.0, 0.2), (0.1, 0.3)]),
+    "repeats": st.integers(1, 2), "seed": st.integers(0, 3),
+    "n_neighbours": st.integers(2, 25), "threshold": st.sampled_from([0.3, 0.5, 0.7]),
+    "max_task_queries": st.sampled_from([None, 5])})
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(seed=st.integers(0, 10_000), n_tasks=st.integers(3, 6), per_task=st.integers(6, 30),
+       fit_params=_PARAMS, now_params=_PARAMS, data=st.data())
+def test_property_excluded_pairs_equal_a_refit(seed, n_tasks, per_task, fit_params, now_params,
+                                               data):
+    """Whatever the pool, the parameters at fit and after ``set_params`` and the tasks left
+    out, the pairs of the smaller pool equal a refit's."""
+    pool, X = synthetic(seed, n_tasks=n_tasks, per_task=per_task, d=32)
+    tasks = sorted(set(pool.instances()["dataset"]))
+    out = data.draw(st.lists(st.sampled_from(tasks), min_size=1, max_size=len(tasks) - 1,
+                             unique=True))
+    base = dict(tune=False, encoder=HashingEncoder(32))
+    router = Router(**base, **fit_params).fit(pool, embeddings=X)
+    router.set_params(**now_params)
+    got = router.reference_without(out)
+    keep = ~pool.instances()["dataset"].isin(out).to_numpy()
+    rest = [t for t in tasks if t not in out]
+    want = Router(**base, **now_params).fit(pool.subset(rest), embeddings=X[keep]).reference_
+    assert list(got.task) == list(want.task)
+    np.testing.assert_allclose(got.u, want.u)
+    np.testing.assert_allclose(got.p, want.p)
+    np.testing.assert_allclose(got.alpha, want.alpha)
+    assert got.fallback == want.fallback
