@@ -92,17 +92,36 @@ def encode_reporting(encoder: Encoder, texts: Sequence[str], batch_size: int,
 NORM_TOL = 1e-3
 
 
+#: Below this float32 sum of squares a row's norm is computed again in float64 (float32's
+#: squares lose precision from about 1e-38 on, i.e. values under about 1e-19).
+_TINY = 1e-30
+
+
 def unit_norm_rows(X: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(normalised, broken, off)`` for (n, d) vectors, the one check behind every place that
     takes vectors from outside (fit, queries, cache shards, imports): ``broken`` marks rows that
     are not finite or are all zero (they cannot be repaired), ``off`` rows whose norm is off 1 by
     more than ``tol``; ``normalised`` is float32 with the off rows divided by their norm (the
-    input itself, as float32, when none is off)."""
+    input itself, as float32, when none is off).
+
+    One pass of float32 squares (a row with NaN or ±inf has a non-finite sum, so no separate
+    pass over the elements). Only rows whose sum is not finite or is tiny are looked at again:
+    a row of finite values whose squares overflow or underflow float32 gets its norm in float64
+    (before, a huge row became zeros and a tiny one counted as all zero). Loading a pool checks
+    every stored vector this way (:mod:`benchroute.index`).
+    """
     out = np.asarray(X).astype(np.float32, copy=False)
-    finite = np.asarray(np.isfinite(out).all(axis=1))
-    norms = np.linalg.norm(np.where(finite[:, None], out, 0), axis=1)
+    sq = np.einsum("ij,ij->i", out, out).astype(np.float64)
+    finite = np.isfinite(sq)
+    again = np.flatnonzero(~finite | (sq < _TINY))
+    if len(again):
+        fine = again[np.isfinite(out[again]).all(axis=1)]
+        sq[fine] = np.square(np.linalg.norm(out[fine].astype(np.float64), axis=1))
+        finite[fine] = True
+    norms = np.sqrt(np.where(finite, sq, 0.0))
     broken = ~finite | (norms == 0)
     off = ~broken & (np.abs(norms - 1) > tol)
     if off.any():
-        out = np.where(off[:, None], out / np.where(broken, 1, norms)[:, None], out)
+        out = out.copy()  # never the caller's array
+        out[off] = out[off] / norms[off, None]
     return out, broken, off
