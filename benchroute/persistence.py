@@ -304,23 +304,35 @@ def _reference(path: Path, r: object, models: list[str], tasks: list[str],
                           {t: frozenset(_str_list(path, "reference.touched", v))
                            for t, v in touched.items()}, frozenset(fallback), e,
                           None if sample is None else (int(sample[0]), int(sample[1])),
-                          _pair_params(path, r.get("params"), params))
+                          _pair_params(path, r.get("params"), params, sample, task, alpha))
 
 
-def _pair_params(path: Path, value: object, router_params: dict[str, Any]) -> PairParams:
-    """The parameters the saved pairs were computed with; absent (routers saved before they
+def _pair_params(path: Path, value: object, router_params: dict[str, Any],
+                 sample: list[int] | None, task: list[str], alpha: np.ndarray) -> PairParams:
+    """The parameters the saved pairs were computed with, checked against the pairs (their α
+    values, their rows per task and α, their sample's seed). Absent (routers saved before they
     were recorded): the router's saved parameters, which were the fit's unless ``set_params``
-    came between the fit and the save."""
+    came between the fit and the save, with the seed of the pairs' sample when there is one."""
+    field = "reference.params"
     if value is None:
         value = {k: router_params[k] for k in ("alphas", "repeats", "seed", "n_neighbours",
                                                "threshold")}
-    field = "reference.params"
+        if sample is not None:
+            value["seed"] = sample[1]
     if not isinstance(value, dict) or set(value) != set(PairParams.__dataclass_fields__):
         raise _fail(path, field, "an object with exactly alphas, repeats, seed, n_neighbours, "
                     "threshold")
     check_router_params({**router_params, **value}, f"{path}: {field}")
-    return PairParams.of(value["alphas"], value["repeats"], value["seed"],
-                         value["n_neighbours"], value["threshold"])
+    pp = PairParams.of(value["alphas"], value["repeats"], value["seed"], value["n_neighbours"],
+                       value["threshold"])
+    most = int(pd.DataFrame({"task": task, "alpha": alpha}).value_counts().max()) if task else 0
+    if not set(np.unique(alpha).tolist()) <= set(pp.alphas) or most > pp.repeats:
+        raise _fail(path, field, f"the parameters of the pairs (alphas {sorted(set(pp.alphas))} "
+                    f"holding every reference.alpha, at most {pp.repeats} pair(s) per task and "
+                    "alpha)")
+    if sample is not None and sample[1] != pp.seed:
+        raise _fail(path, field, f"the seed of reference.sample ({sample[1]})")
+    return pp
 
 
 def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame:

@@ -147,6 +147,10 @@ FIELD_CASES = {
                                         "reference.params: repeats == '1'"),
     "reference params alphas empty": (_set("reference", "params", "alphas", value=[]),
                                       "reference.params: alphas"),
+    "reference params other alphas": (_set("reference", "params", "alphas", value=[0.0, 0.5]),
+                                      "field 'reference.params'"),
+    "reference params fewer repeats": (_set("reference", "params", "repeats", value=1),
+                                       "field 'reference.params'"),
     "encoder id not str": (_set("encoder", value=None), "field 'encoder'"),
     "encoder id mismatch": (_set("encoder", value="hashing-16-12"), "the index's encoder"),
 }
