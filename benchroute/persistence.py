@@ -128,6 +128,7 @@ def _remove_leftovers(folder: Path, max_age: float = STALE_SAVE_SECONDS) -> None
 def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
     """Write ``router`` to ``folder`` through a temporary folder beside it and a rename."""
     check_is_fitted(router, "predictor_")
+    _check_fitted_params(router)
     folder = Path(folder)
     recover_interrupted_save(folder)
     folder = check_router_target(folder)
@@ -147,6 +148,24 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     _remove_leftovers(folder)
     return folder
+
+
+#: Parameters the fitted predictor was built with: a loaded router rebuilds it from the saved
+#: parameters, so a value changed by ``set_params`` after the fit would load as another router.
+_PREDICTOR_PARAMS = ("k", "weights", "index_factory")
+
+
+def _check_fitted_params(router: Router) -> None:
+    """Refuse to save parameters the fitted pool was not built with (before anything is
+    written): the saved router would route differently from this one once loaded."""
+    changed = {name: (getattr(router.predictor_, name), getattr(router, name))
+               for name in _PREDICTOR_PARAMS
+               if getattr(router.predictor_, name) != getattr(router, name)}
+    if changed:
+        what = "; ".join(f"{name} is {new!r}, the fitted pool uses {old!r}"
+                         for name, (old, new) in changed.items())
+        raise BenchrouteError(f"Router.save: parameters changed after the fit ({what}); refit "
+                              "(fit or fit_arrays) or set them back before saving")
 
 
 def _write(router: Router, folder: Path) -> None:

@@ -183,3 +183,19 @@ def test_pair_params_must_agree_with_the_pairs_sample(tmp_path):
     _rewrite_reference(tmp_path / "r", lambda ref: ref["params"].update(seed=3))
     with pytest.raises(BenchrouteError, match=r"router\.json: field 'reference\.params'.*seed"):
         Router.load(tmp_path / "r")
+
+
+@pytest.mark.parametrize("change", [{"k": 7}, {"weights": "distance"}, {"index_factory": "SQfp16"}])
+def test_save_refuses_predictor_parameters_changed_after_the_fit(tmp_path, change):
+    from benchroute.exceptions import BenchrouteError
+
+    router = _separated_router()
+    before = {name: getattr(router, name) for name in change}
+    router.set_params(**change)
+    name = next(iter(change))
+    with pytest.raises(BenchrouteError, match=rf"Router\.save: .*{name} is"):
+        router.save(tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    router.set_params(**before)  # set back: saves and loads
+    router.save(tmp_path / "r")
+    assert Router.load(tmp_path / "r").k == router.k
