@@ -38,19 +38,31 @@ def neighbour_score(distances: np.ndarray, k: int) -> np.ndarray:
                         / np.maximum(found.sum(axis=1), 1), np.nan)
 
 
-def pool_scores(predictor: Any, max_queries: int | None = None, seed: int = 0) -> np.ndarray:
+def scored_rows(datasets: np.ndarray, max_queries: int | None = None, seed: int = 0
+                ) -> dict[str, np.ndarray]:
+    """The pool rows the reference scores, per task (each task's seeded sample; none for a
+    pool of one task)."""
+    datasets = np.asarray(datasets)
+    tasks = sorted(set(datasets.tolist()))
+    if len(tasks) < 2:
+        return {}
+    return {t: task_queries(np.flatnonzero(datasets == t), t, max_queries, seed) for t in tasks}
+
+
+def pool_scores(predictor: Any, max_queries: int | None = None, seed: int = 0,
+                known: np.ndarray | None = None) -> np.ndarray:
     """s_i of every pool row (index order) with the row's own task left out of the search; with
     ``max_queries``, of a seeded sample of at most that many rows per task (NaN for the others,
     which the p-values leave out): a task-balanced reference, in which a task larger than the
-    cap counts as the cap."""
+    cap counts as the cap. ``known``: scores a search already gave (the fit's reference pass,
+    :func:`benchroute.reference.reference_pairs`); a task whose rows all have one is not
+    searched again."""
     index, k = predictor.index_, predictor.k
-    datasets = np.asarray(predictor.datasets_)
-    out = np.full(len(datasets), np.nan)
-    tasks = sorted(set(datasets.tolist()))
-    if len(tasks) < 2:
-        return out
-    for task in tasks:
-        rows = task_queries(np.flatnonzero(datasets == task), task, max_queries, seed)
+    out = np.full(len(predictor.datasets_), np.nan)
+    for task, rows in scored_rows(predictor.datasets_, max_queries, seed).items():
+        if known is not None and np.isfinite(known[rows]).all():
+            out[rows] = known[rows]
+            continue
         dist, _ = index.search(index.vectors(rows), k, exclude_datasets=[task])
         out[rows] = neighbour_score(dist, k)
     return out
@@ -80,10 +92,11 @@ class OODReference:
     task) and kept with the predictor they describe, so a router whose pool changes
     (``add_results``) gets a fresh reference."""
 
-    def __init__(self, predictor: Any, max_queries: int | None = None, seed: int = 0) -> None:
+    def __init__(self, predictor: Any, max_queries: int | None = None, seed: int = 0,
+                 known: np.ndarray | None = None) -> None:
         self.predictor = predictor
         self.sample = sample_key(max_queries, seed)
-        self.scores = pool_scores(predictor, max_queries, seed)
+        self.scores = pool_scores(predictor, max_queries, seed, known)
         logger.debug("OOD reference: %d pool inputs scored", int(np.isfinite(self.scores).sum()))
 
     def p_values(self, Q: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from benchroute.inputs import (
     known_encoder_name,
 )
 from benchroute.npz import read_npz
+from benchroute.ood import OODReference, scored_rows
 from benchroute.policies import cost_vector
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import PairParams, ReferencePairs
@@ -177,6 +178,12 @@ def _write(router: Router, folder: Path) -> None:
                                      "models": np.asarray(router.pool_models_, dtype=str)}
     if texts is not None:
         arrays["texts"] = np.asarray(texts, dtype=str)
+    ood = getattr(router, "ood_reference_", None)
+    if ood is not None and ood.predictor is router.predictor_ \
+            and ood.sample == router.reference_.sample:
+        # the pool's OOD scores (those of the pairs' sample), so a load need not search for them
+        rows = _ood_rows(router.predictor_.datasets_, ood.sample)
+        arrays["ood_rows"], arrays["ood_scores"] = rows, ood.scores[rows]
     np.savez(folder / "pool.npz", **arrays)  # type: ignore[arg-type]
     added = list(getattr(router, "added_", {}).values())
     if added:
@@ -411,7 +418,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     index = VectorIndex.load(folder / "index", mmap=mmap)
     if index.encoder_id != encoder:
         raise _fail(path, "encoder", f"the index's encoder {index.encoder_id!r}")
-    Y, npz_models, texts = _read_pool(folder / "pool.npz", len(index), len(models))
+    Y, npz_models, texts, ood = _read_pool(folder / "pool.npz", len(index), len(models))
     if npz_models != models:
         raise _fail(path, "models", f"the model list stored in pool.npz ({npz_models})")
     if (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any() or np.isnan(Y).all():
@@ -432,7 +439,11 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     router.encoder_id_ = encoder
     router.reference_ = _reference(path, meta.get("reference"), models, tasks, params)
     _check_reference_nulls(path, router.reference_, Y, index.datasets_, models)
-    _spot_check_reference(path, router)
+    known = _ood_scores(folder / "pool.npz", ood, router)
+    _spot_check_reference(path, router, known)
+    if known is not None:
+        cap, seed = _pairs_sample(router)
+        router.ood_reference_ = OODReference(router.predictor_, cap, seed, known=known)
     router.per_input_ = None
     added = _added_names(path, meta.get("added"), models)
     _restore_routing(path, router, meta.get("routing"), models + added,
@@ -497,10 +508,47 @@ def _check_reference_nulls(path: Path, ref: ReferencePairs, Y: np.ndarray, datas
                     "pair's task (at alpha 0)")
 
 
-def _spot_check_reference(path: Path, router: Router) -> None:
+def _ood_rows(datasets: np.ndarray, sample: tuple[int, int] | None) -> np.ndarray:
+    """The rows an OOD reference with this sample key scores, ascending (every row of every
+    task when ``sample`` is None: the seed then plays no part)."""
+    cap, seed = sample if sample is not None else (None, 0)
+    parts = list(scored_rows(datasets, cap, seed).values())
+    return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _pairs_sample(router: Router) -> tuple[int | None, int]:
+    """(max_queries, seed) of the sample the loaded pairs were computed on."""
+    ref = router.reference_
+    assert ref.params is not None  # _reference always records them
+    return (ref.sample[0], ref.sample[1]) if ref.sample is not None else (None, ref.params.seed)
+
+
+def _ood_scores(path: Path, ood: dict[str, np.ndarray] | None, router: Router
+                ) -> np.ndarray | None:
+    """The saved OOD scores as one entry per pool row (NaN where not scored), checked: the rows
+    must be those the pairs' sample scores, the scores cosine distances."""
+    if ood is None:
+        return None  # a router saved before they were: computed on first use
+    ds = router.predictor_.datasets_
+    want = _ood_rows(ds, router.reference_.sample)
+    rows, scores = ood["ood_rows"], ood["ood_scores"]
+    if len(rows) != len(want) or not np.array_equal(rows, want):
+        raise BenchrouteError(f"{path}: field 'ood_rows' must list the {len(want)} pool rows the "
+                              "reference pass scores (each task's sampled inputs)")
+    ok = np.isnan(scores) | ((scores >= -1e-3) & (scores <= 2.0 + 1e-3))  # NaN: no neighbour
+    if not ok.all():
+        raise BenchrouteError(f"{path}: field 'ood_scores' must hold cosine distances in [0, 2] "
+                              "(or NaN)")
+    out = np.full(len(ds), np.nan)
+    out[rows] = scores
+    return out
+
+
+def _spot_check_reference(path: Path, router: Router, ood: np.ndarray | None = None) -> None:
     """The α = 0 pair of the smallest task, computed again from the loaded index and pool, must
     be the stored one: an index or pool from another router (or vectors moved between rows)
-    gives other neighbours. One task's search, so loading stays cheap."""
+    gives other neighbours. The same search checks that task's saved OOD scores (``ood``). One
+    task's search, so loading stays cheap."""
     from benchroute.reference import task_pairs
 
     ref = router.reference_
@@ -523,6 +571,11 @@ def _spot_check_reference(path: Path, router: Router) -> None:
     if not (len(again.u) and abs(again.u[0] - ref.u[row]) <= 1e-6 and same_p and same_e):
         raise _fail(path, "reference", f"the pairs the pool and index give (task {task!r} at "
                     "alpha 0 differs; the files come from different routers?)")
+    if ood is not None and again.rows is not None and again.ood is not None \
+            and not np.allclose(ood[again.rows], again.ood, rtol=0, atol=1e-6, equal_nan=True):
+        raise BenchrouteError(f"{path.parent / 'pool.npz'}: field 'ood_scores' differs from "
+                              f"what the index gives for task {task!r}'s inputs (the files come "
+                              "from different routers?)")
 
 
 def _added_names(path: Path, value: object, models: list[str]) -> list[str]:
@@ -669,22 +722,28 @@ def _routing_state(router: Router) -> dict[str, object]:
 
 
 def _read_pool(path: Path, n_rows: int, n_models: int
-               ) -> tuple[np.ndarray, list[str], list[str] | None]:
-    """Labels (n_rows, n_models), model names and the pool's texts when saved, their shapes
-    checked from the headers against the index and router.json before anything is
+               ) -> tuple[np.ndarray, list[str], list[str] | None, dict[str, np.ndarray] | None]:
+    """Labels (n_rows, n_models), model names, the pool's texts and OOD scores when saved, their
+    shapes checked from the headers against the index and router.json before anything is
     decompressed."""
-    shapes: dict[str, tuple[int, ...]] = {"Y": (n_rows, n_models), "models": (n_models,)}
+    shapes: dict[str, tuple[int | str, ...]] = {"Y": (n_rows, n_models), "models": (n_models,)}
     try:
-        if "texts.npy" in _members(path):
+        members = _members(path)
+        if "texts.npy" in members:
             shapes["texts"] = (n_rows,)
-        z = read_npz(path, shapes, kinds={"Y": "f", "models": "U", "texts": "U"})
+        if "ood_rows.npy" in members or "ood_scores.npy" in members:
+            shapes.update(ood_rows=("r",), ood_scores=("r",))
+        z = read_npz(path, shapes, kinds={"Y": "f", "models": "U", "texts": "U",
+                                          "ood_rows": "iu", "ood_scores": "f"})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise BenchrouteError(f"{path}: unreadable or incomplete ({exc}); field 'Y' must be "
                               f"({n_rows}, {n_models}) floats (the index's rows, router.json's "
-                              "models), 'models' their names and 'texts' (optional) one string "
-                              "per row") from exc
+                              "models), 'models' their names, 'texts' (optional) one string "
+                              "per row, 'ood_rows' and 'ood_scores' (optional, together) integers "
+                              "and floats of one length") from exc
     texts = [str(t) for t in z["texts"]] if "texts" in z else None
-    return z["Y"].astype(np.float32), [str(m) for m in z["models"]], texts
+    ood = {k: z[k] for k in ("ood_rows", "ood_scores")} if "ood_rows" in z else None
+    return z["Y"].astype(np.float32), [str(m) for m in z["models"]], texts, ood
 
 
 def _members(path: Path) -> list[str]:

@@ -24,6 +24,7 @@ from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_vectors
 from benchroute.new_models import AddedModel, fit_added, parse_results, pool_labels_at, probe_rows
+from benchroute.ood import OODReference
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs, reference_pairs
 from benchroute.routing import store_costs
@@ -53,6 +54,9 @@ class FittedPool:
     costs_: dict[str, float] | None  # cost per call, from the fit store or add_model
     per_input_: PerInputPredictor | None  # the tuned per-input predictor (tune=True)
     texts_: list[str] | None  # the pool's input texts, when fitted on a store
+    #: the pool's leave-one-task-out OOD scores, from the reference pass's searches (or a
+    #: saved router); :func:`benchroute.ood.reference_of` recomputes it for a changed pool
+    ood_reference_: OODReference
 
 
 def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: list[str],
@@ -84,10 +88,16 @@ def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: 
 
 
 def _reference(router: Router) -> ReferencePairs:
-    """The reference pairs of the router's pool with its current parameters."""
-    return reference_pairs(router.predictor_, alphas=router.alphas, repeats=router.repeats,
-                           seed=router.seed, n_neighbours=router.n_neighbours,
-                           threshold=router.threshold, max_queries=router.max_task_queries)
+    """The reference pairs of the router's pool with its current parameters; the same searches
+    give the router its OOD reference (``ood_reference_``), so it is never searched for apart."""
+    scores = np.full(len(router.predictor_.labels_), np.nan)
+    ref = reference_pairs(router.predictor_, alphas=router.alphas, repeats=router.repeats,
+                          seed=router.seed, n_neighbours=router.n_neighbours,
+                          threshold=router.threshold, max_queries=router.max_task_queries,
+                          ood_out=scores)
+    router.ood_reference_ = OODReference(router.predictor_, router.max_task_queries,
+                                         router.seed, known=scores)
+    return ref
 
 
 def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mapping[str, object]],

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from benchroute.ood import neighbour_score
 from benchroute.predictors import KNNCorrectnessPredictor, Neighbours, knn_mean
 from benchroute.sampling import sample_key, task_queries, task_seed
 from benchroute.scoring import (
@@ -38,6 +39,10 @@ class TaskPairs:
     touched: frozenset[str]  # tasks among the neighbours used
     used_fallback: bool    # whether any prediction fell back to the pool's mean label
     e: np.ndarray | None = None  # (R_i, M) self-estimates; None when not known
+    #: the pool rows the task was scored on, and their OOD scores s_i from the same search
+    #: (:func:`benchroute.ood.neighbour_score`); None for pairs read from a cache or a file
+    rows: np.ndarray | None = None
+    ood: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,8 @@ def task_pairs(
         fell = fell or f
     return TaskPairs(np.asarray(us, dtype=float), np.asarray(ps, dtype=float).reshape(-1, m),
                      np.asarray([a for a, _ in draws], dtype=float), frozenset(base.tasks or ()),
-                     fell, np.asarray(es, dtype=float).reshape(-1, m))
+                     fell, np.asarray(es, dtype=float).reshape(-1, m), rows,
+                     neighbour_score(base.distances, predictor.k))
 
 
 def neighbour_rate(distances: np.ndarray, labels: np.ndarray, n_neighbours: int,
@@ -253,7 +259,7 @@ def reference_pairs(
     predictor: KNNCorrectnessPredictor, alphas: Sequence[float] = (0.0,), repeats: int = 1,
     seed: int = 0, n_neighbours: int = 19, threshold: float = 0.5,
     also_exclude: Iterable[str] = (), cache: ReferencePairs | None = None,
-    max_queries: int | None = None,
+    max_queries: int | None = None, ood_out: np.ndarray | None = None,
 ) -> ReferencePairs:
     """The leave-one-task-out pass over the tasks of a fitted predictor's pool.
 
@@ -268,6 +274,10 @@ def reference_pairs(
 
     ``max_queries``: at most this many inputs of each task are scored (a seeded sample; None:
     all), which makes the pass linear instead of quadratic in the pool's size.
+
+    ``ood_out`` (one entry per pool row) receives the OOD score of each row a task's search
+    scored: the same leave-one-task-out search is the OOD reference's
+    (:func:`benchroute.ood.pool_scores`), so a fit searches once for both.
     """
     excluded = set(also_exclude)
     ds = predictor.datasets_
@@ -284,6 +294,8 @@ def reference_pairs(
         if hit is None or hit.used_fallback or hit.touched & excluded:
             hit = task_pairs(predictor, task, alphas, repeats, seed, n_neighbours, threshold,
                              sorted(excluded), max_queries=max_queries)
+        if ood_out is not None and hit.rows is not None and hit.ood is not None:
+            ood_out[hit.rows] = hit.ood
         parts.append((task, hit))
     return ReferencePairs.from_parts(parts, predictor.n_models_, sample_key(max_queries, seed),
                                      params)

@@ -172,3 +172,85 @@ def test_selection_and_routing_leave_pool_near_duplicates_out():
     g = router.predictor_.predict_proba(Q[:2])
     np.testing.assert_allclose(kept_frame["p"], g[np.arange(2), [MODELS.index(m) for m in
                                                                     kept_frame["model"]]])
+
+
+@pytest.mark.parametrize("cap", [None, 4])
+def test_fit_gives_the_reference_its_own_search_would(cap):
+    """The fit's reference pass hands each row's OOD score to the OOD reference: the same
+    values as the reference's own searches, a task of one input (the pass skips it) included."""
+    X, Y, tasks = clusters(5, 4, per_task=10)
+    tasks = tasks.copy()
+    tasks[-1] = "lonely"  # a task of one input
+    router = Router(alphas=(0.0, 0.2), tune=False, max_task_queries=cap, seed=3).fit_arrays(
+        X, Y, tasks, MODELS)
+    got = router.ood_reference_
+    assert reference_of(router) is got  # nothing recomputed on first use
+    want = pool_scores(router.predictor_, cap, 3)
+    np.testing.assert_array_equal(np.isnan(got.scores), np.isnan(want))
+    np.testing.assert_allclose(got.scores, want, rtol=0, atol=1e-12)
+    assert np.isfinite(got.scores[-1])  # the lonely task was searched for the reference
+
+
+def _rewrite_pool(folder, change):  # type: ignore[no-untyped-def]
+    """Change pool.npz's arrays and re-sign router.json, as a tool that rewrites files would."""
+    import json
+
+    from benchroute.persistence import _sha256, canonical_digest
+
+    with np.load(folder / "pool.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    np.savez(folder / "pool.npz", **arrays)
+    meta = json.loads((folder / "router.json").read_text())
+    meta["checksums"]["pool.npz"] = _sha256(folder / "pool.npz")
+    meta["digest"] = canonical_digest(meta)
+    (folder / "router.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    from benchroute.embedding import HashingEncoder
+
+    X, Y, tasks = clusters(6, 4, per_task=10)
+    router = Router(alphas=(0.0,), tune=False, max_task_queries=6, seed=2,
+                    encoder=HashingEncoder(16)).fit_arrays(X, Y, tasks, MODELS)
+    router.save(tmp_path / "r")
+    return router, tmp_path / "r"
+
+
+def test_saved_router_loads_its_ood_reference_without_searching(saved, monkeypatch):
+    from benchroute.index import VectorIndex
+
+    router, folder = saved
+    calls = []
+    search = VectorIndex.search
+    monkeypatch.setattr(VectorIndex, "search", lambda self, *a, **k: calls.append(1) or
+                        search(self, *a, **k))
+    loaded = Router.load(folder)
+    assert len(calls) == 1  # the spot check's one task, which also checks the saved scores
+    assert reference_of(loaded) is loaded.ood_reference_
+    np.testing.assert_array_equal(loaded.ood_reference_.scores, router.ood_reference_.scores)
+    assert len(calls) == 1
+
+
+def test_router_saved_without_ood_scores_computes_them_on_first_use(saved):
+    router, folder = saved
+    _rewrite_pool(folder, lambda a: [a.pop("ood_rows"), a.pop("ood_scores")])
+    loaded = Router.load(folder)
+    assert getattr(loaded, "ood_reference_", None) is None
+    np.testing.assert_array_equal(reference_of(loaded).scores, router.ood_reference_.scores)
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda a: a.update(ood_rows=a["ood_rows"][::-1].copy()), "ood_rows"),
+    (lambda a: a.update(ood_rows=a["ood_rows"][1:], ood_scores=a["ood_scores"][1:]), "ood_rows"),
+    (lambda a: a.update(ood_scores=a["ood_scores"] + 5.0), "ood_scores"),
+    (lambda a: a.update(ood_scores=a["ood_scores"] * 0.5), "ood_scores"),  # the spot check
+    (lambda a: a.pop("ood_scores"), "ood_rows"),
+    (lambda a: a.update(ood_rows=a["ood_rows"].astype(str)), "ood_rows"),
+])
+def test_bad_ood_scores_are_refused_naming_the_field(saved, change, field):
+    _, folder = saved
+    _rewrite_pool(folder, change)
+    with pytest.raises(BenchrouteError, match=rf"pool\.npz.*'{field}'"):
+        Router.load(folder)
