@@ -534,7 +534,7 @@ def _ood_scores(path: Path, ood: dict[str, np.ndarray] | None, router: Router
     rows, scores = ood["ood_rows"], ood["ood_scores"]
     if len(rows) != len(want) or not np.array_equal(rows, want):
         raise BenchrouteError(f"{path}: field 'ood_rows' must list the {len(want)} pool rows the "
-                              "reference pass scores (each task's sampled inputs)")
+                              "OOD reference scores (each task's sampled inputs), ascending")
     ok = np.isnan(scores) | ((scores >= -1e-3) & (scores <= 2.0 + 1e-3))  # NaN: no neighbour
     if not ok.all():
         raise BenchrouteError(f"{path}: field 'ood_scores' must hold cosine distances in [0, 2] "

@@ -277,12 +277,16 @@ def _append_columns(router: Router, names: list[str], Y_new: np.ndarray) -> None
 
 def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],
               touched: Sequence[str] = ()) -> None:
-    """Attach new labels (and index) to the predictor, recompute the task accuracies of the
-    touched tasks (the mean label, as ``BenchmarkData.dataset_accuracy``) and keep the
-    tuned predictor's chosen values (its stack or logistic regression only while the pool
-    models stay the same: the coefficients are per model)."""
+    """Attach new labels (and index) to a predictor built like the fitted one, recompute the
+    task accuracies of the touched tasks (the mean label, as ``BenchmarkData.dataset_accuracy``)
+    and keep the tuned predictor's chosen values (its stack or logistic regression only while
+    the pool models stay the same: the coefficients are per model).
+
+    The fitted predictor's parameters, not the router's: a ``k`` or ``weights`` set after the
+    fit takes effect at the next fit, never half-way (``remove_model`` keeps the fit's pairs,
+    which that ``k`` computed; ``save`` refuses the changed value until then)."""
     router.predictor_ = KNNCorrectnessPredictor(
-        router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
+        **router.predictor_.get_params()  # type: ignore[arg-type]
     ).attach(index, Y)  # type: ignore[arg-type]
     means = pd.DataFrame(Y, columns=models, dtype=np.float64).groupby(router.datasets_).mean()
     acc = router.task_accuracy_.reindex(index=means.index, columns=models).astype(float)

@@ -199,3 +199,30 @@ def test_save_refuses_predictor_parameters_changed_after_the_fit(tmp_path, chang
     router.set_params(**before)  # set back: saves and loads
     router.save(tmp_path / "r")
     assert Router.load(tmp_path / "r").k == router.k
+
+
+@pytest.mark.parametrize("change", ["remove_model", "add_results"])
+def test_predictor_parameters_set_after_the_fit_wait_for_the_next_fit(tmp_path, change):
+    """``remove_model`` and ``add_results`` rebuild the predictor like the fitted one: the
+    pairs stay consistent with it, and ``save`` still names the changed ``k``."""
+    from benchroute.exceptions import BenchrouteError
+
+    router = _separated_router()
+    router.set_params(k=9)
+    if change == "remove_model":
+        router.remove_model(router.models_[0])
+    else:
+        data, _ = synthetic(3, n_tasks=8, per_task=30, d=32)
+        router.add_results(data.subset(router.tasks_[:1]), embeddings=_separated_vectors(
+            data, router.tasks_[:1]))
+    assert router.predictor_.k == 5
+    with pytest.raises(BenchrouteError, match="k is 9, the fitted pool uses 5"):
+        router.save(tmp_path / "r")
+    router.set_params(k=5)
+    router.save(tmp_path / "r")
+    Router.load(tmp_path / "r")  # the spot check agrees with the saved pairs
+
+
+def _separated_vectors(data, tasks):  # type: ignore[no-untyped-def]
+    full, X = synthetic(3, n_tasks=8, per_task=30, d=32)
+    return X[full.instances()["dataset"].isin(tasks).to_numpy()]
