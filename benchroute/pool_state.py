@@ -89,7 +89,8 @@ def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: 
 
 def _reference(router: Router) -> ReferencePairs:
     """The reference pairs of the router's pool with its current parameters; the same searches
-    give the router its OOD reference (``ood_reference_``), so it is never searched for apart."""
+    give the router its OOD reference (``ood_reference_``): only tasks the pass skips (one
+    input) are searched for it apart."""
     scores = np.full(len(router.predictor_.labels_), np.nan)
     ref = reference_pairs(router.predictor_, alphas=router.alphas, repeats=router.repeats,
                           seed=router.seed, n_neighbours=router.n_neighbours,
