@@ -88,7 +88,8 @@ def check_alpha(alpha: object, what: str = "ood_alpha") -> float:
 
 
 class OODReference:
-    """The pool's leave-one-task-out scores, computed once per fitted pool (one search per
+    """The pool's leave-one-task-out scores, computed once per fitted pool (from the fit's
+    reference pass or a saved router when ``known`` gives them, else one search per
     task) and kept with the predictor they describe, so a router whose pool changes
     (``add_results``) gets a fresh reference."""
 

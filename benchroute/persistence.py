@@ -561,8 +561,8 @@ def _spot_check_reference(path: Path, router: Router, ood: np.ndarray | None = N
     # became after the fit
     pp = ref.params
     assert pp is not None  # _reference always records them
-    cap = ref.sample[0] if ref.sample is not None else None
-    again = task_pairs(router.predictor_, task, (0.0,), 1, pp.seed, pp.n_neighbours,
+    cap, seed = _pairs_sample(router)
+    again = task_pairs(router.predictor_, task, (0.0,), 1, seed, pp.n_neighbours,
                        pp.threshold, max_queries=cap)
     row = int(np.flatnonzero(at_zero & (ref.task == task))[0])
     same_p = np.allclose(again.p[0], ref.p[row], atol=1e-6, equal_nan=True)

@@ -1,12 +1,13 @@
 """Which pool inputs serve as queries in the fit's leave-task-out passes, and the seeds of
 per-task draws.
 
-Why: the reference pass that feeds p̂, the tuned predictor's cross-validation, the OOD and the
-form-shift references each search the pool once per pool input, so their cost grows with the
-square of the pool (hours at a million inputs on a small machine), while what they estimate (a
-task's mean distance and predictor accuracy, the best k and prior, the distribution of
-neighbour distances, a task's mean fingerprint difference) are means that a seeded sample of
-each task's inputs estimates as well, to within its sampling error. The pool that these
+Why: the reference pass that feeds p̂ (whose searches also give the OOD reference), the tuned
+predictor's cross-validation and the form-shift reference each search the pool once per pool
+input, so their cost grows with the square of the pool (hours at a million inputs on a small
+machine), while what they estimate (a task's mean distance and predictor accuracy, the best k
+and prior, the distribution of neighbour distances, a task's mean fingerprint difference) are
+means that a seeded sample of each task's inputs estimates as well, to within its sampling
+error. The pool that these
 queries search, and that routing searches, stays whole.
 
 A task's sample depends only on the seed, the task's name and its rows, never on the other
