@@ -1,6 +1,7 @@
 """Ray Data embedding against the local cached path on this machine, measured in one run.
 
     python benchmarks/ray_embed.py [--n 96] [--encoder all-mpnet-base-v2] [--actors 2]
+                                   [--nodes 2]
 
 The same N RouterDC questions (a seeded draw, so a length mix) are embedded into two fresh
 caches: locally (``embed_texts``, one process, all cores) and through
@@ -8,6 +9,11 @@ caches: locally (``embed_texts``, one process, all cores) and through
 ``--cpus-per-actor`` CPUs each, so OMP threads per actor). Printed: Ray start-up, texts/s of
 each path without start-up, their ratio, and the min cosine between the two sets of vectors.
 On a cluster, texts/s per node is what the Ray figure is per node of this size.
+
+``--nodes N`` (N >= 2) starts Ray's test cluster instead: N nodes on this machine (separate
+raylets and object stores, on loopback), the machine's CPUs split evenly between them, joined
+by address as a driver joins a real cluster. The nodes share this machine's cores, so this
+measures what crossing nodes costs, not what more machines add.
 """
 
 from __future__ import annotations
@@ -32,15 +38,31 @@ def main() -> None:
     ap.add_argument("--actors", type=int, default=None)
     ap.add_argument("--cpus-per-actor", type=float, default=1.0)
     ap.add_argument("--rows-per-task", type=int, default=32)
+    ap.add_argument("--nodes", type=int, default=1)
     args = ap.parse_args()
+    if args.nodes > 1:  # the test cluster's nodes listen on loopback only (read at ray's import)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
     texts_all = load(SHARED / "data" / "routerdc").instances()["text"].drop_duplicates().tolist()
     rng = np.random.default_rng(0)
     texts = [texts_all[i] for i in rng.choice(len(texts_all), size=args.n, replace=False)]
     import ray
 
+    cpus = os.cpu_count() or 1
     t0 = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    cluster = None
+    if args.nodes > 1:
+        from ray.cluster_utils import Cluster
+
+        per_node = max(1, cpus // args.nodes)
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node,
+                                                                "include_dashboard": False})
+        for _ in range(args.nodes - 1):
+            cluster.add_node(num_cpus=per_node)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     startup = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         embed_texts(texts[:2], args.encoder, f"{tmp}/warm", progress=False)  # load weights once
@@ -53,9 +75,11 @@ def main() -> None:
                                 rows_per_task=args.rows_per_task)
         t_ray = time.perf_counter() - t0
     ray.shutdown()
+    if cluster is not None:
+        cluster.shutdown()
     cos = np.sum(local * report.vectors, axis=1)
-    print(f"{args.n} RouterDC texts, {args.encoder}, {os.cpu_count()} CPUs; Ray start-up "
-          f"{startup:.1f} s")
+    print(f"{args.n} RouterDC texts, {args.encoder}, {cpus} CPUs; Ray start-up "
+          f"{startup:.1f} s; {args.nodes} node(s), {report.nodes} of them embedded")
     print(f"local  : {args.n / t_local:7.2f} texts/s ({t_local:.1f} s)")
     print(f"ray    : {args.n / t_ray:7.2f} texts/s ({t_ray:.1f} s, includes the actors' model "
           f"load; actors={args.actors or 'one per CPU'}, cpus/actor={args.cpus_per_actor})")

@@ -178,6 +178,10 @@ def _ray_address(args: argparse.Namespace, positional: str) -> str | None:
     return address
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _check_ray_use(args: argparse.Namespace) -> None:
     if args.actors is not None and args.ray is None:
         raise BenchrouteError("--actors applies to --ray only")
@@ -214,7 +218,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         report = embed_with_ray(texts, args.encoder, args.store, address=address,
                                 actors=args.actors, progress=not args.quiet)
         print(f"{len(texts)} inputs: {report.cached} cached, {report.embedded} embedded on Ray "
-              f"in {time.perf_counter() - start:.1f} s -> {report.cache_folder}")
+              f"({_count(report.nodes, 'node')}) in {time.perf_counter() - start:.1f} s -> "
+              f"{report.cache_folder}")
         return 0
     cache.embed(texts, encoder, progress=not args.quiet)
     took = time.perf_counter() - start
@@ -551,17 +556,19 @@ def _route_to_file(args: argparse.Namespace, texts: list[str], candidates: list[
     policy = args.policy or "best"
     costs = _route_costs(args.prices, args.tokens)
     params = _read_params(args.param)
+    where = ""
     if args.ray is not None:
-        route_with_ray(texts, args.out, args.router, policy=policy, candidates=candidates,
-                       costs=costs, params=params, address=address, actors=args.actors,
-                       progress=not args.quiet, ood_alpha=args.ood_alpha,
-                       keep_duplicates=args.keep_duplicates)
+        report = route_with_ray(texts, args.out, args.router, policy=policy,
+                                candidates=candidates, costs=costs, params=params,
+                                address=address, actors=args.actors, progress=not args.quiet,
+                                ood_alpha=args.ood_alpha, keep_duplicates=args.keep_duplicates)
+        where = f" on Ray ({_count(report.nodes, 'node')})"
     else:
         frame = _load_router(args.router).route_table(texts, candidates=candidates, policy=policy,
                                                  costs=costs, ood_alpha=args.ood_alpha,
                                                  keep_duplicates=args.keep_duplicates, **params)
         write_routed([{"row": np.arange(len(frame)), **frame_columns(frame)}], args.out)
-    print(f"routed {len(texts)} inputs ({policy}) -> {args.out}")
+    print(f"routed {len(texts)} inputs ({policy}){where} -> {args.out}")
     return 0
 
 

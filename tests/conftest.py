@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# A Ray that a test starts listens on loopback only (Ray's default is the address other machines
+# reach it at). The variable is Ray's own, read when ray is first imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BENCHROUTE_SHARED", REPO.parent / "shared"))
 DATA = SHARED / "data"

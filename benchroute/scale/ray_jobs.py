@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +70,37 @@ def ray_session(address: str | None = None, progress: bool = False) -> Iterator[
     try:
         yield ray
     except ray.exceptions.RayError as exc:
-        # an actor that could not load the encoder or router, a lost node: the library's error,
-        # with Ray's message (which carries the worker's traceback)
-        raise BenchrouteError(f"the Ray job failed: {exc!s:.2000}") from exc
+        # an actor that could not load the encoder or router, a lost node: the library's error
+        raise BenchrouteError(f"the Ray job failed{_worker_error(str(exc))}") from exc
     finally:
         # the caller's own Ray Data settings come back
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = before
         if started:
             ray.shutdown()
+
+
+#: the node and the library's own error in a worker's traceback, as Ray passes it back as text
+#: (the exception object does not cross the process boundary through Ray Data)
+_WORKER_IP = re.compile(r"\(pid=\d+, ip=([^,)]+)")
+_LIBRARY_ERROR = re.compile(r"^benchroute\.exceptions\.\w+: (.+?)\s*\Z", re.M | re.S)
+
+
+def _worker_error(text: str) -> str:
+    """What to say after "the Ray job failed": on which node and, when the worker raised one of
+    the library's errors (a model missing on that node, an unreadable router folder), its
+    message alone; otherwise the end of Ray's text, where the worker's exception is."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    ip = _WORKER_IP.search(text)
+    where = f" on the node at {ip.group(1)}" if ip else ""
+    own = _LIBRARY_ERROR.search(text)
+    if own:
+        return f"{where}: {own.group(1)}"
+    return f"{where}: ...{text[-2000:]}" if len(text) > 2000 else f"{where}: {text}"
+
+
+def _nodes(batch: Mapping[str, np.ndarray]) -> set[str]:
+    """The Ray nodes that ran a batch's rows (each row carries its actor's node id)."""
+    return {str(n) for n in np.unique(batch["node"])}
 
 
 def _actors(ray: Any, actors: int | None, cpus_per_actor: float, blocks: int) -> int:
@@ -101,8 +125,11 @@ class EncodeBatch:
     of ``{"key", "text"}`` turned into ``{"key", "embedding"}``."""
 
     def __init__(self, encoder: str, batch_size: int, threads: int) -> None:
+        import ray
+
         from benchroute.embedding import get_encoder
 
+        self.node = ray.get_runtime_context().get_node_id()
         self.encoder = get_encoder(encoder)
         # ONNX Runtime would start one thread per core of the node in every actor; torch reads
         # OMP_NUM_THREADS, which Ray sets to the actor's CPUs
@@ -113,18 +140,21 @@ class EncodeBatch:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [str(t) for t in batch["text"]]
         vectors = self.encoder.encode(texts, batch_size=self.batch_size)
-        return {"key": batch["key"], "embedding": np.ascontiguousarray(vectors, dtype=np.float32)}
+        return {"key": batch["key"], "embedding": np.ascontiguousarray(vectors, dtype=np.float32),
+                "node": np.full(len(texts), self.node)}
 
 
 @dataclass(frozen=True)
 class EmbedReport:
     """What :func:`embed_with_ray` did: ``vectors`` (n, d) in input order, how many texts
-    were found in the cache and how many unique texts the cluster embedded."""
+    were found in the cache, how many unique texts the cluster embedded and on how many of
+    its nodes (0 when everything was cached)."""
 
     vectors: np.ndarray
     cached: int
     embedded: int
     cache_folder: Path
+    nodes: int = 0
 
 
 def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
@@ -163,6 +193,7 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
     for i, k in enumerate(keys):
         first.setdefault(k, i)
     todo = sorted((i for i in first.values() if items[i] not in cache), key=lambda i: len(items[i]))
+    nodes: set[str] = set()
     if todo:
         with ray_session(address, progress) as ray:
             blocks = -(-len(todo) // rows_per_task)
@@ -176,11 +207,13 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
                                 concurrency=pool, num_cpus=cpus_per_actor)
             for batch in ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"):
                 cache.put_keys([str(k) for k in batch["key"]], np.asarray(batch["embedding"]))
+                nodes |= _nodes(batch)
     vectors, found = cache.get_by_keys(keys)
     if not found.all():
         raise BenchrouteError(f"{int((~found).sum())} embeddings missing after the Ray job")
     new = {keys[i] for i in todo}
-    return EmbedReport(vectors, sum(k not in new for k in keys), len(todo), cache.folder)
+    return EmbedReport(vectors, sum(k not in new for k in keys), len(todo), cache.folder,
+                       len(nodes))
 
 
 # ---------------------------------------------------------------------- routing
@@ -191,6 +224,9 @@ class RouteBatch:
     def __init__(self, router: str | None, policy: str, candidates: list[str] | None,
                  costs: dict[str, float] | None, params: dict[str, Any],
                  ood_alpha: float | None = None, keep_duplicates: bool = False) -> None:
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()
         self.router = _open_router(router)
         self.policy, self.candidates, self.costs, self.params = policy, candidates, costs, params
         self.ood_alpha, self.keep_duplicates = ood_alpha, keep_duplicates
@@ -202,7 +238,18 @@ class RouteBatch:
             [str(t) for t in batch["text"]], policy=self.policy, candidates=self.candidates,
             costs=self.costs, ood_alpha=self.ood_alpha, keep_duplicates=self.keep_duplicates,
             **self.params)
-        return {"row": batch["row"], **frame_columns(frame)}
+        return {"row": batch["row"], **frame_columns(frame),
+                "node": np.full(len(frame), self.node)}
+
+
+@dataclass(frozen=True)
+class RouteReport:
+    """What :func:`route_with_ray` did: the routed file ``out``, its ``rows`` and the number
+    of Ray nodes that routed them."""
+
+    out: Path
+    rows: int
+    nodes: int
 
 
 def _open_router(folder: str | None) -> Any:
@@ -219,7 +266,7 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
                    params: Mapping[str, Any] | None = None, address: str | None = None,
                    actors: int | None = None, cpus_per_actor: float = 1.0,
                    rows_per_task: int = 256, progress: bool = False,
-                   ood_alpha: float | None = None, keep_duplicates: bool = False) -> Path:
+                   ood_alpha: float | None = None, keep_duplicates: bool = False) -> RouteReport:
     """Route every text with ``Router.route_table(..., policy=policy)`` on a Ray cluster and write
     ``out`` (parquet: ``row``, the text's position in ``texts``; ``model``; ``p``, its
     predicted P(m, x); ``cost``, its cost per call, 0 where none is known; ``ood_p``,
@@ -230,7 +277,8 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
     and its parameters are checked on the driver before the job starts. ``budget`` is refused:
     its choice for one input depends on the others, so batches would decide differently from
     the whole file (fix its price with :func:`benchroute.policies.budget_price` on a sample and
-    route with ``lagrangian`` instead). The file appears only when every row is done.
+    route with ``lagrangian`` instead). The file appears only when every row is done. Returns a
+    :class:`RouteReport`.
     """
     from benchroute.inputs import parse_texts
     from benchroute.ood import check_alpha
@@ -270,4 +318,4 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
                             batch_format="numpy", concurrency=pool, num_cpus=cpus_per_actor)
         parts.extend(ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"))
     write_routed(parts, out)
-    return out
+    return RouteReport(out, len(items), len(set().union(*map(_nodes, parts))))

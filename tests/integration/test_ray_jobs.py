@@ -42,11 +42,12 @@ def test_embed_equals_local_and_fills_the_cache(local_ray, tmp_path):
     report = embed_with_ray(texts, "hashing-64-12", tmp_path / "ray", actors=2, rows_per_task=8)
     local = embed_texts(texts, "hashing-64-12", tmp_path / "local")
     np.testing.assert_array_equal(report.vectors, local)
-    assert (report.cached, report.embedded) == (0, len(TEXTS))
+    assert (report.cached, report.embedded, report.nodes) == (0, len(TEXTS), 1)
     # the job's Ray Data settings do not outlive it
     assert ray.data.DataContext.get_current().execution_options.preserve_order is False
     again = embed_with_ray(texts + ["one more question"], "hashing-64-12", tmp_path / "ray")
     assert (again.cached, again.embedded) == (len(texts), 1)
+    assert embed_with_ray(texts, "hashing-64-12", tmp_path / "ray").nodes == 0  # all cached
     np.testing.assert_array_equal(again.vectors[:-1], local)
     # the vectors are in the cache a local run reads: nothing left to encode there
     assert embed_texts(texts, "hashing-64-12", tmp_path / "ray").shape == local.shape
@@ -59,9 +60,10 @@ def test_embed_equals_local_and_fills_the_cache(local_ray, tmp_path):
 ])
 def test_route_equals_router_route(local_ray, router_dir, tmp_path, policy, params, ood):
     texts = [f"task {i % 4} input {i}" for i in range(30)] + ["zebra quartz fjord nymph"]
-    out = route_with_ray(texts, tmp_path / "routed.parquet", router_dir, policy=policy,
-                         params=params, actors=2, rows_per_task=7, **ood)
-    got = pd.read_parquet(out)
+    report = route_with_ray(texts, tmp_path / "routed.parquet", router_dir, policy=policy,
+                            params=params, actors=2, rows_per_task=7, **ood)
+    assert (report.rows, report.nodes) == (len(texts), 1)
+    got = pd.read_parquet(report.out)
     want = Router.load(router_dir).route_table(texts, policy=policy, **params, **ood)
     if ood:
         assert want["ood_fallback"].any()               # the fallback is exercised
@@ -87,7 +89,7 @@ def test_cli_route_and_embed_on_ray(local_ray, router_dir, tmp_path, capsys):
     assert main(["route", "--ray", str(prompts), "--router", str(router_dir),
                  "--out", str(ray_out)]) == 0
     assert main(["route", str(prompts), "--router", str(router_dir), "--out", str(local_out)]) == 0
-    assert "routed 12 inputs (best)" in capsys.readouterr().out
+    assert "routed 12 inputs (best) on Ray (1 node) ->" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_parquet(ray_out), pd.read_parquet(local_out))
 
     table = tmp_path / "t.csv"
@@ -95,7 +97,7 @@ def test_cli_route_and_embed_on_ray(local_ray, router_dir, tmp_path, capsys):
         f"{t},{'c' if i < 6 else 'd'},{i % 2},{1 - i % 2}" for i, t in enumerate(TEXTS[:12])) + "\n")
     args = ["embed", str(table), "--encoder", "hashing-32-12", "--store", str(tmp_path / "c")]
     assert main([*args, "--ray", "--actors", "1"]) == 0
-    assert "0 cached, 12 embedded on Ray" in capsys.readouterr().out
+    assert "0 cached, 12 embedded on Ray (1 node)" in capsys.readouterr().out
     assert main(args) == 0
     assert "12 cached, 0 embedded" in capsys.readouterr().out
 
@@ -136,6 +138,8 @@ def test_a_failing_actor_is_a_library_error(local_ray, router_dir, tmp_path, mon
         return router
 
     monkeypatch.setattr(ray_jobs, "_open_router", open_then_remove)
-    with pytest.raises(BenchrouteError, match="the Ray job failed"):
+    with pytest.raises(BenchrouteError, match="the Ray job failed on the node at ") as err:
         route_with_ray(["task 1 input 1"], tmp_path / "o.parquet", copy, actors=1)
+    # the worker's own error, whole, without Ray's traceback around it
+    assert str(copy) in str(err.value) and "Traceback" not in str(err.value)
     assert not (tmp_path / "o.parquet").exists()
