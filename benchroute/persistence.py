@@ -45,6 +45,9 @@ from benchroute.ood import OODReference, scored_rows
 from benchroute.policies import cost_vector
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import PairParams, ReferencePairs
+from benchroute.sampling import task_queries
+from benchroute.shift import FEATURES, ShiftReference, fingerprints
+from benchroute.shift import reference_of as shift_reference_of
 from benchroute.stacking import METHOD_NAMES
 from benchroute.tuning import PerInputPredictor
 
@@ -184,6 +187,9 @@ def _write(router: Router, folder: Path) -> None:
         # the pool's OOD scores (those of the pairs' sample), so a load need not search for them
         rows = _ood_rows(router.predictor_.datasets_, ood.sample)
         arrays["ood_rows"], arrays["ood_scores"] = rows, ood.scores[rows]
+    shift = shift_reference_of(router)  # computed here when no selection has needed it yet
+    if shift is not None:
+        arrays.update(shift.arrays())
     np.savez(folder / "pool.npz", **arrays)  # type: ignore[arg-type]
     added = list(getattr(router, "added_", {}).values())
     if added:
@@ -418,7 +424,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     index = VectorIndex.load(folder / "index", mmap=mmap)
     if index.encoder_id != encoder:
         raise _fail(path, "encoder", f"the index's encoder {index.encoder_id!r}")
-    Y, npz_models, texts, ood = _read_pool(folder / "pool.npz", len(index), len(models))
+    Y, npz_models, texts, ood, shift = _read_pool(folder / "pool.npz", len(index), len(models))
     if npz_models != models:
         raise _fail(path, "models", f"the model list stored in pool.npz ({npz_models})")
     if (~np.isnan(Y) & ((Y < 0) | (Y > 1))).any() or np.isnan(Y).all():
@@ -444,6 +450,8 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     if known is not None:
         cap, seed = _pairs_sample(router)
         router.ood_reference_ = OODReference(router.predictor_, cap, seed, known=known)
+    if shift is not None:
+        router.shift_reference_ = _shift_reference(folder / "pool.npz", shift, router)
     router.per_input_ = None
     added = _added_names(path, meta.get("added"), models)
     _restore_routing(path, router, meta.get("routing"), models + added,
@@ -576,6 +584,48 @@ def _spot_check_reference(path: Path, router: Router, ood: np.ndarray | None = N
         raise BenchrouteError(f"{path.parent / 'pool.npz'}: field 'ood_scores' differs from "
                               f"what the index gives for task {task!r}'s inputs (the files come "
                               "from different routers?)")
+
+
+def _shift_reference(path: Path, arrays: dict[str, np.ndarray], router: Router
+                     ) -> ShiftReference:
+    """The saved form-shift reference, checked against the loaded pool: the pool's tasks in
+    order, finite values, and, for the smallest task (one search, as for the pairs), its
+    difference and neighbour tasks again from the index, and the fingerprints of its inputs
+    and of 256 seeded pool rows again from the texts."""
+    texts = router.texts_
+    if texts is None:
+        raise BenchrouteError(f"{path}: field 'shift_features' is saved without the pool's "
+                              "'texts' it is computed from")
+    ds = router.predictor_.datasets_
+    pool = sorted(set(ds.tolist()))
+    tasks = [str(t) for t in arrays["shift_tasks"]]
+    if tasks != (pool if len(pool) >= 2 else []):
+        raise BenchrouteError(f"{path}: field 'shift_tasks' must list the pool's {len(pool)} "
+                              "tasks in sorted order (none for a pool of one task)")
+    for name in ("shift_features", "shift_raw"):
+        if not np.isfinite(arrays[name]).all():
+            raise BenchrouteError(f"{path}: field {name!r} must be finite numbers")
+    if np.diagonal(arrays["shift_touched"]).any():
+        raise BenchrouteError(f"{path}: field 'shift_touched' says a task's neighbours came from "
+                              "itself, but each task is scored with itself left out")
+    ref = ShiftReference(router.predictor_, texts, router.n_neighbours, router.max_task_queries,
+                         router.seed, saved=arrays)
+    if not tasks:
+        return ref
+    task = min(tasks, key=lambda t: (int((ds == t).sum()), t))
+    rows = task_queries(np.flatnonzero(ds == task), task, router.max_task_queries, router.seed)
+    sample = np.random.default_rng(router.seed).choice(len(texts), min(256, len(texts)),
+                                                       replace=False)
+    check = np.union1d(rows, sample)
+    if not np.array_equal(fingerprints([texts[r] for r in check]), ref.F[check]):
+        raise BenchrouteError(f"{path}: field 'shift_features' differs from the fingerprints of "
+                              "the saved texts")
+    again, touched = ref.task_difference(task)
+    if not (np.allclose(again, ref.raw[task], rtol=0, atol=1e-9) and touched == ref.touched[task]):
+        raise BenchrouteError(f"{path}: fields 'shift_raw' and 'shift_touched' differ from what "
+                              f"the index gives for task {task!r} (the files come from different "
+                              "routers?)")
+    return ref
 
 
 def _added_names(path: Path, value: object, models: list[str]) -> list[str]:
@@ -721,29 +771,42 @@ def _routing_state(router: Router) -> dict[str, object]:
     return {"per_input": None if tuned is None else tuned.describe(), "costs": router.costs_}
 
 
+_SHIFT_ARRAYS = ("shift_features", "shift_tasks", "shift_raw", "shift_touched")
+
+
 def _read_pool(path: Path, n_rows: int, n_models: int
-               ) -> tuple[np.ndarray, list[str], list[str] | None, dict[str, np.ndarray] | None]:
-    """Labels (n_rows, n_models), model names, the pool's texts and OOD scores when saved, their
-    shapes checked from the headers against the index and router.json before anything is
-    decompressed."""
+               ) -> tuple[np.ndarray, list[str], list[str] | None, dict[str, np.ndarray] | None,
+                          dict[str, np.ndarray] | None]:
+    """Labels (n_rows, n_models), model names, the pool's texts, OOD scores and form-shift
+    reference when saved, their shapes checked from the headers against the index and
+    router.json before anything is decompressed."""
     shapes: dict[str, tuple[int | str, ...]] = {"Y": (n_rows, n_models), "models": (n_models,)}
+    nf = len(FEATURES)
     try:
         members = _members(path)
         if "texts.npy" in members:
             shapes["texts"] = (n_rows,)
         if "ood_rows.npy" in members or "ood_scores.npy" in members:
             shapes.update(ood_rows=("r",), ood_scores=("r",))
+        if any(f"{name}.npy" in members for name in _SHIFT_ARRAYS):
+            shapes.update(shift_features=(n_rows, nf), shift_tasks=("t",), shift_raw=("t", nf),
+                          shift_touched=("t", "t"))
         z = read_npz(path, shapes, kinds={"Y": "f", "models": "U", "texts": "U",
-                                          "ood_rows": "iu", "ood_scores": "f"})
+                                          "ood_rows": "iu", "ood_scores": "f",
+                                          "shift_features": "f", "shift_tasks": "U",
+                                          "shift_raw": "f", "shift_touched": "b"})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise BenchrouteError(f"{path}: unreadable or incomplete ({exc}); field 'Y' must be "
                               f"({n_rows}, {n_models}) floats (the index's rows, router.json's "
                               "models), 'models' their names, 'texts' (optional) one string "
                               "per row, 'ood_rows' and 'ood_scores' (optional, together) integers "
-                              "and floats of one length") from exc
+                              "and floats of one length, 'shift_features' (N, "
+                              f"{nf}), 'shift_tasks' (T,), 'shift_raw' (T, {nf}) and "
+                              "'shift_touched' (T, T) booleans (optional, together)") from exc
     texts = [str(t) for t in z["texts"]] if "texts" in z else None
     ood = {k: z[k] for k in ("ood_rows", "ood_scores")} if "ood_rows" in z else None
-    return z["Y"].astype(np.float32), [str(m) for m in z["models"]], texts, ood
+    shift = {k: z[k] for k in _SHIFT_ARRAYS} if "shift_raw" in z else None
+    return z["Y"].astype(np.float32), [str(m) for m in z["models"]], texts, ood, shift
 
 
 def _members(path: Path) -> list[str]:

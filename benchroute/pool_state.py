@@ -35,6 +35,7 @@ logger = logging.getLogger("benchroute.router")
 
 if TYPE_CHECKING:
     from benchroute.router import Router
+    from benchroute.shift import ShiftReference
 
 #: The probe strategy that won the cold-start comparison (docs/results.md, section 8).
 DEFAULT_PROBE = "spread"
@@ -57,6 +58,9 @@ class FittedPool:
     #: the pool's leave-one-task-out OOD scores, from the reference pass's searches (or a
     #: saved router); :func:`benchroute.ood.reference_of` recomputes it for a changed pool
     ood_reference_: OODReference
+    #: the pool tasks' form-shift statistics (:func:`benchroute.shift.reference_of` computes it
+    #: on first use or at save; a saved router brings it); absent without pool texts
+    shift_reference_: ShiftReference
 
 
 def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: list[str],

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,22 +136,57 @@ class ShiftReference:
     with more tasks left out, recomputing only the tasks whose neighbours those tasks touched."""
 
     def __init__(self, predictor: Any, texts: Sequence[str], n_neighbours: int,
-                 max_queries: int | None = None, seed: int = 0) -> None:
+                 max_queries: int | None = None, seed: int = 0,
+                 saved: Mapping[str, np.ndarray] | None = None) -> None:
         self.predictor = predictor
         self.queries = (max_queries, seed)  # each task's mean over a seeded sample of its inputs
         self.n_texts = len(texts)
         self.K = n_neighbours
-        self.F = fingerprints(texts)
         self.datasets = np.asarray(predictor.datasets_)
         self._memo: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
-        self.raw, self.touched = self._pass(())
-        logger.debug("form-shift reference: %d pool tasks", len(self.raw))
+        if saved is None:
+            self.F = fingerprints(texts)
+            self.raw, self.touched = self._pass(())
+            logger.debug("form-shift reference: %d pool tasks", len(self.raw))
+        else:  # what :meth:`arrays` saved, checked by the loader: no fingerprint, no search
+            self.F = np.asarray(saved["shift_features"], dtype=np.float64)
+            tasks = [str(t) for t in saved["shift_tasks"]]
+            touched = np.asarray(saved["shift_touched"], dtype=bool)
+            self.raw = {t: np.asarray(d, dtype=np.float64)
+                        for t, d in zip(tasks, saved["shift_raw"])}
+            self.touched = {t: frozenset(u for u, hit in zip(tasks, row) if hit)
+                            for t, row in zip(tasks, touched)}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The reference as arrays for a saved router's pool.npz (``shift_features`` (N, F),
+        ``shift_tasks`` (T,), ``shift_raw`` (T, F), ``shift_touched`` (T, T): which tasks each
+        task's neighbours came from), so a load neither fingerprints nor searches the pool."""
+        tasks = sorted(self.raw)
+        return {"shift_features": self.F, "shift_tasks": np.asarray(tasks, dtype=str),
+                "shift_raw": np.asarray([self.raw[t] for t in tasks],
+                                        dtype=np.float64).reshape(len(tasks), len(FEATURES)),
+                "shift_touched": np.asarray([[u in self.touched[t] for u in tasks]
+                                             for t in tasks], dtype=bool).reshape(len(tasks),
+                                                                                  len(tasks))}
+
+    def fits(self, router: Any) -> bool:
+        """Whether this is the reference of ``router``'s current pool and parameters: the
+        fingerprints and neighbours depend on the texts and the index, not on the labels, so
+        a changed model set (remove_model, a model added on every row) keeps it."""
+        texts = getattr(router, "texts_", None)
+        index = router.predictor_.index_
+        return (texts is not None and self.predictor.index_ is index
+                and self.n_texts == len(texts) == len(index) and router.n_neighbours == self.K
+                and self.sample == sample_key(router.max_task_queries, router.seed))
 
     @property
     def sample(self) -> tuple[int, int] | None:
         return sample_key(*self.queries)
 
-    def _task(self, task: str, exclude: Sequence[str]) -> tuple[np.ndarray, frozenset[str]]:
+    def task_difference(self, task: str, exclude: Sequence[str] = ()
+                        ) -> tuple[np.ndarray, frozenset[str]]:
+        """A pool task's mean difference to its neighbours with it and ``exclude`` left out,
+        and the tasks those neighbours came from."""
         rows = task_queries(np.flatnonzero(self.datasets == task), task, *self.queries)
         dist, nb = _search(self.predictor, self.predictor.index_.vectors(rows), self.K,
                            [task, *exclude])
@@ -166,7 +201,7 @@ class ShiftReference:
         if len(tasks) < 2:
             return raw, touched
         for task in tasks:
-            raw[task], touched[task] = self._task(task, exclude)
+            raw[task], touched[task] = self.task_difference(task, exclude)
         return raw, touched
 
     def scale(self, exclude: Sequence[str] = ()) -> np.ndarray:
@@ -183,7 +218,7 @@ class ShiftReference:
         if raw is None:
             left = set(key)
             tasks = sorted(set(self.raw) - left)
-            raw = {t: (self._task(t, key)[0] if self.touched[t] & left else self.raw[t])
+            raw = {t: (self.task_difference(t, key)[0] if self.touched[t] & left else self.raw[t])
                    for t in tasks} if len(tasks) >= 2 else {}
             if len(self._memo) >= _MEMO:
                 self._memo.pop(next(iter(self._memo)))
@@ -199,12 +234,7 @@ def reference_of(router: Any) -> ShiftReference | None:
     if texts is None:
         return None
     ref = getattr(router, "shift_reference_", None)
-    index = router.predictor_.index_
-    # fingerprints and neighbours depend on the texts and the index, not on the labels: a
-    # changed model set (remove_model, a model added on every row) keeps the reference
-    if (ref is None or ref.predictor.index_ is not index or ref.n_texts != len(texts)
-            or ref.n_texts != len(index) or router.n_neighbours != ref.K
-            or ref.sample != sample_key(router.max_task_queries, router.seed)):
+    if ref is None or not ref.fits(router):
         ref = ShiftReference(router.predictor_, texts, router.n_neighbours,
                              router.max_task_queries, router.seed)
         router.shift_reference_ = ref

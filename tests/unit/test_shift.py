@@ -213,3 +213,98 @@ def test_protocol_measures_the_same_path():
     assert bool(s3.shift_fell_back) and s3.model == sel.model == "a"
     assert s3.shift_p == pytest.approx(sel.shift.p_value)
     assert out[out.method == "S1"].iloc[0].model == "b"
+
+
+# ------------------------------------------------------------------ the saved reference
+@pytest.fixture()
+def saved(tmp_path):
+    router, data, X = fitted()
+    return router, data, X, router.save(tmp_path / "r")
+
+
+def _rewrite_pool(folder, change):  # type: ignore[no-untyped-def]
+    """Change pool.npz's arrays and re-sign router.json, as a tool that rewrites files would."""
+    from benchroute.persistence import _sha256, canonical_digest
+
+    with np.load(folder / "pool.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    np.savez(folder / "pool.npz", **arrays)
+    meta = json.loads((folder / "router.json").read_text())
+    meta["checksums"]["pool.npz"] = _sha256(folder / "pool.npz")
+    meta["digest"] = canonical_digest(meta)
+    (folder / "router.json").write_text(json.dumps(meta))
+
+
+def test_a_saved_router_brings_its_reference(saved, monkeypatch):
+    """A load neither fingerprints the pool nor searches it once per task: two searches in all
+    (the pairs' spot check and the shift's, on the same smallest task), and the loaded
+    reference is the one a fresh computation gives."""
+    from benchroute import shift
+    from benchroute.index import VectorIndex
+
+    router, data, X, folder = saved
+    searches, prints = [], []
+    search, fps = VectorIndex.search, shift.fingerprints
+    monkeypatch.setattr(VectorIndex, "search", lambda self, *a, **k: searches.append(1) or
+                        search(self, *a, **k))
+    monkeypatch.setattr(shift, "fingerprints", lambda texts: prints.append(len(texts)) or
+                        fps(texts))
+    loaded = Router.load(folder)
+    assert len(searches) == 2 and prints == []  # the spot check's fingerprints: persistence's
+    ref = shift.reference_of(loaded)
+    assert ref is loaded.shift_reference_ and len(searches) == 2
+    fresh = shift.ShiftReference(loaded.predictor_, loaded.texts_, loaded.n_neighbours,
+                                 loaded.max_task_queries, loaded.seed)
+    assert ref.raw.keys() == fresh.raw.keys() and ref.touched == fresh.touched
+    for task in fresh.raw:
+        np.testing.assert_allclose(ref.raw[task], fresh.raw[task], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(ref.F, fresh.F)
+    # and the selection of a held-out task reads the same
+    assert held_out(loaded, data, X).shift == held_out(router, data, X).shift
+
+
+def test_save_computes_the_reference_once(tmp_path):
+    from benchroute import shift
+
+    router, _, _ = fitted()
+    assert getattr(router, "shift_reference_", None) is None  # no selection yet
+    router.save(tmp_path / "r")
+    ref = router.shift_reference_
+    router.save(tmp_path / "r2")
+    assert router.shift_reference_ is ref and shift.reference_of(router) is ref
+
+
+def test_an_older_file_computes_it_on_first_use(saved):
+    from benchroute import shift
+
+    router, _, _, folder = saved
+    _rewrite_pool(folder, lambda a: [a.pop(k) for k in ("shift_features", "shift_tasks",
+                                                         "shift_raw", "shift_touched")])
+    loaded = Router.load(folder)
+    assert getattr(loaded, "shift_reference_", None) is None
+    ref = shift.reference_of(loaded)
+    assert ref.touched == router.shift_reference_.touched
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda a: a.pop("shift_raw"), "shift_raw"),
+    (lambda a: a.update(shift_tasks=a["shift_tasks"][::-1].copy()), "shift_tasks"),
+    (lambda a: a.update(shift_tasks=a["shift_tasks"][1:], shift_raw=a["shift_raw"][1:],
+                        shift_touched=a["shift_touched"][1:, 1:]), "shift_tasks"),
+    (lambda a: a.update(shift_features=a["shift_features"][1:]), "shift_features"),
+    (lambda a: a.update(shift_features=np.where(a["shift_features"] > 1, np.nan,
+                                                a["shift_features"])), "shift_features"),
+    (lambda a: a.update(shift_features=a["shift_features"] * 1.01), "shift_features"),
+    (lambda a: a.update(shift_touched=np.ones_like(a["shift_touched"])), "shift_touched"),
+    (lambda a: a.update(shift_touched=a["shift_touched"].astype(float)), "shift_touched"),
+    (lambda a: a.update(shift_raw=a["shift_raw"] + 0.5), "shift_raw"),  # the spot check
+    (lambda a: a.pop("texts"), "shift_features"),
+])
+def test_bad_shift_arrays_are_refused_naming_the_field(saved, change, field):
+    from benchroute.exceptions import BenchrouteError
+
+    *_, folder = saved
+    _rewrite_pool(folder, change)
+    with pytest.raises(BenchrouteError, match=rf"pool\.npz.*'{field}'"):
+        Router.load(folder)
