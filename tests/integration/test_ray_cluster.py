@@ -17,7 +17,6 @@ from benchroute.embedding import embed_texts
 from benchroute.exceptions import BenchrouteError
 from benchroute.router import Router
 from benchroute.scale.ray_jobs import embed_with_ray, route_with_ray
-from tests.unit.test_router import synthetic
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -50,15 +49,6 @@ def spread_small_jobs():
     ctx.wait_for_min_actors_s, ctx.execution_options.actor_locality_enabled = 120, False
     yield
     ctx.wait_for_min_actors_s, ctx.execution_options.actor_locality_enabled = before
-
-
-@pytest.fixture(scope="module")
-def router_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ray-cluster-router")
-    data, _ = synthetic(5)
-    Router(alphas=(0.0, 0.2), encoder="hashing-64-12",
-           cache_dir=str(folder / "cache")).fit(data).save(folder / "r")
-    return folder / "r"
 
 
 def test_embed_spreads_over_the_nodes(two_nodes, tmp_path):

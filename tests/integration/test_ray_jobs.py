@@ -11,7 +11,6 @@ from benchroute.embedding import embed_texts
 from benchroute.exceptions import BenchrouteError
 from benchroute.router import Router
 from benchroute.scale.ray_jobs import embed_with_ray, route_with_ray
-from tests.unit.test_router import synthetic
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -26,15 +25,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def router_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ray-router")
-    data, _ = synthetic(5)
-    Router(alphas=(0.0, 0.2), encoder="hashing-64-12",
-           cache_dir=str(folder / "cache")).fit(data).save(folder / "r")
-    return folder / "r"
 
 
 def test_embed_equals_local_and_fills_the_cache(local_ray, tmp_path):

@@ -152,15 +152,9 @@ def test_property_excluded_pairs_equal_a_refit(seed, n_tasks, per_task, fit_para
 
 
 def _rewrite_reference(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
-    import json
+    from tests.saved_router import rewrite_meta
 
-    from benchroute.persistence import canonical_digest
-
-    path = folder / "router.json"
-    meta = json.loads(path.read_text())
-    change(meta["reference"])
-    meta["digest"] = canonical_digest(meta)
-    path.write_text(json.dumps(meta))
+    rewrite_meta(folder, lambda meta: change(meta["reference"]))
 
 
 def test_routers_saved_before_pair_params_load_with_their_samples_seed(tmp_path):

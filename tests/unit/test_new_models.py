@@ -25,8 +25,8 @@ from benchroute.new_models import (
     probe_rows,
     task_quota,
 )
-from benchroute.persistence import canonical_digest
 from benchroute.router import Router
+from tests.saved_router import rewrite_meta
 
 KNOWN = ["m0", "m1", "m2"]
 ENC = "hashing-64-12"
@@ -372,12 +372,6 @@ def test_save_and_load_keep_added_models(world, tmp_path):
     pd.testing.assert_frame_equal(back.added_models(), r.added_models())
 
 
-def _rewrite(folder, change):
-    path = folder / "router.json"
-    meta = json.loads(path.read_text())
-    change(meta)
-    meta["digest"] = canonical_digest(meta)
-    path.write_text(json.dumps(meta))
 
 
 @pytest.mark.parametrize("change,match", [
@@ -387,7 +381,7 @@ def _rewrite(folder, change):
 ])
 def test_load_refuses_bad_added_fields(world, tmp_path, change, match):
     world[2].save(tmp_path / "r")
-    _rewrite(tmp_path / "r", change)
+    rewrite_meta(tmp_path / "r", change)
     with pytest.raises(BenchrouteError, match=match):
         Router.load(tmp_path / "r")
 
@@ -398,7 +392,7 @@ def test_load_refuses_bad_added_arrays(world, tmp_path):
     world[2].save(tmp_path / "r")
     np.savez(tmp_path / "r" / "added.npz", X0=np.ones((3, 5)), y0=np.ones(3))
     digest = hashlib.sha256((tmp_path / "r" / "added.npz").read_bytes()).hexdigest()
-    _rewrite(tmp_path / "r", lambda m: m["checksums"].__setitem__("added.npz", digest))
+    rewrite_meta(tmp_path / "r", lambda m: m["checksums"].__setitem__("added.npz", digest))
     with pytest.raises(BenchrouteError, match=r"added.npz: unreadable or incomplete \(field 'X0' has shape \(3, 5\)"):
         Router.load(tmp_path / "r")
     (tmp_path / "r" / "added.npz").write_bytes(b"junk")

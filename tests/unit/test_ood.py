@@ -9,6 +9,7 @@ import pytest
 from benchroute.exceptions import BenchrouteError
 from benchroute.ood import fall_back, neighbour_score, p_values, pool_scores, reference_of
 from benchroute.router import Router
+from tests.saved_router import rewrite_pool
 from tests.unit.test_router import MODELS, synthetic
 
 
@@ -191,22 +192,6 @@ def test_fit_gives_the_reference_its_own_search_would(cap):
     assert np.isfinite(got.scores[-1])  # the lonely task was searched for the reference
 
 
-def _rewrite_pool(folder, change):  # type: ignore[no-untyped-def]
-    """Change pool.npz's arrays and re-sign router.json, as a tool that rewrites files would."""
-    import json
-
-    from benchroute.persistence import _sha256, canonical_digest
-
-    with np.load(folder / "pool.npz") as z:
-        arrays = {k: z[k] for k in z.files}
-    change(arrays)
-    np.savez(folder / "pool.npz", **arrays)
-    meta = json.loads((folder / "router.json").read_text())
-    meta["checksums"]["pool.npz"] = _sha256(folder / "pool.npz")
-    meta["digest"] = canonical_digest(meta)
-    (folder / "router.json").write_text(json.dumps(meta))
-
-
 @pytest.fixture()
 def saved(tmp_path):
     from benchroute.embedding import HashingEncoder
@@ -235,7 +220,7 @@ def test_saved_router_loads_its_ood_reference_without_searching(saved, monkeypat
 
 def test_router_saved_without_ood_scores_computes_them_on_first_use(saved):
     router, folder = saved
-    _rewrite_pool(folder, lambda a: [a.pop("ood_rows"), a.pop("ood_scores")])
+    rewrite_pool(folder, lambda a: [a.pop("ood_rows"), a.pop("ood_scores")])
     loaded = Router.load(folder)
     assert getattr(loaded, "ood_reference_", None) is None
     np.testing.assert_array_equal(reference_of(loaded).scores, router.ood_reference_.scores)
@@ -251,6 +236,6 @@ def test_router_saved_without_ood_scores_computes_them_on_first_use(saved):
 ])
 def test_bad_ood_scores_are_refused_naming_the_field(saved, change, field):
     _, folder = saved
-    _rewrite_pool(folder, change)
+    rewrite_pool(folder, change)
     with pytest.raises(BenchrouteError, match=rf"pool\.npz.*'{field}'"):
         Router.load(folder)

@@ -14,6 +14,7 @@ from benchroute.reference import ReferencePairs
 from benchroute.router import Router
 from benchroute.selection import SelectionConfig, select
 from benchroute.shift import FEATURES, SHIFT_ALPHA, FormShift, fingerprints
+from tests.saved_router import rewrite_pool
 
 N_CLUSTERS, PER_TASK, D = 11, 20, 64  # D: the hashing-64 encoder's, for save/load
 
@@ -222,20 +223,6 @@ def saved(tmp_path):
     return router, data, X, router.save(tmp_path / "r")
 
 
-def _rewrite_pool(folder, change):  # type: ignore[no-untyped-def]
-    """Change pool.npz's arrays and re-sign router.json, as a tool that rewrites files would."""
-    from benchroute.persistence import _sha256, canonical_digest
-
-    with np.load(folder / "pool.npz") as z:
-        arrays = {k: z[k] for k in z.files}
-    change(arrays)
-    np.savez(folder / "pool.npz", **arrays)
-    meta = json.loads((folder / "router.json").read_text())
-    meta["checksums"]["pool.npz"] = _sha256(folder / "pool.npz")
-    meta["digest"] = canonical_digest(meta)
-    (folder / "router.json").write_text(json.dumps(meta))
-
-
 def test_a_saved_router_brings_its_reference(saved, monkeypatch):
     """A load neither fingerprints the pool nor searches it once per task: two searches in all
     (the pairs' spot check and the shift's, on the same smallest task), and the loaded
@@ -279,7 +266,7 @@ def test_an_older_file_computes_it_on_first_use(saved):
     from benchroute import shift
 
     router, _, _, folder = saved
-    _rewrite_pool(folder, lambda a: [a.pop(k) for k in ("shift_features", "shift_tasks",
+    rewrite_pool(folder, lambda a: [a.pop(k) for k in ("shift_features", "shift_tasks",
                                                          "shift_raw", "shift_touched")])
     loaded = Router.load(folder)
     assert getattr(loaded, "shift_reference_", None) is None
@@ -305,6 +292,6 @@ def test_bad_shift_arrays_are_refused_naming_the_field(saved, change, field):
     from benchroute.exceptions import BenchrouteError
 
     *_, folder = saved
-    _rewrite_pool(folder, change)
+    rewrite_pool(folder, change)
     with pytest.raises(BenchrouteError, match=rf"pool\.npz.*'{field}'"):
         Router.load(folder)
