@@ -217,9 +217,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
         report = embed_with_ray(texts, args.encoder, args.store, address=address,
                                 actors=args.actors, progress=not args.quiet)
-        print(f"{len(texts)} inputs: {report.cached} cached, {report.embedded} embedded on Ray "
-              f"({_count(report.nodes, 'node')}) in {time.perf_counter() - start:.1f} s -> "
-              f"{report.cache_folder}")
+        where = f"on Ray ({_count(report.nodes, 'node')})" if report.embedded else \
+            "(Ray not started)"
+        print(f"{len(texts)} inputs: {report.cached} cached, {report.embedded} embedded {where} "
+              f"in {time.perf_counter() - start:.1f} s -> {report.cache_folder}")
         return 0
     cache.embed(texts, encoder, progress=not args.quiet)
     took = time.perf_counter() - start

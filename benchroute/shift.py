@@ -184,15 +184,17 @@ class ShiftReference:
         return sample_key(*self.queries)
 
     def task_difference(self, task: str, exclude: Sequence[str] = ()
-                        ) -> tuple[np.ndarray, frozenset[str]]:
+                        ) -> tuple[np.ndarray, frozenset[str], np.ndarray]:
         """A pool task's mean difference to its neighbours with it and ``exclude`` left out,
-        and the tasks those neighbours came from."""
+        the tasks those neighbours came from, and the pool rows whose fingerprints it read
+        (the task's sampled inputs and their neighbours)."""
         rows = task_queries(np.flatnonzero(self.datasets == task), task, *self.queries)
         dist, nb = _search(self.predictor, self.predictor.index_.vectors(rows), self.K,
                            [task, *exclude])
         means, used = _neighbour_means(self.F, dist, nb, self.K)
-        touched = frozenset(self.datasets[used[used >= 0]].tolist())
-        return (self.F[rows] - means).mean(axis=0), touched
+        found = used[used >= 0]
+        touched = frozenset(self.datasets[found].tolist())
+        return (self.F[rows] - means).mean(axis=0), touched, np.union1d(rows, found)
 
     def _pass(self, exclude: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, frozenset[str]]]:
         tasks = sorted(set(self.datasets.tolist()) - set(exclude))
@@ -201,7 +203,7 @@ class ShiftReference:
         if len(tasks) < 2:
             return raw, touched
         for task in tasks:
-            raw[task], touched[task] = self.task_difference(task, exclude)
+            raw[task], touched[task], _ = self.task_difference(task, exclude)
         return raw, touched
 
     def scale(self, exclude: Sequence[str] = ()) -> np.ndarray:

@@ -79,22 +79,31 @@ def ray_session(address: str | None = None, progress: bool = False) -> Iterator[
             ray.shutdown()
 
 
-#: the node and the library's own error in a worker's traceback, as Ray passes it back as text
-#: (the exception object does not cross the process boundary through Ray Data)
+#: how Python joins the tracebacks of chained exceptions, as Ray passes them back as text (the
+#: exception objects do not cross the process boundary through Ray Data)
+_CHAIN = re.compile(r"\n\n(?:The above exception was the direct cause of the following exception|"
+                    r"During handling of the above exception, another exception occurred):\n\n")
 _WORKER_IP = re.compile(r"\(pid=\d+, ip=([^,)]+)")
-_LIBRARY_ERROR = re.compile(r"^benchroute\.exceptions\.\w+: (.+?)\s*\Z", re.M | re.S)
+#: a traceback's last line: the exception's class at the start of a line, then its message
+_RAY_ERROR = re.compile(r"^ray\.exceptions\.\w+: ", re.M)
+_LIBRARY_ERROR = re.compile(r"^benchroute(?:\.\w+)+: (.+?)\s*\Z", re.M | re.S)
 
 
 def _worker_error(text: str) -> str:
-    """What to say after "the Ray job failed": on which node and, when the worker raised one of
-    the library's errors (a model missing on that node, an unreadable router folder), its
-    message alone; otherwise the end of Ray's text, where the worker's exception is."""
+    """What to say after "the Ray job failed": on which node and, when the worker's failure is
+    one of the library's errors (a model missing on that node, an unreadable router folder),
+    its message alone; otherwise the end of Ray's text, where the worker's exception is.
+
+    The text is a chain of tracebacks, the last exception last; Ray Data wraps the worker's own
+    failure in ``ray.exceptions.UserCodeException``, so the failure is the last block that is
+    not Ray's."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     ip = _WORKER_IP.search(text)
     where = f" on the node at {ip.group(1)}" if ip else ""
-    own = _LIBRARY_ERROR.search(text)
-    if own:
-        return f"{where}: {own.group(1)}"
+    own = [b for b in _CHAIN.split(text) if not _RAY_ERROR.search(b)]
+    found = _LIBRARY_ERROR.search(own[-1]) if own else None
+    if found:
+        return f"{where}: {found.group(1)}"
     return f"{where}: ...{text[-2000:]}" if len(text) > 2000 else f"{where}: {text}"
 
 

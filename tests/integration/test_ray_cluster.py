@@ -39,16 +39,15 @@ def two_nodes():
 
 
 @pytest.fixture(autouse=True)
-def spread_small_jobs():
-    """Ray Data hands blocks to the pool's actors as they come up, and prefers the actor on the
-    node that holds a block (the driver's): a job of a few blocks may run on one node. These
-    jobs are a few blocks long, so the pool starts every actor first and ignores locality:
-    what is tested is that work crossing nodes comes back whole and counted."""
+def all_actors_first():
+    """Ray Data hands blocks to the pool's actors as they come up, so a job of a few blocks may
+    finish on the first actor before the second has started; here the pool starts every actor
+    first, so that what is tested is that work crossing nodes comes back whole and counted."""
     ctx = ray.data.DataContext.get_current()
-    before = ctx.wait_for_min_actors_s, ctx.execution_options.actor_locality_enabled
-    ctx.wait_for_min_actors_s, ctx.execution_options.actor_locality_enabled = 120, False
+    before = ctx.wait_for_min_actors_s
+    ctx.wait_for_min_actors_s = 120
     yield
-    ctx.wait_for_min_actors_s, ctx.execution_options.actor_locality_enabled = before
+    ctx.wait_for_min_actors_s = before
 
 
 def test_embed_spreads_over_the_nodes(two_nodes, tmp_path):
@@ -80,13 +79,14 @@ def test_route_spreads_over_the_nodes(two_nodes, router_dir, tmp_path):
 
 def test_cli_joins_the_cluster_by_address(two_nodes, router_dir, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
-    # 600 prompts: three tasks of the CLI's 256 rows, for two actors
-    prompts.write_text("\n".join(f"task {i % 4} input {i}" for i in range(600)) + "\n")
+    # 3,000 prompts: 12 blocks of the CLI's 256 rows; with fewer, Ray Data may keep them all on
+    # the actor beside the driver (it prefers the node that holds a block)
+    prompts.write_text("\n".join(f"task {i % 4} input {i}" for i in range(3000)) + "\n")
     out = tmp_path / "routed.parquet"
     assert main(["-q", "route", str(prompts), "--ray", two_nodes, "--router", str(router_dir),
                  "--actors", "2", "--out", str(out)]) == 0
-    assert "routed 600 inputs (best) on Ray (2 nodes) ->" in capsys.readouterr().out
-    assert len(pd.read_parquet(out)) == 600
+    assert "routed 3000 inputs (best) on Ray (2 nodes) ->" in capsys.readouterr().out
+    assert len(pd.read_parquet(out)) == 3000
 
 
 @pytest.mark.real_model

@@ -34,3 +34,27 @@ def test_other_errors_keep_the_end_of_the_text():
 
 def test_no_node_in_the_text():
     assert _worker_error("the actor died unexpectedly") == ": the actor died unexpectedly"
+
+
+def test_a_failure_in_a_batch_is_found_under_rays_wrapper():
+    """Ray's own text (Ray 2.60, kept verbatim but for the script's path) for a batch whose
+    ``__call__`` raised the library's error while handling a KeyError: the message is the
+    library's, whole, without the KeyError before it or Ray's UserCodeException after it."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "ray_chained_error.txt").read_text()
+    assert _worker_error(text) == (" on the node at 127.0.0.1: batch failed: bad candidate 'x'\n"
+                                   "second line")
+
+
+def test_the_outer_error_wins_over_a_library_error_it_was_raised_from():
+    inner = TRACE + "benchroute.exceptions.BenchrouteError: the inner one\n"
+    chain = ("\n\nThe above exception was the direct cause of the following exception:\n\n"
+             + HEAD + TRACE + "RuntimeError: the real failure\n")
+    said = _worker_error(HEAD + inner + chain)
+    assert "the real failure" in said and said.startswith(" on the node at 10.0.0.7: ")
+
+
+def test_library_errors_of_any_module_are_recognised():
+    text = HEAD + TRACE + "benchroute.serve.entry.EntryError: bad entry in /etc/x.json\n"
+    assert _worker_error(text) == " on the node at 10.0.0.7: bad entry in /etc/x.json"

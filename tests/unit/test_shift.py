@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from benchroute import BenchmarkData
+from benchroute.exceptions import BenchrouteError
 from benchroute.reference import ReferencePairs
 from benchroute.router import Router
 from benchroute.selection import SelectionConfig, select
@@ -289,9 +290,46 @@ def test_an_older_file_computes_it_on_first_use(saved):
     (lambda a: a.pop("texts"), "shift_features"),
 ])
 def test_bad_shift_arrays_are_refused_naming_the_field(saved, change, field):
-    from benchroute.exceptions import BenchrouteError
-
     *_, folder = saved
     rewrite_pool(folder, change)
     with pytest.raises(BenchrouteError, match=rf"pool\.npz.*'{field}'"):
         Router.load(folder)
+
+
+def test_fingerprints_rounded_otherwise_still_load(saved):
+    """Another CPU's log1p may differ in the last bit (NumPy's AVX-512 code against the C
+    library's): the saved fingerprints are compared up to rounding, not bit for bit."""
+    *_, folder = saved
+    rewrite_pool(folder, lambda a: a.update(shift_features=a["shift_features"]
+                                            * (1 + 4 * np.finfo(np.float64).eps)))
+    Router.load(folder)
+
+
+def test_the_spot_tasks_neighbours_fingerprints_are_checked(saved):
+    """The rows the smallest task's neighbours come from are recomputed too, not only a
+    sample."""
+    router, *_, folder = saved
+    ref = router.shift_reference_
+    ds = router.predictor_.datasets_
+    task = min(ref.raw, key=lambda t: (int((ds == t).sum()), t))
+    _, _, read = ref.task_difference(task)
+    neighbours = np.setdiff1d(read, np.flatnonzero(ds == task))
+    sample = np.random.default_rng(router.seed).choice(len(ds), min(256, len(ds)), replace=False)
+    unsampled = np.setdiff1d(neighbours, sample)
+    assert len(unsampled)  # rows only the neighbour check covers
+
+    def change(a):  # type: ignore[no-untyped-def]
+        a["shift_features"] = a["shift_features"].copy()
+        a["shift_features"][unsampled[0], 0] += 0.5
+
+    rewrite_pool(folder, change)
+    with pytest.raises(BenchrouteError, match=r"pool\.npz.*'shift_features'"):
+        Router.load(folder)
+
+
+def test_save_refuses_texts_ending_in_nul(tmp_path):
+    router, _, _ = fitted()
+    router.texts_ = [*router.texts_[:-1], router.texts_[-1] + "\x00"]
+    with pytest.raises(BenchrouteError, match="1 pool text.*NUL.*row 459"):
+        router.save(tmp_path / "r")
+    assert not (tmp_path / "r").exists()
