@@ -3,6 +3,8 @@ the number of models and the number of prompts grow.
 
     python benchmarks/growth.py [--sizes 1000 10000 100000] [--models 2 10 100 1000]
                                 [--prompts 100 1000 10000] [--plot results/growth/growth.png]
+    python benchmarks/growth.py --cap 2000 --sizes 10000 100000 1000000 --models --prompts
+                                --no-embed --plot results/growth/growth_capped.png
 
 Synthetic pools (768-d unit vectors around N/100 cluster centres, 10 tasks, labels Bernoulli
 draws of each model's skill on a cluster, 10 % missing; as in ``large_pool.py``), default
@@ -17,7 +19,9 @@ pools finish on two cores. Measured in one run:
   per-text work does not depend on the pool, and the cache embeds an input once.
 
 Pool sizes vary at 10 models, model counts at N = 10,000, prompt counts at N = 10,000 and 10
-models. Prints a table and, with ``--plot``, draws seconds against each axis (log-log).
+models. ``--cap Q`` fits the pool-size axis with ``max_task_queries = Q`` (each task's Q
+sampled inputs scored in the leave-one-task-out passes: what makes a 1M-input fit possible).
+Prints a table and, with ``--plot``, draws seconds against each axis measured (log-log).
 """
 
 from __future__ import annotations
@@ -90,8 +94,10 @@ def embed_rate() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
-    ap.add_argument("--models", type=int, nargs="+", default=[2, 10, 100, 1000])
-    ap.add_argument("--prompts", type=int, nargs="+", default=[100, 1000, 10_000])
+    ap.add_argument("--models", type=int, nargs="*", default=[2, 10, 100, 1000])
+    ap.add_argument("--prompts", type=int, nargs="*", default=[100, 1000, 10_000])
+    ap.add_argument("--cap", type=int, default=None,
+                    help="max_task_queries for the pool-size axis (default: every input)")
     ap.add_argument("--no-embed", action="store_true", help="skip the encoder measurement")
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args()
@@ -108,18 +114,22 @@ def main() -> None:
         print(f"{axis:<8} {value:>8} {parts['embed']:9.0f} {parts['index']:8.2f} "
               f"{parts['reference']:12.2f} {parts['tuning']:9.2f} {parts['route']:16.3f}", flush=True)
 
+    capped = {} if args.cap is None else {"max_task_queries": args.cap}
     for n in args.sizes:
         X, Y, Q, ds = pool(n, 10)
-        parts, router = fit_parts(X, Y, ds)
+        parts, router = fit_parts(X, Y, ds, **capped)
         parts["route"] = route_ms(router, Q[:1000])
         report("pool", n, n, parts)
+        del X, Y, Q, ds, router
+        gc.collect()
     for m in args.models:
         X, Y, Q, ds = pool(10_000, m)
         parts, router = fit_parts(X, Y, ds)
         parts["route"] = route_ms(router, Q[:1000])
         report("models", m, 10_000, parts)
-    X, Y, Q, ds = pool(10_000, 10)
-    parts, router = fit_parts(X, Y, ds)
+    if args.prompts:
+        X, Y, Q, ds = pool(10_000, 10)
+        parts, router = fit_parts(X, Y, ds)
     for r in args.prompts:
         t0 = time.perf_counter()
         router.route_embedded(Q[:r])
@@ -128,19 +138,23 @@ def main() -> None:
               f"embedding them: {r / rate if rate else float('nan'):.0f} s)", flush=True)
         rows.append(("prompts", r, {"route_total": total, "embed": r / rate if rate else np.nan}))
     if args.plot:
-        plot(rows, args.plot)
+        plot(rows, args.plot, args.cap)
 
 
-def plot(rows: list[tuple[str, int, dict[str, float]]], out: Path) -> None:
+def plot(rows: list[tuple[str, int, dict[str, float]]], out: Path, cap: int | None = None
+         ) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, axis, xlabel in zip(axes, ("pool", "models", "prompts"),
-                                ("pooled inputs N (10 models)", "models M (N = 10,000)",
-                                 "prompts routed (N = 10,000, 10 models)")):
+    labels = {"pool": "pooled inputs N (10 models)" + ("" if cap is None else
+                                                        f", max_task_queries = {cap}"),
+              "models": "models M (N = 10,000)", "prompts": "prompts routed (N = 10,000, 10 models)"}
+    present = [a for a in labels if any(r[0] == a for r in rows)]
+    fig, axes = plt.subplots(1, len(present), figsize=(4.4 * len(present), 4), squeeze=False)
+    for ax, axis in zip(axes[0], present):
+        xlabel = labels[axis]
         sel = [(v, p) for a, v, p in rows if a == axis]
         xs = [v for v, _ in sel]
         keys = ("route_total", "embed") if axis == "prompts" else \

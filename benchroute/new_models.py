@@ -30,8 +30,9 @@ the out-of-fold Brier score after a two-parameter Platt map, so that the choice 
 toward the most borrowing candidate; ``cal`` is that Platt map of the chosen candidate, shrunk
 toward the identity. With few labels the new model is "the average
 known model, shifted and sharpened", and it leans on particular known models, then on its own
-labels, as labels accumulate. Fewer than ``min_labels`` labels, or labels that never vary, give
-the label mean ȳ, with a warning and ``fallback`` set.
+labels, as labels accumulate. Fewer than ``min_labels`` labels give the label mean ȳ, with a
+warning and ``fallback`` set; labels that never vary give the average known model at the
+smoothed level (Σy + 1)/(L + 2), with a warning (they tell the level, not the ranking).
 
 Features at a pool input never use that input's own labels (neighbours at distance 0 are left
 out), so an estimator trained on labelled pool inputs sees the features a new input would have.
@@ -247,6 +248,9 @@ class BorrowingFit:
         what = (f"logistic on the known models' logits, penalty {self.value:g}"
                 if self.part == "logistic" else
                 f"similarity-weighted known models, temperature {self.value:g}")
+        if self.cv.startswith("none"):  # labels that never vary: nothing was chosen
+            return (f"{self.n_labels} labels: the average known model, chosen by {self.cv}; "
+                    f"in-sample Brier {self.cv_brier:.4f}")
         return (f"{self.n_labels} labels: {what}, own kNN k = {self.k}, borrowing weight "
                 f"{self.mix:g} (chosen by {self.cv}); out-of-fold Brier {self.cv_brier:.4f} "
                 "after its Platt map")
@@ -391,12 +395,8 @@ class BorrowingPredictor:
             raise BenchrouteError("labels must be numbers in [0, 1] (no NaN)")
         self.V_, self.y_ = V, y
         mean = float(y.mean())
-        reason = None
         if len(y) < self.min_labels:
             reason = f"fewer than min_labels = {self.min_labels} labels"
-        elif y.min() == y.max():
-            reason = "every label is the same"
-        if reason is not None:
             warnings.warn(f"P(new, x) is the label mean {mean:.3f} of {len(y)} labels: {reason}; "
                           "label more inputs to borrow from the known models",
                           UserWarning, stacklevel=2)
@@ -404,6 +404,8 @@ class BorrowingPredictor:
             self.fit_ = BorrowingFit(len(y), mean, "none", math.nan, 0, 0.0, "none",
                                      float(np.mean((y - mean) ** 2)), hits, reason)
             return self
+        if y.min() == y.max():
+            return self._level_only(F, y)
         fold, how = fold_ids(len(y), None, self.folds, self.seed)
         mixes = list(self.mixes)
         ks = sorted({int(k) for k in self.ks})
@@ -450,6 +452,31 @@ class BorrowingPredictor:
         self.platt_ = best_platt
         hits = float(np.sum((P_oof > self.threshold) == (y > self.threshold)))
         self.fit_ = BorrowingFit(len(y), mean, self.kind_, self.value_, k, w, how, best, hits)
+        logger.info("borrowing predictor: %s", self.fit_.summary())
+        return self
+
+    def _level_only(self, F: np.ndarray, y: np.ndarray) -> BorrowingPredictor:
+        """Labels that never vary say nothing about which inputs are harder, only about the
+        level, so the known models still give the ranking: the average known model (λ = ∞,
+        slope 1), shifted so that its mean logit over the labelled inputs is that of the
+        smoothed label mean (Σy + 1) / (L + 2), which is never 0 or 1. No cross-validation
+        (there is nothing to choose between) and no Platt map."""
+        n = len(y)
+        level = (float(y.sum()) + 1.0) / (n + 2.0)
+        zbar = logits(F).mean(axis=1)
+        a = float(np.log(level / (1 - level)) - zbar.mean())
+        self.kind_, self.value_, self.k_, self.mix_ = "logistic", math.inf, 0, 1.0
+        self.part_ = {"beta": np.array([a, 1.0])}
+        self.res_ = np.zeros(n)
+        self.platt_ = np.array([0.0, 1.0])
+        P = self._borrow_predict(self.kind_, self.value_, self.part_, F)
+        how = f"none: every label is {y[0]:g}, so the level (L + 1)/(L + 2) = {level:.3f}"
+        warnings.warn(f"every one of the {n} labels is {y[0]:g}: P(new, x) ranks inputs as the "
+                      f"average known model does, at the level {level:.3f}; label inputs where "
+                      "the new model may fail to learn more", UserWarning, stacklevel=3)
+        self.fit_ = BorrowingFit(n, float(y.mean()), "logistic", math.inf, 0, 1.0, how,
+                                 float(np.mean((P - y) ** 2)),
+                                 float(np.sum((self.threshold < P) == (y > self.threshold))))
         logger.info("borrowing predictor: %s", self.fit_.summary())
         return self
 

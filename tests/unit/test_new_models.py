@@ -26,6 +26,7 @@ from benchroute.new_models import (
     task_quota,
 )
 from benchroute.router import Router
+from benchroute.stacking import EPS, logits
 from tests.saved_router import rewrite_meta
 
 KNOWN = ["m0", "m1", "m2"]
@@ -148,15 +149,33 @@ def test_similarity_weights_find_the_copied_model():
     assert pred.weights_[0] > 0.9
 
 
-@pytest.mark.parametrize("labels,reason", [([1.0, 0.0, 1.0], "fewer than min_labels"),
-                                           ([1.0] * 12, "every label is the same")])
-def test_fallback_to_the_label_mean_is_said(labels, reason):
-    y = np.array(labels)
+def test_fallback_to_the_label_mean_is_said():
+    y = np.array([1.0, 0.0, 1.0])
     P, V, _, _ = synthetic_arrays(0, n=len(y))
     with pytest.warns(UserWarning, match="label mean"):
         pred = BorrowingPredictor().fit(P, V, y)
-    assert pred.fit_.fallback is not None and reason in pred.fit_.fallback
+    assert pred.fit_.fallback is not None and "fewer than min_labels" in pred.fit_.fallback
     np.testing.assert_allclose(pred.predict_proba(P, V), y.mean())
+
+
+@pytest.mark.parametrize("value", [1.0, 0.0])
+def test_labels_that_never_vary_keep_the_known_models_ranking(value):
+    """Twelve equal labels set the level, not the order: P ranks inputs as the average known
+    model does (the mean of their logits), at a mean logit that is the smoothed level's."""
+    from scipy.special import expit, logit
+
+    y = np.full(12, value)
+    P, V, _, _ = synthetic_arrays(0, n=12)
+    Q, W, _, _ = synthetic_arrays(1, n=200)
+    with pytest.warns(UserWarning, match=f"every one of the 12 labels is {value:g}"):
+        pred = BorrowingPredictor().fit(P, V, y)
+    assert pred.fit_.fallback is None and pred.fit_.cv.startswith("none: every label is")
+    level = (y.sum() + 1) / 14
+    got = pred.predict_proba(Q, W)
+    want = expit(logit(level) - logits(P).mean(axis=1).mean() + logits(Q).mean(axis=1))
+    # clipped to [EPS, 1 - EPS] like every candidate's output
+    np.testing.assert_allclose(got, np.clip(want, EPS, 1 - EPS))
+    assert len(np.unique(got)) > 100 and "average known model" in pred.fit_.summary()
 
 
 @pytest.mark.parametrize("kwargs,match", [({"lambdas": (0.0,)}, "lambdas"),
