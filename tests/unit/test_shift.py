@@ -302,7 +302,8 @@ def test_fingerprints_rounded_otherwise_still_load(saved):
     *_, folder = saved
     rewrite_pool(folder, lambda a: a.update(shift_features=a["shift_features"]
                                             * (1 + 4 * np.finfo(np.float64).eps)))
-    Router.load(folder)
+    loaded = Router.load(folder)
+    assert loaded.shift_reference_.F.shape == (len(loaded.texts_), len(FEATURES))
 
 
 def test_the_spot_tasks_neighbours_fingerprints_are_checked(saved):
