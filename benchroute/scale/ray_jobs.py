@@ -131,7 +131,8 @@ def _check_sizes(**sizes: object) -> None:
 # ---------------------------------------------------------------------- embedding
 class EncodeBatch:
     """Ray Data actor: the encoder built once per actor from its name, then batch after batch
-    of ``{"key", "text"}`` turned into ``{"key", "embedding"}``."""
+    of ``{"key", "text"}`` turned into ``{"key", "embedding", "node"}`` (the Ray node that
+    embedded it, for :attr:`EmbedReport.nodes`)."""
 
     def __init__(self, encoder: str, batch_size: int, threads: int) -> None:
         import ray
@@ -228,7 +229,8 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
 # ---------------------------------------------------------------------- routing
 class RouteBatch:
     """Ray Data actor: the router loaded once per actor (its folder, or the bundled pack's
-    default), then ``Router.route_table(texts, policy=...)`` per batch."""
+    default), then ``Router.route_table(texts, policy=...)`` per batch, each row tagged with
+    the Ray node that routed it (for :attr:`RouteReport.nodes`)."""
 
     def __init__(self, router: str | None, policy: str, candidates: list[str] | None,
                  costs: dict[str, float] | None, params: dict[str, Any],
