@@ -152,7 +152,8 @@ def plot(rows: list[tuple[str, int, dict[str, float]]], out: Path, cap: int | No
                                                         f", max_task_queries = {cap}"),
               "models": "models M (N = 10,000)", "prompts": "prompts routed (N = 10,000, 10 models)"}
     present = [a for a in labels if any(r[0] == a for r in rows)]
-    fig, axes = plt.subplots(1, len(present), figsize=(4.4 * len(present), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(present), figsize=(max(5.6, 4.4 * len(present)), 4),
+                             squeeze=False)
     for ax, axis in zip(axes[0], present):
         xlabel = labels[axis]
         sel = [(v, p) for a, v, p in rows if a == axis]
