@@ -470,7 +470,7 @@ class BorrowingPredictor:
         self.res_ = np.zeros(n)
         self.platt_ = np.array([0.0, 1.0])
         P = self._borrow_predict(self.kind_, self.value_, self.part_, F)
-        how = f"none: every label is {y[0]:g}, so the level (L + 1)/(L + 2) = {level:.3f}"
+        how = f"none: every label is {y[0]:g}, so the level (Σy + 1)/(L + 2) = {level:.3f}"
         warnings.warn(f"every one of the {n} labels is {y[0]:g}: P(new, x) ranks inputs as the "
                       f"average known model does, at the level {level:.3f}; label inputs where "
                       "the new model may fail to learn more", UserWarning, stacklevel=3)
