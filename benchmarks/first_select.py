@@ -26,8 +26,7 @@ from _common import SHARED
 
 from benchroute import load
 from benchroute.router import Router
-
-SHIFT_ARRAYS = ("shift_features", "shift_tasks", "shift_raw", "shift_touched")
+from benchroute.shift import SAVED_ARRAYS
 
 
 def without_shift(folder: Path, to: Path) -> None:
@@ -38,7 +37,7 @@ def without_shift(folder: Path, to: Path) -> None:
 
     shutil.copytree(folder, to)
     with np.load(to / "pool.npz") as z:
-        arrays = {k: z[k] for k in z.files if k not in SHIFT_ARRAYS}
+        arrays = {k: z[k] for k in z.files if k not in SAVED_ARRAYS}
     np.savez(to / "pool.npz", **arrays)
     meta = json.loads((to / "router.json").read_text())
     meta["checksums"]["pool.npz"] = _sha256(to / "pool.npz")

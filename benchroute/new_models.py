@@ -229,6 +229,8 @@ class BorrowingFit:
     the own-label neighbours, ``mix`` the weight w of the borrowing part; ``cv_brier`` is the
     out-of-fold Brier score of the chosen mix, ``cv_hits`` how many out-of-fold binary
     predictions were right (for p̂ of S3). ``fallback`` says the label mean was used, and why.
+    ``level_only``: the labels never varied, so nothing was chosen: the average known model at
+    the smoothed level, with ``cv_brier`` and ``cv_hits`` in-sample.
     """
 
     n_labels: int
@@ -241,16 +243,17 @@ class BorrowingFit:
     cv_brier: float
     cv_hits: float
     fallback: str | None = None
+    level_only: bool = False
 
     def summary(self) -> str:
         if self.fallback:
             return f"label mean {self.label_mean:.3f} of {self.n_labels} labels ({self.fallback})"
+        if self.level_only:
+            return (f"{self.n_labels} labels: the average known model, chosen by {self.cv}; "
+                    f"in-sample Brier {self.cv_brier:.4f}")
         what = (f"logistic on the known models' logits, penalty {self.value:g}"
                 if self.part == "logistic" else
                 f"similarity-weighted known models, temperature {self.value:g}")
-        if self.cv.startswith("none"):  # labels that never vary: nothing was chosen
-            return (f"{self.n_labels} labels: the average known model, chosen by {self.cv}; "
-                    f"in-sample Brier {self.cv_brier:.4f}")
         return (f"{self.n_labels} labels: {what}, own kNN k = {self.k}, borrowing weight "
                 f"{self.mix:g} (chosen by {self.cv}); out-of-fold Brier {self.cv_brier:.4f} "
                 "after its Platt map")
@@ -260,7 +263,7 @@ class BorrowingFit:
                 "part": self.part, "value": None if not math.isfinite(self.value) else self.value,
                 "k": self.k, "mix": self.mix,
                 "cv": self.cv, "cv_brier": self.cv_brier, "cv_hits": self.cv_hits,
-                "fallback": self.fallback}
+                "fallback": self.fallback, "level_only": self.level_only}
 
 
 class BorrowingPredictor:
@@ -463,11 +466,9 @@ class BorrowingPredictor:
         (there is nothing to choose between) and no Platt map."""
         n = len(y)
         level = (float(y.sum()) + 1.0) / (n + 2.0)
-        zbar = logits(F).mean(axis=1)
-        a = float(np.log(level / (1 - level)) - zbar.mean())
+        a = _level(logits(F).mean(axis=1), np.array([level]))
         self.kind_, self.value_, self.k_, self.mix_ = "logistic", math.inf, 0, 1.0
         self.part_ = {"beta": np.array([a, 1.0])}
-        self.res_ = np.zeros(n)
         self.platt_ = np.array([0.0, 1.0])
         P = self._borrow_predict(self.kind_, self.value_, self.part_, F)
         how = f"none: every label is {y[0]:g}, so the level (Σy + 1)/(L + 2) = {level:.3f}"
@@ -476,7 +477,8 @@ class BorrowingPredictor:
                       "the new model may fail to learn more", UserWarning, stacklevel=3)
         self.fit_ = BorrowingFit(n, float(y.mean()), "logistic", math.inf, 0, 1.0, how,
                                  float(np.mean((P - y) ** 2)),
-                                 float(np.sum((self.threshold < P) == (y > self.threshold))))
+                                 float(np.sum((self.threshold < P) == (y > self.threshold))),
+                                 level_only=True)
         logger.info("borrowing predictor: %s", self.fit_.summary())
         return self
 

@@ -45,7 +45,7 @@ from benchroute.ood import OODReference, scored_rows
 from benchroute.policies import cost_vector
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import PairParams, ReferencePairs
-from benchroute.shift import FEATURES, ShiftReference, fingerprints
+from benchroute.shift import FEATURES, SAVED_ARRAYS, ShiftReference, fingerprints
 from benchroute.shift import reference_of as shift_reference_of
 from benchroute.stacking import METHOD_NAMES
 from benchroute.tuning import PerInputPredictor
@@ -556,6 +556,11 @@ def _ood_scores(path: Path, ood: dict[str, np.ndarray] | None, router: Router
     return out
 
 
+def _smallest_task(datasets: np.ndarray, tasks: list[str]) -> str:
+    """The task of fewest pool inputs (then by name): the spot checks' one search stays cheap."""
+    return min(set(tasks), key=lambda t: (int((datasets == t).sum()), t))
+
+
 def _spot_check_reference(path: Path, router: Router, ood: np.ndarray | None = None) -> None:
     """The α = 0 pair of the smallest task, computed again from the loaded index and pool, must
     be the stored one: an index or pool from another router (or vectors moved between rows)
@@ -568,7 +573,7 @@ def _spot_check_reference(path: Path, router: Router, ood: np.ndarray | None = N
     if not at_zero.any():
         return
     ds = router.predictor_.datasets_
-    task = min(set(ref.task[at_zero].tolist()), key=lambda t: (int((ds == t).sum()), t))
+    task = _smallest_task(ds, ref.task[at_zero].tolist())
     # the sample and parameters the pairs were computed with, whatever the router's parameters
     # became after the fit
     pp = ref.params
@@ -593,7 +598,8 @@ def _spot_check_reference(path: Path, router: Router, ood: np.ndarray | None = N
 def _shift_reference(path: Path, arrays: dict[str, np.ndarray], router: Router
                      ) -> ShiftReference:
     """The saved form-shift reference, checked against the loaded pool: the pool's tasks in
-    order, finite values, and, for the smallest task (one search, as for the pairs), its
+    order (none for a pool of one task, whose reference is empty), finite values, no task's
+    neighbours from itself, and, for the smallest task (one search, as for the pairs), its
     difference and neighbour tasks again from the index, and the fingerprints of its inputs,
     of their neighbours and of 256 seeded pool rows again from the texts. Like the pairs' and
     the OOD scores' spot checks, this catches files of different routers put together, not
@@ -619,7 +625,7 @@ def _shift_reference(path: Path, arrays: dict[str, np.ndarray], router: Router
                          router.seed, saved=arrays)
     if not tasks:
         return ref
-    task = min(tasks, key=lambda t: (int((ds == t).sum()), t))
+    task = _smallest_task(ds, tasks)
     again, touched, read = ref.task_difference(task)
     sample = np.random.default_rng(router.seed).choice(len(texts), min(256, len(texts)),
                                                        replace=False)
@@ -779,9 +785,6 @@ def _routing_state(router: Router) -> dict[str, object]:
     return {"per_input": None if tuned is None else tuned.describe(), "costs": router.costs_}
 
 
-_SHIFT_ARRAYS = ("shift_features", "shift_tasks", "shift_raw", "shift_touched")
-
-
 def _read_pool(path: Path, n_rows: int, n_models: int
                ) -> tuple[np.ndarray, list[str], list[str] | None, dict[str, np.ndarray] | None,
                           dict[str, np.ndarray] | None]:
@@ -796,7 +799,7 @@ def _read_pool(path: Path, n_rows: int, n_models: int
             shapes["texts"] = (n_rows,)
         if "ood_rows.npy" in members or "ood_scores.npy" in members:
             shapes.update(ood_rows=("r",), ood_scores=("r",))
-        if any(f"{name}.npy" in members for name in _SHIFT_ARRAYS):
+        if any(f"{name}.npy" in members for name in SAVED_ARRAYS):
             shapes.update(shift_features=(n_rows, nf), shift_tasks=("t",), shift_raw=("t", nf),
                           shift_touched=("t", "t"))
         z = read_npz(path, shapes, kinds={"Y": "f", "models": "U", "texts": "U",
@@ -813,7 +816,7 @@ def _read_pool(path: Path, n_rows: int, n_models: int
                               "'shift_touched' (T, T) booleans (optional, together)") from exc
     texts = [str(t) for t in z["texts"]] if "texts" in z else None
     ood = {k: z[k] for k in ("ood_rows", "ood_scores")} if "ood_rows" in z else None
-    shift = {k: z[k] for k in _SHIFT_ARRAYS} if "shift_raw" in z else None
+    shift = {k: z[k] for k in SAVED_ARRAYS} if "shift_raw" in z else None
     return z["Y"].astype(np.float32), [str(m) for m in z["models"]], texts, ood, shift
 
 

@@ -42,13 +42,15 @@ from benchroute.sampling import sample_key, task_queries
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FEATURES", "SHIFT_ALPHA", "FormShift", "ShiftReference", "fingerprints",
-           "reference_of", "task_shift"]
+__all__ = ["FEATURES", "SAVED_ARRAYS", "SHIFT_ALPHA", "FormShift", "ShiftReference",
+           "fingerprints", "reference_of", "task_shift"]
 
 #: the conformal level below which S3 falls back (a false-alarm rate fixed in advance)
 SHIFT_ALPHA = 0.05
 FEATURES = ("log_chars", "log_lines", "digit_share", "lettered_options", "ends_question",
             "ends_colon", "code", "non_ascii_share", "math_symbol_share")
+#: the arrays :meth:`ShiftReference.arrays` gives a saved router's pool.npz
+SAVED_ARRAYS = ("shift_features", "shift_tasks", "shift_raw", "shift_touched")
 #: pool tasks' shift references kept per router for different sets of excluded tasks
 _MEMO = 8
 
@@ -132,7 +134,7 @@ def statistic(D: np.ndarray) -> float:
 
 class ShiftReference:
     """The pool's fingerprints and each pool task's mean difference to its neighbours with the
-    task left out, computed once per fitted pool; :meth:`statistics` gives the reference T's
+    task left out, computed once per fitted pool (or brought by a saved router, ``saved``); :meth:`statistics` gives the reference T's
     with more tasks left out, recomputing only the tasks whose neighbours those tasks touched."""
 
     def __init__(self, predictor: Any, texts: Sequence[str], n_neighbours: int,
@@ -162,12 +164,11 @@ class ShiftReference:
         ``shift_tasks`` (T,), ``shift_raw`` (T, F), ``shift_touched`` (T, T): which tasks each
         task's neighbours came from), so a load neither fingerprints nor searches the pool."""
         tasks = sorted(self.raw)
-        return {"shift_features": self.F, "shift_tasks": np.asarray(tasks, dtype=str),
-                "shift_raw": np.asarray([self.raw[t] for t in tasks],
-                                        dtype=np.float64).reshape(len(tasks), len(FEATURES)),
-                "shift_touched": np.asarray([[u in self.touched[t] for u in tasks]
-                                             for t in tasks], dtype=bool).reshape(len(tasks),
-                                                                                  len(tasks))}
+        raw = np.asarray([self.raw[t] for t in tasks], dtype=np.float64)
+        touched = np.asarray([[u in self.touched[t] for u in tasks] for t in tasks], dtype=bool)
+        return dict(zip(SAVED_ARRAYS, (self.F, np.asarray(tasks, dtype=str),
+                                       raw.reshape(len(tasks), len(FEATURES)),
+                                       touched.reshape(len(tasks), len(tasks)))))
 
     def fits(self, router: Any) -> bool:
         """Whether this is the reference of ``router``'s current pool and parameters: the

@@ -109,7 +109,7 @@ def _worker_error(text: str) -> str:
 
 def _nodes(batch: Mapping[str, np.ndarray]) -> set[str]:
     """The Ray nodes that ran a batch's rows (each row carries its actor's node id)."""
-    return {str(n) for n in np.unique(batch["node"])}
+    return set(map(str, batch["node"]))
 
 
 def _actors(ray: Any, actors: int | None, cpus_per_actor: float, blocks: int) -> int:

@@ -267,8 +267,7 @@ def test_an_older_file_computes_it_on_first_use(saved):
     from benchroute import shift
 
     router, _, _, folder = saved
-    rewrite_pool(folder, lambda a: [a.pop(k) for k in ("shift_features", "shift_tasks",
-                                                         "shift_raw", "shift_touched")])
+    rewrite_pool(folder, lambda a: [a.pop(k) for k in shift.SAVED_ARRAYS])
     loaded = Router.load(folder)
     assert getattr(loaded, "shift_reference_", None) is None
     ref = shift.reference_of(loaded)
