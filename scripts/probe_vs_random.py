@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchroute.experiments.cold_start import model_share
+
 
 def _share(rows: np.ndarray) -> float:
-    """A model's share from its draws' (auc, auc_full) rows: both AUCs averaged over the draws
-    first, as the tables do."""
-    auc, full = rows.mean(axis=0)
-    return float((auc - 0.5) / (full - 0.5))
+    """A model's share from its draws' (auc, auc_full) rows."""
+    return model_share(rows[:, 0], rows[:, 1])
 
 
 def difference(draws: pd.DataFrame, strategy: str, resamples: int, seed: int = 0

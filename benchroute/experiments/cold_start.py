@@ -180,6 +180,12 @@ def cold_start(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, models: Seque
     return pd.DataFrame(out)
 
 
+def model_share(auc: np.ndarray, auc_full: np.ndarray) -> float:
+    """A held-out model's share of the full-data AUC lift from its draws: (AUC − 0.5) /
+    (AUC_full − 0.5) with both AUCs averaged over the draws first."""
+    return float((np.mean(auc) - 0.5) / (np.mean(auc_full) - 0.5))
+
+
 def summarise(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per (strategy, estimator, n): the mean over held-out models of each model's share of the
     full-data AUC lift, (AUC − 0.5) / (AUC_full − 0.5) with both AUCs averaged over the model's
@@ -192,7 +198,8 @@ def summarise(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.Da
             "tasks_changed", "tasks"]
     for (strategy, est, n), part in results.groupby(["strategy", "estimator", "n"]):
         per_model = part.groupby("model")[cols].mean().dropna(subset=["auc", "auc_full"])
-        share = ((per_model["auc"] - 0.5) / (per_model["auc_full"] - 0.5)).to_numpy()
+        share = np.asarray([model_share(a, f) for a, f in
+                            zip(per_model["auc"], per_model["auc_full"])])
         boots = rng.integers(0, len(per_model), (n_boot, len(per_model)))
         share_b = share[boots].mean(axis=1)
         row = {"strategy": strategy, "estimator": est, "n": n, "models": len(per_model),

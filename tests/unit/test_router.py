@@ -380,7 +380,7 @@ def test_save_load_roundtrip_and_tampering(tmp_path):
 
 
 def test_p_map_is_saved_and_routers_without_self_estimates_still_load(tmp_path):
-    from benchroute.persistence import canonical_digest
+    from tests.saved_router import rewrite_meta
 
     data, X = synthetic(1, n_tasks=7)
     router = Router(alphas=(0.0, 0.2), repeats=2, encoder=HashingEncoder(8)).fit(data, embeddings=X)
@@ -393,11 +393,7 @@ def test_p_map_is_saved_and_routers_without_self_estimates_still_load(tmp_path):
     pd.testing.assert_frame_equal(back.select_embedded(X[:9]).scores, before.scores)
 
     def rewrite(change):
-        path = tmp_path / "r" / "router.json"
-        meta = json.loads(path.read_text())
-        change(meta["reference"])
-        meta["digest"] = canonical_digest(meta)
-        path.write_text(json.dumps(meta))
+        rewrite_meta(tmp_path / "r", lambda meta: change(meta["reference"]))
 
     saved = json.loads((tmp_path / "r" / "router.json").read_text())["reference"]["e"]
     rewrite(lambda r: r.__setitem__("e", [[min(1.0, v + 0.01) for v in row] for row in saved]))

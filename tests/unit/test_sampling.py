@@ -3,21 +3,19 @@ inputs, search the whole pool, and equal the full passes when the cap covers eve
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from benchroute.exceptions import BenchrouteError
 from benchroute.ood import pool_scores, reference_of
-from benchroute.persistence import canonical_digest
 from benchroute.reference import task_pairs
 from benchroute.router import Router
 from benchroute.routing import router_proba
 from benchroute.sampling import query_mask, task_queries
 from benchroute.scoring import predictor_accuracy
 from benchroute.tuning import PerInputPredictor
+from tests.saved_router import rewrite_meta
 
 ALPHAS = (0.0, 0.1)
 
@@ -130,10 +128,7 @@ def test_save_load_keeps_the_cap_and_reads_routers_saved_without_it(tmp_path):
     # a router saved before the parameter existed: no cap
     plain = fit(None)
     plain.save(tmp_path / "p")
-    meta = json.loads((tmp_path / "p" / "router.json").read_text())
-    del meta["params"]["max_task_queries"]
-    meta["digest"] = canonical_digest(meta)
-    (tmp_path / "p" / "router.json").write_text(json.dumps(meta))
+    rewrite_meta(tmp_path / "p", lambda meta: meta["params"].pop("max_task_queries"))
     assert Router.load(tmp_path / "p").max_task_queries is None
 
 
