@@ -173,9 +173,23 @@ def test_labels_that_never_vary_keep_the_known_models_ranking(value):
     level = (y.sum() + 1) / 14
     got = pred.predict_proba(Q, W)
     want = expit(logit(level) - logits(P).mean(axis=1).mean() + logits(Q).mean(axis=1))
-    # clipped to [EPS, 1 - EPS] like every candidate's output
-    np.testing.assert_allclose(got, np.clip(want, EPS, 1 - EPS))
+    np.testing.assert_allclose(got, want)
     assert len(np.unique(got)) > 100 and "average known model" in pred.fit_.summary()
+
+
+def test_a_model_far_weaker_than_the_known_ones_keeps_its_ranking():
+    """A new model whose every score is below 0.01 (a weak model under a preference judge) is
+    shifted below the known models' clip at every input; its P must still rank the inputs as
+    its labels do, not collapse to a constant (it did: AUC exactly 0.5)."""
+    P, V, Yk, y = synthetic_arrays(4, n=400)
+    score = 0.008 * y + 0.001 * P[:, 0]  # continuous, all in [0.0, 0.0095]
+    lab, rest = np.arange(40), np.arange(40, 400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in the sigmoid either
+        pred = BorrowingPredictor(seed=0).fit(P[lab], V[lab], score[lab], Yk[lab])
+        got = pred.predict_proba(P[rest], V[rest])
+    assert np.median(got) < EPS and len(np.unique(got)) > 300
+    assert auc(got, y[rest] > 0.5) > 0.65
 
 
 @pytest.mark.parametrize("kwargs,match", [({"lambdas": (0.0,)}, "lambdas"),
