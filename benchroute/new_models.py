@@ -162,7 +162,7 @@ def penalised_logistic(X: np.ndarray, y: np.ndarray, beta0: np.ndarray, precisio
     beta = beta0.copy()
     f = loss(beta)
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(X @ beta + offset)))
+        p = expit(X @ beta + offset)
         grad = X.T @ (p - y) + precision * (beta - beta0)
         H = (X * (p * (1.0 - p))[:, None]).T @ X + np.diag(precision)
         step = np.linalg.solve(H, grad)
@@ -182,7 +182,7 @@ def penalised_logistic(X: np.ndarray, y: np.ndarray, beta0: np.ndarray, precisio
 def _level(zbar: np.ndarray, y: np.ndarray) -> float:
     """Prior mean of the intercept: the shift that makes the average known model's mean logit
     that of the label mean (the new model may be much stronger or weaker than the average)."""
-    ybar = float(np.clip(np.mean(y), EPS, 1 - EPS))
+    ybar = float(np.clip(np.mean(y), FINE, 1 - FINE))
     return float(np.log(ybar / (1 - ybar)) - np.mean(zbar))
 
 
@@ -206,7 +206,7 @@ def _sigmoid(eta: np.ndarray) -> np.ndarray:
 
 def _fine_logits(P: np.ndarray) -> np.ndarray:
     """logit(clip(P, FINE, 1 − FINE)): the scale of P(new, x) itself (see :data:`FINE`)."""
-    P = np.clip(np.asarray(P, dtype=np.float64), FINE, 1.0 - FINE)
+    P = np.clip(np.nan_to_num(np.asarray(P, dtype=np.float64), nan=0.5), FINE, 1.0 - FINE)
     return np.log(P / (1.0 - P))
 
 
@@ -424,7 +424,11 @@ class BorrowingPredictor:
             return self._level_only(F, y)
         fold, how = fold_ids(len(y), None, self.folds, self.seed)
         mixes = list(self.mixes)
+        # a k that reaches every label of a training fold is the label mean everywhere: a
+        # constant candidate (AUC 0.5) that can only win by chance
+        smallest_fold = len(y) - int(np.bincount(fold).max())
         ks = sorted({int(k) for k in self.ks})
+        ks = [k for k in ks if k < smallest_fold] or ks[:1]
         A = np.empty((len(cands), len(y)))
         B = {k: np.empty(len(y)) for k in ks}
         R = {k: np.zeros((len(cands), len(y))) for k in ks}
@@ -520,9 +524,16 @@ class BorrowingPredictor:
 
     def _combine(self, A: np.ndarray, B: np.ndarray, R: np.ndarray, w: float) -> np.ndarray:
         """w·A + (1 − w)·B; with ``residual``, for 0 < w < 1, A corrected by (1 − w) times the
-        shrunk mean residual R of its nearest labelled inputs instead (it keeps A's ranking)."""
+        shrunk mean residual R of its nearest labelled inputs instead (it keeps A's ranking).
+
+        The correction stops at min(A/2, ε) from 0 (and the same from 1): the features' clip ε
+        where A is not small, and A/2 where it is, so that a clipped input keeps A's order
+        instead of tying with every other (a new model far weaker than the known ones has
+        A < ε everywhere)."""
         if self.residual and 0 < w < 1:
-            return np.clip(A + (1 - w) * R, FINE, 1 - FINE)
+            lo = np.maximum(np.minimum(A / 2, EPS), FINE)
+            hi = 1 - np.maximum(np.minimum((1 - A) / 2, EPS), FINE)
+            return np.clip(A + (1 - w) * R, lo, hi)
         return w * A + (1 - w) * B
 
 

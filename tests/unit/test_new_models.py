@@ -177,19 +177,36 @@ def test_labels_that_never_vary_keep_the_known_models_ranking(value):
     assert len(np.unique(got)) > 100 and "average known model" in pred.fit_.summary()
 
 
-def test_a_model_far_weaker_than_the_known_ones_keeps_its_ranking():
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_model_far_weaker_than_the_known_ones_keeps_its_ranking(seed):
     """A new model whose every score is below 0.01 (a weak model under a preference judge) is
-    shifted below the known models' clip at every input; its P must still rank the inputs as
-    its labels do, not collapse to a constant (it did: AUC exactly 0.5)."""
-    P, V, Yk, y = synthetic_arrays(4, n=400)
+    shifted below the known models' clip at every input; its P must still rank the inputs, not
+    collapse to a constant (it did: AUC exactly 0.5). The borrowing part alone must rank them
+    as its labels do; the chosen mix may be the own labels (here the vectors carry no signal),
+    but never a constant."""
+    P, V, Yk, y = synthetic_arrays(seed + 4, n=400)
     score = 0.008 * y + 0.001 * P[:, 0]  # continuous, all in [0.0, 0.0095]
     lab, rest = np.arange(40), np.arange(40, 400)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no overflow in the sigmoid either
-        pred = BorrowingPredictor(seed=0).fit(P[lab], V[lab], score[lab], Yk[lab])
-        got = pred.predict_proba(P[rest], V[rest])
+        warnings.simplefilter("error")
+        pred = BorrowingPredictor(seed=seed).fit(P[lab], V[lab], score[lab], Yk[lab])
+        borrow = BorrowingPredictor(mixes=(1.0,), seed=seed).fit(P[lab], V[lab], score[lab],
+                                                                 Yk[lab])
+    got = pred.predict_proba(P[rest], V[rest])
+    assert np.median(got) < EPS and len(np.unique(got)) > 100
+    got = borrow.predict_proba(P[rest], V[rest])
     assert np.median(got) < EPS and len(np.unique(got)) > 300
     assert auc(got, y[rest] > 0.5) > 0.65
+
+
+def test_the_residual_correction_keeps_the_order_of_small_predictions():
+    """Where A + (1 − w)·R falls below 0, the clip is A/2 (for A < 2ε), so inputs keep A's
+    order instead of tying at one floor."""
+    A = np.array([1e-5, 1e-4, 1e-3, 0.015, 0.5, 0.9999])
+    R = np.array([-0.5, -0.5, -0.5, -0.5, -0.6, 0.5])
+    got = BorrowingPredictor()._combine(A, np.zeros(6), R, 0.5)
+    np.testing.assert_allclose(got, [5e-6, 5e-5, 5e-4, 0.0075, 0.2, 1 - 5e-5])
+    assert np.all(np.diff(got) > 0)
 
 
 @pytest.mark.parametrize("kwargs,match", [({"lambdas": (0.0,)}, "lambdas"),
