@@ -487,3 +487,21 @@ def test_cold_start_experiment_runs_and_borrows():
     assert len(table) == 2 * 3 * 2 and table["share_lo"].le(table["share"]).all()
     md = markdown_table(table).splitlines()
     assert len(md) == 2 + 2 and md[2].startswith("| 10 | ") and "Brier" in md[2]
+
+
+def test_no_own_label_k_reaches_every_label_of_a_fold():
+    """With 10 labels, 5 folds train on 8: k = 10 or 20 would make the own-label part the label
+    mean at every input, a constant that can only win by chance. Only k = 5 is searched, and
+    the own-label P varies."""
+    P, V, _, y = synthetic_arrays(0, n=300)  # vectors without signal: a constant scores well
+    chosen = set()
+    for seed in range(8):
+        rng = np.random.default_rng(seed)  # labels that vary: 4 of one kind, 6 of the other
+        lab = np.r_[rng.choice(np.flatnonzero(y == 1), 4 + seed % 3, replace=False),
+                    rng.choice(np.flatnonzero(y == 0), 6 - seed % 3, replace=False)]
+        pred = BorrowingPredictor(mixes=(0.0,), seed=seed).fit(P[lab], V[lab], y[lab])
+        chosen.add(pred.fit_.k)
+        assert len(np.unique(pred.predict_proba(P, V))) > 1
+    assert chosen == {5}
+    many = BorrowingPredictor(mixes=(0.0,), ks=(20,)).fit(P[:10], V[:10], y[:10])
+    assert many.fit_.k == 20  # the smallest k stays when every k is too large
