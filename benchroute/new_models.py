@@ -182,8 +182,7 @@ def penalised_logistic(X: np.ndarray, y: np.ndarray, beta0: np.ndarray, precisio
 def _level(zbar: np.ndarray, y: np.ndarray) -> float:
     """Prior mean of the intercept: the shift that makes the average known model's mean logit
     that of the label mean (the new model may be much stronger or weaker than the average)."""
-    ybar = float(np.clip(np.mean(y), FINE, 1 - FINE))
-    return float(np.log(ybar / (1 - ybar)) - np.mean(zbar))
+    return float(logits(np.mean(y), FINE) - np.mean(zbar))
 
 
 def _design(Z: np.ndarray, lam: float, y: np.ndarray | None = None
@@ -198,16 +197,6 @@ def _design(Z: np.ndarray, lam: float, y: np.ndarray | None = None
     M = Z.shape[1]
     return (np.hstack([ones, zbar, Z]), np.r_[a0, 1.0, np.zeros(M)],
             np.r_[WEAK, SLOPE, np.full(M, lam)])
-
-
-def _sigmoid(eta: np.ndarray) -> np.ndarray:
-    return expit(eta)
-
-
-def _fine_logits(P: np.ndarray) -> np.ndarray:
-    """logit(clip(P, FINE, 1 − FINE)): the scale of P(new, x) itself (see :data:`FINE`)."""
-    P = np.clip(np.nan_to_num(np.asarray(P, dtype=np.float64), nan=0.5), FINE, 1.0 - FINE)
-    return np.log(P / (1.0 - P))
 
 
 def increasing_fit(z: np.ndarray, y: np.ndarray, beta0: np.ndarray, precision: np.ndarray
@@ -225,11 +214,11 @@ def increasing_fit(z: np.ndarray, y: np.ndarray, beta0: np.ndarray, precision: n
 def _platt_fit(P: np.ndarray, y: np.ndarray) -> np.ndarray:
     """A Platt map σ(c + d·logit P), d ≥ 0, fitted to labels, shrunk toward the identity (c = 0,
     d = 1) with unit precision, so that a few labels move it little."""
-    return increasing_fit(_fine_logits(P), y, np.array([0.0, 1.0]), np.array([1.0, 1.0]))
+    return increasing_fit(logits(P, FINE), y, np.array([0.0, 1.0]), np.array([1.0, 1.0]))
 
 
 def _platt_apply(platt: np.ndarray, P: np.ndarray) -> np.ndarray:
-    return _sigmoid(platt[0] + platt[1] * _fine_logits(P))
+    return expit(platt[0] + platt[1] * logits(P, FINE))
 
 
 # ---------------------------------------------------------------------- the estimator
@@ -361,9 +350,9 @@ class BorrowingPredictor:
     def _borrow_predict(kind: str, value: float, part: dict[str, np.ndarray], F: np.ndarray
                         ) -> np.ndarray:
         if kind == "logistic":
-            return _sigmoid(_design(logits(F), value)[0] @ part["beta"])
+            return expit(_design(logits(F), value)[0] @ part["beta"])
         b = part["beta"]
-        return _sigmoid(b[0] + b[1] * logits(F @ part["w"]))
+        return expit(b[0] + b[1] * logits(F @ part["w"]))
 
     @staticmethod
     def _own_knn(V: np.ndarray, y: np.ndarray, Q: np.ndarray, ks: Sequence[int],

@@ -61,9 +61,9 @@ AUTO_MAX_CELLS = 2_000_000
 FAMILIES = ("stack", "logistic")
 
 
-def logits(P: np.ndarray) -> np.ndarray:
+def logits(P: np.ndarray, eps: float = EPS) -> np.ndarray:
     """z = logit(clip(P, ε, 1 − ε)); a model without a prediction (NaN) counts as 0.5."""
-    P = np.clip(np.nan_to_num(np.asarray(P, dtype=np.float64), nan=0.5), EPS, 1.0 - EPS)
+    P = np.clip(np.nan_to_num(np.asarray(P, dtype=np.float64), nan=0.5), eps, 1.0 - eps)
     return np.log(P / (1.0 - P))
 
 

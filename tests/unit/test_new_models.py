@@ -496,7 +496,7 @@ def test_no_own_label_k_reaches_every_label_of_a_fold():
     P, V, _, y = synthetic_arrays(0, n=300)  # vectors without signal: a constant scores well
     chosen = set()
     for seed in range(8):
-        rng = np.random.default_rng(seed)  # labels that vary: 4 of one kind, 6 of the other
+        rng = np.random.default_rng(seed)  # labels that vary: 4 to 6 of each kind
         lab = np.r_[rng.choice(np.flatnonzero(y == 1), 4 + seed % 3, replace=False),
                     rng.choice(np.flatnonzero(y == 0), 6 - seed % 3, replace=False)]
         pred = BorrowingPredictor(mixes=(0.0,), seed=seed).fit(P[lab], V[lab], y[lab])
