@@ -212,19 +212,13 @@ def increasing_fit(z: np.ndarray, y: np.ndarray, beta0: np.ndarray, precision: n
 
 
 def _platt_fit(P: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """A Platt map σ(a + d·(logit P − m)), d ≥ 0, fitted to labels, shrunk toward the identity
-    (a = m, d = 1) with unit precision, so that a few labels move it little. The slope pivots at
-    the mean logit m of P, not at P = 0.5: a smaller d then keeps P's level instead of pulling
-    a new model far weaker (or stronger) than 0.5 toward 0.5. Returns (a, d, m)."""
-    z = logits(P, FINE)
-    m = float(z.mean())
-    a, d = increasing_fit(z - m, y, np.array([m, 1.0]), np.array([1.0, 1.0]))
-    return np.array([a, d, m])
+    """A Platt map σ(c + d·logit P), d ≥ 0, fitted to labels, shrunk toward the identity (c = 0,
+    d = 1) with unit precision, so that a few labels move it little."""
+    return increasing_fit(logits(P, FINE), y, np.array([0.0, 1.0]), np.array([1.0, 1.0]))
 
 
 def _platt_apply(platt: np.ndarray, P: np.ndarray) -> np.ndarray:
-    a, d, m = platt
-    return expit(a + d * (logits(P, FINE) - m))
+    return expit(platt[0] + platt[1] * logits(P, FINE))
 
 
 # ---------------------------------------------------------------------- the estimator
@@ -481,7 +475,7 @@ class BorrowingPredictor:
         a = _level(logits(F).mean(axis=1), np.array([level]))
         self.kind_, self.value_, self.k_, self.mix_ = "logistic", math.inf, 0, 1.0
         self.part_ = {"beta": np.array([a, 1.0])}
-        self.platt_ = np.array([0.0, 1.0, 0.0])  # the identity
+        self.platt_ = np.array([0.0, 1.0])
         P = self._borrow_predict(self.kind_, self.value_, self.part_, F)
         how = f"none: every label is {y[0]:g}, so the level (Σy + 1)/(L + 2) = {level:.3f}"
         warnings.warn(f"every one of the {n} labels is {y[0]:g}: P(new, x) ranks inputs as the "
