@@ -86,7 +86,7 @@ KNN_PRIOR = 2.0
 #: :data:`~benchroute.stacking.EPS` = 0.01, but a new model far weaker or stronger than the
 #: average one is shifted below 0.01 (or above 0.99) at every input, and a clip there would
 #: flatten its ranking to a constant (measured: AlpacaEval's weak models, AUC exactly 0.5 in
-#: 37% of the draws with 10 labels).
+#: 37% of the random-input draws with 10 labels; docs/results.md, section 8).
 FINE = 1e-12
 
 
@@ -276,7 +276,9 @@ class BorrowingPredictor:
     lambdas, taus, ks, mixes : sequences
         The grid that cross-validation searches (see the module docstring): penalties λ of the
         logistic part, temperatures τ of the similarity-weighted part, neighbours k of the
-        own-label part and weights w of the borrowing part. Ties go to the earlier value.
+        own-label part and weights w of the borrowing part. Ties go to the earlier value. A k
+        as large as the smallest training fold is not searched (the own-label part would be
+        the label mean everywhere); the smallest k stays when every k is.
     min_labels : int
         Below this many labels P is the label mean (with a warning).
     folds, seed : int
