@@ -274,6 +274,8 @@ _ROUTER_OPTIONS = {
     "tune": "tuned per-input predictor for routing (--no-tune: plain g)",
     "max_task_queries": "score at most this many inputs per task in the fit's leave-task-out "
                         "passes (pools of 100k+ inputs)",
+    "tune_folds": "folds of the tuned predictor's CV: 'task' (whole tasks held out: new "
+                  "tasks) or 'random' (inputs like the pool's tasks)",
 }
 
 

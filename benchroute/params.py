@@ -56,6 +56,11 @@ class RouterParams:
         calibration (True). False routes with the plain k-NN g_m(x) (the mean label of the k nearest pool
         inputs, docs/method.md). Task-level
         selection (S1/S2/S3) always uses g_m(x).
+    tune_folds : {"task", "random"}
+        How that cross-validation deals the pool into folds: whole tasks held out ("task", the
+        default: the choices fit inputs of a new task, the setting of ``select_model``), or
+        inputs at random ("random": they fit inputs like the pool's own tasks, and the
+        predictor may then use a classifier of the pool task; docs/routing.md, section 1.5).
     max_task_queries : int, optional
         At most this many inputs of each task serve as queries in the fit's leave-task-out
         passes (the reference pairs of p̂, the tuned predictor's cross-validation and
@@ -74,7 +79,7 @@ class RouterParams:
                  encoder: str | Encoder = "all-mpnet-base-v2",
                  cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
                  prior_strength: float = 50.0, tune: bool = True,
-                 max_task_queries: int | None = None) -> None:
+                 max_task_queries: int | None = None, tune_folds: str = "task") -> None:
         self.k = k
         self.n_neighbours = n_neighbours
         self.threshold = threshold
@@ -93,6 +98,7 @@ class RouterParams:
         self.prior_strength = prior_strength
         self.tune = tune
         self.max_task_queries = max_task_queries
+        self.tune_folds = tune_folds
 
     #: Caches of objects derived from the parameters (the loaded encoder, the open embedding
     #: cache, reference pairs without some tasks). They are neither parameters nor fitted state:

@@ -55,11 +55,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ROUTER_FORMAT_VERSION = 4
+ROUTER_FORMAT_VERSION = 5
 #: Format 2 is format 3 without the tuned predictor's cross-model stack, format 3 is format 4
-#: without its logistic regression on the vectors (``stack.vector_coef``): both still read. An
-#: older reader refuses a newer format, so it never applies a stacked router's calibration to
-#: its plain kNN P.
+#: without its logistic regression on the vectors (``stack.vector_coef``), format 4 is format 5
+#: without its task classifier (``stack.task_classifier``, ``stack.task_coef``): all still
+#: read. An older reader refuses a newer format, so it never applies a stacked router's
+#: calibration to its plain kNN P.
 OLDEST_ROUTER_FORMAT = 2
 #: a save's temporary folder older than this was left by a killed process
 STALE_SAVE_SECONDS = 3600.0
@@ -386,7 +387,7 @@ def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame
 
 
 #: parameters added after format 2, with the value a router saved without them behaves as
-_LATER_PARAMS: dict[str, object] = {"max_task_queries": None}
+_LATER_PARAMS: dict[str, object] = {"max_task_queries": None, "tune_folds": "task"}
 
 
 def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None,
@@ -730,40 +731,73 @@ def _is_calibration(cal: object) -> bool:
         and bool(np.all(np.diff(cal["x"]) > 0)) and bool(np.all(np.diff(cal["y"]) >= 0)))
 
 
+def _matrix(value: object, rows: int, cols: int) -> bool:
+    """A ``rows`` x ``cols`` list of lists of finite numbers."""
+    return isinstance(value, list) and len(value) == rows and all(
+        isinstance(row, list) and len(row) == cols
+        and all(is_real(v) and math.isfinite(v) for v in row) for row in value)
+
+
+def _check_task_classifier(path: Path, clf: object, coef: object, dim: int,
+                           n_models: int) -> None:
+    """The task family's classifier (``coef`` dim x tasks, ``intercept``, ``tasks`` names,
+    distinct) and its (tasks, models) weights."""
+    where = "routing.per_input.stack.task_classifier"
+    if not isinstance(clf, dict) or set(clf) != {"coef", "intercept", "tasks"}:
+        raise _fail(path, where, "an object with exactly ['coef', 'intercept', 'tasks']")
+    tasks = clf["tasks"]
+    if not (isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)
+            and len(set(tasks)) == len(tasks)):
+        raise _fail(path, f"{where}.tasks", "a non-empty list of distinct task names")
+    T = len(tasks)
+    if not _matrix(clf["coef"], dim, T):
+        raise _fail(path, f"{where}.coef", f"a {dim} x {T} list of finite numbers (one row per "
+                    "vector dimension, one column per task)")
+    icpt = clf["intercept"]
+    if not (isinstance(icpt, list) and len(icpt) == T
+            and all(is_real(v) and math.isfinite(v) for v in icpt)):
+        raise _fail(path, f"{where}.intercept", f"{T} finite numbers (one per task)")
+    if not _matrix(coef, T, n_models):
+        raise _fail(path, "routing.per_input.stack.task_coef", f"a {T} x {n_models} list of "
+                    "finite numbers (one row per task, one column per pool model)")
+
+
 def _check_stack(path: Path, desc: dict[str, object], n_models: int, version: int,
                  dim: int) -> None:
     """The linear map of the tuned predictor: absent (format 2, or the kNN chosen) or a map for
     the pool models, as JSON numbers, its weight on the kNN matching the method (a blend:
     strictly between 0 and 1; the stack or the logistic regression: 0), with a (dim, models)
-    ``vector_coef`` exactly for the logistic family (format 4)."""
+    ``vector_coef`` exactly for the logistic (format 4) and the task family, and a task
+    classifier and its (tasks, models) ``task_coef`` exactly for the task family (format 5)."""
     method = desc.get("method", "knn")
     stack = desc.get("stack")
     if version < 3 and (stack is not None or method != "knn"):
         raise _fail(path, "routing.per_input.stack", "absent in format 2 (a stacked router is "
                     "format 3)")
     if method not in METHOD_NAMES or (method == "knn") != (stack is None) or (
-            version < 4 and method.startswith("logistic")):
+            version < 4 and method.startswith("logistic")) or (
+            version < 5 and method.startswith("task")):
         raise _fail(path, "routing.per_input.method", "'knn' without a 'stack', or 'blend', "
-                    "'stack', 'logistic_blend' or 'logistic' (format 4) with one")
+                    "'stack', 'logistic_blend', 'logistic' (format 4), 'task_blend' or 'task' "
+                    "(format 5) with one")
     if not (desc.get("fallback") is None or isinstance(desc["fallback"], str)):
         raise _fail(path, "routing.per_input.fallback", "null or a string")
     if stack is None:
         return
-    logistic = method.startswith("logistic")
-    keys = {"coef", "intercept", "knn_weight"} | ({"vector_coef"} if logistic else set())
+    logistic, task = method.startswith("logistic"), method.startswith("task")
+    keys = {"coef", "intercept", "knn_weight"} | ({"vector_coef"} if logistic or task else set()) | (
+        {"task_classifier", "task_coef"} if task else set())
     if not isinstance(stack, dict) or set(stack) != keys:
         raise _fail(path, "routing.per_input.stack", f"an object with exactly {sorted(keys)} "
                     f"for method {method!r}")
     vec = stack.get("vector_coef")
-    if logistic and not (isinstance(vec, list) and len(vec) == dim and all(
-            isinstance(row, list) and len(row) == n_models
-            and all(is_real(v) and math.isfinite(v) for v in row) for row in vec)):
+    if (logistic or task) and not _matrix(vec, dim, n_models):
         raise _fail(path, "routing.per_input.stack.vector_coef", f"a {dim} x {n_models} list "
                     "of finite numbers (one row per vector dimension, one column per pool model)")
+    if task:
+        _check_task_classifier(path, stack["task_classifier"], stack["task_coef"], dim, n_models)
     coef, icpt, w = stack["coef"], stack["intercept"], stack["knn_weight"]
-    if not (isinstance(coef, list) and len(coef) == n_models and all(
-            isinstance(row, list) and len(row) == n_models
-            and all(is_real(v) and math.isfinite(v) for v in row) for row in coef)):
+    if not _matrix(coef, n_models, n_models):
         raise _fail(path, "routing.per_input.stack.coef", f"a {n_models} x {n_models} list of "
                     "finite numbers (one row and one column per pool model)")
     if not (isinstance(icpt, list) and len(icpt) == n_models

@@ -86,7 +86,8 @@ def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: 
     if router.tune:
         # routing searches the router's index; the tuned predictor keeps no pool of its own
         router.per_input_ = PerInputPredictor(
-            seed=router.seed, max_task_queries=router.max_task_queries).fit(X, Y, ds).without_pool()
+            seed=router.seed, max_task_queries=router.max_task_queries,
+            folds_by=router.tune_folds).fit(X, Y, ds).without_pool()
     logger.info("fitted router: %d inputs, %d models, %d tasks, %d reference pairs",
                 len(X), len(models), len(np.unique(ds)), len(router.reference_.u))
 
@@ -218,8 +219,9 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
     existing (input, model) cells replace the old ones.
 
     Equal to a router fitted on all results (the test suite checks it), except that the
-    tuned per-input predictor keeps the k, prior and calibration it chose by
-    cross-validation (its model means are updated); a full fit would re-tune them. The
+    tuned per-input predictor keeps the k, prior, map and calibration it chose by
+    cross-validation (its model means are updated; a task classifier, ``tune_folds="random"``,
+    knows only the tasks of the fit); a full fit would re-tune them. The
     reference pairs are recomputed for every task, since new inputs can change any task's
     neighbours; with new inputs in an existing task, that task's few-shot draws (α > 0) pick
     by position and may differ from a full fit's, whose rows are sorted by instance id.

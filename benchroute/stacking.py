@@ -15,7 +15,21 @@ second family reads the query vector q instead of the other models' P:
     logistic blend:  P(m, x) = σ(w·z_m(x) + (1 − w)·(b_m + q·W_m)),
 
 the learned baseline that beat the kNN on AlpacaEval (a smooth boundary over 768 dimensions where
-neighbours are few). Both families are one :class:`LinearStack`: logit = z·A + q·W + b. The
+neighbours are few). A third reads which of the pool's tasks the input belongs to:
+
+    task:        P(m, x) = σ(b_m + Σ_j A_jm z_j(x) + Σ_t B_tm T_t(x) + q·W_m),
+    task blend:  P(m, x) = σ(w·z_m(x) + (1 − w)·(…)),
+                 T(x) = softmax(q·V + c), a multinomial logistic regression on the vectors
+                 that predicts the pool task of an input; W penalised 1/s² = 11 times more
+                 than the rest (:data:`TASK_VECTOR_SCALE`),
+
+because on a pool of distinct benchmarks the best model is mostly a matter of which benchmark an
+input is like, the neighbours mix benchmarks of one format (ARC-Easy with ARC-Challenge, CMMLU
+with C-Eval), and a linear boundary over 768 dimensions separates them better (RouterDC: 90% of
+held-out inputs put in their own benchmark; docs/routing.md, section 1.5). It helps inputs of
+the pool's tasks only, so it is tried only when the tuning folds are random over inputs: with
+whole tasks held out, T of a held-out task is noise by construction. All three families are one
+:class:`LinearStack`: logit = z·A + q·W + T(q)·B + b. The
 stack's regressions are fitted on the out-of-fold kNN P that :class:`~benchroute.tuning.PerInputPredictor`
 already computes for its tuning (no second search). A logistic regression rather than a
 regression on the logit: labels are 0/1 (or scores in [0, 1]), whose logit is infinite; a
@@ -57,8 +71,19 @@ AUTO_MAX_MODELS = 100
 #: all (RouterDC, 20,600 × 7: the whole tuning took 1.04× its time without them, 30 s here).
 #: ``method="logistic"`` fits it at any size.
 AUTO_MAX_CELLS = 2_000_000
+#: Inverse L2 penalty of the task classifier T (sklearn's C; its inputs are unit vectors, so
+#: a weak penalty: RouterDC's benchmarks, 90% right on held-out inputs at C = 10).
+TASK_C = 10.0
+#: Scale s of the vectors among the task family's features (its per-model regressions then
+#: penalise their weights W 1/s² times more): a correction, not the signal. Chosen on
+#: RouterDC's inner folds among 1, 0.3 and 0.1 (docs/routing.md, section 1.5): at 1 the
+#: vectors' noise swamps the task signal in the routing value, at 0.1 they add nothing.
+TASK_VECTOR_SCALE = 0.3
+#: ``method="auto"`` tries the task family up to this many pool tasks (the classifier's
+#: coefficients are d × tasks, saved with the router).
+AUTO_MAX_TASKS = 200
 #: The families of linear maps a predictor may choose from (``families`` of :func:`choose_stack`).
-FAMILIES = ("stack", "logistic")
+FAMILIES = ("stack", "logistic", "task")
 
 
 def logits(P: np.ndarray, eps: float = EPS) -> np.ndarray:
@@ -68,22 +93,89 @@ def logits(P: np.ndarray, eps: float = EPS) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class TaskClassifier:
+    """T(q) = softmax(q @ coef + intercept): which pool task an input belongs to; coef (d, T),
+    one column per task in sorted order (``tasks``)."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    tasks: tuple[str, ...]
+
+    def __call__(self, Q: np.ndarray) -> np.ndarray:
+        from scipy.special import softmax
+
+        return softmax(np.asarray(Q, dtype=np.float64) @ self.coef + self.intercept, axis=1)
+
+    @classmethod
+    def fit(cls, X: np.ndarray, groups: np.ndarray, C: float = TASK_C) -> TaskClassifier:
+        """A multinomial logistic regression of the task on the vectors (scikit-learn's); one
+        task gives T = 1 for it."""
+        tasks = np.unique(np.asarray(groups).astype(str))
+        d = np.asarray(X).shape[1]
+        if len(tasks) == 1:
+            return cls(np.zeros((d, 1)), np.zeros(1), tuple(tasks))
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=C, max_iter=300).fit(np.asarray(X, dtype=np.float64),
+                                                        np.asarray(groups).astype(str))
+        coef, icpt = clf.coef_.T, clf.intercept_
+        if len(tasks) == 2:  # scikit-learn keeps one column for two classes: σ(s) = softmax([0, s])
+            coef, icpt = np.hstack([np.zeros((d, 1)), coef]), np.r_[0.0, icpt]
+        return cls(np.asarray(coef, dtype=np.float64), np.asarray(icpt, dtype=np.float64),
+                   tuple(str(t) for t in clf.classes_))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
+                "tasks": list(self.tasks)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskClassifier:
+        T = len(d["intercept"])
+        return cls(np.asarray(d["coef"], dtype=np.float64).reshape(-1, T),
+                   np.asarray(d["intercept"], dtype=np.float64), tuple(d["tasks"]))
+
+
+def task_oof(X: np.ndarray, groups: np.ndarray, fold: np.ndarray, C: float = TASK_C) -> np.ndarray:
+    """Out-of-fold T (N, tasks in sorted order): the classifier refitted without each fold; a
+    task absent from the training folds gets 0."""
+    g = np.asarray(groups).astype(str)
+    tasks = np.unique(g)
+    T = np.zeros((len(g), len(tasks)))
+    for f in range(int(fold.max()) + 1):
+        te = fold == f
+        clf = TaskClassifier.fit(X[~te], g[~te], C)
+        T[np.ix_(te, np.searchsorted(tasks, clf.tasks))] = clf(X[te])
+    return T
+
+
+@dataclass(frozen=True)
 class LinearStack:
-    """P' = σ(logit(clip(P)) @ coef + Q @ vector_coef + intercept): coef (M, M), column m for
-    model m; vector_coef (d, M) or None (then the map needs no query vectors Q)."""
+    """P' = σ(logit(clip(P)) @ coef + Q @ vector_coef + task(Q) @ task_coef + intercept):
+    coef (M, M), column m for model m; vector_coef (d, M) or None; task a
+    :class:`TaskClassifier` and task_coef (tasks, M), or both None (without either the map
+    needs no query vectors Q)."""
 
     coef: np.ndarray
     intercept: np.ndarray
     knn_weight: float = 0.0
     vector_coef: np.ndarray | None = None
+    task: TaskClassifier | None = None
+    task_coef: np.ndarray | None = None
+
+    @property
+    def reads_vectors(self) -> bool:
+        return self.vector_coef is not None or self.task is not None
 
     def __call__(self, P: np.ndarray, Q: np.ndarray | None = None) -> np.ndarray:
         z = logits(P) @ self.coef + self.intercept
+        if self.reads_vectors and Q is None:
+            raise BenchrouteError("this predictor's map reads the query vectors (a logistic "
+                                  "regression or a task classifier on them); pass them "
+                                  "(queries=...)")
         if self.vector_coef is not None:
-            if Q is None:
-                raise BenchrouteError("this predictor's logistic regression reads the query "
-                                      "vectors; pass them (queries=...)")
             z = z + np.asarray(Q, dtype=np.float64) @ self.vector_coef
+        if self.task is not None and self.task_coef is not None:
+            z = z + self.task(np.asarray(Q)) @ self.task_coef
         return 1.0 / (1.0 + np.exp(-z))
 
     @property
@@ -94,22 +186,31 @@ class LinearStack:
         """The blend with weight ``w`` on the kNN's own logit, as one linear map."""
         eye = np.eye(self.n_models)
         vec = None if self.vector_coef is None else (1.0 - w) * self.vector_coef
-        return LinearStack(w * eye + (1.0 - w) * self.coef, (1.0 - w) * self.intercept, w, vec)
+        tc = None if self.task_coef is None else (1.0 - w) * self.task_coef
+        return LinearStack(w * eye + (1.0 - w) * self.coef, (1.0 - w) * self.intercept, w, vec,
+                           self.task, tc)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
-               "knn_weight": self.knn_weight}
+        out: dict[str, Any] = {"coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
+                               "knn_weight": self.knn_weight}
         if self.vector_coef is not None:
             out["vector_coef"] = self.vector_coef.tolist()
+        if self.task is not None and self.task_coef is not None:
+            out["task_classifier"] = self.task.to_dict()
+            out["task_coef"] = self.task_coef.tolist()
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LinearStack:
         M = len(d["intercept"])
         vec = d.get("vector_coef")
+        task = d.get("task_classifier")
         return cls(np.asarray(d["coef"], dtype=np.float64).reshape(M, -1),
                    np.asarray(d["intercept"], dtype=np.float64), float(d.get("knn_weight", 0.0)),
-                   None if vec is None else np.asarray(vec, dtype=np.float64).reshape(-1, M))
+                   None if vec is None else np.asarray(vec, dtype=np.float64).reshape(-1, M),
+                   None if task is None else TaskClassifier.from_dict(task),
+                   None if task is None
+                   else np.asarray(d["task_coef"], dtype=np.float64).reshape(-1, M))
 
 
 def fit_soft_logistic(X: np.ndarray, y: np.ndarray, C: float = STACK_C,
@@ -159,6 +260,23 @@ def fit_vector_logistic(X: np.ndarray, Y: np.ndarray, C: float = STACK_C) -> Lin
     return LinearStack(np.zeros((Y.shape[1], Y.shape[1])), b, 0.0, W)
 
 
+def task_features(Z: np.ndarray, T: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """The task family's regressors: [Z, T, s·X] (s = :data:`TASK_VECTOR_SCALE`)."""
+    return np.hstack([Z, T, TASK_VECTOR_SCALE * np.asarray(X, dtype=np.float64)])
+
+
+def fit_task_stack(Z: np.ndarray, T: np.ndarray, X: np.ndarray, task: TaskClassifier,
+                   Y: np.ndarray, C: float = STACK_C) -> LinearStack:
+    """The stack with the task classifier's output and the scaled vectors beside the logits:
+    one logistic regression per model on :func:`task_features`, fitted on out-of-fold T
+    (``T`` (N, tasks), columns in ``task.tasks``'s order), applied with ``task`` (fitted on
+    every row)."""
+    M, n_tasks = Y.shape[1], T.shape[1]
+    coef, b = _per_model_logistic(task_features(Z, T, X), Y, C)
+    return LinearStack(coef[:M], b, 0.0, TASK_VECTOR_SCALE * coef[M + n_tasks:], task,
+                       coef[M:M + n_tasks])
+
+
 def per_input_value(P: np.ndarray, Y: np.ndarray, objective: str) -> np.ndarray:
     """Per input, what CV maximises: the true quality of argmax P (``route``; models without a
     result never chosen, ties by :func:`benchroute.scoring.argmax_ties`) or minus the mean
@@ -174,15 +292,17 @@ def per_input_value(P: np.ndarray, Y: np.ndarray, objective: str) -> np.ndarray:
 
 
 def method_name(w: float, family: str = "stack") -> str:
-    """"knn" (w = 1); "blend"/"stack" or "logistic_blend"/"logistic" for the two families."""
+    """"knn" (w = 1); "blend"/"stack", "logistic_blend"/"logistic" or "task_blend"/"task" for
+    the three families."""
     if w == 1.0:
         return "knn"
-    name = "stack" if w == 0.0 else "blend"
-    return name if family == "stack" else "logistic" if w == 0.0 else "logistic_blend"
+    if family == "stack":
+        return "stack" if w == 0.0 else "blend"
+    return family if w == 0.0 else f"{family}_blend"
 
 
 #: Every value of ``method_name``: what a saved predictor's ``method`` may be.
-METHOD_NAMES = ("knn", "blend", "stack", "logistic_blend", "logistic")
+METHOD_NAMES = ("knn", "blend", "stack", "logistic_blend", "logistic", "task_blend", "task")
 
 
 @dataclass(frozen=True)
@@ -209,8 +329,8 @@ def _oof_logits(F: np.ndarray, Y: np.ndarray, fold: np.ndarray, C: float) -> np.
 
 def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str = "brier",
                  blends: Sequence[float] = DEFAULT_BLENDS, C: float = STACK_C,
-                 families: Sequence[str] = ("stack",), X: np.ndarray | None = None
-                 ) -> StackChoice:
+                 families: Sequence[str] = ("stack",), X: np.ndarray | None = None,
+                 groups: np.ndarray | None = None) -> StackChoice:
     """Cross-validated choice among the kNN, the blends, the stack and the logistic regression.
 
     Parameters
@@ -225,14 +345,25 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
     blends : weights w on the kNN's own logit, in order of preference (the first is the
         simplest; 1 is the kNN itself).
     families : which of :data:`FAMILIES` to try ("stack": on the logits of every model's P;
-        "logistic": on the input vectors ``X``, which it then needs).
+        "logistic": on the input vectors ``X``, which it then needs; "task": on the logits and
+        the task classifier's out-of-fold T, which needs ``X`` and the task of each row,
+        ``groups``).
     """
     bad = [f for f in families if f not in FAMILIES]
-    if bad or ("logistic" in families and X is None):
+    if bad or (("logistic" in families or "task" in families) and X is None) or (
+            "task" in families and groups is None):
         raise BenchrouteError(f"families {list(families)}: each must be one of {list(FAMILIES)}"
-                              ", and 'logistic' needs the vectors X")
+                              ", 'logistic' needs the vectors X, 'task' X and the groups")
     Z = logits(P)
-    feats = {fam: Z if fam == "stack" else np.asarray(X, dtype=np.float64) for fam in families}
+    feats: dict[str, np.ndarray] = {}
+    for fam in families:
+        if fam == "stack":
+            feats[fam] = Z
+        elif fam == "logistic":
+            feats[fam] = np.asarray(X, dtype=np.float64)
+        else:
+            Xv = np.asarray(X)
+            feats[fam] = task_features(Z, task_oof(Xv, np.asarray(groups), fold), Xv)
     lin = {fam: _oof_logits(feats[fam], Y, fold, C) for fam in families}
     # candidates in order of preference: the kNN, then each weight for each family
     order = [("knn", 1.0)] if 1.0 in blends else []
@@ -256,20 +387,38 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
     fam, w = chosen
     stack = None
     if w != 1.0:
-        full = fit_stack(Z, Y, C) if fam == "stack" else fit_vector_logistic(feats[fam], Y, C)
+        if fam == "stack":
+            full = fit_stack(Z, Y, C)
+        elif fam == "logistic":
+            full = fit_vector_logistic(feats[fam], Y, C)
+        else:
+            task = TaskClassifier.fit(np.asarray(X), np.asarray(groups))
+            n_tasks = len(task.tasks)
+            full = fit_task_stack(Z, feats[fam][:, Z.shape[1]:Z.shape[1] + n_tasks],
+                                  np.asarray(X), task, Y, C)
         stack = full.blended(w)
     return StackChoice(method_name(w, fam), stack, cands[chosen], table)
 
 
 def choose_map(method: str, P: np.ndarray, Y: np.ndarray, fold: np.ndarray, X: np.ndarray,
-               objective: str = "brier") -> StackChoice | None:
+               objective: str = "brier", groups: np.ndarray | None = None,
+               random_folds: bool = False) -> StackChoice | None:
     """What :class:`~benchroute.tuning.PerInputPredictor`'s ``method`` asks for: one family
-    forced ("stack", "logistic"), or for "auto" the kNN against every family within its size
-    limits (:data:`AUTO_MAX_MODELS`, :data:`AUTO_MAX_CELLS`); None for "knn" or an "auto" pool
-    past the model limit (the kNN, untried)."""
+    forced ("stack", "logistic", "task"), or for "auto" the kNN against every family within its
+    size limits (:data:`AUTO_MAX_MODELS`, :data:`AUTO_MAX_CELLS`, :data:`AUTO_MAX_TASKS`; the
+    task family only with ``random_folds``, see the module's text); None for "knn" or an
+    "auto" pool past the model limit (the kNN, untried)."""
+    if method == "task" and (groups is None or len(np.unique(groups)) < 2):
+        raise BenchrouteError("method 'task' needs the task of each pool input, and at least "
+                              "two tasks")
     if method in FAMILIES:
-        return choose_stack(P, Y, fold, objective, (0.0,), families=(method,), X=X)
+        return choose_stack(P, Y, fold, objective, (0.0,), families=(method,), X=X,
+                            groups=groups)
     if method != "auto" or Y.shape[1] > AUTO_MAX_MODELS:
         return None
-    fams = FAMILIES if Y.size <= AUTO_MAX_CELLS else ("stack",)
-    return choose_stack(P, Y, fold, objective, DEFAULT_BLENDS, families=fams, X=X)
+    fams = [f for f in FAMILIES if f == "stack" or Y.size <= AUTO_MAX_CELLS]
+    if "task" in fams and not (random_folds and groups is not None
+                               and 2 <= len(np.unique(groups)) <= AUTO_MAX_TASKS):
+        fams.remove("task")
+    return choose_stack(P, Y, fold, objective, DEFAULT_BLENDS, families=fams, X=X,
+                        groups=groups)

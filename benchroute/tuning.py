@@ -38,7 +38,7 @@ import pandas as pd
 from benchroute.exceptions import BenchrouteError, NotFittedError
 from benchroute.predictors import KNNSums, column_means, knn_mean
 from benchroute.sampling import is_cap, query_mask
-from benchroute.stacking import LinearStack, choose_map, per_input_value
+from benchroute.stacking import FAMILIES, LinearStack, choose_map, per_input_value
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ DEFAULT_WEIGHTS: tuple[str, ...] = ("uniform", "distance")
 DEFAULT_PRIORS: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 OBJECTIVES = ("route", "brier")
 CALIBRATIONS = ("isotonic", "none")
-METHODS = ("auto", "knn", "stack", "logistic")
+METHODS = ("auto", "knn", "stack", "logistic", "task")
+#: How the tuning folds are made: whole tasks held out ("task") or random over inputs.
+FOLDS_BY = ("task", "random")
 # keeps the calibrated map strictly increasing, so calibration never changes an argmax
 _TILT = 1e-6
 
@@ -247,20 +249,29 @@ class PerInputPredictor:
     ----------
     k, weights, prior : int / str / float or "auto"
         Fixed values, or "auto" to choose among ``ks``, ``weight_options``, ``priors`` by
-        ``folds``-fold cross-validation (grouped by task when ``groups`` are given to ``fit``).
+        ``folds``-fold cross-validation (grouped by task when ``groups`` are given to ``fit``
+        and ``folds_by`` is "task").
     objective : {"brier", "route"}
         What CV maximises: minus the Brier score (the default: a proper scoring rule, so the
         choice rewards accurate P everywhere, which every policy reads), or the mean true
         quality of argmax_m P (what "best" routing earns, but a step function of P whose
         maximum over many candidates is itself noisy; measured in docs/routing.md, 1.3).
     calibration : {"isotonic", "none"}
-    method : {"auto", "knn", "stack", "logistic"}
+    method : {"auto", "knn", "stack", "logistic", "task"}
         "knn": the tuned kNN P; "stack": the cross-model stack on it; "logistic": logistic
-        regression on the vectors (:mod:`benchroute.stacking`); "auto": the kNN, the stack,
-        the logistic regression or a blend, whichever CV prefers (the kNN unless another is
-        better by more than a standard error; the kNN when nothing else is cross-validated:
-        fixed values and no calibration, or with more than ``stacking.AUTO_MAX_MODELS`` pool
-        models; the logistic regression only up to ``stacking.AUTO_MAX_CELLS`` labels).
+        regression on the vectors; "task": the stack with a classifier of the pool task beside
+        it (:mod:`benchroute.stacking`; needs ``groups``); "auto": the kNN, the stack, the
+        logistic regression, the task stack or a blend, whichever CV prefers (the kNN unless
+        another is better by more than a standard error; the kNN when nothing else is
+        cross-validated: fixed values and no calibration, or with more than
+        ``stacking.AUTO_MAX_MODELS`` pool models; the logistic regression only up to
+        ``stacking.AUTO_MAX_CELLS`` labels; the task stack only with random folds, at most
+        ``stacking.AUTO_MAX_TASKS`` tasks).
+    folds_by : {"task", "random"}
+        "task" (the default) holds whole tasks out of each tuning fold, so the choices fit
+        inputs of a task the pool lacks; "random" deals inputs to folds at random, which fits
+        inputs of the pool's own tasks (and lets "auto" try the task stack). Without
+        ``groups`` the folds are random either way.
     folds, seed : int
     max_task_queries : int, optional
         At most this many inputs of each task (``groups``) are scored in the cross-validation,
@@ -274,7 +285,7 @@ class PerInputPredictor:
                  folds: int = 5, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
                  weight_options: Sequence[str] = DEFAULT_WEIGHTS,
                  priors: Sequence[float] = DEFAULT_PRIORS,
-                 max_task_queries: int | None = None) -> None:
+                 max_task_queries: int | None = None, folds_by: str = "task") -> None:
         self.k = k
         self.weights = weights
         self.prior = prior
@@ -287,11 +298,12 @@ class PerInputPredictor:
         self.weight_options = weight_options
         self.priors = priors
         self.max_task_queries = max_task_queries
+        self.folds_by = folds_by
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {n: getattr(self, n) for n in ("k", "weights", "prior", "objective", "calibration",
                                               "method", "folds", "seed", "ks", "weight_options", "priors",
-                                              "max_task_queries")}
+                                              "max_task_queries", "folds_by")}
 
     def _grid(self) -> list[tuple[int, str, float]]:
         ks = list(self.ks) if self.k == "auto" else [self.k]
@@ -310,6 +322,8 @@ class PerInputPredictor:
             raise BenchrouteError(f"calibration == {self.calibration!r}; choose one of {list(CALIBRATIONS)}")
         if self.method not in METHODS:
             raise BenchrouteError(f"method == {self.method!r}; choose one of {list(METHODS)}")
+        if self.folds_by not in FOLDS_BY:
+            raise BenchrouteError(f"folds_by == {self.folds_by!r}; choose one of {list(FOLDS_BY)}")
         if not is_cap(self.max_task_queries):
             raise BenchrouteError(f"max_task_queries == {self.max_task_queries!r}; expected None "
                                   "or an integer >= 2")
@@ -326,7 +340,8 @@ class PerInputPredictor:
         Y : ndarray (N, M)
             Quality labels in [0, 1]; NaN = no result.
         groups : array (N,), optional
-            Task of each input; CV holds whole tasks out when there are at least two.
+            Task of each input; CV holds whole tasks out when there are at least two and
+            ``folds_by`` is "task"; the task stack learns them.
         """
         grid = self._grid()
         X = np.ascontiguousarray(X, dtype=np.float32)
@@ -343,14 +358,16 @@ class PerInputPredictor:
         self.method_: str = "knn"
         self.fallback_: str | None = None
         self.calibration_knn_ = Calibration.identity()
-        needs_cv = len(grid) > 1 or self.calibration != "none" or self.method in ("stack", "logistic")
+        needs_cv = len(grid) > 1 or self.calibration != "none" or self.method in FAMILIES
         if not needs_cv:
             k, w, p = grid[0]
             self.k_, self.weights_, self.prior_ = k, w, p
             self.calibration_ = Calibration.identity()
             self.tuning_ = None
             return self
-        fold, how = fold_ids(len(X), groups, self.folds, self.seed)
+        g = None if groups is None else np.asarray(groups)
+        fold, how = fold_ids(len(X), g if self.folds_by == "task" else None, self.folds,
+                             self.seed)
         queried = query_mask(groups, len(X), self.max_task_queries, self.seed)
         if not how.startswith("GroupKFold") and not queried.all():
             # random folds: deal the scored sample evenly over them, so none is empty
@@ -365,7 +382,9 @@ class PerInputPredictor:
         if not queried.all():  # from here on, the scored sample only
             how = f"{how}, {int(queried.sum())} of {len(X)} inputs scored"
             X, Y, fold = X[queried], Y[queried], fold[queried]
-        choice = choose_map(self.method, P, Y, fold, X, self.objective)
+            g = None if g is None else g[queried]
+        choice = choose_map(self.method, P, Y, fold, X, self.objective, g,
+                            random_folds=not how.startswith("GroupKFold"))
         if choice is not None:
             self.method_, self.stack_ = choice.method, choice.stack
             if self.calibration == "isotonic" and choice.stack is not None:
@@ -424,8 +443,8 @@ class PerInputPredictor:
         """P (n, M) from neighbours someone else searched: cosine ``distances`` (n, K) ascending
         (inf past the pool's end) and their ``labels`` (n, K, M), K ≥ ``k_``. A router passes
         those of its own index, so routing needs no second copy of the pool vectors. A predictor
-        whose method reads the vectors ("logistic", "logistic_blend") needs the ``queries``
-        (n, d) too."""
+        whose method reads the vectors ("logistic", "task" and their blends) needs the
+        ``queries`` (n, d) too."""
         self._check()
         return self._posterior(distances, labels, self.means_, calibrated, queries)
 
@@ -449,10 +468,10 @@ class PerInputPredictor:
         return self
 
     def without_vectors(self) -> PerInputPredictor:
-        """This predictor, or a copy of it without a logistic regression on the vectors (its kNN
-        P with the kNN's calibration): for features of pool inputs, which that regression has
-        seen."""
-        if self.stack_ is None or self.stack_.vector_coef is None:
+        """This predictor, or a copy of it without a map that reads the vectors (a logistic
+        regression or a task classifier; its kNN P with the kNN's calibration instead): for
+        features of pool inputs, which those maps have seen with their labels."""
+        if self.stack_ is None or not self.stack_.reads_vectors:
             return self
         out = copy.copy(self)
         out.stack_, out.method_, out.calibration_ = None, "knn", self.calibration_knn_

@@ -16,13 +16,19 @@ inputs, seed 0). Rows, each cross-fitted:
 - ``kNN stack, random inner folds``: one logistic regression per model on the logits of every
   model's kNN P, fitted on out-of-fold P of 5 random inner folds (the issue's reference
   stack). The router's own stack candidate is fitted on task-grouped folds instead.
+- ``the router (default)`` and ``the router, tune_folds="random"``: the router's own P
+  (:func:`benchroute.experiments.per_input.knn_fitter`), its predictor tuned on folds that
+  hold whole tasks out, or on random folds, where it may choose the stack beside a classifier
+  of the pool task (docs/routing.md, section 1.5).
 
 Also written: per task, the share of each input's 100 nearest other pool inputs that come
 from its own task, and the task most of the others come from (``per_input_ceiling_tasks.csv``).
 
 Each row reports the routed quality (argmax P, ties to the best single model, as
-``compare_predictors``) with a 95% bootstrap interval, and for a strong/weak pair the APGR of
-the threshold policy's score P(strong) − P(weak) (RouteLLM's call% steps of 0.1).
+``compare_predictors``) with a 95% bootstrap interval, for the rows after the router's
+default the paired difference from it (``minus_default``, same resamples), and for a
+strong/weak pair the APGR of the threshold policy's score P(strong) − P(weak) (RouteLLM's
+call% steps of 0.1).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from run_costs import ROOT, alpaca, routellm, routerdc
 
 from benchroute.curves import apgr
 from benchroute.experiments import costs as cq
+from benchroute.experiments.per_input import knn_fitter
 from benchroute.scoring import best_on_average, task_means
 from benchroute.selection import route_rows
 from benchroute.stacking import fit_stack, logits
@@ -95,10 +102,20 @@ def knn_stack(Xtr, Ytr, gtr, Xte, gte):  # type: ignore[no-untyped-def]
     return stack(knn_proba(Xtr, Ytr, Xte))
 
 
+DEFAULT = "the router (default)"
+
+
+def router_fitter(grouped: bool) -> Fitter:
+    fit = knn_fitter(grouped=grouped)
+    return lambda Xtr, Ytr, gtr, Xte, gte: fit(Xtr, Ytr, Xte, gtr)
+
+
 FITTERS: dict[str, Fitter] = {"task known (reads the task's name)": task_known,
                               "task known + kNN stack (reads the task's name)": task_known_stack,
                               f"kNN k={K}": knn,
-                              "kNN stack, random inner folds": knn_stack}
+                              "kNN stack, random inner folds": knn_stack,
+                              DEFAULT: router_fitter(True),
+                              'the router, tune_folds="random"': router_fitter(False)}
 
 
 def pair_apgr(P: np.ndarray, Y: np.ndarray, strong: int, weak: int, rows: np.ndarray) -> float:
@@ -137,7 +154,7 @@ def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
     pair = "strong" in ds
     if pair:
         strong, weak = (A.models.index(str(ds[r])) for r in ("strong", "weak"))
-    out = []
+    out, default = [], None
     for name, fit in FITTERS.items():
         P = np.empty_like(Y)
         for f in range(5):
@@ -148,6 +165,13 @@ def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
         row = {"data": ds["name"], "predictor": name, "routed": q.mean(),
                "routed_lo": np.quantile(qb, 0.025), "routed_hi": np.quantile(qb, 0.975),
                "best_single": Y[rows, single].mean()}
+        if name == DEFAULT:
+            default = q
+        elif default is not None:  # paired with the router's default on the same resamples
+            db = (q - default)[boots].mean(axis=1)
+            row.update(minus_default=(q - default).mean(),
+                       minus_default_lo=np.quantile(db, 0.025),
+                       minus_default_hi=np.quantile(db, 0.975))
         if pair:
             ab = [pair_apgr(P, Y, strong, weak, b) for b in boots[:200]]
             row.update(apgr=pair_apgr(P, Y, strong, weak, rows),

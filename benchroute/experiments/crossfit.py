@@ -60,7 +60,9 @@ def routing_router(X: np.ndarray, Y: np.ndarray, groups: Sequence[str] | np.ndar
     if custom and tune:
         pred = predictor if predictor is not None else PerInputPredictor(
             seed=router.seed, max_task_queries=router.max_task_queries)
-        router.per_input_ = pred.fit(X, Y, ds if grouped_tuning else None).without_pool()
+        if not grouped_tuning:
+            pred.folds_by = "random"
+        router.per_input_ = pred.fit(X, Y, ds).without_pool()
         router.set_params(tune=True)  # consistent: a tuned predictor exactly when tune
     return router
 

@@ -14,11 +14,15 @@ from benchroute.exceptions import BenchrouteError
 from benchroute.persistence import ROUTER_FORMAT_VERSION
 from benchroute.routing import router_proba, router_proba_ood
 from benchroute.stacking import (
+    TASK_VECTOR_SCALE,
     LinearStack,
+    TaskClassifier,
     choose_stack,
     fit_stack,
+    fit_task_stack,
     fit_vector_logistic,
     logits,
+    task_oof,
 )
 from benchroute.tuning import Calibration, PerInputPredictor, fold_ids, route_value
 from tests.unit.test_tuning import _clusters
@@ -198,7 +202,7 @@ def test_stacked_router_save_load_round_trip_and_field_errors(tmp_path):
                                               r"\.coef' is invalid; expected a 3 x 3 list"):
         Router.load(folder)
     folder = router.save(tmp_path / "r2")
-    assert meta["format_version"] == ROUTER_FORMAT_VERSION == 4  # older readers refuse it
+    assert meta["format_version"] == ROUTER_FORMAT_VERSION == 5  # older readers refuse it
     _rewrite(folder, lambda m: m.update(format_version=2))
     with pytest.raises(BenchrouteError, match="'routing.per_input.stack' is invalid; expected "
                                               "absent in format 2"):
@@ -322,3 +326,132 @@ def test_logistic_router_routes_saves_loads_and_checks_the_field(tmp_path):
     with pytest.raises(BenchrouteError, match=r"'routing\.per_input\.method' is invalid.*"
                                               r"\(format 4\)"):
         Router.load(folder)
+
+
+# ---------------------------------------------------------------------- the task classifier
+def tasks_in_noise(n: int = 900, d: int = 24, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three tasks apart along one axis of 24, the rest noise: a linear classifier tells them
+    apart, while an input's nearest neighbours come from every task. Model m is right on 85% of
+    task m's inputs and 25% of the others'."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, 3, n)
+    X = rng.normal(size=(n, d))
+    X[:, 0] += 3.0 * (g - 1)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y = (rng.random((n, 3)) < np.where(g[:, None] == np.arange(3), 0.85, 0.25)).astype(float)
+    return X.astype(np.float32), Y, np.array([f"task{t}" for t in g])
+
+
+def test_task_stack_chosen_with_random_folds_and_never_tried_with_tasks_held_out():
+    X, Y, g = tasks_in_noise(1400)
+    pred = PerInputPredictor(folds_by="random", **SMALL).fit(X[:900], Y[:900], g[:900])
+    t = pred.tuning_.methods.set_index("method")
+    assert pred.method_ in ("task", "task_blend")
+    assert pred.stack_.task is not None and pred.stack_.task.tasks == ("task0", "task1", "task2")
+    chosen = t[t["chosen"]].iloc[0]
+    assert chosen["value"] > t.loc["stack", "value"] + t.loc["stack", "se"]
+    knn = PerInputPredictor(method="knn", **SMALL).fit(X[:900], Y[:900])
+    assert route_value(pred.predict_proba(X[900:]), Y[900:]) > \
+        route_value(knn.predict_proba(X[900:]), Y[900:]) + 0.05
+    # whole tasks held out: T of a held-out task is noise by construction, so it is not tried
+    grouped = PerInputPredictor(**SMALL).fit(X[:900], Y[:900], g[:900])
+    assert not grouped.tuning_.methods["method"].str.startswith("task").any()
+    assert grouped.tuning_.cv.startswith("GroupKFold") and pred.tuning_.cv.endswith("random folds")
+
+
+def test_task_stack_is_the_stack_on_logits_and_oof_task_probabilities():
+    X, Y, g = tasks_in_noise()
+    fold = fold_ids(len(X), None, 5, 0)[0]
+    P = np.clip(Y * 0.6 + 0.2, 0, 1)  # any P: the check is the map's form
+    choice = choose_stack(P, Y, fold, blends=(0.0,), families=("task",), X=X, groups=g)
+    T = task_oof(X, g, fold)
+    np.testing.assert_allclose(T.sum(axis=1), 1.0)
+    clf = TaskClassifier.fit(X, g)
+    expect = fit_task_stack(logits(P), T, X, clf, Y)
+    np.testing.assert_allclose(choice.stack.task_coef, expect.task_coef)
+    np.testing.assert_allclose(choice.stack(P, X), expect(P, X))
+    # the vectors enter scaled, so their weights are penalised 1/s² times more
+    direct = fit_stack(np.hstack([logits(P), T, TASK_VECTOR_SCALE * X]), Y)
+    np.testing.assert_allclose(expect.vector_coef, TASK_VECTOR_SCALE * direct.coef[3 + 3:],
+                               rtol=1e-6, atol=1e-9)
+    z = logits(P) @ expect.coef + clf(X) @ expect.task_coef + X @ expect.vector_coef \
+        + expect.intercept
+    np.testing.assert_allclose(expect(P, X), 1.0 / (1.0 + np.exp(-z)))
+    with pytest.raises(BenchrouteError, match="reads the query vectors"):
+        expect(P)
+    # two tasks: scikit-learn's one column becomes the softmax of [0, s]
+    two = g != "task2"
+    clf2 = TaskClassifier.fit(X[two], g[two])
+    from sklearn.linear_model import LogisticRegression
+
+    ref = LogisticRegression(C=10.0, max_iter=300).fit(X[two].astype(np.float64), g[two])
+    np.testing.assert_allclose(clf2(X[:5]), ref.predict_proba(X[:5].astype(np.float64)),
+                               atol=1e-6)
+    with pytest.raises(BenchrouteError, match="method 'task' needs the task of each"):
+        PerInputPredictor(method="task", **SMALL).fit(X, Y)
+
+
+def test_task_router_routes_saves_loads_and_checks_its_fields(tmp_path):
+    from benchroute.new_models import known_proba
+    from benchroute.router import Router
+    from tests.corpus.test_corpus_router import _rewrite
+
+    router, data = _stacked_router(tmp_path)
+    d, M = router.pool_vectors().shape[1], len(router.pool_models_)
+    Xp, tasks = router.pool_vectors(), np.asarray(router.datasets_)
+    pred = router.per_input_
+    clf = TaskClassifier.fit(Xp, tasks)
+    rng = np.random.default_rng(0)
+    pred.stack_ = LinearStack(np.zeros((M, M)), np.zeros(M), 0.0, rng.normal(size=(d, M)), clf,
+                              4.0 * rng.normal(size=(len(clf.tasks), M)))
+    pred.method_ = "task"
+    texts = [f"task {t} input {i}" for t in range(3) for i in range(4)]
+    Q = router.embed(texts)
+    expect = 1.0 / (1.0 + np.exp(-(clf(Q) @ pred.stack_.task_coef
+                                   + Q.astype(np.float64) @ pred.stack_.vector_coef)))
+    np.testing.assert_allclose(router_proba(router, Q), expect)  # route's path
+    np.testing.assert_allclose(router_proba_ood(router, Q)[0], expect)  # the gateway's path
+    folder = router.save(tmp_path / "r")
+    back = Router.load(folder)
+    assert back.per_input_.method_ == "task" and back.per_input_.stack_.task.tasks == clf.tasks
+    pd.testing.assert_frame_equal(back.predict_proba(texts), router.predict_proba(texts))
+    # an added model's features are the kNN P: the classifier has seen the pool inputs' tasks
+    F = known_proba(router, Q, without_self=True)
+    router.per_input_ = pred.without_vectors()
+    assert router.per_input_.method_ == "knn"
+    np.testing.assert_array_equal(F, known_proba(router, Q, without_self=True))
+    router.per_input_ = pred
+    T = len(clf.tasks)
+    for change, field, expected in [
+            (lambda s: s["task_coef"].pop(), r"stack\.task_coef'", rf"a {T} x {M} list"),
+            (lambda s: s["task_classifier"]["coef"][0].pop(), r"stack\.task_classifier\.coef'",
+             rf"a {d} x {T} list"),
+            (lambda s: s["task_classifier"].update(tasks=["a"] * T),
+             r"stack\.task_classifier\.tasks'", "a non-empty list of distinct task names"),
+            (lambda s: s["vector_coef"].pop(), r"stack\.vector_coef'", rf"a {d} x {M} list"),
+            (lambda s: s.pop("task_coef"), r"stack'", "an object with exactly")]:
+        folder = router.save(tmp_path / "bad")
+        _rewrite(folder, lambda m, change=change: change(m["routing"]["per_input"]["stack"]))
+        with pytest.raises(BenchrouteError, match=rf"field 'routing\.per_input\.{field} is "
+                                                  rf"invalid; expected {expected}"):
+            Router.load(folder)
+    folder = router.save(tmp_path / "r2")
+    _rewrite(folder, lambda m: m.update(format_version=4))
+    with pytest.raises(BenchrouteError, match=r"'routing\.per_input\.method' is invalid.*"
+                                              r"\(format 5\)"):
+        Router.load(folder)
+
+
+def test_router_tune_folds_reaches_the_predictor_and_is_checked(tmp_path):
+    from benchroute.router import Router
+
+    router, data = _stacked_router(tmp_path)
+    with pytest.raises(BenchrouteError, match="tune_folds == 'tasks', expected 'task' or "
+                                              "'random'"):
+        Router(tune_folds="tasks").fit(data)
+    fitted = Router(tune_folds="random", encoder=router.encoder).fit(data)
+    assert fitted.per_input_.tuning_.cv.endswith("random folds")
+    assert Router(encoder=router.encoder).fit(data).per_input_.tuning_.cv.startswith("GroupKFold")
+    back = Router.load(fitted.save(tmp_path / "rf"))
+    assert back.tune_folds == "random"
