@@ -294,6 +294,8 @@ def _router_options(p: Any) -> None:
             kw["action"] = argparse.BooleanOptionalAction
         elif name == "alphas":
             kw.update(type=float, nargs="+", metavar="ALPHA")
+        elif name == "tune_folds":
+            kw.update(choices=("task", "random"))
         else:
             kw["type"] = int if default is None else type(default)
         g.add_argument(flag, **kw)

@@ -80,8 +80,11 @@ TASK_C = 10.0
 #: vectors' noise swamps the task signal in the routing value, at 0.1 they add nothing.
 TASK_VECTOR_SCALE = 0.3
 #: ``method="auto"`` tries the task family up to this many pool tasks (the classifier's
-#: coefficients are d × tasks, saved with the router).
+#: coefficients are d × tasks, saved with the router) and this many cells inputs × tasks (its
+#: multinomial regression costs about N·d·tasks per iteration, fitted folds + 1 times:
+#: RouterDC, 20,600 × 10, and MMLU, 14,042 × 57, lie well below).
 AUTO_MAX_TASKS = 200
+AUTO_MAX_TASK_CELLS = 2_000_000
 #: The families of linear maps a predictor may choose from (``families`` of :func:`choose_stack`).
 FAMILIES = ("stack", "logistic", "task")
 
@@ -405,20 +408,22 @@ def choose_map(method: str, P: np.ndarray, Y: np.ndarray, fold: np.ndarray, X: n
                random_folds: bool = False) -> StackChoice | None:
     """What :class:`~benchroute.tuning.PerInputPredictor`'s ``method`` asks for: one family
     forced ("stack", "logistic", "task"), or for "auto" the kNN against every family within its
-    size limits (:data:`AUTO_MAX_MODELS`, :data:`AUTO_MAX_CELLS`, :data:`AUTO_MAX_TASKS`; the
-    task family only with ``random_folds``, see the module's text); None for "knn" or an
-    "auto" pool past the model limit (the kNN, untried)."""
-    if method == "task" and (groups is None or len(np.unique(groups)) < 2):
-        raise BenchrouteError("method 'task' needs the task of each pool input, and at least "
-                              "two tasks")
+    size limits (:data:`AUTO_MAX_MODELS`, :data:`AUTO_MAX_CELLS`, :data:`AUTO_MAX_TASKS`,
+    :data:`AUTO_MAX_TASK_CELLS`; the task family only with ``random_folds``, see the module's
+    text); None for "knn" or an "auto" pool past the model limit (the kNN, untried)."""
+    n_tasks = 0 if groups is None else len(np.unique(groups))
+    if method == "task" and (n_tasks < 2 or not random_folds):
+        raise BenchrouteError("method 'task' needs the task of each pool input, at least two "
+                              "tasks and random tuning folds (folds_by='random'; with whole "
+                              "tasks held out the classifier of a held-out task is noise)")
     if method in FAMILIES:
         return choose_stack(P, Y, fold, objective, (0.0,), families=(method,), X=X,
                             groups=groups)
     if method != "auto" or Y.shape[1] > AUTO_MAX_MODELS:
         return None
     fams = [f for f in FAMILIES if f == "stack" or Y.size <= AUTO_MAX_CELLS]
-    if "task" in fams and not (random_folds and groups is not None
-                               and 2 <= len(np.unique(groups)) <= AUTO_MAX_TASKS):
+    if "task" in fams and not (random_folds and 2 <= n_tasks <= AUTO_MAX_TASKS
+                               and len(Y) * n_tasks <= AUTO_MAX_TASK_CELLS):
         fams.remove("task")
     return choose_stack(P, Y, fold, objective, DEFAULT_BLENDS, families=fams, X=X,
                         groups=groups)

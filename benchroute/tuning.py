@@ -202,8 +202,9 @@ class Tuning:
     quality of argmax P) and ``brier``; ``brier_raw`` / ``brier_calibrated`` are out-of-fold
     Brier scores of the chosen configuration before and after calibration (the calibration map
     itself cross-fitted over the same folds); ``reliability`` bins the calibrated out-of-fold P.
-    ``method`` is what the second CV chose on the chosen kNN's out-of-fold P ("knn", "blend" or
-    "stack", :func:`benchroute.stacking.choose_stack`), ``knn_weight`` the blend's weight on
+    ``method`` is what the second CV chose on the chosen kNN's out-of-fold P (one of
+    :data:`benchroute.stacking.METHOD_NAMES`, :func:`benchroute.stacking.choose_stack`),
+    ``knn_weight`` the blend's weight on
     the kNN, and ``methods`` its evidence (one row per candidate: CV value and standard error).
     """
 

@@ -139,6 +139,8 @@ def run_predictors(ds: dict[str, object], out: Path, only_knn: bool = False,
     assert isinstance(data, BenchmarkData)
     A = cq.arrays(data, ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
     route = {"objective": "route"}  # the rows measured before the default became Brier
+    # the rows with random inner folds and method "auto" (grouped=False) were measured before
+    # the task family (docs/routing.md 1.5) existed; rerun, they may choose it
     fitters = {"kNN k=5 (today's default)": knn_fitter(k=5, weights="uniform", prior=0.0,
                                                        calibration="none", method="knn"),
                "kNN tuned (random inner folds)": knn_fitter(grouped=False, method="knn", **route),

@@ -59,9 +59,11 @@ def routing_router(X: np.ndarray, Y: np.ndarray, groups: Sequence[str] | np.ndar
     router = Router().set_params(**params).fit_arrays(X, Y, ds, names)
     if custom and tune:
         pred = predictor if predictor is not None else PerInputPredictor(
-            seed=router.seed, max_task_queries=router.max_task_queries)
-        if not grouped_tuning:
-            pred.folds_by = "random"
+            seed=router.seed, max_task_queries=router.max_task_queries,
+            folds_by=router.tune_folds)
+        if not grouped_tuning:  # a copy: the caller's predictor stays as it was given
+            pred = PerInputPredictor(**{**pred.get_params(), "folds_by": "random"})
+            router.set_params(tune_folds="random")
         router.per_input_ = pred.fit(X, Y, ds).without_pool()
         router.set_params(tune=True)  # consistent: a tuned predictor exactly when tune
     return router

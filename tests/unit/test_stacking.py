@@ -455,3 +455,49 @@ def test_router_tune_folds_reaches_the_predictor_and_is_checked(tmp_path):
     assert Router(encoder=router.encoder).fit(data).per_input_.tuning_.cv.startswith("GroupKFold")
     back = Router.load(fitted.save(tmp_path / "rf"))
     assert back.tune_folds == "random"
+
+
+def test_task_oof_aligns_columns_when_a_task_is_missing_from_training_folds():
+    X, Y, g = tasks_in_noise(300)
+    g = g.astype(object)
+    fold = fold_ids(len(X), None, 5, 0)[0]
+    g[fold == 2] = "only_in_fold_2"  # absent from every training part that predicts fold 2
+    T = task_oof(X, g, fold)
+    tasks = np.unique(g)
+    np.testing.assert_allclose(T.sum(axis=1), 1.0)
+    col = list(tasks).index("only_in_fold_2")
+    assert (T[fold == 2, col] == 0).all() and (T[fold != 2, col] > 0).all()
+    # the other columns are that fold's classifier's probabilities, by task name
+    clf = TaskClassifier.fit(X[fold != 2], g[fold != 2])
+    np.testing.assert_allclose(T[np.ix_(fold == 2, np.searchsorted(tasks, clf.tasks))],
+                               clf(X[fold == 2]))
+
+
+def test_task_family_with_a_capped_sample_and_its_refusals(monkeypatch):
+    from benchroute import stacking
+
+    X, Y, g = tasks_in_noise(1400)
+    capped = PerInputPredictor(folds_by="random", max_task_queries=150, **SMALL).fit(X, Y, g)
+    assert capped.method_ in ("task", "task_blend") and "450 of 1400 inputs scored" in \
+        capped.tuning_.cv
+    assert capped.predict_proba(X[:5]).shape == (5, 3)
+    with pytest.raises(BenchrouteError, match="random tuning folds"):
+        PerInputPredictor(method="task", **SMALL).fit(X, Y, g)  # tasks held out: T is noise
+    monkeypatch.setattr(stacking, "AUTO_MAX_TASK_CELLS", len(X) * 3 - 1)
+    untried = PerInputPredictor(folds_by="random", **SMALL).fit(X, Y, g)
+    assert not untried.tuning_.methods["method"].str.startswith("task").any()
+    # a map with the classifier alone still reads the vectors, and without_vectors drops it
+    clf = TaskClassifier.fit(X, g)
+    capped.stack_ = LinearStack(np.eye(3), np.zeros(3), 0.0, None, clf, np.ones((3, 3)))
+    assert capped.stack_.reads_vectors and capped.without_vectors().stack_ is None
+
+
+def test_a_format_4_router_without_tune_folds_loads_as_task_folds(tmp_path):
+    from benchroute.router import Router
+    from tests.corpus.test_corpus_router import _rewrite
+
+    router, _ = _stacked_router(tmp_path)
+    folder = router.save(tmp_path / "r4")
+    _rewrite(folder, lambda m: (m.update(format_version=4), m["params"].pop("tune_folds")))
+    back = Router.load(folder)
+    assert back.tune_folds == "task" and back.per_input_.method_ == "stack"
