@@ -162,6 +162,18 @@ def _stacked_router(tmp_path):
     return router, data
 
 
+def _refused_as_format(router, tmp_path, version: int, needs: int) -> None:
+    """A saved router whose map needs format ``needs``, relabelled ``version``, is refused."""
+    from benchroute.router import Router
+    from tests.corpus.test_corpus_router import _rewrite
+
+    folder = router.save(tmp_path / f"as_format_{version}")
+    _rewrite(folder, lambda m: m.update(format_version=version))
+    with pytest.raises(BenchrouteError, match=r"'routing\.per_input\.method' is invalid.*"
+                                              rf"\(format {needs}\)"):
+        Router.load(folder)
+
+
 def test_route_route_table_and_the_gateways_search_use_the_stack(tmp_path):
     router, _ = _stacked_router(tmp_path)
     texts = [f"task {t} input {i}" for t in range(3) for i in range(5)]
@@ -321,11 +333,7 @@ def test_logistic_router_routes_saves_loads_and_checks_the_field(tmp_path):
     with pytest.raises(BenchrouteError, match=rf"field 'routing\.per_input\.stack\.vector_coef' "
                                               rf"is invalid; expected a {d} x {M} list"):
         Router.load(folder)
-    folder = router.save(tmp_path / "r2")
-    _rewrite(folder, lambda m: m.update(format_version=3))
-    with pytest.raises(BenchrouteError, match=r"'routing\.per_input\.method' is invalid.*"
-                                              r"\(format 4\)"):
-        Router.load(folder)
+    _refused_as_format(router, tmp_path, 3, needs=4)
 
 
 # ---------------------------------------------------------------------- the task classifier
@@ -436,11 +444,7 @@ def test_task_router_routes_saves_loads_and_checks_its_fields(tmp_path):
         with pytest.raises(BenchrouteError, match=rf"field 'routing\.per_input\.{field} is "
                                                   rf"invalid; expected {expected}"):
             Router.load(folder)
-    folder = router.save(tmp_path / "r2")
-    _rewrite(folder, lambda m: m.update(format_version=4))
-    with pytest.raises(BenchrouteError, match=r"'routing\.per_input\.method' is invalid.*"
-                                              r"\(format 5\)"):
-        Router.load(folder)
+    _refused_as_format(router, tmp_path, 4, needs=5)
 
 
 def test_router_tune_folds_reaches_the_predictor_and_is_checked(tmp_path):
