@@ -731,11 +731,16 @@ def _is_calibration(cal: object) -> bool:
         and bool(np.all(np.diff(cal["x"]) > 0)) and bool(np.all(np.diff(cal["y"]) >= 0)))
 
 
+def _vector(value: object, n: int) -> bool:
+    """A list of ``n`` finite numbers."""
+    return isinstance(value, list) and len(value) == n and all(
+        is_real(v) and math.isfinite(v) for v in value)
+
+
 def _matrix(value: object, rows: int, cols: int) -> bool:
     """A ``rows`` x ``cols`` list of lists of finite numbers."""
     return isinstance(value, list) and len(value) == rows and all(
-        isinstance(row, list) and len(row) == cols
-        and all(is_real(v) and math.isfinite(v) for v in row) for row in value)
+        _vector(row, cols) for row in value)
 
 
 def _check_task_classifier(path: Path, clf: object, coef: object, dim: int,
@@ -753,9 +758,7 @@ def _check_task_classifier(path: Path, clf: object, coef: object, dim: int,
     if not _matrix(clf["coef"], dim, T):
         raise _fail(path, f"{where}.coef", f"a {dim} x {T} list of finite numbers (one row per "
                     "vector dimension, one column per task)")
-    icpt = clf["intercept"]
-    if not (isinstance(icpt, list) and len(icpt) == T
-            and all(is_real(v) and math.isfinite(v) for v in icpt)):
+    if not _vector(clf["intercept"], T):
         raise _fail(path, f"{where}.intercept", f"{T} finite numbers (one per task)")
     if not _matrix(coef, T, n_models):
         raise _fail(path, "routing.per_input.stack.task_coef", f"a {T} x {n_models} list of "
@@ -800,8 +803,7 @@ def _check_stack(path: Path, desc: dict[str, object], n_models: int, version: in
     if not _matrix(coef, n_models, n_models):
         raise _fail(path, "routing.per_input.stack.coef", f"a {n_models} x {n_models} list of "
                     "finite numbers (one row and one column per pool model)")
-    if not (isinstance(icpt, list) and len(icpt) == n_models
-            and all(is_real(v) and math.isfinite(v) for v in icpt)):
+    if not _vector(icpt, n_models):
         raise _fail(path, "routing.per_input.stack.intercept", f"{n_models} finite numbers "
                     "(one per pool model)")
     if not (is_real(w) and (0 < w < 1 if method.endswith("blend") else w == 0)):
