@@ -281,6 +281,7 @@ _ROUTER_OPTIONS = {
 
 def _router_options(p: Any) -> None:
     from benchroute.params import RouterParams
+    from benchroute.tuning import FOLDS_BY
 
     defaults = {n: q.default for n, q in inspect.signature(RouterParams.__init__).parameters.items()}
     g = p.add_argument_group("router parameters (defaults: the library's)")
@@ -295,7 +296,7 @@ def _router_options(p: Any) -> None:
         elif name == "alphas":
             kw.update(type=float, nargs="+", metavar="ALPHA")
         elif name == "tune_folds":
-            kw.update(choices=("task", "random"))
+            kw.update(choices=FOLDS_BY)
         else:
             kw["type"] = int if default is None else type(default)
         g.add_argument(flag, **kw)

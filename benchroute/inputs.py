@@ -15,6 +15,7 @@ from benchroute.data.store import BenchmarkData
 from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 from benchroute.exceptions import BenchrouteError
 from benchroute.sampling import is_cap
+from benchroute.tuning import FOLDS_BY
 
 Texts = str | Sequence[str] | BenchmarkData
 LabeledRecords = pd.DataFrame | Iterable[Mapping[str, object]]
@@ -49,7 +50,7 @@ def check_router_params(params: Mapping[str, object], where: str = "Router") -> 
     need(is_real(p["eta"]) and 0.0 <= float(p["eta"]) <= 1.0, "eta", "a number in [0, 1]")  # type: ignore[arg-type]
     need(isinstance(p.get("tune", True), bool), "tune", "true or false")
     need(is_cap(p.get("max_task_queries")), "max_task_queries", "null or an integer >= 2")
-    need(p.get("tune_folds", "task") in ("task", "random"), "tune_folds", "'task' or 'random'")
+    need(p.get("tune_folds", "task") in FOLDS_BY, "tune_folds", " or ".join(map(repr, FOLDS_BY)))
     need(is_real(p["prior_strength"]) and float(p["prior_strength"]) >= 0,  # type: ignore[arg-type]
          "prior_strength", "a number >= 0")
     alphas = p["alphas"]

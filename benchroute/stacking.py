@@ -113,14 +113,14 @@ class TaskClassifier:
     def fit(cls, X: np.ndarray, groups: np.ndarray, C: float = TASK_C) -> TaskClassifier:
         """A multinomial logistic regression of the task on the vectors (scikit-learn's); one
         task gives T = 1 for it."""
-        tasks = np.unique(np.asarray(groups).astype(str))
+        g = np.asarray(groups).astype(str)
+        tasks = np.unique(g)
         d = np.asarray(X).shape[1]
         if len(tasks) == 1:
             return cls(np.zeros((d, 1)), np.zeros(1), tuple(tasks))
         from sklearn.linear_model import LogisticRegression
 
-        clf = LogisticRegression(C=C, max_iter=300).fit(np.asarray(X, dtype=np.float64),
-                                                        np.asarray(groups).astype(str))
+        clf = LogisticRegression(C=C, max_iter=300).fit(np.asarray(X, dtype=np.float64), g)
         coef, icpt = clf.coef_.T, clf.intercept_
         if len(tasks) == 2:  # scikit-learn keeps one column for two classes: σ(s) = softmax([0, s])
             coef, icpt = np.hstack([np.zeros((d, 1)), coef]), np.r_[0.0, icpt]
@@ -358,15 +358,16 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
         raise BenchrouteError(f"families {list(families)}: each must be one of {list(FAMILIES)}"
                               ", 'logistic' needs the vectors X, 'task' X and the groups")
     Z = logits(P)
+    Xv = None if X is None else np.asarray(X)
+    T = task_oof(Xv, np.asarray(groups), fold) if "task" in families and Xv is not None else None
     feats: dict[str, np.ndarray] = {}
     for fam in families:
         if fam == "stack":
             feats[fam] = Z
         elif fam == "logistic":
             feats[fam] = np.asarray(X, dtype=np.float64)
-        else:
-            Xv = np.asarray(X)
-            feats[fam] = task_features(Z, task_oof(Xv, np.asarray(groups), fold), Xv)
+        elif Xv is not None and T is not None:
+            feats[fam] = task_features(Z, T, Xv)
     lin = {fam: _oof_logits(feats[fam], Y, fold, C) for fam in families}
     # candidates in order of preference: the kNN, then each weight for each family
     order = [("knn", 1.0)] if 1.0 in blends else []
@@ -394,11 +395,8 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
             full = fit_stack(Z, Y, C)
         elif fam == "logistic":
             full = fit_vector_logistic(feats[fam], Y, C)
-        else:
-            task = TaskClassifier.fit(np.asarray(X), np.asarray(groups))
-            n_tasks = len(task.tasks)
-            full = fit_task_stack(Z, feats[fam][:, Z.shape[1]:Z.shape[1] + n_tasks],
-                                  np.asarray(X), task, Y, C)
+        elif Xv is not None and T is not None:
+            full = fit_task_stack(Z, T, Xv, TaskClassifier.fit(Xv, np.asarray(groups)), Y, C)
         stack = full.blended(w)
     return StackChoice(method_name(w, fam), stack, cands[chosen], table)
 

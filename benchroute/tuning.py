@@ -370,7 +370,8 @@ class PerInputPredictor:
         fold, how = fold_ids(len(X), g if self.folds_by == "task" else None, self.folds,
                              self.seed)
         queried = query_mask(groups, len(X), self.max_task_queries, self.seed)
-        if not how.startswith("GroupKFold") and not queried.all():
+        grouped = how.startswith("GroupKFold")
+        if not grouped and not queried.all():
             # random folds: deal the scored sample evenly over them, so none is empty
             fold[queried] = fold_ids(int(queried.sum()), None, self.folds, self.seed)[0]
         searched = oof_search(X, fold, max(k for k, _, _ in grid), queried)
@@ -385,7 +386,7 @@ class PerInputPredictor:
             X, Y, fold = X[queried], Y[queried], fold[queried]
             g = None if g is None else g[queried]
         choice = choose_map(self.method, P, Y, fold, X, self.objective, g,
-                            random_folds=not how.startswith("GroupKFold"))
+                            random_folds=not grouped)
         if choice is not None:
             self.method_, self.stack_ = choice.method, choice.stack
             if self.calibration == "isotonic" and choice.stack is not None:

@@ -159,8 +159,6 @@ def run_predictors(ds: dict[str, object], out: Path, only_knn: bool = False,
                    knn_fitter(grouped=False, **route),
                "kNN default: kNN, stack, logistic or a blend by CV, objective Brier (grouped)":
                    knn_fitter(),
-               # random folds: since docs/routing.md 1.5 also the task family, as the router's
-               # tune_folds="random" (the rows of predictors_logistic.csv predate it)
                'the router, tune_folds="random": kNN, stack, logistic, task stack or a blend by '
                'CV, objective Brier': knn_fitter(grouped=False),
                "logistic regression per model": logistic_fitter(),
