@@ -156,6 +156,7 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
 
 #: Parameters the fitted predictor was built with: a loaded router rebuilds it from the saved
 #: parameters, so a value changed by ``set_params`` after the fit would load as another router.
+#: (``tune_folds`` is checked against the tuned predictor's ``folds_by`` likewise.)
 _PREDICTOR_PARAMS = ("k", "weights", "index_factory")
 
 
@@ -165,6 +166,9 @@ def _check_fitted_params(router: Router) -> None:
     changed = {name: (getattr(router.predictor_, name), getattr(router, name))
                for name in _PREDICTOR_PARAMS
                if getattr(router.predictor_, name) != getattr(router, name)}
+    tuned = router.per_input_
+    if tuned is not None and tuned.folds_by != router.tune_folds:
+        changed["tune_folds"] = (tuned.folds_by, router.tune_folds)
     if changed:
         what = "; ".join(f"{name} is {new!r}, the fitted pool uses {old!r}"
                          for name, (old, new) in changed.items())
@@ -717,6 +721,9 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
                         "increasing, y non-decreasing}")
         _check_stack(path, desc, router.Y_.shape[1], version,
                      router.predictor_.index_.dimension)
+        if desc.setdefault("folds_by", router.tune_folds) != router.tune_folds:
+            raise _fail(path, "routing.per_input.folds_by", f"params.tune_folds "
+                        f"({router.tune_folds!r}): the folds the predictor was tuned on")
     router.costs_ = state.get("costs")
     if desc is not None:
         router.per_input_ = PerInputPredictor.from_description(desc, None, router.Y_)

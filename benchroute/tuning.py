@@ -492,7 +492,7 @@ class PerInputPredictor:
         self._check()
         out: dict[str, Any] = {"k": self.k_, "weights": self.weights_, "prior": self.prior_,
                                "calibration": self.calibration_.to_dict(),
-                               "method": self.method_}
+                               "method": self.method_, "folds_by": self.folds_by}
         if self.stack_ is not None:
             out["stack"] = self.stack_.to_dict()
             out["calibration_knn"] = self.calibration_knn_.to_dict()
@@ -508,9 +508,10 @@ class PerInputPredictor:
         """Rebuild a fitted predictor from :meth:`describe` and the pool's labels ``Y`` (and
         vectors ``X``; None gives a predictor without a pool, see :meth:`without_pool`), without
         re-tuning. A description without ``method`` (saved before the cross-model stack) is the
-        kNN's."""
+        kNN's; one without ``folds_by`` (saved before it was kept) was tuned on task folds."""
         try:
-            pred = cls(k=int(desc["k"]), weights=str(desc["weights"]), prior=float(desc["prior"]))
+            pred = cls(k=int(desc["k"]), weights=str(desc["weights"]), prior=float(desc["prior"]),
+                       folds_by=str(desc.get("folds_by", "task")))
             pred.Y_ = np.asarray(Y, dtype=np.float64)
             pred.X_ = None if X is None else np.ascontiguousarray(X, dtype=np.float32)
             pred.means_ = column_means(pred.Y_)

@@ -458,7 +458,23 @@ def test_router_tune_folds_reaches_the_predictor_and_is_checked(tmp_path):
     assert fitted.per_input_.tuning_.cv.endswith("random folds")
     assert Router(encoder=router.encoder).fit(data).per_input_.tuning_.cv.startswith("GroupKFold")
     back = Router.load(fitted.save(tmp_path / "rf"))
-    assert back.tune_folds == "random"
+    assert back.tune_folds == "random" and back.per_input_.folds_by == "random"
+    # changed after the fit, the saved router would claim folds its predictor was not tuned on
+    fitted.set_params(tune_folds="task")
+    with pytest.raises(BenchrouteError, match="parameters changed after the fit "
+                                              r"\(tune_folds is 'task', the fitted pool uses "
+                                              r"'random'\)"):
+        fitted.save(tmp_path / "changed")
+    assert not (tmp_path / "changed").exists()
+    from tests.corpus.test_corpus_router import _rewrite
+
+    folder = tmp_path / "rf"
+    _rewrite(folder, lambda m: m["routing"]["per_input"].update(folds_by="task"))
+    with pytest.raises(BenchrouteError, match=r"field 'routing\.per_input\.folds_by' is "
+                                              r"invalid; expected params\.tune_folds \('random'\)"):
+        Router.load(folder)
+    _rewrite(folder, lambda m: m["routing"]["per_input"].pop("folds_by"))  # saved before it was kept
+    assert Router.load(folder).per_input_.folds_by == "random"
 
 
 def test_task_oof_aligns_columns_when_a_task_is_missing_from_training_folds():
