@@ -24,6 +24,15 @@ weights fitted on labels apply to P). Beside them, the new model's own labels:
 A single-slope fit (the similar part, the logistic part at λ = ∞, the Platt map) keeps its slope
 ≥ :data:`MIN_SLOPE`, so a few labels never turn the known models' ranking upside down.
 
+How far a model's weights stray from the average known model is itself learnt from the known
+models (empirical Bayes, :func:`deviation_penalty`): each known model's labels are regressed the
+same way on the other known models' logits over a sample of the pool, and λ₀ = 1/σ², σ² the
+mean squared δ less its estimation variance, is the penalty those deviations imply (∞ when they
+are indistinguishable from noise). The logistic part at λ₀ is the first candidate the choice
+tries, so a handful of labels no longer has to tell λ by cross-validation alone, which keeps the
+average known model (the most borrowing candidate) unless another is clearly better
+(docs/results.md, section 8).
+
 The part with its λ or τ, k and the mix w are chosen by cross-validation on the labels given:
 the out-of-fold Brier score after a two-parameter Platt map, so that the choice is about ranking
 (a few labels set the level badly for every candidate alike), with the one-standard-error rule
@@ -71,6 +80,11 @@ DEFAULT_LAMBDAS: tuple[float, ...] = (math.inf, 1000.0, 300.0, 100.0, 30.0, 10.0
 DEFAULT_TAUS: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0)
 #: Neighbours of the own-label kNN.
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
+#: Pool inputs over which :func:`deviation_penalty` regresses each known model on the others.
+PENALTY_SAMPLE = 3000
+#: Penalty on the known models' weights while :func:`deviation_penalty` estimates them: next to
+#: nothing (thousands of labels each), only so that collinear models stay finite.
+FREE = 1e-3
 #: Weight w of the borrowing part in the mix, most borrowing first.
 DEFAULT_MIXES: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
 #: Weak penalty μ on the intercept: it only keeps separable data finite.
@@ -221,6 +235,50 @@ def _platt_apply(platt: np.ndarray, P: np.ndarray) -> np.ndarray:
     return expit(platt[0] + platt[1] * logits(P, FINE))
 
 
+def penalty_rows(n_rows: int, seed: int = 0, max_rows: int = PENALTY_SAMPLE) -> np.ndarray:
+    """The pool rows :func:`deviation_penalty` reads: all, or a seeded sample of ``max_rows``."""
+    if n_rows <= max_rows:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng([seed, n_rows]).choice(n_rows, max_rows, replace=False))
+
+
+def deviation_penalty(F: np.ndarray, Y: np.ndarray) -> float | None:
+    """λ₀ of the logistic part, learnt from the known models themselves: each known model's
+    labels (a column of ``Y`` (N, M), NaN = none) regressed on the other known models' logits
+    (``F`` (N, M), their P at the same inputs without the inputs' own labels), nearly
+    unpenalised. Its δ (the weights beyond the average model's 1/(M − 1) each) are draws
+    of the deviations a new model may have, plus estimation noise; the method of moments gives
+    σ² = mean(δ² − var δ) (var from the inverse Hessian), and λ₀ = 1/σ²: the ridge penalty of
+    the posterior mode under δ ~ N(0, σ²). ∞ when σ² ≤ 0 (the deviations are noise: the
+    average known model); None with fewer than two known models (no other to regress on)."""
+    F = np.asarray(F, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    M = F.shape[1]
+    if M < 2:
+        return None
+    Z = logits(F)
+    excess = []
+    for i in range(M):
+        ok = ~np.isnan(Y[:, i])
+        y = Y[ok, i]
+        if ok.sum() < 2 * M or y.min() == y.max():  # too few labels to say how model i strays
+            continue
+        # σ(a + Σ_m c_m z_m) with c_m = 1/(M − 1) + δ_m: the design without z̄, whose
+        # direction the data cannot tell from the δ's (its variance would be the prior's)
+        others = np.delete(Z[ok], i, axis=1)
+        X = np.hstack([np.ones((len(y), 1)), others])
+        b0 = np.r_[_level(others.mean(axis=1), y), np.full(M - 1, 1.0 / (M - 1))]
+        prec = np.r_[WEAK, np.full(M - 1, FREE)]
+        beta = penalised_logistic(X, y, b0, prec)
+        p = expit(X @ beta)
+        H = (X * (p * (1.0 - p))[:, None]).T @ X + np.diag(prec)
+        excess.append((beta[1:] - b0[1:]) ** 2 - np.diag(np.linalg.inv(H))[1:])
+    if not excess:
+        return None
+    s2 = float(np.mean(np.concatenate(excess)))
+    return 1.0 / s2 if s2 > 0 else math.inf
+
+
 # ---------------------------------------------------------------------- the estimator
 @dataclass(frozen=True)
 class BorrowingFit:
@@ -246,6 +304,7 @@ class BorrowingFit:
     cv_hits: float
     fallback: str | None = None
     level_only: bool = False
+    prior_lambda: float | None = None
 
     def summary(self) -> str:
         if self.fallback:
@@ -253,7 +312,9 @@ class BorrowingFit:
         if self.level_only:
             return (f"{self.n_labels} labels: the average known model, chosen by {self.cv}; "
                     f"in-sample Brier {self.cv_brier:.4f}")
-        what = (f"logistic on the known models' logits, penalty {self.value:g}"
+        prior = "" if self.prior_lambda is None or self.value != self.prior_lambda else \
+            " (the known models' own, empirical Bayes)"
+        what = (f"logistic on the known models' logits, penalty {self.value:g}{prior}"
                 if self.part == "logistic" else
                 f"similarity-weighted known models, temperature {self.value:g}")
         return (f"{self.n_labels} labels: {what}, own kNN k = {self.k}, borrowing weight "
@@ -265,7 +326,9 @@ class BorrowingFit:
                 "part": self.part, "value": None if not math.isfinite(self.value) else self.value,
                 "k": self.k, "mix": self.mix,
                 "cv": self.cv, "cv_brier": self.cv_brier, "cv_hits": self.cv_hits,
-                "fallback": self.fallback, "level_only": self.level_only}
+                "fallback": self.fallback, "level_only": self.level_only,
+                "prior_lambda": None if self.prior_lambda is None or not math.isfinite(
+                    self.prior_lambda) else self.prior_lambda}
 
 
 class BorrowingPredictor:
@@ -288,13 +351,17 @@ class BorrowingPredictor:
     se_rule : float
         The choice takes the first candidate within ``se_rule`` standard errors of the best
         cross-validated score (1: the one-standard-error rule; 0: the best).
+    prior_lambda : float, optional
+        The penalty λ₀ the known models imply (:func:`deviation_penalty`; a router computes it
+        from its pool): the logistic part at λ₀ is tried first, before the grid. None: the
+        grid alone.
     """
 
     def __init__(self, lambdas: Sequence[float] = DEFAULT_LAMBDAS,
                  taus: Sequence[float] = DEFAULT_TAUS, ks: Sequence[int] = DEFAULT_KS,
                  mixes: Sequence[float] = DEFAULT_MIXES, min_labels: int = 8, folds: int = 5,
                  seed: int = 0, threshold: float = 0.5, se_rule: float = 1.0,
-                 residual: bool = True) -> None:
+                 residual: bool = True, prior_lambda: float | None = None) -> None:
         self.lambdas = lambdas
         self.taus = taus
         self.ks = ks
@@ -305,11 +372,12 @@ class BorrowingPredictor:
         self.threshold = threshold
         self.se_rule = se_rule
         self.residual = residual
+        self.prior_lambda = prior_lambda
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {n: getattr(self, n) for n in ("lambdas", "taus", "ks", "mixes", "min_labels",
                                               "folds", "seed", "threshold", "se_rule",
-                                              "residual")}
+                                              "residual", "prior_lambda")}
 
     def _check_params(self) -> list[tuple[str, float]]:
         if any(not (lam > 0) for lam in self.lambdas):
@@ -324,8 +392,16 @@ class BorrowingPredictor:
             raise BenchrouteError(f"mixes {list(self.mixes)} invalid: each must be in [0, 1]")
         if not isinstance(self.min_labels, (int, np.integer)) or self.min_labels < 2:
             raise BenchrouteError(f"min_labels == {self.min_labels}, must be an int >= 2")
-        return [("similar", float(t)) for t in self.taus] + \
+        prior = self.prior_lambda
+        if prior is not None and not (isinstance(prior, (int, float)) and prior > 0):
+            raise BenchrouteError(f"prior_lambda == {prior!r}; expected None or a number > 0 "
+                                  "(inf allowed)")
+        grid = [("similar", float(t)) for t in self.taus] + \
             [("logistic", float(lam)) for lam in self.lambdas]
+        if prior is None:
+            return grid
+        first = ("logistic", float(prior))
+        return [first] + [c for c in grid if c != first]
 
     # ------------------------------------------------------------------ parts
     @staticmethod
@@ -462,7 +538,8 @@ class BorrowingPredictor:
         self.res_ = y - self._borrow_predict(self.kind_, self.value_, self.part_, F)
         self.platt_ = best_platt
         hits = float(np.sum((P_oof > self.threshold) == (y > self.threshold)))
-        self.fit_ = BorrowingFit(len(y), mean, self.kind_, self.value_, k, w, how, best, hits)
+        self.fit_ = BorrowingFit(len(y), mean, self.kind_, self.value_, k, w, how, best, hits,
+                                 prior_lambda=self.prior_lambda)
         logger.info("borrowing predictor: %s", self.fit_.summary())
         return self
 
@@ -662,9 +739,14 @@ def fit_added(router: Router, name: str, X: np.ndarray, y: np.ndarray) -> AddedM
     :data:`ACCURACY_SAMPLE` inputs per task; labelled pool inputs count with their label)."""
     F = known_proba(router, X, without_self=True)
     rows, Yk = pool_labels_at(router, X)
+    sample = penalty_rows(len(router.Y_), router.seed)
+    prior = deviation_penalty(
+        known_proba(router, router.predictor_.index_.vectors(sample), without_self=True),
+        router.Y_[sample])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        pred = BorrowingPredictor(seed=router.seed, threshold=router.threshold).fit(F, X, y, Yk)
+        pred = BorrowingPredictor(seed=router.seed, threshold=router.threshold,
+                                  prior_lambda=prior).fit(F, X, y, Yk)
     for w in caught:
         warnings.warn(f"model {name!r}: {w.message}", UserWarning, stacklevel=3)
     ds = router.datasets_

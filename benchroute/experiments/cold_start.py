@@ -30,7 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from benchroute.new_models import BorrowingPredictor, logits, probe_rows
+from benchroute.new_models import (
+    BorrowingPredictor,
+    deviation_penalty,
+    logits,
+    penalty_rows,
+    probe_rows,
+)
 from benchroute.stacking import fit_soft_logistic
 from benchroute.tuning import PerInputPredictor, knn_search
 
@@ -133,9 +139,11 @@ def cold_start(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, models: Seque
         known = [m for m in range(len(models)) if m != j]
         tuned = PerInputPredictor(seed=seed).fit(X, Y[:, known], ds)
         F = tuned.without_vectors().predict_from_neighbours(nb.distances, nb.labels(Y[:, known]))
+        sample = penalty_rows(len(X), seed)
+        prior = deviation_penalty(F[sample], Y[sample][:, known])  # as a router's add_model
         has = ~np.isnan(Y[:, j])
-        logger.info("cold start %s: %d inputs with a result; tuned on the others: k = %d",
-                    name, int(has.sum()), tuned.k_)
+        logger.info("cold start %s: %d inputs with a result; tuned on the others: k = %d; "
+                    "the known models' penalty λ₀ = %s", name, int(has.sum()), tuned.k_, prior)
         for strategy in strategies:
             for n in ns:
                 for r in range(repeats):
@@ -161,8 +169,8 @@ def cold_start(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, models: Seque
 
                             with warnings.catch_warnings():
                                 warnings.simplefilter("ignore", UserWarning)
-                                pred = BorrowingPredictor(seed=r).fit(F[lab], X[lab], y,
-                                                                     Y[lab][:, known])
+                                pred = BorrowingPredictor(seed=r, prior_lambda=prior).fit(
+                                    F[lab], X[lab], y, Y[lab][:, known])
                             p = pred.predict_proba(F[rest], X[rest])
                         elif est == "logistic":
                             p = logistic_reference(F[lab], y, F[rest])

@@ -18,10 +18,12 @@ from benchroute.experiments.cold_start import auc, cold_start, markdown_table, s
 from benchroute.new_models import (
     MIN_SLOPE,
     BorrowingPredictor,
+    deviation_penalty,
     disagreement,
     drop_self,
     increasing_fit,
     penalised_logistic,
+    penalty_rows,
     probe_rows,
     task_quota,
 )
@@ -139,6 +141,52 @@ def test_borrowing_beats_own_knn_with_few_labels(seed):
     a_own = auc(own.predict_proba(P[rest], V[rest]), y[rest] > 0.5)
     assert a_borrow > a_own + 0.1
     assert pred.fit_.fallback is None and 0 < pred.fit_.mix <= 1
+
+
+def deviating_models(sigma: float, n: int = 3000, M: int = 8, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Known models' P (n, M) and labels as :func:`deviation_penalty` models them: model i's
+    logit is the mean of the other models' logits plus Σ_m δ_im z_m, δ ~ N(0, sigma²); and
+    the δ drawn (M, M − 1)."""
+    rng = np.random.default_rng(seed)
+    Z = rng.normal(size=(n, 1)) + 0.7 * rng.normal(size=(n, M))
+    Y, D = np.empty((n, M)), sigma * rng.normal(size=(M, M - 1))
+    for i in range(M):
+        others = np.delete(Z, i, axis=1)
+        Y[:, i] = rng.random(n) < 1 / (1 + np.exp(-(others.mean(axis=1) + others @ D[i])))
+    return 1 / (1 + np.exp(-Z)), Y, D
+
+
+def test_deviation_penalty_recovers_the_spread_of_the_deviations():
+    for sigma in (0.2, 0.5):
+        F, Y, D = deviating_models(sigma)
+        lam = deviation_penalty(F, Y)
+        assert 0.67 < lam * np.mean(D**2) < 1.5, (sigma, lam, 1 / np.mean(D**2))
+    # models that share one difficulty only: their deviations are noise, the average model
+    assert deviation_penalty(*deviating_models(0.0)[:2]) > 100
+    F, Y, _ = deviating_models(0.5, n=600)
+    # one known model has no other to be regressed on; a model without labels is left out
+    assert deviation_penalty(F[:, :1], Y[:, :1]) is None
+    Y[:, 0] = np.nan
+    assert np.isfinite(deviation_penalty(F, Y))
+    assert list(penalty_rows(10)) == list(range(10))
+    rows = penalty_rows(10_000, seed=3)
+    assert len(rows) == 3000 and np.all(np.diff(rows) > 0)
+    assert list(rows) == list(penalty_rows(10_000, seed=3))
+
+
+def test_the_known_models_penalty_is_tried_first():
+    P, V, Yk, y = synthetic_arrays(0, n=200)
+    pred = BorrowingPredictor(prior_lambda=7.0).fit(P, V, y, Yk)
+    assert pred._check_params()[0] == ("logistic", 7.0)
+    assert pred.fit_.prior_lambda == 7.0 and pred.fit_.to_dict()["prior_lambda"] == 7.0
+    if pred.fit_.part == "logistic" and pred.fit_.value == 7.0:
+        assert "empirical Bayes" in pred.fit_.summary()
+    # a prior equal to a grid value is tried once, first
+    cands = BorrowingPredictor(prior_lambda=float("inf"))._check_params()
+    assert cands[0] == ("logistic", float("inf")) and cands.count(("logistic", float("inf"))) == 1
+    with pytest.raises(BenchrouteError, match="prior_lambda"):
+        BorrowingPredictor(prior_lambda=0.0).fit(P, V, y, Yk)
 
 
 def test_similarity_weights_find_the_copied_model():
@@ -299,6 +347,18 @@ def test_add_model_takes_part_everywhere(world):
     assert set(table["task"]) == set(r.tasks_) and (table["se"] > 0).all() and (table["n_labels"] == 40).all()
     assert r.costs_["new"] == 2.0
     assert "new" in r.task_accuracy_.columns
+
+
+def test_add_model_learns_its_penalty_from_the_known_models(world):
+    _, _, r, _ = world
+    fit = r.added_["new"].fit
+    assert fit.prior_lambda is not None and fit.prior_lambda > 0
+    # the same pool sample a router reads, computed by hand
+    from benchroute.new_models import known_proba
+
+    rows = penalty_rows(len(r.Y_), r.seed)
+    F = known_proba(r, r.predictor_.index_.vectors(rows), without_self=True)
+    assert fit.prior_lambda == deviation_penalty(F, r.Y_[rows])
 
 
 def test_added_model_p_tracks_its_labels(world):
