@@ -82,6 +82,10 @@ DEFAULT_TAUS: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0)
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
 #: Pool inputs over which :func:`deviation_penalty` regresses each known model on the others.
 PENALTY_SAMPLE = 3000
+#: :func:`deviation_penalty` regresses each known model on all the others, a cost of about
+#: models³ × sample (0.6 s for 57 models, 7 s for 150 here): past this many known models it
+#: gives none, and the choice searches the grid alone.
+PENALTY_MAX_MODELS = 100
 #: Penalty on the known models' weights while :func:`deviation_penalty` estimates them: next to
 #: nothing (thousands of labels each), only so that collinear models stay finite.
 FREE = 1e-3
@@ -250,11 +254,12 @@ def deviation_penalty(F: np.ndarray, Y: np.ndarray) -> float | None:
     of the deviations a new model may have, plus estimation noise; the method of moments gives
     σ² = mean(δ² − var δ) (var from the inverse Hessian), and λ₀ = 1/σ²: the ridge penalty of
     the posterior mode under δ ~ N(0, σ²). ∞ when σ² ≤ 0 (the deviations are noise: the
-    average known model); None with fewer than two known models (no other to regress on)."""
+    average known model); None with fewer than two known models (no other to regress on) or
+    more than :data:`PENALTY_MAX_MODELS`."""
     F = np.asarray(F, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     M = F.shape[1]
-    if M < 2:
+    if not 2 <= M <= PENALTY_MAX_MODELS:
         return None
     Z = logits(F)
     excess = []

@@ -157,7 +157,7 @@ def deviating_models(sigma: float, n: int = 3000, M: int = 8, seed: int = 0
     return 1 / (1 + np.exp(-Z)), Y, D
 
 
-def test_deviation_penalty_recovers_the_spread_of_the_deviations():
+def test_deviation_penalty_recovers_the_spread_of_the_deviations(monkeypatch):
     for sigma in (0.2, 0.5):
         F, Y, D = deviating_models(sigma)
         lam = deviation_penalty(F, Y)
@@ -167,8 +167,13 @@ def test_deviation_penalty_recovers_the_spread_of_the_deviations():
     F, Y, _ = deviating_models(0.5, n=600)
     # one known model has no other to be regressed on; a model without labels is left out
     assert deviation_penalty(F[:, :1], Y[:, :1]) is None
+    from benchroute import new_models
+
+    assert deviation_penalty(F[:, :3], Y[:, :3]) is not None
     Y[:, 0] = np.nan
     assert np.isfinite(deviation_penalty(F, Y))
+    monkeypatch.setattr(new_models, "PENALTY_MAX_MODELS", 2)  # past it: the grid alone
+    assert deviation_penalty(F[:, :3], Y[:, :3]) is None
     assert list(penalty_rows(10)) == list(range(10))
     rows = penalty_rows(10_000, seed=3)
     assert len(rows) == 3000 and np.all(np.diff(rows) > 0)
