@@ -295,7 +295,9 @@ class BorrowingFit:
     out-of-fold Brier score of the chosen mix, ``cv_hits`` how many out-of-fold binary
     predictions were right (for p̂ of S3). ``fallback`` says the label mean was used, and why.
     ``level_only``: the labels never varied, so nothing was chosen: the average known model at
-    the smoothed level, with ``cv_brier`` and ``cv_hits`` in-sample.
+    the smoothed level, with ``cv_brier`` and ``cv_hits`` in-sample. ``prior_lambda``: the
+    known models' penalty λ₀ the choice tried first (None: none was given; in ``to_dict`` an
+    infinite λ₀ is the string "inf", since None there already means none).
     """
 
     n_labels: int
@@ -332,8 +334,7 @@ class BorrowingFit:
                 "k": self.k, "mix": self.mix,
                 "cv": self.cv, "cv_brier": self.cv_brier, "cv_hits": self.cv_hits,
                 "fallback": self.fallback, "level_only": self.level_only,
-                "prior_lambda": None if self.prior_lambda is None or not math.isfinite(
-                    self.prior_lambda) else self.prior_lambda}
+                "prior_lambda": "inf" if self.prior_lambda == math.inf else self.prior_lambda}
 
 
 class BorrowingPredictor:

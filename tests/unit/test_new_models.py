@@ -188,8 +188,11 @@ def test_the_known_models_penalty_is_tried_first():
     if pred.fit_.part == "logistic" and pred.fit_.value == 7.0:
         assert "empirical Bayes" in pred.fit_.summary()
     # a prior equal to a grid value is tried once, first
-    cands = BorrowingPredictor(prior_lambda=float("inf"))._check_params()
+    inf = BorrowingPredictor(prior_lambda=float("inf"))
+    cands = inf._check_params()
     assert cands[0] == ("logistic", float("inf")) and cands.count(("logistic", float("inf"))) == 1
+    assert inf.fit(P, V, y, Yk).fit_.to_dict()["prior_lambda"] == "inf"
+    assert BorrowingPredictor().fit(P, V, y, Yk).fit_.to_dict()["prior_lambda"] is None
     with pytest.raises(BenchrouteError, match="prior_lambda"):
         BorrowingPredictor(prior_lambda=0.0).fit(P, V, y, Yk)
 
