@@ -22,6 +22,7 @@ from benchroute.new_models import (
     disagreement,
     drop_self,
     increasing_fit,
+    monotone_logistic,
     penalised_logistic,
     penalty_rows,
     probe_rows,
@@ -178,6 +179,28 @@ def test_deviation_penalty_recovers_the_spread_of_the_deviations(monkeypatch):
     rows = penalty_rows(10_000, seed=3)
     assert len(rows) == 3000 and np.all(np.diff(rows) > 0)
     assert list(rows) == list(penalty_rows(10_000, seed=3))
+
+
+def test_monotone_logistic_is_the_parts_fit_with_weights_kept_positive():
+    from benchroute.new_models import _design
+
+    rng = np.random.default_rng(1)
+    n, M = 400, 5
+    Z = rng.normal(size=(n, 1)) + 0.5 * rng.normal(size=(n, M))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(Z @ np.array([0.4, 0.3, 0.1, 0.1, 0.2]))))).astype(float)
+    for lam, binds in ((30.0, False), (3.0, True)):
+        X, b0, prec = _design(Z, lam, y)
+        free = penalised_logistic(X, y, b0, prec)  # the (a, b, δ) fit, unbounded
+        c_free = free[1] / M + free[2:]
+        got = monotone_logistic(Z, y, lam)
+        assert got[1] == 0.0 and (got[2:] >= MIN_SLOPE / M - 1e-9).all()
+        assert (c_free.min() < MIN_SLOPE / M) == binds
+        if not binds:  # b and δ integrated out exactly: the same map
+            np.testing.assert_allclose(got[2:], c_free, atol=1e-4)
+            np.testing.assert_allclose(got[0], free[0], atol=1e-4)
+    # labels that run against the known models: the fit flattens, never inverts
+    flipped = monotone_logistic(Z, 1.0 - y, 3.0)
+    assert (flipped[2:] >= MIN_SLOPE / M - 1e-9).all()
 
 
 def test_the_known_models_penalty_is_tried_first():
