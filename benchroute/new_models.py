@@ -237,8 +237,8 @@ def monotone_logistic(Z: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     deviance a function of c alone, the joint minimum over b and δ is this one). The bound
     keeps the score a positive combination of the known models' logits, so a few labels can
     reweight them but never turn the ranking upside down: unbounded, λ₀ = 3 to 6 with 10 to
-    50 labels put some RouterDC draws at an AUC of 0.33 to 0.48 (docs/results.md, section
-    8). Returns β for :func:`_design`'s columns [1, z̄, z_1..z_M]: [a, 0, c]."""
+    50 labels put some RouterDC draws at an AUC of 0.33 to 0.48 (docs/method.md, "Adding a
+    model"). Returns β for :func:`_design`'s columns [1, z̄, z_1..z_M]: [a, 0, c]."""
     from scipy.optimize import minimize
 
     Z = np.asarray(Z, dtype=np.float64)
