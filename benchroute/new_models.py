@@ -22,7 +22,9 @@ weights fitted on labels apply to P). Beside them, the new model's own labels:
                                            the k nearest labelled inputs)
 
 A single-slope fit (the similar part, the logistic part at λ = ∞, the Platt map) keeps its slope
-≥ :data:`MIN_SLOPE`, so a few labels never turn the known models' ranking upside down.
+≥ :data:`MIN_SLOPE`, and the logistic part at a finite λ each known model's weight b/M + δ_m ≥
+MIN_SLOPE/M (:func:`monotone_logistic`), so a few labels never turn the known models' ranking
+upside down.
 
 How far a model's weights stray from the average known model is itself learnt from the known
 models (empirical Bayes, :func:`deviation_penalty`): each known model's labels are regressed the
