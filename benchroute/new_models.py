@@ -777,16 +777,24 @@ def pool_labels_at(router: Router, X: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return row, Y
 
 
-def fit_added(router: Router, name: str, X: np.ndarray, y: np.ndarray) -> AddedModel:
-    """Fit the borrowing estimator of one added model on the router's current pool, and
-    estimate its accuracy on each pool task (a seeded sample of at most
-    :data:`ACCURACY_SAMPLE` inputs per task; labelled pool inputs count with their label)."""
-    F = known_proba(router, X, without_self=True)
-    rows, Yk = pool_labels_at(router, X)
+def pool_penalty(router: Router) -> float | None:
+    """λ₀ of the router's current pool (:func:`deviation_penalty` over a seeded sample of
+    :func:`penalty_rows`, the known models' P without each input's own labels): one value per
+    pool state, so callers that refit several added models compute it once."""
     sample = penalty_rows(len(router.Y_), router.seed)
-    prior = deviation_penalty(
+    return deviation_penalty(
         known_proba(router, router.predictor_.index_.vectors(sample), without_self=True),
         router.Y_[sample])
+
+
+def fit_added(router: Router, name: str, X: np.ndarray, y: np.ndarray, prior: float | None
+              ) -> AddedModel:
+    """Fit the borrowing estimator of one added model on the router's current pool, and
+    estimate its accuracy on each pool task (a seeded sample of at most
+    :data:`ACCURACY_SAMPLE` inputs per task; labelled pool inputs count with their label).
+    ``prior``: the pool's λ₀ (:func:`pool_penalty` of the router as it is now)."""
+    F = known_proba(router, X, without_self=True)
+    rows, Yk = pool_labels_at(router, X)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         pred = BorrowingPredictor(seed=router.seed, threshold=router.threshold,

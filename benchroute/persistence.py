@@ -664,7 +664,7 @@ def _added_names(path: Path, value: object, models: list[str]) -> list[str]:
 def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> None:
     """Refit each added model on its saved labels (the estimator is deterministic, so this
     gives the saved router's P(new, x)); every array is checked first."""
-    from benchroute.new_models import fit_added
+    from benchroute.new_models import fit_added, pool_penalty
     from benchroute.pool_state import restore_added
 
     expected = {f"{key}{i}" for i in range(len(names)) for key in ("X", "y")}
@@ -680,6 +680,7 @@ def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> No
                               f"(L, {dim}) floats and 'y<i>' L labels, one pair per added "
                               "model") from exc
     added = {}
+    prior = pool_penalty(router) if names else None  # the pool's λ₀, once for all of them
     for i, name in enumerate(names):
         X, y = arrays[f"X{i}"], arrays[f"y{i}"]
         if X.ndim != 2 or X.shape[1] != dim or not np.issubdtype(X.dtype, np.floating) \
@@ -691,7 +692,7 @@ def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> No
             raise BenchrouteError(f"{path}: field 'y{i}' ({name}) must be {len(X)} labels in "
                                   f"[0, 1]; got {y.dtype} {y.shape}")
         added[name] = fit_added(router, name, check_vectors(X, f"{path}: X{i}"),
-                                y.astype(np.float64))
+                                y.astype(np.float64), prior)
     restore_added(router, added)
 
 

@@ -23,7 +23,14 @@ from benchroute.data.pool import pool_labels
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_vectors
-from benchroute.new_models import AddedModel, fit_added, parse_results, pool_labels_at, probe_rows
+from benchroute.new_models import (
+    AddedModel,
+    fit_added,
+    parse_results,
+    pool_labels_at,
+    pool_penalty,
+    probe_rows,
+)
 from benchroute.ood import OODReference
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs, reference_pairs
@@ -144,7 +151,7 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
         router.added_.pop(name, None)
         _append_columns(router, [name], Y[:, None])
     else:
-        router.added_[name] = fit_added(router, name, X, y)
+        router.added_[name] = fit_added(router, name, X, y, pool_penalty(router))
         _sync_models(router)
     if costs is not None:
         router.costs_ = {**(router.costs_ or {}), name: float(costs)}
@@ -317,8 +324,11 @@ def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],
 
 
 def _refit_added(router: Router) -> None:
+    if not router.added_:
+        return
+    prior = pool_penalty(router)  # one pool, one λ₀ for every added model
     for name, old in list(router.added_.items()):
-        router.added_[name] = fit_added(router, name, old.X, old.y)
+        router.added_[name] = fit_added(router, name, old.X, old.y, prior)
 
 
 def restore_added(router: Router, added: Mapping[str, AddedModel]) -> Router:

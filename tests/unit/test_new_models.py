@@ -392,6 +392,34 @@ def test_add_model_learns_its_penalty_from_the_known_models(world):
     assert fit.prior_lambda == deviation_penalty(F, r.Y_[rows])
 
 
+def test_one_pool_one_penalty_for_every_added_model(tmp_path, world, monkeypatch):
+    """Refitting added models after a pool change, or on load, computes the pool's λ₀ once and
+    gives it to each of them."""
+    import benchroute.new_models as nm
+    import benchroute.pool_state as ps
+
+    _, data, _, _ = world
+    r = router(tmp_path, only(data, KNOWN), tune=False)
+    probe = r.probe_set(30)
+    r.add_model("new", new_results(data, probe))
+    r.add_model("copy", new_results(data, probe))
+    calls, penalty = [], nm.pool_penalty
+
+    def counted(router_: Router) -> float | None:
+        calls.append(1)
+        return penalty(router_)
+
+    monkeypatch.setattr(ps, "pool_penalty", counted)
+    r.remove_model("m2")  # the pool changed: both added models are refitted
+    assert len(calls) == 1
+    lam = penalty(r)
+    assert lam is not None and [a.fit.prior_lambda for a in r.added_.values()] == [lam, lam]
+    r.save(tmp_path / "saved")
+    monkeypatch.setattr(nm, "pool_penalty", counted)
+    back = Router.load(tmp_path / "saved", cache_dir=str(tmp_path / "cache"))
+    assert len(calls) == 2 and [a.fit.prior_lambda for a in back.added_.values()] == [lam, lam]
+
+
 def test_added_model_p_tracks_its_labels(world):
     """The copied model's P ranks the inputs like its true labels (AUC well above 0.5)."""
     _, data, r, probe = world
