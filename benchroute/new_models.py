@@ -333,7 +333,7 @@ class BorrowingFit:
     out-of-fold Brier score of the chosen mix, ``cv_hits`` how many out-of-fold binary
     predictions were right (for p̂ of S3). ``fallback`` says the label mean was used, and why.
     ``level_only``: the labels never varied, so nothing was chosen: the average known model at
-    the smoothed level, with ``cv_brier`` and ``cv_hits`` in-sample. ``prior_lambda``: the
+    the smoothed level, with ``cv_brier`` and ``cv_hits`` leave-one-out. ``prior_lambda``: the
     known models' penalty λ₀ the choice tried first (None: none was given; in ``to_dict`` an
     infinite λ₀ is the string "inf", since None there already means none).
     """
@@ -356,7 +356,7 @@ class BorrowingFit:
             return f"label mean {self.label_mean:.3f} of {self.n_labels} labels ({self.fallback})"
         if self.level_only:
             return (f"{self.n_labels} labels: the average known model, chosen by {self.cv}; "
-                    f"in-sample Brier {self.cv_brier:.4f}")
+                    f"leave-one-out Brier {self.cv_brier:.4f}")
         prior = "" if self.prior_lambda is None or self.value != self.prior_lambda else \
             " (the known models' own, empirical Bayes)"
         what = (f"logistic on the known models' logits, penalty {self.value:g}{prior}"
@@ -592,14 +592,19 @@ class BorrowingPredictor:
         level, so the known models still give the ranking: the average known model (λ = ∞,
         slope 1), shifted so that its mean logit over the labelled inputs is that of the
         smoothed label mean (Σy + 1) / (L + 2), which is never 0 or 1. No cross-validation
-        (there is nothing to choose between) and no Platt map."""
+        (there is nothing to choose between) and no Platt map; ``cv_brier`` and ``cv_hits``
+        are leave-one-out (each label predicted from the level and mean z̄ of the others), so
+        that p̂'s update counts hits on labels the fit did not see, as for the other fits."""
         n = len(y)
         level = (float(y.sum()) + 1.0) / (n + 2.0)
-        a = _level(logits(F).mean(axis=1), np.array([level]))
+        zbar = logits(F).mean(axis=1)
+        a = _level(zbar, np.array([level]))
         self.kind_, self.value_, self.k_, self.mix_ = "logistic", math.inf, 0, 1.0
         self.part_ = {"beta": np.array([a, 1.0])}
         self.platt_ = np.array([0.0, 1.0])
-        P = self._borrow_predict(self.kind_, self.value_, self.part_, F)
+        # leave-one-out: the level of the other L − 1 labels, their mean z̄ for the shift
+        level_loo = (float(y.sum()) - y + 1.0) / (n + 1.0)
+        P = expit(logits(level_loo, FINE) - (zbar.sum() - zbar) / (n - 1) + zbar)
         how = f"none: every label is {y[0]:g}, so the level (Σy + 1)/(L + 2) = {level:.3f}"
         warnings.warn(f"every one of the {n} labels is {y[0]:g}: P(new, x) ranks inputs as the "
                       f"average known model does, at the level {level:.3f}; label inputs where "

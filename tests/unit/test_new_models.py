@@ -254,6 +254,16 @@ def test_labels_that_never_vary_keep_the_known_models_ranking(value):
     want = expit(logit(level) - logits(P).mean(axis=1).mean() + logits(Q).mean(axis=1))
     np.testing.assert_allclose(got, want)
     assert len(np.unique(got)) > 100 and "average known model" in pred.fit_.summary()
+    # its Brier score and hits are leave-one-out: each label predicted by the fit without it
+    loo = []
+    for i in range(12):
+        with pytest.warns(UserWarning, match="every one of the 11 labels"):
+            loo.append(BorrowingPredictor().fit(np.delete(P, i, 0), np.delete(V, i, 0),
+                                                np.delete(y, i)).predict_proba(P[i:i + 1], V[i:i + 1])[0])
+    loo = np.array(loo)
+    np.testing.assert_allclose(pred.fit_.cv_brier, np.mean((loo - y) ** 2))
+    assert pred.fit_.cv_hits == np.sum((loo > 0.5) == (y > 0.5))
+    assert pred.fit_.cv_brier > np.mean((pred.predict_proba(P, V) - y) ** 2)  # not in-sample
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
