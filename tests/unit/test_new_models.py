@@ -322,10 +322,27 @@ def test_borrowing_input_errors():
 # ---------------------------------------------------------------------------- probe sets
 @pytest.mark.parametrize("sizes,n", [([10, 30, 60], 7), ([5, 5], 20), ([100, 1, 1], 2), ([3], 3)])
 def test_task_quota(sizes, n):
-    q = task_quota(sizes, n)
-    assert q.sum() == min(n, sum(sizes)) and (q <= np.array(sizes)).all()
-    if n >= len(sizes):
-        assert (q >= 1).all()
+    for rng in (None, *[np.random.default_rng(s) for s in range(20)]):
+        q = task_quota(sizes, n, rng)
+        assert q.sum() == min(n, sum(sizes)) and (q <= np.array(sizes)).all()
+        if n >= len(sizes):
+            assert (q >= 1).all()
+
+
+def test_task_quota_rounds_at_random_in_proportion_to_size():
+    """Fewer inputs than tasks: without a generator the same largest tasks every time; with
+    one, each task's expected quota is its share of n."""
+    sizes = np.array([20] * 30 + [18] * 25)
+    q = task_quota(sizes, 10)
+    assert list(np.flatnonzero(q)) == list(range(10))  # the largest, then the first
+    rng = np.random.default_rng(0)
+    Q = np.array([task_quota(sizes, 10, rng) for _ in range(4000)])
+    assert (Q.sum(axis=1) == 10).all() and Q.max() == 1
+    np.testing.assert_allclose(Q.mean(axis=0), 10 * sizes / sizes.sum(), atol=0.03)
+    # with whole parts, only the remainders are drawn
+    Q = np.array([task_quota([10, 25, 65], 9, rng) for _ in range(4000)])
+    assert {tuple(int(v) for v in q) for q in Q} == {(1, 2, 6), (1, 3, 5)}
+    np.testing.assert_allclose(Q.mean(axis=0), [1, 9 * 0.25, 9 * 0.65], atol=0.1)
 
 
 @pytest.mark.parametrize("strategy", ["spread", "disagree", "random"])
