@@ -165,6 +165,9 @@ def parse_texts(task_examples: Texts, what: str = "task_examples") -> list[str]:
         texts = task_examples.instances()["text"].tolist()
     elif isinstance(task_examples, str):
         texts = [task_examples]
+    elif isinstance(task_examples, (bytes, Mapping)) or not isinstance(task_examples, Iterable):
+        raise BenchrouteError(f"{what} is a {type(task_examples).__name__}; expected a text, a "
+                              "list of texts or a BenchmarkData")
     else:
         texts = list(task_examples)
     if not texts:

@@ -57,7 +57,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any
@@ -717,6 +717,9 @@ def probe_rows(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, n: int, seed:
     N = len(X)
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise BenchrouteError(f"n == {n}, must be an int >= 1")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise BenchrouteError(f"seed == {seed!r:.60}, must be None or an int >= 0")
     seq = np.random.SeedSequence(seed)
     rng = np.random.default_rng(seq)  # the stream of default_rng(seed)
     if n >= N:
@@ -885,6 +888,13 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
     ``label`` in [0, 1] (from ``correct``, else ``score``)."""
     if isinstance(results, pd.DataFrame):
         frame = results.copy()
+        if frame.columns.duplicated().any():
+            raise BenchrouteError(f"{what}: columns {sorted(set(frame.columns[frame.columns.duplicated()]))} "
+                                  "appear more than once")
+    elif isinstance(results, (str, bytes, Mapping)) or not isinstance(results, Iterable):
+        raise BenchrouteError(f"{what}: expected a DataFrame or a list of records {{text or "
+                              f"dataset + instance_id, correct or score}}, got "
+                              f"{type(results).__name__}")
     else:
         recs = list(results)
         bad = next((i for i, r in enumerate(recs) if not isinstance(r, dict)), None)

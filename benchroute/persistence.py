@@ -181,11 +181,15 @@ def _write(router: Router, folder: Path) -> None:
     if costs is not None:  # what load accepts back: finite costs >= 0
         cost_vector(list(costs), costs)
     texts = getattr(router, "texts_", None)
-    ends_nul = [i for i, t in enumerate(texts or ()) if t.endswith("\x00")]
-    if ends_nul:  # NumPy's text arrays drop trailing NULs: the loaded text would differ
-        raise BenchrouteError(f"Router.save: {len(ends_nul)} pool text(s) end in a NUL character "
-                              f"(first: row {ends_nul[0]}), which pool.npz cannot keep; strip "
-                              "them from the data and fit again")
+    # NumPy's text arrays drop trailing NULs, so what pool.npz keeps as text (texts, model
+    # names, task names) would load as something else
+    for what, values in (("pool text", texts or ()), ("pool model name", router.pool_models_),
+                         ("task name", router.tasks_)):
+        ends_nul = [i for i, t in enumerate(values) if str(t).endswith("\x00")]
+        if ends_nul:
+            raise BenchrouteError(f"Router.save: {len(ends_nul)} {what}(s) end in a NUL character "
+                                  f"(first: index {ends_nul[0]}, {values[ends_nul[0]]!r:.60}), which "
+                                  "pool.npz cannot keep; strip them from the data and fit again")
     arrays: dict[str, np.ndarray] = {"Y": router.Y_,
                                      "models": np.asarray(router.pool_models_, dtype=str)}
     if texts is not None:
@@ -513,11 +517,14 @@ def _check_task_accuracy(path: Path, table: pd.DataFrame, Y: np.ndarray, dataset
 
 def _check_reference_nulls(path: Path, ref: ReferencePairs, Y: np.ndarray, datasets: np.ndarray,
                            models: list[str]) -> None:
-    """A pair's p is null for a model exactly when the model has no label on the pair's task
-    (at α = 0, where every input is scored; above it only the labelled inputs left may be none)."""
+    """A pair's p is null for a model exactly when the model has no label on the inputs of the
+    pair's task that the pairs score (at α = 0, where every scored input is a query; above it
+    only the labelled inputs left may be none). With ``max_task_queries`` those are each task's
+    seeded sample, so a model labelled on part of a task may have none among them."""
     if not len(ref.u):
         return
-    labelled = pd.DataFrame(~np.isnan(Y), columns=models).groupby(datasets).any()
+    rows = _ood_rows(datasets, ref.sample)
+    labelled = pd.DataFrame(~np.isnan(Y[rows]), columns=models).groupby(datasets[rows]).any()
     has = labelled.reindex(index=ref.task).to_numpy(dtype=bool)
     null = np.isnan(ref.p)
     if (~null & ~has).any() or (null & has & (ref.alpha == 0)[:, None]).any():

@@ -32,6 +32,7 @@ from benchroute.new_models import (
     probe_rows,
 )
 from benchroute.ood import OODReference
+from benchroute.policies import check_number
 from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs, reference_pairs
 from benchroute.routing import store_costs
@@ -132,9 +133,8 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
     if name in router.pool_models_:
         raise BenchrouteError(f"model {name!r} is already a pool model with full results; "
                               "change its results with add_results, or remove_model it first")
-    if costs is not None and (not isinstance(costs, (int, float)) or not np.isfinite(costs)
-                              or costs < 0):
-        raise BenchrouteError(f"costs == {costs!r}, expected a number >= 0 (cost per call)")
+    if costs is not None:  # the rule a cost follows everywhere (no bool, NumPy numbers fine)
+        costs = check_number("costs (cost per call)", costs, 0.0)
     frame = parse_results(results)
     X, rows = _result_vectors(router, frame)
     y = frame["label"].to_numpy(dtype=np.float64)
@@ -201,6 +201,8 @@ def remove_model(router: Router, name: str) -> Router:
     kNN, see ``describe()["fallback"]``); added models are refitted, their
     features having changed."""
     check_is_fitted(router, "predictor_")
+    if not isinstance(name, str):
+        raise BenchrouteError(f"name == {name!r:.100}, expected one model's name (a string)")
     if name in router.added_:
         del router.added_[name]
     elif name in router.pool_models_:
@@ -215,7 +217,7 @@ def remove_model(router: Router, name: str) -> Router:
         raise BenchrouteError(f"unknown model {name!r}; models: {router.models_}")
     router.task_accuracy_ = router.task_accuracy_.drop(columns=[name], errors="ignore")
     if router.costs_ and name in router.costs_:
-        router.costs_ = {m: c for m, c in router.costs_.items() if m != name}
+        router.costs_ = {m: c for m, c in router.costs_.items() if m != name} or None
     _sync_models(router)
     return router
 

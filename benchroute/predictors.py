@@ -180,7 +180,9 @@ class KNNSums:
             num, den = num * scale, den * scale
         target = np.broadcast_to(np.asarray(means, dtype=np.float64), den.shape)
         with np.errstate(invalid="ignore", divide="ignore"):
-            P = (num + prior * target) / (den + prior)
+            # a weighted mean of labels in [0, 1] lies in [0, 1]; num and den are summed in
+            # different orders, so it can land one rounding step outside (1.0000000000000002)
+            P = np.clip((num + prior * target) / (den + prior), 0.0, 1.0)
         fallback = den <= 0
         return np.where(den + prior > 0, P, target), fallback
 

@@ -126,7 +126,7 @@ def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | Non
 
 
 #: Policies that decide without costs: routing with them needs no price (cost 0 is shown when
-#: none is known).
+#: not every candidate has one).
 _COST_FREE = ("best", "threshold")
 
 
@@ -190,7 +190,10 @@ def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
                 raise BenchrouteError(f"{key} model {params[key]!r:.100} is not among {models}")
             params[key] = models.index(params[key])
     params = check_policy_params(policy, params, len(models))
-    if policy in _COST_FREE and costs is None and getattr(router, "costs_", None) is None:
+    known = getattr(router, "costs_", None) or {}
+    if policy in _COST_FREE and costs is None and not all(m in known for m in models):
+        # a cost-free policy needs no price: costs given for some models only (an added
+        # model's, say) count as none known
         c = np.zeros(len(cand))
     else:
         c = router_costs(router, costs, f"policy {policy!r}", models)

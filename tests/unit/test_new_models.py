@@ -407,6 +407,21 @@ def test_add_model_takes_part_everywhere(world):
     assert "new" in r.task_accuracy_.columns
 
 
+def test_a_cost_for_the_added_model_alone_leaves_cost_free_policies_free(tmp_path, world):
+    """The pool has no costs and the added model has one: "best" still needs none (it showed
+    "no cost given for model(s)" before), and removing that model leaves no costs at all."""
+    _, data, r, _ = world
+    assert r.costs_ == {"new": 2.0}
+    texts = data.instances()["text"].tolist()[::13]
+    table = r.route_table(texts, policy="best")
+    assert set(table["model"]) <= set(r.models_) and (table["cost"] == 0).all()
+    with pytest.raises(BenchrouteError, match="no cost given"):
+        r.route_table(texts, policy="cheapest_within", max_quality_drop=0.1)
+    other = router(tmp_path, only(data, KNOWN), tune=False)
+    other.add_model("new", new_results(data, other.probe_set(20)), costs=1.0)
+    assert other.remove_model("new").costs_ is None
+
+
 def test_add_model_learns_its_penalty_from_the_known_models(world):
     _, _, r, _ = world
     fit = r.added_["new"].fit
@@ -541,6 +556,27 @@ def test_add_results_equals_a_full_refit(tmp_path, cap):
     assert r.texts_ == ref.texts_
 
 
+def test_a_model_labelled_outside_a_tasks_sample_saves_and_loads(tmp_path):
+    """With ``max_task_queries`` the pairs score a seeded sample of each task; a model labelled
+    on a task only outside that sample has a null p there although it has labels on the task.
+    Load used to refuse such a router (found by fuzzing)."""
+    from benchroute.ood import scored_rows
+
+    data = store(n_tasks=3, per_task=30)
+    r = router(tmp_path, only(data, KNOWN), tune=False, max_task_queries=10, seed=5)
+    index = r.predictor_.index_
+    sampled = np.concatenate(list(scored_rows(index.datasets_, 10, 5).values()))
+    outside = np.setdiff1d(np.arange(len(index.datasets_)), sampled)
+    new = data.frame[data.frame["model"] == "new"].set_index(["dataset", "instance_id"])
+    keys = list(zip(index.datasets_[outside], index.instance_ids_[outside]))
+    r.add_results(BenchmarkData(new.loc[keys].reset_index()))
+    assert np.isnan(r.reference_.p[r.reference_.alpha == 0][:, r.models_.index("new")]).all()
+    r.save(tmp_path / "saved")
+    back = Router.load(tmp_path / "saved", cache_dir=str(tmp_path / "cache"))
+    texts = data.instances()["text"].tolist()[::11]
+    pd.testing.assert_frame_equal(back.predict_proba(texts), r.predict_proba(texts))
+
+
 def test_add_model_errors(tmp_path, world):
     _, data, r, _ = world
     with pytest.raises(BenchrouteError, match="already a pool model"):
@@ -555,6 +591,33 @@ def test_add_model_errors(tmp_path, world):
         r.add_model("z", [{"text": "x", "correct": 1}], costs=-1.0)
     with pytest.raises(BenchrouteError, match="empty"):
         r.add_model("z", [])
+    # arguments of the wrong kind are named, not a TypeError from inside (found by fuzzing)
+    before = r.predict_proba(["x y"])
+    for bad in (None, 5, "text"):
+        with pytest.raises(BenchrouteError, match="expected a DataFrame or a list of records"):
+            r.add_model("z", bad)
+    twice = pd.DataFrame([[ "x", 1.0, 0.0]], columns=["text", "correct", "correct"])
+    with pytest.raises(BenchrouteError, match=r"\['correct'\] appear more than once"):
+        r.add_model("z", twice)
+    for cost in (True, "1", float("nan")):
+        with pytest.raises(BenchrouteError, match="costs"):
+            r.add_model("z", [{"text": "x", "correct": 1}], costs=cost)
+    with pytest.raises(BenchrouteError, match="expected one model's name"):
+        r.remove_model(["m0"])
+    for seed in (-1, 1.5, True):
+        with pytest.raises(BenchrouteError, match="seed"):
+            r.probe_set(3, seed=seed)
+    with pytest.raises(BenchrouteError, match="texts is a NoneType"):
+        r.predict_proba(None)
+    pd.testing.assert_frame_equal(r.predict_proba(["x y"]), before)  # nothing changed
+    assert "z" not in r.models_
+
+
+def test_add_model_takes_numpy_costs(tmp_path, world):
+    _, data, _, _ = world
+    r = router(tmp_path, only(data, KNOWN), tune=False)
+    r.add_model("new", new_results(data, r.probe_set(20)), costs=np.float32(2.5))
+    assert r.costs_ == {"new": 2.5} and type(r.costs_["new"]) is float
 
 
 # ---------------------------------------------------------------------------- persistence

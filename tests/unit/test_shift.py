@@ -330,6 +330,19 @@ def test_the_spot_tasks_neighbours_fingerprints_are_checked(saved):
 def test_save_refuses_texts_ending_in_nul(tmp_path):
     router, _, _ = fitted()
     router.texts_ = [*router.texts_[:-1], router.texts_[-1] + "\x00"]
-    with pytest.raises(BenchrouteError, match="1 pool text.*NUL.*row 459"):
+    with pytest.raises(BenchrouteError, match="1 pool text.*NUL.*index 459"):
+        router.save(tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    # model and task names are kept as text too (found by fuzzing: saved, then refused at load)
+    router, _, _ = fitted()
+    router.pool_models_ = [*router.pool_models_[:-1], router.pool_models_[-1] + "\x00"]
+    with pytest.raises(BenchrouteError, match="1 pool model name.*NUL"):
+        router.save(tmp_path / "r")
+    data, X = pool()
+    last = data.frame["dataset"].max()
+    frame = data.frame.assign(dataset=data.frame["dataset"].replace(last, last + "\x00"))
+    router = Router(encoder="hashing-64-12", tune=False, alphas=(0.0,), repeats=1)
+    router.fit(BenchmarkData(frame), embeddings=X)
+    with pytest.raises(BenchrouteError, match="1 task name.*NUL"):
         router.save(tmp_path / "r")
     assert not (tmp_path / "r").exists()
