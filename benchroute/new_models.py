@@ -912,6 +912,11 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
         raise BenchrouteError(f"{what}: needs a 'text' field, or 'dataset' and 'instance_id' "
                               "naming pool inputs")
     label = pd.to_numeric(frame[col], errors="coerce")
+    if label.dtype.kind == "c":  # a complex number is no label (its imaginary part would drop)
+        imag = np.flatnonzero(np.imag(label.to_numpy()) != 0)
+        i = int(imag[0]) if len(imag) else 0
+        raise BenchrouteError(f"{what}[{i}]: field {col!r} is {frame[col].tolist()[i]!r}; "
+                              "expected a number in [0, 1]")
     bad_rows = np.flatnonzero(label.isna().to_numpy() | (label < 0).to_numpy() | (label > 1).to_numpy())
     if len(bad_rows):
         i = int(bad_rows[0])

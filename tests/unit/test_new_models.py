@@ -602,6 +602,8 @@ def test_add_model_errors(tmp_path, world):
     for cost in (True, "1", float("nan")):
         with pytest.raises(BenchrouteError, match="costs"):
             r.add_model("z", [{"text": "x", "correct": 1}], costs=cost)
+    with pytest.raises(BenchrouteError, match=r"results\[1\]: field 'correct' is 1j"):
+        r.add_model("z", [{"text": "x", "correct": 0.5}, {"text": "y", "correct": 1j}])
     with pytest.raises(BenchrouteError, match="expected one model's name"):
         r.remove_model(["m0"])
     for seed in (-1, 1.5, True):
