@@ -694,8 +694,7 @@ def task_quota(sizes: Sequence[int], n: int, rng: np.random.Generator | None = N
         incl = np.minimum(rest * left / rest.sum(), 1.0)
         edges = np.cumsum(incl)
         points = rng.random() + np.arange(left)
-        hit = np.unique(np.searchsorted(edges, points[points < edges[-1]], side="right"))
-        q[hit[hit < len(q)]] += 1
+        q[np.unique(np.searchsorted(edges, points[points < edges[-1]], side="right"))] += 1
     while q.sum() < n:  # the task furthest under its share takes one more
         under = np.where(q < size, ideal - q, -np.inf)
         q[int(np.argmax(under))] += 1
@@ -912,11 +911,9 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
         raise BenchrouteError(f"{what}: needs a 'text' field, or 'dataset' and 'instance_id' "
                               "naming pool inputs")
     label = pd.to_numeric(frame[col], errors="coerce")
-    if label.dtype.kind == "c":  # a complex number is no label (its imaginary part would drop)
-        imag = np.flatnonzero(np.imag(label.to_numpy()) != 0)
-        i = int(imag[0]) if len(imag) else 0
-        raise BenchrouteError(f"{what}[{i}]: field {col!r} is {frame[col].tolist()[i]!r}; "
-                              "expected a number in [0, 1]")
+    if label.dtype.kind == "c":  # a complex number is no label: it fails as NaN does
+        v = label.to_numpy()
+        label = pd.Series(np.where(np.imag(v) == 0, np.real(v), np.nan), index=label.index)
     bad_rows = np.flatnonzero(label.isna().to_numpy() | (label < 0).to_numpy() | (label > 1).to_numpy())
     if len(bad_rows):
         i = int(bad_rows[0])
