@@ -23,8 +23,8 @@ def read_versioned_json(path: Path, supported: int, what: str,
         raise error(f"{path.parent}: not a saved benchroute {what} (no {path.name})") from exc
     except json.JSONDecodeError as exc:
         raise error(f"{path}: invalid JSON ({exc.msg})") from exc
-    except (UnicodeDecodeError, RecursionError) as exc:
-        raise error(f"{path}: not a JSON file ({type(exc).__name__})") from exc
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # ValueError: a 5,000-digit int
+        raise error(f"{path}: not a JSON file ({type(exc).__name__}: {str(exc):.100})") from exc
     if not isinstance(meta, dict):
         raise error(f"{path}: expected a JSON object")
     version = meta.get("format_version", 0)
@@ -32,6 +32,6 @@ def read_versioned_json(path: Path, supported: int, what: str,
         raise error(f"{path}: field 'format_version' is {version!r}, expected an integer")
     if version > supported:
         raise FormatVersionError(
-            f"{path.parent}: {what} format {version} is newer than this benchroute reads "
-            f"({supported}); upgrade benchroute")
+            f"{path}: field 'format_version': {what} format {version} is newer than this "
+            f"benchroute reads ({supported}); upgrade benchroute")
     return meta

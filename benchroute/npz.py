@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,8 +39,19 @@ def read_npz(path: str | os.PathLike[str], shapes: Mapping[str, Shape],
 
     ``kinds`` optionally gives each array's allowed dtype kinds (``"f"``, ``"iu"``, ``"U"``);
     object arrays are always refused. Raises ``ValueError``, ``KeyError`` (a missing array),
-    ``OSError`` or ``zipfile.BadZipFile``.
+    ``OSError`` or ``zipfile.BadZipFile``; what the zip and ``.npy`` readers raise for damaged
+    bytes besides those (an unknown compression method, a broken deflate stream, a header that
+    does not parse) becomes a ``ValueError``, so a caller's one ``except`` covers every file.
     """
+    try:
+        return _read_npz(path, shapes, kinds, load)
+    except (NotImplementedError, zlib.error, tokenize.TokenError, SyntaxError) as exc:
+        raise ValueError(f"damaged bytes ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_npz(path: str | os.PathLike[str], shapes: Mapping[str, Shape],
+              kinds: Mapping[str, str] | None, load: Sequence[str] | None
+              ) -> dict[str, np.ndarray]:
     headers = npz_headers(path, shapes)
     sizes: dict[str, int] = {}
     for name, (shape, dtype) in headers.items():

@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from benchroute._persist import HEX64
+from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 from benchroute.exceptions import BenchrouteError, FormatVersionError
 from benchroute.index import VectorIndex
 from benchroute.inputs import (
     check_router_params,
-    check_vectors,
     is_int,
     is_real,
     known_encoder_name,
@@ -156,7 +156,8 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
 
 #: Parameters the fitted predictor was built with: a loaded router rebuilds it from the saved
 #: parameters, so a value changed by ``set_params`` after the fit would load as another router.
-#: (``tune_folds`` is checked against the tuned predictor's ``folds_by`` likewise.)
+#: (``tune_folds`` is checked against the tuned predictor's ``folds_by`` likewise, and
+#: ``seed`` against the added models' own.)
 _PREDICTOR_PARAMS = ("k", "weights", "index_factory")
 
 
@@ -169,6 +170,10 @@ def _check_fitted_params(router: Router) -> None:
     tuned = router.per_input_
     if tuned is not None and tuned.folds_by != router.tune_folds:
         changed["tune_folds"] = (tuned.folds_by, router.tune_folds)
+    # added models are refitted on load with the saved seed (their folds and λ₀'s sample)
+    seeds = {a.predictor.seed for a in getattr(router, "added_", {}).values()}
+    if seeds and seeds != {router.seed}:
+        changed["seed"] = (min(seeds - {router.seed}), router.seed)
     if changed:
         what = "; ".join(f"{name} is {new!r}, the fitted pool uses {old!r}"
                          for name, (old, new) in changed.items())
@@ -273,10 +278,11 @@ def _read_meta(folder: Path) -> dict[str, object]:
     if not isinstance(version, int) or isinstance(version, bool):
         raise _fail(path, "format_version", f"an integer (this benchroute writes {ROUTER_FORMAT_VERSION})")
     if version > ROUTER_FORMAT_VERSION:
-        raise FormatVersionError(f"{folder}: router format {version} is newer than this "
-                                 f"benchroute reads ({ROUTER_FORMAT_VERSION}); upgrade benchroute")
+        raise FormatVersionError(f"{path}: field 'format_version': router format {version} is "
+                                 f"newer than this benchroute reads ({ROUTER_FORMAT_VERSION}); "
+                                 "upgrade benchroute")
     if version < OLDEST_ROUTER_FORMAT:
-        raise FormatVersionError(f"{folder}: router format {version} predates checksummed "
+        raise FormatVersionError(f"{path}: field 'format_version': router format {version} predates checksummed "
                                  f"router.json (format {OLDEST_ROUTER_FORMAT}); fit it again")
     digest = meta.get("digest")
     if not isinstance(digest, str) or digest != canonical_digest(meta):
@@ -467,7 +473,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
         router.shift_reference_ = _shift_reference(folder / "pool.npz", shift, router)
     router.per_input_ = None
     added = _added_names(path, meta.get("added"), models)
-    _restore_routing(path, router, meta.get("routing"), models + added,
+    _restore_routing(path, router, meta.get("routing"), models + list(added),
                      int(meta["format_version"]))  # type: ignore[call-overload]
     if added:
         _restore_added(folder / ADDED_FILE, router, added, index.dimension)
@@ -654,10 +660,10 @@ def _shift_reference(path: Path, arrays: dict[str, np.ndarray], router: Router
     return ref
 
 
-def _added_names(path: Path, value: object, models: list[str]) -> list[str]:
-    """The names of the added models, checked: distinct, none a pool model."""
+def _added_names(path: Path, value: object, models: list[str]) -> dict[str, int]:
+    """The added models' names (distinct, none a pool model) and label counts, in order."""
     if value is None:
-        return []
+        return {}
     if not isinstance(value, list) or not all(
             isinstance(v, dict) and isinstance(v.get("name"), str) and v["name"]
             and is_int(v.get("n_labels")) and v["n_labels"] >= 1 for v in value):
@@ -665,15 +671,18 @@ def _added_names(path: Path, value: object, models: list[str]) -> list[str]:
     names = [v["name"] for v in value]
     if len(set(names)) != len(names) or set(names) & set(models):
         raise _fail(path, "added", "distinct names that are not pool models")
-    return names
+    return {v["name"]: int(v["n_labels"]) for v in value}
 
 
-def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> None:
+def _restore_added(path: Path, router: Router, n_labels: dict[str, int], dim: int) -> None:
     """Refit each added model on its saved labels (the estimator is deterministic, so this
-    gives the saved router's P(new, x)); every array is checked first."""
+    gives the saved router's P(new, x)); every array is checked first: as many labels as
+    router.json declares, and the unit float32 vectors that were saved (vectors renormalised
+    here would give another P)."""
     from benchroute.new_models import fit_added, pool_penalty
     from benchroute.pool_state import restore_added
 
+    names = list(n_labels)
     expected = {f"{key}{i}" for i in range(len(names)) for key in ("X", "y")}
     try:
         found = {m.removesuffix(".npy") for m in _members(path)}
@@ -690,16 +699,19 @@ def _restore_added(path: Path, router: Router, names: list[str], dim: int) -> No
     prior = pool_penalty(router) if names else None  # the pool's λ₀, once for all of them
     for i, name in enumerate(names):
         X, y = arrays[f"X{i}"], arrays[f"y{i}"]
-        if X.ndim != 2 or X.shape[1] != dim or not np.issubdtype(X.dtype, np.floating) \
-                or not np.isfinite(X).all():
-            raise BenchrouteError(f"{path}: field 'X{i}' ({name}) must be finite float vectors "
-                                  f"(L, {dim}); got {X.dtype} {X.shape}")
+        if X.ndim != 2 or X.shape[1] != dim or X.dtype != np.float32 or not np.isfinite(X).all() \
+                or unit_norm_rows(X, NORM_TOL)[2].any():
+            raise BenchrouteError(f"{path}: field 'X{i}' ({name}) must be finite float32 unit "
+                                  f"vectors (L, {dim}), as saved; got {X.dtype} {X.shape}")
+        if len(y) != n_labels[name]:
+            raise BenchrouteError(f"{path.parent / 'router.json'}: field 'added[{i}].n_labels' "
+                                  f"is {n_labels[name]}, but {path.name} holds {len(y)} labels "
+                                  f"of {name!r}")
         if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.floating) \
                 or not ((y >= 0) & (y <= 1)).all():
             raise BenchrouteError(f"{path}: field 'y{i}' ({name}) must be {len(X)} labels in "
                                   f"[0, 1]; got {y.dtype} {y.shape}")
-        added[name] = fit_added(router, name, check_vectors(X, f"{path}: X{i}"),
-                                y.astype(np.float64), prior)
+        added[name] = fit_added(router, name, X, y.astype(np.float64), prior)
     restore_added(router, added)
 
 
@@ -722,7 +734,10 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
         ok = (isinstance(desc, dict) and is_int(desc.get("k")) and desc["k"] >= 1
               and desc.get("weights") in ("uniform", "distance")
               and is_real(desc.get("prior")) and math.isfinite(desc["prior"]) and desc["prior"] >= 0)
-        ok = ok and _is_calibration(desc.get("calibration"))
+        # format 5 always writes the calibration (an identity map as empty lists): a missing
+        # one would load as uncalibrated and predict otherwise
+        ok = ok and _is_calibration(desc.get("calibration")) \
+            and (version < 5 or desc.get("calibration") is not None)
         if not ok:
             raise _fail(path, "routing.per_input", "{k: int >= 1, weights: 'uniform' or "
                         "'distance', prior: number >= 0, calibration: {x, y} in [0, 1], x "

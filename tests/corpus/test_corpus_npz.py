@@ -181,3 +181,45 @@ def test_read_npz_names_the_field(corpus, tmp_path, shapes, pattern):
             raise BenchrouteError(str(exc)) from exc
 
     assert corpus(AREA, "error", run, match=pattern)
+
+
+def _damaged(tmp_path: Path, how: str) -> Path:
+    """An .npz of one (5, 3) array, damaged as the fuzzing of saved routers did it."""
+    import struct
+
+    path = tmp_path / f"{how}.npz"
+    Y = np.arange(15, dtype=np.float64).reshape(5, 3)
+    if how == "deflate":
+        np.savez_compressed(path, Y=Y)
+        b = bytearray(path.read_bytes())
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo("Y.npy")
+        start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+        for j in range(start + 2, start + 40):
+            b[j] ^= 0xFF
+        path.write_bytes(bytes(b))
+        return path
+    np.savez(path, Y=Y)
+    if how == "method":  # an unknown compression method in the central directory
+        b = bytearray(path.read_bytes())
+        struct.pack_into("<H", b, b.find(b"PK\x01\x02") + 10, 99)
+        path.write_bytes(bytes(b))
+    else:  # a .npy header that does not parse, with a valid CRC
+        with zipfile.ZipFile(path) as zf:
+            raw = zf.read("Y.npy")
+        i = raw.find(b"'shape': (")
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("Y.npy", raw[:i] + b"'shape': ((" + raw[i + 11:])
+    return path
+
+
+@pytest.mark.parametrize("how,cause", [("method", "NotImplementedError"),
+                                       ("deflate", "error"), ("header", "TokenError")])
+def test_damaged_bytes_are_a_value_error(tmp_path, how, cause):
+    """What zipfile, zlib and NumPy's header parser raise for damaged bytes comes out as the one
+    ValueError callers catch (a saved router's load raised NotImplementedError, zlib.error or
+    tokenize.TokenError before)."""
+    from benchroute.npz import read_npz
+
+    with pytest.raises(ValueError, match=f"damaged bytes \\({cause}"):
+        read_npz(_damaged(tmp_path, how), {"Y": (5, 3)})

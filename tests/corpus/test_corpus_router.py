@@ -202,7 +202,9 @@ def test_checksums_must_cover_exactly_the_data_files(copy, change):
         Router.load(copy)
 
 
-@pytest.mark.parametrize(("version", "message"), [(99, "newer than this benchroute reads"),
+@pytest.mark.parametrize(("version", "message"), [(99, r"router.json: field 'format_version': "
+                                                      "router format 99 is newer than this "
+                                                      "benchroute reads"),
                                                   (1, "predates checksummed router.json")])
 def test_format_versions(copy, version, message):
     _rewrite(copy, _set("format_version", value=version))
@@ -240,6 +242,15 @@ def test_bad_files(copy, case):
 def _resum(folder: Path) -> None:
     _rewrite(folder, lambda m: m["checksums"].update(  # type: ignore[attr-defined]
         {n: _sha256(folder / n) for n in m["checksums"]}))  # type: ignore[attr-defined]
+
+
+def test_index_json_with_an_int_too_long_for_python(copy):
+    """A 5,000-digit int (over Python's 4,300-digit limit), re-signed: a ValueError escaped the
+    JSON reader before (found by fuzzing)."""
+    (copy / "index" / "index.json").write_text('{"format_version": 1' + "0" * 5000 + "}")
+    _resum(copy)
+    with pytest.raises(BenchrouteError, match=r"index\.json: not a JSON file \(ValueError"):
+        Router.load(copy)
 
 
 def test_truncated_pool_with_matching_checksum(copy):

@@ -631,6 +631,12 @@ def test_save_and_load_keep_added_models(world, tmp_path):
     texts = data.instances()["text"].tolist()[::9]
     pd.testing.assert_frame_equal(back.predict_proba(texts), r.predict_proba(texts))
     pd.testing.assert_frame_equal(back.added_models(), r.added_models())
+    # a seed changed after add_model would refit the added model otherwise on load (fuzzing)
+    r.set_params(seed=r.seed + 1)
+    with pytest.raises(BenchrouteError, match=r"parameters changed after the fit \(seed is"):
+        r.save(tmp_path / "r2")
+    assert not (tmp_path / "r2").exists()
+    r.set_params(seed=r.seed - 1)
 
 
 
@@ -658,6 +664,26 @@ def test_load_refuses_bad_added_arrays(world, tmp_path):
         Router.load(tmp_path / "r")
     (tmp_path / "r" / "added.npz").write_bytes(b"junk")
     with pytest.raises(BenchrouteError, match="added.npz: checksum mismatch"):
+        Router.load(tmp_path / "r")
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda X, y: (X[:1], y[:1]), r"router.json: field 'added\[0\].n_labels' is 40, but added.npz holds 1"),
+    (lambda X, y: (2 * X, y), "field 'X0' .new. must be finite float32 unit vectors"),
+    (lambda X, y: (X.astype(np.float16), y), "field 'X0' .new. must be finite float32 unit vectors"),
+])
+def test_load_refuses_added_arrays_unlike_those_saved(world, tmp_path, change, match):
+    """Re-signed edits that loaded before and predicted otherwise (found by fuzzing): fewer
+    labels than router.json declares, vectors that are not the unit float32 ones saved."""
+    import hashlib
+
+    world[2].save(tmp_path / "r")
+    with np.load(tmp_path / "r" / "added.npz") as z:
+        X, y = change(z["X0"], z["y0"])
+    np.savez(tmp_path / "r" / "added.npz", X0=X, y0=y)
+    digest = hashlib.sha256((tmp_path / "r" / "added.npz").read_bytes()).hexdigest()
+    rewrite_meta(tmp_path / "r", lambda m: m["checksums"].__setitem__("added.npz", digest))
+    with pytest.raises(BenchrouteError, match=match):
         Router.load(tmp_path / "r")
 
 

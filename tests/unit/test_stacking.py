@@ -475,6 +475,10 @@ def test_router_tune_folds_reaches_the_predictor_and_is_checked(tmp_path):
         Router.load(folder)
     _rewrite(folder, lambda m: m["routing"]["per_input"].pop("folds_by"))  # saved before it was kept
     assert Router.load(folder).per_input_.folds_by == "random"
+    # format 5 always writes the calibration: one deleted loaded as uncalibrated (fuzzing)
+    _rewrite(folder, lambda m: m["routing"]["per_input"].pop("calibration"))
+    with pytest.raises(BenchrouteError, match=r"field 'routing\.per_input' is invalid"):
+        Router.load(folder)
 
 
 def test_task_oof_aligns_columns_when_a_task_is_missing_from_training_folds():
