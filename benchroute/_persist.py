@@ -28,8 +28,9 @@ def read_versioned_json(path: Path, supported: int, what: str,
     if not isinstance(meta, dict):
         raise error(f"{path}: expected a JSON object")
     version = meta.get("format_version", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise error(f"{path}: field 'format_version' is {version!r}, expected an integer")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise error(f"{path}: field 'format_version' is {version!r:.60}, expected an integer "
+                    ">= 0 (0: written before the field existed)")
     if version > supported:
         raise FormatVersionError(
             f"{path}: field 'format_version': {what} format {version} is newer than this "

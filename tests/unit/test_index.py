@@ -93,6 +93,11 @@ def test_errors(pool, tmp_path):
     (tmp_path / "ix" / "index.json").write_text(json.dumps(meta))
     with pytest.raises(FormatVersionError, match="index format 9"):
         VectorIndex.load(tmp_path / "ix")
+    meta["format_version"] = -5  # loaded as if current before (found by fuzzing)
+    (tmp_path / "ix" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(BenchrouteError, match=r"index.json: field 'format_version' is -5, "
+                                              "expected an integer >= 0"):
+        VectorIndex.load(tmp_path / "ix")
     with pytest.raises(BenchrouteError, match="not a saved benchroute index"):
         VectorIndex.load(tmp_path / "nothing")
 
