@@ -209,12 +209,25 @@ async def read_json(request: Request, cap: int) -> dict[str, Any]:
             raise GatewayError(413, f"request body exceeds the limit of {cap} bytes",
                                code="body_too_large")
     try:
-        obj = json.loads(bytes(buf))
+        obj = json.loads(bytes(buf), parse_constant=_no_constant)
+        # lone surrogates (escapes such as \ud800) parse but are no Unicode text: they could
+        # not be forwarded, logged or embedded
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GatewayError(400, f"request body is not valid JSON ({exc})") from None
+    except (RecursionError, ValueError, UnicodeEncodeError) as exc:
+        # too deeply nested, an integer past Python's 4,300 digits, NaN or Infinity, a lone
+        # surrogate: client mistakes, not server faults
+        raise GatewayError(400, f"request body is not valid JSON ({type(exc).__name__}: "
+                                f"{str(exc):.120})") from None
     if not isinstance(obj, dict):
         raise GatewayError(400, "request body must be a JSON object")
     return obj
+
+
+def _no_constant(name: str) -> float:
+    """NaN and ±Infinity are no JSON (RFC 8259); Python's parser takes them by default."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _content_text(content: object, i: int) -> str:
@@ -329,8 +342,8 @@ def create_app(gw: Gateway) -> FastAPI:
             if entry.pinned is None:
                 gw.decider.resolve(entry)
         except EntryError as exc:
-            raise GatewayError(404 if "unknown model" in str(exc) else 400, str(exc),
-                               code="model_not_found", param="model") from None
+            raise GatewayError(exc.status, str(exc), param="model",
+                               code="model_not_found" if exc.status == 404 else None) from None
         except BenchrouteError as exc:
             raise GatewayError(400, str(exc), param="model") from None
         if entry.policy == "share" and entry.value is not None:

@@ -43,11 +43,17 @@ POLICY_PARAMS: dict[str, tuple[str, float, float]] = {
 POLICY_NAMES = ("best", *POLICY_PARAMS)
 
 _ENTRY = re.compile(
-    rf"^{PREFIX}(?:-(?P<policy>[a-z][a-z_-]*?)(?:-(?P<value>-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?))?)?$")
+    rf"^{PREFIX}(?:-(?P<policy>[a-z][a-z_-]*?)(?:-(?P<value>-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?))?)?$",
+    re.ASCII)  # plain decimals: \d would take other scripts' digits ('١'), which float() reads
 
 
 class EntryError(BenchrouteError):
-    """A model name that is neither an entry point nor a known model."""
+    """A model name that is neither an entry point nor a known model (``status`` 404), or an
+    entry point with a bad value (400)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,7 @@ def parse_entry(name: object, models: dict[str, str]) -> Entry:
     if m is None:
         raise EntryError(f"unknown model {name!r}: use '{PREFIX}', '{PREFIX}-<policy>[-<value>]' "
                          f"with a policy of {list(POLICY_NAMES)} (e.g. {examples()[1:4]}), or "
-                         f"one of the served models {sorted(models)[:10]}")
+                         f"one of the served models {sorted(models)[:10]}", 404)
     policy = m.group("policy")
     value = m.group("value")
     if policy is None:
@@ -106,7 +112,7 @@ def parse_entry(name: object, models: dict[str, str]) -> Entry:
     policy = policy.replace("-", "_")
     if policy not in POLICY_NAMES:
         raise EntryError(f"unknown policy {policy!r} in model {name!r}; choose one of "
-                         f"{list(POLICY_NAMES)}")
+                         f"{list(POLICY_NAMES)}", 404)
     if policy == "best":
         if value is not None:
             raise EntryError(f"model {name!r}: policy 'best' takes no value")

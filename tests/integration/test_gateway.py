@@ -326,6 +326,32 @@ def test_limits_answer_413_and_400(router, fake):
     assert not cfg.calls
 
 
+def test_bodies_json_accepts_but_cannot_carry_are_400(router, fake, tmp_path):
+    """Found by fuzzing, each a 500 before: deep nesting, an integer past Python's 4,300
+    digits, NaN (forwarding failed), a lone surrogate (forwarding and the decision log
+    failed, after the decision was counted)."""
+    cfg, url = fake
+    log = tmp_path / "decisions.jsonl"
+    config = GatewayConfig(decision_log=log, log_prompts=True)
+    bodies = {"nesting": b"[" * 100_000 + b"]" * 100_000,
+              "digits": b'{"model": "benchroute", "n": 1' + b"0" * 5000 + b"}",
+              "NaN": b'{"model": "benchroute", "temperature": NaN, "messages": '
+                     b'[{"role": "user", "content": "hi"}]}',
+              "surrogate": b'{"model": "benchroute", "messages": '
+                           b'[{"role": "user", "content": "hi \\ud800"}]}'}
+    with gateway(router, upstreams(url, router), config) as (gw, base):
+        for name, body in bodies.items():
+            for path in ("/v1/chat/completions", "/v1/route"):
+                r = httpx.post(base + path, content=body,
+                               headers={"content-type": "application/json"})
+                assert r.status_code == 400, (name, path, r.text[:200])
+                assert "not valid JSON" in r.json()["error"]["message"], name
+        ok = httpx.post(base + "/v1/chat/completions",
+                        json={"model": "benchroute", "messages": user("hi")})
+    assert ok.status_code == 200 and len(cfg.calls) == 1
+    assert len(log.read_text().splitlines()) == 1  # the one decision made, logged once
+
+
 def test_bearer_auth_and_upstream_keys_never_shown(router, fake, tmp_path):
     cfg, url = fake
     keys = {m: f"upstream-secret-{m}" for m in router.models_}

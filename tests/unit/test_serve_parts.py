@@ -53,6 +53,19 @@ def test_bad_entries_say_what_is_valid(name, match):
         parse_entry(name, MODELS)
 
 
+@pytest.mark.parametrize("name, status", [
+    ("gpt-5", 404), ("benchroute-nope", 404), ("benchroute-nope-1", 404),  # no such model
+    ("benchroute-share-1.5", 400), ("benchroute-best-1", 400), (7, 400),  # a bad value
+    ("benchroute-threshold-\u0661", 404),  # an Arabic-Indic digit is no plain decimal
+])
+def test_entry_errors_carry_their_status(name, status):
+    """Unknown names are 404 as docs/gateway.md says ("benchroute-bogus" was a 400 coded
+    model_not_found); values must be ASCII decimals (found by fuzzing)."""
+    with pytest.raises(EntryError) as info:
+        parse_entry(name, MODELS)
+    assert info.value.status == status
+
+
 # ---------------------------------------------------------------------- upstreams file
 def _write(tmp_path, content, name="up.yaml"):
     p = tmp_path / name
