@@ -160,12 +160,18 @@ def check_fit_arrays(X: np.ndarray, Y: np.ndarray, datasets: Iterable[object],
     return X, Y, ds, names
 
 
+def is_items(value: object) -> bool:
+    """An iterable of items: not a text, bytes or a mapping, which iterate as characters,
+    ints or keys and are never what a caller meant by a list of texts or records."""
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
+
+
 def parse_texts(task_examples: Texts, what: str = "task_examples") -> list[str]:
     if isinstance(task_examples, BenchmarkData):
         texts = task_examples.instances()["text"].tolist()
     elif isinstance(task_examples, str):
         texts = [task_examples]
-    elif isinstance(task_examples, (bytes, Mapping)) or not isinstance(task_examples, Iterable):
+    elif not is_items(task_examples):
         raise BenchrouteError(f"{what} is a {type(task_examples).__name__}; expected a text, a "
                               "list of texts or a BenchmarkData")
     else:

@@ -57,7 +57,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,7 @@ import pandas as pd
 from scipy.special import expit
 
 from benchroute.exceptions import BenchrouteError
+from benchroute.inputs import is_items
 from benchroute.predictors import SELF_DISTANCE, Neighbours
 from benchroute.stacking import EPS, logits
 from benchroute.tuning import fold_ids, knn_posterior
@@ -890,7 +891,7 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
         if frame.columns.duplicated().any():
             raise BenchrouteError(f"{what}: columns {sorted(set(frame.columns[frame.columns.duplicated()]))} "
                                   "appear more than once")
-    elif isinstance(results, (str, bytes, Mapping)) or not isinstance(results, Iterable):
+    elif not is_items(results):
         raise BenchrouteError(f"{what}: expected a DataFrame or a list of records {{text or "
                               f"dataset + instance_id, correct or score}}, got "
                               f"{type(results).__name__}")

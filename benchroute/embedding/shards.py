@@ -17,7 +17,6 @@ import os
 import time
 import uuid
 import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +34,8 @@ CACHE_FORMAT_VERSION = 1
 # within seconds); they are removed when the cache is opened. Under the lock, all of them are.
 STALE_TMP_SECONDS = 3600.0
 UNIT_NORM_TOL = 1e-2  # float16 storage keeps norms within ~1e-3 of 1
-SHARD_ERRORS = (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, EOFError)
+# what read_npz raises (damaged deflate streams among its ValueErrors)
+SHARD_ERRORS = (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError)
 
 
 # ---------------------------------------------------------------------- meta.json

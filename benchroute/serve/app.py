@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -210,9 +211,11 @@ async def read_json(request: Request, cap: int) -> dict[str, Any]:
                                code="body_too_large")
     try:
         obj = json.loads(bytes(buf), parse_constant=_no_constant)
-        # lone surrogates (escapes such as \ud800) parse but are no Unicode text: they could
-        # not be forwarded, logged or embedded
-        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        # lone surrogates parse but are no Unicode text: they could not be forwarded, logged
+        # or embedded. UTF-8 bytes cannot hold one, only a \uD800–\uDFFF escape can, so the
+        # body is encoded again only when it has such an escape (not on every request)
+        if _SURROGATE_ESCAPE.search(buf):
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GatewayError(400, f"request body is not valid JSON ({exc})") from None
     except (RecursionError, ValueError, UnicodeEncodeError) as exc:
@@ -223,6 +226,9 @@ async def read_json(request: Request, cap: int) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise GatewayError(400, "request body must be a JSON object")
     return obj
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _no_constant(name: str) -> float:
