@@ -58,8 +58,9 @@ def merged(out: Path, name: str, res: pd.DataFrame, info: dict) -> tuple[pd.Data
     replaced by ``res``; the rerun must cover the same models, n and repeats."""
     old = pd.read_csv(out / f"{name}_draws.csv.gz")
     old_info = json.loads((out / f"{name}_info.json").read_text())
-    if old_info["held_out"] != info["held_out"] or old_info["repeats"] != info["repeats"]:
-        raise SystemExit(f"{name}: the rerun's models or repeats differ from the draws in {out}")
+    if old_info["held_out"] != info["held_out"] or old_info["repeats"] != info["repeats"] \
+            or set(old["n"]) != set(res["n"]):
+        raise SystemExit(f"{name}: the rerun's models, n or repeats differ from the draws in {out}")
     key = ["strategy", "estimator"]
     rerun = res[key].drop_duplicates()
     kept = old.merge(rerun, on=key, how="left", indicator=True)
