@@ -783,6 +783,8 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--max-batch", type=int, default=64, help="decisions per micro-batch")
     p.add_argument("--encode-batch", type=int, default=4,
                    help="texts per encoder call within a micro-batch (small calls pad little)")
+    p.add_argument("--max-entries", type=int, default=100,
+                   help="entry names kept as metric labels (later ones count as 'other')")
     p.add_argument("--ood-alpha", type=float, metavar="A",
                    help="route inputs whose OOD p-value is below A to the best model on average")
     p.add_argument("--decision-log", type=Path, help="append each decision to this JSONL file")
@@ -832,7 +834,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_messages=args.max_messages, max_text_chars=args.max_text_chars, retries=args.retries,
         upstream_timeout=args.upstream_timeout, api_key=api_key, decision_log=args.decision_log,
         log_prompts=args.log_prompts, max_batch=args.max_batch,
-        encode_batch=args.encode_batch, ood_alpha=args.ood_alpha)
+        encode_batch=args.encode_batch, ood_alpha=args.ood_alpha, max_entries=args.max_entries)
     gw = app.build_gateway(router, upstreams, config, args.policy, _read_params(args.param),
                            args.candidates.split(",") if args.candidates else None, calibration,
                            args.upstreams)

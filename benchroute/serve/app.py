@@ -64,13 +64,15 @@ class GatewayConfig:
     encode_batch: int = 4
     #: route inputs whose OOD p-value is below this to the best model on average (None: off)
     ood_alpha: float | None = None
+    #: entry names kept as metric labels; decisions of later ones are counted under "other"
+    max_entries: int = 100
 
     def check(self) -> None:
         if self.route_text not in ROUTE_TEXT_MODES:
             raise BenchrouteError(f"route_text {self.route_text!r}: choose one of "
                                   f"{list(ROUTE_TEXT_MODES)}")
         for name in ("max_body_bytes", "max_messages", "max_text_chars", "max_batch",
-                     "encode_batch"):
+                     "encode_batch", "max_entries"):
             if getattr(self, name) < 1:
                 raise BenchrouteError(f"{name} == {getattr(self, name)}, must be >= 1")
         if self.retries < 0:
@@ -167,7 +169,8 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     decider = Decider(router, cand, costs, default, sample, strong, weak, encoder, calibration,
                       config.encode_batch, config.ood_alpha)
     decider.decide(["warm-up"], [Entry(PREFIX)])  # load the encoder now, not on a request
-    metrics = GatewayMetrics(list(router.models_), strong, costs)
+    metrics = GatewayMetrics(list(router.models_), strong, costs,
+                             max_entries=config.max_entries)
     names = {m: m for m in upstreams if m in router.models_}
     names.update({u.model: m for m, u in upstreams.items() if m in router.models_})
     curve = cost_quality_curve(router, pool, decider.cand, costs, strong)

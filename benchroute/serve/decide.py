@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,10 @@ from benchroute.serve.calibrate import Calibration, Sample, fit_parameter, thres
 from benchroute.serve.entry import PREFIX, Entry, EntryError, check_value
 
 logger = logging.getLogger(__name__)
+
+#: resolved entries kept: clients choose the values, so the cache is bounded (least recently
+#: used out); a budget entry costs a parameter search on the sample when it is resolved again
+RESOLVED_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -117,16 +123,26 @@ class Decider:
             raise BenchrouteError(f"encoder {self.encoder.identifier!r} is not the router's "
                                   f"{router.encoder_id_!r}")
         self.bma = router.models_[router.bma_index(self.cand)]
-        self._resolved: dict[tuple[str | None, float | None], tuple[str, dict[str, Any]]] = {}
+        self._resolved: OrderedDict[tuple[str | None, float | None],
+                                    tuple[str, dict[str, Any]]] = OrderedDict()
+        self._resolved_lock = threading.Lock()
         self.resolve(Entry(PREFIX))  # fail at start-up, not on the first request
 
     # ------------------------------------------------------------------ entries
     def resolve(self, entry: Entry) -> tuple[str, dict[str, Any]]:
         """The policy name and parameters :func:`policy_frame` takes for an entry."""
         key = (entry.policy, entry.value)
-        if key not in self._resolved:
-            self._resolved[key] = self._resolve(entry)
-        policy, params = self._resolved[key]
+        with self._resolved_lock:
+            got = self._resolved.get(key)
+            if got is not None:
+                self._resolved.move_to_end(key)
+        if got is None:
+            got = self._resolve(entry)
+            with self._resolved_lock:
+                self._resolved[key] = got
+                while len(self._resolved) > RESOLVED_MAX:
+                    self._resolved.popitem(last=False)
+        policy, params = got
         return policy, dict(params)
 
     def _resolve(self, entry: Entry) -> tuple[str, dict[str, Any]]:

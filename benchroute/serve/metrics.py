@@ -3,6 +3,10 @@
 Each app has its own registry (several gateways can live in one process, as in the tests).
 Shares are realised shares since start: decisions for a model over all decisions of an entry,
 beside the target share the entry (or the calibration) asked for.
+
+Entry names come from clients (``benchroute-threshold-0.1``, ``-0.10``, ``-0.100``, ...), so
+each one kept as a label would grow the registry, and every scrape, without bound. The first
+``max_entries`` names are kept; decisions of later ones are counted under ``OTHER``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from prometheus_client import Counter as PCounter
 
 from benchroute.serve.decide import Decision
 
+#: the label of the entries past ``max_entries``
+OTHER = "other"
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -25,7 +31,8 @@ class GatewayMetrics:
     """Counters, histograms and the realised-vs-target shares."""
 
     def __init__(self, models: list[str], strongest: str, costs: Mapping[str, float] | None,
-                 window: int = 2000) -> None:
+                 window: int = 2000, max_entries: int = 100) -> None:
+        self.max_entries = max_entries
         self.registry = CollectorRegistry()
         self.models = models
         self.strongest = strongest
@@ -63,16 +70,32 @@ class GatewayMetrics:
         self._lock = threading.Lock()
         self._counts: dict[str, Counter[str]] = {}
         self._targets: dict[tuple[str, str], float] = {}
+        self._entries: set[str] = set()
         self._latency: deque[float] = deque(maxlen=window)
         self._p: deque[float] = deque(maxlen=window)
         self._cost_live: deque[float] = deque(maxlen=window)
         self.totals: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ recording
+    def _label(self, entry: str) -> str:
+        """The entry's label: its name while fewer than ``max_entries`` are kept (call with
+        the lock held)."""
+        if entry in self._entries:
+            return entry
+        if len(self._entries) < self.max_entries and entry != OTHER:
+            self._entries.add(entry)
+            return entry
+        return OTHER
+
     def set_target(self, entry: str, model: str, share: float) -> None:
+        """A target share for an entry; none for the entries counted under ``OTHER``, whose
+        decisions mix several targets."""
         with self._lock:
-            self._targets[(entry, model)] = share
-        self.target.labels(entry, model).set(share)
+            label = self._label(entry)
+            if label == OTHER:
+                return
+            self._targets[(label, model)] = share
+        self.target.labels(label, model).set(share)
 
     def request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint, str(status)).inc()
@@ -82,14 +105,16 @@ class GatewayMetrics:
                 self.totals["errors"] += 1
 
     def decision(self, d: Decision) -> None:
-        self.decisions.labels(d.entry, d.model).inc()
+        with self._lock:
+            entry = self._label(d.entry)
+        self.decisions.labels(entry, d.model).inc()
         self.decision_seconds.observe(d.decision_ms / 1e3)
         if d.fallback:
             self.fallback(d.fallback.split(" (")[0].split(":")[0])
         if d.in_pool:
             self.in_pool.inc()
         with self._lock:
-            counts = self._counts.setdefault(d.entry, Counter())
+            counts = self._counts.setdefault(entry, Counter())
             counts[d.model] += 1
             total = sum(counts.values())
             self._latency.append(d.decision_ms)
@@ -98,7 +123,7 @@ class GatewayMetrics:
             shares = {m: counts[m] / total for m in counts}
             self.totals["decisions"] += 1
         for m, s in shares.items():
-            self.realised.labels(d.entry, m).set(s)
+            self.realised.labels(entry, m).set(s)
 
     def fallback(self, reason: str) -> None:
         self.fallbacks.labels(reason[:80]).inc()

@@ -406,6 +406,36 @@ def test_start_up_refuses_missing_upstreams_and_bad_policies(router, fake):
                       params={"max_quality_drop": 0.1})
 
 
+def test_entry_names_from_clients_do_not_grow_metrics_or_caches(router, fake, monkeypatch):
+    """Each distinct name a client sends (threshold-0.1, -0.11, ...) would be a new label and a
+    new resolved entry: both are bounded."""
+    from benchroute.serve import decide
+
+    monkeypatch.setattr(decide, "RESOLVED_MAX", 4)
+    cfg, url = fake
+    names = [f"benchroute-threshold-0.{i:02d}" for i in range(12)] + \
+        [f"benchroute-share-0.{i}" for i in range(1, 6)]
+    with gateway(router, upstreams(url, router), GatewayConfig(max_entries=3)) as (gw, base):
+        got = [httpx.post(base + "/v1/route", json={"input": "task 1 input 2", "model": n})
+               for n in names]
+        again = httpx.post(base + "/v1/route", json={"input": "task 1 input 2",
+                                                     "model": names[0]}).json()
+        metrics = httpx.get(base + "/metrics").text
+        live = httpx.get(base + "/status.json").json()["live"]
+        resolved = len(gw.decider._resolved)
+    assert all(r.status_code == 200 for r in got)
+    assert got[-1].json()["entry"] == names[-1]          # the answer still names what was sent
+    assert again["params"]["t"] == pytest.approx(0.0)     # resolved again after leaving the cache
+    labels = {line.split('entry="')[1].split('"')[0] for line in metrics.splitlines()
+              if line.startswith("benchroute_decisions_total{")}
+    assert labels == {*names[:3], "other"}
+    assert sum(live["by_entry"]["other"].values()) == len(names) - 3
+    assert sum(sum(c.values()) for c in live["by_entry"].values()) == len(names) + 1
+    assert "benchroute-share" not in metrics              # no target kept for "other"
+    assert not [t for t in live["targets"] if t["entry"] == "other"]
+    assert resolved == 4
+
+
 # ---------------------------------------------------------------------- calibration
 def test_calibration_meets_target_share_and_serve_uses_it(router, fake, tmp_path):
     cfg, url = fake
