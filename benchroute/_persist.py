@@ -1,5 +1,12 @@
-"""Reading the JSON sidecars of saved stores, indexes, routers and caches, with one set of
-messages for missing, malformed and too-new files."""
+"""Reading JSON: one rule for every JSON document benchroute reads, from the loaders' result files
+to the saved routers' sidecars, the gateway's request bodies and the CLI's JSONL lines.
+
+``json.loads`` fails in five ways on a hostile or damaged document, and only one of them is a
+``JSONDecodeError``: bytes that are not UTF-8, nesting deeper than the recursion limit
+(``RecursionError``), integers over Python's 4,300-digit limit and, where strict JSON is asked
+for, ``NaN``/``Infinity`` (``ValueError``). Each is turned here into the caller's error class,
+naming the document, so no reader ends in a traceback.
+"""
 
 from __future__ import annotations
 
@@ -14,25 +21,90 @@ from benchroute.exceptions import BenchrouteError, FormatVersionError
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def read_versioned_json(path: Path, supported: int, what: str,
-                        error: type[BenchrouteError] = BenchrouteError) -> dict[str, Any]:
-    """The JSON object at ``path``; refuses files written by a newer format than ``supported``."""
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number JSON allows (RFC 8259)")
+
+
+def parse_json(doc: str | bytes, where: str, error: type[Exception] = BenchrouteError,
+               strict: bool = False, line: int | None = None) -> Any:
+    """One JSON document; every way it can fail is ``error`` with ``where`` in its message.
+
+    ``strict`` refuses ``NaN`` and ``±Infinity``, which Python's parser takes by default: the
+    files benchroute writes never hold them, so one there means damage. Files of results made by
+    other tools keep the lenient default. Bytes are UTF-8 (a byte-order mark is dropped).
+    ``line``: the document is that line of a JSONL file named by ``where``.
+    """
+    at = f"{where}: line {line}" if line is not None else where
+    if isinstance(doc, bytes | bytearray):
+        doc = decode_text(bytes(doc), at, error)
     try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise error(f"{path.parent}: not a saved benchroute {what} (no {path.name})") from exc
+        return json.loads(doc, parse_constant=_no_constant if strict else None)
     except json.JSONDecodeError as exc:
-        raise error(f"{path}: invalid JSON ({exc.msg})") from exc
-    except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # ValueError: a 5,000-digit int
-        raise error(f"{path}: not a JSON file ({type(exc).__name__}: {str(exc):.100})") from exc
-    if not isinstance(meta, dict):
-        raise error(f"{path}: expected a JSON object")
-    version = meta.get("format_version", 0)
+        if line is not None:
+            raise error(f"{at} is not valid JSON: {exc.msg}") from exc
+        raise error(f"{at}: invalid JSON at line {exc.lineno} column {exc.colno}: "
+                    f"{exc.msg}") from exc
+    except RecursionError as exc:
+        raise error(f"{at}: invalid JSON: nested too deeply to read") from exc
+    except ValueError as exc:  # an integer over 4,300 digits, or NaN where strict
+        raise error(f"{at}: invalid JSON: {str(exc):.120}") from exc
+
+
+def decode_text(raw: bytes, where: str, error: type[Exception] = BenchrouteError) -> str:
+    """UTF-8 text; a byte-order mark (editors on Windows write one) is not part of it."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def read_text_file(path: Path, error: type[Exception] = BenchrouteError,
+                   missing: str | None = None) -> str:
+    """A UTF-8 file's text; ``missing`` replaces "file not found" when it is absent."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise error(missing or f"{path}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise error(f"{path}: is a folder, not a file") from exc
+    except OSError as exc:
+        raise error(f"{path}: unreadable ({exc.strerror})") from exc
+    return decode_text(raw, str(path), error)
+
+
+def read_json_file(path: Path, error: type[Exception] = BenchrouteError, strict: bool = False,
+                   missing: str | None = None) -> Any:
+    """:func:`parse_json` of a file."""
+    return parse_json(read_text_file(path, error, missing), str(path), error, strict)
+
+
+def check_format_version(meta: dict[str, Any], where: str, supported: int, what: str,
+                         error: type[BenchrouteError] = BenchrouteError, oldest: int = 0,
+                         required: bool = False) -> int:
+    """A saved file's ``format_version``: an integer from ``oldest`` to ``supported`` (absent
+    reads as 0, written before the field existed, unless ``required``)."""
+    version = meta.get("format_version", None if required else 0)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise error(f"{path}: field 'format_version' is {version!r:.60}, expected an integer "
-                    ">= 0 (0: written before the field existed)")
+        raise error(f"{where}: field 'format_version' is {version!r:.60}, expected an integer "
+                    f">= 0 (this benchroute writes {supported})")
     if version > supported:
         raise FormatVersionError(
-            f"{path}: field 'format_version': {what} format {version} is newer than this "
+            f"{where}: field 'format_version': {what} format {version} is newer than this "
             f"benchroute reads ({supported}); upgrade benchroute")
+    if version < oldest:
+        raise FormatVersionError(
+            f"{where}: field 'format_version': {what} format {version} is older than this "
+            f"benchroute reads ({oldest} to {supported}); make it again with this benchroute")
+    return version
+
+
+def read_versioned_json(path: Path, supported: int, what: str,
+                        error: type[BenchrouteError] = BenchrouteError, oldest: int = 0,
+                        required: bool = False) -> dict[str, Any]:
+    """The JSON object of a saved file's sidecar, strict, with its format version checked."""
+    meta = read_json_file(path, error, strict=True,
+                          missing=f"{path.parent}: not a saved benchroute {what} (no {path.name})")
+    if not isinstance(meta, dict):
+        raise error(f"{path}: expected a JSON object")
+    check_format_version(meta, str(path), supported, what, error, oldest, required)
     return meta

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchroute._persist import decode_text, parse_json, read_text_file
 from benchroute.exceptions import BenchrouteError
 
 EXIT_USAGE = 2
@@ -949,21 +950,12 @@ def _read_texts(path: str) -> list[str]:
     if path != "-" and not p.is_file():
         raise DataError(f"{p}: no such file")
     texts: list[str] = []
-    if path == "-":
-        content = _read_stdin(p)
-    else:
-        try:
-            content = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the text
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{p}: not UTF-8 text ({exc})") from exc
+    content = _read_stdin(p) if path == "-" else read_text_file(p, DataError)
     for lineno, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{p}: line {lineno} is not valid JSON: {exc.msg}") from exc
+            obj = parse_json(line, str(p), DataError, line=lineno)
             if not isinstance(obj.get("text"), str):
                 raise DataError(f"{p}: line {lineno} has no string field 'text'")
             texts.append(obj["text"])
@@ -978,7 +970,5 @@ def _read_stdin(name: Path) -> str:
     from benchroute.exceptions import DataError
 
     stream = getattr(sys.stdin, "buffer", None)  # a replaced stdin may be a text stream only
-    try:
-        return stream.read().decode("utf-8-sig") if stream is not None else sys.stdin.read()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{name}: not UTF-8 text ({exc})") from exc
+    return decode_text(stream.read(), str(name), DataError) if stream is not None \
+        else sys.stdin.read()

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from benchroute._persist import HEX64
+from benchroute._persist import HEX64, read_versioned_json
 from benchroute.embedding.base import NORM_TOL, unit_norm_rows
-from benchroute.exceptions import BenchrouteError, FormatVersionError
+from benchroute.exceptions import BenchrouteError
 from benchroute.index import VectorIndex
 from benchroute.inputs import (
     check_router_params,
@@ -252,38 +252,12 @@ def _fail(path: Path, field: str, expected: str) -> BenchrouteError:
     return BenchrouteError(f"{path}: field {field!r} is invalid; expected {expected}")
 
 
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
 def _read_meta(folder: Path) -> dict[str, object]:
     if folder.exists() and not folder.is_dir():
         raise BenchrouteError(f"{folder}: is a file, not a saved router folder")
     path = folder / "router.json"
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise BenchrouteError(f"{folder}: not a saved benchroute router (no router.json)") from exc
-    except OSError as exc:
-        raise BenchrouteError(f"{path}: unreadable ({exc.strerror})") from exc
-    try:
-        meta = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except UnicodeDecodeError as exc:
-        raise BenchrouteError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-        raise BenchrouteError(f"{path}: invalid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise BenchrouteError(f"{path}: expected a JSON object")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise _fail(path, "format_version", f"an integer (this benchroute writes {ROUTER_FORMAT_VERSION})")
-    if version > ROUTER_FORMAT_VERSION:
-        raise FormatVersionError(f"{path}: field 'format_version': router format {version} is "
-                                 f"newer than this benchroute reads ({ROUTER_FORMAT_VERSION}); "
-                                 "upgrade benchroute")
-    if version < OLDEST_ROUTER_FORMAT:
-        raise FormatVersionError(f"{path}: field 'format_version': router format {version} predates checksummed "
-                                 f"router.json (format {OLDEST_ROUTER_FORMAT}); fit it again")
+    meta = read_versioned_json(path, ROUTER_FORMAT_VERSION, "router", oldest=OLDEST_ROUTER_FORMAT,
+                               required=True)
     digest = meta.get("digest")
     if not isinstance(digest, str) or digest != canonical_digest(meta):
         raise BenchrouteError(f"{path}: field 'digest' does not match the file's content; "

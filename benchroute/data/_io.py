@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import lzma
 import re
@@ -11,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from benchroute._persist import parse_json, read_json_file
 from benchroute.exceptions import DataError
 
 logger = logging.getLogger(__name__)
@@ -18,17 +18,7 @@ logger = logging.getLogger(__name__)
 
 def read_json(path: Path, expect: type | None = None) -> Any:
     """Parse one JSON document; the error names the file, the position and the expected type."""
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            obj = json.load(fh)
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from exc
+    obj = read_json_file(path, DataError)
     if expect is not None and not isinstance(obj, expect):
         raise DataError(
             f"{path}: expected a JSON {expect.__name__}, got {type(obj).__name__}"
@@ -100,25 +90,10 @@ def read_json_records(
     stripped = text.lstrip()
     records: list[Any]
     if stripped.startswith("["):
-        try:
-            records = json.loads(text)
-        except RecursionError as exc:
-            raise DataError(f"{path}: JSON nested too deeply") from exc
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-            ) from exc
+        records = parse_json(text, str(path), DataError)
     else:
-        records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except RecursionError as exc:
-                raise DataError(f"{path}: line {lineno} is JSON nested too deeply") from exc
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {lineno} is not valid JSON: {exc.msg}") from exc
+        records = [parse_json(line, str(path), DataError, line=lineno)
+                   for lineno, line in enumerate(text.splitlines(), start=1) if line.strip()]
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise DataError(f"{path}: record {i} is a {type(rec).__name__}, expected an object")

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchroute.data.helm_schema import HelmSchema, find_schema_files, read_helm_json, schema_for
+from benchroute.data._io import read_json
+from benchroute.data.helm_schema import HelmSchema, find_schema_files, schema_for
 from benchroute.data.metrics import short_repr
 from benchroute.data.store import LoadReport
 from benchroute.exceptions import DataError
@@ -100,7 +101,7 @@ def parse_run(run: Path, root: Path, report: LoadReport, schemas: Schemas) -> Ru
         if not (run / required).is_file():
             raise DataError(f"incomplete run: {required} is missing")
     spec_path = run / "run_spec.json"
-    spec = read_helm_json(spec_path, dict)
+    spec = read_json(spec_path, dict)
     adapter = spec.get("adapter_spec")
     if not isinstance(adapter, dict):
         raise DataError(f"{spec_path}: field 'adapter_spec' is missing or not an object")
@@ -181,7 +182,7 @@ def _instance_id(value: Any, where: str, field: str) -> str:
 
 def _merged_stats(path: Path) -> dict[Key, dict[str, float]]:
     """Per-instance stats merged by key: one key appears once per Metric class in HELM."""
-    entries = read_helm_json(path, list)
+    entries = read_json(path, list)
     merged: dict[Key, dict[str, float]] = defaultdict(dict)
     for i, entry in enumerate(entries):
         where = f"{path}: entry {i}"
@@ -240,7 +241,7 @@ def _instance_texts(run: Path, report: LoadReport) -> tuple[
     instances: list[tuple[str, Any]] = []
     if (run / "scenario_state.json").is_file():
         path = run / "scenario_state.json"
-        states = read_helm_json(path, dict).get("request_states")
+        states = read_json(path, dict).get("request_states")
         if not isinstance(states, list):
             raise DataError(f"{path}: field 'request_states' is not a list")
         for i, rs in enumerate(states):
@@ -264,10 +265,10 @@ def _instance_texts(run: Path, report: LoadReport) -> tuple[
     elif (run / "instances.json").is_file():
         path = run / "instances.json"
         instances = [(f"{path}: instance {i}", inst)
-                     for i, inst in enumerate(read_helm_json(path, list))]
+                     for i, inst in enumerate(read_json(path, list))]
     elif (run / "display_requests.json").is_file():
         path = run / "display_requests.json"
-        for i, req in enumerate(read_helm_json(path, list)):
+        for i, req in enumerate(read_json(path, list)):
             where = f"{path}: entry {i}"
             req = _object(req, where, "entry", required=True)
             if req.get("instance_id") is None:

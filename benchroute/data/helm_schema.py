@@ -66,21 +66,6 @@ class HelmSchema:
         )
 
 
-def read_helm_json(path: Path, expect: type) -> Any:
-    """:func:`read_json`, with the two ways json itself fails on hostile files (nesting deeper
-    than the recursion limit, integers over Python's 4,300-digit limit) made ``DataError``."""
-    try:
-        return read_json(path, expect)
-    except RecursionError as exc:
-        raise DataError(f"{path}: JSON nested too deeply to read") from exc
-    except DataError:
-        raise
-    except ValueError as exc:
-        text = str(exc)
-        raise DataError(f"{path}: unreadable JSON ({text[:117] + '…' if len(text) > 120 else text})"
-                        ) from exc
-
-
 def read_schema(path: Path) -> tuple[HelmSchema, list[str]]:
     """Parse one schema file; malformed entries are left out and described in the second value.
 
@@ -89,7 +74,7 @@ def read_schema(path: Path) -> tuple[HelmSchema, list[str]]:
     DataError
         The file is not JSON, not an object, or nests too deeply to parse.
     """
-    raw = read_helm_json(path, dict)
+    raw = read_json(path, dict)
     problems: list[str] = []
     main: dict[str, str] = {}
     splits: dict[str, str] = {}

@@ -8,13 +8,13 @@ so the rules (and the messages) are the same everywhere.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from benchroute._persist import parse_json
 from benchroute.data.store import LoadReport
 from benchroute.exceptions import DataError
 
@@ -92,10 +92,7 @@ def parse_mapping_option(text: str, what: str, numeric: bool) -> object:
     such as ``mmlu:subject=anatomy`` work; separate items with ``;`` when names contain commas."""
     text = text.strip()
     if text.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"--{what}: invalid JSON object ({exc.msg})") from exc
+        obj = parse_json(text, f"--{what}", DataError)
         if not isinstance(obj, dict):
             raise DataError(f"--{what}: expected a JSON object")
         return {str(k): _cli_value(v, what, numeric) for k, v in obj.items()}

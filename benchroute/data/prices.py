@@ -8,7 +8,6 @@ output/1e6`` per call.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from typing import Union
 
 import numpy as np
 
+from benchroute._persist import parse_json, read_text_file
 from benchroute.data._io import csv_rows
 from benchroute.data.metrics import short_repr
 from benchroute.exceptions import DataError
@@ -63,12 +63,7 @@ def load_prices(path: str | os.PathLike[str]) -> dict[str, Price]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: price table not found (expected a CSV or JSON file)")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read the price table ({exc.strerror})") from exc
+    text = read_text_file(p, DataError)
     if not text.strip():
         raise DataError(f"{p}: price table is empty")
     if p.suffix.lower() == ".json" or text.lstrip()[:1] in "[{":
@@ -99,13 +94,7 @@ def _from_csv(path: Path, text: str) -> dict[str, Price]:
 
 
 def _from_json(path: Path, text: str) -> dict[str, Price]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
-                        f"{exc.msg}") from exc
-    except (ValueError, RecursionError) as exc:
-        raise DataError(f"{path}: unreadable JSON ({type(exc).__name__})") from exc
+    obj = parse_json(text, str(path), DataError)
     rows: list[tuple[str, object, object, object]] = []
     if isinstance(obj, dict):
         for model, v in obj.items():

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchroute._persist import check_format_version, parse_json
 from benchroute.data.store_checks import OPTIONAL_COLUMNS as OPTIONAL_COLUMNS
 from benchroute.data.store_checks import REQUIRED_COLUMNS as REQUIRED_COLUMNS
 from benchroute.data.store_checks import describe_difference, validate_frame, warn_degenerate
 from benchroute.data.store_checks import row_key as row_key
 from benchroute.data.text import normalize_text
-from benchroute.exceptions import DataError, FormatVersionError
+from benchroute.exceptions import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -307,20 +308,11 @@ def _stored_report(path: Path, raw: bytes) -> LoadReport:
         return DataError(f"{path}: parquet metadata 'benchroute' is invalid: {what}; save the "
                          "store again with BenchmarkData.save")
 
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise bad(f"not JSON ({type(exc).__name__})") from exc
+    where = f"{path}: parquet metadata 'benchroute'"
+    meta = parse_json(raw, where, DataError, strict=True)
     if not isinstance(meta, dict):
         raise bad(f"expected an object, got {type(meta).__name__}")
-    version = meta.get("format_version", 0)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise bad(f"format_version is {version!r:.60}, expected an integer")
-    if version > STORE_FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{path}: written by a newer benchroute (store format {version}; this "
-            f"version reads up to {STORE_FORMAT_VERSION}). Upgrade benchroute."
-        )
+    check_format_version(meta, where, STORE_FORMAT_VERSION, "store", DataError)
     d = meta.get("report", {})
     lists = ("sources", "notes", "warnings", "skipped")
     ok = isinstance(d, dict) \

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from benchroute._persist import read_json_file
 from benchroute.embedding.install import DEFAULT_MODEL, SAFETENSORS_SHA256, benchroute_home
 from benchroute.embedding.names import DEFAULT_MAX_SEQ_LENGTH, shared_identifier
 from benchroute.embedding.onnx import _CHECK_TEXTS as _ONNX_CHECK_TEXTS
@@ -102,10 +103,9 @@ def stored_check(root: Path | None = None, units: Sequence[str] | None = None
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise BenchrouteError(f"{path}: unreadable ({type(exc).__name__}: {exc!s:.200}); "
-                              "delete it to measure again") from exc
+        data = read_json_file(path, strict=True)
+    except BenchrouteError as exc:
+        raise BenchrouteError(f"{exc}; delete it to measure again") from exc
     if not isinstance(data, dict) or data.get("format_version") != CHECK_FORMAT_VERSION \
             or not isinstance(data.get("checks"), dict):
         raise BenchrouteError(f"{path}: expected {{'format_version': {CHECK_FORMAT_VERSION}, "

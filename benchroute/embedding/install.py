@@ -8,7 +8,6 @@ is checked before the folder is moved into place, so a half-done install never l
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -20,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchroute._persist import HEX64
+from benchroute._persist import HEX64, read_json_file
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
 
 logger = logging.getLogger(__name__)
@@ -104,10 +103,9 @@ def read_sidecar(meta: Path, data: Path, expect: Mapping[str, object], fix: str
     if not (meta.is_file() and data.is_file()):
         return None
     try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON
-        raise BenchrouteError(f"{meta}: unreadable ({type(exc).__name__}: {exc!s:.200}); run "
-                              f"`{fix}`") from exc
+        info = read_json_file(meta, strict=True)
+    except BenchrouteError as exc:
+        raise BenchrouteError(f"{exc}; run `{fix}`") from exc
     if not isinstance(info, dict):
         raise BenchrouteError(f"{meta}: expected a JSON object; run `{fix}`")
     for key, want in expect.items():

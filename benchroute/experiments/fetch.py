@@ -11,7 +11,6 @@ Layout: ``<base>/runs/<suite>/<url-encoded run name>/<file>.json`` and
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -21,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
+from benchroute._persist import parse_json
 from benchroute.exceptions import BenchrouteError
 
 logger = logging.getLogger(__name__)
@@ -99,10 +99,7 @@ def release_runs(base_url: str, release: str, timeout: float = 60) -> dict[str, 
     body = _get(url, timeout)
     if body is None:
         raise BenchrouteError(f"{url}: not found (is the release name right?)")
-    try:
-        mapping = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise BenchrouteError(f"{url}: invalid JSON ({exc.msg})") from exc
+    mapping = parse_json(body, url)
     if not isinstance(mapping, dict):
         raise BenchrouteError(f"{url}: expected a JSON object of run name -> suite")
     for name, suite in mapping.items():

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from benchroute._persist import parse_json
 from benchroute.exceptions import BenchrouteError
 from benchroute.routing import default_pair
 from benchroute.serve.calibrate import (
@@ -213,30 +214,24 @@ async def read_json(request: Request, cap: int) -> dict[str, Any]:
             raise GatewayError(413, f"request body exceeds the limit of {cap} bytes",
                                code="body_too_large")
     try:
-        obj = json.loads(bytes(buf), parse_constant=_no_constant)
+        # strict: NaN and Infinity are no JSON, and could not be forwarded
+        obj = parse_json(bytes(buf), "request body", strict=True)
         # lone surrogates parse but are no Unicode text: they could not be forwarded, logged
         # or embedded. UTF-8 bytes cannot hold one, only a \uD800–\uDFFF escape can, so the
         # body is encoded again only when it has such an escape (not on every request)
         if _SURROGATE_ESCAPE.search(buf):
             json.dumps(obj, ensure_ascii=False).encode("utf-8")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GatewayError(400, f"request body is not valid JSON ({exc})") from None
-    except (RecursionError, ValueError, UnicodeEncodeError) as exc:
-        # too deeply nested, an integer past Python's 4,300 digits, NaN or Infinity, a lone
-        # surrogate: client mistakes, not server faults
-        raise GatewayError(400, f"request body is not valid JSON ({type(exc).__name__}: "
-                                f"{str(exc):.120})") from None
+    except BenchrouteError as exc:
+        raise GatewayError(400, str(exc)) from None
+    except UnicodeEncodeError as exc:
+        raise GatewayError(400, f"request body: invalid JSON: a lone surrogate "
+                                f"({exc.reason})") from None
     if not isinstance(obj, dict):
         raise GatewayError(400, "request body must be a JSON object")
     return obj
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def _no_constant(name: str) -> float:
-    """NaN and ±Infinity are no JSON (RFC 8259); Python's parser takes them by default."""
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _content_text(content: object, i: int) -> str:

@@ -33,6 +33,7 @@ import numpy as np
 
 from benchroute import policies as pol
 from benchroute import routing
+from benchroute._persist import read_json_file
 from benchroute.exceptions import BenchrouteError
 
 CALIBRATION_FORMAT_VERSION = 1
@@ -191,13 +192,8 @@ def save_calibration(cal: Calibration, models: Sequence[str],
 def load_calibration(path: str | os.PathLike[str], router: Any) -> Calibration:
     """Read a calibration file, refusing one made for another router or with bad fields."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BenchrouteError(f"{path}: no such calibration file (make one with "
-                              "'benchroute calibrate')") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BenchrouteError(f"{path}: not a JSON calibration file ({exc})") from None
+    raw = read_json_file(path, strict=True, missing=f"{path}: no such calibration file (make "
+                         "one with 'benchroute calibrate')")
 
     def bad(field_: str, expected: str) -> BenchrouteError:
         return BenchrouteError(f"{path}: field {field_!r} is invalid; expected {expected}")

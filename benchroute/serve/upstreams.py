@@ -18,7 +18,6 @@ never logged or shown (``repr`` hides them).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from benchroute._persist import parse_json, read_text_file
 from benchroute.exceptions import BenchrouteError
 
 _FIELDS = {"base_url", "model", "api_key_env", "cost"}
@@ -51,19 +51,9 @@ class Upstream:
 
 
 def _read(path: Path) -> object:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BenchrouteError(f"{path}: no such upstreams file") from None
-    except IsADirectoryError:
-        raise BenchrouteError(f"{path}: is a folder; expected a YAML or JSON upstreams file") from None
-    except UnicodeDecodeError as exc:
-        raise BenchrouteError(f"{path}: not UTF-8 text ({exc})") from None
+    text = read_text_file(path, missing=f"{path}: no such upstreams file")
     if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BenchrouteError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+        return parse_json(text, str(path))
     import yaml
 
     try:

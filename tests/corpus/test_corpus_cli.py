@@ -47,7 +47,9 @@ def test_route_from_stdin(corpus, run_cli, router_dir, data, n):
     (b"\xff\xfe bad bytes\n", r"<stdin>: not UTF-8 text"),
     (b'{"text": 1}\n', r"<stdin>: line 1 has no string field 'text'"),
     (b'ok\n{"text": broken\n', r"<stdin>: line 2 is not valid JSON"),
-], ids=["empty", "blank", "not-utf8", "no-text", "broken-json"])
+    (b'{"text": "a", "n": 1' + b"0" * 5000 + b"}\n", r"<stdin>: line 1: invalid JSON: Exceeds"),
+    (b'{"a":' * 100_000 + b"\n", r"<stdin>: line 1: invalid JSON: nested too deeply"),
+], ids=["empty", "blank", "not-utf8", "no-text", "broken-json", "digits", "deep"])
 def test_bad_stdin(corpus, run_cli, router_dir, data, pattern):
     run = run_cli(["route", "-", "--router", str(router_dir)], data)
     assert corpus(AREA, "error", run, match=pattern)

@@ -125,7 +125,7 @@ def test_bad_export_sidecar_field(corpus, onnx_root, tmp_path, change, pattern):
 def test_unreadable_export_sidecar(corpus, onnx_root, tmp_path, content):
     (onnx_root / ONNX_FOLDER / "export.json").write_bytes(content)
     run = lambda: _embed(onnx_root, tmp_path / "c")  # noqa: E731
-    assert corpus(AREA, "error", run, match=r"export\.json: (unreadable|expected a JSON object)"
+    assert corpus(AREA, "error", run, match=r"export\.json: (not UTF-8 text|invalid JSON|expected a JSON object)"
                   r".*export-onnx --force")
 
 

@@ -33,18 +33,20 @@ def _with_meta(store, tmp_path, raw: bytes):
 
 
 INVALID = r"s\.parquet: parquet metadata 'benchroute' is invalid: "
+META = r"s\.parquet: parquet metadata 'benchroute': "
 
 
 @pytest.mark.parametrize("raw, pattern", [
-    (b"{not json", INVALID + r"not JSON"),
-    (b"\xff\xfe", INVALID + r"not JSON"),
-    (b"[" * 100_000, INVALID + r"not JSON"),
+    (b"{not json", META + r"invalid JSON at line 1 column 2"),
+    (b"\xff\xfe", META + r"not UTF-8 text \(invalid start byte at byte 0\)"),
+    (b"[" * 100_000, META + r"invalid JSON: nested too deeply"),
+    (b'{"format_version": NaN}', META + r"invalid JSON: NaN is not a number JSON allows"),
     (b"[1, 2]", INVALID + r"expected an object, got list"),
     (b'"text"', INVALID + r"expected an object, got str"),
-    (json.dumps({"format_version": "abc"}).encode(), INVALID + r"format_version is 'abc'"),
-    (json.dumps({"format_version": 1.5}).encode(), INVALID + r"format_version is 1\.5"),
-    (json.dumps({"format_version": None}).encode(), INVALID + r"format_version is None"),
-    (json.dumps({"format_version": -1}).encode(), INVALID + r"format_version is -1"),
+    (json.dumps({"format_version": "abc"}).encode(), META + r"field 'format_version' is 'abc', expected an integer >= 0"),
+    (json.dumps({"format_version": 1.5}).encode(), META + r"field 'format_version' is 1\.5, expected an integer >= 0"),
+    (json.dumps({"format_version": None}).encode(), META + r"field 'format_version' is None, expected an integer >= 0"),
+    (json.dumps({"format_version": -1}).encode(), META + r"field 'format_version' is -1, expected an integer >= 0"),
     (json.dumps({"format_version": 1, "report": [1]}).encode(), INVALID + r"field 'report'"),
     (json.dumps({"format_version": 1, "report": {"counts": {"x": "many"}}}).encode(),
      INVALID + r"field 'report'.*integer counts"),
@@ -54,7 +56,7 @@ INVALID = r"s\.parquet: parquet metadata 'benchroute' is invalid: "
     (json.dumps({"format_version": 1, "report": {"skipped": "ab"}}).encode(), INVALID),
     (json.dumps({"format_version": 1, "report": {"metrics": [["a", "b"]]}}).encode(), INVALID),
     (json.dumps({"format_version": 1, "report": {"warnings": "w"}}).encode(), INVALID),
-], ids=["invalid", "not-utf8", "deep", "list", "string", "version-str", "version-float",
+], ids=["invalid", "not-utf8", "deep", "nan", "list", "string", "version-str", "version-float",
         "version-null", "version-negative", "report-list", "count-str", "count-float",
         "counts-list", "skipped-single", "skipped-str", "metrics-list", "warnings-str"])
 def test_bad_store_metadata(corpus, store, tmp_path, raw, pattern):
@@ -65,7 +67,8 @@ def test_bad_store_metadata(corpus, store, tmp_path, raw, pattern):
 def test_newer_store_format(corpus, store, tmp_path):
     path = _with_meta(store, tmp_path, json.dumps({"format_version": 99}).encode())
     assert corpus(AREA, "error", lambda: BenchmarkData.load(path),
-                  match=r"written by a newer benchroute \(store format 99")
+                  match=r"field 'format_version': store format 99 is newer than this benchroute "
+                        r"reads \(1\); upgrade benchroute")
 
 
 def test_good_store_metadata_round_trips(corpus, store):

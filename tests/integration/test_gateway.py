@@ -321,7 +321,7 @@ def test_limits_answer_413_and_400(router, fake):
     assert chunked.status_code == 413
     assert many.status_code == 400 and many.json()["error"]["code"] == "too_many_messages"
     assert long.status_code == 400 and long.json()["error"]["code"] == "text_too_long"
-    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
+    assert broken.status_code == 400 and "invalid JSON" in broken.json()["error"]["message"]
     assert empty.status_code == 400 and empty.json()["error"]["param"] == "messages"
     assert not cfg.calls
 
@@ -345,7 +345,7 @@ def test_bodies_json_accepts_but_cannot_carry_are_400(router, fake, tmp_path):
                 r = httpx.post(base + path, content=body,
                                headers={"content-type": "application/json"})
                 assert r.status_code == 400, (name, path, r.text[:200])
-                assert "not valid JSON" in r.json()["error"]["message"], name
+                assert "request body: invalid JSON" in r.json()["error"]["message"], name
         ok = httpx.post(base + "/v1/chat/completions",
                         json={"model": "benchroute", "messages": user("hi")})
     assert ok.status_code == 200 and len(cfg.calls) == 1

@@ -1,0 +1,105 @@
+"""One rule for reading JSON: every reader turns each way ``json.loads`` fails into its own error
+class naming the document (before, the calibration and upstreams files, ``--metric`` objects and
+the CLI's JSONL lines let deep nesting or a 5,000-digit integer escape as a traceback)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchroute._persist import check_format_version, parse_json, read_json_file
+from benchroute.data.options import parse_mapping_option
+from benchroute.data.prices import load_prices
+from benchroute.exceptions import BenchrouteError, DataError, FormatVersionError
+from benchroute.serve.calibrate import load_calibration
+from benchroute.serve.upstreams import load_upstreams
+
+HOSTILE = {
+    "broken": (b'{"a": ', r"invalid JSON at line 1 column \d: Expecting value"),
+    "not-utf8": (b'{"a": "\xff"}', r"not UTF-8 text \(invalid start byte at byte 7\)"),
+    "deep": (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, r"invalid JSON: nested too deeply to read"),
+    "digits": (b'{"a": 1' + b"0" * 5000 + b"}", r"invalid JSON: Exceeds the limit \(4300 digits\)"),
+}
+STRICT_ONLY = {name: (f'{{"a": {name}}}'.encode(), rf"invalid JSON: {name} is not a number JSON")
+               for name in ("NaN", "Infinity", "-Infinity")}
+
+
+@pytest.mark.parametrize("doc, message", [*HOSTILE.values(), *STRICT_ONLY.values()],
+                         ids=[*HOSTILE, *STRICT_ONLY])
+def test_every_failure_is_the_callers_error_naming_the_document(doc, message):
+    with pytest.raises(DataError, match=rf"^doc\.json: {message}"):
+        parse_json(doc, "doc.json", DataError, strict=True)
+
+
+def test_lenient_reading_keeps_what_other_tools_write():
+    """Result files of other tools (HELM's stats) may hold NaN; only benchroute's own files are
+    read strictly."""
+    assert str(parse_json(b'{"a": NaN}', "x")["a"]) == "nan"
+    assert parse_json("\ufeff[1]".encode(), "x") == [1]          # a byte-order mark is dropped
+
+
+def test_a_jsonl_line_is_named_by_its_number():
+    with pytest.raises(BenchrouteError, match=r"^f\.jsonl: line 3 is not valid JSON: Expecting"):
+        parse_json('{"a": ', "f.jsonl", line=3)
+    with pytest.raises(BenchrouteError, match=r"^f\.jsonl: line 3: invalid JSON: nested"):
+        parse_json("[" * 100_000, "f.jsonl", line=3)
+
+
+def test_files(tmp_path):
+    with pytest.raises(BenchrouteError, match=r"a\.json: file not found"):
+        read_json_file(tmp_path / "a.json")
+    with pytest.raises(BenchrouteError, match=r"^make one$"):
+        read_json_file(tmp_path / "a.json", missing="make one")
+    with pytest.raises(BenchrouteError, match=r": is a folder, not a file"):
+        read_json_file(tmp_path)
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({}, None), ({"format_version": 3}, None),
+    ({"format_version": 4}, r"x: field 'format_version': thing format 4 is newer than this "
+                            r"benchroute reads \(3\); upgrade benchroute"),
+    ({"format_version": 1}, r"thing format 1 is older than this benchroute reads \(2 to 3\)"),
+    ({"format_version": True}, r"x: field 'format_version' is True, expected an integer >= 0"),
+    ({"format_version": -1}, r"field 'format_version' is -1"),
+    ({"format_version": "3"}, r"field 'format_version' is '3'"),
+])
+def test_format_versions(meta, message):
+    if message is None:
+        assert check_format_version(meta, "x", 3, "thing") == meta.get("format_version", 0)
+        return
+    with pytest.raises(BenchrouteError, match=message):
+        check_format_version(meta, "x", 3, "thing", oldest=2)
+    if "newer" in message or "older" in message:
+        with pytest.raises(FormatVersionError):
+            check_format_version(meta, "x", 3, "thing", oldest=2)
+
+
+def test_a_required_version_may_not_be_missing():
+    with pytest.raises(BenchrouteError, match=r"field 'format_version' is None"):
+        check_format_version({}, "x", 3, "thing", required=True)
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+@pytest.mark.parametrize("reader", ["calibration", "upstreams", "prices", "option"])
+def test_each_reader_refuses_hostile_documents_by_name(tmp_path, reader, case):
+    doc, message = HOSTILE[case]
+    path = tmp_path / "file.json"
+    path.write_bytes(doc)
+    read = {"calibration": lambda: load_calibration(path, None),
+            "upstreams": lambda: load_upstreams(path, {}),
+            "prices": lambda: load_prices(path),
+            "option": lambda: parse_mapping_option(doc.decode("utf-8", "replace"), "metric",
+                                                   numeric=False)}[reader]
+    where = r"--metric" if reader == "option" else r".*file\.json"
+    if reader == "option" and case == "not-utf8":
+        return  # a CLI value is text already
+    with pytest.raises(BenchrouteError, match=rf"^{where}: {message}"):
+        read()
+
+
+def test_a_calibration_file_with_nan_is_refused(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"format_version": 1, "x": float("nan")}))
+    with pytest.raises(BenchrouteError, match=r"c\.json: invalid JSON: NaN"):
+        load_calibration(path, None)
