@@ -11,6 +11,7 @@ naming the document, so no reader ends in a traceback.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,20 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not a number JSON allows (RFC 8259)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: valid JSON, but no float holds it
+        raise ValueError(f"{text[:40]} is beyond the range of a float")
+    return value
+
+
 def parse_json(doc: str | bytes, where: str, error: type[Exception] = BenchrouteError,
                strict: bool = False, line: int | None = None) -> Any:
     """One JSON document; every way it can fail is ``error`` with ``where`` in its message.
 
-    ``strict`` refuses ``NaN`` and ``±Infinity``, which Python's parser takes by default: the
-    files benchroute writes never hold them, so one there means damage. Files of results made by
+    ``strict`` refuses ``NaN`` and ``±Infinity``, which Python's parser takes by default, and
+    numbers beyond a float's range (``1e999``, which it reads as infinity): the files
+    benchroute writes never hold them, so one there means damage. Files of results made by
     other tools keep the lenient default. Bytes are UTF-8 (a byte-order mark is dropped).
     ``line``: the document is that line of a JSONL file named by ``where``.
     """
@@ -38,7 +47,9 @@ def parse_json(doc: str | bytes, where: str, error: type[Exception] = Benchroute
     if isinstance(doc, bytes | bytearray):
         doc = decode_text(bytes(doc), at, error)
     try:
-        return json.loads(doc, parse_constant=_no_constant if strict else None)
+        if strict:
+            return json.loads(doc, parse_constant=_no_constant, parse_float=_finite_float)
+        return json.loads(doc)
     except json.JSONDecodeError as exc:
         if line is not None:
             raise error(f"{at} is not valid JSON: {exc.msg}") from exc
@@ -58,18 +69,23 @@ def decode_text(raw: bytes, where: str, error: type[Exception] = BenchrouteError
         raise error(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
-def read_text_file(path: Path, error: type[Exception] = BenchrouteError,
-                   missing: str | None = None) -> str:
-    """A UTF-8 file's text; ``missing`` replaces "file not found" when it is absent."""
+def read_bytes_file(path: Path, error: type[Exception] = BenchrouteError,
+                    missing: str | None = None) -> bytes:
+    """A file's bytes; ``missing`` replaces "file not found" when it is absent."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise error(missing or f"{path}: file not found") from exc
     except IsADirectoryError as exc:
         raise error(f"{path}: is a folder, not a file") from exc
     except OSError as exc:
         raise error(f"{path}: unreadable ({exc.strerror})") from exc
-    return decode_text(raw, str(path), error)
+
+
+def read_text_file(path: Path, error: type[Exception] = BenchrouteError,
+                   missing: str | None = None) -> str:
+    """A UTF-8 file's text."""
+    return decode_text(read_bytes_file(path, error, missing), str(path), error)
 
 
 def read_json_file(path: Path, error: type[Exception] = BenchrouteError, strict: bool = False,
@@ -80,9 +96,11 @@ def read_json_file(path: Path, error: type[Exception] = BenchrouteError, strict:
 
 def check_format_version(meta: dict[str, Any], where: str, supported: int, what: str,
                          error: type[BenchrouteError] = BenchrouteError, oldest: int = 0,
-                         required: bool = False) -> int:
+                         required: bool = False, remake: str = "make it again with this "
+                         "benchroute") -> int:
     """A saved file's ``format_version``: an integer from ``oldest`` to ``supported`` (absent
-    reads as 0, written before the field existed, unless ``required``)."""
+    reads as 0, written before the field existed, unless ``required``); ``remake`` says what
+    to do with a file too old to read."""
     version = meta.get("format_version", None if required else 0)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise error(f"{where}: field 'format_version' is {version!r:.60}, expected an integer "
@@ -94,17 +112,18 @@ def check_format_version(meta: dict[str, Any], where: str, supported: int, what:
     if version < oldest:
         raise FormatVersionError(
             f"{where}: field 'format_version': {what} format {version} is older than this "
-            f"benchroute reads ({oldest} to {supported}); make it again with this benchroute")
+            f"benchroute reads ({oldest} to {supported}); {remake}")
     return version
 
 
 def read_versioned_json(path: Path, supported: int, what: str,
                         error: type[BenchrouteError] = BenchrouteError, oldest: int = 0,
-                        required: bool = False) -> dict[str, Any]:
+                        required: bool = False,
+                        remake: str = "make it again with this benchroute") -> dict[str, Any]:
     """The JSON object of a saved file's sidecar, strict, with its format version checked."""
     meta = read_json_file(path, error, strict=True,
                           missing=f"{path.parent}: not a saved benchroute {what} (no {path.name})")
     if not isinstance(meta, dict):
         raise error(f"{path}: expected a JSON object")
-    check_format_version(meta, str(path), supported, what, error, oldest, required)
+    check_format_version(meta, str(path), supported, what, error, oldest, required, remake)
     return meta

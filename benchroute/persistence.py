@@ -257,7 +257,8 @@ def _read_meta(folder: Path) -> dict[str, object]:
         raise BenchrouteError(f"{folder}: is a file, not a saved router folder")
     path = folder / "router.json"
     meta = read_versioned_json(path, ROUTER_FORMAT_VERSION, "router", oldest=OLDEST_ROUTER_FORMAT,
-                               required=True)
+                               required=True, remake="it predates checksummed router.json; fit "
+                               "it again")
     digest = meta.get("digest")
     if not isinstance(digest, str) or digest != canonical_digest(meta):
         raise BenchrouteError(f"{path}: field 'digest' does not match the file's content; "

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchroute._persist import parse_json, read_json_file
+from benchroute._persist import decode_text, parse_json, read_bytes_file, read_json_file
 from benchroute.exceptions import DataError
 
 logger = logging.getLogger(__name__)
@@ -77,14 +77,13 @@ def read_json_records(
     and the caller says what that means for its format. Nesting deeper than Python's recursion
     limit is an error, not a crash.
     """
-    opener = lzma.open if path.suffix == ".xz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig") as fh:
-            text = fh.read()
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
-    except (UnicodeDecodeError, lzma.LZMAError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read as text ({exc})") from exc
+    raw = read_bytes_file(path, DataError)
+    if path.suffix == ".xz":
+        try:
+            raw = lzma.decompress(raw)
+        except (lzma.LZMAError, EOFError) as exc:
+            raise DataError(f"{path}: not a readable xz file ({exc})") from exc
+    text = decode_text(raw, str(path), DataError)
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     stripped = text.lstrip()

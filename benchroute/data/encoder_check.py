@@ -58,7 +58,7 @@ def installed_tokenizer(model_dir: Path | None = None) -> tuple[Tokenize, int] |
     config = model_dir / "sentence_bert_config.json"
     try:
         max_tokens = int(json.loads(config.read_text(encoding="utf-8"))["max_seq_length"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         logger.debug("no max_seq_length in %s; assuming %d", config, max_tokens)
     try:
         tok = Tokenizer.from_file(str(file))

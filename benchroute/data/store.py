@@ -309,10 +309,14 @@ def _stored_report(path: Path, raw: bytes) -> LoadReport:
                          "store again with BenchmarkData.save")
 
     where = f"{path}: parquet metadata 'benchroute'"
-    meta = parse_json(raw, where, DataError, strict=True)
+    try:
+        meta = parse_json(raw, where, DataError, strict=True)
+        if isinstance(meta, dict):
+            check_format_version(meta, where, STORE_FORMAT_VERSION, "store", DataError)
+    except DataError as exc:  # a newer format is a FormatVersionError: it passes
+        raise DataError(f"{exc}; save the store again with BenchmarkData.save") from exc
     if not isinstance(meta, dict):
         raise bad(f"expected an object, got {type(meta).__name__}")
-    check_format_version(meta, where, STORE_FORMAT_VERSION, "store", DataError)
     d = meta.get("report", {})
     lists = ("sources", "notes", "warnings", "skipped")
     ok = isinstance(d, dict) \

@@ -161,7 +161,7 @@ def _store(root: Path | None, key: str, entry: dict[str, Any]) -> None:
     path = check_path(root)
     try:
         data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         data = {}  # unreadable: stored_check said so; a fresh file replaces it
     old = data.get("checks") if isinstance(data, dict) else None
     checks: dict[str, Any] = dict(old) if isinstance(old, dict) else {}

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from benchroute._persist import read_json_file
 from benchroute.embedding.base import as_texts
 from benchroute.embedding.install import (
     DEFAULT_MODEL,
@@ -77,7 +78,7 @@ def distill_static(root: Path | None = None, force: bool = False, batch_size: in
     tok_path = installed_model(root) / "tokenizer.json"
     logger.info("distilling %s into static embeddings at %s (once; a few minutes)",
                 DEFAULT_MODEL, dest)
-    tok = json.loads(tok_path.read_text(encoding="utf-8"))
+    tok = read_json_file(tok_path)
     specials = {t["id"] for t in tok.get("added_tokens", []) if t.get("special")}
     pattern = re.compile(DISTILL_PARAMS["token_remove_pattern"])
     vocab = sorted((i, t) for t, i in tok["model"]["vocab"].items())

@@ -170,10 +170,10 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     decider = Decider(router, cand, costs, default, sample, strong, weak, encoder, calibration,
                       config.encode_batch, config.ood_alpha)
     decider.decide(["warm-up"], [Entry(PREFIX)])  # load the encoder now, not on a request
-    metrics = GatewayMetrics(list(router.models_), strong, costs,
-                             max_entries=config.max_entries)
     names = {m: m for m in upstreams if m in router.models_}
     names.update({u.model: m for m, u in upstreams.items() if m in router.models_})
+    metrics = GatewayMetrics(list(router.models_), strong, costs, max_entries=config.max_entries,
+                             reserved=[PREFIX, *names])
     curve = cost_quality_curve(router, pool, decider.cand, costs, strong)
     d_policy, d_params = decider.resolve(Entry(PREFIX))
     point = operating_point(router, pool, curve, decider.cand, d_policy, d_params, costs)
@@ -221,6 +221,10 @@ async def read_json(request: Request, cap: int) -> dict[str, Any]:
         # body is encoded again only when it has such an escape (not on every request)
         if _SURROGATE_ESCAPE.search(buf):
             json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        # nesting the parser takes but the forwarding's json.dumps, deeper in the stack, does
+        # not (about 960 levels): walked only when the body has enough brackets to be that deep
+        if buf.count(b"[") + buf.count(b"{") > MAX_DEPTH and _deeper_than(obj, MAX_DEPTH):
+            raise GatewayError(400, f"request body: JSON nested deeper than {MAX_DEPTH} levels")
     except BenchrouteError as exc:
         raise GatewayError(400, str(exc)) from None
     except UnicodeEncodeError as exc:
@@ -232,6 +236,22 @@ async def read_json(request: Request, cap: int) -> dict[str, Any]:
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+#: nesting levels a request body may have (OpenAI bodies, tool schemas included, use a few)
+MAX_DEPTH = 100
+
+
+def _deeper_than(obj: object, limit: int) -> bool:
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node \
+            if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _content_text(content: object, i: int) -> str:
@@ -351,7 +371,7 @@ def create_app(gw: Gateway) -> FastAPI:
         except BenchrouteError as exc:
             raise GatewayError(400, str(exc), param="model") from None
         if entry.policy == "share" and entry.value is not None:
-            gw.metrics.set_target(entry.name, gw.decider.strong, entry.value)
+            gw.metrics.set_target(entry.label, gw.decider.strong, entry.value)
         return entry
 
     async def decide(body: Mapping[str, Any], text: str | None) -> Decision:

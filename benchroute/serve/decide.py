@@ -193,7 +193,7 @@ class Decider:
     # ------------------------------------------------------------------ decisions
     def pinned(self, entry: Entry) -> Decision:
         model = str(entry.pinned)
-        return Decision(entry.name, "pinned", {}, model, {}, self._cost(model), None, (model,))
+        return Decision(entry.label, "pinned", {}, model, {}, self._cost(model), None, (model,))
 
     def _cost(self, model: str) -> float | None:
         return None if self.costs is None else float(self.costs[model])
@@ -208,7 +208,7 @@ class Decider:
                 out[i] = self.pinned(e)
             elif not t:
                 policy, params = self.resolve(e)
-                out[i] = Decision(e.name, policy, params, self.bma, {}, self._cost(self.bma),
+                out[i] = Decision(e.label, policy, params, self.bma, {}, self._cost(self.bma),
                                   "no text to route (no user message): best model on average",
                                   (self.bma,))
         if todo:
@@ -233,7 +233,7 @@ class Decider:
                     p_ood = float(ood_p[j])
                     why = (f"out of distribution (OOD p-value {p_ood:.3g} < {self.ood_alpha}): "
                            "best model on average" if frame["ood_fallback"].iat[r] else None)
-                    out[i] = Decision(entries[i].name, policy, params, model, probs,
+                    out[i] = Decision(entries[i].label, policy, params, model, probs,
                                       self._cost(model), why, order, ood_p=p_ood,
                                       in_pool=bool(in_pool[j]))
         return [d for d in out if d is not None]
@@ -299,7 +299,7 @@ class MicroBatcher:
 
     def _fallback(self, entry: Entry, exc: Exception) -> Decision:
         d = self.decider
-        return Decision(entry.name, entry.policy or d.default.policy, {}, d.bma, {},
+        return Decision(entry.label, entry.policy or d.default.policy, {}, d.bma, {},
                         d._cost(d.bma), f"decision failed ({type(exc).__name__}): best model "
                         "on average", (d.bma, *[m for m in d.cand_names if m != d.bma]))
 

@@ -70,6 +70,20 @@ class Entry:
     pinned: str | None = None
     params: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    @property
+    def label(self) -> str:
+        """The entry in one spelling, as decisions, metrics and the log name it: a client may
+        write one entry many ways (case, spaces, ``0.1`` or ``0.100``), and a name as sent
+        could be as long as the body."""
+        if self.pinned is not None:
+            return self.name  # one of the served models' names
+        if self.policy is None:
+            return PREFIX
+        if self.value is None:
+            return f"{PREFIX}-{self.policy}"
+        value = repr(self.value)  # the shortest spelling that reads back as the same float
+        return f"{PREFIX}-{self.policy}-{value.removesuffix('.0')}"
+
 
 def examples() -> list[str]:
     """Entry names for /v1/models and the docs."""

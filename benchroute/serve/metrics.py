@@ -4,16 +4,18 @@ Each app has its own registry (several gateways can live in one process, as in t
 Shares are realised shares since start: decisions for a model over all decisions of an entry,
 beside the target share the entry (or the calibration) asked for.
 
-Entry names come from clients (``benchroute-threshold-0.1``, ``-0.10``, ``-0.100``, ...), so
-each one kept as a label would grow the registry, and every scrape, without bound. The first
-``max_entries`` names are kept; decisions of later ones are counted under ``OTHER``.
+Entries are labelled in one spelling (:attr:`Entry.label`), but their values come from clients
+(``benchroute-threshold-0.1``, ``-0.11``, ``-0.111``, ...), so each one kept as a label would
+grow the registry, and every scrape, without bound. Besides the reserved names (the default
+entry and the served models), the first ``max_entries`` labels are kept; decisions of later
+ones are counted under ``OTHER``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,8 +33,11 @@ class GatewayMetrics:
     """Counters, histograms and the realised-vs-target shares."""
 
     def __init__(self, models: list[str], strongest: str, costs: Mapping[str, float] | None,
-                 window: int = 2000, max_entries: int = 100) -> None:
+                 window: int = 2000, max_entries: int = 100,
+                 reserved: Iterable[str] = ()) -> None:
         self.max_entries = max_entries
+        self._reserved = set(reserved)
+        self.other = OTHER if OTHER not in self._reserved else f"{OTHER} entries"
         self.registry = CollectorRegistry()
         self.models = models
         self.strongest = strongest
@@ -80,19 +85,19 @@ class GatewayMetrics:
     def _label(self, entry: str) -> str:
         """The entry's label: its name while fewer than ``max_entries`` are kept (call with
         the lock held)."""
-        if entry in self._entries:
+        if entry in self._entries or entry in self._reserved:
             return entry
-        if len(self._entries) < self.max_entries and entry != OTHER:
+        if len(self._entries) < self.max_entries and entry != self.other:
             self._entries.add(entry)
             return entry
-        return OTHER
+        return self.other
 
     def set_target(self, entry: str, model: str, share: float) -> None:
         """A target share for an entry; none for the entries counted under ``OTHER``, whose
         decisions mix several targets."""
         with self._lock:
             label = self._label(entry)
-            if label == OTHER:
+            if label == self.other:
                 return
             self._targets[(label, model)] = share
         self.target.labels(label, model).set(share)

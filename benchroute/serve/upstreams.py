@@ -60,6 +60,9 @@ def _read(path: Path) -> object:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise BenchrouteError(f"{path}: invalid YAML ({exc})") from None
+    except (RecursionError, ValueError) as exc:  # nesting past the recursion limit, a huge int
+        raise BenchrouteError(f"{path}: invalid YAML ({type(exc).__name__}: "
+                              f"{str(exc):.120})") from None
 
 
 def _field(path: Path, name: str, key: str, value: object, kind: type) -> object:

@@ -207,7 +207,8 @@ def test_checksums_must_cover_exactly_the_data_files(copy, change):
                                                       "benchroute reads"),
                                                   (1, r"router.json: field 'format_version': router "
                                                       r"format 1 is older than this benchroute "
-                                                      r"reads \(\d to \d\); make it again")])
+                                                      r"reads \(\d to \d\); it predates checksummed "
+                                                      r"router.json; fit it again")])
 def test_format_versions(copy, version, message):
     _rewrite(copy, _set("format_version", value=version))
     with pytest.raises(FormatVersionError, match=message):

@@ -125,7 +125,7 @@ CASES = {
     "lone_surrogate": Case({"t.json": '[{"text": "a\\ud800b", "m": 1}]'}, t("t.json"),
                            Ok(texts=["a\ufffdb"], counts={"lone_surrogates_replaced": 1})),
     "non_utf8_json": Case({"t.json": b'[{"text": "caf\xe9", "m": 1}]'}, t("t.json"),
-                          Err("cannot read as text")),
+                          Err("not UTF-8 text")),
     "parquet_wide": Case({"t.parquet": _parquet(pd.DataFrame({"text": ["q", "r"], "m": [1.0, 0.0]}))},
                          t("t.parquet"), Ok(models=["m"], correct=[1.0, 0.0])),
     "corrupt_parquet": Case({"t.parquet": b"PAR1garbage"}, t("t.parquet"),

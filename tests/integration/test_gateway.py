@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 
@@ -334,6 +335,12 @@ def test_bodies_json_accepts_but_cannot_carry_are_400(router, fake, tmp_path):
     log = tmp_path / "decisions.jsonl"
     config = GatewayConfig(decision_log=log, log_prompts=True)
     bodies = {"nesting": b"[" * 100_000 + b"]" * 100_000,
+              # parsed, but too deep for the forwarding's json.dumps (a 500 before)
+              "nesting 965": b'{"model": "benchroute", "messages": [{"role": "user", '
+                             b'"content": "hi"}], "x": ' + b"[" * 965 + b"]" * 965 + b"}",
+              # read as infinity, which the forwarding cannot encode (a 500 before)
+              "1e999": b'{"model": "benchroute", "temperature": 1e999, "messages": '
+                       b'[{"role": "user", "content": "hi"}]}',
               "digits": b'{"model": "benchroute", "n": 1' + b"0" * 5000 + b"}",
               "NaN": b'{"model": "benchroute", "temperature": NaN, "messages": '
                      b'[{"role": "user", "content": "hi"}]}',
@@ -345,7 +352,8 @@ def test_bodies_json_accepts_but_cannot_carry_are_400(router, fake, tmp_path):
                 r = httpx.post(base + path, content=body,
                                headers={"content-type": "application/json"})
                 assert r.status_code == 400, (name, path, r.text[:200])
-                assert "request body: invalid JSON" in r.json()["error"]["message"], name
+                assert re.match(r"request body: (invalid JSON|JSON nested deeper than 100)",
+                                r.json()["error"]["message"]), name
         ok = httpx.post(base + "/v1/chat/completions",
                         json={"model": "benchroute", "messages": user("hi")})
     assert ok.status_code == 200 and len(cfg.calls) == 1
@@ -415,22 +423,30 @@ def test_entry_names_from_clients_do_not_grow_metrics_or_caches(router, fake, mo
     cfg, url = fake
     names = [f"benchroute-threshold-0.{i:02d}" for i in range(12)] + \
         [f"benchroute-share-0.{i}" for i in range(1, 6)]
+    # one entry, many spellings: one label, whatever the case, spaces or digits
+    spellings = ["BENCHROUTE-threshold-0.010", " benchroute-Threshold-0.01 ",
+                 "benchroute-threshold-0.0100000000000000000000000000" + "0" * 5000]
+    reserved = ["benchroute", "m1", "up-m2"]                # never pushed into "other"
     with gateway(router, upstreams(url, router), GatewayConfig(max_entries=3)) as (gw, base):
         got = [httpx.post(base + "/v1/route", json={"input": "task 1 input 2", "model": n})
-               for n in names]
+               for n in names + spellings + reserved]
         again = httpx.post(base + "/v1/route", json={"input": "task 1 input 2",
                                                      "model": names[0]}).json()
         metrics = httpx.get(base + "/metrics").text
         live = httpx.get(base + "/status.json").json()["live"]
         resolved = len(gw.decider._resolved)
     assert all(r.status_code == 200 for r in got)
-    assert got[-1].json()["entry"] == names[-1]          # the answer still names what was sent
+    kept = ["benchroute-threshold-0", "benchroute-threshold-0.01", "benchroute-threshold-0.02"]
+    assert [r.json()["entry"] for r in got[:3]] == kept   # the entry as understood
+    assert [r.json()["entry"] for r in got[-6:]] == [kept[1]] * 3 + ["benchroute", "m1", "up-m2"]
+    assert got[len(names) - 1].json()["entry"] == "benchroute-share-0.5"
     assert again["params"]["t"] == pytest.approx(0.0)     # resolved again after leaving the cache
     labels = {line.split('entry="')[1].split('"')[0] for line in metrics.splitlines()
               if line.startswith("benchroute_decisions_total{")}
-    assert labels == {*names[:3], "other"}
+    assert labels == {*kept, *reserved, "other"}
     assert sum(live["by_entry"]["other"].values()) == len(names) - 3
-    assert sum(sum(c.values()) for c in live["by_entry"].values()) == len(names) + 1
+    assert sum(live["by_entry"][kept[1]].values()) == 1 + len(spellings)
+    assert sum(sum(c.values()) for c in live["by_entry"].values()) == len(got) + 1
     assert "benchroute-share" not in metrics              # no target kept for "other"
     assert not [t for t in live["targets"] if t["entry"] == "other"]
     assert resolved == 4
@@ -494,6 +510,33 @@ def test_calibration_file_for_another_router_is_refused(router, tmp_path):
     raw["sample"]["P"][0][0] = 7.0
     path.write_text(json.dumps(raw))
     with pytest.raises(BenchrouteError, match=r"field 'sample.P' is invalid"):
+        load_calibration(path, router)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("target", {"strong_share": 2.0, "policy": "threshold"}, r"field 'target' is invalid"),
+    ("target", {"strong_share": "half", "policy": "threshold"}, r"field 'target' is invalid"),
+    ("target", {"strong_share": 0.5, "mean_cost": 1.0, "policy": "x"}, r"field 'target'"),
+    ("target", {"strong_share": 0.5}, r"field 'target' is invalid"),
+    ("realised", {"sample": 0.5}, r"field 'realised' is invalid"),
+    ("realised", {"sample": 0.5, "pool": None}, r"field 'realised' is invalid"),
+    ("target", "1e999", r"c\.json: invalid JSON: 1e999 is beyond the range of a float"),
+])
+def test_calibration_targets_are_checked(router, tmp_path, field, value, match):
+    """The status page and /metrics show these: a target of 1e999 was a 500 on every status
+    call."""
+    path = tmp_path / "c.json"
+    calibrate(router, ["task 0 input 1", "task 1 input 2"], "threshold", 0.5, path,
+              strong="m0", weak="m1")
+    raw = json.loads(path.read_text())
+    if value == "1e999":
+        text = json.dumps(raw)
+        assert '"strong_share": 0.5' in text
+        path.write_text(text.replace('"strong_share": 0.5', '"strong_share": 1e999'))
+    else:
+        raw[field] = value
+        path.write_text(json.dumps(raw))
+    with pytest.raises(BenchrouteError, match=match):
         load_calibration(path, router)
 
 

@@ -23,6 +23,7 @@ HOSTILE = {
 }
 STRICT_ONLY = {name: (f'{{"a": {name}}}'.encode(), rf"invalid JSON: {name} is not a number JSON")
                for name in ("NaN", "Infinity", "-Infinity")}
+STRICT_ONLY["1e999"] = (b'{"a": [1.5, -1e999]}', r"invalid JSON: -1e999 is beyond the range")
 
 
 @pytest.mark.parametrize("doc, message", [*HOSTILE.values(), *STRICT_ONLY.values()],
@@ -36,6 +37,7 @@ def test_lenient_reading_keeps_what_other_tools_write():
     """Result files of other tools (HELM's stats) may hold NaN; only benchroute's own files are
     read strictly."""
     assert str(parse_json(b'{"a": NaN}', "x")["a"]) == "nan"
+    assert parse_json(b'{"a": 1e999}', "x")["a"] == float("inf")
     assert parse_json("\ufeff[1]".encode(), "x") == [1]          # a byte-order mark is dropped
 
 
@@ -103,3 +105,23 @@ def test_a_calibration_file_with_nan_is_refused(tmp_path):
     path.write_text(json.dumps({"format_version": 1, "x": float("nan")}))
     with pytest.raises(BenchrouteError, match=r"c\.json: invalid JSON: NaN"):
         load_calibration(path, None)
+
+
+@pytest.mark.parametrize("doc", ["models: " + "[" * 5000 + "]" * 5000,
+                                 "models: {a: {base_url: 'http://x', model: m, cost: 1"
+                                 + "0" * 5000 + "}}"], ids=["deep", "digits"])
+def test_yaml_upstreams_refuse_what_yaml_cannot_hold(tmp_path, doc):
+    path = tmp_path / "up.yaml"
+    path.write_text(doc)
+    with pytest.raises(BenchrouteError, match=r"up\.yaml: invalid YAML"):
+        load_upstreams(path, {})
+
+
+def test_records_from_a_folder_or_a_broken_xz(tmp_path):
+    from benchroute.data._io import read_json_records
+
+    with pytest.raises(DataError, match=r": is a folder, not a file"):
+        read_json_records(tmp_path)
+    (tmp_path / "r.jsonl.xz").write_bytes(b"\xfd7zXZ\x00junk")
+    with pytest.raises(DataError, match=r"r\.jsonl\.xz: not a readable xz file"):
+        read_json_records(tmp_path / "r.jsonl.xz")
