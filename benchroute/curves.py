@@ -39,7 +39,11 @@ def cpt(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float,
             if i == 0:
                 return float(x[0])
             x0, x1, p0, p1 = x[i - 1], x[i], pgr[i - 1], pgr[i]
-            return float(x0 + (pgr_target - p0) * (x1 - x0) / (p1 - p0)) if p1 != p0 else float(x1)
+            if p1 == p0:
+                return float(x1)
+            # within the segment: a point reached only up to the 1e-12 slack would otherwise
+            # extrapolate past its end
+            return float(np.clip(x0 + (pgr_target - p0) * (x1 - x0) / (p1 - p0), x0, x1))
     return float("nan")
 
 

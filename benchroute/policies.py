@@ -25,8 +25,12 @@ logger = logging.getLogger(__name__)
 
 
 def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) \
-        and not isinstance(v, (bool, np.bool_)) and math.isfinite(float(v))
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:  # an int beyond a float's range: 10**309
+        return False
 
 
 def check_number(name: str, value: object, low: float | None = None) -> float:
@@ -67,10 +71,14 @@ def _check(P: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, np.n
     return P, c
 
 
-def _cheapest_where(ok: np.ndarray, c: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Per row, the cheapest column where ``ok`` (ties: lowest index); ``fallback`` if none."""
+def _cheapest_where(P: np.ndarray, ok: np.ndarray, c: np.ndarray, fallback: np.ndarray
+                    ) -> np.ndarray:
+    """Per row, the cheapest column where ``ok``; ``fallback`` if none. Among columns of the
+    same cost the highest P wins (the package's argmax, ties to the lower column): a model no
+    cheaper and predicted worse is never the choice."""
     cost = np.where(ok, c, np.inf)
-    pick = np.argmin(cost, axis=1)
+    cheapest = ok & (cost <= cost.min(axis=1, keepdims=True))
+    pick = argmax_ties(np.where(cheapest, P, -np.inf))
     return np.where(ok.any(axis=1), pick, fallback)
 
 
@@ -98,7 +106,7 @@ def threshold(P: np.ndarray, c: np.ndarray | None = None, *, strong: int, weak: 
 def smallest_sufficient(P: np.ndarray, c: np.ndarray | None = None, *, tau: float) -> np.ndarray:
     """The cheapest model with P ≥ τ; if none reaches τ, the one with the highest P."""
     P, c = _check(P, c)
-    return _cheapest_where(tau <= P, c, best(P, c))
+    return _cheapest_where(P, tau <= P, c, best(P, c))
 
 
 @renamed(eps="max_quality_drop")
@@ -107,7 +115,7 @@ def cheapest_within(P: np.ndarray, c: np.ndarray | None = None, *,
     """The cheapest model whose P is within ε = ``max_quality_drop`` of the input's top P."""
     P, c = _check(P, c)
     top = P.max(axis=1, keepdims=True)
-    return _cheapest_where(top - max_quality_drop - TIE_TOL <= P, c, best(P, c))
+    return _cheapest_where(P, top - max_quality_drop - TIE_TOL <= P, c, best(P, c))
 
 
 def lagrangian(P: np.ndarray, c: np.ndarray | None = None, *, lam: float) -> np.ndarray:
@@ -154,7 +162,7 @@ def budget(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
     P, c = _check(P, c)
     lam = budget_price(P, c, budget=budget, iters=iters)
     if np.isinf(lam):
-        return _cheapest_where(np.ones_like(P, dtype=bool), c, best(P, c))
+        return _cheapest_where(P, np.ones_like(P, dtype=bool), c, best(P, c))
     return lagrangian(P, c, lam=lam)
 
 
@@ -231,6 +239,9 @@ def pick_threshold(score: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray,
 
 def top_share(score: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
     """Mask of the ``share`` of inputs with the highest score (ties broken at random, seeded)."""
+    share = check_number("share", share, 0.0)
+    if share > 1:
+        raise BenchrouteError(f"share == {share!r}, expected a share in [0, 1]")
     score = np.asarray(score, dtype=np.float64)
     order = np.lexsort((np.random.default_rng(seed).random(len(score)), -score))
     mask = np.zeros(len(score), dtype=bool)
