@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from benchroute.data.metrics import short_repr
 from benchroute.exceptions import BenchrouteError, FormatVersionError
 
 #: A SHA-256 digest as the saved files write it (weights, checksums, cache keys).
@@ -103,11 +104,11 @@ def check_format_version(meta: dict[str, Any], where: str, supported: int, what:
     to do with a file too old to read."""
     version = meta.get("format_version", None if required else 0)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise error(f"{where}: field 'format_version' is {version!r:.60}, expected an integer "
+        raise error(f"{where}: field 'format_version' is {short_repr(version, 60)}, expected an integer "
                     f">= 0 (this benchroute writes {supported})")
     if version > supported:
         raise FormatVersionError(
-            f"{where}: field 'format_version': {what} format {version} is newer than this "
+            f"{where}: field 'format_version': {what} format {short_repr(version, 60)} is newer than this "
             f"benchroute reads ({supported}); upgrade benchroute")
     if version < oldest:
         raise FormatVersionError(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchroute.data.metrics import short_repr
 from benchroute.deprecation import rename_keys, renamed
 from benchroute.exceptions import BenchrouteError
 from benchroute.scoring import TIE_TOL, argmax_ties
@@ -38,7 +39,8 @@ def check_number(name: str, value: object, low: float | None = None) -> float:
     least ``low`` when given."""
     if not _is_number(value) or (low is not None and float(value) < low):  # type: ignore[arg-type]
         at_least = "" if low is None else f" >= {low:g}"
-        raise BenchrouteError(f"{name} == {value!r:.60}, expected a finite number{at_least}")
+        raise BenchrouteError(f"{name} == {short_repr(value, 60)}, expected a finite "
+                              f"number{at_least}")
     return float(value)  # type: ignore[arg-type]
 
 
@@ -307,7 +309,7 @@ def check_policy_params(name: str, params: Mapping[str, Any], n_models: int) -> 
         if key in ("strong", "weak"):
             if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) \
                     or not 0 <= int(value) < n_models:
-                raise BenchrouteError(f"policy {name!r}: {key} == {value!r:.60}, expected a "
+                raise BenchrouteError(f"policy {name!r}: {key} == {short_repr(value, 60)}, expected a "
                                       f"column index in [0, {n_models})")
             out[key] = int(value)
         else:

@@ -35,7 +35,14 @@ from benchroute.serve.calibrate import (
     pool_sample,
 )
 from benchroute.serve.decide import Decider, Decision, MicroBatcher, ServerPolicy
-from benchroute.serve.entry import PREFIX, Entry, EntryError, examples, parse_entry
+from benchroute.serve.entry import (
+    PREFIX,
+    Entry,
+    EntryError,
+    examples,
+    parse_entry,
+    reads_as_entry,
+)
 from benchroute.serve.forward import Answer, Forwarder, error_body
 from benchroute.serve.metrics import GatewayMetrics
 from benchroute.serve.upstreams import Upstream, check_coverage, upstream_costs
@@ -172,6 +179,11 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     decider.decide(["warm-up"], [Entry(PREFIX)])  # load the encoder now, not on a request
     names = {m: m for m in upstreams if m in router.models_}
     names.update({u.model: m for m, u in upstreams.items() if m in router.models_})
+    clash = sorted(n for n in names if reads_as_entry(n))
+    if clash:
+        raise BenchrouteError(f"served model name(s) {clash} read as entry points "
+                              f"('{PREFIX}', '{PREFIX}-<policy>[-<value>]'); rename them (the "
+                              "router's models, or the upstream ids in the upstreams file)")
     metrics = GatewayMetrics(list(router.models_), strong, costs, max_entries=config.max_entries,
                              reserved=[PREFIX, *names])
     curve = cost_quality_curve(router, pool, decider.cand, costs, strong)

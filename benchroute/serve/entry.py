@@ -101,6 +101,12 @@ def check_value(policy: str, value: float, where: str) -> float:
     return float(value)
 
 
+def reads_as_entry(name: str) -> bool:
+    """Whether a served model's name would also read as an entry point (``benchroute``,
+    ``Benchroute-budget``): its pinned requests and an entry's would share one label."""
+    return _ENTRY.match(name.strip().lower()) is not None
+
+
 def parse_entry(name: object, models: dict[str, str]) -> Entry:
     """Parse a request's ``model`` field.
 
@@ -108,10 +114,12 @@ def parse_entry(name: object, models: dict[str, str]) -> Entry:
     model it means; those names pin the model. Anything else that does not follow the grammar
     fails with the valid forms listed.
     """
-    if name is None or name == "":
+    if name is None:
         return Entry(PREFIX)
     if not isinstance(name, str):
         raise EntryError(f"model must be a string, got {type(name).__name__}")
+    if name == "":
+        return Entry(PREFIX)
     if name in models:
         return Entry(name, policy="pinned", pinned=models[name])
     m = _ENTRY.match(name.strip().lower())

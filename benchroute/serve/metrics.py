@@ -37,7 +37,9 @@ class GatewayMetrics:
                  reserved: Iterable[str] = ()) -> None:
         self.max_entries = max_entries
         self._reserved = set(reserved)
-        self.other = OTHER if OTHER not in self._reserved else f"{OTHER} entries"
+        self.other = OTHER
+        while self.other in self._reserved:  # a served model named "other"
+            self.other = f"{self.other} entries"
         self.registry = CollectorRegistry()
         self.models = models
         self.strongest = strongest

@@ -412,6 +412,11 @@ def test_start_up_refuses_missing_upstreams_and_bad_policies(router, fake):
     with pytest.raises(BenchrouteError, match="needs costs"):
         build_gateway(router, upstreams(url, router, costs=None), policy="cheapest_within",
                       params={"max_quality_drop": 0.1})
+    ups = upstreams(url, router)
+    ups["m1"] = Upstream("m1", url + "/v1", " Benchroute-best")  # pinned, it would be an entry's label
+    with pytest.raises(BenchrouteError, match=r"served model name\(s\) \[' Benchroute-best'\] "
+                                              r"read as entry points"):
+        build_gateway(router, ups)
 
 
 def test_entry_names_from_clients_do_not_grow_metrics_or_caches(router, fake, monkeypatch):
