@@ -27,9 +27,14 @@ def is_int(v: object) -> bool:
 
 
 def is_real(v: object) -> bool:
-    """A finite real number, not a bool or a string."""
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
-        and math.isfinite(float(v))
+    """A finite real number, not a bool or a string: the one test of the package's parameters,
+    labels and costs."""
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:  # an int beyond a float's range: 10**309
+        return False
 
 
 def check_router_params(params: Mapping[str, object], where: str = "Router") -> None:
@@ -96,7 +101,11 @@ def check_vectors(X: np.ndarray, what: str) -> np.ndarray:
     """(n, d) float32 unit vectors: NaN/inf or zero rows are refused; rows whose norm is off 1
     by more than :data:`NORM_TOL` are normalised with a warning (cosine distances need unit
     vectors)."""
-    X = np.asarray(X, dtype=np.float32)
+    try:
+        X = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:  # text, ragged rows, objects
+        raise BenchrouteError(f"{what}: expected an array of numbers (n, d), got "
+                              f"{type(X).__name__} ({str(exc):.100})") from None
     if X.ndim == 1:
         X = X[None, :]
     if X.ndim != 2:
@@ -161,9 +170,13 @@ def check_fit_arrays(X: np.ndarray, Y: np.ndarray, datasets: Iterable[object],
 
 
 def is_items(value: object) -> bool:
-    """An iterable of items: not a text, bytes or a mapping, which iterate as characters,
-    ints or keys and are never what a caller meant by a list of texts or records."""
-    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
+    """An iterable of items: not a text, bytes, a mapping or a DataFrame, which iterate as
+    characters, ints, keys or column names and are never what a caller meant by a list of
+    texts or records; not a 0-d array, which does not iterate."""
+    if isinstance(value, np.ndarray):
+        return value.ndim >= 1
+    return isinstance(value, Iterable) \
+        and not isinstance(value, (str, bytes, Mapping, pd.DataFrame))
 
 
 def parse_texts(task_examples: Texts, what: str = "task_examples") -> list[str]:
@@ -198,8 +211,11 @@ def parse_labeled(labeled: LabeledRecords, models: list[str]) -> tuple[list[str]
                 raise BenchrouteError("labeled DataFrame needs a 'text' column")
             records = [{"text": r["text"], "labels": {k: v for k, v in r.items() if k != "text"}}
                        for r in labeled.to_dict(orient="records")]
-    else:
+    elif is_items(labeled):
         records = list(labeled)
+    else:
+        raise BenchrouteError(f"labeled is a {type(labeled).__name__}; expected a DataFrame or "
+                              "a list of {'text': str, 'labels': {model: 0/1}} records")
     texts, rows = [], []
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping) or not isinstance(rec.get("text"), str) \

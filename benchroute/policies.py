@@ -10,7 +10,6 @@ router (through :mod:`benchroute.routing`), the gateway and the cross-fitted eva
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,24 +19,16 @@ import pandas as pd
 from benchroute.data.metrics import short_repr
 from benchroute.deprecation import rename_keys, renamed
 from benchroute.exceptions import BenchrouteError
+from benchroute.inputs import is_real
 from benchroute.scoring import TIE_TOL, argmax_ties
 
 logger = logging.getLogger(__name__)
 
 
-def _is_number(v: object) -> bool:
-    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_)):
-        return False
-    try:
-        return math.isfinite(float(v))
-    except OverflowError:  # an int beyond a float's range: 10**309
-        return False
-
-
 def check_number(name: str, value: object, low: float | None = None) -> float:
     """A policy parameter or a cost: a finite real number (not a string, a bool or None), at
     least ``low`` when given."""
-    if not _is_number(value) or (low is not None and float(value) < low):  # type: ignore[arg-type]
+    if not is_real(value) or (low is not None and float(value) < low):  # type: ignore[arg-type]
         at_least = "" if low is None else f" >= {low:g}"
         raise BenchrouteError(f"{name} == {short_repr(value, 60)}, expected a finite "
                               f"number{at_least}")

@@ -30,7 +30,7 @@ _SAMPLE_STREAM = 7
 def task_seed(seed: int, task: str, *more: int) -> list[int]:
     """Seed of one task's draws, from the task's NAME: independent of which other tasks are in
     the pass and of the task's position in any list."""
-    return [seed, zlib.crc32(task.encode("utf-8")), *more]
+    return [seed, zlib.crc32(task.encode("utf-8", "surrogatepass")), *more]
 
 
 def sample_key(cap: int | None, seed: int) -> tuple[int, int] | None:
