@@ -108,7 +108,7 @@ def test_a_calibration_file_with_nan_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("doc", ["models: " + "[" * 5000 + "]" * 5000,
-                                 "models: {a: {base_url: 'http://x', model: m, cost: 1"
+                                 "models: {a: {base_url: 'http://127.0.0.1:9/v1', model: m, cost: 1"
                                  + "0" * 5000 + "}}"], ids=["deep", "digits"])
 def test_yaml_upstreams_refuse_what_yaml_cannot_hold(tmp_path, doc):
     path = tmp_path / "up.yaml"

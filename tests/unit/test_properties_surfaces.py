@@ -149,13 +149,14 @@ def check_entry_result(name: object, models: dict[str, str]) -> Entry | None:
 @example(name="benchroute-lagrangian-" + "9" * 5000, models={})
 @example(name="benchroute-threshold-١", models={})
 def test_parse_entry_refuses_only_with_an_entry_error(name, models):
-    check_entry_result(name, models)
+    e = check_entry_result(name, models)
+    assert e is None or len(e.label) <= 60
 
 
 @given(name=st.sampled_from([np.array([1, 2]), np.array(["a", "b"]), np.zeros((2, 2))]))
 @settings(max_examples=5, deadline=None)
 def test_parse_entry_refuses_any_object_with_an_entry_error(name):
-    check_entry_result(name, {})
+    assert check_entry_result(name, {}) is None
 
 
 @given(name=entry_names(), models=plain_served)
@@ -397,17 +398,19 @@ def decision_runs(draw) -> tuple[int, list[str], list[tuple[str, str]]]:
 @example(run=(1, ["other"], [("e1", "a"), ("e2", "a"), ("other", "b")]))
 @example(run=(2, [], [("other", "a"), ("e1", "a"), ("e2", "b"), ("e3", "a")]))
 def test_metrics_keep_a_bounded_set_of_entry_labels(run):
-    check_metric_labels(*run)
+    assert check_metric_labels(*run) <= run[0] + len(set(run[1])) + 1
 
 
 @given(run=decision_runs().map(lambda r: (r[0], [*r[1], "other", "other entries"], r[2])))
 @MID
 def test_metrics_overflow_label_is_never_a_reserved_name(run):
-    check_metric_labels(*run)
+    labels = check_metric_labels(*run)
+    assert labels <= run[0] + len(set(run[1])) + 1
 
 
 def check_metric_labels(max_entries: int, reserved: list[str],
-                        decisions: list[tuple[str, str]]) -> None:
+                        decisions: list[tuple[str, str]]) -> int:
+    """Checks the counts against the decisions; returns how many entry labels there are."""
     m = GatewayMetrics(MODELS, "a", None, max_entries=max_entries, reserved=reserved)
     for entry, model in decisions:
         m.decision(Decision(entry, "best", {}, model, {}, None))
@@ -431,6 +434,7 @@ def check_metric_labels(max_entries: int, reserved: list[str],
             sum(d == e for d, _ in decisions)
     by_entry = m.snapshot()["by_entry"]
     assert {(e, k): n for e, c in by_entry.items() for k, n in c.items()} == dict(counts)
+    return len(labels)
 
 
 # ------------------------------------------------------------------------ policy parameters
