@@ -1,11 +1,11 @@
 """Reading JSON: one rule for every JSON document benchroute reads, from the loaders' result files
 to the saved routers' sidecars, the gateway's request bodies and the CLI's JSONL lines.
 
-``json.loads`` fails in five ways on a hostile or damaged document, and only one of them is a
-``JSONDecodeError``: bytes that are not UTF-8, nesting deeper than the recursion limit
+``json.loads`` fails in several ways on a hostile or damaged document, and only one of them is
+a ``JSONDecodeError``: bytes that are not UTF-8, nesting deeper than the recursion limit
 (``RecursionError``), integers over Python's 4,300-digit limit and, where strict JSON is asked
-for, ``NaN``/``Infinity`` (``ValueError``). Each is turned here into the caller's error class,
-naming the document, so no reader ends in a traceback.
+for, ``NaN``/``Infinity`` and numbers beyond a float's range (``ValueError``). Each is turned
+here into the caller's error class, naming the document, so no reader ends in a traceback.
 """
 
 from __future__ import annotations

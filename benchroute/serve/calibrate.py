@@ -35,6 +35,7 @@ from benchroute import policies as pol
 from benchroute import routing
 from benchroute._persist import read_json_file
 from benchroute.exceptions import BenchrouteError
+from benchroute.inputs import is_real
 
 CALIBRATION_FORMAT_VERSION = 1
 MAX_SAMPLE = 10_000
@@ -189,11 +190,6 @@ def save_calibration(cal: Calibration, models: Sequence[str],
     return path
 
 
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) \
-        and math.isfinite(value)
-
-
 def load_calibration(path: str | os.PathLike[str], router: Any) -> Calibration:
     """Read a calibration file, refusing one made for another router or with bad fields."""
     path = Path(path)
@@ -215,12 +211,12 @@ def load_calibration(path: str | os.PathLike[str], router: Any) -> Calibration:
             raise bad(key, "a mapping")
     target, realised = raw["target"], raw["realised"]
     if len(set(target) & {"strong_share", "mean_cost"}) != 1 \
-            or not all(_finite(v) and v >= 0 for k, v in target.items() if k != "policy") \
+            or not all(is_real(v) and v >= 0 for k, v in target.items() if k != "policy") \
             or not 0 <= target.get("strong_share", 0) <= 1 \
             or not isinstance(target.get("policy"), str):
         raise bad("target", "{'strong_share': a share in [0, 1] or 'mean_cost': a cost >= 0, "
                   "'policy': the policy calibrated}")
-    if set(realised) != {"sample", "pool"} or not all(_finite(v) for v in realised.values()):
+    if set(realised) != {"sample", "pool"} or not all(is_real(v) for v in realised.values()):
         raise bad("realised", "{'sample': number, 'pool': number}")
     sample = raw["sample"]
     if sample.get("models") != list(router.models_):
@@ -237,7 +233,7 @@ def load_calibration(path: str | os.PathLike[str], router: Any) -> Calibration:
         if key in ("strong", "weak"):
             if value not in router.models_:
                 raise bad(f"params.{key}", f"one of {router.models_}")
-        elif not _finite(value):
+        elif not is_real(value):
             raise bad(f"params.{key}", "a finite number")
     return Calibration(raw["policy"], dict(params), dict(raw["target"]), dict(raw["realised"]),
                        Sample(P, str(sample.get("source", "calibration prompts"))),
