@@ -67,7 +67,7 @@ import pandas as pd
 from scipy.special import expit
 
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import is_items
+from benchroute.inputs import is_items, is_real
 from benchroute.predictors import SELF_DISTANCE, Neighbours
 from benchroute.stacking import EPS, logits
 from benchroute.tuning import fold_ids, knn_posterior
@@ -715,8 +715,8 @@ def probe_rows(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, n: int, seed:
     if strategy not in PROBE_STRATEGIES:
         raise BenchrouteError(f"strategy == {strategy!r}; choose one of {list(PROBE_STRATEGIES)}")
     N = len(X)
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise BenchrouteError(f"n == {n}, must be an int >= 1")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise BenchrouteError(f"n == {n!r}, must be an int >= 1")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                              or seed < 0):
         raise BenchrouteError(f"seed == {seed!r:.60}, must be None or an int >= 0")
@@ -883,6 +883,16 @@ def extend_reference(reference: Any, added: Sequence[AddedModel], strength: floa
                           reference.sample, reference.params)
 
 
+def _label_value(v: object) -> float:
+    """A label: a real number or a bool (JSON's ``"correct": true``); text, bytes, dates, ints
+    beyond a float and complex numbers with an imaginary part are none (NaN, refused by the
+    caller). A complex of zero imaginary part is its real part: pandas makes a column of mixed
+    numbers complex when one of them is."""
+    if isinstance(v, complex) and v.imag == 0:
+        v = v.real
+    return float(v) if isinstance(v, (bool, np.bool_)) or is_real(v) else float("nan")  # type: ignore[arg-type]
+
+
 def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
     """A new model's results as a frame with ``text`` and/or ``dataset`` + ``instance_id``, and
     ``label`` in [0, 1] (from ``correct``, else ``score``)."""
@@ -911,10 +921,8 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
     if "text" not in frame.columns and not has_id:
         raise BenchrouteError(f"{what}: needs a 'text' field, or 'dataset' and 'instance_id' "
                               "naming pool inputs")
-    label = pd.to_numeric(frame[col], errors="coerce")
-    if label.dtype.kind == "c":  # a complex number is no label: it fails as NaN does
-        v = label.to_numpy()
-        label = pd.Series(np.where(np.imag(v) == 0, np.real(v), np.nan), index=label.index)
+    label = pd.Series([_label_value(v) for v in frame[col].tolist()], index=frame.index,
+                      dtype=float)
     bad_rows = np.flatnonzero(label.isna().to_numpy() | (label < 0).to_numpy() | (label > 1).to_numpy())
     if len(bad_rows):
         i = int(bad_rows[0])
@@ -926,6 +934,7 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
             out[c] = frame[c].to_numpy()
     if "text" in out.columns:
         for i, t in enumerate(out["text"]):
-            if not isinstance(t, str) and not (has_id and pd.isna(t)):
+            if not isinstance(t, str) and not (has_id and pd.api.types.is_scalar(t)
+                                               and pd.isna(t)):
                 raise BenchrouteError(f"{what}[{i}]: field 'text' is {t!r}; expected a string")
     return out

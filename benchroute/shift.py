@@ -54,7 +54,9 @@ SAVED_ARRAYS = ("shift_features", "shift_tasks", "shift_raw", "shift_touched")
 #: pool tasks' shift references kept per router for different sets of excluded tasks
 _MEMO = 8
 
-_OPTION = re.compile(r"^\s*\(?[A-Ja-j][.):]\s", re.M)
+# [^\S\n]: blanks within the line; \s* would run over every blank line after each line start
+# (quadratic in a run of blank lines) and counts the same matches
+_OPTION = re.compile(r"^[^\S\n]*\(?[A-Ja-j][.):]\s", re.M)
 _CODE = re.compile(r"(\bdef |\breturn\b|\bimport |#include|\bfunction\b|```|=>|[{}]|;\s*$)",
                    re.M)
 _MATH = frozenset("$\\^=+*/<>")
