@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +131,26 @@ def read_versioned_json(path: Path, supported: int, what: str,
         raise error(f"{path}: expected a JSON object")
     check_format_version(meta, str(path), supported, what, error, oldest, required, remake)
     return meta
+
+
+def write_file_atomic(path: str | os.PathLike[str], write: Callable[[Path], object],
+                      what: str = "file", error: type[Exception] = BenchrouteError) -> Path:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it to ``path``: a
+    reader never sees a half-written file, and a failed write leaves none. A folder, or a path
+    with no file name (``''``), is refused before anything is written."""
+    path = Path(path)
+    if not path.name or path.is_dir():
+        raise error(f"{str(path) or repr('')}: is a folder or no file name; expected a path "
+                    f"for the {what}")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise error(f"{path}: cannot write the {what} ({exc.strerror or exc})") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchroute._persist import decode_text, parse_json, read_text_file
+from benchroute._persist import decode_text, parse_json, read_text_file, write_file_atomic
 from benchroute.exceptions import BenchrouteError
 
 EXIT_USAGE = 2
@@ -500,7 +500,10 @@ def _route_costs(prices: str | None, tokens: str | None) -> dict[str, float] | N
         usage = (nums[0], nums[1] if len(nums) == 2 else 0.0)
         if sum(usage) <= 0:
             raise BenchrouteError(f"--tokens {tokens!r:.60}: expected a number of tokens > 0")
-    inline = "=" in prices and not Path(prices).exists()
+    try:
+        inline = "=" in prices and not Path(prices).exists()
+    except OSError:  # a name too long for a path: inline prices
+        inline = True
     if not inline:
         table = load_prices(prices)
         if usage is None:
@@ -623,7 +626,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     probe = router.probe_set(args.n, args.strategy or DEFAULT_PROBE, args.seed)
     lines = [json.dumps({**rec, "correct": None}, ensure_ascii=False)
              for rec in probe.to_dict(orient="records")]
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = "\n".join(lines) + "\n"
+    write_file_atomic(args.out, lambda tmp: tmp.write_text(text, encoding="utf-8"), "probe set")
     print(f"{len(probe)} inputs over {probe['dataset'].nunique()} tasks written to {args.out}; "
           "fill in 'correct' (or 'score') with the new model's result, then run "
           "benchroute add-model")

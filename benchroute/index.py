@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from benchroute._persist import read_versioned_json
+from benchroute._persist import read_versioned_json, write_file_atomic
 from benchroute.exceptions import BenchrouteError
 from benchroute.faiss_check import check_faiss_file
 
@@ -74,13 +74,21 @@ class VectorIndex:
         if len(datasets) != len(x):
             raise BenchrouteError(f"{len(x)} vectors but {len(datasets)} dataset labels")
         ids = list(instance_ids) if instance_ids is not None else [str(len(self) + i) for i in range(len(x))]
-        if self.index_ is None:
-            self.index_ = faiss.index_factory(x.shape[1], self.factory, faiss.METRIC_INNER_PRODUCT)
-        elif x.shape[1] != self.dimension:
+        if self.index_ is not None and x.shape[1] != self.dimension:
             raise BenchrouteError(f"vectors have dimension {x.shape[1]}, the index {self.dimension}")
-        if not self.index_.is_trained:
-            self.index_.train(x)
-        self.index_.add(x)
+        try:  # FAISS refuses a factory string, or training on too few vectors, as RuntimeError
+            if self.index_ is None:
+                self.index_ = faiss.index_factory(x.shape[1], self.factory,
+                                                  faiss.METRIC_INNER_PRODUCT)
+            if not self.index_.is_trained:
+                self.index_.train(x)
+            self.index_.add(x)
+        except RuntimeError as exc:
+            self.index_ = None if not len(self) else self.index_
+            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise BenchrouteError(f"index_factory {self.factory!r}: FAISS cannot build or train "
+                                  f"it on {len(x)} vectors of dimension {x.shape[1]} "
+                                  f"({message:.200})") from None
         self.datasets_ = np.concatenate([self.datasets_, np.asarray(datasets, dtype=object)])
         self.instance_ids_ = np.concatenate([self.instance_ids_, np.asarray(ids, dtype=object)])
         return self
@@ -226,9 +234,8 @@ class VectorIndex:
             "ef_search": self.ef_search,
             "rows": [[str(d), str(i)] for d, i in zip(self.datasets_, self.instance_ids_)],
         }
-        tmp = folder / "index.json.tmp"
-        tmp.write_text(json.dumps(sidecar))
-        os.replace(tmp, folder / "index.json")
+        text = json.dumps(sidecar)
+        write_file_atomic(folder / "index.json", lambda tmp: tmp.write_text(text), "index sidecar")
         return folder
 
     @classmethod

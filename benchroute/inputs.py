@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -60,14 +61,18 @@ def check_router_params(params: Mapping[str, object], where: str = "Router") -> 
          "prior_strength", "a number >= 0")
     alphas = p["alphas"]
     need(isinstance(alphas, (list, tuple, np.ndarray)) and len(alphas) > 0
-         and all(is_real(a) and 0.0 <= float(a) < 1.0 for a in alphas),
-         "alphas", "a non-empty list of fractions in [0, 1)")
+         and all(is_real(a) and 0.0 <= float(a) < 1.0 for a in alphas)
+         and len({float(a) for a in alphas}) == len(alphas),
+         "alphas", "a non-empty list of distinct fractions in [0, 1)")
     need(p["weights"] in ("uniform", "distance"), "weights", "'uniform' or 'distance'")
-    need(isinstance(p["index_factory"], str) and bool(p["index_factory"]), "index_factory",
-         "a FAISS index-factory string")
-    for name in ("nprobe", "ef_search"):
-        need(p[name] is None or (is_int(p[name]) and int(p[name]) >= 1), name,  # type: ignore[call-overload]
-             "null or an integer >= 1")
+    factory = p["index_factory"]
+    # FAISS aborts the process (a C++ assertion, no exception) on an HNSW graph of M < 2
+    need(isinstance(factory, str) and bool(factory.strip())
+         and all(int(m) >= 2 for m in re.findall(r"HNSW(\d+)", factory, re.ASCII)),
+         "index_factory", "a FAISS index-factory string (HNSW<M> with M >= 2)")
+    for name in ("nprobe", "ef_search"):  # FAISS holds them in a C int
+        need(p[name] is None or (is_int(p[name]) and 1 <= int(p[name]) < 2**31), name,  # type: ignore[call-overload]
+             "null or an integer in [1, 2**31)")
     need(p["cache_dir"] is None or isinstance(p["cache_dir"], (str, os.PathLike)), "cache_dir",
          "null or a folder path")
     enc = p["encoder"]

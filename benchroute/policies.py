@@ -256,7 +256,7 @@ POLICIES: dict[str, Policy] = {
 
 #: Lower bound of each numeric policy parameter (None: any finite number).
 _PARAM_LOW: dict[str, float | None] = {"tau": None, "t": None, "max_quality_drop": 0.0,
-                                        "budget": 0.0}
+                                        "budget": 0.0, "lam": 0.0}
 #: Old spellings of policy parameters, accepted for one release (routing, the gateway's
 #: calibration files and ``--param``).
 RENAMED_PARAMS = {"eps": "max_quality_drop"}

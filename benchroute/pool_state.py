@@ -128,8 +128,11 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
     the router had been fitted with it (:func:`add_results`). ``costs`` is its cost per call.
     """
     check_is_fitted(router, "predictor_")
-    if not isinstance(name, str) or not name:
-        raise BenchrouteError(f"name == {name!r}, expected a non-empty model name")
+    if not isinstance(name, str) or not name.strip() or name != name.strip() \
+            or not name.isprintable():
+        # a name that the CLI's lists, the saved files and the gateway can all carry
+        raise BenchrouteError(f"name == {name!r}, expected a model name: printable, without "
+                              "leading or trailing spaces")
     if name in router.pool_models_:
         raise BenchrouteError(f"model {name!r} is already a pool model with full results; "
                               "change its results with add_results, or remove_model it first")

@@ -232,6 +232,6 @@ def default_pair(router: Any, candidates: Sequence[str], costs: Mapping[str, flo
     if not others:
         return strong, strong
     acc = router.model_accuracy_
-    if costs is not None:
+    if costs is not None and all(m in costs for m in others):
         return strong, min(others, key=lambda m: (costs[m], acc[m]))
     return strong, min(others, key=lambda m: acc[m])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchroute._persist import check_format_version, parse_json
+from benchroute._persist import check_format_version, parse_json, write_file_atomic
 from benchroute.data.store_checks import OPTIONAL_COLUMNS as OPTIONAL_COLUMNS
 from benchroute.data.store_checks import REQUIRED_COLUMNS as REQUIRED_COLUMNS
 from benchroute.data.store_checks import describe_difference, validate_frame, warn_degenerate
@@ -281,10 +281,9 @@ class BenchmarkData:
         meta[b"benchroute"] = json.dumps(
             {"format_version": STORE_FORMAT_VERSION, "report": self.report.to_dict()}
         ).encode()
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-        tmp.replace(path)
-        return path
+        table = table.replace_schema_metadata(meta)
+        return write_file_atomic(path, lambda tmp: pq.write_table(table, tmp), "store",
+                                 DataError)
 
     @classmethod
     def load(cls, path: str | Path) -> BenchmarkData:

@@ -22,16 +22,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchroute._persist import read_json_file
+from benchroute._persist import read_json_file, write_file_atomic
 from benchroute.embedding.install import DEFAULT_MODEL, SAFETENSORS_SHA256, benchroute_home
 from benchroute.embedding.names import DEFAULT_MAX_SEQ_LENGTH, shared_identifier
 from benchroute.embedding.onnx import _CHECK_TEXTS as _ONNX_CHECK_TEXTS
@@ -166,15 +164,8 @@ def _store(root: Path | None, key: str, entry: dict[str, Any]) -> None:
     old = data.get("checks") if isinstance(data, dict) else None
     checks: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
     checks[key] = entry
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"format_version": CHECK_FORMAT_VERSION, "checks": checks},
-                                  indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise BenchrouteError(f"{path}: cannot write the bf16 check ({exc.strerror or exc})") from exc
+    text = json.dumps({"format_version": CHECK_FORMAT_VERSION, "checks": checks}, indent=1)
+    write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "bf16 check")
 
 
 def auto_bf16(root: Path | None = None) -> bool:

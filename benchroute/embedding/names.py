@@ -17,9 +17,10 @@ from pathlib import Path
 
 from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL, benchroute_home
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
+from benchroute.faiss_check import MAX_DIMENSION
 
 ALLOW_DOWNLOAD_ENV = "BENCHROUTE_ALLOW_DOWNLOAD"
-_HASHING = re.compile(r"hashing-(\d{1,7})-([1-9])([1-9])")
+_HASHING = re.compile(r"hashing-(\d{1,7})-([1-9])([1-9])", re.ASCII)  # \d: ASCII digits only
 _HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 _MODEL_FILES = ("modules.json", "config.json")
 
@@ -110,10 +111,10 @@ def resolve_encoder_name(name: str, allow_download: bool | None = None) -> Encod
         raise BenchrouteError(f"encoder name {name!r}: contains a NUL or an unpaired surrogate")
     if name.startswith("hashing-"):
         m = _HASHING.fullmatch(name)
-        if not m or not 0 < int(m[1]) <= 1 << 20 or int(m[2]) > int(m[3]):
+        if not m or not 0 < int(m[1]) <= MAX_DIMENSION or int(m[2]) > int(m[3]):
             raise BenchrouteError(f"bad hashing encoder name {name!r}; expected "
-                                  "hashing-<dim>-<lo><hi> (dim 1..1048576, 1 <= lo <= hi <= 9), "
-                                  "e.g. hashing-256-12")
+                                  f"hashing-<dim>-<lo><hi> (dim 1..{MAX_DIMENSION}, the largest "
+                                  "a saved index holds; 1 <= lo <= hi <= 9), e.g. hashing-256-12")
         return EncoderName(name, "hashing", name, dimension=int(m[1]),
                            ngram_range=(int(m[2]), int(m[3])))
     base, sep, rest = name.partition("@")

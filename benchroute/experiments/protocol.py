@@ -19,11 +19,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from benchroute.data.metrics import short_repr
 from benchroute.data.pool import pool_arrays
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.crossfit import routing_router
-from benchroute.inputs import check_router_params
+from benchroute.inputs import check_router_params, is_int, is_items, is_real
 from benchroute.predictors import column_means
 from benchroute.reference import alpha_key, few_shot_count
 from benchroute.router import Router
@@ -74,6 +75,12 @@ def leave_one_task_out(
         paper's scripts did. ``LL`` (highest mean completion log-probability) appears when the
         data has a ``logprob`` column.
     """
+    given, alphas = alphas, list(alphas) if is_items(alphas) else []
+    if not (alphas and all(is_real(a) and 0.0 <= float(a) < 1.0 for a in alphas)):
+        raise BenchrouteError(f"alphas == {short_repr(given, 60)}, expected a non-empty list of "
+                              "few-shot fractions in [0, 1)")
+    if not is_int(repeats) or int(repeats) < 1:
+        raise BenchrouteError(f"repeats == {short_repr(repeats, 60)}, expected an integer >= 1")
     # the protocol selects per task and never routes per input: no tuned predictor to fit
     router = Router().set_params(**{**dict(router_params or {}), "tune": False})
     check_router_params(router.get_params())

@@ -21,10 +21,12 @@ def run_protocol(data: BenchmarkData, name: str, out: str | os.PathLike[str] = "
                  router_params: Mapping[str, object] | None = None,
                  embeddings: np.ndarray | None = None, plots: bool = True) -> dict[str, Path]:
     """Run the leave-one-task-out protocol (:func:`~benchroute.experiments.protocol.leave_one_task_out`) on ``data`` and write the table, the tidy results and the plots."""
-    folder = Path(out) / name
-    folder.mkdir(parents=True, exist_ok=True)
+    from benchroute.experiments.fetch import safe_component
+
+    folder = Path(out) / safe_component(name, "results name")  # never outside ``out``
     results = leave_one_task_out(data, router_params, alphas=alphas, repeats=repeats, seed=seed,
                                  embeddings=embeddings)
+    folder.mkdir(parents=True, exist_ok=True)  # after the run: a refused one leaves no folder
     table = summarize(results, seed=seed)
     paths = {"table_csv": folder / "table.csv", "results_csv": folder / "results.csv.gz",
              "table_md": folder / "table.md"}

@@ -3,14 +3,13 @@ p-value (with whether it fell back, and whether a near-duplicate is in the pool)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchroute.exceptions import BenchrouteError
+from benchroute._persist import write_file_atomic
 
 COLUMNS = ("row", "model", "p", "cost", "ood_p", "ood_fallback", "in_pool")
 
@@ -41,11 +40,4 @@ def write_routed(parts: Sequence[Mapping[str, np.ndarray]], out: Path) -> None:
                       "ood_p": cols["ood_p"][order].astype(np.float64),
                       "ood_fallback": cols["ood_fallback"][order].astype(bool),
                       "in_pool": cols["in_pool"][order].astype(bool)})
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise BenchrouteError(f"{out}: cannot write the routed file ({exc.strerror or exc})") from exc
+    write_file_atomic(out, lambda tmp: pq.write_table(table, tmp), "routed file")

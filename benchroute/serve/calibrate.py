@@ -33,7 +33,7 @@ import numpy as np
 
 from benchroute import policies as pol
 from benchroute import routing
-from benchroute._persist import read_json_file
+from benchroute._persist import read_json_file, write_file_atomic
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import is_real
 
@@ -182,12 +182,9 @@ class Calibration:
 def save_calibration(cal: Calibration, models: Sequence[str],
                      path: str | os.PathLike[str]) -> Path:
     """Write atomically (a temporary file beside the target, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(cal.to_json(models), allow_nan=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(cal.to_json(models), allow_nan=False)
+    return write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                             "calibration file")
 
 
 def load_calibration(path: str | os.PathLike[str], router: Any) -> Calibration:

@@ -177,3 +177,56 @@ def test_os_error_exit_code(corpus, capsys, tmp_path, monkeypatch):
 
     assert corpus(AREA, "right", run, check=lambda r: r[0] == 1
            and r[1].strip() == f"benchroute: error: {tmp_path / 'locked.csv'}: Permission denied")
+
+
+# ---------------------------------------------------------------- found by a fuzzing campaign
+FIT = ["fit", "{tmp}/t.csv", "--out", "{tmp}/r", "--model", "hashing-16-12", "--store",
+       "{tmp}/s", "--repeats", "1"]
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    # internal errors (FAISS's RuntimeError, an OverflowError) before
+    ([*FIT, "--index-factory", "bogus"], r"index_factory 'bogus': FAISS cannot build or train it"),
+    ([*FIT, "--index-factory", "IVF1000,Flat"], r"index_factory 'IVF1000,Flat': FAISS cannot"),
+    ([*FIT, "--index-factory", "HNSW32", "--ef-search", "99999999999"],
+     r"ef_search == 99999999999, expected null or an integer in \[1, 2\*\*31\)"),
+    # a C++ assertion aborted the process before
+    ([*FIT, "--index-factory", "HNSW0"], r"index_factory == 'HNSW0', expected .*M >= 2"),
+    # saved, then refused by load, before
+    ([*FIT, "--alphas", "0.1", "0.1"], r"alphas == \(0\.1, 0\.1\), expected a non-empty list of "
+                                       r"distinct fractions"),
+    ([*FIT[:5], "hashing-٦٤-12", *FIT[6:]], r"bad hashing encoder name 'hashing-٦٤-12'"),
+    ([*FIT[:5], "hashing-1048576-12", *FIT[6:]], r"dim 1\.\.65536"),
+    # KeyError in the default pair before
+    (["calibrate", "--router", "{router}", "--prompts", "{tmp}/texts.txt", "--strong-share",
+      "0.3", "--prices", "m1=1", "--out", "{tmp}/c.json"], r"no cost given for model\(s\) \['m2'\]"),
+    # ValueError on an empty path, a half-written file beside a folder, before
+    (["route", "{tmp}/texts.txt", "--router", "{router}", "--out", ""],
+     r"is a folder or no file name; expected a path for the routed file"),
+    (["calibrate", "--router", "{router}", "--prompts", "{tmp}/texts.txt", "--strong-share",
+      "0.3", "--out", "{tmp}/empty_dir"], r"empty_dir: is a folder or no file name"),
+    (["reproduce", "{tmp}/t.csv", "--task-alphas", "nan", "--out", "{tmp}/res", "--model",
+      "hashing-16-12", "--store", "{tmp}/s"], r"alphas == \(nan,\), expected a non-empty list"),
+    (["reproduce", "{tmp}/t.csv", "--task-repeats", "0", "--out", "{tmp}/res", "--model",
+      "hashing-16-12", "--store", "{tmp}/s"], r"repeats == 0, expected an integer >= 1"),
+    (["reproduce", "{tmp}/t.csv", "--name", "../escape", "--out", "{tmp}/res", "--model",
+      "hashing-16-12", "--store", "{tmp}/s"], r"results name '\.\./escape'"),
+    # exit 1 (an OSError for a 300-digit "file name") before
+    (["route", "{tmp}/texts.txt", "--router", "{router}", "--policy", "cheapest_within",
+      "--param", "max_quality_drop=0.1", "--prices", "m1=" + "1" * 300],
+     r"no cost given for model\(s\) \['m2'\]"),
+    (["route", "{tmp}/texts.txt", "--router", "{router}", "--policy", "lagrangian", "--param",
+      "lam=-1", "--prices", "m1=1,m2=2"], r"lam == -1\.0, expected a finite number >= 0"),
+], ids=["factory-bogus", "factory-ivf-too-few", "ef-search-huge", "hnsw0", "alphas-twice",
+        "hashing-arabic-digits", "hashing-too-wide", "calibrate-partial-prices", "route-out-empty",
+        "calibrate-out-folder", "reproduce-alpha-nan", "reproduce-repeats-0",
+        "reproduce-name-escapes", "route-long-inline-prices", "lagrangian-negative-lam"])
+def test_fuzzed_arguments(corpus, run_cli, tmp_path, router_dir, argv, pattern):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "t.csv").write_text(CSV)
+    (tmp_path / "texts.txt").write_text("question 1 about cats\nquestion 2 about dogs\n")
+    argv = [a.format(tmp=tmp_path, router=router_dir) for a in argv]
+    assert corpus(AREA, "error", run_cli(["-q", *argv]), match=pattern)
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob("empty_dir/*"))
+    assert not (tmp_path / "r").exists() and not (tmp_path / "res").exists()
+    assert not (tmp_path.parent / "escape").exists()

@@ -49,7 +49,7 @@ ENCODER = r"router\.json: field 'params\.encoder' is invalid; expected "
 
 
 @pytest.mark.parametrize("name, pattern", [
-    ("hashing-1048576-12", ENCODER + r"the encoder the index was built with \('hashing-8-12'\)"),
+    ("hashing-65536-12", ENCODER + r"the encoder the index was built with \('hashing-8-12'\)"),
     ("hashing-16-12", ENCODER + r"the encoder the index was built with"),
     ("hashing-8-13", ENCODER + r"the encoder the index was built with"),
     ("all-mpnet-base-v2", ENCODER + r"the encoder the index was built with"),
@@ -168,9 +168,9 @@ def test_fit_arrays_all_nan_labels(corpus):
 
 def test_encoder_changed_after_fit_caches_nothing(corpus, tmp_path):
     router = _fit(14)
-    router.set_params(encoder="hashing-1048576-12", cache_dir=str(tmp_path / "cache"))
+    router.set_params(encoder="hashing-65536-12", cache_dir=str(tmp_path / "cache"))
     assert corpus(AREA, "error", lambda: router.route(["a text"]),
-                  match=r"gives 1048576-d vectors, the router's pool holds 8-d ones")
+                  match=r"gives 65536-d vectors, the router's pool holds 8-d ones")
     assert not list((tmp_path / "cache").rglob("*.npz"))
 
 

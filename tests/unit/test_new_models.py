@@ -581,6 +581,9 @@ def test_add_model_errors(tmp_path, world):
     _, data, r, _ = world
     with pytest.raises(BenchrouteError, match="already a pool model"):
         r.add_model("m0", [{"text": "x", "correct": 1}])
+    for bad in (" z", "z ", "a\nb", "\t"):  # names the CLI's lists and the log could not carry
+        with pytest.raises(BenchrouteError, match="printable, without leading or trailing"):
+            r.add_model(bad, [{"text": "x", "correct": 1}])
     with pytest.raises(BenchrouteError, match=r"results\[1\]: field 'correct' is 2"):
         r.add_model("z", [{"text": "x", "correct": 1}, {"text": "y", "correct": 2}])
     with pytest.raises(BenchrouteError, match="'correct' or 'score'"):
