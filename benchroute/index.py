@@ -84,7 +84,8 @@ class VectorIndex:
                 self.index_.train(x)
             self.index_.add(x)
         except RuntimeError as exc:
-            self.index_ = None if not len(self) else self.index_
+            if not len(self):  # nothing was added yet: the next add starts afresh
+                self.index_ = None
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise BenchrouteError(f"index_factory {self.factory!r}: FAISS cannot build or train "
                                   f"it on {len(x)} vectors of dimension {x.shape[1]} "
