@@ -10,10 +10,12 @@ here into the caller's error class, naming the document, so no reader ends in a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -137,20 +139,36 @@ def write_file_atomic(path: str | os.PathLike[str], write: Callable[[Path], obje
                       what: str = "file", error: type[Exception] = BenchrouteError) -> Path:
     """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it to ``path``: a
     reader never sees a half-written file, and a failed write leaves none. A folder, or a path
-    with no file name (``''``), is refused before anything is written."""
-    path = Path(path)
-    if not path.name or path.is_dir():
-        raise error(f"{str(path) or repr('')}: is a folder or no file name; expected a path "
-                    f"for the {what}")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with no file name (``''``), is refused before anything is written. A symbolic link is
+    followed (the file it names is replaced, the link kept), a device or a pipe
+    (``/dev/stdout``) is written through, and a replaced file keeps its permission bits."""
+    given = path = Path(path)
+    try:
+        if not path.name or path.is_dir():
+            raise error(f"{str(path) or repr('')}: is a folder or no file name; expected a path "
+                        f"for the {what}")
+        path = Path(os.path.realpath(path))
+        if path.exists() and not path.is_file():  # a device or a pipe: no rename onto it
+            write(path)
+            return given
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
+    except OSError as exc:
+        raise error(f"{given}: cannot write the {what} ({exc.strerror or exc})") from exc
+    # the name's first 200 bytes: the temporary name must fit the 255 a file name may have
+    stem = path.name.encode("utf-8", "surrogatepass")[:200].decode("utf-8", "ignore")
+    tmp = path.with_name(f".{stem}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise error(f"{path}: cannot write the {what} ({exc.strerror or exc})") from exc
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise error(f"{given}: cannot write the {what} ({exc.strerror or exc})") from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
-    return path
+    return given

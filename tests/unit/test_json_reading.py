@@ -125,3 +125,53 @@ def test_records_from_a_folder_or_a_broken_xz(tmp_path):
     (tmp_path / "r.jsonl.xz").write_bytes(b"\xfd7zXZ\x00junk")
     with pytest.raises(DataError, match=r"r\.jsonl\.xz: not a readable xz file"):
         read_json_records(tmp_path / "r.jsonl.xz")
+
+
+# ---------------------------------------------------------------- the one atomic file writer
+def test_atomic_writer_keeps_links_modes_and_long_names(tmp_path):
+    """From a review: the temporary name must fit the 255 bytes of a file name, a link is
+    followed (not replaced by a file), and a replaced file keeps its permission bits."""
+    import os
+    import stat
+
+    from benchroute._persist import write_file_atomic
+
+    def text(s):
+        return lambda tmp: tmp.write_text(s)
+
+    long = tmp_path / ("x" * 240 + ".json")
+    write_file_atomic(long, text("a"), "thing")
+    assert long.read_text() == "a"
+    target, link = tmp_path / "target.json", tmp_path / "link.json"
+    target.write_text("old")
+    os.chmod(target, 0o600)
+    link.symlink_to(target)
+    assert write_file_atomic(link, text("new"), "thing") == link
+    assert link.is_symlink() and target.read_text() == "new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    with pytest.raises(BenchrouteError, match=r"cannot write the thing \(File name too long\)"):
+        write_file_atomic(tmp_path / ("y" * 300), text("a"), "thing")
+    with pytest.raises(BenchrouteError, match="is a folder or no file name"):
+        write_file_atomic(tmp_path, text("a"), "thing")
+    with pytest.raises(ZeroDivisionError):
+        write_file_atomic(tmp_path / "z.json", lambda tmp: (tmp.write_text("half"), 1 / 0), "z")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([long.name, "target.json",
+                                                                 "link.json"])
+
+
+def test_atomic_writer_writes_through_a_pipe(tmp_path):
+    """``--out /dev/stdout`` and the like: a device or a pipe is written through, never
+    renamed over."""
+    import os
+    import threading
+
+    from benchroute._persist import write_file_atomic
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_file_atomic(fifo, lambda p: p.write_text("through"), "thing")
+    reader.join(timeout=10)
+    assert got == ["through"] and fifo.is_fifo()
