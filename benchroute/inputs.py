@@ -38,6 +38,15 @@ def is_real(v: object) -> bool:
         return False
 
 
+def are_fractions(values: object, distinct: bool = False) -> bool:
+    """A non-empty list, tuple or array of fractions in [0, 1) (few-shot shares), distinct when
+    asked."""
+    if not isinstance(values, (list, tuple, np.ndarray)) or len(values) == 0 \
+            or not all(is_real(a) and 0.0 <= float(a) < 1.0 for a in values):
+        return False
+    return not distinct or len({float(a) for a in values}) == len(values)
+
+
 def check_router_params(params: Mapping[str, object], where: str = "Router") -> None:
     """Raise a BenchrouteError naming ``where`` and the field for any bad router parameter."""
     def need(ok: bool, name: str, expected: str) -> None:
@@ -59,11 +68,8 @@ def check_router_params(params: Mapping[str, object], where: str = "Router") -> 
     need(p.get("tune_folds", "task") in FOLDS_BY, "tune_folds", " or ".join(map(repr, FOLDS_BY)))
     need(is_real(p["prior_strength"]) and float(p["prior_strength"]) >= 0,  # type: ignore[arg-type]
          "prior_strength", "a number >= 0")
-    alphas = p["alphas"]
-    need(isinstance(alphas, (list, tuple, np.ndarray)) and len(alphas) > 0
-         and all(is_real(a) and 0.0 <= float(a) < 1.0 for a in alphas)
-         and len({float(a) for a in alphas}) == len(alphas),
-         "alphas", "a non-empty list of distinct fractions in [0, 1)")
+    need(are_fractions(p["alphas"], distinct=True), "alphas",
+         "a non-empty list of distinct fractions in [0, 1)")
     need(p["weights"] in ("uniform", "distance"), "weights", "'uniform' or 'distance'")
     factory = p["index_factory"]
     # FAISS aborts the process (a C++ assertion, no exception) on an HNSW graph of M < 2

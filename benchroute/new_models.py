@@ -67,7 +67,7 @@ import pandas as pd
 from scipy.special import expit
 
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import is_items, is_real
+from benchroute.inputs import is_int, is_items, is_real
 from benchroute.predictors import SELF_DISTANCE, Neighbours
 from benchroute.stacking import EPS, logits
 from benchroute.tuning import fold_ids, knn_posterior
@@ -715,10 +715,9 @@ def probe_rows(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, n: int, seed:
     if strategy not in PROBE_STRATEGIES:
         raise BenchrouteError(f"strategy == {strategy!r}; choose one of {list(PROBE_STRATEGIES)}")
     N = len(X)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    if not is_int(n) or n < 1:
         raise BenchrouteError(f"n == {n!r}, must be an int >= 1")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                             or seed < 0):
+    if seed is not None and (not is_int(seed) or seed < 0):
         raise BenchrouteError(f"seed == {seed!r:.60}, must be None or an int >= 0")
     seq = np.random.SeedSequence(seed)
     rng = np.random.default_rng(seq)  # the stream of default_rng(seed)

@@ -24,7 +24,7 @@ from benchroute.data.pool import pool_arrays
 from benchroute.data.store import BenchmarkData
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.crossfit import routing_router
-from benchroute.inputs import check_router_params, is_int, is_items, is_real
+from benchroute.inputs import are_fractions, check_router_params, is_int, is_items
 from benchroute.predictors import column_means
 from benchroute.reference import alpha_key, few_shot_count
 from benchroute.router import Router
@@ -76,7 +76,7 @@ def leave_one_task_out(
         data has a ``logprob`` column.
     """
     given, alphas = alphas, list(alphas) if is_items(alphas) else []
-    if not (alphas and all(is_real(a) and 0.0 <= float(a) < 1.0 for a in alphas)):
+    if not are_fractions(alphas):
         raise BenchrouteError(f"alphas == {short_repr(given, 60)}, expected a non-empty list of "
                               "few-shot fractions in [0, 1)")
     if not is_int(repeats) or int(repeats) < 1:
