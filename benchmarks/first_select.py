@@ -33,16 +33,16 @@ def without_shift(folder: Path, to: Path) -> None:
     """A copy of a saved router without the form-shift arrays, re-signed."""
     import json
 
-    from benchroute.persistence import _sha256, canonical_digest
+    from benchroute._persist import sha256_file
+    from benchroute.persistence import write_signed_meta
 
     shutil.copytree(folder, to)
     with np.load(to / "pool.npz") as z:
         arrays = {k: z[k] for k in z.files if k not in SAVED_ARRAYS}
     np.savez(to / "pool.npz", **arrays)
     meta = json.loads((to / "router.json").read_text())
-    meta["checksums"]["pool.npz"] = _sha256(to / "pool.npz")
-    meta["digest"] = canonical_digest(meta)
-    (to / "router.json").write_text(json.dumps(meta))
+    meta["checksums"]["pool.npz"] = sha256_file(to / "pool.npz")
+    write_signed_meta(to, meta)
 
 
 def first_select(folder: Path, texts: list[str]) -> tuple[float, float, str]:

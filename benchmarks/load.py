@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 from growth import ALPHAS, pool
 
+from benchroute._persist import sha256_file
 from benchroute.index import _CHECK_CHUNK, VectorIndex
 from benchroute.ood import OODReference, reference_of
-from benchroute.persistence import _sha256, _spot_check_reference
+from benchroute.persistence import _spot_check_reference
 from benchroute.router import Router
 
 
@@ -72,7 +73,7 @@ def run(n: int, models: int, cap: int) -> dict[str, float]:
         load = best_of(lambda: Router.load(folder))
         loaded = Router.load(folder)
         files = [p for p in folder.rglob("*") if p.is_file() and p.name != "router.json"]
-        sha = best_of(lambda: [_sha256(p) for p in files])
+        sha = best_of(lambda: [sha256_file(p) for p in files])
         index = best_of(lambda: VectorIndex.load(folder / "index"))
         idx = loaded.predictor_.index_
         check = best_of(lambda: idx._check_unit_rows(folder / "index" / "index.faiss"))

@@ -11,6 +11,7 @@ here into the caller's error class, naming the document, so no reader ends in a 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -26,6 +27,15 @@ from benchroute.exceptions import BenchrouteError, FormatVersionError
 
 #: A SHA-256 digest as the saved files write it (weights, checksums, cache keys).
 HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes, read in chunks (weights of 419 MB never sit in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _no_constant(name: str) -> object:

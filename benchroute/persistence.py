@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from benchroute._persist import HEX64, read_versioned_json
+from benchroute._persist import HEX64, read_versioned_json, sha256_file
 from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 from benchroute.exceptions import BenchrouteError
 from benchroute.index import VectorIndex
@@ -69,19 +69,21 @@ DATA_FILES = ("pool.npz", "index/index.faiss", "index/index.json")
 ADDED_FILE = "added.npz"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def canonical_digest(meta: Mapping[str, object]) -> str:
     """SHA-256 of ``meta`` without its ``digest`` field, as sorted compact JSON."""
     body = {k: v for k, v in meta.items() if k != "digest"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_signed_meta(folder: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+    """Write ``meta`` as ``folder``'s router.json with its ``digest`` made to match.
+
+    Why one function: saving and every tool that edits a saved router on purpose (the tests'
+    rewrites, a benchmark that strips arrays) must produce what :func:`load_router` checks, and
+    the digest is a checksum, not a signature (docs/reliability.md)."""
+    meta["digest"] = canonical_digest(meta)
+    (Path(folder) / "router.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
 def check_router_target(folder: str | os.PathLike[str]) -> Path:
@@ -240,12 +242,11 @@ def _write(router: Router, folder: Path) -> None:
                           [None if np.isnan(v) else float(v) for v in row] for row in ref.e]}),
                       **({} if ref.sample is None else {"sample": list(ref.sample)}),
                       **({} if ref.params is None else {"params": ref.params.to_dict()})},
-        "checksums": {name: _sha256(folder / name)
+        "checksums": {name: sha256_file(folder / name)
                       for name in DATA_FILES + ((ADDED_FILE,) if added else ())},
         "routing": _routing_state(router),
     }
-    meta["digest"] = canonical_digest(meta)
-    (folder / "router.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    write_signed_meta(folder, meta)
 
 
 def _fail(path: Path, field: str, expected: str) -> BenchrouteError:
@@ -393,7 +394,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
         file = folder / name
         if not file.is_file():
             raise BenchrouteError(f"{file}: missing from the saved router")
-        if _sha256(file) != digest:
+        if sha256_file(file) != digest:
             raise BenchrouteError(f"{file}: checksum mismatch; the router files were modified "
                                   "or truncated after saving")
     params = meta.get("params")

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from benchroute.persistence import _sha256, canonical_digest
+from benchroute._persist import sha256_file
+from benchroute.persistence import write_signed_meta
 
 
 def rewrite_meta(folder: Path, change: Callable[[dict[str, Any]], object]) -> None:
@@ -19,8 +20,7 @@ def rewrite_meta(folder: Path, change: Callable[[dict[str, Any]], object]) -> No
     path = Path(folder) / "router.json"
     meta = json.loads(path.read_text())
     change(meta)
-    meta["digest"] = canonical_digest(meta)
-    path.write_text(json.dumps(meta))
+    write_signed_meta(folder, meta)
 
 
 def rewrite_pool(folder: Path, change: Callable[[dict[str, np.ndarray]], object]) -> None:
@@ -31,4 +31,4 @@ def rewrite_pool(folder: Path, change: Callable[[dict[str, np.ndarray]], object]
     change(arrays)
     np.savez(folder / "pool.npz", **arrays)  # type: ignore[arg-type]
     rewrite_meta(folder, lambda meta: meta["checksums"].__setitem__(
-        "pool.npz", _sha256(folder / "pool.npz")))
+        "pool.npz", sha256_file(folder / "pool.npz")))

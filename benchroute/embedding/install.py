@@ -7,7 +7,6 @@ is checked before the folder is moved into place, so a half-done install never l
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -19,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchroute._persist import HEX64, read_json_file
+from benchroute._persist import HEX64, read_json_file, sha256_file
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
 
 logger = logging.getLogger(__name__)
@@ -60,14 +59,6 @@ def tokenizer_file(root: Path | None = None) -> Path:
     (an install may keep it without the 419 MB of weights)."""
     path = model_dir(root) / "tokenizer.json"
     return path if path.is_file() else installed_model(root) / "tokenizer.json"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 #: (path, size, mtime, ctime, inode) of files whose SHA-256 matched in this process

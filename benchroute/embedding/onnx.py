@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from benchroute._persist import sha256_file
 from benchroute.embedding.base import as_texts, length_batches
 from benchroute.embedding.install import (
     DEFAULT_ENCODER_ID,
@@ -36,7 +37,6 @@ from benchroute.embedding.install import (
     check_sha256,
     installed_model,
     read_sidecar,
-    sha256_file,
     tokenizer_file,
 )
 from benchroute.embedding.names import (

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchroute._persist import read_json_file
+from benchroute._persist import read_json_file, sha256_file
 from benchroute.embedding.base import as_texts
 from benchroute.embedding.install import (
     DEFAULT_MODEL,
@@ -30,7 +30,6 @@ from benchroute.embedding.install import (
     check_sha256,
     installed_model,
     read_sidecar,
-    sha256_file,
     tokenizer_file,
 )
 from benchroute.embedding.names import DEFAULT_MAX_SEQ_LENGTH, check_cap, own_identifier

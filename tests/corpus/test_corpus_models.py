@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchroute._persist import sha256_file
 from benchroute.embedding import EmbeddingCache, get_encoder
-from benchroute.embedding.install import sha256_file
 from benchroute.embedding.onnx import ONNX_FOLDER, OnnxEncoder
 from benchroute.embedding.static import DISTILL_PARAMS, STATIC_FOLDER, StaticEncoder
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchroute._persist import sha256_file
 from benchroute.cli import main
 from benchroute.embedding import HashingEncoder
 from benchroute.exceptions import BenchrouteError, FormatVersionError
-from benchroute.persistence import _sha256, canonical_digest
+from benchroute.persistence import canonical_digest
 from benchroute.router import Router
 from tests.unit.test_router import MODELS, synthetic
 
@@ -184,7 +185,7 @@ def test_checksum_names_outside_the_folder_are_refused_before_opening(copy, name
     opened: list[str] = []
     import benchroute.persistence as persistence
 
-    monkeypatch.setattr(persistence, "_sha256", lambda p: opened.append(str(p)) or "0" * 64)
+    monkeypatch.setattr(persistence, "sha256_file", lambda p: opened.append(str(p)) or "0" * 64)
     _rewrite(copy, lambda m: m["checksums"].update({name: "0" * 64}))  # type: ignore[attr-defined]
     with pytest.raises(BenchrouteError, match="field 'checksums' is invalid"):
         Router.load(copy)
@@ -244,7 +245,7 @@ def test_bad_files(copy, case):
 
 def _resum(folder: Path) -> None:
     _rewrite(folder, lambda m: m["checksums"].update(  # type: ignore[attr-defined]
-        {n: _sha256(folder / n) for n in m["checksums"]}))  # type: ignore[attr-defined]
+        {n: sha256_file(folder / n) for n in m["checksums"]}))  # type: ignore[attr-defined]
 
 
 def test_index_json_with_an_int_too_long_for_python(copy):
