@@ -44,10 +44,10 @@ def common_prefix(texts: Sequence[str]) -> str:
     limit = min(len(shortest), len(longest))
     while n < limit and shortest[n] == longest[n]:
         n += 1
-    cut = shortest.rfind("\n", 0, n) + 1  # 0 when no line boundary lies inside the shared part
-    # Step back one line at a time until every text keeps some content after the prefix.
-    while cut > 0 and any(not t[cut:].strip() for t in texts):
-        cut = shortest.rfind("\n", 0, cut - 1) + 1
+    # Every text lies between the lexicographic min and max, so all share their first n
+    # characters. 0 when no line boundary lies inside the shared part; otherwise the cut follows
+    # a newline, and a stripped text does not end in one, so each keeps content after the cut.
+    cut = shortest.rfind("\n", 0, n) + 1
     return shortest[:cut]
 
 

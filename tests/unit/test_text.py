@@ -19,7 +19,7 @@ def test_prefix_ends_on_line_boundary() -> None:
 
 
 def test_prefix_never_empties_a_text() -> None:
-    # the first text is entirely shared: back off a line so it keeps content
+    # the first text is entirely shared: the cut is the last newline before its end
     texts = ["Intro\nQ: a", "Intro\nQ: a\nmore"]
     assert strip_common_prefix(texts) == ["Q: a", "Q: a\nmore"]
 
