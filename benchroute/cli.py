@@ -363,7 +363,8 @@ def _add_select(sub: Any) -> None:
     p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--labeled", help='JSONL lines {"text": ..., "labels": {model: 0/1}}')
     p.add_argument("--method", default="S3", choices=["S1", "S2", "S3"])
-    p.add_argument("--candidates", help="comma-separated models that may be chosen")
+    p.add_argument("--candidates", help="comma-separated models that may be chosen (a name holding a "
+                   "comma quoted as in CSV)")
     p.add_argument("--holdout", help="demo: hold this dataset of a bundled pack out, fit on the "
                    "rest, and select for its inputs")
     p.add_argument("--pack", default="helm_mmlu_llama3", help="pack for --holdout")
@@ -376,7 +377,7 @@ def _add_select(sub: Any) -> None:
 def _cmd_select(args: argparse.Namespace) -> int:
     from benchroute.exceptions import BenchrouteError
 
-    candidates = args.candidates.split(",") if args.candidates else None
+    candidates = _name_list("--candidates", args.candidates)
     truth = None
     if args.holdout:
         router, texts, truth = _holdout_demo(args.pack, args.holdout)
@@ -444,7 +445,8 @@ def _add_route(sub: Any) -> None:
     p.add_argument("texts", nargs="?",
                    help="one text per line, or JSONL with a 'text' field ('-': standard input)")
     p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
-    p.add_argument("--candidates", help="comma-separated models that may be chosen")
+    p.add_argument("--candidates", help="comma-separated models that may be chosen (a name holding a "
+                   "comma quoted as in CSV)")
     p.add_argument("--json", action="store_true", help="JSONL output: text, model")
     p.add_argument("--ood-alpha", type=float, metavar="A", help="send inputs whose OOD p-value "
                    "is below A (e.g. 0.05) to the best model on average (docs/routing.md)")
@@ -469,6 +471,25 @@ def _route_policy_options(p: Any) -> None:
                    "call, to turn prices per 1M tokens into a cost per call")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="policy parameter: tau, max_quality_drop, budget, t, strong, weak")
+
+
+def _name_list(option: str, text: str | None) -> list[str] | None:
+    """Comma-separated items of an option (None when it is not given or empty), each stripped.
+
+    Why CSV's rule: model names may hold commas ("org/model,v2"); quoted as in a CSV file
+    ('"org/model,v2", b') they stay one item; text may follow the closing quote
+    ('"org/a,b"=1' for ``--prices``)."""
+    import csv
+
+    if not text:
+        return None
+    try:
+        items = next(csv.reader([text], skipinitialspace=True))
+    except csv.Error:  # the one error left: a line break outside quotes
+        raise BenchrouteError(f"{option} {text!r:.60}: a line break outside quotes; names are "
+                              "separated by commas, and a name that holds a comma is quoted as "
+                              f'in CSV: \'"org/a,b", c\'') from None
+    return [item.strip() for item in items]
 
 
 def _number_option(option: str, text: str) -> float:
@@ -511,10 +532,11 @@ def _route_costs(prices: str | None, tokens: str | None) -> dict[str, float] | N
                                   "output tokens; give --tokens IN[,OUT] (tokens per call)")
     else:
         table = {}
-        for item in prices.split(","):
-            if item.count("=") != 1 or not item.split("=")[0].strip():
+        for item in _name_list("--prices", prices) or []:
+            model, _, value = item.rpartition("=")
+            model = model.strip()
+            if not model:
                 raise BenchrouteError(f"--prices: {item!r:.60} is not model=number")
-            model, value = (x.strip() for x in item.split("="))
             if model in table:
                 raise BenchrouteError(f"--prices: model {model!r:.60} is listed twice")
             v = check_number(f"--prices {model}", _number_option(f"--prices {model}", value), 0.0)
@@ -594,7 +616,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
     if args.ray is not None and args.out is None:
         raise BenchrouteError("--ray writes its decisions to a file: add --out routed.parquet")
     texts = _read_texts(args.texts)
-    candidates = args.candidates.split(",") if args.candidates else None
+    candidates = _name_list("--candidates", args.candidates)
     if args.out is not None:
         return _route_to_file(args, texts, candidates, address)
     router = _load_router(args.router)
@@ -774,7 +796,8 @@ def _add_serve(sub: Any) -> None:
                    "else best)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="policy parameter: t, share, tau, max_quality_drop, lam, budget, strong, weak")
-    p.add_argument("--candidates", help="comma-separated models routing may choose (default: all)")
+    p.add_argument("--candidates", help="comma-separated models routing may choose (default: all; a "
+                   "name holding a comma quoted as in CSV)")
     p.add_argument("--calibration", type=Path,
                    help="calibration file (default: ROUTER/calibration.json when present)")
     p.add_argument("--route-text", default="last_user", choices=["last_user", "conversation"],
@@ -841,7 +864,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         log_prompts=args.log_prompts, max_batch=args.max_batch,
         encode_batch=args.encode_batch, ood_alpha=args.ood_alpha, max_entries=args.max_entries)
     gw = app.build_gateway(router, upstreams, config, args.policy, _read_params(args.param),
-                           args.candidates.split(",") if args.candidates else None, calibration,
+                           _name_list("--candidates", args.candidates), calibration,
                            args.upstreams)
     serve(gw, args.host, args.port, args.drain_seconds)
     return 0
@@ -861,7 +884,8 @@ def _add_calibrate(sub: Any) -> None:
     p.add_argument("--strong", help="strong model (default: the best on average)")
     p.add_argument("--weak", help="weak model of the threshold policy (default: the cheapest "
                    "other model, else the weakest on average)")
-    p.add_argument("--candidates", help="comma-separated models routing may choose")
+    p.add_argument("--candidates", help="comma-separated models routing may choose (a name holding a "
+                   "comma quoted as in CSV)")
     p.add_argument("--upstreams", type=Path, help="take costs from this upstreams file")
     p.add_argument("--prices", help="as for `route`: a price table (USD per 1M input and output "
                    "tokens; needs --tokens) or 'model=cost,...' per call")
@@ -892,7 +916,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     report = calibrate(router, _read_texts(args.prompts), args.policy,
                        args.mean_cost if args.policy == "budget" else args.strong_share, out,
                        strong=args.strong, weak=args.weak, costs=costs,
-                       candidates=args.candidates.split(",") if args.candidates else None)
+                       candidates=_name_list("--candidates", args.candidates))
     print(report)
     return 0
 

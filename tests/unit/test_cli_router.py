@@ -149,3 +149,27 @@ def test_router_options_reach_the_router_and_old_spellings_warn(tmp_path, capsys
     assert "--model is deprecated; use --encoder" in caplog.text
     assert "--store is deprecated; use --cache-dir" in caplog.text
     assert Router.load(tmp_path / "r2").get_params()["encoder"] == "hashing-32-12"
+
+
+def test_names_holding_commas_are_quoted_as_in_csv(tmp_path, capsys):
+    """--candidates and inline --prices split on commas by CSV's rule, so a model whose name
+    holds a comma is nameable quoted; a line break in the option is a clear error."""
+    from benchroute.data.store import BenchmarkData
+
+    data, _ = synthetic(11)
+    frame = data.frame.replace({"model": {"m1": "org/m,1"}})
+    Router(alphas=(0.0,), encoder="hashing-64-12", cache_dir=str(tmp_path / "cache")).fit(
+        BenchmarkData(frame)).save(tmp_path / "r")
+    texts = tmp_path / "t.txt"
+    texts.write_text("task 1 input 1\ntask 2 input 2\n")
+    base = ["route", str(texts), "--router", str(tmp_path / "r")]
+    assert main(base + ["--candidates", '"org/m,1"']) == 0
+    assert all(line.startswith("org/m,1\t") for line in capsys.readouterr().out.splitlines())
+    assert main(base + ["--candidates", ' m0 , "org/m,1"', "--policy", "cheapest_within",
+                        "--prices", '"org/m,1"=1, m0=5', "--param", "max_quality_drop=1",
+                        "--json"]) == 0
+    assert {json.loads(x)["model"] for x in capsys.readouterr().out.splitlines()} == {"org/m,1"}
+    assert main(base + ["--candidates", "m0\nm2"]) == 2
+    assert "a line break outside quotes" in capsys.readouterr().err
+    assert main(base + ["--candidates", "org/m,1"]) == 2  # unquoted: two names, both unknown
+    assert "unknown model(s) ['org/m', '1']" in capsys.readouterr().err
