@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from benchroute.data.options import Threshold
 from benchroute.data.store import BenchmarkData, LoadReport
 from benchroute.data.table_presets import (
@@ -34,6 +36,27 @@ from benchroute.exceptions import DataError
 __all__ = ["PRESETS", "CorrectRule", "load_table", "read_table", "routerbench_columns"]
 
 PRESETS = ("routerdc", "routellm", "routerbench", "alpaca_eval")
+
+
+#: The store's id column: a table holding it is read with it as the id (never as a model).
+ID_COLUMN = "instance_id"
+
+
+def _auto_layout(frame: pd.DataFrame, path: Path, model: str, score: str, report: LoadReport
+                 ) -> tuple[str, str]:
+    """``layout="auto"``: the layout and the label column. Why a ``correct`` column counts: it
+    is what :class:`BenchmarkData` itself writes, and reading such a table as wide made its id
+    and label columns two "models"."""
+    if model not in frame.columns:
+        return "wide", score
+    if score in frame.columns:
+        return "long", score
+    if score == "score" and "correct" in frame.columns:
+        report.notes.append(f"{path.name}: no 'score' column; labels read from 'correct'")
+        return "long", "correct"
+    raise DataError(f"{path}: has a {model!r} column, as a long table does, but no score column "
+                    f"{score!r} (nor 'correct'); name it with score=..., or pass layout='wide' "
+                    "if the table has one column per model")
 
 
 def load_table(
@@ -63,11 +86,15 @@ def load_table(
         A known layout; the column arguments below are then ignored.
     layout : {"auto", "wide", "long"}
         Wide has one score column per model; long has ``model`` and ``score`` columns. "auto"
-        picks long when both of those columns exist.
+        picks long when the ``model`` column exists; its labels are the ``score`` column, or,
+        when there is none, a ``correct`` column (the store's own layout; the ``correct`` rule
+        still applies, and a note says so). A ``model`` column with neither is an error, not a
+        wide table.
     text, dataset, instance_id, model, score : str
         Column names. ``dataset`` may be missing from the table: then ``dataset_name`` or the
-        file stem names the single dataset. Without ``instance_id`` rows are numbered (wide) or
-        identical texts within a dataset are one instance (long).
+        file stem names the single dataset. ``instance_id`` defaults to the column
+        ``instance_id`` when the table has one; without an id column rows are numbered (wide)
+        or identical texts within a dataset are one instance (long).
     models : sequence of str, optional
         Wide layout: the model columns. Default: every other column whose values are numbers or
         booleans (the others are listed in ``report.notes``; a column mixing numbers with other
@@ -98,9 +125,11 @@ def load_table(
     if layout not in ("auto", "wide", "long"):
         raise DataError(f"layout must be 'auto', 'wide' or 'long', got {layout!r}")
     report = LoadReport(sources=[str(path)])
-    frame = read_table(path, keep=(text, dataset, instance_id, model), report=report)
+    frame = read_table(path, keep=(text, dataset, instance_id or ID_COLUMN, model), report=report)
+    if instance_id is None and ID_COLUMN in frame.columns:
+        instance_id = ID_COLUMN  # the store's own id column is an id, never a model's scores
     if layout == "auto":
-        layout = "long" if {model, score} <= set(frame.columns) else "wide"
+        layout, score = _auto_layout(frame, path, model, score, report)
     name = dataset_name or table_stem(path)
     if layout == "long":
         long = long_frame(frame, path, text, dataset, name, instance_id, model, score)

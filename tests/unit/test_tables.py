@@ -7,6 +7,7 @@ import json
 import pytest
 
 from benchroute import load, load_mixinstruct, load_table
+from benchroute.exceptions import DataError
 
 
 def test_wide_csv_with_true_false(tmp_path):
@@ -28,6 +29,38 @@ def test_long_table_ids_from_text(tmp_path):
     data = load_table(f)
     assert data.n_instances == 2
     assert data.frame["correct"].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_the_stores_own_columns_read_back_as_written(tmp_path):
+    """A table in the store's layout (dataset, instance_id, text, model, correct) is long, its
+    ids are ids: read as a wide table before, 'instance_id' and 'correct' became two models."""
+    f = tmp_path / "store.csv"
+    f.write_text("dataset,instance_id,text,model,correct\n"
+                 "d,1,same text,m1,1\nd,1,same text,m2,0\nd,2,same text,m1,0\nd,2,same text,m2,1\n")
+    data = load(f)
+    assert data.models == ["m1", "m2"] and data.n_instances == 2  # ids kept apart one text
+    got = data.frame.set_index(["instance_id", "model"])["correct"].to_dict()
+    assert got == {("1", "m1"): 1.0, ("1", "m2"): 0.0, ("2", "m1"): 0.0, ("2", "m2"): 1.0}
+    assert any("labels read from 'correct'" in n for n in data.report.notes)
+    # the rule still applies to a 'correct' column: fractions are binarised unless as_is
+    f.write_text("text,model,correct\nq1,m1,0.7\nq1,m2,0.2\n")
+    assert load_table(f).frame["correct"].tolist() == [1.0, 0.0]
+    assert load_table(f, correct="as_is").frame["correct"].tolist() == [0.7, 0.2]
+
+
+def test_wide_table_with_an_id_column(tmp_path):
+    f = tmp_path / "w.csv"
+    f.write_text("instance_id,text,a,b\n7,q1,1,0\n9,q1,0,1\n")
+    data = load(f)
+    assert data.models == ["a", "b"] and sorted(data.frame["instance_id"].unique()) == ["7", "9"]
+
+
+def test_model_column_without_scores_is_an_error(tmp_path):
+    f = tmp_path / "m.csv"
+    f.write_text("text,model,accuracy\nq1,m1,1\n")
+    with pytest.raises(DataError, match=r"m\.csv: has a 'model' column.*no score column 'score'"):
+        load(f)
+    assert load_table(f, score="accuracy").models == ["m1"]
 
 
 def test_custom_rule_and_threshold(tmp_path):
