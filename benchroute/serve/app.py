@@ -136,6 +136,24 @@ class Gateway:
     forwarder: Forwarder | None = None
 
 
+def known_costs(costs: Mapping[str, float] | None, candidates: Sequence[str]
+                ) -> dict[str, float] | None:
+    """The gateway's costs per call: all that are given when every candidate has one, else none.
+
+    Why not 0 for a missing cost: a model made free would win every cost-led decision. Without
+    them the gateway routes as ``Router.route_table`` does without costs: ``best`` and
+    ``threshold`` decide, and the cost-led policies are refused, naming the models that lack
+    a cost."""
+    if costs is None:
+        return None
+    missing = [m for m in candidates if m not in costs]
+    if missing:
+        logger.warning("no cost per call for %s (of %d candidates): serving without costs; the "
+                       "cost-led policies are refused", missing[:10], len(candidates))
+        return None
+    return {str(m): float(c) for m, c in costs.items()}
+
+
 def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
                   config: GatewayConfig | None = None, policy: str | None = None,
                   params: Mapping[str, Any] | None = None, candidates: Sequence[str] | None = None,
@@ -152,9 +170,7 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     params = dict(params or {})
     cand = list(candidates) if candidates is not None else list(router.models_)
     router.candidate_indices(cand)  # unknown names fail here, with the known ones listed
-    costs = upstream_costs(upstreams) or getattr(router, "costs_", None)
-    if costs is not None:
-        costs = {m: float(costs.get(m, 0.0)) for m in router.models_}
+    costs = known_costs(upstream_costs(upstreams) or getattr(router, "costs_", None), cand)
     pair = default_pair(router, cand, costs)
     strong = str(params.pop("strong", calibration.params.get("strong", pair[0])
                             if calibration else pair[0]))

@@ -255,7 +255,7 @@ def cost_quality_curve(router: Any, sample: Sample, cand: np.ndarray,
     keep = ~np.isnan(Q).any(axis=1)
     P, Q = sample.P[keep][:, cand], Q[keep]
     if costs is not None:
-        C = np.broadcast_to(pol.cost_vector(router.models_, costs)[cand], Q.shape)
+        C = np.broadcast_to(pol.cost_vector(models, costs), Q.shape)
         x_label = "mean cost per call"
     else:
         C = np.broadcast_to(np.array([float(m == strongest) for m in models]), Q.shape)

@@ -196,7 +196,8 @@ class Decider:
         return Decision(entry.label, "pinned", {}, model, {}, self._cost(model), None, (model,))
 
     def _cost(self, model: str) -> float | None:
-        return None if self.costs is None else float(self.costs[model])
+        cost = None if self.costs is None else self.costs.get(model)
+        return None if cost is None else float(cost)
 
     def decide(self, texts: Sequence[str | None], entries: Sequence[Entry]) -> list[Decision]:
         """One decision per (text, entry); a text of None (no user message) goes to the best

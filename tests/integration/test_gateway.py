@@ -21,6 +21,7 @@ from benchroute.exceptions import BenchrouteError  # noqa: E402
 from benchroute.router import Router  # noqa: E402
 from benchroute.serve.app import GatewayConfig, build_gateway, create_app  # noqa: E402
 from benchroute.serve.calibrate import calibrate, load_calibration  # noqa: E402
+from benchroute.serve.entry import Entry  # noqa: E402
 from benchroute.serve.upstreams import Upstream  # noqa: E402
 from tests.fake_upstream import FakeConfig, closed_port, fake_upstream, serving  # noqa: E402
 from tests.unit.test_router import synthetic  # noqa: E402
@@ -417,6 +418,26 @@ def test_start_up_refuses_missing_upstreams_and_bad_policies(router, fake):
     with pytest.raises(BenchrouteError, match=r"served model name\(s\) \[' Benchroute-best'\] "
                                               r"read as entry points"):
         build_gateway(router, ups)
+
+
+def test_a_missing_cost_is_unknown_not_free(router, fake, monkeypatch):
+    """Costs known for some candidates only: the gateway serves as the library routes (the
+    cost-led policies refused with the models lacking a cost named) instead of making the
+    others free, which sent every cost-led decision to them."""
+    cfg, url = fake
+    monkeypatch.setattr(router, "costs_", {"m0": 3.0, "m1": 2.0}, raising=False)
+    ups = upstreams(url, router, costs=None)
+    with pytest.raises(BenchrouteError, match=r"no cost given for model\(s\) \['m2'\]"):
+        build_gateway(router, ups, policy="cheapest_within", params={"max_quality_drop": 0.1})
+    with gateway(router, ups) as (gw, base):
+        assert gw.decider.costs is None
+        answer = client(base).chat.completions.with_raw_response.create(
+            model="m2", messages=user("task 1 input 3"))
+        assert answer.headers["x-benchroute-model"] == "m2"
+    gw = build_gateway(router, ups, candidates=["m0", "m1"], policy="cheapest_within",
+                       params={"max_quality_drop": 0.1})
+    assert gw.decider.costs == {"m0": 3.0, "m1": 2.0}
+    assert gw.decider.pinned(Entry("m2", policy="pinned", pinned="m2")).cost is None
 
 
 def test_entry_names_from_clients_do_not_grow_metrics_or_caches(router, fake, monkeypatch):
