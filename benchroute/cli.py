@@ -470,7 +470,8 @@ def _route_policy_options(p: Any) -> None:
     g.add_argument("--tokens", metavar="IN[,OUT]", help="typical input (and output) tokens per "
                    "call, to turn prices per 1M tokens into a cost per call")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="policy parameter: tau, max_quality_drop, budget, t, strong, weak")
+                   help="policy parameter: tau, max_quality_drop, budget, t, lam, strong, "
+                   "weak")
 
 
 def _name_list(option: str, text: str | None) -> list[str] | None:

@@ -1,5 +1,5 @@
 """Per-model kNN correctness predictors g_m(x): the mean label of model m over the k nearest pool
-inputs of x (docs/method.md, "Correctness predictors").
+inputs of x (docs/method.md, "Formulas").
 
 One neighbour search serves every model: the labels of the k nearest pool inputs are gathered
 as an (n, k, M) tensor and averaged per model, ignoring neighbours without a label for that model.

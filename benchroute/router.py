@@ -170,8 +170,9 @@ class Router(RouterParams, pool_state.FittedPool):
         next to the others' labels, never its own. ``candidates`` restricts the choice (BMA is
         then the best of them); ``fallback`` applies the η rule and the form-shift test (S3);
         ``exclude_datasets`` leaves pool tasks out exactly. ``max_quality_drop`` ε moves the
-        choice to the cheapest candidate within ε of the top score (``costs`` per call, else the
-        fit store's). Pool inputs that are near-duplicates of an example are left out of its
+        choice to the cheapest candidate whose p̂ (S3; the method's own score for S1 and S2) is
+        within ε of the chosen model's after the fallback (``costs`` per call, else the fit
+        store's). Pool inputs that are near-duplicates of an example are left out of its
         neighbours (counted in ``Selection.n_in_pool``) unless ``keep_duplicates``."""
         check_is_fitted(self, "predictor_")
         if costs is not None and max_quality_drop is None:
