@@ -10,6 +10,7 @@ and apply a policy by the same code.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,8 @@ from benchroute.policies import (
 )
 from benchroute.predictors import NEAR_DUPLICATE
 from benchroute.selection import route_rows
+
+logger = logging.getLogger(__name__)
 
 
 def store_costs(data: Any) -> dict[str, float] | None:
@@ -123,6 +126,25 @@ def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | Non
     if models is not None and not isinstance(costs, Mapping):
         return cost_vector(router.models_, costs)[[router.models_.index(m) for m in models]]
     return cost_vector(router.models_ if models is None else models, costs)
+
+
+def known_costs(costs: Mapping[str, float] | None, candidates: Sequence[str]
+                ) -> dict[str, float] | None:
+    """Costs per call for serving and calibrating: all that are given when every candidate has
+    one, else none.
+
+    Why not 0 for a missing cost: a model made free would win every cost-led decision. Without
+    them the gateway and calibration route as ``Router.route_table`` does without costs:
+    ``best`` and ``threshold`` decide, and the cost-led policies are refused, naming the models
+    that lack a cost."""
+    if costs is None:
+        return None
+    missing = [m for m in candidates if m not in costs]
+    if missing:
+        logger.warning("no cost per call for %s (of %d candidates): routing without costs; the "
+                       "cost-led policies are refused", missing[:10], len(candidates))
+        return None
+    return {str(m): float(c) for m, c in costs.items()}
 
 
 #: Policies that decide without costs: routing with them needs no price (cost 0 is shown when

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from benchroute._persist import parse_json
 from benchroute.exceptions import BenchrouteError
-from benchroute.routing import default_pair
+from benchroute.routing import default_pair, known_costs
 from benchroute.serve.calibrate import (
     Calibration,
     cost_quality_curve,
@@ -136,24 +136,6 @@ class Gateway:
     forwarder: Forwarder | None = None
 
 
-def known_costs(costs: Mapping[str, float] | None, candidates: Sequence[str]
-                ) -> dict[str, float] | None:
-    """The gateway's costs per call: all that are given when every candidate has one, else none.
-
-    Why not 0 for a missing cost: a model made free would win every cost-led decision. Without
-    them the gateway routes as ``Router.route_table`` does without costs: ``best`` and
-    ``threshold`` decide, and the cost-led policies are refused, naming the models that lack
-    a cost."""
-    if costs is None:
-        return None
-    missing = [m for m in candidates if m not in costs]
-    if missing:
-        logger.warning("no cost per call for %s (of %d candidates): serving without costs; the "
-                       "cost-led policies are refused", missing[:10], len(candidates))
-        return None
-    return {str(m): float(c) for m, c in costs.items()}
-
-
 def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
                   config: GatewayConfig | None = None, policy: str | None = None,
                   params: Mapping[str, Any] | None = None, candidates: Sequence[str] | None = None,
@@ -205,8 +187,8 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     curve = cost_quality_curve(router, pool, decider.cand, costs, strong)
     d_policy, d_params = decider.resolve(Entry(PREFIX))
     point = operating_point(router, pool, curve, decider.cand, d_policy, d_params, costs)
-    curve.pop("keep")
-    curve.pop("C")
+    for internal in ("keep", "C", "cand"):
+        curve.pop(internal)
     if calibration is not None and "strong_share" in calibration.target:
         metrics.set_target(PREFIX, strong, float(calibration.target["strong_share"]))
     status = {

@@ -63,12 +63,18 @@ class Sample:
 
 
 def pool_sample(router: Any, n: int = 2000, seed: int = 0) -> Sample:
-    """P on up to ``n`` pool inputs, each scored without itself (what a new input would get)."""
+    """P on up to ``n`` pool inputs, each scored without itself (what a new input would get).
+
+    ``Y`` has a column per router model: a model added from a few labels has no benchmark
+    labels there (NaN), so the curve's true-label quality leaves it out."""
     N = len(router.Y_)
     rows = np.sort(np.random.default_rng(seed).choice(N, size=min(n, N), replace=False))
     X = router.predictor_.index_.vectors()[rows]
     P = routing.router_proba(router, X)  # each row's own label left out (a near-duplicate)
-    return Sample(P, f"pool sample ({len(rows)} of {N} benchmark inputs)", router.Y_[rows])
+    Y = np.full(P.shape, np.nan)
+    pool = [router.models_.index(m) for m in router.pool_models_]
+    Y[:, pool] = router.Y_[rows]
+    return Sample(P, f"pool sample ({len(rows)} of {N} benchmark inputs)", Y)
 
 
 def prompt_sample(router: Any, texts: Sequence[str], seed: int = 0) -> Sample:
@@ -250,6 +256,10 @@ def cost_quality_curve(router: Any, sample: Sample, cand: np.ndarray,
 
     if sample.Y is None:
         raise BenchrouteError("the cost–quality curve needs a labelled (pool) sample")
+    # models without benchmark labels on the sample (added from a few labels) cannot be scored
+    # by true labels: the curve is the candidates that have them
+    unlabelled = [router.models_[j] for j in cand if np.isnan(sample.Y[:, j]).all()]
+    cand = np.asarray([j for j in cand if router.models_[j] not in unlabelled], dtype=np.intp)
     models = [router.models_[i] for i in cand]
     Q = sample.Y[:, cand]
     keep = ~np.isnan(Q).any(axis=1)
@@ -265,7 +275,8 @@ def cost_quality_curve(router: Any, sample: Sample, cand: np.ndarray,
                for j, m in enumerate(models)] if len(Q) else []
     return {"x_label": x_label, "y_label": "benchmark quality (pool sample, true labels)",
             "points": [[r["cost"], r["quality"]] for r in rows], "singles": singles,
-            "n": int(len(Q)), "C": C[0].tolist(), "keep": keep}
+            "n": int(len(Q)), "unlabelled": unlabelled, "C": C[0].tolist(), "keep": keep,
+            "cand": cand.tolist()}
 
 
 def operating_point(router: Any, sample: Sample, curve: Mapping[str, Any], cand: np.ndarray,
@@ -274,11 +285,14 @@ def operating_point(router: Any, sample: Sample, curve: Mapping[str, Any], cand:
     """(x, y) of a policy on the curve's sample, on the curve's axes."""
     keep = curve["keep"]
     frame = routing.policy_frame(router, sample.P[keep], policy, cand, costs, **dict(params))
-    col = {m: j for j, m in enumerate(router.models_[i] for i in cand)}
-    pick = np.array([col[m] for m in frame["model"]])
-    Q = sample.Y[keep][:, cand] if sample.Y is not None else None
+    # the curve's models: a choice of one without benchmark labels (an added model) is left
+    # out of the point, which then stands for the inputs routed to labelled models
+    col = {router.models_[i]: j for j, i in enumerate(curve["cand"])}
+    rows = np.array([r for r, m in enumerate(frame["model"]) if m in col], dtype=np.intp)
+    pick = np.array([col[m] for m in frame["model"].iloc[rows]], dtype=np.intp)
+    Q = sample.Y[keep][:, curve["cand"]] if sample.Y is not None else None
     x = float(np.asarray(curve["C"])[pick].mean()) if len(pick) else 0.0
-    y = float(Q[np.arange(len(pick)), pick].mean()) if Q is not None and len(pick) else 0.0
+    y = float(Q[rows, pick].mean()) if Q is not None and len(pick) else 0.0
     return [x, y]
 
 
@@ -291,8 +305,8 @@ def calibrate(router: Any, prompts: Sequence[str], policy: str, target: float,
     return a report of the realised share (or mean cost) on the prompts and on the pool."""
     cand_names = list(candidates) if candidates is not None else list(router.models_)
     cand = router.candidate_indices(cand_names)
-    if costs is None:
-        costs = getattr(router, "costs_", None)
+    costs = routing.known_costs(costs if costs is not None else getattr(router, "costs_", None),
+                                cand_names)
     pair = routing.default_pair(router, cand_names, costs)
     strong = strong or pair[0]
     weak = weak or pair[1]

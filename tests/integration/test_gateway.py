@@ -508,6 +508,33 @@ def test_calibration_meets_target_share_and_serve_uses_it(router, fake, tmp_path
     assert shared["policy"] == "threshold"
 
 
+def test_a_router_with_an_added_model_serves_and_calibrates(fake, tmp_path):
+    """probe → add-model → serve, the README's flow: the pool sample has no benchmark labels
+    for the added model (an IndexError at start-up before), so the curve leaves it out and
+    says so; its cost alone does not make costs mandatory for calibrating a threshold."""
+    from benchroute.data.store import BenchmarkData
+
+    cfg, url = fake
+    data, _ = synthetic(4)
+    frame = data.frame
+    r = Router(alphas=(0.0,), encoder=HashingEncoder(64), cache_dir=str(tmp_path / "cache")).fit(
+        BenchmarkData(frame[frame["model"] != "m2"].reset_index(drop=True)))
+    probe = r.probe_set(20)
+    lab = frame[frame["model"] == "m2"].set_index(["dataset", "instance_id"])["correct"]
+    r.add_model("m2", [{"dataset": d, "instance_id": i, "correct": float(lab.loc[(d, i)])}
+                       for d, i in zip(probe["dataset"], probe["instance_id"]) if (d, i) in lab.index],
+                costs=1.0)
+    with gateway(r, upstreams(url, r, costs=None)) as (gw, base):
+        status = httpx.get(base + "/status.json").json()
+        got = httpx.post(base + "/v1/route", json={"input": "task 1 input 4"}).json()
+    assert status["curve"]["unlabelled"] == ["m2"]
+    assert [s["model"] for s in status["curve"]["singles"]] == ["m0", "m1"]
+    assert got["model"] == r.route(["task 1 input 4"])[0]
+    prompts = [f"task {i % 4} input {i}" for i in range(60)]
+    calibrate(r, prompts, "threshold", 0.3, tmp_path / "c.json", strong="m0", weak="m1")
+    assert json.loads((tmp_path / "c.json").read_text())["policy"] == "threshold"
+
+
 @pytest.mark.parametrize("policy, target", [("smallest_sufficient", 0.4), ("budget", 1.5)])
 def test_calibration_of_tau_and_budget(router, tmp_path, policy, target):
     prompts = [f"task {i % 4} input {i}" for i in range(150)]
