@@ -142,6 +142,7 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         _write(router, tmp)
+        _keep_other_files(folder, tmp)
         old = None
         if folder.exists():
             old = folder.parent / f"{tmp.name}.old"
@@ -154,6 +155,28 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     _remove_leftovers(folder)
     return folder
+
+
+#: What a save writes at the top of a router folder; anything else there is the user's
+ROUTER_ENTRIES = frozenset({"router.json", "pool.npz", "index", ADDED_FILE})
+
+
+def _keep_other_files(folder: Path, tmp: Path) -> None:
+    """Copy what the replaced router folder holds besides the router's own files (a
+    calibration, notes) into the new one: a save replaces the router, not the folder's other
+    contents (``add-model`` deleted a calibration before)."""
+    if not (folder / "router.json").is_file():
+        return
+    for entry in folder.iterdir():
+        if entry.name in ROUTER_ENTRIES:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, tmp / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
+        if entry.name == "calibration.json":
+            logger.warning("%s: kept calibration.json; if this save changed the router's models, "
+                           "encoder or pool, serve refuses it until calibrate runs again", folder)
 
 
 #: Parameters the fitted predictor was built with: a loaded router rebuilds it from the saved

@@ -642,6 +642,25 @@ def test_save_and_load_keep_added_models(world, tmp_path):
     r.set_params(seed=r.seed - 1)
 
 
+def test_saving_over_a_router_keeps_the_folders_other_files(world, tmp_path, caplog):
+    """A save replaces the router, not what else its folder holds: add-model removed the
+    calibration.json that calibrate had written there. The router's own files are not carried:
+    added.npz goes with the model removed."""
+    _, data, r, _ = world
+    folder = r.save(tmp_path / "r")
+    (folder / "calibration.json").write_text("{}")
+    (folder / "notes").mkdir()
+    (folder / "notes" / "why.txt").write_text("kept")
+    (folder / "link").symlink_to("notes/why.txt")
+    back = Router.load(folder, cache_dir=str(tmp_path / "cache"))
+    back.remove_model("new")
+    with caplog.at_level("WARNING", logger="benchroute.persistence"):
+        back.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "calibration.json", "index", "link", "notes", "pool.npz", "router.json"]
+    assert (folder / "link").is_symlink() and (folder / "link").read_text() == "kept"
+    assert "kept calibration.json" in caplog.text
+    assert Router.load(folder, cache_dir=str(tmp_path / "cache")).models_ == KNOWN
 
 
 @pytest.mark.parametrize("change,match", [
