@@ -10,6 +10,7 @@ router (through :mod:`benchroute.routing`), the gateway and the cross-fitted eva
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,17 @@ def check_number(name: str, value: object, low: float | None = None) -> float:
         raise BenchrouteError(f"{name} == {short_repr(value, 60)}, expected a finite "
                               f"number{at_least}")
     return float(value)  # type: ignore[arg-type]
+
+
+def check_param(where: str, key: str, value: object) -> float:
+    """A numeric policy parameter within :data:`PARAM_RANGES` (NaN and infinities refused)."""
+    lo, hi = PARAM_RANGES[key]
+    v = check_number(where, value)
+    if not lo - RANGE_SLACK <= v <= hi + RANGE_SLACK:
+        span = f"in [{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g}"
+        raise BenchrouteError(f"{where} == {short_repr(value, 60)}, expected a finite number "
+                              f"{span}")
+    return v
 
 
 def _cost_array(c: object) -> np.ndarray:
@@ -254,9 +266,15 @@ POLICIES: dict[str, Policy] = {
 }
 
 
-#: Lower bound of each numeric policy parameter (None: any finite number).
-_PARAM_LOW: dict[str, float | None] = {"tau": None, "t": None, "max_quality_drop": 0.0,
-                                        "budget": 0.0, "lam": 0.0}
+#: The range of each numeric policy parameter, one rule for the library, the command line and
+#: the gateway's entry points (a tau of 70 meant for 0.70 is refused everywhere). ``t`` compares
+#: P(S, x) − P(W, x) ∈ [−1, 1] and ``tau`` a probability; ε is a drop in P.
+PARAM_RANGES: dict[str, tuple[float, float]] = {
+    "t": (-1.0, 1.0), "tau": (0.0, 1.0), "max_quality_drop": (0.0, 1.0),
+    "budget": (0.0, math.inf), "lam": (0.0, math.inf)}
+#: Slack on the ranges' ends: a calibrated t that sends no input to the strong model lies one
+#: rounding step above the highest score, 1.0 + 2⁻⁵² when that score is 1.
+RANGE_SLACK = 1e-9
 #: Old spellings of policy parameters, accepted for one release (routing, the gateway's
 #: calibration files and ``--param``).
 RENAMED_PARAMS = {"eps": "max_quality_drop"}
@@ -304,7 +322,7 @@ def check_policy_params(name: str, params: Mapping[str, Any], n_models: int) -> 
                                       f"column index in [0, {n_models})")
             out[key] = int(value)
         else:
-            out[key] = check_number(f"policy {name!r}: {key}", value, _PARAM_LOW.get(key))
+            out[key] = check_param(f"policy {name!r}: {key}", key, value)
     if "strong" in out and out["strong"] == out["weak"]:
         raise BenchrouteError(f"policy {name!r}: strong and weak are the same model; the "
                               "threshold policy chooses between two different models")
@@ -344,7 +362,7 @@ def cheapest_within_selection(scores: pd.DataFrame, costs: Mapping[str, float],
 
     ``scores`` is a :class:`~benchroute.selection.Selection`'s table (index = model).
     """
-    check_number("max_quality_drop", max_quality_drop, 0.0)
+    check_param("max_quality_drop", "max_quality_drop", max_quality_drop)
     if column not in scores.columns:
         raise BenchrouteError(f"scores has no column {column!r}; columns: {list(scores.columns)}")
     s = scores[column].astype(float)

@@ -305,8 +305,8 @@ def calibrate(router: Any, prompts: Sequence[str], policy: str, target: float,
     return a report of the realised share (or mean cost) on the prompts and on the pool."""
     cand_names = list(candidates) if candidates is not None else list(router.models_)
     cand = router.candidate_indices(cand_names)
-    costs = routing.known_costs(costs if costs is not None else getattr(router, "costs_", None),
-                                cand_names)
+    if costs is None:  # the caller's costs are checked where used; the router's if complete
+        costs = routing.known_costs(getattr(router, "costs_", None), cand_names)
     pair = routing.default_pair(router, cand_names, costs)
     strong = strong or pair[0]
     weak = weak or pair[1]

@@ -28,17 +28,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchroute.exceptions import BenchrouteError
+from benchroute.policies import PARAM_RANGES
 
 PREFIX = "benchroute"
 
 # policy -> (parameter it takes, lowest value, highest value)
+#: each entry policy's parameter and range: the library's (benchroute.policies.PARAM_RANGES),
+#: and the gateway's own ``share`` (the strong model's share of calls)
 POLICY_PARAMS: dict[str, tuple[str, float, float]] = {
-    "threshold": ("t", -1.0, 1.0),
+    "threshold": ("t", *PARAM_RANGES["t"]),
     "share": ("share", 0.0, 1.0),
-    "smallest_sufficient": ("tau", 0.0, 1.0),
-    "cheapest_within": ("max_quality_drop", 0.0, 1.0),
-    "lagrangian": ("lam", 0.0, math.inf),
-    "budget": ("budget", 0.0, math.inf),
+    "smallest_sufficient": ("tau", *PARAM_RANGES["tau"]),
+    "cheapest_within": ("max_quality_drop", *PARAM_RANGES["max_quality_drop"]),
+    "lagrangian": ("lam", *PARAM_RANGES["lam"]),
+    "budget": ("budget", *PARAM_RANGES["budget"]),
 }
 POLICY_NAMES = ("best", *POLICY_PARAMS)
 

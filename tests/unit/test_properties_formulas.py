@@ -249,7 +249,8 @@ def _all_picks(P, c, t_or_tau, drop, lam, bud, strong, weak):
 @FAST
 def test_every_policy_returns_one_valid_column_per_input(data, tau, drop, lam, bud, sw):
     """Whatever the parameter, each policy names one existing model per input, and
-    apply_policy by name makes the same choice."""
+    apply_policy by name makes the same choice, or refuses a value outside the parameter's
+    range (the one table the gateway's entry points read too)."""
     P, c = data
     m = P.shape[1]
     picks = _all_picks(P, c, tau, drop, lam, bud, sw[0] % m, sw[1] % m)
@@ -261,6 +262,12 @@ def test_every_policy_returns_one_valid_column_per_input(data, tau, drop, lam, b
     params = {"best": {}, "smallest_sufficient": {"tau": tau}, "lagrangian": {"lam": lam},
               "cheapest_within": {"max_quality_drop": drop}, "budget": {"budget": bud}}
     for name, kw in params.items():
+        (key, value), = kw.items() or [(None, None)]
+        lo, hi = pol.PARAM_RANGES.get(key, (0, 0))
+        if key is not None and not lo - pol.RANGE_SLACK <= value <= hi + pol.RANGE_SLACK:
+            with pytest.raises(BenchrouteError, match=rf"{key} == .*expected a finite number (in|>=)"):
+                pol.apply_policy(name, P, c, **kw)
+            continue
         np.testing.assert_array_equal(pol.apply_policy(name, P, c, **kw), picks[name], name)
 
 
