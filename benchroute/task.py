@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchroute.data.metrics import short_repr
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import (
     LabeledRecords,
@@ -46,9 +47,14 @@ _EXCLUDED_MEMO = 8
 
 
 def check_excluded(router: Router, exclude_datasets: Sequence[str]) -> list[str]:
-    """The pool tasks to leave out, sorted; unknown names and all tasks are refused."""
+    """The pool tasks to leave out, sorted; unknown names and all tasks are refused. One name
+    may be given as a string (``exclude_datasets="math"`` read as its letters before)."""
     check_is_fitted(router, "predictor_")
-    exclude = sorted(set(exclude_datasets))
+    names = [exclude_datasets] if isinstance(exclude_datasets, str) else list(exclude_datasets)
+    if not all(isinstance(t, str) for t in names):
+        raise BenchrouteError(f"exclude_datasets: expected task names (strings), got "
+                              f"{short_repr(names, 80)}")
+    exclude = sorted(set(names))
     tasks = router.tasks_
     unknown = [t for t in exclude if t not in tasks]
     if unknown:

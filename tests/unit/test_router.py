@@ -169,6 +169,10 @@ def test_equivalent_to_brute_force(seed, k, per_task, n_nb, n_tasks):
     full = Router(k=k, n_neighbours=n_nb, alphas=(0.0,), encoder=HashingEncoder(8)).fit(data, embeddings=X)
     ex = full.select_embedded(Q, exclude_datasets=[held])
     np.testing.assert_allclose(ex.scores["S1"], S1, atol=1e-6)
+    # one name as a string is that task (it was read as its letters)
+    np.testing.assert_array_equal(full.select_embedded(Q, exclude_datasets=held).scores, ex.scores)
+    with pytest.raises(BenchrouteError, match="expected task names"):
+        full.select_embedded(Q, exclude_datasets=[1])
     assert ex.task_distance == pytest.approx(u, abs=1e-6)
     # ... and for the reference pairs and p_hat too (issue 10: exclude_datasets is exact)
     alone = Router(k=k, n_neighbours=n_nb, alphas=alphas, repeats=repeats, seed=seed,
