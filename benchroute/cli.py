@@ -380,6 +380,11 @@ def _cmd_select(args: argparse.Namespace) -> int:
     candidates = _name_list("--candidates", args.candidates)
     truth = None
     if args.holdout:
+        unused = [what for what, given in (("a texts file", args.texts), ("--router", args.router))
+                  if given]
+        if unused:
+            raise BenchrouteError(f"--holdout fits its own router on --pack and selects for the "
+                                  f"held-out inputs; {' and '.join(unused)} would be ignored")
         router, texts, truth = _holdout_demo(args.pack, args.holdout)
     else:
         if not args.texts:

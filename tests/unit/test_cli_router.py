@@ -173,3 +173,12 @@ def test_names_holding_commas_are_quoted_as_in_csv(tmp_path, capsys):
     assert "a line break outside quotes" in capsys.readouterr().err
     assert main(base + ["--candidates", "org/m,1"]) == 2  # unquoted: two names, both unknown
     assert "unknown model(s) ['org/m', '1']" in capsys.readouterr().err
+
+
+def test_holdout_refuses_what_it_would_ignore(router_dir, tmp_path, capsys):
+    """select --holdout runs the demo on --pack; a texts file or --router given with it were
+    silently ignored."""
+    texts = tmp_path / "t.txt"
+    texts.write_text("x\n")
+    assert main(["select", str(texts), "--holdout", "anatomy", "--router", str(router_dir)]) == 2
+    assert "a texts file and --router would be ignored" in capsys.readouterr().err
