@@ -279,6 +279,9 @@ def _fail(path: Path, field: str, expected: str) -> BenchrouteError:
 def _read_meta(folder: Path) -> dict[str, object]:
     if folder.exists() and not folder.is_dir():
         raise BenchrouteError(f"{folder}: is a file, not a saved router folder")
+    if not folder.exists():
+        raise BenchrouteError(f"{folder}: no such folder (a saved router is a folder written by "
+                              "Router.save or `benchroute fit --out`)")
     path = folder / "router.json"
     meta = read_versioned_json(path, ROUTER_FORMAT_VERSION, "router", oldest=OLDEST_ROUTER_FORMAT,
                                required=True, remake="it predates checksummed router.json; fit "

@@ -72,6 +72,13 @@ class Router(RouterParams, pool_state.FittedPool):
         if not isinstance(data, BenchmarkData):
             raise BenchrouteError(f"fit expects a BenchmarkData, got {type(data).__name__}")
         pool = pool_arrays(data, embeddings, self.embed)
+        enc = self.held_encoder()  # cheap: weights load on first use
+        if embeddings is not None and 0 < enc.dimension != pool.X.shape[1]:
+            # routing embeds its inputs with this encoder, and would refuse the pool then
+            raise BenchrouteError(f"embeddings are {pool.X.shape[1]}-d, encoder "
+                                  f"{enc.identifier!r} gives {enc.dimension}-d vectors; give "
+                                  "vectors from the router's encoder, or set encoder= to the one "
+                                  "that made them (fit_arrays takes vectors alone)")
         self.fit_arrays(pool.X, pool.Y, pool.datasets, pool.models, pool.instance_ids,
                         data.dataset_accuracy().reindex(columns=pool.models))
         self.costs_ = store_costs(data)

@@ -379,8 +379,11 @@ def test_save_load_roundtrip_and_tampering(tmp_path):
     pool.write_bytes(pool.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(BenchrouteError, match="checksum mismatch"):
         Router.load(tmp_path / "r3")
-    with pytest.raises(BenchrouteError, match="not a saved benchroute router"):
+    with pytest.raises(BenchrouteError, match="nowhere: no such folder"):
         Router.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BenchrouteError, match="not a saved benchroute router"):
+        Router.load(tmp_path / "empty")
 
 
 def test_p_map_is_saved_and_routers_without_self_estimates_still_load(tmp_path):
@@ -436,3 +439,14 @@ def test_repr_says_what_a_fitted_router_holds(tmp_path):
     assert repr(Router()) == "Router()"
     back = Router.load(router.save(tmp_path / "r"))
     assert repr(back).endswith("fitted on 10 inputs, 3 models, 2 tasks; encoder 'hashing-8-12'")
+
+
+def test_fit_refuses_embeddings_of_another_dimension_than_its_encoder():
+    """fit(data, embeddings=...) with vectors the router's encoder cannot make: routing a text
+    failed later saying to use the encoder it was fitted with, which it was."""
+    data, X = synthetic(3)
+    with pytest.raises(BenchrouteError, match=r"embeddings are 8-d, encoder 'hashing-64-12' "
+                                              r"gives 64-d vectors"):
+        Router(alphas=(0.0,), encoder=HashingEncoder(64)).fit(data, embeddings=X)
+    Router(alphas=(0.0,), tune=False, encoder=HashingEncoder(64)).fit_arrays(
+        X, np.ones((len(X), 1)), ["t"] * len(X), ["m"])  # arrays alone: no text to embed
