@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchroute._persist import decode_text, parse_json, read_text_file, write_file_atomic
+from benchroute._persist import (
+    decode_text,
+    parse_json,
+    read_text_file,
+    text_lines,
+    write_file_atomic,
+)
 from benchroute.exceptions import BenchrouteError
 
 EXIT_USAGE = 2
@@ -985,18 +991,20 @@ def _read_texts(path: str) -> list[str]:
         raise DataError(f"{p}: no such file")
     texts: list[str] = []
     content = _read_stdin(p) if path == "-" else read_text_file(p, DataError)
-    for lineno, line in enumerate(content.splitlines(), start=1):
+    for lineno, line in text_lines(content):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
             obj = parse_json(line, str(p), DataError, line=lineno)
             if not isinstance(obj.get("text"), str):
                 raise DataError(f"{p}: line {lineno} has no string field 'text'")
+            if not obj["text"].strip():
+                raise DataError(f"{p}: line {lineno}: field 'text' is empty or only whitespace")
             texts.append(obj["text"])
         else:
             texts.append(line)
     if not texts:
-        raise DataError(f"{p}: no input texts (the file is empty)")
+        raise DataError(f"{p}: no input texts (the file is empty or holds only blank lines)")
     return texts
 
 

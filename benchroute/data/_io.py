@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchroute._persist import decode_text, parse_json, read_bytes_file, read_json_file
+from benchroute._persist import (
+    decode_text,
+    parse_json,
+    read_bytes_file,
+    read_json_file,
+    text_lines,
+)
 from benchroute.exceptions import DataError
 
 logger = logging.getLogger(__name__)
@@ -92,7 +98,7 @@ def read_json_records(
         records = parse_json(text, str(path), DataError)
     else:
         records = [parse_json(line, str(path), DataError, line=lineno)
-                   for lineno, line in enumerate(text.splitlines(), start=1) if line.strip()]
+                   for lineno, line in text_lines(text) if line.strip()]
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise DataError(f"{path}: record {i} is a {type(rec).__name__}, expected an object")

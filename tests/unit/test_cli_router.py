@@ -182,3 +182,19 @@ def test_holdout_refuses_what_it_would_ignore(router_dir, tmp_path, capsys):
     texts.write_text("x\n")
     assert main(["select", str(texts), "--holdout", "anatomy", "--router", str(router_dir)]) == 2
     assert "a texts file and --router would be ignored" in capsys.readouterr().err
+
+
+def test_lines_end_at_newlines_only(router_dir, tmp_path, capsys):
+    """A prompt holding U+2028 or a form feed is one line, and JSONL written with
+    ensure_ascii=False keeps such a character raw inside a string: splitlines() made two
+    inputs of each and shifted the rest. A blank JSONL text names its file and line."""
+    texts = tmp_path / "t.txt"
+    texts.write_text("first\nsecond\u2028continued\r\nthird\x0cpage\n"
+                     + json.dumps({"text": "a\u2028b\x85c"}, ensure_ascii=False) + "\n",
+                     encoding="utf-8")
+    assert main(["route", str(texts), "--router", str(router_dir), "--json"]) == 0
+    got = [json.loads(x)["text"] for x in capsys.readouterr().out.splitlines()]
+    assert got == ["first", "second\u2028continued", "third\x0cpage", "a\u2028b\x85c"]
+    texts.write_text('{"text": "a"}\n\n{"text": "   "}\n')
+    assert main(["route", str(texts), "--router", str(router_dir)]) == 2
+    assert "t.txt: line 3: field 'text' is empty" in capsys.readouterr().err
