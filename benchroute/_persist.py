@@ -154,6 +154,28 @@ def read_versioned_json(path: Path, supported: int, what: str,
     return meta
 
 
+def check_output_path(path: str | os.PathLike[str], what: str = "file",
+                      error: type[Exception] = BenchrouteError) -> Path:
+    """Refuse an output path that cannot be written, before the work that fills it: a folder,
+    no file name, or a parent that is a file or not writable. Why before: a long job (a Ray
+    routing run) found out only when it came to write."""
+    path = Path(path)
+    try:
+        if not path.name or path.is_dir():
+            raise error(f"{str(path) or repr('')}: is a folder or no file name; expected a path "
+                        f"for the {what}")
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent  # the folders that do not exist yet are made when writing
+        if not parent.is_dir():
+            raise error(f"{path}: cannot write the {what} ({parent} is not a folder)")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise error(f"{path}: cannot write the {what} ({parent} is not writable)")
+    except OSError as exc:  # a name too long, say
+        raise error(f"{path}: cannot write the {what} ({exc.strerror or exc})") from exc
+    return path
+
+
 def write_file_atomic(path: str | os.PathLike[str], write: Callable[[Path], object],
                       what: str = "file", error: type[Exception] = BenchrouteError) -> Path:
     """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it to ``path``: a
@@ -161,11 +183,8 @@ def write_file_atomic(path: str | os.PathLike[str], write: Callable[[Path], obje
     with no file name (``''``), is refused before anything is written. A symbolic link is
     followed (the file it names is replaced, the link kept), a device or a pipe
     (``/dev/stdout``) is written through, and a replaced file keeps its permission bits."""
-    given = path = Path(path)
+    given = path = check_output_path(path, what, error)
     try:
-        if not path.name or path.is_dir():
-            raise error(f"{str(path) or repr('')}: is a folder or no file name; expected a path "
-                        f"for the {what}")
         path = Path(os.path.realpath(path))
         if path.exists() and not path.is_file():  # a device or a pipe: no rename onto it
             write(path)

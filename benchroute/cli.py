@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchroute._persist import (
+    check_output_path,
     decode_text,
     parse_json,
     read_text_file,
@@ -627,6 +628,12 @@ def _cmd_route(args: argparse.Namespace) -> int:
         raise BenchrouteError("give the texts to route (a file, or '-' for standard input)")
     if args.ray is not None and args.out is None:
         raise BenchrouteError("--ray writes its decisions to a file: add --out routed.parquet")
+    if args.out is not None:
+        check_output_path(args.out, "routed file")
+        if args.texts != "-" and Path(args.texts).exists() and args.out.exists() \
+                and os.path.samefile(args.texts, args.out):
+            raise BenchrouteError(f"--out {args.out} is the texts file; the routed file would "
+                                  "replace it")
     texts = _read_texts(args.texts)
     candidates = _name_list("--candidates", args.candidates)
     if args.out is not None:

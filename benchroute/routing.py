@@ -31,6 +31,7 @@ from benchroute.policies import (
     get_policy,
 )
 from benchroute.predictors import NEAR_DUPLICATE
+from benchroute.scoring import argmax_ties
 from benchroute.selection import route_rows
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,13 @@ def _decisions(router: Any, P: np.ndarray, c: np.ndarray, policy: str, params: d
     """The policy's choices, inputs flagged out of distribution moved to the best model on
     average among the candidates, as a frame (``ood_p``/``ood_fallback`` when p is known)."""
     default = int(np.flatnonzero(cand == router.bma_index(cand))[0])
-    pick, flag = fall_back(apply_policy(policy, P, c, **params), ood_p, ood_alpha, default)
+    if policy == "best":
+        # Router.route's rule: a tie goes to the best model on average first, then the cheaper
+        # (the policy alone gives it to the cheaper, then the first column)
+        choice = argmax_ties(P, prefer=default, cost=c, tol=router.config().tie_tol)
+    else:
+        choice = apply_policy(policy, P, c, **params)
+    pick, flag = fall_back(choice, ood_p, ood_alpha, default)
     frame = choices_frame(P, c, pick, models)
     if ood_p is not None:
         frame["ood_p"] = ood_p

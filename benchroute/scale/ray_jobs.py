@@ -291,6 +291,7 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
     route with ``lagrangian`` instead). The file appears only when every row is done. Returns a
     :class:`RouteReport`.
     """
+    from benchroute._persist import check_output_path
     from benchroute.inputs import parse_texts
     from benchroute.ood import check_alpha
     from benchroute.routing import policy_frame
@@ -301,7 +302,7 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
                               "in batches it would decide differently. Fix its price λ on a "
                               "sample (benchroute.policies.budget_price) and route with "
                               "policy 'lagrangian', param lam=λ")
-    items = parse_texts(list(texts), "texts")
+    items = parse_texts(texts, "texts")  # one string is one text, as route_table takes it
     folder = None if router is None else str(Path(router).resolve())
     local = _open_router(folder)
     cand_idx = local.candidate_indices(candidates)
@@ -314,7 +315,7 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
     _check_sizes(actors=actors, rows_per_task=rows_per_task)
     if not cpus_per_actor > 0:
         raise BenchrouteError(f"cpus_per_actor == {cpus_per_actor!r}, must be > 0")
-    out = Path(out)
+    out = check_output_path(out, "routed file")  # before the job, not after it
     parts: list[dict[str, np.ndarray]] = []
     with ray_session(address, progress) as ray:
         blocks = -(-len(items) // rows_per_task)

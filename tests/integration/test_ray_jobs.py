@@ -70,6 +70,19 @@ def test_route_checks_before_the_job(router_dir, tmp_path):
     with pytest.raises(BenchrouteError, match="rows_per_task == 0"):
         route_with_ray(["a"], tmp_path / "x.parquet", router_dir, rows_per_task=0)
     assert not (tmp_path / "x.parquet").exists()
+    # an output path that cannot be written: refused before the job (after it, before)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BenchrouteError, match=r"file/x\.parquet: cannot write the routed file "
+                                              r"\(.*file is not a folder\)"):
+        route_with_ray(["a"], tmp_path / "file" / "x.parquet", router_dir)
+    with pytest.raises(BenchrouteError, match="is a folder or no file name"):
+        route_with_ray(["a"], tmp_path, router_dir)
+
+
+def test_one_string_is_one_text(local_ray, router_dir, tmp_path):
+    """route_with_ray("a text") routed each character (route_table takes it as one text)."""
+    report = route_with_ray("task 1 input 3", tmp_path / "one.parquet", router_dir, actors=1)
+    assert report.rows == 1 and len(pd.read_parquet(report.out)) == 1
 
 
 def test_cli_route_and_embed_on_ray(local_ray, router_dir, tmp_path, capsys):

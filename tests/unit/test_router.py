@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchroute import BenchmarkData
+from benchroute import BenchmarkData, routing
 from benchroute.embedding import HashingEncoder
 from benchroute.exceptions import BenchrouteError, FormatVersionError, NotFittedError
 from benchroute.reference import few_shot_count
@@ -450,3 +450,23 @@ def test_fit_refuses_embeddings_of_another_dimension_than_its_encoder():
         Router(alphas=(0.0,), encoder=HashingEncoder(64)).fit(data, embeddings=X)
     Router(alphas=(0.0,), tune=False, encoder=HashingEncoder(64)).fit_arrays(
         X, np.ones((len(X), 1)), ["t"] * len(X), ["m"])  # arrays alone: no text to embed
+
+
+def test_route_table_best_breaks_ties_as_route_does():
+    """route_table(policy="best") (route --out, Ray, the gateway) and route() choose the same
+    model when P ties: the best model on average first. With k = 1 P is a neighbour's label
+    (or a model's mean), so ties are everywhere; the policy alone gave them to the first
+    column."""
+    data, X = synthetic(7)
+    router = Router(k=1, tune=False, alphas=(0.0,), encoder=HashingEncoder(8)).fit(
+        data, embeddings=X)
+    Q = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    P = router_proba(router, Q)
+    top = P.max(axis=1, keepdims=True) - 1e-9 <= P
+    tied = (top.sum(axis=1) > 1) & top[:, router.models_.index(router.bma_)]
+    assert tied.sum() > 20
+    routed = router.route_embedded(Q)
+    frame = routing.policy_frame(router, P, "best", router.candidate_indices(None), None)
+    assert frame["model"].tolist() == routed
+    assert set(np.asarray(routed)[tied]) == {router.bma_}
