@@ -87,6 +87,8 @@ _WORKER_IP = re.compile(r"\(pid=\d+, ip=([^,)]+)")
 #: a traceback's last line: the exception's class at the start of a line, then its message
 _RAY_ERROR = re.compile(r"^ray\.exceptions\.\w+: ", re.M)
 _LIBRARY_ERROR = re.compile(r"^benchroute(?:\.\w+)+: (.+?)\s*\Z", re.M | re.S)
+#: any other exception's line: a dotted class name ending as exception classes do
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Fault)\b", re.M)
 
 
 def _worker_error(text: str) -> str:
@@ -104,6 +106,12 @@ def _worker_error(text: str) -> str:
     found = _LIBRARY_ERROR.search(own[-1]) if own else None
     if found:
         return f"{where}: {found.group(1)}"
+    other = list(_EXCEPTION_LINE.finditer(own[-1])) if own else []
+    if other:  # the worker's own exception, not the frames before it or Ray's wrapper after
+        said = own[-1][other[-1].start():].strip()
+        said = said if len(said) <= 1000 else said[:1000] + "..."
+        return f"{where}: {said} (an error in the worker, not one of benchroute's: please " \
+               "report it; Ray's logs hold its traceback)"
     return f"{where}: ...{text[-2000:]}" if len(text) > 2000 else f"{where}: {text}"
 
 

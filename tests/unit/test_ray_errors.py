@@ -22,14 +22,25 @@ def test_a_message_of_several_lines_is_kept_whole():
     assert _worker_error(text) == " on the node at 10.0.0.7: first line\nsecond line"
 
 
-def test_other_errors_keep_the_end_of_the_text():
+def test_other_errors_are_their_exception_line_not_the_frames():
+    """A worker's own failure (not the library's) is its exception, under Ray's wrapper:
+    before, the text's last 2,000 characters, cut mid-frame with Ray's message after it."""
     short = HEAD + TRACE + "ZeroDivisionError: division by zero"
-    assert _worker_error(short).startswith(" on the node at 10.0.0.7: ray::MapWorker")
-    assert "\x1b" not in _worker_error(short)
-    long = HEAD + TRACE * 40 + "MemoryError: out of memory"
+    assert _worker_error(short) == (" on the node at 10.0.0.7: ZeroDivisionError: division by "
+                                    "zero (an error in the worker, not one of benchroute's: "
+                                    "please report it; Ray's logs hold its traceback)")
+    wrapped = (HEAD + TRACE * 40 + "ValueError: cannot encode this text\n\nThe above exception "
+               "was the direct cause of the following exception:\n\n" + HEAD
+               + "ray.exceptions.UserCodeException: UDF failed to process a data block.\n")
+    assert _worker_error(wrapped).startswith(" on the node at 10.0.0.7: ValueError: cannot "
+                                             "encode this text (an error in the worker")
+
+
+def test_text_with_no_exception_line_keeps_its_end():
+    long = HEAD + TRACE * 40 + "the process was killed"
     said = _worker_error(long)
-    assert said.endswith("MemoryError: out of memory") and said.startswith(" on the node at 10.0.0.7: ...")
-    assert len(said) < 2100
+    assert said.endswith("the process was killed") and said.startswith(" on the node at 10.0.0.7: ...")
+    assert len(said) < 2100 and "\x1b" not in said
 
 
 def test_no_node_in_the_text():
