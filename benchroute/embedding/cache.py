@@ -255,12 +255,15 @@ class EmbeddingCache:
                     with self._write_lock():
                         # another process may have stored some of these since we last looked
                         self.refresh()
-                        chunk = [i for i in todo[start:start + chunk_size] if keys[i] not in self._where]
-                        if chunk:
-                            vecs = encode_reporting(encoder, [items[i] for i in chunk], batch_size,
-                                                    bar.update)  # the bar moves per batch
-                            self.put_keys([keys[i] for i in chunk], vecs)
-                            encoded += len(chunk)
+                    chunk = [i for i in todo[start:start + chunk_size] if keys[i] not in self._where]
+                    if chunk:
+                        # encoded without the lock, so that writers sharing a cache (Ray actors on
+                        # one node) encode at once; put_keys re-reads the shards under the lock
+                        # and stores only keys still missing, so none is written twice
+                        vecs = encode_reporting(encoder, [items[i] for i in chunk], batch_size,
+                                                bar.update)  # the bar moves per batch
+                        self.put_keys([keys[i] for i in chunk], vecs)
+                        encoded += len(chunk)
                     # texts another writer stored meanwhile count as done too
                     bar.update(min(chunk_size, len(todo) - start) - len(chunk))
             finally:

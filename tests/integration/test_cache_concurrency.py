@@ -46,3 +46,32 @@ def test_three_writers_overlapping_texts(tmp_path):
     assert found.all() and not cache.corrupt_shards
     np.testing.assert_allclose(got, enc.encode(texts), rtol=1e-6)
     assert not list(tmp_path.glob("*/.*.tmp"))
+
+
+def test_writers_encode_at_once_and_lock_only_to_write(tmp_path):
+    """Two writers of one cache (Ray actors on a node) encode at the same time: the encoding
+    ran under the writers' lock, so they took turns."""
+    import threading
+
+    spans: list[tuple[float, float]] = []
+
+    class Slow(HashingEncoder):
+        def encode(self, texts, batch_size=32):
+            t0 = time.monotonic()
+            time.sleep(0.5)
+            spans.append((t0, time.monotonic()))
+            return super().encode(texts, batch_size)
+
+    def write(prefix: str) -> None:
+        enc = Slow(16)
+        EmbeddingCache(tmp_path, enc.identifier).embed([f"{prefix} {i}" for i in range(10)], enc,
+                                                        progress=False)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    (a0, a1), (b0, b1) = spans
+    assert max(a0, b0) < min(a1, b1)  # the two encodings overlap
+    assert len(EmbeddingCache(tmp_path, HashingEncoder(16).identifier)) == 20
