@@ -183,6 +183,20 @@ def test_pinned_model_and_models_list(router, fake):
     assert raw.parse().model == "up-m2"
 
 
+def test_upstreams_the_router_lacks_are_not_listed(router, fake, caplog):
+    """An upstreams file naming a model the router does not have (a typo, a shared file):
+    /v1/models listed it and a request for it was a 404; now it is not served, and said."""
+    cfg, url = fake
+    ups = upstreams(url, router)
+    ups["gama"] = Upstream("gama", url + "/v1", "up-gama", cost=1.0)
+    with caplog.at_level("WARNING", logger="benchroute.serve.app"):
+        with gateway(router, ups) as (gw, base):
+            ids = [m.id for m in client(base).models.list()]
+    assert "gama" not in ids and "up-gama" not in ids and {"m0", "m1", "m2"} <= set(ids)
+    assert "upstream(s) ['gama'] name no model of the router" in caplog.text
+    assert gw.decider.costs == COSTS  # the extra entry takes no part in the costs either
+
+
 def test_unknown_entry_gets_openai_error_shape(router, fake):
     cfg, url = fake
     with gateway(router, upstreams(url, router)) as (gw, base):
