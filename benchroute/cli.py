@@ -701,6 +701,48 @@ def _cmd_add_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_remove_model(sub: Any) -> None:
+    p = sub.add_parser("remove-model", help="remove a model (pool or added) from a saved router")
+    p.add_argument("--router", type=Path, required=True, help="saved router (updated in place)")
+    p.add_argument("--name", required=True, help="the model to remove")
+    p.set_defaults(func=_cmd_remove_model)
+
+
+def _cmd_remove_model(args: argparse.Namespace) -> int:
+    from benchroute.router import Router
+
+    router = Router.load(args.router)
+    router.remove_model(args.name)
+    router.save(args.router)
+    print(f"removed {args.name}; models: {', '.join(router.models_)}; saved to {args.router}")
+    return 0
+
+
+def _add_add_results(sub: Any) -> None:
+    p = sub.add_parser("add-results", help="append benchmark results (new tasks, inputs or "
+                       "models with full results) to a saved router without refitting it")
+    p.add_argument("data", nargs="+", help="benchmark sources (as for inspect)")
+    p.add_argument("--router", type=Path, required=True, help="saved router (updated in place)")
+    _load_options(p)
+    p.set_defaults(func=_cmd_add_results)
+
+
+def _cmd_add_results(args: argparse.Namespace) -> int:
+    from benchroute.data.store import BenchmarkData
+    from benchroute.router import Router
+
+    router = Router.load(args.router)
+    parts = [_load_data(args, d) for d in args.data]
+    data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
+    before = (len(router.Y_), list(router.models_), list(router.tasks_))
+    router.add_results(data)
+    router.save(args.router)
+    print(f"added {data}: pool {before[0]} -> {len(router.Y_)} inputs, "
+          f"{len(before[2])} -> {len(router.tasks_)} tasks, models "
+          f"{', '.join(router.models_)}; saved to {args.router}")
+    return 0
+
+
 def _add_reproduce(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="run the leave-one-task-out protocol and write tables/plots")
     p.add_argument("source", nargs="?", help="HELM benchmark_output root (or any source inspect reads)")
@@ -941,7 +983,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = [_add_inspect, _add_model, _add_embed, _add_fit, _add_select, _add_route, _add_probe,
-             _add_add_model, _add_reproduce, _add_serve, _add_calibrate]
+             _add_add_model, _add_remove_model, _add_add_results, _add_reproduce, _add_serve,
+             _add_calibrate]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

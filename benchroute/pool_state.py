@@ -135,7 +135,8 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
                               "leading or trailing spaces")
     if name in router.pool_models_:
         raise BenchrouteError(f"model {name!r} is already a pool model with full results; "
-                              "change its results with add_results, or remove_model it first")
+                              "change its results with add_results (`benchroute add-results`), "
+                              "or remove_model it first (`benchroute remove-model`)")
     if costs is not None:  # the rule a cost follows everywhere (no bool, NumPy numbers fine)
         costs = check_number("costs (cost per call)", costs, 0.0)
     frame = parse_results(results)

@@ -121,9 +121,10 @@ def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | Non
     those of the fit store. A mapping needs a cost for those models only."""
     costs = costs if costs is not None else getattr(router, "costs_", None)
     if costs is None:
-        raise BenchrouteError(f"{what} needs costs: pass costs={{model: cost per call}} (a price "
-                              "table times a typical token count, or a declared proxy), or fit on "
-                              "a store with a 'cost' column")
+        raise BenchrouteError(f"{what} needs costs per call (a price table times a typical "
+                              "token count, or a declared proxy): costs={model: cost} in Python, "
+                              "--prices on the command line, a 'cost' for every model in the "
+                              "gateway's upstreams file, or fit on a store with a 'cost' column")
     if models is not None and not isinstance(costs, Mapping):
         return cost_vector(router.models_, costs)[[router.models_.index(m) for m in models]]
     return cost_vector(router.models_ if models is None else models, costs)

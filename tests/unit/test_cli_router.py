@@ -209,3 +209,24 @@ def test_route_out_never_replaces_the_texts_file(router_dir, tmp_path, capsys):
     assert main(["route", str(texts), "--router", str(router_dir), "--out",
                  str(texts / "x.parquet")]) == 2
     assert "in.txt is not a folder" in capsys.readouterr().err
+
+
+def test_add_results_and_remove_model_on_the_command_line(tmp_path, capsys):
+    """The router-changing methods each have a command: a pool model's error named them, and
+    the command line had none."""
+    data, _ = synthetic(11)
+    frame = data.frame[["dataset", "instance_id", "text", "model", "correct"]]
+    frame[frame["model"] != "m2"].to_csv(tmp_path / "known.csv", index=False)
+    frame[frame["model"] == "m2"].to_csv(tmp_path / "m2.csv", index=False)
+    r = tmp_path / "r"
+    common = ["--encoder", "hashing-64-12", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["fit", str(tmp_path / "known.csv"), "--out", str(r), "--alphas", "0",
+                 *common]) == 0
+    assert main(["add-results", str(tmp_path / "m2.csv"), "--router", str(r)]) == 0
+    assert "models m0, m1, m2; saved to" in capsys.readouterr().out
+    assert Router.load(r).models_ == ["m0", "m1", "m2"]
+    assert main(["remove-model", "--router", str(r), "--name", "m1"]) == 0
+    assert "removed m1; models: m0, m2" in capsys.readouterr().out
+    assert Router.load(r).models_ == ["m0", "m2"]
+    assert main(["remove-model", "--router", str(r), "--name", "zz"]) == 2
+    assert "zz" in capsys.readouterr().err
