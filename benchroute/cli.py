@@ -9,14 +9,16 @@ an I/O failure (a full disk, a permission) or a bug. No traceback unless ``--deb
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import inspect
 import json
 import logging
 import os
+import re
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -399,8 +401,9 @@ def _cmd_select(args: argparse.Namespace) -> int:
         router = _load_router(args.router)
         texts = _read_texts(args.texts)
     labeled = _read_labeled(args.labeled) if args.labeled else None
-    sel = router.select_model(texts, labeled=labeled, candidates=candidates, method=args.method,
-                              keep_duplicates=args.keep_duplicates)
+    with _records_of(args.labeled, "labeled"):
+        sel = router.select_model(texts, labeled=labeled, candidates=candidates,
+                                  method=args.method, keep_duplicates=args.keep_duplicates)
     if args.json:
         out = sel.to_dict()
         if truth is not None:
@@ -439,6 +442,19 @@ def _holdout_demo(pack: str, holdout: str) -> tuple[Any, list[str], dict[str, fl
     print(f"held out {name!r} ({test.n_instances} inputs); router fitted on the other "
           f"{len(train.datasets)} datasets; embedding the held-out inputs ...", file=sys.stderr)
     return router, test.instances()["text"].tolist(), {str(k): float(v) for k, v in truth.items()}
+
+
+@contextlib.contextmanager
+def _records_of(path: str | os.PathLike[str] | None, name: str) -> Iterator[None]:
+    """The library names a bad record ``results[4]``; on the command line that is the file's
+    fifth record: say so, with the file."""
+    try:
+        yield
+    except BenchrouteError as exc:
+        if path is None or f"{name}[" not in str(exc):
+            raise
+        said = re.sub(rf"\b{name}\[(\d+)\]", lambda m: f"record {int(m.group(1)) + 1}", str(exc))
+        raise BenchrouteError(f"{path}: {said}") from None
 
 
 def _read_labeled(path: str) -> list[dict[str, Any]]:
@@ -692,7 +708,8 @@ def _cmd_add_model(args: argparse.Namespace) -> int:
 
     router = Router.load(args.router)
     records = read_json_records(args.results)
-    router.add_model(args.name, records, costs=args.cost)
+    with _records_of(args.results, "results"):
+        router.add_model(args.name, records, costs=args.cost)
     router.save(args.router)
     added = router.added_.get(args.name)
     how = added.summary() if added is not None else \

@@ -913,9 +913,13 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
         frame = pd.DataFrame(recs)
     if len(frame) == 0:
         raise BenchrouteError(f"{what} is empty: give the new model's result on at least one input")
-    col = "correct" if "correct" in frame.columns else "score" if "score" in frame.columns else None
-    if col is None:
+    given = [c for c in ("correct", "score") if c in frame.columns]
+    if not given:
         raise BenchrouteError(f"{what}: needs a 'correct' or 'score' field (a number in [0, 1])")
+    col = given[0]
+    if len(given) == 2:  # per record: 'correct' where it has one, else 'score'
+        col = "label given"
+        frame[col] = frame["correct"].where(frame["correct"].notna(), frame["score"])
     has_id = {"dataset", "instance_id"} <= set(frame.columns)
     if "text" not in frame.columns and not has_id:
         raise BenchrouteError(f"{what}: needs a 'text' field, or 'dataset' and 'instance_id' "
@@ -925,8 +929,14 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
     bad_rows = np.flatnonzero(label.isna().to_numpy() | (label < 0).to_numpy() | (label > 1).to_numpy())
     if len(bad_rows):
         i = int(bad_rows[0])
-        raise BenchrouteError(f"{what}[{i}]: field {col!r} is {frame[col].tolist()[i]!r}; "
-                              "expected a number in [0, 1]")
+        value = frame[col].tolist()[i]
+        field = " or ".join(repr(c) for c in given)
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise BenchrouteError(f"{what}[{i}]: no result ({field} is empty); fill in the "
+                                  "model's result on that input, a number in [0, 1], or leave "
+                                  "the record out")
+        raise BenchrouteError(f"{what}[{i}]: field {field} is {value!r}; expected a number in "
+                              "[0, 1]")
     out = pd.DataFrame({"label": label.astype(float).to_numpy()})
     for c in ("text", "dataset", "instance_id"):
         if c in frame.columns:

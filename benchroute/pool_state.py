@@ -21,6 +21,7 @@ import pandas as pd
 
 from benchroute.data.pool import pool_labels
 from benchroute.data.store import BenchmarkData
+from benchroute.data.text import normalize_text
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_vectors
 from benchroute.new_models import (
@@ -141,6 +142,7 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
         costs = check_number("costs (cost per call)", costs, 0.0)
     frame = parse_results(results)
     X, rows = _result_vectors(router, frame)
+    _refuse_repeats(frame, rows)
     y = frame["label"].to_numpy(dtype=np.float64)
     old = router.added_.get(name)
     if old is not None:  # earlier labels of the same inputs are replaced
@@ -160,6 +162,20 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
     if costs is not None:
         router.costs_ = {**(router.costs_ or {}), name: float(costs)}
     return router
+
+
+def _refuse_repeats(frame: pd.DataFrame, rows: np.ndarray) -> None:
+    """One result per input in one call: two labels of one input (0 and 1, say) were both
+    counted as if they were two inputs. Repeated trials are one record, their mean."""
+    seen: dict[object, int] = {}
+    texts = frame["text"] if "text" in frame.columns else pd.Series([None] * len(frame))
+    for j, (row, text) in enumerate(zip(rows, texts)):
+        key: object = ("pool", int(row)) if row >= 0 else ("text", normalize_text(str(text)))
+        if key in seen:
+            raise BenchrouteError(f"results[{seen[key]}] and results[{j}] are the same input; "
+                                  "give each input once (repeated trials as one record, their "
+                                  "mean in [0, 1])")
+        seen[key] = j
 
 
 def _pool_rows_of(router: Router, X: np.ndarray) -> np.ndarray:

@@ -189,9 +189,9 @@ def test_upstreams_the_router_lacks_are_not_listed(router, fake, caplog):
     cfg, url = fake
     ups = upstreams(url, router)
     ups["gama"] = Upstream("gama", url + "/v1", "up-gama", cost=1.0)
-    with caplog.at_level("WARNING", logger="benchroute.serve.app"):
-        with gateway(router, ups) as (gw, base):
-            ids = [m.id for m in client(base).models.list()]
+    with caplog.at_level("WARNING", logger="benchroute.serve.app"), \
+            gateway(router, ups) as (gw, base):
+        ids = [m.id for m in client(base).models.list()]
     assert "gama" not in ids and "up-gama" not in ids and {"m0", "m1", "m2"} <= set(ids)
     assert "upstream(s) ['gama'] name no model of the router" in caplog.text
     assert gw.decider.costs == COSTS  # the extra entry takes no part in the costs either

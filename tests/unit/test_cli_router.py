@@ -45,6 +45,7 @@ def test_select_and_route(router_dir, tmp_path, capsys):
         ("empty", "no input texts"),
         ("badjson", "line 1 has no string field 'text'"),
         ("unknown_label", r"unknown model\(s\) \['gpt-9'\]"),
+        ("label_out_of_range", r"l\.jsonl: record 2\b.*'m0'.* 3"),
         ("not_router", "not a saved benchroute router"),
         ("bad_candidate", r"unknown model\(s\) \['zz'\]"),
     ],
@@ -60,6 +61,11 @@ def test_cli_errors(router_dir, tmp_path, capsys, setup, match):
     elif setup == "unknown_label":
         lab = tmp_path / "l.jsonl"
         lab.write_text(json.dumps({"text": "x", "labels": {"gpt-9": 1}}))
+        args += ["--labeled", str(lab)]
+    elif setup == "label_out_of_range":
+        lab = tmp_path / "l.jsonl"
+        lab.write_text(json.dumps({"text": "x", "labels": {"m0": 1}}) + "\n"
+                       + json.dumps({"text": "y", "labels": {"m0": 3}}) + "\n")
         args += ["--labeled", str(lab)]
     elif setup == "not_router":
         args = ["select", str(texts), "--router", str(tmp_path)]

@@ -577,6 +577,16 @@ def test_a_model_labelled_outside_a_tasks_sample_saves_and_loads(tmp_path):
     pd.testing.assert_frame_equal(back.predict_proba(texts), r.predict_proba(texts))
 
 
+def test_results_mixing_correct_and_score_take_each_records_own():
+    """Records of one file, some with 'correct', some with 'score' (a JSONL joined from two
+    tools): the 'score' records were read as missing 'correct'."""
+    from benchroute.new_models import parse_results
+
+    got = parse_results([{"text": "a", "correct": 1}, {"text": "b", "score": 0.25},
+                         {"text": "c", "correct": 0, "score": 0.9}])
+    assert got["label"].tolist() == [1.0, 0.25, 0.0]
+
+
 def test_add_model_errors(tmp_path, world):
     _, data, r, _ = world
     with pytest.raises(BenchrouteError, match="already a pool model"):
@@ -607,6 +617,14 @@ def test_add_model_errors(tmp_path, world):
             r.add_model("z", [{"text": "x", "correct": 1}], costs=cost)
     with pytest.raises(BenchrouteError, match=r"results\[1\]: field 'correct' is 1j"):
         r.add_model("z", [{"text": "x", "correct": 0.5}, {"text": "y", "correct": 1j}])
+    # one input twice in one call: both labels counted as two inputs before
+    with pytest.raises(BenchrouteError, match=r"results\[0\] and results\[2\] are the same input"):
+        r.add_model("z", [{"text": "x", "correct": 0}, {"text": "y", "correct": 1},
+                          {"text": " x\r\n", "correct": 1}])
+    pool = data.instances().iloc[0]
+    with pytest.raises(BenchrouteError, match=r"results\[0\] and results\[1\] are the same input"):
+        r.add_model("z", [{"dataset": pool["dataset"], "instance_id": pool["instance_id"],
+                           "correct": 0}, {"text": pool["text"], "correct": 1}])
     with pytest.raises(BenchrouteError, match="expected one model's name"):
         r.remove_model(["m0"])
     for seed in (-1, 1.5, True):
@@ -720,7 +738,7 @@ def test_cli_probe_then_add_model(tmp_path, capsys):
     assert len(recs) == 24 and all(r["text"] and r["correct"] is None for r in recs)
     assert main(["add-model", "--router", str(tmp_path / "r"), "--name", "new", "--results",
                  str(out)]) == 2
-    assert "field 'correct' is None" in capsys.readouterr().err
+    assert "probe.jsonl: record 1: no result ('correct' is empty); fill in" in capsys.readouterr().err
     lab = data.frame[data.frame["model"] == "new"].set_index(["dataset", "instance_id"])["correct"]
     out.write_text("\n".join(json.dumps({**r, "correct": float(lab.loc[(r["dataset"], r["instance_id"])])})
                              for r in recs))
