@@ -8,6 +8,7 @@ lifespan exit (the decision batcher and the upstream connections close last).
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,26 @@ def serve(gateway: Any, host: str = "127.0.0.1", port: int = 6060,
     config = uvicorn.Config(create_app(gateway), host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=int(max(drain_seconds, 1)),
                             access_log=False, lifespan="on")
+    sock = listen_socket(host, port)  # a port in use fails here, before the address is shown
+    port = sock.getsockname()[1]
     logger.warning("benchroute gateway on http://%s:%d (OpenAI base URL http://%s:%d/v1)",
                    host, port, host, port)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The gateway's socket, bound: an address in use or not this machine's is a
+    :class:`BenchrouteError` naming it (uvicorn logged it after the address had been shown)."""
+    from benchroute.exceptions import BenchrouteError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BenchrouteError(f"cannot listen on {host}:{port} "
+                              f"({exc.strerror or exc}); choose another --port or --host") from None
+    sock.set_inheritable(True)
+    return sock

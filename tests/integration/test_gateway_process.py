@@ -137,6 +137,26 @@ def test_serve_refuses_to_start_with_a_clear_error(saved_router, tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_serve_on_a_port_in_use_says_so_before_showing_an_address(saved_router, tmp_path):
+    """uvicorn's bind failure came after the gateway had announced its address (exit 3)."""
+    import socket
+
+    env = _env(tmp_path)
+    ups = tmp_path / "upstreams.yaml"
+    ups.write_text("models:\n" + "".join(f"  m{i}: {{base_url: 'http://127.0.0.1:9/v1', "
+                                          f"model: a{i}}}\n" for i in range(3)))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(_cli("serve", "--router", str(saved_router), "--upstreams",
+                                   str(ups), "--port", str(port), env=env), env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in done.stderr
+    assert "gateway on http" not in done.stderr and "Traceback" not in done.stderr
+
+
 # ---------------------------------------------------------------------- the status page
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") \
