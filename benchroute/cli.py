@@ -850,7 +850,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in _COMMANDS:
         add(sub)
+    _global_flags_anywhere(sub)
     return parser
+
+
+def _global_flags_anywhere(sub: Any) -> None:
+    """-q, -v and --debug after the subcommand too (``benchroute fit ... -q`` was refused);
+    given there, they override; not given, the value before the subcommand stands."""
+    for p in sub.choices.values():
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="as before the subcommand")
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="as before the subcommand")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="as before the subcommand")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _global_flags_anywhere(action)
 
 
 def _version() -> str:

@@ -51,3 +51,14 @@ def test_inspect_shows_each_warning_once(capsys, caplog, tmp_path):
     assert main(["inspect", str(f)]) == 0
     logged = [r.getMessage() for r in caplog.records if "every label is 1" in r.getMessage()]
     assert capsys.readouterr().out.count("every label is 1") == 1 and logged == []
+
+
+def test_global_flags_after_the_subcommand():
+    """``benchroute fit ... -q`` was refused (unrecognized arguments)."""
+    from benchroute.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["fit", "d.csv", "--out", "r", "-q"]).quiet is True
+    assert parser.parse_args(["-q", "fit", "d.csv", "--out", "r"]).quiet is True
+    assert parser.parse_args(["fit", "d.csv", "--out", "r"]).quiet is False
+    assert parser.parse_args(["model", "install", "--debug"]).debug is True
