@@ -12,6 +12,19 @@ import pytest
 # reach it at). The variable is Ray's own, read when ray is first imported.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+# Property tests draw the same examples on every run (CI must not pass or fail by chance), and
+# keep no example database in the checkout. BENCHROUTE_HYPOTHESIS=explore draws new ones each
+# run, for a campaign that looks for more.
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # the property tests skip themselves without it
+    pass
+else:
+    _hypothesis_settings.register_profile("benchroute", derandomize=True, database=None)
+    _hypothesis_settings.register_profile("explore", derandomize=False)
+    _hypothesis_settings.load_profile(
+        "explore" if os.environ.get("BENCHROUTE_HYPOTHESIS") == "explore" else "benchroute")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BENCHROUTE_SHARED", REPO.parent / "shared"))
 DATA = SHARED / "data"
