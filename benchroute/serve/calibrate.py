@@ -151,7 +151,9 @@ def fit_parameter(router: Any, sample: Sample, policy: str, target: float, cand:
                                         costs) for tau in _SHARE_GRID])
         return policy, {"tau": float(_SHARE_GRID[int(np.argmin(np.abs(shares - target)))])}
     if policy == "budget":
-        c = routing.router_costs(router, costs, "budget calibration")[cand]
+        # costs for the candidates only, as every policy needs them
+        c = routing.router_costs(router, costs, "budget calibration",
+                                 [router.models_[i] for i in cand])
         lam = pol.budget_price(sample.P[:, cand], c, budget=target)
         if math.isinf(lam):  # below the cheapest assignment: a price that always picks it
             lam = 4.0 * (1.0 + float(np.ptp(sample.P))) / max(_min_step(c), 1e-12)
@@ -260,6 +262,10 @@ def cost_quality_curve(router: Any, sample: Sample, cand: np.ndarray,
     # by true labels: the curve is the candidates that have them
     unlabelled = [router.models_[j] for j in cand if np.isnan(sample.Y[:, j]).all()]
     cand = np.asarray([j for j in cand if router.models_[j] not in unlabelled], dtype=np.intp)
+    if not len(cand):  # every candidate added from a few labels: no curve to draw
+        return {"x_label": "", "y_label": "", "points": [], "singles": [], "n": 0,
+                "unlabelled": unlabelled, "C": [], "keep": np.zeros(len(sample.P), dtype=bool),
+                "cand": []}
     models = [router.models_[i] for i in cand]
     Q = sample.Y[:, cand]
     keep = ~np.isnan(Q).any(axis=1)

@@ -451,6 +451,11 @@ def test_a_missing_cost_is_unknown_not_free(router, fake, monkeypatch):
     gw = build_gateway(router, ups, candidates=["m0", "m1"], policy="cheapest_within",
                        params={"max_quality_drop": 0.1})
     assert gw.decider.costs == {"m0": 3.0, "m1": 2.0}
+    # costs are needed for the candidates only: the budget's price search asked for m2's too
+    two = {m: u for m, u in upstreams(url, router).items() if m != "m2"}
+    gw = build_gateway(router, two, candidates=["m0", "m1"], policy="budget",
+                       params={"budget": 2.5})
+    assert gw.decider.costs == {"m0": 3.0, "m1": 2.0}
     assert gw.decider.pinned(Entry("m2", policy="pinned", pinned="m2")).cost is None
 
 
@@ -544,6 +549,9 @@ def test_a_router_with_an_added_model_serves_and_calibrates(fake, tmp_path):
     assert status["curve"]["unlabelled"] == ["m2"]
     assert [s["model"] for s in status["curve"]["singles"]] == ["m0", "m1"]
     assert got["model"] == r.route(["task 1 input 4"])[0]
+    with gateway(r, upstreams(url, r, costs=None), candidates=["m2"]) as (gw, base):
+        status = httpx.get(base + "/status.json").json()   # no labelled candidate: no curve
+    assert status["curve"]["unlabelled"] == ["m2"] and status["curve"]["points"] == []
     prompts = [f"task {i % 4} input {i}" for i in range(60)]
     calibrate(r, prompts, "threshold", 0.3, tmp_path / "c.json", strong="m0", weak="m1")
     assert json.loads((tmp_path / "c.json").read_text())["policy"] == "threshold"
