@@ -164,7 +164,9 @@ def check_output_path(path: str | os.PathLike[str], what: str = "file",
         if not path.name or path.is_dir():
             raise error(f"{str(path) or repr('')}: is a folder or no file name; expected a path "
                         f"for the {what}")
-        parent = path.parent
+        if path.exists() and not path.is_file():
+            return path  # a device or a pipe (/dev/stdout): written through, its folder no matter
+        parent = Path(os.path.realpath(path)).parent  # a link's target is what is replaced
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent  # the folders that do not exist yet are made when writing
         if not parent.is_dir():
@@ -185,10 +187,10 @@ def write_file_atomic(path: str | os.PathLike[str], write: Callable[[Path], obje
     (``/dev/stdout``) is written through, and a replaced file keeps its permission bits."""
     given = path = check_output_path(path, what, error)
     try:
-        path = Path(os.path.realpath(path))
-        if path.exists() and not path.is_file():  # a device or a pipe: no rename onto it
-            write(path)
+        if path.exists() and not path.is_file():  # a device or a pipe: no rename onto it; the
+            write(path)  # name as given (/dev/stdout), since a pipe's real path opens nothing
             return given
+        path = Path(os.path.realpath(path))
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
     except OSError as exc:
         raise error(f"{given}: cannot write the {what} ({exc.strerror or exc})") from exc

@@ -175,3 +175,16 @@ def test_atomic_writer_writes_through_a_pipe(tmp_path):
     write_file_atomic(fifo, lambda p: p.write_text("through"), "thing")
     reader.join(timeout=10)
     assert got == ["through"] and fifo.is_fifo()
+
+
+def test_atomic_writer_writes_dev_stdout_into_an_anonymous_pipe():
+    """``--out /dev/stdout | cat``: the standard output is a pipe whose real path opens
+    nothing ("No such file or directory" before); the name as given is written through."""
+    import subprocess
+    import sys
+
+    code = ("from benchroute._persist import write_file_atomic; "
+            "write_file_atomic('/dev/stdout', lambda p: p.write_text('piped'), 'thing')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout) == (0, "piped"), done.stderr
