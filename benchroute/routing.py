@@ -32,7 +32,6 @@ from benchroute.policies import (
 )
 from benchroute.predictors import NEAR_DUPLICATE
 from benchroute.scoring import argmax_ties
-from benchroute.selection import route_rows
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +110,12 @@ def route_indices(router: Any, Q: np.ndarray, cand: np.ndarray, ood_alpha: float
     else:
         check_alpha(ood_alpha)
         P, ood_p, _ = router_proba_ood(router, Q, keep_duplicates)
-    pick = route_rows(P, cand, bma, tol=router.config().tie_tol)
+    # the best policy's rule (_decisions): ties to the best model on average, then the cheaper
+    # when every candidate's cost is known, then the first column
+    known = known_costs(getattr(router, "costs_", None), [router.models_[i] for i in cand],
+                        warn=False)
+    cost = None if known is None else np.array([known.get(m, np.inf) for m in router.models_])
+    pick = argmax_ties(P, cand, prefer=bma, cost=cost, tol=router.config().tie_tol)
     return fall_back(pick, ood_p, ood_alpha, bma)[0]
 
 
@@ -130,8 +134,8 @@ def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | Non
     return cost_vector(router.models_ if models is None else models, costs)
 
 
-def known_costs(costs: Mapping[str, float] | None, candidates: Sequence[str]
-                ) -> dict[str, float] | None:
+def known_costs(costs: Mapping[str, float] | None, candidates: Sequence[str],
+                warn: bool = True) -> dict[str, float] | None:
     """Costs per call for serving and calibrating: all that are given when every candidate has
     one, else none.
 
@@ -142,9 +146,10 @@ def known_costs(costs: Mapping[str, float] | None, candidates: Sequence[str]
     if costs is None:
         return None
     missing = [m for m in candidates if m not in costs]
-    if missing:
+    if missing and warn:
         logger.warning("no cost per call for %s (of %d candidates): routing without costs; the "
                        "cost-led policies are refused", missing[:10], len(candidates))
+    if missing:
         return None
     return {str(m): float(c) for m, c in costs.items()}
 
@@ -220,8 +225,8 @@ def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
                 raise BenchrouteError(f"{key} model {params[key]!r:.100} is not among {models}")
             params[key] = models.index(params[key])
     params = check_policy_params(policy, params, len(models))
-    known = getattr(router, "costs_", None) or {}
-    if policy in _COST_FREE and costs is None and not all(m in known for m in models):
+    if policy in _COST_FREE and costs is None \
+            and known_costs(getattr(router, "costs_", None), models, warn=False) is None:
         # a cost-free policy needs no price: costs given for some models only (an added
         # model's, say) count as none known
         c = np.zeros(len(cand))

@@ -4,7 +4,7 @@ An OpenAI client can only send a model name, so the routing policy and its one p
 in it::
 
     benchroute                              the server's default policy and parameters
-    benchroute-best                         argmax P(m, x) (ties to the cheaper model)
+    benchroute-best                         argmax P(m, x) (ties: best on average, then cheaper)
     benchroute-threshold-<t>                strong if P(strong) − P(weak) ≥ t, else weak
     benchroute-share-<s>                    threshold whose t sends a share s of the calibration
                                             sample to the strong model

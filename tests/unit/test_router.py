@@ -470,3 +470,14 @@ def test_route_table_best_breaks_ties_as_route_does():
     frame = routing.policy_frame(router, P, "best", router.candidate_indices(None), None)
     assert frame["model"].tolist() == routed
     assert set(np.asarray(routed)[tied]) == {router.bma_}
+    # with the router's costs, a tie the best model on average is not in goes to the cheaper,
+    # by route() as by the policy (route() gave it to the first column)
+    router.costs_ = {"m0": 3.0, "m1": 2.0, "m2": 1.0}
+    routed = router.route_embedded(Q)
+    frame = routing.policy_frame(router, P, "best", router.candidate_indices(None), None)
+    assert frame["model"].tolist() == routed
+    others = (top.sum(axis=1) > 1) & ~top[:, router.models_.index(router.bma_)]
+    assert others.any()
+    for i in np.flatnonzero(others):
+        tied_models = [m for j, m in enumerate(router.models_) if top[i, j]]
+        assert routed[i] == min(tied_models, key=router.costs_.__getitem__)
