@@ -170,10 +170,15 @@ def _keep_other_files(folder: Path, tmp: Path) -> None:
     for entry in folder.iterdir():
         if entry.name in ROUTER_ENTRIES:
             continue
-        if entry.is_dir() and not entry.is_symlink():
+        if entry.is_symlink():
+            shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)  # the link itself
+        elif entry.is_dir():
             shutil.copytree(entry, tmp / entry.name, symlinks=True)
-        else:
-            shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
+        elif entry.is_file():
+            shutil.copy2(entry, tmp / entry.name)
+        else:  # a pipe or a socket cannot be copied; its reader or server is bound to the old
+            logger.warning("%s: not kept in the saved router folder (not a file or folder)",
+                           entry)
         if entry.name == "calibration.json":
             logger.warning("%s: kept calibration.json; if this save changed the router's models, "
                            "encoder or pool, serve refuses it until calibrate runs again", folder)

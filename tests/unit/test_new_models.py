@@ -5,6 +5,7 @@ and the cold-start experiment on tiny seeded data."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -670,6 +671,7 @@ def test_saving_over_a_router_keeps_the_folders_other_files(world, tmp_path, cap
     (folder / "notes").mkdir()
     (folder / "notes" / "why.txt").write_text("kept")
     (folder / "link").symlink_to("notes/why.txt")
+    os.mkfifo(folder / "pipe")  # a special file is left out, and the save still succeeds
     back = Router.load(folder, cache_dir=str(tmp_path / "cache"))
     back.remove_model("new")
     with caplog.at_level("WARNING", logger="benchroute.persistence"):
@@ -678,6 +680,7 @@ def test_saving_over_a_router_keeps_the_folders_other_files(world, tmp_path, cap
         "calibration.json", "index", "link", "notes", "pool.npz", "router.json"]
     assert (folder / "link").is_symlink() and (folder / "link").read_text() == "kept"
     assert "kept calibration.json" in caplog.text
+    assert "pipe: not kept in the saved router folder" in caplog.text
     assert Router.load(folder, cache_dir=str(tmp_path / "cache")).models_ == KNOWN
 
 
