@@ -29,13 +29,17 @@ from benchroute.exceptions import BenchrouteError, FormatVersionError
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def text_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, line) of a text file, lines ended by ``\n`` (a ``\r`` before it dropped).
+    """(line number, line) of a text file, lines ended by ``\n``, ``\r\n`` or a lone ``\r``
+    (the line breaks :func:`benchroute.data.text.normalize_text` knows).
 
     Why not ``str.splitlines``: it also ends lines at U+2028, U+0085, form feeds and other
     separators, which a JSONL writer leaves raw inside strings (``ensure_ascii=False``) and a
     prompt may hold, so one record became two and the line numbers shifted."""
-    return [(n, line.removesuffix("\r")) for n, line in enumerate(text.split("\n"), start=1)]
+    return list(enumerate(_LINE_END.split(text), start=1))
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

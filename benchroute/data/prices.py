@@ -17,7 +17,7 @@ from typing import Union
 
 import numpy as np
 
-from benchroute._persist import parse_json, read_text_file
+from benchroute._persist import parse_json, read_text_file, text_lines
 from benchroute.data._io import csv_rows
 from benchroute.data.metrics import short_repr
 from benchroute.exceptions import DataError
@@ -72,7 +72,7 @@ def load_prices(path: str | os.PathLike[str]) -> dict[str, Price]:
 
 
 def _from_csv(path: Path, text: str) -> dict[str, Price]:
-    lines = [row for _, row in csv_rows(text.splitlines(), str(path))]
+    lines = [row for _, row in csv_rows([line for _, line in text_lines(text)], str(path))]
     header = [h.strip() for h in lines[0]]
     in_col = next((c for c in _INPUT if c in header), None)
     out_col = next((c for c in _OUTPUT if c in header), None)

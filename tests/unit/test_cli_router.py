@@ -201,6 +201,10 @@ def test_lines_end_at_newlines_only(router_dir, tmp_path, capsys):
     assert main(["route", str(texts), "--router", str(router_dir), "--json"]) == 0
     got = [json.loads(x)["text"] for x in capsys.readouterr().out.splitlines()]
     assert got == ["first", "second\u2028continued", "third\x0cpage", "a\u2028b\x85c"]
+    texts.write_bytes(b"one\rtwo\r\nthree\r")  # old Mac line ends still end lines
+    assert main(["route", str(texts), "--router", str(router_dir), "--json"]) == 0
+    got = [json.loads(x)["text"] for x in capsys.readouterr().out.splitlines()]
+    assert got == ["one", "two", "three"]
     texts.write_text('{"text": "a"}\n\n{"text": "   "}\n')
     assert main(["route", str(texts), "--router", str(router_dir)]) == 2
     assert "t.txt: line 3: field 'text' is empty" in capsys.readouterr().err
