@@ -25,6 +25,7 @@ from benchroute.data.table_presets import (
 from benchroute.data.table_reader import (
     CorrectRule,
     apply_rule,
+    as_scores,
     long_frame,
     read_table,
     record_scores,
@@ -53,7 +54,7 @@ def _auto_layout(frame: pd.DataFrame, path: Path, model: str, score: str, report
         return "long", score
     if score == "score" and "correct" in frame.columns:
         report.notes.append(f"{path.name}: no 'score' column; labels read from 'correct'")
-        return "long", "correct"
+        return "long", "correct"  # as written, unless correct= or threshold= is given
     raise DataError(f"{path}: has a {model!r} column, as a long table does, but no score column "
                     f"{score!r} (nor 'correct'); name it with score=..., or pass layout='wide' "
                     "if the table has one column per model")
@@ -71,8 +72,8 @@ def load_table(
     model: str = "model",
     score: str = "score",
     models: Sequence[str] | None = None,
-    correct: CorrectRule = "threshold",
-    threshold: Threshold = 0.5,
+    correct: CorrectRule | None = None,
+    threshold: Threshold | None = None,
     strict: bool = False,
     **preset_options: Any,
 ) -> BenchmarkData:
@@ -99,12 +100,15 @@ def load_table(
         Wide layout: the model columns. Default: every other column whose values are numbers or
         booleans (the others are listed in ``report.notes``; a column mixing numbers with other
         values is reported, one mixing them with objects is an error).
-    correct : {"threshold", "positive", "as_is"} or callable
+    correct : {"threshold", "positive", "as_is"} or callable, optional
         How ``score`` becomes ``correct``: ``score >= threshold`` (scores must lie in [0, 1]),
         ``score > 0``, the score itself (a quality in [0, 1] for per-instance routing), or your own
-        function of the score column (one value in [0, 1] per row).
-    threshold : float or mapping of dataset to float
-        In (0, 1]; a mapping sets it per dataset (datasets it does not name use 0.5).
+        function of the score column (one value in [0, 1] per row). Default: a long table's own
+        ``correct`` column as written when it has one and no ``threshold`` is given, else
+        "threshold".
+    threshold : float or mapping of dataset to float, optional
+        In (0, 1] (default 0.5); a mapping sets it per dataset (datasets it does not name use
+        0.5).
     strict : bool
         Passed to :class:`BenchmarkData`: a text conflict is an error instead of a reported skip.
     """
@@ -118,7 +122,9 @@ def load_table(
             "alpaca_eval": load_alpaca_eval,
         }
         loader = loaders[preset]
-        return loader(Path(path), threshold=threshold, strict=strict, **preset_options)
+        if threshold is not None:
+            preset_options["threshold"] = threshold
+        return loader(Path(path), strict=strict, **preset_options)
     if preset_options:
         raise DataError(f"unexpected options {sorted(preset_options)} without a preset")
     path = Path(path)
@@ -130,13 +136,27 @@ def load_table(
         instance_id = ID_COLUMN  # the store's own id column is an id, never a model's scores
     if layout == "auto":
         layout, score = _auto_layout(frame, path, model, score, report)
+    elif layout == "long" and score == "score" and score not in frame.columns \
+            and "correct" in frame.columns:
+        score = "correct"
     name = dataset_name or table_stem(path)
+    # a long table's own 'correct' column is its labels as written (the store's layout reads
+    # back), unless a rule or a threshold says to derive them from the scores
+    as_written = layout == "long" and "correct" in frame.columns \
+        and correct is None and threshold is None
     if layout == "long":
         long = long_frame(frame, path, text, dataset, name, instance_id, model, score)
         label = score
     else:
         long = wide_to_long(frame, path, text, dataset, name, instance_id, models, report)
         label = "score"
-    long["correct"] = apply_rule(correct, long, threshold, path)
+    if as_written:
+        long["correct"] = as_scores(frame["correct"], f"{path}: column 'correct'").to_numpy()
+        if score != "correct":
+            report.notes.append(f"{path.name}: labels from the 'correct' column as written; "
+                                "give correct= or threshold= to derive them from 'score'")
+    else:
+        long["correct"] = apply_rule(correct or "threshold", long,
+                                     0.5 if threshold is None else threshold, path)
     record_scores(report, long, label, "caller")
     return BenchmarkData(long, report=report, source=str(path), strict=strict)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from benchroute import load, load_mixinstruct, load_table
@@ -42,10 +44,29 @@ def test_the_stores_own_columns_read_back_as_written(tmp_path):
     got = data.frame.set_index(["instance_id", "model"])["correct"].to_dict()
     assert got == {("1", "m1"): 1.0, ("1", "m2"): 0.0, ("2", "m1"): 0.0, ("2", "m2"): 1.0}
     assert any("labels read from 'correct'" in n for n in data.report.notes)
-    # the rule still applies to a 'correct' column: fractions are binarised unless as_is
+    # a 'correct' column is read as written; a rule or a threshold derives it instead
     f.write_text("text,model,correct\nq1,m1,0.7\nq1,m2,0.2\n")
-    assert load_table(f).frame["correct"].tolist() == [1.0, 0.0]
-    assert load_table(f, correct="as_is").frame["correct"].tolist() == [0.7, 0.2]
+    assert load_table(f).frame["correct"].tolist() == [0.7, 0.2]
+    assert load_table(f, threshold=0.5).frame["correct"].tolist() == [1.0, 0.0]
+    assert load_table(f, correct="threshold").frame["correct"].tolist() == [1.0, 0.0]
+
+
+def test_a_stores_frame_written_to_csv_reads_back(tmp_path):
+    """score and correct both kept: correct was recomputed as score >= 0.5 before."""
+    from benchroute.data.store import BenchmarkData
+
+    frame = pd.DataFrame({"dataset": "d", "instance_id": ["1", "1", "2", "2"],
+                          "text": ["a", "a", "b", "b"], "model": ["m1", "m2"] * 2,
+                          "score": [0.9, 0.4, 0.45, 0.1], "correct": [0.9, 1.0, 0.0, 0.5]})
+    data = BenchmarkData(frame)
+    data.frame.to_csv(tmp_path / "store.csv", index=False)
+    back = load(tmp_path / "store.csv")
+    key = ["dataset", "instance_id", "model"]
+    got = back.frame.set_index(key).sort_index()
+    want = data.frame.set_index(key).sort_index()
+    np.testing.assert_array_equal(got["correct"], want["correct"])
+    np.testing.assert_array_equal(got["score"], want["score"])
+    assert any("as written" in n for n in back.report.notes)
 
 
 def test_wide_table_with_an_id_column(tmp_path):
