@@ -998,11 +998,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise BenchrouteError("give --out FILE (with the default router there is no router "
                               "folder to write into)")
     costs = _route_costs(args.prices, args.tokens)
-    if args.upstreams is not None:
-        from benchroute.serve.upstreams import load_upstreams, upstream_costs
-
-        costs = upstream_costs(load_upstreams(args.upstreams)) or costs
     router = _load_router(args.router)
+    if args.upstreams is not None:  # read as serve reads it
+        from benchroute.serve.upstreams import load_upstreams, served, upstream_costs
+
+        ups = served(load_upstreams(args.upstreams), router.models_, args.upstreams)
+        costs = upstream_costs(ups) or costs
     if args.policy == "budget" and args.mean_cost is None:
         raise BenchrouteError("--policy budget takes --mean-cost")
     if args.policy != "budget" and args.strong_share is None:

@@ -45,7 +45,7 @@ from benchroute.serve.entry import (
 )
 from benchroute.serve.forward import Answer, Forwarder, error_body
 from benchroute.serve.metrics import GatewayMetrics
-from benchroute.serve.upstreams import Upstream, check_coverage, upstream_costs
+from benchroute.serve.upstreams import Upstream, check_coverage, served, upstream_costs
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +152,7 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     params = dict(params or {})
     cand = list(candidates) if candidates is not None else list(router.models_)
     router.candidate_indices(cand)  # unknown names fail here, with the known ones listed
-    unknown = sorted(m for m in upstreams if m not in router.models_)
-    if unknown:  # a shared upstreams file may list more; /v1/models listed them, then 404
-        logger.warning("%s: upstream(s) %s name no model of the router; not served",
-                       upstreams_path, unknown[:10])
-        upstreams = {m: u for m, u in upstreams.items() if m in router.models_}
+    upstreams = served(upstreams, router.models_, upstreams_path)
     costs = known_costs(upstream_costs(upstreams) or getattr(router, "costs_", None), cand)
     pair = default_pair(router, cand, costs)
     strong = str(params.pop("strong", calibration.params.get("strong", pair[0])

@@ -18,15 +18,18 @@ never logged or shown (``repr`` hides them).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchroute._persist import parse_json, read_text_file
 from benchroute.exceptions import BenchrouteError
+
+logger = logging.getLogger(__name__)
 
 _FIELDS = {"base_url", "model", "api_key_env", "cost"}
 
@@ -133,6 +136,17 @@ def check_coverage(upstreams: Mapping[str, Upstream], needed: Iterable[str], pat
         raise BenchrouteError(f"{path}: no upstream for model(s) {missing}, which {why}; add them "
                               f"under 'models:' or restrict the choice with --candidates "
                               f"(upstreams name {sorted(upstreams)})")
+
+
+def served(upstreams: Mapping[str, Upstream], models: Sequence[str], path: object
+           ) -> dict[str, Upstream]:
+    """The upstreams of the router's models; others (a typo, a file shared by routers) are left
+    out with a warning: served, they were listed in /v1/models and then refused."""
+    unknown = sorted(m for m in upstreams if m not in models)
+    if unknown:
+        logger.warning("%s: upstream(s) %s name no model of the router; not served", path,
+                       unknown[:10])
+    return {m: u for m, u in upstreams.items() if m in models}
 
 
 def upstream_costs(upstreams: Mapping[str, Upstream]) -> dict[str, float] | None:

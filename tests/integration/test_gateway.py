@@ -189,7 +189,7 @@ def test_upstreams_the_router_lacks_are_not_listed(router, fake, caplog):
     cfg, url = fake
     ups = upstreams(url, router)
     ups["gama"] = Upstream("gama", url + "/v1", "up-gama", cost=1.0)
-    with caplog.at_level("WARNING", logger="benchroute.serve.app"), \
+    with caplog.at_level("WARNING", logger="benchroute.serve.upstreams"), \
             gateway(router, ups) as (gw, base):
         ids = [m.id for m in client(base).models.list()]
     assert "gama" not in ids and "up-gama" not in ids and {"m0", "m1", "m2"} <= set(ids)
