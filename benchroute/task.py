@@ -72,7 +72,7 @@ def reference_without(router: Router, exclude_datasets: Sequence[str]) -> Refere
     task); the last few are kept on the router, keyed by every parameter they depend on, so
     ``set_params`` never meets a stale entry."""
     check_is_fitted(router, "reference_")
-    tasks = tuple(sorted(set(exclude_datasets)))
+    tasks = tuple(check_excluded(router, exclude_datasets))  # "t1" is one task, not "t", "1"
     if not tasks:
         return router.reference_
     key = (tasks, tuple(router.alphas), router.repeats, router.seed, router.n_neighbours,

@@ -171,6 +171,9 @@ def test_equivalent_to_brute_force(seed, k, per_task, n_nb, n_tasks):
     np.testing.assert_allclose(ex.scores["S1"], S1, atol=1e-6)
     # one name as a string is that task (it was read as its letters)
     np.testing.assert_array_equal(full.select_embedded(Q, exclude_datasets=held).scores, ex.scores)
+    assert full.reference_without(held) is full.reference_without([held])
+    with pytest.raises(BenchrouteError, match=r"unknown task\(s\) \['nope'\]"):
+        full.reference_without(["nope"])
     with pytest.raises(BenchrouteError, match="expected task names"):
         full.select_embedded(Q, exclude_datasets=[1])
     assert ex.task_distance == pytest.approx(u, abs=1e-6)
