@@ -166,7 +166,12 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
 
 def _refuse_repeats(frame: pd.DataFrame, rows: np.ndarray) -> None:
     """One result per input in one call: two labels of one input (0 and 1, say) were both
-    counted as if they were two inputs. Repeated trials are one record, their mean."""
+    counted as if they were two inputs. Repeated trials are one record, their mean.
+
+    The same input is the same pool row or the same normalised text, not the same vector:
+    distinct texts an encoder maps to one vector (long prompts cut at the same word piece)
+    are distinct inputs whose labels the kNN averages. A later call replaces earlier labels
+    by vector, since a saved added model keeps its inputs' vectors, not their texts."""
     seen: dict[object, int] = {}
     texts = frame["text"] if "text" in frame.columns else pd.Series([None] * len(frame))
     for j, (row, text) in enumerate(zip(rows, texts)):
