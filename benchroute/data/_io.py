@@ -97,11 +97,17 @@ def read_json_records(
     if stripped.startswith("["):
         records = parse_json(text, str(path), DataError)
     else:
-        records = [parse_json(line, str(path), DataError, line=lineno)
-                   for lineno, line in text_lines(text) if line.strip()]
-    for i, rec in enumerate(records):
+        numbered = [(lineno, parse_json(line, str(path), DataError, line=lineno))
+                    for lineno, line in text_lines(text) if line.strip()]
+        records = [rec for _, rec in numbered]
+        for lineno, rec in numbered:
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}: line {lineno} is a {type(rec).__name__}, expected an "
+                                "object")
+    for i, rec in enumerate(records):  # counted from 1, as the command line's messages count
         if not isinstance(rec, dict):
-            raise DataError(f"{path}: record {i} is a {type(rec).__name__}, expected an object")
+            raise DataError(f"{path}: record {i + 1} is a {type(rec).__name__}, expected an "
+                            "object")
     if _SURROGATE_ESCAPE.search(text):
         records, n = replace_lone_surrogates(records)
         if n:

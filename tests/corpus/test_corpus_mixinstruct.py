@@ -63,7 +63,7 @@ CASES = {
     "jsonl_bad_line": Case(_raw(json.dumps(item()) + "\nnope\n"), m(), Err("line 2 is not valid JSON")),
     "jsonl_blank_lines": Case(_raw("\n" + json.dumps(item()) + "\n\n" + json.dumps(item("d/2")) + "\n"),
                               m(), Ok(n_instances=2)),
-    "not_objects": Case({"m.json": [1, 2]}, m(), Err("record 0 is a int")),
+    "not_objects": Case({"m.json": [1, 2]}, m(), Err("record 1 is a int")),
     "bom": Case(_raw("\ufeff" + json.dumps([item()])), m(), Ok(n_instances=1)),
     "non_utf8": Case({"m.json": b'[{"id": "d/1", "instruction": "caf\xe9"}]'}, m(),
                      Err("not UTF-8 text")),

@@ -101,7 +101,7 @@ CASES = {
     "invalid_json": Case({"t.json": '[{"text": "q",'}, t("t.json"), Err("invalid JSON at line 1")),
     "bad_jsonl_line": Case({"t.jsonl": '{"text": "q", "m": 1}\n{oops\n'}, t("t.jsonl"),
                            Err("line 2 is not valid JSON")),
-    "json_not_objects": Case({"t.json": [1, 2]}, t("t.json"), Err("record 0 is a int")),
+    "json_not_objects": Case({"t.json": [1, 2]}, t("t.json"), Err("record 1 is a int")),
     "json_bom": Case({"t.json": "\ufeff" + json.dumps([{"text": "q", "m": 1}])}, t("t.json"),
                      Ok(models=["m"], texts=["q"])),
     "json_deep": Case({"t.json": "[" * 100_000}, t("t.json"), Err("nested too deeply|invalid JSON")),

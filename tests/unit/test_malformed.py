@@ -117,7 +117,7 @@ MIX = {"id": "unified_chip2/1", "instruction": "Say hi", "input": "",
         (json.dumps([{**MIX, "candidates": [{"model": "a", "scores": {"bleu": 0.1}}]}]),
          "no candidate has a 'bertscore' score"),
         (json.dumps(MIX) + "\nnot json\n", "line 2 is not valid JSON"),
-        (json.dumps([1, 2]), "record 0 is a int, expected an object"),
+        (json.dumps([1, 2]), "record 1 is a int, expected an object"),
     ],
 )
 def test_malformed_mixinstruct(tmp_path, content, match):
