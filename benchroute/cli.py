@@ -646,8 +646,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
         raise BenchrouteError("--ray writes its decisions to a file: add --out routed.parquet")
     if args.out is not None:
         check_output_path(args.out, "routed file")
-        if args.texts != "-" and Path(args.texts).exists() and args.out.exists() \
-                and os.path.samefile(args.texts, args.out):
+        if args.out.exists() and _same_file(args.texts, args.out):
             raise BenchrouteError(f"--out {args.out} is the texts file; the routed file would "
                                   "replace it")
     texts = _read_texts(args.texts)
@@ -662,6 +661,17 @@ def _cmd_route(args: argparse.Namespace) -> int:
                                                keep_duplicates=args.keep_duplicates)):
         print(json.dumps({"text": text, "model": model}) if args.json else f"{model}\t{text[:80]!r}")
     return 0
+
+
+def _same_file(texts: str, out: Path) -> bool:
+    """Whether the texts (a path, or ``-``: standard input, which may be a redirected file)
+    are the file ``out`` names."""
+    try:
+        if texts == "-":
+            return os.path.samestat(os.fstat(sys.stdin.fileno()), os.stat(out))
+        return Path(texts).exists() and os.path.samefile(texts, out)
+    except (OSError, ValueError):  # no file behind stdin (a test's replaced stream)
+        return False
 
 
 def _add_probe(sub: Any) -> None:

@@ -210,10 +210,15 @@ def test_lines_end_at_newlines_only(router_dir, tmp_path, capsys):
     assert "t.txt: line 3: field 'text' is empty" in capsys.readouterr().err
 
 
-def test_route_out_never_replaces_the_texts_file(router_dir, tmp_path, capsys):
+def test_route_out_never_replaces_the_texts_file(router_dir, tmp_path, capsys, monkeypatch):
     texts = tmp_path / "in.txt"
     texts.write_text("task 1 input 1\n")
     assert main(["route", str(texts), "--router", str(router_dir), "--out", str(texts)]) == 2
+    assert "is the texts file" in capsys.readouterr().err
+    assert texts.read_text() == "task 1 input 1\n"
+    with texts.open() as stdin:  # `route - --out in.txt < in.txt`
+        monkeypatch.setattr("sys.stdin", stdin)
+        assert main(["route", "-", "--router", str(router_dir), "--out", str(texts)]) == 2
     assert "is the texts file" in capsys.readouterr().err
     assert texts.read_text() == "task 1 input 1\n"
     assert main(["route", str(texts), "--router", str(router_dir), "--out",
