@@ -106,13 +106,28 @@ def _worker_error(text: str) -> str:
     found = _LIBRARY_ERROR.search(own[-1]) if own else None
     if found:
         return f"{where}: {found.group(1)}"
-    other = list(_EXCEPTION_LINE.finditer(own[-1])) if own else []
-    if other:  # the worker's own exception, not the frames before it or Ray's wrapper after
-        said = own[-1][other[-1].start():].strip()
+    said = _exception_text(own[-1]) if own else None
+    if said:  # the worker's own exception, not the frames before it or Ray's wrapper after
         said = said if len(said) <= 1000 else said[:1000] + "..."
         return f"{where}: {said} (an error in the worker, not one of benchroute's: please " \
                "report it; Ray's logs hold its traceback)"
     return f"{where}: ...{text[-2000:]}" if len(text) > 2000 else f"{where}: {text}"
+
+
+def _exception_text(block: str) -> str | None:
+    """The exception at the end of one traceback: what follows its last frame (``  File ...``
+    and the indented source and caret lines under it), whatever the exception's class is
+    called (``pyarrow.lib.ArrowInvalid``) and however many lines its message has. Without
+    frames, the last line that reads as an exception's and what follows it."""
+    lines = block.split("\n")
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if frames:
+        rest = lines[frames[-1] + 1:]
+        while rest and (rest[0].startswith("    ") or not rest[0].strip()):
+            rest = rest[1:]
+        return "\n".join(rest).strip() or None
+    found = list(_EXCEPTION_LINE.finditer(block))
+    return block[found[-1].start():].strip() if found else None
 
 
 def _nodes(batch: Mapping[str, np.ndarray]) -> set[str]:

@@ -36,8 +36,19 @@ def test_other_errors_are_their_exception_line_not_the_frames():
                                              "encode this text (an error in the worker")
 
 
+def test_any_exception_class_and_a_message_of_several_lines():
+    """Found by a review: a class not named ...Error (pyarrow's ArrowInvalid) fell back to the
+    text's tail, and a second message line starting with a word ending in Error hid the first."""
+    arrow = HEAD + TRACE + "pyarrow.lib.ArrowInvalid: Could not convert 'x' with type str\n"
+    assert _worker_error(arrow).startswith(" on the node at 10.0.0.7: pyarrow.lib.ArrowInvalid: "
+                                           "Could not convert 'x'")
+    two = HEAD + TRACE + "ValueError: shapes (3,) and (4,) differ\nKeyError hints at a column\n"
+    assert _worker_error(two).startswith(" on the node at 10.0.0.7: ValueError: shapes (3,) and "
+                                         "(4,) differ\nKeyError hints at a column (an error in")
+
+
 def test_text_with_no_exception_line_keeps_its_end():
-    long = HEAD + TRACE * 40 + "the process was killed"
+    long = HEAD + "worker log line\n" * 300 + "the process was killed"
     said = _worker_error(long)
     assert said.endswith("the process was killed") and said.startswith(" on the node at 10.0.0.7: ...")
     assert len(said) < 2100 and "\x1b" not in said
