@@ -4,7 +4,6 @@ is given."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -25,12 +24,13 @@ def default_router(pack: str | None = None, refit: bool = False) -> Router:
     ``$BENCHROUTE_HOME/routers``. The pack carries its pool's embeddings, so only the user's
     texts go through the encoder."""
     from benchroute import __version__
+    from benchroute._persist import sha256_file
     from benchroute.embedding.install import benchroute_home
     from benchroute.packs import DEFAULT_PACK, pack_files
 
     name = pack or DEFAULT_PACK
     files = pack_files(name)
-    digest = hashlib.sha256(files["data"].read_bytes()).hexdigest()[:12]
+    digest = sha256_file(files["data"])[:12]
     folder = benchroute_home() / "routers" / f"{name}-{digest}-v{__version__}"
     if not refit and (folder / "router.json").is_file():
         try:

@@ -20,7 +20,7 @@ from benchroute._persist import sha256_file
 from benchroute.cli import main
 from benchroute.embedding import HashingEncoder
 from benchroute.exceptions import BenchrouteError, FormatVersionError
-from benchroute.persistence import canonical_digest
+from benchroute.persistence import write_signed_meta
 from benchroute.router import Router
 from tests.unit.test_router import MODELS, synthetic
 
@@ -50,8 +50,9 @@ def _rewrite(folder: Path, change: Callable[[Meta], None], redigest: bool = True
     meta = json.loads(path.read_text())
     change(meta)
     if redigest:
-        meta["digest"] = canonical_digest(meta)
-    path.write_text(json.dumps(meta))
+        write_signed_meta(folder, meta)
+    else:
+        path.write_text(json.dumps(meta))
 
 
 def _set(*keys: str, value: object) -> Callable[[Meta], None]:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from benchroute import BenchmarkData
+from benchroute._persist import sha256_file
 from benchroute.cli import main
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.cold_start import auc, cold_start, markdown_table, summarise
@@ -697,11 +698,9 @@ def test_load_refuses_bad_added_fields(world, tmp_path, change, match):
 
 
 def test_load_refuses_bad_added_arrays(world, tmp_path):
-    import hashlib
-
     world[2].save(tmp_path / "r")
     np.savez(tmp_path / "r" / "added.npz", X0=np.ones((3, 5)), y0=np.ones(3))
-    digest = hashlib.sha256((tmp_path / "r" / "added.npz").read_bytes()).hexdigest()
+    digest = sha256_file(tmp_path / "r" / "added.npz")
     rewrite_meta(tmp_path / "r", lambda m: m["checksums"].__setitem__("added.npz", digest))
     with pytest.raises(BenchrouteError, match=r"added.npz: unreadable or incomplete \(field 'X0' has shape \(3, 5\)"):
         Router.load(tmp_path / "r")
@@ -718,13 +717,11 @@ def test_load_refuses_bad_added_arrays(world, tmp_path):
 def test_load_refuses_added_arrays_unlike_those_saved(world, tmp_path, change, match):
     """Re-signed edits that loaded before and predicted otherwise (found by fuzzing): fewer
     labels than router.json declares, vectors that are not the unit float32 ones saved."""
-    import hashlib
-
     world[2].save(tmp_path / "r")
     with np.load(tmp_path / "r" / "added.npz") as z:
         X, y = change(z["X0"], z["y0"])
     np.savez(tmp_path / "r" / "added.npz", X0=X, y0=y)
-    digest = hashlib.sha256((tmp_path / "r" / "added.npz").read_bytes()).hexdigest()
+    digest = sha256_file(tmp_path / "r" / "added.npz")
     rewrite_meta(tmp_path / "r", lambda m: m["checksums"].__setitem__("added.npz", digest))
     with pytest.raises(BenchrouteError, match=match):
         Router.load(tmp_path / "r")
