@@ -761,12 +761,12 @@ def _cmd_add_results(args: argparse.Namespace) -> int:
     router = Router.load(args.router)
     parts = [_load_data(args, d) for d in args.data]
     data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
-    before = (len(router.Y_), list(router.models_), list(router.tasks_))
+    inputs, tasks = len(router.Y_), len(router.tasks_)
     router.add_results(data)
     router.save(args.router)
-    print(f"added {data}: pool {before[0]} -> {len(router.Y_)} inputs, "
-          f"{len(before[2])} -> {len(router.tasks_)} tasks, models "
-          f"{', '.join(router.models_)}; saved to {args.router}")
+    print(f"added {data}: pool {inputs} -> {len(router.Y_)} inputs, {tasks} -> "
+          f"{len(router.tasks_)} tasks, models {', '.join(router.models_)}; saved to "
+          f"{args.router}")
     return 0
 
 

@@ -87,10 +87,9 @@ def load_table(
         A known layout; the column arguments below are then ignored.
     layout : {"auto", "wide", "long"}
         Wide has one score column per model; long has ``model`` and ``score`` columns. "auto"
-        picks long when the ``model`` column exists; its labels are the ``score`` column, or,
-        when there is none, a ``correct`` column (the store's own layout; the ``correct`` rule
-        still applies, and a note says so). A ``model`` column with neither is an error, not a
-        wide table.
+        picks long when the ``model`` column exists, with a ``score`` or a ``correct`` column
+        (the store's own layout; see ``correct`` for how its labels are read). A ``model``
+        column with neither is an error, not a wide table.
     text, dataset, instance_id, model, score : str
         Column names. ``dataset`` may be missing from the table: then ``dataset_name`` or the
         file stem names the single dataset. ``instance_id`` defaults to the column

@@ -260,8 +260,9 @@ def cost_quality_curve(router: Any, sample: Sample, cand: np.ndarray,
         raise BenchrouteError("the cost–quality curve needs a labelled (pool) sample")
     # models without benchmark labels on the sample (added from a few labels) cannot be scored
     # by true labels: the curve is the candidates that have them
-    unlabelled = [router.models_[j] for j in cand if np.isnan(sample.Y[:, j]).all()]
-    cand = np.asarray([j for j in cand if router.models_[j] not in unlabelled], dtype=np.intp)
+    labelled = ~np.isnan(sample.Y[:, cand]).all(axis=0)
+    unlabelled = [router.models_[j] for j in np.asarray(cand)[~labelled]]
+    cand = np.asarray(cand, dtype=np.intp)[labelled]
     if not len(cand):  # every candidate added from a few labels: no curve to draw
         return {"x_label": "", "y_label": "", "points": [], "singles": [], "n": 0,
                 "unlabelled": unlabelled, "C": [], "keep": np.zeros(len(sample.P), dtype=bool),
