@@ -215,10 +215,11 @@ class Router(RouterParams, pool_state.FittedPool):
     def predict_proba(self, texts: Texts, keep_duplicates: bool = False) -> pd.DataFrame:
         """P(m, x) for each input (rows) and model (columns): the tuned per-input predictor's
         calibrated probability (``tune=True``), else g_m(x); pool inputs that are
-        near-duplicates of an input are left out of its neighbours unless ``keep_duplicates``."""
+        near-duplicates of an input are left out of its neighbours unless ``keep_duplicates``.
+        Rows keep the index of a pandas Series of texts."""
         check_is_fitted(self, "predictor_")
         P = router_proba(self, query_vectors(self, texts), keep_duplicates)
-        return pd.DataFrame(P, columns=self.models_)
+        return pd.DataFrame(P, columns=self.models_, index=_index_of(texts, len(P)))
 
     def route(self, texts: Texts, candidates: Iterable[str] | None = None,
               policy: str | None = None, costs: Mapping[str, float] | None = None,
@@ -247,13 +248,16 @@ class Router(RouterParams, pool_state.FittedPool):
                     keep_duplicates: bool = False, **policy_params: float | str) -> pd.DataFrame:
         """Each input's decision under a policy (:mod:`benchroute.policies`) and its parameters:
         a DataFrame with the model, its predicted P, its cost, the input's OOD p-value
-        (``ood_p``), ``ood_fallback`` (with ``ood_alpha``, as in :meth:`route`) and ``in_pool``."""
+        (``ood_p``), ``ood_fallback`` (with ``ood_alpha``, as in :meth:`route`) and ``in_pool``;
+        rows keep the index of a pandas Series of texts."""
         check_is_fitted(self, "predictor_")
         policy_params = canonical_params(policy, policy_params)  # old names warn here, once
         Q = query_vectors(self, texts)
-        return route_with_policy(self, Q, policy, self.candidate_indices(candidates), costs,
-                                 ood_alpha=ood_alpha, keep_duplicates=keep_duplicates,
-                                 **policy_params)
+        frame = route_with_policy(self, Q, policy, self.candidate_indices(candidates), costs,
+                                  ood_alpha=ood_alpha, keep_duplicates=keep_duplicates,
+                                  **policy_params)
+        frame.index = _index_of(texts, len(frame))
+        return frame
 
     def ood_p(self, texts: Texts) -> np.ndarray:
         """Per input, the conformal p-value of its distance to the pool against the pool's own
@@ -313,3 +317,9 @@ class Router(RouterParams, pool_state.FittedPool):
         memory; processes sharing one pool); its vectors are then read-only (``add_results``
         refuses new inputs; labels of known inputs, models and parameters still change)."""
         return load_router(folder, cache_dir, cls, mmap)
+
+
+def _index_of(texts: object, n: int) -> pd.Index:
+    """The rows' index of a per-input table: a pandas Series's own (so the answer joins back on
+    it), else 0..n-1."""
+    return texts.index if isinstance(texts, pd.Series) and len(texts) == n else pd.RangeIndex(n)

@@ -484,3 +484,16 @@ def test_route_table_best_breaks_ties_as_route_does():
     for i in np.flatnonzero(others):
         tied_models = [m for j, m in enumerate(router.models_) if top[i, j]]
         assert routed[i] == min(tied_models, key=router.costs_.__getitem__)
+
+
+def test_per_input_tables_keep_a_series_index():
+    """predict_proba and route_table of a pandas Series answer on its index, so the result
+    joins back on it (0..n-1 before)."""
+    data, _ = synthetic(3)
+    router = Router(alphas=(0.0,), encoder=HashingEncoder(64)).fit(data)
+    texts = pd.Series(["task 1 input 2", "task 2 input 3", "zzz"], index=[10, 11, 12])
+    assert router.route_table(texts).index.tolist() == [10, 11, 12]
+    assert router.predict_proba(texts).index.tolist() == [10, 11, 12]
+    assert router.route_table(list(texts)).index.tolist() == [0, 1, 2]
+    pd.testing.assert_frame_equal(router.route_table(texts).reset_index(drop=True),
+                                  router.route_table(list(texts)))
