@@ -399,6 +399,9 @@ def probe_set(router: Router, n: int, strategy: str = DEFAULT_PROBE, seed: int |
     check_is_fitted(router, "predictor_")
     rows = probe_rows(router.pool_vectors(), router.Y_, router.datasets_, n,
                       router.seed if seed is None else seed, strategy)
+    if len(rows) < n:
+        logger.warning("probe set: %d inputs asked for, the pool has %d: all of them", n,
+                       len(rows))
     index = router.predictor_.index_
     return pd.DataFrame({"dataset": index.datasets_[rows].astype(str),
                          "instance_id": index.instance_ids_[rows].astype(str),

@@ -782,3 +782,11 @@ def test_no_own_label_k_reaches_every_label_of_a_fold():
     assert chosen == {5}
     many = BorrowingPredictor(mixes=(0.0,), ks=(20,)).fit(P[:10], V[:10], y[:10])
     assert many.fit_.k == 20  # the smallest k stays when every k is too large
+
+
+def test_a_probe_set_larger_than_the_pool_says_so(world, caplog):
+    _, _, r, _ = world
+    with caplog.at_level("WARNING", logger="benchroute.router"):
+        probe = r.probe_set(10**6)
+    assert len(probe) == len(r.Y_)
+    assert f"{10**6} inputs asked for, the pool has {len(r.Y_)}" in caplog.text
