@@ -155,7 +155,15 @@ def load_table(
             report.notes.append(f"{path.name}: labels from the 'correct' column as written; "
                                 "give correct= or threshold= to derive them from 'score'")
     else:
-        long["correct"] = apply_rule(correct or "threshold", long,
-                                     0.5 if threshold is None else threshold, path)
+        try:
+            long["correct"] = apply_rule(correct or "threshold", long,
+                                         0.5 if threshold is None else threshold, path)
+        except DataError as exc:
+            if layout != "wide" or models is not None:
+                raise
+            # the offending column may be no model at all: a wide table's numeric columns
+            # are taken for models unless named
+            raise DataError(f"{exc}; or, if that column is not a model's scores, name the model "
+                            "columns (models=[...]) or the id column (instance_id=...)") from None
     record_scores(report, long, label, "caller")
     return BenchmarkData(long, report=report, source=str(path), strict=strict)

@@ -137,3 +137,12 @@ def test_mixinstruct_rescaled_and_binarised(tmp_path):
     binary = load_mixinstruct(f, threshold=0.75)
     assert binary.frame.set_index(["instance_id", "model"])["correct"][("dolly_15k/2", "a")] == 1.0
     assert load(f).n_instances == 3
+
+
+def test_a_numeric_id_column_read_as_a_model_says_how_to_name_it(tmp_path):
+    f = tmp_path / "w.csv"
+    f.write_text("text,idx,a,b\nq1,1,1,0\nq2,2,0,1\n")
+    with pytest.raises(DataError, match=r"model='idx'.*name the model columns \(models=\[\.\.\.\]\) "
+                                        r"or the id column \(instance_id=\.\.\.\)"):
+        load_table(f)
+    assert load_table(f, instance_id="idx").models == ["a", "b"]
