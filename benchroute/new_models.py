@@ -354,7 +354,9 @@ class BorrowingFit:
 
     def summary(self) -> str:
         if self.fallback:
-            return f"label mean {self.label_mean:.3f} of {self.n_labels} labels ({self.fallback})"
+            level = (self.label_mean * self.n_labels + 1.0) / (self.n_labels + 2.0)
+            return (f"smoothed label mean {level:.3f} (label mean {self.label_mean:.3f} of "
+                    f"{self.n_labels} labels; {self.fallback})")
         if self.level_only:
             return (f"{self.n_labels} labels: the average known model, chosen by {self.cv}; "
                     f"leave-one-out Brier {self.cv_brier:.4f}")
@@ -525,9 +527,9 @@ class BorrowingPredictor:
         mean = float(y.mean())
         if len(y) < self.min_labels:
             reason = f"fewer than min_labels = {self.min_labels} labels"
-            warnings.warn(f"P(new, x) is the label mean {mean:.3f} of {len(y)} labels: {reason}; "
-                          "label more inputs to borrow from the known models",
-                          UserWarning, stacklevel=2)
+            warnings.warn(f"P(new, x) is the smoothed label mean (Σy + 1)/(L + 2) = "
+                          f"{smoothed_level(y):.3f} of {len(y)} labels: {reason}; label more "
+                          "inputs to borrow from the known models", UserWarning, stacklevel=2)
             hits = float(np.sum((y > self.threshold) == (mean > self.threshold)))
             self.fit_ = BorrowingFit(len(y), mean, "none", math.nan, 0, 0.0, "none",
                                      float(np.mean((y - mean) ** 2)), hits, reason)
@@ -597,7 +599,7 @@ class BorrowingPredictor:
         are leave-one-out (each label predicted from the level and mean z̄ of the others), so
         that p̂'s update counts hits on labels the fit did not see, as for the other fits."""
         n = len(y)
-        level = (float(y.sum()) + 1.0) / (n + 2.0)
+        level = smoothed_level(y)
         zbar = logits(F).mean(axis=1)
         a = _level(zbar, np.array([level]))
         self.kind_, self.value_, self.k_, self.mix_ = "logistic", math.inf, 0, 1.0
@@ -630,7 +632,7 @@ class BorrowingPredictor:
                                   "with appropriate arguments before using this estimator.")
         F = np.atleast_2d(np.asarray(F, dtype=np.float64))
         if self.fit_.fallback is not None:
-            return np.full(len(F), self.fit_.label_mean)
+            return np.full(len(F), smoothed_level(self.y_))
         A = self._borrow_predict(self.kind_, self.value_, self.part_, F) if self.mix_ > 0 \
             else np.zeros(len(F))
         B = R = np.zeros(len(F))
@@ -753,6 +755,12 @@ def probe_rows(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, n: int, seed:
             picked += left[np.argsort(-score[left], kind="stable")[:q - len(picked)]].tolist()
         out.extend(int(r) for r in picked)
     return np.sort(np.asarray(out, dtype=np.int64))
+
+
+def smoothed_level(y: np.ndarray) -> float:
+    """(Σy + 1)/(L + 2): the level a few labels give, never 0 or 1. Why: one label of 1 made
+    P(new, x) exactly 1 at every input, and the new model took every decision."""
+    return (float(np.sum(y)) + 1.0) / (len(y) + 2.0)
 
 
 def task_accuracy(P: np.ndarray, datasets: np.ndarray, label_mean: float, n_labels: int

@@ -323,14 +323,16 @@ def test_with_leave_one_out_folds_the_order_of_the_labels_does_not_matter(data, 
 
 @given(data=labelled(L_min=1, L_max=7, vary=False))
 @FAST
-def test_fewer_than_min_labels_give_the_label_mean_with_a_warning(data):
-    """Below min_labels (8) P(new, x) is the label mean everywhere, said by a warning and by
-    ``fallback``."""
+def test_fewer_than_min_labels_give_the_smoothed_label_mean_with_a_warning(data):
+    """Below min_labels (8) P(new, x) is the smoothed label mean (Σy + 1)/(L + 2) everywhere,
+    never 0 or 1 (one label of 1 gave P = 1), said by a warning and by ``fallback``."""
     F, V, y, Yk, Fq, Vq = data
-    with pytest.warns(UserWarning, match="label mean"):
+    with pytest.warns(UserWarning, match="smoothed label mean"):
         pred = BorrowingPredictor().fit(F, V, y, Yk)
     assert pred.fit_.fallback is not None
-    np.testing.assert_allclose(pred.predict_proba(Fq, Vq), y.mean(), rtol=0, atol=1e-15)
+    P = pred.predict_proba(Fq, Vq)
+    np.testing.assert_allclose(P, (y.sum() + 1) / (len(y) + 2), rtol=0, atol=1e-15)
+    assert ((0 < P) & (P < 1)).all()
 
 
 @given(data=labelled(L_min=8, L_max=30, vary=False), value=st.one_of(binary, unit), seed=seeds)
