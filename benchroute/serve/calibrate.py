@@ -43,10 +43,20 @@ _SHARE_GRID = np.round(np.linspace(0.0, 1.0, 201), 4)
 
 
 def router_fingerprint(router: Any) -> str:
-    """What a calibration depends on: the models, the encoder and the pool's size and tasks."""
-    body = json.dumps({"models": list(router.models_), "encoder": router.encoder_id_,
-                       "n": int(len(router.Y_)), "tasks": router.tasks_}, sort_keys=True)
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+    """What a calibration depends on: the models, the encoder, the pool's size and tasks, its
+    labels, the labels of models added from a few, and the costs. Why the labels: results
+    added or changed (``add-results``) move every P, and a threshold calibrated before then
+    sent every request to one model while the fingerprint still matched."""
+    h = hashlib.sha256(json.dumps(
+        {"models": list(router.models_), "encoder": router.encoder_id_,
+         "n": int(len(router.Y_)), "tasks": router.tasks_,
+         "costs": getattr(router, "costs_", None)}, sort_keys=True).encode("utf-8"))
+    h.update(np.ascontiguousarray(np.nan_to_num(router.Y_, nan=-1.0), dtype="<f8").tobytes())
+    for name, added in sorted(getattr(router, "added_", {}).items()):
+        h.update(name.encode("utf-8", "surrogatepass"))
+        h.update(np.ascontiguousarray(added.X, dtype="<f4").tobytes())
+        h.update(np.ascontiguousarray(added.y, dtype="<f8").tobytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass

@@ -557,6 +557,25 @@ def test_a_router_with_an_added_model_serves_and_calibrates(fake, tmp_path):
     assert json.loads((tmp_path / "c.json").read_text())["policy"] == "threshold"
 
 
+def test_a_calibration_is_refused_once_the_labels_change(tmp_path):
+    """add-results that changes labels moves every P: a calibration made before still matched
+    the fingerprint (models, encoder, pool size, tasks) and served a stale threshold. A saved
+    and reloaded router keeps its fingerprint."""
+    from benchroute.data.store import BenchmarkData
+
+    data, _ = synthetic(5)
+    r = Router(alphas=(0.0,), encoder=HashingEncoder(64), cache_dir=str(tmp_path / "c")).fit(data)
+    prompts = [f"task {i % 4} input {i}" for i in range(60)]
+    calibrate(r, prompts, "threshold", 0.3, tmp_path / "cal.json", strong="m0", weak="m2")
+    r.save(tmp_path / "r")
+    load_calibration(tmp_path / "cal.json", Router.load(tmp_path / "r"))  # same router: fine
+    flipped = data.frame.assign(correct=1.0 - data.frame["correct"],
+                                score=1.0 - data.frame["score"])
+    r.add_results(BenchmarkData(flipped))
+    with pytest.raises(BenchrouteError, match="made for another router"):
+        load_calibration(tmp_path / "cal.json", r)
+
+
 @pytest.mark.parametrize("policy, target", [("smallest_sufficient", 0.4), ("budget", 1.5)])
 def test_calibration_of_tau_and_budget(router, tmp_path, policy, target):
     prompts = [f"task {i % 4} input {i}" for i in range(150)]
