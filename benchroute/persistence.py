@@ -13,6 +13,8 @@ the temporary folders killed saves left.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import hashlib
 import json
@@ -20,10 +22,11 @@ import logging
 import math
 import os
 import shutil
+import stat
 import tempfile
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,19 +145,65 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         _write(router, tmp)
-        _keep_other_files(folder, tmp)
-        old = None
-        if folder.exists():
-            old = folder.parent / f"{tmp.name}.old"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
+        with _saves_locked(folder.parent):  # check and swap as one step among savers
+            _check_unchanged_since_load(router, folder)
+            _keep_other_files(folder, tmp)
+            os.chmod(tmp, _folder_mode(folder))  # mkdtemp's 0700 otherwise
+            old = None
+            if folder.exists():
+                old = folder.parent / f"{tmp.name}.old"
+                os.replace(folder, old)
+            os.replace(tmp, folder)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     _remove_leftovers(folder)
+    router._loaded_from = (str(folder.resolve()), _digest_of(folder))
     return folder
+
+
+@contextlib.contextmanager
+def _saves_locked(parent: Path) -> Iterator[None]:
+    """An advisory lock on the folder that holds the router, for the check and the swap: two
+    processes saving one router at once both reported success, and one change was lost."""
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _digest_of(folder: Path) -> str | None:
+    """The ``digest`` field of a saved router's router.json (None if unreadable)."""
+    try:
+        digest = json.loads((folder / "router.json").read_text(encoding="utf-8")).get("digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def _check_unchanged_since_load(router: Router, folder: Path) -> None:
+    """Refuse to replace a saved router that changed after this one was loaded from (or saved
+    to) the same folder: another process saved it meanwhile, and replacing it would lose that
+    change silently."""
+    loaded = getattr(router, "_loaded_from", None)
+    if loaded is None or loaded[0] != str(folder.resolve()) or not folder.is_dir():
+        return
+    if _digest_of(folder) != loaded[1]:
+        raise BenchrouteError(f"{folder}: changed since this router was loaded from it (another "
+                              "process saved it?); load it again and repeat the change")
+
+
+def _folder_mode(folder: Path) -> int:
+    """The replaced folder's permission bits, else those a new folder gets under the umask."""
+    if folder.is_dir():
+        return stat.S_IMODE(folder.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
 
 
 #: What a save writes at the top of a router folder; anything else there is the user's
@@ -459,6 +508,7 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     _check_encoder(path, params["encoder"], encoder, index.dimension)
     _check_task_accuracy(path, task_accuracy, Y, index.datasets_, models)
     router = klass(**{**params, "alphas": tuple(params["alphas"]), "cache_dir": cache_dir})
+    router._loaded_from = (str(folder.resolve()), str(meta["digest"]))  # save checks it
     router.predictor_ = KNNCorrectnessPredictor(
         router.k, router.weights, router.index_factory, router.nprobe, router.ef_search
     ).attach(index, Y)

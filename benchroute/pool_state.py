@@ -70,6 +70,9 @@ class FittedPool:
     #: the pool tasks' form-shift statistics (:func:`benchroute.shift.reference_of` computes it
     #: on first use or at save; a saved router brings it); absent without pool texts
     shift_reference_: ShiftReference
+    #: (folder, router.json digest) this router was loaded from or last saved to; a save over
+    #: that folder refuses when another process changed it meanwhile
+    _loaded_from: tuple[str, str | None] | None = None
 
 
 def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: list[str],

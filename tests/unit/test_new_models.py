@@ -790,3 +790,23 @@ def test_a_probe_set_larger_than_the_pool_says_so(world, caplog):
         probe = r.probe_set(10**6)
     assert len(probe) == len(r.Y_)
     assert f"{10**6} inputs asked for, the pool has {len(r.Y_)}" in caplog.text
+
+
+def test_a_router_changed_by_another_process_is_not_saved_over(world, tmp_path):
+    """Two processes changing one router: both saves reported success, and one change was
+    lost. The second now refuses; a router saved again by its own process saves fine."""
+    _, data, r, _ = world
+    folder = r.save(tmp_path / "r")
+    first = Router.load(folder, cache_dir=str(tmp_path / "cache"))
+    second = Router.load(folder, cache_dir=str(tmp_path / "cache"))
+    first.remove_model("new")
+    first.save(folder)
+    first.save(folder)  # its own save does not count as another's
+    second.remove_model("m1")
+    with pytest.raises(BenchrouteError, match="changed since this router was loaded from it"):
+        second.save(folder)
+    assert Router.load(folder).models_ == [m for m in r.models_ if m != "new"]
+    second.save(tmp_path / "elsewhere")  # another folder: nothing to lose
+    os.chmod(folder, 0o755)
+    first.save(folder)
+    assert folder.stat().st_mode & 0o777 == 0o755  # the folder's mode is kept (was 0700)
