@@ -332,7 +332,7 @@ def test_fewer_than_min_labels_give_the_smoothed_label_mean_with_a_warning(data)
     assert pred.fit_.fallback is not None
     P = pred.predict_proba(Fq, Vq)
     np.testing.assert_allclose(P, (y.sum() + 1) / (len(y) + 2), rtol=0, atol=1e-15)
-    assert ((0 < P) & (P < 1)).all()
+    assert ((P > 0) & (P < 1)).all()
 
 
 @given(data=labelled(L_min=8, L_max=30, vary=False), value=st.one_of(binary, unit), seed=seeds)
