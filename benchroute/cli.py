@@ -646,6 +646,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
         raise BenchrouteError("--ray writes its decisions to a file: add --out routed.parquet")
     if args.out is not None:
         check_output_path(args.out, "routed file")
+        _not_into_router(args.out, args.router)
         if args.out.exists() and _same_file(args.texts, args.out):
             raise BenchrouteError(f"--out {args.out} is the texts file; the routed file would "
                                   "replace it")
@@ -661,6 +662,21 @@ def _cmd_route(args: argparse.Namespace) -> int:
                                                keep_duplicates=args.keep_duplicates)):
         print(json.dumps({"text": text, "model": model}) if args.json else f"{model}\t{text[:80]!r}")
     return 0
+
+
+def _not_into_router(out: Path | None, router: Path | None) -> None:
+    """Refuse an output that would replace one of a saved router's own files (router.json,
+    pool.npz, index/, added.npz): it left the router unloadable."""
+    if out is None or router is None:
+        return
+    from benchroute.persistence import ROUTER_ENTRIES
+
+    try:
+        inside = Path(os.path.realpath(out)).relative_to(os.path.realpath(router))
+    except ValueError:
+        return
+    if inside.parts and inside.parts[0] in ROUTER_ENTRIES:
+        raise BenchrouteError(f"{out}: is one of the router's own files; write it elsewhere")
 
 
 def _same_file(texts: str, out: Path) -> bool:
@@ -689,6 +705,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from benchroute.pool_state import DEFAULT_PROBE
     from benchroute.router import Router
 
+    _not_into_router(args.out, args.router)
     router = Router.load(args.router)
     probe = router.probe_set(args.n, args.strategy or DEFAULT_PROBE, args.seed)
     lines = [json.dumps({**rec, "correct": None}, ensure_ascii=False)
@@ -1007,6 +1024,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if out is None:
         raise BenchrouteError("give --out FILE (with the default router there is no router "
                               "folder to write into)")
+    _not_into_router(out, args.router)
     costs = _route_costs(args.prices, args.tokens)
     router = _load_router(args.router)
     if args.upstreams is not None:  # read as serve reads it

@@ -245,3 +245,23 @@ def test_add_results_and_remove_model_on_the_command_line(tmp_path, capsys):
     assert Router.load(r).models_ == ["m0", "m2"]
     assert main(["remove-model", "--router", str(r), "--name", "zz"]) == 2
     assert "zz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["probe", "--router", "{r}", "--n", "3", "--out", "{r}/router.json"],
+    ["probe", "--router", "{r}", "--n", "3", "--out", "{r}/index/index.json"],
+    ["calibrate", "--router", "{r}", "--prompts", "{t}", "--strong-share", "0.3", "--out",
+     "{r}/pool.npz"],
+    ["route", "{t}", "--router", "{r}", "--out", "{r}/pool.npz"],
+])
+def test_outputs_never_replace_the_routers_own_files(router_dir, tmp_path, capsys, command):
+    """probe, calibrate and route --out wrote over router.json, pool.npz or the index, and the
+    router no longer loaded."""
+    texts = tmp_path / "t.txt"
+    texts.write_text("task 1 input 1\ntask 2 input 2\n")
+    before = (router_dir / "router.json").read_bytes()
+    argv = [a.format(r=router_dir, t=texts) for a in command]
+    assert main(argv) == 2
+    assert "is one of the router's own files" in capsys.readouterr().err
+    assert (router_dir / "router.json").read_bytes() == before
+    Router.load(router_dir)
