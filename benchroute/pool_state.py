@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from benchroute.data.pool import pool_labels
+from benchroute.data.pool import Pool, pool_labels
 from benchroute.data.store import BenchmarkData
 from benchroute.data.text import normalize_text
 from benchroute.exceptions import BenchrouteError
@@ -273,6 +273,8 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
     rows = np.array([where.get((str(d), str(i)), -1)
                      for d, i in zip(inst["dataset"], inst["instance_id"])], dtype=np.int64)
     new = np.flatnonzero(rows < 0)
+    pool = pool_labels(data)
+    _check_additions(router, inst, rows, pool, len(new))
     if embeddings is not None:
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or len(embeddings) != len(inst):
@@ -280,7 +282,8 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
                                   f"input of data.instances(); got {embeddings.shape}")
         embeddings = embeddings[new]
     texts = inst["text"].iloc[new].tolist()
-    pool = pool_labels(data)
+    old_counts = {m: int((~np.isnan(router.Y_[:, j])).sum())
+                  for j, m in enumerate(router.pool_models_)}
     new_models = [m for m in pool.models if m not in router.pool_models_]
     Y = np.hstack([router.Y_, np.full((len(router.Y_), len(new_models)), np.nan, np.float32)])
     models = router.pool_models_ + new_models
@@ -304,10 +307,52 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
     router.reference_ = _reference(router)
     costs = store_costs(data)
     if costs:
-        router.costs_ = {**(router.costs_ or {}), **costs}
+        router.costs_ = _merged_costs(router.costs_, old_counts, costs, data)
     _refit_added(router)
     _sync_models(router)
     return router
+
+
+def _check_additions(router: Router, inst: pd.DataFrame, rows: np.ndarray, pool: Pool,
+                     n_new: int) -> None:
+    """Refuse, before anything changes, results that add_results would otherwise take wrongly:
+    another text for a pool input (its vector and text stayed the old ones while its labels
+    changed), and partial results for a model added from a few labels (they replaced its
+    labels, leaving a pool column empty on most inputs)."""
+    if router.texts_ is not None:
+        for j in np.flatnonzero(rows >= 0):
+            old, now = router.texts_[int(rows[j])], str(inst["text"].iloc[j])
+            if normalize_text(old) != normalize_text(now):
+                raise BenchrouteError(
+                    f"add_results: input {inst['dataset'].iloc[j]!r} / "
+                    f"{inst['instance_id'].iloc[j]!r} has the text {now!r:.60} here and "
+                    f"{old!r:.60} in the router's pool; an input's text cannot change (fit "
+                    "again, or give it another instance_id)")
+    total = len(router.Y_) + n_new
+    for col, name in enumerate(pool.models):
+        covered = int((~np.isnan(pool.Y[:, col])).sum())
+        if name in router.added_ and covered < total:
+            raise BenchrouteError(
+                f"add_results: {name!r} was added from a few labels, and these results cover "
+                f"{covered} of the pool's {total} inputs; add them "
+                "with add_model (they join its labels), or give results on every input")
+
+
+def _merged_costs(costs: dict[str, float] | None, old_counts: dict[str, int],
+                  new: dict[str, float], data: BenchmarkData) -> dict[str, float]:
+    """A model's cost per call over all its results, as a fit on every result computes it:
+    the old mean weighted by the old results, the table's by its own (the table's alone
+    replaced the old before). Results that replace old ones count on both sides, so there
+    the mean is approximate."""
+    out = dict(costs or {})
+    counts = data.frame.dropna(subset=["cost"]).groupby("model").size()
+    for model, cost in new.items():
+        n_old, n_new = old_counts.get(model, 0), int(counts.get(model, 0))
+        if model in out and n_old and n_new:
+            out[model] = (out[model] * n_old + cost * n_new) / (n_old + n_new)
+        else:
+            out[model] = cost
+    return out
 
 
 def _append_columns(router: Router, names: list[str], Y_new: np.ndarray) -> None:

@@ -810,3 +810,30 @@ def test_a_router_changed_by_another_process_is_not_saved_over(world, tmp_path):
     os.chmod(folder, 0o755)
     first.save(folder)
     assert folder.stat().st_mode & 0o777 == 0o755  # the folder's mode is kept (was 0700)
+
+
+def test_add_results_refuses_what_it_took_wrongly(tmp_path):
+    """Another text for a pool input (the old vector kept, the labels changed) and partial
+    results for a model added from a few labels (its labels replaced by a pool column empty on
+    most inputs) were taken silently; a model's cost became the new table's mean alone."""
+    from tests.unit.test_router import synthetic as clusters
+
+    data, _ = clusters(4)
+    frame = data.frame.assign(cost=np.where(data.frame["dataset"] == "t3", 3.0, 1.0))
+    old = BenchmarkData(frame[frame["dataset"] != "t3"].reset_index(drop=True))
+    r = Router(alphas=(0.0,), tune=False, encoder=ENC, cache_dir=str(tmp_path / "c")).fit(old)
+    other_text = frame[frame["dataset"] == "t0"].head(1).assign(text="another text entirely")
+    with pytest.raises(BenchrouteError, match="an input's text cannot change"):
+        r.add_results(BenchmarkData(other_text.reset_index(drop=True)))
+    r.add_results(BenchmarkData(frame[frame["dataset"] == "t3"].reset_index(drop=True)))
+    full = Router(alphas=(0.0,), tune=False, encoder=ENC, cache_dir=str(tmp_path / "c")).fit(
+        BenchmarkData(frame))
+    assert r.costs_ == pytest.approx(full.costs_)  # was 3.0, the new task's alone
+    probe = r.probe_set(12)
+    lab = frame[frame["model"] == "m0"].set_index(["dataset", "instance_id"])["correct"]
+    r.add_model("x", [{"dataset": d, "instance_id": i, "correct": float(lab.loc[(d, i)])}
+                      for d, i in zip(probe["dataset"], probe["instance_id"]) if (d, i) in lab.index])
+    partial = frame[(frame["model"] == "m0") & (frame["dataset"] == "t1")].assign(model="x")
+    with pytest.raises(BenchrouteError, match="'x' was added from a few labels"):
+        r.add_results(BenchmarkData(partial.reset_index(drop=True)))
+    assert "x" in r.added_
