@@ -203,10 +203,11 @@ def _result_vectors(router: Router, frame: pd.DataFrame) -> tuple[np.ndarray, np
             if not (pd.isna(d) or pd.isna(i)):
                 rows[j] = where.get((str(d), str(i)), -1)
     if "text" in frame.columns and router.texts_ is not None:
-        by_text = {t: r for r, t in reversed(list(enumerate(router.texts_)))}
+        # by the normalised text, as the store and the cache compare texts ("q " is "q")
+        by_text = {normalize_text(t): r for r, t in reversed(list(enumerate(router.texts_)))}
         for j, t in enumerate(frame["text"]):
             if rows[j] < 0 and isinstance(t, str):
-                rows[j] = by_text.get(t, -1)
+                rows[j] = by_text.get(normalize_text(t), -1)
     need = np.flatnonzero(rows < 0)
     if len(need) and ("text" not in frame.columns
                       or frame["text"].iloc[need].map(lambda t: not isinstance(t, str)).any()):

@@ -84,6 +84,9 @@ def load(
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
+    if not path.is_file() and not path.is_dir():  # a pipe (<(cat f)), a FIFO, a device
+        raise DataError(f"{path}: not a file or a folder (a pipe or a device?); benchmark "
+                        "results are read from files: write them to one first")
     archives = _archives(path)
     if archives:
         with tempfile.TemporaryDirectory(prefix="benchroute-") as tmp:

@@ -146,3 +146,13 @@ def test_a_numeric_id_column_read_as_a_model_says_how_to_name_it(tmp_path):
                                         r"or the id column \(instance_id=\.\.\.\)"):
         load_table(f)
     assert load_table(f, instance_id="idx").models == ["a", "b"]
+
+
+def test_a_pipe_is_refused_clearly(tmp_path):
+    """<(cat results.csv) or a FIFO was taken for a folder: 'Not a directory', exit 1."""
+    import os
+
+    fifo = tmp_path / "results.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"results\.csv: not a file or a folder \(a pipe"):
+        load(fifo)
