@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from benchroute.data.metrics import short_repr
 from benchroute.data.store import BenchmarkData
 from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 from benchroute.exceptions import BenchrouteError
@@ -161,12 +162,23 @@ def check_candidates(candidates: Iterable[str] | str | None, models: Sequence[st
     return np.array(sorted({list(models).index(c) for c in names}))
 
 
+def check_model_name(name: object, where: str = "name") -> str:
+    """A model's name as every surface can carry it: the command line's lists, the saved files,
+    the gateway's headers and metrics. Printable, no leading or trailing spaces (``"m1 "``
+    beside ``"m1"`` could not be told apart on the command line)."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip() \
+            or not name.isprintable():
+        raise BenchrouteError(f"{where} == {short_repr(name, 80)}, expected a model name: "
+                              "printable, without leading or trailing spaces")
+    return name
+
+
 def check_fit_arrays(X: np.ndarray, Y: np.ndarray, datasets: Iterable[object],
                      models: Sequence[object]
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """The arrays ``Router.fit_arrays`` learns from, checked together: unit vectors, labels in
     [0, 1] with at least one result, one task name per row and distinct model names."""
-    names = [str(m) for m in models]
+    names = [check_model_name(str(m), "model name") for m in models]
     if len(set(names)) != len(names):
         raise BenchrouteError(f"models: duplicated names in {names}")
     X = check_vectors(X, "fit X")

@@ -23,7 +23,7 @@ from benchroute.data.pool import Pool, pool_labels
 from benchroute.data.store import BenchmarkData
 from benchroute.data.text import normalize_text
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import check_vectors
+from benchroute.inputs import check_model_name, check_vectors
 from benchroute.new_models import (
     AddedModel,
     fit_added,
@@ -132,11 +132,7 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
     the router had been fitted with it (:func:`add_results`). ``costs`` is its cost per call.
     """
     check_is_fitted(router, "predictor_")
-    if not isinstance(name, str) or not name.strip() or name != name.strip() \
-            or not name.isprintable():
-        # a name that the CLI's lists, the saved files and the gateway can all carry
-        raise BenchrouteError(f"name == {name!r}, expected a model name: printable, without "
-                              "leading or trailing spaces")
+    check_model_name(name)
     if name in router.pool_models_:
         raise BenchrouteError(f"model {name!r} is already a pool model with full results; "
                               "change its results with add_results (`benchroute add-results`), "
@@ -285,7 +281,8 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
     texts = inst["text"].iloc[new].tolist()
     old_counts = {m: int((~np.isnan(router.Y_[:, j])).sum())
                   for j, m in enumerate(router.pool_models_)}
-    new_models = [m for m in pool.models if m not in router.pool_models_]
+    new_models = [check_model_name(m, "model name") for m in pool.models
+                  if m not in router.pool_models_]
     Y = np.hstack([router.Y_, np.full((len(router.Y_), len(new_models)), np.nan, np.float32)])
     models = router.pool_models_ + new_models
     if len(new):

@@ -497,3 +497,14 @@ def test_per_input_tables_keep_a_series_index():
     assert router.route_table(list(texts)).index.tolist() == [0, 1, 2]
     pd.testing.assert_frame_equal(router.route_table(texts).reset_index(drop=True),
                                   router.route_table(list(texts)))
+
+
+def test_model_names_follow_one_rule_everywhere():
+    """fit and add_results took "m1 " beside "m1" (or a tab, a newline), which add_model refused
+    and the command line could not tell apart."""
+    data, X = synthetic(3)
+    for bad in ("m1 ", "m\t1", "m\n1", " "):
+        frame = data.frame.replace({"model": {"m1": bad}})
+        with pytest.raises(BenchrouteError, match="expected a model name: printable"):
+            Router(alphas=(0.0,), encoder=HashingEncoder(8)).fit(BenchmarkData(frame),
+                                                                 embeddings=X)

@@ -431,15 +431,17 @@ def test_task_router_routes_saves_loads_and_checks_its_fields(tmp_path):
     np.testing.assert_array_equal(F, known_proba(router, Q, without_self=True))
     router.per_input_ = pred
     T = len(clf.tasks)
-    for change, field, expected in [
+    for i, (change, field, expected) in enumerate([
             (lambda s: s["task_coef"].pop(), r"stack\.task_coef'", rf"a {T} x {M} list"),
             (lambda s: s["task_classifier"]["coef"][0].pop(), r"stack\.task_classifier\.coef'",
              rf"a {d} x {T} list"),
             (lambda s: s["task_classifier"].update(tasks=["a"] * T),
              r"stack\.task_classifier\.tasks'", "a non-empty list of distinct task names"),
             (lambda s: s["vector_coef"].pop(), r"stack\.vector_coef'", rf"a {d} x {M} list"),
-            (lambda s: s.pop("task_coef"), r"stack'", "an object with exactly")]:
-        folder = router.save(tmp_path / "bad")
+            (lambda s: s.pop("task_coef"), r"stack'", "an object with exactly")]):
+        # a new folder each time: saving over an edited router is refused (it changed since
+        # this router saved it)
+        folder = router.save(tmp_path / f"bad{i}")
         _rewrite(folder, lambda m, change=change: change(m["routing"]["per_input"]["stack"]))
         with pytest.raises(BenchrouteError, match=rf"field 'routing\.per_input\.{field} is "
                                                   rf"invalid; expected {expected}"):
