@@ -954,4 +954,6 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
             if not isinstance(t, str) and not (has_id and pd.api.types.is_scalar(t)
                                                and pd.isna(t)):
                 raise BenchrouteError(f"{what}[{i}]: field 'text' is {t!r}; expected a string")
+            if isinstance(t, str) and not t.strip():  # route refuses it as an input too
+                raise BenchrouteError(f"{what}[{i}]: field 'text' is empty or only whitespace")
     return out

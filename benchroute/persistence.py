@@ -94,7 +94,10 @@ def check_router_target(folder: str | os.PathLike[str]) -> Path:
     (so that saving never replaces unrelated files); call before a long fit."""
     folder = Path(folder)
     if folder.exists() or folder.is_symlink():
-        if not folder.is_dir() or folder.is_symlink():
+        if folder.is_symlink():  # the swap would replace the link by a folder
+            raise BenchrouteError(f"{folder}: is a symbolic link; save to the folder it names "
+                                  f"({os.path.realpath(folder)})")
+        if not folder.is_dir():
             raise BenchrouteError(f"{folder}: exists and is not a folder; a router is saved as a "
                                   "folder")
         if any(folder.iterdir()) and not (folder / "router.json").is_file():

@@ -354,6 +354,16 @@ def _occupy(target: Path, kind: str) -> Path:
     return target / "notes.txt"
 
 
+def test_save_through_a_link_names_the_folder_it_points_to(tmp_path, fitted):
+    """A link to a router folder: the swap would replace the link; it said "exists and is not
+    a folder", though the link names one."""
+    real = fitted[0].save(tmp_path / "real")
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    with pytest.raises(BenchrouteError, match=rf"link: is a symbolic link; save to the folder it "
+                                              rf"names \({real}\)"):
+        fitted[0].save(tmp_path / "link")
+
+
 @pytest.mark.parametrize("kind", ["file", "foreign folder"])
 def test_save_refuses_to_replace_other_things(tmp_path, fitted, kind):
     target = tmp_path / "t"

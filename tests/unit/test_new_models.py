@@ -624,6 +624,8 @@ def test_add_model_errors(tmp_path, world):
         r.add_model("z", [{"text": "x", "correct": 0}, {"text": "y", "correct": 1},
                           {"text": " x\r\n", "correct": 1}])
     pool = data.instances().iloc[0]
+    with pytest.raises(BenchrouteError, match=r"results\[1\]: field 'text' is empty"):
+        r.add_model("z", [{"text": "x", "correct": 1}, {"text": "  ", "correct": 0}])
     # a pool input's text with a trailing space is that pool input (it was a new text, two labels)
     with pytest.raises(BenchrouteError, match=r"results\[0\] and results\[1\] are the same input"):
         r.add_model("z", [{"text": pool["text"], "correct": 0},
