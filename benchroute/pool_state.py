@@ -100,6 +100,7 @@ def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: 
         router.per_input_ = PerInputPredictor(
             seed=router.seed, max_task_queries=router.max_task_queries,
             folds_by=router.tune_folds).fit(X, Y, ds).without_pool()
+    _warn_partial_models(router)
     logger.info("fitted router: %d inputs, %d models, %d tasks, %d reference pairs",
                 len(X), len(models), len(np.unique(ds)), len(router.reference_.u))
 
@@ -308,7 +309,20 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
         router.costs_ = _merged_costs(router.costs_, old_counts, costs, data)
     _refit_added(router)
     _sync_models(router)
+    _warn_partial_models(router)
     return router
+
+
+def _warn_partial_models(router: Router) -> None:
+    """Say which pool models have results on only some tasks: their accuracy on average is
+    over those tasks alone, so three right answers on one task can make a model the best on
+    average, and the default for every input."""
+    acc = router.task_accuracy_
+    for model in router.pool_models_:
+        has = int(acc[model].notna().sum())
+        if 0 < has < len(acc):
+            logger.warning("model %r has results on %d of the pool's %d tasks; its accuracy on "
+                           "average is over those only", model, has, len(acc))
 
 
 def _check_additions(router: Router, inst: pd.DataFrame, rows: np.ndarray, pool: Pool,

@@ -508,3 +508,14 @@ def test_model_names_follow_one_rule_everywhere():
         with pytest.raises(BenchrouteError, match="expected a model name: printable"):
             Router(alphas=(0.0,), encoder=HashingEncoder(8)).fit(BenchmarkData(frame),
                                                                  embeddings=X)
+
+
+def test_a_model_with_results_on_some_tasks_only_is_said(caplog):
+    """Its accuracy on average is over those tasks alone: three right answers on one task made
+    a model the best on average, without a word."""
+    data, X = synthetic(3)
+    frame = data.frame[(data.frame["model"] != "m2") | (data.frame["dataset"] == "t0")]
+    with caplog.at_level("WARNING", logger="benchroute.router"):
+        Router(alphas=(0.0,), tune=False, encoder=HashingEncoder(8)).fit(
+            BenchmarkData(frame.reset_index(drop=True)), embeddings=X)
+    assert "model 'm2' has results on 1 of the pool's 4 tasks" in caplog.text
