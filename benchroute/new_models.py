@@ -354,7 +354,7 @@ class BorrowingFit:
 
     def summary(self) -> str:
         if self.fallback:
-            level = (self.label_mean * self.n_labels + 1.0) / (self.n_labels + 2.0)
+            level = smoothed_level(total=self.label_mean * self.n_labels, n=self.n_labels)
             return (f"smoothed label mean {level:.3f} (label mean {self.label_mean:.3f} of "
                     f"{self.n_labels} labels; {self.fallback})")
         if self.level_only:
@@ -757,10 +757,13 @@ def probe_rows(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, n: int, seed:
     return np.sort(np.asarray(out, dtype=np.int64))
 
 
-def smoothed_level(y: np.ndarray) -> float:
-    """(Σy + 1)/(L + 2): the level a few labels give, never 0 or 1. Why: one label of 1 made
-    P(new, x) exactly 1 at every input, and the new model took every decision."""
-    return (float(np.sum(y)) + 1.0) / (len(y) + 2.0)
+def smoothed_level(y: np.ndarray | None = None, total: float = 0.0, n: int = 0) -> float:
+    """(Σy + 1)/(L + 2), of the labels ``y`` or of their ``total`` and count ``n``: the level a
+    few labels give, never 0 or 1. Why: one label of 1 made P(new, x) exactly 1 at every input,
+    and the new model took every decision."""
+    if y is not None:
+        total, n = float(np.sum(y)), len(y)
+    return (total + 1.0) / (n + 2.0)
 
 
 def task_accuracy(P: np.ndarray, datasets: np.ndarray, label_mean: float, n_labels: int

@@ -538,7 +538,7 @@ def good_records(draw):
     for i in range(n):
         r: dict[str, object] = {key: draw(number)}
         if how in ("text", "both"):
-            r["text"] = draw(st.text(max_size=12))
+            r["text"] = draw(st.text(max_size=12).filter(str.strip))  # a blank text is refused
         if how in ("id", "both"):
             r["dataset"], r["instance_id"] = draw(st.sampled_from(["a", "b"])), f"{i:03d}"
         recs.append(r)
