@@ -20,8 +20,9 @@ try:
 except ImportError:  # the property tests skip themselves without it
     pass
 else:
-    _hypothesis_settings.register_profile("benchroute", derandomize=True, database=None)
-    _hypothesis_settings.register_profile("explore", derandomize=False)
+    _hypothesis_settings.register_profile("benchroute", derandomize=True, database=None,
+                                          deadline=None)
+    _hypothesis_settings.register_profile("explore", derandomize=False, deadline=None)
     _hypothesis_settings.load_profile(
         "explore" if os.environ.get("BENCHROUTE_HYPOTHESIS") == "explore" else "benchroute")
 

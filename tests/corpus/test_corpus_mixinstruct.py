@@ -225,7 +225,7 @@ _item = st.fixed_dictionaries({
     "input": st.one_of(st.text(max_size=5), st.just("")),
     "candidates": st.one_of(st.lists(_cand, max_size=3), st.none()),
 })
-FAST = settings(max_examples=40, deadline=None, database=None,
+FAST = settings(max_examples=40,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

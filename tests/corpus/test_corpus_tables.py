@@ -283,7 +283,7 @@ _cell = st.one_of(
 _text = st.one_of(st.text(max_size=8), st.integers(0, 9), st.none(), st.booleans())
 _rows = st.lists(st.fixed_dictionaries({"text": _text, "m1": _cell, "m2": _cell}), min_size=0,
                  max_size=5)
-FAST = settings(max_examples=40, deadline=None, database=None,
+FAST = settings(max_examples=40,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

@@ -125,7 +125,7 @@ _PARAMS = st.fixed_dictionaries({
     "max_task_queries": st.sampled_from([None, 5])})
 
 
-@settings(max_examples=40, deadline=None, database=None)
+@settings(max_examples=40)
 @given(seed=st.integers(0, 10_000), n_tasks=st.integers(3, 7), per_task=st.integers(8, 30),
        fit_params=_PARAMS, data=st.data())
 def test_property_excluded_pairs_equal_a_refit(seed, n_tasks, per_task, fit_params, data):

@@ -50,12 +50,12 @@ from benchroute.stacking import (
     logits,
     per_input_value,
 )
+from tests.unit.strategies import unit
 
-FAST = settings(max_examples=60, deadline=None)
-SLOW = settings(max_examples=25, deadline=None)
-FITS = settings(max_examples=20, deadline=None)  # a BorrowingPredictor fit is 0.05-0.5 s
+FAST = settings(max_examples=60)
+SLOW = settings(max_examples=25)
+FITS = settings(max_examples=20)  # a BorrowingPredictor fit is 0.05-0.5 s
 
-unit = st.floats(0.0, 1.0, allow_nan=False, allow_infinity=False, allow_subnormal=False)
 label = st.one_of(unit, st.just(math.nan))  # NaN = no result
 binary = st.sampled_from([0.0, 1.0])
 seeds = st.integers(0, 2**32 - 1)
@@ -496,7 +496,7 @@ def test_probe_rows_refuses_bad_arguments(kwargs):
 
 
 @given(n=st.booleans())
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=5)
 @example(n=True)
 def test_probe_rows_refuses_a_bool_n(n):
     """n is a count, not a flag: True is refused as seed=True is, not read as 1."""
@@ -619,7 +619,7 @@ def test_parse_results_never_raises_anything_but_a_benchroute_error(recs):
 
 @given(v=st.one_of(st.sampled_from(["0", "1", "0.5", " 1 ", "1e-1"]), st.just(b"1"),
                    st.just(pd.Timestamp(0))))
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 @example(v="0.5")
 def test_parse_results_refuses_labels_that_are_not_numbers(v):
     """A label is "a number in [0, 1]" (the error message's words): a string, bytes or a time
@@ -754,7 +754,7 @@ def tuning_pools(draw):
 
 @given(pool=tuning_pools(), method=st.sampled_from(["auto", "stack", "logistic", "task"]),
        objective=st.sampled_from(["brier", "route"]))
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 def test_choose_map_takes_the_simplest_candidate_within_one_standard_error(pool, method, objective):
     """One candidate is chosen: the first (the kNN, then w = 0.75 … 0 per family) whose CV value
     is within its standard error of the best; its out-of-fold P is in [0, 1], the kNN's being P
@@ -852,7 +852,7 @@ def test_two_lettered_option_lines_mark_a_multiple_choice_text(t, a, b):
 
 
 @given(lines=st.integers(15_000, 15_001))
-@settings(max_examples=1, deadline=None)
+@settings(max_examples=1)
 @example(lines=15_000)
 def test_fingerprint_time_is_linear_in_blank_lines(lines):
     """A long text is fingerprinted in about the time of reading it: 15,000 blank lines (15 kB)

@@ -28,11 +28,11 @@ from benchroute.scoring import (
     s3,
     task_means,
 )
+from tests.unit.strategies import unit
 
-FAST = settings(max_examples=100, deadline=None)
-SLOW = settings(max_examples=40, deadline=None)
+FAST = settings(max_examples=100)
+SLOW = settings(max_examples=40)
 
-unit = st.floats(0.0, 1.0, allow_nan=False, allow_infinity=False, allow_subnormal=False)
 price = st.floats(0.0, 100.0, allow_nan=False, allow_infinity=False, allow_subnormal=False)
 
 
@@ -151,7 +151,7 @@ def test_cpt_is_where_pgr_first_reaches_the_target(curve, q, target):
 
 
 @given(offsets=st.lists(st.integers(-40, 40), min_size=2, max_size=6), target=st.floats(0.1, 0.9))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @example(offsets=[-20, -5], target=0.5)
 def test_cpt_stays_in_the_call_range_when_pgr_grazes_the_target(offsets, target):
     """Qualities within 1e-11 of the target's: CPT must still be a call% the curve visits."""
@@ -315,7 +315,7 @@ def test_cheapest_within_cost_never_rises_with_the_drop(data, d1, d2):
 
 
 @given(data=pc(m_min=2), drop=st.floats(0.0, 1.0), tau=unit)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_cost_led_policies_never_pick_a_dominated_model(data, drop, tau):
     """No pick of cheapest_within / smallest_sufficient has a rival as cheap with clearly
     higher P: such a rival is also within the drop / above τ and strictly better."""
@@ -480,7 +480,7 @@ def test_top_share_takes_the_rounded_share_of_highest_scores(score, s1_, s2_, se
 
 @given(score=arr(st.integers(1, 10)),
        share=st.floats(max_value=-1e-3) | st.just(float("nan")) | st.floats(min_value=1.001))
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @example(score=np.arange(4.0), share=-0.5)
 def test_top_share_refuses_shares_outside_0_1(score, share):
     """A share is a fraction of the inputs; anything else is an error, not a silent mask."""
@@ -531,7 +531,7 @@ def test_bad_policy_numbers_are_benchroute_errors(name_key, value):
 
 
 @given(exp=st.integers(309, 2000), sign=st.sampled_from([1, -1]))
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 def test_huge_integer_parameters_are_benchroute_errors(exp, sign):
     """An int too large for a float is not a finite number the policy can use."""
     with pytest.raises(BenchrouteError):
@@ -558,7 +558,7 @@ def test_bad_strong_weak_indices_are_benchroute_errors(value, which):
 
 @given(bad=st.sampled_from([[1.0, float("nan")], [1.0, -1.0], [1.0, float("inf")], ["a", "b"],
                             [[1.0, 2.0], [1.0]], [None, 1.0], [True, False]]))
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 def test_bad_costs_are_benchroute_errors(bad):
     """Costs with NaN, inf, negatives, strings, None or ragged rows are refused as such."""
     with pytest.raises(BenchrouteError):

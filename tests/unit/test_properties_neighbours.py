@@ -37,11 +37,11 @@ from benchroute.predictors import (
     knn_mean,
 )
 from benchroute.sampling import is_cap, query_mask, task_queries
+from tests.unit.strategies import unit
 
-FAST = settings(max_examples=100, deadline=None)
-SLOW = settings(max_examples=40, deadline=None)
+FAST = settings(max_examples=100)
+SLOW = settings(max_examples=40)
 
-unit = st.floats(0.0, 1.0, allow_nan=False, allow_infinity=False, allow_subnormal=False)
 label = st.one_of(unit, st.just(math.nan))  # NaN = no result
 weights = st.sampled_from(["uniform", "distance"])
 prior = st.one_of(st.just(0.0), st.floats(0.0, 50.0, allow_subnormal=False))

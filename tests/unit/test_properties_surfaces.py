@@ -34,9 +34,9 @@ from benchroute.serve.entry import (
 )
 from benchroute.serve.metrics import GatewayMetrics
 
-FAST = settings(max_examples=150, deadline=None)
-MID = settings(max_examples=80, deadline=None)
-SLOW = settings(max_examples=30, deadline=None)
+FAST = settings(max_examples=150)
+MID = settings(max_examples=80)
+SLOW = settings(max_examples=30)
 
 BOM = b"\xef\xbb\xbf"
 #: characters str.strip() removes, ASCII and not
@@ -154,7 +154,7 @@ def test_parse_entry_refuses_only_with_an_entry_error(name, models):
 
 
 @given(name=st.sampled_from([np.array([1, 2]), np.array(["a", "b"]), np.zeros((2, 2))]))
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=5)
 def test_parse_entry_refuses_any_object_with_an_entry_error(name):
     assert check_entry_result(name, {}) is None
 
@@ -370,7 +370,7 @@ def test_format_version_accepts_exactly_oldest_to_supported(version, absent, old
 
 
 @given(version=beyond_str)
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 def test_format_version_refuses_an_int_too_long_to_print(version):
     with pytest.raises(BenchrouteError):
         check_format_version({"format_version": version}, "r.json", 3, "router", MyError)
@@ -504,7 +504,7 @@ def test_canonical_params_renames_only_the_old_names(name, params):
 
 
 @given(key=st.sampled_from(["t", "strong"]), value=beyond_str)
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 def test_check_policy_params_refuses_an_int_too_long_to_print(key, value):
     params = {"t": 0.1, "strong": 0, "weak": 1, key: value}
     with pytest.raises(BenchrouteError):

@@ -56,7 +56,7 @@ def test_unit_rows_come_back_unchanged():
     np.testing.assert_array_equal(out, X)
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=200)
 @given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12),
                   elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
        st.sampled_from([1e-3, 1e-2]))
