@@ -365,6 +365,7 @@ class PerInputPredictor:
             self.k_, self.weights_, self.prior_ = k, w, p
             self.calibration_ = Calibration.identity()
             self.tuning_ = None
+            self.tuning_record_: dict[str, Any] | None = None
             return self
         g = None if groups is None else np.asarray(groups)
         fold, how = fold_ids(len(X), g if self.folds_by == "task" else None, self.folds,
@@ -413,6 +414,8 @@ class PerInputPredictor:
                               method=self.method_,
                               knn_weight=1.0 if self.stack_ is None else self.stack_.knn_weight,
                               methods=None if choice is None else choice.table)
+        # what describe() saves of it: a loaded predictor has the record, not the grid
+        self.tuning_record_ = None
         logger.info("per-input predictor: %s", self.tuning_.summary())
         return self
 
@@ -498,8 +501,9 @@ class PerInputPredictor:
             out["calibration_knn"] = self.calibration_knn_.to_dict()
         if self.fallback_ is not None:
             out["fallback"] = self.fallback_
-        if self.tuning_ is not None:
-            out["tuning"] = self.tuning_.to_dict()
+        record = self.tuning_.to_dict() if self.tuning_ is not None else self.tuning_record_
+        if record is not None:
+            out["tuning"] = record
         return out
 
     @classmethod
@@ -524,6 +528,10 @@ class PerInputPredictor:
             pred.method_ = str(desc.get("method", "knn"))
             pred.fallback_ = desc.get("fallback")
             pred.tuning_ = None
+            record = desc.get("tuning")
+            if record is not None and not isinstance(record, dict):
+                raise ValueError(f"tuning record {record!r} is not an object")
+            pred.tuning_record_ = record
             if pred.stack_ is not None and pred.stack_.coef.shape != (pred.n_models_,) * 2:
                 raise ValueError(f"stack of shape {pred.stack_.coef.shape} for "
                                  f"{pred.n_models_} pool models")

@@ -519,3 +519,23 @@ def test_a_model_with_results_on_some_tasks_only_is_said(caplog):
         Router(alphas=(0.0,), tune=False, encoder=HashingEncoder(8)).fit(
             BenchmarkData(frame.reset_index(drop=True)), embeddings=X)
     assert "model 'm2' has results on 1 of the pool's 4 tasks" in caplog.text
+
+
+def test_the_tuning_record_survives_load_save_and_new_results(tmp_path):
+    """The CV evidence (what was tried and why this was chosen) is saved with a router; a
+    router loaded and saved again, or given new results, used to drop it."""
+    data, X = synthetic(7)
+    router = Router(alphas=(0.0,), repeats=1, encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    router.save(tmp_path / "r")
+
+    def record(folder):
+        meta = json.loads((folder / "router.json").read_text())
+        return meta["routing"]["per_input"].get("tuning")
+
+    first = record(tmp_path / "r")
+    assert first is not None and first["k"] == router.per_input_.k_
+    Router.load(tmp_path / "r").save(tmp_path / "again")
+    assert record(tmp_path / "again") == first
+    back = Router.load(tmp_path / "r")
+    back.remove_model("m2")
+    assert back.per_input_.describe()["tuning"] == first
