@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -1059,7 +1060,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in getattr(args, "deprecated", []):
         logging.getLogger("benchroute.cli").warning(note)
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _log_warning
+            return int(args.func(args))
     except BenchrouteError as exc:
         return _fail(args, str(exc), EXIT_USAGE)
     except UnicodeError as exc:
@@ -1075,6 +1078,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 (a bug: still one line, the traceback on request)
         return _fail(args, f"internal error, please report it: {type(exc).__name__}: {exc} "
                      "(--debug shows the traceback)", EXIT_FAILURE)
+
+
+def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    """A warning as one ``WARNING:`` line like the log's, which ``-q`` silences: Python's own
+    form names a line of benchroute's source and quotes it, which tells a user nothing."""
+    where = "" if issubclass(category, UserWarning) else f"{category.__name__}: "
+    logging.getLogger("benchroute").warning("%s%s", where, message)
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:

@@ -755,6 +755,24 @@ def test_cli_probe_then_add_model(tmp_path, capsys):
     assert back.models_[-1] == "new" and back.costs_ == {"new": 0.5}
 
 
+def test_cli_warnings_are_log_lines(tmp_path, capsys, caplog):
+    """A library warning reaches a CLI user as a log line: Python's own form showed
+    'router.py:284: UserWarning:' and a quoted line of benchroute's source."""
+    data = store(6)
+    router(tmp_path, only(data, KNOWN)).save(tmp_path / "r")
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps({"text": t, "correct": c}) + "\n"
+                           for t, c in [("first", 1), ("second", 1), ("third", 0)]))
+    with caplog.at_level("WARNING", logger="benchroute"):
+        assert main(["add-model", "--router", str(tmp_path / "r"), "--name", "new",
+                     "--results", str(few)]) == 0
+    err = capsys.readouterr().err
+    assert "UserWarning" not in err and ".py:" not in err
+    said = [r for r in caplog.records if r.name == "benchroute"]
+    assert [r.levelname for r in said] == ["WARNING"]
+    assert said[0].getMessage().startswith("model 'new': P(new, x) is the smoothed label mean")
+
+
 # ---------------------------------------------------------------------------- the experiment
 def test_cold_start_experiment_runs_and_borrows():
     P, V, Yk, y = synthetic_arrays(0, n=240, M=4)
