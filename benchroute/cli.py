@@ -513,6 +513,12 @@ def _name_list(option: str, text: str | None) -> list[str] | None:
 
     if not text:
         return None
+    try:  # strict only to find a quote left open, which the lenient reader closes at the end
+        next(csv.reader([text], skipinitialspace=True, strict=True))
+    except csv.Error as exc:
+        if "end of data" in str(exc):
+            raise BenchrouteError(f"{option} {text!r:.60}: a quote is not closed; a name that "
+                                  f'holds a comma is quoted as in CSV: \'"org/a,b", c\'') from None
     try:
         items = next(csv.reader([text], skipinitialspace=True))
     except csv.Error:  # the one error left: a line break outside quotes

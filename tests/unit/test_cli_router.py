@@ -179,6 +179,11 @@ def test_names_holding_commas_are_quoted_as_in_csv(tmp_path, capsys):
     assert "a line break outside quotes" in capsys.readouterr().err
     assert main(base + ["--candidates", "org/m,1"]) == 2  # unquoted: two names, both unknown
     assert "unknown model(s) ['org/m', '1']" in capsys.readouterr().err
+    # a quote left open was closed at the end of the text, which read '"org/m,1' as one name
+    assert main(base + ["--candidates", '"org/m,1, m0']) == 2
+    assert "a quote is not closed" in capsys.readouterr().err
+    assert main(base + ["--candidates", "m0", "--prices", 'm0=1, "org/m,1=2']) == 2
+    assert "--prices" in capsys.readouterr().err
 
 
 def test_holdout_refuses_what_it_would_ignore(router_dir, tmp_path, capsys):
