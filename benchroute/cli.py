@@ -606,9 +606,10 @@ def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
                        ood_alpha=args.ood_alpha, keep_duplicates=args.keep_duplicates, **params)
     for text, row in zip(texts, out.itertuples(index=False)):
         ood = None if row.ood_p != row.ood_p else round(float(row.ood_p), 6)  # NaN: no reference
-        rec = {"text": text, "model": row.model, "p": float(row.p), "cost": float(row.cost),
+        cost = None if row.cost != row.cost else float(row.cost)  # NaN: no costs known
+        rec = {"text": text, "model": row.model, "p": float(row.p), "cost": cost,
                "ood_p": ood, "ood_fallback": bool(row.ood_fallback), "in_pool": bool(row.in_pool)}
-        print(json.dumps(rec) if args.json else f"{row.model}\tp={row.p:.3f}\tcost={row.cost:.4g}"
+        print(json.dumps(rec) if args.json else f"{row.model}\tp={row.p:.3f}\tcost={'none' if cost is None else format(cost, '.4g')}"
               f"\tood_p={ood}\t{text[:60]!r}")
     return 0
 

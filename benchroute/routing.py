@@ -154,8 +154,8 @@ def known_costs(costs: Mapping[str, float] | None, candidates: Sequence[str],
     return {str(m): float(c) for m, c in costs.items()}
 
 
-#: Policies that decide without costs: routing with them needs no price (cost 0 is shown when
-#: not every candidate has one).
+#: Policies that decide without costs: routing with them needs no price (the cost column is NaN
+#: when not every candidate has one).
 _COST_FREE = ("best", "threshold")
 
 
@@ -169,7 +169,8 @@ def route_with_policy(router: Any, Q: np.ndarray, policy: str, cand: np.ndarray,
     among the candidates (``ood_fallback``).
 
     ``strong``/``weak`` (threshold) are model names. ``best`` and ``threshold`` need no costs
-    (cost 0 shown when none are known); every other policy needs a cost for each candidate.
+    (the cost is NaN when they are not known for every candidate: a 0 summed as if free); every
+    other policy needs a cost for each candidate.
     """
     if ood_alpha is not None:
         check_alpha(ood_alpha)
@@ -192,11 +193,14 @@ def policy_frame(router: Any, P: np.ndarray, policy: str, cand: np.ndarray,
                       ood_alpha)
 
 
-def _decisions(router: Any, P: np.ndarray, c: np.ndarray, policy: str, params: dict[str, Any],
+def _decisions(router: Any, P: np.ndarray, c: np.ndarray | None, policy: str, params: dict[str, Any],
                cand: np.ndarray, models: list[str], ood_p: np.ndarray | None,
                ood_alpha: float | None) -> pd.DataFrame:
     """The policy's choices, inputs flagged out of distribution moved to the best model on
-    average among the candidates, as a frame (``ood_p``/``ood_fallback`` when p is known)."""
+    average among the candidates, as a frame (``ood_p``/``ood_fallback`` when p is known).
+    ``c`` None: no costs known; the cost-free policies decide, and the cost column is NaN."""
+    priced = c is not None
+    c = np.zeros(len(cand)) if c is None else c
     default = int(np.flatnonzero(cand == router.bma_index(cand))[0])
     if policy == "best":
         # Router.route's rule: a tie goes to the best model on average first, then the cheaper
@@ -206,6 +210,8 @@ def _decisions(router: Any, P: np.ndarray, c: np.ndarray, policy: str, params: d
         choice = apply_policy(policy, P, c, **params)
     pick, flag = fall_back(choice, ood_p, ood_alpha, default)
     frame = choices_frame(P, c, pick, models)
+    if not priced:
+        frame["cost"] = np.nan
     if ood_p is not None:
         frame["ood_p"] = ood_p
         frame["ood_fallback"] = flag
@@ -214,8 +220,9 @@ def _decisions(router: Any, P: np.ndarray, c: np.ndarray, policy: str, params: d
 
 def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
                    costs: Mapping[str, float] | Sequence[float] | None,
-                   params: dict[str, Any]) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """The candidates' names and costs and the checked parameters (strong/weak as positions)."""
+                   params: dict[str, Any]) -> tuple[list[str], np.ndarray | None, dict[str, Any]]:
+    """The candidates' names and costs (None: unknown, for a cost-free policy) and the checked
+    parameters (strong/weak as positions)."""
     get_policy(policy)
     models = [router.models_[i] for i in cand]
     params = dict(params)
@@ -229,10 +236,8 @@ def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
             and known_costs(getattr(router, "costs_", None), models, warn=False) is None:
         # a cost-free policy needs no price: costs given for some models only (an added
         # model's, say) count as none known
-        c = np.zeros(len(cand))
-    else:
-        c = router_costs(router, costs, f"policy {policy!r}", models)
-    return models, c, params
+        return models, None, params
+    return models, router_costs(router, costs, f"policy {policy!r}", models), params
 
 
 def cheaper_selection(selection: Any, costs: np.ndarray, models: Sequence[str],

@@ -37,6 +37,12 @@ def test_select_and_route(router_dir, tmp_path, capsys):
     assert [x["text"] for x in lines] == ["task 1 input 1", "task 1 input 2", "task 1 input 3"]
     assert main(["route", str(texts), "--router", str(router_dir), "--candidates", "m1"]) == 0
     assert all(line.startswith("m1\t") for line in capsys.readouterr().out.splitlines())
+    # without costs a cost-free policy routes and says the cost is unknown (it printed 0)
+    assert main(["route", str(texts), "--router", str(router_dir), "--policy", "best",
+                 "--json"]) == 0
+    assert [json.loads(x)["cost"] for x in capsys.readouterr().out.splitlines()] == [None] * 3
+    assert main(["route", str(texts), "--router", str(router_dir), "--policy", "best"]) == 0
+    assert all("\tcost=none\t" in line for line in capsys.readouterr().out.splitlines())
 
 
 @pytest.mark.parametrize(
