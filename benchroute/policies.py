@@ -114,6 +114,36 @@ def smallest_sufficient(P: np.ndarray, c: np.ndarray | None = None, *, tau: floa
     return _cheapest_where(P, tau <= P, c, best(P, c))
 
 
+def smallest_sufficient_shares(P: np.ndarray, c: np.ndarray | None, column: int
+                                ) -> tuple[np.ndarray, np.ndarray]:
+    """Every τ at which :func:`smallest_sufficient`'s share of rows sent to ``column`` can
+    change, and that share: (taus ascending, shares).
+
+    A row's choice changes only where τ passes one of its own P values: for τ in
+    (v_(j-1), v_(j)] of the row's sorted values the models with P ≥ τ are those with
+    P ≥ v_(j). So the choices at the n·M values, and above the largest (where none reaches τ
+    and the highest P is chosen), give the share everywhere, exactly; a grid of τ misses
+    options between its points.
+    """
+    P, c = _check(P, c)
+    n, M = P.shape
+    if n == 0:
+        return np.zeros(1), np.zeros(1)
+    fallback = best(P, c)
+    V = np.sort(P, axis=1)
+    hits = np.empty((n, M + 1), dtype=np.int8)
+    for j in range(M):  # τ = the row's j-th smallest value
+        hits[:, j] = _cheapest_where(P, V[:, j:j + 1] <= P, c, fallback) == column
+    hits[:, M] = fallback == column
+    # passing above V[:, j], a row's indicator moves from hits[:, j] to hits[:, j + 1]
+    at, step = V.ravel(), np.diff(hits, axis=1).ravel()
+    order = np.argsort(at, kind="stable")
+    passed = np.r_[0, np.cumsum(step[order])]
+    taus = np.unique(np.r_[V.ravel(), np.nextafter(V.max(), np.inf)])
+    count = hits[:, 0].sum() + passed[np.searchsorted(at[order], taus, side="left")]
+    return taus, count / max(n, 1)
+
+
 @renamed(eps="max_quality_drop")
 def cheapest_within(P: np.ndarray, c: np.ndarray | None = None, *,
                     max_quality_drop: float) -> np.ndarray:

@@ -12,8 +12,9 @@ Targets and the parameter each fixes:
 - ``threshold`` with a strong-call share s: t is the score P(strong) − P(weak) of the
   ⌈s·n⌉-th prompt in descending order, so a share s of the sample scores ≥ t (a block of
   tied scores goes in or out whole, whichever is closer to s).
-- ``smallest_sufficient`` with a strong-call share s: the τ on a grid of 201 values in [0, 1]
-  whose realised share is closest to s (ties: the smaller τ).
+- ``smallest_sufficient`` with a strong-call share s: the τ whose realised share is closest to
+  s (ties: the smaller τ), searched exactly over the sample's P values, where alone the share
+  can change (:func:`benchroute.policies.smallest_sufficient_shares`).
 - ``budget`` with a mean cost per call b: the price λ of :func:`benchroute.policies.budget_price`,
   served as ``lagrangian`` so each request is decided alone.
 """
@@ -39,7 +40,6 @@ from benchroute.inputs import is_real
 
 CALIBRATION_FORMAT_VERSION = 1
 MAX_SAMPLE = 10_000
-_SHARE_GRID = np.round(np.linspace(0.0, 1.0, 201), 4)
 
 
 def router_fingerprint(router: Any) -> str:
@@ -157,9 +157,13 @@ def fit_parameter(router: Any, sample: Sample, policy: str, target: float, cand:
         t = threshold_for_share(sample.P[:, s] - sample.P[:, w], target)
         return "threshold", {"t": t, "strong": strong, "weak": weak}
     if policy == "smallest_sufficient":
-        shares = np.array([strong_share(sample, router, policy, {"tau": float(tau)}, strong, cand,
-                                        costs) for tau in _SHARE_GRID])
-        return policy, {"tau": float(_SHARE_GRID[int(np.argmin(np.abs(shares - target)))])}
+        names = [router.models_[i] for i in cand]
+        c = routing.router_costs(router, costs, "smallest_sufficient calibration", names)
+        column = names.index(strong) if strong in names else -1
+        taus, shares = pol.smallest_sufficient_shares(sample.P[:, cand], c, column)
+        inside = taus <= pol.PARAM_RANGES["tau"][1] + pol.RANGE_SLACK
+        taus, shares = taus[inside], shares[inside]
+        return policy, {"tau": float(taus[int(np.argmin(np.abs(shares - target)))])}
     if policy == "budget":
         # costs for the candidates only, as every policy needs them
         c = routing.router_costs(router, costs, "budget calibration",

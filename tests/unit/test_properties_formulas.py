@@ -724,3 +724,25 @@ def test_predictor_accuracy_of_the_labels_is_one_and_of_their_flip_is_zero(y, da
     p = predictor_accuracy(g, y)
     assert ((p[has] >= 0) & (p[has] <= 1)).all()
     np.testing.assert_allclose(predictor_accuracy(1 - g, y)[has], 1 - p[has], atol=1e-12)
+
+
+@given(P=hnp.arrays(np.float64, st.tuples(st.integers(1, 12), st.integers(1, 4)),
+                    elements=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5 + 1e-12, 0.7, 1.0])),
+       c=st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=4, max_size=4), column=st.integers(0, 3))
+@FAST
+def test_smallest_sufficient_shares_are_the_policy_s_at_every_tau(P, c, column):
+    """The exact search's share at each candidate τ, and on each side of it, is the share the
+    policy itself gives there; and no τ reaches a share the candidates miss (P values that tie
+    in plateaus, or lie closer than any grid's step, included)."""
+    c = np.asarray(c[:P.shape[1]])
+    taus, shares = pol.smallest_sufficient_shares(P, c, column)
+    assert (np.diff(taus) > 0).all()
+
+    def share(tau):
+        return float((pol.smallest_sufficient(P, c, tau=tau) == column).mean())
+
+    for tau, s in zip(taus, shares):
+        assert s == pytest.approx(share(float(tau)), abs=1e-12)
+    probes = np.r_[0.0, taus, np.nextafter(taus, -np.inf), (taus[1:] + taus[:-1]) / 2, 1.5]
+    reached = {round(float(s), 12) for s in shares}
+    assert {round(share(float(t)), 12) for t in probes} <= reached
