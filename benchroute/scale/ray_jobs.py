@@ -303,7 +303,7 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
                    ood_alpha: float | None = None, keep_duplicates: bool = False) -> RouteReport:
     """Route every text with ``Router.route_table(..., policy=policy)`` on a Ray cluster and write
     ``out`` (parquet: ``row``, the text's position in ``texts``; ``model``; ``p``, its
-    predicted P(m, x); ``cost``, its cost per call, 0 where none is known; ``ood_p``,
+    predicted P(m, x); ``cost``, its cost per call, NaN where none is known; ``ood_p``,
     ``ood_fallback`` and ``in_pool`` as ``Router.route`` gives them), rows in input order.
 
     ``router`` is a saved router folder (None: the one fitted on the bundled pack); each actor
