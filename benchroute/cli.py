@@ -60,6 +60,11 @@ def _load_options(p: Any) -> None:
                    "error instead of a reported skip")
     g.add_argument("--strip-common-prefix", action="store_true",
                    help="drop the prefix all inputs of a dataset share (few-shot prompts)")
+    g.add_argument("--column", action="append", default=[], metavar="NAME=COLUMN",
+                   help="a generic table's column for NAME (text, dataset, instance_id, model, "
+                   "score), e.g. --column text=prompt; repeatable")
+    g.add_argument("--models", help="a wide table's model columns, comma-separated (a name "
+                   "holding a comma quoted as in CSV); default: every numeric column")
 
 
 def _load_data(args: argparse.Namespace, source: str) -> Any:
@@ -73,8 +78,30 @@ def _load_data(args: argparse.Namespace, source: str) -> Any:
         metric=parse_metric_option(args.metric) if args.metric else None,
         threshold=parse_threshold_option(args.threshold) if args.threshold else None,
         prices=args.prices, strict=args.strict, strip_common_prefix=args.strip_common_prefix,
-        check_inputs=True,
+        check_inputs=True, table=_table_columns(args),
     )
+
+
+#: What ``--column NAME=COLUMN`` may name (``--models`` gives the wide layout's model columns).
+_COLUMN_NAMES = ("text", "dataset", "instance_id", "model", "score")
+
+
+def _table_columns(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--column``/``--models`` as ``load``'s ``table=`` (None when neither is given)."""
+    table: dict[str, Any] = {}
+    for item in args.column:
+        name, sep, column = item.partition("=")
+        name, column = name.strip(), column.strip()
+        if not sep or not column or name not in _COLUMN_NAMES:
+            raise BenchrouteError(f"--column {item!r:.80}: expected NAME=COLUMN with NAME one of "
+                                  f"{', '.join(_COLUMN_NAMES)}")
+        if name in table:
+            raise BenchrouteError(f"--column names {name!r} twice")
+        table[name] = column
+    models = _name_list("--models", args.models)
+    if models:
+        table["models"] = models
+    return table or None
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ from benchroute.data.tables import PRESETS, load_table, routerbench_columns
 from benchroute.exceptions import DataError
 
 _ARCHIVES = (".tar.xz", ".tar.gz", ".tgz", ".tar")
+#: ``table=``: the column options of :func:`load_table` that a generic table may be given.
+TABLE_OPTIONS = ("text", "dataset", "dataset_name", "instance_id", "model", "score", "models",
+                 "layout")
 
 
 def load(
@@ -39,6 +42,7 @@ def load(
     strip_common_prefix: bool | Sequence[str] = False,
     check_inputs: bool = False,
     archive_limits: ArchiveLimits | None = None,
+    table: Mapping[str, Any] | None = None,
 ) -> BenchmarkData:
     """Load benchmark results from any supported source, guessing the layout.
 
@@ -74,8 +78,13 @@ def load(
         Bounds on what archives may write (see :class:`ArchiveLimits`: by default at most 500
         times the archive's size, 64 GiB and a million members; the environment variables
         ``BENCHROUTE_ARCHIVE_*`` change the defaults).
+    table : mapping, optional
+        A generic table's columns, as :func:`load_table` takes them (``text``, ``dataset``,
+        ``dataset_name``, ``instance_id``, ``model``, ``score``, ``models``, ``layout``): e.g.
+        ``{"models": ["gpt-4", "mixtral"]}`` when a wide table's numeric metadata columns would
+        be read as models. An error for any other source, whose columns its loader knows.
     """
-    options = _Options(preset, metric, threshold, prices, strict)
+    options = _Options(preset, metric, threshold, prices, strict, _table_options(table))
     if isinstance(path, str) and path.startswith("pack:"):
         from benchroute.packs import pack_files
 
@@ -111,6 +120,7 @@ class _Options:
     threshold: Threshold | None
     prices: str | os.PathLike[str] | None
     strict: bool
+    table: tuple[tuple[str, Any], ...] = ()
 
     def kwargs(self, loader: str) -> dict[str, Any]:
         """Keyword arguments for one loader: what it accepts, and an error for what it cannot
@@ -129,7 +139,30 @@ class _Options:
             if loader != "helm":
                 raise DataError(f"prices= applies to HELM token counts; this is a {loader} source")
             out["prices"] = self.prices
+        if self.table:
+            if loader != "table":
+                raise DataError(f"table= (the CLI's --column/--models) applies to generic tables; "
+                                f"this source is read by the {loader} loader, which knows its "
+                                "columns")
+            out.update(self.table)
         return out
+
+
+def _table_options(table: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    if table is None:
+        return ()
+    if not isinstance(table, Mapping):
+        raise DataError(f"table= must be a mapping of load_table's column options, got "
+                        f"{type(table).__name__}")
+    unknown = sorted(str(k) for k in table if k not in TABLE_OPTIONS)
+    if unknown:
+        raise DataError(f"table= has unknown option(s) {unknown}; choose among {list(TABLE_OPTIONS)}")
+    def value(key: str, v: Any) -> Any:  # models: one name as a str, as a list elsewhere
+        if key != "models" or v is None:
+            return v
+        return (v,) if isinstance(v, str) else tuple(v)
+
+    return tuple((k, value(k, v)) for k, v in table.items())
 
 
 def _call(loader: Callable[..., BenchmarkData], name: str, path: Path, options: _Options,
@@ -140,7 +173,7 @@ def _call(loader: Callable[..., BenchmarkData], name: str, path: Path, options: 
         unknown = sorted(k for k in kwargs if k not in accepted)
         if unknown:
             raise DataError(f"{path}: the {name} loader of this version does not accept {unknown}")
-    return loader(path, **fixed, **kwargs)
+    return loader(path, **{**fixed, **kwargs})  # the caller's columns over a guessed one
 
 
 def _finish(data: BenchmarkData, strip: bool | Sequence[str], check: bool) -> BenchmarkData:
@@ -209,7 +242,7 @@ def _load_plain(path: Path, options: _Options) -> BenchmarkData:
     if name.endswith(".parquet") and _is_store(path):
         if options != _Options(None, None, None, None, False):
             raise DataError(f"{path}: a saved store is loaded as saved; metric, threshold, "
-                            "prices and strict apply when reading the original results")
+                            "prices, strict and columns apply when reading the original results")
         return BenchmarkData.load(path)
     if name.endswith((".json", ".jsonl", ".json.xz", ".jsonl.xz")):
         records = read_json_records(path)

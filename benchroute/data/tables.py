@@ -164,6 +164,7 @@ def load_table(
             # the offending column may be no model at all: a wide table's numeric columns
             # are taken for models unless named
             raise DataError(f"{exc}; or, if that column is not a model's scores, name the model "
-                            "columns (models=[...]) or the id column (instance_id=...)") from None
+                            "columns (models=[...]; on the command line --models a,b) or the "
+                            "id column (instance_id=...; --column instance_id=COL)") from None
     record_scores(report, long, label, "caller")
     return BenchmarkData(long, report=report, source=str(path), strict=strict)

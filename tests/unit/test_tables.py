@@ -142,10 +142,38 @@ def test_mixinstruct_rescaled_and_binarised(tmp_path):
 def test_a_numeric_id_column_read_as_a_model_says_how_to_name_it(tmp_path):
     f = tmp_path / "w.csv"
     f.write_text("text,idx,a,b\nq1,1,1,0\nq2,2,0,1\n")
-    with pytest.raises(DataError, match=r"model='idx'.*name the model columns \(models=\[\.\.\.\]\) "
-                                        r"or the id column \(instance_id=\.\.\.\)"):
+    with pytest.raises(DataError, match=r"model='idx'.*name the model columns \(models=\[\.\.\.\]; "
+                                        r"on the command line --models a,b\) or the id column "
+                                        r"\(instance_id=\.\.\.; --column instance_id=COL\)"):
         load_table(f)
     assert load_table(f, instance_id="idx").models == ["a", "b"]
+
+
+def test_load_passes_a_generic_tables_columns(tmp_path):
+    """load() guesses the layout; table= names a generic table's columns, which the command
+    line had no way to do (its error pointed at models= and instance_id=)."""
+    from benchroute.cli import main
+
+    f = tmp_path / "w.csv"
+    f.write_text("question,year,a,b\nq1,2023,1,0\nq2,2024,0,1\n")
+    with pytest.raises(DataError, match="'year'"):
+        load(f, table={"text": "question"})
+    data = load(f, table={"text": "question", "models": ["a", "b"]})
+    assert data.models == ["a", "b"] and sorted(data.instances()["text"]) == ["q1", "q2"]
+    assert load(f, table={"text": "question", "instance_id": "year"}).models == ["a", "b"]
+    assert load(f, table={"text": "question", "models": "a"}).models == ["a"]  # one name
+    with pytest.raises(DataError, match=r"unknown option\(s\) \['modles'\]"):
+        load(f, table={"modles": ["a"]})
+    alpaca = tmp_path / "alpaca"
+    alpaca.mkdir()
+    (alpaca / "alpaca_eval_preferences.csv.gz").write_bytes(b"")
+    with pytest.raises(DataError, match="generic tables; this source is read by the alpaca_eval loader"):
+        load(alpaca, table={"models": ["a"]})
+    assert main(["inspect", str(f), "--column", "text=question", "--models", "a, b"]) == 0
+    assert main(["inspect", str(f), "--column", "text = question", "--column",
+                 "instance_id=year"]) == 0
+    assert main(["inspect", str(f), "--column", "txt=question"]) == 2
+    assert main(["inspect", str(f), "--column", "text=question", "--column", "text=a"]) == 2
 
 
 def test_a_pipe_is_refused_clearly(tmp_path):
