@@ -370,9 +370,19 @@ def apply_policy(name: str, P: np.ndarray, c: np.ndarray | None = None,
                           **check_policy_params(name, params, P.shape[1]))
 
 
+def costs_by_name(costs: Any) -> Any:
+    """A pandas Series of costs as the mapping its labels make. Why: a Series is no
+    ``Mapping``, so it was read by position, each price given to another model."""
+    if isinstance(costs, pd.Series):
+        return {str(k): v for k, v in costs.items()}
+    return costs
+
+
 def cost_vector(models: Sequence[str], costs: Mapping[str, float] | Sequence[float] | np.ndarray
                 ) -> np.ndarray:
-    """Per-model cost per call as an array in ``models`` order, from a mapping or a sequence."""
+    """Per-model cost per call as an array in ``models`` order, from a mapping (a pandas Series
+    counts as one: by its labels) or a sequence."""
+    costs = costs_by_name(costs)
     if isinstance(costs, Mapping):
         missing = [m for m in models if m not in costs]
         if missing:

@@ -28,6 +28,7 @@ from benchroute.policies import (
     check_policy_params,
     choices_frame,
     cost_vector,
+    costs_by_name,
     get_policy,
 )
 from benchroute.predictors import NEAR_DUPLICATE
@@ -123,7 +124,7 @@ def router_costs(router: Any, costs: Mapping[str, float] | Sequence[float] | Non
                  what: str, models: Sequence[str] | None = None) -> np.ndarray:
     """Per-model costs in ``models`` order (default ``router.models_``): the caller's, else
     those of the fit store. A mapping needs a cost for those models only."""
-    costs = costs if costs is not None else getattr(router, "costs_", None)
+    costs = costs_by_name(costs) if costs is not None else getattr(router, "costs_", None)
     if costs is None:
         raise BenchrouteError(f"{what} needs costs per call (a price table times a typical "
                               "token count, or a declared proxy): costs={model: cost} in Python, "

@@ -145,6 +145,25 @@ def test_router_route_with_policy_returns_model_p_and_cost(tmp_path):
         router.route_table(texts, policy="threshold", strong="zz", weak="m2", t=0.0, costs=costs)
 
 
+def test_costs_as_a_series_are_read_by_model_name(tmp_path):
+    """A Series is no Mapping: it was read by position, each price given to another model
+    (a review found it through route_table and select_model)."""
+    router, _ = _router(tmp_path, tune=False)
+    texts = [f"task 1 input {i}" for i in range(6)]
+    prices = {"m2": 3.0, "m0": 1.0, "m1": 2.0}  # not in the router's order
+    as_dict = router.route_table(texts, policy="smallest_sufficient", tau=0.0, costs=prices)
+    as_series = router.route_table(texts, policy="smallest_sufficient", tau=0.0,
+                                   costs=pd.Series(prices))
+    pd.testing.assert_frame_equal(as_dict, as_series)
+    assert set(as_series["model"]) == {"m0"} and set(as_series["cost"]) == {1.0}
+    assert pol.cost_vector(["m0", "m1", "m2"], pd.Series(prices)).tolist() == [1.0, 2.0, 3.0]
+    one = router.select_model(texts, max_quality_drop=1.0, costs=pd.Series(prices))
+    assert one.model == "m0"
+    with pytest.raises(BenchrouteError, match=r"no cost given for model\(s\) \['m2'\]"):
+        router.route_table(texts, policy="smallest_sufficient", tau=0.0,
+                           costs=pd.Series({"m0": 1.0, "m1": 2.0}))
+
+
 def test_router_tuned_state_survives_save_and_load(tmp_path):
     from benchroute.router import Router
 
