@@ -134,6 +134,7 @@ class VectorIndex:
             raise BenchrouteError("the index is empty; add vectors first")
         if k < 1:
             raise BenchrouteError(f"k == {k}, must be >= 1")
+        k = int(k)  # FAISS's wrapper takes a Python int only (np.int64(7) passes the checks)
         q = np.ascontiguousarray(queries, dtype="float32")
         if q.ndim == 1:
             q = q[None, :]

@@ -109,6 +109,27 @@ def known_encoder_name(name: object) -> bool:
     return resolved.kind in ("hashing", "default")
 
 
+def same_vectors(name: str, identifier: str) -> bool:
+    """Whether the encoder ``name`` gives vectors that compare with those of the encoder
+    ``identifier`` (a router's pool's). Hashing encoders only as named; the default sentence
+    model through any backend (torch and a verified ONNX export share vectors), but neither
+    across the static tier nor across word-piece caps. Names the package does not resolve by
+    itself agree only when equal."""
+    from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, parse_mpnet_suffix
+    from benchroute.embedding.names import resolve_encoder_name
+
+    if name == identifier:
+        return True
+    if not (known_encoder_name(name) and known_encoder_name(identifier)):
+        return False
+    ours, built = (resolve_encoder_name(n, allow_download=False) for n in (name, identifier))
+    if ours.kind != "default" or built.kind != "default":
+        return False  # hashing: equal names only
+    (b1, c1), (b2, c2) = parse_mpnet_suffix(name), parse_mpnet_suffix(identifier)
+    return (b1 == "static") == (b2 == "static") \
+        and (c1 or DEFAULT_MAX_SEQ_LENGTH) == (c2 or DEFAULT_MAX_SEQ_LENGTH)
+
+
 def check_vectors(X: np.ndarray, what: str) -> np.ndarray:
     """(n, d) float32 unit vectors: NaN/inf or zero rows are refused; rows whose norm is off 1
     by more than :data:`NORM_TOL` are normalised with a warning (cosine distances need unit

@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 _P = TypeVar("_P", bound="RouterParams")
 
 
+def _same_value(a: object, b: object) -> bool:
+    """``a == b`` for parameters, arrays included (``alphas=np.array(...)``: == is elementwise,
+    and its truth value ambiguous or its shapes unbroadcastable)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        x, y = np.asarray(a), np.asarray(b)
+        return bool(x.shape == y.shape and np.array_equal(x, y))
+    return bool(a == b)
+
+
 class RouterParams:
     """The router's hyper-parameters (scikit-learn's parameter protocol) and its encoder.
 
@@ -124,7 +133,8 @@ class RouterParams:
         """The parameters that differ from the defaults, then what a fitted (or loaded) router
         holds, since a loaded router's parameters are often all defaults."""
         defaults = RouterParams().get_params()
-        changed = {k: v for k, v in self.get_params().items() if defaults.get(k, object()) != v}
+        changed = {k: v for k, v in self.get_params().items()
+                   if not _same_value(defaults.get(k, object()), v)}
         text = f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
         predictor = getattr(self, "predictor_", None)
         if predictor is None:

@@ -42,6 +42,7 @@ from benchroute.inputs import (
     is_int,
     is_real,
     known_encoder_name,
+    same_vectors,
 )
 from benchroute.npz import read_npz
 from benchroute.ood import OODReference, scored_rows
@@ -238,8 +239,9 @@ def _keep_other_files(folder: Path, tmp: Path) -> None:
 
 #: Parameters the fitted predictor was built with: a loaded router rebuilds it from the saved
 #: parameters, so a value changed by ``set_params`` after the fit would load as another router.
-#: (``tune_folds`` is checked against the tuned predictor's ``folds_by`` likewise, and
-#: ``seed`` against the added models' own.)
+#: (``tune_folds`` is checked against the tuned predictor's ``folds_by`` likewise, ``tune``
+#: against whether there is one, ``encoder`` against the pool's, and ``seed`` against the
+#: added models' own.)
 _PREDICTOR_PARAMS = ("k", "weights", "index_factory")
 
 
@@ -252,6 +254,11 @@ def _check_fitted_params(router: Router) -> None:
     tuned = router.per_input_
     if tuned is not None and tuned.folds_by != router.tune_folds:
         changed["tune_folds"] = (tuned.folds_by, router.tune_folds)
+    if (tuned is not None) != bool(router.tune):  # the tuned predictor exists exactly when tune
+        changed["tune"] = (tuned is not None, router.tune)
+    name = router.encoder if isinstance(router.encoder, str) else router.encoder_identifier()
+    if not same_vectors(name, router.encoder_id_):
+        changed["encoder"] = (router.encoder_id_, name)
     # added models are refitted on load with the saved seed (their folds and λ₀'s sample)
     seeds = {a.predictor.seed for a in getattr(router, "added_", {}).values()}
     if seeds and seeds != {router.seed}:
@@ -546,20 +553,17 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
 def _check_encoder(path: Path, name: str, identifier: str, dimension: int) -> None:
     """``params.encoder`` (what embeds new texts) must name the encoder the index was built
     with (``encoder``, the index's), of the index's dimension, before anything is embedded."""
-    from benchroute.embedding.backends import DEFAULT_MAX_SEQ_LENGTH, parse_mpnet_suffix
+    from benchroute.embedding.backends import parse_mpnet_suffix
     from benchroute.embedding.names import resolve_encoder_name
 
     if not known_encoder_name(identifier):
         raise _fail(path, "encoder", "an encoder identifier benchroute knows")
-    ours, built = (resolve_encoder_name(n, allow_download=False) for n in (name, identifier))
+    ours = resolve_encoder_name(name, allow_download=False)
     if ours.kind == "hashing":
-        same, dim = name == identifier, ours.dimension
-    else:  # backends may differ (torch and a verified ONNX export share vectors); caps may not
-        (b1, c1), (b2, c2) = parse_mpnet_suffix(name), parse_mpnet_suffix(identifier)
-        same = built.kind == "default" and (b1 == "static") == (b2 == "static") \
-            and (c1 or DEFAULT_MAX_SEQ_LENGTH) == (c2 or DEFAULT_MAX_SEQ_LENGTH)
-        dim = 256 if b1 == "static" else 768
-    if not same:
+        dim = ours.dimension
+    else:
+        dim = 256 if parse_mpnet_suffix(name)[0] == "static" else 768
+    if not same_vectors(name, identifier):
         raise _fail(path, "params.encoder", f"the encoder the index was built with "
                     f"({identifier!r}), not {name!r}")
     if dim != dimension:

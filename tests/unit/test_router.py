@@ -539,3 +539,39 @@ def test_the_tuning_record_survives_load_save_and_new_results(tmp_path):
     back = Router.load(tmp_path / "r")
     back.remove_model("m2")
     assert back.per_input_.describe()["tuning"] == first
+
+
+def test_an_encoder_or_tune_changed_after_the_fit_is_refused(tmp_path):
+    """set_params(encoder=...) to another encoder of the pool's dimension embedded queries
+    with it against the pool's vectors, silently; set_params(tune=False) or that encoder
+    saved a router that load refused (found by a review)."""
+    data, _ = synthetic(4)
+    router = Router(alphas=(0.0,), repeats=1, encoder="hashing-64-12",
+                    cache_dir=str(tmp_path / "cache")).fit(data)
+    router.set_params(encoder="hashing-64-11")
+    with pytest.raises(BenchrouteError, match=r"encoder 'hashing-64-11' does not give the "
+                                              r"vectors the router's pool holds"):
+        router.route(["task 0 input 1"])
+    with pytest.raises(BenchrouteError, match=r"encoder is 'hashing-64-11', the fitted pool "
+                                              r"uses 'hashing-64-12'"):
+        router.save(tmp_path / "r")
+    router.set_params(encoder="hashing-64-12", tune=False)
+    with pytest.raises(BenchrouteError, match=r"tune is False, the fitted pool uses True"):
+        router.save(tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    router.set_params(tune=True).save(tmp_path / "r")
+    assert Router.load(tmp_path / "r").route(["task 0 input 1"]) == router.route(["task 0 input 1"])
+
+
+def test_numpy_parameters_work_everywhere(tmp_path):
+    """np.int64 passed the parameter checks, then FAISS's wrapper refused it in ood_p and
+    select_model; repr of alphas given as an array raised (found by a review)."""
+    data, _ = synthetic(4)
+    router = Router(alphas=np.array([0.0, 0.2]), repeats=1, k=np.int64(7),
+                    n_neighbours=np.int64(7), encoder="hashing-64-12",
+                    cache_dir=str(tmp_path)).fit(data)
+    texts = ["task 0 input 1", "task 0 input 3"]
+    assert router.ood_p(texts).shape == (2,)
+    assert router.select_model(texts).model in MODELS
+    assert "alphas=array([0. , 0.2])" in repr(router) and "k=np.int64(7)" in repr(router)
+    assert "alphas" not in repr(Router(alphas=np.array(Router().alphas)))
