@@ -5,6 +5,7 @@ is given."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -58,35 +59,54 @@ def pack_embeddings(data: BenchmarkData, pack: str) -> np.ndarray:
     return emb[[row[k] for k in keys]].astype(np.float32)
 
 
-def select_model(task_examples: Texts, router: Router | None = None,
+def router_of(router: Router | str | os.PathLike[str] | None) -> Router:
+    """The router the top-level functions use: the one given, one loaded from a saved folder
+    (as the CLI's ``--router PATH``), or the default one. Anything else is refused by name:
+    ``select_model(texts, labeled)`` (the methods' order) put the labels here, and failed with
+    "'list' object has no attribute 'select_model'"."""
+    if router is None:
+        return default_router()
+    if isinstance(router, Router):
+        return router
+    if isinstance(router, (str, os.PathLike)):
+        return Router.load(router)
+    raise BenchrouteError(f"router must be a Router, a saved router's folder or None, got "
+                          f"{type(router).__name__}; the top-level functions take the router "
+                          "second, so pass the method's other arguments by keyword "
+                          "(labeled=..., candidates=...)")
+
+
+def select_model(task_examples: Texts, router: Router | str | os.PathLike[str] | None = None,
                  labeled: LabeledRecords | None = None, candidates: Iterable[str] | None = None,
                  method: str = "S3", fallback: bool = True, exclude_datasets: Sequence[str] = (),
                  max_quality_drop: float | None = None,
                  costs: Mapping[str, float] | None = None,
                  keep_duplicates: bool = False) -> Selection:
-    """Choose the best model for a task (:meth:`Router.select_model`, same parameters); with no
-    router, the default one fitted on the bundled pack."""
-    return (router or default_router()).select_model(
+    """Choose the best model for a task (:meth:`Router.select_model`, same parameters but the
+    router second: a Router, a saved router's folder, or None for the default one fitted on the
+    bundled pack)."""
+    return router_of(router).select_model(
         task_examples, labeled, candidates, method, fallback, exclude_datasets,
         max_quality_drop, costs, keep_duplicates)
 
 
-def route(texts: Texts, router: Router | None = None,
+def route(texts: Texts, router: Router | str | os.PathLike[str] | None = None,
           candidates: Iterable[str] | None = None, policy: str | None = None,
           costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
           keep_duplicates: bool = False, **policy_params: float | str) -> list[str]:
-    """The model for each input (:meth:`Router.route`, same parameters); with no router, the
-    default one fitted on the bundled pack."""
-    return (router or default_router()).route(texts, candidates, policy, costs, ood_alpha,
+    """The model for each input (:meth:`Router.route`, same parameters but the router second,
+    as for :func:`select_model`)."""
+    return router_of(router).route(texts, candidates, policy, costs, ood_alpha,
                                               keep_duplicates, **policy_params)
 
 
-def route_table(texts: Texts, policy: str = "best", *, router: Router | None = None,
+def route_table(texts: Texts, policy: str = "best", *,
+                router: Router | str | os.PathLike[str] | None = None,
                 candidates: Iterable[str] | None = None,
                 costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
                 keep_duplicates: bool = False, **policy_params: float | str) -> pd.DataFrame:
-    """Each input's decision under a policy (:meth:`Router.route_table`, same parameters);
-    with no router, the default one fitted on the bundled pack."""
-    return (router or default_router()).route_table(
+    """Each input's decision under a policy (:meth:`Router.route_table`, same parameters;
+    ``router`` as for :func:`select_model`)."""
+    return router_of(router).route_table(
         texts, policy, candidates=candidates, costs=costs, ood_alpha=ood_alpha,
         keep_duplicates=keep_duplicates, **policy_params)

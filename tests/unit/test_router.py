@@ -575,3 +575,21 @@ def test_numpy_parameters_work_everywhere(tmp_path):
     assert router.select_model(texts).model in MODELS
     assert "alphas=array([0. , 0.2])" in repr(router) and "k=np.int64(7)" in repr(router)
     assert "alphas" not in repr(Router(alphas=np.array(Router().alphas)))
+
+
+def test_top_level_functions_take_a_router_folder_and_name_a_misplaced_argument(tmp_path):
+    """benchroute.select_model(texts, labeled) (the methods' order) failed with "'list' object
+    has no attribute 'select_model'"; a saved folder, as the CLI's --router, was refused."""
+    import benchroute
+
+    data, _ = synthetic(4)
+    router = Router(alphas=(0.0,), repeats=1, encoder="hashing-64-12",
+                    cache_dir=str(tmp_path / "cache")).fit(data)
+    router.save(tmp_path / "r")
+    texts = ["task 0 input 1", "task 0 input 3"]
+    assert benchroute.route(texts, str(tmp_path / "r")) == router.route(texts)
+    assert benchroute.select_model(texts, tmp_path / "r").model == router.select_model(texts).model
+    assert benchroute.route_table(texts, router=tmp_path / "r")["model"].tolist() == router.route(texts)
+    with pytest.raises(BenchrouteError, match=r"router must be a Router, a saved router's folder "
+                                              r"or None, got list.*labeled=\.\.\."):
+        benchroute.select_model(texts, [{"text": "task 0 input 2", "labels": {"m0": 1}}])
