@@ -206,11 +206,67 @@ def check_fit_arrays(X: np.ndarray, Y: np.ndarray, datasets: Iterable[object],
     Y = check_labels(Y, "fit Y", len(names))
     if Y.size and np.isnan(Y).all():
         raise BenchrouteError("fit Y: every label is NaN (no result); nothing to learn from")
-    ds = np.asarray(list(datasets), dtype=object)
+    ds = np.asarray([_task_name(t) for t in datasets], dtype=object)
     if len(X) != len(Y) or len(ds) != len(X):
         raise BenchrouteError(f"fit: X, Y and datasets must have the same rows; got "
                               f"{len(X)}, {len(Y)}, {len(ds)}")
     return X, Y, ds, names
+
+
+def _task_name(task: object) -> str:
+    """A task's name: a text, or an integer as its digits (``np.repeat(np.arange(6), 20)``
+    failed deep in the reference pass); anything else is refused by name."""
+    if isinstance(task, str):
+        return str(task)
+    if isinstance(task, (int, np.integer)) and not isinstance(task, (bool, np.bool_)):
+        return str(int(task))
+    raise BenchrouteError(f"fit datasets: task {task!r:.60} is a {type(task).__name__}; each "
+                          "row's task is named by a text (or an integer)")
+
+
+def check_instance_ids(instance_ids: Iterable[object] | None, datasets: np.ndarray
+                       ) -> list[str] | None:
+    """One id per row, unique within its task, as a store's (dataset, instance_id) key: ids of
+    another length were accepted and failed later (or saved a router that load refused)."""
+    if instance_ids is None:
+        return None
+    if not is_items(instance_ids):
+        raise BenchrouteError(f"fit instance_ids is a {type(instance_ids).__name__}; expected "
+                              "one id per row")
+    ids = [str(i) for i in instance_ids]
+    if len(ids) != len(datasets):
+        raise BenchrouteError(f"fit instance_ids: {len(ids)} ids for {len(datasets)} rows")
+    keys = pd.Series(ids).groupby(np.asarray(datasets)).apply(lambda s: s.duplicated().any())
+    if keys.any():
+        raise BenchrouteError(f"fit instance_ids: repeated within task(s) "
+                              f"{sorted(keys[keys].index)[:5]}; each row of a task is one input")
+    return ids
+
+
+def task_accuracy_problem(table: object, Y: np.ndarray, datasets: np.ndarray,
+                          models: Sequence[str]) -> tuple[str, str] | None:
+    """(field, what it must be) where ``table`` is not the per-task accuracies a fit keeps, else
+    None. They are the pool's mean labels per task (the best model on average is read from
+    them): a table of other tasks, other models or other values would decide otherwise than
+    the pool, and a saved router holding one is refused on load."""
+    means = pd.DataFrame(Y, columns=list(models)).groupby(np.asarray(datasets)).mean()
+    if not isinstance(table, pd.DataFrame):
+        return "", "a DataFrame, tasks × models"
+    missing = [m for m in models if m not in table.columns]
+    if missing:
+        return "columns", f"the pool's models (missing {missing[:5]})"
+    if sorted(map(str, table.index)) != sorted(map(str, means.index)):
+        return "index", f"the pool's tasks ({len(means)})"
+    try:
+        stored = table.set_axis(table.index.map(str)).reindex(
+            index=means.index, columns=list(models)).to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        return "data", "numbers"
+    pool = means.to_numpy(dtype=float)
+    if not ((np.isnan(stored) & np.isnan(pool)) | (np.abs(stored - pool) <= 1e-4)).all():
+        return "data", ("the mean label of each model on each task of the pool (the files come "
+                        "from different routers?)")
+    return None
 
 
 def is_items(value: object) -> bool:

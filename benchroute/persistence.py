@@ -43,6 +43,7 @@ from benchroute.inputs import (
     is_real,
     known_encoder_name,
     same_vectors,
+    task_accuracy_problem,
 )
 from benchroute.npz import read_npz
 from benchroute.ood import OODReference, scored_rows
@@ -575,14 +576,9 @@ def _check_task_accuracy(path: Path, table: pd.DataFrame, Y: np.ndarray, dataset
                          models: list[str]) -> None:
     """The per-task accuracies (the BMA) are the pool's mean labels per task, as fit stores
     them: a pool or a table from another router disagrees."""
-    means = pd.DataFrame(Y, columns=models).groupby(datasets).mean()
-    if sorted(table.index) != sorted(means.index):
-        raise _fail(path, "task_accuracy.index", f"the pool's tasks ({len(means)})")
-    stored = table.reindex(index=means.index).to_numpy(dtype=float)
-    pool = means.to_numpy(dtype=float)
-    if not ((np.isnan(stored) & np.isnan(pool)) | (np.abs(stored - pool) <= 1e-4)).all():
-        raise _fail(path, "task_accuracy.data", "the mean label of each model on each task of "
-                    "pool.npz (the files come from different routers?)")
+    problem = task_accuracy_problem(table, Y, datasets, models)
+    if problem is not None:
+        raise _fail(path, f"task_accuracy.{problem[0]}", problem[1])
 
 
 def _check_reference_nulls(path: Path, ref: ReferencePairs, Y: np.ndarray, datasets: np.ndarray,

@@ -26,7 +26,9 @@ from benchroute.inputs import (
     Texts,
     check_candidates,
     check_fit_arrays,
+    check_instance_ids,
     check_router_params,
+    task_accuracy_problem,
 )
 from benchroute.ood import reference_of
 from benchroute.params import RouterParams
@@ -93,7 +95,14 @@ class Router(RouterParams, pool_state.FittedPool):
         for the best model on average) defaults to the per-task mean label."""
         check_router_params(self.get_params())
         X, Y, ds, models = check_fit_arrays(X, Y, datasets, models)
-        pool_state.build(self, X, Y, ds, models, instance_ids, task_accuracy)
+        ids = check_instance_ids(instance_ids, ds)
+        if task_accuracy is not None:
+            problem = task_accuracy_problem(task_accuracy, Y, ds, models)
+            if problem is not None:
+                raise BenchrouteError(f"fit_arrays task_accuracy{'.' if problem[0] else ''}"
+                                      f"{problem[0]}: must be {problem[1]}")
+            task_accuracy = task_accuracy.set_axis(task_accuracy.index.map(str))
+        pool_state.build(self, X, Y, ds, models, ids, task_accuracy)
         return self
 
     # ------------------------------------------------------------------ fitted views

@@ -593,3 +593,33 @@ def test_top_level_functions_take_a_router_folder_and_name_a_misplaced_argument(
     with pytest.raises(BenchrouteError, match=r"router must be a Router, a saved router's folder "
                                               r"or None, got list.*labeled=\.\.\."):
         benchroute.select_model(texts, [{"text": "task 0 input 2", "labels": {"m0": 1}}])
+
+
+def test_fit_arrays_checks_tasks_ids_and_task_accuracy(tmp_path):
+    """Integer task names failed deep in the reference pass; ids of another length, or repeated
+    within a task, were accepted and failed later (or saved a router that load refused); a
+    task_accuracy of other models was accepted (found by a review)."""
+    X = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y = (np.arange(80).reshape(40, 2) % 3 == 0).astype(float)
+    tasks = np.repeat(np.arange(4), 10)
+    fit = lambda **kw: Router(alphas=(0.0,), repeats=1, tune=False,  # noqa: E731
+                              encoder=HashingEncoder(8)).fit_arrays(X, Y, kw.pop("ds", tasks),
+                                                                    ["a", "b"], **kw)
+    router = fit()
+    assert router.tasks_ == ["0", "1", "2", "3"]
+    router.save(tmp_path / "r")
+    assert Router.load(tmp_path / "r").tasks_ == router.tasks_
+    with pytest.raises(BenchrouteError, match=r"task None is a NoneType"):
+        fit(ds=[None] * 40)
+    with pytest.raises(BenchrouteError, match=r"instance_ids: 5 ids for 40 rows"):
+        fit(instance_ids=[str(i) for i in range(5)])
+    with pytest.raises(BenchrouteError, match=r"instance_ids: repeated within task\(s\) \['0'"):
+        fit(instance_ids=[str(i % 10 // 2) for i in range(40)])
+    fit(instance_ids=[str(i % 10) for i in range(40)])  # one id per input of each task
+    with pytest.raises(BenchrouteError, match=r"task_accuracy.columns: must be the pool's models"):
+        fit(task_accuracy=pd.DataFrame({"zz": [1.0]}))
+    means = pd.DataFrame(Y, columns=["a", "b"]).groupby(tasks).mean()
+    assert fit(task_accuracy=means).bma_ == router.bma_
+    with pytest.raises(BenchrouteError, match=r"task_accuracy.data: must be the mean label"):
+        fit(task_accuracy=1 - means)
