@@ -68,7 +68,7 @@ from scipy.special import expit
 
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import is_int, is_items, is_real
-from benchroute.predictors import SELF_DISTANCE, Neighbours
+from benchroute.predictors import SELF_DISTANCE, Estimator, Neighbours
 from benchroute.stacking import EPS, logits
 from benchroute.tuning import fold_ids, knn_posterior
 
@@ -378,7 +378,7 @@ class BorrowingFit:
                 "prior_lambda": "inf" if self.prior_lambda == math.inf else self.prior_lambda}
 
 
-class BorrowingPredictor:
+class BorrowingPredictor(Estimator):
     """P(new, x) from a few labels, borrowing strength from the known models' P(m, x).
 
     Parameters
@@ -404,6 +404,8 @@ class BorrowingPredictor:
         grid alone.
     """
 
+    _fitted_attribute = "fit_"
+
     def __init__(self, lambdas: Sequence[float] = DEFAULT_LAMBDAS,
                  taus: Sequence[float] = DEFAULT_TAUS, ks: Sequence[int] = DEFAULT_KS,
                  mixes: Sequence[float] = DEFAULT_MIXES, min_labels: int = 8, folds: int = 5,
@@ -420,11 +422,6 @@ class BorrowingPredictor:
         self.se_rule = se_rule
         self.residual = residual
         self.prior_lambda = prior_lambda
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {n: getattr(self, n) for n in ("lambdas", "taus", "ks", "mixes", "min_labels",
-                                              "folds", "seed", "threshold", "se_rule",
-                                              "residual", "prior_lambda")}
 
     def _check_params(self) -> list[tuple[str, float]]:
         if any(not (lam > 0) for lam in self.lambdas):

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from benchroute.predictors import set_checked_params
+from benchroute.predictors import Estimator
 from benchroute.reference import DEFAULT_ALPHAS
 from benchroute.selection import SelectionConfig
 
 if TYPE_CHECKING:
     from benchroute.embedding import Encoder
 
-_P = TypeVar("_P", bound="RouterParams")
 
-
-def _same_value(a: object, b: object) -> bool:
-    """``a == b`` for parameters, arrays included (``alphas=np.array(...)``: == is elementwise,
-    and its truth value ambiguous or its shapes unbroadcastable)."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        x, y = np.asarray(a), np.asarray(b)
-        return bool(x.shape == y.shape and np.array_equal(x, y))
-    return bool(a == b)
-
-
-class RouterParams:
+class RouterParams(Estimator):
     """The router's hyper-parameters (scikit-learn's parameter protocol) and its encoder.
 
     Parameters
@@ -119,23 +107,12 @@ class RouterParams:
         return {k: v for k, v in self.__dict__.items() if k not in self._CACHES}
 
     # ------------------------------------------------------------------ parameters
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self: _P, **params: object) -> _P:
-        return set_checked_params(self, self._param_names(), params)
+    _fitted_attribute = "predictor_"
 
     def __repr__(self) -> str:
         """The parameters that differ from the defaults, then what a fitted (or loaded) router
         holds, since a loaded router's parameters are often all defaults."""
-        defaults = RouterParams().get_params()
-        changed = {k: v for k, v in self.get_params().items()
-                   if not _same_value(defaults.get(k, object()), v)}
-        text = f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+        text = super().__repr__()
         predictor = getattr(self, "predictor_", None)
         if predictor is None:
             return text

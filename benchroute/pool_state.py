@@ -387,7 +387,7 @@ def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],
     fit takes effect at the next fit, never half-way (``remove_model`` keeps the fit's pairs,
     which that ``k`` computed; ``save`` refuses the changed value until then)."""
     router.predictor_ = KNNCorrectnessPredictor(
-        **router.predictor_.get_params()  # type: ignore[arg-type]
+        **router.predictor_.get_params()
     ).attach(index, Y)  # type: ignore[arg-type]
     means = pd.DataFrame(Y, columns=models, dtype=np.float64).groupby(router.datasets_).mean()
     acc = router.task_accuracy_.reindex(index=means.index, columns=models).astype(float)

@@ -9,9 +9,10 @@ predictor of :mod:`benchroute.tuning`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -188,6 +189,7 @@ class KNNSums:
 
 
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound="Estimator")
 
 
 def set_checked_params(obj: _T, valid: list[str], params: Mapping[str, object]) -> _T:
@@ -200,6 +202,54 @@ def set_checked_params(obj: _T, valid: list[str], params: Mapping[str, object]) 
     return obj
 
 
+def same_value(a: object, b: object) -> bool:
+    """``a == b`` for parameters, arrays included (``alphas=np.array(...)``: == is elementwise,
+    and its truth value ambiguous or its shapes unbroadcastable)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        x, y = np.asarray(a), np.asarray(b)
+        return bool(x.shape == y.shape and np.array_equal(x, y))
+    return bool(a == b)
+
+
+class Estimator:
+    """scikit-learn's estimator protocol without importing scikit-learn (it costs 0.7 s at
+    import, and a first answer takes about 1 s): the parameters are ``__init__``'s, set by
+    ``set_params`` (unknown names refused), shown by ``repr`` where they differ from the
+    defaults, and ``check_is_fitted``, ``clone`` and the tags read them. ``_fitted_attribute``
+    names what fit sets."""
+
+    _fitted_attribute: str = ""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self: _E, **params: object) -> _E:
+        return set_checked_params(self, self._param_names(), params)
+
+    def _changed_params(self) -> dict[str, object]:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
+                    if p.default is not inspect.Parameter.empty}
+        return {k: v for k, v in self.get_params().items()
+                if not same_value(defaults.get(k, object()), v)}
+
+    def __repr__(self) -> str:
+        changed = self._changed_params()
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return bool(self._fitted_attribute) and hasattr(self, self._fitted_attribute)
+
+    def __sklearn_tags__(self) -> Any:
+        """What scikit-learn's utilities ask of an estimator (they import it already)."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False))
+
+
 def check_is_fitted(obj: object, attribute: str) -> None:
     if not hasattr(obj, attribute):
         raise NotFittedError(
@@ -208,7 +258,7 @@ def check_is_fitted(obj: object, attribute: str) -> None:
         )
 
 
-class KNNCorrectnessPredictor:
+class KNNCorrectnessPredictor(Estimator):
     """g_m(x) = mean label of model m over the k nearest pool inputs of x.
 
     Parameters
@@ -229,13 +279,7 @@ class KNNCorrectnessPredictor:
         self.nprobe = nprobe
         self.ef_search = ef_search
 
-    # scikit-learn's parameter protocol, so that grid search over k works
-    def get_params(self, deep: bool = True) -> dict[str, object]:
-        return {"k": self.k, "weights": self.weights, "index_factory": self.index_factory,
-                "nprobe": self.nprobe, "ef_search": self.ef_search}
-
-    def set_params(self, **params: object) -> KNNCorrectnessPredictor:
-        return set_checked_params(self, sorted(self.get_params()), params)
+    _fitted_attribute = "index_"
 
     def _validate_params(self) -> None:
         if not isinstance(self.k, (int, np.integer)) or self.k < 1:

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute.exceptions import BenchrouteError, NotFittedError
-from benchroute.predictors import KNNSums, column_means, knn_mean
+from benchroute.predictors import Estimator, KNNSums, column_means, knn_mean
 from benchroute.sampling import is_cap, query_mask
 from benchroute.stacking import FAMILIES, LinearStack, choose_map, per_input_value
 
@@ -243,7 +243,7 @@ class Tuning:
         return out
 
 
-class PerInputPredictor:
+class PerInputPredictor(Estimator):
     """P(m, x): a shrunken kNN average whose k, weighting and prior are tuned by CV, calibrated.
 
     Parameters
@@ -281,6 +281,8 @@ class PerInputPredictor:
         pool outside their fold. None: every input.
     """
 
+    _fitted_attribute = "means_"
+
     def __init__(self, k: int | str = "auto", weights: str = "auto", prior: float | str = "auto",
                  objective: str = "brier", calibration: str = "isotonic", method: str = "auto",
                  folds: int = 5, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
@@ -300,11 +302,6 @@ class PerInputPredictor:
         self.priors = priors
         self.max_task_queries = max_task_queries
         self.folds_by = folds_by
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {n: getattr(self, n) for n in ("k", "weights", "prior", "objective", "calibration",
-                                              "method", "folds", "seed", "ks", "weight_options", "priors",
-                                              "max_task_queries", "folds_by")}
 
     def _grid(self) -> list[tuple[int, str, float]]:
         ks = list(self.ks) if self.k == "auto" else [self.k]
@@ -432,6 +429,9 @@ class PerInputPredictor:
             raise BenchrouteError("this predictor has no pool of its own (its router searches its "
                                   "index and calls predict_from_neighbours)")
         Q = np.atleast_2d(np.asarray(Q, dtype=np.float32))
+        if Q.ndim != 2 or Q.shape[1] != self.X_.shape[1]:
+            raise BenchrouteError(f"queries of shape {Q.shape}; the pool's vectors are "
+                                  f"{self.X_.shape[1]}-d")
         keep = np.ones(len(self.X_), dtype=bool)
         if exclude_rows is not None:
             keep[np.asarray(exclude_rows, dtype=int)] = False

@@ -173,3 +173,36 @@ def test_tuning_a_large_pool_never_copies_its_vectors_or_labels(monkeypatch):
         tracemalloc.stop()
     pool = X.nbytes + Y.nbytes
     assert peak < 0.25 * pool, peak / pool  # 0.16 now
+
+
+def test_the_estimators_follow_scikit_learns_protocol():
+    """PerInputPredictor had get_params without set_params and object's repr, and refused
+    queries of another dimension with faiss's bare AssertionError; scikit-learn's
+    check_is_fitted failed on a Router for want of __sklearn_tags__ (found by a review). One
+    base class (predictors.Estimator) now gives every estimator the protocol."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+    from sklearn.utils.validation import check_is_fitted
+
+    from benchroute.new_models import BorrowingPredictor
+    from benchroute.predictors import KNNCorrectnessPredictor
+    from benchroute.router import Router
+
+    X, Y, _ = _clusters(40)
+    for est in (Router(k=7), PerInputPredictor(k=5), BorrowingPredictor(folds=3),
+                KNNCorrectnessPredictor(k=3)):
+        name = type(est).__name__
+        assert repr(clone(est)) == repr(est) and "=" in repr(est) and repr(est).startswith(name)
+        with pytest.raises(SklearnNotFitted):
+            check_is_fitted(est)
+        with pytest.raises(ValueError, match="invalid parameter 'kk'"):
+            est.set_params(kk=1)
+    pred = PerInputPredictor(k=5).set_params(k=1, weights="uniform", prior=0.0,
+                                             calibration="none")
+    assert repr(pred) == ("PerInputPredictor(k=1, weights='uniform', prior=0.0, "
+                          "calibration='none')")
+    pred.fit(X, Y)
+    check_is_fitted(pred)
+    with pytest.raises(BenchrouteError, match=r"queries of shape \(2, 3\); the pool's vectors "
+                                              r"are \d+-d"):
+        pred.predict_proba(np.ones((2, 3)))
