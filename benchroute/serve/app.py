@@ -337,7 +337,8 @@ def create_app(gw: Gateway) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw.batcher = MicroBatcher(gw.decider, gw.config.max_batch, gw.metrics.batch_size.observe)
         gw.forwarder = Forwarder(gw.upstreams, gw.config.upstream_timeout,
-                                 retries=gw.config.retries, on_call=gw.metrics.upstream)
+                                 retries=gw.config.retries, on_call=gw.metrics.upstream,
+                                 on_break=gw.metrics.upstream_error)
         await gw.batcher.start()
         try:
             yield
@@ -414,7 +415,7 @@ def create_app(gw: Gateway) -> FastAPI:
             reason = "every upstream try failed: " + "; ".join(
                 f"{f.model} {f.kind}" for f in ans.failures)
             gw.metrics.fallback("upstream failed")
-        headers = decision_headers(d, ans.model or d.model, reason)
+        headers = {**ans.headers, **decision_headers(d, ans.model or d.model, reason)}
         log("chat", d, text, answered=ans.model, status=ans.status, stream=stream,
             upstream_model=gw.upstreams[ans.model].model if ans.model in gw.upstreams else None)
         if ans.status < 400:

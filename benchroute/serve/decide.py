@@ -195,6 +195,14 @@ class Decider:
         model = str(entry.pinned)
         return Decision(entry.label, "pinned", {}, model, {}, self._cost(model), None, (model,))
 
+    def by_average(self) -> tuple[str, ...]:
+        """The candidates, the best on average first, then by their mean accuracy: the order
+        of tries for a request decided without P (no user message, a failed decision), so a
+        failing upstream is retried there too."""
+        acc = self.router.model_accuracy_
+        rest = sorted((m for m in self.cand_names if m != self.bma), key=lambda m: -acc[m])
+        return (self.bma, *rest)
+
     def _cost(self, model: str) -> float | None:
         cost = None if self.costs is None else self.costs.get(model)
         return None if cost is None else float(cost)
@@ -211,7 +219,7 @@ class Decider:
                 policy, params = self.resolve(e)
                 out[i] = Decision(e.label, policy, params, self.bma, {}, self._cost(self.bma),
                                   "no text to route (no user message): best model on average",
-                                  (self.bma,))
+                                  self.by_average())
         if todo:
             Q = check_vectors(self.encoder.encode([str(texts[i]) for i in todo],
                                               batch_size=self.encode_batch), "request vectors")
@@ -302,7 +310,7 @@ class MicroBatcher:
         d = self.decider
         return Decision(entry.label, entry.policy or d.default.policy, {}, d.bma, {},
                         d._cost(d.bma), f"decision failed ({type(exc).__name__}): best model "
-                        "on average", (d.bma, *[m for m in d.cand_names if m != d.bma]))
+                        "on average", d.by_average())
 
 
 def _timed(d: Decision, ms: float) -> Decision:

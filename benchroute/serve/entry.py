@@ -110,6 +110,24 @@ def reads_as_entry(name: str) -> bool:
     return _ENTRY.match(name.strip().lower()) is not None
 
 
+def _bad_value(name: str) -> EntryError | None:
+    """A known policy followed by something that is not a plain ASCII decimal
+    (``benchroute-threshold-abc``, ``-nan``, ``-0.1.2``, ``-١``): a bad value (400), which the
+    grammar alone read as an unknown policy ``threshold_abc`` or an unknown model (404)."""
+    low = name.strip().lower()
+    for policy, (param, _, _) in POLICY_PARAMS.items():
+        for spelling in {policy, policy.replace("_", "-")}:
+            head = f"{PREFIX}-{spelling}-"
+            if low.startswith(head):
+                value = low[len(head):]
+                m = _ENTRY.match(f"{PREFIX}-{policy}-{value}")
+                if m is None or m.group("value") is None:
+                    return EntryError(f"model {name!r:.100}: {policy} takes {param} as a plain "
+                                      f"ASCII decimal (e.g. 0.3, -0.05, 1e-4), got "
+                                      f"{value!r:.40}")
+    return None
+
+
 def parse_entry(name: object, models: dict[str, str]) -> Entry:
     """Parse a request's ``model`` field.
 
@@ -126,6 +144,9 @@ def parse_entry(name: object, models: dict[str, str]) -> Entry:
     if name in models:
         return Entry(name, policy="pinned", pinned=models[name])
     m = _ENTRY.match(name.strip().lower())
+    bad = _bad_value(name)
+    if bad is not None:
+        raise bad
     if m is None:
         raise EntryError(f"unknown model {name!r}: use '{PREFIX}', '{PREFIX}-<policy>[-<value>]' "
                          f"with a policy of {list(POLICY_NAMES)} (e.g. {examples()[1:4]}), or "

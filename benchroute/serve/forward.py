@@ -1,22 +1,38 @@
 """Forwarding a chat request to the chosen model's upstream, with one retry on the next model.
 
-A timeout, a connection error or a 5xx answer moves the call to the next model by P (once by
-default; never after a stream has started sending). A 4xx answer is the caller's problem and is
-passed back as it came. When every try fails, the caller gets an OpenAI-style error with the
-last upstream status (502 for a connection error, 504 for a timeout).
+A timeout, a connection error, no free connection to the upstream, or a 5xx answer moves the
+call to the next model by P (once by default). A stream is retried until its first byte (an
+upstream that answers 200 and then breaks off before sending anything is a failed try), never
+after. A 4xx answer is the caller's problem and is passed back as it came, with the upstream's
+rate-limit headers. When every try fails, the caller gets an OpenAI-style error with the last
+upstream status (502 for a connection error, 503 when no connection was free, 504 for a
+timeout).
+
+Each upstream has its own share of connections: a hung upstream holds at most its own, so the
+healthy ones keep answering (one shared pool let 256 calls to a hung model stall every other).
+The timeout bounds a whole try, the answer read in full (a stream: to its first byte), not
+only the wait between two reads, which an upstream sending a byte at a time never reached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from benchroute.serve.upstreams import Upstream
+
+#: Upstream answer headers passed back to the client: what a client acts on (the openai
+#: client's retry waits ``retry-after``) and the upstream's own request id.
+PASSED_HEADERS = ("retry-after", "retry-after-ms", "x-request-id")
+PASSED_PREFIXES = ("x-ratelimit-",)
+#: Where a server-sent event ends (SSE allows \n, \r\n and \r line ends).
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 
 @dataclass(frozen=True)
@@ -31,7 +47,7 @@ class Failure:
 
 @dataclass
 class Answer:
-    """What came back: a whole response, or an open stream (``stream`` yields raw bytes)."""
+    """What came back: a whole response, or an open stream (``stream`` yields bytes)."""
 
     model: str
     status: int
@@ -39,6 +55,7 @@ class Answer:
     media_type: str = "application/json"
     stream: AsyncIterator[bytes] | None = None
     failures: tuple[Failure, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def error_body(message: str, type_: str, code: str | int | None = None,
@@ -47,23 +64,35 @@ def error_body(message: str, type_: str, code: str | int | None = None,
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-class Forwarder:
-    """Calls upstreams with a shared connection pool.
+def passed_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The upstream's headers a client may act on (:data:`PASSED_HEADERS`, rate limits)."""
+    return {k.lower(): v for k, v in headers.items()
+            if k.lower() in PASSED_HEADERS or k.lower().startswith(PASSED_PREFIXES)}
 
-    ``on_call(model, seconds, error_kind)`` is told of every try, for the metrics.
+
+class Forwarder:
+    """Calls upstreams through one client, each upstream with ``connections`` of its own.
+
+    ``on_call(model, seconds, error_kind)`` is told of every try, for the metrics;
+    ``on_break(model, kind)`` of a stream that broke off after it was answered.
     """
 
     def __init__(self, upstreams: Mapping[str, Upstream], timeout: float = 60.0,
-                 connect_timeout: float = 5.0, retries: int = 1, max_connections: int = 256,
+                 connect_timeout: float = 5.0, retries: int = 1, connections: int = 256,
                  on_call: Callable[[str, float, str | None], None] | None = None,
+                 on_break: Callable[[str, str], None] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.upstreams = dict(upstreams)
         self.retries = retries
+        self.timeout = timeout
+        self.connections = connections
         self.on_call = on_call
+        self.on_break = on_break
+        self.slots = {m: asyncio.Semaphore(connections) for m in self.upstreams}
+        total = connections * max(len(self.upstreams), 1)  # the pool never the bottleneck
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
+            limits=httpx.Limits(max_connections=total, max_keepalive_connections=total),
             transport=transport, follow_redirects=False, trust_env=False)
 
     async def close(self) -> None:
@@ -78,60 +107,111 @@ class Forwarder:
         tries = [m for m in order if m in self.upstreams][: 1 + max(self.retries, 0)]
         failures: list[Failure] = []
         for model in tries:
-            up = self.upstreams[model]
-            payload = {**body, "model": up.model}
             t0 = time.perf_counter()
+            slot = self.slots[model]
             try:
-                request = self.client.build_request("POST", up.chat_url, json=payload,
-                                                    headers=up.headers())
-                resp = await self.client.send(request, stream=True)
-            except httpx.TimeoutException:
-                failures.append(Failure(model, 504, "timeout", f"upstream {model!r} timed out"))
-                self._note(model, t0, "timeout")
+                await asyncio.wait_for(slot.acquire(), self.timeout)
+            except asyncio.TimeoutError:
+                failures.append(Failure(model, 503, "busy", f"upstream {model!r}: no free "
+                                        f"connection of {self.connections} within "
+                                        f"{self.timeout:g} s"))
+                self._note(model, t0, "busy")
                 continue
-            except httpx.HTTPError as exc:
-                failures.append(Failure(model, 502, "connection",
-                                        f"upstream {model!r} unreachable ({type(exc).__name__})"))
-                self._note(model, t0, "connection")
+            got = await self._attempt(model, {**body, "model": self.upstreams[model].model},
+                                      stream, slot.release)
+            if isinstance(got, Failure) or got.stream is None:
+                slot.release()  # an open stream releases it when it ends
+            if isinstance(got, Failure):
+                failures.append(got)
+                self._note(model, t0, got.kind)
                 continue
-            if resp.status_code >= 500:
-                text = (await resp.aread())[:300].decode("utf-8", "replace")
-                await resp.aclose()
-                failures.append(Failure(model, resp.status_code, f"http_{resp.status_code}",
-                                        f"upstream {model!r} answered {resp.status_code}: {text}"))
-                self._note(model, t0, f"http_{resp.status_code}")
-                continue
-            media = resp.headers.get("content-type", "application/json")
-            if stream and resp.status_code == 200:
-                self._note(model, t0, None)
-                return Answer(model, 200, media_type=media, stream=_relay(resp, model),
-                              failures=tuple(failures))
-            try:
-                content = await resp.aread()
-            except httpx.HTTPError as exc:
-                await resp.aclose()
-                failures.append(Failure(model, 502, "read",
-                                        f"upstream {model!r} broke off ({type(exc).__name__})"))
-                self._note(model, t0, "read")
-                continue
-            await resp.aclose()
             self._note(model, t0, None)
-            return Answer(model, resp.status_code, content, media, failures=tuple(failures))
+            got.failures = tuple(failures)
+            return got
         last = failures[-1] if failures else Failure("", 502, "none", "no upstream to call")
         msg = "; ".join(f.message for f in failures) or last.message
         return Answer(last.model, last.status,
                       json.dumps(error_body(msg, "upstream_error", last.status)).encode(),
                       failures=tuple(failures))
 
+    async def _attempt(self, model: str, payload: dict[str, Any], stream: bool,
+                       release: Callable[[], None]) -> Answer | Failure:
+        """One try, whole (a stream: to its first byte) within the timeout."""
+        try:
+            return await asyncio.wait_for(self._try(model, payload, stream, release),
+                                          self.timeout)
+        except asyncio.TimeoutError:
+            return Failure(model, 504, "timeout", f"upstream {model!r} gave no whole answer "
+                           f"within {self.timeout:g} s")
 
-async def _relay(resp: httpx.Response, model: str) -> AsyncIterator[bytes]:
-    """The upstream's stream, chunk by chunk; a break mid-stream ends it with an error event."""
-    try:
-        async for chunk in resp.aiter_raw():
-            yield chunk
-    except httpx.HTTPError as exc:
-        err = error_body(f"upstream {model!r} broke off mid-stream ({type(exc).__name__})",
-                         "upstream_error", 502)
-        yield f"data: {json.dumps(err)}\n\n".encode()
-    finally:
-        await resp.aclose()
+    async def _try(self, model: str, payload: dict[str, Any], stream: bool,
+                   release: Callable[[], None]) -> Answer | Failure:
+        """An open stream returned releases its slot (``release``) when it ends; every other
+        response is closed here, cancelled or not."""
+        up = self.upstreams[model]
+        resp: httpx.Response | None = None
+        keep_open = False
+        try:
+            request = self.client.build_request("POST", up.chat_url, json=payload,
+                                                headers=up.headers())
+            resp = await self.client.send(request, stream=True)
+            if resp.status_code >= 500:
+                try:
+                    text = (await resp.aread())[:300].decode("utf-8", "replace")
+                except httpx.HTTPError as exc:
+                    text = f"(its body broke off: {type(exc).__name__})"
+                return Failure(model, resp.status_code, f"http_{resp.status_code}",
+                               f"upstream {model!r} answered {resp.status_code}: {text}")
+            media = resp.headers.get("content-type", "application/json")
+            headers = passed_headers(resp.headers)
+            if stream and resp.status_code == 200:
+                chunks = resp.aiter_bytes()  # decoded, as the client is told no encoding
+                try:
+                    first = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return Failure(model, 502, "read", f"upstream {model!r} answered an "
+                                   "empty stream")
+                keep_open = True
+                return Answer(model, 200, media_type=media, headers=headers,
+                              stream=self._relay(resp, first, chunks, model, release))
+            content = await resp.aread()
+            return Answer(model, resp.status_code, content, media, headers=headers)
+        except httpx.TimeoutException:
+            return Failure(model, 504, "timeout", f"upstream {model!r} timed out")
+        except httpx.HTTPError as exc:
+            if resp is None:
+                return Failure(model, 502, "connection",
+                               f"upstream {model!r} unreachable ({type(exc).__name__})")
+            return Failure(model, 502, "read",
+                           f"upstream {model!r} broke off ({type(exc).__name__})")
+        finally:
+            if resp is not None and not keep_open:
+                await resp.aclose()
+
+    async def _relay(self, resp: httpx.Response, first: bytes, chunks: AsyncIterator[bytes],
+                     model: str, release: Callable[[], None]) -> AsyncIterator[bytes]:
+        """The upstream's stream, whole events at a time; a break mid-stream drops the
+        unfinished event and ends with an error event (glued to the half-sent one, it made
+        the client's JSON parser fail instead of raising the error)."""
+        pending = first
+        try:
+            while True:
+                end = max(pending.rfind(e) + len(e) if e in pending else 0 for e in _EVENT_ENDS)
+                if end:
+                    yield pending[:end]
+                    pending = pending[end:]
+                try:
+                    pending += await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+            if pending:
+                yield pending
+        except httpx.HTTPError as exc:
+            if self.on_break is not None:
+                self.on_break(model, "stream")
+            err = error_body(f"upstream {model!r} broke off mid-stream ({type(exc).__name__})",
+                             "upstream_error", 502)
+            yield f"data: {json.dumps(err)}\n\n".encode()
+        finally:
+            await resp.aclose()
+            release()

@@ -150,9 +150,14 @@ class GatewayMetrics:
     def upstream(self, model: str, seconds: float, error: str | None = None) -> None:
         self.upstream_seconds.labels(model).observe(seconds)
         if error is not None:
-            self.upstream_errors.labels(model, error).inc()
-            with self._lock:
-                self.totals["upstream_errors"] += 1
+            self.upstream_error(model, error)
+
+    def upstream_error(self, model: str, kind: str) -> None:
+        """A failed try, or a stream that broke off after it was answered (kind ``stream``,
+        no second call timed)."""
+        self.upstream_errors.labels(model, kind).inc()
+        with self._lock:
+            self.totals["upstream_errors"] += 1
 
     # ------------------------------------------------------------------ reading
     def prometheus(self) -> bytes:

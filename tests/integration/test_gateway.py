@@ -157,6 +157,15 @@ def test_no_user_message_falls_back_and_says_why(router, fake):
                          json={"messages": [{"role": "system", "content": "hi"}]}).json()
     assert out["fallback"] and "no user message" in out["fallback_reason"]
     assert out["model"] == router.bma_
+    # a failing upstream is retried there too, on the next best model on average (it was
+    # the best model on average alone; found by a review)
+    cfg.fail = {f"up-{router.bma_}": 503}
+    second = router.model_accuracy_.drop(router.bma_).idxmax()
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        raw = client(base).chat.completions.with_raw_response.create(
+            model="benchroute", messages=[{"role": "system", "content": "hi"}])
+    assert raw.headers["x-benchroute-model"] == second
+    assert [c["model"] for c in cfg.calls] == [f"up-{router.bma_}", f"up-{second}"]
 
 
 def test_streaming_passes_chunks_through(router, fake):

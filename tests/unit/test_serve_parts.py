@@ -56,14 +56,25 @@ def test_bad_entries_say_what_is_valid(name, match):
 @pytest.mark.parametrize("name, status", [
     ("gpt-5", 404), ("benchroute-nope", 404), ("benchroute-nope-1", 404),  # no such model
     ("benchroute-share-1.5", 400), ("benchroute-best-1", 400), (7, 400),  # a bad value
-    ("benchroute-threshold-\u0661", 404),  # an Arabic-Indic digit is no plain decimal
+    ("benchroute-threshold-\u0661", 400),  # an Arabic-Indic digit is no plain decimal
+    # a known policy with a value that is no plain decimal: a bad value, not an unknown
+    # policy 'threshold_abc' (404; found by a review)
+    ("benchroute-threshold-abc", 400), ("benchroute-threshold-nan", 400),
+    ("benchroute-threshold-inf", 400), ("benchroute-threshold-0.1.2", 400),
+    ("benchroute-smallest-sufficient-x", 400), ("benchroute-threshold-0.1", None),
+    ("benchroute-smallest-sufficient--0", None),
 ])
 def test_entry_errors_carry_their_status(name, status):
     """Unknown names are 404 as docs/gateway.md says ("benchroute-bogus" was a 400 coded
     model_not_found); values must be ASCII decimals (found by fuzzing)."""
+    if status is None:  # a valid entry
+        assert parse_entry(name, MODELS).policy is not None
+        return
     with pytest.raises(EntryError) as info:
         parse_entry(name, MODELS)
     assert info.value.status == status
+    if status == 400 and isinstance(name, str) and name.startswith("benchroute-threshold-"):
+        assert "threshold takes t as a plain ASCII decimal" in str(info.value)
 
 
 # ---------------------------------------------------------------------- upstreams file

@@ -1,0 +1,232 @@
+"""The gateway's forwarding under upstream faults, on httpx's mock transport: each fault a
+review found through a real socket (a 5xx body that breaks off, a stream dead before its first
+byte or broken mid-event, gzip, a trickle past the timeout, a hung upstream holding every
+connection) as a byte stream that does it, so each case is exact and takes milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+
+import httpx
+import pytest
+
+from benchroute.serve.forward import Forwarder
+from benchroute.serve.upstreams import Upstream
+
+UPSTREAMS = {m: Upstream(m, f"http://fake/{m}/v1", f"{m}-id") for m in ("m0", "m1", "m2")}
+EVENT = b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n'
+OK = json.dumps({"choices": [{"message": {"content": "answer"}}]}).encode()
+
+
+class Body(httpx.AsyncByteStream):
+    """A response body: its parts in order; an exception instance is raised there, a float
+    sleeps that many seconds."""
+
+    def __init__(self, *parts: object) -> None:
+        self.parts = parts
+
+    async def __aiter__(self):  # type: ignore[override]
+        for part in self.parts:
+            if isinstance(part, BaseException):
+                raise part
+            if isinstance(part, float):
+                await asyncio.sleep(part)
+                continue
+            yield part
+
+
+def forwarder(faults, timeout=1.0, connections=256, retries=1):
+    """A Forwarder whose upstream ``m`` answers ``faults[m]()`` (an httpx.Response), else OK;
+    ``calls`` counts the tries per model."""
+    calls = {m: 0 for m in UPSTREAMS}
+    breaks: list[tuple[str, str]] = []
+    noted: list[tuple[str, str | None]] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        model = request.url.path.split("/")[1]
+        calls[model] += 1
+        if model in faults:
+            return await faults[model]()
+        return httpx.Response(200, content=OK, headers={"content-type": "application/json"})
+
+    fw = Forwarder(UPSTREAMS, timeout=timeout, retries=retries, connections=connections,
+                   transport=httpx.MockTransport(handler),
+                   on_call=lambda m, s, kind: noted.append((m, kind)),
+                   on_break=lambda m, kind: breaks.append((m, kind)))
+    return fw, calls, noted, breaks
+
+
+async def drain(answer) -> bytes:
+    return b"".join([c async for c in answer.stream]) if answer.stream else answer.content
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_5xx_whose_body_breaks_off_is_a_failed_try_and_retried():
+    """It raised out of the forwarder: a plain-text 500 with no retry and no log line."""
+    async def cut():
+        return httpx.Response(500, stream=Body(b'{"err', httpx.ReadError("cut")))
+
+    async def go():
+        fw, calls, noted, _ = forwarder({"m1": cut})
+        ans = await fw.chat({"messages": []}, ("m1", "m2"), stream=False)
+        await fw.close()
+        return ans, calls, noted
+
+    ans, calls, noted = run(go())
+    assert ans.status == 200 and ans.model == "m2" and calls == {"m0": 0, "m1": 1, "m2": 1}
+    assert [f.kind for f in ans.failures] == ["http_500"]
+    assert "its body broke off" in ans.failures[0].message
+    assert noted == [("m1", "http_500"), ("m2", None)]
+
+
+def test_the_timeout_bounds_a_whole_try_and_a_stalled_body_is_a_timeout():
+    """A byte every 0.05 s never reached httpx's per-read limit (14.8 s answered at 5 s);
+    200 headers and then nothing was a 502 'read'."""
+    async def trickle():
+        return httpx.Response(200, stream=Body(*[x for b in OK for x in (0.05, bytes([b]))]))
+
+    async def stall():
+        return httpx.Response(200, stream=Body(b'{"id', 30.0))
+
+    async def go(fault):
+        fw, calls, _, _ = forwarder({"m1": fault}, timeout=0.3, retries=0)
+        t = asyncio.get_running_loop().time()
+        ans = await fw.chat({"messages": []}, ("m1",), stream=False)
+        await fw.close()
+        return ans, asyncio.get_running_loop().time() - t
+
+    for fault in (trickle, stall):
+        ans, took = run(go(fault))
+        assert ans.status == 504 and [f.kind for f in ans.failures] == ["timeout"]
+        assert took < 2.0
+
+
+def test_a_stream_dead_before_its_first_byte_is_retried():
+    async def dead():
+        return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              stream=Body(httpx.ReadError("gone")))
+
+    async def empty():
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Body())
+
+    async def go(fault):
+        fw, calls, _, _ = forwarder({"m1": fault})
+        ans = await fw.chat({"messages": [], "stream": True}, ("m1", "m2"), stream=True)
+        body = await drain(ans)
+        await fw.close()
+        return ans, body, calls
+
+    for fault in (dead, empty):
+        ans, body, calls = run(go(fault))
+        assert ans.model == "m2" and calls["m2"] == 1 and [f.kind for f in ans.failures] == ["read"]
+
+
+def test_a_broken_stream_ends_with_a_whole_error_event_and_is_counted():
+    """The error event was glued to the half-sent event ('…"obj' + 'data: {"error"…'): the
+    openai client's JSON parser failed instead of raising the error."""
+    async def broken():
+        return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              stream=Body(EVENT, EVENT[:20], EVENT[20:], b'data: {"obj',
+                                          httpx.ReadError("cut")))
+
+    async def go():
+        fw, calls, _, breaks = forwarder({"m1": broken})
+        ans = await fw.chat({"messages": [], "stream": True}, ("m1", "m2"), stream=True)
+        assert fw.slots["m1"]._value == 255  # the open stream holds one
+        body = await drain(ans)
+        await fw.close()
+        assert fw.slots["m1"]._value == 256
+        return ans, body, calls, breaks
+
+    ans, body, calls, breaks = run(go())
+    assert ans.model == "m1" and calls["m2"] == 0  # started: never retried
+    events = [e for e in body.split(b"\n\n") if e]
+    assert events[:2] == [EVENT.strip(), EVENT.strip()] and len(events) == 3
+    assert json.loads(events[2].removeprefix(b"data: "))["error"]["code"] == 502
+    assert breaks == [("m1", "stream")]
+
+
+def test_a_compressed_stream_reaches_the_client_decoded():
+    """Raw gzip bytes went out labelled text/event-stream, without a Content-Encoding."""
+    async def gz():
+        return httpx.Response(200, headers={"content-type": "text/event-stream",
+                                            "content-encoding": "gzip"},
+                              stream=Body(gzip.compress(EVENT * 3)))
+
+    async def go():
+        fw, _, _, _ = forwarder({"m1": gz})
+        ans = await fw.chat({"messages": [], "stream": True}, ("m1",), stream=True)
+        body = await drain(ans)
+        await fw.close()
+        return body
+
+    assert run(go()) == EVENT * 3
+
+
+def test_rate_limit_headers_pass_back_with_a_4xx():
+    async def limited():
+        return httpx.Response(429, json={"error": {"message": "slow down"}},
+                              headers={"retry-after": "7", "x-ratelimit-remaining-requests": "0",
+                                       "x-request-id": "req-1", "server": "fake"})
+
+    async def go():
+        fw, calls, _, _ = forwarder({"m1": limited})
+        ans = await fw.chat({"messages": []}, ("m1", "m2"), stream=False)
+        await fw.close()
+        return ans, calls
+
+    ans, calls = run(go())
+    assert ans.status == 429 and calls["m2"] == 0
+    assert ans.headers == {"retry-after": "7", "x-ratelimit-remaining-requests": "0",
+                           "x-request-id": "req-1"}
+
+
+def test_a_hung_upstream_holds_only_its_own_connections():
+    """One pool of 256 shared by every upstream: calls to a hung model filled it, and calls to
+    a healthy one waited 7.5 s. Each upstream now has its own share; a call finding none free
+    within the timeout is 'busy' and moves on."""
+    async def hang():
+        await asyncio.sleep(5)
+        return httpx.Response(200, content=OK)
+
+    async def go():
+        fw, calls, _, _ = forwarder({"m1": hang}, timeout=0.5, connections=4)
+        loop = asyncio.get_running_loop()
+        hung = [asyncio.create_task(fw.chat({"messages": []}, ("m1", "m2"), stream=False))
+                for _ in range(8)]
+        await asyncio.sleep(0.05)  # the first four hold m1's connections
+        t = loop.time()
+        healthy = await asyncio.gather(*[fw.chat({"messages": []}, ("m2",), stream=False)
+                                         for _ in range(8)])
+        took = loop.time() - t
+        done = await asyncio.gather(*hung)
+        await fw.close()
+        assert all(slot._value == 4 for slot in fw.slots.values())  # every try gave its back
+        return healthy, took, done, calls
+
+    healthy, took, done, calls = run(go())
+    assert all(a.status == 200 and a.model == "m2" for a in healthy) and took < 0.3
+    kinds = sorted(f.kind for a in done for f in a.failures)
+    assert all(a.status == 200 and a.model == "m2" for a in done)  # retried on m2
+    assert kinds == ["busy"] * 4 + ["timeout"] * 4 and calls["m1"] == 4
+
+
+@pytest.mark.parametrize("fault_status", [500, 503])
+def test_every_try_failing_is_an_openai_error(fault_status):
+    async def fail():
+        return httpx.Response(fault_status, json={"error": {"message": "down"}})
+
+    async def go():
+        fw, _, _, _ = forwarder({"m1": fail, "m2": fail})
+        ans = await fw.chat({"messages": []}, ("m1", "m2"), stream=False)
+        await fw.close()
+        return ans
+
+    ans = run(go())
+    assert ans.status == fault_status
+    assert json.loads(ans.content)["error"]["type"] == "upstream_error"
