@@ -61,7 +61,7 @@ def _auto_layout(frame: pd.DataFrame, path: Path, model: str, score: str, report
 
 
 def load_table(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | pd.DataFrame,
     preset: str | None = None,
     *,
     layout: str = "auto",
@@ -77,12 +77,14 @@ def load_table(
     strict: bool = False,
     **preset_options: Any,
 ) -> BenchmarkData:
-    """Load a table of per-sample results (CSV, TSV, JSON, JSONL or parquet).
+    """Load a table of per-sample results (CSV, TSV, JSON, JSONL or parquet, or a DataFrame).
 
     Parameters
     ----------
-    path : path-like
-        The table, or for a preset the source's file or folder.
+    path : path-like or DataFrame
+        The table, or for a preset the source's file or folder. A DataFrame is read as a file's
+        typed columns are (a parquet file's); its dataset defaults to ``dataset_name`` or
+        "table", and messages name it "DataFrame".
     preset : {"routerdc", "routellm", "routerbench", "alpaca_eval"}, optional
         A known layout; the column arguments below are then ignored.
     layout : {"auto", "wide", "long"}
@@ -112,6 +114,9 @@ def load_table(
         Passed to :class:`BenchmarkData`: a text conflict is an error instead of a reported skip.
     """
     if preset is not None:
+        if isinstance(path, pd.DataFrame):
+            raise DataError(f"preset {preset!r} reads its source's files; a DataFrame is read "
+                            "as a generic table (no preset)")
         if preset not in PRESETS:
             raise DataError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
         loaders: dict[str, Callable[..., BenchmarkData]] = {
@@ -126,11 +131,20 @@ def load_table(
         return loader(Path(path), strict=strict, **preset_options)
     if preset_options:
         raise DataError(f"unexpected options {sorted(preset_options)} without a preset")
-    path = Path(path)
     if layout not in ("auto", "wide", "long"):
         raise DataError(f"layout must be 'auto', 'wide' or 'long', got {layout!r}")
-    report = LoadReport(sources=[str(path)])
-    frame = read_table(path, keep=(text, dataset, instance_id or ID_COLUMN, model), report=report)
+    if isinstance(path, pd.DataFrame):  # read as a parquet file's typed columns would be
+        if path.empty:
+            raise DataError("the DataFrame has no rows")
+        frame = path.reset_index(drop=True).copy()
+        path = Path("DataFrame")  # what the report and messages name; dataset_name else "table"
+        dataset_name = dataset_name or "table"
+        report = LoadReport(sources=["DataFrame"])
+    else:
+        path = Path(path)
+        report = LoadReport(sources=[str(path)])
+        frame = read_table(path, keep=(text, dataset, instance_id or ID_COLUMN, model),
+                           report=report)
     if instance_id is None and ID_COLUMN in frame.columns:
         instance_id = ID_COLUMN  # the store's own id column is an id, never a model's scores
     if layout == "auto":

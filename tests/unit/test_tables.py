@@ -184,3 +184,24 @@ def test_a_pipe_is_refused_clearly(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(DataError, match=r"results\.csv: not a file or a folder \(a pipe"):
         load(fifo)
+
+
+def test_a_dataframe_is_read_as_a_table():
+    """load_table(df) failed inside pathlib ("expected str, bytes or os.PathLike object, not
+    DataFrame"); a notebook's table is read as a file's typed columns are."""
+    wide = pd.DataFrame({"text": ["q1", "q2", "q3"], "a": [1, 0, 1], "b": [0.0, 1.0, 1.0]},
+                        index=[10, 11, 12])
+    data = load_table(wide)
+    assert data.models == ["a", "b"] and data.report.sources == ["DataFrame"]
+    assert set(data.frame["dataset"]) == {"table"}
+    assert load_table(wide, dataset_name="mine").frame["dataset"].unique().tolist() == ["mine"]
+    long = data.frame[["dataset", "instance_id", "text", "model", "correct"]]
+    back = load_table(long)
+    pd.testing.assert_frame_equal(back.frame.sort_values(["instance_id", "model"])
+                                  .reset_index(drop=True)[["text", "model", "correct"]],
+                                  data.frame.sort_values(["instance_id", "model"])
+                                  .reset_index(drop=True)[["text", "model", "correct"]])
+    with pytest.raises(DataError, match="no rows"):
+        load_table(wide.iloc[:0])
+    with pytest.raises(DataError, match="a DataFrame is read as a generic table"):
+        load_table(wide, "routerdc")
