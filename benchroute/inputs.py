@@ -301,6 +301,16 @@ def parse_texts(task_examples: Texts, what: str = "task_examples") -> list[str]:
     return texts
 
 
+def label_value(v: object) -> float:
+    """A label: a real number or a bool (JSON's ``"correct": true``); None, NaN of any float
+    type, text, bytes, dates, ints beyond a float and complex numbers with an imaginary part
+    are none (NaN: a missing label, or refused by the caller). A complex of zero imaginary part
+    is its real part: pandas makes a column of mixed numbers complex when one of them is."""
+    if isinstance(v, complex) and v.imag == 0:
+        v = v.real
+    return float(v) if isinstance(v, (bool, np.bool_)) or is_real(v) else float("nan")  # type: ignore[arg-type]
+
+
 def parse_labeled(labeled: LabeledRecords, models: list[str]) -> tuple[list[str], np.ndarray]:
     """Few-shot labels as (texts, Y (L, M)) from a DataFrame or ``{"text", "labels"}`` records."""
     if isinstance(labeled, pd.DataFrame):
@@ -326,13 +336,17 @@ def parse_labeled(labeled: LabeledRecords, models: list[str]) -> tuple[list[str]
         if unknown:
             raise BenchrouteError(f"labeled[{i}] names unknown model(s) {unknown}; known "
                                   f"models: {models}")
+        if not rec["text"].strip():
+            raise BenchrouteError(f"labeled[{i}] text is empty or only whitespace")
         row = np.full(len(models), np.nan, dtype=np.float32)
         for m, v in labels.items():
-            if v is None or (isinstance(v, float) and np.isnan(v)):
+            # one rule with add_model's results: bools are 0/1, NaN of any type is no label
+            if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
                 continue
-            if not is_real(v) or not 0 <= float(v) <= 1:  # type: ignore[arg-type]
+            value = label_value(v)
+            if not 0 <= value <= 1:  # NaN included: text, dates, out of range
                 raise BenchrouteError(f"labeled[{i}] label for {m!r} is {v!r}; expected a number in [0, 1]")
-            row[models.index(m)] = float(v)  # type: ignore[arg-type]
+            row[models.index(m)] = value
         texts.append(rec["text"])
         rows.append(row)
     if not rows:

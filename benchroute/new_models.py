@@ -67,7 +67,7 @@ import pandas as pd
 from scipy.special import expit
 
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import is_int, is_items, is_real
+from benchroute.inputs import is_int, is_items, label_value
 from benchroute.predictors import SELF_DISTANCE, Estimator, Neighbours
 from benchroute.stacking import EPS, logits
 from benchroute.tuning import fold_ids, knn_posterior
@@ -890,16 +890,6 @@ def extend_reference(reference: Any, added: Sequence[AddedModel], strength: floa
                           reference.sample, reference.params)
 
 
-def _label_value(v: object) -> float:
-    """A label: a real number or a bool (JSON's ``"correct": true``); text, bytes, dates, ints
-    beyond a float and complex numbers with an imaginary part are none (NaN, refused by the
-    caller). A complex of zero imaginary part is its real part: pandas makes a column of mixed
-    numbers complex when one of them is."""
-    if isinstance(v, complex) and v.imag == 0:
-        v = v.real
-    return float(v) if isinstance(v, (bool, np.bool_)) or is_real(v) else float("nan")  # type: ignore[arg-type]
-
-
 def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
     """A new model's results as a frame with ``text`` and/or ``dataset`` + ``instance_id``, and
     ``label`` in [0, 1] (from ``correct``, else ``score``)."""
@@ -932,7 +922,7 @@ def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
     if "text" not in frame.columns and not has_id:
         raise BenchrouteError(f"{what}: needs a 'text' field, or 'dataset' and 'instance_id' "
                               "naming pool inputs")
-    label = pd.Series([_label_value(v) for v in frame[col].tolist()], index=frame.index,
+    label = pd.Series([label_value(v) for v in frame[col].tolist()], index=frame.index,
                       dtype=float)
     bad_rows = np.flatnonzero(label.isna().to_numpy() | (label < 0).to_numpy() | (label > 1).to_numpy())
     if len(bad_rows):

@@ -211,6 +211,9 @@ class Router(RouterParams, pool_state.FittedPool):
         """:meth:`select_model` on embeddings: Q (n, d), labeled_X (L, d), labeled_Y (L, M), their
         ``texts`` (n + L) for the form-shift test of S3. ``exclude_datasets``: as if fitted
         without those tasks (pool, fallback means, BMA and reference pairs)."""
+        for name, flag in (("fallback", fallback), ("keep_duplicates", keep_duplicates)):
+            if not isinstance(flag, (bool, np.bool_)):  # "no" would read as True
+                raise BenchrouteError(f"{name} must be True or False, got {flag!r:.40}")
         view, n, L = task_view(self, Q, labeled_X, labeled_Y, exclude_datasets, keep_duplicates, texts)
         return view.select(np.arange(n), np.arange(n, n + L), labeled_Y if L else None,
                            candidates, method, fallback)

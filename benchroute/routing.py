@@ -92,7 +92,11 @@ def embed_queries(router: Any, texts: Sequence[str]) -> np.ndarray:
 
 def query_vectors(router: Any, texts: Any) -> np.ndarray:
     """The vectors of the inputs given to ``route``, ``route_table``, ``predict_proba`` and
-    ``ood_p`` (a list of texts, one text, or a store's inputs)."""
+    ``ood_p`` (a list of texts, one text, or a store's inputs). A set is refused: the answers
+    come back in input order, and a set has none to match them to."""
+    if isinstance(texts, (set, frozenset)):
+        raise BenchrouteError("texts is a set, which has no order to match the answers to; "
+                              "pass a list (sorted(texts), say)")
     return embed_queries(router, parse_texts(texts, "texts"))
 
 

@@ -29,6 +29,12 @@ def as_texts(texts: str | Sequence[str]) -> list[str]:
     """A lone string is one text (as in sentence-transformers), not a sequence of characters."""
     if isinstance(texts, str):
         return [texts]
+    if texts is None or isinstance(texts, (bytes, dict)) or hasattr(texts, "columns") \
+            or not hasattr(texts, "__iter__"):
+        from benchroute.exceptions import DataError
+
+        # a dict or a DataFrame iterates as its keys or column names: never the texts meant
+        raise DataError(f"texts is a {type(texts).__name__}; expected a text or a list of texts")
     out = list(texts)
     for i, t in enumerate(out):
         if not isinstance(t, str):

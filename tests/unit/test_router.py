@@ -623,3 +623,32 @@ def test_fit_arrays_checks_tasks_ids_and_task_accuracy(tmp_path):
     assert fit(task_accuracy=means).bma_ == router.bma_
     with pytest.raises(BenchrouteError, match=r"task_accuracy.data: must be the mean label"):
         fit(task_accuracy=1 - means)
+
+
+def test_labels_flags_and_texts_follow_one_rule(tmp_path):
+    """Found by a review: a few-shot label np.float32('nan') was refused where float('nan') is
+    no label, and True refused where add_model takes it; a blank labelled text was accepted;
+    fallback="no" read as True; a set of texts routed in an order nobody could match; a dict
+    was embedded as its keys."""
+    from benchroute.embedding import embed_texts
+
+    data, _ = synthetic(4)
+    router = Router(alphas=(0.0,), repeats=1, encoder="hashing-64-12",
+                    cache_dir=str(tmp_path)).fit(data)
+    texts = ["task 0 input 1", "task 0 input 3"]
+    as_float = router.select_model(texts, labeled=[{"text": "task 0 input 5",
+                                                    "labels": {"m0": 1.0, "m1": float("nan")}}])
+    as_numpy = router.select_model(texts, labeled=[{"text": "task 0 input 5",
+                                                    "labels": {"m0": True, "m1": np.float32("nan")}}])
+    pd.testing.assert_frame_equal(as_float.scores, as_numpy.scores)
+    with pytest.raises(BenchrouteError, match=r"labeled\[0\] text is empty"):
+        router.select_model(texts, labeled=[{"text": " ", "labels": {"m0": 1}}])
+    with pytest.raises(BenchrouteError, match="fallback must be True or False, got 'no'"):
+        router.select_model(texts, fallback="no")
+    with pytest.raises(BenchrouteError, match="texts is a set"):
+        router.route(set(texts))
+    assert len(router.select_model(set(texts)).scores) == 3  # a task's inputs: order is moot
+    with pytest.raises(BenchrouteError, match="texts is a dict"):
+        embed_texts({"a": 1}, "hashing-64-12", cache_dir=str(tmp_path))
+    with pytest.raises(BenchrouteError, match="texts is a NoneType"):
+        embed_texts(None, "hashing-64-12", cache_dir=str(tmp_path))
