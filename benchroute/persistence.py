@@ -319,8 +319,9 @@ def _write(router: Router, folder: Path) -> None:
         "models": list(router.pool_models_),
         "added": [{"name": a.name, "n_labels": int(len(a.y))} for a in added],
         "encoder": router.encoder_id_,
-        "task_accuracy": json.loads(
-            router.task_accuracy_[router.pool_models_].to_json(orient="split")),
+        "task_accuracy": json.loads(  # every digit: pandas writes 10 by default
+            router.task_accuracy_[router.pool_models_].to_json(orient="split",
+                                                               double_precision=15)),
         "reference": {"u": ref.u.tolist(),
                       "p": [[None if np.isnan(v) else float(v) for v in row] for row in ref.p],
                       "task": [str(t) for t in ref.task], "alpha": ref.alpha.tolist(),
@@ -464,7 +465,7 @@ def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame
             or not all(isinstance(row, list) and len(row) == len(models) for row in data):
         raise _fail(path, "task_accuracy.data", f"{len(index)} rows of {len(models)} values")
     rows = [_floats(path, "task_accuracy.data", row, 0.0, 1.0, null=True) for row in data]
-    return pd.DataFrame(rows, index=index, columns=models, dtype=float)
+    return pd.DataFrame(rows, index=pd.Index(index, name="dataset"), columns=models, dtype=float)
 
 
 #: parameters added after format 2, with the value a router saved without them behaves as

@@ -88,7 +88,8 @@ def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: 
     router.added_ = {}
     router.texts_ = None
     if task_accuracy is None:
-        task_accuracy = pd.DataFrame(task_means(Y, ds), index=np.unique(ds), columns=models)
+        task_accuracy = pd.DataFrame(task_means(Y, ds), columns=models,
+                                     index=pd.Index(np.unique(ds), name="dataset"))
     router.task_accuracy_ = task_accuracy.reindex(columns=models).astype(float)
     router.encoder_id_ = router.encoder_identifier()
     router.reference_ = _reference(router)

@@ -369,6 +369,9 @@ def test_save_load_roundtrip_and_tampering(tmp_path):
         (after.model, after.fell_back, after.task_distance)
     assert back.route_embedded(X[:30]) == router.route_embedded(X[:30])
     assert not list((tmp_path / "r").rglob("*.pkl"))
+    # every digit and the index's name (pandas writes 10 digits by default: 5e-11 off)
+    pd.testing.assert_frame_equal(back.task_accuracy_, router.task_accuracy_, check_exact=False,
+                                  rtol=0, atol=1e-14)
 
     meta = json.loads((tmp_path / "r" / "router.json").read_text())
     meta["format_version"] = 42
