@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -328,6 +328,24 @@ def decision_headers(d: Decision, answered: str | None = None, reason: str | Non
     return {k: v.encode("ascii", "replace").decode("ascii")[:500] for k, v in hdr.items()}
 
 
+class _ClosingStream(StreamingResponse):
+    """A relayed stream that frees its upstream connection however the response ends: sent
+    whole, cut by the client, or cancelled before its first chunk (when the relaying generator
+    never starts, its own cleanup never runs)."""
+
+    def __init__(self, *args: Any, close: Callable[[], Awaitable[None]] | None = None,
+                 **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._close = close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._close is not None:
+                await self._close()
+
+
 # ---------------------------------------------------------------------- the app
 def create_app(gw: Gateway) -> FastAPI:
     """The FastAPI application of a gateway built by :func:`build_gateway`."""
@@ -421,8 +439,8 @@ def create_app(gw: Gateway) -> FastAPI:
         if ans.status < 400:
             gw.metrics.answered(ans.model)
         if ans.stream is not None:
-            return StreamingResponse(ans.stream, status_code=ans.status, media_type=ans.media_type,
-                                     headers=headers)
+            return _ClosingStream(ans.stream, status_code=ans.status, media_type=ans.media_type,
+                                  headers=headers, close=ans.close)
         return Response(ans.content, status_code=ans.status, media_type=ans.media_type,
                         headers=headers)
 

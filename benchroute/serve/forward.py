@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,26 @@ class Answer:
     stream: AsyncIterator[bytes] | None = None
     failures: tuple[Failure, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
+    #: a stream's: closes the upstream response and frees its connection, once. The server
+    #: must call it whether or not it iterates ``stream``: a generator never started (a
+    #: client gone before the first chunk was written) never runs its own cleanup.
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+class _Opened:
+    """An answered stream's upstream response and connection slot, released once."""
+
+    def __init__(self, resp: httpx.Response, release: Callable[[], None]) -> None:
+        self.resp, self.release, self.closed = resp, release, False
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self.resp.aclose()
+        finally:
+            self.release()
 
 
 def error_body(message: str, type_: str, code: str | int | None = None,
@@ -172,8 +192,10 @@ class Forwarder:
                     return Failure(model, 502, "read", f"upstream {model!r} answered an "
                                    "empty stream")
                 keep_open = True
+                opened = _Opened(resp, release)
                 return Answer(model, 200, media_type=media, headers=headers,
-                              stream=self._relay(resp, first, chunks, model, release))
+                              stream=self._relay(opened, first, chunks, model),
+                              close=opened.close)
             content = await resp.aread()
             return Answer(model, resp.status_code, content, media, headers=headers)
         except httpx.TimeoutException:
@@ -188,8 +210,8 @@ class Forwarder:
             if resp is not None and not keep_open:
                 await resp.aclose()
 
-    async def _relay(self, resp: httpx.Response, first: bytes, chunks: AsyncIterator[bytes],
-                     model: str, release: Callable[[], None]) -> AsyncIterator[bytes]:
+    async def _relay(self, opened: _Opened, first: bytes, chunks: AsyncIterator[bytes],
+                     model: str) -> AsyncIterator[bytes]:
         """The upstream's stream, whole events at a time; a break mid-stream drops the
         unfinished event and ends with an error event (glued to the half-sent one, it made
         the client's JSON parser fail instead of raising the error)."""
@@ -213,5 +235,4 @@ class Forwarder:
                              "upstream_error", 502)
             yield f"data: {json.dumps(err)}\n\n".encode()
         finally:
-            await resp.aclose()
-            release()
+            await opened.close()

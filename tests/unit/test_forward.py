@@ -230,3 +230,20 @@ def test_every_try_failing_is_an_openai_error(fault_status):
     ans = run(go())
     assert ans.status == fault_status
     assert json.loads(ans.content)["error"]["type"] == "upstream_error"
+
+
+def test_a_stream_never_relayed_still_frees_its_connection():
+    """A client gone before the first chunk is written: the relaying generator never starts,
+    so its own cleanup never runs; the answer's close (the server calls it however the
+    response ends) frees the connection, and closing twice is harmless."""
+    async def go():
+        fw, _, _, _ = forwarder({})
+        ans = await fw.chat({"messages": [], "stream": True}, ("m1",), stream=True)
+        assert ans.stream is not None and fw.slots["m1"]._value == 255
+        await ans.close()
+        await ans.close()
+        freed = fw.slots["m1"]._value
+        await fw.close()
+        return freed
+
+    assert run(go()) == 256
