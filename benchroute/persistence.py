@@ -258,7 +258,8 @@ def _check_fitted_params(router: Router) -> None:
     if (tuned is not None) != bool(router.tune):  # the tuned predictor exists exactly when tune
         changed["tune"] = (tuned is not None, router.tune)
     name = router.encoder if isinstance(router.encoder, str) else router.encoder_identifier()
-    if not same_vectors(name, router.encoder_id_):
+    if router.encoder_identifier() != router.encoder_id_ \
+            and not same_vectors(name, router.encoder_id_):
         changed["encoder"] = (router.encoder_id_, name)
     # added models are refitted on load with the saved seed (their folds and λ₀'s sample)
     seeds = {a.predictor.seed for a in getattr(router, "added_", {}).values()}
@@ -319,9 +320,7 @@ def _write(router: Router, folder: Path) -> None:
         "models": list(router.pool_models_),
         "added": [{"name": a.name, "n_labels": int(len(a.y))} for a in added],
         "encoder": router.encoder_id_,
-        "task_accuracy": json.loads(  # every digit: pandas writes 10 by default
-            router.task_accuracy_[router.pool_models_].to_json(orient="split",
-                                                               double_precision=15)),
+        "task_accuracy": _split_table(router.task_accuracy_[router.pool_models_]),
         "reference": {"u": ref.u.tolist(),
                       "p": [[None if np.isnan(v) else float(v) for v in row] for row in ref.p],
                       "task": [str(t) for t in ref.task], "alpha": ref.alpha.tolist(),
@@ -452,6 +451,15 @@ def _pair_params(path: Path, value: object, router_params: dict[str, Any],
     if sample is not None and sample[1] != pp.seed:
         raise _fail(path, field, f"the seed of reference.sample ({sample[1]})")
     return pp
+
+
+def _split_table(table: pd.DataFrame) -> dict[str, object]:
+    """A float table in pandas' 'split' form with Python's floats, whose repr reads back
+    exactly: pandas writes at most 15 decimals (1/3 came back 3e-16 off, and two models tied
+    on average could swap as the best after a load)."""
+    return {"columns": [str(c) for c in table.columns], "index": [str(i) for i in table.index],
+            "data": [[None if v != v else float(v) for v in row]
+                     for row in table.to_numpy(dtype=float).tolist()]}
 
 
 def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame:

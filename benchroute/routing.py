@@ -78,7 +78,8 @@ def embed_queries(router: Any, texts: Sequence[str]) -> np.ndarray:
     before a vector is computed or cached."""
     enc = router.held_encoder()
     name = router.encoder if isinstance(router.encoder, str) else enc.identifier
-    if not same_vectors(name, router.encoder_id_):
+    # a name resolving to the pool's encoder (a model folder's relative path, say) is it
+    if enc.identifier != router.encoder_id_ and not same_vectors(name, router.encoder_id_):
         raise BenchrouteError(f"encoder {name!r:.100} does not give the vectors the router's pool "
                               f"holds (its encoder is {router.encoder_id_!r}); set encoder back "
                               "or refit the router with this one")

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from benchroute.deprecation import renamed
 from benchroute.serve.upstreams import Upstream
 
 #: Upstream answer headers passed back to the client: what a client acts on (the openai
@@ -97,6 +98,7 @@ class Forwarder:
     ``on_break(model, kind)`` of a stream that broke off after it was answered.
     """
 
+    @renamed(max_connections="connections")  # one pool for all upstreams until 2026-12-05
     def __init__(self, upstreams: Mapping[str, Upstream], timeout: float = 60.0,
                  connect_timeout: float = 5.0, retries: int = 1, connections: int = 256,
                  on_call: Callable[[str, float, str | None], None] | None = None,
@@ -137,10 +139,13 @@ class Forwarder:
                                         f"{self.timeout:g} s"))
                 self._note(model, t0, "busy")
                 continue
-            got = await self._attempt(model, {**body, "model": self.upstreams[model].model},
-                                      stream, slot.release)
-            if isinstance(got, Failure) or got.stream is None:
-                slot.release()  # an open stream releases it when it ends
+            got: Answer | Failure | None = None
+            try:
+                got = await self._attempt(model, {**body, "model": self.upstreams[model].model},
+                                          stream, slot.release)
+            finally:  # cancelled too: only an open stream keeps the slot, and frees it itself
+                if got is None or isinstance(got, Failure) or got.stream is None:
+                    slot.release()
             if isinstance(got, Failure):
                 failures.append(got)
                 self._note(model, t0, got.kind)

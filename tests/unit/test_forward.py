@@ -247,3 +247,29 @@ def test_a_stream_never_relayed_still_frees_its_connection():
         return freed
 
     assert run(go()) == 256
+
+
+def test_a_cancelled_call_gives_its_connection_back():
+    """A caller that gives up (its own deadline, a server that cancels on disconnect) kept
+    its slot for good: two such calls on 2 connections made the upstream 'busy' forever
+    (found by a review)."""
+    async def hang():
+        await asyncio.sleep(3600)
+
+    async def go():
+        fw, _, _, _ = forwarder({"m1": hang}, timeout=30.0, connections=2, retries=0)
+        for _ in range(2):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(fw.chat({"messages": []}, ("m1",), stream=False), 0.05)
+        free = fw.slots["m1"]._value
+        await fw.close()
+        return free
+
+    assert run(go()) == 2
+
+
+def test_the_old_keyword_of_the_connections_still_works():
+    with pytest.warns(FutureWarning, match="'max_connections' is deprecated.*'connections'"):
+        fw = Forwarder(UPSTREAMS, max_connections=8)
+    assert fw.connections == 8
+    run(fw.close())
