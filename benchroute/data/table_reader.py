@@ -156,7 +156,7 @@ class _NotAScore(Exception):
 
 def _score_of(value: object) -> float:
     """One cell as a score: numbers, booleans, "True"/"False" or number strings; blanks → NaN."""
-    if value is None:
+    if value is None or value is pd.NA or value is pd.NaT:  # pandas' own blanks as None is
         return float("nan")
     if isinstance(value, (bool, np.bool_)):
         return float(value)
@@ -220,11 +220,12 @@ def text_column(col: pd.Series, where: str) -> pd.Series:
         filled = ~np.isnan(values)
         if np.all(np.isfinite(values[filled]) & (values[filled] == np.round(values[filled]))):
             out = pd.Series(None, index=col.index, dtype=object)
-            out[filled] = values[filled].astype(np.int64).astype(str)
+            # whole floats as the integers they are, exactly (int64 wraps past 9.2e18)
+            out[filled] = [str(int(v)) for v in values[filled]]
             return out
 
     def one(value: object) -> object:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
+        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
             return None
         if isinstance(value, str):
             return value

@@ -136,6 +136,10 @@ def load_table(
     if isinstance(path, pd.DataFrame):  # read as a parquet file's typed columns would be
         if path.empty:
             raise DataError("the DataFrame has no rows")
+        twice = sorted({str(c) for c in path.columns[path.columns.duplicated()]})
+        if twice:  # a file's header is refused for it too (pandas would rename or stack them)
+            raise DataError(f"DataFrame: the columns name {twice} twice; give each column one "
+                            "name")
         frame = path.reset_index(drop=True).copy()
         path = Path("DataFrame")  # what the report and messages name; dataset_name else "table"
         dataset_name = dataset_name or "table"

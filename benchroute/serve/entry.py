@@ -45,9 +45,11 @@ POLICY_PARAMS: dict[str, tuple[str, float, float]] = {
 }
 POLICY_NAMES = ("best", *POLICY_PARAMS)
 
+_VALUE = r"-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?"
 _ENTRY = re.compile(
-    rf"^{PREFIX}(?:-(?P<policy>[a-z][a-z_-]*?)(?:-(?P<value>-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?))?)?$",
+    rf"^{PREFIX}(?:-(?P<policy>[a-z][a-z_-]*?)(?:-(?P<value>{_VALUE}))?)?$",
     re.ASCII)  # plain decimals: \d would take other scripts' digits ('١'), which float() reads
+_PLAIN_VALUE = re.compile(rf"^{_VALUE}$", re.ASCII)
 
 
 class EntryError(BenchrouteError):
@@ -115,16 +117,18 @@ def _bad_value(name: str) -> EntryError | None:
     (``benchroute-threshold-abc``, ``-nan``, ``-0.1.2``, ``-١``): a bad value (400), which the
     grammar alone read as an unknown policy ``threshold_abc`` or an unknown model (404)."""
     low = name.strip().lower()
-    for policy, (param, _, _) in POLICY_PARAMS.items():
+    for policy in POLICY_NAMES:
         for spelling in {policy, policy.replace("_", "-")}:
             head = f"{PREFIX}-{spelling}-"
-            if low.startswith(head):
-                value = low[len(head):]
-                m = _ENTRY.match(f"{PREFIX}-{policy}-{value}")
-                if m is None or m.group("value") is None:
-                    return EntryError(f"model {name!r:.100}: {policy} takes {param} as a plain "
-                                      f"ASCII decimal (e.g. 0.3, -0.05, 1e-4), got "
-                                      f"{value!r:.40}")
+            if not low.startswith(head):
+                continue
+            value = low[len(head):]
+            if policy == "best":
+                return EntryError(f"model {name!r:.100}: policy 'best' takes no value")
+            if _PLAIN_VALUE.match(value) is None:
+                return EntryError(f"model {name!r:.100}: {policy} takes {POLICY_PARAMS[policy][0]} "
+                                  f"as a plain ASCII decimal (e.g. 0.3, -0.05, 1e-4), got "
+                                  f"{value!r:.40}")
     return None
 
 

@@ -4,7 +4,8 @@ A timeout, a connection error, no free connection to the upstream, or a 5xx answ
 call to the next model by P (once by default). A stream is retried until its first byte (an
 upstream that answers 200 and then breaks off before sending anything is a failed try), never
 after. A 4xx answer is the caller's problem and is passed back as it came, with the upstream's
-rate-limit headers. When every try fails, the caller gets an OpenAI-style error with the last
+rate-limit headers (its status and headers even when its body breaks off or stalls, with an
+error body then): never retried. When every try fails, the caller gets an OpenAI-style error with the last
 upstream status (502 for a connection error, 503 when no connection was free, 504 for a
 timeout).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,8 +34,9 @@ from benchroute.serve.upstreams import Upstream
 #: client's retry waits ``retry-after``) and the upstream's own request id.
 PASSED_HEADERS = ("retry-after", "retry-after-ms", "x-request-id")
 PASSED_PREFIXES = ("x-ratelimit-",)
-#: Where a server-sent event ends (SSE allows \n, \r\n and \r line ends).
-_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+#: Where a server-sent event ends: a blank line, each line end \n, \r\n or \r (SSE allows all
+#: three, mixed).
+_EVENT_END = re.compile(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)")
 
 
 @dataclass(frozen=True)
@@ -162,15 +165,20 @@ class Forwarder:
     async def _attempt(self, model: str, payload: dict[str, Any], stream: bool,
                        release: Callable[[], None]) -> Answer | Failure:
         """One try, whole (a stream: to its first byte) within the timeout."""
+        seen: dict[str, Any] = {}  # the answer's status and headers, once they arrive
         try:
-            return await asyncio.wait_for(self._try(model, payload, stream, release),
+            return await asyncio.wait_for(self._try(model, payload, stream, release, seen),
                                           self.timeout)
         except asyncio.TimeoutError:
+            if 400 <= seen.get("status", 0) < 500:  # answered, if not whole: never retried
+                return Answer(model, seen["status"], json.dumps(error_body(
+                    f"upstream {model!r} answered {seen['status']} and its body stalled",
+                    "upstream_error", seen["status"])).encode(), headers=seen["headers"])
             return Failure(model, 504, "timeout", f"upstream {model!r} gave no whole answer "
                            f"within {self.timeout:g} s")
 
     async def _try(self, model: str, payload: dict[str, Any], stream: bool,
-                   release: Callable[[], None]) -> Answer | Failure:
+                   release: Callable[[], None], seen: dict[str, Any]) -> Answer | Failure:
         """An open stream returned releases its slot (``release``) when it ends; every other
         response is closed here, cancelled or not."""
         up = self.upstreams[model]
@@ -189,6 +197,7 @@ class Forwarder:
                                f"upstream {model!r} answered {resp.status_code}: {text}")
             media = resp.headers.get("content-type", "application/json")
             headers = passed_headers(resp.headers)
+            seen.update(status=resp.status_code, headers=headers)
             if stream and resp.status_code == 200:
                 chunks = resp.aiter_bytes()  # decoded, as the client is told no encoding
                 try:
@@ -201,7 +210,17 @@ class Forwarder:
                 return Answer(model, 200, media_type=media, headers=headers,
                               stream=self._relay(opened, first, chunks, model),
                               close=opened.close)
-            content = await resp.aread()
+            try:
+                content = await resp.aread()
+            except httpx.HTTPError as exc:
+                if resp.status_code < 400:
+                    raise
+                # a 4xx is the request's answer, retried nowhere: its status and rate-limit
+                # headers still go back, with an error body for the part that broke off
+                content = json.dumps(error_body(
+                    f"upstream {model!r} answered {resp.status_code} and its body broke off "
+                    f"({type(exc).__name__})", "upstream_error", resp.status_code)).encode()
+                media = "application/json"
             return Answer(model, resp.status_code, content, media, headers=headers)
         except httpx.TimeoutException:
             return Failure(model, 504, "timeout", f"upstream {model!r} timed out")
@@ -223,7 +242,7 @@ class Forwarder:
         pending = first
         try:
             while True:
-                end = max(pending.rfind(e) + len(e) if e in pending else 0 for e in _EVENT_ENDS)
+                end = max((m.end() for m in _EVENT_END.finditer(pending)), default=0)
                 if end:
                     yield pending[:end]
                     pending = pending[end:]

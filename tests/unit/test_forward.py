@@ -273,3 +273,42 @@ def test_the_old_keyword_of_the_connections_still_works():
         fw = Forwarder(UPSTREAMS, max_connections=8)
     assert fw.connections == 8
     run(fw.close())
+
+
+@pytest.mark.parametrize("tail", [httpx.ReadError("cut"), 30.0])
+def test_a_4xx_whose_body_breaks_off_or_stalls_is_passed_back_not_retried(tail):
+    """It became a 502 'read' (or a 504) and went to the next model: the 429 and its
+    retry-after were lost (found by fuzzing)."""
+    async def limited():
+        return httpx.Response(429, headers={"retry-after": "7"},
+                              stream=Body(b'{"error": {"message": "slow', tail))
+
+    async def go():
+        fw, calls, _, _ = forwarder({"m1": limited}, timeout=0.3)
+        ans = await fw.chat({"messages": []}, ("m1", "m2"), stream=False)
+        await fw.close()
+        return ans, calls
+
+    ans, calls = run(go())
+    assert (ans.status, ans.model, calls["m2"], ans.failures) == (429, "m1", 0, ())
+    assert ans.headers == {"retry-after": "7"}
+    assert json.loads(ans.content)["error"]["code"] == 429
+
+
+def test_events_ending_in_mixed_line_ends_are_whole():
+    """SSE allows a line ended by LF and a blank line ended by CRLF: such an event was held
+    back as unfinished and dropped when the stream broke after it (found by fuzzing)."""
+    async def mixed():
+        return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              stream=Body(b'data: {"a": 1}\n\r\n', b'data: {"b": 2}\r\n\n',
+                                          b'data: {"c', httpx.ReadError("cut")))
+
+    async def go():
+        fw, _, _, _ = forwarder({"m1": mixed})
+        ans = await fw.chat({"messages": [], "stream": True}, ("m1",), stream=True)
+        body = await drain(ans)
+        await fw.close()
+        return body
+
+    body = run(go())
+    assert body.startswith(b'data: {"a": 1}\n\r\ndata: {"b": 2}\r\n\ndata: {"error"')

@@ -62,6 +62,8 @@ def test_bad_entries_say_what_is_valid(name, match):
     ("benchroute-threshold-abc", 400), ("benchroute-threshold-nan", 400),
     ("benchroute-threshold-inf", 400), ("benchroute-threshold-0.1.2", 400),
     ("benchroute-smallest-sufficient-x", 400), ("benchroute-threshold-0.1", None),
+    ("benchroute-threshold-abc-0.1", 400), ("benchroute-threshold---0.1", 400),
+    ("benchroute-smallest-sufficient-tau-0.7", 400), ("benchroute-best-abc", 400),
     ("benchroute-smallest-sufficient--0", None),
 ])
 def test_entry_errors_carry_their_status(name, status):

@@ -205,3 +205,19 @@ def test_a_dataframe_is_read_as_a_table():
         load_table(wide.iloc[:0])
     with pytest.raises(DataError, match="a DataFrame is read as a generic table"):
         load_table(wide, "routerdc")
+
+
+def test_odd_dataframe_columns_are_named_or_read_as_written():
+    """Found by fuzzing: a repeated column name raised pandas' own errors; whole-number float
+    ids beyond int64 wrapped to -9223372036854775808 (two ids became one); pd.NA was not a
+    blank score."""
+    with pytest.raises(DataError, match=r"the columns name \['m'\] twice"):
+        load_table(pd.DataFrame([["a", 1, 0], ["b", 0, 1]], columns=["text", "m", "m"]))
+    ids = load_table(pd.DataFrame({"text": ["a", "b"], "instance_id": [1e19, 3.0], "m": [1, 0]}))
+    assert sorted(ids.frame["instance_id"]) == ["10000000000000000000", "3"]
+    long = pd.DataFrame({"text": ["a", "b"], "model": ["x", "x"],
+                         "score": pd.array(["1", None], dtype="string")})
+    data = load_table(long)
+    assert data.frame["text"].tolist() == ["a"]
+    wide = pd.DataFrame({"text": ["a", "b"], "m": pd.array([1.0, None], dtype="Float64").astype(object)})
+    assert load_table(wide).models == ["m"]
