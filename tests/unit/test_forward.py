@@ -66,6 +66,18 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def streamed(faults, order=("m1",)) -> bytes:
+    """What a client of a streamed call receives, drained."""
+    async def go():
+        fw, _, _, _ = forwarder(faults)
+        ans = await fw.chat({"messages": [], "stream": True}, order, stream=True)
+        body = await drain(ans)
+        await fw.close()
+        return body
+
+    return run(go())
+
+
 def test_a_5xx_whose_body_breaks_off_is_a_failed_try_and_retried():
     """It raised out of the forwarder: a plain-text 500 with no retry and no log line."""
     async def cut():
@@ -158,14 +170,7 @@ def test_a_compressed_stream_reaches_the_client_decoded():
                                             "content-encoding": "gzip"},
                               stream=Body(gzip.compress(EVENT * 3)))
 
-    async def go():
-        fw, _, _, _ = forwarder({"m1": gz})
-        ans = await fw.chat({"messages": [], "stream": True}, ("m1",), stream=True)
-        body = await drain(ans)
-        await fw.close()
-        return body
-
-    assert run(go()) == EVENT * 3
+    assert streamed({"m1": gz}) == EVENT * 3
 
 
 def test_rate_limit_headers_pass_back_with_a_4xx():
@@ -303,12 +308,5 @@ def test_events_ending_in_mixed_line_ends_are_whole():
                               stream=Body(b'data: {"a": 1}\n\r\n', b'data: {"b": 2}\r\n\n',
                                           b'data: {"c', httpx.ReadError("cut")))
 
-    async def go():
-        fw, _, _, _ = forwarder({"m1": mixed})
-        ans = await fw.chat({"messages": [], "stream": True}, ("m1",), stream=True)
-        body = await drain(ans)
-        await fw.close()
-        return body
-
-    body = run(go())
+    body = streamed({"m1": mixed})
     assert body.startswith(b'data: {"a": 1}\n\r\ndata: {"b": 2}\r\n\ndata: {"error"')
