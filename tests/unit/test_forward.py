@@ -15,7 +15,8 @@ import pytest
 from benchroute.serve.forward import Forwarder
 from benchroute.serve.upstreams import Upstream
 
-UPSTREAMS = {m: Upstream(m, f"http://fake/{m}/v1", f"{m}-id") for m in ("m0", "m1", "m2")}
+UPSTREAMS = {m: Upstream(m, f"http://127.0.0.1:9/{m}/v1", f"{m}-id")  # the mock answers them
+             for m in ("m0", "m1", "m2")}
 EVENT = b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n'
 OK = json.dumps({"choices": [{"message": {"content": "answer"}}]}).encode()
 
