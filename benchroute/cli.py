@@ -636,7 +636,8 @@ def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
         cost = None if row.cost != row.cost else float(row.cost)  # NaN: no costs known
         rec = {"text": text, "model": row.model, "p": float(row.p), "cost": cost,
                "ood_p": ood, "ood_fallback": bool(row.ood_fallback), "in_pool": bool(row.in_pool)}
-        print(json.dumps(rec) if args.json else f"{row.model}\tp={row.p:.3f}\tcost={'none' if cost is None else format(cost, '.4g')}"
+        shown = "none" if cost is None else f"{cost:.4g}"
+        print(json.dumps(rec) if args.json else f"{row.model}\tp={row.p:.3f}\tcost={shown}"
               f"\tood_p={ood}\t{text[:60]!r}")
     return 0
 

@@ -150,6 +150,18 @@ class RouterParams(Estimator):
             held = self._held_encoder = (self.encoder, get_encoder(self.encoder))
         return held[1]
 
+    def encoder_mismatch(self) -> str | None:
+        """The encoder's name when its vectors do not compare with the pool's (``encoder`` set
+        after the fit), else None. A name resolving to the pool's encoder (a model folder's
+        relative path) fits, as does another backend of the same model
+        (:func:`benchroute.inputs.same_vectors`)."""
+        from benchroute.inputs import same_vectors
+
+        enc = self.held_encoder()
+        name = self.encoder if isinstance(self.encoder, str) else enc.identifier
+        pool = getattr(self, "encoder_id_", enc.identifier)
+        return None if enc.identifier == pool or same_vectors(name, pool) else name
+
     def encoder_identifier(self) -> str:
         from benchroute.embedding import get_encoder
 

@@ -257,9 +257,8 @@ def _check_fitted_params(router: Router) -> None:
         changed["tune_folds"] = (tuned.folds_by, router.tune_folds)
     if (tuned is not None) != bool(router.tune):  # the tuned predictor exists exactly when tune
         changed["tune"] = (tuned is not None, router.tune)
-    name = router.encoder if isinstance(router.encoder, str) else router.encoder_identifier()
-    if router.encoder_identifier() != router.encoder_id_ \
-            and not same_vectors(name, router.encoder_id_):
+    name = router.encoder_mismatch()
+    if name is not None:
         changed["encoder"] = (router.encoder_id_, name)
     # added models are refitted on load with the saved seed (their folds and λ₀'s sample)
     seeds = {a.predictor.seed for a in getattr(router, "added_", {}).values()}

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import check_vectors, parse_texts, same_vectors
+from benchroute.inputs import check_vectors, parse_texts
 from benchroute.new_models import added_columns, known_proba, known_proba_and_nearest
 from benchroute.ood import check_alpha, fall_back, reference_of
 from benchroute.policies import (
@@ -77,9 +77,8 @@ def embed_queries(router: Any, texts: Sequence[str]) -> np.ndarray:
     than the pool's (``encoder`` changed after fitting, or edited in a saved router) is refused
     before a vector is computed or cached."""
     enc = router.held_encoder()
-    name = router.encoder if isinstance(router.encoder, str) else enc.identifier
-    # a name resolving to the pool's encoder (a model folder's relative path, say) is it
-    if enc.identifier != router.encoder_id_ and not same_vectors(name, router.encoder_id_):
+    name = router.encoder_mismatch()
+    if name is not None:
         raise BenchrouteError(f"encoder {name!r:.100} does not give the vectors the router's pool "
                               f"holds (its encoder is {router.encoder_id_!r}); set encoder back "
                               "or refit the router with this one")

@@ -157,6 +157,7 @@ def _table_options(table: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ..
     unknown = sorted(str(k) for k in table if k not in TABLE_OPTIONS)
     if unknown:
         raise DataError(f"table= has unknown option(s) {unknown}; choose among {list(TABLE_OPTIONS)}")
+
     def value(key: str, v: Any) -> Any:  # models: one name as a str, as a list elsewhere
         if key != "models" or v is None:
             return v

@@ -156,7 +156,7 @@ class _NotAScore(Exception):
 
 def _score_of(value: object) -> float:
     """One cell as a score: numbers, booleans, "True"/"False" or number strings; blanks → NaN."""
-    if value is None or value is pd.NA or value is pd.NaT:  # pandas' own blanks as None is
+    if value is None or value is pd.NA or value is pd.NaT:  # pandas' own blanks too
         return float("nan")
     if isinstance(value, (bool, np.bool_)):
         return float(value)
