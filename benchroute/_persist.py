@@ -62,23 +62,40 @@ def _finite_float(text: str) -> float:
     return value
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(f"key {key!r:.80} appears twice in one object")
+        out[key] = value
+    return out
+
+
 def parse_json(doc: str | bytes, where: str, error: type[Exception] = BenchrouteError,
-               strict: bool = False, line: int | None = None) -> Any:
+               strict: bool = False, line: int | None = None, unique_keys: bool = False) -> Any:
     """One JSON document; every way it can fail is ``error`` with ``where`` in its message.
 
     ``strict`` refuses ``NaN`` and ``±Infinity``, which Python's parser takes by default, and
     numbers beyond a float's range (``1e999``, which it reads as infinity): the files
     benchroute writes never hold them, so one there means damage. Files of results made by
     other tools keep the lenient default. Bytes are UTF-8 (a byte-order mark is dropped).
-    ``line``: the document is that line of a JSONL file named by ``where``.
+    ``line``: the document is that line of a JSONL file named by ``where``. ``unique_keys``
+    refuses a key given twice in one object, which Python's parser resolves silently to the
+    last (a price file or upstreams file naming one model twice).
     """
     at = f"{where}: line {line}" if line is not None else where
     if isinstance(doc, bytes | bytearray):
         doc = decode_text(bytes(doc), at, error)
+    hook = _unique_pairs if unique_keys else None
     try:
         if strict:
-            return json.loads(doc, parse_constant=_no_constant, parse_float=_finite_float)
-        return json.loads(doc)
+            return json.loads(doc, parse_constant=_no_constant, parse_float=_finite_float,
+                              object_pairs_hook=hook)
+        return json.loads(doc, object_pairs_hook=hook)
     except json.JSONDecodeError as exc:
         if line is not None:
             raise error(f"{at} is not valid JSON: {exc.msg}") from exc

@@ -1062,6 +1062,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise BenchrouteError("give --out FILE (with the default router there is no router "
                               "folder to write into)")
     _not_into_router(out, args.router)
+    if args.upstreams is not None and args.prices is not None:
+        raise BenchrouteError("--prices and --upstreams both give costs; serve uses the "
+                              "upstreams file's (else the router's store), so calibrate with "
+                              "--upstreams alone")
     costs = _route_costs(args.prices, args.tokens)
     router = _load_router(args.router)
     if args.upstreams is not None:  # read as serve reads it

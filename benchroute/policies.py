@@ -173,7 +173,9 @@ def budget_price(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
         return 0.0
     spread = float(np.ptp(P)) if P.size else 0.0
     cmin = float(np.min(np.diff(np.unique(c)))) if len(np.unique(c)) > 1 else 1.0
-    hi = max(spread, 1.0) / max(cmin, 1e-12) * 2.0
+    # scaled by the smallest cost step itself: a floor of 1e-12 made costs of about 1e-12
+    # always take the cheapest assignment (the floor only keeps a subnormal step finite)
+    hi = max(spread, 1.0) / max(cmin, np.finfo(float).tiny) * 2.0
     if mean_cost(lagrangian(P, c, lam=hi)) > budget:
         return float("inf")
     lo = 0.0

@@ -242,11 +242,13 @@ def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
                 raise BenchrouteError(f"{key} model {params[key]!r:.100} is not among {models}")
             params[key] = models.index(params[key])
     params = check_policy_params(policy, params, len(models))
-    if policy in _COST_FREE and costs is None \
-            and known_costs(getattr(router, "costs_", None), models, warn=False) is None:
+    if policy in _COST_FREE:
         # a cost-free policy needs no price: costs given for some models only (an added
-        # model's, say) count as none known
-        return models, None, params
+        # model's, or the caller's for some candidates) count as none known
+        given = costs_by_name(costs) if costs is not None else getattr(router, "costs_", None)
+        if given is None or (isinstance(given, Mapping)
+                             and known_costs(given, models, warn=False) is None):
+            return models, None, params
     return models, router_costs(router, costs, f"policy {policy!r}", models), params
 
 

@@ -94,7 +94,7 @@ def _from_csv(path: Path, text: str) -> dict[str, Price]:
 
 
 def _from_json(path: Path, text: str) -> dict[str, Price]:
-    obj = parse_json(text, str(path), DataError)
+    obj = parse_json(text, str(path), DataError, unique_keys=True)
     rows: list[tuple[str, object, object, object]] = []
     if isinstance(obj, dict):
         for model, v in obj.items():

@@ -79,6 +79,7 @@ def arrays(data: BenchmarkData, embeddings: np.ndarray, column: str = "correct",
                        int((~keep).sum()), len(Q), column)
     if not keep.any():
         raise BenchrouteError(f"no input has a {column!r} for every model")
+    costs = pol.costs_by_name(costs)  # a Series is read by its labels, as everywhere
     if costs is None:
         if "cost" not in data.frame.columns or data.frame["cost"].isna().any():
             raise BenchrouteError("the store has no complete 'cost' column; pass costs= (a "

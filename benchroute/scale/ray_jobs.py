@@ -317,6 +317,7 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
     from benchroute._persist import check_output_path
     from benchroute.inputs import parse_texts
     from benchroute.ood import check_alpha
+    from benchroute.policies import cost_vector, costs_by_name
     from benchroute.routing import policy_frame
     from benchroute.scale.routed_file import write_routed
 
@@ -330,6 +331,9 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
     local = _open_router(folder)
     cand_idx = local.candidate_indices(candidates)
     params = dict(params or {})
+    costs = costs_by_name(costs)  # a Series by its labels; a sequence one per router model
+    if costs is not None and not isinstance(costs, Mapping):
+        costs = dict(zip(local.models_, cost_vector(local.models_, costs)))
     # the checks of Router.route (policy, parameters, costs), on no rows: fail before the job
     policy_frame(local, np.zeros((0, len(local.models_))), policy, cand_idx, costs,
                  ood_alpha=ood_alpha, **params)

@@ -154,6 +154,8 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     router.candidate_indices(cand)  # unknown names fail here, with the known ones listed
     upstreams = served(upstreams, router.models_, upstreams_path)
     costs = known_costs(upstream_costs(upstreams) or getattr(router, "costs_", None), cand)
+    if calibration is not None and policy is None:  # its parameter serves the default entry
+        calibration.check_serving(cand, costs)
     pair = default_pair(router, cand, costs)
     strong = str(params.pop("strong", calibration.params.get("strong", pair[0])
                             if calibration else pair[0]))

@@ -170,7 +170,7 @@ def fit_parameter(router: Any, sample: Sample, policy: str, target: float, cand:
                                  [router.models_[i] for i in cand])
         lam = pol.budget_price(sample.P[:, cand], c, budget=target)
         if math.isinf(lam):  # below the cheapest assignment: a price that always picks it
-            lam = 4.0 * (1.0 + float(np.ptp(sample.P))) / max(_min_step(c), 1e-12)
+            lam = 4.0 * (1.0 + float(np.ptp(sample.P))) / max(_min_step(c), np.finfo(float).tiny)
         return "lagrangian", {"lam": float(lam)}
     raise BenchrouteError(f"calibration is for 'threshold', 'smallest_sufficient' or 'budget', "
                           f"got {policy!r}")
@@ -192,13 +192,35 @@ class Calibration:
     realised: dict[str, float]
     sample: Sample
     fingerprint: str
+    #: what the parameter was fitted with: the candidates and their costs per call (None:
+    #: none known). None for a file written before they were kept.
+    candidates: list[str] | None = None
+    costs: dict[str, float] | None = None
 
     def to_json(self, models: Sequence[str]) -> dict[str, Any]:
+        # P as Python writes floats, exactly: rounded to 6 decimals, blocks of k-NN
+        # probabilities equal up to float noise fell on the other side of a threshold or price
+        # fitted on them, and the gateway's share and budget entries missed their targets
         return {"format_version": CALIBRATION_FORMAT_VERSION, "router": self.fingerprint,
                 "policy": self.policy, "params": self.params, "target": self.target,
-                "realised": self.realised,
+                "realised": self.realised, "candidates": self.candidates, "costs": self.costs,
                 "sample": {"source": self.sample.source, "models": list(models),
-                           "P": np.round(self.sample.P, 6).tolist()}}
+                           "P": self.sample.P.tolist()}}
+
+    def check_serving(self, candidates: Sequence[str], costs: Mapping[str, float] | None,
+                      where: object = "calibration") -> None:
+        """Refuse to serve a parameter fitted for other candidates or other costs: a price or
+        a τ means another share or mean cost then (a budget calibrated on the store's costs
+        and served with the upstreams' kept a fifth of its target). Threshold parameters
+        read neither."""
+        if self.policy == "threshold" or self.candidates is None:
+            return
+        serving = None if costs is None else {m: float(costs[m]) for m in candidates}
+        if list(candidates) != self.candidates or serving != self.costs:
+            raise BenchrouteError(
+                f"{where}: calibrated for candidates {self.candidates} with costs {self.costs}; "
+                f"serving {list(candidates)} with costs {serving}. Calibrate again as serve runs: "
+                "the same --upstreams file (whose costs serve uses) and --candidates")
 
 
 def save_calibration(cal: Calibration, models: Sequence[str],
@@ -254,9 +276,18 @@ def load_calibration(path: str | os.PathLike[str], router: Any) -> Calibration:
                 raise bad(f"params.{key}", f"one of {router.models_}")
         elif not is_real(value):
             raise bad(f"params.{key}", "a finite number")
+    cand, costs = raw.get("candidates"), raw.get("costs")
+    if cand is not None and (not isinstance(cand, list) or not cand
+                             or not all(c in router.models_ for c in cand)):
+        raise bad("candidates", f"a list of the router's models {router.models_}")
+    if costs is not None and (not isinstance(costs, dict) or cand is None
+                              or sorted(costs) != sorted(cand)
+                              or not all(is_real(v) and v >= 0 for v in costs.values())):
+        raise bad("costs", "null, or a cost >= 0 for each candidate")
     return Calibration(raw["policy"], dict(params), dict(raw["target"]), dict(raw["realised"]),
                        Sample(P, str(sample.get("source", "calibration prompts"))),
-                       raw["router"])
+                       raw["router"], cand, None if costs is None else
+                       {str(k): float(v) for k, v in costs.items()})
 
 
 # ---------------------------------------------------------------------- the curve
@@ -328,6 +359,8 @@ def calibrate(router: Any, prompts: Sequence[str], policy: str, target: float,
     cand = router.candidate_indices(cand_names)
     if costs is None:  # the caller's costs are checked where used; the router's if complete
         costs = routing.known_costs(getattr(router, "costs_", None), cand_names)
+    elif policy == "threshold":  # decides without costs: prices for some candidates are none
+        costs = routing.known_costs(dict(pol.costs_by_name(costs)), cand_names, warn=False)
     pair = routing.default_pair(router, cand_names, costs)
     strong = strong or pair[0]
     weak = weak or pair[1]
@@ -347,8 +380,10 @@ def calibrate(router: Any, prompts: Sequence[str], policy: str, target: float,
                     "pool": strong_share(pool, router, served, params, strong, cand, costs)}
     if served != "threshold":
         params = {**params, "strong": strong}
+    used = None if costs is None else {m: float(c) for m, c in zip(
+        cand_names, routing.router_costs(router, costs, "calibration", cand_names))}
     cal = Calibration(served, params, {key: float(target), "policy": policy}, realised, sample,
-                      router_fingerprint(router))
+                      router_fingerprint(router), cand_names, used)
     path = save_calibration(cal, router.models_, out)
     shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in params.items()}
     return (f"{policy}: {served} {shown}\n"

@@ -141,7 +141,11 @@ class GatewayMetrics:
         """A call answered by ``model``: its cost against the strongest model's."""
         if self.costs is None:
             return
-        c = self.costs.get(model, 0.0)
+        c = self.costs.get(model)
+        if c is None:  # a pinned model outside the candidates, without a cost: not free
+            with self._lock:
+                self.totals["unpriced_calls"] += 1
+            return
         self.cost.inc(c)
         self.cost_strongest.inc(self.costs.get(self.strongest, 0.0))
         with self._lock:
@@ -191,7 +195,8 @@ class GatewayMetrics:
             "live": {"mean_p": float(np.nanmean(p)) if len(p) and np.isfinite(p).any() else None,
                      "mean_cost": live_cost,
                      "strong_share": all_counts.get(self.strongest, 0) / n if n else None},
-            "cost": {"estimated": _total(self.cost), "strongest": _total(self.cost_strongest)}
+            "cost": {"estimated": _total(self.cost), "strongest": _total(self.cost_strongest),
+                     "unpriced_calls": totals.get("unpriced_calls", 0)}
             if self.costs is not None else None,
         }
 

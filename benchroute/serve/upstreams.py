@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from benchroute._persist import parse_json, read_text_file
@@ -53,14 +55,45 @@ class Upstream:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
+#: YAML 1.2's floats: PyYAML follows YAML 1.1, where ``1e-4`` (no dot) is text, so a cost
+#: written as in a price file was refused as "got '1e-4'".
+_YAML12_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+def _unique_key_loader() -> Any:
+    """PyYAML's safe loader reading YAML 1.2's floats and refusing a key given twice in one
+    mapping (it keeps the last, silently: a model listed twice with two costs)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r:.80} appears twice in one mapping",
+                        key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT,
+                                          list("-+0123456789."))
+    return UniqueKeyLoader
+
+
 def _read(path: Path) -> object:
     text = read_text_file(path, missing=f"{path}: no such upstreams file")
     if path.suffix.lower() == ".json":
-        return parse_json(text, str(path))
+        return parse_json(text, str(path), unique_keys=True)
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as exc:
         raise BenchrouteError(f"{path}: invalid YAML ({exc})") from None
     except (RecursionError, ValueError) as exc:  # nesting past the recursion limit, a huge int

@@ -677,3 +677,37 @@ def test_concurrent_decisions_share_one_encoder_batch(router, fake):
     assert set(enc.batch_sizes) == {3}             # each batch embedded in calls of encode_batch
     expected = router.route_table(TEXTS[:16], policy="best", costs=COSTS)["model"].tolist()
     assert [out[t] for t in TEXTS[:16]] == expected
+
+
+def test_calibrated_entries_meet_their_targets_and_other_costs_are_refused(router, fake, tmp_path):
+    """Found by a review of the cost surfaces: the file rounded P to 6 decimals, so a price or
+    threshold fitted on it, applied to exact P, missed the target on the calibration prompts
+    themselves (a budget entry served 2.7 times its budget); a file calibrated with other
+    costs or candidates than serve uses was accepted, and its default entry kept a fifth of
+    its target."""
+    cfg, url = fake
+    prompts = [f"task {i % 4} input {i}" for i in range(120)]
+    path = tmp_path / "calibration.json"
+    calibrate(router, prompts, "budget", 1.6, path, costs=COSTS)
+    saved = json.loads(path.read_text())
+    P = router.predict_proba(prompts).to_numpy()
+    assert np.array_equal(np.asarray(saved["sample"]["P"]), P)  # exactly, not rounded
+    assert saved["costs"] == COSTS and saved["candidates"] == list(router.models_)
+    c = load_calibration(path, router)
+    with gateway(router, upstreams(url, router), calibration=c) as (gw, base):
+        served = [httpx.post(base + "/v1/route", json={"input": t}).json()["cost"]
+                  for t in prompts]
+        entry = [httpx.post(base + "/v1/route", json={"input": t, "model": "benchroute-budget-1.6"})
+                 .json()["cost"] for t in prompts]
+    assert np.mean(served) == pytest.approx(saved["realised"]["sample"], abs=1e-12)
+    assert np.mean(served) <= 1.6 + 1e-9 and np.mean(entry) == pytest.approx(np.mean(served))
+    other = {m: 2 * v for m, v in COSTS.items()}
+    with pytest.raises(BenchrouteError, match=r"calibrated for candidates .* with costs .*; "
+                                              r"serving .* Calibrate again as serve runs"):
+        build_gateway(router, upstreams(url, router, costs=other), calibration=c)
+    with pytest.raises(BenchrouteError, match="calibrated for candidates"):
+        build_gateway(router, upstreams(url, router), candidates=["m0", "m2"], calibration=c)
+    calibrate(router, prompts, "threshold", 0.3, path, strong="m0", weak="m2", costs=COSTS)
+    build_gateway(router, upstreams(url, router, costs=other),  # a threshold reads no cost
+                  calibration=load_calibration(path, router))
+

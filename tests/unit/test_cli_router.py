@@ -278,3 +278,24 @@ def test_outputs_never_replace_the_routers_own_files(router_dir, tmp_path, capsy
     assert "is one of the router's own files" in capsys.readouterr().err
     assert (router_dir / "router.json").read_bytes() == before
     Router.load(router_dir)
+
+
+def test_calibrate_takes_partial_prices_for_a_threshold_and_one_source_of_costs(router_dir,
+                                                                               tmp_path, capsys):
+    """Found by a review of the cost surfaces: a threshold, which reads no cost, was refused
+    with prices for some candidates; --prices beside --upstreams was silently ignored when the
+    upstreams file had costs (serve uses the file's)."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"task {i % 3} input {i}\n" for i in range(30)))
+    base = ["calibrate", "--router", str(router_dir), "--prompts", str(prompts),
+            "--out", str(tmp_path / "c.json")]
+    assert main(base + ["--policy", "threshold", "--strong-share", "0.3", "--prices",
+                        "m0=1,m1=2", "--strong", "m0", "--weak", "m1"]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["costs"] is None
+    up = tmp_path / "up.yaml"
+    up.write_text("models:\n" + "".join(f"  m{i}: {{base_url: 'http://127.0.0.1:1/v1', "
+                                        f"model: m{i}, cost: {i + 1}}}\n" for i in range(3)))
+    capsys.readouterr()
+    assert main(base + ["--policy", "budget", "--mean-cost", "2", "--upstreams", str(up),
+                        "--prices", "m0=1,m1=2,m2=3"]) == 2
+    assert "--prices and --upstreams both give costs" in capsys.readouterr().err

@@ -80,6 +80,8 @@ def test_price_json_forms(tmp_path):
     ('[1, 2]', "row 0 must be an object, got 1"),
     ('"prices"', "expected a JSON object or list, got str"),
     ('{"m1": [1, 2', "invalid JSON at line 1"),
+    # an object naming a model twice kept the last price silently (found by a review)
+    ('{"m1": [1, 2], "m1": [3, 4]}', "key 'm1' appears twice in one object"),
     ("[" * 100_000, "unreadable JSON|invalid JSON"),
 ])
 def test_bad_price_tables(tmp_path, content, match):

@@ -275,3 +275,30 @@ def test_an_old_parameter_name_is_renamed_once_where_it_enters(tmp_path):
         served = ServerPolicy("cheapest_within", {"eps": 0.05})
     assert served.params == {"max_quality_drop": 0.05}
     assert ServerPolicy("share", {"s": 0.3}).params == {"s": 0.3}  # not a policy function: as is
+
+
+def test_cost_free_policies_route_with_costs_for_some_candidates_only(tmp_path):
+    """best and threshold decide without costs: prices given for some candidates were refused
+    ("no cost given for model(s)") by the library, the CLI and calibrate, though the gateway
+    and a store's partial costs routed (found by a review of the cost surfaces)."""
+    router, _ = _router(tmp_path, tune=False)
+    texts = [f"task 1 input {i}" for i in range(4)]
+    partial = {"m0": 1.0, "m1": 2.0}
+    best = router.route_table(texts, policy="best", costs=partial)
+    assert best["model"].tolist() == router.route(texts) and best["cost"].isna().all()
+    thr = router.route_table(texts, policy="threshold", strong="m0", weak="m1", t=0.0,
+                             costs=pd.Series(partial))
+    assert thr["cost"].isna().all()
+    with pytest.raises(BenchrouteError, match=r"no cost given for model\(s\) \['m2'\]"):
+        router.route_table(texts, policy="smallest_sufficient", tau=0.5, costs=partial)
+
+
+@pytest.mark.parametrize("scale", [1e-15, 1e-12, 1.0, 1e12])
+def test_a_budget_holds_at_any_scale_of_costs(scale):
+    """A floor of 1e-12 on the smallest cost step made costs of about 1e-12 always take the
+    cheapest assignment, far below a feasible budget (found by a review)."""
+    rng = np.random.default_rng(0)
+    P, c = rng.random((200, 3)), np.array([3.0, 2.0, 1.0]) * scale
+    lam = pol.budget_price(P, c, budget=1.5 * scale)
+    spent = c[pol.lagrangian(P, c, lam=lam)].mean() / scale
+    assert 1.45 <= spent <= 1.5 + 1e-9

@@ -178,3 +178,37 @@ def test_a_missing_extra_names_it():
     with pytest.raises(BenchrouteError, match=r"needs the 'ray' extra \(no_such_module_x is "
                        r"missing\): pip install 'benchroute\[ray\]'"):
         require_extra("ray", "json", "no_such_module_x")
+
+
+def test_a_call_answered_by_a_model_without_a_cost_is_not_free():
+    """A pinned model outside the candidates, without a cost, was counted at 0 in the cost
+    totals (found by a review of the cost surfaces)."""
+    from benchroute.serve.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics(["m0", "m1", "m2"], "m0", {"m0": 3.0, "m1": 2.0})
+    for model in ("m0", "m2", "m2"):
+        metrics.answered(model)
+    cost = metrics.snapshot()["cost"]
+    assert cost == {"estimated": 3.0, "strongest": 3.0, "unpriced_calls": 2}
+    assert "benchroute_estimated_cost_total 3.0" in metrics.prometheus().decode()
+
+
+@pytest.mark.parametrize("content, name", [
+    ("models:\n  m0: {base_url: 'http://127.0.0.1:1/v1', model: a, cost: 1}\n"
+     "  m0: {base_url: 'http://127.0.0.1:1/v1', model: b, cost: 5}\n", "up.yaml"),
+    ('{"models": {"m0": {"base_url": "http://127.0.0.1:1/v1", "model": "a", "cost": 1}, '
+     '"m0": {"base_url": "http://127.0.0.1:1/v1", "model": "b", "cost": 5}}}', "up.json"),
+])
+def test_an_upstreams_file_naming_a_model_twice_is_refused(tmp_path, content, name):
+    """YAML and JSON readers keep the last of two equal keys, silently: a model listed twice
+    with two costs took the second (found by a review of the cost surfaces)."""
+    with pytest.raises(BenchrouteError, match="'m0' appears twice"):
+        load_upstreams(_write(tmp_path, content, name))
+
+
+def test_an_upstreams_yaml_cost_in_exponent_form_is_a_number(tmp_path):
+    """PyYAML reads YAML 1.1, where 1e-4 (no dot) is text: the cost was refused as "got
+    '1e-4'" while price files and --prices take it."""
+    ups = load_upstreams(_write(tmp_path, "models:\n  m0: {base_url: 'http://127.0.0.1:1/v1', "
+                                          "model: a, cost: 1e-4}\n"))
+    assert ups["m0"].cost == pytest.approx(1e-4)
