@@ -178,7 +178,16 @@ def budget_price(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
     hi = max(spread, 1.0) / max(cmin, np.finfo(float).tiny) * 2.0
     if mean_cost(lagrangian(P, c, lam=hi)) > budget:
         return float("inf")
-    lo = 0.0
+    # first on a log scale (the price may lie anywhere below hi: hi / 2⁶⁰, where a linear
+    # bisection stops, was 1e27 for a price of 1 when a cost step was 1e-45), then linearly
+    log_lo, log_hi = math.log2(hi) - 2200.0, math.log2(hi)  # 2^(log_lo) is 0 or next to it
+    for _ in range(40):
+        mid = 0.5 * (log_lo + log_hi)
+        if mean_cost(lagrangian(P, c, lam=2.0 ** mid)) <= budget:
+            log_hi = mid
+        else:
+            log_lo = mid
+    lo, hi = 2.0 ** log_lo, 2.0 ** log_hi
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
         if mean_cost(lagrangian(P, c, lam=mid)) <= budget:
