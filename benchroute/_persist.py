@@ -17,6 +17,7 @@ import math
 import os
 import re
 import stat
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,10 @@ def parse_json(doc: str | bytes, where: str, error: type[Exception] = Benchroute
     except RecursionError as exc:
         raise error(f"{at}: invalid JSON: nested too deeply to read") from exc
     except ValueError as exc:  # an integer over 4,300 digits, or NaN where strict
+        if "digits" in str(exc) and "int" in str(exc):  # Python's advice means nothing here
+            raise error(f"{at}: invalid JSON: an integer of more than "
+                        f"{getattr(sys, 'get_int_max_str_digits', lambda: 4300)():,} digits"
+                        ) from exc
         raise error(f"{at}: invalid JSON: {str(exc):.120}") from exc
 
 

@@ -1071,7 +1071,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.upstreams is not None:  # read as serve reads it
         from benchroute.serve.upstreams import load_upstreams, served, upstream_costs
 
-        ups = served(load_upstreams(args.upstreams), router.models_, args.upstreams)
+        ups = served(load_upstreams(args.upstreams, need_keys=False), router.models_,
+                     args.upstreams)
         costs = upstream_costs(ups) or costs
     if args.policy == "budget" and args.mean_cost is None:
         raise BenchrouteError("--policy budget takes --mean-cost")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -101,7 +102,8 @@ class GatewayError(Exception):
 class DecisionLog:
     """Append-only JSONL of decisions; one write per line, so lines never interleave."""
 
-    def __init__(self, path: Path, prompts: bool) -> None:
+    def __init__(self, path: str | os.PathLike[str], prompts: bool) -> None:
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.prompts = prompts
         self._lock = threading.Lock()
@@ -154,19 +156,34 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     router.candidate_indices(cand)  # unknown names fail here, with the known ones listed
     upstreams = served(upstreams, router.models_, upstreams_path)
     costs = known_costs(upstream_costs(upstreams) or getattr(router, "costs_", None), cand)
+    lacking = [m for m in cand if m not in upstreams or upstreams[m].cost is None]
+    if costs is None and len(lacking) < len(cand):  # some given: say which are not
+        logger.warning("%s: no cost for candidate(s) %s; the cost-led policies are refused "
+                       "(add 'cost' to their entries)", upstreams_path, lacking[:10])
     if calibration is not None and policy is None:  # its parameter serves the default entry
         calibration.check_serving(cand, costs)
+    loose = sorted(k for k in params if k not in ("strong", "weak"))  # the pair is any policy's
+    if loose and policy is None:
+        raise BenchrouteError(f"--param {loose} without --policy: name the policy they belong "
+                              "to (--policy threshold --param t=0.2, say)")
     pair = default_pair(router, cand, costs)
+    given = "--param" if "strong" in params or "weak" in params else \
+        "the calibration file" if calibration is not None else "the default pair"
     strong = str(params.pop("strong", calibration.params.get("strong", pair[0])
                             if calibration else pair[0]))
     weak = str(params.pop("weak", calibration.params.get("weak", pair[1])
                           if calibration else pair[1]))
+    if strong not in cand or weak not in cand:  # every threshold entry would fail on a request
+        raise BenchrouteError(f"strong {strong!r} and weak {weak!r} (from {given}) must be among "
+                              f"the candidates {cand}" + ("; calibrate again with the same "
+                                                          "--candidates as serve" if
+                                                          given == "the calibration file" else ""))
     if policy is None and calibration is not None:
         default = ServerPolicy(calibration.policy,
                                {k: v for k, v in calibration.params.items()
                                 if k not in ("strong", "weak")}, "calibration")
     else:
-        default = ServerPolicy(policy or "best", params, "--policy")
+        default = ServerPolicy(policy or "best", params, "--policy" if policy else "default")
     choosable = [strong, weak] if default.policy == "threshold" else cand
     check_coverage(upstreams, sorted(set(choosable) | set(cand)), upstreams_path,
                    f"the {default.policy!r} policy can choose")
@@ -176,7 +193,7 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     pool = pool_sample(router)
     sample = calibration.sample if calibration is not None else pool
     decider = Decider(router, cand, costs, default, sample, strong, weak, encoder, calibration,
-                      config.encode_batch, config.ood_alpha)
+                      config.encode_batch, config.ood_alpha, lacking=lacking)
     decider.decide(["warm-up"], [Entry(PREFIX)])  # load the encoder now, not on a request
     names = {m: m for m in upstreams if m in router.models_}
     names.update({u.model: m for m, u in upstreams.items() if m in router.models_})
@@ -194,6 +211,8 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
         curve.pop(internal)
     if calibration is not None and "strong_share" in calibration.target:
         metrics.set_target(PREFIX, strong, float(calibration.target["strong_share"]))
+    elif default.policy == "share" and "share" in default.params:  # --policy share
+        metrics.set_target(PREFIX, strong, float(default.params["share"]))
     status = {
         "router": {"models": list(router.models_), "tasks": len(router.tasks_),
                    "inputs": int(len(router.Y_)), "encoder": router.encoder_id_,
@@ -436,8 +455,11 @@ def create_app(gw: Gateway) -> FastAPI:
                 f"{f.model} {f.kind}" for f in ans.failures)
             gw.metrics.fallback("upstream failed")
         headers = {**ans.headers, **decision_headers(d, ans.model or d.model, reason)}
+        answered = gw.upstreams.get(ans.model)
         log("chat", d, text, answered=ans.model, status=ans.status, stream=stream,
-            upstream_model=gw.upstreams[ans.model].model if ans.model in gw.upstreams else None)
+            upstream_model=answered.model if answered is not None else None,
+            upstream_fallback=reason,  # the decision's own fallback is 'fallback_reason'
+            answered_cost=answered.cost if answered is not None else None)
         if ans.status < 400:
             gw.metrics.answered(ans.model)
         if ans.stream is not None:

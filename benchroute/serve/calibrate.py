@@ -389,4 +389,5 @@ def calibrate(router: Any, prompts: Sequence[str], policy: str, target: float,
     return (f"{policy}: {served} {shown}\n"
             f"target {key.replace('_', ' ')} {target:g}: realised {realised['sample']:.4f} on "
             f"{sample.source}, {realised['pool']:.4f} on the {pool.source}\n"
-            f"wrote {path} (serve reads it as the default policy of the 'benchroute' entry)")
+            f"wrote {path} (serve reads ROUTER/calibration.json as the default policy of the "
+            f"'benchroute' entry; another file with --calibration FILE)")

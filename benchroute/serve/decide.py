@@ -102,7 +102,8 @@ class Decider:
     def __init__(self, router: Any, candidates: Sequence[str], costs: Mapping[str, float] | None,
                  default: ServerPolicy, sample: Sample, strong: str, weak: str,
                  encoder: Any = None, calibration: Calibration | None = None,
-                 encode_batch: int = 4, ood_alpha: float | None = None) -> None:
+                 encode_batch: int = 4, ood_alpha: float | None = None,
+                 lacking: Sequence[str] = ()) -> None:
         from benchroute.embedding import get_encoder
         from benchroute.ood import check_alpha, reference_of
 
@@ -111,6 +112,7 @@ class Decider:
         self.cand = router.candidate_indices(self.candidates)
         self.cand_names = [router.models_[i] for i in self.cand]
         self.costs = dict(costs) if costs is not None else None
+        self.lacking = list(lacking)  # candidates without a cost in the upstreams file
         self.default = default
         self.sample = sample
         self.strong, self.weak = strong, weak
@@ -156,6 +158,11 @@ class Decider:
         pair = {"strong": self.strong, "weak": self.weak}
         if policy == "best":
             return "best", {}
+        if self.costs is None and policy not in ("threshold", "share"):
+            missing = self.lacking or self.cand_names
+            raise EntryError(f"model {entry.name!r:.100}: policy {policy!r} needs a cost per call "
+                             f"for every candidate; none is known for {missing[:10]} (add "
+                             "'cost' to their entries in the upstreams file)")
         value = entry.value
         if value is None:
             value = self._server_value(policy, entry.name)

@@ -170,12 +170,13 @@ class Forwarder:
             return await asyncio.wait_for(self._try(model, payload, stream, release, seen),
                                           self.timeout)
         except asyncio.TimeoutError:
+            what = "sent no first byte" if stream else "gave no whole answer"
             if 400 <= seen.get("status", 0) < 500:  # answered, if not whole: never retried
                 return Answer(model, seen["status"], json.dumps(error_body(
                     f"upstream {model!r} answered {seen['status']} and its body stalled",
                     "upstream_error", seen["status"])).encode(), headers=seen["headers"])
-            return Failure(model, 504, "timeout", f"upstream {model!r} gave no whole answer "
-                           f"within {self.timeout:g} s")
+            return Failure(model, 504, "timeout", f"upstream {model!r} {what} within "
+                           f"{self.timeout:g} s")
 
     async def _try(self, model: str, payload: dict[str, Any], stream: bool,
                    release: Callable[[], None], seen: dict[str, Any]) -> Answer | Failure:

@@ -108,8 +108,8 @@ def _field(path: Path, name: str, key: str, value: object, kind: type) -> object
     return value
 
 
-def load_upstreams(path: str | os.PathLike[str],
-                   environ: Mapping[str, str] | None = None) -> dict[str, Upstream]:
+def load_upstreams(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
+                   need_keys: bool = True) -> dict[str, Upstream]:
     """Read and check an upstreams file; every error names the file and the field.
 
     Keys named by ``api_key_env`` must be set in ``environ`` (default ``os.environ``); all the
@@ -155,7 +155,7 @@ def load_upstreams(path: str | os.PathLike[str],
             cost = float(cost)
         out[name] = Upstream(name, url, model, key_env, cost,
                              env.get(key_env) if key_env else None)
-    if unset:
+    if unset and need_keys:  # calibrate reads the costs alone: no secret needed there
         raise BenchrouteError(f"{path}: environment variable(s) for upstream keys not set: "
                               f"{', '.join(unset)}")
     return out

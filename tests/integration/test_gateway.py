@@ -711,3 +711,39 @@ def test_calibrated_entries_meet_their_targets_and_other_costs_are_refused(route
     build_gateway(router, upstreams(url, router, costs=other),  # a threshold reads no cost
                   calibration=load_calibration(path, router))
 
+
+
+def test_start_up_names_what_serve_was_given_wrong(router, fake, tmp_path, caplog):
+    """A newcomer's walkthrough: a weak model that is no candidate started, then every
+    threshold request was a 400 blamed on the client; --param without --policy spoke of
+    policy 'best'; costs missing for some candidates were neither logged nor named; the
+    decision log said no fallback when the upstream retry answered; a calibration whose
+    threshold pair is no candidate was blamed on the upstreams file."""
+    cfg, url = fake
+    with pytest.raises(BenchrouteError, match=r"strong 'm0' and weak 'zz' \(from --param\) must "
+                                              r"be among the candidates"):
+        build_gateway(router, upstreams(url, router), params={"strong": "m0", "weak": "zz"})
+    with pytest.raises(BenchrouteError, match=r"--param \['t'\] without --policy"):
+        build_gateway(router, upstreams(url, router), params={"t": 0.2})
+    ups = upstreams(url, router)
+    ups["m2"] = Upstream("m2", url + "/v1", "up-m2", cost=None)
+    with caplog.at_level("WARNING"), gateway(router, ups) as (gw, base):
+        bad = httpx.post(base + "/v1/route", json={"input": "task 1 input 1",
+                                                   "model": "benchroute-lagrangian-1"})
+    assert "no cost for candidate(s) ['m2']" in caplog.text
+    assert bad.status_code == 400 and "none is known for ['m2']" in bad.json()["error"]["message"]
+    path = tmp_path / "c.json"
+    calibrate(router, [f"task {i % 4} input {i}" for i in range(40)], "threshold", 0.3, path,
+              strong="m0", weak="m2")
+    with pytest.raises(BenchrouteError, match=r"\(from the calibration file\) must be among the "
+                                              r"candidates \['m0', 'm1'\]; calibrate again"):
+        build_gateway(router, upstreams(url, router), candidates=["m0", "m1"],
+                      calibration=load_calibration(path, router))
+    log = tmp_path / "decisions.jsonl"
+    with gateway(router, upstreams(url, router), GatewayConfig(decision_log=str(log))) as (gw, base):
+        first = httpx.post(base + "/v1/route", json={"input": "task 1 input 2"}).json()["model"]
+        cfg.fail = {f"up-{first}": 503}
+        client(base).chat.completions.create(model="benchroute", messages=user("task 1 input 2"))
+    line = json.loads(log.read_text().splitlines()[-1])
+    assert line["upstream_fallback"].startswith("retried on ") and line["answered"] != first
+    assert line["answered_cost"] == COSTS[line["answered"]]

@@ -294,8 +294,14 @@ def test_calibrate_takes_partial_prices_for_a_threshold_and_one_source_of_costs(
     assert json.loads((tmp_path / "c.json").read_text())["costs"] is None
     up = tmp_path / "up.yaml"
     up.write_text("models:\n" + "".join(f"  m{i}: {{base_url: 'http://127.0.0.1:1/v1', "
-                                        f"model: m{i}, cost: {i + 1}}}\n" for i in range(3)))
+                                        f"model: m{i}, cost: {i + 1}, "
+                                        "api_key_env: BENCHROUTE_TEST_UNSET_KEY}\n"
+                                        for i in range(3)))
     capsys.readouterr()
     assert main(base + ["--policy", "budget", "--mean-cost", "2", "--upstreams", str(up),
                         "--prices", "m0=1,m1=2,m2=3"]) == 2
     assert "--prices and --upstreams both give costs" in capsys.readouterr().err
+    # the costs alone are read: no upstream key is needed to calibrate (serve needs them)
+    assert main(base + ["--policy", "budget", "--mean-cost", "2", "--upstreams", str(up)]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["costs"] == {"m0": 1.0, "m1": 2.0,
+                                                                      "m2": 3.0}

@@ -19,7 +19,7 @@ HOSTILE = {
     "broken": (b'{"a": ', r"invalid JSON at line 1 column \d: Expecting value"),
     "not-utf8": (b'{"a": "\xff"}', r"not UTF-8 text \(invalid start byte at byte 7\)"),
     "deep": (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, r"invalid JSON: nested too deeply to read"),
-    "digits": (b'{"a": 1' + b"0" * 5000 + b"}", r"invalid JSON: Exceeds the limit \(4300 digits\)"),
+    "digits": (b'{"a": 1' + b"0" * 5000 + b"}", r"invalid JSON: an integer of more than 4,300 digits$"),
 }
 STRICT_ONLY = {name: (f'{{"a": {name}}}'.encode(), rf"invalid JSON: {name} is not a number JSON")
                for name in ("NaN", "Infinity", "-Infinity")}
