@@ -184,9 +184,9 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
                                 if k not in ("strong", "weak")}, "calibration")
     else:
         default = ServerPolicy(policy or "best", params, "--policy" if policy else "default")
-    choosable = [strong, weak] if default.policy == "threshold" else cand
-    check_coverage(upstreams, sorted(set(choosable) | set(cand)), upstreams_path,
-                   f"the {default.policy!r} policy can choose")
+    # the pair is among the candidates, and every entry point may choose any candidate
+    check_coverage(upstreams, sorted(cand), upstreams_path,
+                   "are candidates (every entry point may choose them)")
     if default.policy == "threshold" and strong == weak:
         raise BenchrouteError(f"threshold routing needs two different models; strong and weak "
                               f"are both {strong!r} (name them with --param strong=M weak=M)")
