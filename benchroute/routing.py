@@ -42,7 +42,13 @@ def store_costs(data: Any) -> dict[str, float] | None:
     frame = data.frame
     if "cost" not in frame.columns or frame["cost"].isna().all():
         return None
-    return {str(m): float(v) for m, v in frame.groupby("model")["cost"].mean().dropna().items()}
+    by_model = frame.groupby("model")["cost"]
+    means = by_model.mean()[by_model.count() > 0]  # models with a cost on some row
+    bad = [str(m) for m, v in means.items() if not (np.isfinite(v) and v >= 0)]
+    if bad:  # a mean past a float's range was dropped silently, the model left without a cost
+        raise BenchrouteError(f"the store's 'cost' column: the mean cost per call of {bad[:5]} "
+                              "is not a finite number >= 0")
+    return {str(m): float(v) for m, v in means.items()}
 
 
 def router_proba(router: Any, Q: np.ndarray, keep_duplicates: bool = False) -> np.ndarray:

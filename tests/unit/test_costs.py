@@ -156,3 +156,21 @@ def test_fixed_uncalibrated_predictor_is_validated_by_its_own_crossfit():
     run = cq.evaluate(cq.arrays(data, X, costs=COSTS), ["hybrid"], strong=0, weak=2, folds=3,
                       make=fixed, hybrid_rules=("det",))
     assert "hybrid-det@val" in set(run.curve["policy"])
+
+
+def test_a_store_cost_whose_mean_overflows_is_named_not_dropped():
+    """Costs near 1.5e306 per row: their mean past a float's range was dropped silently, the
+    model left without a cost (found by a review of the cost surfaces)."""
+    import pytest
+
+    from benchroute import BenchmarkData
+    from benchroute.exceptions import BenchrouteError
+    from benchroute.routing import store_costs
+    from tests.unit.test_router import synthetic
+
+    data, _ = synthetic(3, per_task=200)
+    with pytest.raises(BenchrouteError, match=r"mean cost per call of \['m0', 'm1', 'm2'\] is "
+                                              r"not a finite number"):
+        store_costs(BenchmarkData(data.frame.assign(cost=1.5e306)))
+    some = data.frame.assign(cost=np.where(data.frame["model"] == "m0", np.nan, 0.5))
+    assert store_costs(BenchmarkData(some)) == {"m1": 0.5, "m2": 0.5}
