@@ -5,9 +5,9 @@ call to the next model by P (once by default). A stream is retried until its fir
 upstream that answers 200 and then breaks off before sending anything is a failed try), never
 after. A 4xx answer is the caller's problem and is passed back as it came, with the upstream's
 rate-limit headers (its status and headers even when its body breaks off or stalls, with an
-error body then): never retried. When every try fails, the caller gets an OpenAI-style error with the last
-upstream status (502 for a connection error, 503 when no connection was free, 504 for a
-timeout).
+error body then): never retried. When every try fails, the caller gets an OpenAI-style error
+with the last upstream status (502 for a connection error, 503 when no connection was free,
+504 for a timeout).
 
 Each upstream has its own share of connections: a hung upstream holds at most its own, so the
 healthy ones keep answering (one shared pool let 256 calls to a hung model stall every other).
