@@ -962,7 +962,8 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--retries", type=int, default=1,
                    help="upstream failures retried on the next model by P")
     p.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds per upstream try: "
-                   "to the whole answer, or to a stream's first byte (then between two reads)")
+                   "a free connection and the whole answer, or to a stream's first byte (then "
+                   "between two reads)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument("--max-messages", type=int, default=256)
     p.add_argument("--max-text-chars", type=int, default=100_000)

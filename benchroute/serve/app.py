@@ -355,16 +355,20 @@ class _ClosingStream(StreamingResponse):
     never starts, its own cleanup never runs)."""
 
     def __init__(self, *args: Any, close: Callable[[], Awaitable[None]] | None = None,
-                 **kw: Any) -> None:
+                 ended: Callable[[], None] | None = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self._close = close
+        self._close, self._ended = close, ended
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            if self._close is not None:
-                await self._close()
+            try:
+                if self._close is not None:
+                    await self._close()
+            finally:
+                if self._ended is not None:
+                    self._ended()
 
 
 # ---------------------------------------------------------------------- the app
@@ -432,9 +436,13 @@ def create_app(gw: Gateway) -> FastAPI:
         gw.metrics.decision(d)
         return d
 
-    def log(endpoint: str, d: Decision, text: str | None, **extra: Any) -> None:
+    def log(endpoint: str, d: Decision, text: str | None, *, at: float | None = None,
+            **extra: Any) -> None:
+        """One decision's line; ``at``: when it was decided (a stream's line is written when
+        the stream has ended)."""
         if gw.log is not None:
-            gw.log.write({"time": time.time(), "endpoint": endpoint, **d.to_json(), **extra}, text)
+            gw.log.write({"time": time.time() if at is None else at, "endpoint": endpoint,
+                          **d.to_json(), **extra}, text)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -454,19 +462,35 @@ def create_app(gw: Gateway) -> FastAPI:
             reason = "every upstream try failed: " + "; ".join(
                 f"{f.model} {f.kind}" for f in ans.failures)
             gw.metrics.fallback("upstream failed")
-        headers = {**ans.headers, **decision_headers(d, ans.model or d.model, reason)}
+        try:
+            return respond(d, text, ans, stream, reason)
+        except BaseException:  # no response built: nothing else frees an open stream's slot
+            if ans.close is not None:
+                await ans.close()
+            raise
+
+    def respond(d: Decision, text: str | None, ans: Answer, stream: bool, reason: str | None
+                ) -> Response:
+        """The client's response to a forwarded call, logged (a stream when it has ended, with
+        how it ended)."""
         answered = gw.upstreams.get(ans.model)
-        log("chat", d, text, answered=ans.model, status=ans.status, stream=stream,
-            upstream_model=answered.model if answered is not None else None,
-            upstream_fallback=reason,  # the decision's own fallback is 'fallback_reason'
-            answered_cost=answered.cost if answered is not None else None)
+        record: dict[str, Any] = {
+            "answered": ans.model, "status": ans.status, "stream": stream,
+            "upstream_model": answered.model if answered is not None else None,
+            "upstream_fallback": reason,  # the decision's own is 'fallback_reason'
+            "answered_cost": answered.cost if answered is not None else None}
         if ans.status < 400:
             gw.metrics.answered(ans.model)
-        if ans.stream is not None:
-            return _ClosingStream(ans.stream, status_code=ans.status, media_type=ans.media_type,
-                                  headers=headers, close=ans.close)
-        return Response(ans.content, status_code=ans.status, media_type=ans.media_type,
-                        headers=headers)
+        headers = {**ans.headers, **decision_headers(d, ans.model or d.model, reason)}
+        if ans.stream is None:
+            log("chat", d, text, **record, stream_end=None)
+            return Response(ans.content, status_code=ans.status, media_type=ans.media_type,
+                            headers=headers)
+        outcome, at = ans.outcome, time.time()
+        return _ClosingStream(
+            ans.stream, status_code=ans.status, media_type=ans.media_type, headers=headers,
+            close=ans.close, ended=lambda: log("chat", d, text, at=at, **record, stream_end=(
+                outcome() if outcome is not None else None)))
 
     @app.post("/v1/route")
     async def route(request: Request) -> JSONResponse:

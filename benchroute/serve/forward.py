@@ -11,8 +11,9 @@ with the last upstream status (502 for a connection error, 503 when no connectio
 
 Each upstream has its own share of connections: a hung upstream holds at most its own, so the
 healthy ones keep answering (one shared pool let 256 calls to a hung model stall every other).
-The timeout bounds a whole try, the answer read in full (a stream: to its first byte), not
-only the wait between two reads, which an upstream sending a byte at a time never reached.
+The timeout bounds a whole try, the wait for a connection and the answer read in full (a
+stream: to its first byte), not only the wait between two reads, which an upstream sending a
+byte at a time never reached.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class Answer:
     #: must call it whether or not it iterates ``stream``: a generator never started (a
     #: client gone before the first chunk was written) never runs its own cleanup.
     close: Callable[[], Awaitable[None]] | None = None
+    #: a stream's: how it ended, once it has: ``complete``, ``upstream broke off (...)``,
+    #: ``client gone`` (mid-stream) or ``not sent`` (the client left before the first chunk).
+    #: Why: the status is sent before the stream; a break after it was seen nowhere but in
+    #: the metrics, so the decision log said 200 for an answer the client never got whole.
+    outcome: Callable[[], str] | None = None
 
 
 class _Opened:
@@ -71,6 +77,7 @@ class _Opened:
 
     def __init__(self, resp: httpx.Response, release: Callable[[], None]) -> None:
         self.resp, self.release, self.closed = resp, release, False
+        self.outcome = "not sent"
 
     async def close(self) -> None:
         if self.closed:
@@ -134,7 +141,7 @@ class Forwarder:
         for model in tries:
             t0 = time.perf_counter()
             slot = self.slots[model]
-            try:
+            try:  # the wait for a connection counts in the try's timeout (it took up to 2x)
                 await asyncio.wait_for(slot.acquire(), self.timeout)
             except asyncio.TimeoutError:
                 failures.append(Failure(model, 503, "busy", f"upstream {model!r}: no free "
@@ -144,8 +151,9 @@ class Forwarder:
                 continue
             got: Answer | Failure | None = None
             try:
+                left = self.timeout - (time.perf_counter() - t0)
                 got = await self._attempt(model, {**body, "model": self.upstreams[model].model},
-                                          stream, slot.release)
+                                          stream, slot.release, max(left, 0.0))
             finally:  # cancelled too: only an open stream keeps the slot, and frees it itself
                 if got is None or isinstance(got, Failure) or got.stream is None:
                     slot.release()
@@ -163,12 +171,13 @@ class Forwarder:
                       failures=tuple(failures))
 
     async def _attempt(self, model: str, payload: dict[str, Any], stream: bool,
-                       release: Callable[[], None]) -> Answer | Failure:
-        """One try, whole (a stream: to its first byte) within the timeout."""
+                       release: Callable[[], None], within: float) -> Answer | Failure:
+        """One try, whole (a stream: to its first byte) within ``within`` seconds, what the
+        wait for a connection left of the timeout."""
         seen: dict[str, Any] = {}  # the answer's status and headers, once they arrive
         try:
             return await asyncio.wait_for(self._try(model, payload, stream, release, seen),
-                                          self.timeout)
+                                          within)
         except asyncio.TimeoutError:
             what = "sent no first byte" if stream else "gave no whole answer"
             if 400 <= seen.get("status", 0) < 500:  # answered, if not whole: never retried
@@ -210,7 +219,7 @@ class Forwarder:
                 opened = _Opened(resp, release)
                 return Answer(model, 200, media_type=media, headers=headers,
                               stream=self._relay(opened, first, chunks, model),
-                              close=opened.close)
+                              close=opened.close, outcome=lambda: opened.outcome)
             try:
                 content = await resp.aread()
             except httpx.HTTPError as exc:
@@ -241,6 +250,7 @@ class Forwarder:
         unfinished event and ends with an error event (glued to the half-sent one, it made
         the client's JSON parser fail instead of raising the error)."""
         pending = first
+        opened.outcome = "client gone"  # unless it ends below
         try:
             while True:
                 end = max((m.end() for m in _EVENT_END.finditer(pending)), default=0)
@@ -253,7 +263,9 @@ class Forwarder:
                     break
             if pending:
                 yield pending
+            opened.outcome = "complete"
         except httpx.HTTPError as exc:
+            opened.outcome = f"upstream broke off ({type(exc).__name__})"
             if self.on_break is not None:
                 self.on_break(model, "stream")
             err = error_body(f"upstream {model!r} broke off mid-stream ({type(exc).__name__})",

@@ -294,6 +294,27 @@ def test_stream_retried_before_start_not_after(router, fake):
     assert len(cfg.calls) == 1                                       # no retry once started
 
 
+def test_the_decision_log_says_how_a_stream_ended(router, fake, tmp_path):
+    """A stream's line was written when it started, status 200, so a stream that broke off
+    later read as answered whole; now it is written when the stream ends, with how."""
+    cfg, url = fake
+    log = tmp_path / "decisions.jsonl"
+    with gateway(router, upstreams(url, router), GatewayConfig(decision_log=str(log))) as (gw, base):
+        chosen = httpx.post(base + "/v1/route", json={"input": "task 3 input 3"}).json()["model"]
+        whole = httpx.post(base + "/v1/chat/completions", json={
+            "model": "benchroute", "messages": user("task 3 input 3"), "stream": True})
+        cfg.break_stream = {f"up-{chosen}"}
+        broken = httpx.post(base + "/v1/chat/completions", json={
+            "model": "benchroute", "messages": user("task 3 input 3"), "stream": True})
+        plain = httpx.post(base + "/v1/chat/completions", json={
+            "model": "benchroute", "messages": user("task 3 input 3")})
+    assert (whole.status_code, broken.status_code, plain.status_code) == (200, 200, 200)
+    lines = [json.loads(x) for x in log.read_text().splitlines() if '"chat"' in x]
+    assert [(x["stream"], x["stream_end"]) for x in lines] == [
+        (True, "complete"), (True, "upstream broke off (RemoteProtocolError)"), (False, None)]
+    assert lines[0]["time"] <= lines[1]["time"] <= lines[2]["time"]
+
+
 def test_load_with_failing_upstream_loses_nothing(router, fake):
     """Bounded loopback load: 300 requests, 16 at a time, every 10th upstream call fails."""
     cfg, url = fake

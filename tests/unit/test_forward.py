@@ -311,3 +311,55 @@ def test_events_ending_in_mixed_line_ends_are_whole():
 
     body = streamed({"m1": mixed})
     assert body.startswith(b'data: {"a": 1}\n\r\ndata: {"b": 2}\r\n\ndata: {"error"')
+
+
+def test_a_stream_says_how_it_ended():
+    """What the decision log writes when a stream has ended: whole, broken off upstream,
+    closed by a client gone mid-stream, or never sent."""
+    async def broken():
+        return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              stream=Body(EVENT, EVENT, httpx.ReadError("cut")))
+
+    async def whole():
+        return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              stream=Body(EVENT, EVENT))
+
+    async def go(fault, read):
+        fw, _, _, _ = forwarder({"m1": fault})
+        ans = await fw.chat({"messages": [], "stream": True}, ("m1",), stream=True)
+        if read is None:
+            await drain(ans)
+        elif read:
+            await ans.stream.__anext__()  # one event, then the client is gone
+            await ans.stream.aclose()
+        await ans.close()
+        await fw.close()
+        return ans.outcome()
+
+    assert run(go(whole, None)) == "complete"
+    assert run(go(broken, None)) == "upstream broke off (ReadError)"
+    assert run(go(whole, True)) == "client gone"
+    assert run(go(whole, False)) == "not sent"
+
+
+def test_the_wait_for_a_connection_counts_in_the_timeout():
+    """A try waited up to the timeout for a connection and then the timeout again for the
+    answer; it is one budget now."""
+    async def slow():
+        await asyncio.sleep(0.25)
+        return httpx.Response(200, content=OK, headers={"content-type": "application/json"})
+
+    async def go():
+        fw, _, _, _ = forwarder({"m1": slow}, timeout=0.4, connections=1, retries=0)
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        first, second = await asyncio.gather(
+            fw.chat({"messages": []}, ("m1",), stream=False),
+            fw.chat({"messages": []}, ("m1",), stream=False))
+        took = loop.time() - t
+        await fw.close()
+        return first, second, took
+
+    first, second, took = run(go())
+    assert first.status == 200 and second.status == 504  # 0.25 s waited, 0.15 s left < 0.25
+    assert [f.kind for f in second.failures] == ["timeout"] and took < 0.6
