@@ -59,6 +59,13 @@ def validate_frame(frame: pd.DataFrame, source: str, report: LoadReport, strict:
     if df.empty:
         raise DataError(f"{source}: no benchmark results (0 rows)")
     for col in _FLOAT_COLUMNS:
+        if col in _AMOUNT_COLUMNS and col in df.columns and df[col].dtype.kind not in "iuf":
+            flags = df[col].map(lambda v: isinstance(v, (bool, np.bool_)))
+            if flags.any():  # True read as 1.0: a flag where an amount belongs is a wrong column
+                row = df.loc[flags].iloc[0]
+                raise DataError(f"{source}: field '{col}' must be a number; got "
+                                f"{bool(row[col])} for {row_key(row)} ({int(flags.sum())} such "
+                                "rows)")
         if col in df.columns:
             try:
                 df[col] = pd.to_numeric(df[col], errors="raise").astype(float)

@@ -157,8 +157,7 @@ def _frame(column: str, value: object) -> pd.DataFrame:
     rows = [("d", f"{i}", f"text {i}", m, 1.0, 1.0) for i in range(3) for m in MODELS]
     frame = pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model", "score",
                                         "correct"])
-    frame[column] = 1.0
-    frame.loc[4, column] = value
+    frame[column] = [value if i == 4 else 1.0 for i in range(len(frame))]
     return frame
 
 
@@ -168,7 +167,8 @@ def _frame(column: str, value: object) -> pd.DataFrame:
     ("cost", -np.inf, r"field 'cost'.*got -inf"),
     ("prompt_tokens", -500.0, r"field 'prompt_tokens'.*got -500"),
     ("completion_tokens", np.inf, r"field 'completion_tokens'.*got inf"),
-], ids=["cost-neg", "cost-inf", "cost-neg-inf", "tokens-neg", "tokens-inf"])
+    ("cost", True, r"field 'cost' must be a number; got True .*\(1 such rows\)"),
+], ids=["cost-neg", "cost-inf", "cost-neg-inf", "tokens-neg", "tokens-inf", "cost-bool"])
 def test_bad_amount_in_store(corpus, column, value, pattern):
     run = lambda: BenchmarkData(_frame(column, value), source="t.csv")  # noqa: E731
     assert corpus(AREA, "error", run, match=rf"t\.csv: {pattern}")
