@@ -16,9 +16,14 @@ import pandas as pd
 from benchroute.data._io import read_json_records
 from benchroute.data.options import Threshold, thresholds_for
 from benchroute.data.store import LoadReport, binarize, row_key
+from benchroute.data.store_checks import OPTIONAL_COLUMNS
 from benchroute.exceptions import DataError
 
 CorrectRule = str | Callable[[pd.Series], np.ndarray]
+#: the store's optional columns a long table carries along when it has them
+STORE_EXTRAS = OPTIONAL_COLUMNS
+#: those of them that are text: read as written, never as numbers ("42" stays "42")
+TEXT_EXTRAS = ("metric", "split", "output")
 _BOOL_STRINGS = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0}
 
 
@@ -322,6 +327,12 @@ def long_frame(
     else:
         out["instance_id"] = "t" + out.groupby(["dataset", "text"], sort=False,
                                                dropna=False).ngroup().astype(str)
+    # the store's own optional columns (cost, token counts, ...) come along, so a store's frame
+    # written as a table reads back whole: its costs were dropped without a word
+    used = {text, dataset, instance_id, model, score, "correct"}
+    for col in STORE_EXTRAS:
+        if col in frame.columns and col not in used:
+            out[col] = frame[col].to_numpy()
     return out
 
 

@@ -23,6 +23,7 @@ from benchroute.data.table_presets import (
     routerbench_columns,
 )
 from benchroute.data.table_reader import (
+    TEXT_EXTRAS,
     CorrectRule,
     apply_rule,
     as_scores,
@@ -147,8 +148,8 @@ def load_table(
     else:
         path = Path(path)
         report = LoadReport(sources=[str(path)])
-        frame = read_table(path, keep=(text, dataset, instance_id or ID_COLUMN, model),
-                           report=report)
+        frame = read_table(path, keep=(text, dataset, instance_id or ID_COLUMN, model,
+                                       *TEXT_EXTRAS), report=report)
     if instance_id is None and ID_COLUMN in frame.columns:
         instance_id = ID_COLUMN  # the store's own id column is an id, never a model's scores
     if layout == "auto":
@@ -184,5 +185,9 @@ def load_table(
             raise DataError(f"{exc}; or, if that column is not a model's scores, name the model "
                             "columns (models=[...]; on the command line --models a,b) or the "
                             "id column (instance_id=...; --column instance_id=COL)") from None
-    record_scores(report, long, label, "caller")
+    metric: str | pd.Series = label
+    if "metric" in long.columns:  # the table's own (a store's frame written out), else the label's
+        named = long["metric"].notna() & (long["metric"].astype(str).str.strip() != "")
+        metric = long["metric"].where(named, label).astype(str)
+    record_scores(report, long, metric, "caller")
     return BenchmarkData(long, report=report, source=str(path), strict=strict)

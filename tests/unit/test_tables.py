@@ -52,21 +52,29 @@ def test_the_stores_own_columns_read_back_as_written(tmp_path):
 
 
 def test_a_stores_frame_written_to_csv_reads_back(tmp_path):
-    """score and correct both kept: correct was recomputed as score >= 0.5 before."""
+    """score and correct both kept: correct was recomputed as score >= 0.5 before; the cost,
+    token and text columns were dropped without a note, so a fit had no costs (found by a
+    review), and the metric became the label column's name."""
     from benchroute.data.store import BenchmarkData
+    from benchroute.routing import store_costs
 
     frame = pd.DataFrame({"dataset": "d", "instance_id": ["1", "1", "2", "2"],
                           "text": ["a", "a", "b", "b"], "model": ["m1", "m2"] * 2,
-                          "score": [0.9, 0.4, 0.45, 0.1], "correct": [0.9, 1.0, 0.0, 0.5]})
+                          "score": [0.9, 0.4, 0.45, 0.1], "correct": [0.9, 1.0, 0.0, 0.5],
+                          "metric": "exact_match", "cost": [0.002, 0.01, 0.004, np.nan],
+                          "prompt_tokens": [10.0, 10, 12, 12], "output": ["42", "x", "007", ""]})
     data = BenchmarkData(frame)
-    data.frame.to_csv(tmp_path / "store.csv", index=False)
-    back = load(tmp_path / "store.csv")
-    key = ["dataset", "instance_id", "model"]
-    got = back.frame.set_index(key).sort_index()
-    want = data.frame.set_index(key).sort_index()
-    np.testing.assert_array_equal(got["correct"], want["correct"])
-    np.testing.assert_array_equal(got["score"], want["score"])
-    assert any("as written" in n for n in back.report.notes)
+    for name, write in (("store.csv", lambda f, p: f.to_csv(p, index=False)),
+                        ("store.parquet", lambda f, p: f.to_parquet(p))):
+        write(data.frame, tmp_path / name)
+        back = load(tmp_path / name)
+        key = ["dataset", "instance_id", "model"]
+        got = back.frame.set_index(key).sort_index()
+        want = data.frame.set_index(key).sort_index()
+        assert sorted(got.columns) == sorted(want.columns)
+        pd.testing.assert_frame_equal(got[list(want.columns)], want, check_dtype=False)
+        assert any("as written" in n for n in back.report.notes)
+        assert store_costs(back) == {"m1": 0.003, "m2": 0.01}
 
 
 def test_wide_table_with_an_id_column(tmp_path):
