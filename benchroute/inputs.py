@@ -133,7 +133,7 @@ def same_vectors(name: str, identifier: str) -> bool:
 def check_vectors(X: np.ndarray, what: str) -> np.ndarray:
     """(n, d) float32 unit vectors: NaN/inf or zero rows are refused; rows whose norm is off 1
     by more than :data:`NORM_TOL` are normalised with a warning (cosine distances need unit
-    vectors)."""
+    vectors), those off by less silently (:func:`unit_norm_rows`)."""
     try:
         X = np.asarray(X, dtype=np.float32)
     except (TypeError, ValueError) as exc:  # text, ragged rows, objects
@@ -153,8 +153,7 @@ def check_vectors(X: np.ndarray, what: str) -> np.ndarray:
         warnings.warn(f"{what}: {int(off.sum())} vector(s) are not unit-norm (e.g. row "
                       f"{row}: norm {np.linalg.norm(X[row]):.4f}); normalised",
                       UserWarning, stacklevel=3)
-        X = out
-    return np.ascontiguousarray(X, dtype=np.float32)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def check_labels(Y: np.ndarray, what: str, n_models: int | None = None) -> np.ndarray:

@@ -527,9 +527,12 @@ class BorrowingPredictor(Estimator):
             warnings.warn(f"P(new, x) is the smoothed label mean (Σy + 1)/(L + 2) = "
                           f"{smoothed_level(y):.3f} of {len(y)} labels: {reason}; label more "
                           "inputs to borrow from the known models", UserWarning, stacklevel=2)
-            hits = float(np.sum((y > self.threshold) == (mean > self.threshold)))
+            # leave-one-out, as every other fit's: each label against the smoothed level of
+            # the others (a mean that held the label itself counted it as a hit for p̂)
+            loo = (float(y.sum()) - y + 1.0) / (len(y) + 1.0)
+            hits = float(np.sum((y > self.threshold) == (loo > self.threshold)))
             self.fit_ = BorrowingFit(len(y), mean, "none", math.nan, 0, 0.0, "none",
-                                     float(np.mean((y - mean) ** 2)), hits, reason)
+                                     float(np.mean((y - loo) ** 2)), hits, reason)
             return self
         if y.min() == y.max():
             return self._level_only(F, y)

@@ -547,6 +547,8 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
         router.ood_reference_ = OODReference(router.predictor_, cap, seed, known=known)
     if shift is not None:
         router.shift_reference_ = _shift_reference(folder / "pool.npz", shift, router)
+    # after the checks, which recompute what the fit stored from the vectors as they were saved
+    index.make_exact()
     router.per_input_ = None
     added = _added_names(path, meta.get("added"), models)
     _restore_routing(path, router, meta.get("routing"), models + list(added),
@@ -779,6 +781,7 @@ def _restore_added(path: Path, router: Router, n_labels: dict[str, int], dim: in
                 or not ((y >= 0) & (y <= 1)).all():
             raise BenchrouteError(f"{path}: field 'y{i}' ({name}) must be {len(X)} labels in "
                                   f"[0, 1]; got {y.dtype} {y.shape}")
+        X = unit_norm_rows(X, NORM_TOL)[0]  # to float32's precision, as fit_added is given
         added[name] = fit_added(router, name, X, y.astype(np.float64), prior)
     restore_added(router, added)
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from benchroute.data.pool import Pool, pool_labels
 from benchroute.data.store import BenchmarkData
+from benchroute.data.store_checks import describe_difference
 from benchroute.data.text import normalize_text
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import check_model_name, check_vectors
@@ -34,7 +35,7 @@ from benchroute.new_models import (
 )
 from benchroute.ood import OODReference
 from benchroute.policies import check_number
-from benchroute.predictors import KNNCorrectnessPredictor, check_is_fitted
+from benchroute.predictors import SELF_DISTANCE, KNNCorrectnessPredictor, check_is_fitted
 from benchroute.reference import ReferencePairs, reference_pairs
 from benchroute.routing import store_costs
 from benchroute.scoring import task_means
@@ -130,8 +131,10 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
     then takes part in :meth:`route`, the policies and :meth:`select_model` (its task
     accuracies estimated from P, see :func:`added_models`), and is saved and loaded with the
     router. Calling it again for the same model adds to (and, for the same inputs, replaces)
-    its results and refits. Results on every pool input make it a pool model exactly as if
-    the router had been fitted with it (:func:`add_results`). ``costs`` is its cost per call.
+    its results and refits. Results on every pool input make it a pool model through
+    :func:`add_results`: with ``tune=False`` exactly as if the router had been fitted with it; a
+    tuned router keeps its tuning and falls back from a stack, logistic or task map to its tuned
+    kNN, as ``add_results`` does. ``costs`` is its cost per call.
     """
     check_is_fitted(router, "predictor_")
     check_model_name(name)
@@ -147,7 +150,8 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
     y = frame["label"].to_numpy(dtype=np.float64)
     old = router.added_.get(name)
     if old is not None:  # earlier labels of the same inputs are replaced
-        same = (1.0 - old.X @ X.T).min(axis=1) < 1e-6 if len(X) else np.zeros(len(old.y), bool)
+        same = (1.0 - old.X @ X.T).min(axis=1) < SELF_DISTANCE if len(X) \
+            else np.zeros(len(old.y), bool)
         X, y = np.vstack([old.X[~same], X]), np.r_[old.y[~same], y]
         rows = np.r_[_pool_rows_of(router, old.X[~same]), rows]
     covered = np.zeros(len(router.Y_), dtype=bool)
@@ -274,6 +278,7 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
     new = np.flatnonzero(rows < 0)
     pool = pool_labels(data)
     _check_additions(router, inst, rows, pool, len(new))
+    costs = store_costs(data)  # refuses a mean past a float's range: before anything changes
     if embeddings is not None:
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or len(embeddings) != len(inst):
@@ -305,7 +310,6 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
         router.added_.pop(name, None)
     _set_pool(router, index, Y, models, touched)
     router.reference_ = _reference(router)
-    costs = store_costs(data)
     if costs:
         router.costs_ = _merged_costs(router.costs_, old_counts, costs, data)
     _refit_added(router)
@@ -338,9 +342,9 @@ def _check_additions(router: Router, inst: pd.DataFrame, rows: np.ndarray, pool:
             if normalize_text(old) != normalize_text(now):
                 raise BenchrouteError(
                     f"add_results: input {inst['dataset'].iloc[j]!r} / "
-                    f"{inst['instance_id'].iloc[j]!r} has the text {now!r:.60} here and "
-                    f"{old!r:.60} in the router's pool; an input's text cannot change (fit "
-                    "again, or give it another instance_id)")
+                    f"{inst['instance_id'].iloc[j]!r} has another text here than in the "
+                    f"router's pool ({describe_difference(now, old)}); an input's text cannot "
+                    "change (fit again, or give it another instance_id)")
     total = len(router.Y_) + n_new
     for col, name in enumerate(pool.models):
         covered = int((~np.isnan(pool.Y[:, col])).sum())

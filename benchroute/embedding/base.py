@@ -96,6 +96,13 @@ def encode_reporting(encoder: Encoder, texts: Sequence[str], batch_size: int,
 #: How far a vector's norm may be from 1 before it is normalised (with a warning), for vectors
 #: given to fit, to queries and to the index.
 NORM_TOL = 1e-3
+#: How far a norm may be from 1 and the vector still be used as it is. Rows off by more are
+#: divided by their norm, silently below the tolerance of the caller. Why: an input's cosine
+#: distance to itself is 1 - |x|²; vectors stored as float16 (the bundled pack, the shared
+#: embedding files) have norms up to 6e-5 off 1, so an input sat at 2e-5 from itself and was
+#: not recognised as itself (:data:`benchroute.predictors.SELF_DISTANCE`): its own labels
+#: leaked into its features, and results sent again were added instead of replacing.
+EXACT_NORM_TOL = 1e-6
 
 
 #: Below this float32 sum of squares a row's norm is computed again in float64 (float32's
@@ -107,8 +114,9 @@ def unit_norm_rows(X: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, n
     """``(normalised, broken, off)`` for (n, d) vectors, the one check behind every place that
     takes vectors from outside (fit, queries, cache shards, imports): ``broken`` marks rows that
     are not finite or are all zero (they cannot be repaired), ``off`` rows whose norm is off 1 by
-    more than ``tol``; ``normalised`` is float32 with the off rows divided by their norm (the
-    input itself, as float32, when none is off).
+    more than ``tol`` (for the caller to warn of); ``normalised`` is float32 with every row
+    whose norm is off by more than :data:`EXACT_NORM_TOL` divided by its norm (the input
+    itself, as float32, when none is).
 
     One pass of float32 squares (a row with NaN or ±inf has a non-finite sum, so no separate
     pass over the elements). Only rows whose sum is not finite or is tiny are looked at again:
@@ -126,8 +134,8 @@ def unit_norm_rows(X: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, n
         finite[fine] = True
     norms = np.sqrt(np.where(finite, sq, 0.0))
     broken = ~finite | (norms == 0)
-    off = ~broken & (np.abs(norms - 1) > tol)
-    if off.any():
+    inexact = ~broken & (np.abs(norms - 1) > EXACT_NORM_TOL)
+    if inexact.any():
         out = out.copy()  # never the caller's array
-        out[off] = out[off] / norms[off, None]
-    return out, broken, off
+        out[inexact] = out[inexact] / norms[inexact, None]
+    return out, broken, inexact & (np.abs(norms - 1) > tol)

@@ -148,7 +148,7 @@ def read_embeddings_file(path: Path, dimension: int | None) -> tuple[list[str], 
 
 
 def unit_rows(vectors: np.ndarray, what: str, refusal: str) -> np.ndarray:
-    """``vectors`` with rows of unit norm (as given when they already are).
+    """``vectors`` as float32 rows of unit norm (:func:`unit_norm_rows`).
 
     Rows that are not finite or are all zero cannot be repaired and raise a
     :class:`CacheError` (``refusal`` says what happens to them); rows whose norm is off by more
@@ -165,8 +165,7 @@ def unit_rows(vectors: np.ndarray, what: str, refusal: str) -> np.ndarray:
         logger.warning("%s: %d of %d vectors were not of unit norm (first at row %d, norm %.4g) "
                        "and were normalised", what, int(off.sum()), len(out), first,
                        float(np.linalg.norm(vectors[first].astype(np.float64))))
-        return np.ascontiguousarray(out)
-    return vectors
+    return np.ascontiguousarray(out)  # float32 rows of unit norm to its precision
 
 
 # ---------------------------------------------------------------------- temporaries and lock

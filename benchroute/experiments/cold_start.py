@@ -37,6 +37,7 @@ from benchroute.new_models import (
     penalty_rows,
     probe_rows,
 )
+from benchroute.predictors import SELF_DISTANCE
 from benchroute.stacking import fit_soft_logistic
 from benchroute.tuning import PerInputPredictor, knn_search
 
@@ -60,7 +61,7 @@ class PoolNeighbours:
     @classmethod
     def search(cls, X: np.ndarray, K: int) -> PoolNeighbours:
         dist, rows = knn_search(X, X, K + _EXTRA)
-        self_ = dist < 1e-6
+        self_ = dist < SELF_DISTANCE
         dist = np.where(self_ | (rows < 0), np.inf, dist)
         order = np.argsort(dist, axis=1, kind="stable")[:, :K]
         dist = np.take_along_axis(dist, order, axis=1)

@@ -237,6 +237,10 @@ def test_fallback_to_the_label_mean_is_said():
         pred = BorrowingPredictor().fit(P, V, y)
     assert pred.fit_.fallback is not None and "fewer than min_labels" in pred.fit_.fallback
     np.testing.assert_allclose(pred.predict_proba(P, V), (y.sum() + 1) / (len(y) + 2))
+    # p̂'s update counts leave-one-out hits: labels [1, 0, 1] against the others' levels
+    # [0.5, 0.75, 0.5] never hit (the mean 2/3, which holds each label, hit twice)
+    assert pred.fit_.cv_hits == 0.0
+    assert pred.fit_.cv_brier == pytest.approx(np.mean((np.array([0.5, 0.75, 0.5]) - y) ** 2))
 
 
 @pytest.mark.parametrize("value", [1.0, 0.0])
@@ -849,6 +853,11 @@ def test_add_results_refuses_what_it_took_wrongly(tmp_path):
     other_text = frame[frame["dataset"] == "t0"].head(1).assign(text="another text entirely")
     with pytest.raises(BenchrouteError, match="an input's text cannot change"):
         r.add_results(BenchmarkData(other_text.reset_index(drop=True)))
+    # an edit past the 60th character is shown where it is (both texts were cut at 60)
+    first = frame[frame["dataset"] == "t0"].head(1)
+    edited = first.assign(text=first["text"] + " " + "x" * 70 + " edited")
+    with pytest.raises(BenchrouteError, match=r"first difference at character \d+: '.*' vs "):
+        r.add_results(BenchmarkData(edited.reset_index(drop=True)))
     r.add_results(BenchmarkData(frame[frame["dataset"] == "t3"].reset_index(drop=True)))
     full = Router(alphas=(0.0,), tune=False, encoder=ENC, cache_dir=str(tmp_path / "c")).fit(
         BenchmarkData(frame))
@@ -861,3 +870,62 @@ def test_add_results_refuses_what_it_took_wrongly(tmp_path):
     with pytest.raises(BenchrouteError, match="'x' was added from a few labels"):
         r.add_results(BenchmarkData(partial.reset_index(drop=True)))
     assert "x" in r.added_
+
+
+def test_pool_inputs_of_float16_vectors_are_themselves(tmp_path):
+    """Vectors stored as float16 (the bundled pack, --import of the shared files) kept norms up
+    to 6e-5 off 1, and an input sat about 1e-4 from itself: half the pool's inputs kept their
+    own labels in their features, and results sent again were added instead of replacing
+    (found by a review). Fit now normalises them exactly, and a saved flat index of such
+    vectors is normalised when loaded."""
+    from benchroute.embedding.base import HashingEncoder
+    from benchroute.index import VectorIndex
+    from benchroute.new_models import known_proba, pool_labels_at
+    from benchroute.predictors import SELF_DISTANCE
+
+    data = store()
+    inst = data.instances()
+    X16 = HashingEncoder(64, (1, 2)).encode(inst["text"].tolist()).astype(np.float16)
+    assert np.abs(1 - np.linalg.norm(X16.astype(np.float64), axis=1) ** 2).max() > SELF_DISTANCE
+    r = Router(alphas=(0.0,), repeats=1, encoder=ENC, tune=False,
+               cache_dir=str(tmp_path / "cache")).fit(data, embeddings=X16)
+    X = r.predictor_.index_.vectors()
+    rows, _ = pool_labels_at(r, X)
+    assert (rows == np.arange(len(X))).all()
+    # each input is its own nearest, within the distance at which P leaves it out
+    d, nb = r.predictor_.index_.search(X, 2)
+    assert (nb[:, 0] == np.arange(len(X))).all() and (d[:, 0] < SELF_DISTANCE).all()
+    # so its own label never enters its features: flipping it changes nothing there, while
+    # at the input whose nearest other input it is, it counts
+    labels = r.predictor_.labels_  # the labels the searches read
+    for j in range(0, len(X), 16):
+        i = int(nb[j, 1])
+        before = known_proba(r, X[[i, j]], without_self=True)[:, 0]
+        labels[i, 0] = 1.0 - labels[i, 0]
+        after = known_proba(r, X[[i, j]], without_self=True)[:, 0]
+        labels[i, 0] = 1.0 - labels[i, 0]
+        assert after[0] == before[0] and after[1] != before[1]
+    # results sent again replace the old ones
+    probe = r.probe_set(12)
+    r.add_model("late", new_results(data, probe))
+    r.add_model("late", new_results(data, probe))
+    assert r.added_["late"].fit.n_labels == 12
+    # an index saved with such vectors (before fit normalised them) is made exact on loading
+    idx = VectorIndex().add(X16.astype(np.float32), inst["dataset"].tolist())
+    idx.save(tmp_path / "old")
+    loaded = VectorIndex.load(tmp_path / "old")
+    assert loaded.make_exact() == len(X16)
+    assert (loaded.search(X, 1)[0][:, 0] < SELF_DISTANCE).all()
+    assert VectorIndex.load(tmp_path / "old", mmap=True).make_exact() == 0
+
+
+def test_add_results_refused_for_its_costs_changes_nothing(tmp_path):
+    """The cost check ran after the index, labels and tasks had grown: a caller was left with
+    a half-updated router (found by a review)."""
+    r = router(tmp_path, only(store(), KNOWN), tune=False)
+    frame = store(seed=3, n_tasks=1, models=tuple(KNOWN), prefix="u").frame.copy()
+    frame["cost"] = 1e308  # each finite; their mean is not
+    n, tasks = len(r.Y_), list(r.tasks_)
+    with pytest.raises(BenchrouteError, match="mean cost per call"):
+        r.add_results(BenchmarkData(frame))
+    assert (len(r.Y_), list(r.tasks_), len(r.predictor_.index_)) == (n, tasks, n)
