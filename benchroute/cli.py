@@ -132,8 +132,8 @@ def _add_model(sub: Any) -> None:
     exp.add_argument("--dir", type=Path, help="models folder (default $BENCHROUTE_HOME/models)")
     exp.add_argument("--force", action="store_true", help="export again even if present")
     exp.set_defaults(func=_cmd_model_export_onnx)
-    dst = msub.add_parser("distill-static", help="distil the installed model into static "
-                          "embeddings with model2vec (the @static encoder)")
+    dst = msub.add_parser("distill-static", help="distil the installed model's ONNX export "
+                          "into static embeddings, model2vec's method (the @static encoder)")
     dst.add_argument("--dir", type=Path, help="models folder (default $BENCHROUTE_HOME/models)")
     dst.add_argument("--force", action="store_true", help="distil again even if present")
     dst.set_defaults(func=_cmd_model_distill_static)
