@@ -323,11 +323,14 @@ def _warn_partial_models(router: Router) -> None:
     over those tasks alone, so three right answers on one task can make a model the best on
     average, and the default for every input."""
     acc = router.task_accuracy_
+    best = router.models_[router.bma_index(np.arange(len(router.models_)))]
     for model in router.pool_models_:
         has = int(acc[model].notna().sum())
         if 0 < has < len(acc):
             logger.warning("model %r has results on %d of the pool's %d tasks; its accuracy on "
-                           "average is over those only", model, has, len(acc))
+                           "average is over those only%s", model, has, len(acc),
+                           "; it is now the best model on average, the default for inputs "
+                           "the router has no better choice for" if model == best else "")
 
 
 def _check_additions(router: Router, inst: pd.DataFrame, rows: np.ndarray, pool: Pool,

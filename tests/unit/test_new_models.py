@@ -929,3 +929,17 @@ def test_add_results_refused_for_its_costs_changes_nothing(tmp_path):
     with pytest.raises(BenchrouteError, match="mean cost per call"):
         r.add_results(BenchmarkData(frame))
     assert (len(r.Y_), list(r.tasks_), len(r.predictor_.index_)) == (n, tasks, n)
+
+
+def test_a_model_with_results_on_few_tasks_that_becomes_the_best_is_named(tmp_path, caplog):
+    """A model brought in by add_results with results on one task (a removed model coming back
+    with a new table, say) became the best on average and the default for every input, with
+    only a generic note (found by a review)."""
+    r = router(tmp_path, only(store(), KNOWN), tune=False)
+    frame = store().frame
+    part = frame[(frame["dataset"] == "t0") & (frame["model"] == "m0")].assign(
+        model="late", score=1.0, correct=1.0)
+    with caplog.at_level("WARNING", logger="benchroute.pool_state"):
+        r.add_results(BenchmarkData(part.reset_index(drop=True)))
+    assert "'late' has results on 1 of the pool's 4 tasks" in caplog.text
+    assert "it is now the best model on average" in caplog.text and r.bma_ == "late"
