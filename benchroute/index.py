@@ -303,7 +303,7 @@ class VectorIndex:
         for start in range(0, len(self), _CHECK_CHUNK):  # chunks: a mapped pool may exceed memory
             stop = min(start + _CHECK_CHUNK, len(self))
             X = view[start:stop] if view is not None else self.vectors(np.arange(start, stop))
-            _, broken, off = unit_norm_rows(X, NORM_TOL)
+            _, broken, off = unit_norm_rows(X, NORM_TOL, normalise=False)
             bad = broken | off
             if bad.any() and first is None:
                 i = int(np.flatnonzero(bad)[0])

@@ -770,7 +770,7 @@ def _restore_added(path: Path, router: Router, n_labels: dict[str, int], dim: in
     for i, name in enumerate(names):
         X, y = arrays[f"X{i}"], arrays[f"y{i}"]
         if X.ndim != 2 or X.shape[1] != dim or X.dtype != np.float32 or not np.isfinite(X).all() \
-                or unit_norm_rows(X, NORM_TOL)[2].any():
+                or unit_norm_rows(X, NORM_TOL, normalise=False)[2].any():
             raise BenchrouteError(f"{path}: field 'X{i}' ({name}) must be finite float32 unit "
                                   f"vectors (L, {dim}), as saved; got {X.dtype} {X.shape}")
         if len(y) != n_labels[name]:

@@ -110,13 +110,15 @@ EXACT_NORM_TOL = 1e-6
 _TINY = 1e-30
 
 
-def unit_norm_rows(X: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unit_norm_rows(X: np.ndarray, tol: float, normalise: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(normalised, broken, off)`` for (n, d) vectors, the one check behind every place that
     takes vectors from outside (fit, queries, cache shards, imports): ``broken`` marks rows that
     are not finite or are all zero (they cannot be repaired), ``off`` rows whose norm is off 1 by
     more than ``tol`` (for the caller to warn of); ``normalised`` is float32 with every row
     whose norm is off by more than :data:`EXACT_NORM_TOL` divided by its norm (the input
-    itself, as float32, when none is).
+    itself, as float32, when none is, or when ``normalise`` is False: a check alone, which
+    allocates no copy).
 
     One pass of float32 squares (a row with NaN or ±inf has a non-finite sum, so no separate
     pass over the elements). Only rows whose sum is not finite or is tiny are looked at again:
@@ -135,7 +137,7 @@ def unit_norm_rows(X: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, n
     norms = np.sqrt(np.where(finite, sq, 0.0))
     broken = ~finite | (norms == 0)
     inexact = ~broken & (np.abs(norms - 1) > EXACT_NORM_TOL)
-    if inexact.any():
+    if normalise and inexact.any():
         out = out.copy()  # never the caller's array
         out[inexact] = out[inexact] / norms[inexact, None]
     return out, broken, inexact & (np.abs(norms - 1) > tol)
