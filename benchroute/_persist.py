@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -199,6 +200,12 @@ def check_output_path(path: str | os.PathLike[str], what: str = "file",
             raise error(f"{path}: cannot write the {what} ({parent} is not a folder)")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise error(f"{path}: cannot write the {what} ({parent} is not writable)")
+        if parent == Path(os.path.realpath(path)).parent:
+            # a file made and removed: os.access says yes to root on a read-only mount or
+            # /sys, where the write after a whole Ray job then failed (found by a review)
+            fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name[:50]}.", suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
     except OSError as exc:  # a name too long, say
         raise error(f"{path}: cannot write the {what} ({exc.strerror or exc})") from exc
     return path

@@ -395,8 +395,7 @@ def _load_router(path: Path | None, mmap: bool = False) -> Any:
 
 def _add_select(sub: Any) -> None:
     p = sub.add_parser("select", help="choose the best model for a task from its input texts")
-    p.add_argument("texts", nargs="?", help="one text per line, or JSONL with a 'text' field "
-                   "('-': standard input)")
+    p.add_argument("texts", nargs="?", help=_TEXTS_HELP)
     p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--labeled", help='JSONL lines {"text": ..., "labels": {model: 0/1}}')
     p.add_argument("--method", default="S3", choices=["S1", "S2", "S3"])
@@ -498,8 +497,7 @@ def _read_labeled(path: str) -> list[dict[str, Any]]:
 
 def _add_route(sub: Any) -> None:
     p = sub.add_parser("route", help="route each input text to a model")
-    p.add_argument("texts", nargs="?",
-                   help="one text per line, or JSONL with a 'text' field ('-': standard input)")
+    p.add_argument("texts", nargs="?", help=_TEXTS_HELP)
     p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--candidates", help="comma-separated models that may be chosen (a name holding a "
                    "comma quoted as in CSV)")
@@ -1147,8 +1145,21 @@ def _describe_os_error(exc: OSError) -> str:
     return where + reason
 
 
+_TEXTS_HELP = ("one text per line (.txt), or JSON objects with a 'text' field (.jsonl); other "
+               "names and '-' (standard input): a line starting with '{' is JSON")
+#: suffixes of files whose every line is a JSON object with a 'text' field, and of plain text
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_TEXT_SUFFIXES = (".txt", ".text")
+
+
 def _read_texts(path: str) -> list[str]:
-    """Input texts: one per line, or JSONL lines with a ``text`` field; ``-`` is standard input."""
+    """Input texts: one per line, or JSONL lines with a ``text`` field; ``-`` is standard input.
+
+    A ``.txt`` file is plain lines and a ``.jsonl``/``.ndjson``/``.json`` file JSONL, whatever a
+    line starts with; elsewhere (standard input, other names) a line starting with ``{`` is
+    JSON. Why by the suffix: in a plain prompt log a prompt starting with ``{`` was refused as
+    invalid JSON, and one that was a JSON object holding a ``text`` field was replaced by that
+    field (found by a review)."""
     from benchroute.exceptions import DataError
 
     p = Path(path) if path != "-" else Path("<stdin>")
@@ -1156,11 +1167,15 @@ def _read_texts(path: str) -> list[str]:
         raise DataError(f"{p}: no such file")
     texts: list[str] = []
     content = _read_stdin(p) if path == "-" else read_text_file(p, DataError)
-    for lineno, line in text_lines(content):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
+    lines = [(n, line) for n, line in text_lines(content) if line.strip()]
+    suffix = p.suffix.lower() if path != "-" else ""
+    for lineno, line in lines:
+        if suffix in _JSONL_SUFFIXES or (suffix not in _TEXT_SUFFIXES
+                                         and line.lstrip().startswith("{")):
             obj = parse_json(line, str(p), DataError, line=lineno)
+            if not isinstance(obj, dict):
+                raise DataError(f"{p}: line {lineno} is not a JSON object (a JSONL file of "
+                                "prompts has one object with a 'text' field per line)")
             if not isinstance(obj.get("text"), str):
                 raise DataError(f"{p}: line {lineno} has no string field 'text'")
             if not obj["text"].strip():

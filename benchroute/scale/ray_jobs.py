@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 #: Policies whose choice for one input depends on the other inputs routed with it: a batch
 #: would decide differently from the whole file.
 SET_POLICIES = ("budget",)
+#: How often an actor that died (killed for memory, a crash in native code) is restarted and
+#: its batch tried again. Ray Data's default is forever: a batch that kills its worker each
+#: time hung the job with no error (found by a review).
+RETRIES = 3
+_FAULTS = {"max_restarts": RETRIES, "max_task_retries": RETRIES}
 
 
 def _ray() -> Any:
@@ -54,14 +59,17 @@ def ray_session(address: str | None = None, progress: bool = False) -> Iterator[
         kwargs: dict[str, Any] = {} if (address or "").startswith("ray://") else \
             {"log_to_driver": progress, "include_dashboard": False}
         if address is None and not os.environ.get("RAY_ADDRESS"):
-            # a local Ray: its workers inherit this process's environment (BENCHROUTE_HOME,
-            # PYTHONPATH), so they find the same models and code
+            # a new local Ray, as the docs say, even where a cluster runs on this machine
+            # (Ray would join it, and refuse num_cpus there): its workers inherit this
+            # process's environment (BENCHROUTE_HOME, PYTHONPATH), so they find the same
+            # models and code
+            address = "local"
             kwargs["num_cpus"] = os.cpu_count() or 1
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise BenchrouteError(f"cannot start or join Ray at {address or 'a local node'!r}: "
-                                  f"{exc}") from exc
+            where = "a local node" if address in (None, "local") else repr(address)
+            raise BenchrouteError(f"cannot start or join Ray at {where}: {exc}") from exc
         started = True
     ctx = ray.data.DataContext.get_current()
     before = ctx.execution_options.preserve_order, ctx.enable_progress_bars
@@ -237,7 +245,7 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
                                                                      "batch_size": batch_size,
                                                                      "threads": threads},
                                 batch_size=rows_per_task, batch_format="numpy",
-                                concurrency=pool, num_cpus=cpus_per_actor)
+                                concurrency=pool, num_cpus=cpus_per_actor, **_FAULTS)
             for batch in ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"):
                 cache.put_keys([str(k) for k in batch["key"]], np.asarray(batch["embedding"]))
                 nodes |= _nodes(batch)
@@ -354,7 +362,8 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
                   "costs": None if costs is None else dict(costs), "params": params,
                   "ood_alpha": ood_alpha, "keep_duplicates": keep_duplicates}
         ds = ds.map_batches(RouteBatch, fn_constructor_kwargs=kwargs, batch_size=rows_per_task,
-                            batch_format="numpy", concurrency=pool, num_cpus=cpus_per_actor)
+                            batch_format="numpy", concurrency=pool, num_cpus=cpus_per_actor,
+                            **_FAULTS)
         parts.extend(ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"))
     write_routed(parts, out)
     return RouteReport(out, len(items), len(set().union(*map(_nodes, parts))))

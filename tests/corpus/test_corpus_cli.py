@@ -232,3 +232,16 @@ def test_fuzzed_arguments(corpus, run_cli, tmp_path, router_dir, argv, pattern):
     assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob("empty_dir/*"))
     assert not (tmp_path / "r").exists() and not (tmp_path / "res").exists()
     assert not (tmp_path.parent / "escape").exists()
+
+
+def test_a_txt_file_is_plain_lines_and_a_jsonl_file_json(corpus, run_cli, router_dir, tmp_path):
+    """A plain prompt log with a prompt starting with '{' was refused as invalid JSON, and a
+    prompt that was a JSON object with a 'text' field was replaced by it (found by a review)."""
+    plain = tmp_path / "prompts.txt"
+    plain.write_text('{a, b} is a set of two letters\n{"text": "kept whole"}\nplain\n')
+    run = run_cli(["route", str(plain), "--router", str(router_dir), "--json"])
+    assert corpus(AREA, "right", run, check=lambda out: len(out.splitlines()) == 3)
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text('{"text": "one"}\nnot json\n')
+    run = run_cli(["route", str(jsonl), "--router", str(router_dir)])
+    assert corpus(AREA, "error", run, match=r"prompts\.jsonl: line 2 is not valid JSON")

@@ -146,3 +146,33 @@ def test_a_failing_actor_is_a_library_error(local_ray, router_dir, tmp_path, mon
     # the worker's own error, whole, without Ray's traceback around it
     assert str(copy) in str(err.value) and "Traceback" not in str(err.value)
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_batch_that_kills_its_worker_fails_the_job(local_ray, router_dir, tmp_path,
+                                                     monkeypatch):
+    """Ray Data restarts a dead actor and retries its batch forever by default: a batch that
+    killed its worker each time (memory, a native crash) hung the job with no error (found by a
+    review). Now the job fails after a few tries, with nothing written."""
+    import os
+
+    from benchroute.scale import ray_jobs
+
+    class Crashing(ray_jobs.RouteBatch):  # defined here, so Ray ships it by value
+        def __call__(self, batch):
+            if "poison" in [str(t) for t in batch["text"]]:
+                os._exit(137)
+            return super().__call__(batch)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(ray_jobs, "RouteBatch", Crashing)
+    texts = [f"task {i % 4} input {i}" for i in range(12)] + ["poison"]
+    pool = ThreadPoolExecutor(1)  # a hang fails this test instead of hanging the suite
+    try:
+        job = pool.submit(route_with_ray, texts, tmp_path / "o.parquet", router_dir, actors=1,
+                          rows_per_task=4)
+        with pytest.raises(BenchrouteError, match="the Ray job failed.*died"):
+            job.result(timeout=180)
+    finally:
+        pool.shutdown(wait=False)
+    assert not (tmp_path / "o.parquet").exists()

@@ -33,9 +33,15 @@ def test_auto_only_with_amx_and_a_passed_check(monkeypatch, tmp_path, flags, pas
     monkeypatch.setattr(bf16, "cpu_flags", lambda: flags)
     assert not bf16.auto_bf16(tmp_path)  # nothing measured yet
     units = bf16.bf16_units(flags)
-    bf16._store(tmp_path, bf16._check_key(units), {"min_cosine": 0.99999 if passed else 0.99,
-                                                   "passed": passed, "units": units})
+    entry = {"min_cosine": 0.99999 if passed else 0.99, "passed": passed, "units": units,
+             "seconds_fp32": 14.0, "seconds_bf16": 7.1}
+    bf16._store(tmp_path, bf16._check_key(units), entry)
     assert bf16.auto_bf16(tmp_path) is auto
+    # a check that measured bf16 slower (torch emulating it) never makes it the default, nor
+    # one without timings
+    for seconds in ({"seconds_bf16": 109.0}, {"seconds_bf16": None}):
+        bf16._store(tmp_path, bf16._check_key(units), {**entry, **seconds})
+        assert bf16.auto_bf16(tmp_path) is False
     # the entry belongs to these units: another CPU sharing the folder measures again
     assert bf16.stored_check(tmp_path, ["other_unit"]) is None
 

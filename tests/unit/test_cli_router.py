@@ -20,7 +20,7 @@ def router_dir(tmp_path):
 
 
 def test_select_and_route(router_dir, tmp_path, capsys):
-    texts = tmp_path / "task.txt"
+    texts = tmp_path / "task.lines"  # no .txt: a line starting with '{' is JSON
     texts.write_text("task 1 input 1\n\ntask 1 input 2\n" + json.dumps({"text": "task 1 input 3"}) + "\n")
     assert main(["select", str(texts), "--router", str(router_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -64,7 +64,9 @@ def test_cli_errors(router_dir, tmp_path, capsys, setup, match):
     if setup == "empty":
         texts.write_text("\n\n")
     elif setup == "badjson":
+        texts = tmp_path / "t.jsonl"
         texts.write_text('{"txt": "x"}\n')
+        args[1] = str(texts)
     elif setup == "unknown_label":
         lab = tmp_path / "l.jsonl"
         lab.write_text(json.dumps({"text": "x", "labels": {"gpt-9": 1}}))
@@ -207,7 +209,7 @@ def test_lines_end_at_newlines_only(router_dir, tmp_path, capsys):
     """A prompt holding U+2028 or a form feed is one line, and JSONL written with
     ensure_ascii=False keeps such a character raw inside a string: splitlines() made two
     inputs of each and shifted the rest. A blank JSONL text names its file and line."""
-    texts = tmp_path / "t.txt"
+    texts = tmp_path / "t.lines"  # no .txt: a line starting with '{' is JSON
     texts.write_text("first\nsecond\u2028continued\r\nthird\x0cpage\n"
                      + json.dumps({"text": "a\u2028b\x85c"}, ensure_ascii=False) + "\n",
                      encoding="utf-8")
@@ -220,7 +222,7 @@ def test_lines_end_at_newlines_only(router_dir, tmp_path, capsys):
     assert got == ["one", "two", "three"]
     texts.write_text('{"text": "a"}\n\n{"text": "   "}\n')
     assert main(["route", str(texts), "--router", str(router_dir)]) == 2
-    assert "t.txt: line 3: field 'text' is empty" in capsys.readouterr().err
+    assert "t.lines: line 3: field 'text' is empty" in capsys.readouterr().err
 
 
 def test_route_out_never_replaces_the_texts_file(router_dir, tmp_path, capsys, monkeypatch):

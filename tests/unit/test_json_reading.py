@@ -5,6 +5,7 @@ the CLI's JSONL lines let deep nesting or a 5,000-digit integer escape as a trac
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -157,6 +158,19 @@ def test_atomic_writer_keeps_links_modes_and_long_names(tmp_path):
         write_file_atomic(tmp_path / "z.json", lambda tmp: (tmp.write_text("half"), 1 / 0), "z")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([long.name, "target.json",
                                                                  "link.json"])
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux's /sys")
+def test_an_output_folder_that_takes_no_file_is_refused_before_the_work(tmp_path):
+    """os.access says yes to root on /sys or a read-only mount: a whole Ray job ran, then its
+    write failed (found by a review). A file is made there and removed first; nothing stays."""
+    from benchroute._persist import check_output_path
+
+    with pytest.raises(BenchrouteError, match=r"/sys/routed\.parquet: cannot write the routed "
+                                              r"file \((Permission denied|Read-only)"):
+        check_output_path("/sys/routed.parquet", "routed file")
+    assert check_output_path(tmp_path / "ok.parquet") == tmp_path / "ok.parquet"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_writer_writes_through_a_pipe(tmp_path):
