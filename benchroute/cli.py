@@ -942,7 +942,7 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--upstreams", type=Path, required=True,
                    help="YAML/JSON: models: {NAME: {base_url, model, api_key_env?, cost?}}")
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
-    p.add_argument("--port", type=int, default=6060)
+    p.add_argument("--port", type=_port, default=6060, help="TCP port, 0-65535 (0: any free one)")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="require 'Authorization: Bearer <$VAR>' on /v1/* (401 otherwise)")
     p.add_argument("--policy", choices=["best", "threshold", "share", "smallest_sufficient",
@@ -1150,6 +1150,18 @@ _TEXTS_HELP = ("one text per line (.txt), or JSON objects with a 'text' field (.
 #: suffixes of files whose every line is a JSON object with a 'text' field, and of plain text
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _TEXT_SUFFIXES = (".txt", ".text")
+
+
+def _port(text: str) -> int:
+    """argparse's type for a TCP port: 99999 failed after the whole start-up as an internal
+    error (an OverflowError from the socket)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
+    return port
 
 
 def _read_texts(path: str) -> list[str]:

@@ -196,7 +196,16 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
                       config.encode_batch, config.ood_alpha, lacking=lacking)
     decider.decide(["warm-up"], [Entry(PREFIX)])  # load the encoder now, not on a request
     names = {m: m for m in upstreams if m in router.models_}
-    names.update({u.model: m for m, u in upstreams.items() if m in router.models_})
+    for m in list(names):
+        uid = upstreams[m].model
+        other = uid if uid in router.models_ and uid != m else names.get(uid, m)
+        if other != m:  # the name of another model: a request for it is ambiguous
+            raise BenchrouteError(
+                f"the upstreams file: the upstream id {uid!r} of {m!r} (field 'model') also "
+                f"names {other!r}, a router model or another upstream's id; a request for "
+                f"{uid!r} could mean either (it went to {m!r}, silently); give each upstream an "
+                "id that names no other served model")
+        names[uid] = m
     clash = sorted(n for n in names if reads_as_entry(n))
     if clash:
         raise BenchrouteError(f"served model name(s) {clash} read as entry points "
@@ -415,9 +424,10 @@ def create_app(gw: Gateway) -> FastAPI:
             raise GatewayError(401, "invalid or missing API key (Authorization: Bearer ...)",
                                "authentication_error", "invalid_api_key")
 
-    def entry_of(body: Mapping[str, Any]) -> Entry:
+    def known_entry(name: object) -> Entry:
+        """The entry point ``name`` names, or the OpenAI-style 404/400 for it."""
         try:
-            entry = parse_entry(body.get("model"), gw.names)
+            entry = parse_entry(name, gw.names)
             if entry.pinned is None:
                 gw.decider.resolve(entry)
         except EntryError as exc:
@@ -425,6 +435,10 @@ def create_app(gw: Gateway) -> FastAPI:
                                code="model_not_found" if exc.status == 404 else None) from None
         except BenchrouteError as exc:
             raise GatewayError(400, str(exc), param="model") from None
+        return entry
+
+    def entry_of(body: Mapping[str, Any]) -> Entry:
+        entry = known_entry(body.get("model"))
         if entry.policy == "share" and entry.value is not None:
             gw.metrics.set_target(entry.label, gw.decider.strong, entry.value)
         return entry
@@ -473,24 +487,34 @@ def create_app(gw: Gateway) -> FastAPI:
                 ) -> Response:
         """The client's response to a forwarded call, logged (a stream when it has ended, with
         how it ended)."""
-        answered = gw.upstreams.get(ans.model)
+        # a model answered unless every try failed; a cost only for an answer (a 4xx is the
+        # call refused: the metrics never charged it, the log did)
+        failed = bool(ans.failures) and ans.status >= 500
+        answered = None if failed else gw.upstreams.get(ans.model)
         record: dict[str, Any] = {
-            "answered": ans.model, "status": ans.status, "stream": stream,
+            "answered": None if failed else ans.model, "status": ans.status, "stream": stream,
             "upstream_model": answered.model if answered is not None else None,
             "upstream_fallback": reason,  # the decision's own is 'fallback_reason'
-            "answered_cost": answered.cost if answered is not None else None}
+            "answered_cost": answered.cost if answered is not None and ans.status < 400
+            else None}
         if ans.status < 400:
             gw.metrics.answered(ans.model)
-        headers = {**ans.headers, **decision_headers(d, ans.model or d.model, reason)}
+        headers = {**ans.headers,
+                   **decision_headers(d, d.model if failed else ans.model or d.model, reason)}
         if ans.stream is None:
             log("chat", d, text, **record, stream_end=None)
             return Response(ans.content, status_code=ans.status, media_type=ans.media_type,
                             headers=headers)
         outcome, at = ans.outcome, time.time()
-        return _ClosingStream(
-            ans.stream, status_code=ans.status, media_type=ans.media_type, headers=headers,
-            close=ans.close, ended=lambda: log("chat", d, text, at=at, **record, stream_end=(
-                outcome() if outcome is not None else None)))
+
+        def ended() -> None:
+            end = outcome() if outcome is not None else None
+            if end is not None:
+                gw.metrics.stream_end(end)
+            log("chat", d, text, at=at, **record, stream_end=end)
+
+        return _ClosingStream(ans.stream, status_code=ans.status, media_type=ans.media_type,
+                              headers=headers, close=ans.close, ended=ended)
 
     @app.post("/v1/route")
     async def route(request: Request) -> JSONResponse:
@@ -521,6 +545,19 @@ def create_app(gw: Gateway) -> FastAPI:
         data += [{"id": m, "object": "model", "created": 0, "owned_by": "upstream",
                   "upstream_model": u.model} for m, u in gw.upstreams.items()]
         return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request) -> JSONResponse:
+        """OpenAI's retrieve: the openai client's ``models.retrieve("benchroute")`` was a 404.
+        An entry point the gateway would take (any valid spelling) or a served model."""
+        authorise(request)
+        if model_id in gw.upstreams:
+            return JSONResponse({"id": model_id, "object": "model", "created": 0,
+                                 "owned_by": "upstream",
+                                 "upstream_model": gw.upstreams[model_id].model})
+        known_entry(model_id)  # a chat request's own 404 or 400 when it is no entry
+        return JSONResponse({"id": model_id, "object": "model", "created": 0,
+                             "owned_by": "benchroute"})
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

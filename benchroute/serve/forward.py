@@ -161,7 +161,8 @@ class Forwarder:
                 failures.append(got)
                 self._note(model, t0, got.kind)
                 continue
-            self._note(model, t0, None)
+            # an upstream's rate limit is passed back, never retried, and counted on its model
+            self._note(model, t0, "http_429" if got.status == 429 else None)
             got.failures = tuple(failures)
             return got
         last = failures[-1] if failures else Failure("", 502, "none", "no upstream to call")

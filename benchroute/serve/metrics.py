@@ -26,6 +26,8 @@ from benchroute.serve.decide import Decision
 
 #: the label of the entries past ``max_entries``
 OTHER = "other"
+#: endpoints that read the gateway's state (the status page, Prometheus, health checks)
+WATCHING = frozenset({"/", "/status.json", "/metrics", "/healthz"})
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -65,6 +67,9 @@ class GatewayMetrics:
         self.batch_size = Histogram("benchroute_decision_batch_size", "Requests decided per "
                                     "encoder batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128),
                                     registry=r)
+        self.stream_ends = PCounter("benchroute_stream_ends", "Streamed answers by how they "
+                                    "ended: complete, upstream_broke_off, client_gone, "
+                                    "not_sent", ["end"], registry=r)
         self.cost = PCounter("benchroute_estimated_cost", "Estimated cost of the routed calls "
                              "(cost per call of the model that answered)", registry=r)
         self.cost_strongest = PCounter("benchroute_strongest_cost", f"Cost of the same calls "
@@ -105,7 +110,12 @@ class GatewayMetrics:
         self.target.labels(label, model).set(share)
 
     def request(self, endpoint: str, status: int) -> None:
+        """A request, by endpoint and status. The page's and the monitors' own reads
+        (:data:`WATCHING`) count in ``benchroute_requests_total`` alone, not in the traffic the
+        page shows: an open page made an idle gateway look busy (found by a review)."""
         self.requests.labels(endpoint, str(status)).inc()
+        if endpoint in WATCHING:
+            return
         with self._lock:
             self.totals["requests"] += 1
             if status >= 400:
@@ -115,7 +125,9 @@ class GatewayMetrics:
         with self._lock:
             entry = self._label(d.entry)
         self.decisions.labels(entry, d.model).inc()
-        self.decision_seconds.observe(d.decision_ms / 1e3)
+        routed = d.policy != "pinned"  # a pinned model is no routing decision: no latency
+        if routed:
+            self.decision_seconds.observe(d.decision_ms / 1e3)
         if d.fallback:
             self.fallback(d.fallback.split(" (")[0].split(":")[0])
         if d.in_pool:
@@ -124,7 +136,8 @@ class GatewayMetrics:
             counts = self._counts.setdefault(entry, Counter())
             counts[d.model] += 1
             total = sum(counts.values())
-            self._latency.append(d.decision_ms)
+            if routed:
+                self._latency.append(d.decision_ms)
             if d.p:
                 self._p.append(d.p.get(d.model, np.nan))
             shares = {m: counts[m] / total for m in counts}
@@ -150,6 +163,11 @@ class GatewayMetrics:
         self.cost_strongest.inc(self.costs.get(self.strongest, 0.0))
         with self._lock:
             self._cost_live.append(c)
+
+    def stream_end(self, outcome: str) -> None:
+        """How a relayed stream ended (``Answer.outcome``): a client gone mid-stream was seen
+        nowhere before (found by a review)."""
+        self.stream_ends.labels(outcome.split(" (")[0].replace(" ", "_")).inc()
 
     def upstream(self, model: str, seconds: float, error: str | None = None) -> None:
         self.upstream_seconds.labels(model).observe(seconds)

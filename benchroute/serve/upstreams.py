@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from benchroute._persist import parse_json, read_text_file
 from benchroute.exceptions import BenchrouteError
@@ -49,7 +49,10 @@ class Upstream:
 
     @property
     def chat_url(self) -> str:
-        return self.base_url.rstrip("/") + "/chat/completions"
+        """The base URL's path + ``/chat/completions``, its query kept (Azure's
+        ``?api-version=``: it was appended after the query, and every call was a 404)."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -132,20 +135,26 @@ def load_upstreams(path: str | os.PathLike[str], environ: Mapping[str, str] | No
         if extra:
             raise BenchrouteError(f"{path}: field 'models.{name}' has unknown key(s) {extra}; "
                                   f"known: {sorted(_FIELDS)}")
-        for key in ("base_url", "model"):
-            if key not in spec:
-                raise BenchrouteError(f"{path}: field 'models.{name}.{key}' is missing")
+        for needed in ("base_url", "model"):
+            if needed not in spec:
+                raise BenchrouteError(f"{path}: field 'models.{name}.{needed}' is missing")
         url = str(_field(path, name, "base_url", spec["base_url"], str))
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise BenchrouteError(f"{path}: field 'models.{name}.base_url' must be an http(s) URL, "
-                                  f"got {url!r:.80}")
+        _check_url(path, name, url)
         model = str(_field(path, name, "model", spec["model"], str))
+        if not model.strip() or model != model.strip():
+            raise BenchrouteError(f"{path}: field 'models.{name}.model' must be the upstream's "
+                                  f"model id, without surrounding spaces; got {model!r:.80}")
         key_env = spec.get("api_key_env")
+        secret: str | None = None
         if key_env is not None:
             key_env = str(_field(path, name, "api_key_env", key_env, str))
-            if not env.get(key_env):
+            secret = (env.get(key_env) or "").strip()  # a secrets file's line break, say
+            if not secret:
                 unset.append(f"{key_env} (models.{name})")
+            elif any(c.isspace() or not c.isprintable() for c in secret):
+                raise BenchrouteError(f"{path}: the key in ${key_env} (models.{name}) holds "
+                                      "spaces or control characters; no HTTP header can carry "
+                                      "it (every call failed as 'unreachable')")
         cost = spec.get("cost")
         if cost is not None:
             if isinstance(cost, bool) or not isinstance(cost, (int, float)) \
@@ -153,12 +162,27 @@ def load_upstreams(path: str | os.PathLike[str], environ: Mapping[str, str] | No
                 raise BenchrouteError(f"{path}: field 'models.{name}.cost' must be a finite "
                                       f"number >= 0, got {cost!r:.60}")
             cost = float(cost)
-        out[name] = Upstream(name, url, model, key_env, cost,
-                             env.get(key_env) if key_env else None)
+        out[name] = Upstream(name, url, model, key_env, cost, secret or None)
     if unset and need_keys:  # calibrate reads the costs alone: no secret needed there
         raise BenchrouteError(f"{path}: environment variable(s) for upstream keys not set: "
                               f"{', '.join(unset)}")
     return out
+
+
+def _check_url(path: Path, name: str, url: str) -> None:
+    """An http(s) URL with a host and a valid port, no fragment: the ones that could never be
+    called were accepted and failed on every request ('http://:80/v1', port 99999)."""
+    where = f"{path}: field 'models.{name}.base_url'"
+    parts = urlsplit(url)
+    try:
+        port = parts.port  # raises for a port out of range or not a number
+    except ValueError as exc:
+        raise BenchrouteError(f"{where}: {exc}, in {url!r:.80}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BenchrouteError(f"{where} must be an http(s) URL with a host, got {url!r:.80}")
+    if port == 0 or parts.fragment:
+        raise BenchrouteError(f"{where} has {'port 0' if port == 0 else 'a #fragment'}, which "
+                              f"no request can use: {url!r:.80}")
 
 
 def check_coverage(upstreams: Mapping[str, Upstream], needed: Iterable[str], path: object,

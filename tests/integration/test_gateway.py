@@ -187,6 +187,13 @@ def test_pinned_model_and_models_list(router, fake):
         c = client(base)
         ids = [m.id for m in c.models.list()]
         raw = c.chat.completions.with_raw_response.create(model="up-m2", messages=user("x"))
+        # retrieve: an entry in any spelling or a served model (it was a 404 for every id)
+        got = [c.models.retrieve(m).id for m in ("benchroute", "BENCHROUTE-share-0.30", "m1")]
+        with pytest.raises(openai.NotFoundError, match="unknown model .gpt-9."):
+            c.models.retrieve("gpt-9")
+        with pytest.raises(openai.BadRequestError):
+            c.models.retrieve("benchroute-share-7")
+    assert got == ["benchroute", "BENCHROUTE-share-0.30", "m1"]
     assert "benchroute" in ids and "benchroute-share-0.3" in ids and {"m0", "m1", "m2"} <= set(ids)
     assert raw.headers["x-benchroute-model"] == "m2" and raw.headers["x-benchroute-policy"] == "pinned"
     assert raw.parse().model == "up-m2"
@@ -259,18 +266,30 @@ def test_every_try_failing_gives_openai_error_with_upstream_status(router, fake,
     assert len(cfg.calls) == (0 if fault == "refused" else 2)
 
 
-def test_retries_can_be_turned_off_and_4xx_is_passed_back(router, fake):
+def test_retries_can_be_turned_off_and_4xx_is_passed_back(router, fake, tmp_path):
+    """A 429 was counted on no model, and logged with a cost the metrics never charged; a call
+    whose every try failed was logged as answered by the last model tried (found by a
+    review)."""
     cfg, url = fake
     cfg.fail = {f"up-{m}": 503 for m in router.models_}
-    with gateway(router, upstreams(url, router), GatewayConfig(retries=0)) as (gw, base):
+    log = tmp_path / "d.jsonl"
+    config = GatewayConfig(retries=0, decision_log=str(log))
+    with gateway(router, upstreams(url, router), config) as (gw, base):
         resp = httpx.post(base + "/v1/chat/completions",
                           json={"model": "benchroute", "messages": user("x")})
         assert resp.status_code == 503 and len(cfg.calls) == 1
         cfg.fail = {f"up-{m}": 429 for m in router.models_}
         resp = httpx.post(base + "/v1/chat/completions",
                           json={"model": "benchroute", "messages": user("x")})
+        metrics = httpx.get(base + "/metrics").text
     assert resp.status_code == 429 and resp.json()["error"]["message"] == "fake 429"
     assert len(cfg.calls) == 2
+    limited = resp.headers["x-benchroute-model"]
+    assert f'benchroute_upstream_errors_total{{kind="http_429",model="{limited}"}} 1.0' in metrics
+    failed, refused = (json.loads(x) for x in log.read_text().splitlines())
+    assert (failed["status"], failed["answered"], failed["answered_cost"]) == (503, None, None)
+    assert (refused["status"], refused["answered"], refused["answered_cost"]) == (429, limited,
+                                                                                 None)
 
 
 def test_stream_retried_before_start_not_after(router, fake):
@@ -308,7 +327,10 @@ def test_the_decision_log_says_how_a_stream_ended(router, fake, tmp_path):
             "model": "benchroute", "messages": user("task 3 input 3"), "stream": True})
         plain = httpx.post(base + "/v1/chat/completions", json={
             "model": "benchroute", "messages": user("task 3 input 3")})
+        metrics = httpx.get(base + "/metrics").text
     assert (whole.status_code, broken.status_code, plain.status_code) == (200, 200, 200)
+    assert 'benchroute_stream_ends_total{end="complete"} 1.0' in metrics
+    assert 'benchroute_stream_ends_total{end="upstream_broke_off"} 1.0' in metrics
     lines = [json.loads(x) for x in log.read_text().splitlines() if '"chat"' in x]
     assert [(x["stream"], x["stream_end"]) for x in lines] == [
         (True, "complete"), (True, "upstream broke off (RemoteProtocolError)"), (False, None)]
@@ -347,6 +369,26 @@ def test_load_with_failing_upstream_loses_nothing(router, fake):
     assert errors == cfg.count // 10 >= 29         # every failing call seen, none invented
     assert 2 * (300 - len(ok)) <= errors            # each failed request spent two of them
     assert snap["totals"]["decisions"] == 300
+
+
+def test_the_page_counts_traffic_not_its_own_reads_nor_pinned_calls_as_decisions(router, fake):
+    """An open page (a read every 2 s) made an idle gateway look busy, and pinned requests,
+    which decide nothing, entered the decision latency as 0 ms (found by a review)."""
+    cfg, url = fake
+    with gateway(router, upstreams(url, router)) as (gw, base):
+        httpx.post(base + "/v1/route", json={"input": "task 1 input 1"})
+        for _ in range(5):
+            httpx.get(base + "/status.json")
+            httpx.get(base + "/metrics")
+            httpx.get(base + "/")
+        for _ in range(3):
+            httpx.post(base + "/v1/route", json={"input": "task 1 input 1", "model": "m0"})
+        live = httpx.get(base + "/status.json").json()["live"]
+        metrics = httpx.get(base + "/metrics").text
+    assert live["totals"]["requests"] == 4 and live["totals"]["decisions"] == 4
+    assert live["decision_ms"]["n"] == 1
+    assert 'benchroute_requests_total{endpoint="/status.json",status="200"} 6.0' in metrics
+    assert "benchroute_decision_seconds_count 1.0" in metrics
 
 
 # ---------------------------------------------------------------------- limits and auth
@@ -746,6 +788,13 @@ def test_start_up_names_what_serve_was_given_wrong(router, fake, tmp_path, caplo
         build_gateway(router, upstreams(url, router), params={"strong": "m0", "weak": "zz"})
     with pytest.raises(BenchrouteError, match=r"--param \['t'\] without --policy"):
         build_gateway(router, upstreams(url, router), params={"t": 0.2})
+    # an upstream id that is another model's name: a request for that model went to this one
+    for clash in ("m1", "up-m1"):  # a router model's name, another upstream's id
+        ups = upstreams(url, router)
+        ups["m0"] = Upstream("m0", url + "/v1", clash, cost=COSTS["m0"])
+        with pytest.raises(BenchrouteError, match=rf"upstream id '{clash}' of 'm[01]' \(field "
+                                                  r"'model'\) also names 'm[01]'"):
+            build_gateway(router, ups)
     ups = upstreams(url, router)
     ups["m2"] = Upstream("m2", url + "/v1", "up-m2", cost=None)
     with caplog.at_level("WARNING"), gateway(router, ups) as (gw, base):

@@ -97,6 +97,13 @@ def test_upstreams_file_yaml_and_json(tmp_path):
     j = _write(tmp_path, {"models": {"a": {"base_url": "https://127.0.0.1/v1", "model": "A"}}},
                "up.json")
     assert load_upstreams(j, {})["a"].model == "A"
+    # a query string stays after the path (Azure's api-version: every call was a 404), and a
+    # key read from a secrets file loses its line break (every call failed as unreachable)
+    q = _write(tmp_path, "models:\n  a: {base_url: 'https://127.0.0.1/openai/d?api-version=1', "
+               "model: A, api_key_env: K}\n", "q.yaml")
+    got = load_upstreams(q, {"K": "sekrit\n"})["a"]
+    assert got.chat_url == "https://127.0.0.1/openai/d/chat/completions?api-version=1"
+    assert got.headers() == {"Authorization": "Bearer sekrit"}
 
 
 @pytest.mark.parametrize("content, match", [
@@ -112,12 +119,27 @@ def test_upstreams_file_yaml_and_json(tmp_path):
      " b: {base_url: 'http://127.0.0.1', model: B, api_key_env: NOPE2}}",
      r"not set: NOPE1 \(models.a\), NOPE2 \(models.b\)"),
     ("models: [unclosed", r"invalid YAML"),
+    # URLs and ids no request could use were accepted (found by a review)
+    ("models: {a: {base_url: 'http://:80/v1', model: A}}", r"base_url' must be an http\(s\) URL "
+                                                          r"with a host"),
+    ("models: {a: {base_url: 'http://127.0.0.1:99999/v1', model: A}}", r"Port out of range"),
+    ("models: {a: {base_url: 'http://127.0.0.1/v1#x', model: A}}", r"a #fragment"),
+    ("models: {a: {base_url: 'http://127.0.0.1/v1', model: ''}}", r"'models.a.model' must be"),
+    ("models: {a: {base_url: 'http://127.0.0.1/v1', model: ' A'}}", r"without surrounding"),
 ])
 def test_upstreams_file_errors_name_file_and_field(tmp_path, content, match):
     p = _write(tmp_path, content)
     with pytest.raises(BenchrouteError, match=match) as info:
         load_upstreams(p, {})
     assert str(p) in str(info.value)
+
+
+def test_an_upstream_key_no_header_can_carry_is_refused(tmp_path):
+    p = _write(tmp_path, "models: {a: {base_url: 'http://127.0.0.1/v1', model: A, "
+               "api_key_env: K}}")
+    with pytest.raises(BenchrouteError, match=r"the key in \$K \(models.a\) holds spaces") as e:
+        load_upstreams(p, {"K": "two\nlines"})
+    assert "two" not in str(e.value)  # the secret is never shown
 
 
 def test_missing_upstreams_listed_at_once():
@@ -212,3 +234,14 @@ def test_an_upstreams_yaml_cost_in_exponent_form_is_a_number(tmp_path):
     ups = load_upstreams(_write(tmp_path, "models:\n  m0: {base_url: 'http://127.0.0.1:1/v1', "
                                           "model: a, cost: 1e-4}\n"))
     assert ups["m0"].cost == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_port_out_of_range_is_a_usage_error(port, capsys):
+    """--port 99999 ran the whole start-up, then failed as an internal error (found by a
+    review)."""
+    from benchroute.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--router", "r", "--upstreams", "u.yaml", "--port", port])
+    assert exit_.value.code == 2 and "--port" in capsys.readouterr().err
