@@ -254,7 +254,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         from benchroute.scale.ray_jobs import embed_with_ray
 
         report = embed_with_ray(texts, args.encoder, args.store, address=address,
-                                actors=args.actors, progress=not args.quiet)
+                                actors=args.actors, progress=not args.quiet,
+                                return_vectors=False)  # they are in the cache
         where = f"on Ray ({_count(report.nodes, 'node')})" if report.embedded else \
             "(Ray not started)"
         print(f"{len(texts)} inputs: {report.cached} cached, {report.embedded} embedded {where} "

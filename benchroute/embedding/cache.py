@@ -133,6 +133,10 @@ class EmbeddingCache:
     def __contains__(self, text: str) -> bool:
         return text_key(text) in self._where
 
+    def has_key(self, key: str) -> bool:
+        """Whether the vector of the text whose :func:`text_key` is ``key`` is stored."""
+        return key in self._where
+
     # ------------------------------------------------------------------ reading
     def _shard_vectors(self, idx: int) -> np.ndarray:
         if idx not in self._loaded:
@@ -163,11 +167,14 @@ class EmbeddingCache:
         return self.get_by_keys([text_key(t) for t in as_texts(texts)])
 
     # ------------------------------------------------------------------ writing
-    def put_keys(self, keys: Sequence[str], vectors: np.ndarray) -> Path | None:
+    def put_keys(self, keys: Sequence[str], vectors: np.ndarray, keep: bool = True
+                 ) -> Path | None:
         """Append one shard with the keys not stored yet; atomic (temp file + rename).
 
         Runs under the write lock after re-reading the shard list, so a key another process
         stored meanwhile is not written twice. A failed write (a full disk) leaves no file.
+        ``keep=False`` does not hold the stored vectors in memory (a later read loads them from
+        the shard): a writer of a large pool, such as a Ray job's driver, stays small.
         """
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or len(vectors) != len(keys) or vectors.dtype.kind != "f":
@@ -187,15 +194,17 @@ class EmbeddingCache:
             rows = unit_rows(vectors[new], "vectors to store", "they are refused")
             if locked:  # no other writer is half way through a file: clear what failed ones left
                 self.remove_stale_temporaries(max_age=None)
-            return self._write_shard(keys, new, rows)
+            return self._write_shard(keys, new, rows, keep)
 
-    def _write_shard(self, keys: Sequence[str], new: list[int], rows: np.ndarray) -> Path:
+    def _write_shard(self, keys: Sequence[str], new: list[int], rows: np.ndarray,
+                     keep: bool = True) -> Path:
         shards.write_meta(self.folder, self.encoder_id, self.dimension)
         final = shards.write_shard(self.folder, [keys[i] for i in new], rows)
         idx = len(self._shards)
         self._shards.append(final)
         self._sizes.append(len(new))
-        self._loaded[idx] = rows
+        if keep:
+            self._loaded[idx] = rows
         for row, i in enumerate(new):
             self._where[keys[i]] = (idx, row)
         return final

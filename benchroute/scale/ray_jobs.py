@@ -138,9 +138,26 @@ def _exception_text(block: str) -> str | None:
     return block[found[-1].start():].strip() if found else None
 
 
-def _nodes(batch: Mapping[str, np.ndarray]) -> set[str]:
-    """The Ray nodes that ran a batch's rows (each row carries its actor's node id)."""
-    return set(map(str, batch["node"]))
+def _nodes(batch: Mapping[str, np.ndarray]) -> set[int]:
+    """The Ray nodes that ran a batch's rows (each row carries its actor's :func:`_node_code`)."""
+    return set(np.unique(batch["node"]).tolist())
+
+
+def _node_code(ray: Any) -> int:
+    """This actor's Ray node as an int64 (the first 15 hex digits of its 56-digit id): a row
+    carried the id itself, 224 bytes of NumPy text a row on the driver (found by a review)."""
+    return int(ray.get_runtime_context().get_node_id()[:15], 16)
+
+
+def _items(columns: Mapping[str, Any], rows: int, rows_per_task: int, ray: Any) -> Any:
+    """A Ray dataset of ``columns`` (equal lengths) in blocks of ``rows_per_task`` rows, built
+    from Arrow columns: ``from_items`` held a Python dict per row on the driver (about 0.3 KB
+    each) besides the texts themselves."""
+    import pyarrow as pa
+
+    table = pa.table(columns)
+    return ray.data.from_arrow([table.slice(a, rows_per_task)
+                                for a in range(0, rows, rows_per_task)])
 
 
 def _actors(ray: Any, actors: int | None, cpus_per_actor: float, blocks: int) -> int:
@@ -170,7 +187,7 @@ class EncodeBatch:
 
         from benchroute.embedding import get_encoder
 
-        self.node = ray.get_runtime_context().get_node_id()
+        self.node = _node_code(ray)
         self.encoder = get_encoder(encoder)
         # ONNX Runtime would start one thread per core of the node in every actor; torch reads
         # OMP_NUM_THREADS, which Ray sets to the actor's CPUs
@@ -182,7 +199,7 @@ class EncodeBatch:
         texts = [str(t) for t in batch["text"]]
         vectors = self.encoder.encode(texts, batch_size=self.batch_size)
         return {"key": batch["key"], "embedding": np.ascontiguousarray(vectors, dtype=np.float32),
-                "node": np.full(len(texts), self.node)}
+                "node": np.full(len(texts), self.node, dtype=np.int64)}
 
 
 @dataclass(frozen=True)
@@ -191,7 +208,7 @@ class EmbedReport:
     were found in the cache, how many unique texts the cluster embedded and on how many of
     its nodes (0 when everything was cached)."""
 
-    vectors: np.ndarray
+    vectors: np.ndarray | None
     cached: int
     embedded: int
     cache_folder: Path
@@ -202,7 +219,8 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
                    cache_dir: str | os.PathLike[str] | None = None, *,
                    address: str | None = None, actors: int | None = None,
                    cpus_per_actor: float = 1.0, batch_size: int = 32,
-                   rows_per_task: int = 256, progress: bool = False) -> EmbedReport:
+                   rows_per_task: int = 256, progress: bool = False,
+                   return_vectors: bool = True) -> EmbedReport:
     """Embed ``texts`` on a Ray cluster into the cache of ``encoder``; (n, d) vectors back.
 
     Only texts whose key is not cached yet travel (each once); they are sorted by length so
@@ -213,7 +231,8 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
 
     ``encoder`` is a name :func:`benchroute.embedding.get_encoder` resolves; each actor
     resolves it again, so on a cluster the model must be installed on every node
-    (``benchroute model install``).
+    (``benchroute model install``). ``return_vectors=False`` leaves the vectors in the cache
+    alone (``vectors`` is then None): a pool's vectors need not fit on the driver.
     """
     from benchroute.data.text import text_key
     from benchroute.embedding import EmbeddingCache, get_encoder
@@ -234,27 +253,33 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
     for i, k in enumerate(keys):
         first.setdefault(k, i)
     todo = sorted((i for i in first.values() if items[i] not in cache), key=lambda i: len(items[i]))
-    nodes: set[str] = set()
+    nodes: set[int] = set()
     if todo:
         with ray_session(address, progress) as ray:
             blocks = -(-len(todo) // rows_per_task)
             pool = _actors(ray, actors, cpus_per_actor, blocks)
-            ds = ray.data.from_items([{"key": keys[i], "text": items[i]} for i in todo],
-                                     override_num_blocks=blocks)
+            ds = _items({"key": [keys[i] for i in todo], "text": [items[i] for i in todo]},
+                        len(todo), rows_per_task, ray)
             ds = ds.map_batches(EncodeBatch, fn_constructor_kwargs={"encoder": encoder,
                                                                      "batch_size": batch_size,
                                                                      "threads": threads},
                                 batch_size=rows_per_task, batch_format="numpy",
                                 concurrency=pool, num_cpus=cpus_per_actor, **_FAULTS)
             for batch in ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"):
-                cache.put_keys([str(k) for k in batch["key"]], np.asarray(batch["embedding"]))
+                cache.put_keys([str(k) for k in batch["key"]], np.asarray(batch["embedding"]),
+                               keep=False)  # in the shard, not held: the pool may be large
                 nodes |= _nodes(batch)
+    new = {keys[i] for i in todo}
+    cached = sum(k not in new for k in keys)
+    if not return_vectors:  # the CLI's: every vector is in the cache, none held here
+        missing = sum(not cache.has_key(k) for k in set(keys))
+        if missing:
+            raise BenchrouteError(f"{missing} embeddings missing after the Ray job")
+        return EmbedReport(None, cached, len(todo), cache.folder, len(nodes))
     vectors, found = cache.get_by_keys(keys)
     if not found.all():
         raise BenchrouteError(f"{int((~found).sum())} embeddings missing after the Ray job")
-    new = {keys[i] for i in todo}
-    return EmbedReport(vectors, sum(k not in new for k in keys), len(todo), cache.folder,
-                       len(nodes))
+    return EmbedReport(vectors, cached, len(todo), cache.folder, len(nodes))
 
 
 # ---------------------------------------------------------------------- routing
@@ -268,7 +293,7 @@ class RouteBatch:
                  ood_alpha: float | None = None, keep_duplicates: bool = False) -> None:
         import ray
 
-        self.node = ray.get_runtime_context().get_node_id()
+        self.node = _node_code(ray)
         self.router = _open_router(router)
         self.policy, self.candidates, self.costs, self.params = policy, candidates, costs, params
         self.ood_alpha, self.keep_duplicates = ood_alpha, keep_duplicates
@@ -281,7 +306,7 @@ class RouteBatch:
             costs=self.costs, ood_alpha=self.ood_alpha, keep_duplicates=self.keep_duplicates,
             **self.params)
         return {"row": batch["row"], **frame_columns(frame),
-                "node": np.full(len(frame), self.node)}
+                "node": np.full(len(frame), self.node, dtype=np.int64)}
 
 
 @dataclass(frozen=True)
@@ -351,12 +376,12 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
     if not cpus_per_actor > 0:
         raise BenchrouteError(f"cpus_per_actor == {cpus_per_actor!r}, must be > 0")
     out = check_output_path(out, "routed file")  # before the job, not after it
-    parts: list[dict[str, np.ndarray]] = []
+    nodes: set[int] = set()
     with ray_session(address, progress) as ray:
         blocks = -(-len(items) // rows_per_task)
         pool = _actors(ray, actors, cpus_per_actor, blocks)
-        ds = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(items)],
-                                 override_num_blocks=blocks)
+        ds = _items({"row": np.arange(len(items), dtype=np.int64), "text": items}, len(items),
+                    rows_per_task, ray)
         kwargs = {"router": folder, "policy": policy,
                   "candidates": None if candidates is None else list(candidates),
                   "costs": None if costs is None else dict(costs), "params": params,
@@ -364,6 +389,10 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
         ds = ds.map_batches(RouteBatch, fn_constructor_kwargs=kwargs, batch_size=rows_per_task,
                             batch_format="numpy", concurrency=pool, num_cpus=cpus_per_actor,
                             **_FAULTS)
-        parts.extend(ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"))
-    write_routed(parts, out)
-    return RouteReport(out, len(items), len(set().union(*map(_nodes, parts))))
+        def batches() -> Iterator[dict[str, np.ndarray]]:
+            for batch in ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"):
+                nodes.update(_nodes(batch))
+                yield batch
+
+        write_routed(batches(), out)  # batch by batch, in input order: none held here
+    return RouteReport(out, len(items), len(nodes))

@@ -3,13 +3,14 @@ p-value (with whether it fell back, and whether a near-duplicate is in the pool)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchroute._persist import write_file_atomic
+from benchroute.exceptions import BenchrouteError
 
 COLUMNS = ("row", "model", "p", "cost", "ood_p", "ood_fallback", "in_pool")
 
@@ -24,20 +25,34 @@ def frame_columns(frame: Any) -> dict[str, np.ndarray]:
             "in_pool": frame["in_pool"].to_numpy(dtype=bool)}
 
 
-def write_routed(parts: Sequence[Mapping[str, np.ndarray]], out: Path) -> None:
-    """One parquet file from the routed batches, rows sorted by ``row``; written to a
-    temporary name and renamed, so a failed job leaves no partial file."""
+def write_routed(parts: Iterable[Mapping[str, np.ndarray]], out: Path) -> None:
+    """One parquet file from the routed batches, which come in input order (``row`` 0, 1, ...;
+    Ray Data keeps the order it is given); written batch by batch to a temporary name and
+    renamed, so a failed job leaves no partial file and no batch is held after it is written
+    (the driver held every result, then two copies, to sort them: memory grew with the log)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cols = {c: np.concatenate([np.asarray(p[c]) for p in parts]) if parts else np.zeros(0)
-            for c in COLUMNS}
-    order = np.argsort(cols["row"], kind="stable")
-    table = pa.table({"row": cols["row"][order].astype(np.int64),
-                      "model": pa.array([str(m) for m in cols["model"][order]], pa.string()),
-                      "p": cols["p"][order].astype(np.float64),
-                      "cost": cols["cost"][order].astype(np.float64),
-                      "ood_p": cols["ood_p"][order].astype(np.float64),
-                      "ood_fallback": cols["ood_fallback"][order].astype(bool),
-                      "in_pool": cols["in_pool"][order].astype(bool)})
-    write_file_atomic(out, lambda tmp: pq.write_table(table, tmp), "routed file")
+    schema = pa.schema([("row", pa.int64()), ("model", pa.string()), ("p", pa.float64()),
+                        ("cost", pa.float64()), ("ood_p", pa.float64()),
+                        ("ood_fallback", pa.bool_()), ("in_pool", pa.bool_())])
+
+    def write(tmp: Path) -> None:
+        expected = 0
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for part in parts:
+                rows = np.asarray(part["row"], dtype=np.int64)
+                if not np.array_equal(rows, np.arange(expected, expected + len(rows))):
+                    raise BenchrouteError(f"routed batches out of order: rows from {expected} "
+                                          f"expected, got {rows[:3].tolist()}...")
+                expected += len(rows)
+                writer.write_table(pa.table({
+                    "row": rows,
+                    "model": pa.array([str(m) for m in part["model"]], pa.string()),
+                    "p": np.asarray(part["p"], dtype=np.float64),
+                    "cost": np.asarray(part["cost"], dtype=np.float64),
+                    "ood_p": np.asarray(part["ood_p"], dtype=np.float64),
+                    "ood_fallback": np.asarray(part["ood_fallback"], dtype=bool),
+                    "in_pool": np.asarray(part["in_pool"], dtype=bool)}, schema=schema))
+
+    write_file_atomic(out, write, "routed file")

@@ -1,8 +1,15 @@
-"""How a worker's failure reads on the driver: Ray passes it back as text only."""
+"""How a worker's failure reads on the driver (Ray passes it back as text only), and the routed
+file the driver writes."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchroute.exceptions import BenchrouteError
 from benchroute.scale.ray_jobs import _worker_error
+from benchroute.scale.routed_file import write_routed
 
 HEAD = ("\x1b[36mray::MapWorker(MapBatches(EncodeBatch)).submit()\x1b[39m (pid=4242, "
         "ip=10.0.0.7, actor_id=ab12, repr=MapWorker(MapBatches(EncodeBatch)))\n")
@@ -80,3 +87,21 @@ def test_the_outer_error_wins_over_a_library_error_it_was_raised_from():
 def test_library_errors_of_any_module_are_recognised():
     text = HEAD + TRACE + "benchroute.serve.entry.EntryError: bad entry in /etc/x.json\n"
     assert _worker_error(text) == " on the node at 10.0.0.7: bad entry in /etc/x.json"
+
+
+def test_the_routed_file_is_written_batch_by_batch_in_input_order(tmp_path):
+    """The driver held every result batch and two copies to sort them (found by a review); now
+    each batch is written as it comes, in input order, and batches out of order leave no file."""
+    def batch(rows):
+        n = len(rows)
+        return {"row": np.asarray(rows), "model": np.array(["m"] * n, dtype=object),
+                "p": np.full(n, 0.5), "cost": np.full(n, np.nan), "ood_p": np.full(n, 0.2),
+                "ood_fallback": np.zeros(n, bool), "in_pool": np.zeros(n, bool)}
+
+    out = tmp_path / "routed.parquet"
+    write_routed(iter([batch([0, 1, 2]), batch([3, 4])]), out)
+    got = pd.read_parquet(out)
+    assert got["row"].tolist() == [0, 1, 2, 3, 4] and got["cost"].isna().all()
+    with pytest.raises(BenchrouteError, match="out of order"):
+        write_routed(iter([batch([0, 1]), batch([5])]), tmp_path / "bad.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["routed.parquet"]
