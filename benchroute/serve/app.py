@@ -9,6 +9,8 @@ endpoints: ``POST /v1/chat/completions`` (routed and forwarded, streaming passed
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -358,6 +360,37 @@ def decision_headers(d: Decision, answered: str | None = None, reason: str | Non
     return {k: v.encode("ascii", "replace").decode("ascii")[:500] for k, v in hdr.items()}
 
 
+#: the status logged and counted for a call whose client left before its answer (nginx's)
+CLIENT_GONE = 499
+#: seconds between two looks at whether the client of a call in flight is still there
+_GONE_POLL = 0.25
+
+
+async def _unless_gone(request: Request, call: Awaitable[Answer]) -> Answer | None:
+    """``call``'s answer, or None when the client disconnects first, the call then cancelled
+    (its connection freed). Why: a client that gave up (its own timeout) still had its whole
+    upstream call made, a retry too, logged and charged as answered (found by a review)."""
+    task = asyncio.ensure_future(call)
+    gone = False
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_GONE_POLL)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                gone = True
+                return None
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif gone and not task.cancelled() and task.exception() is None:
+            late = task.result()  # answered just as the client left: an open stream's slot
+            if late.close is not None:
+                await late.close()
+
+
 class _ClosingStream(StreamingResponse):
     """A relayed stream that frees its upstream connection however the response ends: sent
     whole, cut by the client, or cancelled before its first chunk (when the relaying generator
@@ -466,7 +499,13 @@ def create_app(gw: Gateway) -> FastAPI:
         d = await decide(body, text)
         assert gw.forwarder is not None
         stream = body.get("stream") is True
-        ans: Answer = await gw.forwarder.chat(body, d.order or (d.model,), stream)
+        got = await _unless_gone(request, gw.forwarder.chat(body, d.order or (d.model,), stream))
+        if got is None:  # the client left before the answer: its call (and retry) cancelled
+            log("chat", d, text, answered=None, status=CLIENT_GONE, stream=stream,
+                upstream_model=None, upstream_fallback="client gone before the answer",
+                answered_cost=None, stream_end=None)
+            return Response(status_code=CLIENT_GONE)
+        ans: Answer = got
         reason = None
         if ans.failures and ans.status < 500:
             reason = f"retried on {ans.model}: " + "; ".join(

@@ -371,6 +371,30 @@ def test_load_with_failing_upstream_loses_nothing(router, fake):
     assert snap["totals"]["decisions"] == 300
 
 
+def test_a_client_that_leaves_cancels_its_upstream_call(router, fake, tmp_path):
+    """A client that gave up (its own timeout) still had its whole upstream call made, and a
+    hung one retried on the next model, logged and charged as answered (found by a review)."""
+    cfg, url = fake
+    cfg.hang = {f"up-{m}" for m in router.models_}  # no answer before the timeout: a retry due
+    log = tmp_path / "d.jsonl"
+    config = GatewayConfig(decision_log=str(log), upstream_timeout=3.0)
+    with gateway(router, upstreams(url, router), config) as (gw, base):
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(base + "/v1/chat/completions", timeout=0.5,
+                       json={"model": "benchroute", "messages": user("task 1 input 1")})
+        deadline = time.monotonic() + 10
+        while not log.exists() or not log.read_text().strip():
+            assert time.monotonic() < deadline, "no log line for the call the client left"
+            time.sleep(0.05)
+        time.sleep(3.5)  # past the upstream timeout: a retry would have been made by now
+        metrics = httpx.get(base + "/metrics").text
+    line = json.loads(log.read_text().splitlines()[-1])
+    assert (line["status"], line["answered"], line["answered_cost"]) == (499, None, None)
+    assert line["upstream_fallback"] == "client gone before the answer"
+    assert len(cfg.calls) == 1                                     # no retry for nobody
+    assert "benchroute_estimated_cost_total 0.0" in metrics
+
+
 def test_the_page_counts_traffic_not_its_own_reads_nor_pinned_calls_as_decisions(router, fake):
     """An open page (a read every 2 s) made an idle gateway look busy, and pinned requests,
     which decide nothing, entered the decision latency as 0 ms (found by a review)."""
