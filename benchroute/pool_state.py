@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -159,6 +160,13 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
     if covered.all():
         Y = np.full(len(router.Y_), np.nan)
         Y[rows[rows >= 0]] = y[rows >= 0]
+        outside = int((rows < 0).sum())
+        if outside:  # a pool column has no place for them: say so (they vanished silently)
+            warnings.warn(f"{name!r} has results on every pool input and becomes a pool model; "
+                          f"its {outside} result(s) on inputs outside the pool are not kept "
+                          "(a pool model's labels are the pool's inputs'; give them to "
+                          "add_results as a task of their own, with the other models' results)",
+                          UserWarning, stacklevel=3)
         router.added_.pop(name, None)
         _append_columns(router, [name], Y[:, None])
     else:

@@ -943,3 +943,17 @@ def test_a_model_with_results_on_few_tasks_that_becomes_the_best_is_named(tmp_pa
         r.add_results(BenchmarkData(part.reset_index(drop=True)))
     assert "'late' has results on 1 of the pool's 4 tasks" in caplog.text
     assert "it is now the best model on average" in caplog.text and r.bma_ == "late"
+
+
+def test_results_outside_the_pool_are_named_when_a_model_becomes_a_pool_model(tmp_path):
+    """Results on every pool input plus some on other texts made a pool model and dropped the
+    others without a word (found by a review)."""
+    data = store()
+    r = router(tmp_path, only(data, KNOWN), tune=False)
+    probe = pd.DataFrame({"dataset": r.predictor_.index_.datasets_,
+                          "instance_id": r.predictor_.index_.instance_ids_})
+    records = new_results(data, probe) + [{"text": "a question of nobody's pool", "correct": 1.0}]
+    with pytest.warns(UserWarning, match=r"its 1 result\(s\) on inputs outside the pool are "
+                                         "not kept"):
+        r.add_model("late", records)
+    assert "late" in r.pool_models_ and "late" not in r.added_
