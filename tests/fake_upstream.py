@@ -30,6 +30,7 @@ class FakeConfig:
     hang: set[str] = field(default_factory=set)           # model ids that never answer in time
     fail_every: int = 0                       # every n-th call answers 503 (0: never)
     chunks: int = 3                           # stream chunks
+    chunk_delay: float = 0.0                  # seconds between two stream chunks
     break_stream: set[str] = field(default_factory=set)   # model ids whose stream breaks off
     calls: list[dict[str, Any]] = field(default_factory=list)
     count: int = 0
@@ -70,7 +71,7 @@ def fake_upstream(config: FakeConfig) -> Any:
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
                     if model in config.break_stream and i == 0:
                         raise ConnectionResetError("fake stream broke off")
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(config.chunk_delay)
                 done = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
                         "created": int(time.time()), "model": model,
                         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}

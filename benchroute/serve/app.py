@@ -138,6 +138,20 @@ class Gateway:
     log: DecisionLog | None = None
     batcher: MicroBatcher | None = None
     forwarder: Forwarder | None = None
+    #: set when a shutdown begins (:meth:`begin_drain`); ``drain_until`` its deadline
+    #: (``time.monotonic()``), by which open streams end with an error event
+    closing: asyncio.Event | None = None
+    drain_until: float | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def begin_drain(self, seconds: float) -> None:
+        """A shutdown began (SIGTERM): streams still open ``seconds`` from now, less a second,
+        end with an error event. Why: the server cuts them at the drain's end, and a client
+        got a truncated body and the server log a traceback per stream. Callable from a
+        signal handler."""
+        self.drain_until = time.monotonic() + max(seconds - 1.0, 0.0)
+        if self._loop is not None and self.closing is not None:
+            self._loop.call_soon_threadsafe(self.closing.set)
 
 
 def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
@@ -391,6 +405,45 @@ async def _unless_gone(request: Request, call: Awaitable[Answer]) -> Answer | No
                 await late.close()
 
 
+async def _until_drained(gw: Gateway, stream: AsyncIterator[bytes], cut: list[bool]
+                         ) -> AsyncIterator[bytes]:
+    """``stream``, ended by an error event when a shutdown's drain runs out before it does
+    (``cut`` then gets an entry): the server's own cut at that moment left the client a
+    truncated chunked body."""
+    it = stream.__aiter__()
+    closing = asyncio.ensure_future(gw.closing.wait()) if gw.closing is not None else None
+    nxt: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            nxt = asyncio.ensure_future(it.__anext__())
+            waiting: set[asyncio.Future[Any]] = {nxt} if closing is None else {nxt, closing}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():  # a shutdown began: the next chunk until the drain's deadline
+                left = max((gw.drain_until or time.monotonic()) - time.monotonic(), 0.0)
+                await asyncio.wait({nxt}, timeout=left)
+            if not nxt.done():
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
+                cut.append(True)
+                err = error_body("the gateway is shutting down; the stream was cut",
+                                 "server_error", 503)
+                yield f"data: {json.dumps(err)}\n\n".encode()
+                return
+            try:
+                chunk = nxt.result()
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        if closing is not None:
+            closing.cancel()
+        if nxt is not None and not nxt.done():
+            nxt.cancel()
+        with contextlib.suppress(BaseException):  # the relay's own cleanup, now, in any case
+            await it.aclose()  # type: ignore[attr-defined]
+
+
 class _ClosingStream(StreamingResponse):
     """A relayed stream that frees its upstream connection however the response ends: sent
     whole, cut by the client, or cancelled before its first chunk (when the relaying generator
@@ -420,6 +473,7 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw.closing, gw._loop = asyncio.Event(), asyncio.get_running_loop()
         gw.batcher = MicroBatcher(gw.decider, gw.config.max_batch, gw.metrics.batch_size.observe)
         gw.forwarder = Forwarder(gw.upstreams, gw.config.upstream_timeout,
                                  retries=gw.config.retries, on_call=gw.metrics.upstream,
@@ -545,15 +599,17 @@ def create_app(gw: Gateway) -> FastAPI:
             return Response(ans.content, status_code=ans.status, media_type=ans.media_type,
                             headers=headers)
         outcome, at = ans.outcome, time.time()
+        cut: list[bool] = []
 
         def ended() -> None:
-            end = outcome() if outcome is not None else None
+            end = "cut at shutdown" if cut else outcome() if outcome is not None else None
             if end is not None:
                 gw.metrics.stream_end(end)
             log("chat", d, text, at=at, **record, stream_end=end)
 
-        return _ClosingStream(ans.stream, status_code=ans.status, media_type=ans.media_type,
-                              headers=headers, close=ans.close, ended=ended)
+        return _ClosingStream(_until_drained(gw, ans.stream, cut), status_code=ans.status,
+                              media_type=ans.media_type, headers=headers, close=ans.close,
+                              ended=ended)
 
     @app.post("/v1/route")
     async def route(request: Request) -> JSONResponse:

@@ -2,7 +2,9 @@
 
 uvicorn's own shutdown does the draining: on SIGTERM or SIGINT it stops accepting connections,
 waits up to ``drain_seconds`` for the requests in flight to finish, then runs the app's
-lifespan exit (the decision batcher and the upstream connections close last).
+lifespan exit (the decision batcher and the upstream connections close last). Streams still
+open a second before the drain runs out end with an error event
+(:meth:`~benchroute.serve.app.Gateway.begin_drain`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ def serve(gateway: Any, host: str = "127.0.0.1", port: int = 6060,
     port = sock.getsockname()[1]
     logger.warning("benchroute gateway on http://%s:%d (OpenAI base URL http://%s:%d/v1)",
                    host, port, host, port)
-    uvicorn.Server(config).run(sockets=[sock])
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # streams still open when the drain runs out end with an error event, not cut
+            gateway.begin_drain(drain_seconds)
+            super().handle_exit(sig, frame)
+
+    Server(config).run(sockets=[sock])
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

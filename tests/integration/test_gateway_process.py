@@ -125,6 +125,45 @@ def test_serve_drains_in_flight_requests_on_sigterm(gateway_process):
         httpx.get(base + "/healthz", timeout=2)
 
 
+def test_a_stream_longer_than_the_drain_ends_with_an_error_event(saved_router, tmp_path):
+    """At the drain's end the server cut open streams: the client got a truncated chunked body
+    and the server log an 'Exception in ASGI application' per stream (found by a review)."""
+    import json
+
+    cfg = FakeConfig(chunks=8, chunk_delay=1.0)
+    env = _env(tmp_path)
+    with serving(fake_upstream(cfg)) as url:
+        ups = tmp_path / "upstreams.yaml"
+        ups.write_text("models:\n" + "".join(f"  {m}:\n    base_url: {url}/v1\n    model: "
+                                             f"up-{m}\n" for m in ("m0", "m1", "m2")))
+        port = closed_port()
+        log = tmp_path / "serve.log"
+        proc = _start(_cli("serve", "--router", str(saved_router), "--upstreams", str(ups),
+                           "--port", str(port), "--drain-seconds", "3",
+                           "--decision-log", str(tmp_path / "d.jsonl")), env, port, log)
+        try:
+            events: list[str] = []
+            with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions",
+                              timeout=30, json={"model": "benchroute", "stream": True,
+                                                "messages": [{"role": "user",
+                                                              "content": "task 1 input 3"}]}
+                              ) as resp:
+                for line in resp.iter_lines():  # a truncated body would raise here
+                    if line.startswith("data: "):
+                        events.append(line[6:])
+                        if len(events) == 1:
+                            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    assert 2 <= len(events) < 8 and "shutting down" in json.loads(events[-1])["error"]["message"]
+    assert "Exception in ASGI application" not in log.read_text()
+    line = json.loads((tmp_path / "d.jsonl").read_text().splitlines()[-1])
+    assert line["stream_end"] == "cut at shutdown"
+
+
 def test_serve_refuses_to_start_with_a_clear_error(saved_router, tmp_path):
     env = _env(tmp_path)
     ups = tmp_path / "upstreams.yaml"
