@@ -346,20 +346,17 @@ def test_the_wait_for_a_connection_counts_in_the_timeout():
     """A try waited up to the timeout for a connection and then the timeout again for the
     answer; it is one budget now."""
     async def slow():
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(1.0)
         return httpx.Response(200, content=OK, headers={"content-type": "application/json"})
 
     async def go():
-        fw, _, _, _ = forwarder({"m1": slow}, timeout=0.4, connections=1, retries=0)
-        loop = asyncio.get_running_loop()
-        t = loop.time()
+        fw, _, _, _ = forwarder({"m1": slow}, timeout=1.6, connections=1, retries=0)
         first, second = await asyncio.gather(
             fw.chat({"messages": []}, ("m1",), stream=False),
             fw.chat({"messages": []}, ("m1",), stream=False))
-        took = loop.time() - t
         await fw.close()
-        return first, second, took
+        return first, second
 
-    first, second, took = run(go())
-    assert first.status == 200 and second.status == 504  # 0.25 s waited, 0.15 s left < 0.25
-    assert [f.kind for f in second.failures] == ["timeout"] and took < 0.6
+    first, second = run(go())
+    assert first.status == 200 and second.status == 504  # 1 s waited, 0.6 s left < 1 s
+    assert [f.kind for f in second.failures] == ["timeout"]
