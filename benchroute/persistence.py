@@ -143,6 +143,8 @@ def save_router(router: Router, folder: str | os.PathLike[str]) -> Path:
     """Write ``router`` to ``folder`` through a temporary folder beside it and a rename."""
     check_is_fitted(router, "predictor_")
     _check_fitted_params(router)
+    if getattr(router, "_derived_stale", False):
+        _refresh_derived(router)
     folder = Path(folder)
     recover_interrupted_save(folder)
     folder = check_router_target(folder)
@@ -269,6 +271,17 @@ def _check_fitted_params(router: Router) -> None:
                          for name, (old, new) in changed.items())
         raise BenchrouteError(f"Router.save: parameters changed after the fit ({what}); refit "
                               "(fit or fit_arrays) or set them back before saving")
+
+
+def _refresh_derived(router: Router) -> None:
+    """What the fit derived from the pool's vectors, computed again as a fit would: for a
+    router loaded from a save of before 2026-12-05 (its vectors made exact, its ties ordered
+    by row), whose stored pairs and OOD scores the next load would find different."""
+    from benchroute.pool_state import _reference as pool_reference
+
+    router.reference_ = pool_reference(router)  # also its OOD reference
+    router.__dict__.pop("shift_reference_", None)  # recomputed when written
+    router._derived_stale = False  # type: ignore[attr-defined]
 
 
 def _write(router: Router, folder: Path) -> None:
@@ -541,14 +554,21 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     router.reference_ = _reference(path, meta.get("reference"), models, tasks, params)
     _check_reference_nulls(path, router.reference_, Y, index.datasets_, models)
     known = _ood_scores(folder / "pool.npz", ood, router)
-    _spot_check_reference(path, router, known)
-    if known is not None:
-        cap, seed = _pairs_sample(router)
-        router.ood_reference_ = OODReference(router.predictor_, cap, seed, known=known)
-    if shift is not None:
-        router.shift_reference_ = _shift_reference(folder / "pool.npz", shift, router)
+    try:
+        _check_derived(folder, router, known, shift)
+        stale = False
+    except BenchrouteError:
+        # saved before searches ordered tied neighbours by row (2026-12-05): what the fit
+        # stored came from FAISS's own order, so check it in that order; a save recomputes it
+        index.exact_order = False
+        try:
+            _check_derived(folder, router, known, shift)
+        finally:
+            index.exact_order = True
+        stale = True
     # after the checks, which recompute what the fit stored from the vectors as they were saved
-    index.make_exact()
+    stale = bool(index.make_exact()) or stale
+    router._derived_stale = stale  # type: ignore[attr-defined]
     router.per_input_ = None
     added = _added_names(path, meta.get("added"), models)
     _restore_routing(path, router, meta.get("routing"), models + list(added),
@@ -642,6 +662,19 @@ def _ood_scores(path: Path, ood: dict[str, np.ndarray] | None, router: Router
     out = np.full(len(ds), np.nan)
     out[rows] = scores
     return out
+
+
+def _check_derived(folder: Path, router: Router, known: np.ndarray | None,
+                   shift: dict[str, np.ndarray] | None) -> None:
+    """The load-time spot checks of what the fit derived from the pool's vectors (reference
+    pairs, OOD scores, the form-shift reference), which also set the router's OOD and shift
+    references."""
+    _spot_check_reference(folder / "router.json", router, known)
+    if known is not None:
+        cap, seed = _pairs_sample(router)
+        router.ood_reference_ = OODReference(router.predictor_, cap, seed, known=known)
+    if shift is not None:
+        router.shift_reference_ = _shift_reference(folder / "pool.npz", shift, router)
 
 
 def _smallest_task(datasets: np.ndarray, tasks: list[str]) -> str:

@@ -697,3 +697,36 @@ def test_an_encoder_named_by_a_relative_folder_still_routes(tmp_path, monkeypatc
     assert router.encoder_id_ == str(folder.resolve())
     assert router.route(["task 0 input 1"])[0] in MODELS
     router.save(tmp_path / "r")
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_a_router_saved_before_exact_vectors_and_tie_order_loads_and_saves(tmp_path, monkeypatch,
+                                                                          mmap):
+    """Routers saved before vectors were made exact and tied neighbours ordered by row: their
+    load-time spot check recomputed the pairs in the new order and refused them ('the files
+    come from different routers?'), and one re-saved after its index was normalised in memory
+    no longer loaded (found by a review). Now it loads, and its next save recomputes what the
+    fit derived from the vectors."""
+    import benchroute.embedding.base as base
+    from benchroute.index import VectorIndex
+
+    data = synthetic(4)[0]
+    X16 = HashingEncoder(64).encode(data.instances()["text"].tolist()).astype(np.float16)
+    old_init = VectorIndex.__init__
+
+    def as_before(self, *args, **kw):
+        old_init(self, *args, **kw)
+        self.exact_order = False
+
+    with monkeypatch.context() as m:  # the code of before: float16 norms kept, FAISS's order
+        m.setattr(base, "EXACT_NORM_TOL", 1e-3)
+        m.setattr(VectorIndex, "__init__", as_before)
+        Router(alphas=(0.0, 0.2), repeats=2, encoder="hashing-64-12").fit(
+            data, embeddings=X16).save(tmp_path / "old")
+    r = Router.load(tmp_path / "old", mmap=mmap)
+    assert r._derived_stale
+    r.save(tmp_path / "again")
+    again = Router.load(tmp_path / "again", mmap=mmap)
+    assert not again._derived_stale  # a mapped index keeps its stored vectors, now consistent
+    np.testing.assert_array_equal(again.route_table(["task 1 input 2"])["p"],
+                                  r.route_table(["task 1 input 2"])["p"])
