@@ -287,6 +287,9 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
     pool = pool_labels(data)
     _check_additions(router, inst, rows, pool, len(new))
     costs = store_costs(data)  # refuses a mean past a float's range: before anything changes
+    old_counts = {m: int((~np.isnan(router.Y_[:, j])).sum())
+                  for j, m in enumerate(router.pool_models_)}
+    merged = _merged_costs(router.costs_, old_counts, costs, data) if costs else None
     if embeddings is not None:
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or len(embeddings) != len(inst):
@@ -294,8 +297,6 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
                                   f"input of data.instances(); got {embeddings.shape}")
         embeddings = embeddings[new]
     texts = inst["text"].iloc[new].tolist()
-    old_counts = {m: int((~np.isnan(router.Y_[:, j])).sum())
-                  for j, m in enumerate(router.pool_models_)}
     new_models = [check_model_name(m, "model name") for m in pool.models
                   if m not in router.pool_models_]
     Y = np.hstack([router.Y_, np.full((len(router.Y_), len(new_models)), np.nan, np.float32)])
@@ -318,8 +319,8 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
         router.added_.pop(name, None)
     _set_pool(router, index, Y, models, touched)
     router.reference_ = _reference(router)
-    if costs:
-        router.costs_ = _merged_costs(router.costs_, old_counts, costs, data)
+    if merged is not None:
+        router.costs_ = merged
     _refit_added(router)
     _sync_models(router)
     _warn_partial_models(router)
@@ -376,8 +377,9 @@ def _merged_costs(costs: dict[str, float] | None, old_counts: dict[str, int],
     counts = data.frame.dropna(subset=["cost"]).groupby("model").size()
     for model, cost in new.items():
         n_old, n_new = old_counts.get(model, 0), int(counts.get(model, 0))
-        if model in out and n_old and n_new:
-            out[model] = (out[model] * n_old + cost * n_new) / (n_old + n_new)
+        if model in out and n_old and n_new:  # a weighted mean of two finite means is finite
+            w = n_old / (n_old + n_new)
+            out[model] = w * out[model] + (1.0 - w) * cost
         else:
             out[model] = cost
     return out

@@ -194,12 +194,16 @@ class EmbeddingCache:
             rows = unit_rows(vectors[new], "vectors to store", "they are refused")
             if locked:  # no other writer is half way through a file: clear what failed ones left
                 self.remove_stale_temporaries(max_age=None)
-            return self._write_shard(keys, new, rows, keep)
+            # float16 files (imports) stay float16 on disk, half the size; read back, they are
+            # normalised to these very rows
+            stored = vectors[new] if vectors.dtype == np.float16 else rows
+            return self._write_shard(keys, new, rows, keep, stored)
 
     def _write_shard(self, keys: Sequence[str], new: list[int], rows: np.ndarray,
-                     keep: bool = True) -> Path:
+                     keep: bool = True, stored: np.ndarray | None = None) -> Path:
         shards.write_meta(self.folder, self.encoder_id, self.dimension)
-        final = shards.write_shard(self.folder, [keys[i] for i in new], rows)
+        final = shards.write_shard(self.folder, [keys[i] for i in new],
+                                   rows if stored is None else stored)
         idx = len(self._shards)
         self._shards.append(final)
         self._sizes.append(len(new))

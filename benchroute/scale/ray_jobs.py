@@ -143,6 +143,11 @@ def _nodes(batch: Mapping[str, np.ndarray]) -> set[int]:
     return set(np.unique(batch["node"]).tolist())
 
 
+def _texts(column: Any) -> list[str]:
+    """A batch's texts from the bytes :func:`_items` sent."""
+    return [bytes(t).decode("utf-8", "surrogatepass") for t in column]
+
+
 def _node_code(ray: Any) -> int:
     """This actor's Ray node as an int64 (the first 15 hex digits of its 56-digit id): a row
     carried the id itself, 224 bytes of NumPy text a row on the driver (found by a review)."""
@@ -152,9 +157,14 @@ def _node_code(ray: Any) -> int:
 def _items(columns: Mapping[str, Any], rows: int, rows_per_task: int, ray: Any) -> Any:
     """A Ray dataset of ``columns`` (equal lengths) in blocks of ``rows_per_task`` rows, built
     from Arrow columns: ``from_items`` held a Python dict per row on the driver (about 0.3 KB
-    each) besides the texts themselves."""
+    each) besides the texts themselves. ``text`` travels as UTF-8 bytes that keep a lone
+    surrogate (Arrow's strings refuse one, which a local run routes): :func:`_texts` reads it."""
     import pyarrow as pa
 
+    columns = dict(columns)
+    if "text" in columns:
+        columns["text"] = pa.array([t.encode("utf-8", "surrogatepass") for t in columns["text"]],
+                                   pa.large_binary())
     table = pa.table(columns)
     return ray.data.from_arrow([table.slice(a, rows_per_task)
                                 for a in range(0, rows, rows_per_task)])
@@ -196,7 +206,7 @@ class EncodeBatch:
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = [str(t) for t in batch["text"]]
+        texts = _texts(batch["text"])
         vectors = self.encoder.encode(texts, batch_size=self.batch_size)
         return {"key": batch["key"], "embedding": np.ascontiguousarray(vectors, dtype=np.float32),
                 "node": np.full(len(texts), self.node, dtype=np.int64)}
@@ -302,7 +312,7 @@ class RouteBatch:
         from benchroute.scale.routed_file import frame_columns
 
         frame = self.router.route_table(
-            [str(t) for t in batch["text"]], policy=self.policy, candidates=self.candidates,
+            _texts(batch["text"]), policy=self.policy, candidates=self.candidates,
             costs=self.costs, ood_alpha=self.ood_alpha, keep_duplicates=self.keep_duplicates,
             **self.params)
         return {"row": batch["row"], **frame_columns(frame),

@@ -214,13 +214,13 @@ def build_gateway(router: Any, upstreams: Mapping[str, Upstream],
     names = {m: m for m in upstreams if m in router.models_}
     for m in list(names):
         uid = upstreams[m].model
-        other = uid if uid in router.models_ and uid != m else names.get(uid, m)
-        if other != m:  # the name of another model: a request for it is ambiguous
+        other = names.get(uid, m)
+        if other != m:  # the name of another served model: a request for it is ambiguous
             raise BenchrouteError(
                 f"the upstreams file: the upstream id {uid!r} of {m!r} (field 'model') also "
-                f"names {other!r}, a router model or another upstream's id; a request for "
-                f"{uid!r} could mean either (it went to {m!r}, silently); give each upstream an "
-                "id that names no other served model")
+                f"names {other!r}, a served router model or another upstream's id; a request "
+                f"for {uid!r} could mean either (it went to {m!r}, silently); give each "
+                "upstream an id that names no other served model")
         names[uid] = m
     clash = sorted(n for n in names if reads_as_entry(n))
     if clash:

@@ -159,7 +159,7 @@ def test_a_batch_that_kills_its_worker_fails_the_job(local_ray, router_dir, tmp_
 
     class Crashing(ray_jobs.RouteBatch):  # defined here, so Ray ships it by value
         def __call__(self, batch):
-            if "poison" in [str(t) for t in batch["text"]]:
+            if "poison" in ray_jobs._texts(batch["text"]):
                 os._exit(137)
             return super().__call__(batch)
 
@@ -176,3 +176,17 @@ def test_a_batch_that_kills_its_worker_fails_the_job(local_ray, router_dir, tmp_
     finally:
         pool.shutdown(wait=False)
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_text_with_a_lone_surrogate_routes_on_ray(local_ray, router_dir, tmp_path):
+    """Arrow's strings refuse a lone surrogate (a JSONL prompt can hold one, and a local run
+    routes it): the job failed on the driver with a bare UnicodeEncodeError (found by a
+    review)."""
+    import json
+
+    texts = ["task 1 input 1", json.loads('"a prompt \\ud800 with a lone surrogate"')]
+    report = route_with_ray(texts, tmp_path / "o.parquet", router_dir, actors=1)
+    got = pd.read_parquet(report.out)
+    want = Router.load(router_dir).route_table(texts)
+    assert got["model"].tolist() == want["model"].tolist()
+    np.testing.assert_array_equal(got["p"].to_numpy(), want["p"].to_numpy())

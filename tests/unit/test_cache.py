@@ -92,6 +92,11 @@ def test_import_npz_found_by_text(tmp_path):
     want = vecs[3].astype(np.float32)  # float16's norm (up to 1e-4 off) made exact
     np.testing.assert_allclose(got[0], want / np.linalg.norm(want), rtol=1e-6)
     assert abs(float(np.linalg.norm(got[0].astype(np.float64))) - 1) < 1e-6
+    shard = next((tmp_path / "c").rglob("shard-*.npz"))  # stored as given: half of float32
+    with np.load(shard) as z:
+        assert z["embedding"].dtype == np.float16
+    fresh = EmbeddingCache(tmp_path / "c", enc.identifier)  # read back from the file: exact too
+    np.testing.assert_array_equal(fresh.get([TEXTS[3]])[0][0], got[0])
 
 
 def test_bad_inputs(tmp_path):

@@ -229,3 +229,13 @@ def test_odd_dataframe_columns_are_named_or_read_as_written():
     assert data.frame["text"].tolist() == ["a"]
     wide = pd.DataFrame({"text": ["a", "b"], "m": pd.array([1.0, None], dtype="Float64").astype(object)})
     assert load_table(wide).models == ["m"]
+
+
+def test_a_long_tables_cost_that_is_no_number_is_left_out_with_a_note(tmp_path):
+    """Since a long table's cost column is read, '$0.002' refused the whole table, which had
+    loaded before (found by a review)."""
+    f = tmp_path / "t.csv"
+    f.write_text("dataset,text,model,score,cost\nd,q1,m1,1,$0.002\nd,q1,m2,0,$0.004\n")
+    data = load(f)
+    assert "cost" not in data.frame.columns and data.models == ["m1", "m2"]
+    assert any("column 'cost' is not numbers" in n for n in data.report.notes)
