@@ -135,7 +135,9 @@ def check_vectors(X: np.ndarray, what: str) -> np.ndarray:
     by more than :data:`NORM_TOL` are normalised with a warning (cosine distances need unit
     vectors), those off by less silently (:func:`unit_norm_rows`)."""
     try:
-        X = np.asarray(X, dtype=np.float32)
+        given = np.asarray(X)
+        with np.errstate(over="ignore"):  # a value past float32's range is named below
+            X = np.asarray(X, dtype=np.float32)
     except (TypeError, ValueError) as exc:  # text, ragged rows, objects
         raise BenchrouteError(f"{what}: expected an array of numbers (n, d), got "
                               f"{type(X).__name__} ({str(exc):.100})") from None
@@ -147,6 +149,12 @@ def check_vectors(X: np.ndarray, what: str) -> np.ndarray:
     if broken.any():
         row = int(np.flatnonzero(broken)[0])
         problem = "has NaN or infinite values" if not np.isfinite(X[row]).all() else "is all zeros"
+        if given.shape == X.shape and given.dtype.kind == "f":  # finite before float32?
+            was = given.reshape(X.shape)[row]
+            if np.isfinite(was).all() and not np.isfinite(X[row]).all():
+                problem = "has values past float32's range (3.4e38); scale it"
+            elif np.isfinite(was).all() and was.any() and not X[row].any():
+                problem = "is all zeros at float32's precision (values under 1e-45); scale it"
         raise BenchrouteError(f"{what}: row {row} {problem}; expected finite unit vectors")
     if off.any():
         row = int(np.flatnonzero(off)[0])

@@ -646,10 +646,13 @@ def create_app(gw: Gateway) -> FastAPI:
         """OpenAI's retrieve: the openai client's ``models.retrieve("benchroute")`` was a 404.
         An entry point the gateway would take (any valid spelling) or a served model."""
         authorise(request)
-        if model_id in gw.upstreams:
+        # the id as sent: the route's pattern drops a trailing line break ('m0\n' was m0)
+        model_id = request.scope.get("path", "")[len("/v1/models/"):]
+        served = gw.names.get(model_id)  # a router model's name or an upstream's id
+        if served is not None and served in gw.upstreams:
             return JSONResponse({"id": model_id, "object": "model", "created": 0,
                                  "owned_by": "upstream",
-                                 "upstream_model": gw.upstreams[model_id].model})
+                                 "upstream_model": gw.upstreams[served].model})
         known_entry(model_id)  # a chat request's own 404 or 400 when it is no entry
         return JSONResponse({"id": model_id, "object": "model", "created": 0,
                              "owned_by": "benchroute"})

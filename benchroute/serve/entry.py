@@ -152,7 +152,7 @@ def parse_entry(name: object, models: dict[str, str]) -> Entry:
     if bad is not None:
         raise bad
     if m is None:
-        raise EntryError(f"unknown model {name!r}: use '{PREFIX}', '{PREFIX}-<policy>[-<value>]' "
+        raise EntryError(f"unknown model {name!r:.100}: use '{PREFIX}', '{PREFIX}-<policy>[-<value>]' "
                          f"with a policy of {list(POLICY_NAMES)} (e.g. {examples()[1:4]}), or "
                          f"one of the served models {sorted(models)[:10]}", 404)
     policy = m.group("policy")
@@ -161,12 +161,12 @@ def parse_entry(name: object, models: dict[str, str]) -> Entry:
         return Entry(name)
     policy = policy.replace("-", "_")
     if policy not in POLICY_NAMES:
-        raise EntryError(f"unknown policy {policy!r} in model {name!r}; choose one of "
+        raise EntryError(f"unknown policy {policy!r:.60} in model {name!r:.100}; choose one of "
                          f"{list(POLICY_NAMES)}", 404)
     if policy == "best":
         if value is not None:
-            raise EntryError(f"model {name!r}: policy 'best' takes no value")
+            raise EntryError(f"model {name!r:.100}: policy 'best' takes no value")
         return Entry(name, "best")
     if value is None:
         return Entry(name, policy)  # the server's value for this policy
-    return Entry(name, policy, check_value(policy, float(value), f"model {name!r}"))
+    return Entry(name, policy, check_value(policy, float(value), f"model {name!r:.100}"))

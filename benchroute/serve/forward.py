@@ -233,6 +233,9 @@ class Forwarder:
                     f"({type(exc).__name__})", "upstream_error", resp.status_code)).encode()
                 media = "application/json"
             return Answer(model, resp.status_code, content, media, headers=headers)
+        except (httpx.InvalidURL, UnicodeError) as exc:  # checked at start-up; never a bare 500
+            return Failure(model, 502, "connection", f"upstream {model!r}: no request can be "
+                           f"sent to it ({type(exc).__name__}: {str(exc):.100})")
         except httpx.TimeoutException:
             return Failure(model, 504, "timeout", f"upstream {model!r} timed out")
         except httpx.HTTPError as exc:

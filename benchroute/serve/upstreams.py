@@ -99,7 +99,8 @@ def _read(path: Path) -> object:
         return yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as exc:
         raise BenchrouteError(f"{path}: invalid YAML ({exc})") from None
-    except (RecursionError, ValueError) as exc:  # nesting past the recursion limit, a huge int
+    except (RecursionError, ValueError, TypeError) as exc:  # deep nesting, a huge int, a
+        # mapping or list as a key (unhashable)
         raise BenchrouteError(f"{path}: invalid YAML ({type(exc).__name__}: "
                               f"{str(exc):.120})") from None
 
@@ -151,10 +152,10 @@ def load_upstreams(path: str | os.PathLike[str], environ: Mapping[str, str] | No
             secret = (env.get(key_env) or "").strip()  # a secrets file's line break, say
             if not secret:
                 unset.append(f"{key_env} (models.{name})")
-            elif any(c.isspace() or not c.isprintable() for c in secret):
+            elif any(c.isspace() or not c.isprintable() or not c.isascii() for c in secret):
                 raise BenchrouteError(f"{path}: the key in ${key_env} (models.{name}) holds "
-                                      "spaces or control characters; no HTTP header can carry "
-                                      "it (every call failed as 'unreachable')")
+                                      "spaces, control or non-ASCII characters; no HTTP header "
+                                      "can carry it (every call failed)")
         cost = spec.get("cost")
         if cost is not None:
             if isinstance(cost, bool) or not isinstance(cost, (int, float)) \
@@ -170,19 +171,49 @@ def load_upstreams(path: str | os.PathLike[str], environ: Mapping[str, str] | No
 
 
 def _check_url(path: Path, name: str, url: str) -> None:
-    """An http(s) URL with a host and a valid port, no fragment: the ones that could never be
-    called were accepted and failed on every request ('http://:80/v1', port 99999)."""
+    """An http(s) URL with a host and a valid port, no fragment, that the HTTP client takes:
+    the ones that could never be called were accepted and failed on every request
+    ('http://:80/v1', port 99999, a host of 999.999.999.999, a NUL in the path)."""
     where = f"{path}: field 'models.{name}.base_url'"
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)  # raises for a broken IPv6 host ('http://[::1/v1')
         port = parts.port  # raises for a port out of range or not a number
+        _client_url(Upstream(name, url, "m").chat_url)
     except ValueError as exc:
-        raise BenchrouteError(f"{where}: {exc}, in {url!r:.80}") from None
+        raise BenchrouteError(f"{where}: {str(exc):.120}, in {url!r:.80}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BenchrouteError(f"{where} must be an http(s) URL with a host, got {url!r:.80}")
     if port == 0 or parts.fragment:
         raise BenchrouteError(f"{where} has {'port 0' if port == 0 else 'a #fragment'}, which "
                               f"no request can use: {url!r:.80}")
+
+
+def _client_url(url: str) -> None:
+    """Raise ValueError for a URL httpx would refuse on every call (an IDNA error, an invalid
+    IPv4 host, control characters); without httpx (calibrate reads costs alone) nothing."""
+    try:
+        import httpx
+    except ImportError:
+        return
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ValueError(f"not a URL the HTTP client takes ({exc})") from None
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError("control characters in the URL")
+    host = urlsplit(url).hostname or ""
+    if re.fullmatch(r"[0-9.]+", host) and not _ipv4(host):
+        raise ValueError(f"host {host!r} is no IPv4 address")
+
+
+def _ipv4(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def check_coverage(upstreams: Mapping[str, Upstream], needed: Iterable[str], path: object,

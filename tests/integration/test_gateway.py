@@ -193,7 +193,13 @@ def test_pinned_model_and_models_list(router, fake):
             c.models.retrieve("gpt-9")
         with pytest.raises(openai.BadRequestError):
             c.models.retrieve("benchroute-share-7")
+        by_id = httpx.get(base + "/v1/models/up-m1").json()  # an upstream id: the same model
+        newline = httpx.get(base + "/v1/models/m0%0A")        # was m0: the pattern dropped it
+        long = httpx.get(base + "/v1/models/" + "x" * 5000)
     assert got == ["benchroute", "BENCHROUTE-share-0.30", "m1"]
+    assert (by_id["owned_by"], by_id["upstream_model"]) == ("upstream", "up-m1")
+    assert newline.status_code == 404 and long.status_code == 404
+    assert len(long.text) < 1500  # the id cut in the message, not echoed whole
     assert "benchroute" in ids and "benchroute-share-0.3" in ids and {"m0", "m1", "m2"} <= set(ids)
     assert raw.headers["x-benchroute-model"] == "m2" and raw.headers["x-benchroute-policy"] == "pinned"
     assert raw.parse().model == "up-m2"
