@@ -128,11 +128,11 @@ def test_upstreams_file_yaml_and_json(tmp_path):
     ("models: {a: {base_url: 'http://127.0.0.1/v1', model: ' A'}}", r"without surrounding"),
     # and those the HTTP client refuses on every call, which then answered a bare 500, or
     # that raised out of the reader (found by fuzzing)
-    ("models: {a: {base_url: 'http://999.999.999.999/v1', model: A}}", r"Invalid IPv4"),
+    ("models: {a: {base_url: 'http://127.999.999.999/v1', model: A}}", r"Invalid IPv4"),
     ("models: {a: {base_url: 'http://[::1]x/v1', model: A}}", r"Invalid port"),
     ("models: {a: {base_url: 'http://[::1/v1', model: A}}", r"Invalid IPv6 URL"),
-    ("models: {a: {base_url: \"http://h\\0/v1\", model: A}}", r"not a URL the HTTP client"),
-    ("models:\n  [1, 2]: {base_url: 'http://h/v1', model: A}", r"invalid YAML \(TypeError"),
+    ("models: {a: {base_url: \"http://127.0.0.1/v\\0/\", model: A}}", r"not a URL the HTTP client"),
+    ("models:\n  [1, 2]: {base_url: 'http://127.0.0.1/v1', model: A}", r"invalid YAML \(TypeError"),
 ])
 def test_upstreams_file_errors_name_file_and_field(tmp_path, content, match):
     p = _write(tmp_path, content)
