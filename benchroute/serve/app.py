@@ -409,18 +409,24 @@ async def _until_drained(gw: Gateway, stream: AsyncIterator[bytes], cut: list[bo
                          ) -> AsyncIterator[bytes]:
     """``stream``, ended by an error event when a shutdown's drain runs out before it does
     (``cut`` then gets an entry): the server's own cut at that moment left the client a
-    truncated chunked body."""
+    truncated chunked body. Until a shutdown begins each chunk is awaited as it is (a task per
+    chunk cost 21 µs, 10 ms of CPU for a stream of 500 tokens); after, each wait is bounded
+    by the drain's deadline. A chunk already awaited when the shutdown begins is waited for
+    as before: an upstream silent past the deadline is still cut by the server."""
     it = stream.__aiter__()
-    closing = asyncio.ensure_future(gw.closing.wait()) if gw.closing is not None else None
     nxt: asyncio.Future[bytes] | None = None
     try:
         while True:
+            if gw.closing is None or not gw.closing.is_set():
+                try:
+                    chunk = await it.__anext__()
+                except StopAsyncIteration:
+                    return
+                yield chunk
+                continue
             nxt = asyncio.ensure_future(it.__anext__())
-            waiting: set[asyncio.Future[Any]] = {nxt} if closing is None else {nxt, closing}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if not nxt.done():  # a shutdown began: the next chunk until the drain's deadline
-                left = max((gw.drain_until or time.monotonic()) - time.monotonic(), 0.0)
-                await asyncio.wait({nxt}, timeout=left)
+            left = max((gw.drain_until or time.monotonic()) - time.monotonic(), 0.0)
+            await asyncio.wait({nxt}, timeout=left)
             if not nxt.done():
                 nxt.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
@@ -436,8 +442,6 @@ async def _until_drained(gw: Gateway, stream: AsyncIterator[bytes], cut: list[bo
                 return
             yield chunk
     finally:
-        if closing is not None:
-            closing.cancel()
         if nxt is not None and not nxt.done():
             nxt.cancel()
         with contextlib.suppress(BaseException):  # the relay's own cleanup, now, in any case
