@@ -69,7 +69,7 @@ class GatewayMetrics:
                                     registry=r)
         self.stream_ends = PCounter("benchroute_stream_ends", "Streamed answers by how they "
                                     "ended: complete, upstream_broke_off, client_gone, "
-                                    "not_sent", ["end"], registry=r)
+                                    "not_sent, cut_at_shutdown", ["end"], registry=r)
         self.cost = PCounter("benchroute_estimated_cost", "Estimated cost of the routed calls "
                              "(cost per call of the model that answered)", registry=r)
         self.cost_strongest = PCounter("benchroute_strongest_cost", f"Cost of the same calls "

@@ -199,21 +199,6 @@ def _client_url(url: str) -> None:
         httpx.URL(url)
     except (httpx.InvalidURL, UnicodeError) as exc:
         raise ValueError(f"not a URL the HTTP client takes ({exc})") from None
-    if any(ord(c) < 32 or ord(c) == 127 for c in url):
-        raise ValueError("control characters in the URL")
-    host = urlsplit(url).hostname or ""
-    if re.fullmatch(r"[0-9.]+", host) and not _ipv4(host):
-        raise ValueError(f"host {host!r} is no IPv4 address")
-
-
-def _ipv4(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def check_coverage(upstreams: Mapping[str, Upstream], needed: Iterable[str], path: object,
