@@ -1185,7 +1185,7 @@ def _read_texts(path: str) -> list[str]:
     for lineno, line in lines:
         if suffix in _JSONL_SUFFIXES or (suffix not in _TEXT_SUFFIXES
                                          and line.lstrip().startswith("{")):
-            obj = parse_json(line, str(p), DataError, line=lineno)
+            obj = parse_json(line, str(p), DataError, line=lineno, unique_keys=True)
             if not isinstance(obj, dict):
                 raise DataError(f"{p}: line {lineno} is not a JSON object (a JSONL file of "
                                 "prompts has one object with a 'text' field per line)")

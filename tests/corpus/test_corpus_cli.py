@@ -245,3 +245,6 @@ def test_a_txt_file_is_plain_lines_and_a_jsonl_file_json(corpus, run_cli, router
     jsonl.write_text('{"text": "one"}\nnot json\n')
     run = run_cli(["route", str(jsonl), "--router", str(router_dir)])
     assert corpus(AREA, "error", run, match=r"prompts\.jsonl: line 2 is not valid JSON")
+    jsonl.write_text('{"text": "one", "text": "two"}\n')  # kept the last, silently (fuzzing)
+    run = run_cli(["route", str(jsonl), "--router", str(router_dir)])
+    assert corpus(AREA, "error", run, match=r"prompts\.jsonl: line 1: .*'text' appears twice")
