@@ -135,8 +135,8 @@ class VectorIndex:
         """
         if self.index_ is None:
             raise BenchrouteError("the index is empty; add vectors first")
-        if k < 1:
-            raise BenchrouteError(f"k == {k}, must be >= 1")
+        if isinstance(k, bool) or not float(k).is_integer() or k < 1:
+            raise BenchrouteError(f"k == {k!r}, must be an integer >= 1")
         k = int(k)  # FAISS's wrapper takes a Python int only (np.int64(7) passes the checks)
         q = np.ascontiguousarray(queries, dtype="float32")
         if q.ndim == 1:
@@ -144,6 +144,11 @@ class VectorIndex:
         if q.shape[1] != self.dimension:
             raise BenchrouteError(f"queries have dimension {q.shape[1]}, the index {self.dimension}")
         excl = exclude_rows
+        if excl is not None:  # -1 excluded the last row, len(self) raised an IndexError
+            excl = np.asarray(excl, dtype=np.int64).reshape(-1)
+            if len(excl) and (excl.min() < 0 or excl.max() >= len(self)):
+                raise BenchrouteError(f"exclude_rows must be pool rows 0 to {len(self) - 1}; "
+                                      f"got {int(excl.min() if excl.min() < 0 else excl.max())}")
         if exclude_datasets is not None:
             rows = self.rows_of(exclude_datasets)
             excl = rows if excl is None else np.union1d(excl, rows)

@@ -81,7 +81,7 @@ def test_errors(pool, tmp_path):
     with pytest.raises(BenchrouteError, match="index is empty"):
         VectorIndex().search(q, 3)
     idx = VectorIndex().add(x, ds)
-    with pytest.raises(BenchrouteError, match="k == 0, must be >= 1"):
+    with pytest.raises(BenchrouteError, match="k == 0, must be an integer >= 1"):
         idx.search(q, 0)
     with pytest.raises(BenchrouteError, match="queries have dimension 5"):
         idx.search(q[:, :5], 3)
@@ -176,3 +176,17 @@ def test_results_do_not_depend_on_the_batch(exclude):
     assert (np.diff(d_all, axis=1) >= 0).all()
     same = d_all[:, :-1] == d_all[:, 1:]
     assert (r_all[:, :-1][same] < r_all[:, 1:][same]).all() and same.any()
+
+
+def test_search_arguments_outside_their_range_are_refused():
+    """exclude_rows=[-1] excluded the last row and [n] raised an IndexError; k=2.5 searched 2
+    (found by fuzzing)."""
+    rng = np.random.default_rng(0)
+    idx = VectorIndex().add(_unit(rng, 10, 8), ["a"] * 10)
+    q = _unit(rng, 2, 8)
+    for rows in ([-1], [10]):
+        with pytest.raises(BenchrouteError, match="exclude_rows must be pool rows 0 to 9"):
+            idx.search(q, 3, exclude_rows=np.array(rows))
+    with pytest.raises(BenchrouteError, match="must be an integer"):
+        idx.search(q, 2.5)
+    assert idx.search(q, 3, exclude_rows=np.array([0, 9]))[1].shape == (2, 3)
