@@ -146,11 +146,11 @@ def read_embeddings_file(path: Path, dimension: int | None) -> tuple[list[str], 
     if vectors.ndim != 2 or len(vectors) != len(keys) or vectors.dtype.kind != "f":
         raise CacheError(f"{path}: field 'embedding' has shape {vectors.shape} and type "
                          f"{vectors.dtype}, expected ({len(keys)}, d) floats")
-    exact = unit_rows(vectors, f"{path}: field 'embedding'", "the file is refused")
-    if vectors.dtype == np.float16 and not unit_norm_rows(vectors, UNIT_NORM_TOL,
-                                                          normalise=False)[2].any():
-        return keys, vectors
-    return keys, exact
+    if vectors.dtype == np.float16:  # kept as given when nothing needs saying or refusing
+        _, broken, off = unit_norm_rows(vectors, UNIT_NORM_TOL, normalise=False)
+        if not (broken.any() or off.any()):
+            return keys, vectors
+    return keys, unit_rows(vectors, f"{path}: field 'embedding'", "the file is refused")
 
 
 def unit_rows(vectors: np.ndarray, what: str, refusal: str) -> np.ndarray:

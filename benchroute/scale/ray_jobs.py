@@ -154,7 +154,7 @@ def _node_code(ray: Any) -> int:
     return int(ray.get_runtime_context().get_node_id()[:15], 16)
 
 
-def _items(columns: Mapping[str, Any], rows: int, rows_per_task: int, ray: Any) -> Any:
+def _items(columns: Mapping[str, Any], rows_per_task: int, ray: Any) -> Any:
     """A Ray dataset of ``columns`` (equal lengths) in blocks of ``rows_per_task`` rows, built
     from Arrow columns: ``from_items`` held a Python dict per row on the driver (about 0.3 KB
     each) besides the texts themselves. ``text`` travels as UTF-8 bytes that keep a lone
@@ -167,7 +167,7 @@ def _items(columns: Mapping[str, Any], rows: int, rows_per_task: int, ray: Any) 
                                    pa.large_binary())
     table = pa.table(columns)
     return ray.data.from_arrow([table.slice(a, rows_per_task)
-                                for a in range(0, rows, rows_per_task)])
+                                for a in range(0, table.num_rows, rows_per_task)])
 
 
 def _actors(ray: Any, actors: int | None, cpus_per_actor: float, blocks: int) -> int:
@@ -269,7 +269,7 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
             blocks = -(-len(todo) // rows_per_task)
             pool = _actors(ray, actors, cpus_per_actor, blocks)
             ds = _items({"key": [keys[i] for i in todo], "text": [items[i] for i in todo]},
-                        len(todo), rows_per_task, ray)
+                        rows_per_task, ray)
             ds = ds.map_batches(EncodeBatch, fn_constructor_kwargs={"encoder": encoder,
                                                                      "batch_size": batch_size,
                                                                      "threads": threads},
@@ -390,7 +390,7 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
     with ray_session(address, progress) as ray:
         blocks = -(-len(items) // rows_per_task)
         pool = _actors(ray, actors, cpus_per_actor, blocks)
-        ds = _items({"row": np.arange(len(items), dtype=np.int64), "text": items}, len(items),
+        ds = _items({"row": np.arange(len(items), dtype=np.int64), "text": items},
                     rows_per_task, ray)
         kwargs = {"router": folder, "policy": policy,
                   "candidates": None if candidates is None else list(candidates),
@@ -399,6 +399,7 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
         ds = ds.map_batches(RouteBatch, fn_constructor_kwargs=kwargs, batch_size=rows_per_task,
                             batch_format="numpy", concurrency=pool, num_cpus=cpus_per_actor,
                             **_FAULTS)
+
         def batches() -> Iterator[dict[str, np.ndarray]]:
             for batch in ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"):
                 nodes.update(_nodes(batch))
