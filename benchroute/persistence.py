@@ -277,7 +277,7 @@ def _refresh_derived(router: Router) -> None:
     """What the fit derived from the pool's vectors, computed again as a fit would: for a
     router loaded from a save of before 2026-12-05 (its vectors made exact, its ties ordered
     by row), whose stored pairs and OOD scores the next load would find different."""
-    from benchroute.pool_state import _reference as pool_reference
+    from benchroute.pool_state import pool_reference
 
     router.reference_ = pool_reference(router)  # also its OOD reference
     router.__dict__.pop("shift_reference_", None)  # recomputed when written

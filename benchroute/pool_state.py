@@ -94,7 +94,7 @@ def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: 
                                      index=pd.Index(np.unique(ds), name="dataset"))
     router.task_accuracy_ = task_accuracy.reindex(columns=models).astype(float)
     router.encoder_id_ = router.encoder_identifier()
-    router.reference_ = _reference(router)
+    router.reference_ = pool_reference(router)
     router.__dict__.pop("_excluded", None)  # pairs of the previous fit
     router.costs_ = None
     router.per_input_ = None
@@ -108,7 +108,7 @@ def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: 
                 len(X), len(models), len(np.unique(ds)), len(router.reference_.u))
 
 
-def _reference(router: Router) -> ReferencePairs:
+def pool_reference(router: Router) -> ReferencePairs:
     """The reference pairs of the router's pool with its current parameters; the same searches
     give the router its OOD reference (``ood_reference_``): only tasks the pass skips (one
     input) are searched for it apart."""
@@ -318,7 +318,7 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
     for name in new_models:
         router.added_.pop(name, None)
     _set_pool(router, index, Y, models, touched)
-    router.reference_ = _reference(router)
+    router.reference_ = pool_reference(router)
     if merged is not None:
         router.costs_ = merged
     _refit_added(router)
@@ -389,7 +389,7 @@ def _append_columns(router: Router, names: list[str], Y_new: np.ndarray) -> None
     """New pool models with labels on every pool row (see :func:`add_results`)."""
     Y = np.hstack([router.Y_, np.asarray(Y_new, dtype=np.float32)])
     _set_pool(router, router.predictor_.index_, Y, router.pool_models_ + names, router.tasks_)
-    router.reference_ = _reference(router)
+    router.reference_ = pool_reference(router)
     _refit_added(router)
     _sync_models(router)
 
