@@ -25,10 +25,6 @@ from typing import Any
 
 from benchroute._persist import (
     check_output_path,
-    decode_text,
-    parse_json,
-    read_text_file,
-    text_lines,
     write_file_atomic,
 )
 from benchroute.exceptions import BenchrouteError
@@ -641,11 +637,13 @@ def _policy_route(args: argparse.Namespace, router: Any, texts: list[str],
     return 0
 
 
-def _route_to_file(args: argparse.Namespace, texts: list[str], candidates: list[str] | None,
+def _route_to_file(args: argparse.Namespace, candidates: list[str] | None,
                    address: str | None) -> int:
-    """``route --out``: model, P and cost per text into parquet, here or on Ray."""
+    """``route --out``: model, P and cost per text into parquet, here or on Ray (the texts
+    file then read as the job goes, never held whole)."""
     import numpy as np
 
+    from benchroute.prompt_file import iter_prompt_file
     from benchroute.scale.ray_jobs import route_with_ray
     from benchroute.scale.routed_file import frame_columns, write_routed
 
@@ -654,17 +652,19 @@ def _route_to_file(args: argparse.Namespace, texts: list[str], candidates: list[
     params = _read_params(args.param)
     where = ""
     if args.ray is not None:
-        report = route_with_ray(texts, args.out, args.router, policy=policy,
-                                candidates=candidates, costs=costs, params=params,
-                                address=address, actors=args.actors, progress=not args.quiet,
-                                ood_alpha=args.ood_alpha, keep_duplicates=args.keep_duplicates)
-        where = f" on Ray ({_count(report.nodes, 'node')})"
+        report = route_with_ray(iter_prompt_file(args.texts), args.out, args.router,
+                                policy=policy, candidates=candidates, costs=costs,
+                                params=params, address=address, actors=args.actors,
+                                progress=not args.quiet, ood_alpha=args.ood_alpha,
+                                keep_duplicates=args.keep_duplicates)
+        rows, where = report.rows, f" on Ray ({_count(report.nodes, 'node')})"
     else:
-        frame = _load_router(args.router).route_table(texts, candidates=candidates, policy=policy,
-                                                 costs=costs, ood_alpha=args.ood_alpha,
-                                                 keep_duplicates=args.keep_duplicates, **params)
+        frame = _load_router(args.router).route_table(
+            _read_texts(args.texts), candidates=candidates, policy=policy, costs=costs,
+            ood_alpha=args.ood_alpha, keep_duplicates=args.keep_duplicates, **params)
         write_routed([{"row": np.arange(len(frame)), **frame_columns(frame)}], args.out)
-    print(f"routed {len(texts)} inputs ({policy}){where} -> {args.out}")
+        rows = len(frame)
+    print(f"routed {rows} inputs ({policy}){where} -> {args.out}")
     return 0
 
 
@@ -685,10 +685,10 @@ def _cmd_route(args: argparse.Namespace) -> int:
         if args.out.exists() and _same_file(args.texts, args.out):
             raise BenchrouteError(f"--out {args.out} is the texts file; the routed file would "
                                   "replace it")
-    texts = _read_texts(args.texts)
     candidates = _name_list("--candidates", args.candidates)
     if args.out is not None:
-        return _route_to_file(args, texts, candidates, address)
+        return _route_to_file(args, candidates, address)
+    texts = _read_texts(args.texts)
     router = _load_router(args.router)
     if args.policy:
         return _policy_route(args, router, texts, candidates)
@@ -1148,9 +1148,6 @@ def _describe_os_error(exc: OSError) -> str:
 
 _TEXTS_HELP = ("one text per line (.txt), or JSON objects with a 'text' field (.jsonl); other "
                "names and '-' (standard input): a line starting with '{' is JSON")
-#: suffixes of files whose every line is a JSON object with a 'text' field, and of plain text
-_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-_TEXT_SUFFIXES = (".txt", ".text")
 
 
 def _port(text: str) -> int:
@@ -1166,44 +1163,8 @@ def _port(text: str) -> int:
 
 
 def _read_texts(path: str) -> list[str]:
-    """Input texts: one per line, or JSONL lines with a ``text`` field; ``-`` is standard input.
+    """Input texts of a file (``-``: standard input), as :mod:`benchroute.prompt_file` reads
+    them."""
+    from benchroute.prompt_file import read_prompt_file
 
-    A ``.txt`` file is plain lines and a ``.jsonl``/``.ndjson``/``.json`` file JSONL, whatever a
-    line starts with; elsewhere (standard input, other names) a line starting with ``{`` is
-    JSON. Why by the suffix: in a plain prompt log a prompt starting with ``{`` was refused as
-    invalid JSON, and one that was a JSON object holding a ``text`` field was replaced by that
-    field (found by a review)."""
-    from benchroute.exceptions import DataError
-
-    p = Path(path) if path != "-" else Path("<stdin>")
-    if path != "-" and not p.is_file():
-        raise DataError(f"{p}: no such file")
-    texts: list[str] = []
-    content = _read_stdin(p) if path == "-" else read_text_file(p, DataError)
-    lines = [(n, line) for n, line in text_lines(content) if line.strip()]
-    suffix = p.suffix.lower() if path != "-" else ""
-    for lineno, line in lines:
-        if suffix in _JSONL_SUFFIXES or (suffix not in _TEXT_SUFFIXES
-                                         and line.lstrip().startswith("{")):
-            obj = parse_json(line, str(p), DataError, line=lineno, unique_keys=True)
-            if not isinstance(obj, dict):
-                raise DataError(f"{p}: line {lineno} is not a JSON object (a JSONL file of "
-                                "prompts has one object with a 'text' field per line)")
-            if not isinstance(obj.get("text"), str):
-                raise DataError(f"{p}: line {lineno} has no string field 'text'")
-            if not obj["text"].strip():
-                raise DataError(f"{p}: line {lineno}: field 'text' is empty or only whitespace")
-            texts.append(obj["text"])
-        else:
-            texts.append(line)
-    if not texts:
-        raise DataError(f"{p}: no input texts (the file is empty or holds only blank lines)")
-    return texts
-
-
-def _read_stdin(name: Path) -> str:
-    from benchroute.exceptions import DataError
-
-    stream = getattr(sys.stdin, "buffer", None)  # a replaced stdin may be a text stream only
-    return decode_text(stream.read(), str(name), DataError) if stream is not None \
-        else sys.stdin.read()
+    return read_prompt_file(path)

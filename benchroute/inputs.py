@@ -300,12 +300,20 @@ def parse_texts(task_examples: Texts, what: str = "task_examples") -> list[str]:
         raise BenchrouteError(f"{what} is empty; give at least one input text")
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
-        raise BenchrouteError(f"{what}[{bad}] is a {type(texts[bad]).__name__}, expected str")
-    # as the loaders decide: a blank text is no input (nothing to embed or route)
-    blank = next((i for i, t in enumerate(texts) if not t.strip()), None)
-    if blank is not None:
-        raise BenchrouteError(f"{what}[{blank}] is empty or only whitespace; give a text to route")
+        check_text(texts[bad], bad, what)
+    for i, t in enumerate(texts):
+        check_text(t, i, what)
     return texts
+
+
+def check_text(text: object, i: int, what: str = "task_examples") -> str:
+    """One input text, ``what[i]``: a str that is not blank (as the loaders decide, a blank
+    text is no input: nothing to embed or route)."""
+    if not isinstance(text, str):
+        raise BenchrouteError(f"{what}[{i}] is a {type(text).__name__}, expected str")
+    if not text.strip():
+        raise BenchrouteError(f"{what}[{i}] is empty or only whitespace; give a text to route")
+    return text
 
 
 def label_value(v: object) -> float:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,20 +154,51 @@ def _node_code(ray: Any) -> int:
     return int(ray.get_runtime_context().get_node_id()[:15], 16)
 
 
-def _items(columns: Mapping[str, Any], rows_per_task: int, ray: Any) -> Any:
-    """A Ray dataset of ``columns`` (equal lengths) in blocks of ``rows_per_task`` rows, built
-    from Arrow columns: ``from_items`` held a Python dict per row on the driver (about 0.3 KB
-    each) besides the texts themselves. ``text`` travels as UTF-8 bytes that keep a lone
-    surrogate (Arrow's strings refuse one, which a local run routes): :func:`_texts` reads it."""
+def _items(columns: Mapping[str, Any], rows_per_task: int, ray: Any) -> tuple[Any, int]:
+    """A Ray dataset of ``columns`` (equal lengths) in blocks of ``rows_per_task`` rows, and
+    its number of blocks."""
+    n = len(next(iter(columns.values())))
+    return _dataset((({k: v[a:a + rows_per_task] for k, v in columns.items()})
+                     for a in range(0, n, rows_per_task)), ray)
+
+
+def _dataset(blocks: Iterable[Mapping[str, Any]], ray: Any) -> tuple[Any, int]:
+    """A Ray dataset of ``blocks`` (each a mapping of equal-length columns), and how many
+    there are. Each is built as an
+    Arrow table and put in the object store as it comes, so that a stream of blocks (a prompt
+    file read line by line) is never held whole on the driver. Arrow columns, because
+    ``from_items`` held a Python dict per row on the driver (about 0.3 KB each) besides the
+    texts. ``text`` travels as UTF-8 bytes that keep a lone surrogate (Arrow's strings refuse
+    one, which a local run routes): :func:`_texts` reads it."""
     import pyarrow as pa
 
-    columns = dict(columns)
-    if "text" in columns:
-        columns["text"] = pa.array([t.encode("utf-8", "surrogatepass") for t in columns["text"]],
-                                   pa.large_binary())
-    table = pa.table(columns)
-    return ray.data.from_arrow([table.slice(a, rows_per_task)
-                                for a in range(0, table.num_rows, rows_per_task)])
+    refs = []
+    for block in blocks:
+        columns = dict(block)
+        if "text" in columns:
+            columns["text"] = pa.array([t.encode("utf-8", "surrogatepass")
+                                        for t in columns["text"]], pa.large_binary())
+        refs.append(ray.put(pa.table(columns)))
+    return ray.data.from_arrow_refs(refs), len(refs)
+
+
+def _row_blocks(texts: Iterable[str], rows_per_task: int, what: str
+                ) -> Iterator[dict[str, Any]]:
+    """``{"row", "text"}`` blocks of ``rows_per_task`` rows from a stream of texts, each text
+    checked as :func:`benchroute.inputs.parse_texts` checks a list's."""
+    from benchroute.inputs import check_text
+
+    row, block = 0, []
+    for text in texts:
+        block.append(check_text(text, row, what))
+        row += 1
+        if len(block) == rows_per_task:
+            yield {"row": np.arange(row - len(block), row, dtype=np.int64), "text": block}
+            block = []
+    if block:
+        yield {"row": np.arange(row - len(block), row, dtype=np.int64), "text": block}
+    if not row:
+        raise BenchrouteError(f"{what} is empty; give at least one input text")
 
 
 def _actors(ray: Any, actors: int | None, cpus_per_actor: float, blocks: int) -> int:
@@ -266,10 +297,9 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
     nodes: set[int] = set()
     if todo:
         with ray_session(address, progress) as ray:
-            blocks = -(-len(todo) // rows_per_task)
+            ds, blocks = _items({"key": [keys[i] for i in todo],
+                                 "text": [items[i] for i in todo]}, rows_per_task, ray)
             pool = _actors(ray, actors, cpus_per_actor, blocks)
-            ds = _items({"key": [keys[i] for i in todo], "text": [items[i] for i in todo]},
-                        rows_per_task, ray)
             ds = ds.map_batches(EncodeBatch, fn_constructor_kwargs={"encoder": encoder,
                                                                      "batch_size": batch_size,
                                                                      "threads": threads},
@@ -336,7 +366,7 @@ def _open_router(folder: str | None) -> Any:
     return default_router() if folder is None else Router.load(folder)
 
 
-def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
+def route_with_ray(texts: Sequence[str] | Iterator[str], out: str | os.PathLike[str],
                    router: str | os.PathLike[str] | None = None, *, policy: str = "best",
                    candidates: Sequence[str] | None = None,
                    costs: Mapping[str, float] | None = None,
@@ -348,6 +378,11 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
     ``out`` (parquet: ``row``, the text's position in ``texts``; ``model``; ``p``, its
     predicted P(m, x); ``cost``, its cost per call, NaN where none is known; ``ood_p``,
     ``ood_fallback`` and ``in_pool`` as ``Router.route`` gives them), rows in input order.
+
+    ``texts`` is a list of texts, or an iterator of them that is read as it goes and put in
+    Ray's object store a block at a time, never held whole on the driver: a prompt log of any
+    length, ``route_with_ray(iter_prompt_file("prompts.jsonl"), ...)``
+    (:func:`benchroute.prompt_file.iter_prompt_file`, what ``benchroute route --ray`` does).
 
     ``router`` is a saved router folder (None: the one fitted on the bundled pack); each actor
     loads it, so on a cluster it must be readable at the same path on every node. The policy
@@ -369,7 +404,9 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
                               "in batches it would decide differently. Fix its price λ on a "
                               "sample (benchroute.policies.budget_price) and route with "
                               "policy 'lagrangian', param lam=λ")
-    items = parse_texts(texts, "texts")  # one string is one text, as route_table takes it
+    # a list is checked whole before the job; a stream (a prompt file read as it goes) text by
+    # text while it is put in the object store. One string is one text, as route_table takes it
+    stream = texts if isinstance(texts, Iterator) else iter(parse_texts(texts, "texts"))
     folder = None if router is None else str(Path(router).resolve())
     local = _open_router(folder)
     cand_idx = local.candidate_indices(candidates)
@@ -387,11 +424,10 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
         raise BenchrouteError(f"cpus_per_actor == {cpus_per_actor!r}, must be > 0")
     out = check_output_path(out, "routed file")  # before the job, not after it
     nodes: set[int] = set()
+    rows = 0
     with ray_session(address, progress) as ray:
-        blocks = -(-len(items) // rows_per_task)
+        ds, blocks = _dataset(_row_blocks(stream, rows_per_task, "texts"), ray)
         pool = _actors(ray, actors, cpus_per_actor, blocks)
-        ds = _items({"row": np.arange(len(items), dtype=np.int64), "text": items},
-                    rows_per_task, ray)
         kwargs = {"router": folder, "policy": policy,
                   "candidates": None if candidates is None else list(candidates),
                   "costs": None if costs is None else dict(costs), "params": params,
@@ -401,9 +437,11 @@ def route_with_ray(texts: Sequence[str], out: str | os.PathLike[str],
                             **_FAULTS)
 
         def batches() -> Iterator[dict[str, np.ndarray]]:
+            nonlocal rows
             for batch in ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"):
                 nodes.update(_nodes(batch))
+                rows += len(batch["row"])
                 yield batch
 
         write_routed(batches(), out)  # batch by batch, in input order: none held here
-    return RouteReport(out, len(items), len(nodes))
+    return RouteReport(out, rows, len(nodes))

@@ -85,6 +85,57 @@ def test_one_string_is_one_text(local_ray, router_dir, tmp_path):
     assert report.rows == 1 and len(pd.read_parquet(report.out)) == 1
 
 
+def test_route_a_stream_as_it_comes(local_ray, router_dir, tmp_path):
+    """An iterator of texts (a prompt file read line by line) is put in the object store a
+    block at a time: every text routed as a list routes it, and a bad text found late stops
+    the job with no file written."""
+    texts = [f"task {i % 4} input {i}" for i in range(23)]
+    pulled = []
+
+    def stream():
+        for t in texts:
+            pulled.append(t)
+            yield t
+
+    report = route_with_ray(stream(), tmp_path / "s.parquet", router_dir, actors=2,
+                            rows_per_task=5)
+    assert report.rows == len(texts) == len(pulled)
+    want = Router.load(router_dir).route_table(texts)
+    got = pd.read_parquet(report.out)
+    assert got["row"].tolist() == list(range(len(texts)))
+    pd.testing.assert_frame_equal(got.drop(columns="row"), want, check_dtype=False)
+    with pytest.raises(BenchrouteError, match=r"texts\[12\] is empty or only whitespace"):
+        route_with_ray(iter(texts[:12] + [" "]), tmp_path / "bad.parquet", router_dir)
+    with pytest.raises(BenchrouteError, match=r"texts\[3\] is a int, expected str"):
+        route_with_ray(iter([*texts[:3], 7]), tmp_path / "bad.parquet", router_dir)
+    with pytest.raises(BenchrouteError, match="texts is empty"):
+        route_with_ray(iter([]), tmp_path / "bad.parquet", router_dir)
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_cli_route_on_ray_reads_the_file_as_it_goes(local_ray, router_dir, tmp_path,
+                                                    monkeypatch, capsys):
+    """``route --ray`` hands Ray the file's texts as a stream: the CLI never lists them."""
+    import benchroute.cli as cli
+
+    def no_list(path):
+        raise AssertionError("route --ray read the whole file into a list")
+
+    monkeypatch.setattr(cli, "_read_texts", no_list)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(f'{{"text": "task {i % 4} input {i}"}}\n' for i in range(9))
+                       + '{"text": 3}\n')
+    assert main(["route", "--ray", str(prompts), "--router", str(router_dir),
+                 "--out", str(tmp_path / "o.parquet"), "--quiet"]) != 0
+    assert "p.jsonl: line 10 has no string field 'text'" in capsys.readouterr().err
+    assert not (tmp_path / "o.parquet").exists()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"task {i % 4} input {i}\n" for i in range(9)))
+    assert main(["route", "--ray", str(prompts), "--router", str(router_dir),
+                 "--out", str(tmp_path / "o.parquet"), "--quiet"]) == 0
+    assert len(pd.read_parquet(tmp_path / "o.parquet")) == 9
+
+
 def test_cli_route_and_embed_on_ray(local_ray, router_dir, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"task {i % 4} input {i}" for i in range(12)) + "\n")
