@@ -186,8 +186,8 @@ class Router(RouterParams, pool_state.FittedPool):
         next to the others' labels, never its own. ``candidates`` restricts the choice (BMA is
         then the best of them); ``fallback`` applies the η rule and the form-shift test (S3);
         ``exclude_datasets`` leaves pool tasks out exactly. ``max_quality_drop`` ε moves the
-        choice to the cheapest candidate whose p̂ (S3; the method's own score for S1 and S2) is
-        within ε of the chosen model's after the fallback (``costs`` per call, else the fit
+        choice to the cheapest candidate within ε of the chosen model's accuracy after the
+        fallback (S3: with probability ≥ η, by the fallback's draws; S1 and S2: by their score) (``costs`` per call, else the fit
         store's). Pool inputs that are near-duplicates of an example are left out of its
         neighbours (counted in ``Selection.n_in_pool``) unless ``keep_duplicates``."""
         check_is_fitted(self, "predictor_")
@@ -199,7 +199,7 @@ class Router(RouterParams, pool_state.FittedPool):
         if max_quality_drop is not None:
             models = [str(m) for m in sel.scores.index]
             sel = cheaper_selection(sel, router_costs(self, costs, "max_quality_drop", models),
-                                    models, max_quality_drop)
+                                    models, max_quality_drop, self.config())
         return sel
 
     def select_embedded(self, Q: np.ndarray, labeled_X: np.ndarray | None = None,

@@ -25,6 +25,7 @@ from benchroute.policies import (
     POLICIES,
     apply_policy,
     cheapest_within_selection,
+    check_param,
     check_policy_params,
     choices_frame,
     cost_vector,
@@ -32,7 +33,8 @@ from benchroute.policies import (
     get_policy,
 )
 from benchroute.predictors import NEAR_DUPLICATE
-from benchroute.scoring import argmax_ties
+from benchroute.scoring import argmax_ties, fallback_probability
+from benchroute.selection import SelectionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -259,21 +261,43 @@ def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
 
 
 def cheaper_selection(selection: Any, costs: np.ndarray, models: Sequence[str],
-                      max_quality_drop: float) -> Any:
+                      max_quality_drop: float, config: SelectionConfig | None = None) -> Any:
     """``select_model(..., max_quality_drop=ε)``: the selection moved to the cheapest candidate
-    whose estimated quality is within ε of the chosen model's.
+    whose quality is within ε of the chosen model's (the one chosen after the fallback).
 
-    The quality compared is the one the choice rests on: p̂ for S3 (the estimate the η fallback
-    protects; a raw S3 score would bring back a model the fallback refused), the method's own
-    score for S1 and S2; the bar is the chosen model's, after the fallback, not the top score.
+    For S3, by the η rule that made the choice: a candidate qualifies when the probability that
+    its count of right answers is above the chosen model's less ε·n is at least η, the counts
+    drawn as the fallback draws them (``p_within`` in the table). S3 alone would bring back the
+    very model the η test had just refused when its score is within ε, and p̂ (compared here
+    before) is how often a model's predictor is right, not the model: one predicted wrong on
+    every input has a high p̂ (found by a review). With ε = 0 only a model as likely to beat the
+    chosen one as the fallback asks of a choice qualifies. S1 and S2 compare their own score.
     """
+    check_param("max_quality_drop", "max_quality_drop", max_quality_drop)
+    config = config or SelectionConfig()
     table = selection.scores.copy()
     by_model = dict(zip(models, costs))
-    column = "p_hat" if selection.method == "S3" else selection.method
-    model = cheapest_within_selection(table, by_model, max_quality_drop, column,
-                                      reference=selection.model)
+    names = [str(m) for m in table.index]
+    if selection.method == "S3":
+        column = "S3"
+        ref, n = names.index(selection.model), selection.n_examples
+        n_plus = np.rint(table["S2"].to_numpy(float) * n)
+        p = table["p_hat"].to_numpy(float)
+        table["p_within"] = [1.0 if i == ref else fallback_probability(
+            i, ref, n_plus, n - n_plus, p, config.n_draws, config.seed,
+            slack=max_quality_drop * n) for i in range(len(names))]
+        ok = table["p_within"] >= config.eta
+        cost = pd.Series([by_model[m] for m in names], index=table.index)
+        cheapest = cost[ok][cost[ok] == cost[ok].min()].index
+        model = str(table.loc[cheapest, "S3"].astype(float).idxmax())
+    else:
+        column = selection.method
+        model = cheapest_within_selection(table, by_model, max_quality_drop, column,
+                                          reference=selection.model)
     table["cost"] = [by_model[m] for m in table.index]
     table["chosen"] = table.index == model
+    if column == "S3":
+        selection = dataclasses.replace(selection, eta=config.eta)
     if model == selection.model:
         return dataclasses.replace(selection, scores=table)
     return dataclasses.replace(selection, model=model, scores=table,

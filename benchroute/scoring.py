@@ -259,12 +259,15 @@ def beta_binomial_mean(prior_mean: np.ndarray, strength: float, hits: np.ndarray
 
 def fallback_probability(
     chosen: int, bma: int, n_plus: np.ndarray, n_minus: np.ndarray, p: np.ndarray,
-    draws: int = 1000, seed: int | np.random.Generator | None = 0,
+    draws: int = 1000, seed: int | np.random.Generator | None = 0, slack: float = 0.0,
 ) -> float:
-    """P(count(chosen) > count(BMA)) with count(m) ~ Binomial(n⁺_m, p_m) + Binomial(n⁻_m, 1 − p_m).
+    """P(count(chosen) > count(BMA) − slack) with count(m) ~ Binomial(n⁺_m, p_m) +
+    Binomial(n⁻_m, 1 − p_m).
 
     n⁺ and n⁻ are the inputs predicted right and wrong; the count is then the number of inputs
-    the model really gets right if each binary prediction is right with probability p.
+    the model really gets right if each binary prediction is right with probability p. The η
+    rule uses it with ``slack`` 0; ``max_quality_drop`` ε with ``slack`` ε·n (a cheaper model
+    is as likely to lose at most ε as the chosen one is to beat the BMA).
     """
     rng = np.random.default_rng(seed)
 
@@ -272,4 +275,4 @@ def fallback_probability(
         pm = float(np.clip(np.nan_to_num(p[m], nan=0.5), 0.0, 1.0))
         return (rng.binomial(int(n_plus[m]), pm, draws)
                 + rng.binomial(int(n_minus[m]), 1.0 - pm, draws))
-    return float(np.mean(count(chosen) > count(bma)))
+    return float(np.mean(count(chosen) > count(bma) - slack))

@@ -50,7 +50,7 @@ class SelectionConfig:
     tie_tol: float = TIE_TOL
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Selection:
     """The model chosen for a task, with the evidence behind the choice.
 
@@ -75,7 +75,8 @@ class Selection:
     proba: np.ndarray | None = field(default=None, repr=False, compare=False)
     #: set by ``max_quality_drop``: (the model chosen on quality, ε, the quality column compared)
     cheaper_than: tuple[str, float, str] | None = None
-    #: the η of the fallback test (None when no test ran)
+    #: the η of the fallback test, and of ``max_quality_drop``'s rule for S3 (None when neither
+    #: ran)
     eta: float | None = None
     #: inputs with a near-duplicate in the pool (benchroute.predictors.NEAR_DUPLICATE), and
     #: whether those pool inputs were left out of their neighbours (the default)
@@ -91,8 +92,11 @@ class Selection:
         why = ""
         if self.cheaper_than is not None:
             first, eps, column = self.cheaper_than
-            why = (f" (the cheapest candidate whose {column} is within {eps:g} of {first}'s; "
-                   f"{first} was chosen on quality"
+            within = (f"likely (P >= eta = {self.eta:g}, column p_within) to be within "
+                      f"{eps:g} of {first}'s accuracy"
+                      if column == "S3" and self.eta is not None
+                      else f"whose {column} is within {eps:g} of {first}'s")
+            why = (f" (the cheapest candidate {within}; {first} was chosen on quality"
                    + (" after falling back to the best model on average" if self.fell_back
                       else "") + ")")
         elif self.shift_fell_back and self.shift is not None:

@@ -323,31 +323,53 @@ def test_threshold_without_prices(corpus, run_cli, router_dir):
 
 # ---------------------------------------------------------------- max_quality_drop and η (class 10)
 def _fell_back_selection():
-    """The RouteLLM case: S3 prefers the cheap model, the η test refused it (p̂ 6.6 points
-    lower) and fell back to the expensive best model on average."""
+    """The RouteLLM case: S3 prefers the cheap model, the η test refused it (it beats the
+    expensive best model on average with probability 0.35 < η) and fell back."""
     from benchroute.selection import Selection
 
     table = pd.DataFrame({"S1": [0.80, 0.82], "S2": [0.80, 0.83], "S3": [0.700, 0.705],
                           "p_hat": [0.872, 0.806], "bma": [True, False],
                           "chosen": [True, False]}, index=pd.Index(["gpt-4", "mixtral"], name="model"))
     return Selection(model="gpt-4", method="S3", scores=table, fell_back=True,
-                     task_distance=0.3, bma="gpt-4", n_examples=50, win_probability=0.41)
+                     task_distance=0.3, bma="gpt-4", n_examples=50, win_probability=0.35)
 
 
-@pytest.mark.parametrize("eps, expected", [(0.01, "gpt-4"), (0.05, "gpt-4"), (0.07, "mixtral")],
-                         ids=["1-point", "5-points", "7-points"])
+@pytest.mark.parametrize("eps, expected", [(0.0, "gpt-4"), (0.01, "gpt-4"), (0.07, "mixtral")],
+                         ids=["0-points", "1-point", "7-points"])
 def test_max_quality_drop_keeps_what_the_fallback_protects(corpus, eps, expected):
+    """S3's ε is the η rule with slack ε·n: the model the fallback refused (S3 above the
+    chosen one's) comes back only once it is likely (P >= η) within ε."""
     sel = _fell_back_selection()
     run = lambda: routing.cheaper_selection(sel, np.array([24.7, 0.24]), ["gpt-4", "mixtral"], eps)  # noqa: E731
 
     def check(out):
         said = out.summary()
         if expected == "gpt-4":
-            return out.model == "gpt-4" and out.fell_back and "fell back" in said
-        return out.model == "mixtral" and "within 0.07 of gpt-4's" in said \
-            and "p_hat" in said and out.to_dict()["cheaper_than"]["model"] == "gpt-4"
+            return out.model == "gpt-4" and out.fell_back and "fell back" in said \
+                and out.scores.loc["mixtral", "p_within"] < 0.6
+        return out.model == "mixtral" and "within 0.07 of gpt-4's accuracy" in said \
+            and "eta = 0.6" in said and out.to_dict()["cheaper_than"]["model"] == "gpt-4" \
+            and out.scores.loc["mixtral", "p_within"] >= 0.6
 
     assert corpus(AREA, "right", run, check=check)
+
+
+def test_max_quality_drop_compares_accuracy_not_the_predictors(corpus):
+    """A model predicted wrong on every input has a high p̂ (its predictor is right): compared
+    by p̂ it was "within ε" even at ε = 0 and was chosen (found by a review)."""
+    from benchroute.selection import Selection
+
+    table = pd.DataFrame({"S1": [0.80, 0.40], "S2": [1.0, 0.0], "S3": [0.640, 0.345],
+                          "p_hat": [0.640, 0.655], "bma": [True, False],
+                          "chosen": [True, False]}, index=pd.Index(["big", "small"], name="model"))
+    sel = Selection(model="big", method="S3", scores=table, fell_back=False, task_distance=0.3,
+                    bma="big", n_examples=20)
+    for eps in (0.0, 0.01, 0.1, 0.2):
+        run = lambda eps=eps: routing.cheaper_selection(  # noqa: E731
+            sel, np.array([10.0, 0.1]), ["big", "small"], eps)
+        assert corpus(AREA, "right", run, check=lambda out: out.model == "big")
+    out = routing.cheaper_selection(sel, np.array([10.0, 0.1]), ["big", "small"], 0.5)
+    assert out.model == "small"  # 0.295 apart: within 0.5 with near certainty
 
 
 def test_max_quality_drop_compares_with_the_chosen_model_for_s1(corpus):

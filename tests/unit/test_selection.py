@@ -252,3 +252,17 @@ def test_repr_shows_small_costs():
     sel = Selection(model="a", method="S3", scores=table, fell_back=False, task_distance=0.3,
                     bma="a", n_examples=5)
     assert "0.00024" in repr(sel)
+
+
+def test_selections_compare_by_identity() -> None:
+    """``a == b`` raised (the dataclass compared its DataFrame field) and ``hash`` failed."""
+    import pandas as pd
+
+    from benchroute.selection import Selection
+
+    table = pd.DataFrame({"S1": [0.5]}, index=["m"])
+    a = Selection(model="m", method="S1", scores=table, fell_back=False, task_distance=0.1,
+                  bma="m", n_examples=1)
+    b = Selection(model="m", method="S1", scores=table.copy(), fell_back=False,
+                  task_distance=0.1, bma="m", n_examples=1)
+    assert a == a and a != b and len({a, b}) == 2
