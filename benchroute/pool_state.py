@@ -11,10 +11,11 @@ the added models) and keep the parts consistent, the way a fresh fit would leave
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,6 +78,21 @@ class FittedPool:
     _loaded_from: tuple[str, str | None] | None = None
 
 
+@contextlib.contextmanager
+def unchanged_on_error(router: Router) -> Iterator[None]:
+    """The router's state as it was if the block raises: a refit that failed in its last step
+    (the tuning's cross-validation) left the new pool's predictor beside the old pool's
+    tuning, routing on a pool whose fit had failed (found by a review). Every step replaces
+    attributes and changes none in place, so a shallow copy is the whole state."""
+    saved = dict(router.__dict__)
+    try:
+        yield
+    except BaseException:
+        router.__dict__.clear()
+        router.__dict__.update(saved)
+        raise
+
+
 def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: list[str],
           instance_ids: Sequence[str] | None, task_accuracy: pd.DataFrame | None) -> None:
     """The fitted state of ``Router.fit_arrays`` from checked arrays: the kNN predictor and its
@@ -100,9 +116,13 @@ def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: 
     router.per_input_ = None
     if router.tune:
         # routing searches the router's index; the tuned predictor keeps no pool of its own
-        router.per_input_ = PerInputPredictor(
-            seed=router.seed, max_task_queries=router.max_task_queries,
-            folds_by=router.tune_folds).fit(X, Y, ds).without_pool()
+        try:
+            router.per_input_ = PerInputPredictor(
+                seed=router.seed, max_task_queries=router.max_task_queries,
+                folds_by=router.tune_folds).fit(X, Y, ds).without_pool()
+        except BenchrouteError as exc:
+            raise type(exc)(f"tuning the per-input predictor (tune=True; tune=False fits "
+                            f"without it): {exc}") from exc
     _warn_partial_models(router)
     logger.info("fitted router: %d inputs, %d models, %d tasks, %d reference pairs",
                 len(X), len(models), len(np.unique(ds)), len(router.reference_.u))

@@ -81,10 +81,11 @@ class Router(RouterParams, pool_state.FittedPool):
                                   f"{enc.identifier!r} gives {enc.dimension}-d vectors; give "
                                   "vectors from the router's encoder, or set encoder= to the one "
                                   "that made them (fit_arrays takes vectors alone)")
-        self.fit_arrays(pool.X, pool.Y, pool.datasets, pool.models, pool.instance_ids,
-                        data.dataset_accuracy().reindex(columns=pool.models))
-        self.costs_ = store_costs(data)
-        self.texts_ = list(data.instances()["text"])
+        with pool_state.unchanged_on_error(self):  # no half-made fit over the last one
+            self.fit_arrays(pool.X, pool.Y, pool.datasets, pool.models, pool.instance_ids,
+                            data.dataset_accuracy().reindex(columns=pool.models))
+            self.costs_ = store_costs(data)
+            self.texts_ = list(data.instances()["text"])
         return self
 
     def fit_arrays(self, X: np.ndarray, Y: np.ndarray, datasets: Sequence[str] | np.ndarray,
@@ -102,7 +103,8 @@ class Router(RouterParams, pool_state.FittedPool):
                 raise BenchrouteError(f"fit_arrays task_accuracy{'.' if problem[0] else ''}"
                                       f"{problem[0]}: must be {problem[1]}")
             task_accuracy = task_accuracy.set_axis(task_accuracy.index.map(str))
-        pool_state.build(self, X, Y, ds, models, ids, task_accuracy)
+        with pool_state.unchanged_on_error(self):
+            pool_state.build(self, X, Y, ds, models, ids, task_accuracy)
         return self
 
     # ------------------------------------------------------------------ fitted views

@@ -730,3 +730,18 @@ def test_a_router_saved_before_exact_vectors_and_tie_order_loads_and_saves(tmp_p
     assert not again._derived_stale  # a mapped index keeps its stored vectors, now consistent
     np.testing.assert_array_equal(again.route_table(["task 1 input 2"])["p"],
                                   r.route_table(["task 1 input 2"])["p"])
+
+
+def test_failed_refit_leaves_the_fitted_router_as_it_was() -> None:
+    """A refit failing in its last step (the tuning's cross-validation) left the new pool's
+    predictor with no tuning: the router routed on the pool whose fit had failed."""
+    data, X = synthetic(3)
+    router = Router(alphas=(0.0,), tune=True, encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    before = (router.models_, router.predictor_, router.per_input_, router.texts_)
+    routed = router.route(list(data.instances()["text"][:5]))
+    one = np.ones((1, X.shape[1]), dtype=np.float32) / np.sqrt(X.shape[1])
+    with pytest.raises(BenchrouteError, match=r"tuning the per-input predictor \(tune=True; "
+                                              r"tune=False fits without it\): cross-validation"):
+        router.fit_arrays(one, np.ones((1, 1)), ["x"], ["x"])
+    assert (router.models_, router.predictor_, router.per_input_, router.texts_) == before
+    assert router.route(list(data.instances()["text"][:5])) == routed
