@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -14,6 +14,8 @@ from benchroute.selection import SelectionConfig
 
 if TYPE_CHECKING:
     from benchroute.embedding import Encoder
+
+_R = TypeVar("_R", bound="RouterParams")
 
 
 class RouterParams(Estimator):
@@ -120,6 +122,24 @@ class RouterParams(Estimator):
         return (f"{text} fitted on {len(predictor.labels_)} inputs, "
                 f"{len(getattr(self, 'models_', []))} models, {tasks} tasks; encoder "
                 f"{getattr(self, 'encoder_id_', None)!r}")
+
+    def set_params(self: _R, **params: object) -> _R:
+        """scikit-learn's ``set_params``; on a fitted router the values are checked at once, as
+        ``fit`` checks them: ``select_model`` and ``route`` read η, the draws, the threshold
+        and the seed as they are (``n_draws=0`` made the fallback's probability NaN, so it
+        never fell back; ``eta='0.6'`` passed; found by a review). A refused value leaves
+        every parameter as it was."""
+        from benchroute.inputs import check_router_params
+
+        before = self.get_params()
+        super().set_params(**params)
+        if "predictor_" in self.__dict__:
+            try:
+                check_router_params(self.get_params(), "Router.set_params")
+            except Exception:
+                super().set_params(**before)
+                raise
+        return self
 
     def config(self) -> SelectionConfig:
         """The decision parameters, as :func:`benchroute.selection.select` takes them."""

@@ -745,3 +745,18 @@ def test_failed_refit_leaves_the_fitted_router_as_it_was() -> None:
         router.fit_arrays(one, np.ones((1, 1)), ["x"], ["x"])
     assert (router.models_, router.predictor_, router.per_input_, router.texts_) == before
     assert router.route(list(data.instances()["text"][:5])) == routed
+
+
+@pytest.mark.parametrize("params, field", [({"n_draws": 0}, "n_draws"), ({"eta": "0.6"}, "eta"),
+                                           ({"threshold": 2.0}, "threshold"),
+                                           ({"seed": -1}, "seed")])
+def test_set_params_on_a_fitted_router_is_checked(params, field) -> None:
+    """select_model reads η, the draws, the threshold and the seed live: n_draws=0 made the
+    fallback's probability NaN (never < η), so it never fell back."""
+    data, X = synthetic(3)
+    router = Router(alphas=(0.0,), tune=False, encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    before = router.get_params()
+    with pytest.raises(BenchrouteError, match=rf"Router\.set_params: {field} == "):
+        router.set_params(bandwidth=0.2, **params)
+    assert router.get_params() == before  # bandwidth, set with it, was undone too
+    assert router.set_params(eta=0.7).eta == 0.7
