@@ -137,17 +137,17 @@ def known_proba_and_nearest(router: Router, Q: np.ndarray, within: float | None,
     distances (n, ``nearest``) of each query's nearest pool inputs before any is left out, from
     the same search (what the OOD p-value reads). Without ``vectors`` the tuned predictor's
     logistic regression on the vectors, if it chose one, is left out (its kNN P instead)."""
-    from benchroute.predictors import _CHUNK, EXTRA_NEIGHBOURS
+    from benchroute.predictors import _CHUNK
 
     tuned = getattr(router, "per_input_", None)
     if tuned is not None and not vectors:
         tuned = tuned.without_vectors()
     k = tuned.k_ if tuned is not None else router.k
-    # a few extra neighbours stand in for the query itself and its duplicates
-    K = max(k + EXTRA_NEIGHBOURS if within is not None else k, nearest)
     parts, near = [], []
     for start in range(0, len(Q), _CHUNK):
-        nb = router.predictor_.neighbours(Q[start:start + _CHUNK], K)
+        # with room for the query itself and its duplicates, left out below
+        nb = router.predictor_.neighbours(Q[start:start + _CHUNK], k, past=within,
+                                          width=nearest)
         near.append(nb.distances[:, :nearest])
         nb = nb.beyond(within, k)[0] if within is not None else nb.head(k)
         parts.append(tuned.predict_from_neighbours(nb.distances, nb.labels,

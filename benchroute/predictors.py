@@ -54,6 +54,26 @@ class Neighbours:
         return Neighbours(self.distances[:, :k], self.labels[:, :k],
                           rows=None if self.rows is None else self.rows[:, :k])
 
+    def widened(self, width: int, rows: np.ndarray, wider: Neighbours) -> Neighbours:
+        """These neighbours padded to ``width`` columns (``inf`` / NaN / row -1), the queries
+        ``rows`` replaced by ``wider`` (a search of them ``width`` or fewer wide)."""
+        n, K = self.distances.shape
+        w = wider.distances.shape[1]
+        dist = np.full((n, width), np.inf)
+        labels = np.full((n, width, self.labels.shape[2]), np.nan)
+        dist[:, :K], labels[:, :K] = self.distances, self.labels
+        dist[rows] = np.inf
+        labels[rows] = np.nan
+        dist[rows, :w], labels[rows, :w] = wider.distances, wider.labels
+        out_rows = None
+        if self.rows is not None and wider.rows is not None:
+            out_rows = np.full((n, width), -1, dtype=np.int64)
+            out_rows[:, :K] = self.rows
+            out_rows[rows] = -1
+            out_rows[rows, :w] = wider.rows
+        tasks = None if self.tasks is None or wider.tasks is None else self.tasks | wider.tasks
+        return Neighbours(dist, labels, tasks, out_rows)
+
     def take(self, rows: np.ndarray) -> Neighbours:
         return Neighbours(self.distances[rows], self.labels[rows], self.tasks,
                           None if self.rows is None else self.rows[rows])
@@ -331,17 +351,36 @@ class KNNCorrectnessPredictor(Estimator):
         return self
 
     # ------------------------------------------------------------------ neighbours
-    def neighbours(self, Q: np.ndarray, K: int, exclude_datasets: Iterable[str] | None = None
-                   ) -> Neighbours:
-        """K nearest pool inputs of each query, leaving out the excluded tasks. Labelled inputs
-        of a new task are merged in by :class:`benchroute.task.TaskNeighbours`, so the pool index
-        is never modified."""
+    def neighbours(self, Q: np.ndarray, K: int, exclude_datasets: Iterable[str] | None = None,
+                   past: float | None = None, width: int = 0) -> Neighbours:
+        """K nearest pool inputs of each query (at least ``width``), leaving out the excluded
+        tasks. Labelled inputs of a new task are merged in by
+        :class:`benchroute.task.TaskNeighbours`, so the pool index is never modified.
+
+        With ``past``, every query keeps K neighbours at distance ``past`` or more (or all the
+        pool has), for callers that leave the nearer ones out (the query itself, its
+        near-duplicates): the search is :data:`EXTRA_NEIGHBOURS` wider, and wider again for
+        the queries with more near-copies than that (a question copied 22 times in the pool
+        kept 1 of its 19 neighbours; found by a review)."""
         check_is_fitted(self, "index_")
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         if Q.ndim == 1:
             Q = Q[None, :]
-        K = min(K, len(self.index_))
         excl = list(exclude_datasets) if exclude_datasets is not None else None
+        found = self._search(Q, max(K + (EXTRA_NEIGHBOURS if past is not None else 0), width),
+                             excl)
+        while past is not None and found.distances.shape[1] < len(self.index_):
+            d = found.distances
+            kept = ((d >= past) & np.isfinite(d)).sum(axis=1)
+            short = np.flatnonzero((kept < K) & np.isfinite(d[:, -1]))  # the pool goes on
+            if not len(short):
+                break
+            wider = min(len(self.index_), 2 * d.shape[1] + int(K - kept.min()))
+            found = found.widened(wider, short, self._search(Q[short], wider, excl))
+        return found
+
+    def _search(self, Q: np.ndarray, K: int, excl: list[str] | None) -> Neighbours:
+        K = min(K, len(self.index_))
         dist, rows = self.index_.search(Q, K, exclude_datasets=excl)
         found = rows[rows >= 0]
         return Neighbours(dist, self._padded[rows],

@@ -27,7 +27,6 @@ from benchroute.inputs import (
 )
 from benchroute.new_models import added_columns, extend_reference
 from benchroute.predictors import (
-    EXTRA_NEIGHBOURS,
     NEAR_DUPLICATE,
     SELF_DISTANCE,
     Neighbours,
@@ -138,7 +137,8 @@ class TaskNeighbours:
         self.exclude = check_excluded(router, exclude_datasets)
         self.K = max(router.k, router.n_neighbours)
         self.keep_duplicates = keep_duplicates
-        found = router.predictor_.neighbours(self.X, self.K + EXTRA_NEIGHBOURS, self.exclude or None)
+        found = router.predictor_.neighbours(self.X, self.K, self.exclude or None,
+                                             past=NEAR_DUPLICATE)
         # pool inputs that are near-copies of a task input would hand it its own label
         dropped, self.in_pool = found.beyond(NEAR_DUPLICATE, self.K)
         self.base = found.head(self.K) if keep_duplicates else dropped

@@ -760,3 +760,31 @@ def test_set_params_on_a_fitted_router_is_checked(params, field) -> None:
         router.set_params(bandwidth=0.2, **params)
     assert router.get_params() == before  # bandwidth, set with it, was undone too
     assert router.set_params(eta=0.7).eta == 0.7
+
+
+@pytest.mark.parametrize("copies", [0, 4, 8, 22])
+def test_many_near_copies_of_a_query_leave_k_neighbours(copies) -> None:
+    """Near-copies of a query are left out of its neighbours and the next ones taken: with more
+    copies than the search's margin (4), g and u were averaged over what was left (1 of 19)."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(90, 8))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    Y = (rng.random((90, 3)) < 0.5).astype(float)
+    ds = np.repeat(["t0", "t1", "t2"], 30).astype(object)
+    q = X[7] * 0.6 + X[40] * 0.4
+    q = (q / np.linalg.norm(q)).astype(np.float32)
+    Xc = np.vstack([X, np.repeat(q[None], copies, 0)])
+    Yc = np.vstack([Y, np.ones((copies, 3))])
+    dc = np.r_[ds, np.array(["copies"] * copies, dtype=object)]
+    router = Router(tune=False, alphas=(0.0,), repeats=1).fit_arrays(Xc, Yc, dc, MODELS)
+    sel = router.select_embedded(q[None], method="S1")
+    d = 1.0 - X.astype(np.float64) @ q.astype(np.float64)
+    order = np.argsort(d, kind="stable")
+    np.testing.assert_allclose(sel.proba[0], Y[order[:5]].mean(axis=0), atol=1e-6)
+    assert sel.task_distance == pytest.approx(d[order[:19]].mean(), abs=1e-5)
+    assert sel.n_in_pool == (copies > 0)
+    # routing leaves them out the same way (the tuned predictor's absence: g itself)
+    from benchroute.routing import router_proba
+
+    np.testing.assert_allclose(router_proba(router, q[None])[0], Y[order[:5]].mean(axis=0),
+                               atol=1e-6)
