@@ -242,9 +242,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     data = _load_data(args, args.data)
     encoder = get_encoder(args.encoder)
     cache = EmbeddingCache.for_encoder(encoder, args.store)
-    for npz in args.imports:
-        print(f"imported {cache.import_npz(npz)} new embeddings from {npz}")
     texts = data.instances()["text"].tolist()
+    for npz in args.imports:
+        print(f"imported {cache.import_npz(npz, texts, encoder)} new embeddings from {npz}")
     start = time.perf_counter()
     if args.ray is not None:
         from benchroute.scale.ray_jobs import embed_with_ray
@@ -374,9 +374,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
     router = _make_router(args)
     if args.imports:
-        cache = EmbeddingCache.for_encoder(get_encoder(args.encoder), args.store)
+        encoder = get_encoder(args.encoder)
+        cache = EmbeddingCache.for_encoder(encoder, args.store)
+        texts = data.instances()["text"].tolist()
         for npz in args.imports:
-            cache.import_npz(npz)
+            cache.import_npz(npz, texts, encoder)
     router.fit(data)
     router.save(args.out)
     print(f"fitted on {data}; best model on average: {router.bma_}; saved to {args.out}")
@@ -870,9 +872,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise BenchrouteError("give a source folder (or --fetch BASE_URL)")
     data = _load_data(args, source)
     router = _make_router(args)
-    cache = EmbeddingCache.for_encoder(get_encoder(args.encoder), args.store)
+    encoder = get_encoder(args.encoder)
+    cache = EmbeddingCache.for_encoder(encoder, args.store)
     for npz in args.imports:
-        cache.import_npz(npz)
+        cache.import_npz(npz, data.instances()["text"].tolist(), encoder)
     params = {k: v for k, v in router.get_params().items()}
     name = args.name or Path(source).resolve().name
     paths = run_protocol(data, name, args.out, alphas=tuple(args.sweep or DEFAULT_ALPHAS),

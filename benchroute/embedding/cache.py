@@ -38,6 +38,13 @@ from benchroute.exceptions import CacheError
 
 logger = logging.getLogger(__name__)
 
+#: Texts of an imported file embedded again to check that its vectors are this encoder's
+IMPORT_CHECKS = 3
+#: The cosine an imported vector must reach against its text embedded here. A float16 file of
+#: the same encoder reaches 0.9999999 (docs/performance.md); the same model at a word-piece cap
+#: of 128 gave 0.86 on texts longer than the cap.
+IMPORT_MIN_COSINE = 0.999
+
 __all__ = ["EmbeddingCache", "default_cache_dir", "text_key"]
 
 
@@ -216,7 +223,8 @@ class EmbeddingCache:
     def put(self, texts: Sequence[str], vectors: np.ndarray) -> Path | None:
         return self.put_keys([text_key(t) for t in texts], vectors)
 
-    def import_npz(self, path: str | os.PathLike[str], texts: Sequence[str] | None = None) -> int:
+    def import_npz(self, path: str | os.PathLike[str], texts: Sequence[str] | None = None,
+                   encoder: Encoder | None = None) -> int:
         """Import precomputed vectors made with this cache's encoder; returns how many keys were new.
 
         The file holds ``sha256`` (n,) hex keys and ``embedding`` (n, d) vectors, as in
@@ -226,17 +234,51 @@ class EmbeddingCache:
         normalised key. Without ``texts`` the keys are imported as they are, which is right for
         texts that were already normalised (no CR, no surrounding whitespace: the two hashes are
         then equal). Non-finite vectors are refused; others are normalised to unit length.
+
+        The file says nothing of the encoder that made it; with ``encoder`` (this cache's) and
+        ``texts``, the :data:`IMPORT_CHECKS` longest texts found in the file are embedded first
+        and the file is refused, nothing written, when one of its vectors is not theirs (cosine
+        below :data:`IMPORT_MIN_COSINE`): a file made at another word-piece cap or by another
+        model was stored under this encoder's name, silently (found by a review).
         """
         keys, vectors = shards.read_embeddings_file(Path(path), self.dimension)
         if texts is not None:
+            items = as_texts(texts)
             rekey = {hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest(): text_key(t)
-                     for t in as_texts(texts)}
+                     for t in items}
             keys = [rekey.get(k, k) for k in keys]
+            if encoder is not None:
+                self._check_import(Path(path), keys, vectors, items, encoder)
         with self._write_lock():
             self.refresh()
             before = len(self)
             self.put_keys(keys, vectors)
             return len(self) - before
+
+    def _check_import(self, path: Path, keys: list[str], vectors: np.ndarray,
+                      texts: Sequence[str], encoder: Encoder) -> None:
+        if encoder.identifier != self.encoder_id:
+            raise CacheError(f"encoder {encoder.identifier!r} does not match this cache's "
+                             f"{self.encoder_id!r}")
+        row = {k: i for i, k in enumerate(keys)}
+        found = {text_key(t): t for t in texts if text_key(t) in row}
+        # the longest: a shorter word-piece cap changes only texts longer than it
+        sample = sorted(found, key=lambda k: (-len(found[k]), k))[:IMPORT_CHECKS]
+        if not sample:
+            logger.warning("%s: none of the given texts is in the file; its vectors could not "
+                           "be checked against %s", path, self.encoder_id)
+            return
+        mine = encoder.encode([found[k] for k in sample])
+        theirs = np.asarray(vectors[[row[k] for k in sample]], dtype=np.float64)
+        mine = np.asarray(mine, dtype=np.float64)
+        cos = np.einsum("nd,nd->n", mine, theirs) / np.maximum(
+            np.linalg.norm(mine, axis=1) * np.linalg.norm(theirs, axis=1), 1e-300)
+        if cos.min() < IMPORT_MIN_COSINE:
+            raise CacheError(
+                f"{path}: not vectors of {self.encoder_id!r}: embedding {len(sample)} of its "
+                f"texts gives cosine {cos.min():.4f} against the file's (below "
+                f"{IMPORT_MIN_COSINE}); import it with the encoder that made it (a word-piece "
+                "cap, @max<N>, is another encoder)")
 
     # ------------------------------------------------------------------ embedding
     def embed(self, texts: str | Sequence[str], encoder: Encoder, batch_size: int = 32,

@@ -36,12 +36,24 @@ def test_embed_uses_imported_vectors(capsys, tmp_path):
     f = tmp_path / "t.csv"
     f.write_text("text,a,b\nq1,1,0\nq2,1,1\n")
     npz = tmp_path / "pre.npz"
+    from benchroute.embedding import HashingEncoder
+
     np.savez(npz, sha256=np.array([text_key("q1"), text_key("q2")]),
-             embedding=np.eye(2, 768, dtype=np.float16))
-    code = main(["-q", "embed", str(f), "--store", str(tmp_path / "store"), "--import", str(npz)])
+             embedding=HashingEncoder(64, (1, 2)).encode(["q1", "q2"]).astype(np.float16))
+    store = ["--store", str(tmp_path / "store"), "--encoder", "hashing-64-12"]
+    code = main(["-q", "embed", str(f), *store, "--import", str(npz)])
     assert code == 0
     out = capsys.readouterr().out
     assert "imported 2 new embeddings" in out and "2 inputs: 2 cached, 0 embedded" in out
+    # a file of another encoder's vectors (here another dimension's hashing, cut to 64) is
+    # refused before anything is written: it was stored under this encoder's name
+    other = tmp_path / "other.npz"
+    np.savez(other, sha256=np.array([text_key("q1"), text_key("q2")]),
+             embedding=HashingEncoder(128, (1, 2)).encode(["q1", "q2"])[:, :64] + 0.1)
+    store = ["--store", str(tmp_path / "store2"), "--encoder", "hashing-64-12"]
+    assert main(["-q", "embed", str(f), *store, "--import", str(other)]) == 2
+    assert "not vectors of 'hashing-64-12'" in capsys.readouterr().err
+    assert not list((tmp_path / "store2").rglob("shard-*.npz"))
 
 
 def test_inspect_shows_each_warning_once(capsys, caplog, tmp_path):
