@@ -78,6 +78,16 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     return [order[s:s + batch_size] for s in range(0, len(order), max(1, batch_size))]
 
 
+def model_texts(texts: str | Sequence[str]) -> list[str]:
+    """:func:`as_texts` for a model's tokenizer: lone surrogates (a JSON ``\\ud800``, kept in a
+    Python string) become U+FFFD, as the loaders and the gateway make them. A tokenizer refused
+    the whole batch with a TypeError naming neither the text nor its place (found by a
+    review); the cache still keys the text as given."""
+    from benchroute.data._io import replace_lone_surrogates
+
+    return [replace_lone_surrogates(t)[0] for t in as_texts(texts)]
+
+
 def encode_reporting(encoder: Encoder, texts: Sequence[str], batch_size: int,
                      on_batch: Callable[[int], object]) -> np.ndarray:
     """``encoder.encode`` with ``on_batch(n)`` called per batch when the encoder supports it

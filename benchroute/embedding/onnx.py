@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from benchroute._persist import sha256_file
-from benchroute.embedding.base import as_texts, length_batches
+from benchroute.embedding.base import length_batches, model_texts
 from benchroute.embedding.install import (
     DEFAULT_ENCODER_ID,
     DEFAULT_MODEL,
@@ -291,7 +291,7 @@ class OnnxEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32,
                on_batch: Callable[[int], object] | None = None) -> np.ndarray:
         """(n, 768) float32 unit vectors in input order; ``on_batch(n_done)`` after each batch."""
-        items = as_texts(texts)
+        items = model_texts(texts)
         if not items:
             return np.zeros((0, self.dimension), dtype=np.float32)
         session, tokenizer = self._load()

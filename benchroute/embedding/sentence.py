@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from benchroute.embedding.base import as_texts, length_batches
+from benchroute.embedding.base import length_batches, model_texts
 from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL, installed_model
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class SentenceTransformerEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32,
                on_batch: Callable[[int], object] | None = None) -> np.ndarray:
         """(n, d) float32 unit vectors in input order; ``on_batch(n_done)`` after each batch."""
-        items = as_texts(texts)
+        items = model_texts(texts)
         if not items:
             return np.zeros((0, max(self.dimension, 0)), dtype=np.float32)
         st = self._load()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchroute._persist import read_json_file, sha256_file
-from benchroute.embedding.base import as_texts
+from benchroute.embedding.base import model_texts
 from benchroute.embedding.install import (
     DEFAULT_MODEL,
     benchroute_home,
@@ -228,7 +228,7 @@ class StaticEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32,
                on_batch: Callable[[int], object] | None = None) -> np.ndarray:
         """(n, 256) float32 unit vectors in input order."""
-        items = as_texts(texts)
+        items = model_texts(texts)
         out = np.zeros((len(items), self.dimension), dtype=np.float32)
         if not items:
             return out

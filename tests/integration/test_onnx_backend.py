@@ -46,6 +46,14 @@ def test_onnx_matches_shared_vectors(onnx_encoder, helm_mmlu, shared_embeddings)
     assert onnx_encoder.identifier == "sentence-transformers/all-mpnet-base-v2"
 
 
+def test_a_lone_surrogate_is_encoded_as_the_replacement_character(onnx_encoder):
+    """The tokenizer refused a text with a lone surrogate (a TypeError for the whole batch,
+    naming neither the text nor its place); the loaders and the gateway read it as U+FFFD."""
+    got = onnx_encoder.encode(["caf\ud800 au lait", "plain"])
+    want = onnx_encoder.encode(["caf\ufffd au lait", "plain"])
+    np.testing.assert_array_equal(got, want)
+
+
 def test_onnx_matches_sentence_transformers_fp32(onnx_encoder):
     from benchroute.embedding.sentence import SentenceTransformerEncoder
 
