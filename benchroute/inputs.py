@@ -165,8 +165,14 @@ def check_vectors(X: np.ndarray, what: str) -> np.ndarray:
 
 
 def check_labels(Y: np.ndarray, what: str, n_models: int | None = None) -> np.ndarray:
-    """(n, M) float32 labels in [0, 1], NaN for a missing result."""
-    Y = np.asarray(Y, dtype=np.float32)
+    """(n, M) float32 labels in [0, 1], NaN for a missing result. Text is no label: NumPy
+    reads ``"1"`` as 1.0, which ``select_model``'s records refuse (found by a review)."""
+    raw = np.asarray(Y)
+    if raw.dtype.kind in "USV" or (raw.dtype.kind == "O" and any(
+            isinstance(v, (str, bytes)) for v in raw.ravel())):
+        raise BenchrouteError(f"{what}: labels are text ({raw.dtype}); expected numbers in "
+                              "[0, 1] or NaN (no result)")
+    Y = np.asarray(raw, dtype=np.float32)
     if Y.ndim != 2 or (n_models is not None and Y.shape[1] != n_models):
         raise BenchrouteError(f"{what}: expected shape (n, {n_models or 'M'}), got {Y.shape}")
     bad = ~np.isnan(Y) & ((Y < 0) | (Y > 1))

@@ -119,6 +119,14 @@ def task_view(router: Router, Q: np.ndarray, labeled_X: np.ndarray | None,
         raise BenchrouteError("labeled_X and labeled_Y go together: give both or neither")
     LX = check_vectors(labeled_X, "labeled_X") if labeled_X is not None and len(labeled_X) \
         else np.zeros((0, Q.shape[1]), np.float32)
+    if LX.shape[1] != Q.shape[1]:
+        raise BenchrouteError(f"labeled_X holds {LX.shape[1]}-d vectors, the queries "
+                              f"{Q.shape[1]}-d; embed both with the router's encoder")
+    if labeled_Y is not None and len(labeled_Y) != len(LX):  # an empty labeled_X too
+        raise BenchrouteError(f"labeled_X has {len(LX)} rows, labeled_Y {len(labeled_Y)}; "
+                              "expected one label row per vector")
+    if texts is not None:
+        texts = parse_texts(list(texts), "texts")
     return (TaskNeighbours(router, np.vstack([Q, LX]), exclude_datasets, keep_duplicates,
                            texts), len(Q), len(LX))
 

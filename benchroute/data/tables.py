@@ -61,7 +61,7 @@ def _auto_layout(frame: pd.DataFrame, path: Path, model: str, score: str, report
                     "if the table has one column per model")
 
 
-def _drop_unread_amounts(long: pd.DataFrame, path: Path, report: LoadReport) -> None:
+def _drop_unread_amounts(long: pd.DataFrame, path: Path, report: LoadReport) -> pd.DataFrame:
     """A long table's own cost, token or logprob column that does not read as numbers
     ('$0.002') is left out with a note: the table loaded before these columns were read."""
     for col in ("cost", "prompt_tokens", "completion_tokens", "logprob"):
@@ -69,9 +69,10 @@ def _drop_unread_amounts(long: pd.DataFrame, path: Path, report: LoadReport) -> 
             try:
                 pd.to_numeric(long[col], errors="raise")
             except (TypeError, ValueError):
-                long.drop(columns=col, inplace=True)
+                long = long.drop(columns=col)
                 report.notes.append(f"{path.name}: column {col!r} is not numbers; not read "
                                     "(the store reads it as numbers only)")
+    return long
 
 
 def load_table(
@@ -177,7 +178,7 @@ def load_table(
         and correct is None and threshold is None
     if layout == "long":
         long = long_frame(frame, path, text, dataset, name, instance_id, model, score)
-        _drop_unread_amounts(long, path, report)
+        long = _drop_unread_amounts(long, path, report)
         label = score
     else:
         long = wide_to_long(frame, path, text, dataset, name, instance_id, models, report)

@@ -438,6 +438,10 @@ def test_non_unit_vectors_are_normalised_with_a_warning():
     ({"labeled_X": "X"}, "labeled_X and labeled_Y go together"),
     ({"labeled_Y": "Y"}, "labeled_X and labeled_Y go together"),
     ({"labeled_X": "X", "labeled_Y": "Y3"}, "labeled_X has 2 rows, labeled_Y 3"),
+    ({"labeled_X": "X0", "labeled_Y": "Y"}, "labeled_X has 0 rows, labeled_Y 2"),
+    ({"labeled_X": "X5d", "labeled_Y": "Y"}, r"labeled_X holds 5-d vectors, the queries \d+-d"),
+    ({"labeled_X": "X", "labeled_Y": "Ytext"}, r"labeled_Y: labels are text"),
+    ({"texts": [1, 2]}, r"texts\[0\] is a int, expected str"),
     ({"labeled_X": "X", "labeled_Y": "Y2cols"}, r"labeled_Y: expected shape \(n, 3\)"),
     ({"labeled_X": "X", "labeled_Y": "Ybad"}, r"labeled_Y: label \[0, 1\] is 2;"),
     ({"labeled_X": "Xnan", "labeled_Y": "Y"}, "labeled_X: row 0 has NaN"),
@@ -450,7 +454,9 @@ def test_select_embedded_misuse(kwargs, message):
     router = _fit(X, Y, ds)
     values = {"X": X[:2], "Y": Y[:2], "Y3": Y[:3], "Y2cols": Y[:2, :2],
               "Ybad": np.array([[0, 2, 1], [0, 0, 0]], np.float32),
-              "Xnan": np.full((2, X.shape[1]), np.nan, np.float32)}
+              "Xnan": np.full((2, X.shape[1]), np.nan, np.float32),
+              "X0": X[:0], "X5d": np.eye(2, 5, dtype=np.float32),
+              "Ytext": np.array([["1", "0", "1"], ["0", "0", "1"]])}
     args = {k: values[v] if isinstance(v, str) and v in values else v for k, v in kwargs.items()}
     with pytest.raises(BenchrouteError, match=message):
         router.select_embedded(X[5:9], **args)
