@@ -10,6 +10,7 @@ there is one path from neighbours to a decision.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -201,6 +202,23 @@ class TaskNeighbours:
         g = self.router.predictor_.aggregate(self._merged(lab, lab, labels), self.means)[0]
         return predictor_hits(g, labels, self.router.threshold)
 
+    def _scored_candidates(self, cand: np.ndarray) -> np.ndarray:
+        """The candidates with a result on some pool task left in: one without any has g = 0.5
+        at every input, invented, and S1 chose it over models with results (found by a
+        review). Left out with a warning; none left is an error."""
+        acc = self.router.task_accuracy_
+        kept = acc.loc[~acc.index.isin(self.exclude)]
+        known = kept.notna().any(axis=0).to_numpy()
+        none = [self.router.models_[i] for i in cand if not known[i]]
+        if not none:
+            return cand
+        if len(none) == len(cand):
+            raise BenchrouteError(f"no candidate has a result on the pool's tasks left in "
+                                  f"({none}); nothing to score them by")
+        warnings.warn(f"left out of the candidates: {none} (no result on the pool's tasks left "
+                      "in, so no neighbour tells how they fare)", UserWarning, stacklevel=4)
+        return np.array([i for i in cand if known[i]])
+
     def select(self, rows: Iterable[int] | np.ndarray, labeled: Iterable[int] | np.ndarray = (),
                labels: np.ndarray | None = None, candidates: Iterable[str] | None = None,
                method: str = "S3", fallback: bool = True) -> Selection:
@@ -212,7 +230,7 @@ class TaskNeighbours:
         r, lab = self._rows(rows, "rows"), self._rows(labeled, "labeled")
         if len(r) == 0:
             raise BenchrouteError("no inputs to score")
-        cand = router.candidate_indices(candidates)
+        cand = self._scored_candidates(router.candidate_indices(candidates))
         if method == "S3" and len(router.tasks_) - len(self.exclude) < 2:
             raise BenchrouteError("S3 needs a pool of at least two tasks (p̂ is learnt by "
                                   "leaving one task out); this pool has one. Use S1 or S2, or "

@@ -788,3 +788,22 @@ def test_many_near_copies_of_a_query_leave_k_neighbours(copies) -> None:
 
     np.testing.assert_allclose(router_proba(router, q[None])[0], Y[order[:5]].mean(axis=0),
                                atol=1e-6)
+
+
+def test_a_candidate_without_results_left_in_is_not_scored() -> None:
+    """A model with no result on the pool tasks left in had g = 0.5 at every input, invented,
+    and S1 chose it over the models with results."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 8))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    Y = np.full((60, 3), 0.4)
+    Y[:, 1] = (np.arange(60) % 5 == 0)  # m1: right on a fifth of the inputs
+    Y[:20, 2] = np.nan                  # m2: no result on t0
+    ds = np.repeat(["t0", "t1", "t2"], 20).astype(object)
+    router = Router(tune=False, alphas=(0.0,), repeats=1).fit_arrays(X, Y, ds, MODELS)
+    with pytest.warns(UserWarning, match=r"left out of the candidates: \['m2'\]"):
+        sel = router.select_embedded(X[:4], method="S1", exclude_datasets=["t1", "t2"])
+    assert sel.model != "m2" and "m2" not in sel.scores.index
+    with pytest.raises(BenchrouteError, match="no candidate has a result"):
+        router.select_embedded(X[:4], candidates=["m2"], exclude_datasets=["t1", "t2"])
+    assert "m2" in router.select_embedded(X[:4], method="S1").scores.index  # results on t1, t2
