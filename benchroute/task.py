@@ -248,8 +248,11 @@ class TaskNeighbours:
         if added:  # added models: P(new, x) and p̂ from their own fits (docs/method.md)
             g = np.hstack([g, added_columns(router, self.X[r])])
             self_est = np.r_[self_est, np.full(len(added), np.nan)]
-            if hits is not None and n is not None:
-                hits, n = np.r_[hits, np.zeros(len(added))], np.r_[n, np.zeros(len(added))]
+            if hits is not None and n is not None:  # their predictors' hits on the labels
+                full = check_labels(labels, "labeled_Y", len(router.models_))  # type: ignore[arg-type]
+                h, c = predictor_hits(added_columns(router, self.X[lab]),
+                                      full[:, router.predictor_.n_models_:], router.threshold)
+                hits, n = np.r_[hits, h], np.r_[n, c]
         reference = extend_reference(reference_without(router, self.exclude), added,
                                      router.prior_strength)
         sel = select(g, float(mean_distance(nb.distances, router.n_neighbours)),

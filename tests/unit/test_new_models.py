@@ -413,6 +413,20 @@ def test_add_model_takes_part_everywhere(world):
     assert "new" in r.task_accuracy_.columns
 
 
+def test_few_shot_labels_of_an_added_model_update_its_p_hat(world):
+    """Labels for an added model were accepted and ignored: its p̂ stayed the prior, with no
+    p_labeled and a count of 0."""
+    _, data, r, _ = world
+    texts = data.instances()["text"].tolist()[1::9][:6]
+    labeled = [{"text": f"{t} (a variant)", "labels": {"new": float(i % 2), KNOWN[0]: 1.0}}
+               for i, t in enumerate(data.instances()["text"].tolist()[5::11][:8])]
+    sel = r.select_model(texts, labeled=labeled)
+    row = sel.scores.loc["new"]
+    assert row["n_labeled_model"] == 8 and np.isfinite(row["p_labeled"])
+    assert row["p_hat"] != pytest.approx(row["p_prior"], abs=1e-9)
+    assert sel.scores.loc[KNOWN[1], "n_labeled_model"] == 0
+
+
 def test_a_cost_for_the_added_model_alone_leaves_cost_free_policies_free(tmp_path, world):
     """The pool has no costs and the added model has one: "best" still needs none (it showed
     "no cost given for model(s)" before), and removing that model leaves no costs at all."""
