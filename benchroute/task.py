@@ -150,6 +150,11 @@ class TaskNeighbours:
                                              past=NEAR_DUPLICATE)
         # pool inputs that are near-copies of a task input would hand it its own label
         dropped, self.in_pool = found.beyond(NEAR_DUPLICATE, self.K)
+        # the pool task of each input's nearest near-copy ("" for none), for the warning below
+        self.copy_task = np.full(len(self.X), "", dtype=object)
+        if found.rows is not None and found.rows.shape[1]:
+            nearest = np.asarray(router.predictor_.datasets_)[np.maximum(found.rows[:, 0], 0)]
+            self.copy_task = np.where(self.in_pool, nearest, self.copy_task)
         self.base = found.head(self.K) if keep_duplicates else dropped
         self.means = router.predictor_.fallback_means(self.exclude)
         if texts is not None and len(texts) != len(self.X):
@@ -261,5 +266,21 @@ class TaskNeighbours:
                      hits, n, len(lab),
                      None if self.form is None or method != "S3" else self.form.shift(r),
                      self_est)
+        self._warn_task_in_pool(r)
         return dataclasses.replace(sel, n_in_pool=int(self.in_pool[r].sum()),
                                    duplicates_kept=self.keep_duplicates)
+
+    def _warn_task_in_pool(self, r: np.ndarray) -> None:
+        """Most inputs have a near-copy in one pool task: the task is a pool task. Its copies
+        are left out of the neighbours, but its other inputs (and its reference pairs) still
+        inform the choice; holding it out is what selecting for it as a new task means."""
+        tasks, counts = np.unique(self.copy_task[r][self.in_pool[r]], return_counts=True)
+        if not len(tasks) or 2 * counts.max() < len(r):
+            return
+        task = str(tasks[counts.argmax()])
+        if task in self.exclude:
+            return
+        warnings.warn(f"{counts.max()} of the {len(r)} inputs are near-copies of inputs of the "
+                      f"pool task {task!r}: its other inputs and its reference pairs still inform "
+                      f"the choice; pass exclude_datasets=[{task!r}] to select as for a new task",
+                      UserWarning, stacklevel=4)

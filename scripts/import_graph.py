@@ -131,6 +131,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "benchroute.ood", "benchroute.shift")),
     ("data, embedding, index", ("benchroute.data", "benchroute.embedding", "benchroute.index",
                                 "benchroute.faiss_check", "benchroute.packs", "benchroute.npz",
+                                "benchroute.prompt_file",
                                 "benchroute._persist")),
     ("formulas", ("benchroute.scoring", "benchroute.curves", "benchroute.exceptions",
                   "benchroute.extras", "benchroute.deprecation", "benchroute.sampling")),

@@ -430,6 +430,7 @@ def test_non_unit_vectors_are_normalised_with_a_warning():
         a = ref.select_embedded(X[:5] * 2.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*near-copies of inputs of the pool task")
         b = ref.select_embedded(X[:5])
     np.testing.assert_allclose(a.scores["S3"], b.scores["S3"], atol=1e-9)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import zlib
 
 import numpy as np
@@ -807,3 +808,18 @@ def test_a_candidate_without_results_left_in_is_not_scored() -> None:
     with pytest.raises(BenchrouteError, match="no candidate has a result"):
         router.select_embedded(X[:4], candidates=["m2"], exclude_datasets=["t1", "t2"])
     assert "m2" in router.select_embedded(X[:4], method="S1").scores.index  # results on t1, t2
+
+
+def test_selecting_for_a_pool_task_says_to_hold_it_out() -> None:
+    """A task whose inputs are in the pool: their copies are left out, but the task's other
+    inputs and reference pairs still inform the choice, silently (found by a review)."""
+    data, X = synthetic(3)
+    router = Router(alphas=(0.0,), tune=False, encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    rows = np.flatnonzero(data.instances()["dataset"].to_numpy() == "t2")[:6]
+    with pytest.warns(UserWarning, match=r"6 of the 6 inputs are near-copies of inputs of the "
+                                         r"pool task 't2'.*exclude_datasets=\['t2'\]"):
+        sel = router.select_embedded(X[rows])
+    assert sel.n_in_pool == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        router.select_embedded(X[rows], exclude_datasets=["t2"])
