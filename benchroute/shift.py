@@ -21,7 +21,7 @@ of the reference pairs, one search per task), and the conformal p-value
 is the share of the pool's own new tasks at least as far off in form. S3 falls back to the best
 model on average when p < :data:`SHIFT_ALPHA` (fixed in advance, not tuned on any result:
 under exchangeability with the pool's tasks it moves at most that share of in-distribution
-tasks). With fewer than 1/SHIFT_ALPHA − 1 pool tasks p cannot fall below the level and nothing
+tasks). With 1/SHIFT_ALPHA − 1 pool tasks or fewer p cannot fall below the level and nothing
 moves. Excluded pool tasks are left out exactly: a pool task's T is recomputed when one of its
 neighbours came from an excluded task.
 """
