@@ -100,13 +100,15 @@ class Selection:
                    + (" after falling back to the best model on average" if self.fell_back
                       else "") + ")")
         elif self.shift_fell_back and self.shift is not None:
-            why = (f" (fell back to the best model on average: the task's inputs differ in form "
-                   f"from their pool neighbours, shift p {self.shift.p_value:.3f} < "
-                   f"{self.shift.alpha:g}, most in {self.shift.largest()})")
+            why = (f" (fell back from {self._top()} to the best model on average: the task's "
+                   f"inputs differ in form from their pool neighbours, shift p "
+                   f"{self.shift.p_value:.3f} < {self.shift.alpha:g}, most in "
+                   f"{self.shift.largest()})")
         elif self.fell_back:
             eta = "" if self.eta is None else f" {self.eta:g}"
-            why = (f" (fell back to the best model on average: the chance that the top-scoring "
-                   f"model beats it is {self.win_probability:.2f} < eta{eta})")
+            why = (f" (fell back from {self._top()}, the top {self.method} score, to the best "
+                   f"model on average: the chance that it beats the best model on average is "
+                   f"{self.win_probability:.2f} < eta{eta})")
         elif self.model == self.bma:
             why = " (also the best model on average)"
         row = self.scores.loc[self.model]
@@ -114,7 +116,8 @@ class Selection:
                 f"S3 {row['S3']:.3f}, p_hat {row['p_hat']:.3f} (how often its correctness "
                 f"predictor is estimated to be right on this task); u = "
                 f"{self.task_distance:.3f} (mean distance of the inputs to the pool) over "
-                f"{self.n_examples} inputs" + (f", {self.n_labeled} labelled" if self.n_labeled else "")
+                f"{self.n_examples} input{'' if self.n_examples == 1 else 's'}"
+                + (f", {self.n_labeled} labelled" if self.n_labeled else "")
                 + (f"; {self.n_in_pool} of them near-duplicates of pool inputs ("
                    + ("kept" if self.duplicates_kept else "left out of their neighbours") + ")"
                    if self.n_in_pool else "") + "; " + self._shift_text())
@@ -126,8 +129,16 @@ class Selection:
             return "form shift unknown (the pool's texts are not available)"
         if not np.isfinite(self.shift.p_value):
             return f"form shift T = {self.shift.statistic:.3f} (no reference: fewer than two pool tasks)"
+        moot = ""
+        if self.shift.fired and not self.shift_fell_back:  # the choice was the BMA already
+            moot = (" (below the level; the choice was already the best model on average)"
+                    if self.model == self.bma else "")
         return (f"form shift T = {self.shift.statistic:.3f}, p {self.shift.p_value:.3f} against "
-                f"{self.shift.n_reference} pool tasks")
+                f"{self.shift.n_reference} pool tasks{moot}")
+
+    def _top(self) -> str:
+        """The candidate with the top score of the selection's method (before any fallback)."""
+        return str(self.scores[self.method].astype(float).idxmax())
 
     def __repr__(self) -> str:
         shown = self.scores.drop(columns=["chosen"])

@@ -266,3 +266,18 @@ def test_selections_compare_by_identity() -> None:
     b = Selection(model="m", method="S1", scores=table.copy(), fell_back=False,
                   task_distance=0.1, bma="m", n_examples=1)
     assert a == a and a != b and len({a, b}) == 2
+
+
+def test_the_summary_names_the_model_it_fell_back_from() -> None:
+    import pandas as pd
+
+    from benchroute.selection import Selection
+
+    table = pd.DataFrame({"S1": [0.6, 0.7], "S2": [0.6, 0.7], "S3": [0.55, 0.58],
+                          "p_hat": [0.6, 0.6], "bma": [True, False], "chosen": [True, False]},
+                         index=["a", "b"])
+    one = Selection(model="a", method="S3", scores=table, fell_back=True, task_distance=0.2,
+                    bma="a", n_examples=1, win_probability=0.4, eta=0.6)
+    said = one.summary()
+    assert "fell back from b, the top S3 score, to the best model on average" in said
+    assert "over 1 input;" in said
