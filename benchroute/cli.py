@@ -829,12 +829,12 @@ def _add_reproduce(sub: Any) -> None:
     p.add_argument("source", nargs="?", help="HELM benchmark_output root (or any source inspect reads)")
     p.add_argument("--name", help="results/<name> (default: the source's folder name)")
     p.add_argument("--out", type=Path, default=Path("results"))
-    p.add_argument("--task-repeats", dest="alpha_repeats", type=_count_arg, default=10,
+    p.add_argument("--task-repeats", dest="alpha_repeats", type=int, default=10,
                    help="random draws per few-shot fraction of the held-out task")
-    _deprecated(p, "--repeats-alpha", "--task-repeats", "alpha_repeats", type=_count_arg)
-    p.add_argument("--task-alphas", dest="sweep", type=_fraction_arg, nargs="+", metavar="ALPHA",
+    _deprecated(p, "--repeats-alpha", "--task-repeats", "alpha_repeats", type=int)
+    p.add_argument("--task-alphas", dest="sweep", type=float, nargs="+", metavar="ALPHA",
                    help="few-shot fractions of the held-out task (default 0, 0.02, ..., 0.28)")
-    _deprecated(p, "--sweep", "--task-alphas", "sweep", type=_fraction_arg, nargs="+")
+    _deprecated(p, "--sweep", "--task-alphas", "sweep", type=float, nargs="+")
     p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
                    metavar="NPZ", help="precomputed embeddings to import into the cache first")
     p.add_argument("--fetch", metavar="BASE_URL", help="download HELM runs from BASE_URL first "
@@ -870,6 +870,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"fetched into {source}: {counts}", file=sys.stderr)
     if not source:
         raise BenchrouteError("give a source folder (or --fetch BASE_URL)")
+    # named as this command takes them: the protocol's own message says repeats and alphas,
+    # which are the router's --repeats and --alphas (found by a review)
+    if args.alpha_repeats < 1:
+        raise BenchrouteError(f"--task-repeats {args.alpha_repeats}: expected an integer >= 1")
+    bad = [a for a in args.sweep or () if not 0 <= a < 1]
+    if bad:
+        raise BenchrouteError(f"--task-alphas {bad[0]:g}: expected fractions in [0, 1)")
     data = _load_data(args, source)
     router = _make_router(args)
     encoder = get_encoder(args.encoder)
@@ -877,7 +884,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     for npz in args.imports:
         cache.import_npz(npz, data.instances()["text"].tolist(), encoder)
     params = {k: v for k, v in router.get_params().items()}
-    name = args.name or Path(source).resolve().name
+    # results/<name>: a pack's name, a file's stem ("pack:x" and "pool.csv" made folders of
+    # those names, the first with a colon)
+    where = Path(source).resolve()
+    name = args.name or (source.removeprefix("pack:") if source.startswith("pack:")
+                         else where.stem if where.is_file() else where.name)
     paths = run_protocol(data, name, args.out, alphas=tuple(args.sweep or DEFAULT_ALPHAS),
                          repeats=args.alpha_repeats, router_params=params, plots=not args.no_plots)
     print(Path(paths["table_md"]).read_text())
@@ -1151,29 +1162,6 @@ def _describe_os_error(exc: OSError) -> str:
 
 _TEXTS_HELP = ("one text per line (.txt), or JSON objects with a 'text' field (.jsonl); other "
                "names and '-' (standard input): a line starting with '{' is JSON")
-
-
-def _count_arg(text: str) -> int:
-    """argparse's type for a count >= 1: the protocol's own message named its ``repeats``,
-    which is the router's ``--repeats``, not this option (found by a review)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not an integer >= 1")
-    return value
-
-
-def _fraction_arg(text: str) -> float:
-    """argparse's type for a few-shot fraction in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{value:g} is not a fraction in [0, 1)")
-    return value
 
 
 def _port(text: str) -> int:

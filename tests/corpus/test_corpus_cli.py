@@ -208,9 +208,9 @@ FIT = ["fit", "{tmp}/t.csv", "--out", "{tmp}/r", "--model", "hashing-16-12", "--
     (["calibrate", "--router", "{router}", "--prompts", "{tmp}/texts.txt", "--strong-share",
       "0.3", "--out", "{tmp}/empty_dir"], r"empty_dir: is a folder or no file name"),
     (["reproduce", "{tmp}/t.csv", "--task-alphas", "nan", "--out", "{tmp}/res", "--model",
-      "hashing-16-12", "--store", "{tmp}/s"], r"alphas == \(nan,\), expected a non-empty list"),
+      "hashing-16-12", "--store", "{tmp}/s"], r"--task-alphas nan: expected fractions in \[0, 1\)"),
     (["reproduce", "{tmp}/t.csv", "--task-repeats", "0", "--out", "{tmp}/res", "--model",
-      "hashing-16-12", "--store", "{tmp}/s"], r"repeats == 0, expected an integer >= 1"),
+      "hashing-16-12", "--store", "{tmp}/s"], r"--task-repeats 0: expected an integer >= 1"),
     (["reproduce", "{tmp}/t.csv", "--name", "../escape", "--out", "{tmp}/res", "--model",
       "hashing-16-12", "--store", "{tmp}/s"], r"results name '\.\./escape'"),
     # exit 1 (an OSError for a 300-digit "file name") before

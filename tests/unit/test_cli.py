@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from benchroute.cli import main
 from benchroute.embedding import text_key
@@ -75,15 +74,3 @@ def test_global_flags_after_the_subcommand():
     assert parser.parse_args(["-q", "fit", "d.csv", "--out", "r"]).quiet is True
     assert parser.parse_args(["fit", "d.csv", "--out", "r"]).quiet is False
     assert parser.parse_args(["model", "install", "--debug"]).debug is True
-
-
-@pytest.mark.parametrize("argv, said", [
-    (["--task-repeats", "0"], "argument --task-repeats: 0 is not an integer >= 1"),
-    (["--task-alphas", "0", "1.5"], "argument --task-alphas: 1.5 is not a fraction in [0, 1)"),
-    (["--task-alphas", "x"], "argument --task-alphas: 'x' is not a number"),
-])
-def test_reproduce_names_its_own_options(argv, said, capsys, tmp_path):
-    """The protocol's message named ``repeats`` and ``alphas``, the router's other options."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(["reproduce", str(tmp_path), *argv])
-    assert exit_info.value.code == 2 and said in capsys.readouterr().err
