@@ -221,8 +221,15 @@ class FolderLock:
         except ImportError:  # no fcntl (Windows): writers still re-read the shards per chunk
             yield False
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a+b") as fh:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fh = open(self.folder / ".lock", "a+b")  # noqa: SIM115 (closed below)
+        except OSError as exc:  # a read-only or foreign cache: an OSError naming a lock file
+            raise CacheError(
+                f"{self.folder}: cannot write to the embedding cache ({exc.strerror}); the texts "
+                "it holds are served, new ones cannot be stored: point --store or "
+                "$BENCHROUTE_HOME at a writable folder") from exc
+        with fh:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             except OSError as exc:  # file systems without locks (some network mounts)

@@ -115,3 +115,27 @@ def test_bad_inputs(tmp_path):
     meta.write_text(json.dumps({"format_version": 7, "encoder": enc.identifier, "dimension": 16}))
     with pytest.raises(FormatVersionError, match="cache format 7"):
         EmbeddingCache(tmp_path, enc.identifier)
+
+
+def test_a_read_only_cache_serves_what_it_holds_and_names_itself(tmp_path, monkeypatch):
+    """A read-only cache (a shared mount) raised a bare OSError naming its lock file for one
+    new text, from the API an error of no benchroute class."""
+    import errno
+
+    from benchroute.embedding import shards
+    from benchroute.exceptions import CacheError
+
+    enc = HashingEncoder(16)
+    cache = EmbeddingCache(tmp_path / "c", enc.identifier)
+    cache.embed(TEXTS[:3], enc)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(shards, "open", read_only, raising=False)
+    again = EmbeddingCache(tmp_path / "c", enc.identifier)
+    assert again.embed(TEXTS[:3], enc).shape == (3, 16)  # cached: no write needed
+    with pytest.raises(CacheError, match=r"c/hashing-16-12: cannot write to the embedding cache "
+                                         r"\(Read-only file system\); the texts it holds are "
+                                         r"served"):
+        again.embed(TEXTS[:4], enc)
