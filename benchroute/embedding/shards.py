@@ -142,10 +142,17 @@ def read_embeddings_file(path: Path, dimension: int | None) -> tuple[list[str], 
     keys = [str(k) for k in raw_keys.tolist()]
     bad = next((k for k in keys if not HEX64.fullmatch(k)), None)
     if bad is not None:
-        raise CacheError(f"{path}: field 'sha256' holds {bad[:80]!r}, expected 64 hex digits")
+        raise CacheError(f"{path}: field 'sha256' holds {bad[:80]!r}, expected 64 lower-case "
+                         "hex digits")
     if vectors.ndim != 2 or len(vectors) != len(keys) or vectors.dtype.kind != "f":
         raise CacheError(f"{path}: field 'embedding' has shape {vectors.shape} and type "
                          f"{vectors.dtype}, expected ({len(keys)}, d) floats")
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):  # the last of a repeated key won, silently
+        j = first.setdefault(key, i)
+        if j != i and not np.array_equal(vectors[i], vectors[j]):
+            raise CacheError(f"{path}: field 'sha256' holds {key[:12]}… at rows {j} and {i} "
+                             "with different vectors: which is the text's is unknown")
     if vectors.dtype == np.float16:  # kept as given when nothing needs saying or refusing
         _, broken, off = unit_norm_rows(vectors, UNIT_NORM_TOL, normalise=False)
         if not (broken.any() or off.any()):

@@ -179,7 +179,7 @@ GOOD_VECS = ENC.encode(TEXTS[:4])
 
 
 @pytest.mark.parametrize("arrays, pattern", [
-    ({"sha256": np.array(["nothex"] * 4), "embedding": GOOD_VECS}, r"field 'sha256' holds 'nothex', expected 64 hex"),
+    ({"sha256": np.array(["nothex"] * 4), "embedding": GOOD_VECS}, r"field 'sha256' holds 'nothex', expected 64 lower-case hex"),
     ({"sha256": np.arange(4), "embedding": GOOD_VECS}, r"field 'sha256' has shape \(4,\) and type int64"),
     ({"sha256": GOOD_KEYS.reshape(2, 2), "embedding": GOOD_VECS}, r"field 'sha256' has shape \(2, 2\)"),
     ({"sha256": GOOD_KEYS, "embedding": GOOD_VECS.reshape(-1)}, r"field 'embedding' has shape \(64,\)"),
@@ -194,9 +194,14 @@ GOOD_VECS = ENC.encode(TEXTS[:4])
     ({"embedding": GOOD_VECS}, r"not an embeddings file"),
     ({"sha256": GOOD_KEYS.astype(object), "embedding": GOOD_VECS}, r"field 'sha256' holds Python objects"),
     ({"sha256": GOOD_KEYS, "embedding": GOOD_VECS[:, :8]}, r"vectors have dimension 8, cache holds 16"),
-    ({"sha256": np.array([k.upper() for k in GOOD_KEYS]), "embedding": GOOD_VECS}, r"field .sha256. holds .*expected 64 hex digits"),
+    ({"sha256": np.array([k.upper() for k in GOOD_KEYS]), "embedding": GOOD_VECS}, r"field .sha256. holds .*expected 64 lower-case hex digits"),
+    # the last of a repeated key won, silently
+    ({"sha256": np.concatenate([GOOD_KEYS[:3], GOOD_KEYS[:1]]),
+      "embedding": np.eye(4, 16, dtype=np.float32)},
+     r"field 'sha256' holds \w+… at rows 0 and 3 with different vectors"),
 ], ids=["not-hex", "int-keys", "keys-2d", "vectors-1d", "more-keys", "int-vectors", "nan", "zeros",
-        "no-embedding", "no-sha256", "pickled-keys", "wrong-dimension", "upper-hex"])
+        "no-embedding", "no-sha256", "pickled-keys", "wrong-dimension", "upper-hex",
+        "repeated-key"])
 def test_import_bad_npz(corpus, tmp_path, arrays, pattern):
     path = _npz(tmp_path, **arrays)
     cache = EmbeddingCache(tmp_path / "c", ENC.identifier, 16)
