@@ -22,6 +22,7 @@ Backends and their cache namespaces:
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable
 
 from benchroute.embedding.base import Encoder
@@ -46,6 +47,8 @@ def _torch(device: str | None, cap: int | None) -> Encoder:
     from benchroute.embedding.sentence import SentenceTransformerEncoder
 
     return SentenceTransformerEncoder(DEFAULT_MODEL, device=device, max_seq_length=cap)
+
+logger = logging.getLogger(__name__)
 
 
 def _onnx(device: str | None, cap: int | None) -> Encoder:
@@ -89,6 +92,8 @@ def default_backend(device: str | None = None) -> str:
     if importlib.util.find_spec("torch") is not None and auto_bf16():
         return "bf16"
     if importlib.util.find_spec("onnxruntime") is None:
+        logger.info("onnxruntime is not installed: the torch backend (slower to start; "
+                    "`pip install 'benchroute[onnx]'` for ONNX)")
         return "torch"
     from benchroute.embedding.onnx import read_export_info
 

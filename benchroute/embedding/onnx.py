@@ -258,8 +258,12 @@ class OnnxEncoder:
                                       "`benchroute model export-onnx --force`")
             if cosine >= SHARE_MIN_COSINE:
                 self._identifier = shared_identifier(self.max_seq_length)
-            else:
+            else:  # said once: its vectors go to a cache of their own (found by a review)
                 self._identifier = own_identifier("onnx", self.max_seq_length)
+                logger.warning("the ONNX export agrees with sentence-transformers to a minimum "
+                               "cosine of %.6f only (below %s): its vectors are cached apart, "
+                               "as %s; `benchroute model export-onnx --force` exports again",
+                               cosine, SHARE_MIN_COSINE, self._identifier)
         return self._identifier
 
     @identifier.setter

@@ -62,12 +62,17 @@ class SentenceTransformerEncoder:
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
             except ImportError as exc:
+                import importlib.util
+
                 from benchroute.exceptions import ModelNotInstalledError
 
+                onnx = ("onnxruntime is installed, but the ONNX graph is not exported: "
+                        "`benchroute model export-onnx` makes it (it needs torch once)"
+                        if importlib.util.find_spec("onnxruntime") is not None else
+                        "or use the ONNX backend (`pip install 'benchroute[onnx]'`)")
                 raise ModelNotInstalledError(
                     f"the torch backend needs sentence-transformers ({exc}): "
-                    "`pip install 'benchroute[torch]'`, or use the ONNX backend "
-                    "(`pip install 'benchroute[onnx]'`)") from exc
+                    f"`pip install 'benchroute[torch]'`; {onnx}") from exc
 
             # the weight-loading bar of transformers follows our logger, as ours do, for this
             # load only: the caller's setting is restored after

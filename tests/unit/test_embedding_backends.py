@@ -48,18 +48,20 @@ def test_onnx_cap_is_validated():
         OnnxEncoder(max_seq_length=600)
 
 
-def test_default_backend(monkeypatch):
+def test_default_backend(monkeypatch, caplog):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    assert B.default_backend() == "torch"
+    with caplog.at_level("INFO", logger="benchroute.embedding.backends"):
+        assert B.default_backend() == "torch"
+    assert "onnxruntime is not installed: the torch backend" in caplog.text
     monkeypatch.setattr(importlib.util, "find_spec", real)
     assert B.default_backend("cuda") == "torch"  # an accelerator: sentence-transformers
 
 
-def test_onnx_shares_the_torch_namespace_only_when_verified(tmp_path):
+def test_onnx_shares_the_torch_namespace_only_when_verified(tmp_path, caplog):
     folder = tmp_path / "all-mpnet-base-v2-onnx"
     folder.mkdir()
     (folder / "model.onnx").write_bytes(b"x")
@@ -71,6 +73,8 @@ def test_onnx_shares_the_torch_namespace_only_when_verified(tmp_path):
     info["check_min_cosine"] = 0.999
     (folder / "export.json").write_text(json.dumps(info))
     assert OnnxEncoder(root=tmp_path).identifier == "all-mpnet-base-v2@onnx"
+    # its vectors go to a cache of their own: said, not silent (found by a review)
+    assert "minimum cosine of 0.999000 only" in caplog.text and "cached apart" in caplog.text
     info["format_version"] = 99
     (folder / "export.json").write_text(json.dumps(info))
     with pytest.raises(BenchrouteError, match="format_version is 99, expected 1"):
