@@ -145,11 +145,14 @@ def known_proba_and_nearest(router: Router, Q: np.ndarray, within: float | None,
     k = tuned.k_ if tuned is not None else router.k
     parts, near = [], []
     for start in range(0, len(Q), _CHUNK):
-        # with room for the query itself and its duplicates, left out below
-        nb = router.predictor_.neighbours(Q[start:start + _CHUNK], k, past=within,
-                                          width=nearest)
-        near.append(nb.distances[:, :nearest])
-        nb = nb.beyond(within, k)[0] if within is not None else nb.head(k)
+        if within is None:
+            nb = router.predictor_.neighbours(Q[start:start + _CHUNK], max(k, nearest))
+            near.append(nb.distances[:, :nearest])
+            nb = nb.head(k)
+        else:  # the query itself and its near-copies left out, however many
+            raw, nb, _ = router.predictor_.neighbours_past(Q[start:start + _CHUNK], k, within,
+                                                           width=nearest)
+            near.append(raw.distances[:, :nearest])
         parts.append(tuned.predict_from_neighbours(nb.distances, nb.labels,
                                                    queries=Q[start:start + _CHUNK])
                      if tuned is not None

@@ -32,6 +32,9 @@ SELF_DISTANCE = 1e-5
 NEAR_DUPLICATE = 0.01
 #: neighbours searched beyond k so that left-out near-duplicates can be replaced
 EXTRA_NEIGHBOURS = 4
+#: how many near-copies of one query a second, wider search looks past (a query with more
+#: keeps what lies within them; the search of a heavily copied text costs this much more)
+MAX_COPIES = 1024
 
 
 @dataclass(frozen=True)
@@ -54,26 +57,6 @@ class Neighbours:
         return Neighbours(self.distances[:, :k], self.labels[:, :k],
                           rows=None if self.rows is None else self.rows[:, :k])
 
-    def widened(self, width: int, rows: np.ndarray, wider: Neighbours) -> Neighbours:
-        """These neighbours padded to ``width`` columns (``inf`` / NaN / row -1), the queries
-        ``rows`` replaced by ``wider`` (a search of them ``width`` or fewer wide)."""
-        n, K = self.distances.shape
-        w = wider.distances.shape[1]
-        dist = np.full((n, width), np.inf)
-        labels = np.full((n, width, self.labels.shape[2]), np.nan)
-        dist[:, :K], labels[:, :K] = self.distances, self.labels
-        dist[rows] = np.inf
-        labels[rows] = np.nan
-        dist[rows, :w], labels[rows, :w] = wider.distances, wider.labels
-        out_rows = None
-        if self.rows is not None and wider.rows is not None:
-            out_rows = np.full((n, width), -1, dtype=np.int64)
-            out_rows[:, :K] = self.rows
-            out_rows[rows] = -1
-            out_rows[rows, :w] = wider.rows
-        tasks = None if self.tasks is None or wider.tasks is None else self.tasks | wider.tasks
-        return Neighbours(dist, labels, tasks, out_rows)
-
     def take(self, rows: np.ndarray) -> Neighbours:
         return Neighbours(self.distances[rows], self.labels[rows], self.tasks,
                           None if self.rows is None else self.rows[rows])
@@ -87,8 +70,10 @@ class Neighbours:
         order = np.argsort(d, axis=1, kind="stable")[:, :K]
         d = np.take_along_axis(d, order, axis=1)
         lab = np.take_along_axis(np.asarray(self.labels), order[:, :, None], axis=1)
-        return (Neighbours(d, np.where(np.isfinite(d)[:, :, None], lab, np.nan), self.tasks),
-                np.asarray(near.any(axis=1)))
+        rows = None if self.rows is None else \
+            np.where(np.isfinite(d), np.take_along_axis(self.rows, order, axis=1), -1)
+        return (Neighbours(d, np.where(np.isfinite(d)[:, :, None], lab, np.nan), self.tasks,
+                           rows), np.asarray(near.any(axis=1)))
 
     def merge(self, extra_dist: np.ndarray, extra_labels: np.ndarray, K: int) -> Neighbours:
         """The K nearest among these neighbours and extra points at distances ``extra_dist``
@@ -351,40 +336,62 @@ class KNNCorrectnessPredictor(Estimator):
         return self
 
     # ------------------------------------------------------------------ neighbours
-    def neighbours(self, Q: np.ndarray, K: int, exclude_datasets: Iterable[str] | None = None,
-                   past: float | None = None, width: int = 0) -> Neighbours:
-        """K nearest pool inputs of each query (at least ``width``), leaving out the excluded
-        tasks. Labelled inputs of a new task are merged in by
-        :class:`benchroute.task.TaskNeighbours`, so the pool index is never modified.
-
-        With ``past``, every query keeps K neighbours at distance ``past`` or more (or all the
-        pool has), for callers that leave the nearer ones out (the query itself, its
-        near-duplicates): the search is :data:`EXTRA_NEIGHBOURS` wider, and wider again for
-        the queries with more near-copies than that (a question copied 22 times in the pool
-        kept 1 of its 19 neighbours; found by a review)."""
+    def neighbours(self, Q: np.ndarray, K: int, exclude_datasets: Iterable[str] | None = None
+                   ) -> Neighbours:
+        """K nearest pool inputs of each query, leaving out the excluded tasks. Labelled inputs
+        of a new task are merged in by :class:`benchroute.task.TaskNeighbours`, so the pool
+        index is never modified."""
         check_is_fitted(self, "index_")
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         if Q.ndim == 1:
             Q = Q[None, :]
-        excl = list(exclude_datasets) if exclude_datasets is not None else None
-        found = self._search(Q, max(K + (EXTRA_NEIGHBOURS if past is not None else 0), width),
-                             excl)
-        while past is not None and found.distances.shape[1] < len(self.index_):
-            d = found.distances
-            kept = ((d >= past) & np.isfinite(d)).sum(axis=1)
-            short = np.flatnonzero((kept < K) & np.isfinite(d[:, -1]))  # the pool goes on
-            if not len(short):
-                break
-            wider = min(len(self.index_), 2 * d.shape[1] + int(K - kept.min()))
-            found = found.widened(wider, short, self._search(Q[short], wider, excl))
-        return found
-
-    def _search(self, Q: np.ndarray, K: int, excl: list[str] | None) -> Neighbours:
         K = min(K, len(self.index_))
+        excl = list(exclude_datasets) if exclude_datasets is not None else None
         dist, rows = self.index_.search(Q, K, exclude_datasets=excl)
+        return self._gathered(dist, rows)
+
+    def _gathered(self, dist: np.ndarray, rows: np.ndarray) -> Neighbours:
         found = rows[rows >= 0]
         return Neighbours(dist, self._padded[rows],
                           frozenset(self.datasets_[np.unique(found)].tolist()), rows)
+
+    def neighbours_past(self, Q: np.ndarray, K: int, past: float,
+                        exclude_datasets: Iterable[str] | None = None, width: int = 0
+                        ) -> tuple[Neighbours, Neighbours, np.ndarray]:
+        """The search of :meth:`neighbours` (``max(K + EXTRA_NEIGHBOURS, width)`` wide), each
+        query's first K neighbours at distance ``past`` or more (the query itself and its
+        near-copies left out; padded with ``inf`` / NaN where the pool has fewer), and per
+        query whether any was left out.
+
+        A query with more near-copies than the margin is searched again alone, up to
+        :data:`MAX_COPIES` further, distances and rows only, so that it keeps K: a question
+        copied 22 times in the pool kept 1 of its 19 neighbours (found by a review). Only
+        those queries pay for it; the other rows of a batch are not widened."""
+        found = self.neighbours(Q, max(K + EXTRA_NEIGHBOURS, width), exclude_datasets)
+        kept, near = found.beyond(past, K)
+        d = found.distances
+        good = ((d >= past) & np.isfinite(d)).sum(axis=1)
+        short = np.flatnonzero((good < min(K, len(self.index_))) & np.isfinite(d[:, -1]))
+        wide = min(len(self.index_), d.shape[1] + MAX_COPIES)
+        if not len(short) or wide <= d.shape[1]:
+            return found, kept, near
+        Qs = np.ascontiguousarray(np.atleast_2d(Q), dtype=np.float32)[short]
+        excl = list(exclude_datasets) if exclude_datasets is not None else None
+        dist, rows = self.index_.search(Qs, wide, exclude_datasets=excl)
+        ok = (dist >= past) & np.isfinite(dist) & (rows >= 0)
+        pick = np.argsort(~ok, axis=1, kind="stable")[:, :kept.distances.shape[1]]
+        hit = np.take_along_axis(ok, pick, axis=1)
+        dist = np.where(hit, np.take_along_axis(dist, pick, axis=1), np.inf)
+        rows = np.where(hit, np.take_along_axis(rows, pick, axis=1), -1)
+        more = self._gathered(dist, rows)
+        distances, labels = kept.distances.copy(), kept.labels.copy()
+        distances[short], labels[short] = more.distances, more.labels
+        kept_rows = None
+        if kept.rows is not None:
+            kept_rows = kept.rows.copy()
+            kept_rows[short] = rows
+        tasks = None if found.tasks is None or more.tasks is None else found.tasks | more.tasks
+        return found, Neighbours(distances, labels, tasks, kept_rows), near
 
     def fallback_means(self, exclude_datasets: Iterable[str] | None = None) -> np.ndarray:
         """Each model's mean label over the pool without the excluded tasks (0.5 if none), so a

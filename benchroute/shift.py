@@ -331,7 +331,9 @@ class TaskForm:
         self.router, self.X, self.exclude = router, X, list(exclude)
         self.F = fingerprints(texts)
         self.keep_duplicates = keep_duplicates
-        self.found = found  # the task's own search (Neighbours with rows), reused when wide enough
+        # the task's own search (Neighbours with rows), reused when wide enough: without
+        # near-copies, its neighbours with them left out (every one of which counts)
+        self.found = found
         self._means: np.ndarray | None = None
 
     def shift(self, rows: np.ndarray) -> FormShift | None:
@@ -342,7 +344,9 @@ class TaskForm:
         if self._means is None:
             width = ref.K + EXTRA_NEIGHBOURS
             found = self.found
-            if found is not None and found.rows is not None and found.rows.shape[1] >= width:
+            wide_enough = width if self.keep_duplicates else ref.K
+            if found is not None and found.rows is not None \
+                    and found.rows.shape[1] >= wide_enough:
                 dist, nb = found.distances[:, :width], found.rows[:, :width]  # no second search
             else:
                 dist, nb = _search(self.router.predictor_, self.X, ref.K, self.exclude)

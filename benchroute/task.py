@@ -28,6 +28,7 @@ from benchroute.inputs import (
 )
 from benchroute.new_models import added_columns, extend_reference
 from benchroute.predictors import (
+    EXTRA_NEIGHBOURS,
     NEAR_DUPLICATE,
     SELF_DISTANCE,
     Neighbours,
@@ -146,10 +147,14 @@ class TaskNeighbours:
         self.exclude = check_excluded(router, exclude_datasets)
         self.K = max(router.k, router.n_neighbours)
         self.keep_duplicates = keep_duplicates
-        found = router.predictor_.neighbours(self.X, self.K, self.exclude or None,
-                                             past=NEAR_DUPLICATE)
         # pool inputs that are near-copies of a task input would hand it its own label
-        dropped, self.in_pool = found.beyond(NEAR_DUPLICATE, self.K)
+        if keep_duplicates:
+            found = router.predictor_.neighbours(self.X, self.K + EXTRA_NEIGHBOURS,
+                                                 self.exclude or None)
+            dropped, self.in_pool = found.beyond(NEAR_DUPLICATE, self.K)
+        else:
+            found, dropped, self.in_pool = router.predictor_.neighbours_past(
+                self.X, self.K, NEAR_DUPLICATE, self.exclude or None)
         # the pool task of each input's nearest near-copy ("" for none), for the warning below
         self.copy_task = np.full(len(self.X), "", dtype=object)
         if found.rows is not None and found.rows.shape[1]:
@@ -160,8 +165,10 @@ class TaskNeighbours:
         if texts is not None and len(texts) != len(self.X):
             raise BenchrouteError(f"texts: {len(texts)} texts for {len(self.X)} task inputs; "
                                   "expected one text per input")
-        self.form = None if texts is None else TaskForm(router, self.X, texts, self.exclude,
-                                                       keep_duplicates, found)
+        # the form shift reads the same neighbours: with near-copies left out, those kept
+        self.form = None if texts is None else TaskForm(
+            router, self.X, texts, self.exclude, keep_duplicates,
+            found if keep_duplicates else dropped)
 
     def __len__(self) -> int:
         return len(self.X)

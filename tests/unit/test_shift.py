@@ -380,3 +380,32 @@ def test_a_small_task_is_tested_against_draws_of_its_size(tmp_path):
                                    texts=inst["text"][inst["dataset"] == "new"].tolist()).shift
     assert whole is not None and whole.p_value * (1 + whole.n_reference) == pytest.approx(
         round(whole.p_value * (1 + whole.n_reference)))  # whole tasks: T_j themselves
+
+
+def test_the_form_shift_reads_past_many_near_copies_of_an_input():
+    """With more near-copies of an input in the pool than the search's margin (4), its
+    neighbours' mean fingerprint came from nothing (all zeros): T and p were read off it."""
+    from benchroute.task import task_view
+
+    data, X = pool()
+    rng = np.random.default_rng(5)
+    q = X[3] + 0.05 * rng.normal(size=X.shape[1])
+    q = (q / np.linalg.norm(q)).astype(np.float32)
+    text = free(7, 3)
+    means = []
+    for copies in (0, 30):
+        frame = data.frame
+        extra = pd.DataFrame([("c1x", f"copy{j:03d}", text, m, 1.0, 1.0) for j in range(copies)
+                              for m in "ab"], columns=frame.columns[:6])
+        both = BenchmarkData(pd.concat([frame, extra]) if copies else frame)
+        inst, old = both.instances(), data.instances()
+        where = {k: i for i, k in enumerate(zip(old["dataset"], old["instance_id"]))}
+        XX = np.stack([X[where[k]] if k in where else q
+                       for k in zip(inst["dataset"], inst["instance_id"])]).astype(np.float32)
+        router = Router(encoder="hashing-64-12", tune=False, alphas=(0.0,), repeats=1)
+        router.fit(both, embeddings=XX)
+        view, _, _ = task_view(router, q[None], None, None, (), False, [text])
+        sel = view.select(np.arange(1))
+        assert sel.shift is not None and sel.n_in_pool == (copies > 0)
+        means.append(view.form._means[0])
+    np.testing.assert_allclose(means[1], means[0], atol=1e-12)
