@@ -132,13 +132,13 @@ class RouterParams(Estimator):
         from benchroute.inputs import check_router_params
 
         before = self.get_params()
-        super().set_params(**params)
-        if "predictor_" in self.__dict__:
-            try:
+        try:
+            super().set_params(**params)  # an unknown name raises part way through
+            if "predictor_" in self.__dict__:
                 check_router_params(self.get_params(), "Router.set_params")
-            except Exception:
-                super().set_params(**before)
-                raise
+        except Exception:
+            super().set_params(**before)
+            raise
         return self
 
     def config(self) -> SelectionConfig:

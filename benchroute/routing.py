@@ -271,7 +271,10 @@ def cheaper_selection(selection: Any, costs: np.ndarray, models: Sequence[str],
     very model the η test had just refused when its score is within ε, and p̂ (compared here
     before) is how often a model's predictor is right, not the model: one predicted wrong on
     every input has a high p̂ (found by a review). With ε = 0 only a model as likely to beat the
-    chosen one as the fallback asks of a choice qualifies. S1 and S2 compare their own score.
+    chosen one as the fallback asks of a choice qualifies. When the form-shift test moved the
+    choice to the BMA, no S3 score of the task is trusted and the choice stays (else the model
+    it refused, cheaper and likely enough to win, came back at ε = 0; found by a review). S1
+    and S2 compare their own score.
     """
     check_param("max_quality_drop", "max_quality_drop", max_quality_drop)
     config = config or SelectionConfig()
@@ -287,6 +290,8 @@ def cheaper_selection(selection: Any, costs: np.ndarray, models: Sequence[str],
             i, ref, n_plus, n - n_plus, p, config.n_draws, config.seed,
             slack=max_quality_drop * n) for i in range(len(names))]
         ok = table["p_within"] >= config.eta
+        if selection.shift_fell_back:  # the form shift distrusts every S3 score of the task
+            ok = pd.Series(table.index == selection.model, index=table.index)
         cost = pd.Series([by_model[m] for m in names], index=table.index)
         cheapest = cost[ok][cost[ok] == cost[ok].min()].index
         model = str(table.loc[cheapest, "S3"].astype(float).idxmax())

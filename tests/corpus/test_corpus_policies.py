@@ -354,6 +354,19 @@ def test_max_quality_drop_keeps_what_the_fallback_protects(corpus, eps, expected
     assert corpus(AREA, "right", run, check=check)
 
 
+def test_max_quality_drop_keeps_what_the_form_shift_refused(corpus):
+    """S3 chose the cheap model (it passed the η test), the form shift moved the choice to the
+    BMA: at ε = 0 the refused model qualified by the η rule and came back."""
+    import dataclasses
+
+    sel = dataclasses.replace(_fell_back_selection(), fell_back=True, shift_fell_back=True)
+    sel.scores.loc["mixtral", "p_hat"] = 0.95  # likely to win, as a passed η test says
+    for eps in (0.0, 0.05, 0.5):
+        run = lambda eps=eps: routing.cheaper_selection(  # noqa: E731
+            sel, np.array([24.7, 0.24]), ["gpt-4", "mixtral"], eps)
+        assert corpus(AREA, "right", run, check=lambda out: out.model == "gpt-4")
+
+
 def test_max_quality_drop_compares_accuracy_not_the_predictors(corpus):
     """A model predicted wrong on every input has a high p̂ (its predictor is right): compared
     by p̂ it was "within ε" even at ε = 0 and was chosen (found by a review)."""

@@ -761,6 +761,9 @@ def test_set_params_on_a_fitted_router_is_checked(params, field) -> None:
         router.set_params(bandwidth=0.2, **params)
     assert router.get_params() == before  # bandwidth, set with it, was undone too
     assert router.set_params(eta=0.7).eta == 0.7
+    with pytest.raises(ValueError, match="invalid parameter 'bogus'"):
+        router.set_params(eta=0.9, bogus=1)  # the unknown name came after eta was set
+    assert router.eta == 0.7
 
 
 @pytest.mark.parametrize("copies", [0, 4, 8, 22])
