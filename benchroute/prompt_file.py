@@ -29,7 +29,7 @@ _BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20
 
 
-def _lines(fh: BinaryIO, where: str) -> Iterator[tuple[int, str]]:
+def _lines(fh: BinaryIO, where: str, errors: str = "strict") -> Iterator[tuple[int, str]]:
     """(line number, line) of a UTF-8 stream read a chunk at a time; a byte-order mark at the
     start is not part of the text. A non-UTF-8 line names the byte's offset in the file."""
     head = fh.read(len(_BOM))
@@ -45,18 +45,18 @@ def _lines(fh: BinaryIO, where: str) -> Iterator[tuple[int, str]]:
             if not eof and end.group() == b"\r" and end.end() == len(buf):
                 break  # a "\r" at the chunk's end may be the first half of "\r\n"
             lineno += 1
-            yield lineno, _decode(bytes(buf[start:end.start()]), where, offset + start)
+            yield lineno, _decode(bytes(buf[start:end.start()]), where, offset + start, errors)
             start = end.end()
         offset += start
         del buf[:start]
         scan = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
     if buf or lineno == 0:
-        yield lineno + 1, _decode(bytes(buf), where, offset)
+        yield lineno + 1, _decode(bytes(buf), where, offset, errors)
 
 
-def _decode(raw: bytes, where: str, offset: int) -> str:
+def _decode(raw: bytes, where: str, offset: int, errors: str = "strict") -> str:
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8", errors)
     except UnicodeDecodeError as exc:
         raise DataError(f"{where}: not UTF-8 text ({exc.reason} at byte "
                         f"{offset + exc.start})") from exc
@@ -75,13 +75,18 @@ def iter_prompt_file(path: str | Path) -> Iterator[str]:
     if not stdin and not p.is_file():
         raise DataError(f"{p}: no such file" if not p.exists() else f"{p}: is not a file")
     suffix = "" if stdin else p.suffix.lower()
+    # a stdin replaced by a text stream holds text already, lone surrogates included
+    errors = "strict"
     try:
-        fh: BinaryIO = _stdin() if stdin else open(p, "rb")  # noqa: SIM115 (closed below)
+        if stdin:
+            fh, errors = _stdin()
+        else:
+            fh = open(p, "rb")  # noqa: SIM115 (closed below)
     except OSError as exc:
         raise DataError(f"{p}: unreadable ({exc.strerror})") from exc
     count = 0
     try:
-        for lineno, line in _lines(fh, str(p)):
+        for lineno, line in _lines(fh, str(p), errors):
             if not line.strip():
                 continue
             count += 1
@@ -97,11 +102,13 @@ def iter_prompt_file(path: str | Path) -> Iterator[str]:
         raise DataError(f"{p}: no input texts (the file is empty or holds only blank lines)")
 
 
-def _stdin() -> BinaryIO:
-    stream = getattr(sys.stdin, "buffer", None)  # a replaced stdin may be a text stream only
+def _stdin() -> tuple[BinaryIO, str]:
+    """Standard input as bytes, and how to decode them: strictly, unless a replaced stdin is
+    a text stream only, whose text is re-read as it was (lone surrogates included)."""
+    stream = getattr(sys.stdin, "buffer", None)
     if stream is not None:
-        return stream
-    return io.BytesIO(sys.stdin.read().encode("utf-8", "surrogatepass"))
+        return stream, "strict"
+    return io.BytesIO(sys.stdin.read().encode("utf-8", "surrogatepass")), "surrogatepass"
 
 
 def _json_text(line: str, p: Path, lineno: int) -> str:

@@ -157,6 +157,7 @@ class ShiftReference:
         # on first use (they are not saved)
         self._inputs: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
         self._size_of: dict[str, int] | None = None
+        self._draws: dict[tuple[tuple[str, ...], int], list[np.ndarray]] = {}
         if saved is None:
             self.F = fingerprints(texts)
             self.raw, self.touched = self._pass(())
@@ -263,6 +264,9 @@ class ShiftReference:
         tasks = sorted(set(self.raw) - set(key))
         if len(tasks) < 2:
             return []
+        memo = self._draws.get((key, n))  # the same for every task of that size
+        if memo is not None:
+            return memo
         sd = self.scale(key)
         if key not in self._inputs and len(self._inputs) > _MEMO:
             self._inputs.pop(next(k for k in self._inputs if k))  # the pool's own stay
@@ -276,13 +280,19 @@ class ShiftReference:
                 continue
             diffs = inputs.get(task)
             if diffs is None:  # a saved router's, or a task touched by ``exclude``
-                base = self._inputs.get((), {}).get(task)
-                diffs = base if base is not None and not (self.touched[task] & set(key)) \
-                    else self.task_inputs(task, key)[0]
+                if self.touched[task] & set(key):
+                    diffs = self.task_inputs(task, key)[0]
+                else:  # as without exclusions: searched once, kept for every key
+                    diffs = self._inputs.get((), {}).get(task)
+                    if diffs is None:
+                        diffs = self.task_inputs(task)[0]
                 inputs[task] = diffs
             rng = np.random.default_rng([self.queries[1], zlib.crc32(task.encode()), n])
             picks = np.argsort(rng.random((DRAWS, len(diffs))), axis=1)[:, :n]
             out.append(np.sqrt(np.mean(np.square(diffs[picks].mean(axis=1) / sd), axis=1)))
+        if len(self._draws) >= 4 * _MEMO:
+            self._draws.pop(next(iter(self._draws)))
+        self._draws[key, n] = out
         return out
 
     def _sizes(self) -> dict[str, int]:

@@ -34,7 +34,7 @@ from benchroute.data.text import text_key
 from benchroute.embedding import shards
 from benchroute.embedding.base import Encoder, as_texts, encode_reporting
 from benchroute.embedding.shards import SHARD_ERRORS, STALE_TMP_SECONDS, unit_rows
-from benchroute.exceptions import CacheError
+from benchroute.exceptions import CacheError, ModelNotInstalledError
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +239,9 @@ class EmbeddingCache:
         ``texts``, the :data:`IMPORT_CHECKS` longest texts found in the file are embedded first
         and the file is refused, nothing written, when one of its vectors is not theirs (cosine
         below :data:`IMPORT_MIN_COSINE`): a file made at another word-piece cap or by another
-        model was stored under this encoder's name, silently (found by a review).
+        model was stored under this encoder's name, silently (found by a review). Where the
+        model is not installed the file is imported unchecked, with a warning: importing is
+        how a machine without it gets vectors.
         """
         keys, vectors = shards.read_embeddings_file(Path(path), self.dimension)
         if texts is not None:
@@ -268,7 +270,12 @@ class EmbeddingCache:
             logger.warning("%s: none of the given texts is in the file; its vectors could not "
                            "be checked against %s", path, self.encoder_id)
             return
-        mine = encoder.encode([found[k] for k in sample])
+        try:
+            mine = encoder.encode([found[k] for k in sample])
+        except ModelNotInstalledError as exc:  # importing is how to do without the model
+            logger.warning("%s: not checked against %s, whose model is not installed here (%s)",
+                           path, self.encoder_id, exc)
+            return
         theirs = np.asarray(vectors[[row[k] for k in sample]], dtype=np.float64)
         mine = np.asarray(mine, dtype=np.float64)
         cos = np.einsum("nd,nd->n", mine, theirs) / np.maximum(

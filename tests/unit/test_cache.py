@@ -139,3 +139,23 @@ def test_a_read_only_cache_serves_what_it_holds_and_names_itself(tmp_path, monke
                                          r"\(Read-only file system\); the texts it holds are "
                                          r"served"):
         again.embed(TEXTS[:4], enc)
+
+
+def test_an_import_without_the_model_is_unchecked_with_a_warning(tmp_path, caplog):
+    """The check embeds a few of the file's texts: where the model is not installed, the file
+    is imported as before (importing is how such a machine gets vectors), and says so."""
+    from benchroute.exceptions import ModelNotInstalledError
+
+    enc = HashingEncoder(16)
+
+    class Absent:
+        identifier, dimension = enc.identifier, 16
+
+        def encode(self, texts, batch_size=32):
+            raise ModelNotInstalledError("the weights are not installed")
+
+    npz = tmp_path / "pre.npz"
+    np.savez(npz, sha256=np.array([text_key(t) for t in TEXTS[:5]]), embedding=enc.encode(TEXTS[:5]))
+    cache = EmbeddingCache(tmp_path / "c", enc.identifier)
+    assert cache.import_npz(npz, TEXTS[:5], Absent()) == 5
+    assert "not checked against hashing-16-12" in caplog.text

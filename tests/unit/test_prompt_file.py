@@ -106,3 +106,6 @@ def test_stdin_bytes_and_text_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pf.read_prompt_file("-") == ["one", "two"]
     monkeypatch.setattr("sys.stdin", io.StringIO('{"text": "x"}\ny\n'))
     assert pf.read_prompt_file("-") == ["x", "y"]
+    # a text stream's text is read as it was, a lone surrogate included (it was refused)
+    monkeypatch.setattr("sys.stdin", io.StringIO("caf\ud800 ok\nplain\n"))
+    assert pf.read_prompt_file("-") == ["caf\ud800 ok", "plain"]
