@@ -132,13 +132,15 @@ class RouterParams(Estimator):
         from benchroute.inputs import check_router_params
 
         before = self.get_params()
+        done = False
         try:
             super().set_params(**params)  # an unknown name raises part way through
             if "predictor_" in self.__dict__:
                 check_router_params(self.get_params(), "Router.set_params")
-        except Exception:
-            super().set_params(**before)
-            raise
+            done = True
+        finally:
+            if not done:
+                super().set_params(**before)
         return self
 
     def config(self) -> SelectionConfig:

@@ -85,12 +85,14 @@ def unchanged_on_error(router: Router) -> Iterator[None]:
     tuning, routing on a pool whose fit had failed (found by a review). Every step replaces
     attributes and changes none in place, so a shallow copy is the whole state."""
     saved = dict(router.__dict__)
+    done = False
     try:
         yield
-    except BaseException:
-        router.__dict__.clear()
-        router.__dict__.update(saved)
-        raise
+        done = True
+    finally:
+        if not done:
+            router.__dict__.clear()
+            router.__dict__.update(saved)
 
 
 def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: list[str],
