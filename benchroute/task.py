@@ -288,9 +288,7 @@ class TaskNeighbours:
         tasks, counts = np.unique(self.copy_task[r][self.in_pool[r]], return_counts=True)
         if not len(tasks) or 2 * counts.max() < len(r):
             return
-        task = str(tasks[counts.argmax()])
-        if task in self.exclude:
-            return
+        task = str(tasks[counts.argmax()])  # never an excluded one: those are not searched
         copies = "kept among" if self.keep_duplicates else "left out of"
         warnings.warn(f"{counts.max()} of the {len(r)} inputs are near-copies of inputs of the "
                       f"pool task {task!r}: the copies are {copies} their neighbours, and the "
