@@ -230,21 +230,34 @@ def _looks_like_address(text: str) -> bool:
         re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", text) is not None
 
 
+def _import_vectors(args: argparse.Namespace, data: Any, report: bool = False
+                    ) -> tuple[Any, Any]:
+    """``--import`` of ``embed``, ``fit`` and ``reproduce``: each file into the cache of
+    ``--encoder``, re-keyed by the data's texts and checked against the encoder; the encoder
+    and its cache."""
+    from benchroute.embedding import EmbeddingCache, get_encoder
+
+    encoder = get_encoder(args.encoder)
+    cache = EmbeddingCache.for_encoder(encoder, args.store)
+    if args.imports:
+        texts = data.instances()["text"].tolist()
+        for npz in args.imports:
+            new = cache.import_npz(npz, texts, encoder)
+            if report:
+                print(f"imported {new} new embeddings from {npz}")
+    return encoder, cache
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     import time
-
-    from benchroute.embedding import EmbeddingCache, get_encoder
 
     _check_ray_use(args)
     address = _ray_address(args, "data") if args.ray is not None else None
     if args.data is None:
         raise BenchrouteError("give the benchmark source to embed")
     data = _load_data(args, args.data)
-    encoder = get_encoder(args.encoder)
-    cache = EmbeddingCache.for_encoder(encoder, args.store)
+    encoder, cache = _import_vectors(args, data, report=True)
     texts = data.instances()["text"].tolist()
-    for npz in args.imports:
-        print(f"imported {cache.import_npz(npz, texts, encoder)} new embeddings from {npz}")
     start = time.perf_counter()
     if args.ray is not None:
         from benchroute.scale.ray_jobs import embed_with_ray
@@ -366,7 +379,6 @@ def _add_fit(sub: Any) -> None:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from benchroute.data.store import BenchmarkData
-    from benchroute.embedding import EmbeddingCache, get_encoder
     from benchroute.persistence import check_router_target
 
     check_router_target(args.out)  # before a long fit, not after
@@ -374,11 +386,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
     router = _make_router(args)
     if args.imports:
-        encoder = get_encoder(args.encoder)
-        cache = EmbeddingCache.for_encoder(encoder, args.store)
-        texts = data.instances()["text"].tolist()
-        for npz in args.imports:
-            cache.import_npz(npz, texts, encoder)
+        _import_vectors(args, data)
     router.fit(data)
     router.save(args.out)
     print(f"fitted on {data}; best model on average: {router.bma_}; saved to {args.out}")
@@ -851,7 +859,6 @@ def _add_reproduce(sub: Any) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from benchroute.embedding import EmbeddingCache, get_encoder
     from benchroute.exceptions import BenchrouteError
     from benchroute.experiments.reproduce import run_protocol
     from benchroute.reference import DEFAULT_ALPHAS
@@ -882,10 +889,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise BenchrouteError(f"--task-alphas {bad[0]:g}: expected fractions in [0, 1)")
     data = _load_data(args, source)
     router = _make_router(args)
-    encoder = get_encoder(args.encoder)
-    cache = EmbeddingCache.for_encoder(encoder, args.store)
-    for npz in args.imports:
-        cache.import_npz(npz, data.instances()["text"].tolist(), encoder)
+    _import_vectors(args, data)
     params = {k: v for k, v in router.get_params().items()}
     # results/<name>: a pack's name, a file's stem ("pack:x" and "pool.csv" made folders of
     # those names, the first with a colon)

@@ -407,11 +407,14 @@ def cost_vector(models: Sequence[str], costs: Mapping[str, float] | Sequence[flo
 
 def cheapest_within_selection(scores: pd.DataFrame, costs: Mapping[str, float],
                               max_quality_drop: float, column: str = "S3",
-                              reference: str | None = None) -> str:
+                              reference: str | None = None,
+                              allowed: pd.Series | None = None) -> str:
     """Task level: the cheapest model whose ``column`` score is within ε of ``reference``'s
     (default: of the top score); ties in cost go to the higher score.
 
     ``scores`` is a :class:`~benchroute.selection.Selection`'s table (index = model).
+    ``allowed`` (bool, same index) says which models qualify instead of the score's bar: the
+    η rule of :func:`benchroute.routing.cheaper_selection` for S3.
     """
     check_param("max_quality_drop", "max_quality_drop", max_quality_drop)
     if column not in scores.columns:
@@ -419,7 +422,7 @@ def cheapest_within_selection(scores: pd.DataFrame, costs: Mapping[str, float],
     s = scores[column].astype(float)
     c = pd.Series(cost_vector(list(s.index), costs), index=s.index)
     bar = s.max() if reference is None else s.loc[reference]
-    ok = s >= bar - max_quality_drop - TIE_TOL
+    ok = s >= bar - max_quality_drop - TIE_TOL if allowed is None else allowed.astype(bool)
     cand = c[ok]
     cheapest = cand[cand == cand.min()].index
     return str(s.loc[cheapest].idxmax())

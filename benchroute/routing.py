@@ -280,25 +280,19 @@ def cheaper_selection(selection: Any, costs: np.ndarray, models: Sequence[str],
     config = config or SelectionConfig()
     table = selection.scores.copy()
     by_model = dict(zip(models, costs))
-    names = [str(m) for m in table.index]
-    if selection.method == "S3":
-        column = "S3"
-        ref, n = names.index(selection.model), selection.n_examples
+    column, allowed = selection.method, None
+    if column == "S3":
+        ref, n = list(table.index).index(selection.model), selection.n_examples
         n_plus = np.rint(table["S2"].to_numpy(float) * n)
         p = table["p_hat"].to_numpy(float)
         table["p_within"] = [1.0 if i == ref else fallback_probability(
             i, ref, n_plus, n - n_plus, p, config.n_draws, config.seed,
-            slack=max_quality_drop * n) for i in range(len(names))]
-        ok = table["p_within"] >= config.eta
+            slack=max_quality_drop * n) for i in range(len(table))]
+        allowed = table["p_within"] >= config.eta
         if selection.shift_fell_back:  # the form shift distrusts every S3 score of the task
-            ok = pd.Series(table.index == selection.model, index=table.index)
-        cost = pd.Series([by_model[m] for m in names], index=table.index)
-        cheapest = cost[ok][cost[ok] == cost[ok].min()].index
-        model = str(table.loc[cheapest, "S3"].astype(float).idxmax())
-    else:
-        column = selection.method
-        model = cheapest_within_selection(table, by_model, max_quality_drop, column,
-                                          reference=selection.model)
+            allowed = pd.Series(table.index == selection.model, index=table.index)
+    model = cheapest_within_selection(table, by_model, max_quality_drop, column,
+                                      reference=selection.model, allowed=allowed)
     table["cost"] = [by_model[m] for m in table.index]
     table["chosen"] = table.index == model
     if column == "S3":

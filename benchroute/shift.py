@@ -252,7 +252,6 @@ class ShiftReference:
         sd = self.scale(key)
         return np.asarray([statistic(d / sd) for d in raw.values()], dtype=np.float64)
 
-
     def reference_draws(self, n: int, exclude: Sequence[str] = ()) -> list[np.ndarray]:
         """The reference T's at a task size of ``n``, one array per pool task not in
         ``exclude``: the task's own T when it has ``n`` sampled inputs or fewer, else T of

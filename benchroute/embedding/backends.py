@@ -37,6 +37,8 @@ from benchroute.embedding.names import (
 )
 from benchroute.exceptions import BenchrouteError
 
+logger = logging.getLogger(__name__)
+
 #: re-exported: the naming helpers live in :mod:`benchroute.embedding.names`, which imports no
 #: backend, so the backends can use them without an import circle
 __all__ = ["BACKENDS", "DEFAULT_MAX_SEQ_LENGTH", "MAX_SEQ_LENGTH_LIMIT", "MODEL_NAMES",
@@ -47,8 +49,6 @@ def _torch(device: str | None, cap: int | None) -> Encoder:
     from benchroute.embedding.sentence import SentenceTransformerEncoder
 
     return SentenceTransformerEncoder(DEFAULT_MODEL, device=device, max_seq_length=cap)
-
-logger = logging.getLogger(__name__)
 
 
 def _onnx(device: str | None, cap: int | None) -> Encoder:

@@ -263,7 +263,7 @@ class EmbeddingCache:
             raise CacheError(f"encoder {encoder.identifier!r} does not match this cache's "
                              f"{self.encoder_id!r}")
         row = {k: i for i, k in enumerate(keys)}
-        found = {text_key(t): t for t in texts if text_key(t) in row}
+        found = {k: t for t in texts if (k := text_key(t)) in row}
         # the longest: a shorter word-piece cap changes only texts longer than it
         sample = sorted(found, key=lambda k: (-len(found[k]), k))[:IMPORT_CHECKS]
         if not sample:

@@ -164,9 +164,9 @@ def _items(columns: Mapping[str, Any], rows_per_task: int, ray: Any) -> tuple[An
 
 def _dataset(blocks: Iterable[Mapping[str, Any]], ray: Any) -> tuple[Any, int]:
     """A Ray dataset of ``blocks`` (each a mapping of equal-length columns), and how many
-    there are. Each is built as an
-    Arrow table and put in the object store as it comes, so that a stream of blocks (a prompt
-    file read line by line) is never held whole on the driver. Arrow columns, because
+    there are. Each is built as an Arrow table and put in the object store as it comes, so
+    that a stream of blocks (a prompt file read line by line) is never held whole on the
+    driver. Arrow columns, because
     ``from_items`` held a Python dict per row on the driver (about 0.3 KB each) besides the
     texts. ``text`` travels as UTF-8 bytes that keep a lone surrogate (Arrow's strings refuse
     one, which a local run routes): :func:`_texts` reads it."""
