@@ -17,15 +17,23 @@ def interp_at(x: np.ndarray, y: np.ndarray, at: float) -> float:
     return float(np.interp(at, x[order], y[order]))
 
 
+def pgr(quality: np.ndarray | float, q_strong: float, q_weak: float) -> np.ndarray:
+    """RouteLLM's performance gap recovered, (quality − q_weak) / (q_strong − q_weak): the share
+    of the weak-to-strong gap a router closes. NaN where the two models are equally good (there
+    is no gap to recover)."""
+    q = np.asarray(quality, dtype=float)
+    gap = float(q_strong) - float(q_weak)
+    return (q - q_weak) / gap if gap != 0 else np.full(q.shape, np.nan)
+
+
 def apgr(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float) -> float:
-    """RouteLLM's APGR: trapezoid area under quality vs call%, normalised by the constant weak
-    and strong areas over the same call% range."""
+    """RouteLLM's APGR: the mean :func:`pgr` over the call% range, by the trapezoid rule (the area
+    under quality vs call% normalised by the constant weak and strong areas over that range);
+    NaN when the two models are equally good."""
     order = np.argsort(call, kind="stable")
-    x, y = np.asarray(call, float)[order], np.asarray(quality, float)[order]
-    auc = float(np.trapezoid(y, x))
+    x, y = np.asarray(call, float)[order], pgr(np.asarray(quality, float)[order], q_strong, q_weak)
     span = float(x[-1] - x[0])
-    auc_w, auc_s = q_weak * span, q_strong * span
-    return (auc - auc_w) / (auc_s - auc_w) if auc_s != auc_w else float("nan")
+    return float(np.trapezoid(y, x)) / span if span > 0 else float("nan")
 
 
 def cpt(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float,
@@ -33,12 +41,12 @@ def cpt(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float,
     """Call% at which PGR first reaches ``pgr_target``, interpolated linearly between points."""
     order = np.argsort(call, kind="stable")
     x = np.asarray(call, float)[order]
-    pgr = (np.asarray(quality, float)[order] - q_weak) / (q_strong - q_weak)
+    gain = pgr(np.asarray(quality, float)[order], q_strong, q_weak)
     for i in range(len(x)):
-        if pgr[i] >= pgr_target - 1e-12:
+        if gain[i] >= pgr_target - 1e-12:
             if i == 0:
                 return float(x[0])
-            x0, x1, p0, p1 = x[i - 1], x[i], pgr[i - 1], pgr[i]
+            x0, x1, p0, p1 = x[i - 1], x[i], gain[i - 1], gain[i]
             if p1 == p0:
                 return float(x1)
             # within the segment: a point reached only up to the 1e-12 slack would otherwise

@@ -207,6 +207,14 @@ def check_model_name(name: object, where: str = "name") -> str:
     return name
 
 
+def check_flag(name: str, flag: object) -> bool:
+    """A True/False option; anything else is refused (``"no"`` or ``"false"`` would read as
+    True)."""
+    if not isinstance(flag, (bool, np.bool_)):
+        raise BenchrouteError(f"{name} must be True or False, got {flag!r:.40}")
+    return bool(flag)
+
+
 def check_fit_arrays(X: np.ndarray, Y: np.ndarray, datasets: Iterable[object],
                      models: Sequence[object]
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -219,6 +227,12 @@ def check_fit_arrays(X: np.ndarray, Y: np.ndarray, datasets: Iterable[object],
     Y = check_labels(Y, "fit Y", len(names))
     if Y.size and np.isnan(Y).all():
         raise BenchrouteError("fit Y: every label is NaN (no result); nothing to learn from")
+    empty = [n for n, col in zip(names, Y.T) if len(col) and np.isnan(col).all()]
+    if empty:
+        # its P would be an invented 1/2 on every input, and routing would send inputs to it
+        raise BenchrouteError(f"fit Y: model(s) {empty} have no result on any pool input; leave "
+                              "them out of the pool (Router.add_model adds a model from a few "
+                              "labelled inputs)")
     ds = np.asarray([_task_name(t) for t in datasets], dtype=object)
     if len(X) != len(Y) or len(ds) != len(X):
         raise BenchrouteError(f"fit: X, Y and datasets must have the same rows; got "

@@ -69,6 +69,7 @@ from scipy.special import expit
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import is_int, is_items, label_value
 from benchroute.predictors import SELF_DISTANCE, Estimator, Neighbours
+from benchroute.scoring import labelled_right, predicted_right
 from benchroute.stacking import EPS, logits
 from benchroute.tuning import fold_ids, knn_posterior
 
@@ -533,7 +534,8 @@ class BorrowingPredictor(Estimator):
             # leave-one-out, as every other fit's: each label against the smoothed level of
             # the others (a mean that held the label itself counted it as a hit for p̂)
             loo = (float(y.sum()) - y + 1.0) / (len(y) + 1.0)
-            hits = float(np.sum((y > self.threshold) == (loo > self.threshold)))
+            hits = float(np.sum(labelled_right(y, self.threshold)
+                                == predicted_right(loo, self.threshold)))
             self.fit_ = BorrowingFit(len(y), mean, "none", math.nan, 0, 0.0, "none",
                                      float(np.mean((y - loo) ** 2)), hits, reason)
             return self
@@ -587,7 +589,8 @@ class BorrowingPredictor(Estimator):
         self.part_ = self._borrow(self.kind_, self.value_, F, Yk, y)
         self.res_ = y - self._borrow_predict(self.kind_, self.value_, self.part_, F)
         self.platt_ = best_platt
-        hits = float(np.sum((P_oof > self.threshold) == (y > self.threshold)))
+        hits = float(np.sum(predicted_right(P_oof, self.threshold)
+                            == labelled_right(y, self.threshold)))
         self.fit_ = BorrowingFit(len(y), mean, self.kind_, self.value_, k, w, how, best, hits,
                                  prior_lambda=self.prior_lambda)
         logger.info("borrowing predictor: %s", self.fit_.summary())
@@ -617,7 +620,8 @@ class BorrowingPredictor(Estimator):
                       "the new model may fail to learn more", UserWarning, stacklevel=3)
         self.fit_ = BorrowingFit(n, float(y.mean()), "logistic", math.inf, 0, 1.0, how,
                                  float(np.mean((P - y) ** 2)),
-                                 float(np.sum((self.threshold < P) == (y > self.threshold))),
+                                 float(np.sum(predicted_right(P, self.threshold)
+                                            == labelled_right(y, self.threshold))),
                                  level_only=True)
         logger.info("borrowing predictor: %s", self.fit_.summary())
         return self

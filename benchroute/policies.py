@@ -47,7 +47,7 @@ def check_param(where: str, key: str, value: object) -> float:
     return v
 
 
-def _cost_array(c: object) -> np.ndarray:
+def cost_array(c: object) -> np.ndarray:
     """Costs as float64; strings, None, nested or ragged lists and NaN, infinite or negative
     values are refused (each is a cost the caller did not mean)."""
     try:
@@ -66,7 +66,7 @@ def _check(P: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, np.n
     P = np.atleast_2d(np.asarray(P, dtype=np.float64))
     if c is None:
         return P, np.zeros_like(P)
-    c = _cost_array(c)
+    c = cost_array(c)
     if c.ndim == 1:
         if len(c) != P.shape[1]:
             raise BenchrouteError(f"costs has {len(c)} entries for {P.shape[1]} models")
@@ -87,12 +87,14 @@ def _cheapest_where(P: np.ndarray, ok: np.ndarray, c: np.ndarray, fallback: np.n
     return np.where(ok.any(axis=1), pick, fallback)
 
 
-def best(P: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+def best(P: np.ndarray, c: np.ndarray | None = None, *,
+         prefer: int | np.ndarray | None = None, tol: float = TIE_TOL) -> np.ndarray:
     """argmax_m P(m, x) by the package's one argmax rule (:func:`benchroute.scoring.argmax_ties`):
-    P within 1e-9 of the top is a tie, and a tie goes to the cheaper model, then the lower
-    column."""
+    P within ``tol`` of the top is a tie, and a tie goes to ``prefer`` (a column, or one per
+    row: ``Router.route`` passes the best model on average), then to the cheaper model, then
+    the lower column."""
     P, c = _check(P, c)
-    return argmax_ties(P, cost=c)
+    return argmax_ties(P, prefer=prefer, cost=c, tol=tol)
 
 
 def strong_weak_score(P: np.ndarray, strong: int, weak: int) -> np.ndarray:
@@ -172,7 +174,7 @@ def budget_price(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
     if mean_cost(best(P, c)) <= budget:
         return 0.0
     spread = float(np.ptp(P)) if P.size else 0.0
-    cmin = float(np.min(np.diff(np.unique(c)))) if len(np.unique(c)) > 1 else 1.0
+    cmin = smallest_step(c)
     # scaled by the smallest cost step itself: a floor of 1e-12 made costs of about 1e-12
     # always take the cheapest assignment (the floor only keeps a subnormal step finite)
     hi = max(spread, 1.0) / max(cmin, np.finfo(float).tiny) * 2.0
@@ -283,15 +285,31 @@ def pick_threshold(score: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray,
     return thr, j / max(n, 1), float(-gain[j])
 
 
+def share_count(share: float, n: int) -> int:
+    """How many of ``n`` inputs a share makes: the nearest whole number, halves up (the count
+    whose share is closest to ``share``, the larger on a tie), the rule
+    :func:`top_share` and the gateway's calibration (``threshold_for_share``) both follow."""
+    # a half within float error (0.7 × 45 = 31.499999999999996) is a half
+    return int(math.floor(share * n + 0.5 + 1e-9))
+
+
+def smallest_step(c: np.ndarray) -> float:
+    """The smallest gap between two distinct costs (1 when all are equal): the scale of a price
+    of cost that can change a choice."""
+    u = np.unique(np.asarray(c, dtype=np.float64))
+    return float(np.min(np.diff(u))) if len(u) > 1 else 1.0
+
+
 def top_share(score: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
-    """Mask of the ``share`` of inputs with the highest score (ties broken at random, seeded)."""
+    """Mask of the ``share`` of inputs with the highest score (:func:`share_count` of them;
+    ties broken at random, seeded)."""
     share = check_number("share", share, 0.0)
     if share > 1:
         raise BenchrouteError(f"share == {share!r}, expected a share in [0, 1]")
     score = np.asarray(score, dtype=np.float64)
     order = np.lexsort((np.random.default_rng(seed).random(len(score)), -score))
     mask = np.zeros(len(score), dtype=bool)
-    mask[order[:int(round(share * len(score)))]] = True
+    mask[order[:share_count(share, len(score))]] = True
     return mask
 
 
@@ -329,11 +347,16 @@ def get_policy(name: str) -> Policy:
     return POLICIES[name]
 
 
+#: Keyword arguments of policy functions that are not a user's policy parameters: a search's
+#: iterations, and the tie-break the router passes to ``best``.
+_INTERNAL_ARGS = ("iters", "prefer", "tol")
+
+
 def _param_names(name: str) -> list[str]:
     import inspect
 
     return [p for p, v in inspect.signature(get_policy(name)).parameters.items()
-            if v.kind == inspect.Parameter.KEYWORD_ONLY and p != "iters"]
+            if v.kind == inspect.Parameter.KEYWORD_ONLY and p not in _INTERNAL_ARGS]
 
 
 def canonical_params(name: str, params: Mapping[str, Any], stacklevel: int = 2) -> dict[str, Any]:
@@ -399,7 +422,7 @@ def cost_vector(models: Sequence[str], costs: Mapping[str, float] | Sequence[flo
         if missing:
             raise BenchrouteError(f"no cost given for model(s) {missing}; costs name {sorted(costs)}")
         return np.array([check_number(f"cost of {m!r}", costs[m], 0.0) for m in models])
-    out = _cost_array(costs)
+    out = cost_array(costs)
     if out.shape != (len(models),):
         raise BenchrouteError(f"costs has shape {out.shape}, expected ({len(models)},)")
     return out
@@ -425,7 +448,7 @@ def cheapest_within_selection(scores: pd.DataFrame, costs: Mapping[str, float],
     ok = s >= bar - max_quality_drop - TIE_TOL if allowed is None else allowed.astype(bool)
     cand = c[ok]
     cheapest = cand[cand == cand.min()].index
-    return str(s.loc[cheapest].idxmax())
+    return str(cheapest[int(argmax_ties(s.loc[cheapest].to_numpy()))])
 
 
 def choices_frame(P: np.ndarray, c: np.ndarray, pick: np.ndarray, models: Sequence[str],

@@ -19,6 +19,7 @@ from benchroute.predictors import KNNCorrectnessPredictor, Neighbours, knn_mean
 from benchroute.sampling import sample_key, task_queries, task_seed
 from benchroute.scoring import (
     fit_p_map,
+    labelled_right,
     leave_task_out_kernel,
     mean_distance,
     predictor_accuracy,
@@ -211,7 +212,7 @@ def neighbour_rate(distances: np.ndarray, labels: np.ndarray, n_neighbours: int,
     result. The chance of success that :func:`~benchroute.scoring.self_estimate` compares the
     binary prediction with: averaged over more neighbours than g (k = 5), it is less noisy."""
     lab = np.asarray(labels, dtype=float)
-    binary = np.where(np.isnan(lab), np.nan, (lab >= threshold).astype(float))
+    binary = np.where(np.isnan(lab), np.nan, labelled_right(lab, threshold).astype(float))
     return knn_mean(distances, binary, n_neighbours, "uniform", means)[0]
 
 

@@ -26,6 +26,7 @@ from benchroute.inputs import (
     Texts,
     check_candidates,
     check_fit_arrays,
+    check_flag,
     check_instance_ids,
     check_router_params,
     task_accuracy_problem,
@@ -141,8 +142,9 @@ class Router(RouterParams, pool_state.FittedPool):
         return pd.Series(model_means(self.task_accuracy_.to_numpy(dtype=float)), index=self.models_)
 
     @property
-    def bma_(self) -> str:  # the best model on average
-        return str(self.model_accuracy_.idxmax())
+    def bma_(self) -> str:
+        """The best model on average: the one :meth:`bma_index` (selection and routing) uses."""
+        return self.models_[self.bma_index(np.arange(len(self.models_)))]
 
     def candidate_indices(self, candidates: Iterable[str] | None) -> np.ndarray:
         """Column indices of the named models, sorted (all models for None)."""
@@ -213,9 +215,8 @@ class Router(RouterParams, pool_state.FittedPool):
         """:meth:`select_model` on embeddings: Q (n, d), labeled_X (L, d), labeled_Y (L, M), their
         ``texts`` (n + L) for the form-shift test of S3. ``exclude_datasets``: as if fitted
         without those tasks (pool, fallback means, BMA and reference pairs)."""
-        for name, flag in (("fallback", fallback), ("keep_duplicates", keep_duplicates)):
-            if not isinstance(flag, (bool, np.bool_)):  # "no" would read as True
-                raise BenchrouteError(f"{name} must be True or False, got {flag!r:.40}")
+        check_flag("fallback", fallback)
+        check_flag("keep_duplicates", keep_duplicates)
         view, n, L = task_view(self, Q, labeled_X, labeled_Y, exclude_datasets, keep_duplicates, texts)
         return view.select(np.arange(n), np.arange(n, n + L), labeled_Y if L else None,
                            candidates, method, fallback)

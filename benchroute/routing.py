@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import check_vectors, parse_texts
+from benchroute.inputs import check_flag, check_vectors, parse_texts
 from benchroute.new_models import added_columns, known_proba, known_proba_and_nearest
 from benchroute.ood import check_alpha, fall_back, reference_of
 from benchroute.policies import (
     POLICIES,
     apply_policy,
+    best,
     cheapest_within_selection,
     check_param,
     check_policy_params,
@@ -33,7 +34,7 @@ from benchroute.policies import (
     get_policy,
 )
 from benchroute.predictors import NEAR_DUPLICATE
-from benchroute.scoring import argmax_ties, fallback_probability
+from benchroute.scoring import argmax_ties, best_on_average, fallback_probability
 from benchroute.selection import SelectionConfig
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def router_proba(router: Any, Q: np.ndarray, keep_duplicates: bool = False) -> n
     the vectors has seen the pool inputs in its fit; that part of P cannot leave one out.)
     """
     Q = check_vectors(Q, "queries")
-    within = None if keep_duplicates else NEAR_DUPLICATE
+    within = None if check_flag("keep_duplicates", keep_duplicates) else NEAR_DUPLICATE
     return np.hstack([known_proba(router, Q, within=within), added_columns(router, Q)])
 
 
@@ -73,6 +74,7 @@ def router_proba_ood(router: Any, Q: np.ndarray, keep_duplicates: bool = False
     """:func:`router_proba`, each query's OOD p-value and whether it has a near-duplicate in the
     pool (:mod:`benchroute.ood`), from one search of the index."""
     Q = check_vectors(Q, "queries")
+    check_flag("keep_duplicates", keep_duplicates)
     ref = reference_of(router)
     P, nearest = known_proba_and_nearest(router, Q, None if keep_duplicates else NEAR_DUPLICATE,
                                          ref.predictor.k)
@@ -221,9 +223,9 @@ def _decisions(router: Any, P: np.ndarray, c: np.ndarray | None, policy: str, pa
     c = np.zeros(len(cand)) if c is None else c
     default = int(np.flatnonzero(cand == router.bma_index(cand))[0])
     if policy == "best":
-        # Router.route's rule: a tie goes to the best model on average first, then the cheaper
-        # (the policy alone gives it to the cheaper, then the first column)
-        choice = argmax_ties(P, prefer=default, cost=c, tol=router.config().tie_tol)
+        # a tie goes to the best model on average first, then the cheaper (the evaluation's
+        # sweeps pass their folds' best model on average the same way)
+        choice = best(P, c, prefer=default, tol=router.config().tie_tol)
     else:
         choice = apply_policy(policy, P, c, **params)
     pick, flag = fall_back(choice, ood_p, ood_alpha, default)
@@ -312,7 +314,10 @@ def default_pair(router: Any, candidates: Sequence[str], costs: Mapping[str, flo
     others = [router.models_[i] for i in cand if router.models_[i] != strong]
     if not others:
         return strong, strong
-    acc = router.model_accuracy_
+    rest = np.array([i for i in cand if router.models_[i] != strong])
     if costs is not None and all(m in costs for m in others):
-        return strong, min(others, key=lambda m: (costs[m], acc[m]))
-    return strong, min(others, key=lambda m: acc[m])
+        # the cheapest; among equally cheap ones the worse on average, by the same rule
+        price = np.array([costs[router.models_[i]] for i in rest])
+        rest = rest[price <= price.min()]
+    acc = router.task_accuracy_.to_numpy(dtype=float)
+    return strong, router.models_[best_on_average(acc, rest, worst=True)]

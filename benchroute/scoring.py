@@ -89,7 +89,7 @@ def s1(g: np.ndarray) -> np.ndarray:
 
 def s2(g: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """S2(m) = mean_i 1[g_m(x_i) > threshold]."""
-    return (np.asarray(g) > threshold).mean(axis=0)
+    return predicted_right(g, threshold).mean(axis=0)
 
 
 def s3(s2_scores: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -117,6 +117,19 @@ def mean_distance(distances: np.ndarray, n_neighbours: int = 19,
     return np.where(n_ok > 0, (per_input * ok).sum(axis=-1) / np.maximum(n_ok, 1), FAR)
 
 
+def predicted_right(g: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """ĝ = 1[g > threshold]: the binary prediction that the model is right. Strict, so a g of
+    exactly the threshold (no evidence either way) predicts a failure."""
+    return np.asarray(g, dtype=float) > threshold
+
+
+def labelled_right(y: np.ndarray, threshold: float | np.ndarray = 0.5) -> np.ndarray:
+    """1[y ≥ threshold]: a result counted as right, the one rule for every label (a continuous
+    score at exactly the threshold is right, as loaders binarise scores); NaN is False here,
+    and callers mask it as missing."""
+    return np.asarray(y, dtype=float) >= threshold
+
+
 def predictor_hits(g: np.ndarray, y: np.ndarray, threshold: float = 0.5
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Per model, (number of inputs where ĝ == y, number of inputs with a label), over axis −2.
@@ -126,7 +139,7 @@ def predictor_hits(g: np.ndarray, y: np.ndarray, threshold: float = 0.5
     """
     y = np.asarray(y, dtype=float)
     has = ~np.isnan(y)
-    hit = ((np.asarray(g) > threshold) == (y >= threshold)) & has
+    hit = (predicted_right(g, threshold) == labelled_right(y, threshold)) & has
     return hit.sum(axis=-2), has.sum(axis=-2)
 
 

@@ -137,8 +137,12 @@ class Selection:
                 f"{self.shift.n_reference} pool tasks{moot}")
 
     def _top(self) -> str:
-        """The candidate with the top score of the selection's method (before any fallback)."""
-        return str(self.scores[self.method].astype(float).idxmax())
+        """The candidate with the top score of the selection's method (before any fallback),
+        ties to the best model on average as :func:`choose` breaks them."""
+        score = self.scores[self.method].astype(float)
+        names = [str(m) for m in score.index]
+        prefer = names.index(self.bma) if self.bma in names else None
+        return names[int(best_with_ties(score.to_numpy(), np.arange(len(names)), prefer))]
 
     def __repr__(self) -> str:
         shown = self.scores.drop(columns=["chosen"])
@@ -161,7 +165,7 @@ class Selection:
                 "scores": json.loads(self.scores.to_json(orient="index"))}
 
 
-def best_with_ties(score: np.ndarray, cand: np.ndarray, prefer: int | np.ndarray,
+def best_with_ties(score: np.ndarray, cand: np.ndarray, prefer: int | np.ndarray | None,
                    tol: float = TIE_TOL) -> np.ndarray:
     """Argmax of ``score`` (…, M) over the columns ``cand``; a tie (within ``tol``) goes to
     ``prefer`` (a column, or one per row), else to the lowest column: :func:`argmax_ties`."""

@@ -61,7 +61,8 @@ EPS = 0.01
 DEFAULT_BLENDS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
 #: Inverse L2 penalty of each model's logistic regression (sklearn's C).
 STACK_C = 1.0
-#: ``method="auto"`` tries the stack up to this many pool models: its fit is M regressions on M
+#: ``method="auto"`` tries the stack and the task family (both read every model's logit) up to
+#: this many pool models; past it, the logistic family alone: the stack's fit is M regressions on M
 #: features per fold (time grows with M² N; 2.3× the kNN tuning's time at 2,000 × 400 here),
 #: and on none of the measured pools (7 to 58 models) did CV choose it. ``method="stack"``
 #: fits it at any size.
@@ -280,13 +281,15 @@ def fit_task_stack(Z: np.ndarray, T: np.ndarray, X: np.ndarray, task: TaskClassi
                        coef[M:M + n_tasks])
 
 
-def per_input_value(P: np.ndarray, Y: np.ndarray, objective: str) -> np.ndarray:
+def per_input_value(P: np.ndarray, Y: np.ndarray, objective: str,
+                    prefer: int | None = None) -> np.ndarray:
     """Per input, what CV maximises: the true quality of argmax P (``route``; models without a
-    result never chosen, ties by :func:`benchroute.scoring.argmax_ties`) or minus the mean
-    squared error of P over the labelled cells (``brier``). NaN where nothing is known."""
+    result never chosen, ties to ``prefer``, the pool's best model on average, as
+    ``Router.route`` breaks them) or minus the mean squared error of P over the labelled cells
+    (``brier``). NaN where nothing is known."""
     has = ~np.isnan(Y).all(axis=1)
     if objective == "route":
-        pick = argmax_ties(np.where(np.isnan(Y), -np.inf, P))
+        pick = argmax_ties(np.where(np.isnan(Y), -np.inf, P), prefer=prefer)
         out = Y[np.arange(len(Y)), pick]
     else:
         sq = np.where(np.isnan(Y), 0.0, (P - np.nan_to_num(Y)) ** 2)
@@ -333,7 +336,7 @@ def _oof_logits(F: np.ndarray, Y: np.ndarray, fold: np.ndarray, C: float) -> np.
 def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str = "brier",
                  blends: Sequence[float] = DEFAULT_BLENDS, C: float = STACK_C,
                  families: Sequence[str] = ("stack",), X: np.ndarray | None = None,
-                 groups: np.ndarray | None = None) -> StackChoice:
+                 groups: np.ndarray | None = None, prefer: int | None = None) -> StackChoice:
     """Cross-validated choice among the kNN, the blends, the stack and the logistic regression.
 
     Parameters
@@ -374,7 +377,7 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
     order += [(fam, w) for w in blends if w != 1.0 for fam in families]
     cands = {c: P if c[1] == 1.0 else 1.0 / (1.0 + np.exp(-(c[1] * Z + (1.0 - c[1]) * lin[c[0]])))
              for c in order}
-    values = {c: per_input_value(Q, Y, objective) for c, Q in cands.items()}
+    values = {c: per_input_value(Q, Y, objective, prefer) for c, Q in cands.items()}
     means = {c: float(np.nanmean(v)) for c, v in values.items()}
     best = max(order, key=lambda c: means[c])  # first best in order of preference
     ses = {}
@@ -403,12 +406,12 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
 
 def choose_map(method: str, P: np.ndarray, Y: np.ndarray, fold: np.ndarray, X: np.ndarray,
                objective: str = "brier", groups: np.ndarray | None = None,
-               random_folds: bool = False) -> StackChoice | None:
+               random_folds: bool = False, prefer: int | None = None) -> StackChoice | None:
     """What :class:`~benchroute.tuning.PerInputPredictor`'s ``method`` asks for: one family
     forced ("stack", "logistic", "task"), or for "auto" the kNN against every family within its
     size limits (:data:`AUTO_MAX_MODELS`, :data:`AUTO_MAX_CELLS`, :data:`AUTO_MAX_TASKS`,
     :data:`AUTO_MAX_TASK_CELLS`; the task family only with ``random_folds``, see the module's
-    text); None for "knn" or an "auto" pool past the model limit (the kNN, untried)."""
+    text); None for "knn" or an "auto" pool past every limit (the kNN, untried)."""
     n_tasks = 0 if groups is None else len(np.unique(groups))
     if method == "task" and (n_tasks < 2 or not random_folds):
         raise BenchrouteError("method 'task' needs the task of each pool input, at least two "
@@ -416,12 +419,18 @@ def choose_map(method: str, P: np.ndarray, Y: np.ndarray, fold: np.ndarray, X: n
                               "tasks held out the classifier of a held-out task is noise)")
     if method in FAMILIES:
         return choose_stack(P, Y, fold, objective, (0.0,), families=(method,), X=X,
-                            groups=groups)
-    if method != "auto" or Y.shape[1] > AUTO_MAX_MODELS:
+                            groups=groups, prefer=prefer)
+    if method != "auto":
         return None
-    fams = [f for f in FAMILIES if f == "stack" or Y.size <= AUTO_MAX_CELLS]
+    # the stack and the task family read every model's logit (M² weights): up to
+    # AUTO_MAX_MODELS; the logistic family's M regressions on the vectors grow with the cells
+    few_models = Y.shape[1] <= AUTO_MAX_MODELS
+    fams = [f for f in FAMILIES if (f == "logistic" or few_models)
+            and (f == "stack" or Y.size <= AUTO_MAX_CELLS)]
+    if not fams:
+        return None
     if "task" in fams and not (random_folds and 2 <= n_tasks <= AUTO_MAX_TASKS
                                and len(Y) * n_tasks <= AUTO_MAX_TASK_CELLS):
         fams.remove("task")
     return choose_stack(P, Y, fold, objective, DEFAULT_BLENDS, families=fams, X=X,
-                        groups=groups)
+                        groups=groups, prefer=prefer)

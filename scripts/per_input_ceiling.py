@@ -53,7 +53,6 @@ from benchroute.tuning import fold_ids
 
 K = 100
 N_BOOT = 1000
-LEVELS = np.round(np.arange(0, 1.01, 0.1), 1)
 log = logging.getLogger("per_input_ceiling")
 
 #: fit(X_train, Y_train, task_train, X_test, task_test) -> P_test
@@ -121,8 +120,12 @@ FITTERS: dict[str, Fitter] = {"task known (reads the task's name)": task_known,
 def pair_apgr(P: np.ndarray, Y: np.ndarray, strong: int, weak: int, rows: np.ndarray) -> float:
     score = P[rows, strong] - P[rows, weak]
     qs, qw = Y[rows, strong], Y[rows, weak]
-    quality = [np.where(call, qs, qw).mean() for call in cq.ranked_calls(score, LEVELS)]
-    return apgr(LEVELS, np.asarray(quality), float(qs.mean()), float(qw.mean()))
+    # the threshold sweep's own points (benchroute.experiments.costs): the share of calls
+    # each level realises on these rows, and the quality there
+    calls = cq.ranked_calls(score, cq.CALL_LEVELS)
+    share = [call.mean() for call in calls]
+    quality = [np.where(call, qs, qw).mean() for call in calls]
+    return apgr(np.asarray(share), np.asarray(quality), float(qs.mean()), float(qw.mean()))
 
 
 def neighbour_tasks(X: np.ndarray, g: np.ndarray, name: str) -> pd.DataFrame:

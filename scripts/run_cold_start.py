@@ -16,7 +16,6 @@ SHA-256 of each input's text; inputs without a vector are left out and the table
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -27,6 +26,7 @@ import pandas as pd
 
 from benchroute import load
 from benchroute.data.pool import pool_labels
+from benchroute.data.text import text_key
 from benchroute.experiments.cold_start import (
     ESTIMATORS,
     NS,
@@ -47,7 +47,9 @@ def vectors(shared: Path, name: str, texts: list[str]) -> tuple[np.ndarray, np.n
     with np.load(shared / "embeddings" / f"{name}.npz", allow_pickle=False) as z:
         row = {h: i for i, h in enumerate(z["sha256"].tolist())}
         E = z["embedding"]
-    idx = np.array([row.get(hashlib.sha256(t.encode("utf-8")).hexdigest(), -1) for t in texts])
+    # the cache's key (the store's texts are normalised already, so it is the raw SHA-256 the
+    # shared files use, and a lone surrogate gets a key instead of an error)
+    idx = np.array([row.get(text_key(t), -1) for t in texts])
     found = idx >= 0
     X = E[idx[found]].astype(np.float32)
     return X / np.linalg.norm(X, axis=1, keepdims=True), found

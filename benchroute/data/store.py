@@ -25,6 +25,7 @@ from benchroute.data.store_checks import describe_difference, validate_frame, wa
 from benchroute.data.store_checks import row_key as row_key
 from benchroute.data.text import normalize_text
 from benchroute.exceptions import DataError
+from benchroute.scoring import labelled_right
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def binarize(scores: np.ndarray | pd.Series, threshold: float | np.ndarray) -> n
     """0/1 correctness from a score on [0, 1]; NaN stays NaN so missing results stay missing.
     ``threshold`` may be one value per score (per-dataset thresholds)."""
     arr = np.asarray(scores, dtype=float)
-    out = (arr >= threshold).astype(float)
+    out = labelled_right(arr, threshold).astype(float)
     out[np.isnan(arr)] = np.nan
     return out
 

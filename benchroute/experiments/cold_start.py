@@ -38,7 +38,8 @@ from benchroute.new_models import (
     probe_rows,
 )
 from benchroute.predictors import SELF_DISTANCE
-from benchroute.stacking import fit_soft_logistic
+from benchroute.scoring import argmax_ties, best_on_average, task_means
+from benchroute.stacking import fit_soft_logistic, per_input_value
 from benchroute.tuning import PerInputPredictor, knn_search
 
 logger = logging.getLogger(__name__)
@@ -101,13 +102,16 @@ def own_knn(V: np.ndarray, y: np.ndarray, Q: np.ndarray) -> np.ndarray:
     return pred.fit(np.zeros((len(y), 1)), V, y).predict_proba(np.zeros((len(Q), 1)), Q)
 
 
-def _routing(P: np.ndarray, Y: np.ndarray) -> float:
-    pick = np.argmax(np.where(np.isnan(Y), -np.inf, P), axis=1)
-    return float(np.nanmean(Y[np.arange(len(Y)), pick]))
+def _routing(P: np.ndarray, Y: np.ndarray, datasets: np.ndarray) -> float:
+    """Routed quality by the tuning's rule (ties to the best model on average, as routing)."""
+    prefer = best_on_average(task_means(Y, datasets))
+    return float(np.nanmean(per_input_value(P, Y, "route", prefer)))
 
 
 def _task_choices(P: np.ndarray, datasets: np.ndarray) -> pd.Series:
-    return pd.DataFrame(P).groupby(np.asarray(datasets)).mean().idxmax(axis=1)
+    """Per task, the model of the highest mean P (S1), by the package's argmax."""
+    means = pd.DataFrame(P).groupby(np.asarray(datasets)).mean()
+    return pd.Series(argmax_ties(means.to_numpy()), index=means.index)
 
 
 def cold_start(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, models: Sequence[str],
@@ -161,8 +165,8 @@ def cold_start(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, models: Seque
                             "auc_full": auc_full, "brier_full": float(np.mean((full - yr) ** 2))}
                     Pk = np.c_[F[rest]]
                     Yr = Y[rest][:, known + [j]]
-                    route_full = _routing(np.c_[Pk, full], Yr)
-                    route_without = _routing(Pk, Y[rest][:, known])
+                    route_full = _routing(np.c_[Pk, full], Yr, ds[rest])
+                    route_without = _routing(Pk, Y[rest][:, known], ds[rest])
                     tasks_full = _task_choices(np.c_[Pk, full], ds[rest])
                     for est in estimators:
                         if est == "borrowing":
@@ -182,7 +186,7 @@ def cold_start(X: np.ndarray, Y: np.ndarray, datasets: np.ndarray, models: Seque
                         out.append({**base, "estimator": est, "auc": a,
                                     "brier": float(np.mean((p - yr) ** 2)),
                                     "share": (a - 0.5) / (auc_full - 0.5),
-                                    "route": _routing(np.c_[Pk, p], Yr),
+                                    "route": _routing(np.c_[Pk, p], Yr, ds[rest]),
                                     "route_full": route_full, "route_without": route_without,
                                     "tasks_changed": int((tasks != tasks_full).sum()),
                                     "tasks": len(tasks)})

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute import policies as pol
-from benchroute.curves import aiq, apgr, cpt, interp_at, upper_hull
+from benchroute.curves import aiq, apgr, cpt, interp_at, pgr, upper_hull
 from benchroute.data.store import BenchmarkData
 from benchroute.deprecation import renamed
 from benchroute.exceptions import BenchrouteError
@@ -90,13 +90,19 @@ def arrays(data: BenchmarkData, embeddings: np.ndarray, column: str = "correct",
         C = np.broadcast_to(pol.cost_vector(pool.models, costs), Q.shape).copy()
         source = cost_source or "caller (per-model cost per call)"
     else:
-        C = np.asarray(costs, dtype=np.float64)
+        try:
+            C = np.asarray(costs)
+        except (TypeError, ValueError):  # ragged nesting: the policies' message says so
+            C = pol.cost_array(costs)
         if C.shape != Q.shape:
             raise BenchrouteError(f"costs array has shape {C.shape}, expected {Q.shape}")
         source = cost_source or "caller (per-input costs)"
-    if np.isnan(C[keep]).any() or (C[keep] < 0).any():
-        raise BenchrouteError("costs must be finite and >= 0 for every (input, model)")
-    return Arrays(pool.X[keep], Q[keep], C[keep], pool.models, pool.datasets[keep], source,
+    try:  # the policies' one rule for costs, on the inputs evaluated
+        C = pol.cost_array(C[keep])
+    except BenchrouteError as exc:
+        raise BenchrouteError(f"costs of the {int(keep.sum())} inputs evaluated, every "
+                              f"(input, model): {exc}") from None
+    return Arrays(pool.X[keep], Q[keep], C, pool.models, pool.datasets[keep], source,
                   int((~keep).sum()))
 
 
@@ -181,8 +187,12 @@ def _point(policy: str, param: float, pick: np.ndarray, Q: np.ndarray, C: np.nda
 
 def sweep(policy: str, P: np.ndarray, Q: np.ndarray, C: np.ndarray, models: Sequence[str],
           strong: int | None = None, weak: int | None = None, score: np.ndarray | None = None,
-          seed: int = 0) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+          seed: int = 0, prefer: np.ndarray | None = None
+          ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """Operating points of one policy: its parameter swept over a fixed grid.
+
+    ``prefer`` (one column per row): the best model on average that ``best`` gives a tie to,
+    as ``Router.route`` does (:func:`evaluate` passes each fold's).
 
     Pair policies (``threshold``, ``hybrid``, ``random``, ``oracle``) step the share of calls to
     the strong model over 0, 0.1, ..., 1 (RouteLLM's quantile thresholds); ``hybrid`` needs the
@@ -212,7 +222,7 @@ def sweep(policy: str, P: np.ndarray, Q: np.ndarray, C: np.ndarray, models: Sequ
         for lv, call in zip(CALL_LEVELS, ranked_calls(s, CALL_LEVELS, seed)):
             add(lv, np.where(call, strong, weak))
     elif policy == "best":
-        add(np.nan, pol.best(P, C))
+        add(np.nan, pol.best(P, C, prefer=prefer))
     elif policy == "smallest_sufficient":
         for tau in np.round(np.linspace(0, 1, 21), 3):
             add(tau, pol.smallest_sufficient(P, C, tau=float(tau)))
@@ -230,6 +240,15 @@ def sweep(policy: str, P: np.ndarray, Q: np.ndarray, C: np.ndarray, models: Sequ
         raise BenchrouteError(f"unknown policy {policy!r}; choose one of "
                               f"{sorted(PAIR_POLICIES + POOL_POLICIES)}")
     return rows, picks
+
+
+def _fold_bma(A: Arrays, fold: np.ndarray) -> np.ndarray:
+    """Per row, the best model on average of the other folds (the router that routes it)."""
+    out = np.empty(len(fold), dtype=np.int64)
+    for f in np.unique(fold):
+        train = fold != f
+        out[fold == f] = best_on_average(task_means(A.Q[train], np.asarray(A.datasets)[train]))
+    return out
 
 
 def _hybrid_score(A: Arrays, fold: np.ndarray, weak: int, strong: int, rule: str, folds: int,
@@ -308,7 +327,8 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
                 picks.append(chosen)
                 info[f"hybrid-{rule}"] = hinfo
             continue
-        r, p = sweep(name, P, A.Q, A.C, A.models, strong, weak, seed=seed)
+        r, p = sweep(name, P, A.Q, A.C, A.models, strong, weak, seed=seed,
+                     prefer=_fold_bma(A, fold))
         rows += r
         picks += p
         if name == "threshold" and strong is not None and weak is not None and fitted:
@@ -421,7 +441,8 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
             assert q_strong is not None and q_weak is not None
             x, y = g["share_strong"].to_numpy(), g["quality"].to_numpy()
             for lv in levels:
-                row[f"PGR@{int(round(lv * 100))}"] = (interp_at(x, y, lv) - q_weak) / (q_strong - q_weak)
+                row[f"PGR@{int(round(lv * 100))}"] = float(pgr(interp_at(x, y, lv), q_strong,
+                                                               q_weak))
             row["APGR"] = apgr(x, y, q_strong, q_weak)
             row["CPT50"] = cpt(x, y, q_strong, q_weak, 0.5)
             row["CPT80"] = cpt(x, y, q_strong, q_weak, 0.8)

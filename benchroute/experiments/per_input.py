@@ -106,13 +106,16 @@ def compare_predictors(X: np.ndarray, Y: np.ndarray, fitters: Mapping[str, Fitte
         q = Y[rows_idx, pick]
         gain = q - q_single
         gap = q_oracle - q_single
-        g_b = gain[boots].mean(axis=1)
-        share_b = g_b / gap[boots].mean(axis=1)
+        # an input without the best single model's result counts in no mean (as in
+        # per_instance_routing); the gain stays paired on the inputs that have one
+        with np.errstate(invalid="ignore"):
+            g_b = np.nanmean(gain[boots], axis=1)
+            share_b = g_b / np.nanmean(gap[boots], axis=1)
         out.append({"predictor": name, "n": len(X), "models": Y.shape[1],
-                    "routed": float(q.mean()), "best_single": float(q_single.mean()),
-                    "oracle": float(q_oracle.mean()), "gain": float(gain.mean()),
+                    "routed": float(np.nanmean(q)), "best_single": float(np.nanmean(q_single)),
+                    "oracle": float(np.nanmean(q_oracle)), "gain": float(np.nanmean(gain)),
                     "gain_lo": float(np.quantile(g_b, 0.025)), "gain_hi": float(np.quantile(g_b, 0.975)),
-                    "gap_share": float(gain.mean() / gap.mean()),
+                    "gap_share": float(np.nanmean(gain) / np.nanmean(gap)),
                     "gap_share_lo": float(np.quantile(share_b, 0.025)),
                     "gap_share_hi": float(np.quantile(share_b, 0.975)),
                     "brier": brier(P, Y)})

@@ -32,6 +32,7 @@ from benchroute.routing import router_proba
 from benchroute.sampling import task_seed
 from benchroute.scoring import best_on_average, predictor_accuracy, s1, s2, s3, task_means
 from benchroute.selection import Selection, SelectionConfig, choose, route_rows
+from benchroute.tuning import fold_ids
 
 logger = logging.getLogger(__name__)
 
@@ -199,11 +200,11 @@ def per_instance_routing(
     Q = pool.Y.astype(np.float64)
     lo, hi = np.nanmin(Q), np.nanmax(Q)
     Y = ((Q - lo) / (hi - lo) if hi > lo else np.full_like(Q, 0.5)).astype(np.float32)
-    fold = np.random.default_rng(seed).permutation(len(X)) % folds
+    fold, _ = fold_ids(len(X), None, folds, seed)
     routed = np.empty(len(X), dtype=int)
     single = np.empty(len(X), dtype=int)
     every = np.arange(len(models))
-    for f in range(folds):
+    for f in range(fold.max() + 1):
         test = np.flatnonzero(fold == f)
         train = np.flatnonzero(fold != f)
         fitted = routing_router(X[train], Y[train], ds[train], models, router_params=params)

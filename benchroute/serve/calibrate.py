@@ -100,9 +100,10 @@ def prompt_sample(router: Any, texts: Sequence[str], seed: int = 0) -> Sample:
 def threshold_for_share(score: np.ndarray, share: float) -> float:
     """t whose realised share, the fraction of ``score`` ≥ t, is closest to ``share``.
 
-    With continuous scores that is t = the ⌈s·n⌉-th score in descending order; a block of tied
-    scores (common with k-NN probabilities) goes in or out whole, whichever lands closer
-    (ties: the larger share).
+    With continuous scores that is t = the c-th score in descending order, c =
+    :func:`benchroute.policies.share_count` (s·n rounded, halves up), the count the threshold
+    policy's sweeps use; a block of tied scores (common with k-NN probabilities) goes in or out
+    whole, whichever lands closer (ties: the larger share).
     """
     s = np.sort(np.asarray(score, dtype=np.float64))[::-1]
     if len(s) == 0:
@@ -170,15 +171,10 @@ def fit_parameter(router: Any, sample: Sample, policy: str, target: float, cand:
                                  [router.models_[i] for i in cand])
         lam = pol.budget_price(sample.P[:, cand], c, budget=target)
         if math.isinf(lam):  # below the cheapest assignment: a price that always picks it
-            lam = 4.0 * (1.0 + float(np.ptp(sample.P))) / max(_min_step(c), np.finfo(float).tiny)
+            lam = 4.0 * (1.0 + float(np.ptp(sample.P))) / max(pol.smallest_step(c), np.finfo(float).tiny)
         return "lagrangian", {"lam": float(lam)}
     raise BenchrouteError(f"calibration is for 'threshold', 'smallest_sufficient' or 'budget', "
                           f"got {policy!r}")
-
-
-def _min_step(c: np.ndarray) -> float:
-    u = np.unique(c)
-    return float(np.min(np.diff(u))) if len(u) > 1 else 1.0
 
 
 # ---------------------------------------------------------------------- the file

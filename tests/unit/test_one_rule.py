@@ -149,3 +149,147 @@ def test_routing_router_without_tasks():
     router = routing_router(X, Y)
     assert router.tasks_ == ["pool"] and router.per_input_ is not None
     assert router_proba(router, X[:4]).shape == (4, 3)
+
+
+# ---------------------------------------------------------------------- second audit (2026-12-05)
+def _tiny_router(correct: dict[str, dict[str, list[float]]], **params):
+    """A router on given per-task labels, random vectors, no encoder."""
+    import pandas as pd
+
+    from benchroute import BenchmarkData
+
+    rows = [{"dataset": task, "instance_id": str(i), "text": f"{task} question number {i}",
+             "model": model, "score": y, "correct": y}
+            for model, tasks in correct.items() for task, labels in tasks.items()
+            for i, y in enumerate(labels)]
+    data = BenchmarkData(pd.DataFrame(rows))
+    X = _unit(np.random.default_rng(0), data.n_instances, 16)
+    router = Router(encoder="hashing-16-12", tune=False, alphas=(0.0,), repeats=1,
+                    **params).fit(data, embeddings=X)
+    return router, data, X
+
+
+def _ones(k: int, n: int = 20) -> list[float]:
+    return [1.0] * k + [0.0] * (n - k)
+
+
+def test_bma_is_the_one_selection_and_routing_use():
+    """(0.1 + 0.2) / 2 is 0.15000000000000002: an exact idxmax named the other model than
+    ``bma_index`` (the CLI's ``fit`` printed one, select and route used the other)."""
+    router, _, _ = _tiny_router({"B_model": {"t1": _ones(3), "t2": _ones(3)},
+                                 "a_after_B": {"t1": _ones(2), "t2": _ones(4)}})
+    assert router.bma_ == router.models_[router.bma_index(np.arange(2))] == "B_model"
+
+
+def test_default_weak_model_is_the_worst_on_average_by_the_one_rule():
+    from benchroute.experiments.costs import Arrays, pair_indices
+    from benchroute.routing import default_pair
+
+    router, data, X = _tiny_router({"A_split": {"t1": _ones(2), "t2": _ones(4)},
+                                    "B_even": {"t1": _ones(3), "t2": _ones(3)},
+                                    "C_strong": {"t1": _ones(18), "t2": _ones(18)}})
+    Q = data.correctness_matrix().reindex(columns=router.models_).to_numpy(float)
+    A = Arrays(X, Q, np.zeros(Q.shape), router.models_,
+               data.instances()["dataset"].to_numpy(), "none")
+    s, w = pair_indices(A, None, None, needed=True)
+    assert default_pair(router, router.models_, None) == (router.models_[s], router.models_[w])
+
+
+def test_tuning_route_objective_breaks_ties_as_routing_does():
+    from benchroute.stacking import per_input_value
+
+    P = np.full((3, 3), 0.6)
+    Y = np.array([[0.0, 1.0, 0.0]] * 3)
+    prefer = 1  # the best model on average
+    assert route_value(P, Y, prefer) == 1.0
+    assert np.array_equal(per_input_value(P, Y, "route", prefer),
+                          Y[np.arange(3), route_rows(P, np.arange(3), prefer)])
+
+
+def test_pgr_of_a_tied_pair_is_nan_everywhere():
+    import pandas as pd
+
+    from benchroute.curves import apgr, cpt, pgr
+
+    x = np.array([0.0, 0.5, 1.0])
+    y = np.array([0.6, 0.6, 0.5])
+    assert np.isnan(pgr(0.55, 0.5, 0.5))
+    assert np.isnan(apgr(x, y, 0.5, 0.5)) and np.isnan(cpt(x, y, 0.5, 0.5, 0.5))
+    curve = pd.DataFrame({"policy": ["threshold"] * 3, "param": x, "cost": x, "quality": y,
+                          "share_strong": x})
+    curve.attrs.update(q_strong=0.5, q_weak=0.5, c_min=0.0, c_max=1.0)
+    row = cq.routing_metrics(curve).iloc[0]  # raised ZeroDivisionError
+    assert np.isnan(row["PGR@50"]) and np.isnan(row["APGR"])
+    # and apgr is the mean PGR over the call range where there is a gap
+    assert apgr(x, y, 0.7, 0.5) == pytest.approx(np.trapezoid(pgr(y, 0.7, 0.5), x))
+
+
+def test_one_label_rule_at_the_threshold():
+    """A label exactly at the threshold is right for the pool's p̂, the loaders and an added
+    model's p̂ alike (the added model's counted it wrong)."""
+    import warnings
+
+    from benchroute.data.store import binarize
+    from benchroute.new_models import BorrowingPredictor
+    from benchroute.scoring import labelled_right, predictor_hits
+
+    y = np.array([0.5, 0.5, 1.0, 0.0])
+    assert binarize(y, 0.5).tolist() == labelled_right(y).astype(float).tolist()
+    g = np.array([0.9, 0.9, 0.9, 0.1])
+    assert predictor_hits(g[:, None], y[:, None])[0][0] == 4
+    rng = np.random.default_rng(0)
+    F = rng.uniform(0.2, 0.8, size=(4, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fit = BorrowingPredictor(min_labels=8).fit(F, _unit(rng, 4), np.array([1, .5, .5, 1]),
+                                                   F).fit_
+    # too few labels: each label against the leave-one-out level of the others (0.7 for a
+    # 0.5, 0.6 for a 1), all predicted right; the two 0.5 labels are right too (they were not)
+    assert fit.cv_hits == 4
+
+
+def test_share_count_is_the_calibration_s_count():
+    from benchroute.serve.calibrate import threshold_for_share
+
+    for n in (5, 10, 45, 90, 1319):
+        score = np.arange(n) / n
+        for s in (0.05, 0.1, 0.125, 0.25, 0.3, 0.35, 0.5, 0.7):
+            t = threshold_for_share(score, s)
+            assert int((score >= t).sum()) == pol.share_count(s, n) == pol.top_share(score, s).sum()
+
+
+def test_evaluated_best_policy_matches_route_table_on_ties():
+    """The experiments' "best" row gave a tie to the cheaper, then the first column; routing
+    gives it to the best model on average first."""
+    P = np.full((3, 2), 0.5)
+    C = np.tile([0.0, 1.0], (3, 1))
+    prefer = np.ones(3, dtype=np.int64)
+    rows, picks = cq.sweep("best", P, np.ones((3, 2)), C, ["a", "b"], prefer=prefer)
+    assert picks[0].tolist() == [1, 1, 1]
+    assert pol.best(P, C).tolist() == [0, 0, 0]  # no preference: the cheaper
+
+
+def test_cheapest_within_selection_ties_by_the_package_argmax():
+    import pandas as pd
+
+    scores = pd.DataFrame({"S3": [0.7, 0.7 + TIE_TOL / 2]}, index=["x", "y"])
+    assert pol.cheapest_within_selection(scores, {"x": 1.0, "y": 1.0}, 0.0) == "x"
+
+
+def test_evaluation_costs_follow_the_policies_rule():
+    from benchroute.exceptions import BenchrouteError
+
+    router, data, X = _tiny_router({"a": {"t": _ones(3, 6)}, "b": {"t": _ones(4, 6)}})
+    C = np.ones((6, 2))
+    C[0, 1] = np.inf
+    with pytest.raises(BenchrouteError, match="finite"):
+        cq.arrays(data, X, costs=C)
+
+
+def test_per_instance_folds_are_tunings_folds():
+    from benchroute.exceptions import BenchrouteError
+    from benchroute.experiments.protocol import per_instance_routing
+
+    _, data, X = _tiny_router({"a": {"t": _ones(3, 6)}, "b": {"t": _ones(4, 6)}})
+    with pytest.raises(BenchrouteError, match="folds == 1"):
+        per_instance_routing(data, column="correct", embeddings=X, folds=1)

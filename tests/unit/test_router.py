@@ -826,3 +826,24 @@ def test_selecting_for_a_pool_task_says_to_hold_it_out() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         router.select_embedded(X[rows], exclude_datasets=["t2"])
+
+
+def test_a_pool_model_without_any_result_is_refused():
+    """Its P was an invented 1/2 (0.583 once calibrated) on every input, so route sent 91 of 100
+    inputs to a model never run, without a word."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y = np.c_[rng.integers(0, 2, size=(40, 2)), np.full(40, np.nan)]
+    with pytest.raises(BenchrouteError, match=r"\['never-run'\] have no result"):
+        Router(alphas=(0.0,), tune=False, encoder=HashingEncoder(8)).fit_arrays(
+            X, Y, ["a"] * 20 + ["b"] * 20, ["m0", "m1", "never-run"])
+
+
+@pytest.mark.parametrize("call", ["predict_proba", "route", "route_table"])
+def test_keep_duplicates_takes_true_or_false_only(call):
+    """"false" read as True on the routing path (select_model refused it)."""
+    data, X = synthetic(0)
+    router = Router(alphas=(0.0,), tune=False, encoder=HashingEncoder(8)).fit(data, embeddings=X)
+    with pytest.raises(BenchrouteError, match="keep_duplicates must be True or False"):
+        getattr(router, call)(["task 0 input 1"], keep_duplicates="false")
