@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 SET_POLICIES = ("budget",)
 #: How often an actor that died (killed for memory, a crash in native code) is restarted and
 #: its batch tried again. Ray Data's default is forever: a batch that kills its worker each
-#: time hung the job with no error (found by a review).
+#: time hung the job with no error (found by a review). Ray 2.60 passes these actor options
+#: only through ``ray_remote_args``, which it deprecates for removal in 2.64 with no named
+#: replacement yet, so the ``ray`` extra stops below 2.64.
 RETRIES = 3
 _FAULTS = {"max_restarts": RETRIES, "max_task_retries": RETRIES}
 
@@ -304,7 +306,8 @@ def embed_with_ray(texts: Sequence[str], encoder: str = "all-mpnet-base-v2",
                                                                      "batch_size": batch_size,
                                                                      "threads": threads},
                                 batch_size=rows_per_task, batch_format="numpy",
-                                concurrency=pool, num_cpus=cpus_per_actor, **_FAULTS)
+                                compute=ray.data.ActorPoolStrategy(size=pool),
+                                num_cpus=cpus_per_actor, **_FAULTS)
             for batch in ds.iter_batches(batch_size=rows_per_task, batch_format="numpy"):
                 cache.put_keys([str(k) for k in batch["key"]], np.asarray(batch["embedding"]),
                                keep=False)  # in the shard, not held: the pool may be large
@@ -433,7 +436,8 @@ def route_with_ray(texts: Sequence[str] | Iterator[str], out: str | os.PathLike[
                   "costs": None if costs is None else dict(costs), "params": params,
                   "ood_alpha": ood_alpha, "keep_duplicates": keep_duplicates}
         ds = ds.map_batches(RouteBatch, fn_constructor_kwargs=kwargs, batch_size=rows_per_task,
-                            batch_format="numpy", concurrency=pool, num_cpus=cpus_per_actor,
+                            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=pool),
+                            num_cpus=cpus_per_actor,
                             **_FAULTS)
 
         def batches() -> Iterator[dict[str, np.ndarray]]:

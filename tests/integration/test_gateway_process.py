@@ -46,7 +46,8 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _start(args: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    with log.open("w") as out:  # the child writes to its own copy of the descriptor
+        proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
