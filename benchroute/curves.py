@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchroute.deprecation import keywords_after
+
 
 def interp_at(x: np.ndarray, y: np.ndarray, at: float) -> float:
     """y at x = ``at``, linear between the points (x need not be sorted)."""
@@ -17,7 +19,7 @@ def interp_at(x: np.ndarray, y: np.ndarray, at: float) -> float:
     return float(np.interp(at, x[order], y[order]))
 
 
-def pgr(quality: np.ndarray | float, q_strong: float, q_weak: float) -> np.ndarray:
+def pgr(quality: np.ndarray | float, *, q_strong: float, q_weak: float) -> np.ndarray:
     """RouteLLM's performance gap recovered, (quality − q_weak) / (q_strong − q_weak): the share
     of the weak-to-strong gap a router closes. NaN where the two models are equally good (there
     is no gap to recover)."""
@@ -26,22 +28,25 @@ def pgr(quality: np.ndarray | float, q_strong: float, q_weak: float) -> np.ndarr
     return (q - q_weak) / gap if gap != 0 else np.full(q.shape, np.nan)
 
 
-def apgr(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float) -> float:
+@keywords_after(2)
+def apgr(call: np.ndarray, quality: np.ndarray, *, q_strong: float, q_weak: float) -> float:
     """RouteLLM's APGR: the mean :func:`pgr` over the call% range, by the trapezoid rule (the area
     under quality vs call% normalised by the constant weak and strong areas over that range);
     NaN when the two models are equally good."""
     order = np.argsort(call, kind="stable")
-    x, y = np.asarray(call, float)[order], pgr(np.asarray(quality, float)[order], q_strong, q_weak)
+    x, y = np.asarray(call, float)[order], pgr(np.asarray(quality, float)[order], q_strong=q_strong,
+                                           q_weak=q_weak)
     span = float(x[-1] - x[0])
     return float(np.trapezoid(y, x)) / span if span > 0 else float("nan")
 
 
-def cpt(call: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float,
+@keywords_after(2)
+def cpt(call: np.ndarray, quality: np.ndarray, *, q_strong: float, q_weak: float,
         pgr_target: float) -> float:
     """Call% at which PGR first reaches ``pgr_target``, interpolated linearly between points."""
     order = np.argsort(call, kind="stable")
     x = np.asarray(call, float)[order]
-    gain = pgr(np.asarray(quality, float)[order], q_strong, q_weak)
+    gain = pgr(np.asarray(quality, float)[order], q_strong=q_strong, q_weak=q_weak)
     for i in range(len(x)):
         if gain[i] >= pgr_target - 1e-12:
             if i == 0:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute.data.store import BenchmarkData
+from benchroute.deprecation import keywords_after
 from benchroute.exceptions import BenchrouteError, DataError
 from benchroute.inputs import LabeledRecords, Texts
 from benchroute.router import Router
@@ -76,7 +77,8 @@ def router_of(router: Router | str | os.PathLike[str] | None) -> Router:
                           "(labeled=..., candidates=...)")
 
 
-def select_model(task_examples: Texts, router: Router | str | os.PathLike[str] | None = None,
+@keywords_after(1)
+def select_model(task_examples: Texts, *, router: Router | str | os.PathLike[str] | None = None,
                  labeled: LabeledRecords | None = None, candidates: Iterable[str] | None = None,
                  method: str = "S3", fallback: bool = True, exclude_datasets: Sequence[str] = (),
                  max_quality_drop: float | None = None,
@@ -86,18 +88,21 @@ def select_model(task_examples: Texts, router: Router | str | os.PathLike[str] |
     router second: a Router, a saved router's folder, or None for the default one fitted on the
     bundled pack)."""
     return router_of(router).select_model(
-        task_examples, labeled, candidates, method, fallback, exclude_datasets,
-        max_quality_drop, costs, keep_duplicates)
+        task_examples, labeled=labeled, candidates=candidates, method=method, fallback=fallback,
+        exclude_datasets=exclude_datasets, max_quality_drop=max_quality_drop, costs=costs,
+        keep_duplicates=keep_duplicates)
 
 
-def route(texts: Texts, router: Router | str | os.PathLike[str] | None = None,
+@keywords_after(1)
+def route(texts: Texts, *, router: Router | str | os.PathLike[str] | None = None,
           candidates: Iterable[str] | None = None, policy: str | None = None,
           costs: Mapping[str, float] | None = None, ood_alpha: float | None = None,
           keep_duplicates: bool = False, **policy_params: float | str) -> list[str]:
     """The model for each input (:meth:`Router.route`, same parameters but the router second,
     as for :func:`select_model`)."""
-    return router_of(router).route(texts, candidates, policy, costs, ood_alpha,
-                                              keep_duplicates, **policy_params)
+    return router_of(router).route(texts, candidates=candidates, policy=policy, costs=costs,
+                                   ood_alpha=ood_alpha, keep_duplicates=keep_duplicates,
+                                   **policy_params)
 
 
 def route_table(texts: Texts, policy: str = "best", *,

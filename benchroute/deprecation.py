@@ -49,3 +49,39 @@ def renamed(**old_to_new: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]
         return call
 
     return wrap
+
+
+def keywords_after(n: int) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """A decorator for a function whose parameters after the first ``n`` (``self`` counts)
+    became keyword-only: a call that still passes them by position works, in the old order,
+    and warns with their names. Why: sibling functions took their options in different orders
+    (``route(texts, candidates, policy)`` against ``route_table(texts, policy, candidates=)``,
+    ``apgr(..., q_strong, q_weak)`` against ``hybrid_labels(q_weak, q_strong)``), so a
+    positional call could silently swap two arguments."""
+
+    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        import inspect
+
+        names = [p.name for p in inspect.signature(fn).parameters.values()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+        @functools.wraps(fn)
+        def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if len(args) > n:
+                extra = names[n:len(args)]
+                if len(extra) < len(args) - n:
+                    raise TypeError(f"{fn.__name__}() takes at most {len(names)} arguments "
+                                    f"({len(args)} given)")
+                twice = [k for k in extra if k in kwargs]
+                if twice:
+                    raise TypeError(f"{fn.__name__}() got multiple values for {twice}")
+                warnings.warn(f"{fn.__name__}: pass {', '.join(extra)} by name "
+                              f"({extra[0]}=...); by position is deprecated and will be removed",
+                              FutureWarning, stacklevel=2)
+                kwargs.update(zip(extra, args[n:]))
+                args = args[:n]  # type: ignore[assignment]
+            return fn(*args, **kwargs)
+
+        return call
+
+    return wrap

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute.data.metrics import short_repr
-from benchroute.deprecation import rename_keys, renamed
+from benchroute.deprecation import keywords_after, rename_keys, renamed
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import is_real
 from benchroute.scoring import TIE_TOL, argmax_ties
@@ -216,7 +216,8 @@ def budget(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
 
 # ---------------------------------------------------------------------- Hybrid LLM
 @renamed(q_small="q_weak", q_large="q_strong")
-def hybrid_labels(q_weak: np.ndarray, q_strong: np.ndarray, rule: str = "det",
+@keywords_after(0)
+def hybrid_labels(*, q_weak: np.ndarray, q_strong: np.ndarray, rule: str = "det",
                   t: float = 0.0) -> np.ndarray:
     """Hybrid LLM's training labels for "the weak (small) model is good enough" (Ding et al.,
     2024), q_w and q_s the per-input qualities of the weak and the strong model.
@@ -252,7 +253,8 @@ def choose_t(q_weak: np.ndarray, q_strong: np.ndarray,
              grid: Sequence[float] | None = None) -> float:
     """The relaxation t* that maximises the spread of the r_trans labels on training data."""
     ts = np.linspace(0.0, 1.0, 21) if grid is None else np.asarray(grid, dtype=float)
-    spreads = [label_spread(hybrid_labels(q_weak, q_strong, "trans", float(t))) for t in ts]
+    spreads = [label_spread(hybrid_labels(q_weak=q_weak, q_strong=q_strong, rule="trans",
+                                               t=float(t))) for t in ts]
     return float(ts[int(np.argmax(spreads))])
 
 
@@ -263,7 +265,8 @@ def hybrid(score: np.ndarray, *, weak: int, strong: int, threshold: float) -> np
 
 
 @renamed(q_small="q_weak", q_large="q_strong", max_drop="max_quality_drop")
-def pick_threshold(score: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray,
+@keywords_after(1)
+def pick_threshold(score: np.ndarray, *, q_weak: np.ndarray, q_strong: np.ndarray,
                    max_quality_drop: float = 0.01, seed: int = 0) -> tuple[float, float, float]:
     """The largest cost advantage (share of inputs sent to the weak model, those with the
     highest score first) whose quality drop relative to always-strong is at most

@@ -20,6 +20,7 @@ import pandas as pd
 from benchroute import pool_state
 from benchroute.data.pool import pool_arrays
 from benchroute.data.store import BenchmarkData
+from benchroute.deprecation import keywords_after
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import (
     LabeledRecords,
@@ -166,7 +167,8 @@ class Router(RouterParams, pool_state.FittedPool):
         check_is_fitted(self, "predictor_")
         return TaskNeighbours(self, X, exclude_datasets, keep_duplicates, texts)
 
-    def predict_proba_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None,
+    @keywords_after(2)
+    def predict_proba_embedded(self, Q: np.ndarray, *, candidates: Iterable[str] | None = None,
                                labeled_X: np.ndarray | None = None,
                                labeled_Y: np.ndarray | None = None,
                                exclude_datasets: Sequence[str] = ()) -> np.ndarray:
@@ -176,7 +178,8 @@ class Router(RouterParams, pool_state.FittedPool):
         P = view.proba(np.arange(n), np.arange(n, n + L), labeled_Y if L else None)
         return P[:, self.candidate_indices(candidates)]
 
-    def select_model(self, task_examples: Texts, labeled: LabeledRecords | None = None,
+    @keywords_after(2)
+    def select_model(self, task_examples: Texts, *, labeled: LabeledRecords | None = None,
                      candidates: Iterable[str] | None = None, method: str = "S3",
                      fallback: bool = True, exclude_datasets: Sequence[str] = (),
                      max_quality_drop: float | None = None,
@@ -198,15 +201,18 @@ class Router(RouterParams, pool_state.FittedPool):
         if costs is not None and max_quality_drop is None:
             raise BenchrouteError("costs are used only with max_quality_drop; give both or neither")
         Q, LX, LY, texts = task_vectors(self, task_examples, labeled)
-        sel = self.select_embedded(Q, LX, LY, candidates, method, fallback, exclude_datasets,
-                                   keep_duplicates, texts)
+        sel = self.select_embedded(Q, labeled_X=LX, labeled_Y=LY, candidates=candidates,
+                                   method=method, fallback=fallback,
+                                   exclude_datasets=exclude_datasets,
+                                   keep_duplicates=keep_duplicates, texts=texts)
         if max_quality_drop is not None:
             models = [str(m) for m in sel.scores.index]
             sel = cheaper_selection(sel, router_costs(self, costs, "max_quality_drop", models),
                                     models, max_quality_drop, self.config())
         return sel
 
-    def select_embedded(self, Q: np.ndarray, labeled_X: np.ndarray | None = None,
+    @keywords_after(2)
+    def select_embedded(self, Q: np.ndarray, *, labeled_X: np.ndarray | None = None,
                         labeled_Y: np.ndarray | None = None,
                         candidates: Iterable[str] | None = None, method: str = "S3",
                         fallback: bool = True, exclude_datasets: Sequence[str] = (),
@@ -236,7 +242,8 @@ class Router(RouterParams, pool_state.FittedPool):
         P = router_proba(self, query_vectors(self, texts), keep_duplicates)
         return pd.DataFrame(P, columns=self.models_, index=_index_of(texts, len(P)))
 
-    def route(self, texts: Texts, candidates: Iterable[str] | None = None,
+    @keywords_after(2)
+    def route(self, texts: Texts, *, candidates: Iterable[str] | None = None,
               policy: str | None = None, costs: Mapping[str, float] | None = None,
               ood_alpha: float | None = None, keep_duplicates: bool = False,
               **policy_params: float | str) -> list[str]:
@@ -254,8 +261,8 @@ class Router(RouterParams, pool_state.FittedPool):
                 texts, policy, candidates=candidates, costs=costs, ood_alpha=ood_alpha,
                 keep_duplicates=keep_duplicates, **policy_params)
         check_no_policy_params(costs, policy_params)
-        return self.route_embedded(query_vectors(self, texts), candidates,
-                                   ood_alpha, keep_duplicates)
+        return self.route_embedded(query_vectors(self, texts), candidates=candidates,
+                                   ood_alpha=ood_alpha, keep_duplicates=keep_duplicates)
 
     def route_table(self, texts: Texts, policy: str = "best", *,
                     candidates: Iterable[str] | None = None,
@@ -281,7 +288,8 @@ class Router(RouterParams, pool_state.FittedPool):
         check_is_fitted(self, "predictor_")
         return reference_of(self).p_values(query_vectors(self, texts))
 
-    def route_embedded(self, Q: np.ndarray, candidates: Iterable[str] | None = None,
+    @keywords_after(2)
+    def route_embedded(self, Q: np.ndarray, *, candidates: Iterable[str] | None = None,
                        ood_alpha: float | None = None, keep_duplicates: bool = False
                        ) -> list[str]:
         """:meth:`route` on embedded inputs Q (n, d)."""

@@ -383,10 +383,9 @@ class PerInputPredictor(Estimator):
         if not grouped and not queried.all():
             # random folds: deal the scored sample evenly over them, so none is empty
             fold[queried] = fold_ids(int(queried.sum()), None, self.folds, self.seed)[0]
-        fold, moved = copies_together(X, fold)
+        searched, fold, moved = oof_search(X, fold, max(k for k, _, _ in grid), queried)
         if moved:
             how = f"{how}, {moved} near-copies moved into their copies' fold"
-        searched = oof_search(X, fold, max(k for k, _, _ in grid), queried)
         # the routing objective breaks ties as Router.route does: to the best model on average
         bma = best_on_average(task_means(Y, np.zeros(len(Y)) if g is None else g))
         table = grid_scores(Y, searched, grid, prefer=bma)
@@ -566,60 +565,96 @@ def _calibration(d: dict[str, Any] | None) -> Calibration:
     return Calibration(np.asarray(d["x"], float), np.asarray(d["y"], float))
 
 
-def copies_together(X: np.ndarray, fold: np.ndarray) -> tuple[np.ndarray, int]:
-    """``fold`` with each group of near-copies (closer than
-    :data:`~benchroute.predictors.NEAR_DUPLICATE`, linked through each input's
-    :data:`EXTRA_NEIGHBOURS` + 1 nearest) in the fold of its first member, and how many inputs
-    moved.
-
-    Why: a copy in another fold hands an input its own labels in every out-of-fold fit, the
-    kNN's (which also skips them) and the regressions' and calibration's (which cannot): a
-    logistic regression on the vectors learns the copy's labels and predicts them back. With
-    task folds a moved copy is held out with its twin's task instead of its own. When moving
-    would leave fewer than two folds, the folds are kept as they were (nothing can then be
-    cross-validated without the copies)."""
+def copies_together(fold: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``fold`` with each group of near-copies (the pairs ``a[i]``, ``b[i]`` linked into
+    groups) in the fold of its first member; the folds as they were when moving would leave
+    fewer than two."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = len(fold)
-    dist, rows = knn_search_among(X, np.arange(n), X, min(n, EXTRA_NEIGHBOURS + 1))
-    near = (dist < NEAR_DUPLICATE) & (rows >= 0)
-    a = np.repeat(np.arange(n), near.sum(axis=1))
-    b = rows[near]
-    if not np.any(a != b):
-        return fold, 0
     _, comp = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)),
                                    directed=False)
     first = np.full(comp.max() + 1, n)
     np.minimum.at(first, comp, np.arange(n))
     out = fold[first[comp]]
-    if len(np.unique(out)) < 2:
-        return fold, 0
-    moved = int((out != fold).sum())
-    return np.unique(out, return_inverse=True)[1].astype(fold.dtype), moved
+    return out if len(np.unique(out)) >= 2 else fold
+
+
+Searched = list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 
 def oof_search(X: np.ndarray, fold: np.ndarray, K: int, queried: np.ndarray | None = None
-               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+               ) -> tuple[Searched, np.ndarray, int]:
     """Per fold: its rows (those ``queried``, default all), the other folds' rows, and each of
     its inputs' K nearest inputs of the other folds (distances, inf where none; pool rows, -1
-    where none). Only these are kept: the labels are gathered one fold at a time, so memory
-    does not grow with K × the number of models over the whole pool, and neither the vectors
-    nor the labels of the other folds are ever copied whole.
+    where none); with the folds used and how many inputs were moved between them. Only these
+    are kept: the labels are gathered one fold at a time, so memory does not grow with K × the
+    number of models over the whole pool, and neither the vectors nor the labels of the other
+    folds are ever copied whole.
 
     Near-copies of an input (closer than :data:`~benchroute.predictors.NEAR_DUPLICATE`) are
-    left out of its neighbours, as routing leaves them out: a copy in another fold carries the
-    input's own labels, and a tuning that read them chose k, weights, prior, map and
-    calibration on a P that routing never gives (found by a review: a pool of each question
-    twice with coin-flip labels was tuned to a cross-validated Brier score of 0.045, its P
-    reaching 1 on new inputs)."""
-    out = []
+    never its out-of-fold evidence. A copy in another fold hands an input its own labels, in
+    the kNN's P and in every fit on the other folds (a logistic regression on the vectors
+    learns the copy's labels and predicts them back), so k, weights, prior, map and
+    calibration were chosen on a P that routing never gives (found by a review: a pool of
+    each question twice with coin-flip labels was tuned to a cross-validated Brier score of
+    0.045, its P reaching 1 on new inputs). The search finds such copies as it goes; where it
+    finds any, each group of copies is moved into one fold (with task folds, a copy is then
+    held out with its twin's task), and only what the move changed is searched again: the
+    moved inputs, and for the others the moved inputs that left their fold. Neighbours that
+    close are left out of every list, as routing leaves them out."""
+    width = K + EXTRA_NEIGHBOURS
+    raw: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    a, b = [], []
     for f in range(fold.max() + 1):
         test = np.flatnonzero((fold == f) if queried is None else (fold == f) & queried)
         train = np.flatnonzero(fold != f)
-        dist, rows = _search_past_copies(X, train, X[test], K)
+        dist, rows = knn_search_among(X, train, X[test], min(width, max(len(train), 1)))
+        near = (dist < NEAR_DUPLICATE) & (rows >= 0)
+        a.append(np.repeat(test, near.sum(axis=1)))
+        b.append(rows[near])
+        raw[f] = (test, dist, rows)
+    a_all, b_all = np.concatenate(a), np.concatenate(b)
+    new = copies_together(fold, a_all, b_all) if len(a_all) else fold
+    moved = new != fold
+    out: Searched = []
+    for f in np.unique(new):
+        test = np.flatnonzero((new == f) if queried is None else (new == f) & queried)
+        train = np.flatnonzero(new != f)
+        dist = np.full((len(test), K), np.inf)
+        rows = np.full((len(test), K), -1, dtype=np.int64)
+        stay = ~moved[test]
+        if f in raw and stay.any():
+            # the first search's lists less the inputs moved into f, plus those moved out of f
+            old_test, d0, r0 = raw[f]
+            at = np.searchsorted(old_test, test[stay])
+            d0, r0 = d0[at], r0[at]
+            # the first search saw every training input up to its last distance, no further
+            full = np.isfinite(d0[:, -1])
+            reach = np.where(full, d0[:, -1], np.inf)[:, None]
+            left = np.flatnonzero((fold == f) & moved)
+            if len(left):
+                d1, r1 = knn_search_among(X, left, X[test[stay]], len(left))
+                d0, r0 = np.hstack([d0, d1]), np.hstack([r0, r1])
+                order = np.argsort(d0, axis=1, kind="stable")
+                d0, r0 = (np.take_along_axis(d0, order, axis=1),
+                          np.take_along_axis(r0, order, axis=1))
+            ok = ((d0 >= NEAR_DUPLICATE) & (d0 <= reach) & (r0 >= 0)
+                  & (new[np.maximum(r0, 0)] != f))
+            dist[stay], rows[stay] = _first_kept(d0, r0, ok, K)
+            # a list cut short by what it lost, where more lay beyond: searched again
+            short = np.flatnonzero(stay)[(ok.sum(axis=1) < min(K, len(train))) & full]
+            redo = np.zeros(len(test), dtype=bool)
+            redo[short] = True
+        else:
+            redo = np.zeros(len(test), dtype=bool)
+        redo |= ~stay if f in raw else np.ones(len(test), dtype=bool)
+        if redo.any():
+            dist[redo], rows[redo] = _search_past_copies(X, train, X[test[redo]], K)
         out.append((test, train, dist, rows))
-    return out
+    renumbered = np.unique(new, return_inverse=True)[1].astype(fold.dtype)
+    return out, renumbered, int(moved.sum())
 
 
 def _search_past_copies(X: np.ndarray, train: np.ndarray, Q: np.ndarray, K: int

@@ -125,7 +125,7 @@ def pair_apgr(P: np.ndarray, Y: np.ndarray, strong: int, weak: int, rows: np.nda
     calls = cq.ranked_calls(score, cq.CALL_LEVELS)
     share = [call.mean() for call in calls]
     quality = [np.where(call, qs, qw).mean() for call in calls]
-    return apgr(np.asarray(share), np.asarray(quality), float(qs.mean()), float(qw.mean()))
+    return apgr(np.asarray(share), np.asarray(quality), q_strong=float(qs.mean()), q_weak=float(qw.mean()))
 
 
 def neighbour_tasks(X: np.ndarray, g: np.ndarray, name: str) -> pd.DataFrame:

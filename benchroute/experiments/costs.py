@@ -263,7 +263,7 @@ def _hybrid_score(A: Arrays, fold: np.ndarray, weak: int, strong: int, rule: str
         qw, qs = A.Q[tr, weak], A.Q[tr, strong]
         t = pol.choose_t(qw, qs) if rule == "trans" else 0.0
         ts.append(t)
-        y = pol.hybrid_labels(qw, qs, rule, t)[:, None]
+        y = pol.hybrid_labels(q_weak=qw, q_strong=qs, rule=rule, t=t)[:, None]
         # the score is the P of a router fitted on the label "weak is good enough"
         router = routing_router(A.X[tr], y, A.datasets[tr], predictor=None if make is None else make())
         pred = _tuned(router)
@@ -292,7 +292,8 @@ def _validated_choice(score_val: np.ndarray, qw_val: np.ndarray, qs_val: np.ndar
     """Per test input, weak or strong at the cost advantage chosen on validation data (the
     largest share sent to the weak model within the quality-drop budget), applied as a share
     of the test inputs ranked by score."""
-    _, share, _ = pol.pick_threshold(score_val, qw_val, qs_val, max_quality_drop, seed)
+    _, share, _ = pol.pick_threshold(score_val, q_weak=qw_val, q_strong=qs_val,
+                                     max_quality_drop=max_quality_drop, seed=seed)
     return np.where(pol.top_share(score_test, share, seed), weak, strong)
 
 
@@ -441,11 +442,11 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
             assert q_strong is not None and q_weak is not None
             x, y = g["share_strong"].to_numpy(), g["quality"].to_numpy()
             for lv in levels:
-                row[f"PGR@{int(round(lv * 100))}"] = float(pgr(interp_at(x, y, lv), q_strong,
-                                                               q_weak))
-            row["APGR"] = apgr(x, y, q_strong, q_weak)
-            row["CPT50"] = cpt(x, y, q_strong, q_weak, 0.5)
-            row["CPT80"] = cpt(x, y, q_strong, q_weak, 0.8)
+                row[f"PGR@{int(round(lv * 100))}"] = float(
+                    pgr(interp_at(x, y, lv), q_strong=q_strong, q_weak=q_weak))
+            row["APGR"] = apgr(x, y, q_strong=q_strong, q_weak=q_weak)
+            row["CPT50"] = cpt(x, y, q_strong=q_strong, q_weak=q_weak, pgr_target=0.5)
+            row["CPT80"] = cpt(x, y, q_strong=q_strong, q_weak=q_weak, pgr_target=0.8)
         if c_min is not None and c_max is not None:
             row["AIQ"] = aiq(g["cost"].to_numpy(), g["quality"].to_numpy(), c_min, c_max)
         row["max_quality"] = float(g["quality"].max())

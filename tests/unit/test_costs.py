@@ -35,7 +35,7 @@ def test_apgr_cpt_pgr_by_hand():
 
 
 def test_cpt_unreached_is_nan():
-    assert np.isnan(cq.cpt(np.array([0.0, 1.0]), np.array([0.5, 0.6]), 0.9, 0.5, 0.8))
+    assert np.isnan(cq.cpt(np.array([0.0, 1.0]), np.array([0.5, 0.6]), q_strong=0.9, q_weak=0.5, pgr_target=0.8))
 
 
 def test_upper_hull_and_aiq_by_hand():

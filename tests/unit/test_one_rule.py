@@ -213,15 +213,15 @@ def test_pgr_of_a_tied_pair_is_nan_everywhere():
 
     x = np.array([0.0, 0.5, 1.0])
     y = np.array([0.6, 0.6, 0.5])
-    assert np.isnan(pgr(0.55, 0.5, 0.5))
-    assert np.isnan(apgr(x, y, 0.5, 0.5)) and np.isnan(cpt(x, y, 0.5, 0.5, 0.5))
+    assert np.isnan(pgr(0.55, q_strong=0.5, q_weak=0.5))
+    assert np.isnan(apgr(x, y, q_strong=0.5, q_weak=0.5)) and np.isnan(cpt(x, y, q_strong=0.5, q_weak=0.5, pgr_target=0.5))
     curve = pd.DataFrame({"policy": ["threshold"] * 3, "param": x, "cost": x, "quality": y,
                           "share_strong": x})
     curve.attrs.update(q_strong=0.5, q_weak=0.5, c_min=0.0, c_max=1.0)
     row = cq.routing_metrics(curve).iloc[0]  # raised ZeroDivisionError
     assert np.isnan(row["PGR@50"]) and np.isnan(row["APGR"])
     # and apgr is the mean PGR over the call range where there is a gap
-    assert apgr(x, y, 0.7, 0.5) == pytest.approx(np.trapezoid(pgr(y, 0.7, 0.5), x))
+    assert apgr(x, y, q_strong=0.7, q_weak=0.5) == pytest.approx(np.trapezoid(pgr(y, q_strong=0.7, q_weak=0.5), x))
 
 
 def test_one_label_rule_at_the_threshold():
@@ -293,3 +293,24 @@ def test_per_instance_folds_are_tunings_folds():
     _, data, X = _tiny_router({"a": {"t": _ones(3, 6)}, "b": {"t": _ones(4, 6)}})
     with pytest.raises(BenchrouteError, match="folds == 1"):
         per_instance_routing(data, column="correct", embeddings=X, folds=1)
+
+
+def test_options_by_position_still_work_with_a_warning():
+    """Sibling functions took their options in other orders (route's second argument was
+    candidates, route_table's the policy; apgr took q_strong then q_weak, hybrid_labels the
+    reverse): the options are keyword-only now, and a positional call keeps its old meaning
+    for one release, with a FutureWarning naming them."""
+    from benchroute.curves import apgr
+
+    x, y = np.array([0.0, 1.0]), np.array([0.5, 0.7])
+    with pytest.warns(FutureWarning, match="pass q_strong, q_weak by name"):
+        assert apgr(x, y, 0.7, 0.5) == apgr(x, y, q_strong=0.7, q_weak=0.5)
+    qw, qs = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    with pytest.warns(FutureWarning, match="hybrid_labels: pass q_weak, q_strong"):
+        assert pol.hybrid_labels(qw, qs).tolist() == \
+            pol.hybrid_labels(q_weak=qw, q_strong=qs).tolist()
+    with pytest.raises(TypeError, match="multiple values"):
+        pol.hybrid_labels(qw, q_weak=qw, q_strong=qs)
+    router, _, X = _tiny_router({"a": {"t": _ones(3, 6)}, "b": {"t": _ones(4, 6)}})
+    with pytest.warns(FutureWarning, match="route_embedded: pass candidates by name"):
+        assert router.route_embedded(X[:2], ["a"]) == ["a", "a"]

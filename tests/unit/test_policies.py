@@ -62,12 +62,12 @@ def test_per_input_costs_are_accepted():
 
 def test_hybrid_labels_rules():
     qs, ql = np.array([1.0, 0.0, 1.0]), np.array([1.0, 1.0, 0.0])
-    assert pol.hybrid_labels(qs, ql, "det").tolist() == [1, 0, 1]
+    assert pol.hybrid_labels(q_weak=qs, q_strong=ql, rule="det").tolist() == [1, 0, 1]
     # success rates 0.5 and 0.5 over trials: P[H >= 0] = 1 - 0.5 * 0.5
-    assert pol.hybrid_labels(np.array([0.5]), np.array([0.5]), "prob")[0] == pytest.approx(0.75)
-    assert pol.hybrid_labels(np.array([0.5, 0.5]), np.array([0.6, 0.8]), "trans", 0.2).tolist() == [1, 0]
+    assert pol.hybrid_labels(q_weak=np.array([0.5]), q_strong=np.array([0.5]), rule="prob")[0] == pytest.approx(0.75)
+    assert pol.hybrid_labels(q_weak=np.array([0.5, 0.5]), q_strong=np.array([0.6, 0.8]), rule="trans", t=0.2).tolist() == [1, 0]
     with pytest.raises(BenchrouteError, match="unknown Hybrid LLM label rule 'x'"):
-        pol.hybrid_labels(qs, ql, "x")
+        pol.hybrid_labels(q_weak=qs, q_strong=ql, rule="x")
 
 
 def test_label_spread_and_t_star():
@@ -85,9 +85,9 @@ def test_hybrid_routes_to_small_when_score_reaches_threshold():
 def test_pick_threshold_largest_cost_advantage_within_drop():
     score = np.array([0.9, 0.8, 0.1, 0.2])
     qs, ql = np.array([1.0, 1.0, 0.0, 1.0]), np.ones(4)
-    t, adv, drop = pol.pick_threshold(score, qs, ql, max_quality_drop=0.0)
+    t, adv, drop = pol.pick_threshold(score, q_weak=qs, q_strong=ql, max_quality_drop=0.0)
     assert (t, adv, drop) == (pytest.approx(0.2), pytest.approx(0.75), pytest.approx(0.0))
-    t, adv, _ = pol.pick_threshold(score, qs, ql, max_quality_drop=0.25)
+    t, adv, _ = pol.pick_threshold(score, q_weak=qs, q_strong=ql, max_quality_drop=0.25)
     assert adv == pytest.approx(1.0)
 
 
@@ -213,7 +213,7 @@ def test_pick_threshold_breaks_ties_to_use_the_budget():
     # one block of 4 tied scores: only a share of it fits a drop of 1/8
     score = np.ones(4)
     qs, ql = np.array([1.0, 0.0, 1.0, 1.0]), np.ones(4)
-    _, adv, drop = pol.pick_threshold(score, qs, ql, max_quality_drop=0.125, seed=0)
+    _, adv, drop = pol.pick_threshold(score, q_weak=qs, q_strong=ql, max_quality_drop=0.125, seed=0)
     assert drop <= 0.125 and adv >= 0.5
     assert pol.top_share(np.array([0.1, 0.9, 0.5]), 2 / 3).tolist() == [False, True, True]
 

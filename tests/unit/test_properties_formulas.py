@@ -84,7 +84,7 @@ def test_apgr_of_the_random_router_line_is_one_half(q, n):
     assume(abs(q_strong - q_weak) > 1e-6)
     call = np.linspace(0.0, 1.0, n)[::-1]  # unsorted on purpose
     quality = q_weak + call * (q_strong - q_weak)
-    assert cv.apgr(call, quality, q_strong, q_weak) == pytest.approx(0.5, abs=1e-9)
+    assert cv.apgr(call, quality, q_strong=q_strong, q_weak=q_weak) == pytest.approx(0.5, abs=1e-9)
 
 
 @given(curve=call_curve(), q=st.tuples(unit, unit),
@@ -96,9 +96,9 @@ def test_apgr_is_invariant_to_affine_rescaling_and_point_order(curve, q, a, b, s
     call, quality = curve
     q_weak, q_strong = q
     assume(abs(q_strong - q_weak) > 1e-3)
-    base = cv.apgr(call, quality, q_strong, q_weak)
+    base = cv.apgr(call, quality, q_strong=q_strong, q_weak=q_weak)
     order = np.random.default_rng(seed).permutation(len(call))
-    scaled = cv.apgr(call[order], a * quality[order] + b, a * q_strong + b, a * q_weak + b)
+    scaled = cv.apgr(call[order], a * quality[order] + b, q_strong=a * q_strong + b, q_weak=a * q_weak + b)
     assert scaled == pytest.approx(base, rel=1e-6, abs=1e-6)
 
 
@@ -109,8 +109,8 @@ def test_apgr_constant_weak_and_strong_curves_are_zero_and_one(curve, q):
     call, _ = curve
     q_weak, q_strong = q
     assume(abs(q_strong - q_weak) > 1e-6)
-    assert cv.apgr(call, np.full(len(call), q_weak), q_strong, q_weak) == pytest.approx(0, abs=1e-9)
-    assert cv.apgr(call, np.full(len(call), q_strong), q_strong, q_weak) == pytest.approx(1)
+    assert cv.apgr(call, np.full(len(call), q_weak), q_strong=q_strong, q_weak=q_weak) == pytest.approx(0, abs=1e-9)
+    assert cv.apgr(call, np.full(len(call), q_strong), q_strong=q_strong, q_weak=q_weak) == pytest.approx(1)
 
 
 @given(curve=call_curve(), q=st.tuples(unit, unit), t1=unit, t2=unit)
@@ -121,7 +121,7 @@ def test_cpt_is_monotone_in_the_target(curve, q, t1, t2):
     q_weak, q_strong = q
     assume(abs(q_strong - q_weak) > 1e-3)
     lo, hi = sorted((t1, t2))
-    c_lo, c_hi = (cv.cpt(call, quality, q_strong, q_weak, t) for t in (lo, hi))
+    c_lo, c_hi = (cv.cpt(call, quality, q_strong=q_strong, q_weak=q_weak, pgr_target=t) for t in (lo, hi))
     if math.isnan(c_lo):  # the lower target is never reached: neither is the higher one
         assert math.isnan(c_hi)
     elif not math.isnan(c_hi):
@@ -138,7 +138,7 @@ def test_cpt_is_where_pgr_first_reaches_the_target(curve, q, target):
     assume(abs(q_strong - q_weak) > 1e-3)
     pgr = (quality - q_weak) / (q_strong - q_weak)
     assume(not np.any((pgr < target) & (pgr >= target - 1e-9)))  # the tolerance band: below
-    x = cv.cpt(call, quality, q_strong, q_weak, target)
+    x = cv.cpt(call, quality, q_strong=q_strong, q_weak=q_weak, pgr_target=target)
     if math.isnan(x):
         assert (pgr < target).all()
         return
@@ -157,7 +157,7 @@ def test_cpt_stays_in_the_call_range_when_pgr_grazes_the_target(offsets, target)
     """Qualities within 1e-11 of the target's: CPT must still be a call% the curve visits."""
     call = np.linspace(0.0, 1.0, len(offsets))
     quality = target + np.asarray(offsets) * 1e-13  # q_weak 0, q_strong 1: PGR = quality
-    x = cv.cpt(call, quality, 1.0, 0.0, target)
+    x = cv.cpt(call, quality, q_strong=1.0, q_weak=0.0, pgr_target=target)
     assert math.isnan(x) or 0.0 <= x <= 1.0
 
 
@@ -494,16 +494,16 @@ def test_hybrid_labels_agree_on_single_trials_and_relax_with_t(qw, data):
     """On 0/1 qualities r_prob and r_trans(0) are r_det; r_trans only gains positives as t
     grows and is all ones from t = 1; r_prob is a probability, at least q_w."""
     qs = data.draw(arr(qw.shape, st.sampled_from([0.0, 1.0])))
-    det = pol.hybrid_labels(qw, qs, "det")
-    np.testing.assert_array_equal(pol.hybrid_labels(qw, qs, "prob"), det)
-    np.testing.assert_array_equal(pol.hybrid_labels(qw, qs, "trans", 0.0), det)
+    det = pol.hybrid_labels(q_weak=qw, q_strong=qs, rule="det")
+    np.testing.assert_array_equal(pol.hybrid_labels(q_weak=qw, q_strong=qs, rule="prob"), det)
+    np.testing.assert_array_equal(pol.hybrid_labels(q_weak=qw, q_strong=qs, rule="trans", t=0.0), det)
     rw, rs = data.draw(arr(qw.shape)), data.draw(arr(qw.shape))
     t1, t2 = sorted(data.draw(st.tuples(unit, unit)))
-    a = pol.hybrid_labels(rw, rs, "trans", t1)
-    b = pol.hybrid_labels(rw, rs, "trans", t2)
+    a = pol.hybrid_labels(q_weak=rw, q_strong=rs, rule="trans", t=t1)
+    b = pol.hybrid_labels(q_weak=rw, q_strong=rs, rule="trans", t=t2)
     assert (b >= a).all()
-    assert (pol.hybrid_labels(rw, rs, "trans", 1.0) == 1).all()
-    prob = pol.hybrid_labels(rw, rs, "prob")
+    assert (pol.hybrid_labels(q_weak=rw, q_strong=rs, rule="trans", t=1.0) == 1).all()
+    prob = pol.hybrid_labels(q_weak=rw, q_strong=rs, rule="prob")
     assert ((prob >= 0) & (prob <= 1)).all()
     assert (prob >= rw - 1e-12).all()  # the weak model's own success is enough
 

@@ -590,12 +590,12 @@ def test_top_level_functions_take_a_router_folder_and_name_a_misplaced_argument(
                     cache_dir=str(tmp_path / "cache")).fit(data)
     router.save(tmp_path / "r")
     texts = ["task 0 input 1", "task 0 input 3"]
-    assert benchroute.route(texts, str(tmp_path / "r")) == router.route(texts)
-    assert benchroute.select_model(texts, tmp_path / "r").model == router.select_model(texts).model
+    assert benchroute.route(texts, router=str(tmp_path / "r")) == router.route(texts)
+    assert benchroute.select_model(texts, router=tmp_path / "r").model == router.select_model(texts).model
     assert benchroute.route_table(texts, router=tmp_path / "r")["model"].tolist() == router.route(texts)
     with pytest.raises(BenchrouteError, match=r"router must be a Router, a saved router's folder "
                                               r"or None, got list.*labeled=\.\.\."):
-        benchroute.select_model(texts, [{"text": "task 0 input 2", "labels": {"m0": 1}}])
+        benchroute.select_model(texts, router=[{"text": "task 0 input 2", "labels": {"m0": 1}}])
 
 
 def test_fit_arrays_checks_tasks_ids_and_task_accuracy(tmp_path):

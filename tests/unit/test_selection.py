@@ -63,7 +63,7 @@ def test_protocol_equals_router_at_several_alphas_with_candidates(pool, protocol
                 LX = X[rd[lab]] if n_lab else None
                 LY = Y[rd[lab]] if n_lab else None
                 for method in ("S1", "S2", "S3"):
-                    sel = router.select_embedded(X[rd[test]], LX, LY, cand, method)
+                    sel = router.select_embedded(X[rd[test]], labeled_X=LX, labeled_Y=LY, candidates=cand, method=method)
                     row = protocol[(protocol["task"] == task) & (protocol["alpha"] == alpha)
                                    & (protocol["repeat"] == rep) & (protocol["method"] == method)]
                     assert len(row) == 1

@@ -213,15 +213,18 @@ def test_near_copies_never_inform_their_own_out_of_fold_p():
     folds, so CV read each input's own labels (a cross-validated Brier score of 0.045 with the
     kNN, 0.217 with a logistic regression that learnt them), tuned to no shrinkage and
     calibrated on it; P then reached 0 and 1 on new inputs."""
-    from benchroute.tuning import copies_together
+    from benchroute.tuning import oof_search
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 16)).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     Y = (rng.uniform(size=(300, 3)) < [0.5, 0.6, 0.7]).astype(float)
     X2, Y2 = np.vstack([X, X]), np.vstack([Y, Y])
-    fold, moved = copies_together(X2, fold_ids(600, None, 5, 0)[0])
+    searched, fold, moved = oof_search(X2, fold_ids(600, None, 5, 0)[0], 20)
     assert np.array_equal(fold[:300], fold[300:]) and moved > 0
+    assert all((d > 0.01).all() for _, _, d, _ in searched)
+    _, same, none = oof_search(X, fold_ids(300, None, 5, 0)[0], 20)  # no copies: no change
+    assert none == 0 and np.array_equal(same, fold_ids(300, None, 5, 0)[0])
     pred = PerInputPredictor(seed=0).fit(X2, Y2)
     assert pred.describe()["tuning"]["brier_calibrated"] > 0.22  # near the coins' 0.23
     P = pred.predict_proba(rng.normal(size=(50, 16)).astype(np.float32))
@@ -251,3 +254,28 @@ def test_auto_tries_the_logistic_family_past_the_stacks_model_limit():
     pred = PerInputPredictor(seed=0, folds_by="random").fit(X, Y)
     tried = set(pred.tuning_.methods["method"])
     assert "logistic" in tried and "stack" not in tried
+
+
+@pytest.mark.parametrize("seed, K, by_task", [(3, 15, False), (4, 5, False), (5, 40, True),
+                                               (6, 15, True)])
+def test_moving_copies_searches_again_only_what_changed_and_equals_a_full_search(seed, K,
+                                                                                  by_task):
+    """After copies are moved into one fold, each input's list is the first search's less the
+    inputs moved into its fold plus those moved out of it: the same as searching the new folds
+    from scratch."""
+    from benchroute.tuning import _search_past_copies, oof_search
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, 12)).astype(np.float32)
+    X = np.vstack([X, X[:60] + 0.001 * rng.normal(size=(60, 12)).astype(np.float32)])
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    groups = np.repeat(np.arange(13), 20).astype(str) if by_task else None
+    fold0 = fold_ids(len(X), groups, 5, 0)[0]
+    queried = rng.random(len(X)) < 0.8
+    searched, fold, moved = oof_search(X, fold0, K, queried)
+    assert moved > 0
+    for test, train, dist, rows in searched:
+        assert np.array_equal(test, np.flatnonzero((fold == fold[test[0]]) & queried))
+        d, r = _search_past_copies(X, train, X[test], K)
+        np.testing.assert_allclose(dist, d, atol=1e-6)
+        assert np.array_equal(rows, r)
