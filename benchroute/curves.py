@@ -2,7 +2,8 @@
 (quality against the share of calls to the strong model) and RouterBench's AIQ over the
 non-decreasing upper convex hull of (cost, quality) points.
 
-Like :mod:`benchroute.scoring`, nothing here imports the rest of the package; the evaluation
+Like :mod:`benchroute.scoring`, nothing here imports the rest of the package (but the
+keyword-only shim of :mod:`benchroute.deprecation`, of the same layer); the evaluation
 harness that produces the curves is :mod:`benchroute.experiments.costs`.
 """
 

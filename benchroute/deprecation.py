@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import ParamSpec, TypeVar
 
 from benchroute.exceptions import BenchrouteError
+from benchroute.warning_site import user_stacklevel
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -43,7 +44,7 @@ def renamed(**old_to_new: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]
     def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         @functools.wraps(fn)
         def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            new = rename_keys(kwargs, old_to_new, fn.__name__, stacklevel=3)
+            new = rename_keys(kwargs, old_to_new, fn.__name__, stacklevel=user_stacklevel() + 1)
             return fn(*args, **new)  # type: ignore[arg-type]
 
         return call
@@ -77,7 +78,7 @@ def keywords_after(n: int) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
                     raise TypeError(f"{fn.__name__}() got multiple values for {twice}")
                 warnings.warn(f"{fn.__name__}: pass {', '.join(extra)} by name "
                               f"({extra[0]}=...); by position is deprecated and will be removed",
-                              FutureWarning, stacklevel=2)
+                              FutureWarning, stacklevel=user_stacklevel())
                 kwargs.update(zip(extra, args[n:]))
                 args = args[:n]  # type: ignore[assignment]
             return fn(*args, **kwargs)

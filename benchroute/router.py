@@ -51,6 +51,7 @@ from benchroute.routing import (
 from benchroute.scoring import best_on_average, model_means
 from benchroute.selection import Selection
 from benchroute.task import TaskNeighbours, reference_without, task_vectors, task_view
+from benchroute.warning_site import user_stacklevel
 
 logger = logging.getLogger(__name__)
 DEFAULT_PROBE = pool_state.DEFAULT_PROBE  # its former home, kept for one release
@@ -256,7 +257,7 @@ class Router(RouterParams, pool_state.FittedPool):
         if policy is not None:
             warnings.warn("route(texts, policy=...) returns a DataFrame for one more release; "
                           "call route_table(texts, policy=...) for the table",
-                          FutureWarning, stacklevel=2)
+                          FutureWarning, stacklevel=user_stacklevel())
             return self.route_table(  # type: ignore[return-value]
                 texts, policy, candidates=candidates, costs=costs, ood_alpha=ood_alpha,
                 keep_duplicates=keep_duplicates, **policy_params)

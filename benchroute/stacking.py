@@ -336,7 +336,8 @@ def _oof_logits(F: np.ndarray, Y: np.ndarray, fold: np.ndarray, C: float) -> np.
 def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str = "brier",
                  blends: Sequence[float] = DEFAULT_BLENDS, C: float = STACK_C,
                  families: Sequence[str] = ("stack",), X: np.ndarray | None = None,
-                 groups: np.ndarray | None = None, prefer: int | None = None) -> StackChoice:
+                 groups: np.ndarray | None = None, prefer: int | None = None,
+                 Y_fit: np.ndarray | None = None) -> StackChoice:
     """Cross-validated choice among the kNN, the blends, the stack and the logistic regression.
 
     Parameters
@@ -371,7 +372,10 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
             feats[fam] = np.asarray(X, dtype=np.float64)
         elif Xv is not None and T is not None:
             feats[fam] = task_features(Z, T, Xv)
-    lin = {fam: _oof_logits(feats[fam], Y, fold, C) for fam in families}
+    # each fold's regressions learn from Y_fit (default Y): the tuning leaves out the labels of
+    # inputs with a near-copy in another fold
+    lin = {fam: _oof_logits(feats[fam], Y if Y_fit is None else Y_fit, fold, C)
+           for fam in families}
     # candidates in order of preference: the kNN, then each weight for each family
     order = [("knn", 1.0)] if 1.0 in blends else []
     order += [(fam, w) for w in blends if w != 1.0 for fam in families]
@@ -406,7 +410,8 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
 
 def choose_map(method: str, P: np.ndarray, Y: np.ndarray, fold: np.ndarray, X: np.ndarray,
                objective: str = "brier", groups: np.ndarray | None = None,
-               random_folds: bool = False, prefer: int | None = None) -> StackChoice | None:
+               random_folds: bool = False, prefer: int | None = None,
+               Y_fit: np.ndarray | None = None) -> StackChoice | None:
     """What :class:`~benchroute.tuning.PerInputPredictor`'s ``method`` asks for: one family
     forced ("stack", "logistic", "task"), or for "auto" the kNN against every family within its
     size limits (:data:`AUTO_MAX_MODELS`, :data:`AUTO_MAX_CELLS`, :data:`AUTO_MAX_TASKS`,
@@ -419,7 +424,7 @@ def choose_map(method: str, P: np.ndarray, Y: np.ndarray, fold: np.ndarray, X: n
                               "tasks held out the classifier of a held-out task is noise)")
     if method in FAMILIES:
         return choose_stack(P, Y, fold, objective, (0.0,), families=(method,), X=X,
-                            groups=groups, prefer=prefer)
+                            groups=groups, prefer=prefer, Y_fit=Y_fit)
     if method != "auto":
         return None
     # the stack and the task family read every model's logit (M² weights): up to
@@ -433,4 +438,4 @@ def choose_map(method: str, P: np.ndarray, Y: np.ndarray, fold: np.ndarray, X: n
                                and len(Y) * n_tasks <= AUTO_MAX_TASK_CELLS):
         fams.remove("task")
     return choose_stack(P, Y, fold, objective, DEFAULT_BLENDS, families=fams, X=X,
-                        groups=groups, prefer=prefer)
+                        groups=groups, prefer=prefer, Y_fit=Y_fit)

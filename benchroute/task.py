@@ -10,9 +10,6 @@ there is one path from neighbours to a decision.
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
-import types
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -42,6 +39,7 @@ from benchroute.routing import embed_queries
 from benchroute.scoring import mean_distance, predictor_hits, self_estimate
 from benchroute.selection import METHODS, Selection, select
 from benchroute.shift import TaskForm
+from benchroute.warning_site import user_stacklevel
 
 if TYPE_CHECKING:
     from benchroute.router import Router
@@ -232,7 +230,7 @@ class TaskNeighbours:
                                   f"({none}); nothing to score them by")
         warnings.warn(f"left out of the candidates: {none} (no result on the pool's tasks left "
                       "in, so no neighbour tells how they fare)", UserWarning,
-                      stacklevel=_user_stacklevel())
+                      stacklevel=user_stacklevel())
         return np.array([i for i in cand if known[i]])
 
     def select(self, rows: Iterable[int] | np.ndarray, labeled: Iterable[int] | np.ndarray = (),
@@ -294,16 +292,4 @@ class TaskNeighbours:
                       f"pool task {task!r}: the copies are {copies} their neighbours, and the "
                       "task's other inputs and its reference pairs still inform the choice; pass "
                       f"exclude_datasets=[{task!r}] to select as for a new task",
-                      UserWarning, stacklevel=_user_stacklevel())
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` of the first caller outside benchroute, for a warning raised here:
-    it points at the user's line whether they called ``select_model``, ``select_embedded`` or
-    a task view (a fixed level pointed into the router for some of them)."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep  # .../benchroute/
-    frame: types.FrameType | None = sys._getframe(1)
-    level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
+                      UserWarning, stacklevel=user_stacklevel())

@@ -383,9 +383,13 @@ class PerInputPredictor(Estimator):
         if not grouped and not queried.all():
             # random folds: deal the scored sample evenly over them, so none is empty
             fold[queried] = fold_ids(int(queried.sum()), None, self.folds, self.seed)[0]
-        searched, fold, moved = oof_search(X, fold, max(k for k, _, _ in grid), queried)
-        if moved:
-            how = f"{how}, {moved} near-copies moved into their copies' fold"
+        found = oof_search(X, fold, max(k for k, _, _ in grid), queried)
+        searched, fold = found.searched, found.fold
+        if found.moved:
+            how = f"{how}, {found.moved} near-copies moved into their copies' fold"
+        if found.split_copies.any():
+            how = (f"{how}, {int(found.split_copies.sum())} inputs with a near-copy in another "
+                   "fold left out of the map's and calibration's fits")
         # the routing objective breaks ties as Router.route does: to the best model on average
         bma = best_on_average(task_means(Y, np.zeros(len(Y)) if g is None else g))
         table = grid_scores(Y, searched, grid, prefer=bma)
@@ -398,8 +402,11 @@ class PerInputPredictor(Estimator):
             how = f"{how}, {int(queried.sum())} of {len(X)} inputs scored"
             X, Y, fold = X[queried], Y[queried], fold[queried]
             g = None if g is None else g[queried]
+        # the labels the fits on the other folds learn from: none of an input with a copy in
+        # another fold (it would hand its twin its own labels)
+        Y_fit = np.where(found.split_copies[queried][:, None], np.nan, Y)
         choice = choose_map(self.method, P, Y, fold, X, self.objective, g,
-                            random_folds=not grouped, prefer=bma)
+                            random_folds=not grouped, prefer=bma, Y_fit=Y_fit)
         if choice is not None:
             self.method_, self.stack_ = choice.method, choice.stack
             if self.calibration == "isotonic" and choice.stack is not None:
@@ -409,7 +416,7 @@ class PerInputPredictor(Estimator):
             Pc = np.empty_like(P)
             for f in range(fold.max() + 1):
                 te = fold == f
-                Pc[te] = Calibration.fit(P[~te], Y[~te])(P[te])
+                Pc[te] = Calibration.fit(P[~te], Y_fit[~te])(P[te])
             self.calibration_ = Calibration.fit(P, Y)
         else:
             Pc = P
@@ -565,10 +572,11 @@ def _calibration(d: dict[str, Any] | None) -> Calibration:
     return Calibration(np.asarray(d["x"], float), np.asarray(d["y"], float))
 
 
-def copies_together(fold: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def copies_together(fold: np.ndarray, a: np.ndarray, b: np.ndarray,
+                    queried: np.ndarray | None = None) -> np.ndarray:
     """``fold`` with each group of near-copies (the pairs ``a[i]``, ``b[i]`` linked into
     groups) in the fold of its first member; the folds as they were when moving would leave
-    fewer than two."""
+    fewer than two folds of ``queried`` inputs (the scored ones)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -578,20 +586,32 @@ def copies_together(fold: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarra
     first = np.full(comp.max() + 1, n)
     np.minimum.at(first, comp, np.arange(n))
     out = fold[first[comp]]
-    return out if len(np.unique(out)) >= 2 else fold
+    scored = out if queried is None else out[queried]
+    return out if len(np.unique(scored)) >= 2 else fold
 
 
 Searched = list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 
+@dataclass(frozen=True)
+class OOFSearch:
+    """What :func:`oof_search` found: per fold (its scored rows, the other folds' rows, their
+    K nearest at distance ``NEAR_DUPLICATE`` or more), the folds it used, how many inputs it
+    moved between them, and the inputs that still have a near-copy in another fold."""
+
+    searched: Searched
+    fold: np.ndarray
+    moved: int
+    split_copies: np.ndarray
+
+
 def oof_search(X: np.ndarray, fold: np.ndarray, K: int, queried: np.ndarray | None = None
-               ) -> tuple[Searched, np.ndarray, int]:
+               ) -> OOFSearch:
     """Per fold: its rows (those ``queried``, default all), the other folds' rows, and each of
     its inputs' K nearest inputs of the other folds (distances, inf where none; pool rows, -1
-    where none); with the folds used and how many inputs were moved between them. Only these
-    are kept: the labels are gathered one fold at a time, so memory does not grow with K × the
-    number of models over the whole pool, and neither the vectors nor the labels of the other
-    folds are ever copied whole.
+    where none). Only these are kept: the labels are gathered one fold at a time, so memory
+    does not grow with K × the number of models over the whole pool, and neither the vectors
+    nor the labels of the other folds are ever copied whole.
 
     Near-copies of an input (closer than :data:`~benchroute.predictors.NEAR_DUPLICATE`) are
     never its out-of-fold evidence. A copy in another fold hands an input its own labels, in
@@ -599,11 +619,17 @@ def oof_search(X: np.ndarray, fold: np.ndarray, K: int, queried: np.ndarray | No
     learns the copy's labels and predicts them back), so k, weights, prior, map and
     calibration were chosen on a P that routing never gives (found by a review: a pool of
     each question twice with coin-flip labels was tuned to a cross-validated Brier score of
-    0.045, its P reaching 1 on new inputs). The search finds such copies as it goes; where it
-    finds any, each group of copies is moved into one fold (with task folds, a copy is then
-    held out with its twin's task), and only what the move changed is searched again: the
-    moved inputs, and for the others the moved inputs that left their fold. Neighbours that
-    close are left out of every list, as routing leaves them out."""
+    0.045, its P reaching 1 on new inputs). So:
+
+    * the search finds the copies it meets; each group of them is moved into one fold (with
+      task folds, a copy is then held out with its twin's task), unless that would leave
+      fewer than two folds of scored inputs, and only what the move changed is searched
+      again (the moved inputs; for the others, the nearest of the inputs that left their
+      fold);
+    * neighbours that close are left out of every list, as routing leaves them out;
+    * the inputs that still have a copy in another fold (a move refused, or a chain of
+      copies that one move split) are returned in ``split_copies``, for the fits on the
+      other folds to leave out."""
     width = K + EXTRA_NEIGHBOURS
     raw: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     a, b = [], []
@@ -616,63 +642,71 @@ def oof_search(X: np.ndarray, fold: np.ndarray, K: int, queried: np.ndarray | No
         b.append(rows[near])
         raw[f] = (test, dist, rows)
     a_all, b_all = np.concatenate(a), np.concatenate(b)
-    new = copies_together(fold, a_all, b_all) if len(a_all) else fold
+    new = copies_together(fold, a_all, b_all, queried) if len(a_all) else fold
     moved = new != fold
     out: Searched = []
+    split = np.zeros(len(fold), dtype=bool)
     for f in np.unique(new):
         test = np.flatnonzero((new == f) if queried is None else (new == f) & queried)
         train = np.flatnonzero(new != f)
         dist = np.full((len(test), K), np.inf)
         rows = np.full((len(test), K), -1, dtype=np.int64)
-        stay = ~moved[test]
-        if f in raw and stay.any():
-            # the first search's lists less the inputs moved into f, plus those moved out of f
-            old_test, d0, r0 = raw[f]
+        redo = moved[test].copy()
+        stay = np.flatnonzero(~redo)
+        old_test, d0, r0 = raw.pop(f)  # each fold's first lists are read once
+        if len(stay):
+            # the first search's lists less the inputs moved into f, plus the nearest of
+            # those moved out of f; each list holds what its search saw up to its last entry
             at = np.searchsorted(old_test, test[stay])
             d0, r0 = d0[at], r0[at]
-            # the first search saw every training input up to its last distance, no further
-            full = np.isfinite(d0[:, -1])
-            reach = np.where(full, d0[:, -1], np.inf)[:, None]
+            reach = np.where(np.isfinite(d0[:, -1]), d0[:, -1], np.inf)
             left = np.flatnonzero((fold == f) & moved)
             if len(left):
-                d1, r1 = knn_search_among(X, left, X[test[stay]], len(left))
+                d1, r1 = knn_search_among(X, left, X[test[stay]], min(width, len(left)))
+                if d1.shape[1] < len(left):
+                    reach = np.minimum(reach, np.where(np.isfinite(d1[:, -1]), d1[:, -1], np.inf))
                 d0, r0 = np.hstack([d0, d1]), np.hstack([r0, r1])
                 order = np.argsort(d0, axis=1, kind="stable")
                 d0, r0 = (np.take_along_axis(d0, order, axis=1),
                           np.take_along_axis(r0, order, axis=1))
-            ok = ((d0 >= NEAR_DUPLICATE) & (d0 <= reach) & (r0 >= 0)
-                  & (new[np.maximum(r0, 0)] != f))
+            across = (r0 >= 0) & (d0 <= reach[:, None]) & (new[np.maximum(r0, 0)] != f)
+            copy = across & (d0 < NEAR_DUPLICATE)
+            split[test[stay][copy.any(axis=1)]] = True
+            split[r0[copy]] = True
+            ok = across & ~copy
             dist[stay], rows[stay] = _first_kept(d0, r0, ok, K)
-            # a list cut short by what it lost, where more lay beyond: searched again
-            short = np.flatnonzero(stay)[(ok.sum(axis=1) < min(K, len(train))) & full]
-            redo = np.zeros(len(test), dtype=bool)
-            redo[short] = True
-        else:
-            redo = np.zeros(len(test), dtype=bool)
-        redo |= ~stay if f in raw else np.ones(len(test), dtype=bool)
+            # a list cut short by what it lost: searched again
+            redo[stay[ok.sum(axis=1) < min(K, len(train))]] = True
         if redo.any():
-            dist[redo], rows[redo] = _search_past_copies(X, train, X[test[redo]], K)
+            dist[redo], rows[redo], qi, copies = _search_past_copies(X, train, X[test[redo]], K)
+            split[test[redo][qi]] = True
+            split[copies] = True
         out.append((test, train, dist, rows))
     renumbered = np.unique(new, return_inverse=True)[1].astype(fold.dtype)
-    return out, renumbered, int(moved.sum())
+    return OOFSearch(out, renumbered, int(moved.sum()), split)
 
 
 def _search_past_copies(X: np.ndarray, train: np.ndarray, Q: np.ndarray, K: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`knn_search_among` for the K nearest at distance ``NEAR_DUPLICATE`` or more, the
     rule of ``KNNCorrectnessPredictor.neighbours_past``: searched :data:`EXTRA_NEIGHBOURS`
     wider, and a query with more near-copies than that searched again alone, up to
-    :data:`MAX_COPIES` further."""
+    :data:`MAX_COPIES` further. Also the near-copies met: query indices and pool rows."""
     width = min(K + EXTRA_NEIGHBOURS, max(len(train), 1))
     dist, rows = knn_search_among(X, train, Q, width)
     ok = (dist >= NEAR_DUPLICATE) & (rows >= 0)
+    near = ~ok & (rows >= 0)
+    qi, copies = np.nonzero(near)[0], rows[near]
     short = np.flatnonzero((ok.sum(axis=1) < min(K, len(train))) & (rows[:, -1] >= 0))
     wide = min(len(train), width + MAX_COPIES)
     out_d, out_r = _first_kept(dist, rows, ok, K)
     if len(short) and wide > width:
         d2, r2 = knn_search_among(X, train, Q[short], wide)
-        out_d[short], out_r[short] = _first_kept(d2, r2, (d2 >= NEAR_DUPLICATE) & (r2 >= 0), K)
-    return out_d, out_r
+        ok2 = (d2 >= NEAR_DUPLICATE) & (r2 >= 0)
+        out_d[short], out_r[short] = _first_kept(d2, r2, ok2, K)
+        near2 = ~ok2 & (r2 >= 0)
+        qi, copies = np.r_[qi, short[np.nonzero(near2)[0]]], np.r_[copies, r2[near2]]
+    return out_d, out_r, qi, copies
 
 
 def _first_kept(dist: np.ndarray, rows: np.ndarray, ok: np.ndarray, K: int

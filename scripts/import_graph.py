@@ -134,7 +134,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                 "benchroute.prompt_file",
                                 "benchroute._persist")),
     ("formulas", ("benchroute.scoring", "benchroute.curves", "benchroute.exceptions",
-                  "benchroute.extras", "benchroute.deprecation", "benchroute.sampling")),
+                  "benchroute.extras", "benchroute.deprecation", "benchroute.sampling",
+                  "benchroute.warning_site")),
 ]
 
 

@@ -83,7 +83,8 @@ def compare_predictors(X: np.ndarray, Y: np.ndarray, fitters: Mapping[str, Fitte
     ``best_single`` (the best model on average of the training folds,
     :func:`benchroute.scoring.best_on_average`), ``oracle``, ``gain`` = routed − best_single with its 95%
     interval, ``gap_share`` = gain / (oracle − best_single) with its interval, and the
-    out-of-fold ``brier`` score of P.
+    out-of-fold ``brier`` score of P. Every mean is over the ``n`` inputs that have the best
+    single model's result.
     """
     Y = np.asarray(Y, dtype=np.float64)
     fold, _ = fold_ids(len(X), None, folds, seed)
@@ -106,16 +107,18 @@ def compare_predictors(X: np.ndarray, Y: np.ndarray, fitters: Mapping[str, Fitte
         q = Y[rows_idx, pick]
         gain = q - q_single
         gap = q_oracle - q_single
-        # an input without the best single model's result counts in no mean (as in
-        # per_instance_routing); the gain stays paired on the inputs that have one
-        with np.errstate(invalid="ignore"):
+        # an input without the best single model's result counts in no mean (per_instance_
+        # routing skips it too), so that gain = routed − best_single on the same inputs
+        has = ~np.isnan(q_single)
+        with np.errstate(invalid="ignore", divide="ignore"):
             g_b = np.nanmean(gain[boots], axis=1)
             share_b = g_b / np.nanmean(gap[boots], axis=1)
-        out.append({"predictor": name, "n": len(X), "models": Y.shape[1],
-                    "routed": float(np.nanmean(q)), "best_single": float(np.nanmean(q_single)),
-                    "oracle": float(np.nanmean(q_oracle)), "gain": float(np.nanmean(gain)),
+            share = float(np.mean(gain[has]) / np.mean(gap[has]))
+        out.append({"predictor": name, "n": int(has.sum()), "models": Y.shape[1],
+                    "routed": float(np.mean(q[has])), "best_single": float(np.mean(q_single[has])),
+                    "oracle": float(np.mean(q_oracle[has])), "gain": float(np.mean(gain[has])),
                     "gain_lo": float(np.quantile(g_b, 0.025)), "gain_hi": float(np.quantile(g_b, 0.975)),
-                    "gap_share": float(np.nanmean(gain) / np.nanmean(gap)),
+                    "gap_share": share,
                     "gap_share_lo": float(np.quantile(share_b, 0.025)),
                     "gap_share_hi": float(np.quantile(share_b, 0.975)),
                     "brier": brier(P, Y)})

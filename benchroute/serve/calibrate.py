@@ -112,8 +112,9 @@ def threshold_for_share(score: np.ndarray, share: float) -> float:
     shares = np.searchsorted(-s, -levels, side="right") / len(s)   # share ≥ each level
     options = np.r_[0.0, shares]
     thresholds = np.r_[np.nextafter(s[0], np.inf), levels]
-    gap = np.abs(options - share)
-    j = int(np.flatnonzero(gap <= gap.min() + 1e-12)[-1])
+    # in counts, with share_count's tolerance: on distinct scores the same count as it
+    gap = np.abs(options - share) * len(s)
+    j = int(np.flatnonzero(gap <= gap.min() + 1e-9)[-1])
     return float(thresholds[j])
 
 

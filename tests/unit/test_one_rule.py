@@ -314,3 +314,11 @@ def test_options_by_position_still_work_with_a_warning():
     router, _, X = _tiny_router({"a": {"t": _ones(3, 6)}, "b": {"t": _ones(4, 6)}})
     with pytest.warns(FutureWarning, match="route_embedded: pass candidates by name"):
         assert router.route_embedded(X[:2], ["a"]) == ["a", "a"]
+    # each warning names the caller's line, through stacked decorators too (they pointed into
+    # deprecation.py, so a process saw one of them whatever the call sites)
+    for call in (lambda: pol.pick_threshold(np.zeros(2), qw, qs),
+                 lambda: apgr(x, y, 0.7, 0.5),
+                 lambda: router.route(["task t question number 1"], policy="best")):
+        with pytest.warns(FutureWarning) as seen:
+            call()
+        assert {w.filename for w in seen} == {__file__}

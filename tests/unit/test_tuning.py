@@ -220,11 +220,12 @@ def test_near_copies_never_inform_their_own_out_of_fold_p():
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     Y = (rng.uniform(size=(300, 3)) < [0.5, 0.6, 0.7]).astype(float)
     X2, Y2 = np.vstack([X, X]), np.vstack([Y, Y])
-    searched, fold, moved = oof_search(X2, fold_ids(600, None, 5, 0)[0], 20)
-    assert np.array_equal(fold[:300], fold[300:]) and moved > 0
-    assert all((d > 0.01).all() for _, _, d, _ in searched)
-    _, same, none = oof_search(X, fold_ids(300, None, 5, 0)[0], 20)  # no copies: no change
-    assert none == 0 and np.array_equal(same, fold_ids(300, None, 5, 0)[0])
+    found = oof_search(X2, fold_ids(600, None, 5, 0)[0], 20)
+    assert np.array_equal(found.fold[:300], found.fold[300:]) and found.moved > 0
+    assert all((d > 0.01).all() for _, _, d, _ in found.searched)
+    assert not found.split_copies.any()
+    clean = oof_search(X, fold_ids(300, None, 5, 0)[0], 20)  # no copies: no change
+    assert clean.moved == 0 and np.array_equal(clean.fold, fold_ids(300, None, 5, 0)[0])
     pred = PerInputPredictor(seed=0).fit(X2, Y2)
     assert pred.describe()["tuning"]["brier_calibrated"] > 0.22  # near the coins' 0.23
     P = pred.predict_proba(rng.normal(size=(50, 16)).astype(np.float32))
@@ -272,10 +273,70 @@ def test_moving_copies_searches_again_only_what_changed_and_equals_a_full_search
     groups = np.repeat(np.arange(13), 20).astype(str) if by_task else None
     fold0 = fold_ids(len(X), groups, 5, 0)[0]
     queried = rng.random(len(X)) < 0.8
-    searched, fold, moved = oof_search(X, fold0, K, queried)
-    assert moved > 0
-    for test, train, dist, rows in searched:
+    found = oof_search(X, fold0, K, queried)
+    fold = found.fold
+    assert found.moved > 0
+    for test, train, dist, rows in found.searched:
         assert np.array_equal(test, np.flatnonzero((fold == fold[test[0]]) & queried))
-        d, r = _search_past_copies(X, train, X[test], K)
+        d, r, _, _ = _search_past_copies(X, train, X[test], K)
         np.testing.assert_allclose(dist, d, atol=1e-6)
         assert np.array_equal(rows, r)
+
+
+def test_copies_that_cannot_share_a_fold_are_left_out_of_the_map_fits():
+    """One benchmark loaded under two names, task folds: moving the copies together would leave
+    one fold, so they stay apart, and the regressions on the other fold learnt each input's own
+    labels from its twin (P on new inputs in [0, 1], Brier 0.367 against the coins' 0.227)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 16))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y = (rng.uniform(size=(300, 3)) < [0.5, 0.6, 0.7]).astype(float)
+    Xc = X + 1e-4 * rng.normal(size=X.shape)
+    Xc /= np.linalg.norm(Xc, axis=1, keepdims=True)
+    X2, Y2 = np.vstack([X, Xc]).astype(np.float32), np.vstack([Y, Y])
+    groups = np.array(["bench"] * 300 + ["bench_v2"] * 300)
+    new = rng.normal(size=(500, 16)).astype(np.float32)
+    Y_new = (rng.uniform(size=(500, 3)) < [0.5, 0.6, 0.7]).astype(float)
+    for method in ("auto", "logistic"):
+        pred = PerInputPredictor(seed=0, method=method).fit(X2, Y2, groups)
+        assert "600 inputs with a near-copy in another fold left out" in pred.tuning_.cv
+        P = pred.predict_proba(new)
+        assert np.mean((P - Y_new) ** 2) < 0.25 and P.min() > 0.05 and P.max() < 0.95
+
+
+def test_a_move_that_splits_a_chain_of_copies_is_caught():
+    """a~b and b~c are near-copies, a and c are not; b and c start in one fold, a in another:
+    moving b to a's fold splits b from c, which the first search never saw as a pair."""
+    from benchroute.tuning import oof_search
+
+    rng = np.random.default_rng(0)
+    e0, e1 = np.eye(8)[0], np.eye(8)[1]
+    ang = np.arccos(1 - 0.008)
+    chain = [np.cos(i * ang) * e0 + np.sin(i * ang) * e1 for i in range(3)]
+    X = np.vstack([*chain, rng.normal(size=(20, 8))]).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    fold = np.array([0, 1, 1] + [i % 3 for i in range(20)])
+    found = oof_search(X, fold, 5)
+    # every pair of copies in two folds is flagged at both ends (here b and c, split by the move)
+    D = 1.0 - X @ X.T
+    i, j = np.nonzero((D < 0.01) & (found.fold[:, None] != found.fold[None, :]))
+    assert len(i) and found.split_copies[i].all() and found.split_copies[j].all()
+    for _, _, dist, _ in found.searched:
+        assert (dist > 0.01).all()
+
+
+def test_moving_copies_never_leaves_the_scored_inputs_in_one_fold():
+    """With a cap on the scored inputs, the move put all of them into one fold: every fit on
+    the other folds was empty, silently."""
+    from benchroute.tuning import oof_search
+
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(10, 8))
+    X = np.vstack([A, A + 1e-4 * rng.normal(size=A.shape)]).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    fold = np.array([0] * 10 + [1] * 10)
+    queried = np.zeros(20, dtype=bool)
+    queried[[0, 1, 2, 10, 11, 12]] = True
+    found = oof_search(X, fold, 3, queried)
+    assert len(np.unique(found.fold[queried])) == 2
+    assert found.split_copies[queried].all()
