@@ -35,8 +35,8 @@ def apgr(call: np.ndarray, quality: np.ndarray, *, q_strong: float, q_weak: floa
     under quality vs call% normalised by the constant weak and strong areas over that range);
     NaN when the two models are equally good."""
     order = np.argsort(call, kind="stable")
-    x, y = np.asarray(call, float)[order], pgr(np.asarray(quality, float)[order], q_strong=q_strong,
-                                           q_weak=q_weak)
+    x = np.asarray(call, float)[order]
+    y = pgr(np.asarray(quality, float)[order], q_strong=q_strong, q_weak=q_weak)
     span = float(x[-1] - x[0])
     return float(np.trapezoid(y, x)) / span if span > 0 else float("nan")
 

@@ -254,7 +254,7 @@ def choose_t(q_weak: np.ndarray, q_strong: np.ndarray,
     """The relaxation t* that maximises the spread of the r_trans labels on training data."""
     ts = np.linspace(0.0, 1.0, 21) if grid is None else np.asarray(grid, dtype=float)
     spreads = [label_spread(hybrid_labels(q_weak=q_weak, q_strong=q_strong, rule="trans",
-                                               t=float(t))) for t in ts]
+                                          t=float(t))) for t in ts]
     return float(ts[int(np.argmax(spreads))])
 
 

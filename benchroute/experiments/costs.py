@@ -313,6 +313,7 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
     picks: list[np.ndarray] = []
     pair = strong is not None and weak is not None
     todo = list(policies) + (["random", "oracle-pair"] if pair else []) + ["oracle"]
+    bma = _fold_bma(A, fold)  # each row's router's best model on average, for best's ties
     for name in todo:
         if name == "hybrid":
             assert strong is not None and weak is not None
@@ -328,8 +329,7 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
                 picks.append(chosen)
                 info[f"hybrid-{rule}"] = hinfo
             continue
-        r, p = sweep(name, P, A.Q, A.C, A.models, strong, weak, seed=seed,
-                     prefer=_fold_bma(A, fold))
+        r, p = sweep(name, P, A.Q, A.C, A.models, strong, weak, seed=seed, prefer=bma)
         rows += r
         picks += p
         if name == "threshold" and strong is not None and weak is not None and fitted:
