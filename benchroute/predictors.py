@@ -37,6 +37,21 @@ EXTRA_NEIGHBOURS = 4
 MAX_COPIES = 1024
 
 
+def first_kept(dist: np.ndarray, rows: np.ndarray, ok: np.ndarray, K: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a search's ``dist``/``rows``, the first K columns where ``ok``, in order;
+    inf / -1 past them: the neighbours kept when near-copies are left out."""
+    pick = np.argsort(~ok, axis=1, kind="stable")[:, :K]
+    hit = np.take_along_axis(ok, pick, axis=1)
+    pad = K - pick.shape[1]
+    d = np.where(hit, np.take_along_axis(dist, pick, axis=1), np.inf)
+    r = np.where(hit, np.take_along_axis(rows, pick, axis=1), -1)
+    if pad > 0:
+        d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
+        r = np.pad(r, ((0, 0), (0, pad)), constant_values=-1)
+    return d, r
+
+
 @dataclass(frozen=True)
 class Neighbours:
     """The K nearest pool (or extra) inputs of each query.
@@ -379,10 +394,7 @@ class KNNCorrectnessPredictor(Estimator):
         excl = list(exclude_datasets) if exclude_datasets is not None else None
         dist, rows = self.index_.search(Qs, wide, exclude_datasets=excl)
         ok = (dist >= past) & np.isfinite(dist) & (rows >= 0)
-        pick = np.argsort(~ok, axis=1, kind="stable")[:, :kept.distances.shape[1]]
-        hit = np.take_along_axis(ok, pick, axis=1)
-        dist = np.where(hit, np.take_along_axis(dist, pick, axis=1), np.inf)
-        rows = np.where(hit, np.take_along_axis(rows, pick, axis=1), -1)
+        dist, rows = first_kept(dist, rows, ok, kept.distances.shape[1])
         more = self._gathered(dist, rows)
         distances, labels = kept.distances.copy(), kept.labels.copy()
         distances[short], labels[short] = more.distances, more.labels

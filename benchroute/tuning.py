@@ -43,6 +43,7 @@ from benchroute.predictors import (
     Estimator,
     KNNSums,
     column_means,
+    first_kept,
     knn_mean,
 )
 from benchroute.sampling import is_cap, query_mask
@@ -674,7 +675,7 @@ def oof_search(X: np.ndarray, fold: np.ndarray, K: int, queried: np.ndarray | No
             split[test[stay][copy.any(axis=1)]] = True
             split[r0[copy]] = True
             ok = across & ~copy
-            dist[stay], rows[stay] = _first_kept(d0, r0, ok, K)
+            dist[stay], rows[stay] = first_kept(d0, r0, ok, K)
             # a list cut short by what it lost: searched again
             redo[stay[ok.sum(axis=1) < min(K, len(train))]] = True
         if redo.any():
@@ -699,28 +700,14 @@ def _search_past_copies(X: np.ndarray, train: np.ndarray, Q: np.ndarray, K: int
     qi, copies = np.nonzero(near)[0], rows[near]
     short = np.flatnonzero((ok.sum(axis=1) < min(K, len(train))) & (rows[:, -1] >= 0))
     wide = min(len(train), width + MAX_COPIES)
-    out_d, out_r = _first_kept(dist, rows, ok, K)
+    out_d, out_r = first_kept(dist, rows, ok, K)
     if len(short) and wide > width:
         d2, r2 = knn_search_among(X, train, Q[short], wide)
         ok2 = (d2 >= NEAR_DUPLICATE) & (r2 >= 0)
-        out_d[short], out_r[short] = _first_kept(d2, r2, ok2, K)
+        out_d[short], out_r[short] = first_kept(d2, r2, ok2, K)
         near2 = ~ok2 & (r2 >= 0)
         qi, copies = np.r_[qi, short[np.nonzero(near2)[0]]], np.r_[copies, r2[near2]]
     return out_d, out_r, qi, copies
-
-
-def _first_kept(dist: np.ndarray, rows: np.ndarray, ok: np.ndarray, K: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the first K columns where ``ok``, in order; inf / -1 past them."""
-    pick = np.argsort(~ok, axis=1, kind="stable")[:, :K]
-    hit = np.take_along_axis(ok, pick, axis=1)
-    pad = K - pick.shape[1]
-    d = np.where(hit, np.take_along_axis(dist, pick, axis=1), np.inf)
-    r = np.where(hit, np.take_along_axis(rows, pick, axis=1), -1)
-    if pad > 0:
-        d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
-        r = np.pad(r, ((0, 0), (0, pad)), constant_values=-1)
-    return d, r
 
 
 def grid_scores(Y: np.ndarray, searched: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
