@@ -45,6 +45,7 @@ from run_costs import ROOT, alpaca, routellm, routerdc
 
 from benchroute.curves import apgr
 from benchroute.experiments import costs as cq
+from benchroute.experiments.bootstrap import interval, resample_rows
 from benchroute.experiments.per_input import knn_fitter
 from benchroute.scoring import best_on_average, task_means
 from benchroute.selection import route_rows
@@ -153,7 +154,7 @@ def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for f in range(5):
         single[fold == f] = best_on_average(task_means(Y[fold != f], g[fold != f]))
     rows = np.arange(len(X))
-    boots = np.random.default_rng(0).integers(0, len(X), (N_BOOT, len(X)))
+    boots = resample_rows(len(X), N_BOOT, np.random.default_rng(0))
     pair = "strong" in ds
     if pair:
         strong, weak = (A.models.index(str(ds[r])) for r in ("strong", "weak"))
@@ -166,19 +167,18 @@ def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
         q = Y[rows, route_rows(P, np.arange(Y.shape[1]), single, available=~np.isnan(Y))]
         qb = q[boots].mean(axis=1)
         row = {"data": ds["name"], "predictor": name, "routed": q.mean(),
-               "routed_lo": np.quantile(qb, 0.025), "routed_hi": np.quantile(qb, 0.975),
+               **dict(zip(("routed_lo", "routed_hi"), interval(qb))),
                "best_single": Y[rows, single].mean()}
         if name == DEFAULT:
             default = q
         elif default is not None:  # paired with the router's default on the same resamples
             db = (q - default)[boots].mean(axis=1)
             row.update(minus_default=(q - default).mean(),
-                       minus_default_lo=np.quantile(db, 0.025),
-                       minus_default_hi=np.quantile(db, 0.975))
+                       **dict(zip(("minus_default_lo", "minus_default_hi"), interval(db))))
         if pair:
             ab = [pair_apgr(P, Y, strong, weak, b) for b in boots[:200]]
             row.update(apgr=pair_apgr(P, Y, strong, weak, rows),
-                       apgr_lo=np.quantile(ab, 0.025), apgr_hi=np.quantile(ab, 0.975))
+                       **dict(zip(("apgr_lo", "apgr_hi"), interval(ab))))
         log.info("%s %s: %s", ds["name"], name, {k: v for k, v in row.items() if k != "data"})
         out.append(row)
     return pd.DataFrame(out), neighbour_tasks(X, g, str(ds["name"]))

@@ -26,15 +26,16 @@ import sys
 
 import numpy as np
 
+from benchroute.experiments.bootstrap import interval, resample_rows
 from benchroute.scoring import apply_p_map, fit_p_map, kernel_smooth
 
 W0, H = float(np.exp(-4.5)), 0.09
 
 
 def boot(err: np.ndarray, base: np.ndarray, n: int = 2000, seed: int = 0) -> str:
-    idx = np.random.default_rng(seed).integers(0, len(err), size=(n, len(err)))
-    lo, hi = np.percentile(err[idx].mean(1), [2.5, 97.5])
-    dlo, dhi = np.percentile((err - base)[idx].mean(1), [2.5, 97.5])
+    idx = resample_rows(len(err), n, np.random.default_rng(seed))
+    lo, hi = interval(err[idx].mean(1))
+    dlo, dhi = interval((err - base)[idx].mean(1))
     return (f"{err.mean():.4f} [{lo:.3f}, {hi:.3f}]  vs kernel {np.mean(err - base):+.4f} "
             f"[{dlo:+.3f}, {dhi:+.3f}]")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchroute.experiments.bootstrap import interval
 from benchroute.experiments.cold_start import model_share
 
 
@@ -48,7 +49,7 @@ def difference(draws: pd.DataFrame, strategy: str, resamples: int, seed: int = 0
                 diffs.append(_share(a[rng.choice(len(a), len(a))])
                              - _share(r[rng.choice(len(r), len(r))]))
             boot[b] = np.mean(diffs)
-        lo, hi = np.percentile(boot, [2.5, 97.5])
+        lo, hi = interval(boot)
         rows.append({"n": int(n), "models": len(models), "difference": point, "lo": lo, "hi": hi})
     return pd.DataFrame(rows)
 

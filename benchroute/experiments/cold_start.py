@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from benchroute.experiments.bootstrap import interval, resample_rows
 from benchroute.new_models import (
     BorrowingPredictor,
     deviation_penalty,
@@ -213,12 +214,11 @@ def summarise(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.Da
         per_model = part.groupby("model")[cols].mean().dropna(subset=["auc", "auc_full"])
         share = np.asarray([model_share(a, f) for a, f in
                             zip(per_model["auc"], per_model["auc_full"])])
-        boots = rng.integers(0, len(per_model), (n_boot, len(per_model)))
-        share_b = share[boots].mean(axis=1)
+        share_b = share[resample_rows(len(per_model), n_boot, rng)].mean(axis=1)
         row = {"strategy": strategy, "estimator": est, "n": n, "models": len(per_model),
                "skipped": int(part["model"].nunique() - len(per_model)), "draws": len(part),
                "share": float(share.mean())}
-        row["share_lo"], row["share_hi"] = np.quantile(share_b, [0.025, 0.975])
+        row["share_lo"], row["share_hi"] = interval(share_b)
         row["share_pooled"] = float((per_model["auc"].mean() - 0.5)
                                     / (per_model["auc_full"].mean() - 0.5))
         row.update({c: float(per_model[c].mean()) for c in cols})

@@ -24,6 +24,7 @@ from benchroute.curves import aiq, apgr, cpt, interp_at, pgr, upper_hull
 from benchroute.data.store import BenchmarkData
 from benchroute.deprecation import renamed
 from benchroute.exceptions import BenchrouteError
+from benchroute.experiments.bootstrap import interval
 from benchroute.experiments.crossfit import crossfit_router_proba, routing_router
 from benchroute.router import Router
 from benchroute.routing import router_proba
@@ -501,6 +502,10 @@ def bootstrap_metrics(run: CostQuality, n_boot: int = 200, seed: int = 0,
         reps.append(routing_metrics(curve, levels=levels).set_index("policy"))
     stacked = pd.concat(reps, keys=range(n_boot))
     metrics = [c for c in base.columns if c not in ("policy", "points")]
-    lo = stacked.groupby(level=1)[metrics].quantile(0.025).add_suffix("_lo")
-    hi = stacked.groupby(level=1)[metrics].quantile(0.975).add_suffix("_hi")
-    return base.set_index("policy").join(lo).join(hi).reset_index()
+    bounds = {}
+    for policy, part in stacked.groupby(level=1):
+        lo, hi = zip(*(interval(part[m]) for m in metrics)) if metrics else ((), ())
+        bounds[policy] = {**{f"{m}_lo": v for m, v in zip(metrics, lo)},
+                          **{f"{m}_hi": v for m, v in zip(metrics, hi)}}
+    return base.set_index("policy").join(pd.DataFrame.from_dict(bounds, orient="index")
+                                         ).reset_index()

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from benchroute.experiments.bootstrap import interval
 from benchroute.ood import neighbour_score, p_values
 from benchroute.predictors import KNNCorrectnessPredictor
 from benchroute.scoring import best_on_average, task_means
@@ -92,10 +93,9 @@ def fallback_table(per_input: pd.DataFrame, alphas: Sequence[float] = (0.01, 0.0
         flag = per_input["ood_p"].to_numpy() < a
         q = np.where(flag, per_input["bma"].to_numpy(dtype=float), routed)
         diff = q - routed
-        boot = [np.nanmean(diff[i]) for i in draws]
+        lo, hi = interval([np.nanmean(diff[i]) for i in draws])
         rows.append({"fallback": f"p < {a:g}", "flagged": float(flag.mean()),
-                     "quality": np.nanmean(q), "change": np.nanmean(diff),
-                     "lo": float(np.percentile(boot, 2.5)), "hi": float(np.percentile(boot, 97.5))})
+                     "quality": np.nanmean(q), "change": np.nanmean(diff), "lo": lo, "hi": hi})
     return pd.DataFrame(rows)
 
 

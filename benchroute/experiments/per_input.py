@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from benchroute.experiments.bootstrap import interval, resample_rows
 from benchroute.experiments.crossfit import routing_router
 from benchroute.routing import router_proba
 from benchroute.scoring import best_on_average, task_means
@@ -96,7 +97,7 @@ def compare_predictors(X: np.ndarray, Y: np.ndarray, fitters: Mapping[str, Fitte
     q_single = Y[rows_idx, single]
     q_oracle = np.nanmax(Y, axis=1)
     rng = np.random.default_rng(seed)
-    boots = rng.integers(0, len(X), (n_boot, len(X)))
+    boots = resample_rows(len(X), n_boot, rng)
     out = []
     for name, fit in fitters.items():
         P = np.empty_like(Y)
@@ -114,13 +115,12 @@ def compare_predictors(X: np.ndarray, Y: np.ndarray, fitters: Mapping[str, Fitte
             g_b = np.nanmean(gain[boots], axis=1)
             share_b = g_b / np.nanmean(gap[boots], axis=1)
             share = float(np.mean(gain[has]) / np.mean(gap[has]))
+        (gain_lo, gain_hi), (share_lo, share_hi) = interval(g_b), interval(share_b)
         out.append({"predictor": name, "n": int(has.sum()), "models": Y.shape[1],
                     "routed": float(np.mean(q[has])), "best_single": float(np.mean(q_single[has])),
                     "oracle": float(np.mean(q_oracle[has])), "gain": float(np.mean(gain[has])),
-                    "gain_lo": float(np.quantile(g_b, 0.025)), "gain_hi": float(np.quantile(g_b, 0.975)),
-                    "gap_share": share,
-                    "gap_share_lo": float(np.quantile(share_b, 0.025)),
-                    "gap_share_hi": float(np.quantile(share_b, 0.975)),
+                    "gain_lo": gain_lo, "gain_hi": gain_hi, "gap_share": share,
+                    "gap_share_lo": share_lo, "gap_share_hi": share_hi,
                     "brier": brier(P, Y)})
         logger.info("%s: routed %.4f vs best single %.4f", name, q.mean(), q_single.mean())
     return pd.DataFrame(out)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from benchroute.experiments.bootstrap import interval, resample_rows
 from benchroute.experiments.sizes import MODEL_SIZES_B
 
 ORDER = ("S1", "S2", "S3", "S3-true-p", "BMA", "BMA-incl", "LL", "Oracle")
@@ -14,11 +15,9 @@ ORDER = ("S1", "S2", "S3", "S3-true-p", "BMA", "BMA-incl", "LL", "Oracle")
 
 def _boot(values: np.ndarray, oracle: np.ndarray, n_boot: int, rng: np.random.Generator
           ) -> tuple[tuple[float, float], tuple[float, float]]:
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    idx = resample_rows(len(values), n_boot, rng)
     means = values[idx].mean(axis=1)
-    ratios = means / oracle[idx].mean(axis=1)
-    return (tuple(np.percentile(means, [2.5, 97.5])),
-            tuple(np.percentile(ratios, [2.5, 97.5])))
+    return interval(means), interval(means / oracle[idx].mean(axis=1))
 
 
 def summarize(results: pd.DataFrame, sizes: Mapping[str, float] | None = None,
@@ -60,17 +59,15 @@ def summarize(results: pd.DataFrame, sizes: Mapping[str, float] | None = None,
             # comparison two separate intervals cannot make (they overlapped where this one
             # excluded 0: RouterDC's S3, +0.026 [+0.009, +0.043])
             diff = acc - bma_acc.loc[alpha].reindex(per_task.index).to_numpy()
-            b = diff[paired_rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
-            row.update(minus_bma=diff.mean(), minus_bma_lo=np.percentile(b, 2.5),
-                       minus_bma_hi=np.percentile(b, 97.5))
+            lo, hi = interval(diff[resample_rows(len(diff), n_boot, paired_rng)].mean(axis=1))
+            row.update(minus_bma=diff.mean(), minus_bma_lo=lo, minus_bma_hi=hi)
         if method == "S3" and "p_hat" in grp:
             err = grp.apply(lambda r: np.mean([abs(r["p_hat"][m] - r["p_true"][m])
                                                for m in r["p_hat"] if not np.isnan(r["p_true"][m])]),
                             axis=1)
             per_task_err = err.groupby(grp["task"]).mean().to_numpy()
-            b = per_task_err[rng.integers(0, len(per_task_err), size=(n_boot, len(per_task_err)))].mean(axis=1)
-            row.update(p_mae=per_task_err.mean(), p_mae_lo=np.percentile(b, 2.5),
-                       p_mae_hi=np.percentile(b, 97.5),
+            lo, hi = interval(per_task_err[resample_rows(len(per_task_err), n_boot, rng)].mean(axis=1))
+            row.update(p_mae=per_task_err.mean(), p_mae_lo=lo, p_mae_hi=hi,
                        predictor_acc=grp.groupby("task")["predictor_accuracy"].mean().mean())
             if "p_kernel" in grp:  # the kernel estimate alone (no self-estimate, no labels)
                 kerr = grp.apply(lambda r: np.mean([abs(r["p_kernel"][m] - r["p_true"][m])

@@ -146,3 +146,23 @@ def test_per_instance_routing_routes_as_the_router(tune):
         picked[test] = [["a", "b", "c"].index(m) for m in router.route_embedded(Xs[test])]
     expected = float(Q[np.arange(n), picked].mean())
     assert out.set_index("dataset").loc["ALL", "routed"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_per_instance_hindsight_best_single_counts_each_task_once():
+    """a wins by the mean over inputs (its large task), b by the mean over tasks: "best
+    single" means the latter everywhere, the hindsight column included."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for task, n, qa, qb in (("big", 30, 0.9, 0.5), ("small", 10, 0.1, 0.8)):
+        rows += [(task, str(i), f"{task} {i}", m, q) for i in range(n)
+                 for m, q in (("a", qa), ("b", qb))]
+    df = pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model", "score"])
+    from benchroute import BenchmarkData
+
+    data = BenchmarkData(df.assign(correct=df["score"]))
+    X = rng.normal(size=(40, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    out = per_instance_routing(data, embeddings=X, router_params={"encoder": "hashing-8-12"})
+    r = out.set_index("dataset").loc["ALL"]
+    assert r["best_single_model"] == "b"
+    assert r["best_single_hindsight"] == pytest.approx((30 * 0.5 + 10 * 0.8) / 40)

@@ -322,3 +322,31 @@ def test_options_by_position_still_work_with_a_warning():
         with pytest.warns(FutureWarning) as seen:
             call()
         assert {w.filename for w in seen} == {__file__}
+
+
+# ---------------------------------------------------------------------- bootstrap intervals
+def test_interval_is_numpys_percentile_and_leaves_undefined_replicates_out():
+    from benchroute.experiments.bootstrap import interval
+
+    r = np.random.default_rng(0).normal(size=999)
+    assert interval(r) == pytest.approx(tuple(np.percentile(r, [2.5, 97.5])))
+    assert interval(r, 0.5) == pytest.approx(tuple(np.percentile(r, [25, 75])))
+    # pandas' quantile (the cost tables' reading before) left NaN out; NumPy's returned NaN
+    with_nan = np.append(r, [np.nan] * 5)
+    assert interval(with_nan) == interval(r)
+    assert np.isnan(interval([np.nan, np.nan])).all()
+    with pytest.raises(ValueError, match="level"):
+        interval(r, 95)
+
+
+def test_gap_share_interval_survives_a_resample_without_a_gap():
+    """Two inputs of 40 have a gap between the best single model and the oracle; a resample
+    that misses both has share 0/0. NumPy's quantile made the whole interval NaN."""
+    X = _unit(np.random.default_rng(1), 40)
+    Y = np.tile([1.0, 0.0], (40, 1))
+    Y[:2] = [0.0, 1.0]
+    always_first = lambda Xtr, Ytr, Xte, g: np.tile([0.9, 0.1], (len(Xte), 1))  # noqa: E731
+    table = compare_predictors(X, Y, {"first": always_first}, folds=2, n_boot=200)
+    row = table.iloc[0]
+    assert row["gap_share"] == 0.0
+    assert (row["gap_share_lo"], row["gap_share_hi"]) == (0.0, 0.0)
