@@ -297,6 +297,26 @@ def per_input_value(P: np.ndarray, Y: np.ndarray, objective: str,
     return np.where(has, out, np.nan)
 
 
+def simplest_within_one_se(values: Sequence[np.ndarray]) -> tuple[int, list[float], list[float]]:
+    """The one-standard-error rule over per-input CV values (NaN = no label), candidates in order
+    of preference, the simplest first: the first whose mean is within one standard error of the
+    paired per-input difference from the best. Returns its position, the means and those
+    standard errors. The choice of map and of calibration both use it, so neither trades
+    simplicity for noise by a rule of its own."""
+    with np.errstate(invalid="ignore"):
+        means = [float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for v in values]
+    if np.isnan(means).all():  # nothing labelled to judge by: the simplest
+        return 0, means, [0.0] * len(values)
+    best = int(np.nanargmax(means))  # the first best in order of preference
+    ses = []
+    for v in values:
+        d = values[best] - v
+        d = d[~np.isnan(d)]
+        ses.append(float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0)
+    at = next(i for i in range(len(values)) if means[best] - means[i] <= ses[i] or i == best)
+    return at, means, ses
+
+
 def method_name(w: float, family: str = "stack") -> str:
     """"knn" (w = 1); "blend"/"stack", "logistic_blend"/"logistic" or "task_blend"/"task" for
     the three families."""
@@ -381,20 +401,12 @@ def choose_stack(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, objective: str 
     order += [(fam, w) for w in blends if w != 1.0 for fam in families]
     cands = {c: P if c[1] == 1.0 else 1.0 / (1.0 + np.exp(-(c[1] * Z + (1.0 - c[1]) * lin[c[0]])))
              for c in order}
-    values = {c: per_input_value(Q, Y, objective, prefer) for c, Q in cands.items()}
-    means = {c: float(np.nanmean(v)) for c, v in values.items()}
-    best = max(order, key=lambda c: means[c])  # first best in order of preference
-    ses = {}
-    for c in order:
-        d = values[best] - values[c]
-        d = d[~np.isnan(d)]
-        ses[c] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    values = [per_input_value(cands[c], Y, objective, prefer) for c in order]
+    at, means, ses = simplest_within_one_se(values)
+    chosen = order[at]
     table = pd.DataFrame({"method": [method_name(w, fam) for fam, w in order],
-                          "knn_weight": [w for _, w in order],
-                          "value": [means[c] for c in order], "se": [ses[c] for c in order]})
-    # the simplest candidate within one standard error of the best
-    chosen = next(c for c in order if means[best] - means[c] <= ses[c])
-    table["chosen"] = [c == chosen for c in order]
+                          "knn_weight": [w for _, w in order], "value": means, "se": ses,
+                          "chosen": [i == at for i in range(len(order))]})
     fam, w = chosen
     stack = None
     if w != 1.0:

@@ -11,8 +11,8 @@ toward the model's mean quality,
 
 with pseudo-count ``a`` (a = 0 is the plain kNN average; a → ∞ is "always the best single
 model"). The cost-aware policies compare P with thresholds, so P is then calibrated (isotonic,
-pooled over models, fitted on out-of-fold predictions) and its Brier score and reliability
-table are recorded.
+pooled over models, fitted on out-of-fold predictions) where the same cross-validation says the
+map improves the Brier score, and its Brier score and reliability table are recorded.
 
 Beside the kNN P, a cross-model stack (:mod:`benchroute.stacking`: each model's P from the
 logits of every model's, one logistic regression per model, fitted on the same out-of-fold P),
@@ -48,7 +48,13 @@ from benchroute.predictors import (
 )
 from benchroute.sampling import is_cap, query_mask
 from benchroute.scoring import best_on_average, task_means
-from benchroute.stacking import FAMILIES, LinearStack, choose_map, per_input_value
+from benchroute.stacking import (
+    FAMILIES,
+    LinearStack,
+    choose_map,
+    per_input_value,
+    simplest_within_one_se,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +62,7 @@ DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 40, 80, 160)
 DEFAULT_WEIGHTS: tuple[str, ...] = ("uniform", "distance")
 DEFAULT_PRIORS: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 OBJECTIVES = ("route", "brier")
-CALIBRATIONS = ("isotonic", "none")
+CALIBRATIONS = ("auto", "isotonic", "none")
 METHODS = ("auto", "knn", "stack", "logistic", "task")
 #: How the tuning folds are made: whole tasks held out ("task") or random over inputs.
 FOLDS_BY = ("task", "random")
@@ -205,6 +211,34 @@ class Calibration:
         return {"x": self.x.tolist(), "y": self.y.tolist()}
 
 
+def choose_calibration(P: np.ndarray, Y: np.ndarray, fold: np.ndarray, how: str,
+                       Y_fit: np.ndarray | None = None
+                       ) -> tuple[Calibration, np.ndarray, np.ndarray]:
+    """The calibration ``how`` asks for, and the evidence: (the map fitted on every labelled
+    row, the cross-fitted calibrated P, the out-of-fold P the predictor gives: calibrated or not).
+
+    Each fold is calibrated by a map fitted on the other folds' ``Y_fit`` (default ``Y``).
+    "auto" keeps the map only where its cross-fitted Brier score beats the raw P's by more than
+    one standard error (:func:`benchroute.stacking.simplest_within_one_se`, the rule that chooses
+    the map): with whole tasks held out, a map learnt on other tasks made the default's Brier
+    score worse on every pool of docs/routing.md (RouterDC 0.2453 against 0.2519). The Brier
+    score judges it whatever the tuning's objective, since a strictly increasing map never
+    changes an argmax."""
+    if how == "none":
+        return Calibration.identity(), P, P
+    fit_on = Y if Y_fit is None else Y_fit
+    Pc = np.empty_like(P)
+    for f in range(int(fold.max()) + 1):
+        te = fold == f
+        Pc[te] = Calibration.fit(P[~te], fit_on[~te])(P[te])
+    if how == "auto":
+        at, _, _ = simplest_within_one_se([per_input_value(P, Y, "brier"),
+                                           per_input_value(Pc, Y, "brier")])
+        if at == 0:
+            return Calibration.identity(), Pc, P
+    return Calibration.fit(P, Y), Pc, Pc
+
+
 # ---------------------------------------------------------------------- the predictor
 @dataclass(frozen=True)
 class Tuning:
@@ -213,7 +247,9 @@ class Tuning:
     ``grid`` has one row per (k, weights, prior) with the out-of-fold ``route`` value (mean
     quality of argmax P) and ``brier``; ``brier_raw`` / ``brier_calibrated`` are out-of-fold
     Brier scores of the chosen configuration before and after calibration (the calibration map
-    itself cross-fitted over the same folds); ``reliability`` bins the calibrated out-of-fold P.
+    itself cross-fitted over the same folds), and ``calibrated`` says whether the predictor
+    applies the map (``calibration="auto"`` keeps it only where it helps);
+    ``reliability`` bins the out-of-fold P the predictor gives.
     ``method`` is what the second CV chose on the chosen kNN's out-of-fold P (one of
     :data:`benchroute.stacking.METHOD_NAMES`, :func:`benchroute.stacking.choose_stack`),
     ``knn_weight`` the blend's weight on
@@ -233,12 +269,14 @@ class Tuning:
     method: str = "knn"
     knn_weight: float = 1.0
     methods: pd.DataFrame | None = field(default=None, repr=False)
+    calibrated: bool = True
 
     def summary(self) -> str:
         text = (f"k = {self.k}, weights = {self.weights}, shrinkage prior = {self.prior:g} "
                 f"pseudo-neighbours (chosen by {self.cv}, objective {self.objective} = "
                 f"{self.score:.4f}); Brier {self.brier_raw:.4f} raw, "
-                f"{self.brier_calibrated:.4f} calibrated")
+                f"{self.brier_calibrated:.4f} calibrated"
+                f"{'' if self.calibrated else ' (calibration not kept)'}")
         if self.methods is not None:
             cv = ", ".join(f"{r.method} w={r.knn_weight:g}: {r.value:.4f}"
                            for r in self.methods.itertuples())
@@ -249,7 +287,7 @@ class Tuning:
         out = {"k": self.k, "weights": self.weights, "prior": self.prior,
                "objective": self.objective, "cv": self.cv, "score": self.score,
                "brier_raw": self.brier_raw, "brier_calibrated": self.brier_calibrated,
-               "method": self.method, "knn_weight": self.knn_weight}
+               "calibrated": self.calibrated, "method": self.method, "knn_weight": self.knn_weight}
         if self.methods is not None:
             out["cv_methods"] = self.methods.to_dict(orient="records")
         return out
@@ -269,7 +307,10 @@ class PerInputPredictor(Estimator):
         choice rewards accurate P everywhere, which every policy reads), or the mean true
         quality of argmax_m P (what "best" routing earns, but a step function of P whose
         maximum over many candidates is itself noisy; measured in docs/routing.md, 1.3).
-    calibration : {"isotonic", "none"}
+    calibration : {"auto", "isotonic", "none"}
+        Isotonic regression of P on the labels, pooled over models: "auto" (the default)
+        applies it where the tuning's cross-validation says it lowers the Brier score by more
+        than one standard error, "isotonic" always, "none" never (:func:`choose_calibration`).
     method : {"auto", "knn", "stack", "logistic", "task"}
         "knn": the tuned kNN P; "stack": the cross-model stack on it; "logistic": logistic
         regression on the vectors; "task": the stack with a classifier of the pool task beside
@@ -296,7 +337,7 @@ class PerInputPredictor(Estimator):
     _fitted_attribute = "means_"
 
     def __init__(self, k: int | str = "auto", weights: str = "auto", prior: float | str = "auto",
-                 objective: str = "brier", calibration: str = "isotonic", method: str = "auto",
+                 objective: str = "brier", calibration: str = "auto", method: str = "auto",
                  folds: int = 5, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
                  weight_options: Sequence[str] = DEFAULT_WEIGHTS,
                  priors: Sequence[float] = DEFAULT_PRIORS,
@@ -410,18 +451,11 @@ class PerInputPredictor(Estimator):
                             random_folds=not grouped, prefer=bma, Y_fit=Y_fit)
         if choice is not None:
             self.method_, self.stack_ = choice.method, choice.stack
-            if self.calibration == "isotonic" and choice.stack is not None:
-                self.calibration_knn_ = Calibration.fit(P, Y)
+            if choice.stack is not None:  # what drop_stack falls back to, chosen the same way
+                self.calibration_knn_ = choose_calibration(P, Y, fold, self.calibration,
+                                                           Y_fit)[0]
             P = choice.oof
-        if self.calibration == "isotonic":
-            Pc = np.empty_like(P)
-            for f in range(fold.max() + 1):
-                te = fold == f
-                Pc[te] = Calibration.fit(P[~te], Y_fit[~te])(P[te])
-            self.calibration_ = Calibration.fit(P, Y)
-        else:
-            Pc = P
-            self.calibration_ = Calibration.identity()
+        self.calibration_, P_cal, Pc = choose_calibration(P, Y, fold, self.calibration, Y_fit)
         # cross-fitted, calibrated P of the pool itself (for validation choices): one row per
         # scored input, the rows in ``oof_rows_`` (every row without a cap), so that a capped
         # fit of a large pool does not hold a pool-sized array of NaN
@@ -429,7 +463,8 @@ class PerInputPredictor(Estimator):
         self.tuning_ = Tuning(k=k, weights=w, prior=p, objective=self.objective, cv=how,
                               score=float(score.iloc[best]) if self.objective == "route"
                               else float(table["brier"].iloc[best]),
-                              brier_raw=brier(P, Y), brier_calibrated=brier(Pc, Y),
+                              brier_raw=brier(P, Y), brier_calibrated=brier(P_cal, Y),
+                              calibrated=len(self.calibration_.x) > 0,
                               grid=table, reliability=reliability_table(Pc, Y),
                               method=self.method_,
                               knn_weight=1.0 if self.stack_ is None else self.stack_.knn_weight,

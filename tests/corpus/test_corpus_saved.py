@@ -113,8 +113,16 @@ def test_task_accuracy_disagrees_with_the_pool(corpus, copy, change, pattern):
 def _calibration(change):
     def edit(meta):
         cal = meta["routing"]["per_input"]["calibration"]
+        # a kept map to break: calibration "auto" keeps none on this small pool
+        cal.update(x=[0.1, 0.4, 0.7, 0.9], y=[0.2, 0.3, 0.6, 0.8])
         change(cal)
     return edit
+
+
+def test_a_kept_calibration_map_loads(copy):
+    _rewrite(copy, _calibration(lambda c: None))
+    P = Router.load(copy).per_input_.calibration_(np.array([0.1, 0.9]))
+    np.testing.assert_allclose(P, [0.2, 0.8], atol=1e-5)
 
 
 CALIBRATION = r"field 'routing\.per_input' is invalid.*x increasing, y non-decreasing"

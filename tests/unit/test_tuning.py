@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchroute.exceptions import BenchrouteError, NotFittedError
-from benchroute.tuning import Calibration, PerInputPredictor, fold_ids, knn_posterior
+from benchroute.tuning import Calibration, PerInputPredictor, brier, fold_ids, knn_posterior
 
 
 def test_knn_posterior_by_hand():
@@ -286,7 +286,11 @@ def test_moving_copies_searches_again_only_what_changed_and_equals_a_full_search
 def test_copies_that_cannot_share_a_fold_are_left_out_of_the_map_fits():
     """One benchmark loaded under two names, task folds: moving the copies together would leave
     one fold, so they stay apart, and the regressions on the other fold learnt each input's own
-    labels from its twin (P on new inputs in [0, 1], Brier 0.367 against the coins' 0.227)."""
+    labels from its twin (P on new inputs in [0, 1], Brier 0.367 against the coins' 0.227).
+    New inputs are unit vectors, as the encoder's are: on the unnormalised ones this test once
+    drew (norm about 4), the forced regression's P reached 0 and 1 with or without twins, and
+    only an isotonic map fitted to constant out-of-fold P hid it. With the leak put back and
+    unit inputs, the leaky CV keeps the calibration and P reaches 0 and 1 (Brier 0.256)."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 16))
     X /= np.linalg.norm(X, axis=1, keepdims=True)
@@ -296,6 +300,7 @@ def test_copies_that_cannot_share_a_fold_are_left_out_of_the_map_fits():
     X2, Y2 = np.vstack([X, Xc]).astype(np.float32), np.vstack([Y, Y])
     groups = np.array(["bench"] * 300 + ["bench_v2"] * 300)
     new = rng.normal(size=(500, 16)).astype(np.float32)
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
     Y_new = (rng.uniform(size=(500, 3)) < [0.5, 0.6, 0.7]).astype(float)
     for method in ("auto", "logistic"):
         pred = PerInputPredictor(seed=0, method=method).fit(X2, Y2, groups)
@@ -340,3 +345,47 @@ def test_moving_copies_never_leaves_the_scored_inputs_in_one_fold():
     found = oof_search(X, fold, 3, queried)
     assert len(np.unique(found.fold[queried])) == 2
     assert found.split_copies[queried].all()
+
+
+def test_auto_calibration_keeps_the_map_only_where_cv_says_it_helps():
+    from benchroute.tuning import choose_calibration
+
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0.05, 0.95, size=(3000, 2))
+    Y = (rng.uniform(size=q.shape) < q).astype(float)
+    fold = np.arange(3000) % 5
+    # P = q³ is far from calibrated: the map lowers the Brier score well past its error
+    cal, Pc, P_out = choose_calibration(q ** 3, Y, fold, "auto")
+    assert len(cal.x) > 0 and P_out is Pc and brier(Pc, Y) < brier(q ** 3, Y) - 0.01
+    # P = q is calibrated already: the map only adds noise, so "auto" does not keep it,
+    # where "isotonic" does; both report the cross-fitted calibrated P as evidence
+    cal, Pc, P_out = choose_calibration(q, Y, fold, "auto")
+    assert len(cal.x) == 0 and np.array_equal(P_out, q) and brier(Pc, Y) >= brier(q, Y)
+    assert len(choose_calibration(q, Y, fold, "isotonic")[0].x) > 0
+    cal, Pc, P_out = choose_calibration(q, Y, fold, "none")
+    assert len(cal.x) == 0 and np.array_equal(Pc, q) and np.array_equal(P_out, q)
+
+
+def test_auto_calibration_is_recorded_and_applied():
+    """On a pool of a few dozen inputs of four tasks with their own base rates, a map learnt on
+    three tasks does not fit the fourth; the cross-fitted Brier score says so and "auto" leaves
+    P as the tuned kNN gives it, where "isotonic" flattens every P to one value (its map,
+    fitted on 96 labels, is a single step), so the inputs are no longer told apart."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(48, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    groups = np.repeat(["a", "b", "c", "d"], 12)
+    rate = np.repeat([0.9, 0.2, 0.6, 0.4], 12)[:, None]
+    Y = (rng.uniform(size=(48, 2)) < rate).astype(float)
+    auto = PerInputPredictor(method="knn").fit(X, Y, groups)
+    iso = PerInputPredictor(method="knn", calibration="isotonic").fit(X, Y, groups)
+    assert auto.tuning_.brier_calibrated > auto.tuning_.brier_raw
+    assert not auto.tuning_.calibrated and "calibration not kept" in auto.tuning_.summary()
+    assert auto.describe()["tuning"]["calibrated"] is False
+    new = rng.normal(size=(200, 8)).astype(np.float32)
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    np.testing.assert_array_equal(auto.predict_proba(new),
+                                  auto.predict_proba(new, calibrated=False))
+    assert iso.tuning_.calibrated
+    assert np.ptp(iso.predict_proba(new)) < 1e-5
+    assert np.ptp(auto.predict_proba(new)) > 0.05
