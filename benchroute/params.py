@@ -51,8 +51,8 @@ class RouterParams(Estimator):
     tune : bool
         Per-input routing (``route``, ``predict_proba``) through a
         :class:`~benchroute.tuning.PerInputPredictor`: k, distance weighting and shrinkage to
-        each model's mean chosen by cross-validation grouped by task at fit time, then isotonic
-        calibration (True). False routes with the plain k-NN g_m(x) (the mean label of the k nearest pool
+        each model's mean chosen by cross-validation grouped by task at fit time, then an
+        isotonic calibration where the same cross-validation says it helps (True). False routes with the plain k-NN g_m(x) (the mean label of the k nearest pool
         inputs, docs/method.md). Task-level
         selection (S1/S2/S3) always uses g_m(x).
     tune_folds : {"task", "random"}

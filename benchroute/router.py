@@ -236,7 +236,8 @@ class Router(RouterParams, pool_state.FittedPool):
     # ------------------------------------------------------------------ routing
     def predict_proba(self, texts: Texts, keep_duplicates: bool = False) -> pd.DataFrame:
         """P(m, x) for each input (rows) and model (columns): the tuned per-input predictor's
-        calibrated probability (``tune=True``), else g_m(x); pool inputs that are
+        probability (``tune=True``; calibrated where its cross-validation kept the map), else
+        g_m(x); pool inputs that are
         near-duplicates of an input are left out of its neighbours unless ``keep_duplicates``.
         Rows keep the index of a pandas Series of texts."""
         check_is_fitted(self, "predictor_")

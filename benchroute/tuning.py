@@ -1,5 +1,5 @@
 """A per-input correctness predictor P(m, x) whose k, weighting and shrinkage are chosen by
-cross-validation at fit time, then calibrated.
+cross-validation at fit time, then calibrated where that cross-validation says it helps.
 
 Why: with a small fixed k (the router's default is 5), ``argmax_m g_m(x)`` over many models picks whichever model looked best
 by chance among five neighbours (a winner's curse that grows with the number of models), and
@@ -294,7 +294,8 @@ class Tuning:
 
 
 class PerInputPredictor(Estimator):
-    """P(m, x): a shrunken kNN average whose k, weighting and prior are tuned by CV, calibrated.
+    """P(m, x): a shrunken kNN average whose k, weighting and prior are tuned by CV, then
+    calibrated where the same CV says the map helps.
 
     Parameters
     ----------
@@ -382,7 +383,7 @@ class PerInputPredictor(Estimator):
 
     def fit(self, X: np.ndarray, Y: np.ndarray,
             groups: Sequence[Any] | np.ndarray | None = None) -> PerInputPredictor:
-        """Tune on out-of-fold predictions, calibrate, and keep (X, Y) as the pool.
+        """Tune on out-of-fold predictions, choose the calibration, and keep (X, Y) as the pool.
 
         Parameters
         ----------
@@ -455,17 +456,18 @@ class PerInputPredictor(Estimator):
                 self.calibration_knn_ = choose_calibration(P, Y, fold, self.calibration,
                                                            Y_fit)[0]
             P = choice.oof
-        self.calibration_, P_cal, Pc = choose_calibration(P, Y, fold, self.calibration, Y_fit)
-        # cross-fitted, calibrated P of the pool itself (for validation choices): one row per
+        self.calibration_, P_mapped, P_out = choose_calibration(P, Y, fold, self.calibration, Y_fit)
+        # cross-fitted P of the pool itself as the predictor gives it (calibrated where the map
+        # was kept), for validation choices: one row per
         # scored input, the rows in ``oof_rows_`` (every row without a cap), so that a capped
         # fit of a large pool does not hold a pool-sized array of NaN
-        self.oof_, self.oof_rows_ = Pc, np.flatnonzero(queried)
+        self.oof_, self.oof_rows_ = P_out, np.flatnonzero(queried)
         self.tuning_ = Tuning(k=k, weights=w, prior=p, objective=self.objective, cv=how,
                               score=float(score.iloc[best]) if self.objective == "route"
                               else float(table["brier"].iloc[best]),
-                              brier_raw=brier(P, Y), brier_calibrated=brier(P_cal, Y),
+                              brier_raw=brier(P, Y), brier_calibrated=brier(P_mapped, Y),
                               calibrated=len(self.calibration_.x) > 0,
-                              grid=table, reliability=reliability_table(Pc, Y),
+                              grid=table, reliability=reliability_table(P_out, Y),
                               method=self.method_,
                               knn_weight=1.0 if self.stack_ is None else self.stack_.knn_weight,
                               methods=None if choice is None else choice.table)

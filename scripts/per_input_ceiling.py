@@ -167,18 +167,20 @@ def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
         q = Y[rows, route_rows(P, np.arange(Y.shape[1]), single, available=~np.isnan(Y))]
         qb = q[boots].mean(axis=1)
         row = {"data": ds["name"], "predictor": name, "routed": q.mean(),
-               **dict(zip(("routed_lo", "routed_hi"), interval(qb))),
+               **dict(zip(("routed_lo", "routed_hi"), interval(qb, point=q.mean()))),
                "best_single": Y[rows, single].mean()}
         if name == DEFAULT:
             default = q
         elif default is not None:  # paired with the router's default on the same resamples
             db = (q - default)[boots].mean(axis=1)
-            row.update(minus_default=(q - default).mean(),
-                       **dict(zip(("minus_default_lo", "minus_default_hi"), interval(db))))
+            diff = float((q - default).mean())
+            row.update(minus_default=diff,
+                       **dict(zip(("minus_default_lo", "minus_default_hi"),
+                                  interval(db, point=diff))))
         if pair:
             ab = [pair_apgr(P, Y, strong, weak, b) for b in boots[:200]]
-            row.update(apgr=pair_apgr(P, Y, strong, weak, rows),
-                       **dict(zip(("apgr_lo", "apgr_hi"), interval(ab))))
+            value = pair_apgr(P, Y, strong, weak, rows)
+            row.update(apgr=value, **dict(zip(("apgr_lo", "apgr_hi"), interval(ab, point=value))))
         log.info("%s %s: %s", ds["name"], name, {k: v for k, v in row.items() if k != "data"})
         out.append(row)
     return pd.DataFrame(out), neighbour_tasks(X, g, str(ds["name"]))

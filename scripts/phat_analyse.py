@@ -34,8 +34,8 @@ W0, H = float(np.exp(-4.5)), 0.09
 
 def boot(err: np.ndarray, base: np.ndarray, n: int = 2000, seed: int = 0) -> str:
     idx = resample_rows(len(err), n, np.random.default_rng(seed))
-    lo, hi = interval(err[idx].mean(1))
-    dlo, dhi = interval((err - base)[idx].mean(1))
+    lo, hi = interval(err[idx].mean(1), point=err.mean())
+    dlo, dhi = interval((err - base)[idx].mean(1), point=np.mean(err - base))
     return (f"{err.mean():.4f} [{lo:.3f}, {hi:.3f}]  vs kernel {np.mean(err - base):+.4f} "
             f"[{dlo:+.3f}, {dhi:+.3f}]")
 

@@ -49,7 +49,7 @@ def difference(draws: pd.DataFrame, strategy: str, resamples: int, seed: int = 0
                 diffs.append(_share(a[rng.choice(len(a), len(a))])
                              - _share(r[rng.choice(len(r), len(r))]))
             boot[b] = np.mean(diffs)
-        lo, hi = interval(boot)
+        lo, hi = interval(boot, point=point)
         rows.append({"n": int(n), "models": len(models), "difference": point, "lo": lo, "hi": hi})
     return pd.DataFrame(rows)
 

@@ -124,7 +124,7 @@ def main() -> None:
             ("routellm gsm8k (correct)", rl.subset(["gsm8k"]),
              X_rl[(inst["dataset"] == "gsm8k").to_numpy()], "correct"),
         ]
-        # the default router (k, weighting and shrinkage tuned by CV, calibrated) against the
+        # the default router (k, weighting and shrinkage tuned by CV, then its calibration) against the
         # plain k = 5 kNN predictor g_m(x) (docs/method.md); embeddings given, so the encoder is never called
         configs = [("tuned (default)", {"encoder": "hashing-8-12"}),
                    ("k = 5, untuned", {"k": 5, "tune": False, "encoder": "hashing-8-12"})]

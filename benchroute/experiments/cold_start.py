@@ -218,7 +218,7 @@ def summarise(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.Da
         row = {"strategy": strategy, "estimator": est, "n": n, "models": len(per_model),
                "skipped": int(part["model"].nunique() - len(per_model)), "draws": len(part),
                "share": float(share.mean())}
-        row["share_lo"], row["share_hi"] = interval(share_b)
+        row["share_lo"], row["share_hi"] = interval(share_b, point=float(share.mean()))
         row["share_pooled"] = float((per_model["auc"].mean() - 0.5)
                                     / (per_model["auc_full"].mean() - 0.5))
         row.update({c: float(per_model[c].mean()) for c in cols})

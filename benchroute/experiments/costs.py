@@ -503,8 +503,10 @@ def bootstrap_metrics(run: CostQuality, n_boot: int = 200, seed: int = 0,
     stacked = pd.concat(reps, keys=range(n_boot))
     metrics = [c for c in base.columns if c not in ("policy", "points")]
     bounds = {}
+    points = base.set_index("policy")
     for policy, part in stacked.groupby(level=1):
-        lo, hi = zip(*(interval(part[m]) for m in metrics)) if metrics else ((), ())
+        lo, hi = zip(*(interval(part[m], point=points.at[policy, m]) for m in metrics)
+                     ) if metrics else ((), ())
         bounds[policy] = {**{f"{m}_lo": v for m, v in zip(metrics, lo)},
                           **{f"{m}_hi": v for m, v in zip(metrics, hi)}}
     return base.set_index("policy").join(pd.DataFrame.from_dict(bounds, orient="index")

@@ -93,7 +93,7 @@ def fallback_table(per_input: pd.DataFrame, alphas: Sequence[float] = (0.01, 0.0
         flag = per_input["ood_p"].to_numpy() < a
         q = np.where(flag, per_input["bma"].to_numpy(dtype=float), routed)
         diff = q - routed
-        lo, hi = interval([np.nanmean(diff[i]) for i in draws])
+        lo, hi = interval([np.nanmean(diff[i]) for i in draws], point=np.nanmean(diff))
         rows.append({"fallback": f"p < {a:g}", "flagged": float(flag.mean()),
                      "quality": np.nanmean(q), "change": np.nanmean(diff), "lo": lo, "hi": hi})
     return pd.DataFrame(rows)

@@ -115,7 +115,8 @@ def compare_predictors(X: np.ndarray, Y: np.ndarray, fitters: Mapping[str, Fitte
             g_b = np.nanmean(gain[boots], axis=1)
             share_b = g_b / np.nanmean(gap[boots], axis=1)
             share = float(np.mean(gain[has]) / np.mean(gap[has]))
-        (gain_lo, gain_hi), (share_lo, share_hi) = interval(g_b), interval(share_b)
+        gain_lo, gain_hi = interval(g_b, point=float(np.mean(gain[has])))
+        share_lo, share_hi = interval(share_b, point=share)
         out.append({"predictor": name, "n": int(has.sum()), "models": Y.shape[1],
                     "routed": float(np.mean(q[has])), "best_single": float(np.mean(q_single[has])),
                     "oracle": float(np.mean(q_oracle[has])), "gain": float(np.mean(gain[has])),

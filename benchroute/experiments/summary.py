@@ -17,7 +17,8 @@ def _boot(values: np.ndarray, oracle: np.ndarray, n_boot: int, rng: np.random.Ge
           ) -> tuple[tuple[float, float], tuple[float, float]]:
     idx = resample_rows(len(values), n_boot, rng)
     means = values[idx].mean(axis=1)
-    return interval(means), interval(means / oracle[idx].mean(axis=1))
+    return (interval(means, point=values.mean()),
+            interval(means / oracle[idx].mean(axis=1), point=values.mean() / oracle.mean()))
 
 
 def summarize(results: pd.DataFrame, sizes: Mapping[str, float] | None = None,
@@ -59,14 +60,16 @@ def summarize(results: pd.DataFrame, sizes: Mapping[str, float] | None = None,
             # comparison two separate intervals cannot make (they overlapped where this one
             # excluded 0: RouterDC's S3, +0.026 [+0.009, +0.043])
             diff = acc - bma_acc.loc[alpha].reindex(per_task.index).to_numpy()
-            lo, hi = interval(diff[resample_rows(len(diff), n_boot, paired_rng)].mean(axis=1))
+            lo, hi = interval(diff[resample_rows(len(diff), n_boot, paired_rng)].mean(axis=1),
+                              point=diff.mean())
             row.update(minus_bma=diff.mean(), minus_bma_lo=lo, minus_bma_hi=hi)
         if method == "S3" and "p_hat" in grp:
             err = grp.apply(lambda r: np.mean([abs(r["p_hat"][m] - r["p_true"][m])
                                                for m in r["p_hat"] if not np.isnan(r["p_true"][m])]),
                             axis=1)
             per_task_err = err.groupby(grp["task"]).mean().to_numpy()
-            lo, hi = interval(per_task_err[resample_rows(len(per_task_err), n_boot, rng)].mean(axis=1))
+            lo, hi = interval(per_task_err[resample_rows(len(per_task_err), n_boot, rng)].mean(axis=1),
+                              point=per_task_err.mean())
             row.update(p_mae=per_task_err.mean(), p_mae_lo=lo, p_mae_hi=hi,
                        predictor_acc=grp.groupby("task")["predictor_accuracy"].mean().mean())
             if "p_kernel" in grp:  # the kernel estimate alone (no self-estimate, no labels)

@@ -335,6 +335,10 @@ def test_interval_is_numpys_percentile_and_leaves_undefined_replicates_out():
     with_nan = np.append(r, [np.nan] * 5)
     assert interval(with_nan) == interval(r)
     assert np.isnan(interval([np.nan, np.nan])).all()
+    # a zero denominator gives ±inf, undefined too (NumPy interpolated a NaN bound from it)
+    assert interval(np.append(r, [-np.inf] * 300)) == interval(r)
+    # a statistic undefined on the data keeps a NaN interval, whatever its resamples say
+    assert np.isnan(interval(r, point=np.nan)).all() and interval(r, point=0.1) == interval(r)
     with pytest.raises(ValueError, match="level"):
         interval(r, 95)
 
@@ -350,3 +354,20 @@ def test_gap_share_interval_survives_a_resample_without_a_gap():
     row = table.iloc[0]
     assert row["gap_share"] == 0.0
     assert (row["gap_share_lo"], row["gap_share_hi"]) == (0.0, 0.0)
+
+
+def test_a_task_without_a_bma_row_leaves_minus_bma_undefined():
+    """A review's case: one task of 8 has no BMA row, so its paired difference is NaN and so is
+    the mean; the interval was read off the resamples that missed that task."""
+    import pandas as pd
+
+    from benchroute.experiments.summary import summarize
+
+    rng = np.random.default_rng(0)
+    rows = [{"alpha": 0.0, "method": method, "task": f"t{t}", "model": "a", "bma": "a",
+             "accuracy": rng.uniform(0.4, 0.8), "oracle_accuracy": 0.9}
+            for t in range(8) for method in ("S1", "BMA") if not (method == "BMA" and t == 3)]
+    table = summarize(pd.DataFrame(rows), n_boot=200).set_index("method")
+    assert np.isnan(table.loc["S1", "minus_bma"])
+    assert np.isnan(table.loc["S1", ["minus_bma_lo", "minus_bma_hi"]].astype(float)).all()
+    assert np.isfinite(table.loc["S1", ["acc_lo", "acc_hi"]].astype(float)).all()
