@@ -236,8 +236,9 @@ def markdown_table(summary: pd.DataFrame, labels: dict[str, str] | None = None) 
     s["strategy"] = s["strategy"].map(lambda v: labels.get(v, v))
     strategies = [v for v in ("random", "spread", "disagree") if v in set(s["strategy"])]
 
-    def cell(strategy: str, est: str, n: int, col: str = "share") -> pd.Series:
-        return s[(s["strategy"] == strategy) & (s["estimator"] == est) & (s["n"] == n)].iloc[0]
+    def cell(strategy: str, est: str, n: int) -> pd.Series | None:
+        hit = s[(s["strategy"] == strategy) & (s["estimator"] == est) & (s["n"] == n)]
+        return hit.iloc[0] if len(hit) else None  # a run of some strategies or estimators
 
     head = ["n"] + [f"borrowing, {v}" for v in strategies] + [
         "logistic, random", "own kNN, random", "AUC: borrowing / full (random)",
@@ -248,14 +249,17 @@ def markdown_table(summary: pd.DataFrame, labels: dict[str, str] | None = None) 
         row = [str(n)]
         for v in strategies:
             c = cell(v, "borrowing", n)
-            row.append(f"{c['share']:.2f} [{c['share_lo']:.2f}, {c['share_hi']:.2f}]; "
+            row.append("—" if c is None else
+                       f"{c['share']:.2f} [{c['share_lo']:.2f}, {c['share_hi']:.2f}]; "
                        f"Brier {c['brier']:.3f}")
         for est in ("logistic", "own kNN"):
             c = cell("random", est, n)
-            row.append(f"{c['share']:.2f} [{c['share_lo']:.2f}, {c['share_hi']:.2f}]")
+            row.append("—" if c is None else
+                       f"{c['share']:.2f} [{c['share_lo']:.2f}, {c['share_hi']:.2f}]")
         c = cell("random", "borrowing", n)
-        row += [f"{c['auc']:.3f} / {c['auc_full']:.3f}", f"{c['brier']:.4f} / {c['brier_full']:.4f}",
-                f"{c['route_without']:.4f} / {c['route']:.4f} / {c['route_full']:.4f}",
-                f"{c['tasks_changed']:.2f} of {c['tasks']:.0f}"]
+        row += ["—"] * 4 if c is None else [
+            f"{c['auc']:.3f} / {c['auc_full']:.3f}", f"{c['brier']:.4f} / {c['brier_full']:.4f}",
+            f"{c['route_without']:.4f} / {c['route']:.4f} / {c['route_full']:.4f}",
+            f"{c['tasks_changed']:.2f} of {c['tasks']:.0f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -806,6 +806,9 @@ def test_cold_start_experiment_runs_and_borrows():
     assert len(table) == 2 * 3 * 2 and table["share_lo"].le(table["share"]).all()
     md = markdown_table(table).splitlines()
     assert len(md) == 2 + 2 and md[2].startswith("| 10 | ") and "Brier" in md[2]
+    # a run of one estimator (`run_cold_start.py --estimators borrowing`) ended in an IndexError
+    one = markdown_table(table[table["estimator"] == "borrowing"]).splitlines()
+    assert len(one) == 4 and one[2].count("—") == 2
 
 
 def test_no_own_label_k_reaches_every_label_of_a_fold():
