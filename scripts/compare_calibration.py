@@ -27,7 +27,7 @@ from run_costs import ROOT, alpaca, routellm, routerdc
 
 from benchroute.experiments import costs as cq
 from benchroute.experiments.bootstrap import interval, resample_rows
-from benchroute.scoring import best_on_average, task_means
+from benchroute.experiments.crossfit import fold_bma
 from benchroute.selection import route_rows
 from benchroute.tuning import PerInputPredictor
 
@@ -50,9 +50,7 @@ def compare(ds: dict[str, object]) -> dict[str, object]:
         P, fold, fitted = cq.crossfit_proba(
             X, Y, folds=5, seed=0, groups=g,
             make=lambda how=how: PerInputPredictor(calibration=how))  # type: ignore[misc]
-        single = np.empty(len(X), dtype=int)
-        for f in range(int(fold.max()) + 1):
-            single[fold == f] = best_on_average(task_means(Y[fold != f], g[fold != f]))
+        single = fold_bma(Y, g, fold)
         sq = np.where(np.isnan(Y), np.nan, (P - np.nan_to_num(Y)) ** 2)
         per[how] = {"brier": np.nanmean(sq, axis=1),
                     "routed": Y[rows, route_rows(P, np.arange(Y.shape[1]), single,

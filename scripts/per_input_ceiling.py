@@ -46,8 +46,9 @@ from run_costs import ROOT, alpaca, routellm, routerdc
 from benchroute.curves import apgr
 from benchroute.experiments import costs as cq
 from benchroute.experiments.bootstrap import interval, resample_rows
+from benchroute.experiments.crossfit import fold_bma
 from benchroute.experiments.per_input import knn_fitter
-from benchroute.scoring import best_on_average, task_means
+from benchroute.scoring import task_means
 from benchroute.selection import route_rows
 from benchroute.stacking import fit_stack, logits
 from benchroute.tuning import fold_ids
@@ -150,9 +151,7 @@ def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
     A = cq.arrays(ds["data"], ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
     X, Y, g = A.X, A.Q, np.asarray(A.datasets)
     fold, _ = fold_ids(len(X), None, 5, 0)
-    single = np.empty(len(X), dtype=int)
-    for f in range(5):
-        single[fold == f] = best_on_average(task_means(Y[fold != f], g[fold != f]))
+    single = fold_bma(Y, g, fold)
     rows = np.arange(len(X))
     boots = resample_rows(len(X), N_BOOT, np.random.default_rng(0))
     pair = "strong" in ds

@@ -25,7 +25,7 @@ from benchroute.data.store import BenchmarkData
 from benchroute.deprecation import renamed
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.bootstrap import interval
-from benchroute.experiments.crossfit import crossfit_router_proba, routing_router
+from benchroute.experiments.crossfit import crossfit_router_proba, fold_bma, routing_router
 from benchroute.router import Router
 from benchroute.routing import router_proba
 from benchroute.scoring import best_on_average, task_means
@@ -243,15 +243,6 @@ def sweep(policy: str, P: np.ndarray, Q: np.ndarray, C: np.ndarray, models: Sequ
     return rows, picks
 
 
-def _fold_bma(A: Arrays, fold: np.ndarray) -> np.ndarray:
-    """Per row, the best model on average of the other folds (the router that routes it)."""
-    out = np.empty(len(fold), dtype=np.int64)
-    for f in np.unique(fold):
-        train = fold != f
-        out[fold == f] = best_on_average(task_means(A.Q[train], np.asarray(A.datasets)[train]))
-    return out
-
-
 def _hybrid_score(A: Arrays, fold: np.ndarray, weak: int, strong: int, rule: str, folds: int,
                   seed: int, max_quality_drop: float, make: Callable[[], PerInputPredictor] | None
                   ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -314,7 +305,7 @@ def evaluate(A: Arrays, policies: Sequence[str], strong: int | None = None,
     picks: list[np.ndarray] = []
     pair = strong is not None and weak is not None
     todo = list(policies) + (["random", "oracle-pair"] if pair else []) + ["oracle"]
-    bma = _fold_bma(A, fold)  # each row's router's best model on average, for best's ties
+    bma = fold_bma(A.Q, np.asarray(A.datasets), fold)  # each row's router's best model on average, for best's ties
     for name in todo:
         if name == "hybrid":
             assert strong is not None and weak is not None
@@ -502,12 +493,10 @@ def bootstrap_metrics(run: CostQuality, n_boot: int = 200, seed: int = 0,
         reps.append(routing_metrics(curve, levels=levels).set_index("policy"))
     stacked = pd.concat(reps, keys=range(n_boot))
     metrics = [c for c in base.columns if c not in ("policy", "points")]
-    bounds = {}
     points = base.set_index("policy")
+    bounds = {}
     for policy, part in stacked.groupby(level=1):
-        lo, hi = zip(*(interval(part[m], point=points.at[policy, m]) for m in metrics)
-                     ) if metrics else ((), ())
-        bounds[policy] = {**{f"{m}_lo": v for m, v in zip(metrics, lo)},
-                          **{f"{m}_hi": v for m, v in zip(metrics, hi)}}
-    return base.set_index("policy").join(pd.DataFrame.from_dict(bounds, orient="index")
-                                         ).reset_index()
+        ends = {m: interval(part[m], point=points.at[policy, m]) for m in metrics}
+        bounds[policy] = {**{f"{m}_lo": lo for m, (lo, _) in ends.items()},
+                          **{f"{m}_hi": hi for m, (_, hi) in ends.items()}}
+    return points.join(pd.DataFrame.from_dict(bounds, orient="index")).reset_index()

@@ -15,6 +15,7 @@ import numpy as np
 
 from benchroute.router import Router
 from benchroute.routing import router_proba
+from benchroute.scoring import best_on_average, task_means
 from benchroute.tuning import PerInputPredictor
 
 #: Task name given to every input when the caller has no tasks.
@@ -80,3 +81,15 @@ def crossfit_router_proba(X: np.ndarray, Y: np.ndarray, train: np.ndarray, test:
     router = routing_router(X[train], Y[train], g, predictor=predictor,
                             router_params=router_params, grouped_tuning=grouped_tuning)
     return router_proba(router, X[test]), router
+
+
+def fold_bma(Y: np.ndarray, tasks: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Per row, the best model on average (:func:`benchroute.scoring.best_on_average`) of the
+    other folds: the "best single model" of the router that routes the row, and where its
+    routing ties go."""
+    tasks = np.asarray(tasks)
+    out = np.empty(len(fold), dtype=np.int64)
+    for f in np.unique(fold):
+        train = fold != f
+        out[fold == f] = best_on_average(task_means(Y[train], tasks[train]))
+    return out

@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 
 from benchroute.experiments.bootstrap import interval, resample_rows
-from benchroute.experiments.crossfit import routing_router
+from benchroute.experiments.crossfit import fold_bma, routing_router
 from benchroute.routing import router_proba
-from benchroute.scoring import best_on_average, task_means
 from benchroute.selection import route_rows
 from benchroute.stacking import fit_vector_logistic
 from benchroute.tuning import PerInputPredictor, brier, fold_ids
@@ -90,9 +89,7 @@ def compare_predictors(X: np.ndarray, Y: np.ndarray, fitters: Mapping[str, Fitte
     Y = np.asarray(Y, dtype=np.float64)
     fold, _ = fold_ids(len(X), None, folds, seed)
     tasks = np.zeros(len(X), dtype=int) if groups is None else np.asarray(groups)
-    single = np.empty(len(X), dtype=int)
-    for f in range(fold.max() + 1):
-        single[fold == f] = best_on_average(task_means(Y[fold != f], tasks[fold != f]))
+    single = fold_bma(Y, tasks, fold)
     rows_idx = np.arange(len(X))
     q_single = Y[rows_idx, single]
     q_oracle = np.nanmax(Y, axis=1)
