@@ -324,12 +324,14 @@ _ROUTER_OPTIONS = {
                         "passes (pools of 100k+ inputs)",
     "tune_folds": "folds of the tuned predictor's CV: 'task' (whole tasks held out: new "
                   "tasks) or 'random' (inputs like the pool's tasks)",
+    "tune_calibration": "isotonic map of the tuned predictor's P: 'auto' (kept where its CV "
+                        "says it helps), 'isotonic' (always) or 'none'",
 }
 
 
 def _router_options(p: Any) -> None:
     from benchroute.params import RouterParams
-    from benchroute.tuning import FOLDS_BY
+    from benchroute.tuning import CALIBRATIONS, FOLDS_BY
 
     defaults = {n: q.default for n, q in inspect.signature(RouterParams.__init__).parameters.items()}
     g = p.add_argument_group("router parameters (defaults: the library's)")
@@ -345,6 +347,8 @@ def _router_options(p: Any) -> None:
             kw.update(type=float, nargs="+", metavar="ALPHA")
         elif name == "tune_folds":
             kw.update(choices=FOLDS_BY)
+        elif name == "tune_calibration":
+            kw.update(choices=CALIBRATIONS)
         else:
             kw["type"] = int if default is None else type(default)
         g.add_argument(flag, **kw)

@@ -17,7 +17,7 @@ from benchroute.data.store import BenchmarkData
 from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 from benchroute.exceptions import BenchrouteError
 from benchroute.sampling import is_cap
-from benchroute.tuning import FOLDS_BY
+from benchroute.tuning import CALIBRATIONS, FOLDS_BY
 
 Texts = str | Sequence[str] | BenchmarkData
 LabeledRecords = pd.DataFrame | Iterable[Mapping[str, object]]
@@ -67,6 +67,8 @@ def check_router_params(params: Mapping[str, object], where: str = "Router") -> 
     need(isinstance(p.get("tune", True), bool), "tune", "true or false")
     need(is_cap(p.get("max_task_queries")), "max_task_queries", "null or an integer >= 2")
     need(p.get("tune_folds", "task") in FOLDS_BY, "tune_folds", " or ".join(map(repr, FOLDS_BY)))
+    need(p.get("tune_calibration", "auto") in CALIBRATIONS, "tune_calibration",
+         ", ".join(map(repr, CALIBRATIONS[:-1])) + f" or {CALIBRATIONS[-1]!r}")
     need(is_real(p["prior_strength"]) and float(p["prior_strength"]) >= 0,  # type: ignore[arg-type]
          "prior_strength", "a number >= 0")
     need(are_fractions(p["alphas"], distinct=True), "alphas",

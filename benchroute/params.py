@@ -60,6 +60,12 @@ class RouterParams(Estimator):
         default: the choices fit inputs of a new task, the setting of ``select_model``), or
         inputs at random ("random": they fit inputs like the pool's own tasks, and the
         predictor may then use a classifier of the pool task; docs/routing.md, section 1.5).
+    tune_calibration : {"auto", "isotonic", "none"}
+        Whether that predictor's P goes through an isotonic map pooled over models: "auto"
+        (the default) keeps the map only where the same cross-validation says it lowers the
+        per-input Brier score by more than one standard error, "isotonic" always, "none" never.
+        The map is strictly increasing, so it changes the model argmax P picks only through
+        near-ties; it changes P itself, so policies that compare P with a threshold move.
     max_task_queries : int, optional
         At most this many inputs of each task serve as queries in the fit's leave-task-out
         passes (the reference pairs of p̂, the tuned predictor's cross-validation and
@@ -78,7 +84,8 @@ class RouterParams(Estimator):
                  encoder: str | Encoder = "all-mpnet-base-v2",
                  cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
                  prior_strength: float = 50.0, tune: bool = True,
-                 max_task_queries: int | None = None, tune_folds: str = "task") -> None:
+                 max_task_queries: int | None = None, tune_folds: str = "task",
+                 tune_calibration: str = "auto") -> None:
         self.k = k
         self.n_neighbours = n_neighbours
         self.threshold = threshold
@@ -98,6 +105,7 @@ class RouterParams(Estimator):
         self.tune = tune
         self.max_task_queries = max_task_queries
         self.tune_folds = tune_folds
+        self.tune_calibration = tune_calibration
 
     #: Caches of objects derived from the parameters (the loaded encoder, the open embedding
     #: cache, reference pairs without some tasks). They are neither parameters nor fitted state:

@@ -242,7 +242,8 @@ def _keep_other_files(folder: Path, tmp: Path) -> None:
 
 #: Parameters the fitted predictor was built with: a loaded router rebuilds it from the saved
 #: parameters, so a value changed by ``set_params`` after the fit would load as another router.
-#: (``tune_folds`` is checked against the tuned predictor's ``folds_by`` likewise, ``tune``
+#: (``tune_folds`` and ``tune_calibration`` are checked against the tuned predictor's
+#: ``folds_by`` and ``calibration`` likewise, ``tune``
 #: against whether there is one, ``encoder`` against the pool's, and ``seed`` against the
 #: added models' own.)
 _PREDICTOR_PARAMS = ("k", "weights", "index_factory")
@@ -257,6 +258,8 @@ def _check_fitted_params(router: Router) -> None:
     tuned = router.per_input_
     if tuned is not None and tuned.folds_by != router.tune_folds:
         changed["tune_folds"] = (tuned.folds_by, router.tune_folds)
+    if tuned is not None and tuned.calibration != router.tune_calibration:
+        changed["tune_calibration"] = (tuned.calibration, router.tune_calibration)
     if (tuned is not None) != bool(router.tune):  # the tuned predictor exists exactly when tune
         changed["tune"] = (tuned is not None, router.tune)
     name = router.encoder_mismatch()
@@ -489,7 +492,8 @@ def _task_accuracy(path: Path, split: object, models: list[str]) -> pd.DataFrame
 
 
 #: parameters added after format 2, with the value a router saved without them behaves as
-_LATER_PARAMS: dict[str, object] = {"max_task_queries": None, "tune_folds": "task"}
+_LATER_PARAMS: dict[str, object] = {"max_task_queries": None, "tune_folds": "task",
+                                    "tune_calibration": "auto"}
 
 
 def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None,
@@ -851,6 +855,10 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
         if desc.setdefault("folds_by", router.tune_folds) != router.tune_folds:
             raise _fail(path, "routing.per_input.folds_by", f"params.tune_folds "
                         f"({router.tune_folds!r}): the folds the predictor was tuned on")
+        # saved before the rule was kept: the map in the file is what the rule gave then
+        if desc.setdefault("calibration_rule", router.tune_calibration) != router.tune_calibration:
+            raise _fail(path, "routing.per_input.calibration_rule", f"params.tune_calibration "
+                        f"({router.tune_calibration!r}): the rule that chose the saved map")
     router.costs_ = state.get("costs")
     if desc is not None:
         router.per_input_ = PerInputPredictor.from_description(desc, None, router.Y_)

@@ -121,7 +121,8 @@ def build(router: Router, X: np.ndarray, Y: np.ndarray, ds: np.ndarray, models: 
         try:
             router.per_input_ = PerInputPredictor(
                 seed=router.seed, max_task_queries=router.max_task_queries,
-                folds_by=router.tune_folds).fit(X, Y, ds).without_pool()
+                folds_by=router.tune_folds, calibration=router.tune_calibration,
+            ).fit(X, Y, ds).without_pool()
         except BenchrouteError as exc:
             raise type(exc)(f"tuning the per-input predictor (tune=True; tune=False fits "
                             f"without it): {exc}") from exc

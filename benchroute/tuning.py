@@ -561,7 +561,8 @@ class PerInputPredictor(Estimator):
         self._check()
         out: dict[str, Any] = {"k": self.k_, "weights": self.weights_, "prior": self.prior_,
                                "calibration": self.calibration_.to_dict(),
-                               "method": self.method_, "folds_by": self.folds_by}
+                               "method": self.method_, "folds_by": self.folds_by,
+                               "calibration_rule": self.calibration}
         if self.stack_ is not None:
             out["stack"] = self.stack_.to_dict()
             out["calibration_knn"] = self.calibration_knn_.to_dict()
@@ -578,10 +579,12 @@ class PerInputPredictor(Estimator):
         """Rebuild a fitted predictor from :meth:`describe` and the pool's labels ``Y`` (and
         vectors ``X``; None gives a predictor without a pool, see :meth:`without_pool`), without
         re-tuning. A description without ``method`` (saved before the cross-model stack) is the
-        kNN's; one without ``folds_by`` (saved before it was kept) was tuned on task folds."""
+        kNN's; one without ``folds_by`` (saved before it was kept) was tuned on task folds, and
+        one without ``calibration_rule`` reports "auto" (the map it holds is used either way)."""
         try:
             pred = cls(k=int(desc["k"]), weights=str(desc["weights"]), prior=float(desc["prior"]),
-                       folds_by=str(desc.get("folds_by", "task")))
+                       folds_by=str(desc.get("folds_by", "task")),
+                       calibration=str(desc.get("calibration_rule", "auto")))
             pred.Y_ = np.asarray(Y, dtype=np.float64)
             pred.X_ = None if X is None else np.ascontiguousarray(X, dtype=np.float32)
             pred.means_ = column_means(pred.Y_)
@@ -593,6 +596,9 @@ class PerInputPredictor(Estimator):
             pred.stack_ = None if stack is None else LinearStack.from_dict(stack)
             pred.method_ = str(desc.get("method", "knn"))
             pred.fallback_ = desc.get("fallback")
+            if pred.calibration not in CALIBRATIONS:
+                raise ValueError(f"calibration_rule {pred.calibration!r} is not one of "
+                                 f"{list(CALIBRATIONS)}")
             pred.tuning_ = None
             record = desc.get("tuning")
             if record is not None and not isinstance(record, dict):

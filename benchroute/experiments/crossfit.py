@@ -61,12 +61,12 @@ def routing_router(X: np.ndarray, Y: np.ndarray, groups: Sequence[str] | np.ndar
     if custom and tune:
         pred = predictor if predictor is not None else PerInputPredictor(
             seed=router.seed, max_task_queries=router.max_task_queries,
-            folds_by=router.tune_folds)
+            folds_by=router.tune_folds, calibration=router.tune_calibration)
         if not grouped_tuning:  # a copy: the caller's predictor stays as it was given
             pred = PerInputPredictor(**{**pred.get_params(), "folds_by": "random"})
-            router.set_params(tune_folds="random")
         router.per_input_ = pred.fit(X, Y, ds).without_pool()
-        router.set_params(tune=True)  # consistent: a tuned predictor exactly when tune
+        # consistent: a tuned predictor exactly when tune, tuned as the parameters say
+        router.set_params(tune=True, tune_folds=pred.folds_by, tune_calibration=pred.calibration)
     return router
 
 

@@ -487,6 +487,55 @@ def test_router_tune_folds_reaches_the_predictor_and_is_checked(tmp_path):
         Router.load(folder)
 
 
+def test_router_tune_calibration_reaches_the_predictor_is_saved_and_checked(tmp_path):
+    from benchroute.cli import _make_router, build_parser
+    from benchroute.router import Router
+    from tests.corpus.test_corpus_router import _rewrite
+
+    router, data = _stacked_router(tmp_path)
+    with pytest.raises(BenchrouteError, match="tune_calibration == 'iso', expected 'auto', "
+                                              "'isotonic' or 'none'"):
+        Router(tune_calibration="iso").fit(data)
+    kept = Router(tune_calibration="isotonic", encoder=router.encoder).fit(data)
+    dropped = Router(tune_calibration="none", encoder=router.encoder).fit(data)
+    assert kept.per_input_.calibration == "isotonic" and kept.per_input_.tuning_.calibrated
+    assert len(kept.per_input_.calibration_.x) > 0
+    assert not dropped.per_input_.tuning_.calibrated
+    assert len(dropped.per_input_.calibration_.x) == 0
+    texts = [f"task {t} input {i}" for t in range(3) for i in range(5)]
+    # the same tuning either way, so P differs by the map alone (the map is increasing)
+    P_kept = kept.predict_proba(texts).to_numpy()
+    P_dropped = dropped.predict_proba(texts).to_numpy()
+    assert not np.allclose(P_kept, P_dropped)
+    np.testing.assert_array_equal(kept.per_input_.calibration_(P_dropped), P_kept)
+    back = Router.load(kept.save(tmp_path / "iso"))
+    assert back.tune_calibration == "isotonic" and back.per_input_.calibration == "isotonic"
+    np.testing.assert_array_equal(back.predict_proba(texts).to_numpy(), P_kept)
+    # changed after the fit, the saved router would claim a rule its map was not chosen by
+    kept.set_params(tune_calibration="none")
+    with pytest.raises(BenchrouteError, match=r"parameters changed after the fit "
+                                              r"\(tune_calibration is 'none', the fitted pool "
+                                              r"uses 'isotonic'\)"):
+        kept.save(tmp_path / "changed")
+    assert not (tmp_path / "changed").exists()
+    folder = tmp_path / "iso"
+    _rewrite(folder, lambda m: m["routing"]["per_input"].update(calibration_rule="none"))
+    with pytest.raises(BenchrouteError, match=r"field 'routing\.per_input\.calibration_rule' "
+                                              r"is invalid; expected params\.tune_calibration "
+                                              r"\('isotonic'\)"):
+        Router.load(folder)
+    # saved before the rule was kept: it reads the parameters' rule and the saved map
+    _rewrite(folder, lambda m: m["routing"]["per_input"].pop("calibration_rule"))
+    np.testing.assert_array_equal(Router.load(folder).predict_proba(texts).to_numpy(), P_kept)
+    _rewrite(folder, lambda m: (m.update(format_version=5), m["params"].pop("tune_calibration")))
+    assert Router.load(folder).tune_calibration == "auto"
+    # the CLI's option reaches the router; a value outside the rules is refused by argparse
+    args = build_parser().parse_args(["fit", "d", "--out", "o", "--tune-calibration", "none"])
+    assert _make_router(args).tune_calibration == "none"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "d", "--out", "o", "--tune-calibration", "iso"])
+
+
 def test_task_oof_aligns_columns_when_a_task_is_missing_from_training_folds():
     X, Y, g = tasks_in_noise(300)
     g = g.astype(object)
