@@ -10,7 +10,7 @@ predictor of :mod:`benchroute.tuning`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,6 +50,25 @@ def first_kept(dist: np.ndarray, rows: np.ndarray, ok: np.ndarray, K: int
         d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
         r = np.pad(r, ((0, 0), (0, pad)), constant_values=-1)
     return d, r
+
+
+def past_copies(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+                Q: np.ndarray, dist: np.ndarray, rows: np.ndarray, K: int, past: float,
+                size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one rule for a query whose first search (``dist``, ``rows``) left it fewer than
+    min(K, ``size``) neighbours at distance ``past`` or more although its list was full (it met
+    more near-copies than the search's margin): searched again alone, up to
+    :data:`MAX_COPIES` wider, by ``search(queries, width) -> (dist, rows)`` (the router's
+    index, or a tuning fold's training rows). Only those queries pay for it. Returns their
+    indices in ``Q`` and the wider search's (dist, rows); none when nothing is short or the
+    search cannot widen (``size`` rows in all)."""
+    ok = (dist >= past) & np.isfinite(dist) & (rows >= 0)
+    short = np.flatnonzero((ok.sum(axis=1) < min(K, size)) & (rows[:, -1] >= 0))
+    wide = min(size, dist.shape[1] + MAX_COPIES)
+    if not len(short) or wide <= dist.shape[1]:
+        return short[:0], dist[:0], rows[:0]
+    d2, r2 = search(np.ascontiguousarray(np.atleast_2d(Q), dtype=np.float32)[short], wide)
+    return short, d2, r2
 
 
 @dataclass(frozen=True)
@@ -384,15 +403,13 @@ class KNNCorrectnessPredictor(Estimator):
         those queries pay for it; the other rows of a batch are not widened."""
         found = self.neighbours(Q, max(K + EXTRA_NEIGHBOURS, width), exclude_datasets)
         kept, near = found.beyond(past, K)
-        d = found.distances
-        good = ((d >= past) & np.isfinite(d)).sum(axis=1)
-        short = np.flatnonzero((good < min(K, len(self.index_))) & np.isfinite(d[:, -1]))
-        wide = min(len(self.index_), d.shape[1] + MAX_COPIES)
-        if not len(short) or wide <= d.shape[1]:
-            return found, kept, near
-        Qs = np.ascontiguousarray(np.atleast_2d(Q), dtype=np.float32)[short]
         excl = list(exclude_datasets) if exclude_datasets is not None else None
-        dist, rows = self.index_.search(Qs, wide, exclude_datasets=excl)
+        assert found.rows is not None  # neighbours() always gathers them
+        short, dist, rows = past_copies(
+            lambda q, w: self.index_.search(q, w, exclude_datasets=excl), Q, found.distances,
+            found.rows, K, past, len(self.index_))
+        if not len(short):
+            return found, kept, near
         ok = (dist >= past) & np.isfinite(dist) & (rows >= 0)
         dist, rows = first_kept(dist, rows, ok, kept.distances.shape[1])
         more = self._gathered(dist, rows)

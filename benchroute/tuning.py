@@ -38,13 +38,13 @@ import pandas as pd
 from benchroute.exceptions import BenchrouteError, NotFittedError
 from benchroute.predictors import (
     EXTRA_NEIGHBOURS,
-    MAX_COPIES,
     NEAR_DUPLICATE,
     Estimator,
     KNNSums,
     column_means,
     first_kept,
     knn_mean,
+    past_copies,
 )
 from benchroute.sampling import is_cap, query_mask
 from benchroute.scoring import best_on_average, task_means
@@ -735,18 +735,18 @@ def _search_past_copies(X: np.ndarray, train: np.ndarray, Q: np.ndarray, K: int
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`knn_search_among` for the K nearest at distance ``NEAR_DUPLICATE`` or more, the
     rule of ``KNNCorrectnessPredictor.neighbours_past``: searched :data:`EXTRA_NEIGHBOURS`
-    wider, and a query with more near-copies than that searched again alone, up to
-    :data:`MAX_COPIES` further. Also the near-copies met: query indices and pool rows."""
+    wider, and a query with more near-copies than that searched again alone
+    (:func:`~benchroute.predictors.past_copies`). Also the near-copies met: query indices and
+    pool rows."""
     width = min(K + EXTRA_NEIGHBOURS, max(len(train), 1))
     dist, rows = knn_search_among(X, train, Q, width)
     ok = (dist >= NEAR_DUPLICATE) & (rows >= 0)
     near = ~ok & (rows >= 0)
     qi, copies = np.nonzero(near)[0], rows[near]
-    short = np.flatnonzero((ok.sum(axis=1) < min(K, len(train))) & (rows[:, -1] >= 0))
-    wide = min(len(train), width + MAX_COPIES)
     out_d, out_r = first_kept(dist, rows, ok, K)
-    if len(short) and wide > width:
-        d2, r2 = knn_search_among(X, train, Q[short], wide)
+    short, d2, r2 = past_copies(lambda q, w: knn_search_among(X, train, q, w), Q, dist, rows,
+                                K, NEAR_DUPLICATE, len(train))
+    if len(short):
         ok2 = (d2 >= NEAR_DUPLICATE) & (r2 >= 0)
         out_d[short], out_r[short] = first_kept(d2, r2, ok2, K)
         near2 = ~ok2 & (r2 >= 0)

@@ -283,6 +283,26 @@ def test_moving_copies_searches_again_only_what_changed_and_equals_a_full_search
         assert np.array_equal(rows, r)
 
 
+@pytest.mark.parametrize("copies", [3, 10])  # within and past the margin of 4
+def test_search_past_copies_keeps_k_beyond_more_copies_than_its_margin(copies):
+    """A query with more near-copies among a fold's training rows than the search's margin
+    (EXTRA_NEIGHBOURS) is searched again wider (the router's rule, predictors.past_copies): it
+    keeps K neighbours past the copies, the nearest ones, and every copy is reported."""
+    from benchroute.predictors import NEAR_DUPLICATE
+    from benchroute.tuning import _search_past_copies
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 10)).astype(np.float32)
+    X = np.vstack([X, X[:1] + 1e-4 * rng.normal(size=(copies, 10)).astype(np.float32)])
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    train, K = np.arange(1, len(X)), 6
+    d, r, qi, met = _search_past_copies(X, train, X[:1], K)
+    dist = 1.0 - X[train].astype(np.float64) @ X[0].astype(np.float64)
+    far = train[np.argsort(np.where(dist >= NEAR_DUPLICATE, dist, np.inf), kind="stable")[:K]]
+    assert np.array_equal(r[0], far) and np.all(d[0] >= NEAR_DUPLICATE)
+    assert set(met.tolist()) == set(range(120, 120 + copies)) and set(qi.tolist()) == {0}
+
+
 def test_copies_that_cannot_share_a_fold_are_left_out_of_the_map_fits():
     """One benchmark loaded under two names, task folds: moving the copies together would leave
     one fold, so they stay apart, and the regressions on the other fold learnt each input's own
