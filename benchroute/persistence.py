@@ -542,6 +542,9 @@ def load_router(folder: str | os.PathLike[str], cache_dir: str | os.PathLike[str
         raise BenchrouteError(f"{folder / 'pool.npz'}: field 'Y' must be (n, {len(models)}) "
                               f"labels in [0, 1] or NaN, at least one a label; got shape {Y.shape}")
     _check_encoder(path, params["encoder"], encoder, index.dimension)
+    if params["index_factory"] != index.factory:
+        raise _fail(path, "params.index_factory", f"the saved index's factory "
+                    f"({index.factory!r}, index/index.json)")
     _check_task_accuracy(path, task_accuracy, Y, index.datasets_, models)
     router = klass(**{**params, "alphas": tuple(params["alphas"]), "cache_dir": cache_dir})
     router._loaded_from = (str(folder.resolve()), str(meta["digest"]))  # save checks it
@@ -850,18 +853,47 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
             raise _fail(path, "routing.per_input", "{k: int >= 1, weights: 'uniform' or "
                         "'distance', prior: number >= 0, calibration: {x, y} in [0, 1], x "
                         "increasing, y non-decreasing}")
+        if version >= 5 and set(desc) - _PER_INPUT_KEYS:
+            raise _fail(path, "routing.per_input", f"an object with keys among "
+                        f"{sorted(_PER_INPUT_KEYS)} (not {sorted(set(desc) - _PER_INPUT_KEYS)})")
         _check_stack(path, desc, router.Y_.shape[1], version,
-                     router.predictor_.index_.dimension)
+                     router.predictor_.index_.dimension,
+                     set(router.predictor_.index_.datasets_.tolist()))
         if desc.setdefault("folds_by", router.tune_folds) != router.tune_folds:
             raise _fail(path, "routing.per_input.folds_by", f"params.tune_folds "
                         f"({router.tune_folds!r}): the folds the predictor was tuned on")
+        if str(desc.get("method", "knn")).startswith("task") and desc["folds_by"] != "random":
+            raise _fail(path, "routing.per_input.method", "no task family on task folds (the "
+                        "classifier's out-of-fold T would be noise; fit refuses it)")
         # saved before the rule was kept: the map in the file is what the rule gave then
         if desc.setdefault("calibration_rule", router.tune_calibration) != router.tune_calibration:
             raise _fail(path, "routing.per_input.calibration_rule", f"params.tune_calibration "
                         f"({router.tune_calibration!r}): the rule that chose the saved map")
+        _check_maps_follow_rule(path, desc)
     router.costs_ = state.get("costs")
     if desc is not None:
         router.per_input_ = PerInputPredictor.from_description(desc, None, router.Y_)
+
+
+#: What ``PerInputPredictor.describe`` writes (format 5 onward): a key outside it is refused
+#: rather than ignored, as the ``routing`` object and the ``stack`` are checked for theirs.
+_PER_INPUT_KEYS = frozenset({"k", "weights", "prior", "calibration", "method", "folds_by",
+                             "calibration_rule", "stack", "calibration_knn", "fallback",
+                             "tuning"})
+
+
+def _check_maps_follow_rule(path: Path, desc: dict[str, object]) -> None:
+    """The saved maps are what their rule gives: "none" keeps no map (empty lists), "isotonic"
+    always keeps one (fitted on every labelled input), "auto" either. A map the rule could not
+    have made would be applied anyway, and saved again as if the rule had made it."""
+    rule = desc["calibration_rule"]
+    names = ["calibration"] + (["calibration_knn"] if desc.get("stack") is not None else [])
+    for name in names:
+        cal = desc.get(name)
+        size = len(cal["x"]) if isinstance(cal, dict) else 0
+        if (rule == "none" and size) or (rule == "isotonic" and not size):
+            raise _fail(path, f"routing.per_input.{name}", f"what calibration_rule {rule!r} "
+                        "keeps: no map (empty lists) for 'none', a map for 'isotonic'")
 
 
 def _is_calibration(cal: object) -> bool:
@@ -886,9 +918,10 @@ def _matrix(value: object, rows: int, cols: int) -> bool:
 
 
 def _check_task_classifier(path: Path, clf: object, coef: object, dim: int,
-                           n_models: int) -> None:
+                           n_models: int, pool_tasks: set[str]) -> None:
     """The task family's classifier (``coef`` dim x tasks, ``intercept``, ``tasks`` names,
-    distinct) and its (tasks, models) weights."""
+    distinct, tasks of the pool: it was fitted on pool inputs) and its (tasks, models)
+    weights."""
     where = "routing.per_input.stack.task_classifier"
     if not isinstance(clf, dict) or set(clf) != {"coef", "intercept", "tasks"}:
         raise _fail(path, where, "an object with exactly ['coef', 'intercept', 'tasks']")
@@ -896,6 +929,9 @@ def _check_task_classifier(path: Path, clf: object, coef: object, dim: int,
     if not (isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)
             and len(set(tasks)) == len(tasks)):
         raise _fail(path, f"{where}.tasks", "a non-empty list of distinct task names")
+    if not set(tasks) <= pool_tasks:
+        raise _fail(path, f"{where}.tasks", f"tasks of the pool (not "
+                    f"{sorted(set(tasks) - pool_tasks)[:5]})")
     T = len(tasks)
     if not _matrix(clf["coef"], dim, T):
         raise _fail(path, f"{where}.coef", f"a {dim} x {T} list of finite numbers (one row per "
@@ -908,7 +944,7 @@ def _check_task_classifier(path: Path, clf: object, coef: object, dim: int,
 
 
 def _check_stack(path: Path, desc: dict[str, object], n_models: int, version: int,
-                 dim: int) -> None:
+                 dim: int, pool_tasks: set[str]) -> None:
     """The linear map of the tuned predictor: absent (format 2, or the kNN chosen) or a map for
     the pool models, as JSON numbers, its weight on the kNN matching the method (a blend:
     strictly between 0 and 1; the stack or the logistic regression: 0), with a (dim, models)
@@ -940,7 +976,8 @@ def _check_stack(path: Path, desc: dict[str, object], n_models: int, version: in
         raise _fail(path, "routing.per_input.stack.vector_coef", f"a {dim} x {n_models} list "
                     "of finite numbers (one row per vector dimension, one column per pool model)")
     if task:
-        _check_task_classifier(path, stack["task_classifier"], stack["task_coef"], dim, n_models)
+        _check_task_classifier(path, stack["task_classifier"], stack["task_coef"], dim, n_models,
+                               pool_tasks)
     coef, icpt, w = stack["coef"], stack["intercept"], stack["knn_weight"]
     if not _matrix(coef, n_models, n_models):
         raise _fail(path, "routing.per_input.stack.coef", f"a {n_models} x {n_models} list of "
@@ -951,7 +988,10 @@ def _check_stack(path: Path, desc: dict[str, object], n_models: int, version: in
     if not (is_real(w) and (0 < w < 1 if method.endswith("blend") else w == 0)):
         raise _fail(path, "routing.per_input.stack.knn_weight", "a number in (0, 1) for a "
                     "blend, 0 for the stack")
-    if not _is_calibration(desc.get("calibration_knn")):
+    # format 5 always writes it with a map: a missing one would load as the identity, which
+    # routing switches to when the pool's models change (remove_model, add_results)
+    if not _is_calibration(desc.get("calibration_knn")) or (
+            version >= 5 and desc.get("calibration_knn") is None):
         raise _fail(path, "routing.per_input.calibration_knn", "{x, y} in [0, 1], x "
                     "increasing, y non-decreasing")
 

@@ -418,6 +418,8 @@ def test_task_router_routes_saves_loads_and_checks_its_fields(tmp_path):
     pred.stack_ = LinearStack(np.zeros((M, M)), np.zeros(M), 0.0, rng.normal(size=(d, M)), clf,
                               4.0 * rng.normal(size=(len(clf.tasks), M)))
     pred.method_ = "task"
+    pred.folds_by = "random"  # the family is fitted on random folds only (a load checks it)
+    router.set_params(tune_folds="random")
     texts = [f"task {t} input {i}" for t in range(3) for i in range(4)]
     Q = router.embed(texts)
     expect = 1.0 / (1.0 + np.exp(-(clf(Q) @ pred.stack_.task_coef
@@ -534,6 +536,80 @@ def test_router_tune_calibration_reaches_the_predictor_is_saved_and_checked(tmp_
     assert _make_router(args).tune_calibration == "none"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["fit", "d", "--out", "o", "--tune-calibration", "iso"])
+
+
+def test_a_saved_router_whose_maps_contradict_their_rule_or_fields_is_refused(tmp_path):
+    """A review's fuzzing of router.json: each of these loaded, applied a map its rule could
+    not have made (0.19 off in P), lost the kNN map that remove_model switches to, claimed an
+    index factory its index is not, or took keys and task names no fit writes."""
+    from benchroute.router import Router
+    from tests.corpus.test_corpus_router import _rewrite
+
+    router, data = _stacked_router(tmp_path)
+    enc = router.encoder
+    cases = {
+        "none": [
+            (lambda m: m["routing"]["per_input"].update(calibration={"x": [0.2, 0.8],
+                                                                     "y": [0.0, 1.0]}),
+             r"routing\.per_input\.calibration' is invalid; expected what calibration_rule "
+             r"'none' keeps"),
+            # saved before the rule was kept: the parameters' rule judges the map likewise
+            (lambda m: (m["routing"]["per_input"].pop("calibration_rule"),
+                        m["routing"]["per_input"].update(calibration={"x": [0.2, 0.8],
+                                                                      "y": [0.0, 1.0]})),
+             r"routing\.per_input\.calibration' is invalid"),
+        ],
+        "isotonic": [
+            (lambda m: m["routing"]["per_input"].update(calibration={"x": [], "y": []}),
+             r"routing\.per_input\.calibration' is invalid; expected what calibration_rule "
+             r"'isotonic' keeps"),
+            (lambda m: m["params"].update(index_factory="Fla"),
+             r"params\.index_factory' is invalid; expected the saved index's factory \('Flat'"),
+            (lambda m: m["routing"]["per_input"].update(zzz=1),
+             r"routing\.per_input' is invalid; expected an object with keys among .*\(not "
+             r"\['zzz'\]\)"),
+        ],
+    }
+    for rule, edits in cases.items():
+        fitted = Router(tune_calibration=rule, encoder=enc, alphas=(0.0,)).fit(data)
+        for i, (edit, message) in enumerate(edits):
+            folder = fitted.save(tmp_path / f"{rule}{i}")
+            _rewrite(folder, edit)
+            with pytest.raises(BenchrouteError, match=message):
+                Router.load(folder)
+    # a stacked router's kNN map: required (remove_model switches to it)
+    folder = router.save(tmp_path / "stacked")
+    _rewrite(folder, lambda m: m["routing"]["per_input"].pop("calibration_knn"))
+    with pytest.raises(BenchrouteError, match=r"routing\.per_input\.calibration_knn' is "
+                                              r"invalid"):
+        Router.load(folder)
+
+
+def test_a_saved_task_family_outside_random_folds_or_the_pools_tasks_is_refused(tmp_path):
+    from benchroute.router import Router
+    from tests.corpus.test_corpus_router import _rewrite
+
+    router, _ = _stacked_router(tmp_path)
+    d, M = router.pool_vectors().shape[1], len(router.pool_models_)
+    clf = TaskClassifier.fit(router.pool_vectors(), np.asarray(router.datasets_))
+    pred = router.per_input_
+    pred.stack_ = LinearStack(np.zeros((M, M)), np.zeros(M), 0.0, np.zeros((d, M)), clf,
+                              np.ones((len(clf.tasks), M)))
+    pred.method_, pred.folds_by = "task", "random"
+    router.set_params(tune_folds="random")
+    folder = router.save(tmp_path / "task")
+    assert Router.load(folder).per_input_.method_ == "task"
+    _rewrite(folder, lambda m: (m["params"].update(tune_folds="task"),
+                                m["routing"]["per_input"].update(folds_by="task")))
+    with pytest.raises(BenchrouteError, match=r"routing\.per_input\.method' is invalid; "
+                                              r"expected no task family on task folds"):
+        Router.load(folder)
+    folder = router.save(tmp_path / "task2")
+    _rewrite(folder, lambda m: m["routing"]["per_input"]["stack"]["task_classifier"]["tasks"]
+             .__setitem__(0, "not a pool task"))
+    with pytest.raises(BenchrouteError, match=r"task_classifier\.tasks' is invalid; expected "
+                                              r"tasks of the pool \(not \['not a pool task'\]"):
+        Router.load(folder)
 
 
 def test_task_oof_aligns_columns_when_a_task_is_missing_from_training_folds():
