@@ -883,17 +883,16 @@ _PER_INPUT_KEYS = frozenset({"k", "weights", "prior", "calibration", "method", "
 
 
 def _check_maps_follow_rule(path: Path, desc: dict[str, object]) -> None:
-    """The saved maps are what their rule gives: "none" keeps no map (empty lists), "isotonic"
-    always keeps one (fitted on every labelled input), "auto" either. A map the rule could not
-    have made would be applied anyway, and saved again as if the rule had made it."""
-    rule = desc["calibration_rule"]
-    names = ["calibration"] + (["calibration_knn"] if desc.get("stack") is not None else [])
-    for name in names:
+    """Rule "none" keeps no map (empty lists): a map it could not have made would be applied
+    anyway, and saved again as if the rule had made it. ("isotonic" keeps one fitted on every
+    labelled input, which is none when a capped sample scored no label, so any map passes.)"""
+    if desc["calibration_rule"] != "none":
+        return
+    for name in ["calibration"] + (["calibration_knn"] if desc.get("stack") is not None else []):
         cal = desc.get(name)
-        size = len(cal["x"]) if isinstance(cal, dict) else 0
-        if (rule == "none" and size) or (rule == "isotonic" and not size):
-            raise _fail(path, f"routing.per_input.{name}", f"what calibration_rule {rule!r} "
-                        "keeps: no map (empty lists) for 'none', a map for 'isotonic'")
+        if isinstance(cal, dict) and len(cal["x"]):
+            raise _fail(path, f"routing.per_input.{name}", "what calibration_rule 'none' "
+                        "keeps: no map (empty lists)")
 
 
 def _is_calibration(cal: object) -> bool:

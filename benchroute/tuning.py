@@ -285,13 +285,27 @@ class Tuning:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as JSON values; a score that no scored input could give (NaN: a capped
+        sample of pool inputs without one label) is null, since JSON has no NaN and a router
+        that saved it failed with a raw ValueError."""
         out = {"k": self.k, "weights": self.weights, "prior": self.prior,
                "objective": self.objective, "cv": self.cv, "score": self.score,
                "brier_raw": self.brier_raw, "brier_calibrated": self.brier_calibrated,
                "calibrated": self.calibrated, "method": self.method, "knn_weight": self.knn_weight}
         if self.methods is not None:
             out["cv_methods"] = self.methods.to_dict(orient="records")
-        return out
+        return _finite_or_null(out)
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth of dicts and lists) as None."""
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
 
 
 class PerInputPredictor(Estimator):

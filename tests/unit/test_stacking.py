@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -541,7 +542,7 @@ def test_router_tune_calibration_reaches_the_predictor_is_saved_and_checked(tmp_
 def test_a_saved_router_whose_maps_contradict_their_rule_or_fields_is_refused(tmp_path):
     """A review's fuzzing of router.json: each of these loaded, applied a map its rule could
     not have made (0.19 off in P), lost the kNN map that remove_model switches to, claimed an
-    index factory its index is not, or took keys and task names no fit writes."""
+    index factory its index is not, or took keys no fit writes."""
     from benchroute.router import Router
     from tests.corpus.test_corpus_router import _rewrite
 
@@ -560,9 +561,6 @@ def test_a_saved_router_whose_maps_contradict_their_rule_or_fields_is_refused(tm
              r"routing\.per_input\.calibration' is invalid"),
         ],
         "isotonic": [
-            (lambda m: m["routing"]["per_input"].update(calibration={"x": [], "y": []}),
-             r"routing\.per_input\.calibration' is invalid; expected what calibration_rule "
-             r"'isotonic' keeps"),
             (lambda m: m["params"].update(index_factory="Fla"),
              r"params\.index_factory' is invalid; expected the saved index's factory \('Flat'"),
             (lambda m: m["routing"]["per_input"].update(zzz=1),
@@ -583,6 +581,36 @@ def test_a_saved_router_whose_maps_contradict_their_rule_or_fields_is_refused(tm
     with pytest.raises(BenchrouteError, match=r"routing\.per_input\.calibration_knn' is "
                                               r"invalid"):
         Router.load(folder)
+
+
+def test_a_capped_fit_that_scored_no_label_saves_and_loads(tmp_path):
+    """Every label outside the capped sample of scored inputs: the tuning's scores are NaN and
+    the isotonic map is empty. Saving raised a raw ValueError (JSON has no NaN); the record now
+    holds null, and the router loads and predicts as saved (found by a review)."""
+    from benchroute.embedding import HashingEncoder
+    from benchroute.router import Router
+    from benchroute.sampling import query_mask
+
+    rng = np.random.default_rng(0)
+    ds = np.repeat([f"t{t}" for t in range(4)], 20).astype(object)
+    X = rng.normal(size=(80, 64)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    scored = query_mask(ds, len(ds), 2, 0)
+    Y = np.full((80, 3), np.nan)
+    for t in range(4):
+        Y[np.flatnonzero((ds == f"t{t}") & ~scored)[0]] = rng.random(3) < 0.5
+    with warnings.catch_warnings():  # the pool's few labels; NumPy's mean of no scored label
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        router = Router(tune_calibration="isotonic", max_task_queries=2, alphas=(0.0,),
+                        encoder=HashingEncoder(64), cache_dir=str(tmp_path)).fit_arrays(
+            X, Y, ds, ["m0", "m1", "m2"])
+        assert len(router.per_input_.calibration_.x) == 0
+        assert np.isnan(router.per_input_.tuning_.brier_raw)
+        back = Router.load(router.save(tmp_path / "r"))
+    assert back.per_input_.describe()["tuning"]["brier_raw"] is None
+    np.testing.assert_array_equal(back.predict_proba(["a b", "c d"]).to_numpy(),
+                                  router.predict_proba(["a b", "c d"]).to_numpy())
 
 
 def test_a_saved_task_family_outside_random_folds_or_the_pools_tasks_is_refused(tmp_path):
