@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,9 +162,10 @@ def route_value(P: np.ndarray, Y: np.ndarray, prefer: int | None = None) -> floa
 
 
 def brier(P: np.ndarray, Y: np.ndarray) -> float:
-    """Mean squared error of P against the labels over the cells that have one."""
+    """Mean squared error of P against the labels over the cells that have one; NaN, without
+    NumPy's warning, where none has (a capped sample of scored inputs without a label)."""
     mask = ~np.isnan(Y)
-    return float(np.mean((P[mask] - Y[mask]) ** 2))
+    return float(np.mean((P[mask] - Y[mask]) ** 2)) if mask.any() else math.nan
 
 
 def reliability_table(P: np.ndarray, Y: np.ndarray, bins: int = 10) -> pd.DataFrame:

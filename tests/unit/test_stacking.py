@@ -586,7 +586,8 @@ def test_a_saved_router_whose_maps_contradict_their_rule_or_fields_is_refused(tm
 def test_a_capped_fit_that_scored_no_label_saves_and_loads(tmp_path):
     """Every label outside the capped sample of scored inputs: the tuning's scores are NaN and
     the isotonic map is empty. Saving raised a raw ValueError (JSON has no NaN); the record now
-    holds null, and the router loads and predicts as saved (found by a review)."""
+    holds null, and the router loads and predicts as saved (found by a review). The fit also
+    warned NumPy's "Mean of empty slice"."""
     from benchroute.embedding import HashingEncoder
     from benchroute.router import Router
     from benchroute.sampling import query_mask
@@ -599,9 +600,9 @@ def test_a_capped_fit_that_scored_no_label_saves_and_loads(tmp_path):
     Y = np.full((80, 3), np.nan)
     for t in range(4):
         Y[np.flatnonzero((ds == f"t{t}") & ~scored)[0]] = rng.random(3) < 0.5
-    with warnings.catch_warnings():  # the pool's few labels; NumPy's mean of no scored label
+    with warnings.catch_warnings():  # the pool's few labels warn; NumPy's mean of none did
         warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("error", RuntimeWarning)
         router = Router(tune_calibration="isotonic", max_task_queries=2, alphas=(0.0,),
                         encoder=HashingEncoder(64), cache_dir=str(tmp_path)).fit_arrays(
             X, Y, ds, ["m0", "m1", "m2"])
