@@ -77,6 +77,20 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth of dicts, lists and tuples) as None:
+    JSON has no NaN or infinity, so a record or a response holding one failed to encode."""
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    # a NumPy float scalar too (np.float32 is no float), read by its dtype: no NumPy import
+    if isinstance(value, float) or (getattr(value, "shape", None) == ()
+                                    and getattr(getattr(value, "dtype", None), "kind", "") == "f"):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
 def parse_json(doc: str | bytes, where: str, error: type[Exception] = BenchrouteError,
                strict: bool = False, line: int | None = None, unique_keys: bool = False) -> Any:
     """One JSON document; every way it can fail is ``error`` with ``where`` in its message.

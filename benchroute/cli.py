@@ -1028,9 +1028,10 @@ def _calibration_path(args: argparse.Namespace, given: Path | None) -> Path | No
 def _cmd_serve(args: argparse.Namespace) -> int:
     app = _serve_imports()
     from benchroute.serve.calibrate import load_calibration
-    from benchroute.serve.run import serve
+    from benchroute.serve.run import check_drain, serve
     from benchroute.serve.upstreams import load_upstreams
 
+    check_drain(args.drain_seconds)  # before the router loads
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)

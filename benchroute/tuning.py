@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchroute._persist import finite_or_null
 from benchroute.exceptions import BenchrouteError, NotFittedError
 from benchroute.predictors import (
     EXTRA_NEIGHBOURS,
@@ -296,18 +297,7 @@ class Tuning:
                "calibrated": self.calibrated, "method": self.method, "knn_weight": self.knn_weight}
         if self.methods is not None:
             out["cv_methods"] = self.methods.to_dict(orient="records")
-        return _finite_or_null(out)
-
-
-def _finite_or_null(value: Any) -> Any:
-    """``value`` with every non-finite float (at any depth of dicts and lists) as None."""
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_null(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value
+        return finite_or_null(out)
 
 
 class PerInputPredictor(Estimator):

@@ -27,8 +27,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from benchroute._persist import parse_json
+from benchroute._persist import finite_or_null, parse_json
 from benchroute.exceptions import BenchrouteError
 from benchroute.routing import default_pair, known_costs
 from benchroute.serve.calibrate import (
@@ -108,19 +109,29 @@ class DecisionLog:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.prompts = prompts
+        self.path = path
+        self.failed = 0
         self._lock = threading.Lock()
         self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (open for the server's life)
 
     def write(self, record: dict[str, Any], text: str | None) -> None:
+        """One line; a write that fails (a full disk) is logged, counted in ``failed``, and
+        never fails the call it records: an answered call became a 500 (fuzzing)."""
         if self.prompts and text is not None:
             record = {**record, "text": text}
         line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
-            self._f.write(line)
-            self._f.flush()
+            try:
+                self._f.write(line)
+                self._f.flush()
+            except OSError as exc:
+                self.failed += 1
+                if self.failed == 1 or self.failed % 1000 == 0:
+                    logger.error("decision log %s: %d lines not written (%s)", self.path,
+                                 self.failed, exc)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, contextlib.suppress(OSError):  # its last lines were logged as lost
             self._f.close()
 
 
@@ -265,11 +276,15 @@ async def read_json(request: Request, cap: int) -> dict[str, Any]:
         raise GatewayError(413, f"request body of {declared} bytes exceeds the limit of {cap}",
                            code="body_too_large")
     buf = bytearray()
-    async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > cap:
-            raise GatewayError(413, f"request body exceeds the limit of {cap} bytes",
-                               code="body_too_large")
+    try:
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > cap:
+                raise GatewayError(413, f"request body exceeds the limit of {cap} bytes",
+                                   code="body_too_large")
+    except ClientDisconnect:  # counted as the client's leaving, not as a server error (500)
+        raise GatewayError(CLIENT_GONE, "the client left before its request body was read",
+                           code="client_gone") from None
     try:
         # strict: NaN and Infinity are no JSON, and could not be forwarded
         obj = parse_json(bytes(buf), "request body", strict=True)
@@ -318,13 +333,21 @@ def _content_text(content: object, i: int) -> str:
         return content
     if isinstance(content, list):
         parts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text" \
-                    and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            elif not isinstance(part, dict):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict):
                 raise GatewayError(400, f"messages[{i}].content parts must be objects",
                                    param=f"messages[{i}].content")
+            # a part without a type, or a text part without a string, was passed over and the
+            # request routed as if it had no user text (fuzzing); other types (images, audio)
+            # carry nothing to route on
+            if not isinstance(part.get("type"), str):
+                raise GatewayError(400, f"messages[{i}].content[{j}].type must be a string "
+                                   "('text', 'image_url', ...)", param=f"messages[{i}].content")
+            if part["type"] == "text":
+                if not isinstance(part.get("text"), str):
+                    raise GatewayError(400, f"messages[{i}].content[{j}].text must be a string",
+                                       param=f"messages[{i}].content")
+                parts.append(part["text"])
         return "\n".join(parts)
     raise GatewayError(400, f"messages[{i}].content must be a string or a list of parts",
                        param=f"messages[{i}].content")
@@ -371,7 +394,12 @@ def decision_headers(d: Decision, answered: str | None = None, reason: str | Non
     ood = d.to_json()["ood_p"]
     if ood is not None:
         hdr["x-benchroute-ood-p"] = f"{ood:.6f}"
-    return {k: v.encode("ascii", "replace").decode("ascii")[:500] for k, v in hdr.items()}
+    # no HTTP server sends a control character in a header (the connection was dropped)
+    return {k: _HEADER_UNSAFE.sub("?", v.encode("ascii", "replace").decode("ascii"))[:500]
+            for k, v in hdr.items()}
+
+
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 #: the status logged and counted for a call whose client left before its answer (nginx's)
@@ -556,6 +584,9 @@ def create_app(gw: Gateway) -> FastAPI:
         text = routed_text(body.get("messages"), gw.config)
         d = await decide(body, text)
         assert gw.forwarder is not None
+        if not isinstance(body.get("stream", False), (bool, type(None))):
+            # "true" or 1 went on to an upstream that may stream, answered as no stream
+            raise GatewayError(400, "stream must be true or false", param="stream")
         stream = body.get("stream") is True
         got = await _unless_gone(request, gw.forwarder.chat(body, d.order or (d.model,), stream))
         if got is None:  # the client left before the answer: its call (and retry) cancelled
@@ -675,7 +706,9 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.get("/status.json")
     async def status() -> JSONResponse:
-        return JSONResponse({**gw.status, "live": gw.metrics.snapshot(), "time": time.time()})
+        # a cost near a float's limit made the curve's mean cost inf, and the page a 500
+        return JSONResponse(finite_or_null({**gw.status, "live": gw.metrics.snapshot(),
+                                            "time": time.time()}))
 
     @app.get("/")
     async def page() -> HTMLResponse:

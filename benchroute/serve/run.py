@@ -10,10 +10,22 @@ open a second before the drain runs out end with an error event
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from typing import Any
 
+from benchroute.exceptions import BenchrouteError
+
 logger = logging.getLogger(__name__)
+
+
+def check_drain(seconds: object) -> float:
+    """The shutdown drain: a finite number of seconds >= 0 (NaN and infinity reached uvicorn's
+    int() as an internal error; found by fuzzing)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not math.isfinite(seconds) or seconds < 0:
+        raise BenchrouteError(f"drain seconds must be a finite number >= 0, got {seconds!r}")
+    return float(seconds)
 
 
 def serve(gateway: Any, host: str = "127.0.0.1", port: int = 6060,
@@ -22,6 +34,8 @@ def serve(gateway: Any, host: str = "127.0.0.1", port: int = 6060,
     import uvicorn
 
     from benchroute.serve.app import create_app
+
+    drain_seconds = check_drain(drain_seconds)
 
     config = uvicorn.Config(create_app(gateway), host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=int(max(drain_seconds, 1)),
@@ -43,7 +57,6 @@ def serve(gateway: Any, host: str = "127.0.0.1", port: int = 6060,
 def listen_socket(host: str, port: int) -> socket.socket:
     """The gateway's socket, bound: an address in use or not this machine's is a
     :class:`BenchrouteError` naming it (uvicorn logged it after the address had been shown)."""
-    from benchroute.exceptions import BenchrouteError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

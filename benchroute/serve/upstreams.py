@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,9 +143,13 @@ def load_upstreams(path: str | os.PathLike[str], environ: Mapping[str, str] | No
         url = str(_field(path, name, "base_url", spec["base_url"], str))
         _check_url(path, name, url)
         model = str(_field(path, name, "model", spec["model"], str))
-        if not model.strip() or model != model.strip():
+        # a control character or line break reaches the response's x-benchroute-entry header,
+        # which no HTTP server sends: every pinned request dropped its connection (fuzzing)
+        if not model.strip() or model != model.strip() or any(
+                unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in model):
             raise BenchrouteError(f"{path}: field 'models.{name}.model' must be the upstream's "
-                                  f"model id, without surrounding spaces; got {model!r:.80}")
+                                  f"model id, without surrounding spaces or control "
+                                  f"characters; got {model!r:.80}")
         key_env = spec.get("api_key_env")
         secret: str | None = None
         if key_env is not None:
@@ -158,11 +163,15 @@ def load_upstreams(path: str | os.PathLike[str], environ: Mapping[str, str] | No
                                       "can carry it (every call failed)")
         cost = spec.get("cost")
         if cost is not None:
-            if isinstance(cost, bool) or not isinstance(cost, (int, float)) \
-                    or not math.isfinite(cost) or cost < 0:
+            try:  # an integer past a float's range raised OverflowError (fuzzing)
+                number = float(cost) if isinstance(cost, (int, float)) \
+                    and not isinstance(cost, bool) else math.nan
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number) or number < 0:
                 raise BenchrouteError(f"{path}: field 'models.{name}.cost' must be a finite "
                                       f"number >= 0, got {cost!r:.60}")
-            cost = float(cost)
+            cost = number
         out[name] = Upstream(name, url, model, key_env, cost, secret or None)
     if unset and need_keys:  # calibrate reads the costs alone: no secret needed there
         raise BenchrouteError(f"{path}: environment variable(s) for upstream keys not set: "

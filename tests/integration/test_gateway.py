@@ -477,6 +477,49 @@ def test_bodies_json_accepts_but_cannot_carry_are_400(router, fake, tmp_path):
     assert len(log.read_text().splitlines()) == 1  # the one decision made, logged once
 
 
+def test_what_fuzzing_found_answers_a_4xx_and_keeps_the_gateway_serving(router, fake, tmp_path):
+    """Found by fuzzing the gateway: a long entry value held the event loop for seconds (a
+    quadratic grammar); a non-boolean stream and untyped content parts passed; an upstream id
+    with a line break dropped every pinned connection; a client leaving mid-body was a 500; a
+    cost near a float's limit made /status.json a 500; a decision log that cannot be written
+    made an answered call a 500."""
+    import socket
+
+    cfg, url = fake
+    ups = upstreams(url, router, costs={"m0": 1e308, "m1": 1.0, "m2": 1.0})
+    ups["m0"] = Upstream("m0", url + "/v1", "up\nx", cost=1e308)  # the file refuses this id
+    full = "/dev/full"
+    config = GatewayConfig(decision_log=full) if __import__("os").path.exists(full) else None
+    chat = "/v1/chat/completions"
+    with gateway(router, ups, config) as (gw, base):
+        long = "benchroute-threshold-" + "1" * 200_000 + "x"  # hours, read the old way
+        r = httpx.post(base + chat, json={"model": long, "messages": user("hi")})
+        assert r.status_code == 400 and "plain ASCII decimal" in r.json()["error"]["message"]
+        assert httpx.get(base + "/v1/models/" + long[:20_000] + "x").status_code == 400
+        for stream in ("true", 1, {}):
+            r = httpx.post(base + chat, json={"stream": stream, "messages": user("hi")})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "stream", stream
+        for part in ({"type": "text", "text": 5}, {"text": "x"}):
+            r = httpx.post(base + chat, json={"messages": [{"role": "user", "content": [part]}]})
+            assert r.status_code == 400 and "content[0]" in r.json()["error"]["message"], part
+        pinned = httpx.post(base + "/v1/route", json={"model": "up\nx", "input": "hi"})
+        assert pinned.status_code == 200 and pinned.headers["x-benchroute-entry"] == "up?x"
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 500\r\n\r\n{\"messages\":")
+        status = httpx.get(base + "/status.json")
+        assert status.status_code == 200 and json.loads(status.text)  # strict JSON: no inf
+        answered = httpx.post(base + chat, json={"model": "benchroute", "messages": user("hi")})
+        assert answered.status_code == 200
+        time.sleep(0.3)  # the server sees the half-sent request's end
+        metrics = httpx.get(base + "/metrics").text
+    assert 'status="500"' not in metrics
+    assert re.search(r'benchroute_requests_total\{endpoint="/v1/chat/completions",'
+                     r'status="499"\} 1\.0', metrics)
+    if config is not None:
+        assert gw.log is not None and gw.log.failed >= 2  # counted, the calls answered
+
+
 def test_bearer_auth_and_upstream_keys_never_shown(router, fake, tmp_path):
     cfg, url = fake
     keys = {m: f"upstream-secret-{m}" for m in router.models_}

@@ -133,6 +133,14 @@ def test_upstreams_file_yaml_and_json(tmp_path):
     ("models: {a: {base_url: 'http://[::1/v1', model: A}}", r"Invalid IPv6 URL"),
     ("models: {a: {base_url: \"http://127.0.0.1/v\\0/\", model: A}}", r"not a URL the HTTP client"),
     ("models:\n  [1, 2]: {base_url: 'http://127.0.0.1/v1', model: A}", r"invalid YAML \(TypeError"),
+    # a control character reached a response header, and every pinned request lost its
+    # connection; an integer cost past a float raised OverflowError (found by fuzzing)
+    ('{"models": {"a": {"base_url": "http://127.0.0.1/v1", "model": "up\\nx"}}}',
+     r"'models.a.model' must be .* without surrounding spaces or control characters"),
+    ('{"models": {"a": {"base_url": "http://127.0.0.1/v1", "model": "up\\u0000x"}}}',
+     r"control characters"),
+    ("models: {a: {base_url: 'http://127.0.0.1/v1', model: A, cost: 1" + "0" * 400 + "}}",
+     r"'models.a.cost' must be a finite number >= 0"),
 ])
 def test_upstreams_file_errors_name_file_and_field(tmp_path, content, match):
     p = _write(tmp_path, content)
@@ -242,6 +250,36 @@ def test_an_upstreams_yaml_cost_in_exponent_form_is_a_number(tmp_path):
     ups = load_upstreams(_write(tmp_path, "models:\n  m0: {base_url: 'http://127.0.0.1:1/v1', "
                                           "model: a, cost: 1e-4}\n"))
     assert ups["m0"].cost == pytest.approx(1e-4)
+
+
+def test_a_long_entry_value_is_read_in_one_pass_and_minus_zero_is_zero():
+    """A model of 'benchroute-threshold-' and 12,000 digits and one wrong character took the
+    value grammar O(n²) steps: 6 s on the event loop, every other request waiting (2.0 s for
+    the grammar alone here, against 0.0015 s now and 0.12 s for a million digits); -0 had a
+    label of its own, a second metrics series for one entry (found by fuzzing)."""
+    from benchroute.serve.entry import _PLAIN_VALUE
+
+    with pytest.raises(EntryError, match=r"threshold takes t as a plain ASCII decimal") as info:
+        parse_entry("benchroute-threshold-" + "1" * 12000 + "x", MODELS)
+    assert info.value.status == 400
+    # the grammar reads each digit string one way, and accepts or refuses what it did before
+    for value, ok in [("10", True), ("1.", True), ("1.5", True), (".5", True), ("1e-4", True),
+                      ("-0.0", True), ("1.2.3", False), ("1x", False), ("", False), (".", False),
+                      ("1" * 5000, True), ("1" * 5000 + "e", False)]:
+        assert (_PLAIN_VALUE.match(value) is not None) == ok, value[:10]
+    for spelling in ("benchroute-share--0", "benchroute-share-0", "benchroute-share-0.000"):
+        entry = parse_entry(spelling, MODELS)
+        assert entry.label == "benchroute-share-0" and str(entry.value) == "0.0"
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, "3"])
+def test_a_drain_that_is_no_finite_duration_is_refused(seconds):
+    """--drain-seconds nan or inf failed as an internal error inside uvicorn (fuzzing)."""
+    from benchroute.serve.run import check_drain
+
+    with pytest.raises(BenchrouteError, match="drain seconds must be a finite number >= 0"):
+        check_drain(seconds)
+    assert check_drain(0) == 0.0 and check_drain(2.5) == 2.5
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "http"])
