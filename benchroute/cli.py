@@ -489,9 +489,13 @@ def _records_of(path: str | os.PathLike[str] | None, name: str) -> Iterator[None
     try:
         yield
     except BenchrouteError as exc:
-        if path is None or f"{name}[" not in str(exc):
+        text = str(exc)
+        # a record's error, or one about the whole set ("results is empty", "results: needs a
+        # 'correct' field", which named no file; found by fuzzing)
+        if path is None or not (f"{name}[" in text or text.startswith((f"{name}:", f"{name} "))):
             raise
-        said = re.sub(rf"\b{name}\[(\d+)\]", lambda m: f"record {int(m.group(1)) + 1}", str(exc))
+        said = re.sub(rf"\b{name}\[(\d+)\]", lambda m: f"record {int(m.group(1)) + 1}", text)
+        said = re.sub(rf"^{name}(?=[: ])", "the records", said)
         raise BenchrouteError(f"{path}: {said}") from None
 
 

@@ -903,7 +903,18 @@ def extend_reference(reference: Any, added: Sequence[AddedModel], strength: floa
 def parse_results(results: Any, what: str = "results") -> pd.DataFrame:
     """A new model's results as a frame with ``text`` and/or ``dataset`` + ``instance_id``, and
     ``label`` in [0, 1] (from ``correct``, else ``score``)."""
+    try:
+        return _parse_results(results, what)
+    except UnicodeEncodeError as exc:  # pandas' string columns hold UTF-8 (found by fuzzing)
+        raise BenchrouteError(f"{what}: a field holds {exc.object[exc.start:exc.end]!r}, a lone "
+                              "surrogate, which is no Unicode text; replace it") from None
+
+
+def _parse_results(results: Any, what: str) -> pd.DataFrame:
     if isinstance(results, pd.DataFrame):
+        if isinstance(results.columns, pd.MultiIndex):  # frame['correct'] is then a frame
+            raise BenchrouteError(f"{what}: the columns are a MultiIndex; give one level of "
+                                  "names (text or dataset + instance_id, correct or score)")
         frame = results.copy()
         if frame.columns.duplicated().any():
             raise BenchrouteError(f"{what}: columns {sorted(set(frame.columns[frame.columns.duplicated()]))} "

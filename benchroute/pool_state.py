@@ -190,13 +190,17 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
                           "(a pool model's labels are the pool's inputs'; give them to "
                           "add_results as a task of their own, with the other models' results)",
                           UserWarning, stacklevel=3)
-        router.added_.pop(name, None)
-        _append_columns(router, [name], Y[:, None])
-    else:
-        router.added_[name] = fit_added(router, name, X, y, pool_penalty(router))
-        _sync_models(router)
-    if costs is not None:
-        router.costs_ = {**(router.costs_ or {}), name: float(costs)}
+    # every step replaces attributes, none in place: a failure leaves the router as it was
+    with unchanged_on_error(router):
+        if covered.all():
+            router.added_ = {m: a for m, a in router.added_.items() if m != name}
+            _append_columns(router, [name], Y[:, None])
+        else:
+            router.added_ = {**router.added_,
+                             name: fit_added(router, name, X, y, pool_penalty(router))}
+            _sync_models(router)
+        if costs is not None:
+            router.costs_ = {**(router.costs_ or {}), name: float(costs)}
     return router
 
 
@@ -232,9 +236,17 @@ def _result_vectors(router: Router, frame: pd.DataFrame) -> tuple[np.ndarray, np
     if {"dataset", "instance_id"} <= set(frame.columns):
         where = {(str(d), str(i)): r for r, (d, i) in
                  enumerate(zip(index.datasets_, index.instance_ids_))}
-        for j, (d, i) in enumerate(zip(frame["dataset"], frame["instance_id"])):
+        texts = frame["text"] if "text" in frame.columns else [None] * len(frame)
+        for j, (d, i, t) in enumerate(zip(frame["dataset"], frame["instance_id"], texts)):
             if not (pd.isna(d) or pd.isna(i)):
                 rows[j] = where.get((str(d), str(i)), -1)
+            # a text beside the id was dropped unread, the label given to the pool input's
+            # vector (found by fuzzing); add_results refuses the same
+            if rows[j] >= 0 and isinstance(t, str) and router.texts_ is not None \
+                    and normalize_text(t) != normalize_text(router.texts_[rows[j]]):
+                raise BenchrouteError(f"results[{j}]: names pool input {d!s:.60}/{i!s:.60}, "
+                                      f"whose text is not the record's {t!r:.60}; an input's "
+                                      "text cannot change (give the id or the text alone)")
     if "text" in frame.columns and router.texts_ is not None:
         # by the normalised text, as the store and the cache compare texts ("q " is "q")
         by_text = {normalize_text(t): r for r, t in reversed(list(enumerate(router.texts_)))}
@@ -265,22 +277,23 @@ def remove_model(router: Router, name: str) -> Router:
     check_is_fitted(router, "predictor_")
     if not isinstance(name, str):
         raise BenchrouteError(f"name == {name!r:.100}, expected one model's name (a string)")
-    if name in router.added_:
-        del router.added_[name]
-    elif name in router.pool_models_:
-        if len(router.pool_models_) == 1:
-            raise BenchrouteError(f"{name!r} is the only pool model; a router needs one")
-        keep = [i for i, m in enumerate(router.pool_models_) if m != name]
-        _set_pool(router, router.predictor_.index_, router.Y_[:, keep],
-                  [router.pool_models_[i] for i in keep])
-        router.reference_ = router.reference_.columns(keep)
-        _refit_added(router)
-    else:
+    if name not in router.added_ and name not in router.pool_models_:
         raise BenchrouteError(f"unknown model {name!r}; models: {router.models_}")
-    router.task_accuracy_ = router.task_accuracy_.drop(columns=[name], errors="ignore")
-    if router.costs_ and name in router.costs_:
-        router.costs_ = {m: c for m, c in router.costs_.items() if m != name} or None
-    _sync_models(router)
+    with unchanged_on_error(router):  # every step below replaces attributes, none in place
+        if name in router.added_:
+            router.added_ = {m: a for m, a in router.added_.items() if m != name}
+        else:
+            if len(router.pool_models_) == 1:
+                raise BenchrouteError(f"{name!r} is the only pool model; a router needs one")
+            keep = [i for i, m in enumerate(router.pool_models_) if m != name]
+            _set_pool(router, router.predictor_.index_, router.Y_[:, keep],
+                      [router.pool_models_[i] for i in keep])
+            router.reference_ = router.reference_.columns(keep)
+            _refit_added(router)
+        router.task_accuracy_ = router.task_accuracy_.drop(columns=[name], errors="ignore")
+        if router.costs_ and name in router.costs_:
+            router.costs_ = {m: c for m, c in router.costs_.items() if m != name} or None
+        _sync_models(router)
     return router
 
 
@@ -452,11 +465,17 @@ def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],
 
 
 def _refit_added(router: Router) -> None:
+    """Each added model refitted on the changed pool's features (a new dict, so that
+    :func:`unchanged_on_error` can put the old one back). The warnings its labels gave when it
+    was added (too few labels, labels that never vary) are not given again: under warnings
+    raised as errors they broke off a pool change half way (found by fuzzing)."""
     if not router.added_:
         return
     prior = pool_penalty(router)  # one pool, one λ₀ for every added model
-    for name, old in list(router.added_.items()):
-        router.added_[name] = fit_added(router, name, old.X, old.y, prior)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        router.added_ = {name: fit_added(router, name, old.X, old.y, prior)
+                         for name, old in router.added_.items()}
 
 
 def restore_added(router: Router, added: Mapping[str, AddedModel]) -> Router:

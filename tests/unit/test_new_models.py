@@ -791,6 +791,64 @@ def test_cli_warnings_are_log_lines(tmp_path, capsys, caplog):
     assert said[0].getMessage().startswith("model 'new': P(new, x) is the smoothed label mean")
 
 
+def test_what_fuzzing_found_in_add_model_and_pool_changes(tmp_path, capsys, monkeypatch):
+    """Found by fuzzing the model surfaces: a lone surrogate raised pandas' UnicodeEncodeError
+    and MultiIndex columns an AttributeError; a pool input named by id with another text took
+    the label silently; under warnings raised as errors, remove_model broke off half way (the
+    added model's refit re-warned its few labels) and left models_ and the pool apart; and
+    the CLI's errors about the whole file named no file."""
+    data = store(6)
+    r = router(tmp_path, only(data, KNOWN), tune=False)
+    texts = r.texts_
+    before = r.predict_proba(["task0 level1"]).to_numpy()
+    for results, match in [
+            ([{"text": "a\ud800b", "correct": 1}, {"text": "ok", "correct": 0}],
+             r"results: a field holds '\\ud800', a lone surrogate"),
+            (pd.DataFrame([["a b", 1]], columns=pd.MultiIndex.from_tuples(
+                [("text", "x"), ("correct", "y")])), r"results: the columns are a MultiIndex"),
+            ([{"dataset": "t0", "instance_id": "000", "text": "totally different words",
+               "correct": 1}], r"results\[0\]: names pool input t0/000, whose text is not the "
+                               r"record's 'totally different words'")]:
+        with pytest.raises(BenchrouteError, match=match):
+            r.add_model("z", results)
+    assert r.models_ == list(KNOWN)
+    np.testing.assert_array_equal(r.predict_proba(["task0 level1"]).to_numpy(), before)
+    same = {"dataset": "t0", "instance_id": "000", "text": texts[0] + " ", "correct": 1}
+    with warnings.catch_warnings():  # the same text, spaced otherwise: the pool input
+        warnings.simplefilter("ignore", UserWarning)
+        r.add_model("few", [same, {"text": "first words", "correct": 0},
+                            {"text": "second words", "correct": 1}])
+    P = r.predict_proba(["task0 level1"]).to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r.remove_model(KNOWN[0])  # refits "few" without warning again
+    assert r.models_ == [*KNOWN[1:], "few"] and r.predict_proba(["x"]).shape == (1, 3)
+    # a failure part way leaves the router as it was
+    r2 = router(tmp_path, only(data, KNOWN), tune=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        r2.add_model("few", [same, {"text": "first words", "correct": 0}])
+    state = (list(r2.models_), r2.Y_.copy(), r2.task_accuracy_.copy())
+    import benchroute.pool_state as ps
+
+    def broken(router):
+        raise RuntimeError("a later step fails")
+    monkeypatch.setattr(ps, "_refit_added", broken)
+    with pytest.raises(RuntimeError):
+        r2.remove_model(KNOWN[0])
+    monkeypatch.undo()
+    assert r2.models_ == state[0] and np.array_equal(r2.Y_, state[1], equal_nan=True)
+    pd.testing.assert_frame_equal(r2.task_accuracy_, state[2])
+    assert P.shape == (1, 4)
+    # the CLI names the file for an error about all its records
+    r.save(tmp_path / "saved")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"text": "a b", "label": 1}) + "\n")
+    assert main(["add-model", "--router", str(tmp_path / "saved"), "--name", "new",
+                 "--results", str(empty)]) == 2
+    assert f"{empty}: the records: needs a 'correct' or 'score' field" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------- the experiment
 def test_cold_start_experiment_runs_and_borrows():
     P, V, Yk, y = synthetic_arrays(0, n=240, M=4)
