@@ -3,7 +3,8 @@
 non-decreasing upper convex hull of (cost, quality) points.
 
 Like :mod:`benchroute.scoring`, nothing here imports the rest of the package (but the
-keyword-only shim of :mod:`benchroute.deprecation`, of the same layer); the evaluation
+keyword-only shim of :mod:`benchroute.deprecation`, of the same layer, and the exceptions);
+the evaluation
 harness that produces the curves is :mod:`benchroute.experiments.costs`.
 """
 
@@ -12,10 +13,31 @@ from __future__ import annotations
 import numpy as np
 
 from benchroute.deprecation import keywords_after
+from benchroute.exceptions import BenchrouteError
+
+
+def curve_points(x: object, y: object, names: tuple[str, str] = ("x", "y")
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A curve's points as two 1-D float arrays of one length, at least one point, all finite.
+    Why: arrays of two lengths were cut to the shorter silently (an APGR of 0.375 from three
+    qualities and two call shares), a NaN cost put the hull's points in hash order (AIQ 0.0 or
+    NaN by run), and empty or 2-D input raised IndexError or TypeError (found by fuzzing)."""
+    try:
+        a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise BenchrouteError(f"{names[0]} and {names[1]} must be arrays of numbers ({exc})") \
+            from None
+    if a.ndim != 1 or b.shape != a.shape or not len(a):
+        raise BenchrouteError(f"{names[0]} and {names[1]} must be 1-D arrays of one length, at "
+                              f"least one point; got shapes {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise BenchrouteError(f"{names[0]} and {names[1]} must be finite (no NaN or infinity)")
+    return a, b
 
 
 def interp_at(x: np.ndarray, y: np.ndarray, at: float) -> float:
     """y at x = ``at``, linear between the points (x need not be sorted)."""
+    x, y = curve_points(x, y)
     order = np.argsort(x, kind="stable")
     return float(np.interp(at, x[order], y[order]))
 
@@ -34,9 +56,10 @@ def apgr(call: np.ndarray, quality: np.ndarray, *, q_strong: float, q_weak: floa
     """RouteLLM's APGR: the mean :func:`pgr` over the call% range, by the trapezoid rule (the area
     under quality vs call% normalised by the constant weak and strong areas over that range);
     NaN when the two models are equally good."""
+    call, quality = curve_points(call, quality, ("call", "quality"))
     order = np.argsort(call, kind="stable")
-    x = np.asarray(call, float)[order]
-    y = pgr(np.asarray(quality, float)[order], q_strong=q_strong, q_weak=q_weak)
+    x = call[order]
+    y = pgr(quality[order], q_strong=q_strong, q_weak=q_weak)
     span = float(x[-1] - x[0])
     return float(np.trapezoid(y, x)) / span if span > 0 else float("nan")
 
@@ -45,9 +68,10 @@ def apgr(call: np.ndarray, quality: np.ndarray, *, q_strong: float, q_weak: floa
 def cpt(call: np.ndarray, quality: np.ndarray, *, q_strong: float, q_weak: float,
         pgr_target: float) -> float:
     """Call% at which PGR first reaches ``pgr_target``, interpolated linearly between points."""
+    call, quality = curve_points(call, quality, ("call", "quality"))
     order = np.argsort(call, kind="stable")
-    x = np.asarray(call, float)[order]
-    gain = pgr(np.asarray(quality, float)[order], q_strong=q_strong, q_weak=q_weak)
+    x = call[order]
+    gain = pgr(quality[order], q_strong=q_strong, q_weak=q_weak)
     for i in range(len(x)):
         if gain[i] >= pgr_target - 1e-12:
             if i == 0:
@@ -63,7 +87,8 @@ def cpt(call: np.ndarray, quality: np.ndarray, *, q_strong: float, q_weak: float
 
 def upper_hull(cost: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The non-decreasing upper convex hull of (cost, quality) points (RouterBench)."""
-    pts = sorted(set(zip(np.asarray(cost, float).tolist(), np.asarray(quality, float).tolist())))
+    cost, quality = curve_points(cost, quality, ("cost", "quality"))
+    pts = sorted(set(zip(cost.tolist(), quality.tolist())))
     hull: list[tuple[float, float]] = []
     for p in pts:
         # keep only points that raise quality: past the best point the frontier is flat

@@ -85,13 +85,16 @@ class _Walk:
             return d, ntotal, True
         if fourcc == b"IHNf":
             self.vector(8, "HNSW level probabilities")
-            self.vector(4, "HNSW neighbours per level")
-            if self.vector(4, "HNSW levels") != ntotal:
+            cum = self.array("<i4", "HNSW neighbours per level")
+            levels = self.array("<i4", "HNSW levels")
+            if len(levels) != ntotal:
                 raise self.fail(f"HNSW levels disagree with ntotal = {ntotal}")
-            if self.vector(8, "HNSW offsets") != ntotal + 1:
+            offsets = self.array("<u8", "HNSW offsets")
+            if len(offsets) != ntotal + 1:
                 raise self.fail(f"HNSW offsets disagree with ntotal = {ntotal}")
-            self.vector(4, "HNSW neighbours")
-            self.take("5i", "HNSW parameters")
+            n_neighbours = self.vector(4, "HNSW neighbours")
+            entry, max_level, _, _, _ = self.take("5i", "HNSW parameters")
+            self.hnsw_graph(cum, levels, offsets, n_neighbours, entry, max_level)
             sub_d, sub_n, walked = self.index()
             if (sub_d, sub_n) != (d, ntotal):
                 raise self.fail(f"HNSW storage holds {sub_n} x {sub_d}, the header {ntotal} x {d}")
@@ -100,6 +103,36 @@ class _Walk:
             return self.ivf_flat(d, ntotal)
         return d, ntotal, False
 
+
+    def array(self, dtype: str, what: str) -> np.ndarray:
+        """One length-prefixed vector, read (a copy: a view would keep the file's map open)."""
+        start = self.pos + 8
+        n = self.vector(np.dtype(dtype).itemsize, what)
+        return np.frombuffer(self.buf, dtype=dtype, count=n, offset=start).copy()
+
+    def hnsw_graph(self, cum: np.ndarray, levels: np.ndarray, offsets: np.ndarray,
+                   n_neighbours: int, entry: int, max_level: int) -> None:
+        """The HNSW graph's shape as FAISS builds it: node i, present on levels 0..levels[i]-1,
+        owns cum[levels[i]] neighbour slots from offsets[i]; the search starts at the entry
+        point on the top level. FAISS checks only that the entry point is a node id: one on a
+        lower level made its search read past the node's slots and killed the process with a
+        segmentation fault (found by fuzzing)."""
+        n = len(levels)
+        if n == 0:
+            if entry != -1 or max_level != -1:
+                raise self.fail(f"empty HNSW graph with entry point {entry}, top level {max_level}")
+            return
+        lv = levels.astype(np.int64)
+        if lv.min() < 1 or lv.max() >= len(cum):
+            raise self.fail(f"HNSW node levels {lv.min()}..{lv.max()} outside the "
+                            f"{len(cum)}-entry neighbours-per-level table")
+        slots = np.diff(offsets.astype(np.int64))
+        if offsets[0] != 0 or not np.array_equal(slots, cum.astype(np.int64)[lv]) \
+                or int(offsets[-1]) != n_neighbours:
+            raise self.fail("HNSW neighbour offsets disagree with the nodes' levels")
+        if max_level != lv.max() - 1 or not 0 <= entry < n or lv[entry] - 1 != max_level:
+            raise self.fail(f"HNSW entry point {entry} is not a node of the top level "
+                            f"{max_level} (the nodes reach level {lv.max() - 1})")
 
     def ivf_flat(self, d: int, ntotal: int) -> tuple[int, int, bool]:
         """The rest of an IVF-flat index after its header: quantizer, direct map (none, array

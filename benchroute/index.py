@@ -360,10 +360,11 @@ def _check_sidecar(path: Path, meta: dict[str, Any]) -> None:
         raise bad("rows", "a list of [dataset, instance_id] string pairs")
     if not isinstance(meta.get("factory", "Flat"), str):
         raise bad("factory", "a FAISS index-factory string")
-    for name in ("nprobe", "ef_search"):
+    for name in ("nprobe", "ef_search"):  # FAISS holds them in a C int (2**40: OverflowError)
         v = meta.get(name)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise bad(name, "null or an integer >= 1")
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)
+                              or not 1 <= v < 2**31):
+            raise bad(name, "null or an integer >= 1 (at most 2**31 - 1)")
     if not isinstance(meta.get("dimension"), int) or isinstance(meta.get("dimension"), bool):
         raise bad("dimension", "an integer")
     if meta.get("encoder") is not None and not isinstance(meta.get("encoder"), str):

@@ -411,6 +411,9 @@ def costs_by_name(costs: Any) -> Any:
     """A pandas Series of costs as the mapping its labels make. Why: a Series is no
     ``Mapping``, so it was read by position, each price given to another model."""
     if isinstance(costs, pd.Series):
+        twice = sorted({str(k) for k in costs.index[costs.index.duplicated()]})
+        if twice:  # the last price of a model won silently (found by fuzzing)
+            raise BenchrouteError(f"costs: the Series names {twice[:10]} more than once")
         return {str(k): v for k, v in costs.items()}
     return costs
 

@@ -26,6 +26,7 @@ from benchroute.policies import (
     apply_policy,
     best,
     cheapest_within_selection,
+    check_number,
     check_param,
     check_policy_params,
     choices_frame,
@@ -171,7 +172,9 @@ def known_costs(costs: Mapping[str, float] | None, candidates: Sequence[str],
                        "cost-led policies are refused", missing[:10], len(candidates))
     if missing:
         return None
-    return {str(m): float(c) for m, c in costs.items()}
+    # a cost of None, a string or 10**400 raised a raw TypeError or OverflowError here, even
+    # for the policies that read no cost (found by fuzzing)
+    return {str(m): check_number(f"cost of {str(m)!r}", c, 0.0) for m, c in costs.items()}
 
 
 #: Policies that decide without costs: routing with them needs no price (the cost column is NaN

@@ -74,6 +74,13 @@ def load_prices(path: str | os.PathLike[str]) -> dict[str, Price]:
 def _from_csv(path: Path, text: str) -> dict[str, Price]:
     lines = [row for _, row in csv_rows([line for _, line in text_lines(text)], str(path))]
     header = [h.strip() for h in lines[0]]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:  # the last copy won silently (found by fuzzing)
+        raise DataError(f"{path}: the header names {short_repr(repeated, 100)} more than once")
+    given = [c for c in (*_INPUT, *_OUTPUT) if c in header]
+    if sum(c in _INPUT for c in given) > 1 or sum(c in _OUTPUT for c in given) > 1:
+        raise DataError(f"{path}: the header names two columns for one price "
+                        f"({short_repr(given, 100)}); keep one input and one output column")
     in_col = next((c for c in _INPUT if c in header), None)
     out_col = next((c for c in _OUTPUT if c in header), None)
     if "model" not in header or in_col is None or out_col is None:
@@ -100,7 +107,7 @@ def _from_json(path: Path, text: str) -> dict[str, Price]:
         for model, v in obj.items():
             where = f"entry {model!r}"[:100]
             if isinstance(v, dict):
-                rows.append((where, model, _pick(v, _INPUT), _pick(v, _OUTPUT)))
+                rows.append((where, model, _pick(path, where, v, _INPUT), _pick(path, where, v, _OUTPUT)))
             elif isinstance(v, list) and len(v) == 2:
                 rows.append((where, model, v[0], v[1]))
             else:
@@ -110,14 +117,20 @@ def _from_json(path: Path, text: str) -> dict[str, Price]:
         for i, v in enumerate(obj):
             if not isinstance(v, dict):
                 raise DataError(f"{path}: row {i} must be an object, got {short_repr(v)}")
-            rows.append((f"row {i}", v.get("model"), _pick(v, _INPUT), _pick(v, _OUTPUT)))
+            rows.append((f"row {i}", v.get("model"), _pick(path, f"row {i}", v, _INPUT),
+                         _pick(path, f"row {i}", v, _OUTPUT)))
     else:
         raise DataError(f"{path}: expected a JSON object or list, got {type(obj).__name__}")
     return _build(path, rows, "input", "output")
 
 
-def _pick(obj: dict[str, object], names: tuple[str, ...]) -> object:
-    return next((obj[n] for n in names if n in obj), None)
+def _pick(path: Path, where: str, obj: dict[str, object], names: tuple[str, ...]) -> object:
+    """The one price of ``names`` that ``obj`` gives (two names for one price: an error, where
+    the first name of the list won silently)."""
+    given = [n for n in names if n in obj]
+    if len(given) > 1:
+        raise DataError(f"{path}: {where} gives one price twice ({given}); keep one")
+    return obj[given[0]] if given else None
 
 
 def _build(path: Path, rows: list[tuple[str, object, object, object]], in_col: str,

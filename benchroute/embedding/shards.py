@@ -44,6 +44,8 @@ def read_meta(meta_path: Path, encoder_id: str, dimension: int | None) -> int | 
 
     The file must name ``encoder_id`` and, when ``dimension`` is known and positive, hold it.
     """
+    if meta_path.exists() and not meta_path.is_file():  # a folder: the write would fail raw
+        raise CacheError(f"{meta_path}: is not a file; remove it to rebuild the cache's meta")
     if not meta_path.is_file():
         return dimension
     meta = read_versioned_json(meta_path, CACHE_FORMAT_VERSION, "cache", CacheError)
@@ -73,7 +75,11 @@ def write_meta(folder: Path, encoder_id: str, dimension: int | None) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise CacheError(f"{meta}: cannot write ({exc.strerror or exc})") from exc
-    os.replace(tmp, meta)
+    try:
+        os.replace(tmp, meta)
+    except OSError as exc:  # a folder in its place, say: nothing left behind
+        tmp.unlink(missing_ok=True)
+        raise CacheError(f"{meta}: cannot write ({exc.strerror or exc})") from exc
 
 
 # ---------------------------------------------------------------------- shards

@@ -54,6 +54,7 @@ def _offsets(name: str, raw: bytes) -> dict[str, int]:
         for key, elem in (("probas", 8), ("per_level", 4), ("levels", 4), ("offsets", 8),
                           ("neighbours", 4)):
             vec(key, elem)
+        off["entry"], off["max_level"] = cur.pos, cur.pos + 4
         off["storage_trained"] = cur.pos + 20 + TRAINED
         off["first_float"] = cur.pos + 20 + HEADER + 8
     else:
@@ -139,3 +140,23 @@ def test_stored_vector_not_unit(corpus, saved, index, value):
                + {"nan": "NaN or infinite", "inf": "NaN or infinite", "zero": "all zeros",
                   "scaled": r"norm 3"}[value] + r".*fit refuses such vectors")
     assert _load_damaged(corpus, folder, raw, bytes(damaged), pattern)
+
+
+def test_an_hnsw_graph_out_of_shape_is_refused_before_faiss_searches_it(corpus, saved):
+    """FAISS checks only that the entry point is a node id: an entry point on a lower level
+    than the graph's top made a search read past the node's neighbour slots, and the process
+    died of a segmentation fault (found by fuzzing). The walk checks the graph's shape."""
+    folder, raw, off = saved["HNSW16"]
+    levels = np.frombuffer(raw, dtype="<i4", count=N, offset=off["levels"] + 8)
+    top = int(levels.max())
+    entry = struct.unpack_from("<i", raw, off["entry"])[0]
+    assert top >= 2 and levels[entry] == top  # the file as FAISS wrote it
+    low = int(np.flatnonzero(levels < top)[0])
+    for at, fmt, value, pattern in [
+            (off["entry"], "i", low, rf"HNSW entry point {low} is not a node of the top level"),
+            (off["max_level"], "i", top - 2, r"HNSW entry point \d+ is not a node of the top"),
+            (off["levels"] + 8, "i", 99, r"HNSW node levels .* outside the"),
+            (off["levels"] + 8 + 4 * low, "i", top, r"HNSW neighbour offsets disagree"),
+            (off["offsets"] + 16, "Q", 1, r"HNSW neighbour offsets disagree")]:
+        assert _load_damaged(corpus, folder, raw, _mutate(raw, at, fmt, value),
+                             CORRUPT + ".*" + pattern), pattern

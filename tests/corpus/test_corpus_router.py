@@ -279,7 +279,9 @@ def test_pool_contents_are_checked(copy, Y, models, message):
 
 
 @pytest.mark.parametrize(("field", "value"), [("rows", [[1, 2]]), ("rows", "x"), ("dimension", "8"),
-                                               ("nprobe", -3), ("factory", 5)])
+                                               ("nprobe", -3), ("factory", 5),
+                                               # past FAISS's C int: a raw OverflowError (fuzzing)
+                                               ("ef_search", 2**40), ("nprobe", 2**31)])
 def test_index_sidecar_fields(copy, field, value):
     path = copy / "index" / "index.json"
     meta = json.loads(path.read_text())

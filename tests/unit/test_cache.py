@@ -71,6 +71,20 @@ def test_corrupt_shard_detected_and_reembedded(tmp_path, caplog):
     assert len(enc2.encoded) == 10
 
 
+def test_a_folder_in_place_of_the_meta_file_is_a_cache_error(tmp_path):
+    """It read as no meta file, and the write that followed failed with a raw
+    IsADirectoryError, leaving its temporary file (found by fuzzing)."""
+    enc = CountingEncoder()
+    cache = EmbeddingCache(tmp_path, enc.identifier)
+    cache.embed(TEXTS[:4], enc)
+    meta = cache.folder / "meta.json"
+    meta.unlink()
+    meta.mkdir()
+    with pytest.raises(CacheError, match=r"meta\.json: is not a file; remove it"):
+        EmbeddingCache(tmp_path, enc.identifier).embed(TEXTS[:6], enc)
+    assert not list(cache.folder.glob(".meta-*.tmp"))
+
+
 def test_partial_temp_files_are_invisible(tmp_path):
     enc = CountingEncoder()
     cache = EmbeddingCache(tmp_path, enc.identifier)

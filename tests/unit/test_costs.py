@@ -174,3 +174,45 @@ def test_a_store_cost_whose_mean_overflows_is_named_not_dropped():
         store_costs(BenchmarkData(data.frame.assign(cost=1.5e306)))
     some = data.frame.assign(cost=np.where(data.frame["model"] == "m0", np.nan, 0.5))
     assert store_costs(BenchmarkData(some)) == {"m1": 0.5, "m2": 0.5}
+
+
+def test_what_fuzzing_found_in_the_cost_surfaces(tmp_path):
+    """Found by fuzzing the cost surfaces: curves of two lengths cut to the shorter silently
+    (APGR 0.375), a NaN cost ordered the hull by hash (AIQ 0.0 or NaN from run to run), empty
+    or 2-D curves raised IndexError or TypeError; a Series of costs naming a model twice, and
+    a price file naming a column twice, kept the last price silently; a cost of None or
+    10**400 raised TypeError or OverflowError in routing with a policy that reads no cost."""
+    from benchroute import load_prices
+    from benchroute.curves import aiq, apgr, cpt, interp_at, upper_hull
+    from benchroute.exceptions import DataError
+    from benchroute.policies import cost_vector
+    from benchroute.routing import known_costs
+
+    for call, quality, match in [([0.0, 1.0], [0.5, 0.8, 0.9], "1-D arrays of one length"),
+                                 ([], [], "at least one point"),
+                                 ([[0.0, 1.0]], [[0.5, 0.9]], "1-D arrays"),
+                                 ([0.0, np.nan, 1.0], [0.5, 0.8, 0.9], "finite"),
+                                 (["a", "b"], [0.5, 0.9], "arrays of numbers")]:
+        for f, kw in ((apgr, {"q_strong": 0.9, "q_weak": 0.5}),
+                      (cpt, {"q_strong": 0.9, "q_weak": 0.5, "pgr_target": 0.5}),
+                      (aiq, {"c_min": 0.0, "c_max": 1.0}), (upper_hull, {}),
+                      (interp_at, {"at": 0.5})):
+            with pytest.raises(BenchrouteError, match=match):
+                f(call, quality, **kw)
+    assert apgr([0.0, 1.0], [0.5, 0.9], q_strong=0.9, q_weak=0.5) == pytest.approx(0.5)
+    with pytest.raises(BenchrouteError, match=r"the Series names \['m0'\] more than once"):
+        cost_vector(["m0"], pd.Series([1.0, 4.0], index=["m0", "m0"]))
+    for bad in (None, 10**400, "abc", 1 + 0j):
+        with pytest.raises(BenchrouteError, match="cost of 'm0' =="):
+            known_costs({"m0": bad, "m1": 2.0}, ["m0", "m1"])
+    assert known_costs({"m0": 1, "m1": 2.0}, ["m0", "m1"]) == {"m0": 1.0, "m1": 2.0}
+    for header, match in [("model,input,output,input", r"names \['input'\] more than once"),
+                          ("model,input,output,input_usd_per_1m", "two columns for one price")]:
+        path = tmp_path / "p.csv"
+        path.write_text(header + "\nm0,1,2,9\n")
+        with pytest.raises(DataError, match=match):
+            load_prices(path)
+    path = tmp_path / "p.json"
+    path.write_text('{"m0": {"input": 1, "input_usd_per_1m": 9, "output": 2}}')
+    with pytest.raises(DataError, match=r"entry 'm0' gives one price twice"):
+        load_prices(path)
