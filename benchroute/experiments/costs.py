@@ -430,7 +430,11 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
         if str(name).startswith("single:") or str(name).endswith("@val"):
             continue  # single models: see singles-hull; validation points: hybrid_at_validation
         row: dict[str, Any] = {"policy": name, "points": len(g)}
-        if pair and len(g) > 1:
+        # a pool policy's rows beside a pair's have no share of strong calls (NaN): no pair
+        # metrics for it, as before the curve functions refused non-finite points
+        finite = np.isfinite(g["quality"].to_numpy(dtype=float)).all()
+        if pair and len(g) > 1 and finite \
+                and np.isfinite(g["share_strong"].to_numpy(dtype=float)).all():
             assert q_strong is not None and q_weak is not None
             x, y = g["share_strong"].to_numpy(), g["quality"].to_numpy()
             for lv in levels:
@@ -439,8 +443,9 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
             row["APGR"] = apgr(x, y, q_strong=q_strong, q_weak=q_weak)
             row["CPT50"] = cpt(x, y, q_strong=q_strong, q_weak=q_weak, pgr_target=0.5)
             row["CPT80"] = cpt(x, y, q_strong=q_strong, q_weak=q_weak, pgr_target=0.8)
-        if c_min is not None and c_max is not None:
-            row["AIQ"] = aiq(g["cost"].to_numpy(), g["quality"].to_numpy(), c_min, c_max)
+        if c_min is not None and c_max is not None:  # NaN where a cost is unknown or inf
+            row["AIQ"] = aiq(g["cost"].to_numpy(), g["quality"].to_numpy(), c_min, c_max) \
+                if finite and np.isfinite(g["cost"].to_numpy(dtype=float)).all() else np.nan
         row["max_quality"] = float(g["quality"].max())
         rows.append(row)
     if pair:

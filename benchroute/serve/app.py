@@ -115,8 +115,9 @@ class DecisionLog:
         self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (open for the server's life)
 
     def write(self, record: dict[str, Any], text: str | None) -> None:
-        """One line; a write that fails (a full disk) is logged, counted in ``failed``, and
-        never fails the call it records: an answered call became a 500 (fuzzing)."""
+        """One line; a write that fails (a full disk) is logged, counted in ``failed`` (its
+        line may still be written from the file's buffer later), and never fails the call it
+        records: an answered call became a 500 (fuzzing)."""
         if self.prompts and text is not None:
             record = {**record, "text": text}
         line = json.dumps(record, ensure_ascii=False) + "\n"
@@ -124,10 +125,10 @@ class DecisionLog:
             try:
                 self._f.write(line)
                 self._f.flush()
-            except OSError as exc:
+            except OSError as exc:  # the line may still reach the file once space returns
                 self.failed += 1
                 if self.failed == 1 or self.failed % 1000 == 0:
-                    logger.error("decision log %s: %d lines not written (%s)", self.path,
+                    logger.error("decision log %s: %d writes failed (%s)", self.path,
                                  self.failed, exc)
 
     def close(self) -> None:
@@ -582,11 +583,12 @@ def create_app(gw: Gateway) -> FastAPI:
         authorise(request)
         body = await read_json(request, gw.config.max_body_bytes)
         text = routed_text(body.get("messages"), gw.config)
+        # before the decision, which the metrics count: "true" or 1 went on to an upstream
+        # that may stream, answered as no stream
+        if not isinstance(body.get("stream", False), (bool, type(None))):
+            raise GatewayError(400, "stream must be true, false or null", param="stream")
         d = await decide(body, text)
         assert gw.forwarder is not None
-        if not isinstance(body.get("stream", False), (bool, type(None))):
-            # "true" or 1 went on to an upstream that may stream, answered as no stream
-            raise GatewayError(400, "stream must be true or false", param="stream")
         stream = body.get("stream") is True
         got = await _unless_gone(request, gw.forwarder.chat(body, d.order or (d.model,), stream))
         if got is None:  # the client left before the answer: its call (and retry) cancelled

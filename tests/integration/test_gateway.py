@@ -496,9 +496,16 @@ def test_what_fuzzing_found_answers_a_4xx_and_keeps_the_gateway_serving(router, 
         r = httpx.post(base + chat, json={"model": long, "messages": user("hi")})
         assert r.status_code == 400 and "plain ASCII decimal" in r.json()["error"]["message"]
         assert httpx.get(base + "/v1/models/" + long[:20_000] + "x").status_code == 400
+        def decisions() -> float:
+            return sum(float(line.rsplit(" ", 1)[1]) for line in
+                       httpx.get(base + "/metrics").text.splitlines()
+                       if line.startswith("benchroute_decisions_total{"))
+
+        made = decisions()
         for stream in ("true", 1, {}):
             r = httpx.post(base + chat, json={"stream": stream, "messages": user("hi")})
             assert r.status_code == 400 and r.json()["error"]["param"] == "stream", stream
+        assert decisions() == made  # refused before the decision, which the metrics count
         for part in ({"type": "text", "text": 5}, {"text": "x"}):
             r = httpx.post(base + chat, json={"messages": [{"role": "user", "content": [part]}]})
             assert r.status_code == 400 and "content[0]" in r.json()["error"]["message"], part

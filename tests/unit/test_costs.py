@@ -216,3 +216,19 @@ def test_what_fuzzing_found_in_the_cost_surfaces(tmp_path):
     path.write_text('{"m0": {"input": 1, "input_usd_per_1m": 9, "output": 2}}')
     with pytest.raises(DataError, match=r"entry 'm0' gives one price twice"):
         load_prices(path)
+
+
+def test_routing_metrics_of_a_pair_curve_beside_a_pool_curve():
+    """A pool policy's rows have no share of strong calls: its pair metrics are NaN and its
+    AIQ is computed, as before the curve functions refused non-finite points (a review found
+    the whole table failing); a cost that is not finite gives a NaN AIQ."""
+    curve = pd.DataFrame({
+        "policy": ["threshold"] * 3 + ["budget"] * 3 + ["lagrangian"] * 2,
+        "share_strong": [0.0, 0.5, 1.0, np.nan, np.nan, np.nan, 0.2, 0.4],
+        "quality": [0.5, 0.7, 0.9, 0.5, 0.6, 0.7, 0.6, 0.65],
+        "cost": [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, np.inf]})
+    curve.attrs.update(q_strong=0.9, q_weak=0.5, c_min=1.0, c_max=3.0)
+    table = cq.routing_metrics(curve).set_index("policy")
+    assert table.loc["threshold", "APGR"] == pytest.approx(0.5)
+    assert np.isnan(table.loc["budget", "APGR"]) and table.loc["budget", "AIQ"] > 0
+    assert np.isnan(table.loc["lagrangian", "AIQ"]) and np.isfinite(table.loc["lagrangian", "APGR"])
