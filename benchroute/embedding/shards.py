@@ -44,10 +44,10 @@ def read_meta(meta_path: Path, encoder_id: str, dimension: int | None) -> int | 
 
     The file must name ``encoder_id`` and, when ``dimension`` is known and positive, hold it.
     """
-    if meta_path.exists() and not meta_path.is_file():  # a folder: the write would fail raw
-        raise CacheError(f"{meta_path}: is not a file; remove it to rebuild the cache's meta")
-    if not meta_path.is_file():
+    if not meta_path.exists():
         return dimension
+    if not meta_path.is_file():  # a folder, say: read as absent, its write then failed raw
+        raise CacheError(f"{meta_path}: is not a file; remove it to rebuild the cache's meta")
     meta = read_versioned_json(meta_path, CACHE_FORMAT_VERSION, "cache", CacheError)
     if meta.get("encoder") != encoder_id:
         raise CacheError(f"{meta_path}: holds {meta.get('encoder')!r}, not {encoder_id!r}")
@@ -72,12 +72,8 @@ def write_meta(folder: Path, encoder_id: str, dimension: int | None) -> None:
     try:
         tmp.write_text(json.dumps({"format_version": CACHE_FORMAT_VERSION,
                                    "encoder": encoder_id, "dimension": dimension}))
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CacheError(f"{meta}: cannot write ({exc.strerror or exc})") from exc
-    try:
         os.replace(tmp, meta)
-    except OSError as exc:  # a folder in its place, say: nothing left behind
+    except OSError as exc:  # a full disk, or a folder in its place: nothing left behind
         tmp.unlink(missing_ok=True)
         raise CacheError(f"{meta}: cannot write ({exc.strerror or exc})") from exc
 

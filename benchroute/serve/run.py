@@ -10,11 +10,11 @@ open a second before the drain runs out end with an error event
 from __future__ import annotations
 
 import logging
-import math
 import socket
 from typing import Any
 
 from benchroute.exceptions import BenchrouteError
+from benchroute.inputs import is_real
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +22,9 @@ logger = logging.getLogger(__name__)
 def check_drain(seconds: object) -> float:
     """The shutdown drain: a finite number of seconds >= 0 (NaN and infinity reached uvicorn's
     int() as an internal error; found by fuzzing)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
-            or not math.isfinite(seconds) or seconds < 0:
+    if not is_real(seconds) or float(seconds) < 0:  # type: ignore[arg-type]
         raise BenchrouteError(f"drain seconds must be a finite number >= 0, got {seconds!r}")
-    return float(seconds)
+    return float(seconds)  # type: ignore[arg-type]
 
 
 def serve(gateway: Any, host: str = "127.0.0.1", port: int = 6060,
@@ -57,7 +56,6 @@ def serve(gateway: Any, host: str = "127.0.0.1", port: int = 6060,
 def listen_socket(host: str, port: int) -> socket.socket:
     """The gateway's socket, bound: an address in use or not this machine's is a
     :class:`BenchrouteError` naming it (uvicorn logged it after the address had been shown)."""
-
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

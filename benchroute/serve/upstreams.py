@@ -19,7 +19,6 @@ never logged or shown (``repr`` hides them).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import unicodedata
@@ -31,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from benchroute._persist import parse_json, read_text_file
 from benchroute.exceptions import BenchrouteError
+from benchroute.inputs import is_real
 
 logger = logging.getLogger(__name__)
 
@@ -163,15 +163,12 @@ def load_upstreams(path: str | os.PathLike[str], environ: Mapping[str, str] | No
                                       "can carry it (every call failed)")
         cost = spec.get("cost")
         if cost is not None:
-            try:  # an integer past a float's range raised OverflowError (fuzzing)
-                number = float(cost) if isinstance(cost, (int, float)) \
-                    and not isinstance(cost, bool) else math.nan
-            except OverflowError:
-                number = math.inf
-            if not math.isfinite(number) or number < 0:
+            # the package's one test of a number (an integer past a float's range raised
+            # OverflowError here; found by fuzzing)
+            if not is_real(cost) or float(cost) < 0:
                 raise BenchrouteError(f"{path}: field 'models.{name}.cost' must be a finite "
                                       f"number >= 0, got {cost!r:.60}")
-            cost = number
+            cost = float(cost)
         out[name] = Upstream(name, url, model, key_env, cost, secret or None)
     if unset and need_keys:  # calibrate reads the costs alone: no secret needed there
         raise BenchrouteError(f"{path}: environment variable(s) for upstream keys not set: "
