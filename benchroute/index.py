@@ -79,6 +79,11 @@ class VectorIndex:
         ids = list(instance_ids) if instance_ids is not None else [str(len(self) + i) for i in range(len(x))]
         if self.index_ is not None and x.shape[1] != self.dimension:
             raise BenchrouteError(f"vectors have dimension {x.shape[1]}, the index {self.dimension}")
+        twice = repeated_row(np.r_[self.datasets_, np.asarray(datasets, dtype=object)],
+                             np.r_[self.instance_ids_, np.asarray(ids, dtype=object)])
+        if twice is not None:  # a router maps inputs to rows by the pair: one would be lost
+            raise BenchrouteError(f"instance {twice[1]!r:.80} of dataset {twice[0]!r:.80} is "
+                                  "given twice; each pool row is one input")
         try:  # FAISS refuses a factory string, or training on too few vectors, as RuntimeError
             if self.index_ is None:
                 self.index_ = faiss.index_factory(x.shape[1], self.factory,
@@ -95,6 +100,17 @@ class VectorIndex:
                                   f"({message:.200})") from None
         self.datasets_ = np.concatenate([self.datasets_, np.asarray(datasets, dtype=object)])
         self.instance_ids_ = np.concatenate([self.instance_ids_, np.asarray(ids, dtype=object)])
+        if self._flat_view() is None:  # a code that may not store the vectors as given
+            n_bad, first = self._off_unit(len(self) - len(x), _CODE_SAMPLE)
+            if first is not None:
+                if len(self) == len(x):  # the first add: nothing was there before
+                    self.index_ = None
+                    self.datasets_ = self.instance_ids_ = np.array([], dtype=object)
+                raise BenchrouteError(
+                    f"index_factory {self.factory!r} stores {n_bad} of "
+                    f"{min(len(x), _CODE_SAMPLE)} vectors checked off the unit sphere (row {first[0]}: {first[1]}): a lossy code, "
+                    "whose distances cannot recognise an input as itself; use Flat, HNSW<M>, "
+                    "IVF<n>,Flat or SQfp16 (saved, it would not load)")
         return self
 
     def rows_of(self, datasets: Iterable[str]) -> np.ndarray:
@@ -159,8 +175,14 @@ class VectorIndex:
             sims, rows_out = self._flat_search_excluding(q, kk, np.asarray(excl, dtype=np.int64))
         else:
             params, held = self._params(excl)
-            sims, rows_out = self.index_.search(q, kk, params=params) if params is not None \
-                else self.index_.search(q, kk)
+            try:
+                sims, rows_out = self.index_.search(q, kk, params=params) if params is not None \
+                    else self.index_.search(q, kk)
+            except RuntimeError as exc:  # 'Flat,RFlat' takes no selector: an internal error
+                message = str(exc).rsplit("Error:", 1)[-1].strip()  # FAISS's own words
+                raise BenchrouteError(f"index_factory {self.factory!r}: FAISS cannot search it "
+                                      f"leaving rows out ({message[:160]}); use Flat, HNSW<M> "
+                                      "or IVF<n>,Flat") from None
             del held  # the selectors may go only after the search
         rows_out = rows_out.astype(np.int64)
         if view is not None:
@@ -308,24 +330,36 @@ class VectorIndex:
     def _check_unit_rows(self, path: Path) -> None:
         """The stored vectors are what ``fit`` accepts: finite, non-zero, of unit norm (cosine
         distances are 1 - inner products only for unit vectors)."""
-        from benchroute.embedding.base import NORM_TOL, unit_norm_rows
-
-        view = self._flat_view()
-        n_bad, first = 0, None
-        for start in range(0, len(self), _CHECK_CHUNK):  # chunks: a mapped pool may exceed memory
-            stop = min(start + _CHECK_CHUNK, len(self))
-            X = view[start:stop] if view is not None else self.vectors(np.arange(start, stop))
-            _, broken, off = unit_norm_rows(X, NORM_TOL, normalise=False)
-            bad = broken | off
-            if bad.any() and first is None:
-                i = int(np.flatnonzero(bad)[0])
-                first = (start + i, "NaN or infinite values" if not np.isfinite(X[i]).all() else
-                         "all zeros" if broken[i] else f"norm {float(np.linalg.norm(X[i])):.4g}")
-            n_bad += int(bad.sum())
+        n_bad, first = self._off_unit(0)
         if first is not None:
             raise BenchrouteError(f"{path}: {n_bad} stored vector(s) are not finite unit "
                                   f"vectors (row {first[0]}: {first[1]}); fit refuses such "
                                   "vectors, rebuild the index")
+
+    def _off_unit(self, begin: int, sample: int | None = None
+                  ) -> tuple[int, tuple[int, str] | None]:
+        """How many stored vectors from row ``begin`` on (or of ``sample`` rows spread over
+        them) are not finite unit vectors, and the first one (row, what is wrong); read back as
+        searches see them (a lossy code's)."""
+        from benchroute.embedding.base import NORM_TOL, unit_norm_rows
+
+        view = self._flat_view()
+        rows = np.arange(begin, len(self))
+        if sample is not None and len(rows) > sample:
+            rows = rows[np.linspace(0, len(rows) - 1, sample).astype(np.int64)]
+        n_bad, first = 0, None
+        for at in range(0, len(rows), _CHECK_CHUNK):  # chunks: a mapped pool may exceed memory
+            part = rows[at:at + _CHECK_CHUNK]
+            X = view[part[0]:part[-1] + 1] if view is not None and sample is None \
+                else self.vectors(part)
+            _, broken, off = unit_norm_rows(X, NORM_TOL, normalise=False)
+            bad = broken | off
+            if bad.any() and first is None:
+                i = int(np.flatnonzero(bad)[0])
+                first = (int(part[i]), "NaN or infinite values" if not np.isfinite(X[i]).all() else
+                         "all zeros" if broken[i] else f"norm {float(np.linalg.norm(X[i])):.4g}")
+            n_bad += int(bad.sum())
+        return n_bad, first
 
 
 def _write_faiss(faiss: Any, index: Any, path: Path) -> None:
@@ -349,6 +383,13 @@ def _write_faiss(faiss: Any, index: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def is_search_knob(v: object) -> bool:
+    """``nprobe`` or ``ef_search``: None or an integer in [1, 2**31). FAISS holds them in a C
+    int (2**40 raised its raw OverflowError)."""
+    return v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                         and 1 <= int(v) < 2**31)
+
+
 def _check_sidecar(path: Path, meta: dict[str, Any]) -> None:
     """Every field of index.json has the type the loader needs."""
     def bad(field: str, expected: str) -> BenchrouteError:
@@ -358,18 +399,35 @@ def _check_sidecar(path: Path, meta: dict[str, Any]) -> None:
     if not isinstance(rows, list) or not all(
             isinstance(r, list) and len(r) == 2 and all(isinstance(v, str) for v in r) for r in rows):
         raise bad("rows", "a list of [dataset, instance_id] string pairs")
+    twice = repeated_row(*zip(*rows)) if rows else None
+    if twice is not None:  # a router maps inputs to rows by this pair: one would be lost
+        raise bad("rows", f"distinct [dataset, instance_id] pairs ({list(twice)!r:.120} is "
+                  "given twice)")
     if not isinstance(meta.get("factory", "Flat"), str):
         raise bad("factory", "a FAISS index-factory string")
-    for name in ("nprobe", "ef_search"):  # FAISS holds them in a C int (2**40: OverflowError)
-        v = meta.get(name)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool)
-                              or not 1 <= v < 2**31):
-            raise bad(name, "null or an integer >= 1 (at most 2**31 - 1)")
+    for name in ("nprobe", "ef_search"):
+        if not is_search_knob(meta.get(name)):
+            raise bad(name, "null or an integer in [1, 2**31)")
     if not isinstance(meta.get("dimension"), int) or isinstance(meta.get("dimension"), bool):
         raise bad("dimension", "an integer")
     if meta.get("encoder") is not None and not isinstance(meta.get("encoder"), str):
         raise bad("encoder", "null or a string")
 
+
+def repeated_row(datasets: Sequence[str] | np.ndarray, instance_ids: Sequence[str] | np.ndarray
+                 ) -> tuple[str, str] | None:
+    """The first (dataset, instance_id) pair that occurs twice, or None."""
+    import pandas as pd
+
+    keys = pd.MultiIndex.from_arrays([np.asarray(datasets, dtype=object),
+                                      np.asarray(instance_ids, dtype=object)])
+    twice = np.flatnonzero(keys.duplicated())
+    return None if not len(twice) else (str(datasets[twice[0]]), str(instance_ids[twice[0]]))
+
+
+#: vectors read back after an add to tell a lossy code (SQ8 put a third of them off the unit
+#: sphere; a sample, so that a pool of millions is not read back whole)
+_CODE_SAMPLE = 4096
 
 #: candidates searched beyond k for :func:`_exact_order`, so that rows tied with the k-th
 #: (duplicates of one text) are all seen before the tie is broken

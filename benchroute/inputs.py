@@ -14,8 +14,10 @@ import pandas as pd
 
 from benchroute.data.metrics import short_repr
 from benchroute.data.store import BenchmarkData
+from benchroute.data.text import normalize_text
 from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 from benchroute.exceptions import BenchrouteError
+from benchroute.index import is_search_knob
 from benchroute.sampling import is_cap
 from benchroute.tuning import CALIBRATIONS, FOLDS_BY
 
@@ -37,6 +39,21 @@ def is_real(v: object) -> bool:
         return math.isfinite(float(v))
     except OverflowError:  # an int beyond a float's range: 10**309
         return False
+
+
+def is_real_list(value: object, n: int | None = None) -> bool:
+    """A JSON list of finite real numbers (``n`` of them when given): a saved file's vector.
+    NumPy's conversion would take "0.5" and true for numbers."""
+    return isinstance(value, list) and (n is None or len(value) == n) and all(
+        is_real(v) for v in value)
+
+
+def is_real_rows(value: object, rows: int | None, cols: int) -> bool:
+    """A JSON list of ``rows`` lists (any number but none when None) of ``cols`` finite
+    numbers: a saved file's matrix."""
+    if not isinstance(value, list) or (len(value) != rows if rows is not None else not value):
+        return False
+    return all(is_real_list(row, cols) for row in value)
 
 
 def are_fractions(values: object, distinct: bool = False) -> bool:
@@ -79,9 +96,8 @@ def check_router_params(params: Mapping[str, object], where: str = "Router") -> 
     need(isinstance(factory, str) and bool(factory.strip())
          and all(int(m) >= 2 for m in re.findall(r"HNSW(\d+)", factory, re.ASCII)),
          "index_factory", "a FAISS index-factory string (HNSW<M> with M >= 2)")
-    for name in ("nprobe", "ef_search"):  # FAISS holds them in a C int
-        need(p[name] is None or (is_int(p[name]) and 1 <= int(p[name]) < 2**31), name,  # type: ignore[call-overload]
-             "null or an integer in [1, 2**31)")
+    for name in ("nprobe", "ef_search"):
+        need(is_search_knob(p[name]), name, "null or an integer in [1, 2**31)")
     need(p["cache_dir"] is None or isinstance(p["cache_dir"], (str, os.PathLike)), "cache_dir",
          "null or a folder path")
     enc = p["encoder"]
@@ -189,7 +205,13 @@ def check_candidates(candidates: Iterable[str] | str | None, models: Sequence[st
     """Sorted column indices in ``models`` of the named candidates (all of them for None)."""
     if candidates is None:
         return np.arange(len(models))
+    if not isinstance(candidates, str | Iterable):
+        raise BenchrouteError(f"candidates == {short_repr(candidates, 60)}; expected model "
+                              "names (a list of strings, or one string)")
     names = [candidates] if isinstance(candidates, str) else list(candidates)
+    twice = sorted({str(c) for c in names if names.count(c) > 1})
+    if twice:  # the gateway listed the model twice; a typo for another model, most likely
+        raise BenchrouteError(f"candidates name {twice[:5]} twice; name each model once")
     unknown = [c for c in names if c not in models]
     if unknown:
         raise BenchrouteError(f"unknown model(s) {unknown}; known models: {list(models)}")
@@ -349,12 +371,27 @@ def label_value(v: object) -> float:
 
 
 def parse_labeled(labeled: LabeledRecords, models: list[str]) -> tuple[list[str], np.ndarray]:
-    """Few-shot labels as (texts, Y (L, M)) from a DataFrame or ``{"text", "labels"}`` records."""
+    """Few-shot labels as (texts, Y (L, M)) from a DataFrame or ``{"text", "labels"}`` records.
+
+    Every record gives at least one label, and one input (its normalised text) has at most one
+    label per model, as ``add_model``'s results: a record of empty labels counted as labelled
+    and dropped its input from the task examples, and two contradictory labels of one input
+    counted as two (found by fuzzing)."""
     if isinstance(labeled, pd.DataFrame):
-        if "labels" in labeled.columns:
+        cols = labeled.columns
+        if isinstance(cols, pd.MultiIndex) or cols.has_duplicates:
+            twice = sorted({str(c) for c in cols[cols.duplicated()]})[:5]
+            raise BenchrouteError("labeled DataFrame: " + (
+                "MultiIndex columns; expected 'text' and one column per model (or 'labels')"
+                if isinstance(cols, pd.MultiIndex) else f"column(s) {twice} appear twice"))
+        if "labels" in cols:
+            extra = [str(c) for c in cols if c not in ("text", "labels")]
+            if extra:
+                raise BenchrouteError(f"labeled DataFrame has a 'labels' column and other "
+                                      f"columns {extra[:5]}; give the labels one way")
             records: Sequence[object] = labeled.to_dict(orient="records")
         else:
-            if "text" not in labeled.columns:
+            if "text" not in cols:
                 raise BenchrouteError("labeled DataFrame needs a 'text' column")
             records = [{"text": r["text"], "labels": {k: v for k, v in r.items() if k != "text"}}
                        for r in labeled.to_dict(orient="records")]
@@ -364,6 +401,7 @@ def parse_labeled(labeled: LabeledRecords, models: list[str]) -> tuple[list[str]
         raise BenchrouteError(f"labeled is a {type(labeled).__name__}; expected a DataFrame or "
                               "a list of {'text': str, 'labels': {model: 0/1}} records")
     texts, rows = [], []
+    seen: dict[tuple[str, str], int] = {}
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping) or not isinstance(rec.get("text"), str) \
                 or not isinstance(rec.get("labels"), Mapping):
@@ -382,8 +420,17 @@ def parse_labeled(labeled: LabeledRecords, models: list[str]) -> tuple[list[str]
                 continue
             value = label_value(v)
             if not 0 <= value <= 1:  # NaN included: text, dates, out of range
-                raise BenchrouteError(f"labeled[{i}] label for {m!r} is {v!r}; expected a number in [0, 1]")
+                raise BenchrouteError(f"labeled[{i}] label for {m!r} is {short_repr(v, 60)}; expected "
+                                      "a number in [0, 1]")
+            key = (normalize_text(rec["text"]), m)
+            if key in seen:
+                raise BenchrouteError(f"labeled[{seen[key]}] and labeled[{i}] both label {m!r} "
+                                      "on the same input; give each input's label once")
+            seen[key] = i
             row[models.index(m)] = value
+        if np.isnan(row).all():
+            raise BenchrouteError(f"labeled[{i}] gives no label (each value is empty or NaN); "
+                                  "leave it out, or pass its text as a task example")
         texts.append(rec["text"])
         rows.append(row)
     if not rows:

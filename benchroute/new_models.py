@@ -143,7 +143,7 @@ def known_proba_and_nearest(router: Router, Q: np.ndarray, within: float | None,
     tuned = getattr(router, "per_input_", None)
     if tuned is not None and not vectors:
         tuned = tuned.without_vectors()
-    k = tuned.k_ if tuned is not None else router.k
+    k = tuned.k_ if tuned is not None else router.predictor_.k  # the fitted k, as aggregated
     parts, near = [], []
     for start in range(0, len(Q), _CHUNK):
         if within is None:

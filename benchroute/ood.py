@@ -18,6 +18,7 @@ inputs have no other task to be scored against): p is NaN and nothing is flagged
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -137,7 +138,13 @@ def fall_back(pick: np.ndarray, ood_p: np.ndarray | None, alpha: float | None,
     n = len(pick)
     if alpha is None or ood_p is None:
         return pick, np.zeros(n, dtype=bool)
-    flag = np.asarray(ood_p) < check_alpha(alpha)
+    alpha = check_alpha(alpha)
+    if n and np.isnan(np.asarray(ood_p, dtype=np.float64)).all():
+        # a caller who asked for the fallback is told it cannot act (found by fuzzing)
+        warnings.warn(f"ood_alpha={alpha:g}: the pool has no out-of-distribution reference "
+                      "(a pool of one task has no other task to score its inputs against), so "
+                      "no input falls back", UserWarning, stacklevel=2)
+    flag = np.asarray(ood_p) < alpha
     out = np.array(pick, copy=True)
     out[flag] = default
     return out, flag

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 _R = TypeVar("_R", bound="RouterParams")
 
-
 class RouterParams(Estimator):
     """The router's hyper-parameters (scikit-learn's parameter protocol) and its encoder.
 
@@ -136,9 +135,19 @@ class RouterParams(Estimator):
         ``fit`` checks them: ``select_model`` and ``route`` read η, the draws, the threshold
         and the seed as they are (``n_draws=0`` made the fallback's probability NaN, so it
         never fell back; ``eta='0.6'`` passed; found by a review). A refused value leaves
-        every parameter as it was."""
-        from benchroute.inputs import check_router_params
+        every parameter as it was. Parameters the fitted pool is built with (``k``,
+        ``weights``, ``index_factory``, ``tune``, ``tune_folds``, ``tune_calibration``) take
+        effect at the next fit, with a warning: the fitted pool keeps its own until then, and
+        ``save`` refuses the change (a larger ``k`` once searched more neighbours but
+        aggregated the fitted number; found by fuzzing). Another ``encoder`` embeds at once,
+        and a router refuses to route with one whose vectors are not its pool's."""
+        import warnings
 
+        from benchroute.inputs import check_router_params
+        from benchroute.persistence import changed_since_fit
+
+        fitted = "predictor_" in self.__dict__
+        was = set(changed_since_fit(self)) if fitted else set()  # type: ignore[arg-type]
         before = self.get_params()
         done = False
         try:
@@ -149,6 +158,12 @@ class RouterParams(Estimator):
         finally:
             if not done:
                 super().set_params(**before)
+        later = [n for n in changed_since_fit(self)  # type: ignore[arg-type]
+                 if n not in was and n not in ("encoder", "seed")] if fitted else []
+        if later:
+            warnings.warn(f"Router.set_params: {', '.join(later)} changed on a fitted router "
+                          "takes effect at the next fit; until then the router decides as "
+                          "fitted, and save refuses the change", UserWarning, stacklevel=2)
         return self
 
     def config(self) -> SelectionConfig:

@@ -19,7 +19,6 @@ import glob
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import stat
@@ -41,6 +40,8 @@ from benchroute.inputs import (
     check_router_params,
     is_int,
     is_real,
+    is_real_list,
+    is_real_rows,
     known_encoder_name,
     same_vectors,
     task_accuracy_problem,
@@ -252,7 +253,18 @@ _PREDICTOR_PARAMS = ("k", "weights", "index_factory")
 def _check_fitted_params(router: Router) -> None:
     """Refuse to save parameters the fitted pool was not built with (before anything is
     written): the saved router would route differently from this one once loaded."""
-    changed = {name: (getattr(router.predictor_, name), getattr(router, name))
+    changed = changed_since_fit(router)
+    if changed:
+        what = "; ".join(f"{name} is {new!r}, the fitted pool uses {old!r}"
+                         for name, (old, new) in changed.items())
+        raise BenchrouteError(f"Router.save: parameters changed after the fit ({what}); refit "
+                              "(fit or fit_arrays) or set them back before saving")
+
+
+def changed_since_fit(router: Router) -> dict[str, tuple[object, object]]:
+    """{parameter: (the fitted pool's value, the router's)} for each parameter changed since
+    the fit (``set_params`` warns of them, ``save`` refuses them)."""
+    changed: dict[str, tuple[object, object]] = {name: (getattr(router.predictor_, name), getattr(router, name))
                for name in _PREDICTOR_PARAMS
                if getattr(router.predictor_, name) != getattr(router, name)}
     tuned = router.per_input_
@@ -269,11 +281,7 @@ def _check_fitted_params(router: Router) -> None:
     seeds = {a.predictor.seed for a in getattr(router, "added_", {}).values()}
     if seeds and seeds != {router.seed}:
         changed["seed"] = (min(seeds - {router.seed}), router.seed)
-    if changed:
-        what = "; ".join(f"{name} is {new!r}, the fitted pool uses {old!r}"
-                         for name, (old, new) in changed.items())
-        raise BenchrouteError(f"Router.save: parameters changed after the fit ({what}); refit "
-                              "(fit or fit_arrays) or set them back before saving")
+    return changed
 
 
 def _refresh_derived(router: Router) -> None:
@@ -836,7 +844,7 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
     costs = state.get("costs")
     if costs is not None and (
             not isinstance(costs, dict) or not set(costs) <= set(models)
-            or not all(is_real(v) and math.isfinite(v) and v >= 0 for v in costs.values())):
+            or not all(is_real(v) and v >= 0 for v in costs.values())):
         raise _fail(path, "routing.costs", "null or {model: cost >= 0} for models of the router")
     desc = state.get("per_input")
     if router.tune != (desc is not None):
@@ -844,7 +852,7 @@ def _restore_routing(path: Path, router: Router, state: object, models: list[str
     if desc is not None:
         ok = (isinstance(desc, dict) and is_int(desc.get("k")) and desc["k"] >= 1
               and desc.get("weights") in ("uniform", "distance")
-              and is_real(desc.get("prior")) and math.isfinite(desc["prior"]) and desc["prior"] >= 0)
+              and is_real(desc.get("prior")) and desc["prior"] >= 0)
         # format 5 always writes the calibration (an identity map as empty lists): a missing
         # one would load as uncalibrated and predict otherwise
         ok = ok and _is_calibration(desc.get("calibration")) \
@@ -904,18 +912,6 @@ def _is_calibration(cal: object) -> bool:
         and bool(np.all(np.diff(cal["x"]) > 0)) and bool(np.all(np.diff(cal["y"]) >= 0)))
 
 
-def _vector(value: object, n: int) -> bool:
-    """A list of ``n`` finite numbers."""
-    return isinstance(value, list) and len(value) == n and all(
-        is_real(v) and math.isfinite(v) for v in value)
-
-
-def _matrix(value: object, rows: int, cols: int) -> bool:
-    """A ``rows`` x ``cols`` list of lists of finite numbers."""
-    return isinstance(value, list) and len(value) == rows and all(
-        _vector(row, cols) for row in value)
-
-
 def _check_task_classifier(path: Path, clf: object, coef: object, dim: int,
                            n_models: int, pool_tasks: set[str]) -> None:
     """The task family's classifier (``coef`` dim x tasks, ``intercept``, ``tasks`` names,
@@ -932,12 +928,12 @@ def _check_task_classifier(path: Path, clf: object, coef: object, dim: int,
         raise _fail(path, f"{where}.tasks", f"tasks of the pool (not "
                     f"{sorted(set(tasks) - pool_tasks)[:5]})")
     T = len(tasks)
-    if not _matrix(clf["coef"], dim, T):
+    if not is_real_rows(clf["coef"], dim, T):
         raise _fail(path, f"{where}.coef", f"a {dim} x {T} list of finite numbers (one row per "
                     "vector dimension, one column per task)")
-    if not _vector(clf["intercept"], T):
+    if not is_real_list(clf["intercept"], T):
         raise _fail(path, f"{where}.intercept", f"{T} finite numbers (one per task)")
-    if not _matrix(coef, T, n_models):
+    if not is_real_rows(coef, T, n_models):
         raise _fail(path, "routing.per_input.stack.task_coef", f"a {T} x {n_models} list of "
                     "finite numbers (one row per task, one column per pool model)")
 
@@ -971,17 +967,17 @@ def _check_stack(path: Path, desc: dict[str, object], n_models: int, version: in
         raise _fail(path, "routing.per_input.stack", f"an object with exactly {sorted(keys)} "
                     f"for method {method!r}")
     vec = stack.get("vector_coef")
-    if (logistic or task) and not _matrix(vec, dim, n_models):
+    if (logistic or task) and not is_real_rows(vec, dim, n_models):
         raise _fail(path, "routing.per_input.stack.vector_coef", f"a {dim} x {n_models} list "
                     "of finite numbers (one row per vector dimension, one column per pool model)")
     if task:
         _check_task_classifier(path, stack["task_classifier"], stack["task_coef"], dim, n_models,
                                pool_tasks)
     coef, icpt, w = stack["coef"], stack["intercept"], stack["knn_weight"]
-    if not _matrix(coef, n_models, n_models):
+    if not is_real_rows(coef, n_models, n_models):
         raise _fail(path, "routing.per_input.stack.coef", f"a {n_models} x {n_models} list of "
                     "finite numbers (one row and one column per pool model)")
-    if not _vector(icpt, n_models):
+    if not is_real_list(icpt, n_models):
         raise _fail(path, "routing.per_input.stack.intercept", f"{n_models} finite numbers "
                     "(one per pool model)")
     if not (is_real(w) and (0 < w < 1 if method.endswith("blend") else w == 0)):

@@ -20,7 +20,7 @@ import pandas as pd
 from benchroute.data.metrics import short_repr
 from benchroute.deprecation import keywords_after, rename_keys, renamed
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import is_real
+from benchroute.inputs import is_int, is_real
 from benchroute.scoring import TIE_TOL, argmax_ties
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,58 @@ def cost_array(c: object) -> np.ndarray:
     return out
 
 
-def _check(P: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    P = np.atleast_2d(np.asarray(P, dtype=np.float64))
+def _scores(P: object, name: str = "P") -> np.ndarray:
+    """``P`` as a finite float64 (n, M) array (one row when 1-D). A NaN compares false with
+    every number, so a NaN in P sent its row to whichever model the comparison left: refused,
+    naming the first such cell, as strings and bools are."""
+    try:
+        raw = np.asarray(P)
+    except (TypeError, ValueError) as exc:  # ragged nesting
+        raise BenchrouteError(f"{name} must be an (n, M) array of numbers, got "
+                              f"{short_repr(P, 60)}") from exc
+    if raw.dtype.kind not in "iuf" or not 1 <= raw.ndim <= 2:
+        raise BenchrouteError(f"{name} must be an (n, M) array of numbers, got "
+                              f"{short_repr(P, 60)} (dtype {raw.dtype}, {raw.ndim}-D)")
+    out = np.atleast_2d(raw.astype(np.float64))
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise BenchrouteError(f"{name}[{i}, {j}] == {out[i, j]}: every value must be a finite "
+                              f"number ({int(bad.sum())} are not)")
+    return out
+
+
+def _vector(name: str, v: object, n: int | None = None) -> np.ndarray:
+    """A 1-D array of finite numbers (of length ``n`` when given): a score or a quality per
+    input."""
+    out = _scores(v, name)
+    if np.asarray(v).ndim != 1 or (n is not None and out.shape[1] != n):
+        raise BenchrouteError(f"{name} must be a 1-D array of numbers"
+                              + ("" if n is None else f" of length {n}")
+                              + f", got shape {np.asarray(v).shape}")
+    return out[0]
+
+
+def _column(name: str, v: object, n_models: int) -> int:
+    """A model's column: an integer in [0, M) (a negative index counted from the end, or a
+    bool, chose a model nobody named)."""
+    if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)) \
+            or not 0 <= int(v) < n_models:
+        raise BenchrouteError(f"{name} == {short_repr(v, 60)}, expected a column index in "
+                              f"[0, {n_models})")
+    return int(v)
+
+
+def _pair(n_models: int, strong: object, weak: object) -> tuple[int, int]:
+    s, w = _column("strong", strong, n_models), _column("weak", weak, n_models)
+    if s == w:
+        raise BenchrouteError("strong and weak are the same model; the threshold policy "
+                              "chooses between two different models")
+    return s, w
+
+
+def _check(P: object, c: object | None = None) -> tuple[np.ndarray, np.ndarray]:
+    P = _scores(P)
     if c is None:
         return P, np.zeros_like(P)
     c = cost_array(c)
@@ -94,12 +144,21 @@ def best(P: np.ndarray, c: np.ndarray | None = None, *,
     row: ``Router.route`` passes the best model on average), then to the cheaper model, then
     the lower column."""
     P, c = _check(P, c)
-    return argmax_ties(P, prefer=prefer, cost=c, tol=tol)
+    if prefer is not None and np.ndim(prefer) == 0:
+        prefer = _column("prefer", prefer, P.shape[1])
+    elif prefer is not None:
+        pref = np.asarray(prefer)
+        if pref.shape != (len(P),) or pref.dtype.kind not in "iu" \
+                or not ((pref >= 0) & (pref < P.shape[1])).all():
+            raise BenchrouteError(f"prefer must be a column index or one per row ({len(P)} "
+                                  f"in [0, {P.shape[1]})), got {short_repr(prefer, 60)}")
+    return argmax_ties(P, prefer=prefer, cost=c, tol=check_number("tol", tol, 0.0))
 
 
 def strong_weak_score(P: np.ndarray, strong: int, weak: int) -> np.ndarray:
     """RouteLLM's router score, the predicted win of strong over weak: P(S) − P(W)."""
-    P = np.atleast_2d(np.asarray(P, dtype=np.float64))
+    P = _scores(P)
+    strong, weak = _pair(P.shape[1], strong, weak)
     return P[:, strong] - P[:, weak]
 
 
@@ -107,13 +166,13 @@ def threshold(P: np.ndarray, c: np.ndarray | None = None, *, strong: int, weak: 
               t: float) -> np.ndarray:
     """RouteLLM: call the strong model when P(S, x) − P(W, x) ≥ t, else the weak one."""
     score = strong_weak_score(P, strong, weak)
-    return np.where(score >= t, strong, weak)
+    return np.where(score >= check_param("t", "t", t), int(strong), int(weak))
 
 
 def smallest_sufficient(P: np.ndarray, c: np.ndarray | None = None, *, tau: float) -> np.ndarray:
     """The cheapest model with P ≥ τ; if none reaches τ, the one with the highest P."""
     P, c = _check(P, c)
-    return _cheapest_where(P, tau <= P, c, best(P, c))
+    return _cheapest_where(P, check_param("tau", "tau", tau) <= P, c, best(P, c))
 
 
 def smallest_sufficient_shares(P: np.ndarray, c: np.ndarray | None, column: int
@@ -129,6 +188,7 @@ def smallest_sufficient_shares(P: np.ndarray, c: np.ndarray | None, column: int
     """
     P, c = _check(P, c)
     n, M = P.shape
+    column = _column("column", column, M)
     if n == 0:
         return np.zeros(1), np.zeros(1)
     fallback = best(P, c)
@@ -151,14 +211,22 @@ def cheapest_within(P: np.ndarray, c: np.ndarray | None = None, *,
                     max_quality_drop: float) -> np.ndarray:
     """The cheapest model whose P is within ε = ``max_quality_drop`` of the input's top P."""
     P, c = _check(P, c)
+    drop = check_param("max_quality_drop", "max_quality_drop", max_quality_drop)
     top = P.max(axis=1, keepdims=True)
-    return _cheapest_where(P, top - max_quality_drop - TIE_TOL <= P, c, best(P, c))
+    return _cheapest_where(P, top - drop - TIE_TOL <= P, c, best(P, c))
 
 
 def lagrangian(P: np.ndarray, c: np.ndarray | None = None, *, lam: float) -> np.ndarray:
     """argmax_m P(m, x) − λ c(m, x): the assignment on the upper frontier for price λ."""
     P, c = _check(P, c)
-    return best(P - lam * c, c)
+    return _priced(P, c, check_param("lam", "lam", lam))
+
+
+def _priced(P: np.ndarray, c: np.ndarray, lam: float) -> np.ndarray:
+    """:func:`lagrangian` on checked arrays. The bisection of :func:`budget_price` calls it
+    with prices up to ~1e300, where P − λc may be infinite: an order still, not an input."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return argmax_ties(P - lam * c, cost=c)
 
 
 def budget_price(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
@@ -170,7 +238,11 @@ def budget_price(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
     and then decide each request alone with :func:`lagrangian`.
     """
     P, c = _check(P, c)
-    mean_cost = lambda pick: float(c[np.arange(len(c)), pick].mean()) if len(c) else 0.0  # noqa: E731
+    budget = check_param("budget", "budget", budget)
+    if not is_int(iters) or not 1 <= int(iters) <= 10_000:
+        raise BenchrouteError(f"iters == {short_repr(iters, 60)}, expected an integer in "
+                              "[1, 10000]")
+    mean_cost = lambda pick: finite_mean(c[np.arange(len(c)), pick])  # noqa: E731
     if mean_cost(best(P, c)) <= budget:
         return 0.0
     spread = float(np.ptp(P)) if P.size else 0.0
@@ -178,21 +250,21 @@ def budget_price(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
     # scaled by the smallest cost step itself: a floor of 1e-12 made costs of about 1e-12
     # always take the cheapest assignment (the floor only keeps a subnormal step finite)
     hi = max(spread, 1.0) / max(cmin, np.finfo(float).tiny) * 2.0
-    if mean_cost(lagrangian(P, c, lam=hi)) > budget:
+    if mean_cost(_priced(P, c, hi)) > budget:
         return float("inf")
     # first on a log scale (the price may lie anywhere below hi: hi / 2⁶⁰, where a linear
     # bisection stops, was 1e27 for a price of 1 when a cost step was 1e-45), then linearly
     log_lo, log_hi = math.log2(hi) - 2200.0, math.log2(hi)  # 2^(log_lo) is 0 or next to it
     for _ in range(40):
         mid = 0.5 * (log_lo + log_hi)
-        if mean_cost(lagrangian(P, c, lam=2.0 ** mid)) <= budget:
+        if mean_cost(_priced(P, c, 2.0 ** mid)) <= budget:
             log_hi = mid
         else:
             log_lo = mid
     lo, hi = 2.0 ** log_lo, 2.0 ** log_hi
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        if mean_cost(lagrangian(P, c, lam=mid)) <= budget:
+        if mean_cost(_priced(P, c, mid)) <= budget:
             hi = mid
         else:
             lo = mid
@@ -211,7 +283,7 @@ def budget(P: np.ndarray, c: np.ndarray | None = None, *, budget: float,
     lam = budget_price(P, c, budget=budget, iters=iters)
     if np.isinf(lam):
         return _cheapest_where(P, np.ones_like(P, dtype=bool), c, best(P, c))
-    return lagrangian(P, c, lam=lam)
+    return _priced(P, c, lam)
 
 
 # ---------------------------------------------------------------------- Hybrid LLM
@@ -227,14 +299,14 @@ def hybrid_labels(*, q_weak: np.ndarray, q_strong: np.ndarray, rule: str = "det"
     meaningful where the data has several trials per input). ``trans``: P[H ≥ −t] with one
     response each, i.e. 1[q_w − q_s ≥ −t], the gap relaxed by t.
     """
-    qw = np.asarray(q_weak, dtype=np.float64)
-    qs = np.asarray(q_strong, dtype=np.float64)
+    qs = _vector("q_strong", q_strong)
+    qw = _vector("q_weak", q_weak, len(qs))
     if rule == "det":
         return (qw >= qs).astype(np.float64)
     if rule == "prob":
         return 1.0 - qs * (1.0 - qw)
     if rule == "trans":
-        return (qw - qs >= -t - 1e-12).astype(np.float64)
+        return (qw - qs >= -check_param("t", "t", t) - 1e-12).astype(np.float64)
     raise BenchrouteError(f"unknown Hybrid LLM label rule {rule!r}; choose 'det', 'prob' or 'trans'")
 
 
@@ -260,8 +332,17 @@ def choose_t(q_weak: np.ndarray, q_strong: np.ndarray,
 
 @renamed(small="weak", large="strong")
 def hybrid(score: np.ndarray, *, weak: int, strong: int, threshold: float) -> np.ndarray:
-    """Send x to the weak model when the router score ("weak is good enough") ≥ threshold."""
-    return np.where(np.asarray(score) >= threshold, weak, strong)
+    """Send x to the weak model when the router score ("weak is good enough") ≥ threshold
+    (±inf: every input to one side, as :func:`pick_threshold` gives for none sent to weak)."""
+    score = _vector("score", score)
+    if not (is_int(weak) and is_int(strong) and min(weak, strong) >= 0 and weak != strong):
+        raise BenchrouteError(f"weak == {short_repr(weak, 30)}, strong == "
+                              f"{short_repr(strong, 30)}: expected two different column indices")
+    if not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            or isinstance(threshold, (bool, np.bool_)) or np.isnan(threshold):
+        raise BenchrouteError(f"threshold == {short_repr(threshold, 60)}, expected a number "
+                              "(±inf allowed)")
+    return np.where(score >= threshold, weak, strong)
 
 
 @renamed(q_small="q_weak", q_large="q_strong", max_drop="max_quality_drop")
@@ -276,9 +357,10 @@ def pick_threshold(score: np.ndarray, *, q_weak: np.ndarray, q_strong: np.ndarra
     threshold as in RouteLLM's evaluation, rather than a raw score that may split a block of
     tied inputs badly. Returns (score threshold, cost advantage, quality drop).
     """
-    score = np.asarray(score, dtype=np.float64)
-    qw, qs = np.asarray(q_weak, float), np.asarray(q_strong, float)
+    score = _vector("score", score)
     n = len(score)
+    qw, qs = _vector("q_weak", q_weak, n), _vector("q_strong", q_strong, n)
+    max_quality_drop = check_param("max_quality_drop", "max_quality_drop", max_quality_drop)
     order = np.lexsort((np.random.default_rng(seed).random(n), -score))
     # quality when the first j inputs in that order go to the weak model, j = 0..n
     gain = np.r_[0.0, np.cumsum(qw[order] - qs[order])] / max(n, 1)
@@ -296,6 +378,20 @@ def share_count(share: float, n: int) -> int:
     return int(math.floor(share * n + 0.5 + 1e-9))
 
 
+def finite_mean(values: np.ndarray) -> float:
+    """The mean of finite values without overflow (0 for none): costs near a float's limit
+    (1e308) summed to inf, so a budget curve's mean costs were inf and its budgets NaN."""
+    v = np.asarray(values, dtype=np.float64)
+    if not v.size:
+        return 0.0
+    with np.errstate(over="ignore"):
+        plain = float(v.mean())
+    if math.isfinite(plain):  # the usual case, bit for bit the plain mean
+        return plain
+    scale = float(np.max(np.abs(v)))
+    return float(np.mean(v / scale) * scale)
+
+
 def smallest_step(c: np.ndarray) -> float:
     """The smallest gap between two distinct costs (1 when all are equal): the scale of a price
     of cost that can change a choice."""
@@ -309,7 +405,7 @@ def top_share(score: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
     share = check_number("share", share, 0.0)
     if share > 1:
         raise BenchrouteError(f"share == {share!r}, expected a share in [0, 1]")
-    score = np.asarray(score, dtype=np.float64)
+    score = _vector("score", score)
     order = np.lexsort((np.random.default_rng(seed).random(len(score)), -score))
     mask = np.zeros(len(score), dtype=bool)
     mask[order[:share_count(share, len(score))]] = True
@@ -344,7 +440,7 @@ RENAMED_PARAMS = {"eps": "max_quality_drop"}
 
 def get_policy(name: str) -> Policy:
     """The policy function of that name; an unknown name fails with the valid ones listed."""
-    if name not in POLICIES:
+    if not isinstance(name, str) or name not in POLICIES:
         raise BenchrouteError(f"unknown policy {name!r:.100}; choose one of {sorted(POLICIES)} "
                               "(Hybrid LLM needs a trained score: benchroute.experiments.costs)")
     return POLICIES[name]
@@ -379,20 +475,19 @@ def check_policy_params(name: str, params: Mapping[str, Any], n_models: int) -> 
     missing = [p for p in valid if p not in params]
     extra = [p for p in params if p not in valid]
     if extra or missing:
-        raise BenchrouteError(f"policy {name!r} takes {valid}; got {sorted(params)}")
+        what = "; ".join(part for part in (f"missing {missing}" if missing else "",
+                                           f"unknown {sorted(extra)}" if extra else "") if part)
+        raise BenchrouteError(f"policy {name!r} takes {valid}; got {sorted(params)} ({what})")
+    where = f"policy {name!r}"
     out: dict[str, Any] = {}
     for key, value in params.items():
-        if key in ("strong", "weak"):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) \
-                    or not 0 <= int(value) < n_models:
-                raise BenchrouteError(f"policy {name!r}: {key} == {short_repr(value, 60)}, expected a "
-                                      f"column index in [0, {n_models})")
-            out[key] = int(value)
-        else:
-            out[key] = check_param(f"policy {name!r}: {key}", key, value)
-    if "strong" in out and out["strong"] == out["weak"]:
-        raise BenchrouteError(f"policy {name!r}: strong and weak are the same model; the "
-                              "threshold policy chooses between two different models")
+        out[key] = _column(f"{where}: {key}", value, n_models) if key in ("strong", "weak") \
+            else check_param(f"{where}: {key}", key, value)
+    if "strong" in out:
+        try:
+            _pair(n_models, out["strong"], out["weak"])
+        except BenchrouteError as exc:
+            raise BenchrouteError(f"{where}: {exc}") from None
     return out
 
 
@@ -424,10 +519,14 @@ def cost_vector(models: Sequence[str], costs: Mapping[str, float] | Sequence[flo
     counts as one: by its labels) or a sequence."""
     costs = costs_by_name(costs)
     if isinstance(costs, Mapping):
-        missing = [m for m in models if m not in costs]
+        # every cost given is checked, not only those read: a NaN for another model was
+        # refused by the cost-free policies and passed by the cost-led ones (found by fuzzing)
+        checked = {m: check_number(f"cost of {str(m)!r:.80}", c, 0.0) for m, c in costs.items()}
+        missing = [m for m in models if m not in checked]
         if missing:
-            raise BenchrouteError(f"no cost given for model(s) {missing}; costs name {sorted(costs)}")
-        return np.array([check_number(f"cost of {m!r}", costs[m], 0.0) for m in models])
+            raise BenchrouteError(f"no cost given for model(s) {missing}; costs name "
+                                  f"{sorted(map(str, checked))[:20]}")
+        return np.array([checked[m] for m in models])
     out = cost_array(costs)
     if out.shape != (len(models),):
         raise BenchrouteError(f"costs has shape {out.shape}, expected ({len(models)},)")

@@ -37,6 +37,12 @@ EXTRA_NEIGHBOURS = 4
 MAX_COPIES = 1024
 
 
+def kept_mask(dist: np.ndarray, rows: np.ndarray, past: float) -> np.ndarray:
+    """The search results that count as neighbours: a row found at distance ``past`` or more
+    (not the query itself or a near-copy of it)."""
+    return (dist >= past) & np.isfinite(dist) & (rows >= 0)
+
+
 def first_kept(dist: np.ndarray, rows: np.ndarray, ok: np.ndarray, K: int
                ) -> tuple[np.ndarray, np.ndarray]:
     """Per row of a search's ``dist``/``rows``, the first K columns where ``ok``, in order;
@@ -62,7 +68,7 @@ def past_copies(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray
     index, or a tuning fold's training rows). Only those queries pay for it. Returns their
     indices in ``Q`` and the wider search's (dist, rows); none when nothing is short or the
     search cannot widen (``size`` rows in all)."""
-    ok = (dist >= past) & np.isfinite(dist) & (rows >= 0)
+    ok = kept_mask(dist, rows, past)
     short = np.flatnonzero((ok.sum(axis=1) < min(K, size)) & (rows[:, -1] >= 0))
     wide = min(size, dist.shape[1] + MAX_COPIES)
     if not len(short) or wide <= dist.shape[1]:
@@ -410,8 +416,7 @@ class KNNCorrectnessPredictor(Estimator):
             found.rows, K, past, len(self.index_))
         if not len(short):
             return found, kept, near
-        ok = (dist >= past) & np.isfinite(dist) & (rows >= 0)
-        dist, rows = first_kept(dist, rows, ok, kept.distances.shape[1])
+        dist, rows = first_kept(dist, rows, kept_mask(dist, rows, past), kept.distances.shape[1])
         more = self._gathered(dist, rows)
         distances, labels = kept.distances.copy(), kept.labels.copy()
         distances[short], labels[short] = more.distances, more.labels

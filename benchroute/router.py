@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute import pool_state
+from benchroute.data.metrics import short_repr
 from benchroute.data.pool import pool_arrays
 from benchroute.data.store import BenchmarkData
 from benchroute.deprecation import keywords_after
@@ -50,7 +51,13 @@ from benchroute.routing import (
 )
 from benchroute.scoring import best_on_average, model_means
 from benchroute.selection import Selection
-from benchroute.task import TaskNeighbours, reference_without, task_vectors, task_view
+from benchroute.task import (
+    TaskNeighbours,
+    check_excluded,
+    reference_without,
+    task_vectors,
+    task_view,
+)
 from benchroute.warning_site import user_stacklevel
 
 logger = logging.getLogger(__name__)
@@ -146,6 +153,7 @@ class Router(RouterParams, pool_state.FittedPool):
     @property
     def bma_(self) -> str:
         """The best model on average: the one :meth:`bma_index` (selection and routing) uses."""
+        check_is_fitted(self, "predictor_")
         return self.models_[self.bma_index(np.arange(len(self.models_)))]
 
     def candidate_indices(self, candidates: Iterable[str] | None) -> np.ndarray:
@@ -154,9 +162,17 @@ class Router(RouterParams, pool_state.FittedPool):
         return check_candidates(candidates, self.models_)
 
     def bma_index(self, cand: np.ndarray, exclude_datasets: Sequence[str] = ()) -> int:
-        """The best model on average among ``cand``, over the tasks not excluded."""
-        acc = self.task_accuracy_.drop(index=[t for t in exclude_datasets
-                                              if t in self.task_accuracy_.index])
+        """The best model on average among ``cand`` (column indices, as
+        :meth:`candidate_indices` gives), over the tasks not excluded (pool task names, checked
+        as :meth:`select_model` checks them)."""
+        check_is_fitted(self, "predictor_")
+        cand = np.asarray(cand)
+        if cand.ndim != 1 or not len(cand) or cand.dtype.kind not in "iu" \
+                or not ((cand >= 0) & (cand < len(self.models_))).all():
+            raise BenchrouteError(f"cand == {short_repr(cand, 60)}; expected column indices of "
+                                  f"the router's {len(self.models_)} models (candidate_indices)")
+        acc = self.task_accuracy_ if exclude_datasets is None or not len(exclude_datasets) \
+            else self.task_accuracy_.drop(index=check_excluded(self, exclude_datasets))
         return best_on_average(acc.to_numpy(dtype=float), cand)
 
     # ------------------------------------------------------------------ selection

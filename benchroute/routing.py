@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -261,6 +262,14 @@ def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
         given = costs_by_name(costs) if costs is not None else getattr(router, "costs_", None)
         if given is None or (isinstance(given, Mapping)
                              and known_costs(given, models, warn=False) is None):
+            # costs for some candidates only are fine here; but a name the router lacks
+            # beside a candidate without a cost is a misspelling, most likely (fuzzing)
+            strange = [str(m) for m in given or {} if m not in router.models_]
+            if costs is not None and strange:
+                missing = [m for m in models if m not in given]  # type: ignore[operator]
+                warnings.warn(f"costs name {strange[:10]}, which the router does not have, and "
+                              f"no cost for {missing[:10]}: policy {policy!r} decides without "
+                              "costs, and the cost column is NaN", UserWarning, stacklevel=4)
             return models, None, params
     return models, router_costs(router, costs, f"policy {policy!r}", models), params
 

@@ -168,7 +168,11 @@ def kernel_smooth(u: float | np.ndarray, ref_u: np.ndarray, ref_p: np.ndarray,
     if len(ref_u) == 0:
         out = np.full((len(us), m), prior if prior_weight > 0 else np.nan)
     else:
-        w = np.exp(-((us[:, None] - ref_u[None, :]) ** 2) / (2.0 * bandwidth**2))  # (n, R)
+        # scaled before squaring: h² overflowed past h = 1e154 and was 0 below 1e-162 (a
+        # bandwidth of 1e300 raised OverflowError; found by fuzzing). Past the float range
+        # the weights are their limits, 1 (every pair alike) or 0 (none near).
+        with np.errstate(over="ignore", under="ignore"):
+            w = np.exp(-0.5 * ((us[:, None] - ref_u[None, :]) / float(bandwidth)) ** 2)  # (n, R)
         den = w @ (~np.isnan(ref_p)).astype(float) + prior_weight
         num = w @ np.nan_to_num(ref_p) + prior_weight * prior
         with np.errstate(invalid="ignore", divide="ignore"):

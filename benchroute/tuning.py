@@ -45,6 +45,7 @@ from benchroute.predictors import (
     KNNSums,
     column_means,
     first_kept,
+    kept_mask,
     knn_mean,
     past_copies,
 )
@@ -746,14 +747,14 @@ def _search_past_copies(X: np.ndarray, train: np.ndarray, Q: np.ndarray, K: int
     pool rows."""
     width = min(K + EXTRA_NEIGHBOURS, max(len(train), 1))
     dist, rows = knn_search_among(X, train, Q, width)
-    ok = (dist >= NEAR_DUPLICATE) & (rows >= 0)
+    ok = kept_mask(dist, rows, NEAR_DUPLICATE)
     near = ~ok & (rows >= 0)
     qi, copies = np.nonzero(near)[0], rows[near]
     out_d, out_r = first_kept(dist, rows, ok, K)
     short, d2, r2 = past_copies(lambda q, w: knn_search_among(X, train, q, w), Q, dist, rows,
                                 K, NEAR_DUPLICATE, len(train))
     if len(short):
-        ok2 = (d2 >= NEAR_DUPLICATE) & (r2 >= 0)
+        ok2 = kept_mask(d2, r2, NEAR_DUPLICATE)
         out_d[short], out_r[short] = first_kept(d2, r2, ok2, K)
         near2 = ~ok2 & (r2 >= 0)
         qi, copies = np.r_[qi, short[np.nonzero(near2)[0]]], np.r_[copies, r2[near2]]

@@ -17,6 +17,7 @@ from benchroute._persist import (
     read_json_file,
     text_lines,
 )
+from benchroute.data.metrics import short_repr
 from benchroute.exceptions import DataError
 
 logger = logging.getLogger(__name__)
@@ -74,14 +75,31 @@ def replace_lone_surrogates(obj: Any) -> tuple[Any, int]:
     return obj, 0
 
 
+def _one_document(path: Path, text: str) -> None:
+    """Say what a file that is no JSONL but one JSON object is (a pretty-printed object, a
+    table of columns): "line 1 is not valid JSON" misled (found by fuzzing)."""
+    if sum(1 for line in text.splitlines() if line.strip()) < 2:
+        return  # one line: its own error says it
+    try:
+        whole = parse_json(text, str(path), DataError)
+    except DataError:
+        return
+    if isinstance(whole, dict):
+        raise DataError(f"{path}: one JSON object (keys {short_repr(list(whole)[:5], 80)}), not "
+                        "records: give a list of objects ([{...}, ...]) or JSONL, one object "
+                        "per line")
+
+
 def read_json_records(
-    path: Path, on_surrogates: Callable[[int], None] | None = None
+    path: Path, on_surrogates: Callable[[int], None] | None = None, unique_keys: bool = False
 ) -> list[dict[str, Any]]:
     """A JSON list of objects, or JSONL (one object per line); ``.xz`` files are decompressed.
 
     A UTF-8 byte-order mark is dropped (editors on Windows write one); an empty list gives ``[]``
     and the caller says what that means for its format. Nesting deeper than Python's recursion
-    limit is an error, not a crash.
+    limit is an error, not a crash. ``unique_keys``: a key twice in one object is an error (the
+    records a user writes for benchroute: the last of two labels won silently), where files of
+    other tools keep Python's reading.
     """
     raw = read_bytes_file(path, DataError)
     if path.suffix == ".xz":
@@ -95,10 +113,15 @@ def read_json_records(
     stripped = text.lstrip()
     records: list[Any]
     if stripped.startswith("["):
-        records = parse_json(text, str(path), DataError)
+        records = parse_json(text, str(path), DataError, unique_keys=unique_keys)
     else:
-        numbered = [(lineno, parse_json(line, str(path), DataError, line=lineno))
-                    for lineno, line in text_lines(text) if line.strip()]
+        try:
+            numbered = [(lineno, parse_json(line, str(path), DataError, line=lineno,
+                                            unique_keys=unique_keys))
+                        for lineno, line in text_lines(text) if line.strip()]
+        except DataError:
+            _one_document(path, text)
+            raise
         records = [rec for _, rec in numbered]
         for lineno, rec in numbered:
             if not isinstance(rec, dict):

@@ -41,7 +41,7 @@ from benchroute.data.metrics import (
     to_unit,
 )
 from benchroute.data.prices import Price, PricesLike, resolve_prices
-from benchroute.data.store import BenchmarkData, LoadReport, binarize
+from benchroute.data.store import BenchmarkData, LoadReport, binarize, resolve_repeated
 from benchroute.exceptions import DataError
 
 logger = logging.getLogger(__name__)
@@ -172,10 +172,15 @@ def load_helm(
         )
     frame = pd.DataFrame(rows)
     # An augmented run repeats the unperturbed instances of its base run: keep the base copy.
-    frame = frame.sort_values("_augmented", kind="stable").drop(columns="_augmented")
-    dup = frame.duplicated(["dataset", "instance_id", "model"], keep="first")
-    report.count("duplicate_rows_merged", int(dup.sum()))
-    frame = frame.loc[~dup]
+    frame = frame.sort_values("_augmented", kind="stable")
+    keys = ["dataset", "instance_id", "model"]
+    copy = frame["_augmented"].to_numpy(dtype=bool) & frame.duplicated(keys, keep="first")
+    report.count("duplicate_rows_merged", int(copy.sum()))
+    # any other repeat (two runs of one model on one dataset, in two suites) follows the
+    # store's rule: exact repeats merged, a conflict skipped and reported or, strict, an error
+    # (the second run's results were dropped silently, found by fuzzing)
+    frame = resolve_repeated(frame.loc[~copy].drop(columns="_augmented"), report, str(root),
+                             strict)
     # Token columns only where HELM counted tokens: an all-empty column says nothing.
     frame = frame.drop(columns=[c for c in ("prompt_tokens", "completion_tokens")
                                 if frame[c].isna().all()])

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from benchroute._persist import parse_json
+from benchroute.data.metrics import short_repr
 from benchroute.data.store import LoadReport
 from benchroute.exceptions import DataError
 
@@ -74,9 +75,9 @@ def thresholds_for(
     return pd.Series(values[codes], index=frame.index)
 
 
-def parse_threshold_option(text: str) -> Threshold:
-    """``--threshold``: a number, or per-dataset numbers (see :func:`parse_mapping_option`)."""
-    value = parse_mapping_option(text, "threshold", numeric=True)
+def parse_threshold_option(text: str, what: str = "label-threshold") -> Threshold:
+    """``--label-threshold``: a number, or per-dataset numbers (see :func:`parse_mapping_option`)."""
+    value = parse_mapping_option(text, what, numeric=True)
     return value if isinstance(value, dict) else float(value)  # type: ignore[arg-type]
 
 
@@ -89,13 +90,14 @@ def parse_metric_option(text: str) -> Metric:
 def parse_mapping_option(text: str, what: str, numeric: bool) -> object:
     """A CLI value: a single value, a JSON object, or ``ds=value`` items separated by ``;`` (or by
     ``,`` when there is no ``;``). The value is what follows an item's last ``=``, so HELM names
-    such as ``mmlu:subject=anatomy`` work; separate items with ``;`` when names contain commas."""
+    such as ``mmlu:subject=anatomy`` work; separate items with ``;`` when names contain commas.
+    A dataset named twice is refused (the last value won silently)."""
     text = text.strip()
     if text.startswith("{"):
-        obj = parse_json(text, f"--{what}", DataError)
+        obj = parse_json(text, f"--{what}", DataError, unique_keys=True)
         if not isinstance(obj, dict):
             raise DataError(f"--{what}: expected a JSON object")
-        return {str(k): _cli_value(v, what, numeric) for k, v in obj.items()}
+        return {str(k): _cli_value(v, what, numeric, json_value=True) for k, v in obj.items()}
     if "=" not in text:
         return _cli_value(text, what, numeric)
     out: dict[str, object] = {}
@@ -105,17 +107,25 @@ def parse_mapping_option(text: str, what: str, numeric: bool) -> object:
         key, sep, val = item.rpartition("=")
         if not sep or not key.strip():
             raise DataError(f"--{what}: item {item!r} is not dataset=value")
+        if key.strip() in out:
+            raise DataError(f"--{what}: dataset {key.strip()!r:.80} is given twice")
         out[key.strip()] = _cli_value(val.strip(), what, numeric)
     return out
 
 
-def _cli_value(value: object, what: str, numeric: bool) -> object:
+def _cli_value(value: object, what: str, numeric: bool, json_value: bool = False) -> object:
+    """One value: text as given, or a number. In a JSON object a number must be a JSON number
+    (true and "0.5" were read as 1.0 and 0.5) and a name a JSON string."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if json_value and not (number if numeric else isinstance(value, str)):
+        raise DataError(f"--{what}: {short_repr(value, 60)} is not a "
+                        f"{'number' if numeric else 'string'}")
     if not numeric:
         return str(value)
     try:
         return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"--{what}: {value!r} is not a number") from exc
+    except (TypeError, ValueError, OverflowError) as exc:  # 10**400: past a float
+        raise DataError(f"--{what}: {short_repr(value, 60)} is not a number") from exc
 
 
 def record_metrics(report: LoadReport, frame: pd.DataFrame, metric_of: Mapping[str, str],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -77,12 +77,7 @@ def _from_csv(path: Path, text: str) -> dict[str, Price]:
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:  # the last copy won silently (found by fuzzing)
         raise DataError(f"{path}: the header names {short_repr(repeated, 100)} more than once")
-    given = [c for c in (*_INPUT, *_OUTPUT) if c in header]
-    if sum(c in _INPUT for c in given) > 1 or sum(c in _OUTPUT for c in given) > 1:
-        raise DataError(f"{path}: the header names two columns for one price "
-                        f"({short_repr(given, 100)}); keep one input and one output column")
-    in_col = next((c for c in _INPUT if c in header), None)
-    out_col = next((c for c in _OUTPUT if c in header), None)
+    in_col, out_col = (_price_name(path, "the header", header, names) for names in (_INPUT, _OUTPUT))
     if "model" not in header or in_col is None or out_col is None:
         raise DataError(
             f"{path}: the header must name 'model', an input price column (one of {list(_INPUT)}) "
@@ -107,7 +102,7 @@ def _from_json(path: Path, text: str) -> dict[str, Price]:
         for model, v in obj.items():
             where = f"entry {model!r}"[:100]
             if isinstance(v, dict):
-                rows.append((where, model, _pick(path, where, v, _INPUT), _pick(path, where, v, _OUTPUT)))
+                rows.append((where, model, *_prices_of(path, where, v)))
             elif isinstance(v, list) and len(v) == 2:
                 rows.append((where, model, v[0], v[1]))
             else:
@@ -117,20 +112,26 @@ def _from_json(path: Path, text: str) -> dict[str, Price]:
         for i, v in enumerate(obj):
             if not isinstance(v, dict):
                 raise DataError(f"{path}: row {i} must be an object, got {short_repr(v)}")
-            rows.append((f"row {i}", v.get("model"), _pick(path, f"row {i}", v, _INPUT),
-                         _pick(path, f"row {i}", v, _OUTPUT)))
+            rows.append((f"row {i}", v.get("model"), *_prices_of(path, f"row {i}", v)))
     else:
         raise DataError(f"{path}: expected a JSON object or list, got {type(obj).__name__}")
     return _build(path, rows, "input", "output")
 
 
-def _pick(path: Path, where: str, obj: dict[str, object], names: tuple[str, ...]) -> object:
-    """The one price of ``names`` that ``obj`` gives (two names for one price: an error, where
-    the first name of the list won silently)."""
-    given = [n for n in names if n in obj]
+def _prices_of(path: Path, where: str, obj: dict[str, object]) -> tuple[object, object]:
+    """A JSON row's input and output prices (None where not given)."""
+    names = [_price_name(path, where, obj, spellings) for spellings in (_INPUT, _OUTPUT)]
+    return tuple(None if n is None else obj[n] for n in names)  # type: ignore[return-value]
+
+
+def _price_name(path: Path, where: str, keys: Iterable[str], names: tuple[str, ...]
+                ) -> str | None:
+    """Which of ``names`` (the spellings of one price) ``keys`` (a CSV header, a JSON row's
+    keys) use, None for none. Two of them is an error: the first of the list won silently."""
+    given = [n for n in names if n in keys]
     if len(given) > 1:
         raise DataError(f"{path}: {where} gives one price twice ({given}); keep one")
-    return obj[given[0]] if given else None
+    return given[0] if given else None
 
 
 def _build(path: Path, rows: list[tuple[str, object, object, object]], in_col: str,

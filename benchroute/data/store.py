@@ -310,7 +310,7 @@ def _stored_report(path: Path, raw: bytes) -> LoadReport:
 
     where = f"{path}: parquet metadata 'benchroute'"
     try:
-        meta = parse_json(raw, where, DataError, strict=True)
+        meta = parse_json(raw, where, DataError, strict=True, unique_keys=True)
         if isinstance(meta, dict):
             check_format_version(meta, where, STORE_FORMAT_VERSION, "store", DataError)
     except DataError as exc:  # a newer format is a FormatVersionError: it passes

@@ -171,6 +171,16 @@ def load_table(
     elif layout == "long" and score == "score" and score not in frame.columns \
             and "correct" in frame.columns:
         score = "correct"
+    # an option of the other layout would be ignored (found by fuzzing: --column score=nope on
+    # a wide table, --models on a long one, exit 0 and no effect)
+    if layout == "wide" and (model, score) != ("model", "score"):
+        given = [f"{k}={v!r}" for k, v in (("model", model), ("score", score))
+                 if v != k]
+        raise DataError(f"{path}: {', '.join(given)} name a long table's columns; this table is "
+                        "wide (one score column per model: pick them with models=[...])")
+    if layout == "long" and models is not None:
+        raise DataError(f"{path}: models= picks a wide table's score columns; this table is long "
+                        f"(its models are the values of column {model!r})")
     name = dataset_name or table_stem(path)
     # a long table's own 'correct' column is its labels as written (the store's layout reads
     # back), unless a rule or a threshold says to derive them from the scores

@@ -21,11 +21,12 @@ lookup index and decides what to write.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,20 @@ from benchroute.embedding.shards import SHARD_ERRORS, STALE_TMP_SECONDS, unit_ro
 from benchroute.exceptions import CacheError, ModelNotInstalledError
 
 logger = logging.getLogger(__name__)
+
+#: Whether embeddings show a bar when the caller does not say (None: for long jobs); the
+#: command line's -q sets it for everything a command embeds, deep inside ``fit`` too.
+_PROGRESS: contextvars.ContextVar[bool | None] = contextvars.ContextVar("progress", default=None)
+
+
+@contextlib.contextmanager
+def progress_bars(show: bool | None) -> Iterator[None]:
+    """Embedding progress bars on or off within the block, where a call does not say."""
+    token = _PROGRESS.set(show)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 #: Texts of an imported file embedded again to check that its vectors are this encoder's
 IMPORT_CHECKS = 3
@@ -308,6 +323,8 @@ class EmbeddingCache:
         if todo:
             from tqdm.auto import tqdm
 
+            if progress is None:
+                progress = _PROGRESS.get()
             show = progress if progress is not None else len(todo) > chunk_size
             bar = tqdm(total=len(todo), unit="text", desc="embedding", disable=not show,
                        dynamic_ncols=True)

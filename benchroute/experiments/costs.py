@@ -26,6 +26,7 @@ from benchroute.deprecation import renamed
 from benchroute.exceptions import BenchrouteError
 from benchroute.experiments.bootstrap import interval
 from benchroute.experiments.crossfit import crossfit_router_proba, fold_bma, routing_router
+from benchroute.inputs import is_real
 from benchroute.router import Router
 from benchroute.routing import router_proba
 from benchroute.scoring import best_on_average, task_means
@@ -177,7 +178,7 @@ def _point(policy: str, param: float, pick: np.ndarray, Q: np.ndarray, C: np.nda
            models: Sequence[str], strong: int | None) -> dict[str, Any]:
     rows = np.arange(len(pick))
     row: dict[str, Any] = {"policy": policy, "param": float(param),
-                           "cost": float(C[rows, pick].mean()),
+                           "cost": pol.finite_mean(C[rows, pick]),
                            "quality": float(Q[rows, pick].mean())}
     if strong is not None:
         row["share_strong"] = float((pick == strong).mean())
@@ -227,14 +228,14 @@ def sweep(policy: str, P: np.ndarray, Q: np.ndarray, C: np.ndarray, models: Sequ
     elif policy == "smallest_sufficient":
         for tau in np.round(np.linspace(0, 1, 21), 3):
             add(tau, pol.smallest_sufficient(P, C, tau=float(tau)))
-        add(1.01, pol.smallest_sufficient(P, C, tau=1.01))
+        add(1.01, pol.best(P, C))  # τ above every P: none reaches it, the highest P
     elif policy == "cheapest_within":
         for eps in (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0):
             add(eps, pol.cheapest_within(P, C, max_quality_drop=eps))
     elif policy in ("budget", "oracle"):
         target = Q if policy == "oracle" else P
-        lo = float(np.min(C, axis=1).mean())
-        hi = float(C[np.arange(n), pol.best(target, C)].mean())
+        lo = pol.finite_mean(np.min(C, axis=1))
+        hi = pol.finite_mean(C[np.arange(n), pol.best(target, C)])
         for b in np.linspace(lo, hi, 15):
             add(b, pol.budget(target, C, budget=float(b)))
     else:
@@ -409,6 +410,20 @@ def with_attrs(run: CostQuality) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- metrics
+def _metric_levels(levels: object) -> list[float]:
+    """Call shares in [0, 1] whose ``PGR@<percent>`` columns are distinct: two levels of one
+    rounded percent wrote one column, the last value winning (found by fuzzing)."""
+    if not isinstance(levels, Sequence | np.ndarray) or isinstance(levels, str) \
+            or not all(is_real(v) and 0.0 <= float(v) <= 1.0 for v in levels):
+        raise BenchrouteError(f"levels == {levels!r:.60}; expected call shares in [0, 1]")
+    out = [float(v) for v in levels]
+    labels = [int(round(v * 100)) for v in out]
+    if len(set(labels)) != len(labels):
+        raise BenchrouteError(f"levels {out} round to the same percent (PGR@<percent>); give "
+                              "each percent once")
+    return out
+
+
 def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
                     q_weak: float | None = None, c_min: float | None = None,
                     c_max: float | None = None, levels: Sequence[float] = (0.2, 0.5, 0.8)
@@ -419,11 +434,28 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
     The constants default to ``curve.attrs`` (as :func:`cost_quality` sets them). The analytic
     random router (PGR = call%, APGR = 0.5) is added as ``random-analytic`` for pairs.
     """
+    if not isinstance(curve, pd.DataFrame):
+        raise BenchrouteError(f"curve is a {type(curve).__name__}; expected the DataFrame "
+                              "cost_quality gives")
+    missing = [c for c in ("policy", "cost", "quality") if c not in curve.columns]
+    if missing:
+        raise BenchrouteError(f"curve lacks column(s) {missing}; it has {list(curve.columns)[:10]}")
+    if curve["policy"].isna().any():  # groupby dropped those rows without a word
+        raise BenchrouteError("curve: a row has no policy name")
+    for col in ("cost", "quality") + (("share_strong",) if "share_strong" in curve.columns else ()):
+        if not pd.api.types.is_numeric_dtype(curve[col]) or pd.api.types.is_bool_dtype(curve[col]):
+            raise BenchrouteError(f"curve column {col!r} must hold numbers, got {curve[col].dtype}")
     a = curve.attrs
-    q_strong = a.get("q_strong") if q_strong is None else q_strong
-    q_weak = a.get("q_weak") if q_weak is None else q_weak
-    c_min = a.get("c_min") if c_min is None else c_min
-    c_max = a.get("c_max") if c_max is None else c_max
+    q_strong, q_weak, c_min, c_max = (
+        None if v is None else pol.check_number(name, v) for name, v in (
+            ("q_strong", a.get("q_strong") if q_strong is None else q_strong),
+            ("q_weak", a.get("q_weak") if q_weak is None else q_weak),
+            ("c_min", a.get("c_min") if c_min is None else c_min),
+            ("c_max", a.get("c_max") if c_max is None else c_max)))
+    if c_min is not None and c_max is not None and not c_min < c_max:
+        raise BenchrouteError(f"c_min == {c_min:g} and c_max == {c_max:g}: AIQ averages over "
+                              "[c_min, c_max], so c_min < c_max")
+    levels = _metric_levels(levels)
     pair = q_strong is not None and q_weak is not None and "share_strong" in curve.columns
     rows = []
     for name, g in curve.groupby("policy", sort=False):

@@ -36,7 +36,7 @@ from benchroute import policies as pol
 from benchroute import routing
 from benchroute._persist import read_json_file, write_file_atomic
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import is_real
+from benchroute.inputs import is_real, is_real_rows
 
 CALIBRATION_FORMAT_VERSION = 1
 MAX_SAMPLE = 10_000
@@ -259,12 +259,9 @@ def load_calibration(path: str | os.PathLike[str], router: Any) -> Calibration:
     sample = raw["sample"]
     if sample.get("models") != list(router.models_):
         raise bad("sample.models", f"the router's models {router.models_}")
-    try:
-        P = np.asarray(sample.get("P"), dtype=np.float64)
-    except (TypeError, ValueError):
-        raise bad("sample.P", "a list of rows of numbers") from None
-    if P.ndim != 2 or P.shape[1] != len(router.models_) or len(P) == 0 \
-            or not np.isfinite(P).all() or (P < 0).any() or (P > 1).any():
+    # numbers only: NumPy's conversion read "0.5" and true as numbers
+    if not is_real_rows(sample.get("P"), None, len(router.models_)) \
+            or ((P := np.asarray(sample["P"], dtype=np.float64)) < 0).any() or (P > 1).any():
         raise bad("sample.P", f"n rows of {len(router.models_)} probabilities in [0, 1]")
     params = raw["params"]
     for key, value in params.items():

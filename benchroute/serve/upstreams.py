@@ -98,8 +98,11 @@ def _read(path: Path) -> object:
 
     try:
         return yaml.load(text, Loader=_unique_key_loader())
-    except yaml.YAMLError as exc:
-        raise BenchrouteError(f"{path}: invalid YAML ({exc})") from None
+    except yaml.YAMLError as exc:  # one line: PyYAML's own is several, quoting its buffer
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BenchrouteError(f"{path}: invalid YAML{where}: {what}") from None
     except (RecursionError, ValueError, TypeError) as exc:  # deep nesting, a huge int, a
         # mapping or list as a key (unhashable)
         raise BenchrouteError(f"{path}: invalid YAML ({type(exc).__name__}: "
@@ -177,9 +180,9 @@ def load_upstreams(path: str | os.PathLike[str], environ: Mapping[str, str] | No
 
 
 def _check_url(path: Path, name: str, url: str) -> None:
-    """An http(s) URL with a host and a valid port, no fragment, that the HTTP client takes:
-    the ones that could never be called were accepted and failed on every request
-    ('http://:80/v1', port 99999, a host of 999.999.999.999, a NUL in the path)."""
+    """An http(s) URL with a host and a valid port, no fragment and no user name, that the HTTP
+    client takes: the ones that could never be called were accepted and failed on every
+    request ('http://:80/v1', port 99999, a host of 999.999.999.999, a NUL in the path)."""
     where = f"{path}: field 'models.{name}.base_url'"
     try:
         parts = urlsplit(url)  # raises for a broken IPv6 host ('http://[::1/v1')
@@ -192,6 +195,12 @@ def _check_url(path: Path, name: str, url: str) -> None:
     if port == 0 or parts.fragment:
         raise BenchrouteError(f"{where} has {'port 0' if port == 0 else 'a #fragment'}, which "
                               f"no request can use: {url!r:.80}")
+    if "@" in parts.netloc or "\\" in parts.netloc:
+        # 'http://127.0.0.1\@evil/v1' reads as a local URL and calls the host 'evil'
+        # (urllib and httpx agree); a password there would reach logs and error messages
+        raise BenchrouteError(f"{where} has a user name, a password or a backslash before its "
+                              f"host ({parts.hostname!r:.60} is the host called): keys come "
+                              f"from api_key_env, never the URL; got {url!r:.80}")
 
 
 def _client_url(url: str) -> None:

@@ -759,6 +759,37 @@ def test_calibration_file_for_another_router_is_refused(router, tmp_path):
         load_calibration(path, router)
 
 
+@pytest.mark.parametrize("edit", ["string", "bool", "ragged", "empty", "repeated key"])
+def test_a_calibration_sample_holds_numbers_only(router, tmp_path, edit):
+    """From a fuzzing campaign: "0.5" and true loaded as numbers through NumPy's conversion,
+    and a key given twice took its last value. A file benchroute wrote has neither."""
+    path = tmp_path / "c.json"
+    calibrate(router, ["task 0 input 1", "task 1 input 2"], "threshold", 0.5, path,
+              strong="m0", weak="m1")
+    load_calibration(path, router)  # as written: fine
+    raw = json.loads(path.read_text())
+    P = raw["sample"]["P"]
+    if edit == "repeated key":
+        text = json.dumps(raw)
+        path.write_text(text.replace('"policy": ', '"policy": "threshold", "policy": ', 1))
+        with pytest.raises(BenchrouteError, match=r"c\.json: invalid JSON: key 'policy' appears "
+                                                  "twice in one object"):
+            load_calibration(path, router)
+        return
+    if edit == "string":
+        P[0][0] = str(P[0][0])
+    elif edit == "bool":
+        P[0][0] = True
+    elif edit == "ragged":
+        P[0] = P[0][:1]
+    else:
+        raw["sample"]["P"] = []
+    path.write_text(json.dumps(raw))
+    with pytest.raises(BenchrouteError, match=r"field 'sample.P' is invalid; expected n rows of "
+                                              r"\d+ probabilities in \[0, 1\]"):
+        load_calibration(path, router)
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("target", {"strong_share": 2.0, "policy": "threshold"}, r"field 'target' is invalid"),
     ("target", {"strong_share": "half", "policy": "threshold"}, r"field 'target' is invalid"),

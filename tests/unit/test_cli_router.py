@@ -307,3 +307,78 @@ def test_calibrate_takes_partial_prices_for_a_threshold_and_one_source_of_costs(
     assert main(base + ["--policy", "budget", "--mean-cost", "2", "--upstreams", str(up)]) == 0
     assert json.loads((tmp_path / "c.json").read_text())["costs"] == {"m0": 1.0, "m1": 2.0,
                                                                       "m2": 3.0}
+
+
+def test_quiet_hides_the_embedding_bars_of_every_command(tmp_path, capfd):
+    """From fuzzing the command line: -q hid the bar of `embed` only; fit's and route's
+    embeddings drew theirs on stderr."""
+    f = tmp_path / "t.csv"
+    rows = ["text,dataset,a,b"] + [f"question {i} about {'cats' if i < 200 else 'dogs'},"
+                                   f"{'c' if i < 200 else 'd'},{i % 2},{1 - i % 2}"
+                                   for i in range(400)]
+    f.write_text("\n".join(rows) + "\n")
+    for quiet in ([], ["-q"]):
+        home = tmp_path / f"c{len(quiet)}"
+        texts = tmp_path / f"texts{len(quiet)}.txt"  # new to the default cache each time
+        texts.write_text("\n".join(f"new question {i} {quiet}" for i in range(300)) + "\n")
+        assert main([*quiet, "fit", str(f), "--out", str(tmp_path / f"r{len(quiet)}"),
+                     "--encoder", "hashing-32-12", "--cache-dir", str(home), "--alphas", "0",
+                     "--no-tune"]) == 0
+        assert main([*quiet, "route", str(texts), "--router", str(tmp_path / f"r{len(quiet)}"),
+                     "--out", str(tmp_path / f"o{len(quiet)}.parquet")]) == 0
+        err = capfd.readouterr().err
+        assert ("embedding" in err) == (not quiet), err[-300:]
+
+
+def test_what_fuzzing_the_command_line_found(router_dir, tmp_path, capsys):
+    """Each of these exited 0 having done something the user did not ask (overwritten an input,
+    filled the current folder, ignored an option, kept the last of two values) or ended in an
+    internal error; each is now exit 2 with one line naming the option or file."""
+    texts = tmp_path / "t.txt"
+    texts.write_text("task 0 input 1\ntask 1 input 2\n")
+    wide = tmp_path / "wide.csv"
+    wide.write_text("dataset,text,m1,m2\n" + "".join(f"d{i % 2},q {i},{i % 2},1\n" for i in range(8)))
+    long = tmp_path / "long.csv"
+    long.write_text("dataset,text,model,score\n" + "".join(f"d{i % 2},q {i},m{i % 3},1\n"
+                                                           for i in range(9)))
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"text": "task 0 input 1", "labels": {"m0": 1}, "labels": {"m1": 0}}\n')
+    before = texts.read_text()
+    cases = [
+        (["calibrate", "--router", str(router_dir), "--prompts", str(texts), "--strong-share",
+          "0.5", "--strong", "m0", "--weak", "m1", "--out", str(texts)],
+         r"--out .*t\.txt is the --prompts file"),
+        (["probe", "--router", str(router_dir), "--n", "2", "--out",
+          str(router_dir / "calibration.json")], r"is one of the router's own files"),
+        (["embed", str(wide), "--encoder", "hashing-32-12", "--cache-dir", ""],
+         r"argument --cache-dir: an empty path"),
+        (["route", str(texts), "--router", str(router_dir), "--out", ""],
+         r"argument --out: an empty path"),
+        (["select", str(texts), "--router", str(router_dir), "--labeled", ""],
+         r"argument --labeled: an empty path"),
+        (["select", str(texts), "--router", str(router_dir), "--labeled", str(dup)],
+         r"dup\.jsonl: line 1: .*key 'labels' appears twice"),
+        (["reproduce", str(wide), "--encoder", "hashing-16-11", "--no-plots", "--out",
+          str(tmp_path / "rep"), "--task-repeats", "99999999999999999999"],
+         r"--task-repeats 99999999999999999999: expected an integer in \[1, 10000\]"),
+        (["reproduce", str(wide), "--encoder", "hashing-16-11", "--no-plots", "--out",
+          str(tmp_path / "rep"), "--task-alphas", "0.1", "0.1"], r"a fraction given twice"),
+        (["inspect", str(wide), "--column", "score=nope"],
+         r"score='nope' name a long table's columns; this table is wide"),
+        (["inspect", str(long), "--models", "m1"], r"models= picks a wide table's score columns"),
+        (["inspect", str(long), "--label-threshold", "d0=0.3;d0=0.9"],
+         r"--label-threshold: dataset 'd0' is given twice"),
+    ]
+    def run(args):  # type: ignore[no-untyped-def]
+        try:
+            return main(args)
+        except SystemExit as exc:  # argparse's own refusal of an option's value
+            return exc.code
+
+    for args, match in cases:
+        assert run(args) == 2, args
+        err = capsys.readouterr().err
+        assert re.search(match, err), (args, err)
+        assert err.count("\n") == 1 or "usage:" in err, err  # one line (argparse adds its usage)
+    assert texts.read_text() == before and not (router_dir / "calibration.json").exists()
+    assert not (tmp_path / "rep").exists()

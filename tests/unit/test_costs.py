@@ -207,7 +207,7 @@ def test_what_fuzzing_found_in_the_cost_surfaces(tmp_path):
             known_costs({"m0": bad, "m1": 2.0}, ["m0", "m1"])
     assert known_costs({"m0": 1, "m1": 2.0}, ["m0", "m1"]) == {"m0": 1.0, "m1": 2.0}
     for header, match in [("model,input,output,input", r"names \['input'\] more than once"),
-                          ("model,input,output,input_usd_per_1m", "two columns for one price")]:
+                          ("model,input,output,input_usd_per_1m", r"the header gives one price twice")]:
         path = tmp_path / "p.csv"
         path.write_text(header + "\nm0,1,2,9\n")
         with pytest.raises(DataError, match=match):

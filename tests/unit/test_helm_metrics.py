@@ -262,3 +262,26 @@ def test_shared_helm_suites_report_metrics_and_scales(helm_fixtures_dir, helm_mm
                                   "synthetic_reasoning_natural:difficulty=easy": "exact_set_match"}
     assert set(helm_mmlu.report.metrics.values()) == {"exact_match"}
     assert len(helm_mmlu.report.metrics) == 57 and helm_mmlu.report.warnings == []
+
+
+def test_one_model_run_twice_on_a_dataset_follows_the_store_s_rule(tmp_path):
+    """From fuzzing the command line: a run of the same model and dataset in a second suite,
+    with other results, was dropped silently, even with ``strict`` (counted only as merged
+    rows). Exact repeats are merged; a conflict is skipped and reported, or under ``strict``
+    an error naming the instance."""
+    runs = tmp_path / "runs"
+    for suite, flip in (("v1", False), ("v2", False)):
+        write_run(runs / suite, "mmlu:subject=anatomy", "org/a",
+                  {i: {"exact_match": float((i == "id1") != flip)} for i in IDS})
+    same = load_helm(runs)
+    assert len(same) == 4 and same.report.counts["duplicate_rows_merged"] == 4
+    conflict = tmp_path / "conflict" / "runs"
+    for suite, flip in (("v1", set()), ("v2", {"id1", "id2"})):  # two results differ
+        write_run(conflict / suite, "mmlu:subject=anatomy", "org/a",
+                  {i: {"exact_match": float((i == "id1") != (i in flip))} for i in IDS})
+    data = load_helm(conflict)
+    assert data.report.counts["duplicate_conflict_skipped"] == 2 and len(data) == 2
+    assert any("skipped 2 repeated id(s) whose scores differ" in w for w in data.report.warnings)
+    with pytest.raises(DataError, match=r"instance_id='id1' appears more than once and its scores "
+                                        r"differ .*one id must name one input"):
+        load_helm(conflict, strict=True)

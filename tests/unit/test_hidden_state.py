@@ -185,8 +185,10 @@ def test_save_refuses_predictor_parameters_changed_after_the_fit(tmp_path, chang
 
     router = _separated_router()
     before = {name: getattr(router, name) for name in change}
-    router.set_params(**change)
     name = next(iter(change))
+    with pytest.warns(UserWarning, match=f"{name} changed on a fitted router takes effect at "
+                                         "the next fit"):
+        router.set_params(**change)
     with pytest.raises(BenchrouteError, match=rf"Router\.save: .*{name} is"):
         router.save(tmp_path / "r")
     assert not (tmp_path / "r").exists()
@@ -202,7 +204,8 @@ def test_predictor_parameters_set_after_the_fit_wait_for_the_next_fit(tmp_path, 
     from benchroute.exceptions import BenchrouteError
 
     router = _separated_router()
-    router.set_params(k=9)
+    with pytest.warns(UserWarning, match="k changed on a fitted router takes effect at the next fit"):
+        router.set_params(k=9)
     if change == "remove_model":
         router.remove_model(router.models_[0])
     else:

@@ -102,6 +102,30 @@ def test_errors(pool, tmp_path):
         VectorIndex.load(tmp_path / "nothing")
 
 
+def test_a_pool_row_is_one_input(pool, tmp_path):
+    """A router maps an input to its row by (dataset, instance_id): a pair given twice (in one
+    add, across adds or in a hand-edited index.json) lost one of the rows silently; a key
+    given twice in index.json took its last value."""
+    x, ds, _ = pool
+    with pytest.raises(BenchrouteError, match=r"instance '1' of dataset 't0' is given twice"):
+        VectorIndex().add(x[:3], ["t0"] * 3, ["1", "2", "1"])
+    idx = VectorIndex().add(x[:2], ["t0", "t0"], ["1", "2"])
+    with pytest.raises(BenchrouteError, match=r"instance '2' of dataset 't0' is given twice"):
+        idx.add(x[2:4], ["t1", "t0"], ["2", "2"])
+    assert len(idx) == 2 and idx.instance_ids_.tolist() == ["1", "2"]  # unchanged
+    idx.add(x[2:4], ["t1", "t1"], ["1", "2"])  # the same ids in another dataset: fine
+    idx.save(tmp_path / "ix")
+    path = tmp_path / "ix" / "index.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "rows": [meta["rows"][0]] * 4}))
+    with pytest.raises(BenchrouteError, match=r"index\.json: field 'rows' is invalid; expected "
+                                              r"distinct \[dataset, instance_id\] pairs"):
+        VectorIndex.load(tmp_path / "ix")
+    path.write_text(json.dumps(meta).replace('"factory": ', '"factory": "HNSW32", "factory": '))
+    with pytest.raises(BenchrouteError, match=r"key 'factory' appears twice"):
+        VectorIndex.load(tmp_path / "ix")
+
+
 @pytest.mark.parametrize("n_excluded", [1, 40, 300])
 def test_scattered_row_exclusion_equals_brute_force(pool, n_excluded):
     x, ds, q = pool
@@ -190,3 +214,31 @@ def test_search_arguments_outside_their_range_are_refused():
     with pytest.raises(BenchrouteError, match="must be an integer"):
         idx.search(q, 2.5)
     assert idx.search(q, 3, exclude_rows=np.array([0, 9]))[1].shape == (2, 3)
+
+
+@pytest.mark.parametrize("factory", ["SQ8", "HNSW32,SQ8", "PQ4"])
+def test_a_lossy_code_is_refused_when_built(factory):
+    """From a fuzzing campaign: ``fit --index-factory SQ8`` saved a router that every later
+    command refused (stored vectors off the unit sphere). The build says so, naming the factory,
+    and leaves the index empty."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 32)).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx = VectorIndex(factory)
+    with pytest.raises(BenchrouteError, match=rf"index_factory '{factory}' stores \d+ of 300 "
+                                              r"vectors checked off the unit sphere .* a lossy code"):
+        idx.add(x, ["t"] * 300)
+    assert len(idx) == 0 and idx.index_ is None and len(idx.datasets_) == 0
+    assert len(VectorIndex("SQfp16").add(x, ["t"] * 300)) == 300  # within the tolerance
+
+
+def test_a_factory_that_takes_no_selector_is_named():
+    """'Flat,RFlat' raised FAISS's internal error on the first search that left rows out."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 16)).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx = VectorIndex("Flat,RFlat").add(x, ["t"] * 20 + ["u"] * 20)
+    assert idx.search(x[:2], 3)[1].shape == (2, 3)
+    with pytest.raises(BenchrouteError, match=r"index_factory 'Flat,RFlat': FAISS cannot search "
+                                              r"it leaving rows out"):
+        idx.search(x[:2], 3, exclude_datasets=["u"])

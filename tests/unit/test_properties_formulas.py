@@ -249,26 +249,33 @@ def _all_picks(P, c, t_or_tau, drop, lam, bud, strong, weak):
 @FAST
 def test_every_policy_returns_one_valid_column_per_input(data, tau, drop, lam, bud, sw):
     """Whatever the parameter, each policy names one existing model per input, and
-    apply_policy by name makes the same choice, or refuses a value outside the parameter's
-    range (the one table the gateway's entry points read too)."""
+    apply_policy by name makes the same choice; a value outside the parameter's range (the one
+    table the gateway's entry points read too), or strong = weak, is refused the same way
+    called directly and by name."""
     P, c = data
     m = P.shape[1]
-    picks = _all_picks(P, c, tau, drop, lam, bud, sw[0] % m, sw[1] % m)
-    for name, pick in picks.items():
+    strong, weak = sw[0] % m, sw[1] % m
+    calls = {"best": (pol.best, {}), "smallest_sufficient": (pol.smallest_sufficient, {"tau": tau}),
+             "lagrangian": (pol.lagrangian, {"lam": lam}),
+             "cheapest_within": (pol.cheapest_within, {"max_quality_drop": drop}),
+             "budget": (pol.budget, {"budget": bud}),
+             "threshold": (pol.threshold, {"t": tau, "strong": strong, "weak": weak})}
+    for name, (fn, kw) in calls.items():
+        bad = [k for k, v in kw.items() if k in pol.PARAM_RANGES and not
+               pol.PARAM_RANGES[k][0] - pol.RANGE_SLACK <= v <= pol.PARAM_RANGES[k][1] + pol.RANGE_SLACK]
+        if bad or (name == "threshold" and strong == weak):
+            message = "|".join([rf"{k} == .*expected a finite number (in|>=)" for k in bad]
+                               + ["the same model"] * (name == "threshold" and strong == weak))
+            with pytest.raises(BenchrouteError, match=message):
+                fn(P, c, **kw)
+            with pytest.raises(BenchrouteError, match=message):
+                pol.apply_policy(name, P, c, **kw)
+            continue
+        pick = fn(P, c, **kw)
         assert pick.shape == (len(P),), name
         assert np.issubdtype(pick.dtype, np.integer), name
         assert ((pick >= 0) & (pick < m)).all(), name
-    # by name, through the parameter checks, the same choice
-    params = {"best": {}, "smallest_sufficient": {"tau": tau}, "lagrangian": {"lam": lam},
-              "cheapest_within": {"max_quality_drop": drop}, "budget": {"budget": bud}}
-    for name, kw in params.items():
-        (key, value), = kw.items() or [(None, None)]
-        lo, hi = pol.PARAM_RANGES.get(key, (0, 0))
-        if key is not None and not lo - pol.RANGE_SLACK <= value <= hi + pol.RANGE_SLACK:
-            with pytest.raises(BenchrouteError, match=rf"{key} == .*expected a finite number (in|>=)"):
-                pol.apply_policy(name, P, c, **kw)
-            continue
-        np.testing.assert_array_equal(pol.apply_policy(name, P, c, **kw), picks[name], name)
+        np.testing.assert_array_equal(pol.apply_policy(name, P, c, **kw), pick, name)
 
 
 @given(data=pc())
@@ -287,10 +294,11 @@ def test_best_is_a_maximum_and_the_cheapest_of_the_tied(data):
     np.testing.assert_array_equal(pol.lagrangian(P, c, lam=0.0), pick)
 
 
-@given(data=pc(), huge=st.floats(1.0, 1e6))
+@given(data=pc(), huge=st.floats(1.0, 1.0 + pol.RANGE_SLACK))
 @FAST
 def test_cheapest_within_spans_best_to_cheapest(data, huge):
-    """Drop 0 keeps the top P; a drop larger than any P gap picks a cheapest model."""
+    """Drop 0 keeps the top P; the largest drop allowed, 1, is at least any P gap, and picks a
+    cheapest model."""
     P, c = data
     C = full(c, P)
     rows = np.arange(len(P))
@@ -328,12 +336,15 @@ def test_cost_led_policies_never_pick_a_dominated_model(data, drop, tau):
         assert not better.any()
 
 
-@given(data=pc(), tau=st.floats(-0.5, 1.5))
+@given(data=pc(), tau=st.floats(0.0, 1.0 + pol.RANGE_SLACK))
 @FAST
 def test_smallest_sufficient_is_the_cheapest_that_reaches_tau(data, tau):
     """With a model at or above τ the pick is one of them and none is cheaper; with none it
-    is best."""
+    is best. A τ outside [0, 1] is refused (called directly as by name)."""
     P, c = data
+    for out in (-0.5, 1.5, float("nan")):
+        with pytest.raises(BenchrouteError, match=r"tau == .*expected a finite number"):
+            pol.smallest_sufficient(P, c, tau=out)
     C = full(c, P)
     rows = np.arange(len(P))
     pick = pol.smallest_sufficient(P, c, tau=tau)
@@ -359,8 +370,8 @@ def test_threshold_share_to_strong_never_rises_with_t(data, sw, t1, t2):
     b = pol.threshold(P, c, strong=strong, weak=weak, t=hi)
     assert set(a.tolist()) | set(b.tolist()) <= {strong, weak}
     assert not ((b == strong) & (a == weak)).any()
-    assert (pol.threshold(P, c, strong=strong, weak=weak, t=-1.5) == strong).all()
-    assert (pol.threshold(P, c, strong=strong, weak=weak, t=1.5) == weak).all()
+    assert (pol.threshold(P, c, strong=strong, weak=weak, t=-1.0) == strong).all()
+    assert (pol.threshold(P, c, strong=strong, weak=weak, t=1.0 + pol.RANGE_SLACK) == weak).all()
 
 
 @given(data=pc(n_max=10), frac=st.floats(-0.2, 1.5))
@@ -735,6 +746,7 @@ def test_smallest_sufficient_shares_are_the_policy_s_at_every_tau(P, c, column):
     policy itself gives there; and no τ reaches a share the candidates miss (P values that tie
     in plateaus, or lie closer than any grid's step, included)."""
     c = np.asarray(c[:P.shape[1]])
+    column %= P.shape[1]
     taus, shares = pol.smallest_sufficient_shares(P, c, column)
     assert (np.diff(taus) > 0).all()
 
@@ -743,6 +755,8 @@ def test_smallest_sufficient_shares_are_the_policy_s_at_every_tau(P, c, column):
 
     for tau, s in zip(taus, shares):
         assert s == pytest.approx(share(float(tau)), abs=1e-12)
-    probes = np.r_[0.0, taus, np.nextafter(taus, -np.inf), (taus[1:] + taus[:-1]) / 2, 1.5]
+    probes = np.r_[0.0, taus, np.nextafter(taus, -np.inf), (taus[1:] + taus[:-1]) / 2,
+                   1.0 + pol.RANGE_SLACK]
+    probes = probes[probes >= 0]
     reached = {round(float(s), 12) for s in shares}
     assert {round(share(float(t)), 12) for t in probes} <= reached

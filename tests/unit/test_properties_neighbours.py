@@ -426,11 +426,17 @@ def test_fall_back_moves_exactly_the_flagged_inputs(p, alphas, default, data):
     """Inputs with p < alpha (never a NaN p: no reference) move to the default, the others keep
     their pick; a larger alpha flags a superset; no alpha moves nothing."""
     pick = data.draw(arr((len(p),), st.integers(0, 3), np.int64))
-    out, flag = fall_back(pick, p, alphas[0], default)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        out, flag = fall_back(pick, p, alphas[0], default)
+    # a fallback asked for that cannot act (no reference: every p NaN) is said, once
+    assert len(said) == int(len(p) > 0 and np.isnan(p).all())
     np.testing.assert_array_equal(flag, np.nan_to_num(p, nan=2.0) < alphas[0])
     np.testing.assert_array_equal(out, np.where(flag, default, pick))
     assert not (np.isnan(p) & flag).any()
-    _, wider = fall_back(pick, p, alphas[1], default)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, wider = fall_back(pick, p, alphas[1], default)
     assert (wider | ~flag).all()
     same, none = fall_back(pick, p, None, default)
     np.testing.assert_array_equal(same, pick)

@@ -558,12 +558,38 @@ def test_an_encoder_or_tune_changed_after_the_fit_is_refused(tmp_path):
     with pytest.raises(BenchrouteError, match=r"encoder is 'hashing-64-11', the fitted pool "
                                               r"uses 'hashing-64-12'"):
         router.save(tmp_path / "r")
-    router.set_params(encoder="hashing-64-12", tune=False)
+    with pytest.warns(UserWarning, match="tune changed on a fitted router"):
+        router.set_params(encoder="hashing-64-12", tune=False)
     with pytest.raises(BenchrouteError, match=r"tune is False, the fitted pool uses True"):
         router.save(tmp_path / "r")
     assert not (tmp_path / "r").exists()
     router.set_params(tune=True).save(tmp_path / "r")
     assert Router.load(tmp_path / "r").route(["task 0 input 1"]) == router.route(["task 0 input 1"])
+
+
+def test_parameters_of_the_fitted_pool_wait_for_the_next_fit(tmp_path):
+    """From a fuzzing campaign: set_params(k=11) on a router fitted with k = 5 searched 11
+    neighbours but aggregated 5, and a smaller k took effect while weights did not: half
+    applied, silently. The fitted pool keeps its parameters until the next fit, with a
+    warning; the refit uses the new ones."""
+    data, _ = synthetic(4)
+
+    def fresh(**kw):  # type: ignore[no-untyped-def]
+        return Router(alphas=(0.0,), repeats=1, tune=False, encoder="hashing-64-12",
+                      cache_dir=str(tmp_path), **kw).fit(data)
+
+    texts = ["task 0 input 1 more", "task 1 input 2 other", "task 2 input 3"]
+    for change in ({"k": 11}, {"k": 3}, {"weights": "distance"}):
+        router = fresh()
+        with pytest.warns(UserWarning, match=f"{next(iter(change))} changed on a fitted router"):
+            router.set_params(**change)
+        pd.testing.assert_frame_equal(router.predict_proba(texts), fresh().predict_proba(texts))
+        assert router.select_model(texts).scores.equals(fresh().select_model(texts).scores)
+        router.fit(data)
+        pd.testing.assert_frame_equal(router.predict_proba(texts), fresh(**change).predict_proba(texts))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh().set_params(k=5, eta=0.5, threshold=0.4)  # unchanged or decision parameters
 
 
 def test_numpy_parameters_work_everywhere(tmp_path):

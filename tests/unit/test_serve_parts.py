@@ -118,7 +118,9 @@ def test_upstreams_file_yaml_and_json(tmp_path):
     ("models: {a: {base_url: 'http://127.0.0.1', model: A, api_key_env: NOPE1},"
      " b: {base_url: 'http://127.0.0.1', model: B, api_key_env: NOPE2}}",
      r"not set: NOPE1 \(models.a\), NOPE2 \(models.b\)"),
-    ("models: [unclosed", r"invalid YAML"),
+    ("models: [unclosed", r"invalid YAML at line 1 column 18: expected ',' or ']'"),
+    ("models:\n  a: {base_url: 'http://127.0.0.1/v1', model: A}\n  a: {base_url: 'http://x/v1', "
+     "model: B}", r"invalid YAML at line 3 column 3: key 'a' appears twice"),
     # URLs and ids no request could use were accepted (found by a review)
     ("models: {a: {base_url: 'http://:80/v1', model: A}}", r"base_url' must be an http\(s\) URL "
                                                           r"with a host"),
@@ -141,12 +143,17 @@ def test_upstreams_file_yaml_and_json(tmp_path):
      r"control characters"),
     ("models: {a: {base_url: 'http://127.0.0.1/v1', model: A, cost: 1" + "0" * 400 + "}}",
      r"'models.a.cost' must be a finite number >= 0"),
+    # read as local, called 'evil' (urllib and httpx agree); a password reached error messages
+    ('{"models": {"a": {"base_url": "http://127.0.0.1\\\\@evil/v1", "model": "A"}}}',
+     r"a backslash before its host \('evil' is the host called\)"),
+    ("models: {a: {base_url: 'http://user:secret@127.0.0.1/v1', model: A}}",
+     r"a user name, a password .* keys come from api_key_env"),
 ])
 def test_upstreams_file_errors_name_file_and_field(tmp_path, content, match):
     p = _write(tmp_path, content)
     with pytest.raises(BenchrouteError, match=match) as info:
         load_upstreams(p, {})
-    assert str(p) in str(info.value)
+    assert str(p) in str(info.value) and "\n" not in str(info.value)  # one line, as the CLI prints
 
 
 def test_an_upstream_key_no_header_can_carry_is_refused(tmp_path):

@@ -469,7 +469,8 @@ def test_router_tune_folds_reaches_the_predictor_and_is_checked(tmp_path):
     back = Router.load(fitted.save(tmp_path / "rf"))
     assert back.tune_folds == "random" and back.per_input_.folds_by == "random"
     # changed after the fit, the saved router would claim folds its predictor was not tuned on
-    fitted.set_params(tune_folds="task")
+    with pytest.warns(UserWarning, match="tune_folds changed on a fitted router"):
+        fitted.set_params(tune_folds="task")
     with pytest.raises(BenchrouteError, match="parameters changed after the fit "
                                               r"\(tune_folds is 'task', the fitted pool uses "
                                               r"'random'\)"):
@@ -515,7 +516,8 @@ def test_router_tune_calibration_reaches_the_predictor_is_saved_and_checked(tmp_
     assert back.tune_calibration == "isotonic" and back.per_input_.calibration == "isotonic"
     np.testing.assert_array_equal(back.predict_proba(texts).to_numpy(), P_kept)
     # changed after the fit, the saved router would claim a rule its map was not chosen by
-    kept.set_params(tune_calibration="none")
+    with pytest.warns(UserWarning, match="tune_calibration changed on a fitted router"):
+        kept.set_params(tune_calibration="none")
     with pytest.raises(BenchrouteError, match=r"parameters changed after the fit "
                                               r"\(tune_calibration is 'none', the fitted pool "
                                               r"uses 'isotonic'\)"):

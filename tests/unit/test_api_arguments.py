@@ -1,0 +1,168 @@
+"""Arguments of the public API that ended in a raw Python error or a silently wrong answer,
+each found by a fuzzing campaign of the router's Python API: now a BenchrouteError naming the
+argument, a warning, or the right answer."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchroute.exceptions import BenchrouteError, NotFittedError
+from benchroute.experiments.costs import routing_metrics
+from benchroute.router import Router
+from tests.unit.test_router import MODELS, synthetic
+
+TEXTS = ["task 0 input 1 more", "task 1 input 2 other", "task 2 input 3"]
+NEW = ["words of another kind", "nothing like the pool"]
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory):  # type: ignore[no-untyped-def]
+    data, _ = synthetic(4)
+    return Router(alphas=(0.0,), repeats=1, tune=False, encoder="hashing-64-12",
+                  cache_dir=str(tmp_path_factory.mktemp("cache"))).fit(data)
+
+
+def test_exclusions_and_candidates_of_the_wrong_kind(router):
+    """None is no exclusion (as the default); a number or a list where a name goes is refused."""
+    assert router.select_model(TEXTS, exclude_datasets=None).model \
+        == router.select_model(TEXTS).model
+    with pytest.raises(BenchrouteError, match=r"exclude_datasets: expected task names"):
+        router.select_model(TEXTS, exclude_datasets=3)
+    with pytest.raises(BenchrouteError, match=r"candidates == 5; expected model names"):
+        router.route(TEXTS, candidates=5)
+    with pytest.raises(BenchrouteError, match=rf"candidates name \['{MODELS[0]}'\] twice"):
+        router.route_table(TEXTS, candidates=[MODELS[0], MODELS[0], MODELS[1]])
+    with pytest.raises(BenchrouteError, match=r"unknown policy \['best'\]"):
+        router.route_table(TEXTS, ["best"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("labeled, message", [
+    (pd.DataFrame([["task 0 x", 1.0, 0.0]], columns=["text", MODELS[0], MODELS[0]]),
+     rf"column\(s\) \['{MODELS[0]}'\] appear twice"),
+    (pd.DataFrame({"text": ["task 0 x"], "labels": [{MODELS[0]: 1}], MODELS[1]: [0.0]}),
+     r"a 'labels' column and other columns"),
+    (pd.DataFrame([["task 0 x", 1.0]], columns=pd.MultiIndex.from_tuples([("text", ""), ("m", "")])),
+     r"MultiIndex columns"),
+    ([{"text": "task 0 input 1 more", "labels": {}}], r"labeled\[0\] gives no label"),
+    ([{"text": "task 0 x", "labels": {MODELS[0]: None, MODELS[1]: float("nan")}}],
+     r"labeled\[0\] gives no label"),
+    (pd.DataFrame({"text": ["task 0 x", "task 1 y"], MODELS[0]: [1.0, np.nan]}),
+     r"labeled\[1\] gives no label"),
+    ([{"text": "task 0 new", "labels": {MODELS[0]: 1}}, {"text": "task 0 new ", "labels": {MODELS[0]: 0}}],
+     rf"labeled\[0\] and labeled\[1\] both label '{MODELS[0]}' on the same input"),
+    ([{"text": "task 0 new", "labels": {MODELS[0]: 10**400}}], r"is 1000000000.*…\(401 chars\); expected a number"),
+])
+def test_few_shot_labels_that_said_nothing_or_two_things(router, labeled, message):
+    """A record with no label counted as labelled and dropped its input from the task examples;
+    two labels of one input counted as two; a duplicated model column kept one silently."""
+    with pytest.raises(BenchrouteError, match=message):
+        router.select_model(TEXTS, labeled=labeled)
+
+
+def test_one_input_may_carry_labels_of_several_models_in_several_records(router):
+    two = router.select_model(TEXTS, labeled=[{"text": "task 0 new", "labels": {MODELS[0]: 1}},
+                                              {"text": "task 0 new", "labels": {MODELS[1]: 0}}])
+    one = router.select_model(TEXTS, labeled=[{"text": "task 0 new",
+                                               "labels": {MODELS[0]: 1, MODELS[1]: 0}}])
+    assert two.scores.equals(one.scores)
+
+
+@pytest.mark.parametrize("bandwidth", [1e300, 1e-300])
+def test_a_bandwidth_at_the_ends_of_the_float_range(router, bandwidth):
+    """h² overflowed (OverflowError at 1e300) or was 0 (a divide-by-zero warning at 1e-300); the
+    weights are now their limits: every reference pair alike, or none near (p̂ = the prior)."""
+    r = Router(**{**router.get_params(), "bandwidth": bandwidth}).fit(synthetic(4)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sel = r.select_model(TEXTS)
+    p_hat = sel.scores["p_hat"].to_numpy()
+    assert np.isfinite(p_hat).all()
+    if bandwidth < 1:
+        np.testing.assert_allclose(p_hat, 0.5)
+
+
+def test_costs_are_checked_alike_by_every_policy_and_a_misspelled_name_is_said(router):
+    costs = {m: 1.0 + i for i, m in enumerate(MODELS)}
+    for policy, kw in [("best", {}), ("cheapest_within", {"max_quality_drop": 0.1}),
+                       ("lagrangian", {"lam": 0.1})]:
+        with pytest.raises(BenchrouteError, match=r"cost of 'zz' == nan"):
+            router.route_table(TEXTS, policy, costs={**costs, "zz": float("nan")}, **kw)
+    last = costs.pop(MODELS[-1])
+    typo = {**costs, MODELS[-1].upper(): last}
+    with pytest.warns(UserWarning, match=rf"costs name \['{MODELS[-1].upper()}'\], which the router does not have, and no cost for "
+                                         rf"\['{MODELS[-1]}'\]"):
+        table = router.route_table(TEXTS, "best", costs=typo)
+    assert table["cost"].isna().all()
+
+
+def test_an_ood_fallback_that_cannot_act_is_said(tmp_path):
+    data, _ = synthetic(4, n_tasks=1)
+    one_task = Router(alphas=(0.0,), repeats=1, tune=False, encoder="hashing-64-12",
+                      cache_dir=str(tmp_path)).fit(data)
+    with pytest.warns(UserWarning, match=r"ood_alpha=0.5: the pool has no out-of-distribution "
+                                         r"reference .* no input falls back"):
+        table = one_task.route_table(TEXTS, ood_alpha=0.5)
+    assert not table["ood_fallback"].any()
+
+
+def test_best_on_average_arguments(router):
+    with pytest.raises(NotFittedError):
+        Router().bma_  # noqa: B018
+    with pytest.raises(BenchrouteError, match=r"cand == .*expected column indices"):
+        router.bma_index(np.array([len(MODELS)]))
+    with pytest.raises(BenchrouteError, match=r"cand == .*expected column indices"):
+        router.bma_index(np.array([], dtype=int))
+    with pytest.raises(BenchrouteError, match=r"unknown task\(s\) \['nope'\]"):
+        router.bma_index(np.arange(len(MODELS)), ["nope"])
+
+
+def test_an_added_model_labelled_on_an_excluded_task_is_said(tmp_path):
+    data, _ = synthetic(4)
+    r = Router(alphas=(0.0,), repeats=1, tune=False, encoder="hashing-64-12",
+               cache_dir=str(tmp_path)).fit(data)
+    t0 = data.instances().query("dataset == 't0'").head(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r.add_model("new", t0[["dataset", "instance_id"]].assign(correct=1.0))
+    with pytest.warns(UserWarning, match=r"added model 'new': 10 of its 10 labels are on inputs "
+                                         r"of the excluded task\(s\) \['t0'\]"):
+        r.select_model(NEW, exclude_datasets=["t0"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r.select_model(NEW, exclude_datasets=["t1"])  # its labels lie elsewhere: silent
+
+
+def _curve() -> pd.DataFrame:
+    curve = pd.DataFrame({"policy": ["threshold"] * 3, "param": [0, .5, 1], "cost": [1., 2., 3.],
+                          "quality": [.3, .5, .6], "share_strong": [0., .5, 1.]})
+    curve.attrs.update(q_strong=.6, q_weak=.3, c_min=1., c_max=3.)
+    return curve
+
+
+@pytest.mark.parametrize("edit, kwargs, message", [
+    (lambda c: c.drop(columns="quality"), {}, r"curve lacks column\(s\) \['quality'\]"),
+    (lambda c: c.to_dict(), {}, r"curve is a dict"),
+    (lambda c: c.assign(quality=["a", "b", "c"]), {}, r"curve column 'quality' must hold numbers"),
+    (lambda c: c.assign(policy=[None, "threshold", "threshold"]), {}, r"a row has no policy"),
+    (lambda c: c, {"c_min": "0"}, r"c_min == '0'"),
+    (lambda c: c, {"q_strong": "0.9"}, r"q_strong == '0.9'"),
+    (lambda c: c, {"c_min": -np.inf}, r"c_min == -inf"),
+    (lambda c: c, {"c_min": 3.0, "c_max": 1.0}, r"c_min < c_max"),
+    (lambda c: c, {"levels": (0.2, 0.2049)}, r"round to the same percent"),
+    (lambda c: c, {"levels": (1.5,)}, r"expected call shares in \[0, 1\]"),
+    (lambda c: c, {"levels": (np.nan,)}, r"expected call shares"),
+    (lambda c: c, {"levels": None}, r"expected call shares"),
+])
+def test_routing_metrics_refuses_what_it_cannot_measure(edit, kwargs, message):
+    with pytest.raises(BenchrouteError, match=message):
+        routing_metrics(edit(_curve()), **kwargs)
+
+
+def test_routing_metrics_on_a_good_curve():
+    table = routing_metrics(_curve(), levels=(0.2, 0.5))
+    assert list(table["policy"]) == ["threshold", "random-analytic"]
+    assert table.loc[0, "PGR@50"] == pytest.approx((0.5 - 0.3) / 0.3)
