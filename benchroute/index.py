@@ -108,9 +108,10 @@ class VectorIndex:
                     self.datasets_ = self.instance_ids_ = np.array([], dtype=object)
                 raise BenchrouteError(
                     f"index_factory {self.factory!r} stores {n_bad} of "
-                    f"{min(len(x), _CODE_SAMPLE)} vectors checked off the unit sphere (row {first[0]}: {first[1]}): a lossy code, "
-                    "whose distances cannot recognise an input as itself; use Flat, HNSW<M>, "
-                    "IVF<n>,Flat or SQfp16 (saved, it would not load)")
+                    f"{min(len(x), _CODE_SAMPLE)} vectors checked off the unit sphere (row "
+                    f"{first[0]}: {first[1]}): a lossy code, whose distances cannot recognise an "
+                    "input as itself; use Flat, HNSW<M>, IVF<n>,Flat or SQfp16 (saved, it "
+                    "would not load)")
         return self
 
     def rows_of(self, datasets: Iterable[str]) -> np.ndarray:

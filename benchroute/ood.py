@@ -25,6 +25,7 @@ import numpy as np
 
 from benchroute.exceptions import BenchrouteError
 from benchroute.sampling import sample_key, task_queries
+from benchroute.warning_site import user_stacklevel
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def fall_back(pick: np.ndarray, ood_p: np.ndarray | None, alpha: float | None,
         # a caller who asked for the fallback is told it cannot act (found by fuzzing)
         warnings.warn(f"ood_alpha={alpha:g}: the pool has no out-of-distribution reference "
                       "(a pool of one task has no other task to score its inputs against), so "
-                      "no input falls back", UserWarning, stacklevel=2)
+                      "no input falls back", UserWarning, stacklevel=user_stacklevel())
     flag = np.asarray(ood_p) < alpha
     out = np.array(pick, copy=True)
     out[flag] = default

@@ -11,11 +11,13 @@ import numpy as np
 from benchroute.predictors import Estimator
 from benchroute.reference import DEFAULT_ALPHAS
 from benchroute.selection import SelectionConfig
+from benchroute.warning_site import user_stacklevel
 
 if TYPE_CHECKING:
     from benchroute.embedding import Encoder
 
 _R = TypeVar("_R", bound="RouterParams")
+
 
 class RouterParams(Estimator):
     """The router's hyper-parameters (scikit-learn's parameter protocol) and its encoder.
@@ -163,7 +165,8 @@ class RouterParams(Estimator):
         if later:
             warnings.warn(f"Router.set_params: {', '.join(later)} changed on a fitted router "
                           "takes effect at the next fit; until then the router decides as "
-                          "fitted, and save refuses the change", UserWarning, stacklevel=2)
+                          "fitted, and save refuses the change", UserWarning,
+                          stacklevel=user_stacklevel())
         return self
 
     def config(self) -> SelectionConfig:

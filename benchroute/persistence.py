@@ -264,9 +264,9 @@ def _check_fitted_params(router: Router) -> None:
 def changed_since_fit(router: Router) -> dict[str, tuple[object, object]]:
     """{parameter: (the fitted pool's value, the router's)} for each parameter changed since
     the fit (``set_params`` warns of them, ``save`` refuses them)."""
-    changed: dict[str, tuple[object, object]] = {name: (getattr(router.predictor_, name), getattr(router, name))
-               for name in _PREDICTOR_PARAMS
-               if getattr(router.predictor_, name) != getattr(router, name)}
+    changed: dict[str, tuple[object, object]] = {
+        name: (getattr(router.predictor_, name), getattr(router, name))
+        for name in _PREDICTOR_PARAMS if getattr(router.predictor_, name) != getattr(router, name)}
     tuned = router.per_input_
     if tuned is not None and tuned.folds_by != router.tune_folds:
         changed["tune_folds"] = (tuned.folds_by, router.tune_folds)

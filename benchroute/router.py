@@ -30,6 +30,7 @@ from benchroute.inputs import (
     check_fit_arrays,
     check_flag,
     check_instance_ids,
+    check_model_name,
     check_router_params,
     task_accuracy_problem,
 )
@@ -83,6 +84,11 @@ class Router(RouterParams, pool_state.FittedPool):
         check_router_params(self.get_params())
         if not isinstance(data, BenchmarkData):
             raise BenchrouteError(f"fit expects a BenchmarkData, got {type(data).__name__}")
+        # before the embedding, and naming the files (a HELM or MixInstruct model "a " was
+        # refused after it, naming no file; found by fuzzing)
+        where = ", ".join(data.report.sources[:3]) or "the store"
+        for model in data.models:
+            check_model_name(str(model), f"{where}: model name")
         pool = pool_arrays(data, embeddings, self.embed)
         enc = self.held_encoder()  # cheap: weights load on first use
         if embeddings is not None and 0 < enc.dimension != pool.X.shape[1]:

@@ -38,6 +38,7 @@ from benchroute.policies import (
 from benchroute.predictors import NEAR_DUPLICATE
 from benchroute.scoring import argmax_ties, best_on_average, fallback_probability
 from benchroute.selection import SelectionConfig
+from benchroute.warning_site import user_stacklevel
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +270,8 @@ def _policy_inputs(router: Any, policy: str, cand: np.ndarray,
                 missing = [m for m in models if m not in given]  # type: ignore[operator]
                 warnings.warn(f"costs name {strange[:10]}, which the router does not have, and "
                               f"no cost for {missing[:10]}: policy {policy!r} decides without "
-                              "costs, and the cost column is NaN", UserWarning, stacklevel=4)
+                              "costs, and the cost column is NaN", UserWarning,
+                              stacklevel=user_stacklevel())
             return models, None, params
     return models, router_costs(router, costs, f"policy {policy!r}", models), params
 

@@ -71,8 +71,6 @@ def check_excluded(router: Router, exclude_datasets: Sequence[str] | None) -> li
     if exclude and len(exclude) >= len(tasks):
         raise BenchrouteError(f"exclude_datasets names every task of the pool ({len(exclude)}); "
                               "leave at least one")
-    if exclude and getattr(router, "added_", None):
-        _warn_added_on_excluded(router, exclude)
     return exclude
 
 
@@ -91,7 +89,7 @@ def _warn_added_on_excluded(router: Router, exclude: list[str]) -> None:
                           f"inputs of the excluded task(s) {exclude[:5]}; its P and task "
                           "accuracies still use them (remove_model, or add it from labels "
                           "outside those tasks, for a clean leave-one-task-out)",
-                          UserWarning, stacklevel=4)
+                          UserWarning, stacklevel=user_stacklevel())
 
 
 def reference_without(router: Router, exclude_datasets: Sequence[str]) -> ReferencePairs:
@@ -172,6 +170,8 @@ class TaskNeighbours:
         self.router = router
         self.X = check_vectors(X, "task inputs")
         self.exclude = check_excluded(router, exclude_datasets)
+        if self.exclude and getattr(router, "added_", None):
+            _warn_added_on_excluded(router, self.exclude)
         self.K = max(router.predictor_.k, router.n_neighbours)  # the fitted k (set_params: at the next fit)
         self.keep_duplicates = keep_duplicates
         # pool inputs that are near-copies of a task input would hand it its own label

@@ -166,3 +166,21 @@ def test_routing_metrics_on_a_good_curve():
     table = routing_metrics(_curve(), levels=(0.2, 0.5))
     assert list(table["policy"]) == ["threshold", "random-analytic"]
     assert table.loc[0, "PGR@50"] == pytest.approx((0.5 - 0.3) / 0.3)
+
+
+def test_a_model_name_fit_refuses_names_its_source_before_embedding(tmp_path):
+    """A model "a " (a loader keeps names as the files give them) was refused after the
+    embedding of every input, naming no file (found by fuzzing the command line)."""
+    from benchroute import BenchmarkData
+
+    rows = [(d, i, f"question {i}", m, y, y) for d, i in (("d", "1"), ("e", "2"))
+            for m, y in (("a ", 1.0), ("b", 0.0))]
+    data = BenchmarkData(pd.DataFrame(rows, columns=["dataset", "instance_id", "text", "model",
+                                                     "score", "correct"]), source="runs.jsonl")
+    router = Router(encoder="hashing-32-12", cache_dir=str(tmp_path))
+    calls = []
+    router.embed = lambda texts: calls.append(texts)  # type: ignore[method-assign]
+    with pytest.raises(BenchrouteError, match=r"^runs\.jsonl: model name == 'a ', expected a "
+                                              r"model name"):
+        router.fit(data)
+    assert not calls

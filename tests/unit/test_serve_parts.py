@@ -119,7 +119,7 @@ def test_upstreams_file_yaml_and_json(tmp_path):
      " b: {base_url: 'http://127.0.0.1', model: B, api_key_env: NOPE2}}",
      r"not set: NOPE1 \(models.a\), NOPE2 \(models.b\)"),
     ("models: [unclosed", r"invalid YAML at line 1 column 18: expected ',' or ']'"),
-    ("models:\n  a: {base_url: 'http://127.0.0.1/v1', model: A}\n  a: {base_url: 'http://x/v1', "
+    ("models:\n  a: {base_url: 'http://127.0.0.1/v1', model: A}\n  a: {base_url: 'http://127.0.0.2/v1', "
      "model: B}", r"invalid YAML at line 3 column 3: key 'a' appears twice"),
     # URLs and ids no request could use were accepted (found by a review)
     ("models: {a: {base_url: 'http://:80/v1', model: A}}", r"base_url' must be an http\(s\) URL "
@@ -146,7 +146,7 @@ def test_upstreams_file_yaml_and_json(tmp_path):
     # read as local, called 'evil' (urllib and httpx agree); a password reached error messages
     ('{"models": {"a": {"base_url": "http://127.0.0.1\\\\@evil/v1", "model": "A"}}}',
      r"a backslash before its host \('evil' is the host called\)"),
-    ("models: {a: {base_url: 'http://user:secret@127.0.0.1/v1', model: A}}",
+    ("models: {a: {base_url: 'http://127.0.0.1:secret@127.0.0.1:9/v1', model: A}}",
      r"a user name, a password .* keys come from api_key_env"),
 ])
 def test_upstreams_file_errors_name_file_and_field(tmp_path, content, match):

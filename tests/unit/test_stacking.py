@@ -456,6 +456,17 @@ def test_task_router_routes_saves_loads_and_checks_its_fields(tmp_path):
     _refused_as_format(router, tmp_path, 4, needs=5)
 
 
+def _save_refuses_a_change(router, tmp_path, name, new, old):  # type: ignore[no-untyped-def]
+    """A parameter of the fitted predictor changed after the fit: set_params warns that it
+    waits for the next fit, and save refuses it, writing nothing."""
+    with pytest.warns(UserWarning, match=f"{name} changed on a fitted router"):
+        router.set_params(**{name: new})
+    with pytest.raises(BenchrouteError, match=rf"parameters changed after the fit \({name} is "
+                                              rf"'{new}', the fitted pool uses '{old}'\)"):
+        router.save(tmp_path / "changed")
+    assert not (tmp_path / "changed").exists()
+
+
 def test_router_tune_folds_reaches_the_predictor_and_is_checked(tmp_path):
     from benchroute.router import Router
 
@@ -469,13 +480,7 @@ def test_router_tune_folds_reaches_the_predictor_and_is_checked(tmp_path):
     back = Router.load(fitted.save(tmp_path / "rf"))
     assert back.tune_folds == "random" and back.per_input_.folds_by == "random"
     # changed after the fit, the saved router would claim folds its predictor was not tuned on
-    with pytest.warns(UserWarning, match="tune_folds changed on a fitted router"):
-        fitted.set_params(tune_folds="task")
-    with pytest.raises(BenchrouteError, match="parameters changed after the fit "
-                                              r"\(tune_folds is 'task', the fitted pool uses "
-                                              r"'random'\)"):
-        fitted.save(tmp_path / "changed")
-    assert not (tmp_path / "changed").exists()
+    _save_refuses_a_change(fitted, tmp_path, "tune_folds", "task", "random")
     from tests.corpus.test_corpus_router import _rewrite
 
     folder = tmp_path / "rf"
@@ -516,13 +521,7 @@ def test_router_tune_calibration_reaches_the_predictor_is_saved_and_checked(tmp_
     assert back.tune_calibration == "isotonic" and back.per_input_.calibration == "isotonic"
     np.testing.assert_array_equal(back.predict_proba(texts).to_numpy(), P_kept)
     # changed after the fit, the saved router would claim a rule its map was not chosen by
-    with pytest.warns(UserWarning, match="tune_calibration changed on a fitted router"):
-        kept.set_params(tune_calibration="none")
-    with pytest.raises(BenchrouteError, match=r"parameters changed after the fit "
-                                              r"\(tune_calibration is 'none', the fitted pool "
-                                              r"uses 'isotonic'\)"):
-        kept.save(tmp_path / "changed")
-    assert not (tmp_path / "changed").exists()
+    _save_refuses_a_change(kept, tmp_path, "tune_calibration", "none", "isotonic")
     folder = tmp_path / "iso"
     _rewrite(folder, lambda m: m["routing"]["per_input"].update(calibration_rule="none"))
     with pytest.raises(BenchrouteError, match=r"field 'routing\.per_input\.calibration_rule' "
