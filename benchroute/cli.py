@@ -72,19 +72,44 @@ def _load_options(p: Any) -> None:
                    "holding a comma quoted as in CSV); default: every numeric column")
 
 
-def _load_data(args: argparse.Namespace, source: str) -> Any:
+def _load_data(args: argparse.Namespace, source: str, drop: tuple[str, ...] = ()) -> Any:
     """``benchroute.load`` with the reading options; input problems go to the report (and the
-    log) as warnings."""
+    log) as warnings. ``drop``: table options left out for this source."""
     from benchroute.data.detect import load
     from benchroute.data.options import parse_metric_option, parse_threshold_option
 
+    table = _table_columns(args)
+    if table is not None and drop:
+        table = {k: v for k, v in table.items() if k not in drop} or None
     return load(
         source, preset=args.preset,
         metric=parse_metric_option(args.metric) if args.metric else None,
         threshold=parse_threshold_option(args.threshold) if args.threshold else None,
         prices=args.prices, strict=args.strict, strip_common_prefix=args.strip_common_prefix,
-        check_inputs=True, table=_table_columns(args),
+        check_inputs=True, table=table,
     )
+
+
+def _load_sources(args: argparse.Namespace) -> Any:
+    """Every source of ``args.data`` in one store. ``--column``/``--models`` of one layout apply
+    to the tables of that layout: a wide and a long table read together take ``--column
+    score=acc`` for the long one (refused outright, this broke such fits); an option that no
+    source takes is still an error."""
+    from benchroute.data.store import BenchmarkData
+    from benchroute.data.tables import LayoutOptionError
+
+    parts: list[Any] = []
+    refusals: dict[str, list[LayoutOptionError]] = {}
+    for source in args.data:
+        try:
+            parts.append(_load_data(args, source))
+        except LayoutOptionError as exc:
+            for option in exc.options:
+                refusals.setdefault(option, []).append(exc)
+            if any(len(r) == len(args.data) for r in refusals.values()):
+                raise  # every source so far refused it: no source takes it
+            parts.append(_load_data(args, source, drop=exc.options))
+    return parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
 
 
 #: What ``--column NAME=COLUMN`` may name (``--models`` gives the wide layout's model columns).
@@ -391,12 +416,10 @@ def _add_fit(sub: Any) -> None:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from benchroute.data.store import BenchmarkData
     from benchroute.persistence import check_router_target
 
     check_router_target(args.out)  # before a long fit, not after
-    parts = [_load_data(args, d) for d in args.data]
-    data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
+    data = _load_sources(args)
     router = _make_router(args)
     if args.imports:
         _import_vectors(args, data)
@@ -842,12 +865,10 @@ def _add_add_results(sub: Any) -> None:
 
 
 def _cmd_add_results(args: argparse.Namespace) -> int:
-    from benchroute.data.store import BenchmarkData
     from benchroute.router import Router
 
     router = Router.load(args.router)
-    parts = [_load_data(args, d) for d in args.data]
-    data = parts[0] if len(parts) == 1 else BenchmarkData.concat(parts)
+    data = _load_sources(args)
     inputs, tasks = len(router.Y_), len(router.tasks_)
     router.add_results(data)
     router.save(args.router)

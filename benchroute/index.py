@@ -103,9 +103,7 @@ class VectorIndex:
         if self._flat_view() is None:  # a code that may not store the vectors as given
             n_bad, first = self._off_unit(len(self) - len(x), _CODE_SAMPLE)
             if first is not None:
-                if len(self) == len(x):  # the first add: nothing was there before
-                    self.index_ = None
-                    self.datasets_ = self.instance_ids_ = np.array([], dtype=object)
+                self._undo_add(len(x))
                 raise BenchrouteError(
                     f"index_factory {self.factory!r} stores {n_bad} of "
                     f"{min(len(x), _CODE_SAMPLE)} vectors checked off the unit sphere (row "
@@ -113,6 +111,20 @@ class VectorIndex:
                     "input as itself; use Flat, HNSW<M>, IVF<n>,Flat or SQfp16 (saved, it "
                     "would not load)")
         return self
+
+    def _undo_add(self, n: int) -> None:
+        """Take the last ``n`` rows back out (an add refused after FAISS took them): the whole
+        index when they are all it holds, else FAISS's ``remove_ids`` where the index type has
+        it; an HNSW graph has none, and keeps them (said by the caller's error)."""
+        start = len(self) - n
+        if start == 0:
+            self.index_ = None
+        else:
+            try:
+                self.index_.remove_ids(_faiss().IDSelectorRange(start, len(self)))
+            except RuntimeError:
+                return
+        self.datasets_, self.instance_ids_ = self.datasets_[:start], self.instance_ids_[:start]
 
     def rows_of(self, datasets: Iterable[str]) -> np.ndarray:
         return np.flatnonzero(np.isin(self.datasets_, list(datasets)))

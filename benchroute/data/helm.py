@@ -172,15 +172,21 @@ def load_helm(
         )
     frame = pd.DataFrame(rows)
     # An augmented run repeats the unperturbed instances of its base run: keep the base copy.
+    # An augmented row is a copy when its instance has a row of the base run, or of another
+    # run name (the first read is kept when all are augmented). Any other repeat, such as
+    # one run name in two suites (HELM classic names even its base runs
+    # "data_augmentation=canonical"), follows the store's rule: exact repeats merged, a
+    # conflict skipped and reported or, strict, an error (the second suite's results were
+    # dropped silently; found by fuzzing and a review).
     frame = frame.sort_values("_augmented", kind="stable")
     keys = ["dataset", "instance_id", "model"]
-    copy = frame["_augmented"].to_numpy(dtype=bool) & frame.duplicated(keys, keep="first")
+    by_key = frame.groupby(keys, sort=False)
+    has_base = ~by_key["_augmented"].transform("min").to_numpy(dtype=bool)
+    other_run = frame["_run"].to_numpy() != by_key["_run"].transform("first").to_numpy()
+    copy = frame["_augmented"].to_numpy(dtype=bool) & (has_base | other_run)
     report.count("duplicate_rows_merged", int(copy.sum()))
-    # any other repeat (two runs of one model on one dataset, in two suites) follows the
-    # store's rule: exact repeats merged, a conflict skipped and reported or, strict, an error
-    # (the second run's results were dropped silently, found by fuzzing)
-    frame = resolve_repeated(frame.loc[~copy].drop(columns="_augmented"), report, str(root),
-                             strict)
+    frame = resolve_repeated(frame.loc[~copy].drop(columns=["_augmented", "_run"]), report,
+                             str(root), strict)
     # Token columns only where HELM counted tokens: an all-empty column says nothing.
     frame = frame.drop(columns=[c for c in ("prompt_tokens", "completion_tokens")
                                 if frame[c].isna().all()])
@@ -471,6 +477,7 @@ def _run_rows(run: Run, metric: str, scale: MetricScale, threshold: float,
             "prompt_tokens": p_tok,
             "completion_tokens": c_tok,
             "_augmented": run.augmented,
+            "_run": run.path.name,
         }
         if prices is not None:
             row["cost"] = float(price.cost(np.array(p_tok), np.array(c_tok))) if price else np.nan

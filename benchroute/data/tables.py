@@ -75,6 +75,16 @@ def _drop_unread_amounts(long: pd.DataFrame, path: Path, report: LoadReport) -> 
     return long
 
 
+class LayoutOptionError(DataError):
+    """A column option of the other layout (``score=`` on a wide table, ``models=`` on a long
+    one), which would be ignored; ``options`` names them, so that a command reading several
+    tables with one set of options can apply each where it fits."""
+
+    def __init__(self, message: str, options: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.options = options
+
+
 def load_table(
     path: str | os.PathLike[str] | pd.DataFrame,
     preset: str | None = None,
@@ -174,13 +184,15 @@ def load_table(
     # an option of the other layout would be ignored (found by fuzzing: --column score=nope on
     # a wide table, --models on a long one, exit 0 and no effect)
     if layout == "wide" and (model, score) != ("model", "score"):
-        given = [f"{k}={v!r}" for k, v in (("model", model), ("score", score))
-                 if v != k]
-        raise DataError(f"{path}: {', '.join(given)} name a long table's columns; this table is "
-                        "wide (one score column per model: pick them with models=[...])")
+        given = {k: v for k, v in (("model", model), ("score", score)) if v != k}
+        raise LayoutOptionError(
+            f"{path}: {', '.join(f'{k}={v!r}' for k, v in given.items())} name a long table's "
+            "columns; this table is wide (one score column per model: pick them with "
+            "models=[...])", tuple(given))
     if layout == "long" and models is not None:
-        raise DataError(f"{path}: models= picks a wide table's score columns; this table is long "
-                        f"(its models are the values of column {model!r})")
+        raise LayoutOptionError(f"{path}: models= picks a wide table's score columns; this table "
+                                f"is long (its models are the values of column {model!r})",
+                                ("models",))
     name = dataset_name or table_stem(path)
     # a long table's own 'correct' column is its labels as written (the store's layout reads
     # back), unless a rule or a threshold says to derive them from the scores

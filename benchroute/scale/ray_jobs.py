@@ -432,7 +432,9 @@ def route_with_ray(texts: Sequence[str] | Iterator[str], out: str | os.PathLike[
         ds, blocks = _dataset(_row_blocks(stream, rows_per_task, "texts"), ray)
         pool = _actors(ray, actors, cpus_per_actor, blocks)
         kwargs = {"router": folder, "policy": policy,
-                  "candidates": None if candidates is None else list(candidates),
+                  # the names as checked ("m1" alone was sent as its letters; a review)
+                  "candidates": None if candidates is None else
+                  [local.models_[i] for i in cand_idx],
                   "costs": None if costs is None else dict(costs), "params": params,
                   "ood_alpha": ood_alpha, "keep_duplicates": keep_duplicates}
         ds = ds.map_batches(RouteBatch, fn_constructor_kwargs=kwargs, batch_size=rows_per_task,

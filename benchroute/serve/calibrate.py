@@ -138,7 +138,7 @@ def strong_share(sample: Sample, router: Any, policy: str, params: Mapping[str, 
 def mean_cost(sample: Sample, router: Any, policy: str, params: Mapping[str, Any],
               cand: np.ndarray, costs: Mapping[str, float] | None) -> float:
     frame = routing.policy_frame(router, sample.P, policy, cand, costs, **dict(params))
-    return float(frame["cost"].mean())
+    return pol.finite_mean(frame["cost"].to_numpy(dtype=float))
 
 
 def fit_parameter(router: Any, sample: Sample, policy: str, target: float, cand: np.ndarray,
@@ -161,8 +161,10 @@ def fit_parameter(router: Any, sample: Sample, policy: str, target: float, cand:
     if policy == "smallest_sufficient":
         names = [router.models_[i] for i in cand]
         c = routing.router_costs(router, costs, "smallest_sufficient calibration", names)
-        column = names.index(strong) if strong in names else -1
-        taus, shares = pol.smallest_sufficient_shares(sample.P[:, cand], c, column)
+        if strong not in names:  # its share of calls is what a τ is fitted to
+            raise BenchrouteError(f"strong model {strong!r:.80} is not among the candidates "
+                                  f"{names[:10]}; its share of calls cannot be calibrated")
+        taus, shares = pol.smallest_sufficient_shares(sample.P[:, cand], c, names.index(strong))
         inside = taus <= pol.PARAM_RANGES["tau"][1] + pol.RANGE_SLACK
         taus, shares = taus[inside], shares[inside]
         return policy, {"tau": float(taus[int(np.argmin(np.abs(shares - target)))])}
@@ -337,7 +339,7 @@ def operating_point(router: Any, sample: Sample, curve: Mapping[str, Any], cand:
     rows = np.array([r for r, m in enumerate(frame["model"]) if m in col], dtype=np.intp)
     pick = np.array([col[m] for m in frame["model"].iloc[rows]], dtype=np.intp)
     Q = sample.Y[keep][:, curve["cand"]] if sample.Y is not None else None
-    x = float(np.asarray(curve["C"])[pick].mean()) if len(pick) else 0.0
+    x = pol.finite_mean(np.asarray(curve["C"])[pick])  # costs near 1e308 summed to inf
     y = float(Q[rows, pick].mean()) if Q is not None and len(pick) else 0.0
     return [x, y]
 

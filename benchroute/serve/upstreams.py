@@ -198,9 +198,12 @@ def _check_url(path: Path, name: str, url: str) -> None:
     if "@" in parts.netloc or "\\" in parts.netloc:
         # 'http://127.0.0.1\@evil/v1' reads as a local URL and calls the host 'evil'
         # (urllib and httpx agree); a password there would reach logs and error messages
+        # the URL without what precedes its host: the message must not carry the password
+        shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         raise BenchrouteError(f"{where} has a user name, a password or a backslash before its "
                               f"host ({parts.hostname!r:.60} is the host called): keys come "
-                              f"from api_key_env, never the URL; got {url!r:.80}")
+                              f"from api_key_env, never the URL; got {shown!r:.80} (with what "
+                              "precedes the host left out)")
 
 
 def _client_url(url: str) -> None:

@@ -83,6 +83,12 @@ def test_one_string_is_one_text(local_ray, router_dir, tmp_path):
     """route_with_ray("a text") routed each character (route_table takes it as one text)."""
     report = route_with_ray("task 1 input 3", tmp_path / "one.parquet", router_dir, actors=1)
     assert report.rows == 1 and len(pd.read_parquet(report.out)) == 1
+    # one candidate named as a string is one model, on the actors too (sent as its letters
+    # before; a review)
+    model = Router.load(router_dir).models_[0]
+    one = route_with_ray(["task 1 input 3"], tmp_path / "cand.parquet", router_dir, actors=1,
+                         candidates=model)
+    assert pd.read_parquet(one.out)["model"].tolist() == [model]
 
 
 def test_route_a_stream_as_it_comes(local_ray, router_dir, tmp_path):

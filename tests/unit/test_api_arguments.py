@@ -151,7 +151,7 @@ def _curve() -> pd.DataFrame:
     (lambda c: c, {"c_min": "0"}, r"c_min == '0'"),
     (lambda c: c, {"q_strong": "0.9"}, r"q_strong == '0.9'"),
     (lambda c: c, {"c_min": -np.inf}, r"c_min == -inf"),
-    (lambda c: c, {"c_min": 3.0, "c_max": 1.0}, r"c_min < c_max"),
+    (lambda c: c, {"c_min": 3.0, "c_max": 1.0}, r"c_min <= c_max"),
     (lambda c: c, {"levels": (0.2, 0.2049)}, r"round to the same percent"),
     (lambda c: c, {"levels": (1.5,)}, r"expected call shares in \[0, 1\]"),
     (lambda c: c, {"levels": (np.nan,)}, r"expected call shares"),
@@ -166,6 +166,9 @@ def test_routing_metrics_on_a_good_curve():
     table = routing_metrics(_curve(), levels=(0.2, 0.5))
     assert list(table["policy"]) == ["threshold", "random-analytic"]
     assert table.loc[0, "PGR@50"] == pytest.approx((0.5 - 0.3) / 0.3)
+    # every model at one cost (a flat fee): the pair metrics, and AIQ NaN (found by a review)
+    flat = routing_metrics(_curve(), c_min=1.0, c_max=1.0)
+    assert flat.loc[0, "APGR"] == table.loc[0, "APGR"] and np.isnan(flat.loc[0, "AIQ"])
 
 
 def test_a_model_name_fit_refuses_names_its_source_before_embedding(tmp_path):

@@ -382,3 +382,24 @@ def test_what_fuzzing_the_command_line_found(router_dir, tmp_path, capsys):
         assert err.count("\n") == 1 or "usage:" in err, err  # one line (argparse adds its usage)
     assert texts.read_text() == before and not (router_dir / "calibration.json").exists()
     assert not (tmp_path / "rep").exists()
+
+
+def test_table_options_apply_to_the_tables_of_their_layout(tmp_path, capsys):
+    """From a review: one --column score=... for a wide and a long table read together was
+    refused for the wide one once options of the other layout were; each table now takes the
+    options of its layout, and an option that no table takes is still refused."""
+    wide = tmp_path / "wide.csv"
+    wide.write_text("dataset,text,m1,m2\n" + "".join(f"w{i % 2},wide q {i},{i % 2},1\n"
+                                                     for i in range(8)))
+    long = tmp_path / "long.csv"
+    long.write_text("dataset,text,model,acc\n" + "".join(f"l{i % 2},long q {i},m{1 + i % 2},{i % 2}\n"
+                                                         for i in range(8)))
+    args = ["--encoder", "hashing-16-12", "--alphas", "0", "--no-tune", "--cache-dir",
+            str(tmp_path / "c")]
+    assert main(["fit", str(wide), str(long), "--column", "score=acc", "--out",
+                 str(tmp_path / "r"), *args]) == 0
+    assert sorted(Router.load(tmp_path / "r").tasks_) == ["l0", "l1", "w0", "w1"]
+    capsys.readouterr()
+    assert main(["fit", str(long), str(long), "--column", "score=acc", "--models", "m1", "--out",
+                 str(tmp_path / "r2"), *args]) == 2
+    assert "models= picks a wide table's score columns" in capsys.readouterr().err

@@ -285,3 +285,25 @@ def test_one_model_run_twice_on_a_dataset_follows_the_store_s_rule(tmp_path):
     with pytest.raises(DataError, match=r"instance_id='id1' appears more than once and its scores "
                                         r"differ .*one id must name one input"):
         load_helm(conflict, strict=True)
+
+
+def test_a_canonical_run_in_two_suites_is_no_augmented_copy(tmp_path):
+    """HELM classic names its base runs "data_augmentation=canonical": the same such run in two
+    suites was taken for an augmented copy and the second suite dropped silently, even with
+    strict (found by a review). An augmented run's copies of its base run's instances are still
+    merged."""
+    scenario = "mmlu:subject=anatomy,data_augmentation=canonical"
+    runs = tmp_path / "runs"
+    for suite, flip in (("v1", set()), ("v2", {"id1", "id2"})):
+        write_run(runs / suite, scenario, "org/a",
+                  {i: {"exact_match": float((i == "id1") != (i in flip))} for i in IDS})
+    with pytest.raises(DataError, match=r"appears more than once and its scores differ"):
+        load_helm(runs, strict=True)
+    assert load_helm(runs).report.counts["duplicate_conflict_skipped"] == 2
+    base = tmp_path / "base" / "runs" / "v1"
+    write_run(base, "mmlu:subject=anatomy", "org/a", {i: {"exact_match": 1.0} for i in IDS})
+    write_run(base, "mmlu:subject=anatomy,data_augmentation=robustness", "org/a",
+              {i: {"exact_match": 0.0} for i in IDS})  # its unperturbed copies: the base's kept
+    data = load_helm(tmp_path / "base" / "runs", strict=True)
+    assert len(data) == 4 and data.report.counts["duplicate_rows_merged"] == 4
+    assert data.frame["correct"].eq(1.0).all()

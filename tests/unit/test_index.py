@@ -242,3 +242,18 @@ def test_a_factory_that_takes_no_selector_is_named():
     with pytest.raises(BenchrouteError, match=r"index_factory 'Flat,RFlat': FAISS cannot search "
                                               r"it leaving rows out"):
         idx.search(x[:2], 3, exclude_datasets=["u"])
+
+
+def test_a_refused_later_add_takes_its_rows_back():
+    """From a review: a code that passed the first add (a PCA fitted on vectors of a subspace)
+    and refused a later one left the refused rows in the index and its row map."""
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(16, 64))
+    x = (rng.normal(size=(500, 16)) @ basis).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = rng.normal(size=(20, 64)).astype("float32")
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    idx = VectorIndex("PCA32,Flat").add(x, ["t"] * 500)
+    with pytest.raises(BenchrouteError, match=r"stores 20 of 20 vectors checked off the unit"):
+        idx.add(y, ["u"] * 20)
+    assert len(idx) == 500 and len(idx.datasets_) == 500 and set(idx.datasets_) == {"t"}

@@ -154,6 +154,7 @@ def test_upstreams_file_errors_name_file_and_field(tmp_path, content, match):
     with pytest.raises(BenchrouteError, match=match) as info:
         load_upstreams(p, {})
     assert str(p) in str(info.value) and "\n" not in str(info.value)  # one line, as the CLI prints
+    assert "secret" not in str(info.value)  # a password refused is not printed (a review)
 
 
 def test_an_upstream_key_no_header_can_carry_is_refused(tmp_path):
