@@ -231,6 +231,21 @@ def check_model_name(name: object, where: str = "name") -> str:
     return name
 
 
+def check_distinct_names(names: Sequence[str], known: Sequence[str] = ()) -> None:
+    """No two model names (among ``names``, or one of them and one ``known``) that differ only
+    in how Unicode writes the same text ("é" and "e" + a combining accent): a gateway client,
+    a terminal and a file can each turn one into the other (found by fuzzing)."""
+    import unicodedata
+
+    seen = {unicodedata.normalize("NFC", k): k for k in known}
+    for name in names:
+        key = unicodedata.normalize("NFC", name)
+        if key in seen and seen[key] != name:
+            raise BenchrouteError(f"model names {seen[key]!r:.80} and {name!r:.80} are the same "
+                                  "text written two ways (Unicode normalisation); use one")
+        seen.setdefault(key, name)
+
+
 def check_flag(name: str, flag: object) -> bool:
     """A True/False option; anything else is refused (``"no"`` or ``"false"`` would read as
     True)."""
@@ -247,6 +262,7 @@ def check_fit_arrays(X: np.ndarray, Y: np.ndarray, datasets: Iterable[object],
     names = [check_model_name(str(m), "model name") for m in models]
     if len(set(names)) != len(names):
         raise BenchrouteError(f"models: duplicated names in {names}")
+    check_distinct_names(names)
     X = check_vectors(X, "fit X")
     Y = check_labels(Y, "fit Y", len(names))
     if Y.size and np.isnan(Y).all():

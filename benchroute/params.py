@@ -175,11 +175,14 @@ class RouterParams(Estimator):
                                int(self.n_draws), int(self.seed), float(self.prior_strength))
 
     # ------------------------------------------------------------------ encoding
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: str | Sequence[str]) -> np.ndarray:
         """Embed texts with the router's encoder, through the on-disk cache (opened once, then
-        refreshed on later calls); the encoder's weights load once."""
+        refreshed on later calls); the encoder's weights load once. One string is one text, as
+        everywhere (it was embedded as its characters; found by fuzzing)."""
         from benchroute.embedding import EmbeddingCache
+        from benchroute.embedding.base import as_texts
 
+        texts = as_texts(texts)  # before the encoder loads: a dict or None is refused at once
         enc = self.held_encoder()
         cache = getattr(self, "_held_cache", None)
         if cache is None or cache[0] != (enc.identifier, self.cache_dir):
@@ -187,7 +190,7 @@ class RouterParams(Estimator):
                                         EmbeddingCache.for_encoder(enc, self.cache_dir))
         else:
             cache[1].refresh()  # pick up shards other processes wrote meanwhile
-        return cache[1].embed(list(texts), enc)
+        return cache[1].embed(texts, enc)
 
     def held_encoder(self) -> Encoder:
         """The encoder ``encoder`` names, built once (its weights load on first use)."""

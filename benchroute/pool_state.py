@@ -26,7 +26,7 @@ from benchroute.data.store import BenchmarkData
 from benchroute.data.store_checks import describe_difference
 from benchroute.data.text import normalize_text
 from benchroute.exceptions import BenchrouteError
-from benchroute.inputs import check_model_name, check_vectors
+from benchroute.inputs import check_distinct_names, check_model_name, check_vectors
 from benchroute.new_models import (
     AddedModel,
     fit_added,
@@ -162,6 +162,7 @@ def add_model(router: Router, name: str, results: pd.DataFrame | Iterable[Mappin
     """
     check_is_fitted(router, "predictor_")
     check_model_name(name)
+    check_distinct_names([name], router.models_)
     if name in router.pool_models_:
         raise BenchrouteError(f"model {name!r} is already a pool model with full results; "
                               "change its results with add_results (`benchroute add-results`), "
@@ -335,6 +336,7 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
     texts = inst["text"].iloc[new].tolist()
     new_models = [check_model_name(m, "model name") for m in pool.models
                   if m not in router.pool_models_]
+    check_distinct_names(new_models, router.models_)
     Y = np.hstack([router.Y_, np.full((len(router.Y_), len(new_models)), np.nan, np.float32)])
     models = router.pool_models_ + new_models
     if len(new):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 from collections.abc import Callable
 
 from benchroute.embedding.base import Encoder
@@ -30,6 +31,7 @@ from benchroute.embedding.install import DEFAULT_MODEL
 from benchroute.embedding.names import (
     DEFAULT_MAX_SEQ_LENGTH,
     MAX_SEQ_LENGTH_LIMIT,
+    MIN_SEQ_LENGTH,
     MODEL_NAMES,
     check_cap,
     own_identifier,
@@ -131,8 +133,14 @@ def parse_mpnet_suffix(name: str) -> tuple[str | None, int | None]:
     for part in name.split("@")[1:]:
         if part in BACKENDS and backend is None:
             backend = part
-        elif part.startswith("max") and part[3:].isdigit() and cap is None:
-            cap = check_cap(int(part[3:]), f"encoder name {name!r:.100}: @{part}")
+        elif re.fullmatch(r"max[0-9]+", part, re.ASCII) and cap is None:
+            # ASCII digits only: "@max²" raised int()'s ValueError, "@max١٢" read as 12; past
+            # nine digits the number is not read at all (Python's 4,300-digit limit)
+            where = f"encoder name {name[:100]!r}: @{part[:20]}"
+            if len(part) > 12:
+                raise BenchrouteError(f"{where}: max_seq_length == {part[3:15]}…, must be in "
+                                      f"[{MIN_SEQ_LENGTH}, {MAX_SEQ_LENGTH_LIMIT}]")
+            cap = check_cap(int(part[3:]), where)
         else:
             raise BenchrouteError(
                 f"encoder name {name!r}: unknown suffix @{part}; expected "

@@ -69,13 +69,25 @@ class HashingEncoder:
         return np.ascontiguousarray(out)
 
 
+def check_size(name: str, value: object) -> int:
+    """A batch or chunk size: an integer >= 1 (0 ended in range()'s ValueError, -1 in an empty
+    max(), 2.5 in a TypeError; found by fuzzing)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        from benchroute.exceptions import BenchrouteError
+
+        raise BenchrouteError(f"{name} == {value!r:.40}, expected an integer >= 1")
+    return int(value)
+
+
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Row indices in batches of similar length (shortest first), so a batch pads little.
 
     Callers write each batch's vectors back at its rows, which restores the input order.
     """
+    batch_size = check_size("batch_size", batch_size)
     order = np.argsort(np.asarray(lengths), kind="stable")
-    return [order[s:s + batch_size] for s in range(0, len(order), max(1, batch_size))]
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def model_texts(texts: str | Sequence[str]) -> list[str]:

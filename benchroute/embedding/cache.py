@@ -33,7 +33,7 @@ import numpy as np
 
 from benchroute.data.text import text_key
 from benchroute.embedding import shards
-from benchroute.embedding.base import Encoder, as_texts, encode_reporting
+from benchroute.embedding.base import Encoder, as_texts, check_size, encode_reporting
 from benchroute.embedding.shards import SHARD_ERRORS, STALE_TMP_SECONDS, unit_rows
 from benchroute.exceptions import CacheError, ModelNotInstalledError
 
@@ -120,6 +120,9 @@ class EmbeddingCache:
         for shard in shards.shard_paths(self.folder):
             if shard in known:
                 continue
+            if not shard.is_file():  # a FIFO or a link to /dev/zero hung the zip reader
+                self._report_corrupt(shard, CacheError("not a regular file"))
+                continue
             try:
                 keys = shards.shard_keys(shard)
             except SHARD_ERRORS as exc:
@@ -160,6 +163,15 @@ class EmbeddingCache:
         return key in self._where
 
     # ------------------------------------------------------------------ reading
+    def _forget(self, idx: int) -> None:
+        """Drop a shard deleted since it was listed (a cache folder cleared under a running
+        router): its texts are embedded again, where every later call failed, advising to
+        delete a file that was gone (found by fuzzing)."""
+        logger.warning("embedding cache shard %s is gone; its texts will be embedded again",
+                       self._shards[idx])
+        self._where = {k: loc for k, loc in self._where.items() if loc[0] != idx}
+        self._loaded.pop(idx, None)
+
     def _shard_vectors(self, idx: int) -> np.ndarray:
         if idx not in self._loaded:
             vectors = shards.read_shard_vectors(self._shards[idx], self._sizes[idx], self.dimension)
@@ -314,11 +326,16 @@ class EmbeddingCache:
         if encoder.identifier != self.encoder_id:
             raise CacheError(f"encoder {encoder.identifier!r} does not match this cache's "
                              f"{self.encoder_id!r}")
+        batch_size, chunk_size = check_size("batch_size", batch_size), \
+            check_size("chunk_size", chunk_size)
         items = as_texts(texts)
         keys = [text_key(t) for t in items]
         first: dict[str, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
+        for idx in {self._where[k][0] for k in first if k in self._where} - set(self._loaded):
+            if not self._shards[idx].is_file():  # deleted since it was listed
+                self._forget(idx)
         todo = [i for k, i in first.items() if k not in self._where]
         if todo:
             from tqdm.auto import tqdm

@@ -29,6 +29,10 @@ _MODEL_FILES = ("modules.json", "config.json")
 DEFAULT_MAX_SEQ_LENGTH = 384
 #: the model's position embeddings: no backend can read more word pieces
 MAX_SEQ_LENGTH_LIMIT = 512
+#: <s>, </s> and one word piece: the tokenizer cannot cut below its two special tokens (a cap
+#: of 1 truncated nothing, and texts past 512 word pieces then crashed both backends; 2 gave
+#: every text the same vector; found by fuzzing)
+MIN_SEQ_LENGTH = 3
 MODEL_NAMES = (DEFAULT_MODEL, DEFAULT_ENCODER_ID)
 
 
@@ -46,10 +50,12 @@ def own_identifier(backend: str, max_seq_length: int) -> str:
 
 
 def check_cap(cap: int, what: str) -> int:
-    """A word-piece cap in [1, :data:`MAX_SEQ_LENGTH_LIMIT`] (the same bound for every backend)."""
-    if not 1 <= cap <= MAX_SEQ_LENGTH_LIMIT:
-        raise BenchrouteError(f"{what}: max_seq_length == {cap}, must be in [1, "
-                              f"{MAX_SEQ_LENGTH_LIMIT}] (the model's position embeddings)")
+    """A word-piece cap in [:data:`MIN_SEQ_LENGTH`, :data:`MAX_SEQ_LENGTH_LIMIT`] (the same
+    bounds for every backend)."""
+    if not MIN_SEQ_LENGTH <= cap <= MAX_SEQ_LENGTH_LIMIT:
+        raise BenchrouteError(f"{what}: max_seq_length == {cap}, must be in [{MIN_SEQ_LENGTH}, "
+                              f"{MAX_SEQ_LENGTH_LIMIT}] (two special tokens and a word piece; "
+                              "the model's position embeddings)")
     return cap
 
 

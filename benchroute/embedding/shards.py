@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 import zipfile
@@ -203,9 +204,25 @@ def remove_stale_temporaries(folder: Path, max_age: float | None = STALE_TMP_SEC
     return removed
 
 
+#: One re-entrant lock per cache folder for the threads of this process (the file lock is
+#: the process's, so its threads need their own); kept here, not on the object, so that a
+#: cache still pickles.
+_THREAD_LOCKS: dict[str, threading.RLock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(folder: Path) -> threading.RLock:
+    key = os.path.abspath(folder)
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(key, threading.RLock())
+
+
 class FolderLock:
     """Exclusive advisory lock on ``<folder>/.lock``, re-entrant within this object and
-    released by the kernel if the process dies.
+    released by the kernel if the process dies; threads of one process take turns on a lock of
+    their own first (the depth was shared, so a second thread "re-entered" without the file
+    lock, and the stale-file sweep deleted the first thread's shard as it was written; found
+    by fuzzing).
 
     Only the nesting depth is kept between uses, so the lock can be copied or pickled with the
     cache that owns it; the file is open only while the lock is held.
@@ -218,6 +235,11 @@ class FolderLock:
     @contextlib.contextmanager
     def hold(self) -> Iterator[bool]:
         """Hold the lock for the ``with`` block; yields whether a lock is actually held."""
+        with _thread_lock(self.folder), self._hold() as held:
+            yield held
+
+    @contextlib.contextmanager
+    def _hold(self) -> Iterator[bool]:
         if self.depth:
             self.depth += 1
             try:
@@ -235,7 +257,7 @@ class FolderLock:
             fh = open(self.folder / ".lock", "a+b")  # noqa: SIM115 (closed below)
         except OSError as exc:  # a read-only or foreign cache: an OSError naming a lock file
             raise CacheError(
-                f"{self.folder}: cannot write to the embedding cache ({exc.strerror}); the texts "
+                f"{self.folder}: cannot write to the embedding cache ({exc.strerror or exc}); the texts "
                 "it holds are served, new ones cannot be stored: point --store or "
                 "$BENCHROUTE_HOME at a writable folder") from exc
         with fh:

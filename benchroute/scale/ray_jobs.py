@@ -205,9 +205,13 @@ def _row_blocks(texts: Iterable[str], rows_per_task: int, what: str
 
 def _actors(ray: Any, actors: int | None, cpus_per_actor: float, blocks: int) -> int:
     """The actor pool's size: given, else one per ``cpus_per_actor`` CPUs of the cluster; never
-    more than there are blocks to hand out."""
+    more than there are blocks to hand out. An actor larger than the whole cluster could never
+    start: Ray waits for it forever (found by fuzzing), so that is refused."""
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    if cpus_per_actor > cpus:
+        raise BenchrouteError(f"cpus_per_actor == {cpus_per_actor:g}, but the Ray cluster has "
+                              f"{cpus:g} CPUs: no actor could start")
     if actors is None:
-        cpus = float(ray.cluster_resources().get("CPU", 1))
         actors = max(1, int(cpus // cpus_per_actor))
     return min(actors, blocks)
 

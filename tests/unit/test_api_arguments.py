@@ -187,3 +187,40 @@ def test_a_model_name_fit_refuses_names_its_source_before_embedding(tmp_path):
                                               r"model name"):
         router.fit(data)
     assert not calls
+
+
+def test_embed_takes_one_string_as_one_text_and_checks_its_sizes(router, tmp_path):
+    """From fuzzing the encoders: Router.embed("a text") embedded each character, a dict its
+    keys, None raised TypeError; a chunk or batch size of 0 ended in range()'s ValueError."""
+    from benchroute.embedding import EmbeddingCache, HashingEncoder
+
+    assert router.embed("one text").shape == (1, 64)
+    for bad in (None, {"a": 1}, b"bytes"):
+        with pytest.raises(BenchrouteError, match=r"texts is a \w+; expected a text or a list"):
+            router.embed(bad)  # type: ignore[arg-type]
+    enc = HashingEncoder(16)
+    cache = EmbeddingCache(tmp_path / "c", enc.identifier)
+    for kw, message in [({"chunk_size": 0}, r"chunk_size == 0"), ({"chunk_size": 1.5}, r"1\.5"),
+                        ({"batch_size": -1}, r"batch_size == -1"), ({"batch_size": None}, "None")]:
+        with pytest.raises(BenchrouteError, match=message):
+            cache.embed(["a b"], enc, **kw)
+
+
+def test_model_names_written_two_ways_are_one_name_too_many(tmp_path):
+    """"é" and "e" + a combining accent were two models (found by fuzzing the gateway): on fit,
+    as an added model and as a new pool model."""
+    data, _ = synthetic(4)
+    frame = data.frame.copy()
+    frame["model"] = frame["model"].replace({"m0": "mod\u00e9", "m1": "mode\u0301"})
+    from benchroute import BenchmarkData
+
+    with pytest.raises(BenchrouteError, match=r"model names 'mod.{1,2}' and 'mod.{1,2}' are the same text "
+                                              r"written two ways"):
+        Router(alphas=(0.0,), tune=False, encoder="hashing-64-12",
+               cache_dir=str(tmp_path)).fit(BenchmarkData(frame))
+    r = Router(alphas=(0.0,), tune=False, encoder="hashing-64-12", cache_dir=str(tmp_path)).fit(
+        BenchmarkData(data.frame.replace({"model": {"m0": "mod\u00e9"}})))
+    t0 = data.instances().head(10)
+    with pytest.raises(BenchrouteError, match=r"the same text written two ways"):
+        r.add_model("mode\u0301", t0[["dataset", "instance_id"]].assign(correct=1.0))
+    assert "mode\u0301" not in r.models_

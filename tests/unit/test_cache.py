@@ -173,3 +173,63 @@ def test_an_import_without_the_model_is_unchecked_with_a_warning(tmp_path, caplo
     cache = EmbeddingCache(tmp_path / "c", enc.identifier)
     assert cache.import_npz(npz, TEXTS[:5], Absent()) == 5
     assert "not checked against hashing-16-12" in caplog.text
+
+
+def test_threads_sharing_one_cache_take_turns(tmp_path):
+    """From a fuzzing campaign: the lock's depth was shared by the threads of a process, so a
+    second thread "re-entered" without the file lock, and the sweep of stale temporary files
+    deleted a shard the first was writing (a raw FileNotFoundError in 40-80% of calls)."""
+    import threading
+
+    enc = HashingEncoder(32)
+    cache = EmbeddingCache(tmp_path / "c", enc.identifier)
+    errors: list[BaseException] = []
+    got: dict[str, np.ndarray] = {}
+
+    def work(tid: int) -> None:
+        try:
+            for it in range(25):
+                texts = [f"thread {tid} call {it} text {j}" for j in range(4)]
+                vecs = cache.embed(texts, enc, chunk_size=3)
+                got.update(zip(texts, vecs))
+        except BaseException as exc:  # noqa: BLE001 (collected, asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    texts = sorted(got)
+    np.testing.assert_array_equal(np.stack([got[t] for t in texts]), enc.encode(texts))
+    again = EmbeddingCache(tmp_path / "c", enc.identifier)
+    assert len(again) == 4 * 25 * 4
+
+
+def test_a_shard_deleted_under_an_open_cache_is_embedded_again(tmp_path):
+    """From fuzzing: a cache folder cleared under a running router made every later embed of a
+    text it had listed fail ("corrupt embedding shard ...; delete it"), with no way back."""
+    import shutil
+
+    enc = HashingEncoder(32)
+    texts = ["alpha bravo", "charlie delta"]
+    EmbeddingCache(tmp_path / "c", enc.identifier).embed(texts, enc)
+    cache = EmbeddingCache(tmp_path / "c", enc.identifier)  # listed, not yet read
+    shutil.rmtree(tmp_path / "c")
+    np.testing.assert_array_equal(cache.embed(texts, enc), enc.encode(texts))
+    assert len(EmbeddingCache(tmp_path / "c", enc.identifier)) == 2
+
+
+def test_a_shard_that_is_no_regular_file_is_passed_over(tmp_path):
+    """A FIFO (or a link to /dev/zero) named like a shard hung the zip reader on open."""
+    import os
+
+    enc = HashingEncoder(32)
+    EmbeddingCache(tmp_path / "c", enc.identifier).embed(["alpha bravo"], enc)
+    folder = next(p for p in (tmp_path / "c").iterdir() if p.is_dir())
+    os.mkfifo(folder / "shard-fifo.npz")
+    os.symlink("/dev/zero", folder / "shard-zero.npz")
+    cache = EmbeddingCache(tmp_path / "c", enc.identifier)
+    assert len(cache) == 1 and len(cache.corrupt_shards) == 2
+    np.testing.assert_array_equal(cache.embed(["alpha bravo"], enc), enc.encode(["alpha bravo"]))

@@ -43,8 +43,21 @@ def test_identifiers_resolve_back_to_an_encoder():
         assert get_encoder(ident).identifier == ident
 
 
+@pytest.mark.parametrize("suffix, message", [
+    ("@max1", r"max_seq_length == 1, must be in \[3, 512\]"),
+    ("@max2", r"max_seq_length == 2, must be in \[3, 512\]"),
+    ("@max²", r"unknown suffix @max²"), ("@max١٢", r"unknown suffix @max١٢"),
+    ("@max" + "9" * 5000, r"max_seq_length == 999999999999…, must be in \[3, 512\]")])
+def test_caps_the_tokenizer_cannot_cut_to_or_no_ascii_number_are_refused(suffix, message):
+    """From fuzzing the encoders: @max1 truncated nothing (texts past 512 word pieces then
+    crashed both backends), @max2 gave every text one vector; "@max²" raised int()'s
+    ValueError, "@max١٢" read as @max12, 5,000 digits passed Python's digit limit."""
+    with pytest.raises(BenchrouteError, match=message):
+        get_encoder("all-mpnet-base-v2" + suffix)
+
+
 def test_onnx_cap_is_validated():
-    with pytest.raises(BenchrouteError, match=r"max_seq_length == 600, must be in \[1, 512\]"):
+    with pytest.raises(BenchrouteError, match=r"max_seq_length == 600, must be in \[3, 512\]"):
         OnnxEncoder(max_seq_length=600)
 
 
