@@ -103,19 +103,21 @@ class VectorIndex:
         if self._flat_view() is None:  # a code that may not store the vectors as given
             n_bad, first = self._off_unit(len(self) - len(x), _CODE_SAMPLE)
             if first is not None:
-                self._undo_add(len(x))
+                kept = "" if self._undo_add(len(x)) else \
+                    "; the index keeps them (FAISS cannot remove rows from it): build it again"
                 raise BenchrouteError(
                     f"index_factory {self.factory!r} stores {n_bad} of "
                     f"{min(len(x), _CODE_SAMPLE)} vectors checked off the unit sphere (row "
                     f"{first[0]}: {first[1]}): a lossy code, whose distances cannot recognise an "
                     "input as itself; use Flat, HNSW<M>, IVF<n>,Flat or SQfp16 (saved, it "
-                    "would not load)")
+                    f"would not load){kept}")
         return self
 
-    def _undo_add(self, n: int) -> None:
-        """Take the last ``n`` rows back out (an add refused after FAISS took them): the whole
-        index when they are all it holds, else FAISS's ``remove_ids`` where the index type has
-        it; an HNSW graph has none, and keeps them (said by the caller's error)."""
+    def _undo_add(self, n: int) -> bool:
+        """Take the last ``n`` rows back out (an add refused after FAISS took them), and
+        whether that was possible: the whole index when they are all it holds, else FAISS's
+        ``remove_ids`` where the index type has it (a flat or PCA-over-flat index; an HNSW
+        graph or an IVF index with a direct map has none, and keeps them)."""
         start = len(self) - n
         if start == 0:
             self.index_ = None
@@ -123,8 +125,9 @@ class VectorIndex:
             try:
                 self.index_.remove_ids(_faiss().IDSelectorRange(start, len(self)))
             except RuntimeError:
-                return
+                return False
         self.datasets_, self.instance_ids_ = self.datasets_[:start], self.instance_ids_[:start]
+        return True
 
     def rows_of(self, datasets: Iterable[str]) -> np.ndarray:
         return np.flatnonzero(np.isin(self.datasets_, list(datasets)))

@@ -171,21 +171,23 @@ def load_helm(
             + (f"; and {len(report.skipped) - 3} more" if len(report.skipped) > 3 else "")
         )
     frame = pd.DataFrame(rows)
-    # An augmented run repeats the unperturbed instances of its base run: keep the base copy.
-    # An augmented row is a copy when its instance has a row of the base run, or of another
-    # run name (the first read is kept when all are augmented). Any other repeat, such as
-    # one run name in two suites (HELM classic names even its base runs
-    # "data_augmentation=canonical"), follows the store's rule: exact repeats merged, a
-    # conflict skipped and reported or, strict, an error (the second suite's results were
-    # dropped silently; found by fuzzing and a review).
-    frame = frame.sort_values("_augmented", kind="stable")
+    # An augmented run repeats its base run's unperturbed instances: a row is such a copy when
+    # a run whose name differs from its own by the augmentation alone has the same instance,
+    # the base kept (no augmentation, then "canonical", then the first read). Any other
+    # repeat, such as one run name in two suites (HELM classic names even its base runs
+    # "data_augmentation=canonical") or two runs that differ by another argument, follows the
+    # store's rule: exact repeats merged, a conflict skipped and reported or, strict, an
+    # error (the second suite's results were dropped silently; found by fuzzing and reviews).
+    aug = frame["_run"].map(_augmentation)
+    rank = np.where(aug == "", 0, np.where(aug == "canonical", 1, 2))
+    frame = frame.assign(_base=frame["_run"].map(_without_augmentation), _aug=aug, _rank=rank)
+    frame = frame.sort_values("_rank", kind="stable")
     keys = ["dataset", "instance_id", "model"]
-    by_key = frame.groupby(keys, sort=False)
-    has_base = ~by_key["_augmented"].transform("min").to_numpy(dtype=bool)
-    other_run = frame["_run"].to_numpy() != by_key["_run"].transform("first").to_numpy()
-    copy = frame["_augmented"].to_numpy(dtype=bool) & (has_base | other_run)
+    first_aug = frame.groupby([*keys, "_base"], sort=False)["_aug"].transform("first")
+    copy = (frame["_aug"] != first_aug).to_numpy()
     report.count("duplicate_rows_merged", int(copy.sum()))
-    frame = resolve_repeated(frame.loc[~copy].drop(columns=["_augmented", "_run"]), report,
+    frame = frame.drop(columns=["_base", "_aug", "_rank"])
+    frame = resolve_repeated(frame.loc[~copy].drop(columns="_run"), report,
                              str(root), strict)
     # Token columns only where HELM counted tokens: an all-empty column says nothing.
     frame = frame.drop(columns=[c for c in ("prompt_tokens", "completion_tokens")
@@ -302,6 +304,21 @@ def _available(run: Run) -> str:
     rest = [n for n in names if not likely(n)]
     likely_part = ", ".join(first) if first else "no likely correctness metric"
     return likely_part + (f"; other stats: {', '.join(rest)}" if rest else "")
+
+
+_AUGMENTATION = re.compile(r"(?:^|(?<=[:,]))data_augmentation=([^,]*),?")
+
+
+def _augmentation(run_name: str) -> str:
+    """The run name's ``data_augmentation`` value ('' for none)."""
+    found = _AUGMENTATION.search(run_name)
+    return found.group(1) if found else ""
+
+
+def _without_augmentation(run_name: str) -> str:
+    """The run name without its ``data_augmentation`` argument: the runs it tells apart repeat
+    one base run's instances."""
+    return _AUGMENTATION.sub("", run_name).rstrip(",")
 
 
 def _dataset_rows(
@@ -476,7 +493,6 @@ def _run_rows(run: Run, metric: str, scale: MetricScale, threshold: float,
             "logprob": run.logprobs.get((iid, pert), np.nan),
             "prompt_tokens": p_tok,
             "completion_tokens": c_tok,
-            "_augmented": run.augmented,
             "_run": run.path.name,
         }
         if prices is not None:

@@ -73,7 +73,6 @@ class Run:
     groups: tuple[str, ...]
     model: str
     deployment: str
-    augmented: bool
     stats: dict[Key, dict[str, float]]
     texts: dict[tuple[str, str], str]
     splits: dict[str, str]
@@ -126,7 +125,7 @@ def parse_run(run: Path, root: Path, report: LoadReport, schemas: Schemas) -> Ru
         path=run, shown=shown_name(run, root), dataset=dataset_key(name),
         scenario=name.partition(":")[0], groups=tuple(clean_text(g) for g in groups),
         model=clean_text(model), deployment=deployment if isinstance(deployment, str) else "",
-        augmented="data_augmentation=" in name, stats=stats, texts=texts, splits=splits,
+        stats=stats, texts=texts, splits=splits,
         logprobs=logprobs, schema=schema,
     )
 

@@ -185,6 +185,12 @@ def load_table(
     # a wide table, --models on a long one, exit 0 and no effect)
     if layout == "wide" and (model, score) != ("model", "score"):
         given = {k: v for k, v in (("model", model), ("score", score)) if v != k}
+        present = [v for v in given.values() if v in frame.columns]
+        if present:  # a long table whose model column is named otherwise: not another layout
+            raise DataError(f"{path}: column(s) {present} named by "
+                            f"{', '.join(f'{k}=' for k in given)} are here, "
+                            f"but no model column {model!r}: name the table's model column with "
+                            "model=... (read as wide, a score column would be a model)")
         raise LayoutOptionError(
             f"{path}: {', '.join(f'{k}={v!r}' for k, v in given.items())} name a long table's "
             "columns; this table is wide (one score column per model: pick them with "

@@ -113,7 +113,12 @@ class EmbeddingCache:
         self.remove_stale_temporaries()
 
     def refresh(self) -> None:
-        """Re-read the shard list (picks up shards written by other processes)."""
+        """Re-read the shard list (picks up shards written by other processes); under the
+        threads' lock of the folder, as every change of the in-memory index is."""
+        with shards.thread_lock(self.folder):
+            self._refresh()
+
+    def _refresh(self) -> None:
         if not self.folder.is_dir():
             return
         known = set(self._shards) | set(self.corrupt_shards)
@@ -333,9 +338,10 @@ class EmbeddingCache:
         first: dict[str, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
-        for idx in {self._where[k][0] for k in first if k in self._where} - set(self._loaded):
-            if not self._shards[idx].is_file():  # deleted since it was listed
-                self._forget(idx)
+        with shards.thread_lock(self.folder):
+            for idx in {self._where[k][0] for k in first if k in self._where} - set(self._loaded):
+                if not self._shards[idx].is_file():  # deleted since it was listed
+                    self._forget(idx)
         todo = [i for k, i in first.items() if k not in self._where]
         if todo:
             from tqdm.auto import tqdm

@@ -211,10 +211,23 @@ _THREAD_LOCKS: dict[str, threading.RLock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
 
-def _thread_lock(folder: Path) -> threading.RLock:
+def thread_lock(folder: Path) -> threading.RLock:
+    """The threads' lock of a cache folder (re-entrant), taken before its file lock."""
     key = os.path.abspath(folder)
     with _THREAD_LOCKS_GUARD:
         return _THREAD_LOCKS.setdefault(key, threading.RLock())
+
+
+def _fresh_thread_locks() -> None:
+    """A forked child starts with locks of its own: one held by a thread of the parent, which
+    the child does not have, was never released there (its embeds hung; found by a review)."""
+    global _THREAD_LOCKS_GUARD
+    _THREAD_LOCKS.clear()
+    _THREAD_LOCKS_GUARD = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_thread_locks)
 
 
 class FolderLock:
@@ -235,7 +248,7 @@ class FolderLock:
     @contextlib.contextmanager
     def hold(self) -> Iterator[bool]:
         """Hold the lock for the ``with`` block; yields whether a lock is actually held."""
-        with _thread_lock(self.folder), self._hold() as held:
+        with thread_lock(self.folder), self._hold() as held:
             yield held
 
     @contextlib.contextmanager

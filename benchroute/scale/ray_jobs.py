@@ -205,13 +205,16 @@ def _row_blocks(texts: Iterable[str], rows_per_task: int, what: str
 
 def _actors(ray: Any, actors: int | None, cpus_per_actor: float, blocks: int) -> int:
     """The actor pool's size: given, else one per ``cpus_per_actor`` CPUs of the cluster; never
-    more than there are blocks to hand out. An actor larger than the whole cluster could never
-    start: Ray waits for it forever (found by fuzzing), so that is refused."""
-    cpus = float(ray.cluster_resources().get("CPU", 1))
-    if cpus_per_actor > cpus:
-        raise BenchrouteError(f"cpus_per_actor == {cpus_per_actor:g}, but the Ray cluster has "
-                              f"{cpus:g} CPUs: no actor could start")
+    more than there are blocks to hand out. An actor larger than every node could never start:
+    Ray waits for it forever (found by fuzzing), so that is refused, unless no node reports a
+    CPU yet (an autoscaling cluster whose workers are still to come)."""
+    largest = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes()
+                   if n.get("Alive", True)), default=0.0)
+    if largest and cpus_per_actor > largest:
+        raise BenchrouteError(f"cpus_per_actor == {cpus_per_actor:g}, but the largest node of the "
+                              f"Ray cluster has {largest:g} CPUs: no actor could start")
     if actors is None:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
         actors = max(1, int(cpus // cpus_per_actor))
     return min(actors, blocks)
 

@@ -184,26 +184,33 @@ def _check_url(path: Path, name: str, url: str) -> None:
     client takes: the ones that could never be called were accepted and failed on every
     request ('http://:80/v1', port 99999, a host of 999.999.999.999, a NUL in the path)."""
     where = f"{path}: field 'models.{name}.base_url'"
+    # every message shows the URL without what precedes its host: a password given there is
+    # never printed (it was, by every refusal but one; found by a review)
+    shown = _USER_INFO.sub("", url)
     try:
         parts = urlsplit(url)  # raises for a broken IPv6 host ('http://[::1/v1')
         port = parts.port  # raises for a port out of range or not a number
         _client_url(Upstream(name, url, "m").chat_url)
     except ValueError as exc:
-        raise BenchrouteError(f"{where}: {str(exc):.120}, in {url!r:.80}") from None
+        # the parser's own words may quote what precedes the host: not when there is any
+        reason = str(exc) if shown == url else "a malformed user name, password or port"
+        raise BenchrouteError(f"{where}: {reason:.120}, in {shown!r:.80}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BenchrouteError(f"{where} must be an http(s) URL with a host, got {url!r:.80}")
+        raise BenchrouteError(f"{where} must be an http(s) URL with a host, got {shown!r:.80}")
     if port == 0 or parts.fragment:
         raise BenchrouteError(f"{where} has {'port 0' if port == 0 else 'a #fragment'}, which "
-                              f"no request can use: {url!r:.80}")
+                              f"no request can use: {shown!r:.80}")
     if "@" in parts.netloc or "\\" in parts.netloc:
         # 'http://127.0.0.1\@evil/v1' reads as a local URL and calls the host 'evil'
         # (urllib and httpx agree); a password there would reach logs and error messages
-        # the URL without what precedes its host: the message must not carry the password
-        shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         raise BenchrouteError(f"{where} has a user name, a password or a backslash before its "
                               f"host ({parts.hostname!r:.60} is the host called): keys come "
                               f"from api_key_env, never the URL; got {shown!r:.80} (with what "
                               "precedes the host left out)")
+
+
+#: What precedes a URL's host (a user name, a password): left out of every message
+_USER_INFO = re.compile(r"(?<=//)[^/?#]*[@\\]")
 
 
 def _client_url(url: str) -> None:

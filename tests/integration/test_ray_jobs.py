@@ -94,8 +94,8 @@ def test_one_string_is_one_text(local_ray, router_dir, tmp_path):
 def test_an_actor_larger_than_the_cluster_is_refused(local_ray, router_dir, tmp_path):
     """cpus_per_actor above the cluster's CPUs: Ray waited for a place forever, the job hung
     and a killed run left its temporary output (found by fuzzing)."""
-    with pytest.raises(BenchrouteError, match=r"cpus_per_actor == 3, but the Ray cluster has "
-                                              r"2 CPUs: no actor could start"):
+    with pytest.raises(BenchrouteError, match=r"cpus_per_actor == 3, but the largest node of "
+                                              r"the Ray cluster has 2 CPUs: no actor could start"):
         route_with_ray(["a b", "c d"], tmp_path / "big.parquet", router_dir, cpus_per_actor=3)
     with pytest.raises(BenchrouteError, match=r"cpus_per_actor == 3"):
         embed_with_ray(["a b"], "hashing-64-12", tmp_path / "c", cpus_per_actor=3)

@@ -233,3 +233,42 @@ def test_a_shard_that_is_no_regular_file_is_passed_over(tmp_path):
     cache = EmbeddingCache(tmp_path / "c", enc.identifier)
     assert len(cache) == 1 and len(cache.corrupt_shards) == 2
     np.testing.assert_array_equal(cache.embed(["alpha bravo"], enc), enc.encode(["alpha bravo"]))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_child_forked_while_a_thread_writes_can_write_too(tmp_path):
+    """From a review: the threads' lock of a cache folder, held by a thread of the parent at
+    the fork, stayed held in the child (which has no such thread), and its embeds hung."""
+    import os
+    import threading
+    import time
+
+    enc = HashingEncoder(16)
+    cache = EmbeddingCache(tmp_path / "c", enc.identifier)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cache._write_lock():
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:  # the child: waits for the parent's file lock, then writes
+        EmbeddingCache(tmp_path / "c", enc.identifier).embed(["from the child"], enc)
+        os._exit(0)
+    time.sleep(0.5)
+    release.set()  # the parent's file lock goes; the child's own thread lock must be free
+    t.join()
+    for _ in range(100):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the cache's lock")
+    assert status == 0 and "from the child" in EmbeddingCache(tmp_path / "c", enc.identifier)

@@ -403,3 +403,18 @@ def test_table_options_apply_to_the_tables_of_their_layout(tmp_path, capsys):
     assert main(["fit", str(long), str(long), "--column", "score=acc", "--models", "m1", "--out",
                  str(tmp_path / "r2"), *args]) == 2
     assert "models= picks a wide table's score columns" in capsys.readouterr().err
+
+
+def test_a_long_table_with_a_misnamed_model_column_is_not_read_as_wide(tmp_path, capsys):
+    """From a review: with one --column model=llm for two long tables, the one whose model
+    column is named otherwise was read again as wide, its score column becoming a model."""
+    for name, col in (("a.csv", "llm"), ("b.csv", "system")):
+        (tmp_path / name).write_text(f"dataset,text,{col},acc\n" + "".join(
+            f"d{i % 2},q {name} {i},m{1 + i % 2},{i % 2}\n" for i in range(8)))
+    assert main(["fit", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--column",
+                 "model=llm", "--column", "score=acc", "--encoder", "hashing-16-12", "--alphas",
+                 "0", "--no-tune", "--out", str(tmp_path / "r"), "--cache-dir",
+                 str(tmp_path / "c")]) == 2
+    assert "b.csv: column(s) ['acc'] named by model=, score= are here, but no model column 'llm'" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -307,3 +307,15 @@ def test_a_canonical_run_in_two_suites_is_no_augmented_copy(tmp_path):
     data = load_helm(tmp_path / "base" / "runs", strict=True)
     assert len(data) == 4 and data.report.counts["duplicate_rows_merged"] == 4
     assert data.frame["correct"].eq(1.0).all()
+
+
+def test_runs_that_differ_by_more_than_their_augmentation_are_no_copies(tmp_path):
+    """From a review: two canonical runs of one model whose names differ by an argument the
+    dataset key strips (stop=...) are two runs, not a base and its copy; their conflict was
+    merged silently, even with strict."""
+    runs = tmp_path / "runs" / "v1"
+    for stop, flip in (("hash", set()), ("none", {"id1", "id2"})):
+        write_run(runs, f"mmlu:subject=anatomy,stop={stop},data_augmentation=canonical", "org/a",
+                  {i: {"exact_match": float((i == "id1") != (i in flip))} for i in IDS})
+    with pytest.raises(DataError, match=r"appears more than once and its scores differ"):
+        load_helm(tmp_path / "runs", strict=True)

@@ -148,6 +148,14 @@ def test_upstreams_file_yaml_and_json(tmp_path):
      r"a backslash before its host \('evil' is the host called\)"),
     ("models: {a: {base_url: 'http://127.0.0.1:secret@127.0.0.1:9/v1', model: A}}",
      r"a user name, a password .* keys come from api_key_env"),
+    # every other refusal printed the password too (a review)
+    ("models: {a: {base_url: 'http://127.0.0.1:secret@127.0.0.1:99999/v1', model: A}}",
+     r"a malformed user name, password or port, in 'http://127\.0\.0\.1:99999/v1'"),
+    ("models: {a: {base_url: 'ftp://127.0.0.1:secret@127.0.0.1/v1', model: A}}",
+     r"must be an http\(s\) URL with a host, got 'ftp://127\.0\.0\.1/v1'"),
+    ("models: {a: {base_url: 'http://127.0.0.1:secret@127.0.0.1/v1#x', model: A}}", r"#fragment"),
+    ("models: {a: {base_url: 'http://127.0.0.1:secret\\127.0.0.2/v1', model: A}}",
+     r"a malformed user name, password or port"),
 ])
 def test_upstreams_file_errors_name_file_and_field(tmp_path, content, match):
     p = _write(tmp_path, content)
