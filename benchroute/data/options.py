@@ -75,9 +75,9 @@ def thresholds_for(
     return pd.Series(values[codes], index=frame.index)
 
 
-def parse_threshold_option(text: str, what: str = "label-threshold") -> Threshold:
+def parse_threshold_option(text: str) -> Threshold:
     """``--label-threshold``: a number, or per-dataset numbers (see :func:`parse_mapping_option`)."""
-    value = parse_mapping_option(text, what, numeric=True)
+    value = parse_mapping_option(text, "label-threshold", numeric=True)
     return value if isinstance(value, dict) else float(value)  # type: ignore[arg-type]
 
 

