@@ -6,9 +6,10 @@ rebuild, no over-fetch-and-filter heuristics, and exact results for the flat ind
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,50 +85,115 @@ class VectorIndex:
         if twice is not None:  # a router maps inputs to rows by the pair: one would be lost
             raise BenchrouteError(f"instance {twice[1]!r:.80} of dataset {twice[0]!r:.80} is "
                                   "given twice; each pool row is one input")
+        start = len(self)
+        lossy: tuple[int, tuple[int, str] | None] = (0, None)
         try:  # FAISS refuses a factory string, or training on too few vectors, as RuntimeError
             if self.index_ is None:
                 self.index_ = faiss.index_factory(x.shape[1], self.factory,
                                                   faiss.METRIC_INNER_PRODUCT)
             if not self.index_.is_trained:
                 self.index_.train(x)
-            self.index_.add(x)
+            # a code that may not store the vectors as given is asked first: rows FAISS took
+            # could not all be taken back (an HNSW graph keeps them)
+            lossy = self._coded_off_unit(x, start)
+            if lossy[1] is None:
+                self.index_.add(x)
         except RuntimeError as exc:
-            if not len(self):  # nothing was added yet: the next add starts afresh
+            if not start:  # nothing was added yet: the next add starts afresh
                 self.index_ = None
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise BenchrouteError(f"index_factory {self.factory!r}: FAISS cannot build or train "
                                   f"it on {len(x)} vectors of dimension {x.shape[1]} "
                                   f"({message:.200})") from None
+        n_bad, first = lossy
+        if first is not None:
+            if not start:
+                self.index_ = None
+            raise BenchrouteError(
+                f"index_factory {self.factory!r} stores {n_bad} of "
+                f"{min(len(x), _CODE_SAMPLE)} vectors checked off the unit sphere (row "
+                f"{first[0]}: {first[1]}): a lossy code, whose distances cannot recognise an "
+                "input as itself; use Flat, HNSW<M>, IVF<n>,Flat or SQfp16 (saved, it "
+                "would not load); nothing was added")
         self.datasets_ = np.concatenate([self.datasets_, np.asarray(datasets, dtype=object)])
         self.instance_ids_ = np.concatenate([self.instance_ids_, np.asarray(ids, dtype=object)])
-        if self._flat_view() is None:  # a code that may not store the vectors as given
-            n_bad, first = self._off_unit(len(self) - len(x), _CODE_SAMPLE)
-            if first is not None:
-                kept = "" if self._undo_add(len(x)) else \
-                    "; the index keeps them (FAISS cannot remove rows from it): build it again"
-                raise BenchrouteError(
-                    f"index_factory {self.factory!r} stores {n_bad} of "
-                    f"{min(len(x), _CODE_SAMPLE)} vectors checked off the unit sphere (row "
-                    f"{first[0]}: {first[1]}): a lossy code, whose distances cannot recognise an "
-                    "input as itself; use Flat, HNSW<M>, IVF<n>,Flat or SQfp16 (saved, it "
-                    f"would not load){kept}")
         return self
 
-    def _undo_add(self, n: int) -> bool:
-        """Take the last ``n`` rows back out (an add refused after FAISS took them), and
-        whether that was possible: the whole index when they are all it holds, else FAISS's
-        ``remove_ids`` where the index type has it (a flat or PCA-over-flat index; an HNSW
-        graph or an IVF index with a direct map has none, and keeps them)."""
-        start = len(self) - n
-        if start == 0:
-            self.index_ = None
-        else:
-            try:
-                self.index_.remove_ids(_faiss().IDSelectorRange(start, len(self)))
-            except RuntimeError:
-                return False
-        self.datasets_, self.instance_ids_ = self.datasets_[:start], self.instance_ids_[:start]
-        return True
+    def _coded_off_unit(self, x: np.ndarray, start: int) -> tuple[int, tuple[int, str] | None]:
+        """:meth:`_off_unit` of vectors ``x`` (rows ``start`` on) before they are added: a
+        sample of them as the trained index's code would store them and give them back (its
+        codec's round trip, which equals ``reconstruct`` after an add). A flat index stores
+        them as given."""
+        faiss = _faiss()
+        if isinstance(faiss.downcast_index(self.index_), faiss.IndexFlat):
+            return 0, None
+        pick = np.arange(len(x))
+        if len(pick) > _CODE_SAMPLE:
+            pick = np.linspace(0, len(x) - 1, _CODE_SAMPLE).astype(np.int64)
+        n_bad, first = _off_unit_rows(_round_trip(faiss, self.index_, x[pick]))
+        return n_bad, None if first is None else (start + int(pick[first[0]]), first[1])
+
+    def can_take_back(self) -> bool:
+        """Whether FAISS can remove this index's last rows (:meth:`truncate`): flat codes and
+        IVF lists can, alone or under a transform (PCA, OPQ); an HNSW graph, a refined index
+        cannot."""
+        return self.index_ is None or _removable(_faiss(), self.index_)
+
+    def truncate(self, n: int) -> None:
+        """Take every row from ``n`` on back out, so that the index is as it was with ``n``
+        rows (a pool change that failed after its rows were added). An IVF index's direct map
+        is dropped for the removal (FAISS removes nothing through an array map) and rebuilt
+        as it was."""
+        faiss = _faiss()
+        if self.index_ is not None and n < len(self):
+            if not self.can_take_back():
+                raise BenchrouteError(f"index_factory {self.factory!r}: FAISS cannot remove rows "
+                                      "from this index")
+            if n == 0:
+                self.index_ = None
+            else:
+                ivf = faiss.try_extract_index_ivf(self.index_)
+                kind = None if ivf is None else ivf.direct_map.type
+                if kind == faiss.DirectMap.Array:
+                    ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+                self.index_.remove_ids(faiss.IDSelectorRange(n, len(self)))
+                if kind == faiss.DirectMap.Array:
+                    ivf.set_direct_map_type(kind)
+        self.datasets_, self.instance_ids_ = self.datasets_[:n], self.instance_ids_[:n]
+
+    def copy(self) -> VectorIndex:
+        """A copy of this index that shares no FAISS memory with it (``faiss.clone_index``: as
+        much memory again as the index)."""
+        out = VectorIndex(self.factory, self.nprobe, self.ef_search)
+        out.index_ = None if self.index_ is None else _faiss().clone_index(self.index_)
+        out.datasets_, out.instance_ids_ = self.datasets_, self.instance_ids_  # never changed in place
+        out.encoder_id, out.exact_order = self.encoder_id, self.exact_order
+        return out
+
+    @contextlib.contextmanager
+    def appending(self) -> Iterator[VectorIndex]:
+        """The index to append rows to in a change that must be all or nothing (a router's
+        pool change, whose later steps can fail after the rows went in).
+
+        Where FAISS can take rows back out (:meth:`can_take_back`), this index itself, cut back
+        to its present rows if the block raises: no copy of the pool. Where it cannot (an HNSW
+        graph), a copy (:meth:`copy`, as much memory again while the block runs), which the
+        caller keeps in place of this one when the block succeeds; this one is left untouched.
+        A memory-mapped index is itself (its ``add`` refuses before anything changes)."""
+        if self.mapped_from is None and not self.can_take_back():
+            yield self.copy()
+            return
+        n = len(self)
+        faiss = _faiss()
+        ivf = None if self.index_ is None else faiss.try_extract_index_ivf(self.index_)
+        kind = None if ivf is None else ivf.direct_map.type
+        try:
+            yield self
+        except BaseException:
+            self.truncate(n)
+            if ivf is not None and ivf.direct_map.type != kind:  # as it was saved before
+                ivf.set_direct_map_type(kind)
+            raise
 
     def rows_of(self, datasets: Iterable[str]) -> np.ndarray:
         return np.flatnonzero(np.isin(self.datasets_, list(datasets)))
@@ -346,36 +412,75 @@ class VectorIndex:
     def _check_unit_rows(self, path: Path) -> None:
         """The stored vectors are what ``fit`` accepts: finite, non-zero, of unit norm (cosine
         distances are 1 - inner products only for unit vectors)."""
-        n_bad, first = self._off_unit(0)
+        n_bad, first = self._off_unit()
         if first is not None:
             raise BenchrouteError(f"{path}: {n_bad} stored vector(s) are not finite unit "
                                   f"vectors (row {first[0]}: {first[1]}); fit refuses such "
                                   "vectors, rebuild the index")
 
-    def _off_unit(self, begin: int, sample: int | None = None
-                  ) -> tuple[int, tuple[int, str] | None]:
-        """How many stored vectors from row ``begin`` on (or of ``sample`` rows spread over
-        them) are not finite unit vectors, and the first one (row, what is wrong); read back as
-        searches see them (a lossy code's)."""
-        from benchroute.embedding.base import NORM_TOL, unit_norm_rows
-
+    def _off_unit(self) -> tuple[int, tuple[int, str] | None]:
+        """How many stored vectors are not finite unit vectors, and the first one (row, what
+        is wrong); read back as searches see them (a lossy code's)."""
         view = self._flat_view()
-        rows = np.arange(begin, len(self))
-        if sample is not None and len(rows) > sample:
-            rows = rows[np.linspace(0, len(rows) - 1, sample).astype(np.int64)]
         n_bad, first = 0, None
-        for at in range(0, len(rows), _CHECK_CHUNK):  # chunks: a mapped pool may exceed memory
-            part = rows[at:at + _CHECK_CHUNK]
-            X = view[part[0]:part[-1] + 1] if view is not None and sample is None \
-                else self.vectors(part)
-            _, broken, off = unit_norm_rows(X, NORM_TOL, normalise=False)
-            bad = broken | off
-            if bad.any() and first is None:
-                i = int(np.flatnonzero(bad)[0])
-                first = (int(part[i]), "NaN or infinite values" if not np.isfinite(X[i]).all() else
-                         "all zeros" if broken[i] else f"norm {float(np.linalg.norm(X[i])):.4g}")
-            n_bad += int(bad.sum())
+        for at in range(0, len(self), _CHECK_CHUNK):  # chunks: a mapped pool may exceed memory
+            part = np.arange(at, min(at + _CHECK_CHUNK, len(self)))
+            X = view[at:at + len(part)] if view is not None else self.vectors(part)
+            bad, where = _off_unit_rows(X)
+            if where is not None and first is None:
+                first = (at + where[0], where[1])
+            n_bad += bad
         return n_bad, first
+
+
+def _off_unit_rows(X: np.ndarray) -> tuple[int, tuple[int, str] | None]:
+    """How many rows of X are not finite unit vectors, and the first (its position, what is
+    wrong)."""
+    from benchroute.embedding.base import NORM_TOL, unit_norm_rows
+
+    _, broken, off = unit_norm_rows(X, NORM_TOL, normalise=False)
+    bad = broken | off
+    if not bad.any():
+        return 0, None
+    i = int(np.flatnonzero(bad)[0])
+    what = "NaN or infinite values" if not np.isfinite(X[i]).all() else \
+        "all zeros" if broken[i] else f"norm {float(np.linalg.norm(X[i])):.4g}"
+    return int(bad.sum()), (i, what)
+
+
+def _round_trip(faiss: Any, index: Any, x: np.ndarray) -> np.ndarray:
+    """Vectors ``x`` as a trained ``index`` would store them and read them back, without
+    adding them: its standalone codec (``sa_encode``/``sa_decode``), reached through a
+    transform (PCA, OPQ) or a graph's storage (HNSW) where the index has none of its own. An
+    index type with no codec reachable is asked through a trial copy (as much memory again)."""
+    index = faiss.downcast_index(index)
+    x = np.ascontiguousarray(x, dtype="float32")
+    try:
+        return np.asarray(index.sa_decode(index.sa_encode(x)), dtype=np.float32)
+    except RuntimeError:  # "standalone codec not implemented for this type of index"
+        pass
+    if isinstance(index, faiss.IndexPreTransform):
+        chain = [index.chain.at(i) for i in range(index.chain.size())]
+        for vt in chain:
+            x = vt.apply(x)
+        y = _round_trip(faiss, index.index, x)
+        for vt in reversed(chain):
+            y = vt.reverse_transform(y)
+        return np.asarray(y, dtype=np.float32)
+    if getattr(index, "storage", None) is not None:  # IndexHNSW, IndexNSG
+        return _round_trip(faiss, index.storage, x)
+    trial = faiss.clone_index(index)
+    trial.add(x)
+    return np.asarray(trial.reconstruct_n(trial.ntotal - len(x), len(x)), dtype=np.float32)
+
+
+def _removable(faiss: Any, index: Any) -> bool:
+    """Whether FAISS's ``remove_ids`` can take rows out of ``index`` and leave the others'
+    row numbers as they were (flat codes compact in order; IVF lists keep their ids)."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        return _removable(faiss, index.index)
+    return isinstance(index, (faiss.IndexFlatCodes, faiss.IndexIVF))
 
 
 def _write_faiss(faiss: Any, index: Any, path: Path) -> None:
@@ -441,8 +546,8 @@ def repeated_row(datasets: Sequence[str] | np.ndarray, instance_ids: Sequence[st
     return None if not len(twice) else (str(datasets[twice[0]]), str(instance_ids[twice[0]]))
 
 
-#: vectors read back after an add to tell a lossy code (SQ8 put a third of them off the unit
-#: sphere; a sample, so that a pool of millions is not read back whole)
+#: vectors of an add passed through the index's code before it, to tell a lossy code (SQ8 put a
+#: third of them off the unit sphere; a sample, so that an add of millions is not coded twice)
 _CODE_SAMPLE = 4096
 
 #: candidates searched beyond k for :func:`_exact_order`, so that rows tied with the k-th

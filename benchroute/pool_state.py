@@ -26,6 +26,7 @@ from benchroute.data.store import BenchmarkData
 from benchroute.data.store_checks import describe_difference
 from benchroute.data.text import normalize_text
 from benchroute.exceptions import BenchrouteError
+from benchroute.index import VectorIndex
 from benchroute.inputs import check_distinct_names, check_model_name, check_vectors
 from benchroute.new_models import (
     AddedModel,
@@ -274,7 +275,10 @@ def remove_model(router: Router, name: str) -> Router:
     the labels, of the reference pairs and of the task accuracies); the tuned predictor
     keeps its cross-validated k, prior and calibration (a cross-model stack falls back to the
     kNN, see ``describe()["fallback"]``); added models are refitted, their
-    features having changed."""
+    features having changed. Inputs that only this model had results for leave the pool
+    too (:func:`_drop_unlabelled`), as a fit on the remaining results has no such input;
+    the router then equals that fit (but for the tuned predictor's chosen values, as in
+    :func:`add_results`)."""
     check_is_fitted(router, "predictor_")
     if not isinstance(name, str):
         raise BenchrouteError(f"name == {name!r:.100}, expected one model's name (a string)")
@@ -287,15 +291,43 @@ def remove_model(router: Router, name: str) -> Router:
             if len(router.pool_models_) == 1:
                 raise BenchrouteError(f"{name!r} is the only pool model; a router needs one")
             keep = [i for i, m in enumerate(router.pool_models_) if m != name]
-            _set_pool(router, router.predictor_.index_, router.Y_[:, keep],
-                      [router.pool_models_[i] for i in keep])
-            router.reference_ = router.reference_.columns(keep)
+            Y = router.Y_[:, keep]
+            labelled = ~np.isnan(Y).all(axis=1)
+            if labelled.all():  # the same neighbours: the pairs' other columns stand
+                _set_pool(router, router.predictor_.index_, Y,
+                          [router.pool_models_[i] for i in keep])
+                router.reference_ = router.reference_.columns(keep)
+            else:
+                _drop_unlabelled(router, labelled, Y, [router.pool_models_[i] for i in keep])
             _refit_added(router)
         router.task_accuracy_ = router.task_accuracy_.drop(columns=[name], errors="ignore")
         if router.costs_ and name in router.costs_:
             router.costs_ = {m: c for m, c in router.costs_.items() if m != name} or None
         _sync_models(router)
     return router
+
+
+def _drop_unlabelled(router: Router, labelled: np.ndarray, Y: np.ndarray,
+                     models: list[str]) -> None:
+    """The pool without its inputs that have no label left (``labelled`` False), ``Y`` the
+    remaining models' labels of every row. Why: such an input still took one of each
+    query's k neighbour places while giving no label to any model, so P averaged fewer
+    labels than a fit on the remaining results (where the input does not exist), and a task
+    with no labelled input stayed a task. The index is built again from the kept rows'
+    vectors, as that fit builds it (FAISS cannot take rows out of the middle of an HNSW graph
+    or renumber an IVF index's); the reference pairs and OOD scores are computed again, the
+    neighbours having changed."""
+    index = router.predictor_.index_
+    kept = np.flatnonzero(labelled)
+    logger.info("removing %d pool input(s) that no remaining model has a result for",
+                len(labelled) - len(kept))
+    smaller = VectorIndex(index.factory, index.nprobe, index.ef_search)
+    smaller.encoder_id, smaller.exact_order = index.encoder_id, index.exact_order
+    smaller.add(index.vectors(kept), index.datasets_[kept], index.instance_ids_[kept].tolist())
+    if router.texts_ is not None:
+        router.texts_ = [router.texts_[i] for i in kept]
+    _set_pool(router, smaller, Y[kept], models)
+    router.reference_ = pool_reference(router)
 
 
 def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | None = None) -> Router:
@@ -342,25 +374,30 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
     if len(new):
         Xn = check_vectors(router.embed(texts) if embeddings is None else embeddings,
                            "add_results vectors")
-        index.add(Xn, inst["dataset"].iloc[new].to_numpy(dtype=object),
-                  inst["instance_id"].iloc[new].astype(str).tolist())
-        Y = np.vstack([Y, np.full((len(new), len(models)), np.nan, np.float32)])
-        rows[new] = np.arange(len(Y) - len(new), len(Y))
-        if router.texts_ is not None:
-            router.texts_ = router.texts_ + texts
-    cols = np.array([models.index(m) for m in pool.models], dtype=np.int64)
-    given = ~np.isnan(pool.Y)
-    block = Y[np.ix_(rows, cols)]
-    Y[np.ix_(rows, cols)] = np.where(given, pool.Y, block)
-    touched = sorted(set(inst["dataset"]))
-    for name in new_models:
-        router.added_.pop(name, None)
-    _set_pool(router, index, Y, models, touched)
-    router.reference_ = pool_reference(router)
-    if merged is not None:
-        router.costs_ = merged
-    _refit_added(router)
-    _sync_models(router)
+    # all or nothing: the index is cut back (or, for an HNSW graph, its copy dropped) and every
+    # attribute put back if any step below fails, so the router routes and saves as before
+    growing = index.appending() if len(new) else contextlib.nullcontext(index)
+    with unchanged_on_error(router), growing as index:
+        if len(new):
+            index.add(Xn, inst["dataset"].iloc[new].to_numpy(dtype=object),
+                      inst["instance_id"].iloc[new].astype(str).tolist())
+            Y = np.vstack([Y, np.full((len(new), len(models)), np.nan, np.float32)])
+            rows[new] = np.arange(len(Y) - len(new), len(Y))
+            if router.texts_ is not None:
+                router.texts_ = router.texts_ + texts
+        cols = np.array([models.index(m) for m in pool.models], dtype=np.int64)
+        given = ~np.isnan(pool.Y)
+        block = Y[np.ix_(rows, cols)]
+        Y[np.ix_(rows, cols)] = np.where(given, pool.Y, block)
+        touched = sorted(set(inst["dataset"]))
+        # a new dict: unchanged_on_error puts back the old one, which must still hold them
+        router.added_ = {m: a for m, a in router.added_.items() if m not in new_models}
+        _set_pool(router, index, Y, models, touched)
+        router.reference_ = pool_reference(router)
+        if merged is not None:
+            router.costs_ = merged
+        _refit_added(router)
+        _sync_models(router)
     _warn_partial_models(router)
     return router
 

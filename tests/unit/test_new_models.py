@@ -1006,6 +1006,96 @@ def test_add_results_refused_for_its_costs_changes_nothing(tmp_path):
     assert (len(r.Y_), list(r.tasks_), len(r.predictor_.index_)) == (n, tasks, n)
 
 
+def _saved_bytes(r: Router, folder) -> dict[str, bytes]:
+    folder = r.save(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_add_results_refused_by_the_index_changes_nothing(tmp_path):
+    """An index that refuses new inputs after FAISS took them (a PCA fitted on the pool's
+    subspace, over an HNSW graph that cannot remove rows) left the router with 160 rows in
+    its index and 120 in its labels: the message said to build it again (found by a review).
+    The code is now asked first: the router routes and saves as before."""
+    rng = np.random.default_rng(1)
+    first, second = only(store(4, n_tasks=3), KNOWN), only(store(5, n_tasks=1, prefix="u"), KNOWN)
+    X = rng.normal(size=(len(first.instances()), 16)) @ rng.normal(size=(16, 64))
+    off = rng.normal(size=(len(second.instances()), 64))
+    r = Router(alphas=(0.0,), repeats=1, encoder=ENC, tune=False, index_factory="PCA32,HNSW8",
+               cache_dir=str(tmp_path / "cache")).fit(
+        first, embeddings=X / np.linalg.norm(X, axis=1, keepdims=True))
+    texts = first.instances()["text"].tolist()[::7]
+    before, P = _saved_bytes(r, tmp_path / "before"), r.predict_proba(texts)
+    with pytest.raises(BenchrouteError, match="a lossy code.* nothing was added"):
+        r.add_results(second, embeddings=off / np.linalg.norm(off, axis=1, keepdims=True))
+    assert len(r.predictor_.index_) == len(r.Y_) == len(r.texts_) == 120
+    assert _saved_bytes(r, tmp_path / "after") == before
+    pd.testing.assert_frame_equal(r.predict_proba(texts), P)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW8"])
+def test_add_results_failing_late_changes_nothing(tmp_path, monkeypatch, factory):
+    """add_results changed the router step by step with nothing to put it back: a failure
+    after the index took the new inputs (here the added models' refit; a KeyboardInterrupt
+    anywhere) left the index, the texts and the added models changed, the index shared with
+    the router's old state, and a model that was becoming a pool model gone from both its
+    lists. Now the index is cut back (a copy is dropped, for an HNSW graph) and every
+    attribute put back: the same routing, the same saved files."""
+    import benchroute.pool_state as ps
+
+    first, second = only(store(4, n_tasks=3), KNOWN), only(store(5, n_tasks=1, prefix="u"), KNOWN)
+    r = router(tmp_path, first, tune=False, index_factory=factory, nprobe=4)
+    inst = first.instances()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        r.add_model("x", [{"text": t, "correct": float(i % 2)}
+                          for i, t in enumerate(inst["text"][:6])])
+    full = pd.concat([second.frame, *(d.frame[d.frame["model"] == "m0"].assign(model="x")
+                                       for d in (first, second))], ignore_index=True)
+    texts = inst["text"].tolist()[::7]
+    before, P = _saved_bytes(r, tmp_path / "before"), r.predict_proba(texts)
+    index = r.predictor_.index_
+
+    def broken(router):
+        raise RuntimeError("a later step fails")
+    monkeypatch.setattr(ps, "_refit_added", broken)
+    with pytest.raises(RuntimeError, match="a later step fails"):
+        r.add_results(BenchmarkData(full))
+    monkeypatch.undo()
+    assert r.predictor_.index_ is index and len(index) == len(r.Y_) == len(r.texts_) == 120
+    assert "x" in r.added_ and r.models_ == [*KNOWN, "x"]
+    assert _saved_bytes(r, tmp_path / "after") == before
+    pd.testing.assert_frame_equal(r.predict_proba(texts), P)
+    r.add_results(BenchmarkData(full))  # and then it goes through
+    assert len(r.predictor_.index_) == len(r.Y_) == 160 and r.pool_models_ == [*KNOWN, "x"]
+
+
+def test_remove_model_drops_inputs_only_it_had_results_for(tmp_path):
+    """Inputs (here a whole task and a few of another) with results of the removed model
+    alone stayed in the pool with no label: they took neighbour places, so P averaged fewer
+    labels than a fit on the remaining results, and their task stayed a task. They now leave
+    the pool, and the router equals that fit."""
+    frame = store(7).frame
+    alone = (frame["dataset"] == "t3") | ((frame["dataset"] == "t0")
+                                          & frame["instance_id"].isin(["001", "004", "009"]))
+    data = BenchmarkData(frame[~alone | (frame["model"] == "m2")].reset_index(drop=True))
+    r = router(tmp_path, only(data, KNOWN), tune=False)
+    r.remove_model("m2")
+    ref = router(tmp_path, only(data, ["m0", "m1"]), tune=False)
+    assert r.models_ == ref.models_ and r.tasks_ == ref.tasks_ == ["t0", "t1", "t2"]
+    np.testing.assert_array_equal(r.Y_, ref.Y_)
+    np.testing.assert_array_equal(r.pool_vectors(), ref.pool_vectors())
+    assert r.texts_ == ref.texts_
+    np.testing.assert_allclose(r.reference_.u, ref.reference_.u)
+    np.testing.assert_allclose(r.reference_.p, ref.reference_.p, equal_nan=True)
+    pd.testing.assert_frame_equal(r.task_accuracy_, ref.task_accuracy_)
+    texts = data.instances()["text"].tolist()[::5]
+    pd.testing.assert_frame_equal(r.predict_proba(texts), ref.predict_proba(texts))
+    np.testing.assert_array_equal(r.ood_p(texts), ref.ood_p(texts))
+    back = Router.load(r.save(tmp_path / "saved"), cache_dir=str(tmp_path / "cache"))
+    pd.testing.assert_frame_equal(back.predict_proba(texts), ref.predict_proba(texts))
+
+
 def test_a_model_with_results_on_few_tasks_that_becomes_the_best_is_named(tmp_path, caplog):
     """A model brought in by add_results with results on one task (a removed model coming back
     with a new table, say) became the best on average and the default for every input, with
