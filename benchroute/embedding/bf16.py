@@ -222,7 +222,7 @@ class Bf16Encoder(SentenceTransformerEncoder):
     def __init__(self, max_seq_length: int | None = None, root: Path | None = None) -> None:
         super().__init__(DEFAULT_MODEL, device="cpu", max_seq_length=max_seq_length)
         self.root = root
-        self.identifier = shared_identifier(max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
+        self.identifier = shared_identifier(self.max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
         self._checked = False
 
     def __repr__(self) -> str:

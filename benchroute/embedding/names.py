@@ -10,6 +10,7 @@ is refused with the list of what is available. The hub is used only when the cal
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -49,14 +50,17 @@ def own_identifier(backend: str, max_seq_length: int) -> str:
     return f"{DEFAULT_MODEL}@{backend}{cap}"
 
 
-def check_cap(cap: int, what: str) -> int:
-    """A word-piece cap in [:data:`MIN_SEQ_LENGTH`, :data:`MAX_SEQ_LENGTH_LIMIT`] (the same
-    bounds for every backend)."""
-    if not MIN_SEQ_LENGTH <= cap <= MAX_SEQ_LENGTH_LIMIT:
-        raise BenchrouteError(f"{what}: max_seq_length == {cap}, must be in [{MIN_SEQ_LENGTH}, "
-                              f"{MAX_SEQ_LENGTH_LIMIT}] (two special tokens and a word piece; "
-                              "the model's position embeddings)")
-    return cap
+def check_cap(cap: object, what: str) -> int:
+    """A word-piece cap: an integer in [:data:`MIN_SEQ_LENGTH`, :data:`MAX_SEQ_LENGTH_LIMIT`]
+    (the same bounds for every backend, whether the cap comes from a name's ``@max<N>`` or a
+    constructor: an encoder built directly with a cap of 1 bypassed the name's check)."""
+    # numbers.Integral takes NumPy's integers; a bool is one too, but never meant as a cap
+    if isinstance(cap, bool) or not isinstance(cap, numbers.Integral) \
+            or not MIN_SEQ_LENGTH <= int(cap) <= MAX_SEQ_LENGTH_LIMIT:
+        raise BenchrouteError(f"{what}: max_seq_length == {cap!r:.40}, must be in "
+                              f"[{MIN_SEQ_LENGTH}, {MAX_SEQ_LENGTH_LIMIT}] (an integer: two "
+                              "special tokens and a word piece; the model's position embeddings)")
+    return int(cap)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import numpy as np
 
 from benchroute.embedding.base import length_batches, model_texts
 from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL, installed_model
+from benchroute.embedding.names import DEFAULT_MAX_SEQ_LENGTH, check_cap, shared_identifier
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,9 @@ class SentenceTransformerEncoder:
     device : str, optional
         None picks CUDA when torch sees a GPU, else the CPU.
     max_seq_length : int, optional
-        Word-piece cap (default: the model's own, 384 for all-mpnet-base-v2). A cap other than
-        the model's own is part of the identifier, so vectors of different caps never mix.
+        Word-piece cap in [3, 512] (default: the model's own, 384 for all-mpnet-base-v2). A cap
+        other than the model's own is part of the identifier, so vectors of different caps
+        never mix.
     """
 
     backend = "torch"
@@ -36,17 +38,18 @@ class SentenceTransformerEncoder:
                  max_seq_length: int | None = None) -> None:
         self.model = model
         self.device = device
-        self.max_seq_length = max_seq_length
+        # checked here as the name's @max<N> is: built directly, a cap of 1 truncated nothing
+        # and texts past 512 word pieces crashed the model on encode
+        self.max_seq_length = None if max_seq_length is None else \
+            check_cap(max_seq_length, type(self).__name__)
         self._st: Any = None
         if model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
-            from benchroute.embedding.names import DEFAULT_MAX_SEQ_LENGTH, shared_identifier
-
-            self.identifier = shared_identifier(max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
+            self.identifier = shared_identifier(self.max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
             self.dimension = 768
         else:
             self.identifier = str(Path(model).resolve()) if Path(model).is_dir() else model
-            if max_seq_length is not None:
-                self.identifier += f"@max{max_seq_length}"
+            if self.max_seq_length is not None:
+                self.identifier += f"@max{self.max_seq_length}"
             self.dimension = -1  # known once the model is loaded
 
     def __repr__(self) -> str:

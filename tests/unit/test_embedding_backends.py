@@ -61,6 +61,30 @@ def test_onnx_cap_is_validated():
         OnnxEncoder(max_seq_length=600)
 
 
+@pytest.mark.parametrize("cap", [1, 2, 513, 0, -1, 2.5, "128", True])
+@pytest.mark.parametrize("make", ["torch", "bf16", "other model"])
+def test_encoders_built_directly_check_the_cap_as_names_do(make, cap):
+    """From a review: SentenceTransformerEncoder and Bf16Encoder built directly took
+    max_seq_length=1 (a cap the tokenizer cannot cut to), which the name's @max1 refuses."""
+    from benchroute.embedding.bf16 import Bf16Encoder
+
+    build = {"torch": lambda: SentenceTransformerEncoder(max_seq_length=cap),
+             "bf16": lambda: Bf16Encoder(max_seq_length=cap),
+             "other model": lambda: SentenceTransformerEncoder("some/model", max_seq_length=cap)}
+    name = "Bf16Encoder" if make == "bf16" else "SentenceTransformerEncoder"
+    with pytest.raises(BenchrouteError, match=rf"{name}: max_seq_length == .*must be in \[3, 512\]"):
+        build[make]()
+
+
+def test_encoders_built_directly_keep_a_good_cap():
+    from benchroute.embedding.bf16 import Bf16Encoder
+
+    assert SentenceTransformerEncoder(max_seq_length=np.int64(3)).identifier == \
+        "sentence-transformers/all-mpnet-base-v2@max3"
+    assert Bf16Encoder(max_seq_length=512).max_seq_length == 512
+    assert SentenceTransformerEncoder().max_seq_length is None
+
+
 def test_default_backend(monkeypatch, caplog):
     import importlib.util
 
