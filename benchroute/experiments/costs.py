@@ -12,6 +12,7 @@ that metrics can be bootstrapped over inputs without refitting.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -432,7 +433,9 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
     curves, RouteLLM's definitions) and AIQ (every curve, RouterBench's definition).
 
     The constants default to ``curve.attrs`` (as :func:`cost_quality` sets them). The analytic
-    random router (PGR = call%, APGR = 0.5) is added as ``random-analytic`` for pairs.
+    random router (PGR = call%, APGR = 0.5) is added as ``random-analytic`` for pairs. For a
+    curve with ``share_strong``, ``q_strong`` and ``q_weak`` are both known or both absent, and
+    differ: PGR is the share of their gap a router recovers.
     """
     if not isinstance(curve, pd.DataFrame):
         raise BenchrouteError(f"curve is a {type(curve).__name__}; expected the DataFrame "
@@ -446,6 +449,7 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
         if not pd.api.types.is_numeric_dtype(curve[col]) or pd.api.types.is_bool_dtype(curve[col]):
             raise BenchrouteError(f"curve column {col!r} must hold numbers, got {curve[col].dtype}")
     a = curve.attrs
+    given = [n for n, v in (("q_strong", q_strong), ("q_weak", q_weak)) if v is not None]
     q_strong, q_weak, c_min, c_max = (
         None if v is None else pol.check_number(name, v) for name, v in (
             ("q_strong", a.get("q_strong") if q_strong is None else q_strong),
@@ -455,7 +459,39 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
     if c_min is not None and c_max is not None and c_min > c_max:  # equal: AIQ NaN, as before
         raise BenchrouteError(f"c_min == {c_min:g} and c_max == {c_max:g}: AIQ averages over "
                               "[c_min, c_max], so c_min <= c_max")
-    levels = _metric_levels(levels)
+    _check_pair(curve, q_strong, q_weak, given)
+    return _metrics_table(curve, q_strong, q_weak, c_min, c_max, _metric_levels(levels))
+
+
+def _check_pair(curve: pd.DataFrame, q_strong: float | None, q_weak: float | None,
+                given: list[str]) -> None:
+    """The pair's qualities, where PGR would read them: both or neither, and apart. A tie made
+    every PGR, APGR and CPT NaN, a gap past a float's range made them 0, one quality alone and
+    qualities for a curve without ``share_strong`` were ignored, all without a word (found by
+    fuzzing). A curve's quality outside [q_weak, q_strong] stays a use: a router can beat the
+    strong model."""
+    if (q_strong is None) != (q_weak is None):
+        have, lack = ("q_strong", "q_weak") if q_weak is None else ("q_weak", "q_strong")
+        raise BenchrouteError(f"{have} is given but not {lack} (nor in curve.attrs): PGR, APGR "
+                              "and CPT need both qualities of the pair")
+    if given and "share_strong" not in curve.columns:
+        raise BenchrouteError(f"{' and '.join(given)} given, but the curve has no share_strong "
+                              "column: PGR, APGR and CPT read the share of calls to the strong "
+                              "model (a strong/weak curve of cost_quality)")
+    if q_strong is None or q_weak is None or "share_strong" not in curve.columns:
+        return
+    tie = math.isclose(q_strong, q_weak, rel_tol=1e-9)
+    if tie or not math.isfinite(q_strong - q_weak):
+        why = "nil (the two models are equally good)" if tie else "past a float's range"
+        raise BenchrouteError(f"q_strong == {q_strong:g} and q_weak == {q_weak:g}: PGR divides "
+                              f"by their gap, which is {why}; choose a pair of different "
+                              "qualities, or drop the curve's share_strong column for AIQ alone")
+
+
+def _metrics_table(curve: pd.DataFrame, q_strong: float | None, q_weak: float | None,
+                   c_min: float | None, c_max: float | None, levels: list[float]) -> pd.DataFrame:
+    """:func:`routing_metrics` on arguments it checked; a bootstrap resample's tie gives NaN
+    (left out of the interval) rather than stopping the bootstrap."""
     pair = q_strong is not None and q_weak is not None and "share_strong" in curve.columns
     rows = []
     for name, g in curve.groupby("policy", sort=False):
@@ -513,6 +549,7 @@ def bootstrap_metrics(run: CostQuality, n_boot: int = 200, seed: int = 0,
     fixed, so the predictors are not refit): columns ``<metric>_lo`` and ``<metric>_hi``."""
     rng = np.random.default_rng(seed)
     n = len(run.Q)
+    levels = _metric_levels(levels)
     base = routing_metrics(with_attrs(run), levels=levels)
     reps = []
     rows_idx = np.arange(n)
@@ -526,8 +563,9 @@ def bootstrap_metrics(run: CostQuality, n_boot: int = 200, seed: int = 0,
         if run.strong is not None:
             curve["share_strong"] = (ch == run.strong).mean(axis=1)
         sub = CostQuality(curve, ch, Qb, Cb, run.models, run.strong, run.weak, run.cost_source)
-        curve = with_attrs(sub)
-        reps.append(routing_metrics(curve, levels=levels).set_index("policy"))
+        a = with_attrs(sub).attrs
+        reps.append(_metrics_table(curve, a.get("q_strong"), a.get("q_weak"), a.get("c_min"),
+                                   a.get("c_max"), levels).set_index("policy"))
     stacked = pd.concat(reps, keys=range(n_boot))
     metrics = [c for c in base.columns if c not in ("policy", "points")]
     points = base.set_index("policy")

@@ -162,6 +162,54 @@ def test_routing_metrics_refuses_what_it_cannot_measure(edit, kwargs, message):
         routing_metrics(edit(_curve()), **kwargs)
 
 
+@pytest.mark.parametrize("edit, kwargs, message", [
+    (lambda c: c, {"q_strong": 0.5, "q_weak": 0.5},
+     r"q_strong == 0.5 and q_weak == 0.5: PGR divides by their gap, which is nil"),
+    (lambda c: c, {"q_strong": 0.3}, r"q_strong == 0.3 and q_weak == 0.3: PGR divides"),
+    (lambda c: c, {"q_strong": 1e308, "q_weak": -1e308}, r"past a float's range"),
+    (lambda c: _without_pair(c), {"q_strong": 0.6}, r"q_strong is given but not q_weak"),
+    (lambda c: _without_pair(c), {"q_weak": 0.3}, r"q_weak is given but not q_strong"),
+    (lambda c: c.drop(columns="share_strong"), {"q_strong": 0.6, "q_weak": 0.3},
+     r"q_strong and q_weak given, but the curve has no share_strong column"),
+])
+def test_routing_metrics_refuses_a_pair_pgr_cannot_read(edit, kwargs, message):
+    """Left as found by the fuzzing of the Python API: a tie made every PGR, APGR and CPT NaN
+    without a word, one quality alone or qualities for a curve without share_strong were
+    ignored."""
+    with pytest.raises(BenchrouteError, match=message):
+        routing_metrics(edit(_curve()), **kwargs)
+
+
+def _without_pair(curve: pd.DataFrame) -> pd.DataFrame:
+    for key in ("q_strong", "q_weak"):
+        del curve.attrs[key]
+    return curve
+
+
+def test_routing_metrics_takes_a_curve_past_its_pair_and_a_resample_tie():
+    from benchroute.experiments.costs import CostQuality, bootstrap_metrics
+
+    # a router better than the strong model, or a pair named the other way: numbers, not NaN
+    assert routing_metrics(_curve(), q_strong=0.4, q_weak=0.3).loc[0, "PGR@50"] == \
+        pytest.approx(2.0)
+    # PGR 1, 1/3, 0 along the curve
+    assert routing_metrics(_curve(), q_strong=0.3, q_weak=0.6).loc[0, "APGR"] == \
+        pytest.approx(5 / 12)
+    # without a pair the AIQ alone, as before
+    assert "APGR" not in routing_metrics(_without_pair(_curve()))
+    # the data's qualities differ (2/3, 1/3), but about a third of the resamples tie: those
+    # give NaN and the bootstrap goes on
+    Q = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    choices = np.array([[1, 1, 1], [0, 1, 1], [0, 0, 0]])
+    curve = pd.DataFrame({"policy": ["threshold"] * 3, "param": [0.0, 0.5, 1.0],
+                          "cost": [1.0, 4 / 3, 2.0], "quality": [1 / 3, 2 / 3, 2 / 3],
+                          "share_strong": [0.0, 1 / 3, 1.0]})
+    run = CostQuality(curve, choices, Q, np.tile([2.0, 1.0], (3, 1)), ["s", "w"], 0, 1, "test")
+    boot = bootstrap_metrics(run, n_boot=30).set_index("policy")
+    assert boot.loc["threshold", "APGR"] == pytest.approx(5 / 6)  # PGR 0, 1, 1
+    assert np.isfinite(boot.loc["threshold", ["APGR_lo", "APGR_hi"]].astype(float)).all()
+
+
 def test_routing_metrics_on_a_good_curve():
     table = routing_metrics(_curve(), levels=(0.2, 0.5))
     assert list(table["policy"]) == ["threshold", "random-analytic"]
