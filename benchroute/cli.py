@@ -907,7 +907,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from benchroute.reference import DEFAULT_ALPHAS
 
     source = args.source
-    if args.fetch:
+    # both only choose what --fetch downloads: without it they were ignored, silently
+    lone = [o for o, v in (("--release", args.release), ("--runs", args.runs)) if v is not None]
+    if lone and args.fetch is None:
+        raise BenchrouteError(f"{' and '.join(lone)} without --fetch: "
+                              f"{'they choose' if len(lone) > 1 else 'it chooses'} the HELM runs "
+                              "--fetch BASE_URL downloads; give --fetch, or leave "
+                              f"{'them' if len(lone) > 1 else 'it'} out")
+    if len(lone) > 1:  # --runs won and --release was ignored
+        raise BenchrouteError("--release and --runs both name the runs to fetch; give one")
+    if args.fetch is not None:  # '' is a bad URL, refused as one, not no --fetch
         from benchroute.experiments.fetch import fetch_helm_runs, release_runs
 
         if args.runs:

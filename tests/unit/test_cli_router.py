@@ -384,6 +384,31 @@ def test_what_fuzzing_the_command_line_found(router_dir, tmp_path, capsys):
     assert not (tmp_path / "rep").exists()
 
 
+@pytest.mark.parametrize("options, match", [
+    (["--release", "v1.0.0"], r"--release without --fetch: it chooses the HELM runs"),
+    (["--runs", "runs.json"], r"--runs without --fetch: it chooses"),
+    (["--release", "v1", "--runs", "runs.json"], r"--release and --runs without --fetch: they"),
+    (["--fetch", "https://example.invalid/out", "--release", "v1", "--runs", "runs.json"],
+     r"--release and --runs both name the runs to fetch; give one"),
+    (["--fetch", "", "--runs", "runs.json"], r"base URL must start with http:// or https://"),
+])
+def test_reproduce_refuses_fetch_options_it_would_ignore(tmp_path, capsys, monkeypatch, options,
+                                                         match):
+    """Left as found by the fuzzing of the command line: --release or --runs without --fetch
+    (and --release beside --runs, or --fetch '') were ignored and the protocol ran on the
+    source."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs.json").write_text("{}")
+    wide = tmp_path / "wide.csv"
+    wide.write_text("dataset,text,m1,m2\n" + "".join(f"d{i % 2},q {i},{i % 2},1\n" for i in range(8)))
+    out = tmp_path / "rep"
+    assert main(["reproduce", str(wide), "--encoder", "hashing-16-11", "--no-plots", "--out",
+                 str(out), *options]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 def test_table_options_apply_to_the_tables_of_their_layout(tmp_path, capsys):
     """From a review: one --column score=... for a wide and a long table read together was
     refused for the wide one once options of the other layout were; each table now takes the
