@@ -102,6 +102,11 @@ class OODReference:
         self.scores = pool_scores(predictor, max_queries, seed, known)
         logger.debug("OOD reference: %d pool inputs scored", int(np.isfinite(self.scores).sum()))
 
+    @property
+    def empty(self) -> bool:
+        """No pool input scored (a pool of one task): every p-value is NaN."""
+        return not np.isfinite(self.scores).any()
+
     def p_values(self, Q: np.ndarray) -> np.ndarray:
         """p(x) of query vectors Q (n, d)."""
         return self.assess(Q)[0]
@@ -132,6 +137,14 @@ def reference_of(router: Any) -> OODReference:
     return ref
 
 
+def warn_cannot_act(alpha: float) -> None:
+    """Tell a caller who asked for the fallback that it cannot act (found by fuzzing: it did
+    nothing, unsaid)."""
+    warnings.warn(f"ood_alpha={alpha:g}: the pool has no out-of-distribution reference "
+                  "(a pool of one task has no other task to score its inputs against), so "
+                  "no input falls back", UserWarning, stacklevel=user_stacklevel())
+
+
 def fall_back(pick: np.ndarray, ood_p: np.ndarray | None, alpha: float | None,
               default: int) -> tuple[np.ndarray, np.ndarray]:
     """The choices with inputs flagged (p < alpha) moved to ``default`` (a position in the
@@ -141,10 +154,7 @@ def fall_back(pick: np.ndarray, ood_p: np.ndarray | None, alpha: float | None,
         return pick, np.zeros(n, dtype=bool)
     alpha = check_alpha(alpha)
     if n and np.isnan(np.asarray(ood_p, dtype=np.float64)).all():
-        # a caller who asked for the fallback is told it cannot act (found by fuzzing)
-        warnings.warn(f"ood_alpha={alpha:g}: the pool has no out-of-distribution reference "
-                      "(a pool of one task has no other task to score its inputs against), so "
-                      "no input falls back", UserWarning, stacklevel=user_stacklevel())
+        warn_cannot_act(alpha)
     flag = np.asarray(ood_p) < alpha
     out = np.array(pick, copy=True)
     out[flag] = default

@@ -105,7 +105,7 @@ class Decider:
                  encode_batch: int = 4, ood_alpha: float | None = None,
                  lacking: Sequence[str] = ()) -> None:
         from benchroute.embedding import get_encoder
-        from benchroute.ood import check_alpha, reference_of
+        from benchroute.ood import check_alpha, reference_of, warn_cannot_act
 
         self.router = router
         self.candidates = list(candidates)
@@ -119,7 +119,13 @@ class Decider:
         self.calibration = calibration
         self.encode_batch = encode_batch
         self.ood_alpha = None if ood_alpha is None else check_alpha(ood_alpha)
-        reference_of(router)  # the pool's leave-one-task-out pass at start-up, not on a request
+        # the pool's leave-one-task-out pass at start-up, not on a request
+        reference = reference_of(router)
+        # without a reference the fallback cannot act: said once here, where the warning of
+        # the decision rule came again on every request (found by a review)
+        self._fallback_alpha = None if reference.empty else self.ood_alpha
+        if self.ood_alpha is not None and reference.empty:
+            warn_cannot_act(self.ood_alpha)
         self.encoder = encoder if encoder is not None else get_encoder(router.encoder)
         if self.encoder.identifier != router.encoder_id_:
             raise BenchrouteError(f"encoder {self.encoder.identifier!r} is not the router's "
@@ -239,7 +245,8 @@ class Decider:
                 first = entries[todo[rows[0]]]
                 policy, params = self.resolve(first)
                 frame = routing.policy_frame(self.router, P[rows], policy, self.cand,
-                                             self.costs, ood_p[rows], self.ood_alpha, **params)
+                                             self.costs, ood_p[rows], self._fallback_alpha,
+                                             **params)
                 for r, j in enumerate(rows):
                     i = todo[j]
                     probs = {m: round(float(P[j, k]), 6) for m, k in zip(self.cand_names, self.cand)}

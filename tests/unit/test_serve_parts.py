@@ -307,3 +307,33 @@ def test_a_port_out_of_range_is_a_usage_error(port, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--router", "r", "--upstreams", "u.yaml", "--port", port])
     assert exit_.value.code == 2 and "--port" in capsys.readouterr().err
+
+
+def test_a_fallback_that_cannot_act_is_said_once_at_start_up(tmp_path):
+    """From a review: on a pool of one task the gateway's --ood-alpha warned at start-up and
+    again on every request (the decision rule's warning, at each batch of decisions)."""
+    import warnings
+
+    from fastapi.testclient import TestClient
+
+    from benchroute.embedding import HashingEncoder
+    from benchroute.router import Router
+    from benchroute.serve.app import GatewayConfig, build_gateway, create_app
+    from tests.unit.test_router import synthetic
+
+    data, _ = synthetic(4, n_tasks=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        router = Router(alphas=(0.0,), encoder=HashingEncoder(64), cache_dir=str(tmp_path),
+                        tune=False).fit(data)
+    ups = {m: Upstream(m, "http://127.0.0.1:9/v1", f"up-{m}", cost=1.0) for m in router.models_}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gw = build_gateway(router, ups, GatewayConfig(ood_alpha=0.05))
+        assert [str(w.message)[:36] for w in caught] == ["ood_alpha=0.05: the pool has no out-"]
+        assert caught[0].filename == __file__  # the line that built the gateway
+        with TestClient(create_app(gw)) as client:
+            for i in range(3):
+                got = client.post("/v1/route", json={"input": f"task 0 input {i}"})
+                assert got.status_code == 200 and got.json()["fallback"] is False, got.text
+        assert len(caught) == 1, [str(w.message)[:60] for w in caught]
