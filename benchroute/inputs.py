@@ -14,7 +14,7 @@ import pandas as pd
 
 from benchroute.data.metrics import short_repr
 from benchroute.data.store import BenchmarkData
-from benchroute.data.text import normalize_text
+from benchroute.data.text import is_blank, normalize_text
 from benchroute.embedding.base import NORM_TOL, unit_norm_rows
 from benchroute.exceptions import BenchrouteError
 from benchroute.index import is_search_knob
@@ -367,12 +367,13 @@ def parse_texts(task_examples: Texts, what: str = "task_examples") -> list[str]:
 
 
 def check_text(text: object, i: int, what: str = "task_examples") -> str:
-    """One input text, ``what[i]``: a str that is not blank (as the loaders decide, a blank
-    text is no input: nothing to embed or route)."""
+    """One input text, ``what[i]``: a str that is not blank (:func:`~benchroute.data.text.
+    is_blank`, as the loaders decide: a blank text is no input, nothing to embed or route)."""
     if not isinstance(text, str):
         raise BenchrouteError(f"{what}[{i}] is a {type(text).__name__}, expected str")
-    if not text.strip():
-        raise BenchrouteError(f"{what}[{i}] is empty or only whitespace; give a text to route")
+    if is_blank(text):
+        raise BenchrouteError(f"{what}[{i}] is empty or only whitespace and invisible "
+                              "characters; give a text to route")
     return text
 
 
@@ -427,8 +428,9 @@ def parse_labeled(labeled: LabeledRecords, models: list[str]) -> tuple[list[str]
         if unknown:
             raise BenchrouteError(f"labeled[{i}] names unknown model(s) {unknown}; known "
                                   f"models: {models}")
-        if not rec["text"].strip():
-            raise BenchrouteError(f"labeled[{i}] text is empty or only whitespace")
+        if is_blank(rec["text"]):
+            raise BenchrouteError(f"labeled[{i}] text is empty or only whitespace and invisible "
+                                  "characters")
         row = np.full(len(models), np.nan, dtype=np.float32)
         for m, v in labels.items():
             # one rule with add_model's results: bools are 0/1, NaN of any type is no label

@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from benchroute.data.text import is_blank
 from benchroute.exceptions import BenchrouteError
 from benchroute.inputs import is_int, is_items, label_value
 from benchroute.predictors import SELF_DISTANCE, Estimator, Neighbours
@@ -965,6 +966,7 @@ def _parse_results(results: Any, what: str) -> pd.DataFrame:
             if not isinstance(t, str) and not (has_id and pd.api.types.is_scalar(t)
                                                and pd.isna(t)):
                 raise BenchrouteError(f"{what}[{i}]: field 'text' is {t!r}; expected a string")
-            if isinstance(t, str) and not t.strip():  # route refuses it as an input too
-                raise BenchrouteError(f"{what}[{i}]: field 'text' is empty or only whitespace")
+            if isinstance(t, str) and is_blank(t):  # route refuses it as an input too
+                raise BenchrouteError(f"{what}[{i}]: field 'text' is empty or only whitespace "
+                                      "and invisible characters")
     return out

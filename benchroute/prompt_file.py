@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from benchroute._persist import parse_json
+from benchroute.data.text import is_blank
 from benchroute.exceptions import DataError
 
 #: Suffixes whose every line is JSON, and those whose every line is plain text; elsewhere
@@ -87,7 +88,7 @@ def iter_prompt_file(path: str | Path) -> Iterator[str]:
     count = 0
     try:
         for lineno, line in _lines(fh, str(p), errors):
-            if not line.strip():
+            if is_blank(line):
                 continue
             count += 1
             if suffix in JSONL_SUFFIXES or (suffix not in TEXT_SUFFIXES
@@ -119,8 +120,9 @@ def _json_text(line: str, p: Path, lineno: int) -> str:
     text = obj.get("text")
     if not isinstance(text, str):
         raise DataError(f"{p}: line {lineno} has no string field 'text'")
-    if not text.strip():
-        raise DataError(f"{p}: line {lineno}: field 'text' is empty or only whitespace")
+    if is_blank(text):
+        raise DataError(f"{p}: line {lineno}: field 'text' is empty or only whitespace and "
+                        "invisible characters")
     return text
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from benchroute.data.text import normalize_text
+from benchroute.data.text import is_blank, normalize_text
 from benchroute.exceptions import DataError
 
 if TYPE_CHECKING:  # the store imports this module; the report is only passed through here
@@ -82,7 +82,7 @@ def validate_frame(frame: pd.DataFrame, source: str, report: LoadReport, strict:
         report.count("missing_key_dropped", int(no_key.sum()))
         df = df.loc[~no_key]
     # A blank input is no input: there is nothing to embed or route.
-    blank = {t for t in df["text"].dropna().unique() if isinstance(t, str) and not t.strip()}
+    blank = {t for t in df["text"].dropna().unique() if isinstance(t, str) and is_blank(t)}
     no_text = df["text"].isna() | (df["text"].isin(list(blank)) if blank else False)
     if no_text.any():
         report.count("missing_text_dropped", int(no_text.sum()))

@@ -9,14 +9,29 @@ Every module that compares or hashes an input text goes through :func:`normalize
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Sequence
 
-__all__ = ["normalize_text", "text_key", "common_prefix", "strip_common_prefix"]
+__all__ = ["normalize_text", "text_key", "common_prefix", "strip_common_prefix", "is_blank"]
+
+#: Unicode categories a text may hold and still say nothing: control characters (NUL among
+#: them) and format characters (zero-width spaces and joiners, bidi marks, a byte-order mark,
+#: the soft hyphen); the transformer's tokenizer drops both
+_INVISIBLE = frozenset({"Cc", "Cf"})
 
 
 def normalize_text(text: str) -> str:
     """CRLF and lone CR become LF; surrounding whitespace is dropped. Inner text is kept as is."""
     return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` is no input: nothing but whitespace and invisible characters.
+
+    A blank text has nothing to embed or route, and the loaders, the library, the texts files
+    and the gateway all treat it as none. Whitespace alone was the rule, so "\u200b" or "\x00"
+    passed as content and was routed by the vector of the empty text (found by fuzzing)."""
+    return all(c.isspace() or unicodedata.category(c) in _INVISIBLE for c in text)
 
 
 def text_key(text: str) -> str:

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from benchroute._persist import finite_or_null, parse_json
+from benchroute.data.text import is_blank
 from benchroute.exceptions import BenchrouteError
 from benchroute.routing import default_pair, known_costs
 from benchroute.serve.calibrate import (
@@ -375,9 +376,9 @@ def routed_text(messages: object, config: GatewayConfig) -> str | None:
                                "characters", param="messages", code="text_too_long")
         texts.append((msg["role"], text))
     if config.route_text == "conversation":
-        joined = "\n".join(t for _, t in texts if t.strip())
+        joined = "\n".join(t for _, t in texts if not is_blank(t))
         return joined or None
-    users = [t for role, t in texts if role == "user" and t.strip()]
+    users = [t for role, t in texts if role == "user" and not is_blank(t)]
     return users[-1] if users else None
 
 
@@ -658,7 +659,7 @@ def create_app(gw: Gateway) -> FastAPI:
             if len(body["input"]) > gw.config.max_text_chars:
                 raise GatewayError(400, f"input exceeds the limit of {gw.config.max_text_chars} "
                                    "characters", param="input", code="text_too_long")
-            text = body["input"] if body["input"].strip() else None
+            text = None if is_blank(body["input"]) else body["input"]
         elif "messages" in body:
             text = routed_text(body["messages"], gw.config)
         else:

@@ -272,3 +272,52 @@ def test_model_names_written_two_ways_are_one_name_too_many(tmp_path):
     with pytest.raises(BenchrouteError, match=r"the same text written two ways"):
         r.add_model("mode\u0301", t0[["dataset", "instance_id"]].assign(correct=1.0))
     assert "mode\u0301" not in r.models_
+
+
+INVISIBLE = ["\u200b", "\x00", "\ufeff\u200d \u2060", "\u202e\t\u00ad", " \x7f\n"]
+
+
+@pytest.mark.parametrize("text", INVISIBLE)
+def test_a_text_of_invisible_characters_is_no_input(router, tmp_path, text):
+    """Left as found by the fuzzing of the Python API: a text of a zero-width space or a NUL
+    passed the "not blank" check and was routed by the vector of the empty text (the
+    tokenizer drops control and format characters). One rule now, as for whitespace."""
+    import logging
+
+    pytest.importorskip("fastapi")
+    from benchroute import BenchmarkData
+    from benchroute.data.text import is_blank
+    from benchroute.prompt_file import read_prompt_file
+    from benchroute.serve.app import GatewayConfig, routed_text
+
+    assert is_blank(text) and is_blank("") and is_blank(" \n")
+    assert not is_blank(text + "a") and not is_blank("\u3164x") and not is_blank("\ue000")
+    # the library refuses it, as an empty text
+    for call in (lambda: router.select_model([TEXTS[0], text]),
+                 lambda: router.route_table([TEXTS[0], text]),
+                 lambda: router.select_model(TEXTS, labeled=[{"text": text,
+                                                              "labels": {MODELS[0]: 1}}])):
+        with pytest.raises(BenchrouteError, match=r"is empty or only whitespace and invisible"):
+            call()
+    # a texts file skips its line, as a blank line, and refuses it as a JSON record's text
+    lines = tmp_path / "t.txt"
+    lines.write_text(f"one\n{text.replace(chr(10), '')}\ntwo\n", encoding="utf-8")
+    assert read_prompt_file(lines) == ["one", "two"]
+    records = tmp_path / "t.jsonl"
+    records.write_text('{"text": "one"}\n' + pd.Series([{"text": text}]).to_json(
+        orient="records", lines=True), encoding="utf-8")
+    with pytest.raises(BenchrouteError, match=r"line 2: field 'text' is empty or only"):
+        read_prompt_file(records)
+    # a store drops the row as one without a text
+    frame = pd.DataFrame([("d", "1", "a question", "m", 1.0, 1.0), ("d", "2", text, "m", 1.0, 1.0)],
+                         columns=["dataset", "instance_id", "text", "model", "score", "correct"])
+    logging.getLogger("benchroute").disabled = True
+    try:
+        data = BenchmarkData(frame)
+    finally:
+        logging.getLogger("benchroute").disabled = False
+    assert data.n_instances == 1 and data.report.counts["missing_text_dropped"] == 1
+    # the gateway routes the request as one without a user message
+    assert routed_text([{"role": "user", "content": text}], GatewayConfig()) is None
+    assert routed_text([{"role": "user", "content": "hi"}, {"role": "user", "content": text}],
+                       GatewayConfig()) == "hi"
