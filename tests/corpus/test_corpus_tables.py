@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from benchroute import load, load_table
 from benchroute.data.store import BenchmarkData
+from benchroute.data.text import is_blank
 from benchroute.exceptions import BenchrouteError
 from tests.corpus._cases import Case, Err, Ok, run_case
 
@@ -315,7 +316,8 @@ def _expected_scores(rows: list[dict]) -> list[tuple[str, str, float]] | None:
                 return None
             if isinstance(r["text"], (dict, list, bool)):
                 return None
-            if (isinstance(r["text"], int) or (isinstance(r["text"], str) and r["text"].strip())) \
+            if (isinstance(r["text"], int) or (isinstance(r["text"], str)
+                                               and not is_blank(r["text"]))) \
                     and not math.isnan(s):
                 if not 0 <= s <= 1:
                     return None

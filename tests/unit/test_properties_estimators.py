@@ -20,6 +20,7 @@ from hypothesis.extra import numpy as hnp
 from scipy.optimize import minimize
 from scipy.special import expit, logit
 
+from benchroute.data.text import is_blank
 from benchroute.exceptions import BenchrouteError
 from benchroute.new_models import (
     FINE,
@@ -538,7 +539,8 @@ def good_records(draw):
     for i in range(n):
         r: dict[str, object] = {key: draw(number)}
         if how in ("text", "both"):
-            r["text"] = draw(st.text(max_size=12).filter(str.strip))  # a blank text is refused
+            # a blank text (whitespace and invisible characters) is refused
+            r["text"] = draw(st.text(max_size=12).filter(lambda t: not is_blank(t)))
         if how in ("id", "both"):
             r["dataset"], r["instance_id"] = draw(st.sampled_from(["a", "b"])), f"{i:03d}"
         recs.append(r)

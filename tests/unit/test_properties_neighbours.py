@@ -16,7 +16,13 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from benchroute.data.text import common_prefix, normalize_text, strip_common_prefix, text_key
+from benchroute.data.text import (
+    common_prefix,
+    is_blank,
+    normalize_text,
+    strip_common_prefix,
+    text_key,
+)
 from benchroute.exceptions import BenchrouteError
 from benchroute.index import VectorIndex
 from benchroute.inputs import (
@@ -601,7 +607,8 @@ def test_parse_texts_returns_non_blank_texts_or_a_benchrouteerror(v):
     assert all(isinstance(t, str) and t.strip() for t in out)
 
 
-@given(texts=st.lists(st.text(min_size=1).filter(str.strip), min_size=1, max_size=5),
+@given(texts=st.lists(st.text(min_size=1).filter(lambda t: not is_blank(t)), min_size=1,
+                      max_size=5),
        kind=st.sampled_from([list, tuple, iter, "one"]))
 @FAST
 def test_parse_texts_round_trips_valid_texts(texts, kind):
