@@ -50,16 +50,18 @@ def own_identifier(backend: str, max_seq_length: int) -> str:
     return f"{DEFAULT_MODEL}@{backend}{cap}"
 
 
-def check_cap(cap: object, what: str) -> int:
-    """A word-piece cap: an integer in [:data:`MIN_SEQ_LENGTH`, :data:`MAX_SEQ_LENGTH_LIMIT`]
-    (the same bounds for every backend, whether the cap comes from a name's ``@max<N>`` or a
-    constructor: an encoder built directly with a cap of 1 bypassed the name's check)."""
+def check_cap(cap: object, what: str, upper: int | None = MAX_SEQ_LENGTH_LIMIT) -> int:
+    """A word-piece cap: an integer in [:data:`MIN_SEQ_LENGTH`, ``upper``] (the same bounds for
+    every backend of the package's model, whether the cap comes from a name's ``@max<N>`` or a
+    constructor: an encoder built directly with a cap of 1 bypassed the name's check). ``upper``
+    None is another model's cap, whose limit its own position embeddings set once loaded."""
     # numbers.Integral takes NumPy's integers; a bool is one too, but never meant as a cap
     if isinstance(cap, bool) or not isinstance(cap, numbers.Integral) \
-            or not MIN_SEQ_LENGTH <= int(cap) <= MAX_SEQ_LENGTH_LIMIT:
+            or not MIN_SEQ_LENGTH <= int(cap) <= (int(cap) if upper is None else upper):
+        bound = "the model's own limit" if upper is None else str(upper)
         raise BenchrouteError(f"{what}: max_seq_length == {cap!r:.40}, must be in "
-                              f"[{MIN_SEQ_LENGTH}, {MAX_SEQ_LENGTH_LIMIT}] (an integer: two "
-                              "special tokens and a word piece; the model's position embeddings)")
+                              f"[{MIN_SEQ_LENGTH}, {bound}] (an integer: two special tokens and "
+                              "a word piece; the model's position embeddings)")
     return int(cap)
 
 

@@ -11,7 +11,13 @@ import numpy as np
 
 from benchroute.embedding.base import length_batches, model_texts
 from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL, installed_model
-from benchroute.embedding.names import DEFAULT_MAX_SEQ_LENGTH, check_cap, shared_identifier
+from benchroute.embedding.names import (
+    DEFAULT_MAX_SEQ_LENGTH,
+    MAX_SEQ_LENGTH_LIMIT,
+    check_cap,
+    shared_identifier,
+)
+from benchroute.exceptions import BenchrouteError
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +46,12 @@ class SentenceTransformerEncoder:
         self.device = device
         # checked here as the name's @max<N> is: built directly, a cap of 1 truncated nothing
         # and texts past 512 word pieces crashed the model on encode
+        own = model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID)
         self.max_seq_length = None if max_seq_length is None else \
-            check_cap(max_seq_length, type(self).__name__)
+            check_cap(max_seq_length, type(self).__name__,
+                      MAX_SEQ_LENGTH_LIMIT if own else None)
         self._st: Any = None
-        if model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID):
+        if own:
             self.identifier = shared_identifier(self.max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
             self.dimension = 768
         else:
@@ -102,6 +110,12 @@ class SentenceTransformerEncoder:
                 if bars:
                     hf_logging.enable_progress_bar()
             if self.max_seq_length is not None:
+                limit = _position_limit(self._st)
+                if limit is not None and self.max_seq_length > limit:
+                    self._st = None  # not kept: every encode would crash past the limit
+                    raise BenchrouteError(
+                        f"{type(self).__name__}: max_seq_length == {self.max_seq_length}, above "
+                        f"{self.model}'s {limit} position embeddings")
                 self._st.max_seq_length = self.max_seq_length
             get_dim = getattr(self._st, "get_embedding_dimension", None) or \
                 self._st.get_sentence_embedding_dimension
@@ -139,6 +153,19 @@ def _verified_install() -> Path:
     check_sha256(path / "model.safetensors", SAFETENSORS_SHA256, "the published model",
                  "benchroute model install --force")
     return path
+
+
+def _position_limit(st: Any) -> int | None:
+    """Word pieces the loaded model's position embeddings take, where its config says (RoBERTa
+    and MPNet offset positions by the padding index plus one, so 514 embeddings take 512)."""
+    config = getattr(getattr(st[0], "auto_model", None), "config", None) if len(st) else None
+    positions = getattr(config, "max_position_embeddings", None)
+    if config is None or not isinstance(positions, int):
+        return None
+    pad = getattr(config, "pad_token_id", None)
+    offset = pad + 1 if getattr(config, "model_type", "") in ("roberta", "mpnet", "xlm-roberta", "camembert") \
+        and isinstance(pad, int) else 0
+    return positions - offset
 
 
 def _load_installed(factory: Any, path: Path, device: str | None) -> Any:

@@ -65,15 +65,36 @@ def test_onnx_cap_is_validated():
 @pytest.mark.parametrize("make", ["torch", "bf16", "other model"])
 def test_encoders_built_directly_check_the_cap_as_names_do(make, cap):
     """From a review: SentenceTransformerEncoder and Bf16Encoder built directly took
-    max_seq_length=1 (a cap the tokenizer cannot cut to), which the name's @max1 refuses."""
+    max_seq_length=1 (a cap the tokenizer cannot cut to), which the name's @max1 refuses.
+    Another model's upper limit is its own (checked when it loads, below)."""
     from benchroute.embedding.bf16 import Bf16Encoder
 
     build = {"torch": lambda: SentenceTransformerEncoder(max_seq_length=cap),
              "bf16": lambda: Bf16Encoder(max_seq_length=cap),
              "other model": lambda: SentenceTransformerEncoder("some/model", max_seq_length=cap)}
+    if make == "other model" and cap == 513:
+        assert build[make]().identifier == "some/model@max513"
+        return
     name = "Bf16Encoder" if make == "bf16" else "SentenceTransformerEncoder"
-    with pytest.raises(BenchrouteError, match=rf"{name}: max_seq_length == .*must be in \[3, 512\]"):
+    bound = "the model's own limit" if make == "other model" else "512"
+    with pytest.raises(BenchrouteError, match=rf"{name}: max_seq_length == .*must be in "
+                                              rf"\[3, {bound}\]"):
         build[make]()
+
+
+@pytest.mark.usefixtures("mpnet_installed")
+def test_another_models_cap_is_checked_against_its_positions_when_it_loads():
+    """A local model folder is another model to the encoder: 1,024 word pieces pass the
+    constructor (a long-context model takes them) and are refused by MPNet's 512 positions
+    when it loads, instead of crashing on the first long text."""
+    from benchroute.embedding.install import installed_model
+
+    enc = SentenceTransformerEncoder(str(installed_model()), device="cpu", max_seq_length=1024)
+    with pytest.raises(BenchrouteError, match=r"max_seq_length == 1024, above .* 512 position"):
+        enc.encode(["a text"])
+    assert enc._st is None
+    ok = SentenceTransformerEncoder(str(installed_model()), device="cpu", max_seq_length=512)
+    assert ok.encode(["word " * 600]).shape == (1, 768)
 
 
 def test_encoders_built_directly_keep_a_good_cap():
