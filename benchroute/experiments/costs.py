@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from benchroute.router import Router
 from benchroute.routing import router_proba
 from benchroute.scoring import best_on_average, task_means
 from benchroute.tuning import PerInputPredictor, fold_ids
+from benchroute.warning_site import user_stacklevel
 
 logger = logging.getLogger(__name__)
 
@@ -434,8 +436,8 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
 
     The constants default to ``curve.attrs`` (as :func:`cost_quality` sets them). The analytic
     random router (PGR = call%, APGR = 0.5) is added as ``random-analytic`` for pairs. For a
-    curve with ``share_strong``, ``q_strong`` and ``q_weak`` are both known or both absent, and
-    differ: PGR is the share of their gap a router recovers.
+    curve with ``share_strong``, ``q_strong`` and ``q_weak`` are both known or both absent: PGR
+    is the share of their gap a router recovers (NaN, with a warning, when they tie).
     """
     if not isinstance(curve, pd.DataFrame):
         raise BenchrouteError(f"curve is a {type(curve).__name__}; expected the DataFrame "
@@ -465,10 +467,10 @@ def routing_metrics(curve: pd.DataFrame, q_strong: float | None = None,
 
 def _check_pair(curve: pd.DataFrame, q_strong: float | None, q_weak: float | None,
                 given: list[str]) -> None:
-    """The pair's qualities, where PGR would read them: both or neither, and apart. A tie made
-    every PGR, APGR and CPT NaN, a gap past a float's range made them 0, one quality alone and
-    qualities for a curve without ``share_strong`` were ignored, all without a word (found by
-    fuzzing). A curve's quality outside [q_weak, q_strong] stays a use: a router can beat the
+    """The pair's qualities, where PGR would read them: both or neither, and a finite gap. A tie
+    made every PGR, APGR and CPT NaN without a word (now a warning: a real pair can tie, and
+    the curve's AIQ still stands), a gap past a float's range made them 0, one quality alone
+    and qualities for a curve without ``share_strong`` were ignored (found by fuzzing). A curve's quality outside [q_weak, q_strong] stays a use: a router can beat the
     strong model."""
     if (q_strong is None) != (q_weak is None):
         have, lack = ("q_strong", "q_weak") if q_weak is None else ("q_weak", "q_strong")
@@ -480,12 +482,13 @@ def _check_pair(curve: pd.DataFrame, q_strong: float | None, q_weak: float | Non
                               "model (a strong/weak curve of cost_quality)")
     if q_strong is None or q_weak is None or "share_strong" not in curve.columns:
         return
-    tie = math.isclose(q_strong, q_weak, rel_tol=1e-9)
-    if tie or not math.isfinite(q_strong - q_weak):
-        why = "nil (the two models are equally good)" if tie else "past a float's range"
+    if not math.isfinite(q_strong - q_weak):
         raise BenchrouteError(f"q_strong == {q_strong:g} and q_weak == {q_weak:g}: PGR divides "
-                              f"by their gap, which is {why}; choose a pair of different "
-                              "qualities, or drop the curve's share_strong column for AIQ alone")
+                              "by their gap, which is past a float's range")
+    if q_strong == q_weak:  # a real pair can tie: the curve and its AIQ still mean something
+        warnings.warn(f"q_strong == q_weak == {q_strong:g}: the two models are equally good, "
+                      "so PGR, APGR and CPT (shares of their gap) are NaN; AIQ and max_quality "
+                      "stand", UserWarning, stacklevel=user_stacklevel())
 
 
 def _metrics_table(curve: pd.DataFrame, q_strong: float | None, q_weak: float | None,

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from benchroute import policies as pol
-from benchroute.exceptions import BenchrouteError
 from benchroute.experiments import costs as cq
 from benchroute.experiments.crossfit import crossfit_router_proba, routing_router
 from benchroute.experiments.per_input import compare_predictors, knn_fitter
@@ -219,10 +218,11 @@ def test_pgr_of_a_tied_pair_is_nan_everywhere():
     curve = pd.DataFrame({"policy": ["threshold"] * 3, "param": x, "cost": x, "quality": y,
                           "share_strong": x})
     curve.attrs.update(q_strong=0.5, q_weak=0.5, c_min=0.0, c_max=1.0)
-    # it raised ZeroDivisionError, then gave NaN without a word; now it says why (a bootstrap
-    # resample's tie still gives NaN, left out of the interval)
-    with pytest.raises(BenchrouteError, match=r"q_strong == 0.5 and q_weak == 0.5: PGR divides"):
-        cq.routing_metrics(curve)
+    # it raised ZeroDivisionError, then gave NaN without a word; now NaN with a warning that
+    # says why, and the curve's AIQ stands
+    with pytest.warns(UserWarning, match=r"q_strong == q_weak == 0.5: .* PGR, APGR and CPT"):
+        row = cq.routing_metrics(curve).iloc[0]
+    assert np.isnan(row["PGR@50"]) and np.isnan(row["APGR"]) and np.isfinite(row["AIQ"])
     # and apgr is the mean PGR over the call range where there is a gap
     assert apgr(x, y, q_strong=0.7, q_weak=0.5) == pytest.approx(np.trapezoid(pgr(y, q_strong=0.7, q_weak=0.5), x))
 
