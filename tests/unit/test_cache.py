@@ -71,6 +71,27 @@ def test_corrupt_shard_detected_and_reembedded(tmp_path, caplog):
     assert len(enc2.encoded) == 10
 
 
+def test_a_flipped_bit_in_a_stored_vector_is_caught_by_the_zip_checksum(tmp_path, caplog):
+    """A shard is a zip: each member carries a CRC-32, which the cache checks when it opens, so
+    a vector changed on disk (one bit, the file's size intact) makes the shard corrupt, its
+    texts embedded again, never a wrong vector served."""
+    enc = CountingEncoder()
+    cache = EmbeddingCache(tmp_path, enc.identifier)
+    stored = cache.embed(TEXTS[:10], enc)
+    shard = next(cache.folder.glob("shard-*.npz"))
+    raw = bytearray(shard.read_bytes())
+    at = bytes(raw).find(stored[3].tobytes()) + 5
+    assert at > 5
+    raw[at] ^= 0x10
+    shard.write_bytes(bytes(raw))
+    reopened = EmbeddingCache(tmp_path, enc.identifier)
+    assert reopened.corrupt_shards == [shard] and "Bad CRC-32" in caplog.text
+    assert TEXTS[3] not in reopened
+    enc2 = CountingEncoder()
+    np.testing.assert_array_equal(reopened.embed(TEXTS[:10], enc2), stored)
+    assert enc2.encoded == TEXTS[:10]
+
+
 def test_a_folder_in_place_of_the_meta_file_is_a_cache_error(tmp_path):
     """It read as no meta file, and the write that followed failed with a raw
     IsADirectoryError, leaving its temporary file (found by fuzzing)."""
