@@ -11,6 +11,7 @@ import pandas as pd
 from benchroute.data._io import read_json_records
 from benchroute.data.options import Metric, Threshold, per_dataset, thresholds_for
 from benchroute.data.store import BenchmarkData, LoadReport, binarize, resolve_repeated
+from benchroute.data.text import is_blank
 from benchroute.exceptions import DataError
 
 
@@ -54,7 +55,10 @@ def load_mixinstruct(
         instruction, extra = item.get("instruction") or "", item.get("input") or ""
         if not isinstance(instruction, str) or not isinstance(extra, str):
             raise DataError(f"{where} ({iid}): fields 'instruction' and 'input' must be strings")
-        text = "\n".join(part for part in (instruction, extra) if part.strip())
+        # a part is text by the one rule (is_blank): an invisible part ('\u200b') joined the text,
+        # and an item of invisible parts alone rescaled its dataset's scores before the store
+        # dropped it
+        text = "\n".join(part for part in (instruction, extra) if not is_blank(part))
         candidates = item.get("candidates")
         if not isinstance(candidates, list):
             raise DataError(f"{where} ({iid}): field 'candidates' must be a list")

@@ -239,3 +239,24 @@ def test_a_long_tables_cost_that_is_no_number_is_left_out_with_a_note(tmp_path):
     data = load(f)
     assert "cost" not in data.frame.columns and data.models == ["m1", "m2"]
     assert any("column 'cost' is not numbers" in n for n in data.report.notes)
+
+
+@pytest.mark.parametrize("blank", [" \n", "\u200b", "\x00\ufeff"])
+def test_a_mixinstruct_item_of_invisible_parts_is_skipped_before_the_rescaling(tmp_path, blank):
+    """From a review: the loader kept its own blank rule (str.strip), so an item whose
+    instruction and input were invisible ('\\u200b') was not skipped: its scores stretched the
+    min-max rescaling of its dataset's other items before the store dropped it, and an
+    invisible input joined a real instruction's text. The one rule (is_blank) now."""
+    items = [{"id": "d/1", "instruction": "Name a colour", "input": blank,
+              "candidates": [{"model": "a", "scores": {"bertscore": 0.2}},
+                             {"model": "b", "scores": {"bertscore": 0.4}}]},
+             {"id": "d/2", "instruction": blank, "input": blank,
+              "candidates": [{"model": "a", "scores": {"bertscore": -5.0}},
+                             {"model": "b", "scores": {"bertscore": 9.0}}]}]
+    f = tmp_path / "mix.json"
+    f.write_text(json.dumps(items))
+    data = load_mixinstruct(f)
+    c = data.frame.set_index(["instance_id", "model"])["correct"]
+    assert (c[("d/1", "a")], c[("d/1", "b")]) == (0.0, 1.0)
+    assert data.instances()["text"].tolist() == ["Name a colour"]
+    assert data.report.counts == {"empty_text_skipped": 1}
