@@ -163,9 +163,11 @@ class VectorIndex:
 
     def copy(self) -> VectorIndex:
         """A copy of this index that shares no FAISS memory with it (``faiss.clone_index``: as
-        much memory again as the index)."""
+        much memory again as the index). An index FAISS cannot clone (an ``L2norm`` or ``ITQ``
+        transform) is copied through its serialised bytes, as ``save`` writes them: an HNSW
+        graph under one failed every ``add_results`` with FAISS's raw error (found by a review)."""
         out = VectorIndex(self.factory, self.nprobe, self.ef_search)
-        out.index_ = None if self.index_ is None else _faiss().clone_index(self.index_)
+        out.index_ = None if self.index_ is None else _clone(_faiss(), self.index_)
         out.datasets_, out.instance_ids_ = self.datasets_, self.instance_ids_  # never changed in place
         out.encoder_id, out.exact_order = self.encoder_id, self.exact_order
         return out
@@ -469,9 +471,18 @@ def _round_trip(faiss: Any, index: Any, x: np.ndarray) -> np.ndarray:
         return np.asarray(y, dtype=np.float32)
     if getattr(index, "storage", None) is not None:  # IndexHNSW, IndexNSG
         return _round_trip(faiss, index.storage, x)
-    trial = faiss.clone_index(index)
+    trial = _clone(faiss, index)
     trial.add(x)
     return np.asarray(trial.reconstruct_n(trial.ntotal - len(x), len(x)), dtype=np.float32)
+
+
+def _clone(faiss: Any, index: Any) -> Any:
+    """``faiss.clone_index``, or where FAISS has no clone for a part of the index, a read of
+    its serialised bytes (twice its memory while they are held)."""
+    try:
+        return faiss.clone_index(index)
+    except RuntimeError:  # "clone not supported for this type of VectorTransform"
+        return faiss.deserialize_index(faiss.serialize_index(index))
 
 
 def _removable(faiss: Any, index: Any) -> bool:

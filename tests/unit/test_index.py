@@ -272,7 +272,8 @@ def test_a_refused_later_add_takes_its_rows_back(factory, tmp_path):
     np.testing.assert_array_equal(idx.search(x[:5], 3)[1], found[1])
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW8", "HNSW8,SQfp16"])
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW8", "HNSW8,SQfp16",
+                                     "L2norm,HNSW8"])
 def test_appending_puts_the_index_back_when_the_change_fails(factory, tmp_path):
     """``appending`` is what makes a router's pool change all or nothing: a failure after the
     rows went in leaves the index as it was saved before (an IVF index's direct map, made by
@@ -292,3 +293,18 @@ def test_appending_puts_the_index_back_when_the_change_fails(factory, tmp_path):
         target.add(y, ["u"] * 30)
     assert len(target) == 330 and target.rows_of(["u"]).tolist() == list(range(300, 330))
     np.testing.assert_allclose(target.vectors(np.arange(300, 330)), y, atol=1e-3)  # SQfp16
+
+
+@pytest.mark.parametrize("factory", ["HNSW8", "L2norm,HNSW8", "L2norm,Flat"])
+def test_a_copy_shares_nothing_even_where_faiss_cannot_clone(factory):
+    """From a review: ``copy`` used ``faiss.clone_index`` alone, which FAISS refuses for an
+    ``L2norm`` transform, so an HNSW graph under one (an index ``fit`` builds) failed every
+    ``add_results`` with FAISS's raw RuntimeError, where it had added in place before."""
+    rng = np.random.default_rng(2)
+    x, y = _unit(rng, 200, 64), _unit(rng, 20, 64)
+    idx = VectorIndex(factory).add(x, ["t"] * 200)
+    twin = idx.copy()
+    np.testing.assert_array_equal(twin.search(x[:5], 4)[1], idx.search(x[:5], 4)[1])
+    twin.add(y, ["u"] * 20)
+    assert (len(idx), len(twin)) == (200, 220) and list(twin.search(y[:3], 1)[1][:, 0]) == \
+        [200, 201, 202]
