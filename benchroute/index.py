@@ -471,6 +471,8 @@ def _round_trip(faiss: Any, index: Any, x: np.ndarray) -> np.ndarray:
         return np.asarray(y, dtype=np.float32)
     if getattr(index, "storage", None) is not None:  # IndexHNSW, IndexNSG
         return _round_trip(faiss, index.storage, x)
+    if isinstance(index, faiss.IndexRefine):  # its searches' distances, and reconstruct, are
+        return _round_trip(faiss, index.refine_index, x)  # the refine index's
     trial = _clone(faiss, index)
     trial.add(x)
     return np.asarray(trial.reconstruct_n(trial.ntotal - len(x), len(x)), dtype=np.float32)

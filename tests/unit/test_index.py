@@ -308,3 +308,20 @@ def test_a_copy_shares_nothing_even_where_faiss_cannot_clone(factory):
     twin.add(y, ["u"] * 20)
     assert (len(idx), len(twin)) == (200, 220) and list(twin.search(y[:3], 1)[1][:, 0]) == \
         [200, 201, 202]
+
+
+@pytest.mark.parametrize("factory", ["HNSW8,Flat,RFlat", "HNSW8,Flat,Refine(SQfp16)"])
+def test_a_refined_graph_is_checked_without_a_trial_copy(factory, monkeypatch):
+    """From a review: a refined HNSW graph has no standalone codec of its own, so each add
+    asked its code through a trial copy of the whole index (as much memory again, and an add
+    of the whole pool, per add_results); the refine index, whose distances its searches give
+    and whose vectors ``reconstruct`` returns, is asked instead."""
+    import faiss
+
+    rng = np.random.default_rng(3)
+    x, y = _unit(rng, 300, 32), _unit(rng, 40, 32)
+    idx = VectorIndex(factory).add(x, ["t"] * 300)
+    monkeypatch.setattr(faiss, "clone_index", lambda *a: pytest.fail("a trial copy"))
+    idx.add(y, ["u"] * 40)
+    assert len(idx) == 340
+    np.testing.assert_allclose(idx.vectors(np.arange(300, 340)), y, atol=1e-3)
