@@ -278,7 +278,10 @@ def remove_model(router: Router, name: str) -> Router:
     features having changed. Inputs that only this model had results for leave the pool
     too (:func:`_drop_unlabelled`), as a fit on the remaining results has no such input;
     the router then equals that fit (but for the tuned predictor's chosen values, as in
-    :func:`add_results`)."""
+    :func:`add_results`). Dropping inputs rebuilds the index in memory from the kept vectors,
+    as a fit builds it (FAISS cannot cut rows out of an HNSW graph or renumber an IVF index):
+    a router loaded with ``mmap=True`` then holds its index in memory until it is saved and
+    loaded again. Removing a model that leaves every input labelled keeps the index as it is."""
     check_is_fitted(router, "predictor_")
     if not isinstance(name, str):
         raise BenchrouteError(f"name == {name!r:.100}, expected one model's name (a string)")

@@ -92,35 +92,35 @@ class SentenceTransformerEncoder:
                 hf_logging.disable_progress_bar()
             try:
                 if installed is not None:
-                    self._st = _load_installed(SentenceTransformer, installed, self.device)
+                    st = _load_installed(SentenceTransformer, installed, self.device)
                 elif Path(self.model).is_dir():  # a local folder: never ask the hub
                     from benchroute.exceptions import ModelNotInstalledError
 
                     try:
                         # local_files_only: a missing file fails at once, without the hub's
                         # retries, and without setting HF_HUB_OFFLINE for the whole process
-                        self._st = SentenceTransformer(self.model, device=self.device,
-                                                       local_files_only=True)
+                        st = SentenceTransformer(self.model, device=self.device,
+                                                 local_files_only=True)
                     except (OSError, ValueError, KeyError, ImportError) as exc:
                         raise ModelNotInstalledError(f"{self.model}: cannot load the model "
                                                      f"({type(exc).__name__}: {exc})") from exc
                 else:  # a hub name; get_encoder passes one only when downloads are allowed
-                    self._st = SentenceTransformer(self.model, device=self.device)
+                    st = SentenceTransformer(self.model, device=self.device)
             finally:
                 if bars:
                     hf_logging.enable_progress_bar()
             if self.max_seq_length is not None:
-                limit = _position_limit(self._st)
-                if limit is not None and self.max_seq_length > limit:
-                    self._st = None  # not kept: every encode would crash past the limit
-                    raise BenchrouteError(
+                limit = _position_limit(st)
+                if limit is not None and self.max_seq_length > limit:  # not kept: every encode
+                    raise BenchrouteError(  # would crash past the limit
                         f"{type(self).__name__}: max_seq_length == {self.max_seq_length}, above "
                         f"{self.model}'s {limit} position embeddings")
-                self._st.max_seq_length = self.max_seq_length
-            get_dim = getattr(self._st, "get_embedding_dimension", None) or \
-                self._st.get_sentence_embedding_dimension
+                st.max_seq_length = self.max_seq_length
+            get_dim = getattr(st, "get_embedding_dimension", None) or \
+                st.get_sentence_embedding_dimension
             self.dimension = int(get_dim())
-            logger.info("loaded %s on %s", self.model, self._st.device)
+            logger.info("loaded %s on %s", self.model, st.device)
+            self._st = st  # published once capped: another thread never sees it uncapped
         return self._st
 
     def encode(self, texts: Sequence[str], batch_size: int = 32,
@@ -156,16 +156,16 @@ def _verified_install() -> Path:
 
 
 def _position_limit(st: Any) -> int | None:
-    """Word pieces the loaded model's position embeddings take, where its config says (RoBERTa
-    and MPNet offset positions by the padding index plus one, so 514 embeddings take 512)."""
-    config = getattr(getattr(st[0], "auto_model", None), "config", None) if len(st) else None
-    positions = getattr(config, "max_position_embeddings", None)
-    if config is None or not isinstance(positions, int):
+    """Word pieces the loaded model's position embeddings take, where its config says. Models
+    that number positions after the padding index (RoBERTa, MPNet and their kin) give their
+    position embeddings that padding index, and lose it plus one: 514 embeddings take 512."""
+    model = getattr(st[0], "auto_model", None) if len(st) else None
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(positions, int):
         return None
-    pad = getattr(config, "pad_token_id", None)
-    offset = pad + 1 if getattr(config, "model_type", "") in ("roberta", "mpnet", "xlm-roberta", "camembert") \
-        and isinstance(pad, int) else 0
-    return positions - offset
+    table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    pad = getattr(table, "padding_idx", None)
+    return positions - (pad + 1 if isinstance(pad, int) else 0)
 
 
 def _load_installed(factory: Any, path: Path, device: str | None) -> Any:
