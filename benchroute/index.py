@@ -346,7 +346,8 @@ class VectorIndex:
         faiss = _faiss()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_faiss(faiss, self.index_, folder / "index.faiss")
+        with _lists_in_memory(faiss, self.index_):  # a mapped IVF index's, see there
+            _write_faiss(faiss, self.index_, folder / "index.faiss")
         sidecar = {
             "format_version": INDEX_FORMAT_VERSION,
             "encoder": self.encoder_id if encoder_id is None else encoder_id,
@@ -481,10 +482,37 @@ def _round_trip(faiss: Any, index: Any, x: np.ndarray) -> np.ndarray:
 def _clone(faiss: Any, index: Any) -> Any:
     """``faiss.clone_index``, or where FAISS has no clone for a part of the index, a read of
     its serialised bytes (twice its memory while they are held)."""
+    with _lists_in_memory(faiss, index):
+        try:
+            return faiss.clone_index(index)
+        except RuntimeError:  # "clone not supported for this type of VectorTransform"
+            return faiss.deserialize_index(faiss.serialize_index(index))
+
+
+@contextlib.contextmanager
+def _lists_in_memory(faiss: Any, index: Any) -> Iterator[None]:
+    """While the block runs, an IVF index's inverted lists as an in-memory copy where they are
+    FAISS's on-disk lists (a load with ``mmap=True``), put back after. Why: FAISS writes on-disk
+    lists as a reference into the file they were mapped from ('ilod'), which no load reads as
+    an index of its own (saved over its own folder, the router was lost), and clones or
+    deserialises none of them (found by fuzzing). The copy holds the same codes and ids, so a
+    search meanwhile finds what it found before."""
+    ivf = None if index is None else faiss.try_extract_index_ivf(index)
+    if ivf is None or isinstance(faiss.downcast_InvertedLists(ivf.invlists),
+                                 faiss.ArrayInvertedLists):
+        yield
+        return
+    held, owned = ivf.invlists, ivf.own_invlists
+    lists = faiss.ArrayInvertedLists(held.nlist, held.code_size)
+    for no in range(held.nlist):
+        if held.list_size(no):
+            lists.add_entries(no, held.list_size(no), held.get_ids(no), held.get_codes(no))
+    ivf.own_invlists = False  # the swap must not free the mapped lists
+    ivf.replace_invlists(lists, False)
     try:
-        return faiss.clone_index(index)
-    except RuntimeError:  # "clone not supported for this type of VectorTransform"
-        return faiss.deserialize_index(faiss.serialize_index(index))
+        yield
+    finally:
+        ivf.replace_invlists(held, owned)
 
 
 def _removable(faiss: Any, index: Any) -> bool:

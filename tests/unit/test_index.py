@@ -158,6 +158,30 @@ def test_memory_mapped_load_searches_as_the_loaded_index(pool, tmp_path, factory
     assert len(mapped) == len(x) and len(mapped.datasets_) == len(x)
 
 
+@pytest.mark.parametrize("factory", ["Flat", "SQfp16", "IVF16,Flat", "IVF16,SQfp16",
+                                     "HNSW8"])
+def test_a_mapped_index_saves_as_a_file_that_loads(pool, tmp_path, factory):
+    """An IVF index loaded with ``mmap=True`` holds FAISS's on-disk inverted lists, which
+    ``write_index`` wrote as a reference into the file it was mapped from ('ilod'): the saved
+    index was refused as corrupt on load, and saved over its own folder the router was lost
+    (found by fuzzing). Its lists are now written as an in-memory index writes them."""
+    x, ds, q = pool
+    VectorIndex(factory, nprobe=16).add(x, ds).save(tmp_path / "i", encoder_id="enc")
+    mapped = VectorIndex.load(tmp_path / "i", mmap=True)
+    d0, r0 = mapped.search(q, 7, exclude_datasets=["b"])
+    for folder in (tmp_path / "elsewhere", tmp_path / "i"):  # another folder, then its own
+        mapped.save(folder)
+        for mmap in (False, True):
+            back = VectorIndex.load(folder, mmap=mmap)
+            d1, r1 = back.search(q, 7, exclude_datasets=["b"])
+            np.testing.assert_array_equal(r0, r1)
+            np.testing.assert_array_equal(d0, d1)
+    d2, r2 = mapped.search(q, 7, exclude_datasets=["b"])  # the mapped index is as it was
+    np.testing.assert_array_equal(r0, r2)
+    np.testing.assert_array_equal(d0, d2)
+    np.testing.assert_array_equal(mapped.copy().search(q, 7)[1], mapped.search(q, 7)[1])
+
+
 @pytest.mark.parametrize("factory", ["Flat", "SQfp16"])
 def test_a_mapped_load_never_copies_the_pool(tmp_path, factory, monkeypatch):
     """The load-time check of the stored vectors goes a chunk of rows at a time, so checking a
