@@ -335,7 +335,8 @@ def _drop_unlabelled(router: Router, labelled: np.ndarray, Y: np.ndarray,
 
 def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | None = None) -> Router:
     """Append benchmark results without refitting from scratch: new tasks and inputs join
-    the index (only they are embedded), new models become pool columns, results for
+    the index (only they are embedded), new models become pool columns (placed by name among
+    the others, where a fit on a store puts them: ties go to the first column), results for
     existing (input, model) cells replace the old ones.
 
     Equal to a router fitted on all results (the test suite checks it), except that the
@@ -373,7 +374,9 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
                   if m not in router.pool_models_]
     check_distinct_names(new_models, router.models_)
     Y = np.hstack([router.Y_, np.full((len(router.Y_), len(new_models)), np.nan, np.float32)])
-    models = router.pool_models_ + new_models
+    order = _placed_by_name(router.pool_models_, new_models)
+    models = [(router.pool_models_ + new_models)[i] for i in order]
+    Y = Y[:, order]
     if len(new):
         Xn = check_vectors(router.embed(texts) if embeddings is None else embeddings,
                            "add_results vectors")
@@ -465,11 +468,27 @@ def _merged_costs(costs: dict[str, float] | None, old_counts: dict[str, int],
 
 def _append_columns(router: Router, names: list[str], Y_new: np.ndarray) -> None:
     """New pool models with labels on every pool row (see :func:`add_results`)."""
-    Y = np.hstack([router.Y_, np.asarray(Y_new, dtype=np.float32)])
-    _set_pool(router, router.predictor_.index_, Y, router.pool_models_ + names, router.tasks_)
+    order = _placed_by_name(router.pool_models_, names)
+    Y = np.hstack([router.Y_, np.asarray(Y_new, dtype=np.float32)])[:, order]
+    _set_pool(router, router.predictor_.index_, Y,
+              [(router.pool_models_ + names)[i] for i in order], router.tasks_)
     router.reference_ = pool_reference(router)
     _refit_added(router)
     _sync_models(router)
+
+
+def _placed_by_name(models: list[str], new: list[str]) -> list[int]:
+    """The columns of ``models + new`` in the order a fit on a store gives them: each new model
+    before the first of ``models`` whose name sorts after it (all sorted by name, as a fit
+    leaves them, when ``models`` are). Why: new models were put last, and a tie between two
+    models' P (or accuracy on average) goes to the first column, so routes went another way
+    than in the fit on all the results that add_results equals (found by fuzzing)."""
+    placed = list(range(len(models)))
+    names = models + new
+    for j in sorted(range(len(models), len(names)), key=names.__getitem__):
+        at = next((p for p, i in enumerate(placed) if names[i] > names[j]), len(placed))
+        placed.insert(at, j)
+    return placed
 
 
 def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],

@@ -1122,3 +1122,26 @@ def test_results_outside_the_pool_are_named_when_a_model_becomes_a_pool_model(tm
                                          "not kept"):
         r.add_model("late", records)
     assert "late" in r.pool_models_ and "late" not in r.added_
+
+
+def test_a_model_brought_in_takes_its_place_by_name_as_a_fit_gives_it(tmp_path):
+    """A pool model brought in by add_results (or add_model with every pool input) was put
+    after the others, while a fit on all the results sorts the models by name: a tie between
+    two models' P, which goes to the first column, went another way than in that fit (found
+    by fuzzing: k = 2 gives P in halves, and ties are common). It now takes its place by name."""
+    data = store(2, models=("m0", "m1", "m3", "m2"))
+    r = router(tmp_path, only(data, ["m1", "m3"]), tune=False, k=2)
+    r.add_results(only(data, ["m2"]))
+    m0 = data.frame[data.frame["model"] == "m0"]
+    r.add_model("m0", [{"dataset": d, "instance_id": i, "correct": y}
+                       for d, i, y in zip(m0["dataset"], m0["instance_id"], m0["correct"])])
+    ref = router(tmp_path, only(data, ["m0", "m1", "m2", "m3"]), tune=False, k=2)
+    assert r.models_ == r.pool_models_ == ref.models_ == ["m0", "m1", "m2", "m3"]
+    np.testing.assert_array_equal(r.Y_, ref.Y_)
+    texts = [f"task{t} level{lv} w{t}_{w}" for t in range(4) for lv in range(4) for w in range(8)]
+    P = ref.predict_proba(texts).to_numpy()
+    top = np.sort(P, axis=1)[:, -2:]
+    assert (top[:, 0] == top[:, 1]).sum() > 10  # ties to break
+    pd.testing.assert_frame_equal(r.predict_proba(texts), ref.predict_proba(texts))
+    assert r.route(texts) == ref.route(texts)
+    assert r.bma_ == ref.bma_
