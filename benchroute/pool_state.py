@@ -345,7 +345,10 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
     knows only the tasks of the fit); a full fit would re-tune them. The
     reference pairs are recomputed for every task, since new inputs can change any task's
     neighbours; with new inputs in an existing task, that task's few-shot draws (α > 0) pick
-    by position and may differ from a full fit's, whose rows are sorted by instance id.
+    by position and may differ from a full fit's, whose rows are sorted by instance id. Inputs
+    equally far from a query (copies of one text) are taken in row order, and new inputs
+    come after the pool's: where such a tie decides a k-th neighbour, P may differ from the
+    full fit's likewise.
     """
     check_is_fitted(router, "predictor_")
     if not isinstance(data, BenchmarkData):
