@@ -346,8 +346,9 @@ class VectorIndex:
         faiss = _faiss()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with _lists_in_memory(faiss, self.index_):  # a mapped IVF index's, see there
-            _write_faiss(faiss, self.index_, folder / "index.faiss")
+        in_memory = _lists_in_memory(faiss, self.index_)  # a mapped IVF index's, see there
+        _write_faiss(faiss, self.index_ if in_memory is None else in_memory,
+                     folder / "index.faiss")
         sidecar = {
             "format_version": INDEX_FORMAT_VERSION,
             "encoder": self.encoder_id if encoder_id is None else encoder_id,
@@ -482,37 +483,42 @@ def _round_trip(faiss: Any, index: Any, x: np.ndarray) -> np.ndarray:
 def _clone(faiss: Any, index: Any) -> Any:
     """``faiss.clone_index``, or where FAISS has no clone for a part of the index, a read of
     its serialised bytes (twice its memory while they are held)."""
-    with _lists_in_memory(faiss, index):
-        try:
-            return faiss.clone_index(index)
-        except RuntimeError:  # "clone not supported for this type of VectorTransform"
-            return faiss.deserialize_index(faiss.serialize_index(index))
+    in_memory = _lists_in_memory(faiss, index)
+    if in_memory is not None:
+        return in_memory
+    try:
+        return faiss.clone_index(index)
+    except RuntimeError:  # "clone not supported for this type of VectorTransform"
+        return faiss.deserialize_index(faiss.serialize_index(index))
 
 
-@contextlib.contextmanager
-def _lists_in_memory(faiss: Any, index: Any) -> Iterator[None]:
-    """While the block runs, an IVF index's inverted lists as an in-memory copy where they are
-    FAISS's on-disk lists (a load with ``mmap=True``), put back after. Why: FAISS writes on-disk
-    lists as a reference into the file they were mapped from ('ilod'), which no load reads as
-    an index of its own (saved over its own folder, the router was lost), and clones or
-    deserialises none of them (found by fuzzing). The copy holds the same codes and ids, so a
-    search meanwhile finds what it found before."""
+def _lists_in_memory(faiss: Any, index: Any) -> Any:
+    """A copy of an IVF index whose inverted lists are FAISS's on-disk lists (a load with
+    ``mmap=True``), with them as in-memory lists; None for any other index. Why: FAISS writes
+    on-disk lists as a reference into the file they were mapped from ('ilod'), which no load
+    reads as an index of its own (saved over its own folder, the router was lost), and clones
+    or deserialises none of them (found by fuzzing). The index itself is only read: its lists
+    were once swapped for the copy during the write, and a search on another thread that
+    still held the copy when it was freed crashed the process (found by a review). The
+    copy's structure is the index's bytes read without their lists (the 'ilod' reference is
+    then not opened)."""
     ivf = None if index is None else faiss.try_extract_index_ivf(index)
     if ivf is None or isinstance(faiss.downcast_InvertedLists(ivf.invlists),
                                  faiss.ArrayInvertedLists):
-        yield
-        return
-    held, owned = ivf.invlists, ivf.own_invlists
+        return None
+    held = ivf.invlists
+    writer = faiss.VectorIOWriter()
+    faiss.write_index(index, writer)
+    reader = faiss.VectorIOReader()
+    reader.data.swap(writer.data)
+    out = faiss.read_index(reader, faiss.IO_FLAG_SKIP_IVF_DATA)
     lists = faiss.ArrayInvertedLists(held.nlist, held.code_size)
     for no in range(held.nlist):
         if held.list_size(no):
             lists.add_entries(no, held.list_size(no), held.get_ids(no), held.get_codes(no))
-    ivf.own_invlists = False  # the swap must not free the mapped lists
-    ivf.replace_invlists(lists, False)
-    try:
-        yield
-    finally:
-        ivf.replace_invlists(held, owned)
+    lists.this.disown()  # ``out`` owns them now: Python must not free them too
+    faiss.try_extract_index_ivf(out).replace_invlists(lists, True)
+    return out
 
 
 def _removable(faiss: Any, index: Any) -> bool:

@@ -182,6 +182,58 @@ def test_a_mapped_index_saves_as_a_file_that_loads(pool, tmp_path, factory):
     np.testing.assert_array_equal(mapped.copy().search(q, 7)[1], mapped.search(q, 7)[1])
 
 
+@pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,SQfp16", "PCA24,IVF16,Flat"])
+def test_saving_or_copying_a_mapped_index_leaves_its_lists_alone(pool, tmp_path, factory,
+                                                                   monkeypatch):
+    """A mapped IVF index's lists were swapped for an in-memory copy while it was written (or
+    cloned), and the copy freed after: a search on another thread that still read the copy
+    crashed the process (found by a review). The index is now only read: its lists stay the
+    mapped ones throughout, owned by it, and a search meanwhile finds what it found before."""
+    import faiss
+
+    import benchroute.index as bindex
+
+    x, ds, q = pool
+    VectorIndex(factory, nprobe=16).add(x, ds).save(tmp_path / "i", encoder_id="enc")
+    mapped = VectorIndex.load(tmp_path / "i", mmap=True)
+    ivf = faiss.try_extract_index_ivf(mapped.index_)
+    held = faiss.downcast_InvertedLists(ivf.invlists)
+    assert isinstance(held, faiss.OnDiskInvertedLists)
+    d0, r0 = mapped.search(q, 7)
+    seen = []
+
+    def watch(*args, **kwargs):
+        now = faiss.try_extract_index_ivf(mapped.index_)
+        seen.append((type(faiss.downcast_InvertedLists(now.invlists)), now.own_invlists))
+        d, r = mapped.search(q, 7)  # as a search on another thread would, meanwhile
+        np.testing.assert_array_equal(r, r0)
+        return real(*args, **kwargs)
+
+    real = bindex._write_faiss
+    monkeypatch.setattr(bindex, "_write_faiss", watch)
+    mapped.save(tmp_path / "o")
+    real_clone = faiss.clone_index
+    monkeypatch.setattr(faiss, "clone_index", lambda index: watch_clone(index))
+
+    def watch_clone(index):
+        now = faiss.try_extract_index_ivf(mapped.index_)
+        seen.append((type(faiss.downcast_InvertedLists(now.invlists)), now.own_invlists))
+        return real_clone(index)
+
+    copy = mapped.copy()
+    assert seen and all(s == (faiss.OnDiskInvertedLists, True) for s in seen)
+    now = faiss.try_extract_index_ivf(mapped.index_)
+    assert isinstance(faiss.downcast_InvertedLists(now.invlists), faiss.OnDiskInvertedLists)
+    assert now.own_invlists
+    for index in (VectorIndex.load(tmp_path / "o"), VectorIndex.load(tmp_path / "o", mmap=True),
+                  copy, mapped):
+        d, r = index.search(q, 7)
+        np.testing.assert_array_equal(r, r0)
+        np.testing.assert_array_equal(d, d0)
+    del copy  # the copy owns its lists: freeing it leaves the mapped index searching
+    np.testing.assert_array_equal(mapped.search(q, 7)[1], r0)
+
+
 @pytest.mark.parametrize("factory", ["Flat", "SQfp16"])
 def test_a_mapped_load_never_copies_the_pool(tmp_path, factory, monkeypatch):
     """The load-time check of the stored vectors goes a chunk of rows at a time, so checking a
