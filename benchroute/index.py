@@ -120,10 +120,10 @@ class VectorIndex:
         return self
 
     def _coded_off_unit(self, x: np.ndarray, start: int) -> tuple[int, tuple[int, str] | None]:
-        """:meth:`_off_unit` of vectors ``x`` (rows ``start`` on) before they are added: a
-        sample of them as the trained index's code would store them and give them back (its
-        codec's round trip, which equals ``reconstruct`` after an add). A flat index stores
-        them as given."""
+        """How many of vectors ``x`` (rows ``start`` on) are off the unit sphere as the trained
+        index's code would store them, and the first (row, what is wrong), before they are
+        added: a sample of them through its codec's round trip, which equals ``reconstruct``
+        after an add. A flat index stores them as given."""
         faiss = _faiss()
         if isinstance(faiss.downcast_index(self.index_), faiss.IndexFlat):
             return 0, None
@@ -346,8 +346,8 @@ class VectorIndex:
         faiss = _faiss()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        in_memory = _lists_in_memory(faiss, self.index_)  # a mapped IVF index's, see there
-        _write_faiss(faiss, self.index_ if in_memory is None else in_memory,
+        unmapped = _unmapped_copy(faiss, self.index_)  # a mapped IVF index's, see there
+        _write_faiss(faiss, self.index_ if unmapped is None else unmapped,
                      folder / "index.faiss")
         sidecar = {
             "format_version": INDEX_FORMAT_VERSION,
@@ -415,16 +415,8 @@ class VectorIndex:
 
     def _check_unit_rows(self, path: Path) -> None:
         """The stored vectors are what ``fit`` accepts: finite, non-zero, of unit norm (cosine
-        distances are 1 - inner products only for unit vectors)."""
-        n_bad, first = self._off_unit()
-        if first is not None:
-            raise BenchrouteError(f"{path}: {n_bad} stored vector(s) are not finite unit "
-                                  f"vectors (row {first[0]}: {first[1]}); fit refuses such "
-                                  "vectors, rebuild the index")
-
-    def _off_unit(self) -> tuple[int, tuple[int, str] | None]:
-        """How many stored vectors are not finite unit vectors, and the first one (row, what
-        is wrong); read back as searches see them (a lossy code's)."""
+        distances are 1 - inner products only for unit vectors), read back as searches see
+        them."""
         view = self._flat_view()
         n_bad, first = 0, None
         for at in range(0, len(self), _CHECK_CHUNK):  # chunks: a mapped pool may exceed memory
@@ -434,7 +426,10 @@ class VectorIndex:
             if where is not None and first is None:
                 first = (at + where[0], where[1])
             n_bad += bad
-        return n_bad, first
+        if first is not None:
+            raise BenchrouteError(f"{path}: {n_bad} stored vector(s) are not finite unit "
+                                  f"vectors (row {first[0]}: {first[1]}); fit refuses such "
+                                  "vectors, rebuild the index")
 
 
 def _off_unit_rows(X: np.ndarray) -> tuple[int, tuple[int, str] | None]:
@@ -483,16 +478,16 @@ def _round_trip(faiss: Any, index: Any, x: np.ndarray) -> np.ndarray:
 def _clone(faiss: Any, index: Any) -> Any:
     """``faiss.clone_index``, or where FAISS has no clone for a part of the index, a read of
     its serialised bytes (twice its memory while they are held)."""
-    in_memory = _lists_in_memory(faiss, index)
-    if in_memory is not None:
-        return in_memory
+    unmapped = _unmapped_copy(faiss, index)
+    if unmapped is not None:
+        return unmapped
     try:
         return faiss.clone_index(index)
     except RuntimeError:  # "clone not supported for this type of VectorTransform"
         return faiss.deserialize_index(faiss.serialize_index(index))
 
 
-def _lists_in_memory(faiss: Any, index: Any) -> Any:
+def _unmapped_copy(faiss: Any, index: Any) -> Any:
     """A copy of an IVF index whose inverted lists are FAISS's on-disk lists (a load with
     ``mmap=True``), with them as in-memory lists; None for any other index. Why: FAISS writes
     on-disk lists as a reference into the file they were mapped from ('ilod'), which no load

@@ -377,8 +377,7 @@ def add_results(router: Router, data: BenchmarkData, embeddings: np.ndarray | No
                   if m not in router.pool_models_]
     check_distinct_names(new_models, router.models_)
     Y = np.hstack([router.Y_, np.full((len(router.Y_), len(new_models)), np.nan, np.float32)])
-    order = _placed_by_name(router.pool_models_, new_models)
-    models = [(router.pool_models_ + new_models)[i] for i in order]
+    order, models = _placed_by_name(router.pool_models_, new_models)
     Y = Y[:, order]
     if len(new):
         Xn = check_vectors(router.embed(texts) if embeddings is None else embeddings,
@@ -471,17 +470,17 @@ def _merged_costs(costs: dict[str, float] | None, old_counts: dict[str, int],
 
 def _append_columns(router: Router, names: list[str], Y_new: np.ndarray) -> None:
     """New pool models with labels on every pool row (see :func:`add_results`)."""
-    order = _placed_by_name(router.pool_models_, names)
+    order, models = _placed_by_name(router.pool_models_, names)
     Y = np.hstack([router.Y_, np.asarray(Y_new, dtype=np.float32)])[:, order]
-    _set_pool(router, router.predictor_.index_, Y,
-              [(router.pool_models_ + names)[i] for i in order], router.tasks_)
+    _set_pool(router, router.predictor_.index_, Y, models, router.tasks_)
     router.reference_ = pool_reference(router)
     _refit_added(router)
     _sync_models(router)
 
 
-def _placed_by_name(models: list[str], new: list[str]) -> list[int]:
-    """The columns of ``models + new`` in the order a fit on a store gives them: each new model
+def _placed_by_name(models: list[str], new: list[str]) -> tuple[list[int], list[str]]:
+    """The columns of ``models + new``, and their names, in the order a fit on a store gives
+    them: each new model
     before the first of ``models`` whose name sorts after it (all sorted by name, as a fit
     leaves them, when ``models`` are). Why: new models were put last, and a tie between two
     models' P (or accuracy on average) goes to the first column, so routes went another way
@@ -491,7 +490,7 @@ def _placed_by_name(models: list[str], new: list[str]) -> list[int]:
     for j in sorted(range(len(models), len(names)), key=names.__getitem__):
         at = next((p for p, i in enumerate(placed) if names[i] > names[j]), len(placed))
         placed.insert(at, j)
-    return placed
+    return placed, [names[i] for i in placed]
 
 
 def _set_pool(router: Router, index: object, Y: np.ndarray, models: list[str],

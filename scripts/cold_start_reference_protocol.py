@@ -53,7 +53,9 @@ def plain_knn(dist: np.ndarray, rows: np.ndarray, Y: np.ndarray, k: int, own: bo
         return np.clip(np.nanmean(Y[nearest], axis=1), 0.01, 0.99)
 
 
-def shares(X, Y, ds, P, P_ref, held, n, repeats, estimators):
+def shares(X: np.ndarray, Y: np.ndarray, ds: np.ndarray, P: np.ndarray, P_ref: np.ndarray,
+           held: list[int], n: int, repeats: int, estimators: list[str]
+           ) -> dict[str, list[float]]:
     """Per estimator, the share of the full-data AUC lift of each held-out model (mean AUC over
     the seeded random draws of experiments.cold_start)."""
     M = Y.shape[1]

@@ -33,7 +33,8 @@ class SentenceTransformerEncoder:
     device : str, optional
         None picks CUDA when torch sees a GPU, else the CPU.
     max_seq_length : int, optional
-        Word-piece cap in [3, 512] (default: the model's own, 384 for all-mpnet-base-v2). A cap
+        Word-piece cap from 3 (default: the model's own, 384 for all-mpnet-base-v2), at most
+        512 for all-mpnet-base-v2 and another model's position embeddings when it loads. A cap
         other than the model's own is part of the identifier, so vectors of different caps
         never mix.
     """

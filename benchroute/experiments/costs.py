@@ -470,8 +470,9 @@ def _check_pair(curve: pd.DataFrame, q_strong: float | None, q_weak: float | Non
     """The pair's qualities, where PGR would read them: both or neither, and a finite gap. A tie
     made every PGR, APGR and CPT NaN without a word (now a warning: a real pair can tie, and
     the curve's AIQ still stands), a gap past a float's range made them 0, one quality alone
-    and qualities for a curve without ``share_strong`` were ignored (found by fuzzing). A curve's quality outside [q_weak, q_strong] stays a use: a router can beat the
-    strong model."""
+    and qualities for a curve without ``share_strong`` were ignored (found by fuzzing). A
+    curve's quality outside [q_weak, q_strong] stays a use: a router can beat the strong
+    model."""
     if (q_strong is None) != (q_weak is None):
         have, lack = ("q_strong", "q_weak") if q_weak is None else ("q_weak", "q_strong")
         raise BenchrouteError(f"{have} is given but not {lack} (nor in curve.attrs): PGR, APGR "
@@ -493,8 +494,9 @@ def _check_pair(curve: pd.DataFrame, q_strong: float | None, q_weak: float | Non
 
 def _metrics_table(curve: pd.DataFrame, q_strong: float | None, q_weak: float | None,
                    c_min: float | None, c_max: float | None, levels: list[float]) -> pd.DataFrame:
-    """:func:`routing_metrics` on arguments it checked; a bootstrap resample's tie gives NaN
-    (left out of the interval) rather than stopping the bootstrap."""
+    """:func:`routing_metrics` on arguments it checked, without the checks: a bootstrap
+    resample whose pair ties gives NaN (left out of the interval) without a warning for each
+    of hundreds of resamples."""
     pair = q_strong is not None and q_weak is not None and "share_strong" in curve.columns
     rows = []
     for name, g in curve.groupby("policy", sort=False):
