@@ -74,6 +74,12 @@ class Router(RouterParams, pool_state.FittedPool):
     :class:`~benchroute.params.RouterParams` (k=5, n_neighbours=19, threshold=0.5,
     bandwidth=0.09, eta=0.6, n_draws=1000, alphas=0, 0.02, …, 0.28, repeats=3,
     prior_strength=50, ...; docs/method.md gives the formulas).
+
+    Threads: a fitted router may be read by many threads at once (``route``,
+    ``select_model``, ``predict_proba``, the policies; the gateway does so). A change
+    (``fit``, ``add_results``, ``add_model``, ``remove_model``, ``set_params``) must not run
+    while another thread reads it, since FAISS indexes are not safe to grow under a search:
+    change a copy (``Router.load`` of the saved router) and hand the readers the new object.
     """
 
     # ------------------------------------------------------------------ fitting

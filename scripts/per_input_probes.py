@@ -1,0 +1,173 @@
+"""Two more places the RouterDC and MMLU per-input targets could hide (docs/routing.md, 1.4):
+a wider k grid for the router's tuning, and a better recogniser of the input's task.
+
+    python scripts/per_input_probes.py [--datasets routerdc routellm_mmlu]
+        [--shared ../shared] [--out results/routing]
+
+Same data, outer folds (5 random folds over inputs, seed 0), routing rule and intervals as
+``scripts/per_input_ceiling.py``. Rows, each cross-fitted:
+
+- ``the router (default)``: as there; the paired base of the rows after it.
+- ``the router, k up to 640``: the same, its tuning grid k ∈ {5, …, 160, 320, 640} (the
+  default grid stops at 160, which the default chose in every outer fold of both pools).
+- ``task classifier (vectors)`` / ``task classifier (vectors + character n-grams)``: each input
+  routed by Σ_t T_t(x)·(task t's mean on the training folds), T a multinomial logistic
+  regression (C = 10) on the unit vectors, or on them beside sublinear tf-idf of hashed
+  character 2–4-grams (2^18 buckets) of the input's text. Read the text's form (LaTeX,
+  code, Chinese script, answer letters) beside its meaning. Reported with the classifier's
+  held-out accuracy.
+
+And whether an input says which case it is (``per_input_probes_gate.csv``): how well the
+mean cosine similarity of an input's 1, 5 or 10 nearest pool inputs tells an input of a pool
+task (its outer fold held out, its task-mates still in the pool) from an input of a new task
+(its whole task held out), as the AUC over both sets of similarities, overall and per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from per_input_ceiling import DEFAULT, N_BOOT, Fitter, pair_apgr, router_fitter, task_known
+from run_costs import ROOT, routellm, routerdc
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from benchroute.experiments import costs as cq
+from benchroute.experiments.bootstrap import interval, resample_rows
+from benchroute.experiments.crossfit import fold_bma
+from benchroute.experiments.per_input import knn_fitter
+from benchroute.scoring import task_means
+from benchroute.selection import route_rows
+from benchroute.tuning import fold_ids
+
+WIDE_KS = (5, 10, 20, 40, 80, 160, 320, 640)
+log = logging.getLogger("per_input_probes")
+
+
+def char_features(texts: list[str]) -> sp.csr_matrix:
+    counts = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), n_features=2**18,
+                               alternate_sign=False, norm=None).transform(texts)
+    return TfidfTransformer(sublinear_tf=True).fit_transform(counts).tocsr()
+
+
+def classifier_fitter(F: sp.csr_matrix | np.ndarray, accuracy: list[float]) -> Fitter:
+    """Rows of ``F`` are taken by position: the fitter gets the outer fold's row indices in
+    place of vectors (``run`` passes them)."""
+    def fit(rtr, Ytr, gtr, rte, gte):  # type: ignore[no-untyped-def]
+        clf = LogisticRegression(C=10.0, max_iter=300).fit(F[rtr], gtr)
+        accuracy.append(float((clf.predict(F[rte]) == gte).mean()))
+        # classes_ and task_means' rows are both np.unique's sorted order
+        return clf.predict_proba(F[rte]) @ task_means(Ytr, gtr)
+    return fit
+
+
+def nearest_similarity(X: np.ndarray, pool: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    index = faiss.IndexFlatIP(X.shape[1])
+    index.add(np.ascontiguousarray(X[pool], dtype=np.float32))
+    sim, _ = index.search(np.ascontiguousarray(X[queries], dtype=np.float32), k)
+    return sim
+
+
+def gate(ds: dict[str, object], ks: tuple[int, ...] = (1, 5, 10)) -> pd.DataFrame:
+    A = cq.arrays(ds["data"], ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
+    X, g = A.X, np.asarray(A.datasets)
+    fold, _ = fold_ids(len(X), None, 5, 0)
+    K = max(ks)
+    pool_task, new_task = np.empty((len(X), K)), np.empty((len(X), K))
+    for f in range(5):
+        pool_task[fold == f] = nearest_similarity(X, fold != f, fold == f, K)
+    for task in np.unique(g):
+        new_task[g == task] = nearest_similarity(X, g != task, g == task, K)
+
+    def auc(rows: np.ndarray, k: int) -> float:
+        a, b = pool_task[rows, :k].mean(axis=1), new_task[rows, :k].mean(axis=1)
+        return float(roc_auc_score(np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b]))
+
+    out = [{"data": ds["name"], "task": "all", "k": k, "auc": auc(np.ones(len(X), bool), k)}
+           for k in ks]
+    out += [{"data": ds["name"], "task": task, "k": K, "auc": auc(g == task, K)}
+            for task in np.unique(g)]
+    return pd.DataFrame(out)
+
+
+def run(ds: dict[str, object]) -> pd.DataFrame:
+    A = cq.arrays(ds["data"], ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
+    X, Y, g = A.X, A.Q, np.asarray(A.datasets)
+    inst = ds["data"].instances()  # type: ignore[attr-defined]
+    if len(inst) != len(X) or not (inst["dataset"].to_numpy() == g).all():
+        raise SystemExit(f"{ds['name']}: texts and vectors are not in one order")
+    chars = sp.hstack([sp.csr_matrix(X), char_features(inst["text"].astype(str).tolist())]).tocsr()
+    acc_vec: list[float] = []
+    acc_both: list[float] = []
+    by_rows = {"task classifier (vectors)": (classifier_fitter(X, acc_vec), acc_vec),
+               "task classifier (vectors + character n-grams)": (classifier_fitter(chars, acc_both),
+                                                                  acc_both)}
+    fitters: dict[str, Fitter] = {DEFAULT: router_fitter(True),
+                                  "the router, k up to 640": lambda Xtr, Ytr, gtr, Xte, gte:
+                                  knn_fitter(ks=WIDE_KS)(Xtr, Ytr, Xte, gtr),
+                                  "task known (reads the task's name)": task_known}
+    fold, _ = fold_ids(len(X), None, 5, 0)
+    single = fold_bma(Y, g, fold)
+    rows = np.arange(len(X))
+    boots = resample_rows(len(X), N_BOOT, np.random.default_rng(0))
+    pair = "strong" in ds
+    if pair:
+        strong, weak = (A.models.index(str(ds[r])) for r in ("strong", "weak"))
+    out, default = [], None
+    for name in [*fitters, *by_rows]:
+        P = np.empty_like(Y)
+        for f in range(5):
+            te, tr = fold == f, fold != f
+            if name in by_rows:
+                P[te] = by_rows[name][0](rows[tr], Y[tr], g[tr], rows[te], g[te])
+            else:
+                P[te] = fitters[name](X[tr], Y[tr], g[tr], X[te], g[te])
+        q = Y[rows, route_rows(P, np.arange(Y.shape[1]), single, available=~np.isnan(Y))]
+        row = {"data": ds["name"], "predictor": name, "routed": q.mean(),
+               **dict(zip(("routed_lo", "routed_hi"), interval(q[boots].mean(axis=1), point=q.mean())))}
+        if name == DEFAULT:
+            default = q
+        elif default is not None:
+            diff = float((q - default).mean())
+            row.update(minus_default=diff, **dict(zip(
+                ("minus_default_lo", "minus_default_hi"),
+                interval((q - default)[boots].mean(axis=1), point=diff))))
+        if name in by_rows:
+            row["task_accuracy"] = float(np.mean(by_rows[name][1]))
+        if pair:
+            value = pair_apgr(P, Y, strong, weak, rows)
+            ab = [pair_apgr(P, Y, strong, weak, b) for b in boots[:200]]
+            row.update(apgr=value, **dict(zip(("apgr_lo", "apgr_hi"), interval(ab, point=value))))
+        log.info("%s %s: %s", ds["name"], name, {k: v for k, v in row.items() if k != "data"})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=["routerdc", "routellm_mmlu"],
+                    choices=["routerdc", "routellm_mmlu"])
+    ap.add_argument("--parts", nargs="+", default=["rows", "gate"], choices=["rows", "gate"])
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "routing")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    makers = {"routerdc": lambda: routerdc(args.shared),
+              "routellm_mmlu": lambda: routellm(args.shared, "mmlu")}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for part, fn, name in (("rows", run, "per_input_probes"), ("gate", gate, "per_input_probes_gate")):
+        if part in args.parts:
+            table = pd.concat([fn(makers[d]()) for d in args.datasets], ignore_index=True)
+            table.to_csv(args.out / f"{name}.csv", index=False, float_format="%.4f")
+            print(table.to_markdown(index=False, floatfmt=".4f"))
+
+
+if __name__ == "__main__":
+    main()
