@@ -14,8 +14,8 @@ Same data, outer folds (5 random folds over inputs, seed 0), routing rule and in
   routed by Σ_t T_t(x)·(task t's mean on the training folds), T a multinomial logistic
   regression (C = 10) on the unit vectors, or on them beside sublinear tf-idf of hashed
   character 2–4-grams (2^18 buckets) of the input's text. Read the text's form (LaTeX,
-  code, Chinese script, answer letters) beside its meaning. Reported with the classifier's
-  held-out accuracy.
+  code, Chinese script, answer letters) beside its meaning; the idf weights are computed once
+  from every text (no label enters them). Reported with the classifier's held-out accuracy.
 
 And whether an input says which case it is (``per_input_probes_gate.csv``): how well the
 mean cosine similarity of an input's 1, 5 or 10 nearest pool inputs tells an input of a pool
