@@ -195,10 +195,14 @@ class RouterParams(Estimator):
     def held_encoder(self) -> Encoder:
         """The encoder ``encoder`` names, built once (its weights load on first use)."""
         from benchroute.embedding import get_encoder
+        from benchroute.embedding.base import load_lock
 
         held = getattr(self, "_held_encoder", None)
         if held is None or held[0] != self.encoder:
-            held = self._held_encoder = (self.encoder, get_encoder(self.encoder))
+            with load_lock():  # threads sharing the router share one encoder, loaded once
+                held = getattr(self, "_held_encoder", None)
+                if held is None or held[0] != self.encoder:
+                    held = self._held_encoder = (self.encoder, get_encoder(self.encoder))
         return held[1]
 
     def encoder_mismatch(self) -> str | None:

@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import inspect
+import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+# Held while an encoder loads its weights on first use, and while a router builds the encoder
+# it holds. Why: threads sharing one router met a half-loaded ONNX encoder (its session
+# published before its tokenizer: None.encode_batch) and each thread loaded the weights once
+# more. One lock for every encoder: loads are rare, and they nest (a static model distilled
+# on first use loads the ONNX one), hence reentrant.
+_LOAD_LOCK = threading.RLock()
+
+
+def load_lock() -> threading.RLock:
+    """The lock an encoder's first load holds (:data:`_LOAD_LOCK`)."""
+    return _LOAD_LOCK
+
+
+def _fresh_load_lock() -> None:
+    # a child forked while a thread of the parent loaded would inherit the lock held for ever
+    global _LOAD_LOCK
+    _LOAD_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_load_lock)
 
 
 @runtime_checkable
