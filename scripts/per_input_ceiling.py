@@ -147,8 +147,12 @@ def neighbour_tasks(X: np.ndarray, g: np.ndarray, name: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    A = cq.arrays(ds["data"], ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
+def cross_fitted(ds: dict[str, object], A: cq.Arrays, fitters: dict[str, Fitter],
+                 features: dict[str, object] | None = None) -> pd.DataFrame:
+    """One row per fitter: its P cross-fitted on the outer folds, routed, with intervals, the
+    paired difference from the router's default (a fitter named ``DEFAULT`` before it) and a
+    strong/weak pair's APGR. ``features`` gives a fitter other rows than the vectors (any
+    matrix indexed by a boolean mask of rows, e.g. a scipy sparse one)."""
     X, Y, g = A.X, A.Q, np.asarray(A.datasets)
     fold, _ = fold_ids(len(X), None, 5, 0)
     single = fold_bma(Y, g, fold)
@@ -158,11 +162,12 @@ def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if pair:
         strong, weak = (A.models.index(str(ds[r])) for r in ("strong", "weak"))
     out, default = [], None
-    for name, fit in FITTERS.items():
+    for name, fit in fitters.items():
+        F = (features or {}).get(name, X)
         P = np.empty_like(Y)
         for f in range(5):
             te, tr = fold == f, fold != f
-            P[te] = fit(X[tr], Y[tr], g[tr], X[te], g[te])
+            P[te] = fit(F[tr], Y[tr], g[tr], F[te], g[te])  # type: ignore[index]
         q = Y[rows, route_rows(P, np.arange(Y.shape[1]), single, available=~np.isnan(Y))]
         qb = q[boots].mean(axis=1)
         row = {"data": ds["name"], "predictor": name, "routed": q.mean(),
@@ -182,7 +187,12 @@ def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
             row.update(apgr=value, **dict(zip(("apgr_lo", "apgr_hi"), interval(ab, point=value))))
         log.info("%s %s: %s", ds["name"], name, {k: v for k, v in row.items() if k != "data"})
         out.append(row)
-    return pd.DataFrame(out), neighbour_tasks(X, g, str(ds["name"]))
+    return pd.DataFrame(out)
+
+
+def run(ds: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    A = cq.arrays(ds["data"], ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
+    return cross_fitted(ds, A, FITTERS), neighbour_tasks(A.X, np.asarray(A.datasets), str(ds["name"]))
 
 
 def main() -> None:

@@ -33,22 +33,20 @@ import faiss
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from per_input_ceiling import DEFAULT, N_BOOT, Fitter, pair_apgr, router_fitter, task_known
+from per_input_ceiling import DEFAULT, Fitter, cross_fitted, router_fitter, task_known
 from run_costs import ROOT, routellm, routerdc
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from benchroute.experiments import costs as cq
-from benchroute.experiments.bootstrap import interval, resample_rows
-from benchroute.experiments.crossfit import fold_bma
 from benchroute.experiments.per_input import knn_fitter
 from benchroute.scoring import task_means
-from benchroute.selection import route_rows
 from benchroute.tuning import fold_ids
 
 WIDE_KS = (5, 10, 20, 40, 80, 160, 320, 640)
-log = logging.getLogger("per_input_probes")
+VECTORS = "task classifier (vectors)"
+CHARS = "task classifier (vectors + character n-grams)"
 
 
 def char_features(texts: list[str]) -> sp.csr_matrix:
@@ -57,14 +55,12 @@ def char_features(texts: list[str]) -> sp.csr_matrix:
     return TfidfTransformer(sublinear_tf=True).fit_transform(counts).tocsr()
 
 
-def classifier_fitter(F: sp.csr_matrix | np.ndarray, accuracy: list[float]) -> Fitter:
-    """Rows of ``F`` are taken by position: the fitter gets the outer fold's row indices in
-    place of vectors (``run`` passes them)."""
-    def fit(rtr, Ytr, gtr, rte, gte):  # type: ignore[no-untyped-def]
-        clf = LogisticRegression(C=10.0, max_iter=300).fit(F[rtr], gtr)
-        accuracy.append(float((clf.predict(F[rte]) == gte).mean()))
+def classifier_fitter(accuracy: list[float]) -> Fitter:
+    def fit(Ftr, Ytr, gtr, Fte, gte):  # type: ignore[no-untyped-def]
+        clf = LogisticRegression(C=10.0, max_iter=300).fit(Ftr, gtr)
+        accuracy.append(float((clf.predict(Fte) == gte).mean()))
         # classes_ and task_means' rows are both np.unique's sorted order
-        return clf.predict_proba(F[rte]) @ task_means(Ytr, gtr)
+        return clf.predict_proba(Fte) @ task_means(Ytr, gtr)
     return fit
 
 
@@ -99,55 +95,20 @@ def gate(ds: dict[str, object], ks: tuple[int, ...] = (1, 5, 10)) -> pd.DataFram
 
 def run(ds: dict[str, object]) -> pd.DataFrame:
     A = cq.arrays(ds["data"], ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
-    X, Y, g = A.X, A.Q, np.asarray(A.datasets)
     inst = ds["data"].instances()  # type: ignore[attr-defined]
-    if len(inst) != len(X) or not (inst["dataset"].to_numpy() == g).all():
+    if len(inst) != len(A.X) or not (inst["dataset"].to_numpy() == np.asarray(A.datasets)).all():
         raise SystemExit(f"{ds['name']}: texts and vectors are not in one order")
-    chars = sp.hstack([sp.csr_matrix(X), char_features(inst["text"].astype(str).tolist())]).tocsr()
-    acc_vec: list[float] = []
-    acc_both: list[float] = []
-    by_rows = {"task classifier (vectors)": (classifier_fitter(X, acc_vec), acc_vec),
-               "task classifier (vectors + character n-grams)": (classifier_fitter(chars, acc_both),
-                                                                  acc_both)}
+    chars = sp.hstack([sp.csr_matrix(A.X), char_features(inst["text"].astype(str).tolist())]).tocsr()
+    accuracy: dict[str, list[float]] = {VECTORS: [], CHARS: []}
     fitters: dict[str, Fitter] = {DEFAULT: router_fitter(True),
                                   "the router, k up to 640": lambda Xtr, Ytr, gtr, Xte, gte:
                                   knn_fitter(ks=WIDE_KS)(Xtr, Ytr, Xte, gtr),
-                                  "task known (reads the task's name)": task_known}
-    fold, _ = fold_ids(len(X), None, 5, 0)
-    single = fold_bma(Y, g, fold)
-    rows = np.arange(len(X))
-    boots = resample_rows(len(X), N_BOOT, np.random.default_rng(0))
-    pair = "strong" in ds
-    if pair:
-        strong, weak = (A.models.index(str(ds[r])) for r in ("strong", "weak"))
-    out, default = [], None
-    for name in [*fitters, *by_rows]:
-        P = np.empty_like(Y)
-        for f in range(5):
-            te, tr = fold == f, fold != f
-            if name in by_rows:
-                P[te] = by_rows[name][0](rows[tr], Y[tr], g[tr], rows[te], g[te])
-            else:
-                P[te] = fitters[name](X[tr], Y[tr], g[tr], X[te], g[te])
-        q = Y[rows, route_rows(P, np.arange(Y.shape[1]), single, available=~np.isnan(Y))]
-        row = {"data": ds["name"], "predictor": name, "routed": q.mean(),
-               **dict(zip(("routed_lo", "routed_hi"), interval(q[boots].mean(axis=1), point=q.mean())))}
-        if name == DEFAULT:
-            default = q
-        elif default is not None:
-            diff = float((q - default).mean())
-            row.update(minus_default=diff, **dict(zip(
-                ("minus_default_lo", "minus_default_hi"),
-                interval((q - default)[boots].mean(axis=1), point=diff))))
-        if name in by_rows:
-            row["task_accuracy"] = float(np.mean(by_rows[name][1]))
-        if pair:
-            value = pair_apgr(P, Y, strong, weak, rows)
-            ab = [pair_apgr(P, Y, strong, weak, b) for b in boots[:200]]
-            row.update(apgr=value, **dict(zip(("apgr_lo", "apgr_hi"), interval(ab, point=value))))
-        log.info("%s %s: %s", ds["name"], name, {k: v for k, v in row.items() if k != "data"})
-        out.append(row)
-    return pd.DataFrame(out)
+                                  "task known (reads the task's name)": task_known,
+                                  VECTORS: classifier_fitter(accuracy[VECTORS]),
+                                  CHARS: classifier_fitter(accuracy[CHARS])}
+    table = cross_fitted(ds, A, fitters, features={CHARS: chars})
+    table["task_accuracy"] = table["predictor"].map(lambda name: np.mean(accuracy.get(name) or np.nan))
+    return table
 
 
 def main() -> None:
