@@ -33,6 +33,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_fresh_load_lock)
 
 
+def load_once(encoder: object, attribute: str, load: Callable[[], None]) -> None:
+    """Call ``load`` unless ``encoder.<attribute>`` is set, once for all threads: under
+    :func:`load_lock`, checked again inside it. ``load`` must set the attribute last, so a
+    thread that finds it set finds the rest of the loaded state too."""
+    if getattr(encoder, attribute) is None:
+        with load_lock():
+            if getattr(encoder, attribute) is None:
+                load()
+
+
 @runtime_checkable
 class Encoder(Protocol):
     """Anything that maps texts to L2-normalised float32 vectors.

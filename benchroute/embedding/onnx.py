@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from benchroute._persist import sha256_file
-from benchroute.embedding.base import length_batches, load_lock, model_texts
+from benchroute.embedding.base import length_batches, load_once, model_texts
 from benchroute.embedding.install import (
     DEFAULT_ENCODER_ID,
     DEFAULT_MODEL,
@@ -271,32 +271,33 @@ class OnnxEncoder:
         self._identifier = value
 
     def _load(self) -> tuple[Any, Any]:
-        if self._session is not None:  # loaded (published last)
-            return self._session, self._tokenizer
-        with load_lock():  # one load for every thread
-            if self._session is None:
-                graph = self._graph
-                if graph is None:
-                    info = self._info()
-                    graph = onnx_dir(self.root) / "model.onnx"
-                    size = graph.stat().st_size
-                    if size != info.get("onnx_bytes"):
-                        raise BenchrouteError(f"{graph}: {size} bytes, the export recorded "
-                                              f"{info.get('onnx_bytes')!r:.40}; run "
-                                              "`benchroute model export-onnx --force`")
-                    # the vectors may go into sentence-transformers' namespace: only from the graph
-                    # that was checked against it
-                    check_sha256(graph, info.get("onnx_sha256"), str(onnx_dir(self.root) / "export.json"),
-                                 "benchroute model export-onnx --force")
-                tok_path = self._tokenizer_path or tokenizer_file(self.root)
-                logger.info("loading %s (ONNX Runtime, %s threads) from %s", DEFAULT_MODEL,
-                            self.threads or cpu_threads(), graph)
-                tokenizer = load_tokenizer(tok_path, self.max_seq_length)
-                session = _session(graph, self.threads or cpu_threads())
-                # the session last: a reader that finds it finds the tokenizer too, and a
-                # failed load leaves neither
-                self._tokenizer, self._session = tokenizer, session
+        load_once(self, "_session", self._load_now)
         return self._session, self._tokenizer
+
+    def _load_now(self) -> None:
+        """The first load, once for every thread (:func:`~benchroute.embedding.base.load_once`);
+        ``_session`` is set last."""
+        graph = self._graph
+        if graph is None:
+            info = self._info()
+            graph = onnx_dir(self.root) / "model.onnx"
+            size = graph.stat().st_size
+            if size != info.get("onnx_bytes"):
+                raise BenchrouteError(f"{graph}: {size} bytes, the export recorded "
+                                      f"{info.get('onnx_bytes')!r:.40}; run "
+                                      "`benchroute model export-onnx --force`")
+            # the vectors may go into sentence-transformers' namespace: only from the graph
+            # that was checked against it
+            check_sha256(graph, info.get("onnx_sha256"), str(onnx_dir(self.root) / "export.json"),
+                         "benchroute model export-onnx --force")
+        tok_path = self._tokenizer_path or tokenizer_file(self.root)
+        logger.info("loading %s (ONNX Runtime, %s threads) from %s", DEFAULT_MODEL,
+                    self.threads or cpu_threads(), graph)
+        tokenizer = load_tokenizer(tok_path, self.max_seq_length)
+        session = _session(graph, self.threads or cpu_threads())
+        # the session last: a reader that finds it finds the tokenizer too, and a failed load
+        # leaves neither
+        self._tokenizer, self._session = tokenizer, session
 
     def encode(self, texts: Sequence[str], batch_size: int = 32,
                on_batch: Callable[[int], object] | None = None) -> np.ndarray:

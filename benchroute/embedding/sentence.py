@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from benchroute.embedding.base import length_batches, load_lock, model_texts
+from benchroute.embedding.base import length_batches, load_once, model_texts
 from benchroute.embedding.install import DEFAULT_ENCODER_ID, DEFAULT_MODEL, installed_model
 from benchroute.embedding.names import (
     DEFAULT_MAX_SEQ_LENGTH,
@@ -66,66 +66,67 @@ class SentenceTransformerEncoder:
                 f"max_seq_length={self.max_seq_length!r})")
 
     def _load(self) -> Any:
-        if self._st is not None:  # loaded (published last)
-            return self._st
-        with load_lock():  # one load for every thread
-            if self._st is None:
-                logger.info("loading %s (sentence-transformers, torch)", self.model)
-                installed = _verified_install() if self.model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID) \
-                    else None
-                try:
-                    from sentence_transformers import SentenceTransformer
-                    from transformers.utils import logging as hf_logging
-                except ImportError as exc:
-                    import importlib.util
-
-                    from benchroute.exceptions import ModelNotInstalledError
-
-                    onnx = ("onnxruntime is installed, but the ONNX graph is not exported: "
-                            "`benchroute model export-onnx` makes it (it needs torch once)"
-                            if importlib.util.find_spec("onnxruntime") is not None else
-                            "or use the ONNX backend (`pip install 'benchroute[onnx]'`)")
-                    raise ModelNotInstalledError(
-                        f"the torch backend needs sentence-transformers ({exc}): "
-                        f"`pip install 'benchroute[torch]'`; {onnx}") from exc
-
-                # the weight-loading bar of transformers follows our logger, as ours do, for this
-                # load only: the caller's setting is restored after
-                bars = hf_logging.is_progress_bar_enabled()
-                if not logger.isEnabledFor(logging.INFO):
-                    hf_logging.disable_progress_bar()
-                try:
-                    if installed is not None:
-                        st = _load_installed(SentenceTransformer, installed, self.device)
-                    elif Path(self.model).is_dir():  # a local folder: never ask the hub
-                        from benchroute.exceptions import ModelNotInstalledError
-
-                        try:
-                            # local_files_only: a missing file fails at once, without the hub's
-                            # retries, and without setting HF_HUB_OFFLINE for the whole process
-                            st = SentenceTransformer(self.model, device=self.device,
-                                                     local_files_only=True)
-                        except (OSError, ValueError, KeyError, ImportError) as exc:
-                            raise ModelNotInstalledError(f"{self.model}: cannot load the model "
-                                                         f"({type(exc).__name__}: {exc})") from exc
-                    else:  # a hub name; get_encoder passes one only when downloads are allowed
-                        st = SentenceTransformer(self.model, device=self.device)
-                finally:
-                    if bars:
-                        hf_logging.enable_progress_bar()
-                if self.max_seq_length is not None:
-                    limit = _position_limit(st)
-                    if limit is not None and self.max_seq_length > limit:  # not kept: every encode
-                        raise BenchrouteError(  # would crash past the limit
-                            f"{type(self).__name__}: max_seq_length == {self.max_seq_length}, above "
-                            f"{self.model}'s {limit} position embeddings")
-                    st.max_seq_length = self.max_seq_length
-                get_dim = getattr(st, "get_embedding_dimension", None) or \
-                    st.get_sentence_embedding_dimension
-                self.dimension = int(get_dim())
-                logger.info("loaded %s on %s", self.model, st.device)
-                self._st = st  # published once capped: another thread never sees it uncapped
+        load_once(self, "_st", self._load_now)
         return self._st
+
+    def _load_now(self) -> None:
+        """The first load, once for every thread (:func:`~benchroute.embedding.base.load_once`);
+        ``_st`` is set last."""
+        logger.info("loading %s (sentence-transformers, torch)", self.model)
+        installed = _verified_install() if self.model in (DEFAULT_MODEL, DEFAULT_ENCODER_ID) \
+            else None
+        try:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+        except ImportError as exc:
+            import importlib.util
+
+            from benchroute.exceptions import ModelNotInstalledError
+
+            onnx = ("onnxruntime is installed, but the ONNX graph is not exported: "
+                    "`benchroute model export-onnx` makes it (it needs torch once)"
+                    if importlib.util.find_spec("onnxruntime") is not None else
+                    "or use the ONNX backend (`pip install 'benchroute[onnx]'`)")
+            raise ModelNotInstalledError(
+                f"the torch backend needs sentence-transformers ({exc}): "
+                f"`pip install 'benchroute[torch]'`; {onnx}") from exc
+
+        # the weight-loading bar of transformers follows our logger, as ours do, for this
+        # load only: the caller's setting is restored after
+        bars = hf_logging.is_progress_bar_enabled()
+        if not logger.isEnabledFor(logging.INFO):
+            hf_logging.disable_progress_bar()
+        try:
+            if installed is not None:
+                st = _load_installed(SentenceTransformer, installed, self.device)
+            elif Path(self.model).is_dir():  # a local folder: never ask the hub
+                from benchroute.exceptions import ModelNotInstalledError
+
+                try:
+                    # local_files_only: a missing file fails at once, without the hub's
+                    # retries, and without setting HF_HUB_OFFLINE for the whole process
+                    st = SentenceTransformer(self.model, device=self.device,
+                                             local_files_only=True)
+                except (OSError, ValueError, KeyError, ImportError) as exc:
+                    raise ModelNotInstalledError(f"{self.model}: cannot load the model "
+                                                 f"({type(exc).__name__}: {exc})") from exc
+            else:  # a hub name; get_encoder passes one only when downloads are allowed
+                st = SentenceTransformer(self.model, device=self.device)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        if self.max_seq_length is not None:
+            limit = _position_limit(st)
+            if limit is not None and self.max_seq_length > limit:  # not kept: every encode
+                raise BenchrouteError(  # would crash past the limit
+                    f"{type(self).__name__}: max_seq_length == {self.max_seq_length}, above "
+                    f"{self.model}'s {limit} position embeddings")
+            st.max_seq_length = self.max_seq_length
+        get_dim = getattr(st, "get_embedding_dimension", None) or \
+            st.get_sentence_embedding_dimension
+        self.dimension = int(get_dim())
+        logger.info("loaded %s on %s", self.model, st.device)
+        self._st = st  # published once capped: another thread never sees it uncapped
 
     def encode(self, texts: Sequence[str], batch_size: int = 32,
                on_batch: Callable[[int], object] | None = None) -> np.ndarray:

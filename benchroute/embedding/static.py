@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchroute._persist import read_json_file, sha256_file
-from benchroute.embedding.base import load_lock, model_texts
+from benchroute.embedding.base import load_once, model_texts
 from benchroute.embedding.install import (
     DEFAULT_MODEL,
     benchroute_home,
@@ -198,35 +198,36 @@ class StaticEncoder:
         return f"StaticEncoder(max_seq_length={self.max_seq_length})"
 
     def _load(self) -> tuple[np.ndarray, Any]:
-        if self._table is not None:  # loaded (published last)
-            return self._table, self._tokenizer
-        with load_lock():  # one load for every thread
-            if self._table is None:
-                info = read_static_info(self.root)
-                if info is None:
-                    if not self.distill:
-                        raise ModelNotInstalledError(f"no static model in {static_dir(self.root)}; "
-                                                     "run `benchroute model distill-static`")
-                    distill_static(self.root)
-                    info = read_static_info(self.root) or {}
-                from benchroute.embedding.onnx import load_tokenizer
-
-                folder = static_dir(self.root)
-                logger.info("loading %s static embeddings from %s", DEFAULT_MODEL, folder)
-                check_sha256(folder / "vectors.npz", info.get("vectors_sha256"),
-                             str(folder / "distill.json"), _REDISTILL)
-                tok = load_tokenizer(tokenizer_file(self.root), self.max_seq_length)
-                ids, vectors = _read_vectors(folder / "vectors.npz", tok.get_vocab_size(),
-                                             self.dimension)
-                # row per vocabulary id; the last row (zeros) stands for pieces without a vector
-                table = np.zeros((tok.get_vocab_size() + 1, self.dimension), dtype=np.float32)
-                table[ids] = vectors
-                known = np.zeros(len(table), dtype=bool)
-                known[ids] = True
-                self._known = known
-                self._tokenizer, self._table = tok, table  # the table last: finding it, a reader finds all
+        load_once(self, "_table", self._load_now)
         assert self._table is not None
         return self._table, self._tokenizer
+
+    def _load_now(self) -> None:
+        """The first load, once for every thread (:func:`~benchroute.embedding.base.load_once`);
+        ``_table`` is set last."""
+        info = read_static_info(self.root)
+        if info is None:
+            if not self.distill:
+                raise ModelNotInstalledError(f"no static model in {static_dir(self.root)}; "
+                                             "run `benchroute model distill-static`")
+            distill_static(self.root)
+            info = read_static_info(self.root) or {}
+        from benchroute.embedding.onnx import load_tokenizer
+
+        folder = static_dir(self.root)
+        logger.info("loading %s static embeddings from %s", DEFAULT_MODEL, folder)
+        check_sha256(folder / "vectors.npz", info.get("vectors_sha256"),
+                     str(folder / "distill.json"), _REDISTILL)
+        tok = load_tokenizer(tokenizer_file(self.root), self.max_seq_length)
+        ids, vectors = _read_vectors(folder / "vectors.npz", tok.get_vocab_size(),
+                                     self.dimension)
+        # row per vocabulary id; the last row (zeros) stands for pieces without a vector
+        table = np.zeros((tok.get_vocab_size() + 1, self.dimension), dtype=np.float32)
+        table[ids] = vectors
+        known = np.zeros(len(table), dtype=bool)
+        known[ids] = True
+        self._known = known
+        self._tokenizer, self._table = tok, table  # the table last
 
     def encode(self, texts: Sequence[str], batch_size: int = 32,
                on_batch: Callable[[int], object] | None = None) -> np.ndarray:
