@@ -29,7 +29,6 @@ import argparse
 import logging
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -42,7 +41,7 @@ from sklearn.metrics import roc_auc_score
 from benchroute.experiments import costs as cq
 from benchroute.experiments.per_input import knn_fitter
 from benchroute.scoring import task_means
-from benchroute.tuning import fold_ids
+from benchroute.tuning import fold_ids, knn_search
 
 WIDE_KS = (5, 10, 20, 40, 80, 160, 320, 640)
 VECTORS = "task classifier (vectors)"
@@ -64,23 +63,16 @@ def classifier_fitter(accuracy: list[float]) -> Fitter:
     return fit
 
 
-def nearest_similarity(X: np.ndarray, pool: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    index = faiss.IndexFlatIP(X.shape[1])
-    index.add(np.ascontiguousarray(X[pool], dtype=np.float32))
-    sim, _ = index.search(np.ascontiguousarray(X[queries], dtype=np.float32), k)
-    return sim
-
-
 def gate(ds: dict[str, object], ks: tuple[int, ...] = (1, 5, 10)) -> pd.DataFrame:
     A = cq.arrays(ds["data"], ds["X"], str(ds["column"]), ds["costs"])  # type: ignore[arg-type]
     X, g = A.X, np.asarray(A.datasets)
     fold, _ = fold_ids(len(X), None, 5, 0)
     K = max(ks)
     pool_task, new_task = np.empty((len(X), K)), np.empty((len(X), K))
-    for f in range(5):
-        pool_task[fold == f] = nearest_similarity(X, fold != f, fold == f, K)
+    for f in range(5):  # similarity = 1 − the search's cosine distance
+        pool_task[fold == f] = 1.0 - knn_search(X[fold != f], X[fold == f], K)[0]
     for task in np.unique(g):
-        new_task[g == task] = nearest_similarity(X, g != task, g == task, K)
+        new_task[g == task] = 1.0 - knn_search(X[g != task], X[g == task], K)[0]
 
     def auc(rows: np.ndarray, k: int) -> float:
         a, b = pool_task[rows, :k].mean(axis=1), new_task[rows, :k].mean(axis=1)
