@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -17,6 +18,21 @@ if TYPE_CHECKING:
     from benchroute.embedding import Encoder
 
 _R = TypeVar("_R", bound="RouterParams")
+
+# Held while a router builds the encoder it holds (cheap: the weights load on first encode,
+# under the encoders' own lock), so that threads sharing a router share one encoder. Its own
+# lock: a router built while another loads weights, for minutes when a model is distilled,
+# waited for that load (found by a review).
+_HELD_LOCK = threading.Lock()
+
+
+def _fresh_held_lock() -> None:
+    global _HELD_LOCK
+    _HELD_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_held_lock)
 
 
 class RouterParams(Estimator):
@@ -195,11 +211,10 @@ class RouterParams(Estimator):
     def held_encoder(self) -> Encoder:
         """The encoder ``encoder`` names, built once (its weights load on first use)."""
         from benchroute.embedding import get_encoder
-        from benchroute.embedding.base import load_lock
 
         held = getattr(self, "_held_encoder", None)
         if held is None or held[0] != self.encoder:
-            with load_lock():  # threads sharing the router share one encoder, loaded once
+            with _HELD_LOCK:  # threads sharing the router share one encoder, loaded once
                 held = getattr(self, "_held_encoder", None)
                 if held is None or held[0] != self.encoder:
                     held = self._held_encoder = (self.encoder, get_encoder(self.encoder))

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from benchroute.data.text import normalize_text
+from benchroute.memo import make_room
 from benchroute.predictors import EXTRA_NEIGHBOURS, NEAR_DUPLICATE
 from benchroute.sampling import sample_key, task_queries
 
@@ -246,8 +247,7 @@ class ShiftReference:
             tasks = sorted(set(self.raw) - left)
             raw = {t: (self.task_difference(t, key)[0] if self.touched[t] & left else self.raw[t])
                    for t in tasks} if len(tasks) >= 2 else {}
-            if len(self._memo) >= _MEMO:
-                self._memo.pop(next(iter(self._memo)))
+            make_room(self._memo, _MEMO)
             self._memo[key] = raw
         sd = self.scale(key)
         return np.asarray([statistic(d / sd) for d in raw.values()], dtype=np.float64)
@@ -267,8 +267,8 @@ class ShiftReference:
         if memo is not None:
             return memo
         sd = self.scale(key)
-        if key not in self._inputs and len(self._inputs) > _MEMO:
-            self._inputs.pop(next(k for k in self._inputs if k))  # the pool's own stay
+        if key not in self._inputs:
+            make_room(self._inputs, _MEMO + 1, evictable=bool)  # the pool's own (key ()) stays
         inputs = self._inputs.setdefault(key, {})  # before: a recomputed task fills it
         full = self.statistics(key)
         out = []
@@ -289,8 +289,7 @@ class ShiftReference:
             rng = np.random.default_rng([self.queries[1], zlib.crc32(task.encode()), n])
             picks = np.argsort(rng.random((DRAWS, len(diffs))), axis=1)[:, :n]
             out.append(np.sqrt(np.mean(np.square(diffs[picks].mean(axis=1) / sd), axis=1)))
-        if len(self._draws) >= 4 * _MEMO:
-            self._draws.pop(next(iter(self._draws)))
+        make_room(self._draws, 4 * _MEMO)
         self._draws[key, n] = out
         return out
 

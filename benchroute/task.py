@@ -26,6 +26,7 @@ from benchroute.inputs import (
     parse_labeled,
     parse_texts,
 )
+from benchroute.memo import make_room
 from benchroute.new_models import added_columns, extend_reference
 from benchroute.predictors import (
     EXTRA_NEIGHBOURS,
@@ -104,14 +105,15 @@ def reference_without(router: Router, exclude_datasets: Sequence[str]) -> Refere
     key = (tasks, tuple(router.alphas), router.repeats, router.seed, router.n_neighbours,
            router.threshold, router.max_task_queries)
     memo = router.__dict__.setdefault("_excluded", {})
-    if key not in memo:
-        if len(memo) >= _EXCLUDED_MEMO:
-            memo.pop(next(iter(memo)))
-        memo[key] = reference_pairs(
+    pairs = memo.get(key)
+    if pairs is None:  # another thread may evict any entry: the value is returned, not re-read
+        pairs = reference_pairs(
             router.predictor_, router.alphas, router.repeats, router.seed, router.n_neighbours,
             router.threshold, also_exclude=tasks, cache=router.reference_,
             max_queries=router.max_task_queries)
-    return memo[key]
+        make_room(memo, _EXCLUDED_MEMO)
+        memo[key] = pairs
+    return pairs
 
 
 def task_vectors(router: Router, task_examples: Texts, labeled: LabeledRecords | None

@@ -135,7 +135,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                 "benchroute._persist")),
     ("formulas", ("benchroute.scoring", "benchroute.curves", "benchroute.exceptions",
                   "benchroute.extras", "benchroute.deprecation", "benchroute.sampling",
-                  "benchroute.warning_site")),
+                  "benchroute.warning_site", "benchroute.memo")),
 ]
 
 

@@ -228,7 +228,9 @@ class Bf16Encoder(SentenceTransformerEncoder):
     def __repr__(self) -> str:
         return f"Bf16Encoder(max_seq_length={self.max_seq_length!r})"
 
-    def _load(self) -> Any:
+    def _load_now(self) -> None:
+        """The check, then the model, once for every thread (the check loads a float32 model
+        and measures: threads that came first each did it; found by a review)."""
         if not self._checked:
             entry = check_bf16(self.root)
             if not entry.get("passed"):
@@ -238,7 +240,7 @@ class Bf16Encoder(SentenceTransformerEncoder):
                     f"{'+'.join(entry.get('units', []))}, stored in {check_path(self.root)}); "
                     "use the onnx or torch backend")
             self._checked = True
-        return super()._load()
+        super()._load_now()
 
     def encode(self, texts: Sequence[str], batch_size: int = 32,
                on_batch: Callable[[int], object] | None = None) -> np.ndarray:

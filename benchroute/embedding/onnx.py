@@ -248,27 +248,34 @@ class OnnxEncoder:
 
     @property
     def identifier(self) -> str:
-        if self._identifier is None:
-            info = self._info()
-            cosine = info.get("check_min_cosine", 0.0)
-            if not isinstance(cosine, (int, float)) or isinstance(cosine, bool) \
-                    or not -1.0 <= cosine <= 1.0:
-                raise BenchrouteError(f"{onnx_dir(self.root) / 'export.json'}: check_min_cosine "
-                                      f"is {cosine!r:.60}, expected a number in [-1, 1]; run "
-                                      "`benchroute model export-onnx --force`")
-            if cosine >= SHARE_MIN_COSINE:
-                self._identifier = shared_identifier(self.max_seq_length)
-            else:  # said once: its vectors go to a cache of their own (found by a review)
-                self._identifier = own_identifier("onnx", self.max_seq_length)
-                logger.warning("the ONNX export agrees with sentence-transformers to a minimum "
-                               "cosine of %.6f only (below %s): its vectors are cached apart, "
-                               "as %s; `benchroute model export-onnx --force` exports again",
-                               cosine, SHARE_MIN_COSINE, self._identifier)
+        load_once(self, "_identifier", self._identify)
+        assert self._identifier is not None
         return self._identifier
 
     @identifier.setter
     def identifier(self, value: str) -> None:
         self._identifier = value
+
+    def _identify(self) -> None:
+        """The identifier from the export's record, exporting first when there is none (once
+        for every thread, :func:`~benchroute.embedding.base.load_once`: a router reads it
+        before any encode, so threads meeting a fresh machine each exported the model, and
+        raced on the export's folder; found by a review)."""
+        info = self._info()
+        cosine = info.get("check_min_cosine", 0.0)
+        if not isinstance(cosine, (int, float)) or isinstance(cosine, bool) \
+                or not -1.0 <= cosine <= 1.0:
+            raise BenchrouteError(f"{onnx_dir(self.root) / 'export.json'}: check_min_cosine "
+                                  f"is {cosine!r:.60}, expected a number in [-1, 1]; run "
+                                  "`benchroute model export-onnx --force`")
+        if cosine >= SHARE_MIN_COSINE:
+            self._identifier = shared_identifier(self.max_seq_length)
+        else:  # said once: its vectors go to a cache of their own (found by a review)
+            self._identifier = own_identifier("onnx", self.max_seq_length)
+            logger.warning("the ONNX export agrees with sentence-transformers to a minimum "
+                           "cosine of %.6f only (below %s): its vectors are cached apart, "
+                           "as %s; `benchroute model export-onnx --force` exports again",
+                           cosine, SHARE_MIN_COSINE, self._identifier)
 
     def _load(self) -> tuple[Any, Any]:
         load_once(self, "_session", self._load_now)
