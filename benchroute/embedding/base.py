@@ -10,10 +10,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-# Held while an encoder loads its weights on first use, and while a router builds the encoder
-# it holds. Why: threads sharing one router met a half-loaded ONNX encoder (its session
-# published before its tokenizer: None.encode_batch) and each thread loaded the weights once
-# more. One lock for every encoder: loads are rare, and they nest (a static model distilled
+# Held while an encoder loads its weights (or makes its identifier) on first use. Why: threads
+# sharing one router met a half-loaded ONNX encoder (its session published before its
+# tokenizer: None.encode_batch) and each thread loaded the weights once more. One lock for every encoder: loads are rare, and they nest (a static model distilled
 # on first use loads the ONNX one), hence reentrant.
 _LOAD_LOCK = threading.RLock()
 

@@ -5,6 +5,7 @@ the weights again; a router's threads each built an encoder of their own."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +14,7 @@ import pytest
 
 from benchroute import embedding
 from benchroute.embedding import onnx, static
+from benchroute.embedding.base import load_lock
 from benchroute.exceptions import BenchrouteError
 from benchroute.router import Router
 
@@ -139,10 +141,6 @@ def test_bf16_check_runs_once_for_all_threads(monkeypatch):
 def test_a_router_builds_its_encoder_while_another_loads_weights():
     """From a review: building a router's encoder waited for any other encoder's first load
     (minutes when a static model is distilled)."""
-    import threading
-
-    from benchroute.embedding.base import load_lock
-
     loading, done = threading.Event(), threading.Event()
 
     def load() -> None:
